@@ -1,0 +1,90 @@
+# dae - a denoising-autoencoder service in C.
+# `make help` lists the targets. Everything lands in build/.
+
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O2
+# Portable by default: baseline x86-64. Hot loops pick AVX2/AVX-512 at run
+# time (target_clones); `make NATIVE=1` builds for this CPU only.
+ARCH     := $(if $(NATIVE),-march=native,)
+CFLAGS   ?= $(OPT) -g
+CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -pthread -fno-math-errno $(ARCH)
+CPPFLAGS += -D_GNU_SOURCE -Icore -I/usr/include/cjson
+LDLIBS   += -lcjson -lopenblas -lz -lm -pthread
+
+# Sanitizer build: `make test-sanitize` builds the same tests into
+# build/sanitize with ASan and UBSan.
+ifdef SANITIZE
+BUILD    := build/sanitize
+CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+CORE_SRC  := $(wildcard core/*.c)
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
+CLI_SRC   := $(wildcard cli/*.c)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC  := $(wildcard tests/*.c)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
+BENCH_SRC := $(wildcard bench/*.c)
+
+LIB       := $(BUILD)/libdae.a
+DAE       := $(BUILD)/dae
+TEST_BIN  := $(BUILD)/test_dae
+BENCH_BIN := $(BUILD)/bench_core
+
+# Headers whose absence means `make deps` has not run on this machine.
+DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
+               /usr/include/png.h /usr/include/zlib.h /usr/include/stb/stb_image.h \
+               /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
+
+.PHONY: all deps check-deps test test-sanitize bench-core run clean help refs
+
+all: check-deps $(LIB) $(DAE) ## build the library and the command-line tool
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+deps: ## install the Debian packages (as root), or print the apt command
+	@tools/deps.sh
+
+check-deps:
+	@for h in $(DEP_HEADERS); do [ -f $$h ] || { tools/deps.sh; break; }; done
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(DAE): $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(TEST_BIN): $(TEST_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion -o $@
+
+$(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+test: check-deps $(TEST_BIN) ## build and run the unit tests
+	$(TEST_BIN) --jobs 2
+
+test-sanitize: check-deps ## the unit tests under ASan + UBSan
+	$(MAKE) SANITIZE=1 build/sanitize/test_dae
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/sanitize/test_dae --jobs 2
+
+bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
+	$(BENCH_BIN)
+
+run: all ## build and run the demo
+	$(DAE) --help
+
+refs: ## regenerate the PyTorch reference fixtures (needs python3-torch)
+	/usr/bin/python3 tests/ref/make_refs.py tests/fixtures/ref
+
+clean: ## remove build/
+	rm -rf build
+
+-include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -1,0 +1,35 @@
+/* adam.h - the Adam optimiser with torch.optim.Adam's exact update:
+ * weight decay added to the gradient, bias-corrected moments, eps added
+ * after dividing sqrt(v) by sqrt(1 - beta2^t). */
+#ifndef DAE_ADAM_H
+#define DAE_ADAM_H
+
+#include <stddef.h>
+
+#include "dae_status.h"
+
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    long step;     /* updates done so far */
+    size_t n;      /* parameter count */
+    float *m, *v;  /* owned: first and second moments (exp_avg, exp_avg_sq) */
+} dae_adam;
+
+/* Sets PyTorch's defaults (betas 0.9/0.999, eps 1e-8) with the given rate
+ * and weight decay, and zeroed moments for n parameters. */
+dae_status dae_adam_init(dae_adam *a, size_t n, float lr, float weight_decay,
+                         char *err, size_t errlen);
+void dae_adam_free(dae_adam *a);
+
+/* Counts one step (call once per optimiser step, before the updates). */
+void dae_adam_begin_step(dae_adam *a);
+
+/* Updates params[begin, end) from grads[begin, end) with the current step's
+ * bias corrections; threads may update disjoint ranges of one step. */
+void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
+                           size_t begin, size_t end);
+
+/* One whole step: begin_step + update of every parameter. */
+void dae_adam_step(dae_adam *a, float *params, const float *grads);
+
+#endif

@@ -1,0 +1,28 @@
+/* dae_status.c - status names and the error-message helper. */
+#include "dae_status.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+const char *dae_status_str(dae_status status) {
+    switch (status) {
+    case DAE_OK: return "ok";
+    case DAE_ERR_IO: return "io error";
+    case DAE_ERR_FORMAT: return "format error";
+    case DAE_ERR_INVALID: return "invalid argument";
+    case DAE_ERR_NOMEM: return "out of memory";
+    case DAE_ERR_CANCELLED: return "cancelled";
+    }
+    return "unknown status";
+}
+
+dae_status dae_fail(char *err, size_t errlen, dae_status status,
+                    const char *fmt, ...) {
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}

@@ -1,0 +1,408 @@
+/* idx.c - IDX image and label files (MNIST layout), raw or gzip, and the
+ * four-file data sets built from them.
+ *
+ * Files are read through zlib's gzread, which also passes raw files through
+ * unchanged. The header is read and checked first; the payload is then read
+ * into a buffer that grows as data arrives (so a lying header cannot make
+ * us allocate much more than the file holds) and never past the announced
+ * size plus one byte (so a gzip bomb stops there). */
+#include "idx.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+/* ------------------------------------------------------------------------
+ * Header checks shared by the in-memory and the file readers
+ * ------------------------------------------------------------------------ */
+
+typedef enum { IDX_IMAGES, IDX_LABELS } idx_kind;
+
+/* What a checked header says. */
+typedef struct {
+    int count, rows, cols; /* rows = cols = 1 for labels */
+    size_t header_len;     /* 16 for images, 8 for labels */
+    size_t payload;        /* count * rows * cols bytes */
+} idx_header;
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static const char *kind_noun(idx_kind kind) { return kind == IDX_IMAGES ? "image" : "label"; }
+
+/* Checks the magic number in the first 4 bytes (len >= 4) and says in err
+ * what the file looks like instead when it is wrong. */
+static dae_status check_magic(const uint8_t *buf, idx_kind kind, const char *label,
+                              char *err, size_t errlen) {
+    uint32_t want = kind == IDX_IMAGES ? DAE_IDX_MAGIC_IMAGES : DAE_IDX_MAGIC_LABELS;
+    int want_dims = kind == IDX_IMAGES ? 3 : 1;
+    uint32_t magic = be32(buf);
+    if (magic == want) return DAE_OK;
+    if (buf[0] == 0x1f && buf[1] == 0x8b)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: bad magic 0x%08x (expected 0x%08x for an IDX %s file): this is gzip data, not a raw IDX file",
+                        label, magic, want, kind_noun(kind));
+    if (buf[0] == 0 && buf[1] == 0 && buf[2] == 0x08) {
+        const char *hint = "";
+        if (kind == IDX_IMAGES && magic == DAE_IDX_MAGIC_LABELS) hint = " (this looks like a label file)";
+        if (kind == IDX_LABELS && magic == DAE_IDX_MAGIC_IMAGES) hint = " (this looks like an image file)";
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: bad magic 0x%08x: IDX file with %d dimension%s, expected %d (magic 0x%08x) for an IDX %s file%s",
+                        label, magic, buf[3], buf[3] == 1 ? "" : "s", want_dims, want, kind_noun(kind), hint);
+    }
+    if (buf[0] == 0 && buf[1] == 0 && (buf[2] == 0x09 || (buf[2] >= 0x0B && buf[2] <= 0x0E)))
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: bad magic 0x%08x: IDX data type 0x%02x is not unsigned bytes (0x08) (expected 0x%08x for an IDX %s file)",
+                        label, magic, buf[2], want, kind_noun(kind));
+    return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: bad magic 0x%08x (expected 0x%08x for an IDX %s file)",
+                    label, magic, want, kind_noun(kind));
+}
+
+/* Checks the header at the start of buf (len bytes available, which may be
+ * fewer than a header) and fills *h. Does not look at the payload. */
+static dae_status check_header(const uint8_t *buf, size_t len, idx_kind kind, idx_header *h,
+                               const char *label, char *err, size_t errlen) {
+    size_t need = kind == IDX_IMAGES ? 16 : 8;
+    if (len >= 4) {
+        dae_status st = check_magic(buf, kind, label, err, errlen);
+        if (st != DAE_OK) return st;
+    }
+    if (len < need)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: truncated: file has %zu bytes, an IDX %s header needs %zu",
+                        label, len, kind_noun(kind), need);
+    uint32_t count = be32(buf + 4);
+    uint32_t rows = 1, cols = 1;
+    if (kind == IDX_IMAGES) {
+        rows = be32(buf + 8);
+        cols = be32(buf + 12);
+        if (rows < 1 || rows > DAE_IDX_MAX_SIDE || cols < 1 || cols > DAE_IDX_MAX_SIDE)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                            "%s: image size %ux%u is outside 1..%d on a side", label, rows, cols, DAE_IDX_MAX_SIDE);
+    }
+    uint64_t payload = (uint64_t)count * rows * cols; /* < 2^56, no overflow */
+    if (count > INT_MAX || payload > DAE_IDX_MAX_PAYLOAD) {
+        if (kind == IDX_IMAGES)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                            "%s: header says %u images of %ux%u (%llu bytes), more than the %llu-byte limit",
+                            label, count, rows, cols, (unsigned long long)payload,
+                            (unsigned long long)DAE_IDX_MAX_PAYLOAD);
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: header says %u labels, more than the %llu-byte limit",
+                        label, count, (unsigned long long)DAE_IDX_MAX_PAYLOAD);
+    }
+    h->count = (int)count;
+    h->rows = (int)rows;
+    h->cols = (int)cols;
+    h->header_len = need;
+    h->payload = (size_t)payload;
+    return DAE_OK;
+}
+
+/* Checks that have bytes follow the header where h->payload are due;
+ * at_least says have is only a lower bound (the reader stopped early). */
+static dae_status check_payload_len(const idx_header *h, idx_kind kind, size_t have, int at_least,
+                                    const char *label, char *err, size_t errlen) {
+    if (have == h->payload) return DAE_OK;
+    const char *what = have < h->payload ? "truncated" : "trailing bytes";
+    char has[64];
+    if (at_least) snprintf(has, sizeof has, "more than %zu", have - 1);
+    else snprintf(has, sizeof has, "%zu", have);
+    if (kind == IDX_IMAGES)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: %s: header says %d images of %dx%d (%zu bytes), file has %s after the %zu-byte header",
+                        label, what, h->count, h->rows, h->cols, h->payload, has, h->header_len);
+    return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                    "%s: %s: header says %d labels (%zu bytes), file has %s after the %zu-byte header",
+                    label, what, h->count, h->payload, has, h->header_len);
+}
+
+/* ------------------------------------------------------------------------
+ * In-memory parsing
+ * ------------------------------------------------------------------------ */
+
+/* Checks a whole file image and returns a malloc'd copy of its payload in
+ * *payload_out (at least 1 byte allocated, so never NULL on success). */
+static dae_status parse_any(const uint8_t *buf, size_t len, idx_kind kind, idx_header *h,
+                            uint8_t **payload_out, const char *label, char *err, size_t errlen) {
+    *payload_out = NULL;
+    if (buf == NULL && len > 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no buffer given", label);
+    dae_status st = check_header(buf, len, kind, h, label, err, errlen);
+    if (st != DAE_OK) return st;
+    st = check_payload_len(h, kind, len - h->header_len, 0, label, err, errlen);
+    if (st != DAE_OK) return st;
+    uint8_t *p = malloc(h->payload > 0 ? h->payload : 1);
+    if (p == NULL)
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", label, h->payload);
+    if (h->payload > 0) memcpy(p, buf + h->header_len, h->payload);
+    *payload_out = p;
+    return DAE_OK;
+}
+
+dae_status dae_idx_parse_images(const uint8_t *buf, size_t len, dae_idx_images *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "IDX images: no output given");
+    memset(out, 0, sizeof *out);
+    idx_header h;
+    dae_status st = parse_any(buf, len, IDX_IMAGES, &h, &out->pixels, "IDX images", err, errlen);
+    if (st != DAE_OK) return st;
+    out->count = h.count;
+    out->rows = h.rows;
+    out->cols = h.cols;
+    return DAE_OK;
+}
+
+dae_status dae_idx_parse_labels(const uint8_t *buf, size_t len, dae_idx_labels *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "IDX labels: no output given");
+    memset(out, 0, sizeof *out);
+    idx_header h;
+    dae_status st = parse_any(buf, len, IDX_LABELS, &h, &out->labels, "IDX labels", err, errlen);
+    if (st != DAE_OK) return st;
+    out->count = h.count;
+    return DAE_OK;
+}
+
+void dae_idx_images_free(dae_idx_images *im) {
+    if (im == NULL) return;
+    free(im->pixels);
+    memset(im, 0, sizeof *im);
+}
+
+void dae_idx_labels_free(dae_idx_labels *l) {
+    if (l == NULL) return;
+    free(l->labels);
+    memset(l, 0, sizeof *l);
+}
+
+/* ------------------------------------------------------------------------
+ * Reading files (raw or gzip)
+ * ------------------------------------------------------------------------ */
+
+/* Reads up to want bytes from gz into dst and sets *got (short only at the
+ * end of the data). Fails with DAE_ERR_FORMAT when the gzip stream is
+ * corrupt or truncated, DAE_ERR_IO when reading the file fails. */
+static dae_status gz_read_upto(gzFile gz, uint8_t *dst, size_t want, size_t *got,
+                               const char *path, char *err, size_t errlen) {
+    *got = 0;
+    while (*got < want) {
+        size_t ask = want - *got;
+        if (ask > (1u << 30)) ask = 1u << 30;
+        int r = gzread(gz, dst + *got, (unsigned)ask);
+        int errnum = Z_OK;
+        const char *msg = gzerror(gz, &errnum);
+        if (r < 0 || (errnum != Z_OK && errnum != Z_STREAM_END)) {
+            if (errnum == Z_ERRNO)
+                return dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+            /* zlib's message starts with the path given to gzopen: drop it. */
+            size_t pl = strlen(path);
+            if (msg != NULL && strncmp(msg, path, pl) == 0 && strncmp(msg + pl, ": ", 2) == 0) msg += pl + 2;
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: corrupt gzip data: %s", path,
+                            msg != NULL && msg[0] != '\0' ? msg : "unknown error");
+        }
+        *got += (size_t)r;
+        if ((size_t)r < ask) break;
+    }
+    return DAE_OK;
+}
+
+/* Reads and checks the IDX file at path. On success *payload_out is a
+ * malloc'd buffer holding exactly h->payload bytes (at least 1 allocated). */
+static dae_status load_any(const char *path, idx_kind kind, idx_header *h, uint8_t **payload_out,
+                           char *err, size_t errlen) {
+    *payload_out = NULL;
+    if (path == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "IDX load: no path given");
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: is a directory, not an IDX file", path);
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (gz == NULL)
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open: %s", path,
+                        errno ? strerror(errno) : "out of memory");
+    gzbuffer(gz, 1u << 17);
+
+    uint8_t head[16];
+    size_t n = 0;
+    dae_status st = gz_read_upto(gz, head, kind == IDX_IMAGES ? 16 : 8, &n, path, err, errlen);
+    if (st == DAE_OK) st = check_header(head, n, kind, h, path, err, errlen);
+    if (st != DAE_OK) {
+        gzclose(gz);
+        return st;
+    }
+
+    /* Grow the buffer as data arrives, and read at most payload + 1 bytes:
+     * the extra byte tells trailing data apart without inflating it all. */
+    size_t limit = h->payload + 1;
+    size_t cap = limit < ((size_t)1 << 20) ? limit : ((size_t)1 << 20);
+    size_t got = 0;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL) {
+        gzclose(gz);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        st = gz_read_upto(gz, buf + got, cap - got, &n, path, err, errlen);
+        if (st != DAE_OK) break;
+        got += n;
+        if (got < cap || cap == limit) break; /* end of data, or one byte past the payload */
+        size_t ncap = cap * 2 < limit ? cap * 2 : limit;
+        uint8_t *nb = realloc(buf, ncap);
+        if (nb == NULL) {
+            st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, ncap);
+            break;
+        }
+        buf = nb;
+        cap = ncap;
+    }
+    gzclose(gz);
+    if (st == DAE_OK) st = check_payload_len(h, kind, got, got == limit, path, err, errlen);
+    if (st != DAE_OK) {
+        free(buf);
+        return st;
+    }
+    *payload_out = buf;
+    return DAE_OK;
+}
+
+dae_status dae_idx_load_images(const char *path, dae_idx_images *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no output given", path ? path : "IDX");
+    memset(out, 0, sizeof *out);
+    idx_header h;
+    dae_status st = load_any(path, IDX_IMAGES, &h, &out->pixels, err, errlen);
+    if (st != DAE_OK) return st;
+    out->count = h.count;
+    out->rows = h.rows;
+    out->cols = h.cols;
+    return DAE_OK;
+}
+
+dae_status dae_idx_load_labels(const char *path, dae_idx_labels *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no output given", path ? path : "IDX");
+    memset(out, 0, sizeof *out);
+    idx_header h;
+    dae_status st = load_any(path, IDX_LABELS, &h, &out->labels, err, errlen);
+    if (st != DAE_OK) return st;
+    out->count = h.count;
+    return DAE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Data sets
+ * ------------------------------------------------------------------------ */
+
+/* Returns 1 when name matches [A-Za-z0-9._-]{1,64} and is not "." or "..". */
+static int dataset_name_ok(const char *name) {
+    size_t n = strlen(name);
+    if (n < 1 || n > 64) return 0;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Returns a malloc'd "a/b<suffix>", or NULL when out of memory. */
+static char *path_join(const char *a, const char *b, const char *suffix) {
+    size_t n = strlen(a) + 1 + strlen(b) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p != NULL) snprintf(p, n, "%s/%s%s", a, b, suffix);
+    return p;
+}
+
+static int is_regular_file(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Finds DIR/BASE or else DIR/BASE.gz and returns its malloc'd path in
+ * *found; fails with DAE_ERR_IO naming both places when neither exists. */
+static dae_status find_idx_file(const char *dir, const char *name, const char *base, char **found,
+                                char *err, size_t errlen) {
+    *found = NULL;
+    char *raw = path_join(dir, base, "");
+    char *gz = path_join(dir, base, ".gz");
+    if (raw == NULL || gz == NULL) {
+        free(raw);
+        free(gz);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "data set '%s': out of memory", name);
+    }
+    dae_status st = DAE_OK;
+    if (is_regular_file(raw)) {
+        *found = raw;
+        raw = NULL;
+    } else if (is_regular_file(gz)) {
+        *found = gz;
+        gz = NULL;
+    } else {
+        st = dae_fail(err, errlen, DAE_ERR_IO, "data set '%s': missing %s: looked for %s and %s",
+                      name, base, raw, gz);
+    }
+    free(raw);
+    free(gz);
+    return st;
+}
+
+void dae_dataset_free(dae_dataset *d) {
+    if (d == NULL) return;
+    dae_idx_images_free(&d->train_images);
+    dae_idx_images_free(&d->test_images);
+    dae_idx_labels_free(&d->train_labels);
+    dae_idx_labels_free(&d->test_labels);
+}
+
+dae_status dae_dataset_load(const char *data_dir, const char *name, dae_dataset *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "dae_dataset_load: no output given");
+    memset(out, 0, sizeof *out);
+    if (data_dir == NULL || data_dir[0] == '\0')
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "no data directory given");
+    if (name == NULL || !dataset_name_ok(name))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "bad data set name '%s': use 1 to 64 of A-Z a-z 0-9 . _ - (not \".\" or \"..\")",
+                        name ? name : "(null)");
+
+    char *dir = path_join(data_dir, name, "");
+    if (dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "data set '%s': out of memory", name);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        dae_status st = dae_fail(err, errlen, DAE_ERR_IO, "data set '%s' not found: no directory %s",
+                                 name, dir);
+        free(dir);
+        return st;
+    }
+
+    static const char *const bases[4] = {
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    };
+    char *paths[4] = {NULL, NULL, NULL, NULL};
+    dae_status st = DAE_OK;
+    for (int i = 0; i < 4 && st == DAE_OK; i++) st = find_idx_file(dir, name, bases[i], &paths[i], err, errlen);
+    if (st == DAE_OK) st = dae_idx_load_images(paths[0], &out->train_images, err, errlen);
+    if (st == DAE_OK) st = dae_idx_load_labels(paths[1], &out->train_labels, err, errlen);
+    if (st == DAE_OK) st = dae_idx_load_images(paths[2], &out->test_images, err, errlen);
+    if (st == DAE_OK) st = dae_idx_load_labels(paths[3], &out->test_labels, err, errlen);
+    if (st == DAE_OK && out->train_images.count != out->train_labels.count)
+        st = dae_fail(err, errlen, DAE_ERR_FORMAT, "data set '%s': %s has %d images but %s has %d labels",
+                      name, paths[0], out->train_images.count, paths[1], out->train_labels.count);
+    if (st == DAE_OK && out->test_images.count != out->test_labels.count)
+        st = dae_fail(err, errlen, DAE_ERR_FORMAT, "data set '%s': %s has %d images but %s has %d labels",
+                      name, paths[2], out->test_images.count, paths[3], out->test_labels.count);
+    if (st == DAE_OK && (out->train_images.rows != out->test_images.rows ||
+                         out->train_images.cols != out->test_images.cols))
+        st = dae_fail(err, errlen, DAE_ERR_FORMAT, "data set '%s': train images are %dx%d but test images are %dx%d",
+                      name, out->train_images.rows, out->train_images.cols,
+                      out->test_images.rows, out->test_images.cols);
+    for (int i = 0; i < 4; i++) free(paths[i]);
+    free(dir);
+    if (st != DAE_OK) dae_dataset_free(out);
+    return st;
+}

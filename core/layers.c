@@ -1,0 +1,403 @@
+/* layers.c - conv2d, conv_transpose2d, relu, sigmoid and MSE: im2col + GEMM
+ * kernels and their naive oracles. Layout notes are in layers.h. */
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "gemm.h"
+
+/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at
+ * run time, so one portable binary runs fast everywhere. */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(DAE_NO_CLONES)
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT
+#endif
+
+/* ---------------------------------------------------------------- im2col */
+
+/* Geometry of a gather: the image (B, H, W, C) and the grid of kernel
+ * positions (OH x OW) that walks it. */
+typedef struct {
+    int batch, h, w, c;
+    int oh, ow, kh, kw, sh, sw, ph, pw;
+} patch_geom;
+
+/* Gathers src (B,H,W,C) into col (B*OH*OW, KH*KW*C): the patch under each
+ * kernel position, zeros where it leaves the image. Each kernel row of a
+ * patch is one contiguous run of KW*C floats when it lies inside. */
+HOT static void im2col(float *restrict col, const float *restrict src, const patch_geom *p) {
+    int run = p->kw * p->c;
+    size_t k = (size_t)p->kh * run;
+    for (int b = 0; b < p->batch; b++) {
+        const float *img = src + (size_t)b * p->h * p->w * p->c;
+        for (int oy = 0; oy < p->oh; oy++) {
+            for (int ox = 0; ox < p->ow; ox++) {
+                float *row = col + (((size_t)b * p->oh + oy) * p->ow + ox) * k;
+                int x0 = ox * p->sw - p->pw;
+                for (int i = 0; i < p->kh; i++) {
+                    float *dst = row + (size_t)i * run;
+                    int y = oy * p->sh - p->ph + i;
+                    if (y < 0 || y >= p->h) {
+                        for (int t = 0; t < run; t++) dst[t] = 0.0f;
+                        continue;
+                    }
+                    const float *line = img + (size_t)y * p->w * p->c;
+                    if (x0 >= 0 && x0 + p->kw <= p->w) {
+                        const float *s = line + (size_t)x0 * p->c;
+                        for (int t = 0; t < run; t++) dst[t] = s[t];
+                        continue;
+                    }
+                    for (int j = 0; j < p->kw; j++) {
+                        int x = x0 + j;
+                        float *d = dst + j * p->c;
+                        if (x < 0 || x >= p->w) {
+                            for (int t = 0; t < p->c; t++) d[t] = 0.0f;
+                        } else {
+                            const float *s = line + (size_t)x * p->c;
+                            for (int t = 0; t < p->c; t++) d[t] = s[t];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: adds every entry of col into the dst (B,H,W,C)
+ * position it was gathered from. dst must be initialised by the caller. */
+HOT static void col2im_add(float *restrict dst, const float *restrict col, const patch_geom *p) {
+    int run = p->kw * p->c;
+    size_t k = (size_t)p->kh * run;
+    for (int b = 0; b < p->batch; b++) {
+        float *img = dst + (size_t)b * p->h * p->w * p->c;
+        for (int oy = 0; oy < p->oh; oy++) {
+            for (int ox = 0; ox < p->ow; ox++) {
+                const float *row = col + (((size_t)b * p->oh + oy) * p->ow + ox) * k;
+                int x0 = ox * p->sw - p->pw;
+                for (int i = 0; i < p->kh; i++) {
+                    int y = oy * p->sh - p->ph + i;
+                    if (y < 0 || y >= p->h) continue;
+                    const float *src = row + (size_t)i * run;
+                    float *line = img + (size_t)y * p->w * p->c;
+                    if (x0 >= 0 && x0 + p->kw <= p->w) {
+                        float *d = line + (size_t)x0 * p->c;
+                        for (int t = 0; t < run; t++) d[t] += src[t];
+                        continue;
+                    }
+                    for (int j = 0; j < p->kw; j++) {
+                        int x = x0 + j;
+                        if (x < 0 || x >= p->w) continue;
+                        float *d = line + (size_t)x * p->c;
+                        const float *s = src + j * p->c;
+                        for (int t = 0; t < p->c; t++) d[t] += s[t];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* True when the gather is the identity: one kernel position covering the
+ * whole image with no padding (the reference network's 7x7 bottleneck), so
+ * col is the image itself. */
+static int patch_is_whole_image(const patch_geom *p) {
+    return p->oh == 1 && p->ow == 1 && p->kh == p->h && p->kw == p->w && p->ph == 0 && p->pw == 0;
+}
+
+/* x (rows, channels) += bias per channel, then max(0, .) when relu. */
+HOT static void add_bias(float *restrict x, const float *restrict bias, size_t rows, int channels, int relu) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * channels;
+        if (relu) {
+            for (int c = 0; c < channels; c++) {
+                float v = p[c] + bias[c];
+                p[c] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            for (int c = 0; c < channels; c++) p[c] += bias[c];
+        }
+    }
+}
+
+/* dbias[c] += sum over rows of dy (rows, channels). */
+HOT static void sum_rows(float *restrict dbias, const float *restrict dy, size_t rows, int channels) {
+    float acc[channels];
+    for (int c = 0; c < channels; c++) acc[c] = 0.0f;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < channels; c++) acc[c] += dy[r * channels + c];
+    for (int c = 0; c < channels; c++) dbias[c] += acc[c];
+}
+
+/* ---------------------------------------------------------------- conv2d */
+
+/* The gather of a conv2d: its input walked by its output grid. */
+static patch_geom conv_patches(const dae_conv_geom *g) {
+    patch_geom p = {g->batch, g->in_h, g->in_w, g->in_c, g->out_h, g->out_w,
+                    g->k_h, g->k_w, g->stride_h, g->stride_w, g->pad_h, g->pad_w};
+    return p;
+}
+
+/* The scatter of a conv_transpose2d: its output walked by its input grid. */
+static patch_geom conv_transpose_patches(const dae_conv_geom *g) {
+    patch_geom p = {g->batch, g->out_h, g->out_w, g->out_c, g->in_h, g->in_w,
+                    g->k_h, g->k_w, g->stride_h, g->stride_w, g->pad_h, g->pad_w};
+    return p;
+}
+
+size_t dae_conv2d_col_size(const dae_conv_geom *g) {
+    return (size_t)g->batch * g->out_h * g->out_w * g->k_h * g->k_w * g->in_c;
+}
+
+size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
+    return (size_t)g->batch * g->in_h * g->in_w * g->k_h * g->k_w * g->out_c;
+}
+
+void dae_conv2d_forward(float *out, const float *in, const float *weight,
+                        const float *bias, const dae_conv_geom *g, int relu, float *col) {
+    /* col (P=B*OH*OW, K=KH*KW*IC), weight (OC, K): out (P, OC) = col weight^T */
+    int k = g->k_h * g->k_w * g->in_c;
+    int rows = g->batch * g->out_h * g->out_w;
+    patch_geom p = conv_patches(g);
+    const float *patches = in;
+    if (!patch_is_whole_image(&p)) {
+        im2col(col, in, &p);
+        patches = col;
+    }
+    dae_gemm(0, 1, rows, g->out_c, k, 1.0f, patches, k, weight, k, 0.0f, out, g->out_c);
+    add_bias(out, bias, (size_t)rows, g->out_c, relu);
+}
+
+void dae_conv2d_backward(float *din, float *dweight, float *dbias,
+                         const float *dout, const float *in,
+                         const float *weight, const dae_conv_geom *g,
+                         float *col) {
+    /* dweight (OC, K) += dout^T col; dcol (P, K) = dout weight; din = col2im(dcol) */
+    int k = g->k_h * g->k_w * g->in_c;
+    int rows = g->batch * g->out_h * g->out_w;
+    patch_geom p = conv_patches(g);
+    int whole = patch_is_whole_image(&p);
+    const float *patches = in;
+    if (!whole) {
+        im2col(col, in, &p);
+        patches = col;
+    }
+    dae_gemm(1, 0, g->out_c, k, rows, 1.0f, dout, g->out_c, patches, k, 1.0f, dweight, k);
+    sum_rows(dbias, dout, (size_t)rows, g->out_c);
+    if (din == NULL) return;
+    if (whole) {
+        dae_gemm(0, 0, rows, k, g->out_c, 1.0f, dout, g->out_c, weight, k, 0.0f, din, k);
+        return;
+    }
+    dae_gemm(0, 0, rows, k, g->out_c, 1.0f, dout, g->out_c, weight, k, 0.0f, col, k);
+    memset(din, 0, sizeof(float) * (size_t)g->batch * g->in_h * g->in_w * g->in_c);
+    col2im_add(din, col, &p);
+}
+
+/* ------------------------------------------------------ conv_transpose2d */
+
+void dae_conv_transpose2d_forward(float *out, const float *in,
+                                  const float *weight, const float *bias,
+                                  const dae_conv_geom *g, int relu, float *col) {
+    /* in (P=B*H*W, IC), weight (IC, K=KH*KW*OC): col (P, K) = in weight;
+     * out = col2im(col) + bias, the output playing the image. */
+    int k = g->k_h * g->k_w * g->out_c;
+    int rows = g->batch * g->in_h * g->in_w;
+    patch_geom p = conv_transpose_patches(g);
+    size_t out_rows = (size_t)g->batch * g->out_h * g->out_w;
+    if (patch_is_whole_image(&p)) {
+        dae_gemm(0, 0, rows, k, g->in_c, 1.0f, in, g->in_c, weight, k, 0.0f, out, k);
+    } else {
+        dae_gemm(0, 0, rows, k, g->in_c, 1.0f, in, g->in_c, weight, k, 0.0f, col, k);
+        memset(out, 0, sizeof(float) * out_rows * g->out_c);
+        col2im_add(out, col, &p);
+    }
+    add_bias(out, bias, out_rows, g->out_c, relu);
+}
+
+void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
+                                   const float *dout, const float *in,
+                                   const float *weight, const dae_conv_geom *g,
+                                   float *col) {
+    /* dcol (P, K) = im2col(dout); dweight (IC, K) += in^T dcol;
+     * din (P, IC) = dcol weight^T. */
+    int k = g->k_h * g->k_w * g->out_c;
+    int rows = g->batch * g->in_h * g->in_w;
+    patch_geom p = conv_transpose_patches(g);
+    const float *dcol = dout;
+    if (!patch_is_whole_image(&p)) {
+        im2col(col, dout, &p);
+        dcol = col;
+    }
+    dae_gemm(1, 0, g->in_c, k, rows, 1.0f, in, g->in_c, dcol, k, 1.0f, dweight, k);
+    sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
+    if (din == NULL) return;
+    dae_gemm(0, 1, rows, g->in_c, k, 1.0f, dcol, k, weight, k, 0.0f, din, g->in_c);
+}
+
+/* ---------------------------------------------------------- weight layout */
+
+void dae_weight_from_torch(float *dst, const float *src, int a, int c, int kh, int kw) {
+    for (int i = 0; i < a; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int y = 0; y < kh; y++)
+                for (int x = 0; x < kw; x++)
+                    dst[(((size_t)i * kh + y) * kw + x) * c + ch] = src[(((size_t)i * c + ch) * kh + y) * kw + x];
+}
+
+void dae_weight_to_torch(float *dst, const float *src, int a, int c, int kh, int kw) {
+    for (int i = 0; i < a; i++)
+        for (int ch = 0; ch < c; ch++)
+            for (int y = 0; y < kh; y++)
+                for (int x = 0; x < kw; x++)
+                    dst[(((size_t)i * c + ch) * kh + y) * kw + x] = src[(((size_t)i * kh + y) * kw + x) * c + ch];
+}
+
+/* ---------------------------------------------------------- naive oracles */
+
+/* Index of (b, y, x, c) in a (B, H, W, C) tensor. */
+static size_t at(int b, int y, int x, int c, int h, int w, int channels) {
+    return (((size_t)b * h + y) * w + x) * channels + c;
+}
+
+/* Index of a conv2d weight (oc, i, j, ic) in (OC, KH, KW, IC). */
+static size_t conv_w(const dae_conv_geom *g, int oc, int i, int j, int ic) {
+    return (((size_t)oc * g->k_h + i) * g->k_w + j) * g->in_c + ic;
+}
+
+/* Index of a conv_transpose2d weight (ic, i, j, oc) in (IC, KH, KW, OC). */
+static size_t convt_w(const dae_conv_geom *g, int ic, int i, int j, int oc) {
+    return (((size_t)ic * g->k_h + i) * g->k_w + j) * g->out_c + oc;
+}
+
+void dae_conv2d_forward_naive(float *out, const float *in, const float *weight,
+                              const float *bias, const dae_conv_geom *g) {
+    for (int b = 0; b < g->batch; b++)
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++)
+                for (int oc = 0; oc < g->out_c; oc++) {
+                    double s = bias[oc];
+                    for (int i = 0; i < g->k_h; i++)
+                        for (int j = 0; j < g->k_w; j++) {
+                            int y = oy * g->stride_h - g->pad_h + i;
+                            int x = ox * g->stride_w - g->pad_w + j;
+                            if (y < 0 || y >= g->in_h || x < 0 || x >= g->in_w) continue;
+                            for (int ic = 0; ic < g->in_c; ic++)
+                                s += (double)in[at(b, y, x, ic, g->in_h, g->in_w, g->in_c)] *
+                                     weight[conv_w(g, oc, i, j, ic)];
+                        }
+                    out[at(b, oy, ox, oc, g->out_h, g->out_w, g->out_c)] = (float)s;
+                }
+}
+
+void dae_conv2d_backward_naive(float *din, float *dweight, float *dbias,
+                               const float *dout, const float *in,
+                               const float *weight, const dae_conv_geom *g) {
+    if (din) memset(din, 0, sizeof(float) * (size_t)g->batch * g->in_h * g->in_w * g->in_c);
+    for (int b = 0; b < g->batch; b++)
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++)
+                for (int oc = 0; oc < g->out_c; oc++) {
+                    float d = dout[at(b, oy, ox, oc, g->out_h, g->out_w, g->out_c)];
+                    dbias[oc] += d;
+                    for (int i = 0; i < g->k_h; i++)
+                        for (int j = 0; j < g->k_w; j++) {
+                            int y = oy * g->stride_h - g->pad_h + i;
+                            int x = ox * g->stride_w - g->pad_w + j;
+                            if (y < 0 || y >= g->in_h || x < 0 || x >= g->in_w) continue;
+                            for (int ic = 0; ic < g->in_c; ic++) {
+                                size_t wi = conv_w(g, oc, i, j, ic);
+                                size_t xi = at(b, y, x, ic, g->in_h, g->in_w, g->in_c);
+                                dweight[wi] += d * in[xi];
+                                if (din) din[xi] += d * weight[wi];
+                            }
+                        }
+                }
+}
+
+void dae_conv_transpose2d_forward_naive(float *out, const float *in,
+                                        const float *weight, const float *bias,
+                                        const dae_conv_geom *g) {
+    size_t positions = (size_t)g->batch * g->out_h * g->out_w;
+    for (size_t p = 0; p < positions; p++)
+        for (int oc = 0; oc < g->out_c; oc++) out[p * g->out_c + oc] = bias[oc];
+    /* Each input pixel scatters its kernel-weighted value over the output. */
+    for (int b = 0; b < g->batch; b++)
+        for (int iy = 0; iy < g->in_h; iy++)
+            for (int ix = 0; ix < g->in_w; ix++)
+                for (int ic = 0; ic < g->in_c; ic++) {
+                    float v = in[at(b, iy, ix, ic, g->in_h, g->in_w, g->in_c)];
+                    for (int i = 0; i < g->k_h; i++)
+                        for (int j = 0; j < g->k_w; j++) {
+                            int y = iy * g->stride_h - g->pad_h + i;
+                            int x = ix * g->stride_w - g->pad_w + j;
+                            if (y < 0 || y >= g->out_h || x < 0 || x >= g->out_w) continue;
+                            for (int oc = 0; oc < g->out_c; oc++)
+                                out[at(b, y, x, oc, g->out_h, g->out_w, g->out_c)] +=
+                                    v * weight[convt_w(g, ic, i, j, oc)];
+                        }
+                }
+}
+
+void dae_conv_transpose2d_backward_naive(float *din, float *dweight,
+                                         float *dbias, const float *dout,
+                                         const float *in, const float *weight,
+                                         const dae_conv_geom *g) {
+    size_t positions = (size_t)g->batch * g->out_h * g->out_w;
+    for (size_t p = 0; p < positions; p++)
+        for (int oc = 0; oc < g->out_c; oc++) dbias[oc] += dout[p * g->out_c + oc];
+    for (int b = 0; b < g->batch; b++)
+        for (int iy = 0; iy < g->in_h; iy++)
+            for (int ix = 0; ix < g->in_w; ix++)
+                for (int ic = 0; ic < g->in_c; ic++) {
+                    size_t xi = at(b, iy, ix, ic, g->in_h, g->in_w, g->in_c);
+                    double s = 0.0;
+                    for (int i = 0; i < g->k_h; i++)
+                        for (int j = 0; j < g->k_w; j++) {
+                            int y = iy * g->stride_h - g->pad_h + i;
+                            int x = ix * g->stride_w - g->pad_w + j;
+                            if (y < 0 || y >= g->out_h || x < 0 || x >= g->out_w) continue;
+                            for (int oc = 0; oc < g->out_c; oc++) {
+                                size_t wi = convt_w(g, ic, i, j, oc);
+                                float d = dout[at(b, y, x, oc, g->out_h, g->out_w, g->out_c)];
+                                dweight[wi] += d * in[xi];
+                                s += (double)d * weight[wi];
+                            }
+                        }
+                    if (din) din[xi] = (float)s;
+                }
+}
+
+/* ------------------------------------------------- activations and loss */
+
+HOT void dae_relu_forward(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+HOT void dae_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void dae_sigmoid_forward(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+
+HOT void dae_sigmoid_backward(float *dx, const float *dy, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+double dae_mse_loss_forward(const float *pred, const float *target, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - target[i];
+        s += d * d;
+    }
+    return n ? s / (double)n : 0.0;
+}
+
+HOT void dae_mse_loss_backward(float *dpred, const float *pred, const float *target,
+                           size_t n, size_t denom) {
+    float scale = 2.0f / (float)denom;
+    for (size_t i = 0; i < n; i++) dpred[i] = scale * (pred[i] - target[i]);
+}

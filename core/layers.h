@@ -1,0 +1,100 @@
+/* layers.h - the network's layers as forward/backward pairs.
+ *
+ * Activation layout: every tensor is (B, H, W, C) - channels innermost - so
+ * the patch under a kernel row is one contiguous run of memory and every
+ * convolution over a whole batch is one matrix multiply whose rows are
+ * output positions. For one channel (the network's input and output) this
+ * is the same memory as PyTorch's NCHW.
+ *
+ * Weight layout (the engine's; files keep PyTorch's, see model.h):
+ *   conv2d            (OC, KH, KW, IC)   PyTorch: (OC, IC, KH, KW)
+ *   conv_transpose2d  (IC, KH, KW, OC)   PyTorch: (IC, OC, KH, KW)
+ * i.e. the weight is the matrix the GEMM needs, with no repacking per call.
+ * Backward functions ADD into weight and bias gradients (so they can be
+ * zeroed once per step) and OVERWRITE the input gradient.
+ *
+ * Every optimised kernel has a *_naive twin with direct loops: the oracle in
+ * the tests. */
+#ifndef DAE_LAYERS_H
+#define DAE_LAYERS_H
+
+#include <stddef.h>
+
+/* The shape of one convolution (or transposed convolution) over a batch.
+ * For conv2d, out = (in + 2*pad - k) / stride + 1; for conv_transpose2d,
+ * out = (in - 1) * stride - 2*pad + k + out_pad. */
+typedef struct {
+    int batch;
+    int in_c, in_h, in_w;
+    int out_c, out_h, out_w;
+    int k_h, k_w;
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int out_pad_h, out_pad_w; /* conv_transpose2d only */
+} dae_conv_geom;
+
+/* Converts a weight between PyTorch's layout and the engine's (see the top
+ * of this file): conv2d (OC,IC,KH,KW) <-> (OC,KH,KW,IC); conv_transpose2d
+ * (IC,OC,KH,KW) <-> (IC,KH,KW,OC). Both are the same permutation of the
+ * last three dimensions: (A, C, KH, KW) <-> (A, KH, KW, C), with
+ * c = weight.size(1) and a = weight.size(0). dst and src must not overlap. */
+void dae_weight_from_torch(float *dst, const float *src, int a, int c, int kh, int kw);
+void dae_weight_to_torch(float *dst, const float *src, int a, int c, int kh, int kw);
+
+/* Floats of scratch the conv functions need in `col`:
+ * conv2d: batch*out_h*out_w * k_h*k_w*in_c;
+ * conv_transpose2d: batch*in_h*in_w * k_h*k_w*out_c. */
+size_t dae_conv2d_col_size(const dae_conv_geom *g);
+size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g);
+
+/* out (B,OH,OW,OC) = conv(in (B,H,W,IC), weight (OC,KH,KW,IC)) + bias (OC),
+ * then max(0, .) when relu is set (a following ReLU layer, fused). */
+void dae_conv2d_forward(float *out, const float *in, const float *weight,
+                        const float *bias, const dae_conv_geom *g, int relu, float *col);
+/* din (B,H,W,IC) = input gradient (skipped when din is NULL);
+ * dweight += dL/dweight; dbias += dL/dbias; dout is (B,OH,OW,OC). */
+void dae_conv2d_backward(float *din, float *dweight, float *dbias,
+                         const float *dout, const float *in,
+                         const float *weight, const dae_conv_geom *g,
+                         float *col);
+
+/* out (B,OH,OW,OC) = conv_transpose(in (B,H,W,IC), weight (IC,KH,KW,OC))
+ * + bias, then max(0, .) when relu is set. */
+void dae_conv_transpose2d_forward(float *out, const float *in,
+                                  const float *weight, const float *bias,
+                                  const dae_conv_geom *g, int relu, float *col);
+void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
+                                   const float *dout, const float *in,
+                                   const float *weight, const dae_conv_geom *g,
+                                   float *col);
+
+void dae_conv2d_forward_naive(float *out, const float *in, const float *weight,
+                              const float *bias, const dae_conv_geom *g);
+void dae_conv2d_backward_naive(float *din, float *dweight, float *dbias,
+                               const float *dout, const float *in,
+                               const float *weight, const dae_conv_geom *g);
+void dae_conv_transpose2d_forward_naive(float *out, const float *in,
+                                        const float *weight, const float *bias,
+                                        const dae_conv_geom *g);
+void dae_conv_transpose2d_backward_naive(float *din, float *dweight,
+                                         float *dbias, const float *dout,
+                                         const float *in, const float *weight,
+                                         const dae_conv_geom *g);
+
+/* In place: x = max(x, 0). Backward: dx = dy where y > 0 else 0, from the
+ * layer's output y (as PyTorch does); dx may alias dy. */
+void dae_relu_forward(float *x, size_t n);
+void dae_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* In place: x = 1 / (1 + exp(-x)). Backward: dx = dy * y * (1 - y). */
+void dae_sigmoid_forward(float *x, size_t n);
+void dae_sigmoid_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* Mean squared error over n values; dpred = 2 * (pred - target) / denom,
+ * where denom is the element count of the whole batch (a thread that holds
+ * part of the batch passes the full count). */
+double dae_mse_loss_forward(const float *pred, const float *target, size_t n);
+void dae_mse_loss_backward(float *dpred, const float *pred, const float *target,
+                           size_t n, size_t denom);
+
+#endif

@@ -1,0 +1,149 @@
+/* model.h - a sequential network built from an architecture spec, its
+ * parameters, forward and backward passes, and its weights files.
+ *
+ * The spec is JSON: an object whose "input" is [C, H, W] (default
+ * [1, 28, 28]) and whose other members are named groups, each a list of
+ * layers, e.g. {"encoder": [...], "decoder": [...]}. A layer is
+ * {"type": "conv2d" | "conv_transpose2d", "in_channels", "out_channels",
+ *  "kernel_size", "stride", "padding", "output_padding"} (sizes an integer
+ * or [h, w]) or {"type": "relu" | "sigmoid"}. Layer j of group G has the
+ * PyTorch name "G.j", so the parameters are named exactly as the
+ * nn.Sequential module's state_dict(): "encoder.0.weight", ...
+ * A plain JSON list of layers is one group named "layers".
+ *
+ * A dae_model is read-only once built: any number of threads may run
+ * forward passes on it at once, each with its own dae_workspace. */
+#ifndef DAE_MODEL_H
+#define DAE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dae_status.h"
+#include "layers.h"
+#include "safetensors.h"
+
+#define DAE_MAX_LAYERS 32
+#define DAE_LAYER_NAME_LEN 48
+
+typedef enum {
+    DAE_LAYER_CONV2D,
+    DAE_LAYER_CONV_TRANSPOSE2D,
+    DAE_LAYER_RELU,
+    DAE_LAYER_SIGMOID,
+} dae_layer_kind;
+
+typedef struct {
+    dae_layer_kind kind;
+    char name[DAE_LAYER_NAME_LEN]; /* "encoder.0" */
+    int in_c, in_h, in_w;          /* one image's input */
+    int out_c, out_h, out_w;       /* one image's output */
+    int k_h, k_w, stride_h, stride_w, pad_h, pad_w, out_pad_h, out_pad_w;
+    size_t weight_offset, weight_count; /* into dae_model.params (convs) */
+    size_t bias_offset;                 /* bias has out_c values */
+} dae_layer;
+
+typedef struct {
+    dae_layer layers[DAE_MAX_LAYERS];
+    int n_layers;
+    int in_c, in_h, in_w;
+    size_t n_params;
+    float *params; /* owned; each conv's weight (engine layout, layers.h)
+                      then bias, in layer order */
+    char *spec;    /* owned; canonical JSON of the architecture */
+} dae_model;
+
+/* The reference network of the original notebook, as spec JSON. */
+const char *dae_model_default_spec(void);
+
+/* Parses spec_json, checks every layer's hyper-parameters and that shapes
+ * chain from the input back to the input's shape, and allocates zeroed
+ * parameters. On failure m is left empty and err names the layer and field. */
+dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t errlen);
+
+/* Frees what m owns; safe on a zeroed or already freed model. */
+void dae_model_free(dae_model *m);
+
+/* Draws every weight and bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as
+ * PyTorch's default initialisation (fan_in = weight.size(1) * KH * KW, i.e.
+ * in_channels*KH*KW for conv2d and out_channels*KH*KW for the transposed). */
+void dae_model_init_params(dae_model *m, uint64_t seed);
+
+/* Copies src's architecture and parameters into a new model dst. */
+dae_status dae_model_clone(dae_model *dst, const dae_model *src, char *err, size_t errlen);
+
+/* The named tensors of the state_dict, in order: 2 per convolution. */
+int dae_model_tensor_count(const dae_model *m);
+/* Describes tensor i: name ("encoder.0.weight"), dims and shape, and where
+ * its values live in params. */
+void dae_model_tensor_info(const dae_model *m, int i, char *name, size_t name_len,
+                           int *ndim, int64_t shape[4], size_t *offset, size_t *count);
+
+/* Floats of one image at the input (in_c*in_h*in_w). */
+size_t dae_model_image_size(const dae_model *m);
+
+/* Multiply-adds of one image's forward pass. */
+double dae_model_forward_macs(const dae_model *m);
+
+/* ------------------------------------------------------------ workspaces */
+
+/* Scratch memory for passes of up to max_batch images: activations, im2col
+ * buffers and, when for_training, per-activation gradients. One workspace
+ * serves one thread at a time. Returns NULL when out of memory. */
+typedef struct dae_workspace dae_workspace;
+dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_training);
+void dae_workspace_free(dae_workspace *ws);
+int dae_workspace_max_batch(const dae_workspace *ws);
+
+/* out = network(in) for batch images laid out NCHW (batch x C x H x W).
+ * batch <= the workspace's max_batch; allocates nothing. */
+void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
+                       float *out, int batch);
+
+/* One training pass over batch images: forward on noisy, MSE against clean,
+ * backward. Adds dL/dparams into grads (n_params floats), where L is the
+ * mean over loss_denom values (the whole step's element count, so threads
+ * holding parts of a batch add up to the full gradient). Returns the sum of
+ * squared errors of these images. ws must be made for_training. When out is
+ * not NULL the network's output is copied there. */
+double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
+                            const float *clean, int batch, size_t loss_denom,
+                            float *grads, float *out);
+
+/* ------------------------------------------------------------ weights I/O */
+
+/* Writes the parameters as safetensors with the PyTorch state_dict names,
+ * plus metadata: "architecture" (the spec), "format" and the caller's
+ * key/value pairs. Written atomically (temporary file + rename). */
+dae_status dae_model_save(const dae_model *m, const char *path,
+                          const char *const *meta_keys, const char *const *meta_values,
+                          int n_meta, char *err, size_t errlen);
+
+/* Builds a model from a parsed safetensors file: the architecture comes
+ * from its "architecture" metadata, or is the default network when absent
+ * (a file saved from PyTorch). Every tensor of the architecture must be
+ * there with its exact shape, and nothing else. */
+dae_status dae_model_from_safetensors(dae_model *m, const dae_st_file *f, char *err, size_t errlen);
+
+/* Longest tensor name, with a prefix such as "adam.exp_avg_sq.". */
+#define DAE_TENSOR_NAME_LEN 96
+
+/* Describes values (laid out as m->params, in the engine's weight layout)
+ * as the model's state_dict tensors named prefix + name, into tensors[] and
+ * names[] (both with room for dae_model_tensor_count(m) entries); returns
+ * the count. The values are converted to PyTorch's layouts into
+ * torch_values (n_params floats), which the tensors point into. */
+int dae_model_describe_tensors(const dae_model *m, const char *prefix, const float *values,
+                               float *torch_values, dae_st_tensor *tensors,
+                               char (*names)[DAE_TENSOR_NAME_LEN]);
+
+/* Copies the tensors named prefix + name from f (PyTorch layouts) into
+ * values (laid out as m->params, engine layout), checking that each exists
+ * with its exact shape. */
+dae_status dae_model_read_tensors(const dae_model *m, const dae_st_file *f, const char *prefix,
+                                  float *values, char *err, size_t errlen);
+
+/* dae_st_load + dae_model_from_safetensors; messages name the path. */
+dae_status dae_model_load(dae_model *m, const char *path, char *err, size_t errlen);
+
+#endif

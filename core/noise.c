@@ -1,0 +1,216 @@
+/* noise.c - parsing, formatting and applying the noise models of noise.h.
+ * All randomness comes from one dae_rng seeded per call with
+ * (seed, stream), so applying noise has no state beyond its arguments. */
+#include "noise.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+
+/* ---- Names and levels ------------------------------------------------- */
+
+#define KINDS_ALLOWED "gaussian, salt-pepper, speckle"
+#define OPTIONS_ALLOWED "clip, quantize"
+
+const char *dae_noise_kind_str(dae_noise_kind kind) {
+    switch (kind) {
+    case DAE_NOISE_GAUSSIAN: return "gaussian";
+    case DAE_NOISE_SALT_PEPPER: return "salt-pepper";
+    case DAE_NOISE_SPECKLE: return "speckle";
+    }
+    return "unknown";
+}
+
+/* Looks up a kind by its name (the len bytes at name, not NUL-terminated);
+ * returns 1 and sets *kind when the name is known, else 0. */
+static int kind_from_name(const char *name, size_t len, dae_noise_kind *kind) {
+    static const dae_noise_kind all[] = {
+        DAE_NOISE_GAUSSIAN, DAE_NOISE_SALT_PEPPER, DAE_NOISE_SPECKLE,
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        const char *s = dae_noise_kind_str(all[i]);
+        if (strlen(s) == len && memcmp(s, name, len) == 0) {
+            *kind = all[i];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Largest level a kind accepts (the smallest is always 0). */
+static float level_max(dae_noise_kind kind) {
+    return kind == DAE_NOISE_SALT_PEPPER ? 1.0f : DAE_NOISE_SIGMA_MAX;
+}
+
+/* What the level of a kind means, for error messages. */
+static const char *level_name(dae_noise_kind kind) {
+    return kind == DAE_NOISE_SALT_PEPPER ? "amount" : "sigma";
+}
+
+/* Converts decimal text to a level the one way both parse and format use,
+ * so a formatted level always parses back to the same float. */
+static float level_from_text(const char *text, char **end) {
+    return (float)strtod(text, end);
+}
+
+/* Reads the level in the len bytes at s. Only plain decimals are numbers
+ * here (digits, '.', sign, exponent): strtod's "inf", "nan", hex floats and
+ * leading blanks are refused. Returns 0 when the text is not a number, -1
+ * when it is one but overflows a double, else 1 with the value in *value. */
+static int parse_level(const char *s, size_t len, double *value) {
+    int digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c >= '0' && c <= '9') digits++;
+        else if (!strchr(".+-eE", c)) return 0;
+    }
+    if (digits == 0) return 0;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end != s + len) return 0;
+    if (errno == ERANGE && fabs(v) > 1.0) return -1;
+    *value = v;
+    return 1;
+}
+
+/* ---- Text form -------------------------------------------------------- */
+
+/* Parses KIND:LEVEL[:OPTION]... left to right, building the spec in a local
+ * and copying it to *out only once all of it is valid; every error names the
+ * part at fault and what is allowed there (see noise.h). */
+dae_status dae_noise_parse(const char *text, dae_noise_spec *out,
+                           char *err, size_t errlen) {
+    if (text == NULL || text[0] == '\0')
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "empty noise spec: expected KIND:LEVEL[:clip][:quantize] "
+                        "with KIND one of " KINDS_ALLOWED);
+
+    /* KIND */
+    const char *p = text;
+    size_t n = strcspn(p, ":");
+    dae_noise_spec spec = {0};
+    if (!kind_from_name(p, n, &spec.kind))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": unknown kind \"%.*s\" (allowed: "
+                        KINDS_ALLOWED ")", text, (int)n, p);
+    float max = level_max(spec.kind);
+    const char *what = level_name(spec.kind);
+
+    /* LEVEL */
+    p += n;
+    if (*p == ':') p++;
+    n = strcspn(p, ":");
+    if (n == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": missing level after \"%s:\" "
+                        "(%s, a number from 0 to %g)",
+                        text, dae_noise_kind_str(spec.kind), what, (double)max);
+    double v = 0.0;
+    int got = parse_level(p, n, &v);
+    if (got == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": level \"%.*s\" is not a number "
+                        "(%s, a decimal from 0 to %g)",
+                        text, (int)n, p, what, (double)max);
+    if (got < 0 || !(v >= 0.0 && v <= (double)max))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": %s %.*s is out of range "
+                        "(allowed: 0 to %g)",
+                        text, what, (int)n, p, (double)max);
+    spec.level = level_from_text(p, NULL);
+    if (spec.level == 0.0f) spec.level = 0.0f; /* "-0" is plain 0 */
+
+    /* OPTIONs */
+    for (p += n; *p == ':';) {
+        p++;
+        n = strcspn(p, ":");
+        int *flag = NULL;
+        if (n == 4 && memcmp(p, "clip", 4) == 0) flag = &spec.clip;
+        else if (n == 8 && memcmp(p, "quantize", 8) == 0) flag = &spec.quantize;
+        if (n == 0)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "noise spec \"%s\": empty option after ':' "
+                            "(allowed: " OPTIONS_ALLOWED ")", text);
+        if (flag == NULL)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "noise spec \"%s\": unknown option \"%.*s\" "
+                            "(allowed: " OPTIONS_ALLOWED ")", text, (int)n, p);
+        if (*flag)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "noise spec \"%s\": option \"%.*s\" given twice",
+                            text, (int)n, p);
+        *flag = 1;
+        p += n;
+    }
+    *out = spec;
+    return DAE_OK;
+}
+
+/* Writes spec as text into the caller's buf; cannot fail (truncates). */
+void dae_noise_format(const dae_noise_spec *spec, char *buf, size_t len) {
+    /* Shortest %g text (at least 2 digits, so 10 is "10", not "1e+01")
+     * that reads back as the same float; 9 digits always suffice. */
+    char num[48];
+    for (int digits = 2; digits <= 9; digits++) {
+        snprintf(num, sizeof num, "%.*g", digits, (double)spec->level);
+        if (level_from_text(num, NULL) == spec->level) break;
+    }
+    snprintf(buf, len, "%s:%s%s%s", dae_noise_kind_str(spec->kind), num,
+             spec->clip ? ":clip" : "", spec->quantize ? ":quantize" : "");
+}
+
+/* ---- Applying noise --------------------------------------------------- */
+
+/* Adds the spec's noise to n pixels with a generator seeded from
+ * (seed, stream), then clips and/or quantizes; allocates nothing. */
+void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
+                     float *noisy, size_t n, uint64_t seed, uint64_t stream) {
+    dae_rng rng;
+    dae_rng_seed(&rng, seed, stream);
+    const float level = spec->level;
+
+    /* Each loop reads clean[i] before writing noisy[i], so in-place works. */
+    switch (spec->kind) {
+    case DAE_NOISE_GAUSSIAN:
+        for (size_t i = 0; i < n; i++)
+            noisy[i] = clean[i] + level * dae_rng_normal(&rng);
+        break;
+    case DAE_NOISE_SALT_PEPPER: {
+        /* One uniform draw per pixel: below amount the pixel is replaced,
+         * and the lower half of that interval picks pepper (0). */
+        const double amount = level, half = 0.5 * amount;
+        for (size_t i = 0; i < n; i++) {
+            double u = dae_rng_uniform_double(&rng);
+            noisy[i] = u < amount ? (u < half ? 0.0f : 1.0f) : clean[i];
+        }
+        break;
+    }
+    case DAE_NOISE_SPECKLE:
+        for (size_t i = 0; i < n; i++) {
+            float x = clean[i];
+            noisy[i] = x + x * (level * dae_rng_normal(&rng));
+        }
+        break;
+    default:
+        if (noisy != clean) memmove(noisy, clean, n * sizeof *noisy);
+        break;
+    }
+
+    if (spec->quantize) {
+        for (size_t i = 0; i < n; i++) {
+            float x = noisy[i];
+            x = x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+            noisy[i] = roundf(x * 255.0f) / 255.0f;
+        }
+    } else if (spec->clip) {
+        for (size_t i = 0; i < n; i++) {
+            float x = noisy[i];
+            noisy[i] = x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+        }
+    }
+}

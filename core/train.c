@@ -1,0 +1,403 @@
+/* train.c - the training loop (threads over the batch, fixed-order
+ * gradient reduction, Adam), checkpoints, evaluation and parallel
+ * inference. */
+#include "train.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+#include "rng.h"
+
+enum { MAX_THREADS = 64, MAX_BATCH = 65536, EVAL_CHUNK = 256 };
+
+/* Stream numbers: shuffles and noise draw from disjoint streams. */
+#define SHUFFLE_STREAM 0x5348554646ULL /* "SHUFF" */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void dae_train_config_default(dae_train_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->epochs = 10;
+    cfg->batch_size = 64;
+    cfg->learning_rate = 1e-3f;
+    cfg->weight_decay = 1e-5f;
+    cfg->seed = 0;
+    cfg->threads = 1;
+    cfg->noise.kind = DAE_NOISE_GAUSSIAN;
+    cfg->noise.level = 0.5f;
+}
+
+dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t errlen) {
+    if (cfg->epochs < 1 || cfg->epochs > 10000)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "epochs must be from 1 to 10000 (got %d)", cfg->epochs);
+    if (cfg->batch_size < 1 || cfg->batch_size > MAX_BATCH)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "batch size must be from 1 to %d (got %d)", MAX_BATCH,
+                        cfg->batch_size);
+    if (!(cfg->learning_rate > 0.0f && cfg->learning_rate <= 1.0f))
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "learning rate must be in (0, 1] (got %g)",
+                        (double)cfg->learning_rate);
+    if (!(cfg->weight_decay >= 0.0f && cfg->weight_decay <= 1.0f))
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "weight decay must be in [0, 1] (got %g)",
+                        (double)cfg->weight_decay);
+    if (cfg->threads < 1 || cfg->threads > MAX_THREADS)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "threads must be from 1 to %d (got %d)", MAX_THREADS,
+                        cfg->threads);
+    if (cfg->limit < 0 || cfg->eval_limit < 0 || cfg->progress_every < 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "limits and progress interval must not be negative");
+    return DAE_OK;
+}
+
+dae_status dae_train_state_init(dae_train_state *s, const dae_model *m, const dae_train_config *cfg,
+                                char *err, size_t errlen) {
+    s->epochs_done = 0;
+    return dae_adam_init(&s->adam, m->n_params, cfg->learning_rate, cfg->weight_decay, err, errlen);
+}
+
+void dae_train_state_free(dae_train_state *s) { dae_adam_free(&s->adam); }
+
+/* ------------------------------------------------------------ one step */
+
+typedef struct {
+    const dae_model *m;
+    dae_model *model;          /* the same model, writable, for the update */
+    dae_adam *adam;
+    const dae_train_config *cfg;
+    const uint8_t *pixels;     /* training images */
+    const int *order;          /* this epoch's shuffled image indices */
+    int epoch;                 /* 0-based: the noise stream */
+    int batch_start, batch_count;
+    int threads;
+    dae_workspace *ws[MAX_THREADS];
+    float *grads[MAX_THREADS];
+    float *clean[MAX_THREADS], *noisy[MAX_THREADS];
+    double sse[MAX_THREADS];
+} step_ctx;
+
+/* Makes image index's clean and noisy float copies for epoch. */
+static void prepare_image(const step_ctx *c, int index, float *clean, float *noisy) {
+    size_t n = dae_model_image_size(c->m);
+    const uint8_t *px = c->pixels + (size_t)index * n;
+    for (size_t i = 0; i < n; i++) clean[i] = px[i] * (1.0f / 255.0f);
+    dae_noise_apply(&c->cfg->noise, clean, noisy, n, c->cfg->seed,
+                    ((uint64_t)c->epoch << 32) | (uint32_t)index);
+}
+
+/* Forward and backward of thread `index`'s share of the batch. */
+static void step_pass(void *arg, int index, int count) {
+    step_ctx *c = arg;
+    int lo = dae_pool_split(c->batch_count, index, count);
+    int hi = dae_pool_split(c->batch_count, index + 1, count);
+    size_t n = dae_model_image_size(c->m);
+    memset(c->grads[index], 0, c->m->n_params * sizeof(float));
+    c->sse[index] = 0.0;
+    if (hi == lo) return;
+    for (int b = lo; b < hi; b++)
+        prepare_image(c, c->order[c->batch_start + b], c->clean[index] + (b - lo) * n,
+                      c->noisy[index] + (b - lo) * n);
+    c->sse[index] = dae_model_train_pass(c->m, c->ws[index], c->noisy[index], c->clean[index], hi - lo,
+                                         n * (size_t)c->batch_count, c->grads[index], NULL);
+}
+
+/* Sums the threads' gradients (always in thread order) and applies Adam to
+ * thread `index`'s slice of the parameters. */
+static void step_update(void *arg, int index, int count) {
+    step_ctx *c = arg;
+    size_t total = c->m->n_params;
+    size_t lo = total * (size_t)index / (size_t)count, hi = total * (size_t)(index + 1) / (size_t)count;
+    float *sum = c->grads[0];
+    for (int t = 1; t < c->threads; t++) {
+        const float *g = c->grads[t];
+        for (size_t i = lo; i < hi; i++) sum[i] += g[i];
+    }
+    dae_adam_update_range(c->adam, c->model->params, sum, lo, hi);
+}
+
+static void free_step_buffers(step_ctx *c) {
+    for (int t = 0; t < MAX_THREADS; t++) {
+        dae_workspace_free(c->ws[t]);
+        free(c->grads[t]);
+        free(c->clean[t]);
+        free(c->noisy[t]);
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+/* Fisher-Yates shuffle of 0..n-1 drawn from (seed, epoch). */
+static void shuffle(int *order, int n, uint64_t seed, int epoch) {
+    dae_rng rng;
+    dae_rng_seed(&rng, seed ^ SHUFFLE_STREAM, (uint64_t)epoch);
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)dae_rng_below(&rng, (uint64_t)i + 1);
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
+                     const dae_train_config *cfg, char *err, size_t errlen) {
+    dae_status st = dae_train_config_check(cfg, err, errlen);
+    if (st != DAE_OK) return st;
+    const dae_idx_images *train = &data->train_images;
+    if (m->in_c != 1 || train->rows != m->in_h || train->cols != m->in_w)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "the data set's images are %dx%d gray, the model takes %dx%dx%d",
+                        train->rows, train->cols, m->in_c, m->in_h, m->in_w);
+    int n_train = cfg->limit > 0 && cfg->limit < train->count ? cfg->limit : train->count;
+    if (n_train < 1) return dae_fail(err, errlen, DAE_ERR_INVALID, "the data set has no training images");
+    if (s->adam.n != m->n_params)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "optimiser state is for %zu parameters, the model has %zu",
+                        s->adam.n, m->n_params);
+    s->adam.lr = cfg->learning_rate;
+    s->adam.weight_decay = cfg->weight_decay;
+
+    int threads = cfg->threads;
+    int batch = cfg->batch_size < n_train ? cfg->batch_size : n_train;
+    int share = (batch + threads - 1) / threads;
+    size_t image = dae_model_image_size(m);
+    step_ctx c = {.m = m, .model = m, .adam = &s->adam, .cfg = cfg, .pixels = train->pixels,
+                  .threads = threads};
+    int *order = malloc(sizeof(int) * (size_t)n_train);
+    dae_pool *pool = NULL;
+    int ok = order != NULL;
+    for (int t = 0; t < threads && ok; t++) {
+        c.ws[t] = dae_workspace_new(m, share, 1);
+        c.grads[t] = malloc(sizeof(float) * m->n_params);
+        c.clean[t] = malloc(sizeof(float) * image * (size_t)share);
+        c.noisy[t] = malloc(sizeof(float) * image * (size_t)share);
+        ok = c.ws[t] && c.grads[t] && c.clean[t] && c.noisy[t];
+    }
+    if (ok) {
+        dae_gemm_single_threaded();
+        ok = (pool = dae_pool_new(threads)) != NULL;
+    }
+    if (!ok) {
+        free_step_buffers(&c);
+        free(order);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for training buffers");
+    }
+
+    dae_train_progress p = {0};
+    p.epochs = cfg->epochs;
+    p.steps_per_epoch = (n_train + batch - 1) / batch;
+    int every = cfg->progress_every > 0 ? cfg->progress_every : 1;
+    double start = now_s();
+    long images_done = 0;
+    for (int epoch = s->epochs_done; epoch < cfg->epochs && st == DAE_OK; epoch++) {
+        shuffle(order, n_train, cfg->seed, epoch);
+        c.order = order;
+        c.epoch = epoch;
+        p.epoch = epoch + 1;
+        p.epoch_done = p.has_test = 0;
+        double loss_sum = 0.0;
+        for (long step = 0; step < p.steps_per_epoch; step++) {
+            if (cfg->cancel != NULL && atomic_load(cfg->cancel)) {
+                st = dae_fail(err, errlen, DAE_ERR_CANCELLED, "training cancelled in epoch %d", epoch + 1);
+                break;
+            }
+            c.batch_start = (int)(step * batch);
+            c.batch_count = n_train - c.batch_start < batch ? n_train - c.batch_start : batch;
+            dae_pool_run(pool, step_pass, &c);
+            dae_adam_begin_step(&s->adam);
+            dae_pool_run(pool, step_update, &c);
+            double sse = 0.0;
+            for (int t = 0; t < threads; t++) sse += c.sse[t];
+            images_done += c.batch_count;
+            p.loss = sse / ((double)c.batch_count * image);
+            loss_sum += p.loss;
+            p.step = step + 1;
+            p.total_steps = s->adam.step;
+            p.epoch_loss = loss_sum / (double)p.step;
+            p.elapsed_s = now_s() - start;
+            p.images_per_s = images_done / (p.elapsed_s > 0 ? p.elapsed_s : 1e-9);
+            if (cfg->progress != NULL && p.step < p.steps_per_epoch && p.step % every == 0)
+                cfg->progress(&p, cfg->user);
+        }
+        if (st != DAE_OK) break;
+        s->epochs_done = epoch + 1;
+        p.epoch_done = 1;
+        if (cfg->eval_each_epoch) {
+            dae_quality q = {0}, qn = {0};
+            const dae_idx_images *test = &data->test_images;
+            int n_test = cfg->eval_limit > 0 && cfg->eval_limit < test->count ? cfg->eval_limit : test->count;
+            st = dae_evaluate(m, pool, test->pixels, n_test, &cfg->noise, DAE_EVAL_SEED, &q, &qn, err, errlen);
+            p.has_test = st == DAE_OK;
+            p.test_mse = dae_quality_mse(&q);
+            p.test_psnr = dae_quality_psnr(&q);
+            p.test_ssim = dae_quality_ssim(&q);
+        }
+        p.elapsed_s = now_s() - start;
+        if (cfg->progress != NULL && st == DAE_OK) cfg->progress(&p, cfg->user);
+    }
+    dae_pool_free(pool);
+    free_step_buffers(&c);
+    free(order);
+    return st;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+dae_status dae_checkpoint_save(const char *path, const dae_model *m, const dae_train_state *s,
+                               char *err, size_t errlen) {
+    int n = dae_model_tensor_count(m);
+    dae_st_tensor tensors[DAE_MAX_LAYERS * 6];
+    char names[DAE_MAX_LAYERS * 6][DAE_TENSOR_NAME_LEN];
+    float *torch_values = malloc(sizeof(float) * m->n_params * 3);
+    if (torch_values == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    dae_model_describe_tensors(m, "model.", m->params, torch_values, tensors, names);
+    dae_model_describe_tensors(m, "adam.exp_avg.", s->adam.m, torch_values + m->n_params, tensors + n, names + n);
+    dae_model_describe_tensors(m, "adam.exp_avg_sq.", s->adam.v, torch_values + 2 * m->n_params, tensors + 2 * n,
+                               names + 2 * n);
+    char step[32], epochs[32], lr[32], wd[32];
+    snprintf(step, sizeof step, "%ld", s->adam.step);
+    snprintf(epochs, sizeof epochs, "%d", s->epochs_done);
+    snprintf(lr, sizeof lr, "%.9g", (double)s->adam.lr);
+    snprintf(wd, sizeof wd, "%.9g", (double)s->adam.weight_decay);
+    const char *keys[] = {"format", "architecture", "adam_step", "epochs_done", "learning_rate", "weight_decay"};
+    const char *values[] = {"dae-checkpoint-1", m->spec, step, epochs, lr, wd};
+    dae_status st = dae_st_save(path, tensors, 3 * n, keys, values, 6, err, errlen);
+    free(torch_values);
+    return st;
+}
+
+/* Reads a non-negative integer metadata value. */
+static int meta_long(const dae_st_file *f, const char *key, long *out) {
+    const char *v = dae_st_meta(f, key);
+    char *end;
+    if (v == NULL) return 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || x < 0) return 0;
+    *out = x;
+    return 1;
+}
+
+dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
+                               char *err, size_t errlen) {
+    dae_st_file f = {0};
+    char detail[DAE_ERR_LEN];
+    memset(m, 0, sizeof *m);
+    memset(s, 0, sizeof *s);
+    dae_status st = dae_st_load(path, &f, err, errlen);
+    if (st != DAE_OK) return st;
+    const char *format = dae_st_meta(&f, "format");
+    const char *spec = dae_st_meta(&f, "architecture");
+    long step = 0, epochs = 0;
+    if (format == NULL || strcmp(format, "dae-checkpoint-1") != 0 || spec == NULL ||
+        !meta_long(&f, "adam_step", &step) || !meta_long(&f, "epochs_done", &epochs) || epochs > 100000) {
+        st = dae_fail(detail, sizeof detail, DAE_ERR_FORMAT,
+                      "not a dae checkpoint (needs format, architecture, adam_step and epochs_done metadata)");
+    }
+    if (st == DAE_OK) st = dae_model_init(m, spec, detail, sizeof detail);
+    if (st == DAE_OK) st = dae_adam_init(&s->adam, m->n_params, 1e-3f, 0.0f, detail, sizeof detail);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "model.", m->params, detail, sizeof detail);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg.", s->adam.m, detail, sizeof detail);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg_sq.", s->adam.v, detail, sizeof detail);
+    dae_st_free(&f);
+    if (st != DAE_OK) {
+        dae_train_state_free(s);
+        dae_model_free(m);
+        return dae_fail(err, errlen, st, "%s: %s", path, detail);
+    }
+    s->adam.step = step;
+    s->epochs_done = (int)epochs;
+    return DAE_OK;
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+typedef struct {
+    const dae_model *m;
+    const uint8_t *images;
+    int count;
+    const dae_noise_spec *noise;
+    uint64_t seed;
+    dae_quality denoised[MAX_THREADS], noisy[MAX_THREADS];
+    int failed;
+} eval_ctx;
+
+static void eval_part(void *arg, int index, int count) {
+    eval_ctx *c = arg;
+    int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
+    size_t n = dae_model_image_size(c->m);
+    dae_workspace *ws = dae_workspace_new(c->m, EVAL_CHUNK, 0);
+    float *clean = malloc(sizeof(float) * n * EVAL_CHUNK);
+    float *noisy = malloc(sizeof(float) * n * EVAL_CHUNK);
+    float *out = malloc(sizeof(float) * n * EVAL_CHUNK);
+    if (ws == NULL || clean == NULL || noisy == NULL || out == NULL) {
+        c->failed = 1; /* each thread only ever sets it: a benign race */
+        hi = lo;
+    }
+    for (int start = lo; start < hi; start += EVAL_CHUNK) {
+        int b = hi - start < EVAL_CHUNK ? hi - start : EVAL_CHUNK;
+        for (int i = 0; i < b; i++) {
+            const uint8_t *px = c->images + (size_t)(start + i) * n;
+            for (size_t j = 0; j < n; j++) clean[i * n + j] = px[j] * (1.0f / 255.0f);
+            dae_noise_apply(c->noise, clean + i * n, noisy + i * n, n, c->seed, (uint64_t)(start + i));
+        }
+        dae_model_forward(c->m, ws, noisy, out, b);
+        for (int i = 0; i < b; i++) {
+            dae_quality_add(&c->denoised[index], clean + i * n, out + i * n, c->m->in_h, c->m->in_w);
+            dae_quality_add(&c->noisy[index], clean + i * n, noisy + i * n, c->m->in_h, c->m->in_w);
+        }
+    }
+    dae_workspace_free(ws);
+    free(clean);
+    free(noisy);
+    free(out);
+}
+
+dae_status dae_evaluate(const dae_model *m, dae_pool *pool, const uint8_t *images, int count,
+                        const dae_noise_spec *noise, uint64_t seed, dae_quality *denoised,
+                        dae_quality *noisy, char *err, size_t errlen) {
+    eval_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for evaluation");
+    c->m = m, c->images = images, c->count = count, c->noise = noise, c->seed = seed;
+    int threads = pool != NULL ? dae_pool_size(pool) : 1;
+    if (pool != NULL) dae_pool_run(pool, eval_part, c);
+    else eval_part(c, 0, 1);
+    for (int t = 0; t < threads; t++) {
+        dae_quality_merge(denoised, &c->denoised[t]);
+        dae_quality_merge(noisy, &c->noisy[t]);
+    }
+    int failed = c->failed;
+    free(c);
+    return failed ? dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for evaluation") : DAE_OK;
+}
+
+/* ------------------------------------------------------ parallel inference */
+
+typedef struct {
+    const dae_model *m;
+    dae_workspace *const *ws;
+    const float *in;
+    float *out;
+    int count;
+} forward_ctx;
+
+static void forward_part(void *arg, int index, int count) {
+    forward_ctx *c = arg;
+    int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
+    size_t n = dae_model_image_size(c->m);
+    int chunk = dae_workspace_max_batch(c->ws[index]);
+    for (int start = lo; start < hi; start += chunk) {
+        int b = hi - start < chunk ? hi - start : chunk;
+        dae_model_forward(c->m, c->ws[index], c->in + (size_t)start * n, c->out + (size_t)start * n, b);
+    }
+}
+
+void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
+                          const float *in, float *out, int count) {
+    forward_ctx c = {.m = m, .ws = workspaces, .in = in, .out = out, .count = count};
+    dae_pool_run(pool, forward_part, &c);
+}

@@ -1,0 +1,109 @@
+/* train.h - training and evaluation of a model on an IDX data set.
+ *
+ * One call trains for a number of epochs with threads over the batch:
+ * each thread runs the forward and backward pass of its share of the
+ * batch into its own gradient buffer; the buffers are summed in a fixed
+ * order and Adam updates the parameters. Noise is drawn per image from
+ * (seed, epoch, image index), and the shuffle per epoch from (seed, epoch),
+ * so the same seed and thread count give bit-identical weights, and a run
+ * resumed from a checkpoint continues exactly as an uninterrupted one. */
+#ifndef DAE_TRAIN_H
+#define DAE_TRAIN_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "adam.h"
+#include "dae_status.h"
+#include "idx.h"
+#include "metrics.h"
+#include "model.h"
+#include "noise.h"
+#include "pool.h"
+
+/* What the progress callback sees. */
+typedef struct {
+    int epoch;              /* 1-based epoch being trained */
+    int epochs;             /* the last epoch of this run */
+    long step;              /* steps done in this epoch */
+    long steps_per_epoch;
+    long total_steps;       /* optimiser steps done, counting resumed ones */
+    double loss;            /* this step's batch loss (mean squared error) */
+    double epoch_loss;      /* mean batch loss of the epoch so far */
+    double images_per_s;    /* training throughput over this run so far */
+    double elapsed_s;       /* wall time of this run so far */
+    int epoch_done;         /* 1 on the call that closes an epoch */
+    int has_test;           /* 1 when the test fields below are filled */
+    double test_mse, test_psnr, test_ssim; /* the model on noisy test images */
+} dae_train_progress;
+
+typedef void (*dae_train_progress_fn)(const dae_train_progress *p, void *user);
+
+typedef struct {
+    int epochs;             /* train until this many epochs are done */
+    int batch_size;
+    float learning_rate;
+    float weight_decay;
+    uint64_t seed;          /* shuffling and noise */
+    int threads;            /* >= 1 */
+    int limit;              /* use the first `limit` training images; 0 = all */
+    dae_noise_spec noise;
+    int eval_each_epoch;    /* evaluate on the test set after each epoch */
+    int eval_limit;         /* test images for that evaluation; 0 = all */
+    dae_train_progress_fn progress; /* may be NULL */
+    void *user;
+    int progress_every;     /* call progress every N steps (and at epoch ends); 0 = 1 */
+    const atomic_int *cancel; /* checked every step; may be NULL */
+} dae_train_config;
+
+/* The fixed noise seed of every evaluation, so numbers compare across runs. */
+#define DAE_EVAL_SEED 20260101ULL
+
+/* The reference hyper-parameters: 10 epochs, batch 64, lr 1e-3, weight
+ * decay 1e-5, gaussian sigma 0.5 unclipped, seed 0, one thread. */
+void dae_train_config_default(dae_train_config *cfg);
+
+/* Checks every field of cfg; err names the field and its allowed range. */
+dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t errlen);
+
+/* Where a run starts: epochs already done with the optimiser's state.
+ * A fresh run has epochs_done 0 and a zeroed optimiser. */
+typedef struct {
+    dae_adam adam;
+    int epochs_done;
+} dae_train_state;
+
+dae_status dae_train_state_init(dae_train_state *s, const dae_model *m, const dae_train_config *cfg,
+                                char *err, size_t errlen);
+void dae_train_state_free(dae_train_state *s);
+
+/* Trains m in place from state s up to cfg->epochs epochs on data's
+ * training images (test images for evaluation). Returns DAE_ERR_CANCELLED
+ * when the cancel flag was raised (m and s then hold the last completed
+ * step). */
+dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
+                     const dae_train_config *cfg, char *err, size_t errlen);
+
+/* Saves/loads the weights plus Adam's moments and counters, so a run can
+ * resume (a separate file from the weights, which stay PyTorch-loadable).
+ * load builds m from the checkpoint and fills s. */
+dae_status dae_checkpoint_save(const char *path, const dae_model *m, const dae_train_state *s,
+                               char *err, size_t errlen);
+dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
+                               char *err, size_t errlen);
+
+/* Evaluates m on count images (uint8, h x w each): every image gets noise
+ * from (seed, image index); denoised and noisy accumulate the quality of
+ * the model's output and of the noisy input against the clean image. Uses
+ * pool (or one thread when NULL). */
+dae_status dae_evaluate(const dae_model *m, dae_pool *pool, const uint8_t *images, int count,
+                        const dae_noise_spec *noise, uint64_t seed, dae_quality *denoised,
+                        dae_quality *noisy, char *err, size_t errlen);
+
+/* Batched inference over count images with the pool's threads, each with
+ * its own workspace from workspaces[thread] (made with max_batch >= the
+ * share of count a thread gets, or the work is chunked to fit). */
+void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
+                          const float *in, float *out, int count);
+
+#endif

@@ -1,0 +1,189 @@
+#!/usr/bin/python3
+"""Make the PyTorch reference fixtures the C tests compare against.
+
+Run from the repository root (needs Debian's python3-torch):
+
+    make refs        # or: /usr/bin/python3 tests/ref/make_refs.py tests/fixtures/ref
+
+Every fixture is a safetensors file (F32, written by the small writer below so
+the script needs nothing beyond torch). Tensors are in PyTorch's own layouts
+(NCHW activations, Conv2d weight (OC,IC,KH,KW), ConvTranspose2d weight
+(IC,OC,KH,KW)); the C tests convert activations to the engine's (C,B,H,W).
+"""
+import json
+import os
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def save_safetensors(path, tensors, metadata=None):
+    """Writes {name: tensor} as a safetensors file with F32 data."""
+    header = {}
+    if metadata:
+        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    blobs, offset = [], 0
+    for name, t in tensors.items():
+        data = t.detach().contiguous().to(torch.float32).numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+# name, kind, batch, in_c, out_c, (h, w), kernel, stride, padding, output_padding
+LAYER_CASES = [
+    # the six convolutions of the reference network
+    ("enc0", "conv2d", 2, 1, 16, (28, 28), 3, 2, 1, 0),
+    ("enc2", "conv2d", 2, 16, 32, (14, 14), 3, 2, 1, 0),
+    ("enc4", "conv2d", 2, 32, 64, (7, 7), 7, 1, 0, 0),
+    ("dec0", "conv_transpose2d", 2, 64, 32, (1, 1), 7, 1, 0, 0),
+    ("dec2", "conv_transpose2d", 2, 32, 16, (7, 7), 3, 2, 1, 1),
+    ("dec4", "conv_transpose2d", 2, 16, 1, (14, 14), 3, 2, 1, 1),
+    # other strides, paddings, output paddings, shapes
+    ("conv_k5_s1_p2", "conv2d", 3, 2, 4, (9, 9), 5, 1, 2, 0),
+    ("conv_k3_s3_p0_rect", "conv2d", 2, 3, 5, (9, 11), 3, 3, 0, 0),
+    ("conv_k2_s1_p0", "conv2d", 2, 3, 2, (6, 5), 2, 1, 0, 0),
+    ("conv_k3x5_s2x1_p1x2", "conv2d", 2, 2, 3, (8, 10), (3, 5), (2, 1), (1, 2), 0),
+    ("convt_k4_s2_p1", "conv_transpose2d", 2, 3, 2, (5, 6), 4, 2, 1, 0),
+    ("convt_k3_s3_p0_op2", "conv_transpose2d", 2, 2, 3, (4, 3), 3, 3, 0, 2),
+    ("convt_k5_s1_p2", "conv_transpose2d", 3, 4, 2, (6, 6), 5, 1, 2, 0),
+    ("convt_k3x2_s2x3_p1x0_op1x2", "conv_transpose2d", 2, 2, 2, (5, 4), (3, 2), (2, 3), (1, 0), (1, 2)),
+]
+
+
+def make_layer_case(out_dir, case, gen):
+    name, kind, batch, in_c, out_c, (h, w), k, s, p, op = case
+    k, s, p, op = pair(k), pair(s), pair(p), pair(op)
+    if kind == "conv2d":
+        layer = nn.Conv2d(in_c, out_c, k, stride=s, padding=p)
+    else:
+        layer = nn.ConvTranspose2d(in_c, out_c, k, stride=s, padding=p, output_padding=op)
+    x = torch.randn(batch, in_c, h, w, generator=gen, requires_grad=True)
+    y = layer(x)
+    dy = torch.randn(y.shape, generator=gen)
+    y.backward(dy)
+    meta = {"kind": kind, "batch": batch, "in_c": in_c, "out_c": out_c,
+            "in_h": h, "in_w": w, "out_h": y.shape[2], "out_w": y.shape[3],
+            "k_h": k[0], "k_w": k[1], "stride_h": s[0], "stride_w": s[1],
+            "pad_h": p[0], "pad_w": p[1], "out_pad_h": op[0], "out_pad_w": op[1]}
+    save_safetensors(os.path.join(out_dir, f"layer_{name}.safetensors"), {
+        "x": x, "weight": layer.weight, "bias": layer.bias, "y": y, "dy": dy,
+        "dx": x.grad, "dweight": layer.weight.grad, "dbias": layer.bias.grad,
+    }, meta)
+
+
+def make_activations(out_dir, gen):
+    x = torch.randn(1000, generator=gen) * 3
+    x[:10] = 0.0  # ReLU's kink: PyTorch's gradient there is 0
+    dy = torch.randn(1000, generator=gen)
+    xr = x.clone().requires_grad_(True)
+    yr = F.relu(xr)
+    yr.backward(dy)
+    xs = x.clone().requires_grad_(True)
+    ys = torch.sigmoid(xs)
+    ys.backward(dy)
+    target = torch.rand(1000, generator=gen)
+    xm = x.clone().requires_grad_(True)
+    loss = F.mse_loss(xm, target)
+    loss.backward()
+    save_safetensors(os.path.join(out_dir, "activations.safetensors"), {
+        "x": x, "dy": dy, "relu_y": yr, "relu_dx": xr.grad,
+        "sigmoid_y": ys, "sigmoid_dx": xs.grad, "target": target,
+        "mse_loss": loss.reshape(1), "mse_dx": xm.grad,
+    })
+
+
+def make_adam(out_dir, gen):
+    p = torch.randn(1000, generator=gen).requires_grad_(True)
+    tensors = {"param0": p.detach().clone()}
+    opt = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-5)
+    for step in range(1, 4):
+        g = torch.randn(1000, generator=gen) * 10 ** (-step)
+        p.grad = g.clone()
+        opt.step()
+        tensors[f"grad{step}"] = g
+        tensors[f"param{step}"] = p.detach().clone()
+    save_safetensors(os.path.join(out_dir, "adam.safetensors"), tensors,
+                     {"lr": 1e-3, "weight_decay": 1e-5, "steps": 3})
+
+
+class Autoencoder(nn.Module):
+    """The reference network of the original notebook."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 7))
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 7), nn.ReLU(),
+            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def make_train_steps(out_dir, gen):
+    """Two full training steps of the reference network: forward, MSE loss,
+    backward, Adam (lr 1e-3, weight decay 1e-5)."""
+    torch.manual_seed(1234)
+    model = Autoencoder()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
+    for step in (1, 2):
+        clean = torch.rand(8, 1, 28, 28, generator=gen)
+        noisy = clean + 0.5 * torch.randn(clean.shape, generator=gen)
+        opt.zero_grad()
+        out = model(noisy)
+        loss = F.mse_loss(out, clean)
+        loss.backward()
+        opt.step()
+        tensors[f"step{step}.clean"] = clean
+        tensors[f"step{step}.noisy"] = noisy
+        tensors[f"step{step}.output"] = out
+        tensors[f"step{step}.loss"] = loss.reshape(1)
+        for k, prm in model.named_parameters():
+            if step == 1:  # the second step checks the Adam state carried over
+                tensors[f"step{step}.grad.{k}"] = prm.grad.clone()
+            tensors[f"step{step}.param.{k}"] = prm.detach().clone()
+    save_safetensors(os.path.join(out_dir, "train_steps.safetensors"), tensors,
+                     {"lr": 1e-3, "weight_decay": 1e-5, "batch": 8})
+    # The same initial weights as a plain state_dict file, as PyTorch users
+    # would hand us: our loader must take it.
+    save_safetensors(os.path.join(out_dir, "reference_init.safetensors"),
+                     {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")})
+
+
+def main():
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/ref"
+    os.makedirs(out_dir, exist_ok=True)
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(20261128)
+    torch.manual_seed(20261128)
+    for case in LAYER_CASES:
+        make_layer_case(out_dir, case, gen)
+    make_activations(out_dir, gen)
+    make_adam(out_dir, gen)
+    make_train_steps(out_dir, gen)
+    print(f"wrote fixtures to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

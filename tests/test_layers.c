@@ -1,0 +1,273 @@
+/* test_layers.c - every layer against PyTorch fixtures (tests/ref/
+ * make_refs.py), the im2col kernels against the naive oracles, and
+ * gradients against central finite differences. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+
+#include "gemm.h"
+#include "layers.h"
+#include "rng.h"
+#include "test_util.h"
+
+/* The geometry recorded in a layer fixture's metadata. */
+static dae_conv_geom fixture_geom(const dae_st_file *f) {
+    dae_conv_geom g = {
+        .batch = fixture_int(f, "batch"), .in_c = fixture_int(f, "in_c"),
+        .in_h = fixture_int(f, "in_h"), .in_w = fixture_int(f, "in_w"),
+        .out_c = fixture_int(f, "out_c"), .out_h = fixture_int(f, "out_h"),
+        .out_w = fixture_int(f, "out_w"), .k_h = fixture_int(f, "k_h"), .k_w = fixture_int(f, "k_w"),
+        .stride_h = fixture_int(f, "stride_h"), .stride_w = fixture_int(f, "stride_w"),
+        .pad_h = fixture_int(f, "pad_h"), .pad_w = fixture_int(f, "pad_w"),
+        .out_pad_h = fixture_int(f, "out_pad_h"), .out_pad_w = fixture_int(f, "out_pad_w"),
+    };
+    return g;
+}
+
+/* Runs one fixture through the im2col kernels (naive = 0) or the naive
+ * ones and compares y, dx, dweight and dbias with PyTorch's. */
+static void check_layer_fixture(const char *name, int naive) {
+    char path[256];
+    snprintf(path, sizeof path, FIXTURES "/ref/layer_%s.safetensors", name);
+    dae_st_file f = {0};
+    fixture_load(path, &f);
+    dae_conv_geom g = fixture_geom(&f);
+    int transposed = strcmp(dae_st_meta(&f, "kind"), "conv_transpose2d") == 0;
+    size_t in_plane = (size_t)g.in_h * g.in_w, out_plane = (size_t)g.out_h * g.out_w;
+    size_t n_in = (size_t)g.batch * g.in_c * in_plane, n_out = (size_t)g.batch * g.out_c * out_plane;
+    const dae_st_tensor *w = fixture_tensor(&f, "weight"), *b = fixture_tensor(&f, "bias");
+    float *x = malloc(n_in * sizeof(float)), *dy = malloc(n_out * sizeof(float));
+    float *y = malloc(n_out * sizeof(float)), *dx = malloc(n_in * sizeof(float));
+    float *y_nchw = malloc(n_out * sizeof(float)), *dx_nchw = malloc(n_in * sizeof(float));
+    float *dw = calloc(w->numel, sizeof(float)), *db = calloc(b->numel, sizeof(float));
+    float *weight = malloc(w->numel * sizeof(float)), *dw_torch = malloc(w->numel * sizeof(float));
+    int wa = transposed ? g.in_c : g.out_c, wc = transposed ? g.out_c : g.in_c;
+    dae_weight_from_torch(weight, w->data, wa, wc, g.k_h, g.k_w);
+    size_t col_len = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+    float *col = malloc(col_len * sizeof(float));
+    nchw_to_nhwc(x, fixture_tensor(&f, "x")->data, g.batch, g.in_c, in_plane);
+    nchw_to_nhwc(dy, fixture_tensor(&f, "dy")->data, g.batch, g.out_c, out_plane);
+
+    if (transposed && naive) {
+        dae_conv_transpose2d_forward_naive(y, x, weight, b->data, &g);
+        dae_conv_transpose2d_backward_naive(dx, dw, db, dy, x, weight, &g);
+    } else if (transposed) {
+        dae_conv_transpose2d_forward(y, x, weight, b->data, &g, 0, col);
+        dae_conv_transpose2d_backward(dx, dw, db, dy, x, weight, &g, col);
+    } else if (naive) {
+        dae_conv2d_forward_naive(y, x, weight, b->data, &g);
+        dae_conv2d_backward_naive(dx, dw, db, dy, x, weight, &g);
+    } else {
+        dae_conv2d_forward(y, x, weight, b->data, &g, 0, col);
+        dae_conv2d_backward(dx, dw, db, dy, x, weight, &g, col);
+    }
+    nhwc_to_nchw(y_nchw, y, g.batch, g.out_c, out_plane);
+    nhwc_to_nchw(dx_nchw, dx, g.batch, g.in_c, in_plane);
+    dae_weight_to_torch(dw_torch, dw, wa, wc, g.k_h, g.k_w);
+    char what[300];
+    snprintf(what, sizeof what, "%s%s y", name, naive ? " (naive)" : "");
+    assert_close(y_nchw, fixture_tensor(&f, "y")->data, n_out, 1e-5, what);
+    snprintf(what, sizeof what, "%s%s dx", name, naive ? " (naive)" : "");
+    assert_close(dx_nchw, fixture_tensor(&f, "dx")->data, n_in, 1e-5, what);
+    /* Weight gradients sum over batch*positions terms of size ~1: compare
+     * relative to their magnitude (1e-5 of the largest gradient). */
+    const dae_st_tensor *dw_ref = fixture_tensor(&f, "dweight"), *db_ref = fixture_tensor(&f, "dbias");
+    double scale = 1.0;
+    for (size_t i = 0; i < dw_ref->numel; i++) scale = fmax(scale, fabs(dw_ref->data[i]));
+    snprintf(what, sizeof what, "%s%s dweight", name, naive ? " (naive)" : "");
+    assert_close(dw_torch, dw_ref->data, w->numel, 1e-5 * scale, what);
+    scale = 1.0;
+    for (size_t i = 0; i < db_ref->numel; i++) scale = fmax(scale, fabs(db_ref->data[i]));
+    snprintf(what, sizeof what, "%s%s dbias", name, naive ? " (naive)" : "");
+    assert_close(db, db_ref->data, b->numel, 1e-5 * scale, what);
+    free(x), free(dy), free(y), free(dx), free(y_nchw), free(dx_nchw), free(dw), free(db), free(col);
+    free(weight), free(dw_torch);
+    dae_st_free(&f);
+}
+
+static const char *const CASES[] = {
+    "enc0", "enc2", "enc4", "dec0", "dec2", "dec4",
+    "conv_k5_s1_p2", "conv_k3_s3_p0_rect", "conv_k2_s1_p0", "conv_k3x5_s2x1_p1x2",
+    "convt_k4_s2_p1", "convt_k3_s3_p0_op2", "convt_k5_s1_p2", "convt_k3x2_s2x3_p1x0_op1x2",
+};
+
+Test(layers, conv_kernels_match_pytorch) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) check_layer_fixture(CASES[i], 0);
+}
+
+Test(layers, naive_kernels_match_pytorch) {
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) check_layer_fixture(CASES[i], 1);
+}
+
+Test(layers, activations_and_loss_match_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/activations.safetensors", &f);
+    const dae_st_tensor *x = fixture_tensor(&f, "x"), *dy = fixture_tensor(&f, "dy");
+    size_t n = x->numel;
+    float *y = malloc(n * sizeof(float)), *dx = malloc(n * sizeof(float));
+    memcpy(y, x->data, n * sizeof(float));
+    dae_relu_forward(y, n);
+    assert_close(y, fixture_tensor(&f, "relu_y")->data, n, 0.0, "relu");
+    dae_relu_backward(dx, dy->data, y, n);
+    assert_close(dx, fixture_tensor(&f, "relu_dx")->data, n, 0.0, "relu backward");
+    memcpy(y, x->data, n * sizeof(float));
+    dae_sigmoid_forward(y, n);
+    assert_close(y, fixture_tensor(&f, "sigmoid_y")->data, n, 1e-6, "sigmoid");
+    dae_sigmoid_backward(dx, dy->data, y, n);
+    assert_close(dx, fixture_tensor(&f, "sigmoid_dx")->data, n, 1e-6, "sigmoid backward");
+    const float *target = fixture_tensor(&f, "target")->data;
+    double loss = dae_mse_loss_forward(x->data, target, n);
+    cr_assert_float_eq(loss, fixture_tensor(&f, "mse_loss")->data[0], 1e-5 * loss, "mse %g", loss);
+    dae_mse_loss_backward(dx, x->data, target, n, n);
+    assert_close(dx, fixture_tensor(&f, "mse_dx")->data, n, 1e-7, "mse backward");
+    free(y), free(dx);
+    dae_st_free(&f);
+}
+
+/* Fills n floats with U(-1, 1) from a stream. */
+static void fill_random(float *p, size_t n, uint64_t stream) {
+    dae_rng r;
+    dae_rng_seed(&r, 99, stream);
+    for (size_t i = 0; i < n; i++) p[i] = 2.0f * dae_rng_uniform(&r) - 1.0f;
+}
+
+/* A random geometry: kernel 1..5, stride 1..3, padding < kernel. */
+static dae_conv_geom random_geom(dae_rng *r, int transposed) {
+    dae_conv_geom g = {0};
+    g.batch = 1 + (int)dae_rng_below(r, 3);
+    g.in_c = 1 + (int)dae_rng_below(r, 4);
+    g.out_c = 1 + (int)dae_rng_below(r, 4);
+    g.k_h = 1 + (int)dae_rng_below(r, 5), g.k_w = 1 + (int)dae_rng_below(r, 5);
+    g.stride_h = 1 + (int)dae_rng_below(r, 3), g.stride_w = 1 + (int)dae_rng_below(r, 3);
+    g.pad_h = (int)dae_rng_below(r, (uint64_t)g.k_h), g.pad_w = (int)dae_rng_below(r, (uint64_t)g.k_w);
+    g.in_h = g.k_h + (int)dae_rng_below(r, 8), g.in_w = g.k_w + (int)dae_rng_below(r, 8);
+    if (transposed) {
+        g.out_pad_h = (int)dae_rng_below(r, (uint64_t)g.stride_h);
+        g.out_pad_w = (int)dae_rng_below(r, (uint64_t)g.stride_w);
+        g.out_h = (g.in_h - 1) * g.stride_h - 2 * g.pad_h + g.k_h + g.out_pad_h;
+        g.out_w = (g.in_w - 1) * g.stride_w - 2 * g.pad_w + g.k_w + g.out_pad_w;
+    } else {
+        g.out_h = (g.in_h + 2 * g.pad_h - g.k_h) / g.stride_h + 1;
+        g.out_w = (g.in_w + 2 * g.pad_w - g.k_w) / g.stride_w + 1;
+    }
+    return g;
+}
+
+/* The fast and naive kernels agree on 200 random geometries. */
+Test(layers, im2col_kernels_match_naive_on_random_shapes) {
+    dae_rng r;
+    dae_rng_seed(&r, 7, 0);
+    for (int trial = 0; trial < 200; trial++) {
+        int transposed = trial % 2;
+        dae_conv_geom g = random_geom(&r, transposed);
+        if (g.out_h < 1 || g.out_w < 1) continue;
+        size_t nx = (size_t)g.in_c * g.batch * g.in_h * g.in_w, ny = (size_t)g.out_c * g.batch * g.out_h * g.out_w;
+        size_t nw = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
+        size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+        float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(g.out_c * 4), *dy = malloc(ny * 4);
+        float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4), *dx1 = malloc(nx * 4), *dx2 = malloc(nx * 4);
+        float *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(g.out_c, 4), *db2 = calloc(g.out_c, 4);
+        float *col = malloc(ncol * 4);
+        fill_random(x, nx, 1), fill_random(w, nw, 2), fill_random(b, g.out_c, 3), fill_random(dy, ny, 4);
+        int relu = trial % 4 >= 2; /* the fused ReLU against a separate one */
+        if (transposed) {
+            dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
+            dae_conv_transpose2d_forward_naive(y2, x, w, b, &g);
+            dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+            dae_conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
+        } else {
+            dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+            dae_conv2d_forward_naive(y2, x, w, b, &g);
+            dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+            dae_conv2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
+        }
+        if (relu) dae_relu_forward(y2, ny);
+        char what[200];
+        snprintf(what, sizeof what, "trial %d %s%s k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d", trial,
+                 transposed ? "convT" : "conv", relu ? "+relu" : "", g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                 g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
+        assert_close(y1, y2, ny, 1e-5, what);
+        assert_close(dx1, dx2, nx, 1e-5, what);
+        assert_close(dw1, dw2, nw, 1e-4, what);
+        assert_close(db1, db2, (size_t)g.out_c, 1e-4, what);
+        free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2);
+        free(dw1), free(dw2), free(db1), free(db2), free(col);
+    }
+}
+
+/* L = sum(y * r) for the naive forward; used by the finite differences. */
+static double probe_loss(const float *x, const float *w, const float *b, const float *r,
+                         const dae_conv_geom *g, int transposed, float *y) {
+    if (transposed) dae_conv_transpose2d_forward_naive(y, x, w, b, g);
+    else dae_conv2d_forward_naive(y, x, w, b, g);
+    size_t ny = (size_t)g->out_c * g->batch * g->out_h * g->out_w;
+    double s = 0.0;
+    for (size_t i = 0; i < ny; i++) s += (double)y[i] * r[i];
+    return s;
+}
+
+/* Central differences on every input, weight and bias value of a small
+ * conv and transposed conv agree with the backward pass. The layers are
+ * linear, so with step 1e-2 the float error dominates: 2e-3 relative. */
+static void check_finite_differences(int transposed) {
+    dae_conv_geom g = {.batch = 2, .in_c = 2, .in_h = 5, .in_w = 4, .out_c = 3, .k_h = 3, .k_w = 2,
+                       .stride_h = 2, .stride_w = 1, .pad_h = 1, .pad_w = 1, .out_pad_h = transposed};
+    if (transposed) {
+        g.out_h = (g.in_h - 1) * 2 - 2 + 3 + 1, g.out_w = (g.in_w - 1) - 2 + 2;
+    } else {
+        g.out_h = (g.in_h + 2 - 3) / 2 + 1, g.out_w = (g.in_w + 2 - 2) + 1;
+    }
+    size_t nx = 2 * 2 * 5 * 4, nw = 2 * 3 * 3 * 2, ny = (size_t)3 * 2 * g.out_h * g.out_w;
+    float x[80], w[36], b[3], dx[80], dw[36] = {0}, db[3] = {0};
+    float *r = malloc(ny * 4), *y = malloc(ny * 4), *col = malloc(4096 * 4);
+    fill_random(x, nx, 11), fill_random(w, nw, 12), fill_random(b, 3, 13), fill_random(r, ny, 14);
+    if (transposed) dae_conv_transpose2d_backward(dx, dw, db, r, x, w, &g, col);
+    else dae_conv2d_backward(dx, dw, db, r, x, w, &g, col);
+    struct { float *p; float *grad; size_t n; const char *name; } groups[] = {
+        {x, dx, nx, "input"}, {w, dw, nw, "weight"}, {b, db, 3, "bias"}};
+    const float h = 1e-2f;
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < groups[k].n; i++) {
+            float saved = groups[k].p[i];
+            groups[k].p[i] = saved + h;
+            double up = probe_loss(x, w, b, r, &g, transposed, y);
+            groups[k].p[i] = saved - h;
+            double down = probe_loss(x, w, b, r, &g, transposed, y);
+            groups[k].p[i] = saved;
+            double numeric = (up - down) / (2.0 * h), analytic = groups[k].grad[i];
+            cr_assert(fabs(numeric - analytic) <= 2e-3 * fmax(1.0, fabs(numeric)),
+                      "%s d%s[%zu]: finite difference %.6f, backward %.6f",
+                      transposed ? "convT" : "conv", groups[k].name, i, numeric, analytic);
+        }
+    }
+    free(r), free(y), free(col);
+}
+
+Test(layers, conv2d_gradients_match_finite_differences) { check_finite_differences(0); }
+Test(layers, conv_transpose2d_gradients_match_finite_differences) { check_finite_differences(1); }
+
+/* Sigmoid's gradient by central differences (in double around float). */
+Test(layers, sigmoid_gradient_matches_finite_differences) {
+    for (float v = -6.0f; v <= 6.0f; v += 0.37f) {
+        float y = v, up = v + 1e-3f, down = v - 1e-3f, dx, one = 1.0f;
+        dae_sigmoid_forward(&y, 1), dae_sigmoid_forward(&up, 1), dae_sigmoid_forward(&down, 1);
+        dae_sigmoid_backward(&dx, &one, &y, 1);
+        double numeric = ((double)up - down) / 2e-3;
+        cr_assert(fabs(numeric - dx) < 1e-4, "sigmoid'(%g): fd %g backward %g", v, numeric, dx);
+    }
+}
+
+/* The BLAS path and the naive matrix multiply agree for every transpose
+ * combination, with alpha and beta. */
+Test(layers, gemm_matches_naive) {
+    enum { M = 7, N = 9, K = 5 };
+    float a[M * K], b[K * N], c1[M * N], c2[M * N];
+    fill_random(a, M * K, 21), fill_random(b, K * N, 22);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            fill_random(c1, M * N, 23), fill_random(c2, M * N, 23);
+            dae_gemm(ta, tb, M, N, K, 0.5f, a, ta ? M : K, b, tb ? K : N, 2.0f, c1, N);
+            dae_gemm_naive(ta, tb, M, N, K, 0.5f, a, ta ? M : K, b, tb ? K : N, 2.0f, c2, N);
+            assert_close(c1, c2, M * N, 1e-5, "gemm");
+        }
+}

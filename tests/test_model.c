@@ -1,0 +1,259 @@
+/* test_model.c - architecture specs, parameter layout and initialisation,
+ * whole training steps against PyTorch, Adam, and weights files. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "adam.h"
+#include "model.h"
+#include "test_util.h"
+
+static void build_default(dae_model *m) {
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_init(m, dae_model_default_spec(), err, sizeof err), DAE_OK, "%s", err);
+}
+
+Test(model, default_spec_is_the_reference_network) {
+    dae_model m;
+    build_default(&m);
+    cr_assert_eq(m.n_layers, 11);
+    cr_assert_eq(dae_model_tensor_count(&m), 12);
+    /* 160 + 4640 + 100416 + 100384 + 4624 + 145 */
+    cr_assert_eq(m.n_params, 210369);
+    static const char *const names[] = {"encoder.0.weight", "encoder.0.bias", "encoder.2.weight",
+                                        "encoder.2.bias", "encoder.4.weight", "encoder.4.bias",
+                                        "decoder.0.weight", "decoder.0.bias", "decoder.2.weight",
+                                        "decoder.2.bias", "decoder.4.weight", "decoder.4.bias"};
+    static const int64_t shapes[12][4] = {{16, 1, 3, 3}, {16}, {32, 16, 3, 3}, {32}, {64, 32, 7, 7}, {64},
+                                          {64, 32, 7, 7}, {32}, {32, 16, 3, 3}, {16}, {16, 1, 3, 3}, {1}};
+    for (int i = 0; i < 12; i++) {
+        char name[64];
+        int ndim;
+        int64_t shape[4];
+        size_t offset, count;
+        dae_model_tensor_info(&m, i, name, sizeof name, &ndim, shape, &offset, &count);
+        cr_assert_str_eq(name, names[i]);
+        for (int d = 0; d < ndim; d++) cr_assert_eq(shape[d], shapes[i][d], "%s dim %d", name, d);
+    }
+    cr_assert_float_eq(dae_model_forward_macs(&m), 708736.0, 0.5);
+    /* The canonical spec parses back to the same network. */
+    dae_model again;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(dae_model_init(&again, m.spec, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_str_eq(again.spec, m.spec);
+    dae_model_free(&again);
+    dae_model_free(&m);
+}
+
+Test(model, bad_specs_are_rejected_with_the_reason) {
+    static const struct { const char *spec, *needle; } cases[] = {
+        {"{", "not valid JSON"},
+        {"42", "object or list"},
+        {"[]", "no layers"},
+        {"[{\"type\":\"relu\"}]", "no convolution"},
+        {"[{\"type\":\"dense\"}]", "unknown type"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":3,\"padding\":1,\"strides\":1}]", "unknown field \"strides\""},
+        {"[{\"type\":\"conv2d\",\"in_channels\":2,\"out_channels\":1,\"kernel_size\":3,\"padding\":1}]", "in_channels is 2"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":3}]", "26x26"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":0}]", "kernel_size"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":[3,3,3]}]", "[h, w]"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":3.5}]", "integer"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":40}]", "output"},
+        {"[{\"type\":\"conv_transpose2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":3,\"stride\":2,\"output_padding\":2}]", "smaller than stride"},
+        {"[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":1,\"output_padding\":1}]", "conv_transpose2d only"},
+        {"{\"input\":[1,28],\"layers\":[]}", "\"input\""},
+        {"{\"bad-name\":[{\"type\":\"relu\"}]}", "group name"},
+        {"[{\"in_channels\":1}]", "missing \"type\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dae_model m;
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_model_init(&m, cases[i].spec, err, sizeof err), DAE_ERR_INVALID, "accepted %s",
+                     cases[i].spec);
+        cr_assert(strstr(err, cases[i].needle) != NULL, "spec %s: message \"%s\" lacks \"%s\"", cases[i].spec,
+                  err, cases[i].needle);
+        cr_assert_null(m.params);
+    }
+}
+
+Test(model, other_architectures_build_and_run) {
+    const char *spec = "{\"input\":[3,16,12],\"net\":[{\"type\":\"conv2d\",\"in_channels\":3,"
+                       "\"out_channels\":8,\"kernel_size\":[3,5],\"stride\":2,\"padding\":[1,2]},"
+                       "{\"type\":\"relu\"},{\"type\":\"conv_transpose2d\",\"in_channels\":8,"
+                       "\"out_channels\":3,\"kernel_size\":[3,5],\"stride\":2,\"padding\":[1,2],"
+                       "\"output_padding\":1},{\"type\":\"sigmoid\"}]}";
+    dae_model m;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_init(&m, spec, err, sizeof err), DAE_OK, "%s", err);
+    dae_model_init_params(&m, 1);
+    dae_workspace *ws = dae_workspace_new(&m, 4, 1);
+    size_t n = dae_model_image_size(&m) * 4;
+    float *x = malloc(n * 4), *y = malloc(n * 4), *y2 = malloc(n * 4), *g = calloc(m.n_params, 4);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(i % 17) / 17.0f;
+    double sse = dae_model_train_pass(&m, ws, x, x, 4, n, g, y);
+    cr_assert(sse > 0.0 && isfinite(sse));
+    dae_workspace *ws2 = dae_workspace_new(&m, 4, 0);
+    dae_model_forward(&m, ws2, x, y2, 4);
+    assert_close(y2, y, n, 0.0, "inference and training forward agree");
+    free(x), free(y), free(y2), free(g);
+    dae_workspace_free(ws);
+    dae_workspace_free(ws2);
+    dae_model_free(&m);
+}
+
+Test(model, initialisation_follows_pytorch_bounds) {
+    dae_model m;
+    build_default(&m);
+    dae_model_init_params(&m, 42);
+    for (int i = 0; i < m.n_layers; i++) {
+        const dae_layer *l = &m.layers[i];
+        if (l->kind != DAE_LAYER_CONV2D && l->kind != DAE_LAYER_CONV_TRANSPOSE2D) continue;
+        int fan_in = (l->kind == DAE_LAYER_CONV2D ? l->in_c : l->out_c) * l->k_h * l->k_w;
+        double bound = 1.0 / sqrt(fan_in), lo = 0, hi = 0, sum_sq = 0;
+        size_t n = l->weight_count + (size_t)l->out_c;
+        for (size_t j = 0; j < n; j++) {
+            double v = m.params[l->weight_offset + j];
+            lo = fmin(lo, v), hi = fmax(hi, v), sum_sq += v * v;
+        }
+        cr_assert(lo >= -bound && hi <= bound, "%s outside +-%g", l->name, bound);
+        if (n >= 1000) { /* U(-b, b) has variance b^2/3 */
+            double var = sum_sq / n;
+            cr_assert(fabs(var - bound * bound / 3) < 0.1 * bound * bound / 3, "%s variance %g", l->name, var);
+        }
+    }
+    dae_model other;
+    build_default(&other);
+    dae_model_init_params(&other, 42);
+    cr_assert_eq(memcmp(m.params, other.params, m.n_params * 4), 0, "same seed, same parameters");
+    dae_model_free(&other);
+    dae_model_free(&m);
+}
+
+Test(model, adam_matches_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/adam.safetensors", &f);
+    const dae_st_tensor *p0 = fixture_tensor(&f, "param0");
+    size_t n = p0->numel;
+    float *p = malloc(n * 4);
+    memcpy(p, p0->data, n * 4);
+    dae_adam adam;
+    cr_assert_eq(dae_adam_init(&adam, n, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    for (int step = 1; step <= 3; step++) {
+        char name[32];
+        snprintf(name, sizeof name, "grad%d", step);
+        dae_adam_step(&adam, p, fixture_tensor(&f, name)->data);
+        snprintf(name, sizeof name, "param%d", step);
+        assert_close(p, fixture_tensor(&f, name)->data, n, 1e-6, name); /* ~4 float ulps at 2.5 */
+    }
+    dae_adam_free(&adam);
+    free(p);
+    dae_st_free(&f);
+}
+
+/* Two whole training steps of the reference network from PyTorch's initial
+ * weights: output, loss, every gradient, and the parameters after Adam. */
+Test(model, training_steps_match_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/train_steps.safetensors", &f);
+    dae_model m;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_load(&m, FIXTURES "/ref/reference_init.safetensors", err, sizeof err), DAE_OK, "%s", err);
+    int batch = fixture_int(&f, "batch");
+    dae_workspace *ws = dae_workspace_new(&m, batch, 1);
+    dae_adam adam;
+    cr_assert_eq(dae_adam_init(&adam, m.n_params, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    float *grads = malloc(m.n_params * 4), *values = malloc(m.n_params * 4), *out = malloc((size_t)batch * 784 * 4);
+    for (int step = 1; step <= 2; step++) {
+        char name[96];
+        snprintf(name, sizeof name, "step%d.noisy", step);
+        const float *noisy = fixture_tensor(&f, name)->data;
+        snprintf(name, sizeof name, "step%d.clean", step);
+        const float *clean = fixture_tensor(&f, name)->data;
+        memset(grads, 0, m.n_params * 4);
+        double sse = dae_model_train_pass(&m, ws, noisy, clean, batch, (size_t)batch * 784, grads, out);
+        snprintf(name, sizeof name, "step%d.output", step);
+        assert_close(out, fixture_tensor(&f, name)->data, (size_t)batch * 784, 1e-5, name);
+        snprintf(name, sizeof name, "step%d.loss", step);
+        double loss = sse / (batch * 784.0), want = fixture_tensor(&f, name)->data[0];
+        cr_assert(fabs(loss - want) <= 1e-6, "step %d loss %.8f, PyTorch %.8f", step, loss, want);
+        if (step == 1) {
+            snprintf(name, sizeof name, "step%d.grad.", step);
+            cr_assert_eq(dae_model_read_tensors(&m, &f, name, values, err, sizeof err), DAE_OK, "%s", err);
+            double scale = 0;
+            for (size_t i = 0; i < m.n_params; i++) scale = fmax(scale, fabs(values[i]));
+            assert_close(grads, values, m.n_params, 1e-5 * fmax(scale, 1e-3), "step 1 gradients");
+        }
+        dae_adam_step(&adam, m.params, grads);
+        snprintf(name, sizeof name, "step%d.param.", step);
+        cr_assert_eq(dae_model_read_tensors(&m, &f, name, values, err, sizeof err), DAE_OK, "%s", err);
+        assert_close(m.params, values, m.n_params, 1e-5, name);
+    }
+    free(grads), free(values), free(out);
+    dae_adam_free(&adam);
+    dae_workspace_free(ws);
+    dae_model_free(&m);
+    dae_st_free(&f);
+}
+
+/* A temporary directory for files a test writes; removed by the caller. */
+static void temp_dir(char *dir, size_t len) {
+    snprintf(dir, len, "/tmp/dae-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+Test(model, weights_round_trip_with_metadata) {
+    dae_model m, back;
+    build_default(&m);
+    dae_model_init_params(&m, 5);
+    char dir[64], path[128], err[DAE_ERR_LEN] = "";
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    const char *keys[] = {"dataset"}, *values[] = {"mnist"};
+    cr_assert_eq(dae_model_save(&m, path, keys, values, 1, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_model_load(&back, path, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(back.n_params, m.n_params);
+    cr_assert_eq(memcmp(back.params, m.params, m.n_params * 4), 0);
+    cr_assert_str_eq(back.spec, m.spec);
+    dae_st_file f = {0};
+    fixture_load(path, &f);
+    cr_assert_str_eq(dae_st_meta(&f, "dataset"), "mnist");
+    cr_assert_str_eq(dae_st_meta(&f, "format"), "dae-weights-1");
+    dae_st_free(&f);
+    unlink(path);
+    rmdir(dir);
+    dae_model_free(&back);
+    dae_model_free(&m);
+}
+
+/* Writes the default model's tensors with one changed, then expects the
+ * load to fail with a message containing needle. */
+static void expect_rejected(int drop, int reshape, int extra, const char *needle) {
+    dae_model m;
+    build_default(&m);
+    dae_st_tensor t[13];
+    char names[13][DAE_TENSOR_NAME_LEN];
+    float *torch_values = malloc(m.n_params * 4);
+    int n = dae_model_describe_tensors(&m, "", m.params, torch_values, t, names);
+    if (drop) memmove(&t[3], &t[4], sizeof(t[0]) * (size_t)(--n - 3));
+    if (reshape) t[0].shape[0] = 8, t[0].numel /= 2;
+    if (extra) t[n] = t[n - 1], t[n].name = "decoder.9.bias", n++;
+    char dir[64], path[128], err[DAE_ERR_LEN] = "";
+    temp_dir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/bad.safetensors", dir);
+    cr_assert_eq(dae_st_save(path, t, n, NULL, NULL, 0, err, sizeof err), DAE_OK, "%s", err);
+    dae_model back;
+    cr_assert_eq(dae_model_load(&back, path, err, sizeof err), DAE_ERR_FORMAT);
+    cr_assert(strstr(err, needle) != NULL && strstr(err, path) != NULL, "message: %s", err);
+    cr_assert_null(back.params);
+    unlink(path);
+    rmdir(dir);
+    free(torch_values);
+    dae_model_free(&m);
+}
+
+Test(model, weights_with_wrong_tensors_are_rejected) {
+    expect_rejected(1, 0, 0, "missing tensor \"encoder.2.bias\"");
+    expect_rejected(0, 1, 0, "has shape (8,1,3,3), the architecture needs (16,1,3,3)");
+    expect_rejected(0, 0, 1, "unexpected tensor \"decoder.9.bias\"");
+}
