@@ -3,14 +3,14 @@
 
 CC       ?= cc
 BUILD    ?= build
-OPT      ?= -O2
+OPT      ?= -O3
 # Portable by default: baseline x86-64. Hot loops pick AVX2/AVX-512 at run
 # time (target_clones); `make NATIVE=1` builds for this CPU only.
 ARCH     := $(if $(NATIVE),-march=native,)
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -pthread -fno-math-errno $(ARCH)
 CPPFLAGS += -D_GNU_SOURCE -Icore -I/usr/include/cjson
-LDLIBS   += -lcjson -lopenblas -lz -lm -pthread
+LDLIBS   += -lcjson -lopenblas -lpng -lstb -lz -lm -pthread
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
 # build/sanitize with ASan and UBSan.
@@ -68,12 +68,14 @@ $(TEST_BIN): $(TEST_OBJ) $(LIB)
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-test: check-deps $(TEST_BIN) ## build and run the unit tests
+test: check-deps $(TEST_BIN) $(DAE) ## build and run the unit and command-line tests
 	$(TEST_BIN) --jobs 2
+	tests/cli/run.sh $(DAE)
 
-test-sanitize: check-deps ## the unit tests under ASan + UBSan
-	$(MAKE) SANITIZE=1 build/sanitize/test_dae
+test-sanitize: check-deps ## the same tests under ASan + UBSan
+	$(MAKE) SANITIZE=1 build/sanitize/test_dae build/sanitize/dae
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/sanitize/test_dae --jobs 2
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/cli/run.sh build/sanitize/dae
 
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
 	$(BENCH_BIN)

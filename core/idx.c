@@ -147,7 +147,7 @@ static dae_status parse_any(const uint8_t *buf, size_t len, idx_kind kind, idx_h
 dae_status dae_idx_parse_images(const uint8_t *buf, size_t len, dae_idx_images *out, char *err, size_t errlen) {
     if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "IDX images: no output given");
     memset(out, 0, sizeof *out);
-    idx_header h;
+    idx_header h = {0};
     dae_status st = parse_any(buf, len, IDX_IMAGES, &h, &out->pixels, "IDX images", err, errlen);
     if (st != DAE_OK) return st;
     out->count = h.count;
@@ -159,7 +159,7 @@ dae_status dae_idx_parse_images(const uint8_t *buf, size_t len, dae_idx_images *
 dae_status dae_idx_parse_labels(const uint8_t *buf, size_t len, dae_idx_labels *out, char *err, size_t errlen) {
     if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "IDX labels: no output given");
     memset(out, 0, sizeof *out);
-    idx_header h;
+    idx_header h = {0};
     dae_status st = parse_any(buf, len, IDX_LABELS, &h, &out->labels, "IDX labels", err, errlen);
     if (st != DAE_OK) return st;
     out->count = h.count;
@@ -273,7 +273,7 @@ static dae_status load_any(const char *path, idx_kind kind, idx_header *h, uint8
 dae_status dae_idx_load_images(const char *path, dae_idx_images *out, char *err, size_t errlen) {
     if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no output given", path ? path : "IDX");
     memset(out, 0, sizeof *out);
-    idx_header h;
+    idx_header h = {0};
     dae_status st = load_any(path, IDX_IMAGES, &h, &out->pixels, err, errlen);
     if (st != DAE_OK) return st;
     out->count = h.count;
@@ -285,7 +285,7 @@ dae_status dae_idx_load_images(const char *path, dae_idx_images *out, char *err,
 dae_status dae_idx_load_labels(const char *path, dae_idx_labels *out, char *err, size_t errlen) {
     if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no output given", path ? path : "IDX");
     memset(out, 0, sizeof *out);
-    idx_header h;
+    idx_header h = {0};
     dae_status st = load_any(path, IDX_LABELS, &h, &out->labels, err, errlen);
     if (st != DAE_OK) return st;
     out->count = h.count;

@@ -15,6 +15,11 @@
 #define HOT
 #endif
 
+/* Keeps GCC from turning the short copy loops of im2col (3 floats for a
+ * one-channel 3x3 kernel) into calls to memcpy, which cost more than the
+ * copy itself. */
+#define NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+
 /* ---------------------------------------------------------------- im2col */
 
 /* Geometry of a gather: the image (B, H, W, C) and the grid of kernel
@@ -27,7 +32,7 @@ typedef struct {
 /* Gathers src (B,H,W,C) into col (B*OH*OW, KH*KW*C): the patch under each
  * kernel position, zeros where it leaves the image. Each kernel row of a
  * patch is one contiguous run of KW*C floats when it lies inside. */
-HOT static void im2col(float *restrict col, const float *restrict src, const patch_geom *p) {
+HOT NO_MEMCPY_IDIOM static void im2col(float *restrict col, const float *restrict src, const patch_geom *p) {
     int run = p->kw * p->c;
     size_t k = (size_t)p->kh * run;
     for (int b = 0; b < p->batch; b++) {
@@ -67,7 +72,7 @@ HOT static void im2col(float *restrict col, const float *restrict src, const pat
 
 /* The adjoint of im2col: adds every entry of col into the dst (B,H,W,C)
  * position it was gathered from. dst must be initialised by the caller. */
-HOT static void col2im_add(float *restrict dst, const float *restrict col, const patch_geom *p) {
+HOT NO_MEMCPY_IDIOM static void col2im_add(float *restrict dst, const float *restrict col, const patch_geom *p) {
     int run = p->kw * p->c;
     size_t k = (size_t)p->kh * run;
     for (int b = 0; b < p->batch; b++) {
@@ -108,6 +113,14 @@ static int patch_is_whole_image(const patch_geom *p) {
 
 /* x (rows, channels) += bias per channel, then max(0, .) when relu. */
 HOT static void add_bias(float *restrict x, const float *restrict bias, size_t rows, int channels, int relu) {
+    if (channels == 1) { /* one flat loop, not `rows` loops of one */
+        float b = bias[0];
+        for (size_t r = 0; r < rows; r++) {
+            float v = x[r] + b;
+            x[r] = relu && v < 0.0f ? 0.0f : v;
+        }
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         float *p = x + r * channels;
         if (relu) {
@@ -123,6 +136,12 @@ HOT static void add_bias(float *restrict x, const float *restrict bias, size_t r
 
 /* dbias[c] += sum over rows of dy (rows, channels). */
 HOT static void sum_rows(float *restrict dbias, const float *restrict dy, size_t rows, int channels) {
+    if (channels == 1) {
+        float acc = 0.0f;
+        for (size_t r = 0; r < rows; r++) acc += dy[r];
+        dbias[0] += acc;
+        return;
+    }
     float acc[channels];
     for (int c = 0; c < channels; c++) acc[c] = 0.0f;
     for (size_t r = 0; r < rows; r++)

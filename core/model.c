@@ -598,7 +598,7 @@ int dae_model_describe_tensors(const dae_model *m, const char *prefix, const flo
     convert_params(m, torch_values, values, 1);
     for (int i = 0; i < n; i++) {
         char name[DAE_TENSOR_NAME_LEN];
-        size_t offset, count;
+        size_t offset = 0, count = 0;
         dae_st_tensor *t = &tensors[i];
         memset(t, 0, sizeof *t);
         dae_model_tensor_info(m, i, name, sizeof name, &t->ndim, t->shape, &offset, &count);

@@ -168,6 +168,9 @@ void dae_noise_format(const dae_noise_spec *spec, char *buf, size_t len) {
 
 /* Adds the spec's noise to n pixels with a generator seeded from
  * (seed, stream), then clips and/or quantizes; allocates nothing. */
+/* Normals are drawn in blocks of this many (dae_rng_normal_fill). */
+enum { NORMAL_BLOCK = 256 };
+
 void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
                      float *noisy, size_t n, uint64_t seed, uint64_t stream) {
     dae_rng rng;
@@ -177,8 +180,12 @@ void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
     /* Each loop reads clean[i] before writing noisy[i], so in-place works. */
     switch (spec->kind) {
     case DAE_NOISE_GAUSSIAN:
-        for (size_t i = 0; i < n; i++)
-            noisy[i] = clean[i] + level * dae_rng_normal(&rng);
+        for (size_t start = 0; start < n; start += NORMAL_BLOCK) {
+            float z[NORMAL_BLOCK];
+            size_t count = n - start < NORMAL_BLOCK ? n - start : NORMAL_BLOCK;
+            dae_rng_normal_fill(&rng, z, count);
+            for (size_t i = 0; i < count; i++) noisy[start + i] = clean[start + i] + level * z[i];
+        }
         break;
     case DAE_NOISE_SALT_PEPPER: {
         /* One uniform draw per pixel: below amount the pixel is replaced,
@@ -191,9 +198,14 @@ void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
         break;
     }
     case DAE_NOISE_SPECKLE:
-        for (size_t i = 0; i < n; i++) {
-            float x = clean[i];
-            noisy[i] = x + x * (level * dae_rng_normal(&rng));
+        for (size_t start = 0; start < n; start += NORMAL_BLOCK) {
+            float z[NORMAL_BLOCK];
+            size_t count = n - start < NORMAL_BLOCK ? n - start : NORMAL_BLOCK;
+            dae_rng_normal_fill(&rng, z, count);
+            for (size_t i = 0; i < count; i++) {
+                float x = clean[start + i];
+                noisy[start + i] = x + x * (level * z[i]);
+            }
         }
         break;
     default:

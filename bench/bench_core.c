@@ -1,0 +1,144 @@
+/* bench_core.c - engine speed on this machine: forward images/s at batch
+ * 1, 64 and 1024, and training images/s at batch 64, for 1 and 2 threads,
+ * with the achieved GFLOP/s. Reports the median of several repetitions.
+ *
+ *   build/bench_core [--reps N] [--train-images N]
+ *
+ * Images are synthetic (speed does not depend on pixel values), so the
+ * benchmark needs no data set. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+#include "model.h"
+#include "rng.h"
+#include "train.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Median seconds per image of forward passes over `batch` images with the
+ * pool's threads; each repetition runs at least ~0.1 s of work. */
+static double time_forward(const dae_model *m, dae_pool *pool, int batch, int reps) {
+    int threads = dae_pool_size(pool);
+    size_t n = dae_model_image_size(m);
+    float *in = malloc(sizeof(float) * n * batch), *out = malloc(sizeof(float) * n * batch);
+    dae_rng r;
+    dae_rng_seed(&r, 1, 0);
+    for (size_t i = 0; i < n * (size_t)batch; i++) in[i] = dae_rng_uniform(&r);
+    dae_workspace *ws[64];
+    int share = (batch + threads - 1) / threads;
+    for (int t = 0; t < threads; t++) ws[t] = dae_workspace_new(m, share, 0);
+    double *per_image = malloc(sizeof(double) * reps);
+    int inner = 1;
+    for (;;) { /* calibrate: enough passes for 0.1 s */
+        double t0 = now_s();
+        for (int i = 0; i < inner; i++) dae_forward_parallel(m, pool, ws, in, out, batch);
+        if (now_s() - t0 > 0.1 || inner > 1 << 20) break;
+        inner *= 2;
+    }
+    for (int rep = 0; rep < reps; rep++) {
+        double t0 = now_s();
+        for (int i = 0; i < inner; i++) dae_forward_parallel(m, pool, ws, in, out, batch);
+        per_image[rep] = (now_s() - t0) / ((double)inner * batch);
+    }
+    double med = median(per_image, reps);
+    for (int t = 0; t < threads; t++) dae_workspace_free(ws[t]);
+    free(in), free(out), free(per_image);
+    return med;
+}
+
+/* Median images/s of training epochs over `count` synthetic images. */
+static double time_training(const dae_model *proto, int threads, int count, int reps) {
+    dae_dataset data = {0};
+    data.train_images.count = count;
+    data.train_images.rows = data.train_images.cols = 28;
+    data.train_images.pixels = malloc((size_t)count * 784);
+    dae_rng r;
+    dae_rng_seed(&r, 2, 0);
+    for (size_t i = 0; i < (size_t)count * 784; i++) data.train_images.pixels[i] = (uint8_t)dae_rng_below(&r, 256);
+    double *rates = malloc(sizeof(double) * reps);
+    for (int rep = 0; rep < reps; rep++) {
+        dae_model m;
+        char err[DAE_ERR_LEN];
+        dae_model_clone(&m, proto, err, sizeof err);
+        dae_train_config cfg;
+        dae_train_config_default(&cfg);
+        cfg.epochs = 1;
+        cfg.threads = threads;
+        dae_train_state s;
+        dae_train_state_init(&s, &m, &cfg, err, sizeof err);
+        double t0 = now_s();
+        if (dae_train(&m, &s, &data, &cfg, err, sizeof err) != DAE_OK) {
+            fprintf(stderr, "bench: training failed: %s\n", err);
+            exit(1);
+        }
+        rates[rep] = count / (now_s() - t0);
+        dae_train_state_free(&s);
+        dae_model_free(&m);
+    }
+    double med = median(rates, reps);
+    free(rates);
+    free(data.train_images.pixels);
+    return med;
+}
+
+int main(int argc, char **argv) {
+    int reps = 5, train_images = 12800;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--train-images") == 0 && i + 1 < argc) train_images = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--reps N] [--train-images N]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1 || train_images < 64) {
+        fprintf(stderr, "bench: --reps must be >= 1 and --train-images >= 64\n");
+        return 2;
+    }
+    dae_model m;
+    char err[DAE_ERR_LEN];
+    if (dae_model_init(&m, dae_model_default_spec(), err, sizeof err) != DAE_OK) {
+        fprintf(stderr, "bench: %s\n", err);
+        return 1;
+    }
+    dae_model_init_params(&m, 0);
+    dae_gemm_single_threaded();
+    double fwd_flop = 2.0 * dae_model_forward_macs(&m), train_flop = 3.0 * fwd_flop;
+    printf("dae engine benchmark: reference network, %.3f MFLOP forward per image, "
+           "median of %d repetitions\n\n", fwd_flop / 1e6, reps);
+    printf("%-8s %-26s %14s %12s %10s\n", "threads", "measure", "images/s", "us/image", "GFLOP/s");
+    for (int threads = 1; threads <= 2; threads++) {
+        dae_pool *pool = dae_pool_new(threads);
+        static const int batches[] = {1, 64, 1024};
+        for (int i = 0; i < 3; i++) {
+            double s = time_forward(&m, pool, batches[i], reps);
+            char what[32];
+            snprintf(what, sizeof what, "forward, batch %d", batches[i]);
+            printf("%-8d %-26s %14.0f %12.2f %10.1f\n", threads, what, 1.0 / s, s * 1e6, fwd_flop / s / 1e9);
+        }
+        dae_pool_free(pool);
+        double rate = time_training(&m, threads, train_images, reps);
+        printf("%-8d %-26s %14.0f %12.2f %10.1f   (%.2f s per 60,000-image epoch)\n", threads,
+               "training, batch 64", rate, 1e6 / rate, train_flop * rate / 1e9, 60000.0 / rate);
+        fflush(stdout);
+    }
+    dae_model_free(&m);
+    return 0;
+}
