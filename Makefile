@@ -43,7 +43,7 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
 all: check-deps $(LIB) $(DAE) ## build the library and the command-line tool
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
 
 deps: ## install the Debian packages (as root), or print the apt command
 	@tools/deps.sh
@@ -72,10 +72,17 @@ test: check-deps $(TEST_BIN) $(DAE) ## build and run the unit and command-line t
 	$(TEST_BIN) --jobs 2
 	tests/cli/run.sh $(DAE)
 
+# Criterion runs each test in a child process whose sanitizer report does
+# not fail the test, so the log is searched for reports as well.
+SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 test-sanitize: check-deps ## the same tests under ASan + UBSan
 	$(MAKE) SANITIZE=1 build/sanitize/test_dae build/sanitize/dae
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/sanitize/test_dae --jobs 2
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/cli/run.sh build/sanitize/dae
+	$(SANITIZER_ENV) build/sanitize/test_dae --jobs 2 > build/sanitize/unit.log 2>&1; \
+	    status=$$?; cat build/sanitize/unit.log; [ $$status -eq 0 ] && \
+	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/unit.log
+	$(SANITIZER_ENV) tests/cli/run.sh build/sanitize/dae > build/sanitize/cli.log 2>&1; \
+	    status=$$?; cat build/sanitize/cli.log; [ $$status -eq 0 ] && \
+	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/cli.log
 
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
 	$(BENCH_BIN)

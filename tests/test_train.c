@@ -143,6 +143,8 @@ Test(train, resuming_from_a_checkpoint_continues_exactly) {
     cr_assert_eq(dae_train(&resumed, &rs, &mini, &cfg, err, sizeof err), DAE_OK, "%s", err);
     cr_assert_eq(memcmp(resumed.params, straight.params, straight.n_params * 4), 0);
 
+    dae_train_state_free(&rs);
+
     /* A weights file is not a checkpoint. */
     dae_model w;
     cr_assert_eq(dae_model_save(&first, path, NULL, NULL, 0, err, sizeof err), DAE_OK);
