@@ -38,7 +38,7 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/stb/stb_image.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-sanitize bench-core run clean help refs
+.PHONY: all deps check-deps test test-sanitize bench-core run clean help refs fuzz
 
 all: check-deps $(LIB) $(DAE) ## build the library and the command-line tool
 
@@ -89,6 +89,28 @@ bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 
 
 run: all ## build and run the demo
 	$(DAE) --help
+
+# Fuzzers: each tests/fuzz/fuzz_X.c is a libFuzzer target over the parsers,
+# built with clang (Debian's clang and libclang-rt-14-dev) and run for
+# FUZZ_SECONDS each, seeded from the committed fixtures.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC     := $(wildcard tests/fuzz/*.c)
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -DDAE_NO_CLONES -D_GNU_SOURCE -Icore -I/usr/include/cjson
+fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang)
+	@command -v clang >/dev/null || { echo "fuzz: needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do \
+	    name=$$(basename $$f .c); \
+	    clang $(FUZZ_FLAGS) $$f $(CORE_SRC) $(LDLIBS) -o build/fuzz/$$name || exit 1; \
+	    mkdir -p build/fuzz/corpus_$$name; \
+	    case $$name in \
+	    fuzz_safetensors) cp tests/fixtures/ref/*.safetensors build/fuzz/corpus_$$name/ ;; \
+	    fuzz_idx) for g in tests/fixtures/mnist-mini/*.gz; do gzip -dc $$g | head -c 20000 > build/fuzz/corpus_$$name/$$(basename $$g .gz); done ;; \
+	    esac; \
+	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	    build/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	        build/fuzz/corpus_$$name 2>&1 | tail -4 || exit 1; \
+	done
 
 refs: ## regenerate the PyTorch reference fixtures (needs python3-torch)
 	/usr/bin/python3 tests/ref/make_refs.py tests/fixtures/ref

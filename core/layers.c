@@ -18,7 +18,11 @@
 /* Keeps GCC from turning the short copy loops of im2col (3 floats for a
  * one-channel 3x3 kernel) into calls to memcpy, which cost more than the
  * copy itself. */
+#if defined(__GNUC__) && !defined(__clang__)
 #define NO_MEMCPY_IDIOM __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NO_MEMCPY_IDIOM
+#endif
 
 /* ---------------------------------------------------------------- im2col */
 

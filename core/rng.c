@@ -64,7 +64,7 @@ uint64_t dae_rng_below(dae_rng *r, uint64_t n) {
 
 /* ------------------------------------------------------- vectorised normals */
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(DAE_NO_CLONES)
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HOT
