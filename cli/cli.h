@@ -1,0 +1,66 @@
+/* cli.h - what the dae subcommands share: the tool's version, the
+ * subcommand entry points, and helpers for the data directory, thread
+ * counts, model files, output paths and timestamps. */
+#ifndef DAE_CLI_H
+#define DAE_CLI_H
+
+#include <stddef.h>
+
+#include "args.h"
+#include "model.h"
+#include "train.h"
+
+#define DAE_VERSION "0.1.0"
+
+/* Default model of `dae denoise` and `dae grid` when neither --model nor
+ * $DAE_MODEL is given, relative to the current directory. */
+#define CLI_DEFAULT_MODEL "models/mnist.safetensors"
+
+/* Largest image file `dae denoise` and `dae noise` read. */
+#define CLI_MAX_IMAGE_BYTES ((size_t)256 << 20)
+
+/* Each subcommand takes the arguments after its name and returns the
+ * process exit code: 0 success, 1 failure, 2 usage error. */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_denoise(int argc, char **argv);
+int cmd_noise(int argc, char **argv);
+int cmd_grid(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* The number of online CPUs, clamped to 1..64. */
+int cli_default_threads(void);
+
+/* Returns the data directory: flag when not NULL, else $DAE_DATA_DIR when
+ * set and non-empty, else NULL (the caller reports a usage error). */
+const char *cli_data_dir(const char *flag);
+
+/* Loads the data set name under the data directory given by flag or
+ * $DAE_DATA_DIR into *out. Returns 0, or prints the problem (as command
+ * cmd) and returns the exit code: 2 when no directory is configured, 1
+ * when the files are missing or malformed. */
+int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_dataset *out);
+
+/* Loads a model from a weights file or a training checkpoint (told apart
+ * by the "format" metadata). On failure m is zeroed and err names path. */
+dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errlen);
+
+/* The model path of `dae denoise` / `dae grid`: flag, else $DAE_MODEL,
+ * else CLI_DEFAULT_MODEL. */
+const char *cli_model_path(const char *flag);
+
+/* Checks that path can be created: its directory exists and is writable,
+ * and path itself is not a directory. Returns 0, or prints the problem as
+ * command cmd and returns 1. */
+int cli_check_output(const char *cmd, const char *path);
+
+/* Writes the current UTC time as ISO 8601 ("2026-01-01T12:00:00Z"). */
+void cli_utc_now(char *buf, size_t len);
+
+/* Makes a pool of threads workers and one inference workspace of max_batch
+ * per thread (pool NULL for one thread). Returns 0, or 1 after printing. */
+int cli_workers_new(const char *cmd, const dae_model *m, int threads, int max_batch, dae_pool **pool,
+                    dae_workspace ***workspaces);
+void cli_workers_free(dae_pool *pool, dae_workspace **workspaces, int threads);
+
+#endif

@@ -1,0 +1,112 @@
+/* common.c - helpers shared by the dae subcommands: data directory and
+ * data set, thread count, loading weights or checkpoints, output path
+ * checks, timestamps and inference workers. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gemm.h"
+#include "safetensors.h"
+
+int cli_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 64) n = 64;
+    return (int)n;
+}
+
+const char *cli_data_dir(const char *flag) {
+    if (flag != NULL) return flag;
+    const char *env = getenv("DAE_DATA_DIR");
+    return env != NULL && env[0] != '\0' ? env : NULL;
+}
+
+int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_dataset *out) {
+    memset(out, 0, sizeof *out);
+    const char *dir = cli_data_dir(flag);
+    if (dir == NULL)
+        return cli_usage_error(cmd, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
+    char err[DAE_ERR_LEN] = "";
+    if (dae_dataset_load(dir, name, out, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
+    return 0;
+}
+
+dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    dae_st_file f = {0};
+    dae_status st = dae_st_load(path, &f, err, errlen);
+    if (st != DAE_OK) return st;
+    const char *format = dae_st_meta(&f, "format");
+    if (format != NULL && strcmp(format, "dae-checkpoint-1") == 0) {
+        dae_st_free(&f);
+        dae_train_state s;
+        st = dae_checkpoint_load(path, m, &s, err, errlen);
+        if (st == DAE_OK) dae_train_state_free(&s);
+        return st;
+    }
+    char detail[DAE_ERR_LEN] = "";
+    st = dae_model_from_safetensors(m, &f, detail, sizeof detail);
+    dae_st_free(&f);
+    if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
+    return DAE_OK;
+}
+
+const char *cli_model_path(const char *flag) {
+    if (flag != NULL) return flag;
+    const char *env = getenv("DAE_MODEL");
+    return env != NULL && env[0] != '\0' ? env : CLI_DEFAULT_MODEL;
+}
+
+int cli_check_output(const char *cmd, const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return cli_error(cmd, "%s: is a directory", path);
+    char *dir = strdup(path);
+    if (dir == NULL) return cli_error(cmd, "%s: out of memory", path);
+    char *slash = strrchr(dir, '/');
+    const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+    int rc = 0;
+    if (stat(d, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        rc = cli_error(cmd, "%s: directory %s does not exist", path, d);
+    else if (access(d, W_OK) != 0)
+        rc = cli_error(cmd, "%s: directory %s is not writable: %s", path, d, strerror(errno));
+    free(dir);
+    return rc;
+}
+
+void cli_utc_now(char *buf, size_t len) {
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int cli_workers_new(const char *cmd, const dae_model *m, int threads, int max_batch, dae_pool **pool,
+                    dae_workspace ***workspaces) {
+    *pool = NULL;
+    *workspaces = calloc((size_t)threads, sizeof(dae_workspace *));
+    int ok = *workspaces != NULL;
+    for (int t = 0; t < threads && ok; t++) ok = ((*workspaces)[t] = dae_workspace_new(m, max_batch, 0)) != NULL;
+    if (ok && threads > 1) {
+        dae_gemm_single_threaded(); /* our threads split the work; BLAS must not split it again */
+        ok = (*pool = dae_pool_new(threads)) != NULL;
+    }
+    if (!ok) {
+        cli_workers_free(*pool, *workspaces, threads);
+        *pool = NULL;
+        *workspaces = NULL;
+        return cli_error(cmd, "out of memory for %d inference threads", threads);
+    }
+    return 0;
+}
+
+void cli_workers_free(dae_pool *pool, dae_workspace **workspaces, int threads) {
+    dae_pool_free(pool);
+    if (workspaces == NULL) return;
+    for (int t = 0; t < threads; t++) dae_workspace_free(workspaces[t]);
+    free(workspaces);
+}

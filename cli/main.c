@@ -1,0 +1,67 @@
+/* main.c - `dae`, the command-line tool: dispatches to the subcommands and
+ * prints the top-level usage and version. Exit codes: 0 success, 1
+ * failure, 2 usage error. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommand;
+
+static const subcommand SUBCOMMANDS[] = {
+    {"train", cmd_train, "train a model on an IDX data set and save it as safetensors"},
+    {"eval", cmd_eval, "test MSE, PSNR and SSIM of a model and of the noisy input (raw and png protocols)"},
+    {"denoise", cmd_denoise, "denoise an image of any size (PNG, JPEG, BMP, GIF, PNM, TGA) into a PNG"},
+    {"noise", cmd_noise, "add seeded synthetic noise to an image, PNG out"},
+    {"grid", cmd_grid, "a PNG of test images: original / noisy / denoised rows"},
+    {"info", cmd_info, "architecture, parameter count and metadata of a weights file or checkpoint"},
+};
+enum { N_SUBCOMMANDS = sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0] };
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: dae COMMAND [ARGS] [FLAGS]\n\n"
+            "dae %s - a denoising autoencoder: train it, evaluate it, and denoise images.\n\n"
+            "commands:\n",
+            DAE_VERSION);
+    for (int i = 0; i < N_SUBCOMMANDS; i++) fprintf(out, "  %-9s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
+    fprintf(out,
+            "\n`dae COMMAND --help` describes each command's flags.\n"
+            "environment: DAE_DATA_DIR (default --data-dir), DAE_MODEL (default --model of denoise and grid)\n"
+            "exit status: 0 success, 1 failure, 2 usage error\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "dae: missing command: train, eval, denoise, noise, grid or info (see dae --help)\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        if (strcmp(cmd, "help") == 0 && argc > 2) {
+            for (int i = 0; i < N_SUBCOMMANDS; i++)
+                if (strcmp(argv[2], SUBCOMMANDS[i].name) == 0) {
+                    char help[] = "--help";
+                    char *args[] = {help, NULL};
+                    return SUBCOMMANDS[i].run(1, args);
+                }
+            fprintf(stderr, "dae: unknown command \"%s\" (see dae --help)\n", argv[2]);
+            return CLI_EXIT_USAGE;
+        }
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("dae %s\n", DAE_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < N_SUBCOMMANDS; i++)
+        if (strcmp(cmd, SUBCOMMANDS[i].name) == 0) return SUBCOMMANDS[i].run(argc - 2, argv + 2);
+    if (cmd[0] == '-') fprintf(stderr, "dae: unknown flag %s (see dae --help)\n", cmd);
+    else fprintf(stderr, "dae: unknown command \"%s\" (see dae --help)\n", cmd);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,577 @@
+/* image.c - image decoding (libpng for PNG, stb_image for the rest), PNG
+ * encoding into memory, seeded noise on images, and whole-file reads and
+ * atomic writes. */
+#include "image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <png.h>
+#include <stb/stb_image.h>
+#include <zlib.h>
+
+/* Largest chunk libpng may allocate for ancillary data (iCCP, zTXt, ...):
+ * a compressed text chunk cannot inflate past this. */
+#define PNG_CHUNK_MALLOC_MAX (8u << 20)
+
+static const uint8_t PNG_SIGNATURE[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+
+static const char UNSUPPORTED[] = "not a PNG, JPEG, BMP, GIF, PNM or TGA image";
+
+/* ------------------------------------------------------------ basics */
+
+dae_status dae_image_alloc(dae_image *img, int width, int height, int channels,
+                           char *err, size_t errlen) {
+    memset(img, 0, sizeof *img);
+    if (width < 1 || height < 1 || width > DAE_IMAGE_MAX_SIDE || height > DAE_IMAGE_MAX_SIDE)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "image size %dx%d is outside 1..%d", width, height,
+                        DAE_IMAGE_MAX_SIDE);
+    if (channels < 1 || channels > 4)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "an image has 1 to 4 channels, not %d", channels);
+    img->pixels = calloc((size_t)width * (size_t)height, (size_t)channels);
+    if (img->pixels == NULL)
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a %dx%d image", width, height);
+    img->width = width, img->height = height, img->channels = channels;
+    return DAE_OK;
+}
+
+void dae_image_free(dae_image *img) {
+    if (img == NULL) return;
+    free(img->pixels);
+    memset(img, 0, sizeof *img);
+}
+
+/* Fails unless a width x height image is within the side limit and
+ * max_pixels (0 meaning the default limit). */
+static dae_status check_size(long long width, long long height, size_t max_pixels, char *err, size_t errlen) {
+    if (max_pixels == 0) max_pixels = DAE_IMAGE_MAX_PIXELS;
+    if (width < 1 || height < 1)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "image size %lldx%lld is empty", width, height);
+    unsigned long long pixels = (unsigned long long)width * (unsigned long long)height;
+    if (pixels > max_pixels)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "image is %lldx%lld = %llu pixels, over the limit of %zu",
+                        width, height, pixels, max_pixels);
+    if (width > DAE_IMAGE_MAX_SIDE || height > DAE_IMAGE_MAX_SIDE)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "image is %lldx%lld, over the side limit of %d",
+                        width, height, DAE_IMAGE_MAX_SIDE);
+    return DAE_OK;
+}
+
+/* Formats stb_image's last failure for format name. */
+static dae_status stb_fail(const char *name, char *err, size_t errlen) {
+    const char *why = stbi_failure_reason();
+    return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: %s", name, why != NULL ? why : "cannot decode");
+}
+
+const char *dae_image_format_name(const uint8_t *buf, size_t len) {
+    if (buf == NULL || len == 0) return NULL;
+    if (len >= 8 && memcmp(buf, PNG_SIGNATURE, 8) == 0) return "PNG";
+    if (len >= 3 && buf[0] == 0xff && buf[1] == 0xd8 && buf[2] == 0xff) return "JPEG";
+    if (len >= 6 && (memcmp(buf, "GIF87a", 6) == 0 || memcmp(buf, "GIF89a", 6) == 0)) return "GIF";
+    if (len >= 2 && buf[0] == 'B' && buf[1] == 'M') return "BMP";
+    if (len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '6') return "PNM";
+    /* stb_image also reads PSD, HDR and PIC, which dae does not take. */
+    if (len >= 4 && memcmp(buf, "8BPS", 4) == 0) return NULL;
+    if (len >= 2 && buf[0] == '#' && buf[1] == '?') return NULL;
+    if (len >= 4 && buf[0] == 0x53 && buf[1] == 0x80 && buf[2] == 0xf6 && buf[3] == 0x34) return NULL;
+    /* TGA has no magic number: stb_image's header test is the judge. */
+    int w, h, c;
+    if (len <= INT_MAX && stbi_info_from_memory(buf, (int)len, &w, &h, &c)) return "TGA";
+    return NULL;
+}
+
+/* Names the format of buf or fails with the messages every entry point
+ * shares (empty input, unsupported format, truncated PNG signature). */
+static dae_status identify(const uint8_t *buf, size_t len, const char **name, char *err, size_t errlen) {
+    if (buf == NULL || len == 0)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "empty (0 bytes), %s", UNSUPPORTED);
+    if (len < 8 && memcmp(buf, PNG_SIGNATURE, len) == 0)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: file is truncated (%zu bytes)", len);
+    if (len > INT_MAX)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "image file of %zu bytes is too large", len);
+    *name = dae_image_format_name(buf, len);
+    if (*name == NULL) return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s", UNSUPPORTED);
+    if (strcmp(*name, "PNM") == 0 && buf[1] != '5' && buf[1] != '6')
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "PNM: only binary P5 (gray) and P6 (RGB) files are supported, not P%c", buf[1]);
+    return DAE_OK;
+}
+
+/* Reads a big-endian 32-bit integer. */
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+dae_status dae_image_probe(const uint8_t *buf, size_t len, int *width, int *height,
+                           char *err, size_t errlen) {
+    const char *name = NULL;
+    dae_status st = identify(buf, len, &name, err, errlen);
+    if (st != DAE_OK) return st;
+    long long w, h;
+    if (strcmp(name, "PNG") == 0) {
+        /* Signature, then the IHDR chunk: length 13, "IHDR", width, height. */
+        if (len < 8 + 8 + 13 + 4)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: file is truncated (%zu bytes)", len);
+        if (be32(buf + 8) != 13 || memcmp(buf + 12, "IHDR", 4) != 0)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: the first chunk is not a valid IHDR");
+        w = be32(buf + 16), h = be32(buf + 20);
+        if (w > 0x7fffffffLL || h > 0x7fffffffLL)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: invalid image size in IHDR");
+    } else {
+        int iw, ih, ic;
+        if (!stbi_info_from_memory(buf, (int)len, &iw, &ih, &ic)) return stb_fail(name, err, errlen);
+        w = iw, h = ih;
+    }
+    if (w < 1 || h < 1)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: image size %lldx%lld is empty", name, w, h);
+    *width = w > INT_MAX ? INT_MAX : (int)w;
+    *height = h > INT_MAX ? INT_MAX : (int)h;
+    return DAE_OK;
+}
+
+/* ------------------------------------------------------------ PNG decode */
+
+typedef struct {
+    const uint8_t *buf;
+    size_t len, pos;
+    size_t max_pixels;
+    dae_status status; /* why decoding stopped, when it did */
+    char msg[DAE_ERR_LEN];
+    uint8_t *pixels;   /* owned until handed to the image */
+    png_bytep *rows;
+    int width, height, channels, source_16bit;
+} png_reader;
+
+/* Rewrites libpng's chunk errors "IDAT: CRC error" as "CRC error in IDAT". */
+static void png_format_message(char *out, size_t len, const char *msg) {
+    int chunk = strlen(msg) > 6 && msg[4] == ':' && msg[5] == ' ';
+    for (int i = 0; i < 4 && chunk; i++)
+        chunk = (msg[i] >= 'A' && msg[i] <= 'Z') || (msg[i] >= 'a' && msg[i] <= 'z');
+    if (chunk) snprintf(out, len, "PNG: %s in %.4s", msg + 6, msg);
+    else snprintf(out, len, "PNG: %s", msg);
+}
+
+/* libpng's error callback: keeps the message and unwinds to the setjmp. */
+static void png_error_cb(png_structp png, png_const_charp msg) {
+    png_reader *r = png_get_error_ptr(png);
+    if (r != NULL) {
+        png_format_message(r->msg, sizeof r->msg, msg);
+        if (r->status == DAE_OK) r->status = DAE_ERR_FORMAT;
+    }
+    png_longjmp(png, 1);
+}
+
+/* Warnings (bad ancillary CRCs, odd sRGB profiles) do not stop decoding. */
+static void png_warning_cb(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+/* libpng's read callback: hands out the next n bytes of the buffer, or
+ * stops decoding with "file is truncated". */
+static void png_read_cb(png_structp png, png_bytep data, size_t n) {
+    png_reader *r = png_get_io_ptr(png);
+    if (n > r->len - r->pos) png_error(png, "file is truncated");
+    memcpy(data, r->buf + r->pos, n);
+    r->pos += n;
+}
+
+/* Runs libpng over r->buf into r->pixels; every libpng failure longjmps
+ * back here. Allocations live in r so the caller can release them. */
+static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r) {
+    if (setjmp(png_jmpbuf(png))) return r->status != DAE_OK ? r->status : DAE_ERR_FORMAT;
+    png_set_read_fn(png, r, png_read_cb);
+    png_set_user_limits(png, 0x7fffffffu, 0x7fffffffu); /* our own limit below names the size */
+    png_set_chunk_malloc_max(png, PNG_CHUNK_MALLOC_MAX);
+    png_read_info(png, info);
+    png_uint_32 w, h;
+    int depth, color, interlace;
+    png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
+    dae_status st = check_size(w, h, r->max_pixels, r->msg, sizeof r->msg);
+    if (st != DAE_OK) return r->status = st;
+    r->source_16bit = depth == 16;
+    png_set_expand(png); /* palette -> RGB, gray < 8 bits -> 8, tRNS -> alpha */
+    if (depth == 16) png_set_scale_16(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    int channels = png_get_channels(png, info);
+    size_t rowbytes = png_get_rowbytes(png, info);
+    if (channels < 1 || channels > 4 || png_get_bit_depth(png, info) != 8 || rowbytes != (size_t)w * channels)
+        png_error(png, "unexpected sample layout after conversion to 8 bits");
+    r->pixels = malloc((size_t)h * rowbytes);
+    r->rows = malloc(sizeof(png_bytep) * h);
+    if (r->pixels == NULL || r->rows == NULL) {
+        snprintf(r->msg, sizeof r->msg, "PNG: out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
+        return r->status = DAE_ERR_NOMEM;
+    }
+    for (png_uint_32 y = 0; y < h; y++) r->rows[y] = r->pixels + (size_t)y * rowbytes;
+    png_read_image(png, r->rows);
+    png_read_end(png, NULL); /* checks the rest of the stream and the trailing CRCs */
+    r->width = (int)w, r->height = (int)h, r->channels = channels;
+    return DAE_OK;
+}
+
+/* Checks the CRC of every critical chunk before decoding, so corrupt image
+ * data is reported as the CRC error it is rather than as whatever zlib
+ * makes of the damaged bytes. Stops quietly at a truncated chunk (libpng
+ * reports that). Ancillary chunks are left to libpng, which skips bad ones. */
+static dae_status png_check_crcs(const uint8_t *buf, size_t len, char *err, size_t errlen) {
+    size_t pos = 8;
+    while (len - pos >= 12) {
+        uint32_t n = be32(buf + pos);
+        const uint8_t *type = buf + pos + 4;
+        if (n > 0x7fffffffu || n > len - pos - 12) break;
+        if (type[0] >= 'A' && type[0] <= 'Z') {
+            uLong crc = crc32(crc32(0L, Z_NULL, 0), type, 4 + n);
+            if (crc != be32(buf + pos + 8 + n))
+                return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: CRC error in %.4s", (const char *)type);
+        }
+        if (memcmp(type, "IEND", 4) == 0) break;
+        pos += 12 + (size_t)n;
+    }
+    return DAE_OK;
+}
+
+/* Decodes a PNG (signature already seen) into *out; see dae_image_decode. */
+static dae_status png_decode(const uint8_t *buf, size_t len, size_t max_pixels, dae_image *out,
+                             char *err, size_t errlen) {
+    dae_status crc = png_check_crcs(buf, len, err, errlen);
+    if (crc != DAE_OK) return crc;
+    png_reader *r = calloc(1, sizeof *r);
+    if (r == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
+    r->buf = buf, r->len = len, r->max_pixels = max_pixels;
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, r, png_error_cb, png_warning_cb);
+    png_infop info = png != NULL ? png_create_info_struct(png) : NULL;
+    dae_status st;
+    if (info == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
+    } else {
+        st = png_decode_into(png, info, r);
+        if (st != DAE_OK) dae_fail(err, errlen, st, "%s", r->msg);
+    }
+    png_destroy_read_struct(png != NULL ? &png : NULL, info != NULL ? &info : NULL, NULL);
+    free(r->rows);
+    if (st == DAE_OK) {
+        out->width = r->width, out->height = r->height, out->channels = r->channels;
+        out->source_16bit = r->source_16bit;
+        out->format = "PNG";
+        out->pixels = r->pixels;
+    } else {
+        free(r->pixels);
+    }
+    free(r);
+    return st;
+}
+
+/* ------------------------------------------------------------ stb decode */
+
+/* Returns 1 when every alpha sample of an RGBA buffer is opaque. */
+static int all_opaque(const uint8_t *px, size_t pixels) {
+    for (size_t i = 0; i < pixels; i++)
+        if (px[i * 4 + 3] != 255) return 0;
+    return 1;
+}
+
+/* Decodes a JPEG, BMP, GIF, PNM or TGA (name from dae_image_format_name)
+ * with stb_image into *out, checking the header's size against the limit
+ * first. The pixels are copied into a malloc'd buffer so that
+ * dae_image_free owns every image the same way. */
+static dae_status stb_decode(const char *name, const uint8_t *buf, size_t len, size_t max_pixels,
+                             dae_image *out, char *err, size_t errlen) {
+    int w, h, c;
+    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &c)) return stb_fail(name, err, errlen);
+    dae_status st = check_size(w, h, max_pixels, err, errlen);
+    if (st != DAE_OK) return st;
+    int is16 = stbi_is_16_bit_from_memory(buf, (int)len);
+    int lw, lh, lc;
+    uint8_t *px = stbi_load_from_memory(buf, (int)len, &lw, &lh, &lc, 0);
+    if (px == NULL) return stb_fail(name, err, errlen);
+    if (lw != w || lh != h || lc < 1 || lc > 4) {
+        stbi_image_free(px);
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: header and data disagree about the image size", name);
+    }
+    size_t pixels = (size_t)w * (size_t)h;
+    /* A GIF always decodes as RGBA; one without transparency is plain RGB. */
+    int channels = lc == 4 && strcmp(name, "GIF") == 0 && all_opaque(px, pixels) ? 3 : lc;
+    out->pixels = malloc(pixels * (size_t)channels);
+    if (out->pixels == NULL) {
+        stbi_image_free(px);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for a %dx%d image", name, w, h);
+    }
+    if (channels == lc) {
+        memcpy(out->pixels, px, pixels * (size_t)channels);
+    } else {
+        for (size_t i = 0; i < pixels; i++) memcpy(out->pixels + i * 3, px + i * 4, 3);
+    }
+    stbi_image_free(px);
+    out->width = w, out->height = h, out->channels = channels;
+    out->source_16bit = is16;
+    out->format = name;
+    return DAE_OK;
+}
+
+dae_status dae_image_decode(const uint8_t *buf, size_t len, size_t max_pixels, dae_image *out,
+                            char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    const char *name = NULL;
+    dae_status st = identify(buf, len, &name, err, errlen);
+    if (st != DAE_OK) return st;
+    if (strcmp(name, "PNG") == 0) return png_decode(buf, len, max_pixels, out, err, errlen);
+    return stb_decode(name, buf, len, max_pixels, out, err, errlen);
+}
+
+/* ------------------------------------------------------------ PNG encode */
+
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+    dae_status status;
+    char msg[DAE_ERR_LEN];
+} png_writer;
+
+/* libpng's write callback: appends to the growing buffer, doubling it;
+ * stops encoding with DAE_ERR_NOMEM when it cannot grow. */
+static void png_write_cb(png_structp png, png_bytep data, size_t n) {
+    png_writer *w = png_get_io_ptr(png);
+    if (n > w->cap - w->len) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap - w->len < n) {
+            if (cap > SIZE_MAX / 2) {
+                w->status = DAE_ERR_NOMEM;
+                png_error(png, "output too large");
+            }
+            cap *= 2;
+        }
+        uint8_t *grown = realloc(w->data, cap);
+        if (grown == NULL) {
+            w->status = DAE_ERR_NOMEM;
+            png_error(png, "out of memory");
+        }
+        w->data = grown, w->cap = cap;
+    }
+    memcpy(w->data + w->len, data, n);
+    w->len += n;
+}
+
+static void png_flush_cb(png_structp png) { (void)png; }
+
+/* libpng's error callback when writing: keeps the message and unwinds. */
+static void png_write_error_cb(png_structp png, png_const_charp msg) {
+    png_writer *w = png_get_error_ptr(png);
+    if (w != NULL) {
+        png_format_message(w->msg, sizeof w->msg, msg);
+        if (w->status == DAE_OK) w->status = DAE_ERR_INVALID;
+    }
+    png_longjmp(png, 1);
+}
+
+/* Runs libpng's writer over img into w; failures longjmp back here. */
+static dae_status png_encode_into(png_structp png, png_infop info, const dae_image *img, int compression,
+                                  png_writer *w) {
+    static const int color_types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                       PNG_COLOR_TYPE_RGBA};
+    if (setjmp(png_jmpbuf(png))) return w->status != DAE_OK ? w->status : DAE_ERR_INVALID;
+    png_set_write_fn(png, w, png_write_cb, png_flush_cb);
+    png_set_compression_level(png, compression);
+    png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8, color_types[img->channels],
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    size_t stride = (size_t)img->width * (size_t)img->channels;
+    for (int y = 0; y < img->height; y++) png_write_row(png, img->pixels + (size_t)y * stride);
+    png_write_end(png, NULL);
+    return DAE_OK;
+}
+
+dae_status dae_image_encode_png(const dae_image *img, int compression, uint8_t **out,
+                                size_t *out_len, char *err, size_t errlen) {
+    *out = NULL;
+    *out_len = 0;
+    if (img == NULL || img->pixels == NULL || img->width < 1 || img->height < 1 ||
+        img->width > DAE_IMAGE_MAX_SIDE || img->height > DAE_IMAGE_MAX_SIDE || img->channels < 1 ||
+        img->channels > 4)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "PNG: cannot encode an empty or malformed image");
+    if (compression < -1 || compression > 9)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "PNG: compression level must be -1 to 9 (got %d)",
+                        compression);
+    png_writer *w = calloc(1, sizeof *w);
+    if (w == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, w, png_write_error_cb, png_warning_cb);
+    png_infop info = png != NULL ? png_create_info_struct(png) : NULL;
+    dae_status st;
+    if (info == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
+    } else {
+        st = png_encode_into(png, info, img, compression, w);
+        if (st != DAE_OK) dae_fail(err, errlen, st, "%s", w->msg);
+    }
+    png_destroy_write_struct(png != NULL ? &png : NULL, info != NULL ? &info : NULL);
+    if (st == DAE_OK) {
+        *out = w->data;
+        *out_len = w->len;
+    } else {
+        free(w->data);
+    }
+    free(w);
+    return st;
+}
+
+/* ------------------------------------------------------------ noise */
+
+void dae_image_to_plane(const dae_image *img, int c, float *plane) {
+    size_t pixels = (size_t)img->width * (size_t)img->height;
+    const uint8_t *px = img->pixels + c;
+    for (size_t i = 0; i < pixels; i++) plane[i] = px[i * (size_t)img->channels] * (1.0f / 255.0f);
+}
+
+void dae_image_from_plane(dae_image *img, int c, const float *plane) {
+    size_t pixels = (size_t)img->width * (size_t)img->height;
+    uint8_t *px = img->pixels + c;
+    for (size_t i = 0; i < pixels; i++) {
+        float v = plane[i] > 0.0f ? (plane[i] < 1.0f ? plane[i] : 1.0f) : 0.0f; /* NaN -> 0 */
+        px[i * (size_t)img->channels] = (uint8_t)(v * 255.0f + 0.5f);
+    }
+}
+
+dae_status dae_image_add_noise(dae_image *img, const dae_noise_spec *spec, uint64_t seed,
+                               char *err, size_t errlen) {
+    size_t pixels = (size_t)img->width * (size_t)img->height;
+    int colours = img->channels == 2 || img->channels == 4 ? img->channels - 1 : img->channels;
+    float *plane = malloc(sizeof(float) * (pixels ? pixels : 1));
+    if (plane == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for noise");
+    for (int c = 0; c < colours; c++) {
+        dae_image_to_plane(img, c, plane);
+        dae_noise_apply(spec, plane, plane, pixels, seed, (uint64_t)c);
+        dae_image_from_plane(img, c, plane);
+    }
+    free(plane);
+    return DAE_OK;
+}
+
+/* ------------------------------------------------------------ files */
+
+dae_status dae_image_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
+                               char *err, size_t errlen) {
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
+                        S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
+    }
+    if ((unsigned long long)sb.st_size > max_bytes) {
+        close(fd);
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: file is %lld bytes, over the limit of %zu", path,
+                        (long long)sb.st_size, max_bytes);
+    }
+    size_t size = (size_t)sb.st_size;
+    uint8_t *buf = malloc(size + 1);
+    if (buf == NULL) {
+        close(fd);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : 0;
+            close(fd);
+            free(buf);
+            return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
+                            e ? strerror(e) : "file shrank while being read");
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[size] = 0;
+    *data = buf;
+    *len = size;
+    return DAE_OK;
+}
+
+dae_status dae_image_file_write(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (tmp == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
+                        strerror(e));
+    }
+    const uint8_t *p = data;
+    size_t done = 0;
+    int e = 0;
+    while (done < len && e == 0) {
+        ssize_t n = write(fd, p + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) e = errno;
+        else done += (size_t)n;
+    }
+    if (e == 0 && fchmod(fd, 0644) != 0) e = errno;
+    if (e == 0 && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && e == 0) e = errno;
+    if (e == 0 && rename(tmp, path) != 0) e = errno;
+    if (e != 0) {
+        unlink(tmp);
+        free(tmp);
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    free(tmp);
+    /* Best effort: make the rename itself durable. */
+    char *dir = strdup(path);
+    if (dir != NULL) {
+        char *slash = strrchr(dir, '/');
+        const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd);
+            close(dfd);
+        }
+        free(dir);
+    }
+    return DAE_OK;
+}
+
+dae_status dae_image_load(const char *path, size_t max_bytes, size_t max_pixels, dae_image *out,
+                          char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    uint8_t *data;
+    size_t len;
+    dae_status st = dae_image_file_read(path, max_bytes, &data, &len, err, errlen);
+    if (st != DAE_OK) return st;
+    char detail[DAE_ERR_LEN];
+    st = dae_image_decode(data, len, max_pixels, out, detail, sizeof detail);
+    free(data);
+    if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
+    return DAE_OK;
+}
+
+dae_status dae_image_save_png(const char *path, const dae_image *img, char *err, size_t errlen) {
+    uint8_t *png;
+    size_t len;
+    char detail[DAE_ERR_LEN];
+    dae_status st = dae_image_encode_png(img, -1, &png, &len, detail, sizeof detail);
+    if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
+    st = dae_image_file_write(path, png, len, err, errlen);
+    free(png);
+    return st;
+}

@@ -1,0 +1,224 @@
+/* tile.c - overlapping tiles over planes of any size: the tile grid, the
+ * blend windows, extraction with mirror padding, weighted accumulation,
+ * and whole-plane and whole-image denoising. Choices are explained in
+ * tile.h. */
+#include "tile.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+/* Largest batch of tiles dae_denoise_plane gathers before a forward pass. */
+enum { MAX_CHUNK = 4096 };
+
+/* Maps coordinate i (any integer) into [0, n) by mirror reflection
+ * without repeating the edge pixel; n == 1 maps everything to 0. */
+static int reflect(int i, int n) {
+    if (n == 1) return 0;
+    int period = 2 * (n - 1);
+    i %= period;
+    if (i < 0) i += period;
+    return i < n ? i : period - i;
+}
+
+/* Tiles along an axis of n pixels for tile size t and stride s. */
+static int axis_count(int n, int t, int s) {
+    if (n <= t) return 1;
+    return (n - t + s - 1) / s + 1;
+}
+
+/* Origin of tile k along an axis: centred when the axis is shorter than
+ * the tile, else spread evenly (rounded) from 0 to n - t, so consecutive
+ * tiles are at most the stride apart and the last one ends at the border. */
+static int axis_origin(int k, int count, int n, int t) {
+    if (n <= t) return -((t - n) / 2);
+    if (count == 1) return 0;
+    long long span = n - t, gaps = count - 1;
+    return (int)((k * span + gaps / 2) / gaps);
+}
+
+/* Fills the window (t values) of an axis with count tiles, and inv (n
+ * values) with 1 / the total weight at each pixel. */
+static void axis_weights(int n, int t, int count, float *win, float *inv) {
+    for (int i = 0; i < t; i++) {
+        if (count == 1) {
+            win[i] = 1.0f;
+        } else {
+            double w = 0.5 - 0.5 * cos(2.0 * M_PI * (i + 0.5) / t);
+            win[i] = w > DAE_TILE_WINDOW_FLOOR ? (float)w : DAE_TILE_WINDOW_FLOOR;
+        }
+    }
+    for (int x = 0; x < n; x++) inv[x] = 0.0f;
+    for (int k = 0; k < count; k++) {
+        int o = axis_origin(k, count, n, t);
+        for (int i = 0; i < t; i++)
+            if (o + i >= 0 && o + i < n) inv[o + i] += win[i];
+    }
+    for (int x = 0; x < n; x++) inv[x] = 1.0f / inv[x]; /* exactly 1 with one tile */
+}
+
+dae_status dae_tile_plan_init(dae_tile_plan *p, const dae_model *m, int width, int height,
+                              char *err, size_t errlen) {
+    memset(p, 0, sizeof *p);
+    if (m->in_c != 1 || m->in_h < 1 || m->in_w < 1)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "tiling needs a model with a single-channel input, not %dx%dx%d", m->in_c, m->in_h,
+                        m->in_w);
+    if (width < 1 || height < 1 || width > DAE_IMAGE_MAX_SIDE || height > DAE_IMAGE_MAX_SIDE)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "plane size %dx%d is outside 1..%d", width, height,
+                        DAE_IMAGE_MAX_SIDE);
+    p->width = width, p->height = height;
+    p->tile_w = m->in_w, p->tile_h = m->in_h;
+    p->stride_x = p->tile_w / 2 > 0 ? p->tile_w / 2 : 1;
+    p->stride_y = p->tile_h / 2 > 0 ? p->tile_h / 2 : 1;
+    p->cols = axis_count(width, p->tile_w, p->stride_x);
+    p->rows = axis_count(height, p->tile_h, p->stride_y);
+    long long count = (long long)p->cols * p->rows;
+    if (count > 0x7fffffffLL) {
+        memset(p, 0, sizeof *p);
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "plane %dx%d needs too many tiles", width, height);
+    }
+    p->count = (int)count;
+    size_t floats = (size_t)p->tile_w + (size_t)p->tile_h + (size_t)width + (size_t)height;
+    p->buffer_ = malloc(sizeof(float) * floats);
+    if (p->buffer_ == NULL) {
+        memset(p, 0, sizeof *p);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for the tiles of a %dx%d plane", width,
+                        height);
+    }
+    p->win_x = p->buffer_;
+    p->win_y = p->win_x + p->tile_w;
+    p->inv_x = p->win_y + p->tile_h;
+    p->inv_y = p->inv_x + width;
+    axis_weights(width, p->tile_w, p->cols, p->win_x, p->inv_x);
+    axis_weights(height, p->tile_h, p->rows, p->win_y, p->inv_y);
+    return DAE_OK;
+}
+
+void dae_tile_plan_free(dae_tile_plan *p) {
+    if (p == NULL) return;
+    free(p->buffer_);
+    memset(p, 0, sizeof *p);
+}
+
+void dae_tile_origin(const dae_tile_plan *p, int index, int *x, int *y) {
+    *x = axis_origin(index % p->cols, p->cols, p->width, p->tile_w);
+    *y = axis_origin(index / p->cols, p->rows, p->height, p->tile_h);
+}
+
+void dae_tile_extract(const dae_tile_plan *p, const float *plane, int first, int n, float *tiles) {
+    const int tw = p->tile_w, th = p->tile_h, w = p->width, h = p->height;
+    for (int k = 0; k < n; k++) {
+        int ox, oy;
+        dae_tile_origin(p, first + k, &ox, &oy);
+        float *dst = tiles + (size_t)k * (size_t)tw * (size_t)th;
+        int inside_x = ox >= 0 && ox + tw <= w;
+        for (int ty = 0; ty < th; ty++) {
+            const float *src = plane + (size_t)reflect(oy + ty, h) * (size_t)w;
+            float *row = dst + (size_t)ty * (size_t)tw;
+            if (inside_x) {
+                memcpy(row, src + ox, sizeof(float) * (size_t)tw);
+            } else {
+                for (int tx = 0; tx < tw; tx++) row[tx] = src[reflect(ox + tx, w)];
+            }
+        }
+    }
+}
+
+void dae_tile_accumulate(const dae_tile_plan *p, const float *outputs, int first, int n, float *acc) {
+    const int tw = p->tile_w, th = p->tile_h, w = p->width, h = p->height;
+    for (int k = 0; k < n; k++) {
+        int ox, oy;
+        dae_tile_origin(p, first + k, &ox, &oy);
+        const float *src = outputs + (size_t)k * (size_t)tw * (size_t)th;
+        /* The part of the tile inside the plane. */
+        int x_lo = ox < 0 ? -ox : 0, x_hi = ox + tw > w ? w - ox : tw;
+        int y_lo = oy < 0 ? -oy : 0, y_hi = oy + th > h ? h - oy : th;
+        for (int ty = y_lo; ty < y_hi; ty++) {
+            const float wy = p->win_y[ty];
+            const float *s = src + (size_t)ty * (size_t)tw;
+            float *d = acc + (size_t)(oy + ty) * (size_t)w + ox;
+            for (int tx = x_lo; tx < x_hi; tx++) d[tx] += (wy * p->win_x[tx]) * s[tx];
+        }
+    }
+}
+
+void dae_tile_finish(const dae_tile_plan *p, float *acc) {
+    for (int y = 0; y < p->height; y++) {
+        float *row = acc + (size_t)y * (size_t)p->width;
+        const float iy = p->inv_y[y];
+        for (int x = 0; x < p->width; x++) row[x] *= iy * p->inv_x[x];
+    }
+}
+
+/* ------------------------------------------------------------ convenience */
+
+dae_status dae_denoise_plane(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
+                             const float *in, float *out, int width, int height, char *err, size_t errlen) {
+    dae_tile_plan plan;
+    dae_status st = dae_tile_plan_init(&plan, m, width, height, err, errlen);
+    if (st != DAE_OK) return st;
+    int threads = pool != NULL ? dae_pool_size(pool) : 1;
+    int per_thread = dae_workspace_max_batch(workspaces[0]);
+    for (int t = 1; t < threads; t++)
+        if (dae_workspace_max_batch(workspaces[t]) < per_thread) per_thread = dae_workspace_max_batch(workspaces[t]);
+    if (per_thread < 1) per_thread = 1;
+    long long want = (long long)per_thread * threads;
+    int chunk = want < plan.count ? (int)want : plan.count;
+    if (chunk > MAX_CHUNK) chunk = MAX_CHUNK;
+    size_t tile = (size_t)plan.tile_w * (size_t)plan.tile_h;
+    float *tiles_in = malloc(sizeof(float) * tile * (size_t)chunk);
+    float *tiles_out = malloc(sizeof(float) * tile * (size_t)chunk);
+    if (tiles_in == NULL || tiles_out == NULL) {
+        free(tiles_in);
+        free(tiles_out);
+        dae_tile_plan_free(&plan);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a batch of %d tiles", chunk);
+    }
+    memset(out, 0, sizeof(float) * (size_t)width * (size_t)height);
+    for (int first = 0; first < plan.count; first += chunk) {
+        int n = plan.count - first < chunk ? plan.count - first : chunk;
+        dae_tile_extract(&plan, in, first, n, tiles_in);
+        if (pool != NULL) {
+            dae_forward_parallel(m, pool, workspaces, tiles_in, tiles_out, n);
+        } else {
+            for (int b = 0; b < n; b += per_thread) {
+                int nb = n - b < per_thread ? n - b : per_thread;
+                dae_model_forward(m, workspaces[0], tiles_in + (size_t)b * tile, tiles_out + (size_t)b * tile, nb);
+            }
+        }
+        dae_tile_accumulate(&plan, tiles_out, first, n, out);
+    }
+    dae_tile_finish(&plan, out);
+    free(tiles_in);
+    free(tiles_out);
+    dae_tile_plan_free(&plan);
+    return DAE_OK;
+}
+
+dae_status dae_denoise_image(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
+                             const dae_image *in, dae_image *out, char *err, size_t errlen) {
+    dae_status st = dae_image_alloc(out, in->width, in->height, in->channels, err, errlen);
+    if (st != DAE_OK) return st;
+    size_t pixels = (size_t)in->width * (size_t)in->height;
+    int colours = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
+    if (colours < in->channels) /* alpha passes through untouched */
+        for (size_t i = 0; i < pixels; i++)
+            out->pixels[i * (size_t)in->channels + (size_t)colours] =
+                in->pixels[i * (size_t)in->channels + (size_t)colours];
+    float *plane_in = malloc(sizeof(float) * pixels);
+    float *plane_out = malloc(sizeof(float) * pixels);
+    if (plane_in == NULL || plane_out == NULL)
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a %dx%d image", in->width, in->height);
+    for (int c = 0; c < colours && st == DAE_OK; c++) {
+        dae_image_to_plane(in, c, plane_in);
+        st = dae_denoise_plane(m, pool, workspaces, plane_in, plane_out, in->width, in->height, err, errlen);
+        if (st == DAE_OK) dae_image_from_plane(out, c, plane_out);
+    }
+    free(plane_in);
+    free(plane_out);
+    if (st != DAE_OK) dae_image_free(out);
+    return st;
+}

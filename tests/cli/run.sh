@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# run.sh - end-to-end tests of the dae command-line tool.
+#
+# usage: tests/cli/run.sh path/to/dae
+#
+# Drives every subcommand on the committed mini data set
+# (tests/fixtures/mnist-mini: 1024 training and 256 test images): trains a
+# tiny model, inspects, evaluates, resumes, denoises and adds noise to
+# images of several sizes and kinds, draws a grid; checks that every usage
+# error exits 2 and every bad file exits 1 with one line on stderr naming
+# the file, leaving nothing at the output path. Needs only coreutils
+# (python3, when present, also parses the JSON; rsvg-convert, when present,
+# renders the SVG). Ends with "cli: N passed, M failed"; exits 1 if any
+# check failed.
+set -u
+
+if [ $# -ne 1 ] || [ ! -x "$1" ]; then
+    echo "usage: $0 path/to/dae" >&2
+    exit 2
+fi
+DAE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+FIX=$ROOT/tests/fixtures
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dae-cli-test.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/out          # outputs of failing commands go here: must stay empty
+mkdir -p "$OUT" "$TMP/empty"
+unset DAE_DATA_DIR DAE_MODEL
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL: $1" >&2
+    if [ -s "$TMP/stderr" ]; then sed 's/^/    stderr: /' "$TMP/stderr" | head -5 >&2; fi
+}
+
+# run CMD...: runs dae with CMD, keeping stdout, stderr and the exit code.
+# A sanitizer report is a failure of its own, copied to our stderr (where
+# `make test-sanitize` looks for it).
+run() {
+    "$DAE" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    rc=$?
+    if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/stderr"; then
+        echo "FAIL: sanitizer report from dae $*" >&2
+        cat "$TMP/stderr" >&2
+        failed=$((failed + 1))
+    fi
+}
+
+# ok NAME CMD...: the command succeeds.
+ok() {
+    local name=$1
+    shift
+    run "$@"
+    if [ "$rc" -eq 0 ]; then pass; else fail "$name: exit $rc, want 0"; fi
+}
+
+# usage NAME CMD...: the command is a usage error: exit 2, one stderr line.
+usage() {
+    local name=$1
+    shift
+    run "$@"
+    local lines
+    lines=$(wc -l <"$TMP/stderr")
+    if [ "$rc" -ne 2 ]; then
+        fail "$name: exit $rc, want 2"
+    elif [ "$lines" -ne 1 ]; then
+        fail "$name: $lines lines on stderr, want 1"
+    else
+        pass
+    fi
+}
+
+# bad NAME NEEDLE OUTPUT CMD...: the command fails: exit 1, one stderr line
+# containing NEEDLE (the file at fault), nothing at OUTPUT, and no
+# temporary files left in $OUT.
+bad() {
+    local name=$1 needle=$2 output=$3
+    shift 3
+    run "$@"
+    local lines
+    lines=$(wc -l <"$TMP/stderr")
+    if [ "$rc" -ne 1 ]; then
+        fail "$name: exit $rc, want 1"
+    elif [ "$lines" -ne 1 ]; then
+        fail "$name: $lines lines on stderr, want 1"
+    elif ! grep -qF -- "$needle" "$TMP/stderr"; then
+        fail "$name: stderr does not name \"$needle\""
+    elif [ -e "$output" ]; then
+        fail "$name: $output was written"
+    elif [ -n "$(ls -A "$OUT")" ]; then
+        fail "$name: left $(ls -A "$OUT" | tr '\n' ' ')in $OUT"
+    else
+        pass
+    fi
+}
+
+# check NAME CONDITION...: a shell test on results.
+check() {
+    local name=$1
+    shift
+    if "$@"; then pass; else fail "$name"; fi
+}
+
+# png_info FILE: prints "WIDTHxHEIGHT COLOURTYPE" from a PNG's IHDR.
+png_info() {
+    local b
+    read -ra b <<<"$(od -An -tu1 -j16 -N10 "$1")"
+    echo "$(((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]))x$(((b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7])) ${b[9]}"
+}
+
+# pnm FILE MAGIC W H: a binary PGM (P5) or PPM (P6) of constant gray 96.
+pnm() {
+    local file=$1 magic=$2 w=$3 h=$4 ch=1
+    [ "$magic" = P6 ] && ch=3
+    {
+        printf '%s\n%d %d\n255\n' "$magic" "$w" "$h"
+        head -c $((w * h * ch)) /dev/zero | tr '\0' '\140'
+    } >"$file"
+}
+
+# tga FILE W H: an uncompressed 32-bit TGA (RGBA, top-left origin).
+tga() {
+    local file=$1 w=$2 h=$3
+    {
+        printf '\0\0\2\0\0\0\0\0\0\0\0\0'
+        printf "\\$(printf %03o $((w & 255)))\\$(printf %03o $((w >> 8)))"
+        printf "\\$(printf %03o $((h & 255)))\\$(printf %03o $((h >> 8)))"
+        printf '\040\050'
+        head -c $((w * h * 4)) /dev/zero | tr '\0' '\200'
+    } >"$file"
+}
+
+D=(--data-dir "$FIX" --dataset mnist-mini)
+pnm "$TMP/g1.pgm" P5 1 1
+pnm "$TMP/g2729.pgm" P5 27 29
+pnm "$TMP/g28.pgm" P5 28 28
+pnm "$TMP/c300.ppm" P6 300 200
+tga "$TMP/rgba.tga" 30 20
+
+# ------------------------------------------------------------ help and usage
+
+ok "dae --help" --help
+check "dae --help lists every subcommand" \
+    bash -c 'for c in train eval denoise noise grid info; do grep -q "^  $c " "$1" || exit 1; done' _ "$TMP/stdout"
+ok "dae --version" --version
+check "dae --version prints a version" grep -qE '^dae [0-9]+\.[0-9]+' "$TMP/stdout"
+for c in train eval denoise noise grid info; do
+    ok "dae $c --help" "$c" --help
+    check "dae $c --help shows usage" grep -q "^usage: dae $c" "$TMP/stdout"
+done
+
+usage "no command" 
+usage "unknown command" frobnicate
+usage "unknown top-level flag" --frobnicate
+usage "unknown flag" train --bogus 1
+usage "epochs out of range" train "${D[@]}" --out "$OUT/m" --epochs 0
+usage "epochs not a number" train "${D[@]}" --out "$OUT/m" --epochs ten
+usage "missing flag value" train "${D[@]}" --out "$OUT/m" --epochs
+usage "boolean flag with a value" train "${D[@]}" --out "$OUT/m" --eval=yes
+usage "flag given twice" train "${D[@]}" --out "$OUT/m" --seed 1 --seed 2
+usage "train without --dataset" train --data-dir "$FIX" --out "$OUT/m"
+usage "train without --out" train "${D[@]}"
+usage "train bad noise spec" train "${D[@]}" --out "$OUT/m" --noise gaussian:-1
+usage "train negative learning rate" train "${D[@]}" --out "$OUT/m" --lr -0.1
+usage "train --resume with --architecture" train "${D[@]}" --out "$OUT/m" --resume a --architecture b
+usage "train stray argument" train "${D[@]}" --out "$OUT/m" extra
+usage "train without a data directory" train --dataset mnist-mini --out "$OUT/m"
+check "the data directory error says how to set one" grep -q "DAE_DATA_DIR" "$TMP/stderr"
+usage "eval without --model" eval "${D[@]}"
+usage "eval bad --limit" eval "${D[@]}" --model x --limit -3
+usage "denoise with one argument" denoise in.png
+usage "denoise with three arguments" denoise a b c
+usage "denoise bad --threads" denoise a b --threads 0
+usage "noise negative seed" noise a b --seed -1
+usage "noise bad spec" noise a b --noise pink:1
+usage "grid count 0" grid "${D[@]}" --out "$OUT/g.png" --count 0
+usage "grid without --out" grid "${D[@]}"
+usage "info without a file" info
+usage "info with two files" info a b
+check "usage errors wrote nothing" test -z "$(ls -A "$OUT")"
+
+# ------------------------------------------------------------ training
+
+M1=$TMP/m1.safetensors
+CK=$TMP/ck1.safetensors
+ok "train one tiny epoch" train --data-dir="$FIX" --dataset=mnist-mini --epochs 1 --limit 256 --batch-size 32 \
+    --seed 1 --threads 2 --eval --eval-limit 64 --out "$M1" --checkpoint "$CK" \
+    --loss-csv "$TMP/loss.csv" --loss-svg "$TMP/loss.svg"
+check "train wrote the model and checkpoint" test -s "$M1" -a -s "$CK"
+check "train printed one line for the epoch" grep -q "^epoch 1/1 .*test mse" "$TMP/stderr"
+check "loss CSV has a header and 8 steps" test "$(wc -l <"$TMP/loss.csv")" -eq 9
+check "loss CSV closes the epoch with its mean and test metrics" \
+    grep -qE '^8,1,[0-9.e-]+,[0-9.e-]+,[0-9.e-]+,[0-9.e-]+,[0-9.e-]+$' "$TMP/loss.csv"
+check "loss SVG is an SVG document" bash -c 'head -1 "$1" | grep -q "<?xml" && grep -q "<svg" "$1" && tail -1 "$1" | grep -q "</svg>"' _ "$TMP/loss.svg"
+if command -v rsvg-convert >/dev/null; then
+    check "loss SVG renders" rsvg-convert -o "$TMP/loss.png" "$TMP/loss.svg"
+fi
+
+ok "info on weights" info "$M1"
+check "info shows layers and shapes" grep -q "encoder.0 .*conv2d .*1x28x28 .*16x14x14" "$TMP/stdout"
+check "info shows the parameter count" grep -q "^parameters  210369" "$TMP/stdout"
+for key in dataset epochs batch_size learning_rate weight_decay noise seed train_images created dae_version \
+    test_mse test_psnr test_ssim architecture; do
+    check "info shows metadata $key" grep -q "^  $key " "$TMP/stdout"
+done
+check "metadata dataset is mnist-mini" grep -q "^  dataset  *mnist-mini$" "$TMP/stdout"
+check "metadata created is UTC ISO 8601" grep -qE "^  created  *[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$" "$TMP/stdout"
+ok "info on a checkpoint" info "$CK"
+check "info names the checkpoint and its Adam step" \
+    bash -c 'grep -q "training checkpoint" "$1" && grep -q "^  adam_step  *8$" "$1"' _ "$TMP/stdout"
+
+# Resuming: one epoch + one resumed epoch = two epochs straight.
+M2=$TMP/m2.safetensors
+M2R=$TMP/m2r.safetensors
+ok "train two epochs straight" train "${D[@]}" --epochs 2 --limit 256 --batch-size 32 --seed 1 --threads 2 --out "$M2"
+ok "resume the second epoch from the checkpoint" train "${D[@]}" --epochs 2 --limit 256 --batch-size 32 --seed 1 \
+    --threads 2 --resume "$CK" --out "$M2R"
+check "resume says where it starts" grep -q "resuming .* after epoch 1" "$TMP/stderr"
+DAE_DATA_DIR=$FIX ok "eval the straight model" eval --dataset mnist-mini --model "$M2" --json --limit 32
+grep -v '"model"' "$TMP/stdout" >"$TMP/m2.json"
+DAE_DATA_DIR=$FIX ok "eval the resumed model" eval --dataset mnist-mini --model "$M2R" --json --limit 32
+grep -v '"model"' "$TMP/stdout" >"$TMP/m2r.json"
+check "resumed training equals straight training" cmp -s "$TMP/m2.json" "$TMP/m2r.json"
+
+# Another architecture, from a JSON spec.
+cat >"$TMP/small.json" <<'EOF'
+{"input": [1, 28, 28],
+ "enc": [{"type": "conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "relu"}],
+ "dec": [{"type": "conv2d", "in_channels": 4, "out_channels": 1, "kernel_size": 3, "padding": 1}, {"type": "sigmoid"}]}
+EOF
+ok "train another architecture" train "${D[@]}" --architecture "$TMP/small.json" --epochs 1 --limit 64 \
+    --out "$TMP/small.safetensors"
+ok "info on another architecture" info "$TMP/small.safetensors"
+check "info shows its layers" grep -q "^  dec.0 .*conv2d .*4x28x28 .*1x28x28" "$TMP/stdout"
+check "info shows its parameter count" grep -q "^parameters  77 " "$TMP/stdout"
+ok "denoise with another architecture" denoise "$TMP/g2729.pgm" "$TMP/small.png" --model "$TMP/small.safetensors"
+
+# ------------------------------------------------------------ eval
+
+ok "eval text" eval "${D[@]}" --model "$M1" --limit 64
+check "eval table has raw and png rows for noisy and denoised" \
+    test "$(grep -cE '^(raw|png) +gaussian:0.5(:clip:quantize)? +(noisy|denoised) +[0-9.]+ +[0-9.]+ +[0-9.]+$' "$TMP/stdout")" -eq 4
+ok "eval json" eval "${D[@]}" --model "$CK" --limit 64 --json --threads 1 --noise gaussian:0.3
+if command -v python3 >/dev/null; then
+    check "eval json parses with the expected fields" python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["test_images"] == 64 and d["seed"] == 20260101 and d["noise"] == "gaussian:0.3", d
+assert d["png"]["noise"] == "gaussian:0.3:clip:quantize", d["png"]
+for p in ("raw", "png"):
+    for k in ("noisy", "denoised"):
+        q = d[p][k]
+        assert 0 < q["mse"] < 1 and 0 < q["psnr"] < 100 and -1 <= q["ssim"] <= 1, (p, k, q)
+' "$TMP/stdout"
+else
+    check "eval json has both protocols" grep -q '"png"' "$TMP/stdout"
+fi
+
+# ------------------------------------------------------------ images
+
+for f in g1.pgm g2729.pgm g28.pgm c300.ppm rgba.tga; do
+    ok "noise $f" noise "$TMP/$f" "$TMP/$f.noisy.png" --noise gaussian:0.2 --seed 7
+done
+check "noise keeps 1x1 gray" test "$(png_info "$TMP/g1.pgm.noisy.png")" = "1x1 0"
+check "noise keeps 27x29 gray" test "$(png_info "$TMP/g2729.pgm.noisy.png")" = "27x29 0"
+check "noise keeps 300x200 RGB" test "$(png_info "$TMP/c300.ppm.noisy.png")" = "300x200 2"
+check "noise keeps RGBA" test "$(png_info "$TMP/rgba.tga.noisy.png")" = "30x20 6"
+ok "noise again with the same seed" noise "$TMP/c300.ppm" "$TMP/again.png" --noise gaussian:0.2 --seed 7
+check "same seed, same bytes" cmp -s "$TMP/c300.ppm.noisy.png" "$TMP/again.png"
+ok "noise with another seed" noise "$TMP/c300.ppm" "$TMP/other.png" --noise gaussian:0.2 --seed 8
+check "another seed, other bytes" bash -c '! cmp -s "$1" "$2"' _ "$TMP/c300.ppm.noisy.png" "$TMP/other.png"
+ok "salt-and-pepper noise" noise "$TMP/g28.pgm" "$TMP/sp.png" --noise salt-pepper:0.2
+
+for f in g1.pgm g2729.pgm g28.pgm c300.ppm rgba.tga; do
+    ok "denoise $f" denoise "$TMP/$f.noisy.png" "$TMP/$f.clean.png" --model "$M1" --threads 2
+    check "denoise keeps the size and kind of $f" \
+        test "$(png_info "$TMP/$f.clean.png")" = "$(png_info "$TMP/$f.noisy.png")"
+done
+ok "denoise a PNM directly" denoise "$TMP/g2729.pgm" "$TMP/direct.png" --model "$M1" --threads 1
+check "denoise of a PNM gives a PNG" test "$(png_info "$TMP/direct.png")" = "27x29 0"
+ok "denoise with a checkpoint as the model" denoise "$TMP/g28.pgm" "$TMP/ck.png" --model "$CK"
+DAE_MODEL=$M1 ok "denoise with DAE_MODEL" denoise "$TMP/g28.pgm" "$TMP/env.png"
+ok "denoise may overwrite its input" denoise "$TMP/again.png" "$TMP/again.png" --model "$M1"
+
+ok "grid" grid "${D[@]}" --model "$M1" --count 5 --scale 2 --out "$TMP/grid.png"
+check "grid is 5 images of 56 px with 2 px gaps, 3 rows" test "$(png_info "$TMP/grid.png")" = "292x176 0"
+ok "grid with defaults" grid "${D[@]}" --model "$M1" --out "$TMP/grid10.png" --noise salt-pepper:0.1 --seed 3
+check "default grid is 10 images at scale 4" test "$(png_info "$TMP/grid10.png")" = "1164x352 0"
+
+# ------------------------------------------------------------ bad files
+
+printf 'just some text\n' >"$TMP/notes.txt"
+: >"$TMP/empty.png"
+head -c 60 "$TMP/g28.pgm.noisy.png" >"$TMP/truncated.png"
+cp "$TMP/g28.pgm.noisy.png" "$TMP/crc.png"
+byte=$(od -An -tu1 -j45 -N1 "$TMP/crc.png" | tr -d ' ')
+printf "\\$(printf %03o $((byte ^ 1)))" | dd of="$TMP/crc.png" bs=1 seek=45 conv=notrunc 2>/dev/null
+printf 'P5\n20000 20000\n255\n' >"$TMP/bomb.pgm"
+head -c 200 "$M1" >"$TMP/short.safetensors"
+printf '{"input":[1,28,28],"layers":[{"type":"conv9"}]}' >"$TMP/arch.json"
+mkdir -p "$TMP/data/broken"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    cp "$FIX/mnist-mini/$f.gz" "$TMP/data/broken/"
+done
+gzip -dc "$FIX/mnist-mini/train-images-idx3-ubyte.gz" | head -c 5000 >"$TMP/data/broken/train-images-idx3-ubyte"
+
+R=$OUT/r.png
+bad "denoise plain text" "notes.txt: not a PNG, JPEG, BMP, GIF, PNM or TGA image" "$R" \
+    denoise "$TMP/notes.txt" "$R" --model "$M1"
+bad "denoise an empty file" "empty.png" "$R" denoise "$TMP/empty.png" "$R" --model "$M1"
+bad "denoise a truncated PNG" "truncated.png: PNG" "$R" denoise "$TMP/truncated.png" "$R" --model "$M1"
+bad "denoise a corrupt CRC" "crc.png: PNG: CRC error in IDAT" "$R" denoise "$TMP/crc.png" "$R" --model "$M1"
+bad "denoise a decompression bomb" "bomb.pgm: image is 20000x20000 = 400000000 pixels, over the limit of 16777216" \
+    "$R" denoise "$TMP/bomb.pgm" "$R" --model "$M1"
+bad "denoise over --max-pixels" "g2729.pgm: image is 27x29 = 783 pixels, over the limit of 700" "$R" \
+    denoise "$TMP/g2729.pgm" "$R" --model "$M1" --max-pixels 700
+bad "denoise a missing file" "missing.png" "$R" denoise "$TMP/missing.png" "$R" --model "$M1"
+bad "denoise a directory" "is a directory" "$R" denoise "$TMP/data" "$R" --model "$M1"
+bad "denoise into a missing directory" "$OUT/nodir/r.png" "$OUT/nodir/r.png" \
+    denoise "$TMP/g28.pgm" "$OUT/nodir/r.png" --model "$M1"
+bad "denoise with a text file as the model" "notes.txt" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/notes.txt"
+bad "denoise with a truncated model" "short.safetensors" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/short.safetensors"
+cd "$TMP/empty" || exit 1
+bad "denoise without the default model" "models/mnist.safetensors" "$R" denoise "$TMP/g28.pgm" "$R"
+cd - >/dev/null || exit 1
+check "the missing default model error says how to choose one" grep -q "DAE_MODEL" "$TMP/stderr"
+bad "noise on plain text" "notes.txt" "$R" noise "$TMP/notes.txt" "$R"
+bad "noise on a corrupt CRC" "crc.png: PNG: CRC error in IDAT" "$R" noise "$TMP/crc.png" "$R"
+bad "train on a missing data set" "nosuch" "$OUT/m" train --data-dir "$FIX" --dataset nosuch --out "$OUT/m" --epochs 1
+bad "train on a truncated IDX file" "train-images-idx3-ubyte" "$OUT/m" \
+    train --data-dir "$TMP/data" --dataset broken --out "$OUT/m" --epochs 1
+bad "train with a bad architecture" "arch.json" "$OUT/m" \
+    train "${D[@]}" --architecture "$TMP/arch.json" --out "$OUT/m" --epochs 1
+bad "train with a missing architecture" "nothere.json" "$OUT/m" \
+    train "${D[@]}" --architecture "$TMP/nothere.json" --out "$OUT/m" --epochs 1
+bad "resume from weights, not a checkpoint" "not a dae checkpoint" "$OUT/m" \
+    train "${D[@]}" --resume "$M1" --out "$OUT/m" --epochs 2
+bad "train into a missing directory" "$OUT/nodir/m" "$OUT/nodir/m" train "${D[@]}" --out "$OUT/nodir/m" --epochs 1
+bad "eval a missing model" "nothere.safetensors" /dev/null/x eval "${D[@]}" --model "$TMP/nothere.safetensors"
+bad "eval a text file" "notes.txt" /dev/null/x eval "${D[@]}" --model "$TMP/notes.txt"
+bad "grid with a truncated model" "short.safetensors" "$OUT/g.png" \
+    grid "${D[@]}" --model "$TMP/short.safetensors" --out "$OUT/g.png"
+bad "grid past the end of the test set" "mnist-mini" "$OUT/g.png" \
+    grid "${D[@]}" --model "$M1" --first 250 --count 10 --out "$OUT/g.png"
+bad "info on plain text" "notes.txt" /dev/null/x info "$TMP/notes.txt"
+bad "info on a missing file" "nothere.safetensors" /dev/null/x info "$TMP/nothere.safetensors"
+
+# An interrupted training run writes nothing.
+"$DAE" train "${D[@]}" --epochs 10000 --out "$OUT/m" >"$TMP/stdout" 2>"$TMP/stderr" &
+pid=$!
+# The handler is in place once the first epoch is reported.
+for _ in $(seq 600); do grep -q "^epoch 1/" "$TMP/stderr" && break; sleep 0.1; done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 1 ] && grep -q "interrupted" "$TMP/stderr" && [ ! -e "$OUT/m" ] && [ -z "$(ls -A "$OUT")" ]; then
+    pass
+else
+    fail "interrupted training: exit $rc, output $(ls -A "$OUT")"
+fi
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,705 @@
+/* test_image.c - image decoding and encoding: every PNG flavour (made here
+ * with libpng), JPEG/BMP/TGA (made with stb_image_write), PNM and GIF
+ * (written byte by byte), malformed input (corrupt CRC, every truncation,
+ * byte flips, text, empty, decompression bombs), the PNG encoder, noise on
+ * images and the file helpers. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <png.h>
+#include <stb/stb_image_write.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "image.h"
+#include "rng.h"
+
+/* ------------------------------------------------------------ helpers */
+
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} membuf;
+
+static void membuf_put(membuf *b, const void *data, size_t n) {
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->data = realloc(b->data, b->cap);
+        cr_assert_not_null(b->data);
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+}
+
+static void png_put(png_structp png, png_bytep d, size_t n) { membuf_put(png_get_io_ptr(png), d, n); }
+static void png_nop_flush(png_structp png) { (void)png; }
+static void stb_put(void *ctx, void *data, int size) { membuf_put(ctx, data, (size_t)size); }
+
+/* What a test PNG looks like. samples holds w*h*channels values in the
+ * file's bit depth (one per sample, unpacked; palette indices for palette
+ * images). */
+typedef struct {
+    int w, h, color_type, depth, interlace;
+    const uint16_t *samples;
+    const png_color *palette;
+    int n_palette;
+    const uint8_t *trns_alpha; /* palette tRNS */
+    int n_trns;
+    const png_color_16 *trns_color; /* gray/RGB tRNS */
+} png_spec;
+
+static int spec_channels(int color_type) {
+    switch (color_type) {
+    case PNG_COLOR_TYPE_GRAY: return 1;
+    case PNG_COLOR_TYPE_GRAY_ALPHA: return 2;
+    case PNG_COLOR_TYPE_RGB: return 3;
+    case PNG_COLOR_TYPE_RGBA: return 4;
+    default: return 1; /* palette */
+    }
+}
+
+/* Writes a PNG with libpng; the caller frees the buffer. */
+static membuf make_png(const png_spec *s) {
+    membuf b = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    cr_assert(png && info);
+    if (setjmp(png_jmpbuf(png))) cr_assert_fail("libpng failed writing a fixture");
+    png_set_write_fn(png, &b, png_put, png_nop_flush);
+    png_set_IHDR(png, info, s->w, s->h, s->depth, s->color_type, s->interlace, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (s->palette) png_set_PLTE(png, info, s->palette, s->n_palette);
+    if (s->trns_alpha || s->trns_color) png_set_tRNS(png, info, s->trns_alpha, s->n_trns, s->trns_color);
+    png_write_info(png, info);
+    if (s->depth < 8) png_set_packing(png);
+    int ch = spec_channels(s->color_type);
+    int bps = s->depth == 16 ? 2 : 1;
+    size_t stride = (size_t)s->w * ch * bps;
+    uint8_t *img = malloc(stride * s->h);
+    png_bytep *rows = malloc(sizeof(png_bytep) * s->h);
+    for (int y = 0; y < s->h; y++) {
+        rows[y] = img + y * stride;
+        for (int i = 0; i < s->w * ch; i++) {
+            uint16_t v = s->samples[(size_t)y * s->w * ch + i];
+            if (bps == 2) rows[y][2 * i] = v >> 8, rows[y][2 * i + 1] = v & 0xff;
+            else rows[y][i] = (uint8_t)v;
+        }
+    }
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    free(img);
+    return b;
+}
+
+/* Decodes buf, asserting success. */
+static dae_image decode_ok(const membuf *b) {
+    dae_image img;
+    char err[DAE_ERR_LEN] = "";
+    dae_status st = dae_image_decode(b->data, b->len, 0, &img, err, sizeof err);
+    cr_assert_eq(st, DAE_OK, "decode failed: %s", err);
+    return img;
+}
+
+/* Decodes buf, asserting failure with status want and a message containing
+ * needle; returns nothing, leaks nothing. */
+static void decode_fails(const uint8_t *buf, size_t len, dae_status want, const char *needle) {
+    dae_image img;
+    char err[DAE_ERR_LEN] = "";
+    dae_status st = dae_image_decode(buf, len, 0, &img, err, sizeof err);
+    cr_assert_eq(st, want, "status %d (%s), want %d", st, err, want);
+    cr_assert_null(img.pixels);
+    if (needle) cr_assert(strstr(err, needle) != NULL, "message \"%s\" lacks \"%s\"", err, needle);
+}
+
+static uint16_t *random_samples(size_t n, int max, uint64_t seed) {
+    uint16_t *s = malloc(sizeof(uint16_t) * n);
+    dae_rng r;
+    dae_rng_seed(&r, seed, 0);
+    for (size_t i = 0; i < n; i++) s[i] = (uint16_t)dae_rng_below(&r, (uint64_t)max + 1);
+    return s;
+}
+
+/* Scales a sample of depth bits to 8 as libpng's expand / scale_16 do. */
+static uint8_t to8(unsigned v, int depth) {
+    switch (depth) {
+    case 1: return v ? 255 : 0;
+    case 2: return (uint8_t)(v * 85);
+    case 4: return (uint8_t)(v * 17);
+    case 16: return (uint8_t)((v * 255u + 32895u) >> 16);
+    default: return (uint8_t)v;
+    }
+}
+
+/* Checks a decoded direct-colour (non-palette) PNG against its samples. */
+static void check_direct(int color_type, int depth, int interlace, int w, int h) {
+    int ch = spec_channels(color_type);
+    size_t n = (size_t)w * h * ch;
+    uint16_t *s = random_samples(n, (1 << depth) - 1, (uint64_t)color_type * 100 + depth);
+    png_spec spec = {w, h, color_type, depth, interlace, s, NULL, 0, NULL, 0, NULL};
+    membuf b = make_png(&spec);
+    dae_image img = decode_ok(&b);
+    cr_assert_eq(img.width, w);
+    cr_assert_eq(img.height, h);
+    cr_assert_eq(img.channels, ch, "color type %d depth %d: %d channels", color_type, depth, img.channels);
+    cr_assert_eq(img.source_16bit, depth == 16);
+    cr_assert_str_eq(img.format, "PNG");
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(img.pixels[i], to8(s[i], depth), "type %d depth %d sample %zu: %d, want %d", color_type,
+                     depth, i, img.pixels[i], to8(s[i], depth));
+    int pw = 0, ph = 0;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_probe(b.data, b.len, &pw, &ph, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(pw, w);
+    cr_assert_eq(ph, h);
+    dae_image_free(&img);
+    free(b.data);
+    free(s);
+}
+
+/* A small gray 8-bit PNG used by the malformed-input tests. */
+static membuf small_png(void) {
+    uint16_t *s = random_samples(9 * 7, 255, 5);
+    png_spec spec = {9, 7, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL};
+    membuf b = make_png(&spec);
+    free(s);
+    return b;
+}
+
+/* Appends one PNG chunk with its CRC. */
+static void put_chunk(membuf *b, const char *type, const uint8_t *data, uint32_t len) {
+    uint8_t hdr[8] = {len >> 24, len >> 16, len >> 8, len, type[0], type[1], type[2], type[3]};
+    membuf_put(b, hdr, 8);
+    if (len) membuf_put(b, data, len);
+    uLong crc = crc32(0, (const Bytef *)type, 4);
+    if (len) crc = crc32(crc, data, len);
+    uint8_t c[4] = {crc >> 24, crc >> 16, crc >> 8, crc};
+    membuf_put(b, c, 4);
+}
+
+/* A tiny PNG claiming w x h gray pixels, with a few hundred bytes of
+ * zlib-compressed zeros as its only IDAT. */
+static membuf png_bomb(uint32_t w, uint32_t h) {
+    membuf b = {0};
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    membuf_put(&b, sig, 8);
+    uint8_t ihdr[13] = {w >> 24, w >> 16, w >> 8, w, h >> 24, h >> 16, h >> 8, h, 8, 0, 0, 0, 0};
+    put_chunk(&b, "IHDR", ihdr, 13);
+    static uint8_t zeros[100000];
+    uint8_t z[4096];
+    uLongf zlen = sizeof z;
+    cr_assert_eq(compress(z, &zlen, zeros, sizeof zeros), Z_OK);
+    put_chunk(&b, "IDAT", z, (uint32_t)zlen);
+    put_chunk(&b, "IEND", NULL, 0);
+    return b;
+}
+
+/* ------------------------------------------------------------ PNG flavours */
+
+Test(image, png_gray_every_depth) {
+    for (int depth = 1; depth <= 16; depth *= 2) check_direct(PNG_COLOR_TYPE_GRAY, depth, PNG_INTERLACE_NONE, 13, 5);
+}
+
+Test(image, png_gray_alpha_rgb_rgba_8_and_16_bit) {
+    int types[] = {PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGBA};
+    for (int t = 0; t < 3; t++) {
+        check_direct(types[t], 8, PNG_INTERLACE_NONE, 11, 6);
+        check_direct(types[t], 16, PNG_INTERLACE_NONE, 11, 6);
+    }
+}
+
+Test(image, png_adam7_interlaced) {
+    check_direct(PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_ADAM7, 37, 23);
+    check_direct(PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, 37, 23);
+    check_direct(PNG_COLOR_TYPE_RGBA, 16, PNG_INTERLACE_ADAM7, 5, 3);
+    check_direct(PNG_COLOR_TYPE_GRAY, 2, PNG_INTERLACE_ADAM7, 1, 1);
+}
+
+Test(image, png_palette_with_and_without_trns) {
+    png_color pal[16];
+    uint8_t alpha[16];
+    for (int i = 0; i < 16; i++) {
+        pal[i].red = (png_byte)(i * 16), pal[i].green = (png_byte)(255 - i * 16), pal[i].blue = (png_byte)(i * 7);
+        alpha[i] = (uint8_t)(i * 17);
+    }
+    for (int depth = 1; depth <= 8; depth *= 2) {
+        int colours = 1 << (depth < 4 ? depth : 4);
+        uint16_t *s = random_samples(10 * 4, colours - 1, (uint64_t)depth);
+        for (int with_trns = 0; with_trns < 2; with_trns++) {
+            png_spec spec = {10, 4, PNG_COLOR_TYPE_PALETTE, depth, PNG_INTERLACE_NONE, s, pal, colours,
+                             with_trns ? alpha : NULL, with_trns ? colours : 0, NULL};
+            membuf b = make_png(&spec);
+            dae_image img = decode_ok(&b);
+            int ch = with_trns ? 4 : 3;
+            cr_assert_eq(img.channels, ch, "palette depth %d trns %d", depth, with_trns);
+            for (int i = 0; i < 40; i++) {
+                const uint8_t *px = img.pixels + i * ch;
+                cr_assert_eq(px[0], pal[s[i]].red);
+                cr_assert_eq(px[1], pal[s[i]].green);
+                cr_assert_eq(px[2], pal[s[i]].blue);
+                if (with_trns) cr_assert_eq(px[3], alpha[s[i]]);
+            }
+            dae_image_free(&img);
+            free(b.data);
+        }
+        free(s);
+    }
+}
+
+Test(image, png_gray_and_rgb_trns_become_alpha) {
+    uint16_t gray[6] = {0, 7, 255, 7, 100, 7};
+    png_color_16 key = {.gray = 7};
+    png_spec g = {3, 2, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, gray, NULL, 0, NULL, 0, &key};
+    membuf b = make_png(&g);
+    dae_image img = decode_ok(&b);
+    cr_assert_eq(img.channels, 2);
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(img.pixels[2 * i], gray[i]);
+        cr_assert_eq(img.pixels[2 * i + 1], gray[i] == 7 ? 0 : 255);
+    }
+    dae_image_free(&img);
+    free(b.data);
+
+    uint16_t rgb[6] = {1, 2, 3, 4, 5, 6};
+    png_color_16 rgb_key = {.red = 4, .green = 5, .blue = 6};
+    png_spec c = {2, 1, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, rgb, NULL, 0, NULL, 0, &rgb_key};
+    b = make_png(&c);
+    img = decode_ok(&b);
+    cr_assert_eq(img.channels, 4);
+    cr_assert_eq(img.pixels[3], 255);
+    cr_assert_eq(img.pixels[7], 0);
+    cr_assert_eq(img.pixels[4], 4);
+    dae_image_free(&img);
+    free(b.data);
+}
+
+/* ------------------------------------------------------------ other formats */
+
+Test(image, jpeg_bmp_tga_from_stb_image_write) {
+    enum { W = 16, H = 8 };
+    uint8_t rgb[W * H * 3], rgba[W * H * 4];
+    for (int i = 0; i < W * H; i++) {
+        rgb[3 * i] = 200, rgb[3 * i + 1] = 100, rgb[3 * i + 2] = 50;
+        rgba[4 * i] = (uint8_t)i, rgba[4 * i + 1] = 3, rgba[4 * i + 2] = 250, rgba[4 * i + 3] = (uint8_t)(i * 2);
+    }
+    membuf b = {0};
+    cr_assert(stbi_write_jpg_to_func(stb_put, &b, W, H, 3, rgb, 95));
+    dae_image img = decode_ok(&b);
+    cr_assert_str_eq(img.format, "JPEG");
+    cr_assert_eq(img.width, W);
+    cr_assert_eq(img.height, H);
+    cr_assert_eq(img.channels, 3);
+    for (int i = 0; i < W * H * 3; i++) cr_assert(abs(img.pixels[i] - rgb[i]) <= 4, "JPEG sample %d", i);
+    dae_image_free(&img);
+    free(b.data);
+
+    membuf bmp = {0};
+    cr_assert(stbi_write_bmp_to_func(stb_put, &bmp, W, H, 3, rgb));
+    img = decode_ok(&bmp);
+    cr_assert_str_eq(img.format, "BMP");
+    cr_assert_eq(img.channels, 3);
+    cr_assert_arr_eq(img.pixels, rgb, sizeof rgb);
+    dae_image_free(&img);
+    free(bmp.data);
+
+    membuf tga = {0};
+    cr_assert(stbi_write_tga_to_func(stb_put, &tga, W, H, 4, rgba));
+    cr_assert_str_eq(dae_image_format_name(tga.data, tga.len), "TGA");
+    img = decode_ok(&tga);
+    cr_assert_str_eq(img.format, "TGA");
+    cr_assert_eq(img.channels, 4);
+    cr_assert_arr_eq(img.pixels, rgba, sizeof rgba);
+    int w, h;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(dae_image_probe(tga.data, tga.len, &w, &h, err, sizeof err), DAE_OK);
+    cr_assert_eq(w, W);
+    cr_assert_eq(h, H);
+    dae_image_free(&img);
+    free(tga.data);
+}
+
+Test(image, pnm_gray_color_and_16_bit) {
+    static const uint8_t p5[] = "P5\n3 2\n255\n\x00\x10\x20\x30\x40\xff";
+    membuf b = {(uint8_t *)p5, sizeof p5 - 1, 0};
+    dae_image img = decode_ok(&b);
+    cr_assert_str_eq(img.format, "PNM");
+    cr_assert_eq(img.channels, 1);
+    cr_assert_eq(img.width, 3);
+    cr_assert_eq(img.pixels[5], 255);
+    cr_assert_eq(img.pixels[1], 0x10);
+    dae_image_free(&img);
+
+    static const uint8_t p6[] = "P6 1 2 255 \x01\x02\x03\x04\x05\x06";
+    b = (membuf){(uint8_t *)p6, sizeof p6 - 1, 0};
+    img = decode_ok(&b);
+    cr_assert_eq(img.channels, 3);
+    cr_assert_eq(img.height, 2);
+    cr_assert_eq(img.pixels[4], 5);
+    dae_image_free(&img);
+
+    static const uint8_t p5_16[] = "P5\n2 1\n65535\n\xff\xff\x00\x00";
+    b = (membuf){(uint8_t *)p5_16, sizeof p5_16 - 1, 0};
+    img = decode_ok(&b);
+    cr_assert(img.source_16bit);
+    cr_assert_eq(img.pixels[0], 255);
+    cr_assert_eq(img.pixels[1], 0);
+    dae_image_free(&img);
+
+    static const char p1[] = "P1\n2 2\n0 1 1 0\n";
+    decode_fails((const uint8_t *)p1, sizeof p1 - 1, DAE_ERR_FORMAT, "P5");
+}
+
+/* Packs codes LSB first into GIF sub-blocks. */
+typedef struct {
+    membuf *out;
+    uint8_t block[255];
+    int n;
+    uint32_t acc;
+    int bits;
+} gif_bits;
+
+static void gif_flush_block(gif_bits *g) {
+    uint8_t len = (uint8_t)g->n;
+    membuf_put(g->out, &len, 1);
+    membuf_put(g->out, g->block, (size_t)g->n);
+    g->n = 0;
+}
+
+static void gif_code(gif_bits *g, unsigned code, int width) {
+    g->acc |= code << g->bits;
+    g->bits += width;
+    while (g->bits >= 8) {
+        g->block[g->n++] = (uint8_t)g->acc;
+        g->acc >>= 8;
+        g->bits -= 8;
+        if (g->n == 255) gif_flush_block(g);
+    }
+}
+
+/* Writes a w x h GIF with a 4-colour palette; LZW with a clear code before
+ * every pair of pixels keeps the code width at 3 bits. transparent >= 0
+ * adds a graphic control extension naming that index transparent. */
+static membuf make_gif(int w, int h, const uint8_t *idx, const uint8_t pal[4][3], int transparent) {
+    membuf b = {0};
+    membuf_put(&b, "GIF89a", 6);
+    uint8_t lsd[7] = {w, w >> 8, h, h >> 8, 0x80 | 0x01, 0, 0}; /* global table of 4 colours */
+    membuf_put(&b, lsd, 7);
+    membuf_put(&b, pal, 12);
+    if (transparent >= 0) {
+        uint8_t gce[8] = {0x21, 0xf9, 4, 1, 0, 0, (uint8_t)transparent, 0};
+        membuf_put(&b, gce, 8);
+    }
+    uint8_t desc[10] = {0x2c, 0, 0, 0, 0, w, w >> 8, h, h >> 8, 0};
+    membuf_put(&b, desc, 10);
+    uint8_t min_code = 2;
+    membuf_put(&b, &min_code, 1);
+    gif_bits g = {.out = &b};
+    for (int i = 0; i < w * h; i++) {
+        if (i % 2 == 0) gif_code(&g, 4, 3); /* clear */
+        gif_code(&g, idx[i], 3);
+    }
+    gif_code(&g, 5, 3); /* end of information */
+    if (g.bits > 0) g.block[g.n++] = (uint8_t)g.acc;
+    if (g.n > 0) gif_flush_block(&g);
+    uint8_t end[2] = {0, 0x3b};
+    membuf_put(&b, end, 2);
+    return b;
+}
+
+Test(image, gif_first_frame_with_and_without_transparency) {
+    static const uint8_t pal[4][3] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {10, 20, 30}};
+    uint8_t idx[5 * 3];
+    for (int i = 0; i < 15; i++) idx[i] = (uint8_t)(i % 4);
+    membuf b = make_gif(5, 3, idx, pal, -1);
+    dae_image img = decode_ok(&b);
+    cr_assert_str_eq(img.format, "GIF");
+    cr_assert_eq(img.channels, 3, "an opaque GIF is RGB");
+    for (int i = 0; i < 15; i++)
+        for (int c = 0; c < 3; c++) cr_assert_eq(img.pixels[i * 3 + c], pal[idx[i]][c], "pixel %d", i);
+    dae_image_free(&img);
+    free(b.data);
+
+    b = make_gif(5, 3, idx, pal, 3);
+    img = decode_ok(&b);
+    cr_assert_eq(img.channels, 4);
+    for (int i = 0; i < 15; i++) cr_assert_eq(img.pixels[i * 4 + 3], idx[i] == 3 ? 0 : 255);
+    dae_image_free(&img);
+    free(b.data);
+}
+
+/* ------------------------------------------------------------ bad input */
+
+Test(image, corrupt_crc_is_an_error) {
+    membuf b = small_png();
+    /* The IDAT chunk follows the 8-byte signature and the 25-byte IHDR. */
+    cr_assert_eq(memcmp(b.data + 37, "IDAT", 4), 0);
+    uint32_t idat_len = (uint32_t)b.data[33] << 24 | b.data[34] << 16 | b.data[35] << 8 | b.data[36];
+    /* A damaged CRC, then damaged data under a good CRC field. */
+    b.data[41 + idat_len] ^= 0x01;
+    decode_fails(b.data, b.len, DAE_ERR_FORMAT, "PNG: CRC error in IDAT");
+    b.data[41 + idat_len] ^= 0x01;
+    b.data[41 + 2] ^= 0x55;
+    decode_fails(b.data, b.len, DAE_ERR_FORMAT, "PNG: CRC error in IDAT");
+    b.data[41 + 2] ^= 0x55;
+    b.data[16] ^= 0x01; /* width in IHDR */
+    decode_fails(b.data, b.len, DAE_ERR_FORMAT, "PNG: CRC error in IHDR");
+    free(b.data);
+}
+
+Test(image, every_truncation_is_an_error) {
+    membuf b = small_png();
+    for (size_t len = 0; len < b.len; len++) {
+        dae_image img;
+        char err[DAE_ERR_LEN] = "";
+        dae_status st = dae_image_decode(b.data, len, 0, &img, err, sizeof err);
+        cr_assert_neq(st, DAE_OK, "a PNG cut to %zu of %zu bytes decoded", len, b.len);
+        cr_assert_null(img.pixels);
+        cr_assert(err[0] != '\0');
+    }
+    decode_fails(b.data, b.len / 2, DAE_ERR_FORMAT, "PNG: ");
+    decode_fails(b.data, 5, DAE_ERR_FORMAT, "truncated");
+    free(b.data);
+}
+
+Test(image, truncated_jpeg_and_bmp_are_errors_or_images_never_crashes) {
+    enum { W = 8, H = 8 };
+    uint8_t rgb[W * H * 3];
+    for (int i = 0; i < W * H * 3; i++) rgb[i] = (uint8_t)(i * 7);
+    membuf jpg = {0}, bmp = {0};
+    cr_assert(stbi_write_jpg_to_func(stb_put, &jpg, W, H, 3, rgb, 90));
+    cr_assert(stbi_write_bmp_to_func(stb_put, &bmp, W, H, 3, rgb));
+    membuf *files[2] = {&jpg, &bmp};
+    for (int f = 0; f < 2; f++) {
+        for (size_t len = 0; len < files[f]->len; len++) {
+            dae_image img;
+            char err[DAE_ERR_LEN] = "";
+            if (dae_image_decode(files[f]->data, len, 0, &img, err, sizeof err) == DAE_OK) {
+                cr_assert_eq(img.width, W); /* stb pads some truncated streams */
+                dae_image_free(&img);
+            } else {
+                cr_assert_null(img.pixels);
+            }
+        }
+        free(files[f]->data);
+    }
+}
+
+Test(image, random_byte_flips_never_crash) {
+    membuf b = small_png();
+    uint8_t *copy = malloc(b.len);
+    dae_rng r;
+    dae_rng_seed(&r, 77, 0);
+    for (int trial = 0; trial < 2000; trial++) {
+        memcpy(copy, b.data, b.len);
+        int flips = 1 + (int)dae_rng_below(&r, 4);
+        for (int k = 0; k < flips; k++) copy[dae_rng_below(&r, b.len)] ^= (uint8_t)(1 + dae_rng_below(&r, 255));
+        dae_image img;
+        char err[DAE_ERR_LEN];
+        if (dae_image_decode(copy, b.len, 0, &img, err, sizeof err) == DAE_OK) dae_image_free(&img);
+        else cr_assert_null(img.pixels);
+    }
+    free(copy);
+    free(b.data);
+}
+
+Test(image, text_and_empty_are_not_images) {
+    static const char text[] = "hello, this is plain text, not a picture\n";
+    decode_fails((const uint8_t *)text, sizeof text - 1, DAE_ERR_FORMAT,
+                 "not a PNG, JPEG, BMP, GIF, PNM or TGA image");
+    decode_fails((const uint8_t *)"", 0, DAE_ERR_FORMAT, "empty");
+    decode_fails(NULL, 0, DAE_ERR_FORMAT, "empty");
+    int w, h;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_probe((const uint8_t *)text, sizeof text - 1, &w, &h, err, sizeof err), DAE_ERR_FORMAT);
+    cr_assert(strstr(err, "not a PNG") != NULL);
+    cr_assert_null(dae_image_format_name((const uint8_t *)text, sizeof text - 1));
+    static const uint8_t psd[] = "8BPS\0\1\0\0\0\0\0\0\0\3\0\0\0\1\0\0\0\1\0\x08\0\3";
+    decode_fails(psd, sizeof psd - 1, DAE_ERR_FORMAT, "not a PNG");
+}
+
+Test(image, decompression_bomb_is_rejected_before_allocating) {
+    membuf b = png_bomb(20000, 20000);
+    cr_assert_lt(b.len, 1000);
+    int w = 0, h = 0;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_probe(b.data, b.len, &w, &h, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(w, 20000);
+    cr_assert_eq(h, 20000);
+    decode_fails(b.data, b.len, DAE_ERR_INVALID,
+                 "image is 20000x20000 = 400000000 pixels, over the limit of 16777216");
+    /* An explicit limit applies the same way to a small real image. */
+    membuf s = small_png();
+    dae_image img;
+    cr_assert_eq(dae_image_decode(s.data, s.len, 62, &img, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert(strstr(err, "9x7 = 63 pixels, over the limit of 62") != NULL, "%s", err);
+    cr_assert_eq(dae_image_decode(s.data, s.len, 63, &img, err, sizeof err), DAE_OK, "%s", err);
+    dae_image_free(&img);
+    free(s.data);
+    free(b.data);
+
+    /* A BMP header claiming 30000 x 30000 goes through stb_image's probe. */
+    uint8_t bmp[54] = {'B', 'M', 0};
+    bmp[10] = 54;                    /* pixel data offset */
+    bmp[14] = 40;                    /* BITMAPINFOHEADER */
+    bmp[18] = 0x30, bmp[19] = 0x75;  /* width 30000 */
+    bmp[22] = 0x30, bmp[23] = 0x75;  /* height 30000 */
+    bmp[26] = 1, bmp[28] = 24;       /* planes, bits per pixel */
+    cr_assert_eq(dae_image_probe(bmp, sizeof bmp, &w, &h, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(w, 30000);
+    decode_fails(bmp, sizeof bmp, DAE_ERR_INVALID, "30000x30000 = 900000000 pixels, over the limit");
+}
+
+Test(image, zero_size_png_header_is_an_error) {
+    membuf b = png_bomb(0, 5);
+    dae_image img;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_neq(dae_image_decode(b.data, b.len, 0, &img, err, sizeof err), DAE_OK);
+    int w, h;
+    cr_assert_eq(dae_image_probe(b.data, b.len, &w, &h, err, sizeof err), DAE_ERR_FORMAT);
+    free(b.data);
+}
+
+/* ------------------------------------------------------------ encoding */
+
+Test(image, encode_decode_round_trip_every_channel_count) {
+    for (int ch = 1; ch <= 4; ch++) {
+        dae_image src;
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_image_alloc(&src, 31, 17, ch, err, sizeof err), DAE_OK);
+        dae_rng r;
+        dae_rng_seed(&r, (uint64_t)ch, 1);
+        for (size_t i = 0; i < (size_t)31 * 17 * ch; i++) src.pixels[i] = (uint8_t)dae_rng_below(&r, 256);
+        uint8_t *png;
+        size_t len;
+        cr_assert_eq(dae_image_encode_png(&src, ch == 1 ? 0 : -1, &png, &len, err, sizeof err), DAE_OK, "%s", err);
+        membuf b = {png, len, len};
+        dae_image back = decode_ok(&b);
+        cr_assert_eq(back.channels, ch);
+        cr_assert_eq(back.width, 31);
+        cr_assert_eq(back.height, 17);
+        cr_assert_arr_eq(back.pixels, src.pixels, (size_t)31 * 17 * ch);
+        dae_image_free(&back);
+        dae_image_free(&src);
+        free(png);
+    }
+}
+
+Test(image, encode_rejects_bad_images) {
+    dae_image bad = {0};
+    uint8_t *png = (uint8_t *)1;
+    size_t len = 5;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_encode_png(&bad, -1, &png, &len, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_null(png);
+    cr_assert_eq(len, 0);
+    uint8_t px[4] = {0};
+    dae_image five = {.width = 1, .height = 1, .channels = 5, .pixels = px};
+    cr_assert_eq(dae_image_encode_png(&five, -1, &png, &len, err, sizeof err), DAE_ERR_INVALID);
+    dae_image ok = {.width = 1, .height = 1, .channels = 1, .pixels = px};
+    cr_assert_eq(dae_image_encode_png(&ok, 10, &png, &len, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_eq(dae_image_alloc(&ok, 0, 3, 1, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_eq(dae_image_alloc(&ok, 3, 3, 0, err, sizeof err), DAE_ERR_INVALID);
+}
+
+/* ------------------------------------------------------------ noise */
+
+Test(image, noise_is_seeded_and_leaves_alpha) {
+    dae_image a, b;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_alloc(&a, 20, 10, 4, err, sizeof err), DAE_OK);
+    for (size_t i = 0; i < 800; i++) a.pixels[i] = (uint8_t)(i * 13);
+    cr_assert_eq(dae_image_alloc(&b, 20, 10, 4, err, sizeof err), DAE_OK);
+    memcpy(b.pixels, a.pixels, 800);
+    uint8_t orig[800];
+    memcpy(orig, a.pixels, 800);
+    dae_noise_spec spec;
+    cr_assert_eq(dae_noise_parse("gaussian:0.3", &spec, err, sizeof err), DAE_OK);
+    cr_assert_eq(dae_image_add_noise(&a, &spec, 7, err, sizeof err), DAE_OK);
+    cr_assert_eq(dae_image_add_noise(&b, &spec, 7, err, sizeof err), DAE_OK);
+    cr_assert_arr_eq(a.pixels, b.pixels, 800, "same seed, same bytes");
+    int changed = 0;
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(a.pixels[i * 4 + 3], orig[i * 4 + 3], "alpha of pixel %d changed", i);
+        changed += a.pixels[i * 4] != orig[i * 4];
+    }
+    cr_assert_gt(changed, 100);
+    /* The three colour channels get different noise. */
+    int same_rg = 0;
+    for (int i = 0; i < 200; i++)
+        same_rg += (a.pixels[i * 4] - orig[i * 4]) == (a.pixels[i * 4 + 1] - orig[i * 4 + 1]);
+    cr_assert_lt(same_rg, 100);
+    /* Zero noise changes nothing. */
+    cr_assert_eq(dae_noise_parse("gaussian:0", &spec, err, sizeof err), DAE_OK);
+    memcpy(b.pixels, orig, 800);
+    cr_assert_eq(dae_image_add_noise(&b, &spec, 1, err, sizeof err), DAE_OK);
+    cr_assert_arr_eq(b.pixels, orig, 800);
+    dae_image_free(&a);
+    dae_image_free(&b);
+}
+
+Test(image, plane_conversion_clips_and_rounds) {
+    dae_image img;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(dae_image_alloc(&img, 5, 1, 2, err, sizeof err), DAE_OK);
+    float plane[5] = {-0.5f, 0.5f, 1.5f, NAN, 0.2f};
+    dae_image_from_plane(&img, 0, plane);
+    cr_assert_eq(img.pixels[0], 0);
+    cr_assert_eq(img.pixels[2], 128);
+    cr_assert_eq(img.pixels[4], 255);
+    cr_assert_eq(img.pixels[6], 0);
+    cr_assert_eq(img.pixels[8], 51);
+    cr_assert_eq(img.pixels[1], 0, "other channels untouched");
+    float back[5];
+    dae_image_to_plane(&img, 0, back);
+    cr_assert_float_eq(back[4], 0.2f, 1e-7);
+    dae_image_free(&img);
+}
+
+/* ------------------------------------------------------------ files */
+
+Test(image, files_write_atomically_and_read_back) {
+    char dir[] = "/tmp/dae_image_test_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[512], bad[512];
+    snprintf(path, sizeof path, "%s/out.png", dir);
+    snprintf(bad, sizeof bad, "%s/missing/out.png", dir);
+    dae_image img;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_image_alloc(&img, 3, 2, 3, err, sizeof err), DAE_OK);
+    img.pixels[4] = 99;
+    cr_assert_eq(dae_image_save_png(path, &img, err, sizeof err), DAE_OK, "%s", err);
+    dae_image back;
+    cr_assert_eq(dae_image_load(path, 1 << 20, 0, &back, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_arr_eq(back.pixels, img.pixels, 18);
+    dae_image_free(&back);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0644);
+
+    cr_assert_eq(dae_image_save_png(bad, &img, err, sizeof err), DAE_ERR_IO);
+    cr_assert(strstr(err, bad) != NULL, "%s", err);
+    cr_assert_eq(dae_image_load(bad, 1 << 20, 0, &back, err, sizeof err), DAE_ERR_IO);
+    cr_assert(strstr(err, "missing/out.png") != NULL, "%s", err);
+    cr_assert_eq(dae_image_load(dir, 1 << 20, 0, &back, err, sizeof err), DAE_ERR_IO);
+    cr_assert(strstr(err, "is a directory") != NULL, "%s", err);
+    cr_assert_eq(dae_image_load(path, 10, 0, &back, err, sizeof err), DAE_ERR_IO);
+    cr_assert(strstr(err, "over the limit of 10") != NULL, "%s", err);
+
+    /* A text file: the message starts with its path. */
+    char txt[512];
+    snprintf(txt, sizeof txt, "%s/notes.txt", dir);
+    cr_assert_eq(dae_image_file_write(txt, "just text\n", 10, err, sizeof err), DAE_OK);
+    cr_assert_eq(dae_image_load(txt, 1 << 20, 0, &back, err, sizeof err), DAE_ERR_FORMAT);
+    char want[700];
+    snprintf(want, sizeof want, "%s: not a PNG, JPEG, BMP, GIF, PNM or TGA image", txt);
+    cr_assert_str_eq(err, want);
+
+    dae_image_free(&img);
+    unlink(path);
+    unlink(txt);
+    cr_assert_eq(rmdir(dir), 0, "only the two files were left in %s", dir);
+}
