@@ -38,7 +38,7 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/stb/stb_image.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-sanitize bench-core run clean help refs fuzz
+.PHONY: all deps check-deps test test-sanitize bench bench-core run clean help refs fuzz
 
 all: check-deps $(LIB) $(DAE) ## build the library and the command-line tool
 
@@ -87,8 +87,19 @@ test-sanitize: check-deps ## the same tests under ASan + UBSan
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
 	$(BENCH_BIN)
 
-run: all ## build and run the demo
-	$(DAE) --help
+bench: ## dae vs PyTorch side by side (bench/compare.sh; --full via BENCH_FLAGS=--full)
+	bench/compare.sh $(BENCH_FLAGS)
+
+# The demo: the committed MNIST model on the committed test subset -
+# quality numbers, then the notebook's figure as a PNG.
+DEMO_MODEL ?= models/mnist.safetensors
+run: all ## build and run the demo: denoise test digits with the committed model
+	@mkdir -p build/demo
+	$(DAE) info $(DEMO_MODEL)
+	$(DAE) eval --model $(DEMO_MODEL) --data-dir tests/fixtures --dataset mnist-mini
+	$(DAE) grid --model $(DEMO_MODEL) --data-dir tests/fixtures --dataset mnist-mini --count 10 \
+	    --noise gaussian:0.5:clip:quantize --out build/demo/grid.png
+	@echo "original / noisy / denoised test digits: build/demo/grid.png"
 
 # Fuzzers: each tests/fuzz/fuzz_X.c is a libFuzzer target over the parsers,
 # built with clang (Debian's clang and libclang-rt-14-dev) and run for

@@ -2,7 +2,7 @@
  * 1, 64 and 1024, and training images/s at batch 64, for 1 and 2 threads,
  * with the achieved GFLOP/s. Reports the median of several repetitions.
  *
- *   build/bench_core [--reps N] [--train-images N]
+ *   build/bench_core [--reps N] [--train-images N] [--threads N] [--forward-only]
  *
  * Images are synthetic (speed does not depend on pixel values), so the
  * benchmark needs no data set. */
@@ -99,17 +99,19 @@ static double time_training(const dae_model *proto, int threads, int count, int 
 }
 
 int main(int argc, char **argv) {
-    int reps = 5, train_images = 12800;
+    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--train-images") == 0 && i + 1 < argc) train_images = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--forward-only") == 0) forward_only = 1;
         else {
-            fprintf(stderr, "usage: %s [--reps N] [--train-images N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--reps N] [--train-images N] [--threads N] [--forward-only]\n", argv[0]);
             return 2;
         }
     }
-    if (reps < 1 || train_images < 64) {
-        fprintf(stderr, "bench: --reps must be >= 1 and --train-images >= 64\n");
+    if (reps < 1 || train_images < 64 || only_threads < 0 || only_threads > 64) {
+        fprintf(stderr, "bench: --reps must be >= 1, --train-images >= 64, --threads from 1 to 64\n");
         return 2;
     }
     dae_model m;
@@ -124,7 +126,8 @@ int main(int argc, char **argv) {
     printf("dae engine benchmark: reference network, %.3f MFLOP forward per image, "
            "median of %d repetitions\n\n", fwd_flop / 1e6, reps);
     printf("%-8s %-26s %14s %12s %10s\n", "threads", "measure", "images/s", "us/image", "GFLOP/s");
-    for (int threads = 1; threads <= 2; threads++) {
+    int first = only_threads ? only_threads : 1, last = only_threads ? only_threads : 2;
+    for (int threads = first; threads <= last; threads++) {
         dae_pool *pool = dae_pool_new(threads);
         static const int batches[] = {1, 64, 1024};
         for (int i = 0; i < 3; i++) {
@@ -134,6 +137,7 @@ int main(int argc, char **argv) {
             printf("%-8d %-26s %14.0f %12.2f %10.1f\n", threads, what, 1.0 / s, s * 1e6, fwd_flop / s / 1e9);
         }
         dae_pool_free(pool);
+        if (forward_only) continue;
         double rate = time_training(&m, threads, train_images, reps);
         printf("%-8d %-26s %14.0f %12.2f %10.1f   (%.2f s per 60,000-image epoch)\n", threads,
                "training, batch 64", rate, 1e6 / rate, train_flop * rate / 1e9, 60000.0 / rate);

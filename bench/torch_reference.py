@@ -3,7 +3,7 @@
 way bench/bench_core.c measures ours: forward images/s at batch 1, 64 and
 1024 and training images/s at batch 64 (Adam, MSE, in-memory tensors).
 
-    /usr/bin/python3 bench/torch_reference.py [--threads 2] [--train-images 12800] [--reps 5]
+    /usr/bin/python3 bench/torch_reference.py [--threads 2] [--train-images 12800] [--reps 5] [--forward-only]
 
 Needs Debian's python3-torch; the project itself never does.
 """
@@ -76,6 +76,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-images", type=int, default=12800)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--forward-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -86,6 +87,8 @@ def main():
     for batch in (1, 64, 1024):
         s = time_forward(model, batch, args.reps)
         print(f"{'forward, batch %d' % batch:<26} {1 / s:14.0f} {s * 1e6:12.2f} {flop / s / 1e9:10.1f}")
+    if args.forward_only:
+        return
     rate = time_training(args.train_images, args.reps)
     print(f"{'training, batch 64':<26} {rate:14.0f} {1e6 / rate:12.2f} {3 * flop * rate / 1e9:10.1f}"
           f"   ({60000 / rate:.2f} s per 60,000-image epoch)")

@@ -27,6 +27,7 @@ int cmd_denoise(int argc, char **argv);
 int cmd_noise(int argc, char **argv);
 int cmd_grid(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_forward(int argc, char **argv);
 
 /* The number of online CPUs, clamped to 1..64. */
 int cli_default_threads(void);

@@ -19,6 +19,7 @@ static const subcommand SUBCOMMANDS[] = {
     {"noise", cmd_noise, "add seeded synthetic noise to an image, PNG out"},
     {"grid", cmd_grid, "a PNG of test images: original / noisy / denoised rows"},
     {"info", cmd_info, "architecture, parameter count and metadata of a weights file or checkpoint"},
+    {"forward", cmd_forward, "run the network on a safetensors tensor of images, float outputs out"},
 };
 enum { N_SUBCOMMANDS = sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0] };
 

@@ -403,6 +403,6 @@ void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *con
                           const float *in, float *out, int count) {
     forward_ctx c = {.m = m, .ws = workspaces, .in = in, .out = out, .count = count};
     /* A few images are not worth waking the other threads for. */
-    if (count < 4 * dae_pool_size(pool)) forward_part(&c, 0, 1);
+    if (pool == NULL || count < 4 * dae_pool_size(pool)) forward_part(&c, 0, 1);
     else dae_pool_run(pool, forward_part, &c);
 }

@@ -102,8 +102,9 @@ dae_status dae_evaluate(const dae_model *m, dae_pool *pool, const uint8_t *image
 
 /* Batched inference over count images with the pool's threads, each with
  * its own workspace from workspaces[thread]; a thread's share is run in
- * chunks of its workspace's max_batch. Fewer than 4 images per thread run
- * on the calling thread alone (waking the others costs more). */
+ * chunks of its workspace's max_batch. With no pool, or fewer than 4
+ * images per thread, everything runs on the calling thread with
+ * workspaces[0] (waking the others costs more). */
 void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
                           const float *in, float *out, int count);
 
