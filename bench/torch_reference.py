@@ -8,27 +8,16 @@ way bench/bench_core.c measures ours: forward images/s at batch 1, 64 and
 Needs Debian's python3-torch; the project itself never does.
 """
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn as nn
 
-
-class Autoencoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 7))
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 7), nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from dae_torch import Autoencoder  # noqa: E402
 
 
 def time_forward(model, batch, reps):

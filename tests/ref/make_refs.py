@@ -5,40 +5,20 @@ Run from the repository root (needs Debian's python3-torch):
 
     make refs        # or: /usr/bin/python3 tests/ref/make_refs.py tests/fixtures/ref
 
-Every fixture is a safetensors file (F32, written by the small writer below so
-the script needs nothing beyond torch). Tensors are in PyTorch's own layouts
+Every fixture is a safetensors file (F32, written by tools/dae_torch.py's
+small writer, so the script needs nothing beyond torch). Tensors are in PyTorch's own layouts
 (NCHW activations, Conv2d weight (OC,IC,KH,KW), ConvTranspose2d weight
 (IC,OC,KH,KW)); the C tests convert activations to the engine's (C,B,H,W).
 """
-import json
 import os
-import struct
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def save_safetensors(path, tensors, metadata=None):
-    """Writes {name: tensor} as a safetensors file with F32 data."""
-    header = {}
-    if metadata:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    blobs, offset = [], 0
-    for name, t in tensors.items():
-        data = t.detach().contiguous().to(torch.float32).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from dae_torch import Autoencoder, save_safetensors  # noqa: E402
 
 
 def pair(v):
@@ -120,24 +100,6 @@ def make_adam(out_dir, gen):
         tensors[f"param{step}"] = p.detach().clone()
     save_safetensors(os.path.join(out_dir, "adam.safetensors"), tensors,
                      {"lr": 1e-3, "weight_decay": 1e-5, "steps": 3})
-
-
-class Autoencoder(nn.Module):
-    """The reference network of the original notebook."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 7))
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 7), nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
-
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
 
 
 def make_train_steps(out_dir, gen):
