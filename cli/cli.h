@@ -29,9 +29,6 @@ int cmd_grid(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 
-/* The number of online CPUs, clamped to 1..64. */
-int cli_default_threads(void);
-
 /* Returns the data directory: flag when not NULL, else $DAE_DATA_DIR when
  * set and non-empty, else NULL (the caller reports a usage error). */
 const char *cli_data_dir(const char *flag);

@@ -31,7 +31,7 @@ static void add_quality(cJSON *parent, const char *key, const dae_quality *q) {
 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *dataset = NULL, *data_dir = NULL, *noise_text = "gaussian:0.5";
-    int limit = 0, json = 0, threads = cli_default_threads();
+    int limit = 0, json = 0, threads = dae_online_cpus();
     cli_flag flags[] = {
         {"model", CLI_STRING, &model_path, 0, 0, "FILE", "weights file or checkpoint (required)", 0},
         {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set whose test images to use (required)", 0},

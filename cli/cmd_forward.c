@@ -13,7 +13,7 @@ static const char NAME[] = "forward";
 
 int cmd_forward(int argc, char **argv) {
     const char *model_flag = NULL, *name = "input";
-    int threads = cli_default_threads();
+    int threads = dae_online_cpus();
     cli_flag flags[] = {
         {"model", CLI_STRING, &model_flag, 0, 0, "FILE", "weights or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0},
         {"tensor", CLI_STRING, &name, 0, 0, "NAME", "the input tensor's name (default input)", 0},

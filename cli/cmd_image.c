@@ -33,7 +33,7 @@ static int load_model(const char *cmd, const char *flag, dae_model *m) {
 int cmd_denoise(int argc, char **argv) {
     static const char name[] = "denoise";
     const char *model_path = NULL;
-    int threads = cli_default_threads(), max_pixels = (int)DAE_IMAGE_MAX_PIXELS;
+    int threads = dae_online_cpus(), max_pixels = (int)DAE_IMAGE_MAX_PIXELS;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model_path, 0, 0, "FILE",
          "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0},

@@ -196,7 +196,7 @@ static char *loss_svg(const train_ui *ui, const char *dataset) {
 int cmd_train(int argc, char **argv) {
     const char *dataset = NULL, *data_dir = NULL, *out = NULL, *noise_text = "gaussian:0.5", *resume = NULL;
     const char *checkpoint = NULL, *architecture = NULL, *csv_path = NULL, *svg_path = NULL;
-    int epochs = 10, batch = 64, threads = cli_default_threads(), limit = 0, eval = 0, eval_limit = 0;
+    int epochs = 10, batch = 64, threads = dae_online_cpus(), limit = 0, eval = 0, eval_limit = 0;
     double lr = 1e-3, wd = 1e-5;
     uint64_t seed = 0;
     cli_flag flags[] = {

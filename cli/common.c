@@ -13,13 +13,6 @@
 #include "gemm.h"
 #include "safetensors.h"
 
-int cli_default_threads(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-    if (n > 64) n = 64;
-    return (int)n;
-}
-
 const char *cli_data_dir(const char *flag) {
     if (flag != NULL) return flag;
     const char *env = getenv("DAE_DATA_DIR");

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gemm.h"
 #include "rng.h"
@@ -17,6 +18,11 @@ enum { MAX_THREADS = 64, MAX_BATCH = 65536, EVAL_CHUNK = 64, FORWARD_CHUNK = 64 
 
 /* Stream numbers: shuffles and noise draw from disjoint streams. */
 #define SHUFFLE_STREAM 0x5348554646ULL /* "SHUFF" */
+
+int dae_online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -31,7 +37,7 @@ void dae_train_config_default(dae_train_config *cfg) {
     cfg->learning_rate = 1e-3f;
     cfg->weight_decay = 1e-5f;
     cfg->seed = 0;
-    cfg->threads = 1;
+    cfg->threads = 0; /* all online CPUs */
     cfg->noise.kind = DAE_NOISE_GAUSSIAN;
     cfg->noise.level = 0.5f;
 }
@@ -48,9 +54,9 @@ dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t
     if (!(cfg->weight_decay >= 0.0f && cfg->weight_decay <= 1.0f))
         return dae_fail(err, errlen, DAE_ERR_INVALID, "weight decay must be in [0, 1] (got %g)",
                         (double)cfg->weight_decay);
-    if (cfg->threads < 1 || cfg->threads > MAX_THREADS)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "threads must be from 1 to %d (got %d)", MAX_THREADS,
-                        cfg->threads);
+    if (cfg->threads < 0 || cfg->threads > MAX_THREADS)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "threads must be from 1 to %d, or 0 for all CPUs (got %d)",
+                        MAX_THREADS, cfg->threads);
     if (cfg->limit < 0 || cfg->eval_limit < 0 || cfg->progress_every < 0)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "limits and progress interval must not be negative");
     return DAE_OK;
@@ -162,7 +168,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
     s->adam.lr = cfg->learning_rate;
     s->adam.weight_decay = cfg->weight_decay;
 
-    int threads = cfg->threads;
+    int threads = cfg->threads > 0 ? cfg->threads : dae_online_cpus();
     int batch = cfg->batch_size < n_train ? cfg->batch_size : n_train;
     int share = (batch + threads - 1) / threads;
     size_t image = dae_model_image_size(m);

@@ -45,7 +45,7 @@ typedef struct {
     float learning_rate;
     float weight_decay;
     uint64_t seed;          /* shuffling and noise */
-    int threads;            /* >= 1 */
+    int threads;            /* 1..64, or 0 for every online CPU */
     int limit;              /* use the first `limit` training images; 0 = all */
     dae_noise_spec noise;
     int eval_each_epoch;    /* evaluate on the test set after each epoch */
@@ -60,8 +60,11 @@ typedef struct {
 #define DAE_EVAL_SEED 20260101ULL
 
 /* The reference hyper-parameters: 10 epochs, batch 64, lr 1e-3, weight
- * decay 1e-5, gaussian sigma 0.5 unclipped, seed 0, one thread. */
+ * decay 1e-5, gaussian sigma 0.5 unclipped, seed 0, all CPUs. */
 void dae_train_config_default(dae_train_config *cfg);
+
+/* The number of online CPUs (1..64): the default thread count. */
+int dae_online_cpus(void);
 
 /* Checks every field of cfg; err names the field and its allowed range. */
 dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t errlen);
