@@ -87,6 +87,8 @@ for name, a, b, ratio, target, unit in rows:
 for proto in ("raw", "png"):
     d, t = dae_eval[proto]["denoised"]["mse"], torch_res[proto]["model"]["mse"]
     rel = (d - t) / t
-    mark = "ok" if rel <= 0.03 else "MISSED"
+    # After one epoch both are still falling fast and two seeds differ by
+    # several percent; the 3% target is for the full 10 epochs.
+    mark = ("ok" if rel <= 0.03 else "MISSED") if epochs >= 10 else "(target is for --full)"
     print(f"{'test MSE after %d epoch(s), %s' % (epochs, proto):<34} {d:10.4f} {t:10.4f} {rel:+7.1%}  <= +3% {mark}")
 PY
