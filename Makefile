@@ -24,12 +24,17 @@ CORE_SRC  := $(wildcard core/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC   := $(wildcard cli/*.c)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+# The server's modules without main(), for the unit tests.
+SERVER_MOD := $(filter-out $(BUILD)/server/main.o,$(SERVER_OBJ))
 TEST_SRC  := $(wildcard tests/*.c)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 
 LIB       := $(BUILD)/libdae.a
 DAE       := $(BUILD)/dae
+SERVER    := $(BUILD)/dae-server
 TEST_BIN  := $(BUILD)/test_dae
 BENCH_BIN := $(BUILD)/bench_core
 
@@ -38,12 +43,12 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/stb/stb_image.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-sanitize bench bench-core run clean help refs fuzz
+.PHONY: all deps check-deps test test-sanitize bench bench-core bench-http run demo clean help refs fuzz
 
-all: check-deps $(LIB) $(DAE) ## build the library and the command-line tool
+all: check-deps $(LIB) $(DAE) $(SERVER) ## build the library, the command-line tool and the server
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -hE '^[a-z-]+:.*## ' $(filter-out %.d,$(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
 
 deps: ## install the Debian packages (as root), or print the apt command
 	@tools/deps.sh
@@ -62,27 +67,34 @@ $(LIB): $(CORE_OBJ)
 $(DAE): $(CLI_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
 
-$(TEST_BIN): $(TEST_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion -o $@
+$(SERVER): $(SERVER_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(LIB) $(LDLIBS) -lmicrohttpd -o $@
+
+$(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIB)
+	$(CC) $(LDFLAGS) $(TEST_OBJ) $(SERVER_MOD) $(LIB) $(LDLIBS) -lmicrohttpd -lcriterion -o $@
 
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-test: check-deps $(TEST_BIN) $(DAE) ## build and run the unit and command-line tests
+test: check-deps $(TEST_BIN) $(DAE) $(SERVER) ## build and run the unit, command-line and server tests
 	$(TEST_BIN) --jobs 2
 	tests/cli/run.sh $(DAE)
+	tests/server/run.sh $(SERVER) $(DAE)
 
 # Criterion runs each test in a child process whose sanitizer report does
 # not fail the test, so the log is searched for reports as well.
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 test-sanitize: check-deps ## the same tests under ASan + UBSan
-	$(MAKE) SANITIZE=1 build/sanitize/test_dae build/sanitize/dae
+	$(MAKE) SANITIZE=1 build/sanitize/test_dae build/sanitize/dae build/sanitize/dae-server
 	$(SANITIZER_ENV) build/sanitize/test_dae --jobs 2 > build/sanitize/unit.log 2>&1; \
 	    status=$$?; cat build/sanitize/unit.log; [ $$status -eq 0 ] && \
 	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/unit.log
 	$(SANITIZER_ENV) tests/cli/run.sh build/sanitize/dae > build/sanitize/cli.log 2>&1; \
 	    status=$$?; cat build/sanitize/cli.log; [ $$status -eq 0 ] && \
 	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/cli.log
+	$(SANITIZER_ENV) tests/server/run.sh build/sanitize/dae-server build/sanitize/dae > build/sanitize/server.log 2>&1; \
+	    status=$$?; cat build/sanitize/server.log; [ $$status -eq 0 ] && \
+	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/server.log
 
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
 	$(BENCH_BIN)
@@ -90,10 +102,20 @@ bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 
 bench: ## dae vs PyTorch side by side (bench/compare.sh; --full via BENCH_FLAGS=--full)
 	bench/compare.sh $(BENCH_FLAGS)
 
+bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer
+	bench/http.sh $(BENCH_HTTP_FLAGS)
+
+# The service: the committed MNIST model as the default, every model in
+# models/ by name (POST /denoise?model=fashion-mnist). Settings: `make run
+# RUN_FLAGS="--port 9000"` or the DAE_* variables (dae-server --help).
+RUN_FLAGS ?=
+run: all ## build and start the HTTP service on 0.0.0.0:8080 (Ctrl-C stops it)
+	$(SERVER) --bind 0.0.0.0 --port 8080 --model models/mnist.safetensors --models-dir models $(RUN_FLAGS)
+
 # The demo: the committed MNIST model on the committed test subset -
 # quality numbers, then the notebook's figure as a PNG.
 DEMO_MODEL ?= models/mnist.safetensors
-run: all ## build and run the demo: denoise test digits with the committed model
+demo: all ## denoise test digits with the committed model: quality numbers and a figure
 	@mkdir -p build/demo
 	$(DAE) info $(DEMO_MODEL)
 	$(DAE) eval --model $(DEMO_MODEL) --data-dir tests/fixtures --dataset mnist-mini
@@ -117,6 +139,8 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang)
 	    case $$name in \
 	    fuzz_safetensors) cp tests/fixtures/ref/*.safetensors build/fuzz/corpus_$$name/ ;; \
 	    fuzz_idx) for g in tests/fixtures/mnist-mini/*.gz; do gzip -dc $$g | head -c 20000 > build/fuzz/corpus_$$name/$$(basename $$g .gz); done ;; \
+	    fuzz_multipart) printf 'multipart/form-data; boundary=XyZ\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n' > build/fuzz/corpus_$$name/seed1; \
+	        printf 'multipart/form-data; boundary="a b"\npreamble\r\n--a b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--a b\r\ncontent-disposition: form-data; name="image"\r\n\r\nDATA\r\n--a b--' > build/fuzz/corpus_$$name/seed2 ;; \
 	    esac; \
 	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
 	    build/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
@@ -129,4 +153,4 @@ refs: ## regenerate the PyTorch reference fixtures (needs python3-torch)
 clean: ## remove build/
 	rm -rf build
 
--include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

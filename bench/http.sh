@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# http.sh - HTTP benchmark of dae-server against a Python peer, side by
+# side in one run on this machine (make bench-http).
+#
+#   bench/http.sh [--duration S] [--soak S] [--model FILE] [--no-python]
+#
+# 1. wrk POSTs a 28x28 PNG (tests/fixtures/images/gray8.png) to /denoise
+#    at concurrency 1, 16 and 64 for --duration seconds each (default 10),
+#    against dae-server and then against bench/python_peer.py (http.server
+#    + the reference PyTorch module with the same weights), both started
+#    here on loopback; prints requests/s, p50 and p99 latency, non-2xx
+#    answers and socket errors, and the throughput ratio.
+# 2. One 1000x1000 gray image denoised through /denoise: the median of 5.
+# 3. Memory: dae-server's RSS before and after --soak seconds (default 60)
+#    of wrk at concurrency 64.
+#
+# dae-server runs with its defaults (2 workers on this 2-core machine, max
+# batch 64, queue delay 0) and the access log written to a file, as in
+# production. wrk shares the two cores with the server it measures, as
+# does the peer. Needs wrk (installed here when missing and run as root),
+# curl, and for the peer Debian's python3-torch, python3-numpy and
+# python3-pil.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10
+soak=60
+model=models/mnist.safetensors
+python=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --duration) duration=$2; shift ;;
+    --soak) soak=$2; shift ;;
+    --model) model=$2; shift ;;
+    --no-python) python=0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "http.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "http.sh: installing wrk" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y --no-install-recommends wrk >/dev/null ||
+            { apt-get update -q >/dev/null && apt-get install -y --no-install-recommends wrk >/dev/null; }
+    else
+        echo "http.sh: needs wrk: sudo apt-get install wrk" >&2
+        exit 1
+    fi
+fi
+if [ "$python" = 1 ] && ! /usr/bin/python3 -c 'import torch, numpy, PIL' 2>/dev/null; then
+    echo "http.sh: the Python peer needs python3-torch, python3-numpy and python3-pil (or pass --no-python)" >&2
+    exit 1
+fi
+make -s build/dae-server
+IMAGE=$PWD/tests/fixtures/images/gray8.png
+
+tmp=$(mktemp -d)
+pids=""
+cleanup() {
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cat >"$tmp/post.lua" <<'EOF'
+local f = assert(io.open(os.getenv("BENCH_IMAGE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "image/png"
+EOF
+
+# wait_port PORT: waits until something answers GET /healthz there.
+wait_port() {
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
+        sleep 0.1
+    done
+    echo "http.sh: nothing answers on port $1" >&2
+    exit 1
+}
+
+# ms VALUE: wrk's latency ("202.00us", "1.67ms", "1.02s") in milliseconds.
+ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.2f", n }'
+}
+
+# load NAME PORT CONCURRENCY SECONDS: one wrk run; appends a result row
+# "NAME c req/s p50 p99 non2xx errors" to $tmp/rows.
+load() {
+    local name=$1 port=$2 c=$3 secs=$4 threads=2
+    [ "$c" -lt 2 ] && threads=1
+    BENCH_IMAGE=$IMAGE wrk -t"$threads" -c"$c" -d"${secs}s" --latency -s "$tmp/post.lua" \
+        "http://127.0.0.1:$port/denoise" >"$tmp/wrk.txt" 2>&1 || true
+    local rps p50 p99 non2xx errors
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk.txt")
+    p50=$(ms "$(awk '$1 == "50%" {print $2}' "$tmp/wrk.txt")")
+    p99=$(ms "$(awk '$1 == "99%" {print $2}' "$tmp/wrk.txt")")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk.txt")
+    errors=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$tmp/wrk.txt")
+    echo "$name $c ${rps:-0} $p50 $p99 ${non2xx:-0} ${errors:-0}" >>"$tmp/rows"
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+echo "dae-server vs a Python peer: POST /denoise, 28x28 PNG, ${duration} s per run, $(nproc) cores," \
+     "$(lscpu | sed -n 's/^Model name: *//p')"
+
+# ---- dae-server
+build/dae-server --bind 127.0.0.1 --port 0 --model "$model" --models-dir "$tmp/none" \
+    >"$tmp/access.log" 2>"$tmp/server.err" &
+server=$!
+pids="$pids $server"
+port=""
+for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$tmp/server.err")
+    [ -n "$port" ] && break
+    sleep 0.05
+done
+[ -n "$port" ] || { cat "$tmp/server.err" >&2; exit 1; }
+wait_port "$port"
+load warmup "$port" 16 1 && : >"$tmp/rows"
+for c in 1 16 64; do
+    echo "wrk: dae-server, concurrency $c ..." >&2
+    load dae-server "$port" "$c" "$duration"
+done
+
+# ---- the Python peer
+if [ "$python" = 1 ]; then
+    pport=$((port + 1))
+    /usr/bin/python3 bench/python_peer.py --model "$model" --port "$pport" >"$tmp/peer.log" 2>&1 &
+    pids="$pids $!"
+    wait_port "$pport"
+    load warmup "$pport" 16 1
+    grep -v '^warmup' "$tmp/rows" >"$tmp/rows2"
+    mv "$tmp/rows2" "$tmp/rows"
+    for c in 1 16 64; do
+        echo "wrk: python peer, concurrency $c ..." >&2
+        load python-peer "$pport" "$c" "$duration"
+    done
+    echo "python peer: $(head -1 "$tmp/peer.log")"
+fi
+
+echo
+printf '%-12s %5s %12s %10s %10s %8s %8s\n' server conc "requests/s" "p50 ms" "p99 ms" non-2xx errors
+while read -r name c rps p50 p99 non2xx errors; do
+    printf '%-12s %5s %12.0f %10s %10s %8s %8s\n' "$name" "$c" "$rps" "$p50" "$p99" "$non2xx" "$errors"
+done <"$tmp/rows"
+if [ "$python" = 1 ]; then
+    echo
+    for c in 1 16 64; do
+        d=$(awk -v c="$c" '$1 == "dae-server" && $2 == c {print $3}' "$tmp/rows")
+        p=$(awk -v c="$c" '$1 == "python-peer" && $2 == c {print $3}' "$tmp/rows")
+        awk -v c="$c" -v d="$d" -v p="$p" 'BEGIN {
+            if (p > 0) printf "concurrency %2d: dae-server / python peer = %.1fx requests/s\n", c, d / p }'
+    done
+fi
+
+# ---- a 1000x1000 image
+/usr/bin/python3 -c "
+import sys; sys.path.insert(0, 'tests/fixtures/images'); import make_images as m
+open('$tmp/big.png', 'wb').write(m.gray_png(1000, 1000, 8, seed=3))"
+for _ in 1 2 3 4 5; do
+    curl -s -o "$tmp/big_out.png" -w '%{time_total}\n' --data-binary @"$tmp/big.png" \
+        "http://127.0.0.1:$port/denoise" >>"$tmp/big_times"
+done
+echo
+echo "1000x1000 gray PNG ($(stat -c %s "$tmp/big.png") bytes, 5041 tiles) through /denoise: median" \
+     "$(sort -n "$tmp/big_times" | sed -n 3p | awk '{printf "%.3f", $1}') s of 5" \
+     "(all: $(sort -n "$tmp/big_times" | awk '{printf "%.3f ", $1}'))"
+
+# ---- memory over a soak
+rss0=$(rss_kb "$server")
+echo "soak: wrk at concurrency 64 for $soak s ..." >&2
+load soak "$port" 64 "$soak"
+rss1=$(rss_kb "$server")
+read -r _ _ srps _ sp99 snon2xx serr < <(grep '^soak' "$tmp/rows")
+echo "memory: dae-server RSS ${rss0} kB before, ${rss1} kB after $soak s at concurrency 64" \
+     "($(printf '%.0f' "$srps") requests/s, p99 ${sp99} ms, non-2xx ${snon2xx}, socket errors ${serr})"
+echo "access log: $(wc -l <"$tmp/access.log") lines written during the run"

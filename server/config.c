@@ -1,0 +1,250 @@
+/* config.c - the flag/environment table of dae-server, its parser and the
+ * generated --help. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { OPT_STRING, OPT_INT, OPT_SIZE, OPT_LOG } opt_kind;
+
+typedef struct {
+    const char *flag;  /* without "--" */
+    const char *env;
+    opt_kind kind;
+    size_t offset;     /* into srv_config */
+    long long min, max;
+    const char *meta;
+    const char *help;  /* one line; the default is printed after it */
+} opt;
+
+#define OFF(field) offsetof(srv_config, field)
+
+static const opt OPTS[] = {
+    {"bind", "DAE_BIND", OPT_STRING, OFF(bind), 0, 0, "ADDR", "listening address, IPv4 or IPv6"},
+    {"port", "DAE_PORT", OPT_INT, OFF(port), 0, 65535, "N", "listening port (0: any free port, printed at start)"},
+    {"model", "DAE_MODEL", OPT_STRING, OFF(model), 0, 0, "FILE|NAME",
+     "default model: a weights file, or the name of one in --models-dir"},
+    {"models-dir", "DAE_MODELS_DIR", OPT_STRING, OFF(models_dir), 0, 0, "DIR",
+     "models served by name: DIR/NAME.safetensors (missing dir: none)"},
+    {"workers", "DAE_WORKERS", OPT_INT, OFF(workers), 1, SRV_MAX_WORKERS, "N", "inference threads"},
+    {"http-threads", "DAE_HTTP_THREADS", OPT_INT, OFF(http_threads), 1, 64, "N", "HTTP event-loop threads"},
+    {"max-batch", "DAE_MAX_BATCH", OPT_INT, OFF(max_batch), 1, 4096, "N", "most 28x28 tiles in one forward pass"},
+    {"max-queue-delay-us", "DAE_MAX_QUEUE_DELAY_US", OPT_INT, OFF(max_queue_delay_us), 0, 10000000, "US",
+     "longest a partial batch waits for more requests"},
+    {"queue-size", "DAE_QUEUE_SIZE", OPT_INT, OFF(queue_size), 1, 1000000, "N",
+     "most requests admitted and not yet answered; more get 503"},
+    {"queue-pixels", "DAE_QUEUE_PIXELS", OPT_SIZE, OFF(queue_pixels), 1, (long long)1 << 40, "N",
+     "most pixels of admitted requests (bounds memory; one request always fits)"},
+    {"max-body", "DAE_MAX_BODY", OPT_SIZE, OFF(max_body_bytes), 1, (long long)1 << 32, "BYTES",
+     "largest request body (suffixes k, M, G: binary)"},
+    {"max-pixels", "DAE_MAX_PIXELS", OPT_SIZE, OFF(max_pixels), 1, (long long)1 << 40, "N",
+     "largest image, width x height, checked from its header"},
+    {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",
+     "concurrent connections; a request on one more is answered 503"},
+    {"timeout", "DAE_TIMEOUT", OPT_INT, OFF(timeout_s), 1, 86400, "S",
+     "seconds a connection may idle, and a request body may take to arrive"},
+    {"drain-timeout", "DAE_DRAIN_TIMEOUT", OPT_INT, OFF(drain_s), 0, 86400, "S",
+     "on SIGTERM/SIGINT: seconds to finish in-flight requests"},
+    {"png-level", "DAE_PNG_LEVEL", OPT_INT, OFF(png_level), 0, 9, "N",
+     "zlib level of PNG answers over 64 KiB of pixels (smaller: stored)"},
+    {"retry-after", "DAE_RETRY_AFTER", OPT_INT, OFF(retry_after_s), 0, 3600, "S", "Retry-After of 503 answers"},
+    {"access-log", "DAE_ACCESS_LOG", OPT_LOG, OFF(log_format), 0, 0, "FMT",
+     "one line per request on stdout: text, json or off"},
+};
+enum { N_OPTS = sizeof OPTS / sizeof OPTS[0] };
+
+static const char *const LOG_NAMES[] = {"text", "json", "off"};
+
+/* The defaults; workers follows the CPU count. */
+static void set_defaults(srv_config *cfg) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->bind = "0.0.0.0";
+    cfg->port = 8080;
+    cfg->model = "models/mnist.safetensors";
+    cfg->models_dir = "models";
+    cfg->workers = cpus < 1 ? 1 : cpus > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (int)cpus;
+    cfg->http_threads = 1;
+    cfg->max_batch = 64;
+    cfg->max_queue_delay_us = 0;
+    cfg->queue_size = 256;
+    cfg->queue_pixels = (long long)64 << 20;
+    cfg->max_body_bytes = (long long)10 << 20;
+    cfg->max_pixels = (long long)16 << 20;
+    cfg->max_connections = 512;
+    cfg->timeout_s = 30;
+    cfg->drain_s = 20;
+    cfg->png_level = 1;
+    cfg->retry_after_s = 1;
+    cfg->log_format = SRV_LOG_TEXT;
+}
+
+int srv_parse_size(const char *text, long long *out) {
+    if (text == NULL || !isdigit((unsigned char)text[0])) return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno == ERANGE || end == text) return -1;
+    int shift = 0;
+    switch (tolower((unsigned char)*end)) {
+    case '\0': break;
+    case 'k': shift = 10; end++; break;
+    case 'm': shift = 20; end++; break;
+    case 'g': shift = 30; end++; break;
+    case 't': shift = 40; end++; break;
+    default: return -1;
+    }
+    if (shift != 0) {
+        if (*end == 'i') end++;
+        if (*end == 'B' || *end == 'b') end++;
+    }
+    if (*end != '\0') return -1;
+    if (v > (unsigned long long)LLONG_MAX >> shift) return -1;
+    *out = (long long)(v << shift);
+    return 0;
+}
+
+/* The default of o as text, from a freshly defaulted config. */
+static void default_text(const opt *o, char *buf, size_t len) {
+    srv_config d;
+    set_defaults(&d);
+    const char *base = (const char *)&d + o->offset;
+    switch (o->kind) {
+    case OPT_STRING: snprintf(buf, len, "%s", *(const char *const *)base); break;
+    case OPT_INT: snprintf(buf, len, "%d", *(const int *)base); break;
+    case OPT_SIZE: snprintf(buf, len, "%lld", *(const long long *)base); break;
+    case OPT_LOG: snprintf(buf, len, "%s", LOG_NAMES[*(const srv_log_format *)base]); break;
+    }
+}
+
+void srv_config_usage(FILE *out) {
+    fprintf(out,
+            "usage: dae-server [FLAGS]\n\n"
+            "dae-server %s - the dae denoising autoencoder over HTTP: POST an image to /denoise,\n"
+            "get it back denoised as a PNG. Routes: POST /denoise, POST /noise, GET /healthz, /readyz,\n"
+            "/metrics, /models, /models/{name}. SIGTERM or SIGINT drains and exits 0.\n\n"
+            "Every flag has an environment twin; a flag wins over its variable.\n\n"
+            "flags:\n",
+            DAE_SERVER_VERSION);
+    for (int i = 0; i < N_OPTS; i++) {
+        const opt *o = &OPTS[i];
+        char left[64], def[64];
+        snprintf(left, sizeof left, "--%s %s", o->flag, o->meta);
+        default_text(o, def, sizeof def);
+        if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
+        fprintf(out, "  %-26s %-24s %s (default %s)\n", left, o->env, o->help, def);
+    }
+    fprintf(out, "  %-26s %-24s %s\n", "--help", "", "show this help");
+    fprintf(out, "  %-26s %-24s %s\n", "--version", "", "print the version");
+    fprintf(out, "\nexit status: 0 after a clean shutdown, 1 failure to start, 2 usage error\n");
+}
+
+/* Stores text as o's value; where names the source ("--port" or
+ * "DAE_PORT") in the one-line message printed on a mistake. Returns 0 or
+ * SRV_CONFIG_USAGE. */
+static int set_opt(srv_config *cfg, const opt *o, const char *text, const char *where) {
+    char *base = (char *)cfg + o->offset;
+    switch (o->kind) {
+    case OPT_STRING:
+        if (text[0] == '\0') {
+            fprintf(stderr, "dae-server: %s needs a non-empty value (see dae-server --help)\n", where);
+            return SRV_CONFIG_USAGE;
+        }
+        *(const char **)base = text;
+        return 0;
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(text, &end, 10);
+        if (end == text || *end != '\0' || errno == ERANGE || v < o->min || v > o->max) {
+            fprintf(stderr, "dae-server: %s must be an integer from %lld to %lld, not \"%s\" (see dae-server --help)\n",
+                    where, o->min, o->max, text);
+            return SRV_CONFIG_USAGE;
+        }
+        *(int *)base = (int)v;
+        return 0;
+    }
+    case OPT_SIZE: {
+        long long v;
+        if (srv_parse_size(text, &v) != 0 || v < o->min || v > o->max) {
+            fprintf(stderr,
+                    "dae-server: %s must be a size from %lld to %lld (suffixes k, M, G), not \"%s\" "
+                    "(see dae-server --help)\n",
+                    where, o->min, o->max, text);
+            return SRV_CONFIG_USAGE;
+        }
+        *(long long *)base = v;
+        return 0;
+    }
+    case OPT_LOG:
+        for (int i = 0; i < 3; i++)
+            if (strcmp(text, LOG_NAMES[i]) == 0) {
+                *(srv_log_format *)base = (srv_log_format)i;
+                return 0;
+            }
+        fprintf(stderr, "dae-server: %s must be text, json or off, not \"%s\" (see dae-server --help)\n", where, text);
+        return SRV_CONFIG_USAGE;
+    }
+    return 0;
+}
+
+int srv_config_parse(srv_config *cfg, int argc, char **argv) {
+    set_defaults(cfg);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            srv_config_usage(stdout);
+            return SRV_CONFIG_HELP;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("dae-server %s\n", DAE_SERVER_VERSION);
+            return SRV_CONFIG_HELP;
+        }
+    }
+    for (int i = 0; i < N_OPTS; i++) {
+        const char *v = getenv(OPTS[i].env);
+        if (v != NULL && v[0] != '\0') {
+            int rc = set_opt(cfg, &OPTS[i], v, OPTS[i].env);
+            if (rc != 0) return rc;
+        }
+    }
+    unsigned char seen[N_OPTS] = {0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            fprintf(stderr, "dae-server: unexpected argument \"%s\" (see dae-server --help)\n", a);
+            return SRV_CONFIG_USAGE;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        int k = -1;
+        for (int j = 0; j < N_OPTS && k < 0; j++)
+            if (strlen(OPTS[j].flag) == len && strncmp(OPTS[j].flag, name, len) == 0) k = j;
+        if (k < 0) {
+            fprintf(stderr, "dae-server: unknown flag --%.*s (see dae-server --help)\n", (int)len, name);
+            return SRV_CONFIG_USAGE;
+        }
+        if (seen[k]) {
+            fprintf(stderr, "dae-server: --%s given twice\n", OPTS[k].flag);
+            return SRV_CONFIG_USAGE;
+        }
+        seen[k] = 1;
+        const char *value;
+        if (eq != NULL) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "dae-server: --%s needs a value (%s)\n", OPTS[k].flag, OPTS[k].meta);
+            return SRV_CONFIG_USAGE;
+        }
+        char where[64];
+        snprintf(where, sizeof where, "--%s", OPTS[k].flag);
+        int rc = set_opt(cfg, &OPTS[k], value, where);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,63 @@
+/* config.h - the settings of dae-server: every one a command-line flag
+ * with an environment twin (--port / DAE_PORT, ...) and a default, read
+ * in that order of precedence: flag, then environment, then default.
+ * `dae-server --help` prints the table with the defaults. */
+#ifndef SRV_CONFIG_H
+#define SRV_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define DAE_SERVER_VERSION "0.1.0"
+
+/* Most inference workers (threads) the server runs. */
+#define SRV_MAX_WORKERS 64
+
+typedef enum {
+    SRV_LOG_TEXT,
+    SRV_LOG_JSON,
+    SRV_LOG_OFF,
+} srv_log_format;
+
+typedef struct {
+    const char *bind;          /* listening address (IPv4 or IPv6 literal) */
+    int port;                  /* listening port; 0 picks a free one */
+    const char *model;         /* default model: a path, or a name in models_dir */
+    const char *models_dir;    /* NAME.safetensors files served by name */
+    int workers;               /* inference threads */
+    int http_threads;          /* libmicrohttpd event-loop threads */
+    int max_batch;             /* most tiles in one forward pass */
+    int max_queue_delay_us;    /* longest a batch waits for more tiles */
+    int queue_size;            /* most admitted requests not yet answered */
+    long long queue_pixels;    /* most pixels of admitted requests (memory bound) */
+    long long max_body_bytes;  /* largest request body */
+    long long max_pixels;      /* largest image (width * height) */
+    int max_connections;       /* concurrent connections */
+    int timeout_s;             /* idle and body-upload limit of a connection */
+    int drain_s;               /* shutdown: longest wait for in-flight requests */
+    int png_level;             /* zlib level of PNG responses (0 to 9) */
+    int retry_after_s;         /* Retry-After of 503 answers */
+    srv_log_format log_format; /* access log on stdout */
+} srv_config;
+
+/* What srv_config_parse returns besides 0 (run). */
+#define SRV_CONFIG_HELP 1    /* --help or --version printed: exit 0 */
+#define SRV_CONFIG_USAGE 2   /* a mistake printed on stderr: exit 2 */
+
+/* Fills *cfg from the defaults, then the DAE_* environment variables, then
+ * argv (argv[0] is the program). Strings point into argv, the environment
+ * or static storage. Prints --help / --version on stdout, and any mistake
+ * (unknown flag, bad value, value out of range, naming the flag or the
+ * variable) as one line on stderr. Returns 0, SRV_CONFIG_HELP or
+ * SRV_CONFIG_USAGE. */
+int srv_config_parse(srv_config *cfg, int argc, char **argv);
+
+/* Prints the usage with every flag, its variable and its default. */
+void srv_config_usage(FILE *out);
+
+/* Parses a size such as "10485760", "10MiB", "10M", "512k" or "16Mi"
+ * (binary multiples; no suffix means units). Returns 0 and sets *out, or
+ * -1 for a malformed or negative value. Also used for pixel counts. */
+int srv_parse_size(const char *text, long long *out);
+
+#endif

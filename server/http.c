@@ -1,0 +1,695 @@
+/* http.c - the libmicrohttpd daemon: routing, the request state machine,
+ * body collection with limits, dispatch of image jobs with suspend and
+ * resume, JSON answers, the access log and the request metrics. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "log.h"
+#include "multipart.h"
+
+/* A body over the limit is read and dropped up to this much more before
+ * the connection is cut (a chunked upload cannot be refused early). */
+#define DISCARD_MAX ((size_t)64 << 20)
+
+/* Connections accepted past --max-connections only to answer them 503. */
+#define OVERFLOW_CONNECTIONS 16
+
+struct srv_http {
+    const srv_config *cfg;
+    srv_registry *registry;
+    srv_infer *infer;
+    srv_metrics *metrics;
+    struct MHD_Daemon *daemon;
+    int port;
+    atomic_int draining;
+    atomic_long in_flight;
+    atomic_long connections;
+};
+
+/* ------------------------------------------------------------ routes */
+
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4 };
+
+typedef struct {
+    srv_route_id id;
+    const char *path;   /* exact path; "/models/" is a prefix for {name} */
+    unsigned methods;
+    const char *allow;  /* the Allow header of a 405 */
+} route;
+
+static const route ROUTES[] = {
+    {SRV_ROUTE_DENOISE, "/denoise", M_POST, "POST"},
+    {SRV_ROUTE_NOISE, "/noise", M_POST, "POST"},
+    {SRV_ROUTE_HEALTHZ, "/healthz", M_GET | M_HEAD, "GET, HEAD"},
+    {SRV_ROUTE_READYZ, "/readyz", M_GET | M_HEAD, "GET, HEAD"},
+    {SRV_ROUTE_METRICS, "/metrics", M_GET | M_HEAD, "GET, HEAD"},
+    {SRV_ROUTE_MODELS, "/models", M_GET | M_HEAD, "GET, HEAD"},
+    {SRV_ROUTE_MODEL, "/models/", M_GET | M_HEAD, "GET, HEAD"},
+};
+enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
+
+static const char ROUTE_LIST[] = "POST /denoise, POST /noise, GET /healthz, GET /readyz, GET /metrics, GET /models, "
+                                 "GET /models/{name}";
+
+/* The route of url, or NULL; for /models/{name} *arg points at the name. */
+static const route *route_match(const char *url, const char **arg) {
+    *arg = NULL;
+    for (int i = 0; i < N_ROUTES; i++) {
+        const route *r = &ROUTES[i];
+        if (r->id == SRV_ROUTE_MODEL) {
+            size_t n = strlen(r->path);
+            if (strncmp(url, r->path, n) == 0 && url[n] != '\0' && strchr(url + n, '/') == NULL) {
+                *arg = url + n;
+                return r;
+            }
+        } else if (strcmp(url, r->path) == 0) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+static unsigned method_bit(const char *method) {
+    if (strcmp(method, "GET") == 0) return M_GET;
+    if (strcmp(method, "HEAD") == 0) return M_HEAD;
+    if (strcmp(method, "POST") == 0) return M_POST;
+    return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_ANSWERED };
+
+typedef struct {
+    srv_http *http;
+    struct MHD_Connection *conn;
+    double t_start;
+    int phase;
+    const route *route;
+    const char *route_arg;
+    char method[16];
+    char path[512];       /* for the access log, without the query */
+    /* The answer, for the log and the metrics. */
+    int status;
+    size_t bytes;
+    const char *error_code;
+    /* The body. */
+    uint8_t *body;
+    size_t len, cap;
+    int too_large;
+    size_t discarded;
+    /* The image job. */
+    srv_model *model;
+    srv_job job;
+} request;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
+ * request's context, so its time counts from here. */
+static void *on_request_start(void *cls, const char *uri, struct MHD_Connection *conn) {
+    srv_http *h = cls;
+    request *r = calloc(1, sizeof *r);
+    if (r == NULL) return NULL;
+    r->http = h;
+    r->conn = conn;
+    r->t_start = now_s();
+    size_t n = strcspn(uri, "?");
+    if (n >= sizeof r->path) n = sizeof r->path - 1;
+    memcpy(r->path, uri, n);
+    r->path[n] = '\0';
+    snprintf(r->method, sizeof r->method, "-");
+    atomic_fetch_add(&h->in_flight, 1);
+    return r;
+}
+
+/* MHD_OPTION_NOTIFY_COMPLETED: the answer is sent (or the connection
+ * ended). Logs, counts and frees the request. */
+static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe) {
+    srv_http *h = cls;
+    request *r = *con_cls;
+    if (r == NULL) return;
+    *con_cls = NULL;
+    double dt = now_s() - r->t_start;
+    srv_route_id rid = r->route != NULL ? r->route->id : SRV_ROUTE_UNKNOWN;
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && r->status == 0)
+        srv_metrics_reject(h->metrics, SRV_REJECT_TIMEOUT);
+    if (r->status != 0) srv_metrics_request(h->metrics, rid, r->status, dt);
+    char remote[INET6_ADDRSTRLEN] = "-";
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci != NULL && ci->client_addr != NULL) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, remote, sizeof remote);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
+    }
+    const char *error = r->error_code;
+    if (r->status == 0)
+        error = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout"
+                : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT   ? "client_abort"
+                : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
+                                                                 : "connection_error";
+    srv_access a = {remote, r->method, r->path, srv_route_name(rid), r->status, r->bytes, dt,
+                    r->model != NULL ? r->model->name : NULL, error};
+    srv_access_log(h->cfg->log_format, &a);
+    free(r->job.png);
+    srv_model_release(r->model);
+    free(r->body);
+    free(r);
+    atomic_fetch_sub(&h->in_flight, 1);
+}
+
+/* Marks a connection opened while --max-connections were already open. */
+static char OVER_LIMIT;
+
+/* MHD_OPTION_NOTIFY_CONNECTION: counts open connections. One opened
+ * over the limit is marked: its request is answered 503 and it closes.
+ * (libmicrohttpd's own limit, a few connections higher, leaves further
+ * ones waiting in the listen backlog.) */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    (void)conn;
+    srv_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (atomic_fetch_add(&h->connections, 1) >= h->cfg->max_connections) *socket_context = &OVER_LIMIT;
+    } else {
+        atomic_fetch_sub(&h->connections, 1);
+    }
+}
+
+/* ------------------------------------------------------------ answers */
+
+/* Queues a response of len bytes of body (taken over per mode) with
+ * content_type and the usual headers; records status and size. */
+static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
+                              enum MHD_ResponseMemoryMode mode, const char *allow) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
+    if (resp == NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (allow != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (status == 503) {
+        char retry[16];
+        snprintf(retry, sizeof retry, "%d", r->http->cfg->retry_after_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+    }
+    if (r->model != NULL && status == 200) {
+        MHD_add_response_header(resp, "X-Model", r->model->name);
+        MHD_add_response_header(resp, "X-Model-Version", r->model->version);
+    }
+    if (atomic_load(&r->http->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->bytes = len;
+    r->phase = PHASE_ANSWERED;
+    return ret;
+}
+
+/* Appends s to out (room for cap bytes, *n used) escaped for a JSON
+ * string; stops short of overflowing. */
+static void json_escape(char *out, size_t cap, size_t *n, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    for (; *s != '\0' && *n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[(*n)++] = '\\';
+            out[(*n)++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(out + *n, "\\u00", 4);
+            *n += 4;
+            out[(*n)++] = hex[c >> 4];
+            out[(*n)++] = hex[c & 15];
+        } else {
+            out[(*n)++] = (char)c;
+        }
+    }
+}
+
+/* The one function that produces every error reply:
+ * {"error":{"status":N,"code":"...","message":"..."}}. */
+static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...) {
+    char msg[DAE_ERR_LEN + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t cap = sizeof msg * 2 + 128, n = 0;
+    char *body = malloc(cap);
+    if (body == NULL) return MHD_NO;
+    n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
+    json_escape(body, cap, &n, msg);
+    n += (size_t)snprintf(body + n, cap - n, "\"}}\n");
+    r->error_code = code;
+    return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE,
+                  status == 405 ? r->route->allow : NULL);
+}
+
+/* Answers a JSON document (malloc'd; taken over). */
+static enum MHD_Result answer_json(request *r, int status, char *json) {
+    if (json == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+    size_t n = strlen(json);
+    return answer(r, status, "application/json", json, n, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+/* ------------------------------------------------------------ GET routes */
+
+static enum MHD_Result get_readyz(request *r) {
+    srv_http *h = r->http;
+    if (atomic_load(&h->draining))
+        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    srv_model *m = srv_registry_acquire(h->registry, NULL);
+    if (m == NULL) return answer_error(r, 503, "no_model", "no default model is loaded");
+    char body[256];
+    int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"model\":\"%s\",\"version\":\"%s\"}\n", m->name,
+                     m->version);
+    srv_model_release(m);
+    return answer(r, 200, "application/json", body, (size_t)n, MHD_RESPMEM_MUST_COPY, NULL);
+}
+
+static enum MHD_Result get_metrics(request *r) {
+    srv_http *h = r->http;
+    srv_metrics_gauges g = {
+        .in_flight = atomic_load(&h->in_flight),
+        .pending = srv_infer_pending(h->infer),
+        .connections = atomic_load(&h->connections),
+        .queue_capacity = h->cfg->queue_size,
+        .workers = h->cfg->workers,
+        .max_batch = h->cfg->max_batch,
+        .draining = atomic_load(&h->draining),
+    };
+    size_t len;
+    char *text = srv_metrics_render(h->metrics, &g, h->registry, &len);
+    if (text == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+    return answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+static enum MHD_Result get_model(request *r) {
+    int found = 0;
+    char *json = srv_registry_model_json(r->http->registry, r->route_arg, &found);
+    if (!found) return answer_error(r, 404, "model_not_found", "no model named \"%s\"", r->route_arg);
+    return answer_json(r, 200, json);
+}
+
+/* ------------------------------------------------------------ image routes */
+
+typedef struct {
+    const char *const *allowed;
+    const char *bad;
+} arg_check;
+
+/* MHD_KeyValueIterator: remembers the first argument not in the list. */
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    (void)value;
+    arg_check *c = cls;
+    for (const char *const *a = c->allowed; *a != NULL; a++)
+        if (strcmp(key, *a) == 0) return MHD_YES;
+    c->bad = key;
+    return MHD_NO;
+}
+
+/* The worker's callback: the job's result is in; wake the connection. */
+static void job_done(srv_job *job) {
+    request *r = job->user;
+    MHD_resume_connection(r->conn); /* last touch: r may be gone after this */
+}
+
+/* The job's result, after the worker resumed the connection. */
+static enum MHD_Result answer_job(request *r) {
+    srv_job *j = &r->job;
+    if (j->http_status != 200) {
+        if (j->http_status == 413) srv_metrics_reject(r->http->metrics, SRV_REJECT_TOO_MANY_PIXELS);
+        return answer_error(r, j->http_status, j->error_code, "%s", j->message);
+    }
+    uint8_t *png = j->png;
+    j->png = NULL;
+    return answer(r, 200, "image/png", png, j->png_len, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+/* Parses the /noise parameters into the job. Returns 0, or answers 422. */
+static int noise_params(request *r, enum MHD_Result *ret) {
+    struct MHD_Connection *c = r->conn;
+    const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
+    const char *sigma = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "sigma");
+    const char *amount = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "amount");
+    const char *seed = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "seed");
+    if (type == NULL) type = "gaussian";
+    int salt = strcmp(type, "salt-pepper") == 0;
+    if (strcmp(type, "gaussian") != 0 && strcmp(type, "speckle") != 0 && !salt) {
+        *ret = answer_error(r, 422, "invalid_parameter", "type must be gaussian, salt-pepper or speckle, not \"%s\"",
+                            type);
+        return -1;
+    }
+    if (salt && sigma != NULL) {
+        *ret = answer_error(r, 422, "invalid_parameter", "salt-pepper noise takes amount, not sigma");
+        return -1;
+    }
+    if (!salt && amount != NULL) {
+        *ret = answer_error(r, 422, "invalid_parameter", "%s noise takes sigma, not amount", type);
+        return -1;
+    }
+    const char *level = salt ? (amount != NULL ? amount : "0.1") : (sigma != NULL ? sigma : "0.5");
+    char spec_text[128], err[DAE_ERR_LEN];
+    snprintf(spec_text, sizeof spec_text, "%s:%s", type, level);
+    if (strlen(level) > 32 || dae_noise_parse(spec_text, &r->job.noise, err, sizeof err) != DAE_OK) {
+        *ret = answer_error(r, 422, "invalid_parameter", "%s must be a plain decimal number in %s, not \"%s\"",
+                            salt ? "amount" : "sigma", salt ? "[0, 1]" : "[0, 10]", level);
+        return -1;
+    }
+    r->job.seed = 0;
+    if (seed != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(seed, &end, 10);
+        if (seed[0] < '0' || seed[0] > '9' || *end != '\0' || errno == ERANGE) {
+            *ret = answer_error(r, 422, "invalid_parameter", "seed must be an integer from 0 to 2^64-1, not \"%s\"",
+                                seed);
+            return -1;
+        }
+        r->job.seed = v;
+    }
+    return 0;
+}
+
+/* The final call of POST /denoise and /noise: every cheap check, then the
+ * job goes to the workers and the connection is suspended. */
+static enum MHD_Result post_image(request *r) {
+    srv_http *h = r->http;
+    const srv_config *cfg = h->cfg;
+    int denoise = r->route->id == SRV_ROUTE_DENOISE;
+    if (atomic_load(&h->draining)) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_DRAINING);
+        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    }
+    static const char *const denoise_args[] = {"model", NULL};
+    static const char *const noise_args[] = {"type", "sigma", "amount", "seed", NULL};
+    arg_check ac = {denoise ? denoise_args : noise_args, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
+    if (ac.bad != NULL)
+        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: %s)", ac.bad,
+                            r->route->path, denoise ? "model" : "type, sigma, amount, seed");
+    enum MHD_Result ret;
+    if (denoise) {
+        const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
+        r->model = srv_registry_acquire(h->registry, name);
+        if (r->model == NULL) {
+            if (name == NULL) return answer_error(r, 503, "no_model", "no default model is loaded");
+            return answer_error(r, 404, "model_not_found", "no model named \"%s\" (GET /models lists them)", name);
+        }
+    } else if (noise_params(r, &ret) != 0) {
+        return ret;
+    }
+    if (r->too_large) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
+        return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes",
+                            cfg->max_body_bytes);
+    }
+    /* The image: the whole body, or the multipart field "image". */
+    const uint8_t *img = r->body;
+    size_t img_len = r->len;
+    const char *ctype = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (srv_multipart_is_form(ctype)) {
+        char err[256];
+        srv_mp_status st = srv_multipart_find(ctype, r->body, r->len, "image", &img, &img_len, err, sizeof err);
+        if (st != SRV_MP_OK)
+            return answer_error(r, 400, st == SRV_MP_NO_FIELD ? "missing_image" : "invalid_multipart", "%s", err);
+    }
+    if (img_len == 0)
+        return answer_error(r, 400, "empty_body",
+                            "no image: send the file as the body (--data-binary @FILE) or as the form field "
+                            "\"image\" (-F image=@FILE)");
+    /* The header alone tells the size: refuse big images before decoding. */
+    int w, hgt;
+    char err[DAE_ERR_LEN];
+    if (dae_image_probe(img, img_len, &w, &hgt, err, sizeof err) != DAE_OK) {
+        if (dae_image_format_name(img, img_len) == NULL)
+            return answer_error(r, 415, "unsupported_media_type", "%s", err);
+        return answer_error(r, 400, "invalid_image", "%s", err);
+    }
+    long long pixels = (long long)w * hgt;
+    if (pixels > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_TOO_MANY_PIXELS);
+        return answer_error(r, 413, "too_many_pixels", "image is %dx%d = %lld pixels, over the limit of %lld", w, hgt,
+                            pixels, cfg->max_pixels);
+    }
+    srv_reserve rv = srv_infer_reserve(h->infer, pixels);
+    if (rv != SRV_RESERVE_OK) {
+        srv_metrics_reject(h->metrics, rv == SRV_RESERVE_FULL ? SRV_REJECT_QUEUE_FULL : SRV_REJECT_DRAINING);
+        if (rv == SRV_RESERVE_FULL)
+            return answer_error(r, 503, "queue_full",
+                                "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",
+                                cfg->queue_size, cfg->queue_pixels);
+        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    }
+    srv_job *j = &r->job;
+    j->kind = denoise ? SRV_JOB_DENOISE : SRV_JOB_NOISE;
+    j->input = img;
+    j->input_len = img_len;
+    j->max_pixels = (size_t)cfg->max_pixels;
+    j->pixels = pixels;
+    j->model = r->model;
+    j->png_level = cfg->png_level;
+    j->done = job_done;
+    j->user = r;
+    /* Suspend first: the worker may resume before this function returns. */
+    r->phase = PHASE_QUEUED;
+    MHD_suspend_connection(r->conn);
+    srv_infer_enqueue(h->infer, j);
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------ the handler */
+
+/* Appends an upload chunk to the body, or counts it as discarded once
+ * the body is over the limit. Returns MHD_NO to cut a connection that
+ * keeps sending far past the limit or for too long. */
+static enum MHD_Result take_body(request *r, const char *data, size_t n) {
+    const srv_config *cfg = r->http->cfg;
+    if (now_s() - r->t_start > cfg->timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
+    size_t max = (size_t)cfg->max_body_bytes;
+    if (r->too_large || n > max - r->len) {
+        if (!r->too_large) {
+            r->too_large = 1;
+            free(r->body);
+            r->body = NULL;
+            r->discarded = r->len;
+            r->len = r->cap = 0;
+        }
+        r->discarded += n;
+        return r->discarded - max > DISCARD_MAX ? MHD_NO : MHD_YES;
+    }
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap * 2 > r->len + n ? r->cap * 2 : r->len + n;
+        if (cap < 4096) cap = 4096;
+        if (cap > max) cap = max;
+        uint8_t *grown = realloc(r->body, cap);
+        if (grown == NULL) return MHD_NO;
+        r->body = grown;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* The final call of a GET route. */
+static enum MHD_Result get_route(request *r) {
+    switch (r->route->id) {
+    case SRV_ROUTE_HEALTHZ: {
+        static char ok[] = "{\"status\":\"ok\"}\n";
+        return answer(r, 200, "application/json", ok, sizeof ok - 1, MHD_RESPMEM_PERSISTENT, NULL);
+    }
+    case SRV_ROUTE_READYZ: return get_readyz(r);
+    case SRV_ROUTE_METRICS: return get_metrics(r);
+    case SRV_ROUTE_MODELS: return answer_json(r, 200, srv_registry_list_json(r->http->registry));
+    case SRV_ROUTE_MODEL: return get_model(r);
+    default: return answer_error(r, 500, "internal_error", "route without a handler");
+    }
+}
+
+/* The first call of a request: route, method and, for uploads, the
+ * announced length. Errors are answered at once (the connection then
+ * closes, and a body is never read). */
+static enum MHD_Result first_call(request *r, const char *url, const char *method) {
+    srv_http *h = r->http;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->route = route_match(url, &r->route_arg);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci != NULL && ci->socket_context == &OVER_LIMIT) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
+        return answer_error(r, 503, "too_many_connections", "the server has its maximum of %d connections open",
+                            h->cfg->max_connections);
+    }
+    if (r->route == NULL)
+        return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, ROUTE_LIST);
+    if ((method_bit(method) & r->route->methods) == 0)
+        return answer_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->route->path, r->route->allow,
+                            method);
+    /* GET routes answer in the final call: an answer queued now, before
+     * the request is complete, would make libmicrohttpd close the
+     * connection afterwards. */
+    if (r->route->id != SRV_ROUTE_DENOISE && r->route->id != SRV_ROUTE_NOISE) {
+        r->phase = PHASE_BODY;
+        return MHD_YES;
+    }
+    /* An upload: refuse an announced body over the limit without reading it. */
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno == ERANGE || n > (unsigned long long)h->cfg->max_body_bytes) {
+            srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
+            return answer_error(r, 413, "body_too_large", "request body of %s bytes is over the limit of %lld bytes",
+                                cl, h->cfg->max_body_bytes);
+        }
+        if (n > 0) {
+            r->body = malloc((size_t)n);
+            if (r->body == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for the request body");
+            r->cap = (size_t)n;
+        }
+    }
+    if (atomic_load(&h->draining)) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_DRAINING);
+        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    }
+    r->phase = PHASE_BODY;
+    return MHD_YES;
+}
+
+/* The MHD access handler: the request state machine. */
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size,
+                              void **con_cls) {
+    (void)cls;
+    (void)conn;
+    (void)version;
+    request *r = *con_cls;
+    if (r == NULL) return MHD_NO; /* out of memory at the request's start */
+    switch (r->phase) {
+    case PHASE_NEW:
+        return first_call(r, url, method);
+    case PHASE_BODY:
+        if (*upload_data_size > 0) {
+            enum MHD_Result ret = take_body(r, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return ret;
+        }
+        if (r->route->id == SRV_ROUTE_DENOISE || r->route->id == SRV_ROUTE_NOISE) return post_image(r);
+        return get_route(r);
+    case PHASE_QUEUED:
+        return answer_job(r);
+    default:
+        return MHD_NO;
+    }
+}
+
+/* ------------------------------------------------------------ the daemon */
+
+/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's own messages. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    srv_log("libmicrohttpd: %s", msg);
+}
+
+srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
+                         char *err, size_t errlen) {
+    srv_http *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)cfg->port);
+    } else if (inet_pton(AF_INET6, cfg->bind, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)cfg->port);
+        /* "::" takes IPv4 clients too, as 0.0.0.0 would. */
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&v6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+    } else {
+        snprintf(err, errlen, "--bind %s: not an IPv4 or IPv6 address", cfg->bind);
+        free(h);
+        return NULL;
+    }
+    struct MHD_OptionItem opts[16];
+    int n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections + OVERFLOW_CONNECTIONS, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_start, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_request_done, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    /* libmicrohttpd zeroes a connection's whole memory pool (32 KiB by
+     * default) before each request; 16 KiB still holds any sane header
+     * block and saves that time on every request. */
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL};
+    if (cfg->http_threads > 1)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->http_threads, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (h->daemon == NULL) {
+        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not an address of this machine?)", cfg->bind,
+                 cfg->port);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di != NULL ? di->port : cfg->port;
+    return h;
+}
+
+int srv_http_port(const srv_http *h) { return h->port; }
+
+void srv_http_drain(srv_http *h) {
+    if (atomic_exchange(&h->draining, 1)) return;
+    srv_infer_close(h->infer);
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+long srv_http_in_flight(srv_http *h) { return atomic_load(&h->in_flight); }
+
+void srv_http_stop(srv_http *h) {
+    if (h == NULL) return;
+    if (h->daemon != NULL) MHD_stop_daemon(h->daemon);
+    free(h);
+}

@@ -1,0 +1,628 @@
+/* inference.c - the bounded job queue, the worker threads, tile batching
+ * across requests, and the decode / blend / encode steps around the
+ * forward passes. The scheme is described in inference.h.
+ *
+ * Locking: q->mu guards the queue list, the counters and every job's
+ * bookkeeping (state, next_tile, done_tiles, in_flight, cancelled). The
+ * float work - decoding, extracting tiles, forward passes, encoding - runs
+ * without it; accumulating tiles into a job's output planes takes that
+ * job's acc_mu, since two workers may hold tiles of one large image. */
+#include "inference.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gemm.h"
+#include "pngenc.h"
+
+/* Jobs of at most this many pixels are decoded into a batch already
+ * being gathered; bigger ones start a batch of their own, so a slow
+ * decode never holds up tiles already claimed. */
+#define SMALL_JOB_PIXELS 65536
+
+enum { JOB_NEW, JOB_PREPARING, JOB_READY, JOB_CLAIMED, JOB_DONE };
+
+typedef struct {
+    srv_job *job;
+    int first, n; /* tiles [first, first + n) of the job, within one plane */
+} segment;
+
+typedef struct {
+    srv_model *model;      /* every segment's model */
+    int tiles, n_seg, n_jobs;
+    unsigned long id;      /* stamps the jobs counted in n_jobs */
+    double oldest;         /* earliest enqueue time of its jobs */
+    segment *seg;          /* room for max_batch */
+    srv_job **decode;      /* room for max_batch: new jobs being decoded */
+    srv_job *completed;    /* retired jobs to deliver (noise jobs, failures) */
+} batch;
+
+typedef struct {
+    struct srv_infer *q;
+    int index;
+    pthread_t thread;
+    int started;
+    float *tiles_in, *tiles_out; /* max_batch tiles each */
+    size_t tile_floats;          /* floats per tile the buffers are sized for */
+    segment *seg;
+    srv_job **decode;
+} worker;
+
+struct srv_infer {
+    pthread_mutex_t mu;
+    pthread_cond_t work;       /* a job arrived or the queue is stopping */
+    srv_job *head, *tail;      /* jobs with work left: new, being decoded, or with unclaimed tiles */
+    int n_list, n_new, n_ready;
+    int pending;               /* reserved and not yet completed */
+    long long pending_pixels;
+    int capacity;
+    long long pixel_budget;
+    int closed, stopping;
+    int max_batch, delay_us, n_workers;
+    unsigned long batch_serial;
+    srv_metrics *metrics;
+    worker *workers;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ the list */
+
+static void list_append(srv_infer *q, srv_job *j) {
+    j->next = NULL;
+    j->prev = q->tail;
+    if (q->tail != NULL) q->tail->next = j;
+    else q->head = j;
+    q->tail = j;
+    q->n_list++;
+    atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
+}
+
+static void list_remove(srv_infer *q, srv_job *j) {
+    if (j->prev != NULL) j->prev->next = j->next;
+    else q->head = j->next;
+    if (j->next != NULL) j->next->prev = j->prev;
+    else q->tail = j->prev;
+    j->prev = j->next = NULL;
+    q->n_list--;
+    atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ job steps */
+
+/* Releases the job's working memory (not its result). */
+static void job_release(srv_job *j) {
+    dae_image_free(&j->img);
+    dae_tile_plan_free(&j->plan);
+    free(j->in_planes);
+    free(j->acc_planes);
+    j->in_planes = j->acc_planes = NULL;
+}
+
+/* Records an error as the job's result. */
+static void job_fail(srv_job *j, int status, const char *code, const char *msg) {
+    j->http_status = status;
+    j->error_code = code;
+    snprintf(j->message, sizeof j->message, "%s", msg);
+}
+
+/* Maps a decoding or allocation failure to the job's HTTP result. */
+static void job_fail_status(srv_job *j, dae_status st, const char *msg) {
+    switch (st) {
+    case DAE_ERR_FORMAT: job_fail(j, 400, "invalid_image", msg); break;
+    case DAE_ERR_INVALID: job_fail(j, 413, "too_many_pixels", msg); break;
+    case DAE_ERR_NOMEM: job_fail(j, 503, "out_of_memory", msg); break;
+    default: job_fail(j, 500, "internal_error", msg); break;
+    }
+}
+
+/* Takes a finished job off the books: gives back its reservation. Called
+ * with q->mu held; the job is then delivered without it. */
+static void job_retire(srv_infer *q, srv_job *j) {
+    j->state = JOB_DONE;
+    q->pending--;
+    q->pending_pixels -= j->pixels;
+}
+
+/* Hands a retired job to its owner: frees the working memory and calls
+ * done (after which j may be gone). Called without q->mu. */
+static void job_deliver(srv_job *j) {
+    job_release(j);
+    if (j->kind == SRV_JOB_DENOISE) pthread_mutex_destroy(&j->acc_mu);
+    j->done(j);
+}
+
+/* Delivers a chain of retired jobs (linked through next). */
+static void deliver_all(srv_job *list) {
+    while (list != NULL) {
+        srv_job *j = list;
+        list = j->next;
+        job_deliver(j);
+    }
+}
+
+/* Decodes the image of j into j->img. Returns 0, or -1 with the error
+ * recorded. */
+static int job_decode(srv_job *j) {
+    char err[DAE_ERR_LEN];
+    dae_status st = dae_image_decode(j->input, j->input_len, j->max_pixels, &j->img, err, sizeof err);
+    if (st != DAE_OK) {
+        job_fail_status(j, st, err);
+        return -1;
+    }
+    j->width = j->img.width, j->height = j->img.height, j->channels = j->img.channels;
+    j->format = j->img.format;
+    j->source_16bit = j->img.source_16bit;
+    return 0;
+}
+
+/* Encodes img as j's PNG result. */
+static void job_encode(srv_job *j, const dae_image *img) {
+    char err[DAE_ERR_LEN];
+    dae_status st = srv_png_encode(img, j->png_level, &j->png, &j->png_len, err, sizeof err);
+    if (st != DAE_OK) job_fail_status(j, st, err);
+    else j->http_status = 200;
+}
+
+/* The whole of a noise job: decode, add seeded noise, encode. */
+static void job_run_noise(srv_infer *q, srv_job *j) {
+    if (job_decode(j) != 0) return;
+    char err[DAE_ERR_LEN];
+    dae_status st = dae_image_add_noise(&j->img, &j->noise, j->seed, err, sizeof err);
+    if (st != DAE_OK) {
+        job_fail_status(j, st, err);
+        return;
+    }
+    job_encode(j, &j->img);
+    if (j->http_status == 200) atomic_fetch_add_explicit(&q->metrics->images_noised, 1, memory_order_relaxed);
+}
+
+/* First step of a denoise job: decode, plan the tiles, make the float
+ * planes. Returns 0, or -1 with the error recorded. */
+static int job_prepare_denoise(srv_job *j) {
+    if (job_decode(j) != 0) return -1;
+    char err[DAE_ERR_LEN];
+    dae_status st = dae_tile_plan_init(&j->plan, &j->model->net, j->width, j->height, err, sizeof err);
+    if (st != DAE_OK) {
+        job_fail_status(j, st, err);
+        return -1;
+    }
+    const int ch = j->channels;
+    j->colours = ch == 2 || ch == 4 ? ch - 1 : ch;
+    size_t plane = (size_t)j->width * (size_t)j->height, floats = plane * (size_t)j->colours;
+    j->in_planes = malloc(sizeof(float) * floats);
+    j->acc_planes = calloc(floats, sizeof(float));
+    if (j->in_planes == NULL || j->acc_planes == NULL) {
+        job_fail(j, 503, "out_of_memory", "out of memory for the image's planes");
+        return -1;
+    }
+    for (int c = 0; c < j->colours; c++) dae_image_to_plane(&j->img, c, j->in_planes + (size_t)c * plane);
+    j->total_tiles = j->colours * j->plan.count;
+    return 0;
+}
+
+/* Last step of a denoise job: blend the accumulated planes into an image
+ * of the input's size and channels (alpha copied), encode it. */
+static void job_finish_denoise(srv_infer *q, srv_job *j) {
+    size_t plane = (size_t)j->width * (size_t)j->height;
+    dae_image out;
+    char err[DAE_ERR_LEN];
+    dae_status st = dae_image_alloc(&out, j->width, j->height, j->channels, err, sizeof err);
+    if (st != DAE_OK) {
+        job_fail_status(j, st, err);
+        return;
+    }
+    const int ch = j->channels;
+    if (j->colours < ch) { /* alpha passes through untouched */
+        const size_t a = (size_t)j->colours;
+        for (size_t i = 0; i < plane; i++) out.pixels[i * (size_t)ch + a] = j->img.pixels[i * (size_t)ch + a];
+    }
+    for (int c = 0; c < j->colours; c++) {
+        float *acc = j->acc_planes + (size_t)c * plane;
+        dae_tile_finish(&j->plan, acc);
+        dae_image_from_plane(&out, c, acc);
+    }
+    job_release(j); /* the planes are no longer needed while encoding */
+    job_encode(j, &out);
+    dae_image_free(&out);
+    if (j->http_status == 200) {
+        atomic_fetch_add_explicit(&q->metrics->images_denoised, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&q->metrics->pixels_denoised, (unsigned long long)plane, memory_order_relaxed);
+    }
+}
+
+/* ------------------------------------------------------------ batching */
+
+/* Claims up to b's free room of j's unclaimed tiles (within one plane)
+ * into b. Called with q->mu held, j READY and in the list. */
+static void claim(srv_infer *q, batch *b, srv_job *j) {
+    int room = q->max_batch - b->tiles;
+    int plane_end = (j->next_tile / j->plan.count + 1) * j->plan.count;
+    int n = plane_end - j->next_tile < room ? plane_end - j->next_tile : room;
+    segment *last = b->n_seg > 0 ? &b->seg[b->n_seg - 1] : NULL;
+    if (last != NULL && last->job == j && last->first + last->n == j->next_tile &&
+        last->first / j->plan.count == j->next_tile / j->plan.count) {
+        last->n += n;
+    } else {
+        b->seg[b->n_seg++] = (segment){j, j->next_tile, n};
+        j->in_flight++;
+    }
+    if (b->model == NULL) b->model = j->model;
+    if (b->tiles == 0 || j->t_enqueue < b->oldest) b->oldest = j->t_enqueue;
+    b->tiles += n;
+    j->next_tile += n;
+    if (j->next_tile == j->total_tiles) {
+        list_remove(q, j);
+        q->n_ready--;
+        j->state = JOB_CLAIMED;
+    } else if (j->next != NULL) {
+        /* Round robin: the rest of a big job waits behind the others. */
+        list_remove(q, j);
+        list_append(q, j);
+    }
+}
+
+/* The first job in the list that batch b can take: a new job to decode
+ * (any when b is empty, small ones otherwise), or a ready job of b's
+ * model with tiles left and none in another worker's batch. One worker at
+ * a time per job keeps each pixel's tile contributions added in tile
+ * order, so a request's answer does not depend on timing (float addition
+ * is not associative); other jobs keep the other workers busy. */
+static srv_job *next_eligible(srv_infer *q, const batch *b) {
+    for (srv_job *j = q->head; j != NULL; j = j->next) {
+        if (j->state == JOB_NEW && (b->tiles == 0 || j->pixels <= SMALL_JOB_PIXELS)) return j;
+        if (j->state == JOB_READY && (b->model == NULL || b->model == j->model) &&
+            (j->in_flight == 0 || j->batch_stamp == b->id))
+            return j;
+    }
+    return NULL;
+}
+
+/* Fills b from the queue until it is full or nothing eligible is left.
+ * Called with q->mu held. New jobs are decoded in groups (as many as the
+ * batch has room for) with the lock dropped once per group; noise jobs
+ * and failures end there and are retired onto b->completed. */
+static void gather(srv_infer *q, batch *b) {
+    while (b->tiles < q->max_batch && b->n_seg < q->max_batch) {
+        srv_job *j = next_eligible(q, b);
+        if (j == NULL) return;
+        if (j->state == JOB_READY) {
+            if (j->batch_stamp != b->id) {
+                j->batch_stamp = b->id;
+                b->n_jobs++;
+            }
+            claim(q, b, j);
+            continue;
+        }
+        /* New jobs: this one and the small ones after it, one per free tile. */
+        int n = 0, room = q->max_batch - b->tiles;
+        double now = now_s();
+        for (srv_job *k = j; k != NULL && n < room; k = k->next) {
+            if (k->state != JOB_NEW || (n > 0 && k->pixels > SMALL_JOB_PIXELS)) continue;
+            if (b->tiles > 0 && k->pixels > SMALL_JOB_PIXELS) continue;
+            k->state = JOB_PREPARING;
+            q->n_new--;
+            k->queue_wait_s = now - k->t_enqueue;
+            b->decode[n++] = k;
+            if (k->pixels > SMALL_JOB_PIXELS) break; /* a big one goes alone */
+        }
+        pthread_mutex_unlock(&q->mu);
+        for (int i = 0; i < n; i++) {
+            srv_job *k = b->decode[i];
+            srv_hist_observe(&q->metrics->queue_wait, k->queue_wait_s);
+            if (k->kind == SRV_JOB_NOISE) job_run_noise(q, k); /* sets the result: 200 or an error */
+            else job_prepare_denoise(k);                     /* sets an error result on failure */
+        }
+        pthread_mutex_lock(&q->mu);
+        for (int i = 0; i < n; i++) {
+            srv_job *k = b->decode[i];
+            if (k->cancelled && k->http_status == 0) job_fail(k, 503, "shutting_down", "the server is shutting down");
+            if (k->http_status != 0) { /* its work ends here */
+                if (!k->cancelled) list_remove(q, k); /* cancel_all already took it off */
+                job_retire(q, k);
+                k->next = b->completed;
+                b->completed = k;
+            } else {
+                k->state = JOB_READY;
+                q->n_ready++;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ workers */
+
+/* Makes w's tile buffers fit max_batch tiles of tile_floats floats.
+ * Returns 0, or -1 when out of memory. */
+static int worker_buffers(worker *w, size_t tile_floats) {
+    if (w->tile_floats >= tile_floats) return 0;
+    size_t n = tile_floats * (size_t)w->q->max_batch;
+    float *in = realloc(w->tiles_in, sizeof(float) * n);
+    if (in == NULL) return -1;
+    w->tiles_in = in;
+    float *out = realloc(w->tiles_out, sizeof(float) * n);
+    if (out == NULL) return -1;
+    w->tiles_out = out;
+    w->tile_floats = tile_floats;
+    return 0;
+}
+
+/* Runs batch b: extract every segment's tiles, one forward pass,
+ * accumulate, then finish and complete the jobs whose last tiles these
+ * were. Called without q->mu. */
+static void run_batch(worker *w, batch *b) {
+    srv_infer *q = w->q;
+    srv_model *model = b->model;
+    const size_t tile = (size_t)model->net.in_h * (size_t)model->net.in_w;
+    dae_workspace *ws = srv_model_workspace(model, w->index);
+    int ok = ws != NULL && worker_buffers(w, tile) == 0;
+    if (ok) {
+        size_t off = 0;
+        for (int s = 0; s < b->n_seg; s++) {
+            const segment *sg = &b->seg[s];
+            srv_job *j = sg->job;
+            int c = sg->first / j->plan.count, t = sg->first % j->plan.count;
+            size_t plane = (size_t)j->width * (size_t)j->height;
+            dae_tile_extract(&j->plan, j->in_planes + (size_t)c * plane, t, sg->n, w->tiles_in + off * tile);
+            off += (size_t)sg->n;
+        }
+        double t0 = now_s();
+        dae_model_forward(&model->net, ws, w->tiles_in, w->tiles_out, b->tiles);
+        srv_hist_observe(&q->metrics->inference, now_s() - t0);
+        srv_hist_observe(&q->metrics->batch_tiles, b->tiles);
+        srv_hist_observe(&q->metrics->batch_requests, b->n_jobs);
+        atomic_fetch_add_explicit(&q->metrics->tiles_denoised, (unsigned long long)b->tiles, memory_order_relaxed);
+        off = 0;
+        for (int s = 0; s < b->n_seg; s++) {
+            const segment *sg = &b->seg[s];
+            srv_job *j = sg->job;
+            int c = sg->first / j->plan.count, t = sg->first % j->plan.count;
+            size_t plane = (size_t)j->width * (size_t)j->height;
+            pthread_mutex_lock(&j->acc_mu);
+            dae_tile_accumulate(&j->plan, w->tiles_out + off * tile, t, sg->n, j->acc_planes + (size_t)c * plane);
+            pthread_mutex_unlock(&j->acc_mu);
+            off += (size_t)sg->n;
+        }
+    }
+    /* Bookkeeping; the jobs whose work is over are chained through
+     * their next pointers (they are off the list). */
+    srv_job *finished = NULL;
+    pthread_mutex_lock(&q->mu);
+    for (int s = 0; s < b->n_seg; s++) {
+        srv_job *j = b->seg[s].job;
+        j->done_tiles += b->seg[s].n;
+        if (!ok && !j->cancelled) {
+            job_fail(j, 503, "out_of_memory", "out of memory for an inference batch");
+            j->cancelled = 1; /* stop handing out its tiles */
+            if (j->state == JOB_READY) {
+                list_remove(q, j);
+                q->n_ready--;
+                j->state = JOB_CLAIMED;
+            }
+        }
+        if (--j->in_flight == 0 && (j->cancelled || j->done_tiles == j->total_tiles)) {
+            j->next = finished;
+            finished = j;
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (finished == NULL) return;
+    /* Encode every finished job first, then retire them under one lock
+     * and hand them all back, so the HTTP thread wakes once for the lot. */
+    for (srv_job *j = finished; j != NULL; j = j->next) {
+        if (!j->cancelled) job_finish_denoise(q, j);
+        else if (j->http_status == 0) job_fail(j, 503, "shutting_down", "the server is shutting down");
+        job_release(j);
+    }
+    pthread_mutex_lock(&q->mu);
+    for (srv_job *j = finished; j != NULL; j = j->next) job_retire(q, j);
+    pthread_mutex_unlock(&q->mu);
+    deliver_all(finished);
+}
+
+static int has_work(const srv_infer *q) { return q->n_new > 0 || q->n_ready > 0; }
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    srv_infer *q = w->q;
+    char name[16];
+    snprintf(name, sizeof name, "dae-worker-%d", w->index);
+    pthread_setname_np(pthread_self(), name);
+    batch b = {0};
+    b.seg = w->seg;
+    b.decode = w->decode;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->stopping && !has_work(q)) pthread_cond_wait(&q->work, &q->mu);
+        if (!has_work(q)) break; /* stopping, and nothing left */
+        b.model = NULL;
+        b.tiles = b.n_seg = b.n_jobs = 0;
+        b.completed = NULL;
+        b.id = ++q->batch_serial;
+        gather(q, &b);
+        /* A positive delay lets a partial batch wait for more tiles. */
+        if (q->delay_us > 0 && b.tiles > 0) {
+            double deadline = b.oldest + q->delay_us * 1e-6;
+            while (b.tiles < q->max_batch && !q->stopping && deadline > now_s()) {
+                int before = b.tiles;
+                gather(q, &b);
+                if (b.completed != NULL) { /* noise jobs need not wait for the batch */
+                    srv_job *done = b.completed;
+                    b.completed = NULL;
+                    pthread_mutex_unlock(&q->mu);
+                    deliver_all(done);
+                    pthread_mutex_lock(&q->mu);
+                }
+                if (b.tiles > before) continue;
+                /* Nothing this batch can take (another model's tiles?):
+                 * hand that to another worker, and wait. */
+                if (has_work(q)) pthread_cond_signal(&q->work);
+                struct timespec ts;
+                double left = deadline - now_s();
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                long long ns = (long long)ts.tv_nsec + (left > 0 ? (long long)(left * 1e9) : 0);
+                ts.tv_sec += (time_t)(ns / 1000000000LL);
+                ts.tv_nsec = (long)(ns % 1000000000LL);
+                pthread_cond_timedwait(&q->work, &q->mu, &ts);
+            }
+        }
+        if (has_work(q)) pthread_cond_signal(&q->work); /* more for another worker */
+        pthread_mutex_unlock(&q->mu);
+        deliver_all(b.completed);
+        if (b.tiles > 0) run_batch(w, &b);
+        pthread_mutex_lock(&q->mu);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ the API */
+
+srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *err, size_t errlen) {
+    srv_infer *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    q->capacity = cfg->queue_size;
+    q->pixel_budget = cfg->queue_pixels;
+    q->max_batch = cfg->max_batch;
+    q->delay_us = cfg->max_queue_delay_us;
+    q->n_workers = cfg->workers;
+    q->metrics = metrics;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->work, &attr);
+    pthread_condattr_destroy(&attr);
+    /* Our workers split the work; the BLAS must not split it again. */
+    dae_gemm_single_threaded();
+    q->workers = calloc((size_t)q->n_workers, sizeof *q->workers);
+    if (q->workers == NULL) {
+        snprintf(err, errlen, "out of memory for %d workers", q->n_workers);
+        srv_infer_stop(q);
+        return NULL;
+    }
+    for (int i = 0; i < q->n_workers; i++) {
+        worker *w = &q->workers[i];
+        w->q = q;
+        w->index = i;
+        w->seg = malloc(sizeof(segment) * (size_t)q->max_batch);
+        w->decode = malloc(sizeof(srv_job *) * (size_t)q->max_batch);
+        int rc = w->seg == NULL || w->decode == NULL ? ENOMEM : pthread_create(&w->thread, NULL, worker_main, w);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot start inference worker %d: %s", i, strerror(rc));
+            srv_infer_stop(q);
+            return NULL;
+        }
+        w->started = 1;
+    }
+    return q;
+}
+
+srv_reserve srv_infer_reserve(srv_infer *q, long long pixels) {
+    srv_reserve r = SRV_RESERVE_OK;
+    pthread_mutex_lock(&q->mu);
+    if (q->closed) r = SRV_RESERVE_STOPPING;
+    else if (q->pending >= q->capacity || (q->pending > 0 && q->pending_pixels + pixels > q->pixel_budget))
+        r = SRV_RESERVE_FULL;
+    else q->pending++, q->pending_pixels += pixels;
+    pthread_mutex_unlock(&q->mu);
+    return r;
+}
+
+void srv_infer_unreserve(srv_infer *q, long long pixels) {
+    pthread_mutex_lock(&q->mu);
+    q->pending--;
+    q->pending_pixels -= pixels;
+    pthread_mutex_unlock(&q->mu);
+}
+
+void srv_infer_enqueue(srv_infer *q, srv_job *job) {
+    job->state = JOB_NEW;
+    job->cancelled = 0;
+    job->http_status = 0;
+    job->error_code = NULL;
+    job->message[0] = '\0';
+    job->png = NULL;
+    job->png_len = 0;
+    job->next_tile = job->done_tiles = job->in_flight = job->total_tiles = 0;
+    job->batch_stamp = 0;
+    memset(&job->img, 0, sizeof job->img);
+    memset(&job->plan, 0, sizeof job->plan);
+    job->in_planes = job->acc_planes = NULL;
+    if (job->kind == SRV_JOB_DENOISE) pthread_mutex_init(&job->acc_mu, NULL);
+    job->t_enqueue = now_s();
+    pthread_mutex_lock(&q->mu);
+    list_append(q, job);
+    q->n_new++;
+    pthread_cond_signal(&q->work);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void srv_infer_close(srv_infer *q) {
+    pthread_mutex_lock(&q->mu);
+    q->closed = 1;
+    pthread_mutex_unlock(&q->mu);
+}
+
+void srv_infer_cancel_all(srv_infer *q) {
+    srv_job *now_done = NULL;
+    pthread_mutex_lock(&q->mu);
+    q->closed = 1;
+    while (q->head != NULL) {
+        srv_job *j = q->head;
+        list_remove(q, j);
+        j->cancelled = 1;
+        if (j->state == JOB_NEW) q->n_new--;
+        if (j->state == JOB_READY) q->n_ready--;
+        /* Jobs being decoded are finished by their worker; jobs with
+         * tiles in a forward pass by the worker that returns the last. */
+        if (j->state == JOB_NEW || (j->state == JOB_READY && j->in_flight == 0)) {
+            job_retire(q, j);
+            j->next = now_done;
+            now_done = j;
+        } else if (j->state == JOB_READY) {
+            j->state = JOB_CLAIMED;
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    for (srv_job *j = now_done; j != NULL; j = j->next) job_fail(j, 503, "shutting_down", "the server is shutting down");
+    deliver_all(now_done);
+}
+
+int srv_infer_pending(srv_infer *q) {
+    pthread_mutex_lock(&q->mu);
+    int n = q->pending;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}
+
+void srv_infer_stop(srv_infer *q) {
+    if (q == NULL) return;
+    pthread_mutex_lock(&q->mu);
+    q->closed = 1;
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->work);
+    pthread_mutex_unlock(&q->mu);
+    for (int i = 0; q->workers != NULL && i < q->n_workers; i++) {
+        worker *w = &q->workers[i];
+        if (w->started) pthread_join(w->thread, NULL);
+        free(w->tiles_in);
+        free(w->tiles_out);
+        free(w->seg);
+        free(w->decode);
+    }
+    free(q->workers);
+    pthread_cond_destroy(&q->work);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}

@@ -1,0 +1,114 @@
+/* log.c - stderr messages and the access log, one write(2) per line. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+void srv_utc_now(char *buf, size_t len) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+/* Writes all of buf to fd, retrying short writes; errors are dropped (a
+ * log must never stop the server). */
+static void write_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n <= 0) return;
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+void srv_log(const char *fmt, ...) {
+    char line[1024], ts[40];
+    srv_utc_now(ts, sizeof ts);
+    int n = snprintf(line, sizeof line, "%s dae-server: ", ts);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2) len = sizeof line - 2;
+    line[len++] = '\n';
+    write_all(2, line, len);
+}
+
+/* Appends s to buf (room for cap bytes, *used so far), escaped for a JSON
+ * string (json) or as printable ASCII with \xNN for the rest (text, where
+ * a space would also split the field). Truncates quietly at cap. */
+static void put_escaped(char *buf, size_t cap, size_t *used, const char *s, int json) {
+    static const char hex[] = "0123456789abcdef";
+    for (; *s != '\0' && *used + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (json && (c == '"' || c == '\\')) {
+            buf[(*used)++] = '\\';
+            buf[(*used)++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f || (!json && (c == ' ' || c == '\\'))) {
+            if (json) {
+                memcpy(buf + *used, "\\u00", 4);
+                *used += 4;
+            } else {
+                buf[(*used)++] = '\\';
+                buf[(*used)++] = 'x';
+            }
+            buf[(*used)++] = hex[c >> 4];
+            buf[(*used)++] = hex[c & 15];
+        } else {
+            buf[(*used)++] = (char)c;
+        }
+    }
+}
+
+/* snprintf that appends at *used and never runs past cap. */
+static void put(char *buf, size_t cap, size_t *used, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *used, const char *fmt, ...) {
+    if (*used >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *used, cap - *used, fmt, ap);
+    va_end(ap);
+    if (n > 0) *used += (size_t)n < cap - *used ? (size_t)n : cap - *used - 1;
+}
+
+void srv_access_log(srv_log_format format, const srv_access *a) {
+    if (format == SRV_LOG_OFF) return;
+    char line[1400], ts[40];
+    size_t used = 0, cap = sizeof line - 2;
+    srv_utc_now(ts, sizeof ts);
+    int json = format == SRV_LOG_JSON;
+    if (json) {
+        put(line, cap, &used, "{\"time\":\"%s\",\"remote\":\"", ts);
+        put_escaped(line, cap, &used, a->remote, 1);
+        put(line, cap, &used, "\",\"method\":\"");
+        put_escaped(line, cap, &used, a->method, 1);
+        put(line, cap, &used, "\",\"path\":\"");
+        put_escaped(line, cap, &used, a->path, 1);
+        put(line, cap, &used, "\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f", a->route,
+            a->status, a->bytes, a->duration_s * 1e3);
+        if (a->model != NULL) put(line, cap, &used, ",\"model\":\"%s\"", a->model);
+        if (a->error != NULL) put(line, cap, &used, ",\"error\":\"%s\"", a->error);
+        put(line, cap, &used, "}");
+    } else {
+        put(line, cap, &used, "%s ", ts);
+        put_escaped(line, cap, &used, a->remote, 0);
+        put(line, cap, &used, " ");
+        put_escaped(line, cap, &used, a->method, 0);
+        put(line, cap, &used, " ");
+        put_escaped(line, cap, &used, a->path, 0);
+        put(line, cap, &used, " route=%s status=%d bytes=%zu duration_ms=%.3f", a->route, a->status, a->bytes,
+            a->duration_s * 1e3);
+        if (a->model != NULL) put(line, cap, &used, " model=%s", a->model);
+        if (a->error != NULL) put(line, cap, &used, " error=%s", a->error);
+    }
+    line[used++] = '\n';
+    write_all(1, line, used);
+}

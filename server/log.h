@@ -1,0 +1,35 @@
+/* log.h - the server's own messages (start, warnings, shutdown) on stderr,
+ * and the access log: one line per request on stdout, as text or JSON.
+ * Each line goes out in one write(2), so lines from several threads never
+ * interleave. */
+#ifndef SRV_LOG_H
+#define SRV_LOG_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+/* Prints "<UTC time> dae-server: <message>" on stderr. */
+void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* What the access log says about one request. Strings may hold any bytes
+ * (the path comes from the client); they are escaped on output. */
+typedef struct {
+    const char *remote;   /* client address, "-" when unknown */
+    const char *method;
+    const char *path;     /* without the query string */
+    const char *route;    /* the route table's name, "unknown" for none */
+    int status;           /* 0: the connection ended before an answer */
+    size_t bytes;         /* response body bytes */
+    double duration_s;    /* from the first header byte to the answer */
+    const char *model;    /* model name, or NULL */
+    const char *error;    /* error code of a failed request, or NULL */
+} srv_access;
+
+/* Writes one access-log line in format (nothing for SRV_LOG_OFF). */
+void srv_access_log(srv_log_format format, const srv_access *a);
+
+/* Writes the current UTC time as "2026-01-01T12:00:00.123Z". */
+void srv_utc_now(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,143 @@
+/* main.c - dae-server: reads the configuration, loads the models, starts
+ * the inference workers and the HTTP daemon, and on SIGTERM or SIGINT
+ * drains (readiness off, no new connections, in-flight requests finish
+ * within --drain-timeout) and exits 0. A second signal cuts the drain
+ * short. Exit status: 0 after a clean shutdown, 1 when it cannot start,
+ * 2 for a usage error. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "http.h"
+#include "inference.h"
+#include "log.h"
+#include "metrics.h"
+#include "registry.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* SIGTERM and SIGINT are caught by a handler that writes the signal's
+ * number into this pipe; main() reads it. A handler (rather than blocking
+ * the signals and calling sigwait) works whichever thread the kernel
+ * picks, including threads that libraries start before main(), such as
+ * OpenBLAS's, which would otherwise die of a signal sent while the main
+ * thread is not waiting for one. */
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char c = (unsigned char)sig;
+    ssize_t n = write(signal_pipe[1], &c, 1);
+    (void)n; /* a full pipe already holds a signal to act on */
+    errno = saved;
+}
+
+/* Installs on_signal for SIGTERM and SIGINT, ignores SIGPIPE. Returns 0,
+ * or -1 when the pipe cannot be made. */
+static int signals_init(void) {
+    if (pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Waits up to timeout_ms (-1: for ever) for a caught signal; returns its
+ * number, or 0 when the time ran out. */
+static int wait_signal(int timeout_ms) {
+    struct pollfd p = {signal_pipe[0], POLLIN, 0};
+    for (;;) {
+        int rc = poll(&p, 1, timeout_ms);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc <= 0) return 0;
+        unsigned char c;
+        if (read(signal_pipe[0], &c, 1) == 1) return c;
+    }
+}
+
+/* Waits up to seconds for every in-flight request to be answered; returns
+ * 1 when they were, 0 when the time ran out or another signal came. */
+static int wait_in_flight(srv_http *http, double seconds) {
+    double deadline = now_s() + seconds;
+    while (srv_http_in_flight(http) > 0) {
+        double left = deadline - now_s();
+        if (left <= 0) return 0;
+        int sig = wait_signal(left < 0.01 ? 1 : 10);
+        if (sig > 0) {
+            srv_log("%s again: stopping without waiting", strsignal(sig));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    srv_config cfg;
+    int rc = srv_config_parse(&cfg, argc, argv);
+    if (rc == SRV_CONFIG_HELP) return 0;
+    if (rc != 0) return 2;
+
+    if (signals_init() != 0) {
+        srv_log("cannot start: no pipe for signals: %s", strerror(errno));
+        return 1;
+    }
+
+    static srv_metrics metrics;
+    srv_metrics_init(&metrics);
+    char err[DAE_ERR_LEN] = "";
+    srv_registry *registry = srv_registry_open(&cfg, err, sizeof err);
+    if (registry == NULL) {
+        srv_log("cannot start: %s", err);
+        return 1;
+    }
+    srv_infer *infer = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    if (infer == NULL) {
+        srv_log("cannot start: %s", err);
+        srv_registry_free(registry);
+        return 1;
+    }
+    srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, err, sizeof err);
+    if (http == NULL) {
+        srv_log("cannot start: %s", err);
+        srv_infer_stop(infer);
+        srv_registry_free(registry);
+        return 1;
+    }
+    srv_model *def = srv_registry_acquire(registry, NULL);
+    int v6 = strchr(cfg.bind, ':') != NULL;
+    srv_log("dae-server %s listening on http://%s%s%s:%d (default model %s %s, %d model%s, %d workers, max batch %d)",
+            DAE_SERVER_VERSION, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", srv_http_port(http), def->name, def->version, srv_registry_count(registry),
+            srv_registry_count(registry) == 1 ? "" : "s", cfg.workers, cfg.max_batch);
+    srv_model_release(def);
+
+    int sig = wait_signal(-1);
+    srv_log("%s: draining (readyz 503, no new connections, up to %d s for %ld in-flight requests)", strsignal(sig),
+            cfg.drain_s, srv_http_in_flight(http));
+    srv_http_drain(http);
+    if (!wait_in_flight(http, cfg.drain_s)) {
+        srv_log("drain deadline: answering %ld unfinished requests 503", srv_http_in_flight(http));
+        srv_infer_cancel_all(infer);
+        wait_in_flight(http, 1.0);
+    }
+    srv_infer_stop(infer);
+    srv_http_stop(http);
+    srv_registry_free(registry);
+    srv_log("stopped");
+    return 0;
+}

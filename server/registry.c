@@ -1,0 +1,370 @@
+/* registry.c - loading models by name from the models directory, the
+ * default model, reference counting, and the JSON of GET /models. */
+#include "registry.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cJSON.h>
+
+#include "image.h"
+#include "log.h"
+#include "safetensors.h"
+#include "sha256.h"
+#include "train.h"
+
+/* Largest weights file the registry reads. */
+#define MAX_MODEL_BYTES ((size_t)2 << 30)
+
+static const char SUFFIX[] = ".safetensors";
+
+struct srv_registry {
+    pthread_mutex_t mu;
+    srv_model **models; /* sorted by name; each holds one reference */
+    int n;
+    srv_model *def;     /* one of models */
+};
+
+/* ------------------------------------------------------------ handles */
+
+int srv_model_name_valid(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > SRV_MODEL_NAME_LEN || name[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Frees everything m owns and m itself. */
+static void model_free(srv_model *m) {
+    for (int i = 0; i < SRV_MAX_WORKERS; i++) dae_workspace_free(m->workspaces[i]);
+    for (int i = 0; i < m->n_meta; i++) {
+        free(m->meta_keys[i]);
+        free(m->meta_values[i]);
+    }
+    free(m->meta_keys);
+    free(m->meta_values);
+    dae_model_free(&m->net);
+    free(m->path);
+    free(m);
+}
+
+void srv_model_retain(srv_model *m) { atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed); }
+
+void srv_model_release(srv_model *m) {
+    if (m == NULL) return;
+    if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) model_free(m);
+}
+
+dae_workspace *srv_model_workspace(srv_model *m, int worker) {
+    if (worker < 0 || worker >= SRV_MAX_WORKERS) return NULL;
+    if (m->workspaces[worker] == NULL) m->workspaces[worker] = dae_workspace_new(&m->net, m->max_batch, 0);
+    return m->workspaces[worker];
+}
+
+/* Copies f's metadata into m. Returns 0, or -1 when out of memory. */
+static int copy_meta(srv_model *m, const dae_st_file *f) {
+    if (f->n_meta == 0) return 0;
+    m->meta_keys = calloc((size_t)f->n_meta, sizeof(char *));
+    m->meta_values = calloc((size_t)f->n_meta, sizeof(char *));
+    if (m->meta_keys == NULL || m->meta_values == NULL) return -1;
+    for (int i = 0; i < f->n_meta; i++) {
+        m->meta_keys[i] = strdup(f->meta_keys[i]);
+        m->meta_values[i] = strdup(f->meta_values[i]);
+        m->n_meta = i + 1;
+        if (m->meta_keys[i] == NULL || m->meta_values[i] == NULL) return -1;
+    }
+    return 0;
+}
+
+/* Loads the weights file (or training checkpoint) at path as model name,
+ * with one reference. Returns NULL and fills err on failure. */
+static srv_model *model_load(const char *name, const char *path, int max_batch, char *err, size_t errlen) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (dae_image_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen) != DAE_OK) return NULL;
+    srv_model *m = calloc(1, sizeof *m);
+    dae_st_file f = {0};
+    char detail[DAE_ERR_LEN] = "";
+    if (m == NULL || (m->path = strdup(path)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    atomic_init(&m->refs, 1);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    srv_sha256_hex(buf, len, m->sha256);
+    snprintf(m->version, sizeof m->version, "sha256:%.12s", m->sha256);
+    m->file_bytes = len;
+    m->max_batch = max_batch;
+    srv_utc_now(m->loaded_at, sizeof m->loaded_at);
+    if (dae_st_parse(buf, len, &f, detail, sizeof detail) != DAE_OK) {
+        snprintf(err, errlen, "%s: %s", path, detail);
+        goto fail;
+    }
+    const char *format = dae_st_meta(&f, "format");
+    if (format != NULL && strcmp(format, "dae-checkpoint-1") == 0) {
+        dae_train_state s;
+        if (dae_checkpoint_load(path, &m->net, &s, err, errlen) != DAE_OK) goto fail;
+        dae_train_state_free(&s);
+    } else if (dae_model_from_safetensors(&m->net, &f, detail, sizeof detail) != DAE_OK) {
+        snprintf(err, errlen, "%s: %s", path, detail);
+        goto fail;
+    }
+    if (m->net.in_c != 1) {
+        snprintf(err, errlen, "%s: the model takes %d-channel input; denoising needs a single-channel model", path,
+                 m->net.in_c);
+        goto fail;
+    }
+    if (copy_meta(m, &f) != 0) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto fail;
+    }
+    dae_st_free(&f);
+    free(buf);
+    return m;
+fail:
+    dae_st_free(&f);
+    free(buf);
+    if (m != NULL) model_free(m);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ opening */
+
+static int by_name(const void *a, const void *b) {
+    return strcmp((*(srv_model *const *)a)->name, (*(srv_model *const *)b)->name);
+}
+
+/* Index of the model called name in r (sorted), or -1. */
+static int find(const srv_registry *r, const char *name) {
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->models[i]->name, name) == 0) return i;
+    return -1;
+}
+
+/* Adds m (its reference passes to r), replacing a model of the same name.
+ * Returns 0 or -1 when out of memory (m is then released). */
+static int add(srv_registry *r, srv_model *m) {
+    int i = find(r, m->name);
+    if (i >= 0) {
+        srv_model_release(r->models[i]);
+        r->models[i] = m;
+        return 0;
+    }
+    srv_model **grown = realloc(r->models, sizeof *grown * (size_t)(r->n + 1));
+    if (grown == NULL) {
+        srv_model_release(m);
+        return -1;
+    }
+    r->models = grown;
+    r->models[r->n++] = m;
+    qsort(r->models, (size_t)r->n, sizeof *r->models, by_name);
+    return 0;
+}
+
+/* The model name of a file path: its base name without ".safetensors"
+ * (or without any other extension), into name. Returns 0, or -1 when that
+ * is not a valid name. */
+static int name_of_path(const char *path, char *name, size_t len) {
+    const char *base = strrchr(path, '/');
+    base = base != NULL ? base + 1 : path;
+    size_t n = strlen(base), s = sizeof SUFFIX - 1;
+    if (n > s && strcmp(base + n - s, SUFFIX) == 0) n -= s;
+    else if (strrchr(base, '.') != NULL && strrchr(base, '.') != base) n = (size_t)(strrchr(base, '.') - base);
+    if (n >= len) return -1;
+    memcpy(name, base, n);
+    name[n] = '\0';
+    return srv_model_name_valid(name) ? 0 : -1;
+}
+
+/* Loads every DIR/NAME.safetensors into r, skipping (with a warning)
+ * files that fail. A missing directory is quietly empty. */
+static void load_dir(srv_registry *r, const char *dir, int max_batch) {
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name), s = sizeof SUFFIX - 1;
+        if (n <= s || strcmp(e->d_name + n - s, SUFFIX) != 0 || e->d_name[0] == '.') continue;
+        char name[SRV_MODEL_NAME_LEN + 1];
+        if (n - s > SRV_MODEL_NAME_LEN) {
+            srv_log("warning: %s/%s: model name too long, skipped", dir, e->d_name);
+            continue;
+        }
+        memcpy(name, e->d_name, n - s);
+        name[n - s] = '\0';
+        if (!srv_model_name_valid(name)) {
+            srv_log("warning: %s/%s: \"%s\" is not a valid model name ([A-Za-z0-9._-]), skipped", dir, e->d_name, name);
+            continue;
+        }
+        size_t plen = strlen(dir) + 1 + n + 1;
+        char *path = malloc(plen);
+        if (path == NULL) break;
+        snprintf(path, plen, "%s/%s", dir, e->d_name);
+        char err[DAE_ERR_LEN] = "";
+        srv_model *m = model_load(name, path, max_batch, err, sizeof err);
+        if (m == NULL) srv_log("warning: model skipped: %s", err);
+        else if (add(r, m) != 0) srv_log("warning: %s: out of memory, skipped", path);
+        free(path);
+    }
+    closedir(d);
+}
+
+/* 1 when paths a and b name the same existing file. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen) {
+    srv_registry *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    if (cfg->models_dir != NULL) load_dir(r, cfg->models_dir, cfg->max_batch);
+    const char *spec = cfg->model;
+    /* A bare name (no slash, no extension) of a model in the directory. */
+    if (strchr(spec, '/') == NULL && strchr(spec, '.') == NULL) {
+        int i = find(r, spec);
+        if (i < 0) {
+            snprintf(err, errlen, "default model \"%s\": no %s/%s%s was loaded", spec,
+                     cfg->models_dir != NULL ? cfg->models_dir : ".", spec, SUFFIX);
+            srv_registry_free(r);
+            return NULL;
+        }
+        r->def = r->models[i];
+        return r;
+    }
+    /* A path: the same file as a directory model is that model. */
+    for (int i = 0; i < r->n; i++)
+        if (same_file(spec, r->models[i]->path)) {
+            r->def = r->models[i];
+            return r;
+        }
+    char name[SRV_MODEL_NAME_LEN + 1];
+    if (name_of_path(spec, name, sizeof name) != 0) {
+        snprintf(err, errlen, "default model %s: its file name does not make a valid model name ([A-Za-z0-9._-])",
+                 spec);
+        srv_registry_free(r);
+        return NULL;
+    }
+    srv_model *m = model_load(name, spec, cfg->max_batch, err, errlen);
+    if (m == NULL) {
+        srv_registry_free(r);
+        return NULL;
+    }
+    if (find(r, name) >= 0)
+        srv_log("warning: default model %s replaces %s/%s%s of the same name", spec, cfg->models_dir, name, SUFFIX);
+    if (add(r, m) != 0) {
+        snprintf(err, errlen, "out of memory");
+        srv_registry_free(r);
+        return NULL;
+    }
+    r->def = r->models[find(r, name)];
+    return r;
+}
+
+void srv_registry_free(srv_registry *r) {
+    if (r == NULL) return;
+    for (int i = 0; i < r->n; i++) srv_model_release(r->models[i]);
+    free(r->models);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+srv_model *srv_registry_acquire(srv_registry *r, const char *name) {
+    pthread_mutex_lock(&r->mu);
+    srv_model *m = NULL;
+    if (name == NULL) {
+        m = r->def;
+    } else {
+        int i = find(r, name);
+        if (i >= 0) m = r->models[i];
+    }
+    if (m != NULL) srv_model_retain(m);
+    pthread_mutex_unlock(&r->mu);
+    return m;
+}
+
+int srv_registry_count(srv_registry *r) {
+    pthread_mutex_lock(&r->mu);
+    int n = r->n;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void srv_registry_foreach(srv_registry *r, void (*fn)(void *ctx, const srv_model *m, int is_default), void *ctx) {
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n; i++) fn(ctx, r->models[i], r->models[i] == r->def);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------ JSON */
+
+/* The JSON object describing m; with_arch adds the architecture spec.
+ * NULL when out of memory. */
+static cJSON *model_json(const srv_model *m, int is_default, int with_arch) {
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL) return NULL;
+    const char *base = strrchr(m->path, '/');
+    cJSON_AddStringToObject(o, "name", m->name);
+    cJSON_AddStringToObject(o, "version", m->version);
+    cJSON_AddBoolToObject(o, "default", is_default);
+    cJSON_AddStringToObject(o, "sha256", m->sha256);
+    cJSON_AddStringToObject(o, "file", base != NULL ? base + 1 : m->path);
+    cJSON_AddNumberToObject(o, "file_bytes", (double)m->file_bytes);
+    cJSON_AddStringToObject(o, "loaded_at", m->loaded_at);
+    cJSON_AddNumberToObject(o, "parameters", (double)m->net.n_params);
+    int input[3] = {m->net.in_c, m->net.in_h, m->net.in_w};
+    cJSON_AddItemToObject(o, "input", cJSON_CreateIntArray(input, 3));
+    cJSON *meta = cJSON_AddObjectToObject(o, "metadata");
+    for (int i = 0; meta != NULL && i < m->n_meta; i++)
+        if (strcmp(m->meta_keys[i], "architecture") != 0)
+            cJSON_AddStringToObject(meta, m->meta_keys[i], m->meta_values[i]);
+    if (with_arch) {
+        cJSON *arch = cJSON_Parse(m->net.spec);
+        if (arch != NULL) cJSON_AddItemToObject(o, "architecture", arch);
+    }
+    return o;
+}
+
+/* Prints o compactly into a new malloc'd string and frees o. */
+static char *print_and_free(cJSON *o) {
+    if (o == NULL) return NULL;
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+char *srv_registry_list_json(srv_registry *r) {
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL) return NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->def != NULL) cJSON_AddStringToObject(o, "default", r->def->name);
+    else cJSON_AddNullToObject(o, "default");
+    cJSON *list = cJSON_AddArrayToObject(o, "models");
+    for (int i = 0; list != NULL && i < r->n; i++) {
+        cJSON *m = model_json(r->models[i], r->models[i] == r->def, 0);
+        if (m != NULL) cJSON_AddItemToArray(list, m);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return print_and_free(o);
+}
+
+char *srv_registry_model_json(srv_registry *r, const char *name, int *found) {
+    pthread_mutex_lock(&r->mu);
+    int i = find(r, name);
+    *found = i >= 0;
+    cJSON *o = i >= 0 ? model_json(r->models[i], r->models[i] == r->def, 1) : NULL;
+    pthread_mutex_unlock(&r->mu);
+    return print_and_free(o);
+}

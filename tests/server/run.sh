@@ -1,0 +1,555 @@
+#!/usr/bin/env bash
+# run.sh - integration tests of dae-server: start the real daemon on a free
+# loopback port and drive it with curl.
+#
+# usage: tests/server/run.sh path/to/dae-server path/to/dae
+#
+# Covers every route and every status of the contract (200, 400, 404, 405,
+# 413, 415, 422, 503 with Retry-After), every PNG flavour libpng reads and
+# the stb_image formats (fixtures in tests/fixtures/images, made by
+# make_images.py there), sizes 1x1, 27x29, 28x28, 300x200 and 2000x2000
+# with output pixels identical to `dae denoise` (the engine), multipart
+# uploads, model selection, /noise reproducibility, malformed inputs
+# (empty, truncated, bad CRC, plain text, a decompression bomb, oversized
+# bodies announced or chunked), the limits (queue, connections, idle
+# timeout, pixels, body), the environment twins of the flags, the access
+# log, /metrics (through `promtool check metrics` when installed), and
+# SIGTERM: readiness off, no new connections, in-flight work finished, or
+# answered 503 after the drain deadline, exit 0.
+#
+# Needs bash, curl and coreutils. Every daemon it starts is killed by PID
+# on exit, even when a check fails. Ends with "server: N passed, M failed";
+# exits 1 if any check failed. A sanitizer report in a daemon's log is a
+# failure, copied to stderr (where `make test-sanitize` looks for it).
+set -u
+
+if [ $# -ne 2 ] || [ ! -x "$1" ] || [ ! -x "$2" ]; then
+    echo "usage: $0 path/to/dae-server path/to/dae" >&2
+    exit 2
+fi
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+SERVER=$(abs "$1")
+DAE=$(abs "$2")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+IMG=$ROOT/tests/fixtures/images
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dae-server-test.XXXXXX")
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill -KILL "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+unset DAE_BIND DAE_PORT DAE_MODEL DAE_MODELS_DIR DAE_WORKERS DAE_HTTP_THREADS DAE_MAX_BATCH \
+      DAE_MAX_QUEUE_DELAY_US DAE_QUEUE_SIZE DAE_QUEUE_PIXELS DAE_MAX_BODY DAE_MAX_PIXELS \
+      DAE_MAX_CONNECTIONS DAE_TIMEOUT DAE_DRAIN_TIMEOUT DAE_PNG_LEVEL DAE_RETRY_AFTER DAE_ACCESS_LOG
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL: $*" >&2
+    if [ -s "$TMP/body" ]; then echo "    body: $(head -c 300 "$TMP/body" | tr -d '\0')" >&2; fi
+}
+# CONDITION; ok NAME: counts the check NAME as passed when the condition
+# just evaluated (any && / || chain) succeeded.
+ok() {
+    if [ $? -eq 0 ]; then pass; else fail "$1"; fi
+}
+
+# ------------------------------------------------------------ daemons
+
+# start NAME ARGS...: starts the daemon on a free loopback port (logs in
+# $TMP/NAME.out and .err); sets PID and PORT. Extra environment comes from
+# the caller (`VAR=x start ...`).
+start() {
+    local name=$1
+    shift
+    : >"$TMP/$name.err"
+    "$SERVER" --bind 127.0.0.1 --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    PID=$!
+    PIDS="$PIDS $PID"
+    PORT=""
+    for _ in $(seq 1 200); do
+        PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$TMP/$name.err" | head -1)
+        [ -n "$PORT" ] && break
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$PORT" ]; then
+        echo "FATAL: daemon $name did not start:" >&2
+        cat "$TMP/$name.err" >&2
+        exit 1
+    fi
+}
+
+# stop PID NAME: SIGTERM, wait up to 30 s; sets RC (the exit status, or
+# 124 when it did not stop). Checks its log for sanitizer reports.
+stop() {
+    local pid=$1 name=$2
+    kill -TERM "$pid" 2>/dev/null
+    RC=124
+    for _ in $(seq 1 600); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            RC=$?
+            break
+        fi
+        sleep 0.05
+    done
+    sanitizer_check "$name"
+}
+
+sanitizer_check() {
+    if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/$1.err"; then
+        echo "FAIL: sanitizer report from daemon $1" >&2
+        cat "$TMP/$1.err" >&2
+        failed=$((failed + 1))
+    fi
+}
+
+# ------------------------------------------------------------ requests
+
+# req METHOD PATH [CURL ARGS...]: one request to the current daemon; body
+# in $TMP/body, headers in $TMP/headers, status in STATUS.
+req() {
+    local method=$1 path=$2
+    shift 2
+    rm -f "$TMP/body" "$TMP/headers"
+    STATUS=$(curl -s -m 30 -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method" "$@" \
+        "http://127.0.0.1:$PORT$path")
+}
+
+header() { sed -n "s/^$1: *//Ip" "$TMP/headers" | tr -d '\r' | head -1; }
+
+# is_error STATUS CODE: the last answer is that JSON error.
+is_error() {
+    [ "$STATUS" = "$1" ] && [ "$(header Content-Type)" = "application/json" ] &&
+        grep -q "^{\"error\":{\"status\":$1,\"code\":\"$2\",\"message\":\"[^\"]" "$TMP/body"
+}
+
+# png_info FILE: "WIDTH HEIGHT DEPTH COLOR_TYPE" of a PNG, or "" if it is
+# not one.
+png_info() {
+    [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] || return 0
+    od -An -tu1 -j16 -N10 "$1" | tr -s ' \n' ' ' |
+        awk '{printf "%d %d %d %d\n", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8, $9, $10}'
+}
+
+# same_pixels A B: two PNGs hold the same pixels (both re-encoded by the
+# server's /noise with sigma 0, which changes no sample).
+same_pixels() {
+    curl -s -o "$TMP/norm_a" "http://127.0.0.1:$PORT/noise?sigma=0" --data-binary @"$1" &&
+        curl -s -o "$TMP/norm_b" "http://127.0.0.1:$PORT/noise?sigma=0" --data-binary @"$2" &&
+        [ -s "$TMP/norm_a" ] && cmp -s "$TMP/norm_a" "$TMP/norm_b"
+}
+
+# metric TEXT: the value of the first series starting with TEXT.
+metric() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -F "$1" | grep -v '^#' | head -1 | awk '{print $NF}'; }
+
+# http_fd FD REQUEST: sends REQUEST on an open /dev/tcp descriptor and
+# reads one response; sets RAW_STATUS and RAW_BODY.
+http_fd() {
+    local fd=$1 line len=0
+    printf '%b' "$2" >&"$fd"
+    RAW_STATUS=""
+    RAW_BODY=""
+    IFS= read -r -t 5 line <&"$fd" || return 1
+    RAW_STATUS=$(echo "$line" | cut -d' ' -f2)
+    while IFS= read -r -t 5 line <&"$fd"; do
+        line=${line%$'\r'}
+        [ -z "$line" ] && break
+        case "${line,,}" in content-length:*) len=${line#*: } ;; esac
+    done
+    [ "$len" -gt 0 ] && IFS= read -r -t 5 -N "$len" RAW_BODY <&"$fd"
+    return 0
+}
+
+# ------------------------------------------------------------ models
+
+mkdir -p "$TMP/models"
+if [ -f "$ROOT/models/mnist.safetensors" ]; then
+    cp "$ROOT/models/mnist.safetensors" "$TMP/models/mnist.safetensors"
+else
+    echo "server: models/mnist.safetensors missing; training a 1-epoch stand-in on mnist-mini" >&2
+    "$DAE" train --data-dir "$ROOT/tests/fixtures" --dataset mnist-mini --epochs 1 \
+        --out "$TMP/models/mnist.safetensors" >/dev/null 2>&1 || { echo "FATAL: cannot train a model" >&2; exit 1; }
+fi
+if [ -f "$ROOT/models/fashion-mnist.safetensors" ]; then
+    cp "$ROOT/models/fashion-mnist.safetensors" "$TMP/models/other.safetensors"
+else
+    cp "$TMP/models/mnist.safetensors" "$TMP/models/other.safetensors"
+fi
+echo "not a safetensors file" >"$TMP/models/broken.safetensors"
+
+# ------------------------------------------------------------ configuration
+
+"$SERVER" --help >"$TMP/help" 2>&1
+grep -q -- '--port N .*DAE_PORT .*(default 8080)' "$TMP/help"
+ok "--help exits 0 and lists flags with their variables and defaults"
+"$SERVER" --no-such-flag >/dev/null 2>"$TMP/usage"
+rc=$?
+[ "$rc" -eq 2 -a "$(wc -l <"$TMP/usage")" -eq 1 ]
+ok "an unknown flag is a usage error (exit 2, one line)"
+DAE_PORT=notaport "$SERVER" >/dev/null 2>"$TMP/usage"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q DAE_PORT "$TMP/usage"
+ok "a bad environment value is a usage error naming the variable"
+"$SERVER" --bind 127.0.0.1 --port 0 --model "$TMP/nope.safetensors" --models-dir "$TMP/empty" >/dev/null 2>"$TMP/nomodel"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q nope.safetensors "$TMP/nomodel"
+ok "a missing default model fails to start (exit 1, names the file)"
+
+# ------------------------------------------------------------ daemon A: routes
+
+start a --models-dir "$TMP/models" --model mnist
+A_PID=$PID
+A_PORT=$PORT
+grep -q 'broken.safetensors' "$TMP/a.err"
+ok "a model file that does not load is skipped with a warning"
+
+req GET /healthz
+[ "$STATUS" = 200 ] && grep -q '"status":"ok"' "$TMP/body"
+ok "GET /healthz: 200 {\"status\":\"ok\"}"
+req GET /readyz
+[ "$STATUS" = 200 ] && grep -q '"model":"mnist"' "$TMP/body"
+ok "GET /readyz: 200 naming the default model"
+rm -f "$TMP/body"
+STATUS=$(curl -s -I -o "$TMP/headers" -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+[ "$STATUS" = 200 ]
+ok "HEAD /healthz: 200"
+req GET /models
+[ "$STATUS" = 200 ] && grep -q '"default":"mnist"' "$TMP/body" && grep -q '"name":"other"' "$TMP/body" &&
+    ! grep -q '"name":"broken"' "$TMP/body"
+ok "GET /models lists the models, mnist the default, without the broken file"
+req GET /models/mnist
+[ "$STATUS" = 200 ] && grep -q '"version":"sha256:[0-9a-f]\{12\}"' "$TMP/body" &&
+    grep -q '"architecture":{' "$TMP/body" && grep -q '"default":true' "$TMP/body"
+ok "GET /models/mnist: version, metadata and architecture"
+req GET /models/nope
+is_error 404 model_not_found
+ok "GET /models/nope: 404 model_not_found"
+req GET /no/such/route
+is_error 404 not_found
+ok "unknown route: 404 not_found"
+req GET /denoise
+is_error 405 method_not_allowed && [ "$(header Allow)" = "POST" ]
+ok "GET /denoise: 405 with Allow: POST"
+req POST /healthz
+is_error 405 method_not_allowed && [ "$(header Allow)" = "GET, HEAD" ]
+ok "POST /healthz: 405 with Allow: GET, HEAD"
+req DELETE /models
+is_error 405 method_not_allowed
+ok "DELETE /models: 405"
+
+# ------------------------------------------------------------ denoise
+
+req POST /denoise --data-binary @"$IMG/gray8.png" -H 'Content-Type: image/png'
+cp "$TMP/body" "$TMP/raw_out.png"
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "image/png" ] && [ "$(png_info "$TMP/body")" = "28 28 8 0" ]
+ok "POST /denoise (raw 28x28 PNG): 200 image/png, 28x28 gray"
+[ "$(header X-Model)" = mnist ] && header X-Model-Version | grep -q '^sha256:[0-9a-f]\{12\}$'
+ok "the answer names the model and its version"
+"$DAE" denoise --model "$TMP/models/mnist.safetensors" "$IMG/gray8.png" "$TMP/engine.png" 2>/dev/null
+same_pixels "$TMP/raw_out.png" "$TMP/engine.png"
+ok "a 28x28 image is one tile: the same pixels as the engine (dae denoise)"
+req POST /denoise -F "image=@$IMG/gray8.png"
+[ "$STATUS" = 200 ] && cmp -s "$TMP/body" "$TMP/raw_out.png"
+ok "multipart/form-data field image: the same PNG as the raw upload"
+req POST /denoise -F "other=@$IMG/gray8.png"
+is_error 400 missing_image
+ok "multipart without an image field: 400 missing_image"
+req POST /denoise --data-binary 'junk' -H 'Content-Type: multipart/form-data'
+is_error 400 invalid_multipart
+ok "multipart without a boundary: 400 invalid_multipart"
+req POST /denoise -F "image=@$IMG/text.txt"
+is_error 415 unsupported_media_type
+ok "multipart holding plain text: 415 unsupported_media_type"
+req POST '/denoise?model=other' --data-binary @"$IMG/gray8.png"
+[ "$STATUS" = 200 ] && [ "$(header X-Model)" = other ]
+ok "?model=other: 200 from that model"
+req POST '/denoise?model=nope' --data-binary @"$IMG/gray8.png"
+is_error 404 model_not_found
+ok "?model=nope: 404 model_not_found"
+req POST '/denoise?colour=red' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter
+ok "an unknown query parameter: 422 invalid_parameter"
+
+# Every flavour: file, expected "WIDTH HEIGHT 8 COLOR_TYPE" of the answer.
+while read -r file want; do
+    [ -f "$IMG/$file" ] || { fail "fixture $file missing"; continue; }
+    req POST /denoise --data-binary @"$IMG/$file"
+    out=$TMP/out_$file.png
+    cp "$TMP/body" "$out"
+    got=$(png_info "$out")
+    "$DAE" denoise --model "$TMP/models/mnist.safetensors" "$IMG/$file" "$TMP/engine_$file.png" 2>/dev/null
+    if [ "$STATUS" != 200 ] || [ "$got" != "$want" ]; then
+        fail "$file: status $STATUS, PNG \"$got\", want 200 \"$want\""
+    elif ! same_pixels "$out" "$TMP/engine_$file.png"; then
+        fail "$file: pixels differ from dae denoise"
+    else
+        pass
+    fi
+done <<'EOF'
+gray1.png 28 28 8 0
+gray2.png 28 28 8 0
+gray4.png 28 28 8 0
+gray16.png 28 28 8 0
+gray_trns.png 28 28 8 4
+graya8.png 28 28 8 4
+graya16.png 28 28 8 4
+rgb8.png 28 28 8 2
+rgb16.png 28 28 8 2
+rgba8.png 28 28 8 6
+rgba16.png 28 28 8 6
+pal1.png 28 28 8 2
+pal2.png 28 28 8 2
+pal4.png 28 28 8 2
+pal8.png 28 28 8 2
+pal8_trns.png 28 28 8 6
+gray8_adam7.png 28 28 8 0
+rgba16_adam7.png 28 28 8 6
+gray_1x1.png 1 1 8 0
+gray_27x29.png 27 29 8 0
+gray_300x200.png 300 200 8 0
+rgb_300x200_adam7.png 300 200 8 2
+ring_2000x2000.png 2000 2000 8 0
+gray.jpg 28 28 8 0
+rgb.jpg 32 24 8 2
+rgb.bmp 28 28 8 2
+gray.gif 28 28 8 2
+gray.pgm 28 28 8 0
+rgb.ppm 28 28 8 2
+rgb.tga 28 28 8 2
+EOF
+
+# ------------------------------------------------------------ malformed input
+
+req POST /denoise
+is_error 400 empty_body
+ok "empty body: 400 empty_body"
+req POST /denoise --data-binary @"$IMG/truncated.png"
+is_error 400 invalid_image
+ok "truncated PNG: 400 invalid_image"
+req POST /denoise --data-binary @"$IMG/bad_crc.png"
+is_error 400 invalid_image && grep -q 'CRC error' "$TMP/body"
+ok "corrupted CRC: 400 invalid_image saying CRC"
+req POST /denoise --data-binary @"$IMG/text.txt" -H 'Content-Type: text/plain'
+is_error 415 unsupported_media_type
+ok "plain text: 415 unsupported_media_type"
+t0=$(date +%s%N)
+req POST /denoise --data-binary @"$IMG/bomb.png"
+t1=$(date +%s%N)
+is_error 413 too_many_pixels && grep -q '20000x20000' "$TMP/body" && [ $(((t1 - t0) / 1000000)) -lt 2000 ]
+ok "decompression bomb (1 KB claiming 20000x20000): 413 too_many_pixels at once"
+rss=$(metric process_resident_memory_bytes)
+[ "${rss:-0}" -gt 0 ] && [ "${rss%.*}" -lt 300000000 ]
+ok "... and nothing near its 400 MB was allocated (RSS $rss)"
+head -c 11534336 /dev/zero >"$TMP/big.bin"
+req POST /denoise --data-binary @"$TMP/big.bin"
+is_error 413 body_too_large
+ok "11 MiB body (limit 10 MiB): 413 body_too_large"
+exec 3<>"/dev/tcp/127.0.0.1/$PORT"
+http_fd 3 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 11534336\r\n\r\n'
+exec 3<&-
+[ "$RAW_STATUS" = 413 ] &&
+    echo "$RAW_BODY" | grep -q '"code":"body_too_large"'
+ok "413 from Content-Length alone, without sending the body"
+req POST /denoise -H 'Transfer-Encoding: chunked' --data-binary @"$TMP/big.bin"
+is_error 413 body_too_large
+ok "11 MiB chunked body: 413 body_too_large"
+req POST /denoise --data-binary @"$IMG/gray8.png"
+[ "$STATUS" = 200 ] && cmp -s "$TMP/body" "$TMP/raw_out.png"
+ok "the daemon still serves after every bad request"
+
+# ------------------------------------------------------------ noise
+
+req POST '/noise?type=gaussian&sigma=0.3&seed=7' --data-binary @"$IMG/gray8.png"
+cp "$TMP/body" "$TMP/noise1.png"
+[ "$STATUS" = 200 ] && [ "$(png_info "$TMP/noise1.png")" = "28 28 8 0" ]
+ok "POST /noise: 200 PNG of the same size"
+req POST '/noise?type=gaussian&sigma=0.3&seed=7' --data-binary @"$IMG/gray8.png"
+cmp -s "$TMP/body" "$TMP/noise1.png"
+ok "/noise: same seed, same bytes"
+req POST '/noise?type=gaussian&sigma=0.3&seed=8' --data-binary @"$IMG/gray8.png"
+[ "$STATUS" = 200 ] && ! cmp -s "$TMP/body" "$TMP/noise1.png"
+ok "/noise: another seed, other bytes"
+req POST '/noise?type=salt-pepper&amount=0.2&seed=1' --data-binary @"$IMG/rgba8.png"
+[ "$STATUS" = 200 ] && [ "$(png_info "$TMP/body")" = "28 28 8 6" ]
+ok "/noise salt-pepper on RGBA: 200 RGBA"
+req POST '/noise?sigma=11' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter
+ok "/noise sigma out of range: 422"
+req POST '/noise?type=salt-pepper&sigma=0.2' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter
+ok "/noise sigma with salt-pepper: 422"
+req POST '/noise?type=blur' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter
+ok "/noise unknown type: 422"
+req POST '/noise?seed=-1' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter
+ok "/noise negative seed: 422"
+
+# ------------------------------------------------------------ metrics and log
+
+req GET /metrics
+cp "$TMP/body" "$TMP/metrics.txt"
+[ "$STATUS" = 200 ] && header Content-Type | grep -q '^text/plain; version=0.0.4'
+ok "GET /metrics: 200 text/plain version 0.0.4"
+if command -v promtool >/dev/null; then
+    if promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.log" 2>&1; then
+        pass
+    else
+        fail "promtool check metrics"
+        sed 's/^/    promtool: /' "$TMP/promtool.log" >&2
+    fi
+else
+    echo "server: promtool not installed (Debian package prometheus): metrics format check skipped"
+fi
+grep -q '^dae_http_requests_total{route="denoise",status="200"} [1-9]' "$TMP/metrics.txt"
+ok "metrics count requests by route and status"
+grep -q '^dae_rejections_total{reason="too_many_pixels"} [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_rejections_total{reason="body_too_large"} [1-9]' "$TMP/metrics.txt"
+ok "metrics count rejections by reason"
+grep -q '^dae_http_request_duration_seconds_count{route="denoise"} [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_queue_wait_seconds_count [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_inference_seconds_count [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_inference_batch_tiles_bucket{le="+Inf"} [1-9]' "$TMP/metrics.txt"
+ok "metrics have the latency, queue, inference and batch histograms"
+grep -q '^dae_images_denoised_total [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_pixels_denoised_total [1-9]' "$TMP/metrics.txt" && grep -q '^dae_queue_depth 0' "$TMP/metrics.txt"
+ok "metrics count images and pixels denoised, and the queue depth"
+grep -q '^dae_model_info{model="mnist",version="sha256:[0-9a-f]*",default="true"} 1' "$TMP/metrics.txt" &&
+    grep -q '^dae_build_info{' "$TMP/metrics.txt" && grep -q '^process_cpu_seconds_total ' "$TMP/metrics.txt" &&
+    grep -q '^process_resident_memory_bytes [1-9]' "$TMP/metrics.txt" && grep -q '^process_open_fds ' "$TMP/metrics.txt"
+ok "metrics have model info, build info and process_* from /proc"
+! grep -qE 'no/such|nope|route="/' "$TMP/metrics.txt"
+ok "metric labels never hold raw paths or names from requests"
+before=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
+for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$PORT/readyz"; done
+sleep 0.1
+after=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
+[ $((after - before)) -eq 3 ] &&
+    grep -qE ' POST /denoise route=denoise status=200 bytes=[0-9]+ duration_ms=[0-9.]+ model=mnist$' "$TMP/a.out"
+ok "access log: one line per request (method, path, route, status, bytes, duration)"
+
+stop "$A_PID" a
+[ "$RC" -eq 0 ]
+ok "SIGTERM with nothing in flight: exit 0 (exit $RC)"
+
+# ------------------------------------------------------------ daemon B: limits, from the environment
+
+DAE_MODEL="$TMP/models/mnist.safetensors" DAE_MODELS_DIR="$TMP/none" DAE_WORKERS=1 DAE_QUEUE_SIZE=1 \
+    DAE_MAX_CONNECTIONS=3 DAE_TIMEOUT=1 DAE_ACCESS_LOG=json DAE_MAX_BODY=1M DAE_MAX_PIXELS=5000000 \
+    DAE_RETRY_AFTER=2 start b
+B_PID=$PID
+req GET /metrics
+grep -q '^dae_inference_workers 1$' "$TMP/body" && grep -q '^dae_queue_capacity 1$' "$TMP/body"
+ok "environment twins: DAE_WORKERS and DAE_QUEUE_SIZE are in effect"
+req POST /denoise --data-binary @"$IMG/gray_300x200.png"
+[ "$STATUS" = 200 ]
+ok "DAE_MAX_BODY=1M still takes a 47 KB upload"
+head -c 1100000 /dev/zero >"$TMP/1m.bin"
+req POST /denoise --data-binary @"$TMP/1m.bin"
+is_error 413 body_too_large
+ok "DAE_MAX_BODY=1M: a 1.1 MB body is 413"
+# A 2000x2000 image keeps the single worker busy; with a queue of 1 the
+# next request must be turned away at once.
+curl -s -o "$TMP/bigout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
+    "http://127.0.0.1:$PORT/denoise" >"$TMP/bigstatus" &
+big=$!
+for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
+req POST /denoise --data-binary @"$IMG/gray8.png"
+is_error 503 queue_full && [ "$(header Retry-After)" = 2 ]
+ok "full queue: 503 queue_full with Retry-After at once"
+wait $big
+[ "$(cat "$TMP/bigstatus")" = 200 ] &&
+    [ "$(png_info "$TMP/bigout.png")" = "2000 2000 8 0" ]
+ok "... while the queued request still completes"
+[ "$(metric 'dae_rejections_total{reason="queue_full"}')" -ge 1 ]
+ok "the rejection is counted"
+# Three idle connections fill DAE_MAX_CONNECTIONS=3; a fourth is answered 503.
+exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" 7<>"/dev/tcp/127.0.0.1/$PORT"
+sleep 0.1
+req GET /healthz
+is_error 503 too_many_connections && [ "$(header Retry-After)" = 2 ]
+ok "connection limit: a connection over DAE_MAX_CONNECTIONS is answered 503 too_many_connections"
+exec 5<&- 6<&- 7<&-
+code=000
+for _ in $(seq 1 40); do
+    code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+    [ "$code" = 200 ] && break
+    sleep 0.05
+done
+[ "$code" = 200 ]
+ok "... and served again once they close"
+# A client that stops half way through its request is cut off after DAE_TIMEOUT=1.
+exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+printf 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc' >&5
+sleep 2.5
+timeout 3 cat <&5 >"$TMP/slow"
+rc=$?
+exec 5<&-
+[ "$rc" -eq 0 ]
+ok "idle timeout: a stalled upload is closed after DAE_TIMEOUT"
+[ "$(metric 'dae_rejections_total{reason="timeout"}')" -ge 1 ]
+ok "... and counted as a timeout rejection"
+json_line='^\{"time":"[^"]+","remote":"127.0.0.1","method":"POST","path":"/denoise","route":"denoise",'
+json_line+='"status":200,"bytes":[0-9]+,"duration_ms":[0-9.]+,"model":"mnist"\}$'
+grep -qE "$json_line" "$TMP/b.out"
+ok "DAE_ACCESS_LOG=json: one JSON object per request"
+stop "$B_PID" b
+[ "$RC" -eq 0 ]
+ok "daemon b: exit 0 (exit $RC)"
+
+# ------------------------------------------------------------ daemon C: drain
+
+start c --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/none" --workers 1 --drain-timeout 20
+C_PID=$PID
+exec 8<>"/dev/tcp/127.0.0.1/$PORT"
+http_fd 8 'GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n'
+[ "$RAW_STATUS" = 200 ]
+ok "readyz 200 before SIGTERM (kept-alive connection)"
+curl -s -o "$TMP/drainout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
+    "http://127.0.0.1:$PORT/denoise" >"$TMP/drainstatus" &
+big=$!
+for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
+kill -TERM "$C_PID"
+for _ in $(seq 1 50); do # until the daemon has taken the signal
+    http_fd 8 'GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n' || break
+    [ "$RAW_STATUS" = 503 ] && break
+    sleep 0.05
+done
+[ "$RAW_STATUS" = 503 ] && echo "$RAW_BODY" | grep -q '"code":"draining"'
+ok "SIGTERM: readyz turns 503 draining"
+exec 8<&-
+code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+[ "$code" = 000 ]
+ok "SIGTERM: new connections are refused"
+wait $big
+[ "$(cat "$TMP/drainstatus")" = 200 ] &&
+    [ "$(png_info "$TMP/drainout.png")" = "2000 2000 8 0" ]
+ok "SIGTERM: the in-flight request is finished (200)"
+stop "$C_PID" c
+[ "$RC" -eq 0 ] && grep -q 'draining' "$TMP/c.err"
+ok "SIGTERM: exit 0 after the drain (exit $RC)"
+
+# ------------------------------------------------------------ daemon D: drain deadline
+
+start d --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/none" --workers 1 --max-batch 8 --drain-timeout 0
+D_PID=$PID
+curl -s -o "$TMP/cutout" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
+    "http://127.0.0.1:$PORT/denoise" >"$TMP/cutstatus" &
+big=$!
+for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
+t0=$(date +%s%N)
+stop "$D_PID" d
+t1=$(date +%s%N)
+wait $big
+[ "$(cat "$TMP/cutstatus")" = 503 ] && grep -q '"code":"shutting_down"' "$TMP/cutout"
+ok "drain deadline 0: the unfinished request is answered 503 shutting_down"
+[ "$RC" -eq 0 ] && [ $(((t1 - t0) / 1000000)) -lt 3000 ]
+ok "drain deadline 0: exit 0 at once (exit $RC)"
+
+echo "server: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

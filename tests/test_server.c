@@ -1,0 +1,516 @@
+/* test_server.c - unit tests of dae-server's modules that need no network:
+ * the multipart parser, the PNG writer, SHA-256, size parsing and the
+ * configuration, the model registry, and the inference scheduler (jobs of
+ * many sizes batched together give exactly what dae_denoise_image gives;
+ * cancelling finishes every job). tests/server/run.sh covers the rest
+ * over HTTP. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../server/config.h"
+#include "../server/inference.h"
+#include "../server/multipart.h"
+#include "../server/pngenc.h"
+#include "../server/registry.h"
+#include "../server/sha256.h"
+#include "image.h"
+#include "tile.h"
+
+/* ------------------------------------------------------------ multipart */
+
+static srv_mp_status find(const char *ctype, const char *body, const char **data, size_t *len) {
+    char err[256];
+    const uint8_t *d = NULL;
+    srv_mp_status st = srv_multipart_find(ctype, (const uint8_t *)body, strlen(body), "image", &d, len, err, sizeof err);
+    *data = (const char *)d;
+    return st;
+}
+
+Test(multipart, finds_the_image_field) {
+    const char *body = "--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+                       "Content-Type: image/png\r\n\r\nPNG\r\nDATA\r\n--XyZ--\r\n";
+    const char *d;
+    size_t n;
+    cr_assert_eq(find("multipart/form-data; boundary=XyZ", body, &d, &n), SRV_MP_OK);
+    cr_assert_eq(n, 9);
+    cr_assert(memcmp(d, "PNG\r\nDATA", 9) == 0);
+}
+
+Test(multipart, quoted_boundary_preamble_other_fields_and_case) {
+    const char *body = "preamble\r\n--a b\r\nContent-Disposition: form-data; namespace=\"image\"; name=other\r\n\r\nx\r\n"
+                       "--a b\r\ncontent-disposition: FORM-DATA; filename=\"x;y\"; name=image\r\n\r\n\r\n--a b--";
+    const char *d;
+    size_t n;
+    cr_assert_eq(find("Multipart/Form-Data ; charset=x; boundary=\"a b\"", body, &d, &n), SRV_MP_OK);
+    cr_assert_eq(n, 0, "an empty field is found, with length 0");
+}
+
+Test(multipart, errors) {
+    const char *d;
+    size_t n;
+    const char *ok = "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxyz\r\n--B--\r\n";
+    cr_assert_eq(find("multipart/form-data", ok, &d, &n), SRV_MP_MALFORMED, "no boundary");
+    cr_assert_eq(find("multipart/form-data; boundary=\"B", ok, &d, &n), SRV_MP_MALFORMED, "unclosed quote");
+    cr_assert_eq(find("multipart/form-data; boundary=C", ok, &d, &n), SRV_MP_MALFORMED, "boundary absent");
+    cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxyz",
+                      &d, &n),
+                 SRV_MP_MALFORMED, "part not closed");
+    cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"image\"", &d, &n),
+                 SRV_MP_MALFORMED, "headers not ended");
+    cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--B--",
+                      &d, &n),
+                 SRV_MP_NO_FIELD);
+    cr_assert_eq(find("multipart/form-data; boundary=B", "", &d, &n), SRV_MP_MALFORMED, "empty body");
+    char longb[100];
+    memset(longb, 'b', sizeof longb);
+    longb[sizeof longb - 1] = '\0';
+    char ctype[200];
+    snprintf(ctype, sizeof ctype, "multipart/form-data; boundary=%s", longb);
+    cr_assert_eq(find(ctype, ok, &d, &n), SRV_MP_MALFORMED, "boundary over 70 characters");
+}
+
+Test(multipart, is_form) {
+    cr_assert(srv_multipart_is_form("multipart/form-data; boundary=x"));
+    cr_assert(srv_multipart_is_form("  MULTIPART/FORM-DATA"));
+    cr_assert_not(srv_multipart_is_form("multipart/form-datax"));
+    cr_assert_not(srv_multipart_is_form("image/png"));
+    cr_assert_not(srv_multipart_is_form(NULL));
+}
+
+/* ------------------------------------------------------------ PNG out */
+
+/* Encodes a w x h image of c channels with a pattern, decodes it back
+ * and compares every sample. */
+static void png_round_trip(int w, int h, int c) {
+    char err[DAE_ERR_LEN];
+    dae_image img, back;
+    cr_assert_eq(dae_image_alloc(&img, w, h, c, err, sizeof err), DAE_OK);
+    for (size_t i = 0; i < (size_t)w * h * c; i++) img.pixels[i] = (uint8_t)(i * 37 + i / 7);
+    uint8_t *png;
+    size_t len;
+    cr_assert_eq(srv_png_encode(&img, 1, &png, &len, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_image_decode(png, len, 0, &back, err, sizeof err), DAE_OK, "%dx%dx%d: %s", w, h, c, err);
+    cr_assert_eq(back.width, w);
+    cr_assert_eq(back.height, h);
+    cr_assert_eq(back.channels, c);
+    cr_assert(memcmp(back.pixels, img.pixels, (size_t)w * h * c) == 0, "%dx%dx%d: samples differ", w, h, c);
+    free(png);
+    dae_image_free(&img);
+    dae_image_free(&back);
+}
+
+Test(pngenc, stored_and_compressed_round_trip_every_channel_count) {
+    for (int c = 1; c <= 4; c++) {
+        png_round_trip(1, 1, c);
+        png_round_trip(28, 28, c);
+        png_round_trip(27, 29, c);
+        png_round_trip(300, 200, c); /* over SRV_PNG_STORED_MAX: libpng */
+    }
+    /* Exactly at the stored limit: 255 rows of 1 + 256 bytes = 65535. */
+    png_round_trip(256, 255, 1);
+}
+
+/* ------------------------------------------------------------ sha256, sizes */
+
+Test(sha256, known_vectors) {
+    char hex[65];
+    srv_sha256_hex("", 0, hex);
+    cr_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    srv_sha256_hex("abc", 3, hex);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"; /* 56 bytes: two padding blocks */
+    srv_sha256_hex(m, strlen(m), hex);
+    cr_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    char *a = malloc(1000000);
+    memset(a, 'a', 1000000);
+    srv_sha256_hex(a, 1000000, hex);
+    cr_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(a);
+}
+
+Test(config, sizes) {
+    long long v;
+    cr_assert_eq(srv_parse_size("10485760", &v), 0);
+    cr_assert_eq(v, 10485760);
+    cr_assert_eq(srv_parse_size("10M", &v), 0);
+    cr_assert_eq(v, 10 << 20);
+    cr_assert_eq(srv_parse_size("10MiB", &v), 0);
+    cr_assert_eq(v, 10 << 20);
+    cr_assert_eq(srv_parse_size("512k", &v), 0);
+    cr_assert_eq(v, 512 << 10);
+    cr_assert_eq(srv_parse_size("1G", &v), 0);
+    cr_assert_eq(v, 1LL << 30);
+    cr_assert_eq(srv_parse_size("", &v), -1);
+    cr_assert_eq(srv_parse_size("-1", &v), -1);
+    cr_assert_eq(srv_parse_size("12x", &v), -1);
+    cr_assert_eq(srv_parse_size("1MiBs", &v), -1);
+    cr_assert_eq(srv_parse_size("99999999999999999999", &v), -1);
+    cr_assert_eq(srv_parse_size("9999999999T", &v), -1);
+}
+
+Test(config, flags_win_over_environment_over_defaults) {
+    srv_config cfg;
+    char *argv0[] = {"dae-server", NULL};
+    unsetenv("DAE_PORT");
+    unsetenv("DAE_WORKERS");
+    cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
+    cr_assert_eq(cfg.port, 8080);
+    cr_assert_str_eq(cfg.bind, "0.0.0.0");
+    cr_assert_eq(cfg.max_body_bytes, 10 << 20);
+    cr_assert_eq(cfg.max_pixels, 16 << 20);
+    cr_assert_eq(cfg.max_queue_delay_us, 0);
+    setenv("DAE_PORT", "9000", 1);
+    setenv("DAE_WORKERS", "3", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
+    cr_assert_eq(cfg.port, 9000);
+    cr_assert_eq(cfg.workers, 3);
+    char *argv1[] = {"dae-server", "--port", "9100", "--max-body=2M", "--access-log", "json", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 6, argv1), 0);
+    cr_assert_eq(cfg.port, 9100, "the flag wins");
+    cr_assert_eq(cfg.workers, 3, "the variable stays");
+    cr_assert_eq(cfg.max_body_bytes, 2 << 20);
+    cr_assert_eq(cfg.log_format, SRV_LOG_JSON);
+    unsetenv("DAE_PORT");
+    unsetenv("DAE_WORKERS");
+}
+
+Test(config, mistakes_are_usage_errors, .init = cr_redirect_stderr) {
+    srv_config cfg;
+    char *a[] = {"dae-server", "--port", "70000", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, a), SRV_CONFIG_USAGE);
+    char *b[] = {"dae-server", "--nope", "1", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, b), SRV_CONFIG_USAGE);
+    char *c[] = {"dae-server", "--port", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 2, c), SRV_CONFIG_USAGE);
+    char *d[] = {"dae-server", "--access-log", "xml", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, d), SRV_CONFIG_USAGE);
+    char *e[] = {"dae-server", "--port", "1", "--port", "2", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 5, e), SRV_CONFIG_USAGE);
+    setenv("DAE_MAX_BODY", "lots", 1);
+    char *f[] = {"dae-server", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 1, f), SRV_CONFIG_USAGE);
+    unsetenv("DAE_MAX_BODY");
+}
+
+/* ------------------------------------------------------------ registry and scheduler */
+
+/* Writes a model with seeded random weights into dir/name.safetensors. */
+static void write_model(const char *dir, const char *name, uint64_t seed) {
+    char err[DAE_ERR_LEN], path[512];
+    dae_model m;
+    cr_assert_eq(dae_model_init(&m, dae_model_default_spec(), err, sizeof err), DAE_OK);
+    dae_model_init_params(&m, seed);
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
+    cr_assert_eq(dae_model_save(&m, path, NULL, NULL, 0, err, sizeof err), DAE_OK, "%s", err);
+    dae_model_free(&m);
+}
+
+/* A temporary models directory with models "a" and "b". */
+static void models_dir(char *dir, size_t len) {
+    snprintf(dir, len, "%s/dae-test-server.XXXXXX", getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+    cr_assert_not_null(mkdtemp(dir));
+    write_model(dir, "a", 1);
+    write_model(dir, "b", 2);
+}
+
+static void remove_dir(const char *dir) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/a.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/b.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void config_for(srv_config *cfg, const char *dir, int workers, int max_batch) {
+    char *argv[] = {"dae-server", NULL};
+    unsetenv("DAE_MODEL");
+    unsetenv("DAE_MODELS_DIR");
+    cr_assert_eq(srv_config_parse(cfg, 1, argv), 0);
+    cfg->models_dir = dir;
+    cfg->model = "a";
+    cfg->workers = workers;
+    cfg->max_batch = max_batch;
+    cfg->queue_size = 1000;
+    cfg->queue_pixels = 1LL << 40;
+}
+
+Test(registry, names_default_refcounts_and_json) {
+    char dir[256], err[DAE_ERR_LEN] = "";
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 8);
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    cr_assert_eq(srv_registry_count(r), 2);
+    srv_model *def = srv_registry_acquire(r, NULL), *b = srv_registry_acquire(r, "b");
+    cr_assert_str_eq(def->name, "a");
+    cr_assert_str_eq(b->name, "b");
+    cr_assert_null(srv_registry_acquire(r, "c"));
+    cr_assert_eq(strncmp(def->version, "sha256:", 7), 0);
+    cr_assert_str_neq(def->version, b->version);
+    int found;
+    char *json = srv_registry_model_json(r, "b", &found);
+    cr_assert(found);
+    cr_assert_not_null(strstr(json, "\"architecture\":{"));
+    cr_assert_not_null(strstr(json, "\"default\":false"));
+    free(json);
+    json = srv_registry_list_json(r);
+    cr_assert_not_null(strstr(json, "\"default\":\"a\""));
+    free(json);
+    /* A handle outlives the registry until released. */
+    srv_registry_free(r);
+    cr_assert_eq(b->net.in_h, 28);
+    srv_model_release(b);
+    srv_model_release(def);
+    cfg.model = "nope";
+    cr_assert_null(srv_registry_open(&cfg, err, sizeof err));
+    cr_assert_not_null(strstr(err, "nope"));
+    remove_dir(dir);
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} waiter;
+
+static void on_done(srv_job *job) {
+    waiter *w = job->user;
+    pthread_mutex_lock(&w->mu);
+    w->done++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void wait_for(waiter *w, int n) {
+    pthread_mutex_lock(&w->mu);
+    while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* An image of w x h x c with a seeded pattern, as a PNG in *png. */
+static void make_png(int w, int h, int c, int seed, uint8_t **png, size_t *len, dae_image *img) {
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(dae_image_alloc(img, w, h, c, err, sizeof err), DAE_OK);
+    unsigned s = (unsigned)seed * 2654435761u;
+    for (size_t i = 0; i < (size_t)w * h * c; i++) img->pixels[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 24);
+    cr_assert_eq(srv_png_encode(img, 1, png, len, err, sizeof err), DAE_OK);
+}
+
+/* Batched with other requests' tiles, a request's tiles meet the BLAS in
+ * batches of other sizes (and, for a large image, from several workers),
+ * so the float results may differ in the last bit from a lone run; after
+ * rounding to 8 bits a pixel may then differ by one step, never more.
+ * Noise involves no arithmetic that depends on batching: exact. */
+static void assert_pixels_match(const dae_image *got, const dae_image *want, int tolerance, int job,
+                                const char *kind) {
+    size_t n = (size_t)got->width * got->height * got->channels;
+    int worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)got->pixels[i] - (int)want->pixels[i]);
+        if (d > worst) worst = d;
+    }
+    cr_assert(worst <= tolerance, "job %d (%dx%dx%d, %s): pixels differ from the engine's by up to %d", job,
+              got->width, got->height, got->channels, kind, worst);
+}
+
+Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
+    char dir[256], err[DAE_ERR_LEN] = "";
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 2, 16);
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    static srv_metrics metrics;
+    srv_metrics_init(&metrics);
+    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    cr_assert_not_null(q, "%s", err);
+    enum { N = 40 };
+    static const int sizes[][3] = {{28, 28, 1}, {1, 1, 1}, {27, 29, 4}, {100, 60, 3}, {28, 28, 2}, {57, 31, 1}, {14, 80, 4}};
+    srv_job *jobs = calloc(N, sizeof *jobs);
+    uint8_t *pngs[N];
+    size_t lens[N];
+    dae_image inputs[N];
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    for (int i = 0; i < N; i++) {
+        const int *s = sizes[i % 7];
+        make_png(s[0], s[1], s[2], i, &pngs[i], &lens[i], &inputs[i]);
+        srv_job *j = &jobs[i];
+        j->kind = i % 10 == 9 ? SRV_JOB_NOISE : SRV_JOB_DENOISE;
+        j->input = pngs[i];
+        j->input_len = lens[i];
+        j->max_pixels = 1 << 20;
+        j->pixels = (long long)s[0] * s[1];
+        j->model = srv_registry_acquire(r, i % 3 == 0 ? "b" : "a");
+        j->noise = (dae_noise_spec){DAE_NOISE_GAUSSIAN, 0.3f, 1, 1};
+        j->seed = (uint64_t)i;
+        j->png_level = 1;
+        j->done = on_done;
+        j->user = &w;
+        cr_assert_eq(srv_infer_reserve(q, j->pixels), SRV_RESERVE_OK);
+        srv_infer_enqueue(q, j);
+    }
+    wait_for(&w, N);
+    dae_workspace *ws = NULL;
+    for (int i = 0; i < N; i++) {
+        srv_job *j = &jobs[i];
+        cr_assert_eq(j->http_status, 200, "job %d: %s", i, j->message);
+        dae_image got, want;
+        cr_assert_eq(dae_image_decode(j->png, j->png_len, 0, &got, err, sizeof err), DAE_OK);
+        if (j->kind == SRV_JOB_NOISE) {
+            cr_assert_eq(dae_image_decode(pngs[i], lens[i], 0, &want, err, sizeof err), DAE_OK);
+            cr_assert_eq(dae_image_add_noise(&want, &j->noise, j->seed, err, sizeof err), DAE_OK);
+        } else {
+            ws = dae_workspace_new(&j->model->net, 64, 0);
+            cr_assert_eq(dae_denoise_image(&j->model->net, NULL, &ws, &inputs[i], &want, err, sizeof err), DAE_OK);
+            dae_workspace_free(ws);
+        }
+        cr_assert_eq(got.width, want.width);
+        cr_assert_eq(got.height, want.height);
+        cr_assert_eq(got.channels, want.channels);
+        if (j->kind == SRV_JOB_NOISE) assert_pixels_match(&got, &want, 0, i, "noise");
+        else assert_pixels_match(&got, &want, 1, i, "denoise");
+        dae_image_free(&got);
+        dae_image_free(&want);
+        dae_image_free(&inputs[i]);
+        free(j->png);
+        free(pngs[i]);
+        srv_model_release(j->model);
+    }
+    cr_assert_eq(srv_infer_pending(q), 0);
+    cr_assert_gt(atomic_load(&metrics.batch_requests.sum), 0);
+    srv_infer_stop(q);
+    srv_registry_free(r);
+    free(jobs);
+    remove_dir(dir);
+}
+
+Test(inference, bad_images_and_limits_fail_cleanly) {
+    char dir[256], err[DAE_ERR_LEN] = "";
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 8);
+    cfg.queue_size = 2;
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    static srv_metrics metrics;
+    srv_metrics_init(&metrics);
+    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    uint8_t *png;
+    size_t len;
+    dae_image img;
+    make_png(40, 40, 1, 1, &png, &len, &img);
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    srv_job bad = {.kind = SRV_JOB_DENOISE, .input = png, .input_len = len / 2, .max_pixels = 1 << 20, .pixels = 1600,
+                   .model = srv_registry_acquire(r, NULL), .done = on_done, .user = &w};
+    srv_job big = bad;
+    big.input_len = len;
+    big.max_pixels = 100; /* the header passed a looser check; the decoder holds the line */
+    cr_assert_eq(srv_infer_reserve(q, 1600), SRV_RESERVE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1600), SRV_RESERVE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1), SRV_RESERVE_FULL, "queue_size 2");
+    srv_infer_enqueue(q, &bad);
+    srv_infer_enqueue(q, &big);
+    wait_for(&w, 2);
+    cr_assert_eq(bad.http_status, 400);
+    cr_assert_str_eq(bad.error_code, "invalid_image");
+    cr_assert_eq(big.http_status, 413);
+    cr_assert_str_eq(big.error_code, "too_many_pixels");
+    srv_infer_close(q);
+    cr_assert_eq(srv_infer_reserve(q, 1), SRV_RESERVE_STOPPING);
+    srv_model_release(bad.model);
+    srv_infer_stop(q);
+    srv_registry_free(r);
+    free(png);
+    dae_image_free(&img);
+    remove_dir(dir);
+}
+
+Test(inference, cancel_all_finishes_every_job, .timeout = 120) {
+    char dir[256], err[DAE_ERR_LEN] = "";
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 4);
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    static srv_metrics metrics;
+    srv_metrics_init(&metrics);
+    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    enum { N = 12 };
+    uint8_t *png;
+    size_t len;
+    dae_image img;
+    make_png(400, 300, 3, 5, &png, &len, &img);
+    srv_model *m = srv_registry_acquire(r, NULL);
+    srv_job jobs[N];
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (srv_job){.kind = SRV_JOB_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                            .pixels = 120000, .model = m, .done = on_done, .user = &w};
+        cr_assert_eq(srv_infer_reserve(q, jobs[i].pixels), SRV_RESERVE_OK);
+        srv_infer_enqueue(q, &jobs[i]);
+    }
+    usleep(20000);
+    srv_infer_cancel_all(q);
+    wait_for(&w, N);
+    int cancelled = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert(jobs[i].http_status == 200 || jobs[i].http_status == 503, "job %d: %d", i, jobs[i].http_status);
+        if (jobs[i].http_status == 503) {
+            cancelled++;
+            cr_assert_str_eq(jobs[i].error_code, "shutting_down");
+        }
+        free(jobs[i].png);
+    }
+    cr_assert_gt(cancelled, 0, "a 1-worker queue of 12 large images cannot all be done in 20 ms");
+    cr_assert_eq(srv_infer_pending(q), 0);
+    srv_model_release(m);
+    srv_infer_stop(q);
+    srv_registry_free(r);
+    free(png);
+    dae_image_free(&img);
+    remove_dir(dir);
+}
+
+Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 60) {
+    char dir[256], err[DAE_ERR_LEN] = "";
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 8);
+    cfg.max_queue_delay_us = 200000;
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    static srv_metrics metrics;
+    srv_metrics_init(&metrics);
+    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    uint8_t *png;
+    size_t len;
+    dae_image img;
+    make_png(28, 28, 1, 3, &png, &len, &img);
+    srv_model *m = srv_registry_acquire(r, NULL);
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    srv_job jobs[3];
+    for (int i = 0; i < 3; i++) {
+        jobs[i] = (srv_job){.kind = SRV_JOB_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                            .pixels = 784, .model = m, .done = on_done, .user = &w};
+        cr_assert_eq(srv_infer_reserve(q, 784), SRV_RESERVE_OK);
+        srv_infer_enqueue(q, &jobs[i]);
+        usleep(20000); /* well inside the 200 ms delay */
+    }
+    wait_for(&w, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(jobs[i].http_status, 200);
+        free(jobs[i].png);
+    }
+    cr_assert_eq(atomic_load(&metrics.batch_requests.sum), 3, "three requests in one batch");
+    cr_assert_eq(atomic_load(&metrics.batch_tiles.sum), 3);
+    srv_model_release(m);
+    srv_infer_stop(q);
+    srv_registry_free(r);
+    free(png);
+    dae_image_free(&img);
+    remove_dir(dir);
+}
