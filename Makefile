@@ -153,4 +153,7 @@ refs: ## regenerate the PyTorch reference fixtures (needs python3-torch)
 clean: ## remove build/
 	rm -rf build
 
+# Containers and deployment: make image, make test-deploy, make data.
+include deploy/deploy.mk
+
 -include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
