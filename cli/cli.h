@@ -52,9 +52,6 @@ const char *cli_model_path(const char *flag);
  * command cmd and returns 1. */
 int cli_check_output(const char *cmd, const char *path);
 
-/* Writes the current UTC time as ISO 8601 ("2026-01-01T12:00:00Z"). */
-void cli_utc_now(char *buf, size_t len);
-
 /* Makes a pool of threads workers and one inference workspace of max_batch
  * per thread (pool NULL for one thread). Returns 0, or 1 after printing. */
 int cli_workers_new(const char *cmd, const dae_model *m, int threads, int max_batch, dae_pool **pool,

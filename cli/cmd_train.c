@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "image.h"
+#include "fileio.h"
 #include "plot.h"
 
 static const char NAME[] = "train";
@@ -266,7 +266,7 @@ int cmd_train(int argc, char **argv) {
         char *spec = NULL;
         if (architecture != NULL) {
             size_t len;
-            if (dae_image_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err) != DAE_OK) {
+            if (dae_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err) != DAE_OK) {
                 cli_error(NAME, "%s", err);
                 goto done;
             }
@@ -374,61 +374,26 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
 
-    char v_epochs[16], v_batch[16], v_lr[32], v_wd[32], v_seed[32], v_train[16], v_created[32], v_secs[32];
-    char v_loss[32], v_mse[32], v_psnr[32], v_ssim[32], v_test_n[16], v_eval_seed[32], v_threads[16];
-    snprintf(v_epochs, sizeof v_epochs, "%d", state.epochs_done);
-    snprintf(v_batch, sizeof v_batch, "%d", batch);
-    snprintf(v_lr, sizeof v_lr, "%g", lr);
-    snprintf(v_wd, sizeof v_wd, "%g", wd);
-    snprintf(v_seed, sizeof v_seed, "%llu", (unsigned long long)seed);
-    snprintf(v_train, sizeof v_train, "%d", n_train);
-    snprintf(v_threads, sizeof v_threads, "%d", threads);
-    snprintf(v_secs, sizeof v_secs, "%.1f", seconds);
-    cli_utc_now(v_created, sizeof v_created);
-    const char *keys[24], *values[24];
-    int n_meta = 0;
-#define META(k, v) (keys[n_meta] = (k), values[n_meta++] = (v))
-    META("dataset", dataset);
-    META("epochs", v_epochs);
-    META("batch_size", v_batch);
-    META("learning_rate", v_lr);
-    META("weight_decay", v_wd);
-    META("noise", noise_canon);
-    META("seed", v_seed);
-    META("train_images", v_train);
-    META("threads", v_threads);
-    META("train_seconds", v_secs);
-    META("created", v_created);
-    META("dae_version", DAE_VERSION);
-    if (ui.n_epochs > 0) {
-        snprintf(v_loss, sizeof v_loss, "%.6g", ui.epochs[ui.n_epochs - 1].loss);
-        META("final_loss", v_loss);
-    }
-    if (resume != NULL) META("resumed_from", resume);
-    if (has_test) {
-        const dae_idx_images *test = &data.test_images;
-        snprintf(v_test_n, sizeof v_test_n, "%d", eval_limit > 0 && eval_limit < test->count ? eval_limit : test->count);
-        snprintf(v_mse, sizeof v_mse, "%.6g", mse);
-        snprintf(v_psnr, sizeof v_psnr, "%.4f", psnr);
-        snprintf(v_ssim, sizeof v_ssim, "%.4f", ssim);
-        snprintf(v_eval_seed, sizeof v_eval_seed, "%llu", (unsigned long long)DAE_EVAL_SEED);
-        META("test_images", v_test_n);
-        META("test_noise", noise_canon);
-        META("test_seed", v_eval_seed);
-        META("test_mse", v_mse);
-        META("test_psnr", v_psnr);
-        META("test_ssim", v_ssim);
-    }
-#undef META
-    if (dae_model_save(&m, out, keys, values, n_meta, err, sizeof err) != DAE_OK) {
+    const dae_idx_images *test = &data.test_images;
+    dae_train_facts facts = {
+        .dataset = dataset, .program_version = DAE_VERSION, .train_images = n_train, .threads = threads,
+        .seconds = seconds, .has_loss = ui.n_epochs > 0,
+        .final_loss = ui.n_epochs > 0 ? ui.epochs[ui.n_epochs - 1].loss : 0.0,
+        .test_images = !has_test ? 0 : eval_limit > 0 && eval_limit < test->count ? eval_limit : test->count,
+        .test_mse = mse, .test_psnr = psnr, .test_ssim = ssim,
+    };
+    dae_train_meta meta;
+    dae_train_meta_init(&meta, &cfg, &state, &facts);
+    if (resume != NULL) dae_train_meta_add(&meta, "resumed_from", resume);
+    if (dae_model_save(&m, out, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
         cli_error(NAME, "%s", err);
         goto done;
     }
-    if (csv != NULL && dae_image_file_write(csv_path, csv, strlen(csv), err, sizeof err) != DAE_OK) {
+    if (csv != NULL && dae_file_write_atomic(csv_path, csv, strlen(csv), err, sizeof err) != DAE_OK) {
         cli_error(NAME, "%s", err);
         goto done;
     }
-    if (svg != NULL && dae_image_file_write(svg_path, svg, strlen(svg), err, sizeof err) != DAE_OK) {
+    if (svg != NULL && dae_file_write_atomic(svg_path, svg, strlen(svg), err, sizeof err) != DAE_OK) {
         cli_error(NAME, "%s", err);
         goto done;
     }

@@ -71,13 +71,6 @@ int cli_check_output(const char *cmd, const char *path) {
     return rc;
 }
 
-void cli_utc_now(char *buf, size_t len) {
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int cli_workers_new(const char *cmd, const dae_model *m, int threads, int max_batch, dae_pool **pool,
                     dae_workspace ***workspaces) {
     *pool = NULL;

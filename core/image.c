@@ -18,6 +18,8 @@
 #include <stb/stb_image.h>
 #include <zlib.h>
 
+#include "fileio.h"
+
 /* Largest chunk libpng may allocate for ancillary data (iCCP, zTXt, ...):
  * a compressed text chunk cannot inflate past this. */
 #define PNG_CHUNK_MALLOC_MAX (8u << 20)
@@ -457,106 +459,12 @@ dae_status dae_image_add_noise(dae_image *img, const dae_noise_spec *spec, uint6
 
 /* ------------------------------------------------------------ files */
 
-dae_status dae_image_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
-                               char *err, size_t errlen) {
-    *data = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
-                        S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
-    }
-    if ((unsigned long long)sb.st_size > max_bytes) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: file is %lld bytes, over the limit of %zu", path,
-                        (long long)sb.st_size, max_bytes);
-    }
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = malloc(size + 1);
-    if (buf == NULL) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t n = read(fd, buf + got, size - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : 0;
-            close(fd);
-            free(buf);
-            return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
-                            e ? strerror(e) : "file shrank while being read");
-        }
-        got += (size_t)n;
-    }
-    close(fd);
-    buf[size] = 0;
-    *data = buf;
-    *len = size;
-    return DAE_OK;
-}
-
-dae_status dae_image_file_write(const char *path, const void *data, size_t len, char *err, size_t errlen) {
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (tmp == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
-                        strerror(e));
-    }
-    const uint8_t *p = data;
-    size_t done = 0;
-    int e = 0;
-    while (done < len && e == 0) {
-        ssize_t n = write(fd, p + done, len - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) e = errno;
-        else done += (size_t)n;
-    }
-    if (e == 0 && fchmod(fd, 0644) != 0) e = errno;
-    if (e == 0 && fsync(fd) != 0) e = errno;
-    if (close(fd) != 0 && e == 0) e = errno;
-    if (e == 0 && rename(tmp, path) != 0) e = errno;
-    if (e != 0) {
-        unlink(tmp);
-        free(tmp);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot write: %s", path, strerror(e));
-    }
-    free(tmp);
-    /* Best effort: make the rename itself durable. */
-    char *dir = strdup(path);
-    if (dir != NULL) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return DAE_OK;
-}
-
 dae_status dae_image_load(const char *path, size_t max_bytes, size_t max_pixels, dae_image *out,
                           char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     uint8_t *data;
     size_t len;
-    dae_status st = dae_image_file_read(path, max_bytes, &data, &len, err, errlen);
+    dae_status st = dae_file_read(path, max_bytes, &data, &len, err, errlen);
     if (st != DAE_OK) return st;
     char detail[DAE_ERR_LEN];
     st = dae_image_decode(data, len, max_pixels, out, detail, sizeof detail);
@@ -571,7 +479,7 @@ dae_status dae_image_save_png(const char *path, const dae_image *img, char *err,
     char detail[DAE_ERR_LEN];
     dae_status st = dae_image_encode_png(img, -1, &png, &len, detail, sizeof detail);
     if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
-    st = dae_image_file_write(path, png, len, err, errlen);
+    st = dae_file_write_atomic(path, png, len, err, errlen);
     free(png);
     return st;
 }

@@ -105,26 +105,12 @@ void dae_image_from_plane(dae_image *img, int c, const float *plane);
 
 /* ------------------------------------------------------------ files */
 
-/* Reads the whole file at path into a new malloc'd buffer (*data, *len;
- * the caller frees *data; an empty file gives a 1-byte buffer and len 0).
- * Fails with DAE_ERR_IO when the file cannot be opened or read, is not a
- * regular file, or is larger than max_bytes; messages name the path. */
-dae_status dae_image_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
-                               char *err, size_t errlen);
-
-/* Writes len bytes to path atomically: to a new "<path>.tmp.XXXXXX" in the
- * same directory (mode 0644), fsync, rename over path, then a best-effort
- * fsync of the directory. On failure the temporary file is removed, path
- * is untouched, and err names path (DAE_ERR_IO, or DAE_ERR_NOMEM). */
-dae_status dae_image_file_write(const char *path, const void *data, size_t len,
-                                char *err, size_t errlen);
-
-/* dae_image_file_read (at most max_bytes) + dae_image_decode; messages
+/* dae_file_read (at most max_bytes) + dae_image_decode; messages
  * start with the path. */
 dae_status dae_image_load(const char *path, size_t max_bytes, size_t max_pixels, dae_image *out,
                           char *err, size_t errlen);
 
-/* dae_image_encode_png + dae_image_file_write; messages start with the
+/* dae_image_encode_png + dae_file_write_atomic; messages start with the
  * path. Nothing is written to path on failure. */
 dae_status dae_image_save_png(const char *path, const dae_image *img, char *err, size_t errlen);
 

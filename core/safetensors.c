@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
+
 /* Largest integer a JSON number may hold here: cJSON stores numbers as
  * doubles, which are exact only up to 2^53. */
 #define ST_MAX_JSON_INT 9007199254740992.0
@@ -576,44 +578,11 @@ dae_status dae_st_load(const char *path, dae_st_file *out, char *err, size_t err
     if (out != NULL) memset(out, 0, sizeof *out);
     if (path == NULL || out == NULL)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "dae_st_load: no path or output given");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX - 1) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: file too large to load", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    uint8_t *buf = malloc(size + 1);
-    if (buf == NULL) {
-        close(fd);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(e));
-        }
-        if (r == 0) break; /* shrank while reading: parse what is there */
-        got += (size_t)r;
-    }
-    close(fd);
-    dae_status st = parse_labelled(buf, got, out, path, err, errlen);
+    uint8_t *buf;
+    size_t len;
+    dae_status st = dae_file_read(path, SIZE_MAX - 1, &buf, &len, err, errlen);
+    if (st != DAE_OK) return st;
+    st = parse_labelled(buf, len, out, path, err, errlen);
     free(buf);
     return st;
 }
@@ -677,21 +646,6 @@ static void sb_json_str(st_buf *b, const char *s) {
     sb_put(b, "\"", 1);
 }
 
-/* Writes all n bytes to fd, retrying on EINTR and short writes. Returns 0,
- * or -1 with errno set. */
-static int write_all(int fd, const void *p, size_t n) {
-    const uint8_t *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        if (w == 0) { errno = EIO; return -1; }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes n floats to fd as little-endian bytes, in chunks, portably. */
 static int write_f32_le(int fd, const float *x, size_t n) {
     uint8_t chunk[16384];
@@ -706,7 +660,7 @@ static int write_f32_le(int fd, const float *x, size_t n) {
             chunk[4 * i + 2] = (uint8_t)(u >> 16);
             chunk[4 * i + 3] = (uint8_t)(u >> 24);
         }
-        if (write_all(fd, chunk, 4 * k) != 0) return -1;
+        if (dae_write_all(fd, chunk, 4 * k) != 0) return -1;
         x += k;
         n -= k;
     }
@@ -823,25 +777,22 @@ static dae_status build_header(const char *path, const dae_st_tensor *tensors, i
     return DAE_OK;
 }
 
-/* Flushes the directory holding path to disk so a rename in it survives a
- * crash. Returns 0, or -1 with errno set. Filesystems that cannot fsync a
- * directory (EINVAL) count as success. */
-static int fsync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (slash == NULL) dir = strdup(".");
-    else if (slash == path) dir = strdup("/");
-    else dir = strndup(path, (size_t)(slash - path));
-    if (dir == NULL) { errno = ENOMEM; return -1; }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0 && e == EINVAL) rc = 0;
-    errno = e;
-    return rc;
+/* What dae_st_save streams into the file: length, header, tensor data. */
+typedef struct {
+    const st_buf *header;
+    const dae_st_tensor *tensors;
+    int n_tensors;
+} st_content;
+
+static int write_content(int fd, void *ctx) {
+    const st_content *c = ctx;
+    uint8_t lenbuf[8];
+    uint64_t n = c->header->len;
+    for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)(n >> (8 * i));
+    if (dae_write_all(fd, lenbuf, 8) != 0 || dae_write_all(fd, c->header->p, c->header->len) != 0) return -1;
+    for (int i = 0; i < c->n_tensors; i++)
+        if (write_f32_le(fd, c->tensors[i].data, c->tensors[i].numel) != 0) return -1;
+    return 0;
 }
 
 dae_status dae_st_save(const char *path, const dae_st_tensor *tensors, int n_tensors,
@@ -857,42 +808,8 @@ dae_status dae_st_save(const char *path, const dae_st_tensor *tensors, int n_ten
         return st;
     }
 
-    size_t tmplen = strlen(path) + 32;
-    char *tmp = malloc(tmplen);
-    if (tmp == NULL) {
-        free(hdr.p);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
-
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot create temporary file %s: %s",
-                      path, tmp, strerror(errno));
-        free(tmp);
-        free(hdr.p);
-        return st;
-    }
-
-    uint8_t lenbuf[8];
-    uint64_t n = hdr.len;
-    for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)(n >> (8 * i));
-    const char *what = "write";
-    int ok = write_all(fd, lenbuf, 8) == 0 && write_all(fd, hdr.p, hdr.len) == 0;
-    for (int i = 0; ok && i < n_tensors; i++)
-        ok = write_f32_le(fd, tensors[i].data, tensors[i].numel) == 0;
-    if (ok) { what = "fsync"; ok = fsync(fd) == 0; }
-    int e = errno;
-    if (close(fd) != 0 && ok) { what = "close"; ok = 0; e = errno; }
-    if (ok && rename(tmp, path) != 0) { what = "rename"; ok = 0; e = errno; }
-    if (!ok) {
-        unlink(tmp);
-        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s of %s failed: %s", path, what, tmp, strerror(e));
-    } else if (fsync_parent_dir(path) != 0) {
-        st = dae_fail(err, errlen, DAE_ERR_IO,
-                      "%s: written and renamed, but syncing its directory failed: %s", path, strerror(errno));
-    }
-    free(tmp);
+    st_content content = {&hdr, tensors, n_tensors};
+    st = dae_file_write_atomic_with(path, write_content, &content, err, errlen);
     free(hdr.p);
     return st;
 }

@@ -4,6 +4,7 @@
 #include "train.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,58 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
     free_step_buffers(&c);
     free(order);
     return st;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+void dae_train_meta_add(dae_train_meta *meta, const char *key, const char *value) {
+    if (meta->n >= DAE_TRAIN_META_MAX) return;
+    meta->keys[meta->n] = key;
+    meta->values[meta->n] = value;
+    meta->n++;
+}
+
+/* Appends key = the printf-formatted value, kept in meta's own storage. */
+__attribute__((format(printf, 3, 4))) static void meta_addf(dae_train_meta *meta, const char *key,
+                                                            const char *fmt, ...) {
+    if (meta->n >= DAE_TRAIN_META_MAX) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(meta->text[meta->n], DAE_TRAIN_META_VALUE_LEN, fmt, ap);
+    va_end(ap);
+    dae_train_meta_add(meta, key, meta->text[meta->n]);
+}
+
+void dae_train_meta_init(dae_train_meta *meta, const dae_train_config *cfg, const dae_train_state *s,
+                         const dae_train_facts *facts) {
+    char noise[DAE_NOISE_TEXT_LEN], created[32];
+    time_t now = time(NULL);
+    struct tm utc;
+    gmtime_r(&now, &utc);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    dae_noise_format(&cfg->noise, noise, sizeof noise);
+    meta->n = 0;
+    dae_train_meta_add(meta, "dataset", facts->dataset);
+    meta_addf(meta, "epochs", "%d", s->epochs_done);
+    meta_addf(meta, "batch_size", "%d", cfg->batch_size);
+    meta_addf(meta, "learning_rate", "%g", (double)cfg->learning_rate);
+    meta_addf(meta, "weight_decay", "%g", (double)cfg->weight_decay);
+    meta_addf(meta, "noise", "%s", noise);
+    meta_addf(meta, "seed", "%llu", (unsigned long long)cfg->seed);
+    meta_addf(meta, "train_images", "%d", facts->train_images);
+    meta_addf(meta, "threads", "%d", facts->threads);
+    meta_addf(meta, "train_seconds", "%.1f", facts->seconds);
+    meta_addf(meta, "created", "%s", created);
+    dae_train_meta_add(meta, "dae_version", facts->program_version);
+    if (facts->has_loss) meta_addf(meta, "final_loss", "%.6g", facts->final_loss);
+    if (facts->test_images > 0) {
+        meta_addf(meta, "test_images", "%d", facts->test_images);
+        meta_addf(meta, "test_noise", "%s", noise);
+        meta_addf(meta, "test_seed", "%llu", (unsigned long long)DAE_EVAL_SEED);
+        meta_addf(meta, "test_mse", "%.6g", facts->test_mse);
+        meta_addf(meta, "test_psnr", "%.4f", facts->test_psnr);
+        meta_addf(meta, "test_ssim", "%.4f", facts->test_ssim);
+    }
 }
 
 /* ------------------------------------------------------------ checkpoints */

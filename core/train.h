@@ -87,6 +87,42 @@ void dae_train_state_free(dae_train_state *s);
 dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
                      const dae_train_config *cfg, char *err, size_t errlen);
 
+/* ------------------------------------------------------------ metadata */
+
+/* The training facts a weights file records in its __metadata__, the same
+ * set whether `dae train` or a server job trained it. */
+enum { DAE_TRAIN_META_MAX = 32, DAE_TRAIN_META_VALUE_LEN = 64 };
+typedef struct {
+    int n;
+    const char *keys[DAE_TRAIN_META_MAX];
+    const char *values[DAE_TRAIN_META_MAX]; /* into text, or the caller's strings */
+    char text[DAE_TRAIN_META_MAX][DAE_TRAIN_META_VALUE_LEN];
+} dae_train_meta;
+
+/* What a run knows besides its configuration. */
+typedef struct {
+    const char *dataset;
+    const char *program_version; /* recorded as dae_version */
+    int train_images;
+    int threads;
+    double seconds;
+    int has_loss;
+    double final_loss;
+    int test_images;             /* 0: the run has no test metrics */
+    double test_mse, test_psnr, test_ssim;
+} dae_train_facts;
+
+/* Fills meta with dataset, epochs (done), batch_size, learning_rate,
+ * weight_decay, noise, seed, train_images, threads, train_seconds, created
+ * (UTC, ISO 8601), dae_version, final_loss and, with test metrics,
+ * test_images, test_noise, test_seed, test_mse, test_psnr, test_ssim. */
+void dae_train_meta_init(dae_train_meta *meta, const dae_train_config *cfg, const dae_train_state *s,
+                         const dae_train_facts *facts);
+
+/* Appends key = value; both must outlive meta (they are not copied).
+ * Ignored when meta is full. */
+void dae_train_meta_add(dae_train_meta *meta, const char *key, const char *value);
+
 /* Saves/loads the weights plus Adam's moments and counters, so a run can
  * resume (a separate file from the weights, which stay PyTorch-loadable).
  * load builds m from the checkpoint and fills s. */

@@ -54,6 +54,18 @@ static const opt OPTS[] = {
     {"retry-after", "DAE_RETRY_AFTER", OPT_INT, OFF(retry_after_s), 0, 3600, "S", "Retry-After of 503 answers"},
     {"access-log", "DAE_ACCESS_LOG", OPT_LOG, OFF(log_format), 0, 0, "FMT",
      "one line per request on stdout: text, json or off"},
+    {"admin-token", "DAE_ADMIN_TOKEN", OPT_STRING, OFF(admin_token), 0, 0, "TOKEN",
+     "admin routes need Authorization: Bearer TOKEN (unset: loopback clients only)"},
+    {"state-dir", "DAE_STATE_DIR", OPT_STRING, OFF(state_dir), 0, 0, "DIR",
+     "training-job records, kept across restarts (made on first job)"},
+    {"data-dir", "DAE_DATA_DIR", OPT_STRING, OFF(data_dir), 0, 0, "DIR",
+     "data sets POST /train reads: DIR/NAME/ holds the four IDX files"},
+    {"train-threads", "DAE_TRAIN_THREADS", OPT_INT, OFF(train_threads), 1, 64, "N",
+     "threads of the running training job"},
+    {"train-queue", "DAE_TRAIN_QUEUE", OPT_INT, OFF(train_queue), 1, 10000, "N",
+     "most training jobs waiting to run; more get 503"},
+    {"reload-interval", "DAE_RELOAD_INTERVAL", OPT_INT, OFF(reload_interval_s), 0, 86400, "S",
+     "seconds between rescans of --models-dir and its ACTIVE file (0: on SIGHUP only)"},
 };
 enum { N_OPTS = sizeof OPTS / sizeof OPTS[0] };
 
@@ -81,6 +93,12 @@ static void set_defaults(srv_config *cfg) {
     cfg->png_level = 1;
     cfg->retry_after_s = 1;
     cfg->log_format = SRV_LOG_TEXT;
+    cfg->admin_token = NULL;
+    cfg->state_dir = "state";
+    cfg->data_dir = "data";
+    cfg->train_threads = cpus > 2 ? (cpus - 1 > 64 ? 64 : (int)cpus - 1) : 1;
+    cfg->train_queue = 8;
+    cfg->reload_interval_s = 5;
 }
 
 int srv_parse_size(const char *text, long long *out) {
@@ -114,7 +132,11 @@ static void default_text(const opt *o, char *buf, size_t len) {
     set_defaults(&d);
     const char *base = (const char *)&d + o->offset;
     switch (o->kind) {
-    case OPT_STRING: snprintf(buf, len, "%s", *(const char *const *)base); break;
+    case OPT_STRING: {
+        const char *v = *(const char *const *)base;
+        snprintf(buf, len, "%s", v != NULL ? v : "none");
+        break;
+    }
     case OPT_INT: snprintf(buf, len, "%d", *(const int *)base); break;
     case OPT_SIZE: snprintf(buf, len, "%lld", *(const long long *)base); break;
     case OPT_LOG: snprintf(buf, len, "%s", LOG_NAMES[*(const srv_log_format *)base]); break;
@@ -126,7 +148,9 @@ void srv_config_usage(FILE *out) {
             "usage: dae-server [FLAGS]\n\n"
             "dae-server %s - the dae denoising autoencoder over HTTP: POST an image to /denoise,\n"
             "get it back denoised as a PNG. Routes: POST /denoise, POST /noise, GET /healthz, /readyz,\n"
-            "/metrics, /models, /models/{name}. SIGTERM or SIGINT drains and exits 0.\n\n"
+            "/metrics, /models, /models/{name}, POST /models/{name}/activate, DELETE /models/{name},\n"
+            "POST /train, GET /train, /train/{id}, /train/{id}/events, DELETE /train/{id}.\n"
+            "SIGTERM or SIGINT drains and exits 0; SIGHUP rescans --models-dir and its ACTIVE file.\n\n"
             "Every flag has an environment twin; a flag wins over its variable.\n\n"
             "flags:\n",
             DAE_SERVER_VERSION);
@@ -136,6 +160,7 @@ void srv_config_usage(FILE *out) {
         snprintf(left, sizeof left, "--%s %s", o->flag, o->meta);
         default_text(o, def, sizeof def);
         if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
+        if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
         fprintf(out, "  %-26s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }
     fprintf(out, "  %-26s %-24s %s\n", "--help", "", "show this help");

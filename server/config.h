@@ -38,6 +38,12 @@ typedef struct {
     int png_level;             /* zlib level of PNG responses (0 to 9) */
     int retry_after_s;         /* Retry-After of 503 answers */
     srv_log_format log_format; /* access log on stdout */
+    const char *admin_token;   /* bearer token of the admin routes; NULL: loopback clients only */
+    const char *state_dir;     /* training-job records (JSON) */
+    const char *data_dir;      /* IDX data sets that POST /train reads */
+    int train_threads;         /* threads of the running training job */
+    int train_queue;           /* most training jobs waiting to run */
+    int reload_interval_s;     /* re-read ACTIVE and rescan models_dir this often (0: only on SIGHUP) */
 } srv_config;
 
 /* What srv_config_parse returns besides 0 (run). */

@@ -18,6 +18,7 @@
 
 #include <microhttpd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "multipart.h"
 
@@ -33,6 +34,7 @@ struct srv_http {
     srv_registry *registry;
     srv_infer *infer;
     srv_metrics *metrics;
+    srv_jobs *jobs;
     struct MHD_Daemon *daemon;
     int port;
     atomic_int draining;
@@ -42,11 +44,11 @@ struct srv_http {
 
 /* ------------------------------------------------------------ routes */
 
-enum { M_GET = 1, M_HEAD = 2, M_POST = 4 };
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8 };
 
 typedef struct {
     srv_route_id id;
-    const char *path;   /* exact path; "/models/" is a prefix for {name} */
+    const char *path;   /* the path, {name} and {id} standing for an argument */
     unsigned methods;
     const char *allow;  /* the Allow header of a 405 */
 } route;
@@ -58,35 +60,54 @@ static const route ROUTES[] = {
     {SRV_ROUTE_READYZ, "/readyz", M_GET | M_HEAD, "GET, HEAD"},
     {SRV_ROUTE_METRICS, "/metrics", M_GET | M_HEAD, "GET, HEAD"},
     {SRV_ROUTE_MODELS, "/models", M_GET | M_HEAD, "GET, HEAD"},
-    {SRV_ROUTE_MODEL, "/models/", M_GET | M_HEAD, "GET, HEAD"},
+    {SRV_ROUTE_MODEL, "/models/{name}", M_GET | M_HEAD | M_DELETE, "GET, HEAD, DELETE"},
+    {SRV_ROUTE_MODEL_ACTIVATE, "/models/{name}/activate", M_POST, "POST"},
+    {SRV_ROUTE_TRAIN, "/train", M_GET | M_HEAD | M_POST, "GET, HEAD, POST"},
+    {SRV_ROUTE_TRAIN_JOB, "/train/{id}", M_GET | M_HEAD | M_DELETE, "GET, HEAD, DELETE"},
+    {SRV_ROUTE_TRAIN_EVENTS, "/train/{id}/events", M_GET, "GET"},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
 
 static const char ROUTE_LIST[] = "POST /denoise, POST /noise, GET /healthz, GET /readyz, GET /metrics, GET /models, "
-                                 "GET /models/{name}";
+                                 "GET|DELETE /models/{name}, POST /models/{name}/activate, GET|POST /train, "
+                                 "GET|DELETE /train/{id}, GET /train/{id}/events";
 
-/* The route of url, or NULL; for /models/{name} *arg points at the name. */
-static const route *route_match(const char *url, const char **arg) {
-    *arg = NULL;
-    for (int i = 0; i < N_ROUTES; i++) {
-        const route *r = &ROUTES[i];
-        if (r->id == SRV_ROUTE_MODEL) {
-            size_t n = strlen(r->path);
-            if (strncmp(url, r->path, n) == 0 && url[n] != '\0' && strchr(url + n, '/') == NULL) {
-                *arg = url + n;
-                return r;
-            }
-        } else if (strcmp(url, r->path) == 0) {
-            return r;
-        }
-    }
+static const route *route_by_id(srv_route_id id) {
+    for (int i = 0; i < N_ROUTES; i++)
+        if (ROUTES[i].id == id) return &ROUTES[i];
     return NULL;
+}
+
+/* For url = prefix + ARG [+ suffix]: copies ARG into arg and returns the
+ * route one (no suffix) or two (the suffix); NULL otherwise. */
+static const route *match_arg(const char *url, const char *prefix, srv_route_id one, const char *suffix,
+                              srv_route_id two, char *arg, size_t arglen) {
+    size_t n = strlen(prefix);
+    if (strncmp(url, prefix, n) != 0 || url[n] == '\0' || url[n] == '/') return NULL;
+    const char *rest = url + n, *slash = strchr(rest, '/');
+    size_t len = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+    if (slash != NULL && strcmp(slash, suffix) != 0) return NULL;
+    if (len >= arglen) len = arglen - 1;
+    memcpy(arg, rest, len);
+    arg[len] = '\0';
+    return route_by_id(slash != NULL ? two : one);
+}
+
+/* The route of url, or NULL; the {name} or {id} goes into arg. */
+static const route *route_match(const char *url, char *arg, size_t arglen) {
+    arg[0] = '\0';
+    for (int i = 0; i < N_ROUTES; i++)
+        if (strchr(ROUTES[i].path, '{') == NULL && strcmp(url, ROUTES[i].path) == 0) return &ROUTES[i];
+    const route *r = match_arg(url, "/models/", SRV_ROUTE_MODEL, "/activate", SRV_ROUTE_MODEL_ACTIVATE, arg, arglen);
+    if (r == NULL) r = match_arg(url, "/train/", SRV_ROUTE_TRAIN_JOB, "/events", SRV_ROUTE_TRAIN_EVENTS, arg, arglen);
+    return r;
 }
 
 static unsigned method_bit(const char *method) {
     if (strcmp(method, "GET") == 0) return M_GET;
     if (strcmp(method, "HEAD") == 0) return M_HEAD;
     if (strcmp(method, "POST") == 0) return M_POST;
+    if (strcmp(method, "DELETE") == 0) return M_DELETE;
     return 0;
 }
 
@@ -100,7 +121,10 @@ typedef struct {
     double t_start;
     int phase;
     const route *route;
-    const char *route_arg;
+    const char *route_arg;  /* points at arg */
+    char arg[160];
+    unsigned mbit;          /* the method */
+    char location[64];      /* Location header of a 202, or "" */
     char method[16];
     char path[512];       /* for the access log, without the query */
     /* The answer, for the log and the metrics. */
@@ -215,6 +239,8 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
         snprintf(retry, sizeof retry, "%d", r->http->cfg->retry_after_s);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, retry);
     }
+    if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"dae-server\"");
+    if (r->location[0] != '\0') MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
     if (r->model != NULL && status == 200) {
         MHD_add_response_header(resp, "X-Model", r->model->name);
         MHD_add_response_header(resp, "X-Model-Version", r->model->version);
@@ -305,6 +331,17 @@ static enum MHD_Result get_metrics(request *r) {
     size_t len;
     char *text = srv_metrics_render(h->metrics, &g, h->registry, &len);
     if (text == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+    char *train = h->jobs != NULL ? srv_jobs_metrics(h->jobs) : NULL;
+    if (train != NULL) {
+        size_t tl = strlen(train);
+        char *both = realloc(text, len + tl + 1);
+        if (both != NULL) {
+            memcpy(both + len, train, tl + 1);
+            text = both;
+            len += tl;
+        }
+        free(train);
+    }
     return answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, MHD_RESPMEM_MUST_FREE, NULL);
 }
 
@@ -517,8 +554,132 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
     return MHD_YES;
 }
 
-/* The final call of a GET route. */
+/* ------------------------------------------------------------ admin and training routes */
+
+/* Answers a srv_jobs_answer (its JSON is taken over). */
+static enum MHD_Result answer_jobs(request *r, srv_jobs_answer *a) {
+    if (a->status >= 400) {
+        free(a->json);
+        return answer_error(r, a->status, a->code, "%s", a->message);
+    }
+    return answer_json(r, a->status, a->json);
+}
+
+static enum MHD_Result post_train(request *r) {
+    srv_http *h = r->http;
+    if (atomic_load(&h->draining)) return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    if (r->too_large)
+        return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes",
+                            h->cfg->max_body_bytes);
+    if (h->jobs == NULL) return answer_error(r, 503, "training_disabled", "this server runs no training jobs");
+    srv_jobs_answer a;
+    srv_jobs_submit(h->jobs, r->body != NULL ? (const char *)r->body : "", r->len, &a);
+    if (a.status == 202) snprintf(r->location, sizeof r->location, "/train/%s", a.id);
+    return answer_jobs(r, &a);
+}
+
+static enum MHD_Result model_admin(request *r) {
+    srv_http *h = r->http;
+    char err[DAE_ERR_LEN + 128] = "";
+    const char *name = r->route_arg;
+    srv_reg_status st;
+    srv_model *before = srv_registry_acquire(h->registry, NULL);
+    if (r->route->id == SRV_ROUTE_MODEL_ACTIVATE) st = srv_registry_activate(h->registry, name, err, sizeof err);
+    else st = srv_registry_remove(h->registry, name, err, sizeof err);
+    enum MHD_Result ret;
+    switch (st) {
+    case SRV_REG_OK: {
+        char body[512];
+        if (r->route->id == SRV_ROUTE_MODEL_ACTIVATE) {
+            srv_model *m = srv_registry_acquire(h->registry, NULL);
+            snprintf(body, sizeof body, "{\"active\":\"%s\",\"version\":\"%s\",\"previous\":\"%s\"}\n",
+                     m != NULL ? m->name : "", m != NULL ? m->version : "", before != NULL ? before->name : "");
+            srv_model_release(m);
+        } else {
+            snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", name);
+        }
+        ret = answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY, NULL);
+        break;
+    }
+    case SRV_REG_NOT_FOUND: ret = answer_error(r, 404, "model_not_found", "%s", err); break;
+    case SRV_REG_ACTIVE: ret = answer_error(r, 409, "model_active", "%s", err); break;
+    case SRV_REG_NOT_IN_DIR: ret = answer_error(r, 409, "model_not_in_dir", "%s", err); break;
+    default: ret = answer_error(r, 500, "io_error", "%s", err); break;
+    }
+    srv_model_release(before);
+    return ret;
+}
+
+/* The event stream of GET /train/{id}/events. */
+typedef struct {
+    srv_job_stream *stream;
+    struct MHD_Connection *conn;
+} sse;
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    sse *e = cls;
+    return srv_jobs_stream_read(e->stream, e->conn, buf, max);
+}
+
+static void sse_free(void *cls) {
+    sse *e = cls;
+    srv_jobs_stream_close(e->stream);
+    free(e);
+}
+
+static enum MHD_Result get_events(request *r) {
+    srv_http *h = r->http;
+    srv_job_stream *s = h->jobs != NULL ? srv_jobs_stream_open(h->jobs, r->route_arg) : NULL;
+    if (s == NULL) return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
+    sse *e = malloc(sizeof *e);
+    if (e == NULL) {
+        srv_jobs_stream_close(s);
+        return answer_error(r, 500, "internal_error", "out of memory");
+    }
+    e->stream = s;
+    e->conn = r->conn;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, e, sse_free);
+    if (resp == NULL) {
+        sse_free(e);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->status = 200;
+    r->phase = PHASE_ANSWERED;
+    return ret;
+}
+
+/* The final call of every route but the image ones. */
 static enum MHD_Result get_route(request *r) {
+    srv_http *h = r->http;
+    int found = 0;
+    char *json;
+    srv_jobs_answer a;
+    switch (r->route->id) {
+    case SRV_ROUTE_MODEL:
+        if (r->mbit == M_DELETE) return model_admin(r);
+        return get_model(r);
+    case SRV_ROUTE_MODEL_ACTIVATE: return model_admin(r);
+    case SRV_ROUTE_TRAIN:
+        if (r->mbit == M_POST) return post_train(r);
+        if (h->jobs == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
+        return answer_json(r, 200, srv_jobs_list_json(h->jobs));
+    case SRV_ROUTE_TRAIN_JOB:
+        if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
+        if (r->mbit == M_DELETE) {
+            srv_jobs_cancel(h->jobs, r->route_arg, &a);
+            return answer_jobs(r, &a);
+        }
+        json = srv_jobs_get_json(h->jobs, r->route_arg, &found);
+        if (!found) return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
+        return answer_json(r, 200, json);
+    case SRV_ROUTE_TRAIN_EVENTS: return get_events(r);
+    default: break;
+    }
     switch (r->route->id) {
     case SRV_ROUTE_HEALTHZ: {
         static char ok[] = "{\"status\":\"ok\"}\n";
@@ -527,7 +688,6 @@ static enum MHD_Result get_route(request *r) {
     case SRV_ROUTE_READYZ: return get_readyz(r);
     case SRV_ROUTE_METRICS: return get_metrics(r);
     case SRV_ROUTE_MODELS: return answer_json(r, 200, srv_registry_list_json(r->http->registry));
-    case SRV_ROUTE_MODEL: return get_model(r);
     default: return answer_error(r, 500, "internal_error", "route without a handler");
     }
 }
@@ -538,7 +698,9 @@ static enum MHD_Result get_route(request *r) {
 static enum MHD_Result first_call(request *r, const char *url, const char *method) {
     srv_http *h = r->http;
     snprintf(r->method, sizeof r->method, "%s", method);
-    r->route = route_match(url, &r->route_arg);
+    r->route = route_match(url, r->arg, sizeof r->arg);
+    r->route_arg = r->arg;
+    r->mbit = method_bit(method);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     if (ci != NULL && ci->socket_context == &OVER_LIMIT) {
         srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
@@ -550,6 +712,25 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     if ((method_bit(method) & r->route->methods) == 0)
         return answer_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->route->path, r->route->allow,
                             method);
+    /* Admin routes: a bearer token, or a loopback client when none is set. */
+    srv_route_id id = r->route->id;
+    if (id == SRV_ROUTE_MODEL_ACTIVATE || (id == SRV_ROUTE_MODEL && r->mbit == M_DELETE) ||
+        (id == SRV_ROUTE_TRAIN && r->mbit == M_POST) || (id == SRV_ROUTE_TRAIN_JOB && r->mbit == M_DELETE)) {
+        const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        switch (srv_auth_check(h->cfg->admin_token, auth, ai != NULL ? ai->client_addr : NULL)) {
+        case SRV_AUTH_OK: break;
+        case SRV_AUTH_UNAUTHORIZED:
+            return answer_error(r, 401, "unauthorized",
+                                "%s %s is an admin route: send Authorization: Bearer <the admin token>", method, url);
+        case SRV_AUTH_FORBIDDEN:
+            return answer_error(r, 403, "forbidden",
+                                "%s %s is an admin route, and with no admin token set it accepts loopback clients "
+                                "only; start dae-server with --admin-token TOKEN (or DAE_ADMIN_TOKEN) and send "
+                                "Authorization: Bearer TOKEN",
+                                method, url);
+        }
+    }
     /* GET routes answer in the final call: an answer queued now, before
      * the request is complete, would make libmicrohttpd close the
      * connection afterwards. */
@@ -622,13 +803,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
-                         char *err, size_t errlen) {
+                         srv_jobs *jobs, char *err, size_t errlen) {
     srv_http *h = calloc(1, sizeof *h);
     if (h == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics;
+    h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->jobs = jobs;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
@@ -682,6 +863,7 @@ int srv_http_port(const srv_http *h) { return h->port; }
 void srv_http_drain(srv_http *h) {
     if (atomic_exchange(&h->draining, 1)) return;
     srv_infer_close(h->infer);
+    srv_jobs_end_streams(h->jobs);
     MHD_socket fd = MHD_quiesce_daemon(h->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
 }

@@ -15,14 +15,16 @@
 
 #include "config.h"
 #include "inference.h"
+#include "jobs.h"
 #include "metrics.h"
 #include "registry.h"
 
 typedef struct srv_http srv_http;
 
-/* Starts listening on cfg->bind:cfg->port. Returns NULL and fills err. */
+/* Starts listening on cfg->bind:cfg->port. jobs may be NULL (no
+ * training). Returns NULL and fills err. */
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
-                         char *err, size_t errlen);
+                         srv_jobs *jobs, char *err, size_t errlen);
 
 /* The port actually bound (useful with port 0). */
 int srv_http_port(const srv_http *h);

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "http.h"
 #include "inference.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
@@ -54,6 +55,7 @@ static int signals_init(void) {
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     return 0;
 }
@@ -79,7 +81,7 @@ static int wait_in_flight(srv_http *http, double seconds) {
         double left = deadline - now_s();
         if (left <= 0) return 0;
         int sig = wait_signal(left < 0.01 ? 1 : 10);
-        if (sig > 0) {
+        if (sig > 0 && sig != SIGHUP) {
             srv_log("%s again: stopping without waiting", strsignal(sig));
             return 0;
         }
@@ -112,9 +114,18 @@ int main(int argc, char **argv) {
         srv_registry_free(registry);
         return 1;
     }
-    srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, err, sizeof err);
+    srv_jobs *jobs = srv_jobs_start(&cfg, registry, err, sizeof err);
+    if (jobs == NULL) {
+        srv_log("cannot start: %s", err);
+        srv_infer_stop(infer);
+        srv_registry_free(registry);
+        return 1;
+    }
+    srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, jobs, err, sizeof err);
     if (http == NULL) {
         srv_log("cannot start: %s", err);
+        srv_jobs_stop(jobs);
+        srv_jobs_free(jobs);
         srv_infer_stop(infer);
         srv_registry_free(registry);
         return 1;
@@ -126,7 +137,25 @@ int main(int argc, char **argv) {
             srv_registry_count(registry) == 1 ? "" : "s", cfg.workers, cfg.max_batch);
     srv_model_release(def);
 
-    int sig = wait_signal(-1);
+    /* SIGHUP and every --reload-interval: rescan the models directory and
+     * follow its ACTIVE file. */
+    int sig;
+    double next_reload = now_s() + cfg.reload_interval_s;
+    for (;;) {
+        int ms = -1;
+        if (cfg.reload_interval_s > 0) {
+            double left = next_reload - now_s();
+            ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
+        }
+        sig = wait_signal(ms);
+        if (sig == SIGHUP || sig == 0) {
+            if (sig == SIGHUP) srv_log("SIGHUP: rescanning %s", cfg.models_dir);
+            srv_registry_reload(registry);
+            next_reload = now_s() + cfg.reload_interval_s;
+            continue;
+        }
+        break;
+    }
     srv_log("%s: draining (readyz 503, no new connections, up to %d s for %ld in-flight requests)", strsignal(sig),
             cfg.drain_s, srv_http_in_flight(http));
     srv_http_drain(http);
@@ -136,7 +165,9 @@ int main(int argc, char **argv) {
         wait_in_flight(http, 1.0);
     }
     srv_infer_stop(infer);
+    srv_jobs_stop(jobs);
     srv_http_stop(http);
+    srv_jobs_free(jobs);
     srv_registry_free(registry);
     srv_log("stopped");
     return 0;

@@ -16,9 +16,10 @@
 #include "config.h"
 #include "registry.h"
 
-static const char *const ROUTE_NAMES[SRV_N_ROUTES] = {"denoise", "noise",  "healthz", "readyz",
-                                                       "metrics", "models", "model",   "unknown"};
-static const int STATUSES[SRV_N_STATUSES] = {200, 202, 400, 401, 403, 404, 405, 413, 415, 422, 500, 503};
+static const char *const ROUTE_NAMES[SRV_N_ROUTES] = {
+    "denoise", "noise", "healthz", "readyz", "metrics", "models", "model", "model_activate", "train", "train_job",
+    "train_events", "unknown"};
+static const int STATUSES[SRV_N_STATUSES] = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
 static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining", "body_too_large",
                                                          "too_many_pixels", "timeout", "too_many_connections"};
 
@@ -250,6 +251,8 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     srv_registry_foreach(registry, model_info, &t);
     family(&t, "dae_model_parameters", "gauge", "Parameters of each loaded model.");
     srv_registry_foreach(registry, model_params, &t);
+    family(&t, "dae_model_switches_total", "counter", "Changes of the default model (activations, ACTIVE file).");
+    out(&t, "dae_model_switches_total %llu\n", srv_registry_switches(registry));
     family(&t, "dae_ready", "gauge", "1 when the server takes requests, 0 while draining.");
     out(&t, "dae_ready %d\n", g->draining ? 0 : 1);
     family(&t, "dae_build_info", "gauge", "Build of this server.");

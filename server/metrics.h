@@ -21,6 +21,10 @@ typedef enum {
     SRV_ROUTE_METRICS,
     SRV_ROUTE_MODELS,
     SRV_ROUTE_MODEL,   /* /models/{name} */
+    SRV_ROUTE_MODEL_ACTIVATE, /* /models/{name}/activate */
+    SRV_ROUTE_TRAIN,          /* /train */
+    SRV_ROUTE_TRAIN_JOB,      /* /train/{id} */
+    SRV_ROUTE_TRAIN_EVENTS,   /* /train/{id}/events */
     SRV_ROUTE_UNKNOWN, /* no route matched (404) */
     SRV_N_ROUTES
 } srv_route_id;
@@ -51,7 +55,7 @@ typedef struct {
 } srv_hist;
 
 /* The statuses counted per route; any other status counts as "other". */
-#define SRV_N_STATUSES 12
+#define SRV_N_STATUSES 13
 
 typedef struct srv_metrics {
     atomic_ullong requests[SRV_N_ROUTES][SRV_N_STATUSES + 1];

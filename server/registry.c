@@ -3,14 +3,18 @@
 #include "registry.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include <cJSON.h>
 
-#include "image.h"
+#include "fileio.h"
 #include "log.h"
 #include "safetensors.h"
 #include "sha256.h"
@@ -26,7 +30,22 @@ struct srv_registry {
     srv_model **models; /* sorted by name; each holds one reference */
     int n;
     srv_model *def;     /* one of models */
+    pthread_mutex_t reload_mu; /* one rescan or activation at a time */
+    char *models_dir;   /* owned; NULL when none */
+    int max_batch;
+    atomic_ullong switches;
 };
+
+/* The identity of the file at path (device, inode, mtime): 0, or -1 when
+ * it cannot be stat'ed. */
+static int file_identity(const char *path, long long id[3]) {
+    struct stat st;
+    if (stat(path, &st) != 0) return -1;
+    id[0] = (long long)st.st_dev;
+    id[1] = (long long)st.st_ino;
+    id[2] = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    return 0;
+}
 
 /* ------------------------------------------------------------ handles */
 
@@ -89,7 +108,7 @@ static int copy_meta(srv_model *m, const dae_st_file *f) {
 static srv_model *model_load(const char *name, const char *path, int max_batch, char *err, size_t errlen) {
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (dae_image_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen) != DAE_OK) return NULL;
+    if (dae_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen) != DAE_OK) return NULL;
     srv_model *m = calloc(1, sizeof *m);
     dae_st_file f = {0};
     char detail[DAE_ERR_LEN] = "";
@@ -103,6 +122,7 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
     snprintf(m->version, sizeof m->version, "sha256:%.12s", m->sha256);
     m->file_bytes = len;
     m->max_batch = max_batch;
+    file_identity(path, m->file_id);
     srv_utc_now(m->loaded_at, sizeof m->loaded_at);
     if (dae_st_parse(buf, len, &f, detail, sizeof detail) != DAE_OK) {
         snprintf(err, errlen, "%s: %s", path, detail);
@@ -154,6 +174,7 @@ static int find(const srv_registry *r, const char *name) {
 static int add(srv_registry *r, srv_model *m) {
     int i = find(r, m->name);
     if (i >= 0) {
+        if (r->def == r->models[i]) r->def = m;
         srv_model_release(r->models[i]);
         r->models[i] = m;
         return 0;
@@ -210,6 +231,7 @@ static void load_dir(srv_registry *r, const char *dir, int max_batch) {
         snprintf(path, plen, "%s/%s", dir, e->d_name);
         char err[DAE_ERR_LEN] = "";
         srv_model *m = model_load(name, path, max_batch, err, sizeof err);
+        if (m != NULL) m->in_dir = 1;
         if (m == NULL) srv_log("warning: model skipped: %s", err);
         else if (add(r, m) != 0) srv_log("warning: %s: out of memory, skipped", path);
         free(path);
@@ -230,7 +252,29 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->reload_mu, NULL);
+    r->max_batch = cfg->max_batch;
+    if (cfg->models_dir != NULL && (r->models_dir = strdup(cfg->models_dir)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        srv_registry_free(r);
+        return NULL;
+    }
     if (cfg->models_dir != NULL) load_dir(r, cfg->models_dir, cfg->max_batch);
+    /* The ACTIVE file wins over cfg->model when it names a loaded model:
+     * every replica sharing the directory follows the last activation. */
+    char active[SRV_MODEL_NAME_LEN + 1];
+    if (cfg->models_dir != NULL && srv_active_read(cfg->models_dir, active, sizeof active) == 0) {
+        int i = find(r, active);
+        if (i >= 0) {
+            r->def = r->models[i];
+            if (strcmp(active, cfg->model) != 0)
+                srv_log("default model %s from %s/%s (instead of %s)", active, cfg->models_dir, SRV_ACTIVE_FILE,
+                        cfg->model);
+            return r;
+        }
+        srv_log("warning: %s/%s names \"%s\", which is not loaded; using %s", cfg->models_dir, SRV_ACTIVE_FILE,
+                active, cfg->model);
+    }
     const char *spec = cfg->model;
     /* A bare name (no slash, no extension) of a model in the directory. */
     if (strchr(spec, '/') == NULL && strchr(spec, '.') == NULL) {
@@ -277,7 +321,9 @@ void srv_registry_free(srv_registry *r) {
     if (r == NULL) return;
     for (int i = 0; i < r->n; i++) srv_model_release(r->models[i]);
     free(r->models);
+    free(r->models_dir);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->reload_mu);
     free(r);
 }
 
@@ -319,6 +365,7 @@ static cJSON *model_json(const srv_model *m, int is_default, int with_arch) {
     cJSON_AddStringToObject(o, "name", m->name);
     cJSON_AddStringToObject(o, "version", m->version);
     cJSON_AddBoolToObject(o, "default", is_default);
+    cJSON_AddBoolToObject(o, "active", is_default);
     cJSON_AddStringToObject(o, "sha256", m->sha256);
     cJSON_AddStringToObject(o, "file", base != NULL ? base + 1 : m->path);
     cJSON_AddNumberToObject(o, "file_bytes", (double)m->file_bytes);
@@ -351,6 +398,8 @@ char *srv_registry_list_json(srv_registry *r) {
     pthread_mutex_lock(&r->mu);
     if (r->def != NULL) cJSON_AddStringToObject(o, "default", r->def->name);
     else cJSON_AddNullToObject(o, "default");
+    if (r->def != NULL) cJSON_AddStringToObject(o, "active", r->def->name);
+    else cJSON_AddNullToObject(o, "active");
     cJSON *list = cJSON_AddArrayToObject(o, "models");
     for (int i = 0; list != NULL && i < r->n; i++) {
         cJSON *m = model_json(r->models[i], r->models[i] == r->def, 0);
@@ -367,4 +416,200 @@ char *srv_registry_model_json(srv_registry *r, const char *name, int *found) {
     cJSON *o = i >= 0 ? model_json(r->models[i], r->models[i] == r->def, 1) : NULL;
     pthread_mutex_unlock(&r->mu);
     return print_and_free(o);
+}
+
+/* ------------------------------------------------------------ hot swap */
+
+int srv_active_read(const char *dir, char *name, size_t len) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, SRV_ACTIVE_FILE);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return -1;
+    char line[256];
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (!ok) return -1;
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!srv_model_name_valid(line) || strlen(line) >= len) return -1;
+    snprintf(name, len, "%s", line);
+    return 0;
+}
+
+int srv_active_write(const char *dir, const char *name, char *err, size_t errlen) {
+    char path[4096], line[SRV_MODEL_NAME_LEN + 2];
+    snprintf(path, sizeof path, "%s/%s", dir, SRV_ACTIVE_FILE);
+    int n = snprintf(line, sizeof line, "%s\n", name);
+    return dae_file_write_atomic(path, line, (size_t)n, err, errlen) == DAE_OK ? 0 : -1;
+}
+
+unsigned long long srv_registry_switches(srv_registry *r) { return atomic_load(&r->switches); }
+
+/* Makes the listed model m the default, logging and counting a change.
+ * Called with r->mu held. */
+static void set_default(srv_registry *r, srv_model *m, const char *why) {
+    if (r->def == m) return;
+    srv_log("default model: %s %s (was %s; %s)", m->name, m->version, r->def != NULL ? r->def->name : "none", why);
+    r->def = m;
+    atomic_fetch_add(&r->switches, 1);
+}
+
+srv_reg_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen) {
+    pthread_mutex_lock(&r->reload_mu);
+    srv_reg_status st = SRV_REG_OK;
+    pthread_mutex_lock(&r->mu);
+    int found = find(r, name) >= 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!found) {
+        snprintf(err, errlen, "no model named \"%s\" (GET /models lists them)", name);
+        st = SRV_REG_NOT_FOUND;
+    } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != 0) {
+        st = SRV_REG_IO;
+    } else {
+        pthread_mutex_lock(&r->mu);
+        int i = find(r, name);
+        if (i >= 0) set_default(r, r->models[i], "activated");
+        else st = SRV_REG_NOT_FOUND;
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->reload_mu);
+    return st;
+}
+
+srv_reg_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen) {
+    pthread_mutex_lock(&r->reload_mu);
+    pthread_mutex_lock(&r->mu);
+    srv_reg_status st = SRV_REG_OK;
+    int i = find(r, name);
+    srv_model *m = NULL;
+    if (i < 0) {
+        snprintf(err, errlen, "no model named \"%s\" (GET /models lists them)", name);
+        st = SRV_REG_NOT_FOUND;
+    } else if (r->models[i] == r->def) {
+        snprintf(err, errlen, "model \"%s\" is the active model; activate another one first", name);
+        st = SRV_REG_ACTIVE;
+    } else if (!r->models[i]->in_dir) {
+        snprintf(err, errlen, "model \"%s\" was not loaded from the models directory", name);
+        st = SRV_REG_NOT_IN_DIR;
+    } else if (unlink(r->models[i]->path) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove %s: %s", r->models[i]->path, strerror(errno));
+        st = SRV_REG_IO;
+    } else {
+        m = r->models[i];
+        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
+        r->n--;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (m != NULL) {
+        srv_log("model %s %s removed", m->name, m->version);
+        srv_model_release(m);
+    }
+    pthread_mutex_unlock(&r->reload_mu);
+    return st;
+}
+
+void srv_registry_reload(srv_registry *r) {
+    if (r->models_dir == NULL) return;
+    pthread_mutex_lock(&r->reload_mu);
+    const char *dir = r->models_dir;
+    size_t s = sizeof SUFFIX - 1;
+    /* 1. Load new and changed files (outside the lock: loading is slow). */
+    srv_model **fresh = NULL;
+    int n_fresh = 0;
+    char **seen = NULL;
+    int n_seen = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= s || strcmp(e->d_name + n - s, SUFFIX) != 0 || e->d_name[0] == '.' || n - s > SRV_MODEL_NAME_LEN)
+            continue;
+        char name[SRV_MODEL_NAME_LEN + 1];
+        memcpy(name, e->d_name, n - s);
+        name[n - s] = '\0';
+        if (!srv_model_name_valid(name)) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        long long id[3];
+        if (file_identity(path, id) != 0) continue;
+        char **grown = realloc(seen, sizeof *seen * (size_t)(n_seen + 1));
+        if (grown == NULL) break;
+        seen = grown;
+        if ((seen[n_seen] = strdup(name)) == NULL) break;
+        n_seen++;
+        pthread_mutex_lock(&r->mu);
+        int i = find(r, name);
+        int same = i >= 0 && memcmp(r->models[i]->file_id, id, sizeof id) == 0;
+        pthread_mutex_unlock(&r->mu);
+        if (same) continue;
+        char err[DAE_ERR_LEN] = "";
+        srv_model *m = model_load(name, path, r->max_batch, err, sizeof err);
+        if (m == NULL) {
+            /* Skipped, but the old copy (if any) stays while its file is
+             * being replaced; log a file once per change. */
+            static _Thread_local long long last_bad[3];
+            if (memcmp(last_bad, id, sizeof id) != 0) srv_log("warning: model skipped: %s", err);
+            memcpy(last_bad, id, sizeof id);
+            continue;
+        }
+        m->in_dir = 1;
+        srv_model **g2 = realloc(fresh, sizeof *fresh * (size_t)(n_fresh + 1));
+        if (g2 == NULL) {
+            srv_model_release(m);
+            break;
+        }
+        fresh = g2;
+        fresh[n_fresh++] = m;
+    }
+    if (d != NULL) closedir(d);
+    char active[SRV_MODEL_NAME_LEN + 1];
+    int has_active = srv_active_read(dir, active, sizeof active) == 0;
+    /* 2. Swap them in, drop models whose file is gone, follow ACTIVE. */
+    pthread_mutex_lock(&r->mu);
+    for (int k = 0; k < n_fresh; k++) {
+        srv_log("model %s %s loaded from %s", fresh[k]->name, fresh[k]->version, fresh[k]->path);
+        if (add(r, fresh[k]) != 0) srv_log("warning: out of memory, a model was not loaded");
+    }
+    for (int i = 0; i < r->n;) {
+        srv_model *m = r->models[i];
+        int present = !m->in_dir;
+        for (int k = 0; k < n_seen && !present; k++) present = strcmp(seen[k], m->name) == 0;
+        if (present || m == r->def) {
+            i++;
+            continue;
+        }
+        srv_log("model %s removed (its file is gone)", m->name);
+        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
+        r->n--;
+        srv_model_release(m);
+    }
+    if (has_active) {
+        int i = find(r, active);
+        if (i >= 0) set_default(r, r->models[i], "ACTIVE file");
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (int k = 0; k < n_seen; k++) free(seen[k]);
+    free(seen);
+    free(fresh);
+    pthread_mutex_unlock(&r->reload_mu);
+}
+
+int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t errlen) {
+    if (r->models_dir == NULL) {
+        snprintf(err, errlen, "no models directory");
+        return -1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    pthread_mutex_lock(&r->reload_mu);
+    srv_model *m = model_load(name, path, r->max_batch, err, errlen);
+    if (m != NULL) {
+        m->in_dir = 1;
+        pthread_mutex_lock(&r->mu);
+        int rc = add(r, m);
+        pthread_mutex_unlock(&r->mu);
+        if (rc != 0) snprintf(err, errlen, "out of memory");
+        m = rc == 0 ? m : NULL;
+    }
+    pthread_mutex_unlock(&r->reload_mu);
+    return m != NULL ? 0 : -1;
 }

@@ -33,6 +33,8 @@ typedef struct srv_model {
     char *path;           /* owned */
     size_t file_bytes;
     char loaded_at[32];   /* UTC, ISO 8601 */
+    int in_dir;           /* loaded from the models directory (a rescan may drop it) */
+    long long file_id[3]; /* device, inode, mtime in ns: a changed file is reloaded */
     dae_model net;        /* read-only once loaded */
     char **meta_keys, **meta_values; /* owned: the file's __metadata__ */
     int n_meta;
@@ -88,5 +90,54 @@ void srv_registry_foreach(srv_registry *r, void (*fn)(void *ctx, const srv_model
 
 /* Number of listed models. */
 int srv_registry_count(srv_registry *r);
+
+/* ------------------------------------------------------------ hot swap
+ *
+ * The models directory may hold a file ACTIVE with the name of the
+ * default model (one line). The registry writes it (temporary file,
+ * fsync, rename, fsync of the directory) on every activation, reads it
+ * when it opens (it wins over cfg->model when it names a loadable model)
+ * and on every srv_registry_reload, so replicas that share the directory
+ * follow each other's activations. */
+
+/* The ACTIVE file's name inside the models directory. */
+#define SRV_ACTIVE_FILE "ACTIVE"
+
+/* What srv_registry_activate and srv_registry_remove answer. */
+typedef enum {
+    SRV_REG_OK = 0,
+    SRV_REG_NOT_FOUND, /* no model of that name */
+    SRV_REG_ACTIVE,    /* remove: the model is the default */
+    SRV_REG_NOT_IN_DIR,/* remove: not a file of the models directory */
+    SRV_REG_IO,        /* a file could not be written or removed (err says why) */
+} srv_reg_status;
+
+/* Makes the model called name the default for new requests (requests
+ * holding the old one finish on it) and records it in the ACTIVE file.
+ * Counts a switch when the default changes. */
+srv_reg_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* Deletes the file of the non-default model called name and unlists it
+ * (requests holding it finish on it). */
+srv_reg_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* Rescans the models directory (new files are loaded, changed files
+ * reloaded, removed files unlisted; files that fail to load are skipped
+ * with a log line) and follows the ACTIVE file. Never fails. */
+void srv_registry_reload(srv_registry *r);
+
+/* Loads (or reloads) DIR/NAME.safetensors, just written, into the list.
+ * Returns 0, or -1 and fills err. */
+int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* Changes of the default model since the start. */
+unsigned long long srv_registry_switches(srv_registry *r);
+
+/* Reads the name in DIR/ACTIVE into name (len bytes); returns 0, or -1
+ * when there is no such file or it does not hold a valid name. */
+int srv_active_read(const char *dir, char *name, size_t len);
+
+/* Writes name into DIR/ACTIVE atomically. Returns 0, or -1 and fills err. */
+int srv_active_write(const char *dir, const char *name, char *err, size_t errlen);
 
 #endif

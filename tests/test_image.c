@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "fileio.h"
 #include "image.h"
 #include "rng.h"
 
@@ -692,7 +693,7 @@ Test(image, files_write_atomically_and_read_back) {
     /* A text file: the message starts with its path. */
     char txt[512];
     snprintf(txt, sizeof txt, "%s/notes.txt", dir);
-    cr_assert_eq(dae_image_file_write(txt, "just text\n", 10, err, sizeof err), DAE_OK);
+    cr_assert_eq(dae_file_write_atomic(txt, "just text\n", 10, err, sizeof err), DAE_OK);
     cr_assert_eq(dae_image_load(txt, 1 << 20, 0, &back, err, sizeof err), DAE_ERR_FORMAT);
     char want[700];
     snprintf(want, sizeof want, "%s: not a PNG, JPEG, BMP, GIF, PNM or TGA image", txt);

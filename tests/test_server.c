@@ -514,3 +514,127 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     dae_image_free(&img);
     remove_dir(dir);
 }
+
+/* ------------------------------------------------------------ admin auth */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "../server/auth.h"
+#include "../server/jobs.h"
+
+static struct sockaddr_storage addr_of(const char *text) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) v4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) v6->sin6_family = AF_INET6;
+    return ss;
+}
+
+Test(auth, token_and_loopback_rule) {
+    struct sockaddr_storage lo = addr_of("127.0.0.1"), lo2 = addr_of("127.8.9.10"), lo6 = addr_of("::1"),
+                            mapped = addr_of("::ffff:127.0.0.1"), lan = addr_of("192.0.2.7"),
+                            lan6 = addr_of("2001:db8::1"), mapped_lan = addr_of("::ffff:10.0.0.1");
+    const struct sockaddr *L = (const struct sockaddr *)&lo, *N = (const struct sockaddr *)&lan;
+    /* No token: loopback only. */
+    cr_assert_eq(srv_auth_check(NULL, NULL, L), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("", NULL, (const struct sockaddr *)&lo2), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lo6), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, N), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lan6), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped_lan), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, "Bearer x", NULL), SRV_AUTH_FORBIDDEN);
+    /* A token: needed from everywhere, loopback included. */
+    cr_assert_eq(srv_auth_check("tok", NULL, L), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer tok", N), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("tok", "bearer tok", N), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("tok", "Bearer to", N), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer tokk", N), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Basic tok", N), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer ", L), SRV_AUTH_UNAUTHORIZED);
+    cr_assert(srv_auth_equal("", ""));
+    cr_assert_not(srv_auth_equal("a", ""));
+}
+
+/* ------------------------------------------------------------ job validation */
+
+static int validate(const char *body, srv_jobs_answer *a) {
+    int rc = srv_jobs_validate(body, strlen(body), "tests/fixtures", a);
+    free(a->json);
+    a->json = NULL;
+    return rc;
+}
+
+Test(jobs, validation_names_each_field) {
+    srv_jobs_answer a;
+    cr_assert_eq(validate("{\"dataset\":\"mnist-mini\",\"epochs\":2,\"activate\":true}", &a), 0, "%s", a.message);
+    cr_assert_eq(validate("[1]", &a), -1);
+    cr_assert_eq(a.status, 400);
+    static const char *const bad[][2] = {
+        {"{\"dataset\":\"mnist-mini\",\"epochs\":0}", "epochs"},
+        {"{\"dataset\":\"mnist-mini\",\"batch_size\":100000}", "batch_size"},
+        {"{\"dataset\":\"mnist-mini\",\"learning_rate\":0}", "learning_rate"},
+        {"{\"dataset\":\"mnist-mini\",\"weight_decay\":2}", "weight_decay"},
+        {"{\"dataset\":\"mnist-mini\",\"seed\":1.5}", "seed"},
+        {"{\"dataset\":\"mnist-mini\",\"train_limit\":-1}", "train_limit"},
+        {"{\"dataset\":\"mnist-mini\",\"model_name\":\"a/b\"}", "model_name"},
+        {"{\"dataset\":\"mnist-mini\",\"activate\":1}", "activate"},
+        {"{\"dataset\":\"mnist-mini\",\"noise\":\"x\"}", "noise"},
+        {"{\"dataset\":\"mnist-mini\",\"dataset2\":1}", "dataset2"},
+        {"{\"dataset\":\"..\"}", "dataset"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(validate(bad[i][0], &a), -1, "%s", bad[i][0]);
+        cr_assert_eq(a.status, 422, "%s", bad[i][0]);
+        cr_assert_not_null(strstr(a.message, bad[i][1]), "%s: %s", bad[i][0], a.message);
+    }
+    cr_assert_eq(validate("{\"dataset\":\"absent\"}", &a), -1);
+    cr_assert_str_eq(a.code, "dataset_not_found");
+    cr_assert_not_null(strstr(a.message, "tests/fixtures/absent/train-images-idx3-ubyte"), "%s", a.message);
+}
+
+/* ------------------------------------------------------------ hot swap */
+
+Test(registry, activate_remove_reload_and_active_file) {
+    char dir[256], err[DAE_ERR_LEN] = "", name[80];
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 8);
+    /* ACTIVE wins over cfg->model. */
+    cr_assert_eq(srv_active_write(dir, "b", err, sizeof err), 0, "%s", err);
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    srv_model *m = srv_registry_acquire(r, NULL);
+    cr_assert_str_eq(m->name, "b");
+    srv_model_release(m);
+    /* Activate a, remove b; a request holding b keeps it. */
+    srv_model *held = srv_registry_acquire(r, "b");
+    cr_assert_eq(srv_registry_activate(r, "a", err, sizeof err), SRV_REG_OK);
+    cr_assert_eq(srv_active_read(dir, name, sizeof name), 0);
+    cr_assert_str_eq(name, "a");
+    cr_assert_eq(srv_registry_switches(r), 1);
+    cr_assert_eq(srv_registry_activate(r, "zz", err, sizeof err), SRV_REG_NOT_FOUND);
+    cr_assert_eq(srv_registry_remove(r, "a", err, sizeof err), SRV_REG_ACTIVE);
+    cr_assert_eq(srv_registry_remove(r, "b", err, sizeof err), SRV_REG_OK);
+    cr_assert_null(srv_registry_acquire(r, "b"));
+    cr_assert_eq(held->net.in_h, 28);
+    srv_model_release(held);
+    /* A new file and ACTIVE written by another replica: reload follows. */
+    write_model(dir, "c", 3);
+    cr_assert_eq(srv_active_write(dir, "c", err, sizeof err), 0);
+    srv_registry_reload(r);
+    m = srv_registry_acquire(r, NULL);
+    cr_assert_str_eq(m->name, "c");
+    srv_model_release(m);
+    cr_assert_eq(srv_registry_count(r), 2);
+    srv_registry_free(r);
+    char path[600];
+    snprintf(path, sizeof path, "%s/c.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/ACTIVE", dir);
+    unlink(path);
+    remove_dir(dir);
+}

@@ -350,9 +350,7 @@ else
 fi
 
 if [ "$image_ok" = yes ]; then
-    # The settings the image and the manifests use are dae-server's own,
-    # or those of `dae` (DAE_DATA_DIR) and of the training server still to
-    # come (DAE_STATE_DIR, DAE_ADMIN_TOKEN).
+    # The settings the image and the manifests use are dae-server's own.
     settings_known() {
         "$DOCKER" run --rm "$IMAGE" --help >"$TMP/help.txt" 2>&1 || { cat "$TMP/help.txt"; return 1; }
         local used v bad=0
@@ -360,7 +358,6 @@ if [ "$image_ok" = yes ]; then
             grep -ho 'DAE_[A-Z][A-Z_]*' deploy/docker-compose.yml "$TMP/k8s.yaml" "$TMP/train.yaml" ) |
             grep '^DAE_' | grep -vE '^DAE_(IMAGE|HOST_PORT)$' | sort -u)
         for v in $used; do
-            case $v in DAE_DATA_DIR | DAE_STATE_DIR | DAE_ADMIN_TOKEN) continue ;; esac
             grep -q " $v " "$TMP/help.txt" || { echo "$v is not in dae-server --help"; bad=1; }
         done
         echo "$(echo $used | wc -w) settings: $(echo $used)"

@@ -1,0 +1,139 @@
+/* fileio.c - size-limited whole-file reads and atomic writes. */
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+dae_status dae_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
+                         char *err, size_t errlen) {
+    *data = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    dae_status st = DAE_OK;
+    if (fstat(fd, &sb) != 0)
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
+                      S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
+    else if ((unsigned long long)sb.st_size > max_bytes)
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: file is %lld bytes, over the limit of %zu", path,
+                      (long long)sb.st_size, max_bytes);
+    size_t size = st == DAE_OK ? (size_t)sb.st_size : 0;
+    uint8_t *buf = st == DAE_OK ? malloc(size + 1) : NULL;
+    if (st == DAE_OK && buf == NULL)
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, size);
+    for (size_t got = 0; st == DAE_OK && got < size;) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
+                          n < 0 ? strerror(errno) : "file shrank while being read");
+        else
+            got += (size_t)n;
+    }
+    close(fd);
+    if (st != DAE_OK) {
+        free(buf);
+        return st;
+    }
+    buf[size] = 0;
+    *data = buf;
+    *len = size;
+    return DAE_OK;
+}
+
+int dae_write_all(int fd, const void *data, size_t len) {
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Flushes the directory holding path so a rename in it survives a crash.
+ * Filesystems that cannot fsync a directory (EINVAL) count as success. */
+static int fsync_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash == NULL ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+    if (dir == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0) return -1;
+    int rc = fsync(fd), e = errno;
+    close(fd);
+    if (rc != 0 && e == EINVAL) rc = 0;
+    errno = e;
+    return rc;
+}
+
+dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
+                                      char *err, size_t errlen) {
+    if (path == NULL || path[0] == '\0' || path[strlen(path) - 1] == '/')
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "bad output path '%s'", path ? path : "(null)");
+    size_t tmp_len = strlen(path) + 48;
+    char *tmp = malloc(tmp_len);
+    if (tmp == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, tmp_len, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        dae_status st = dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot create a temporary file beside it: %s",
+                                 path, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    const char *what = "write";
+    int ok = fchmod(fd, 0644) == 0 && writer(fd, ctx) == 0;
+    if (ok) what = "fsync", ok = fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) != 0 && ok) what = "close", ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) what = "rename", ok = 0, e = errno;
+    dae_status st = DAE_OK;
+    if (!ok) {
+        unlink(tmp);
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s of %s failed: %s", path, what, tmp, strerror(e));
+    } else if (fsync_parent_dir(path) != 0) {
+        /* The new file is complete and in place; only its durability
+         * across a crash is in doubt, and removing it would lose both. */
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: written and renamed, but syncing its directory failed: %s",
+                      path, strerror(errno));
+    }
+    free(tmp);
+    return st;
+}
+
+typedef struct {
+    const void *data;
+    size_t len;
+} buffer_ctx;
+
+static int write_buffer(int fd, void *ctx) {
+    const buffer_ctx *b = ctx;
+    return dae_write_all(fd, b->data, b->len);
+}
+
+dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    buffer_ctx b = {data, len};
+    return dae_file_write_atomic_with(path, write_buffer, &b, err, errlen);
+}
+
+long dae_file_temp_pid(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (t == NULL) return 0;
+    char *end;
+    long pid = strtol(t + 5, &end, 10);
+    return pid > 0 && *end == '.' ? pid : 0;
+}

@@ -1,0 +1,40 @@
+/* fileio.h - whole-file reads with a size limit, and atomic writes.
+ *
+ * An atomic write goes to a temporary file beside the target,
+ * "<path>.tmp.<pid>.XXXXXX" (the pid lets a later process recognise and
+ * remove what a crashed one left), is flushed with fsync, renamed over the
+ * target and the directory is flushed too: a reader sees the old file or
+ * the new one, never half of one, even after a crash. */
+#ifndef DAE_FILEIO_H
+#define DAE_FILEIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dae_status.h"
+
+/* Reads the regular file at path, at most max_bytes, into a new buffer
+ * (*data, with a NUL after the *len bytes; the caller frees it). Messages
+ * name the path. */
+dae_status dae_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
+                         char *err, size_t errlen);
+
+/* Writes the content through writer(fd, ctx), which returns 0 or -1 with
+ * errno set, atomically to path (mode 0644). On failure nothing is left
+ * beside path and path is untouched. */
+typedef int (*dae_file_writer)(int fd, void *ctx);
+dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
+                                      char *err, size_t errlen);
+
+/* Writes len bytes of data atomically to path. */
+dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* Writes all of len bytes to fd, retrying short writes and EINTR. Returns
+ * 0, or -1 with errno set. */
+int dae_write_all(int fd, const void *data, size_t len);
+
+/* The pid in a temporary name made by the atomic writes ("...tmp.<pid>.X"),
+ * or 0 when name is not one. */
+long dae_file_temp_pid(const char *name);
+
+#endif

@@ -1,0 +1,29 @@
+/* auth.h - the admin routes' access rule.
+ *
+ * With a token configured (--admin-token / DAE_ADMIN_TOKEN) an admin
+ * request needs "Authorization: Bearer <token>", compared in constant
+ * time; without one, only loopback clients (127.0.0.0/8, ::1, and IPv4
+ * loopback mapped into IPv6) are admitted, as Redis' protected mode. */
+#ifndef SRV_AUTH_H
+#define SRV_AUTH_H
+
+#include <sys/socket.h>
+
+typedef enum {
+    SRV_AUTH_OK = 0,
+    SRV_AUTH_UNAUTHORIZED, /* 401: token missing or wrong */
+    SRV_AUTH_FORBIDDEN,    /* 403: no token configured and not a loopback client */
+} srv_auth_result;
+
+/* Decides an admin request: token is the configured token (NULL or ""
+ * for none), authorization the request's Authorization header (or NULL),
+ * client its address (or NULL when unknown, which is not loopback). */
+srv_auth_result srv_auth_check(const char *token, const char *authorization, const struct sockaddr *client);
+
+/* 1 when a and b are equal, in time that depends only on their lengths. */
+int srv_auth_equal(const char *a, const char *b);
+
+/* 1 when sa is a loopback address. */
+int srv_auth_is_loopback(const struct sockaddr *sa);
+
+#endif
