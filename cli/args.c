@@ -89,7 +89,7 @@ int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_
         const char *a = argv[i];
         if (!flags_done && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             cli_usage(cmd, stdout);
-            return CLI_PARSE_HELP;
+            return 0;
         }
     }
     for (int i = 0; i < argc; i++) {
@@ -134,5 +134,5 @@ int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_
         if (rc != 0) return rc;
     }
     if (*n_pos < cmd->min_pos) return cli_usage_error(cmd->name, "missing arguments: dae %s %s", cmd->name, cmd->synopsis);
-    return CLI_PARSE_OK;
+    return CLI_CONTINUE;
 }

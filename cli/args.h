@@ -40,16 +40,16 @@ typedef struct {
     int min_pos, max_pos;    /* how many positional arguments are allowed */
 } cli_command;
 
-/* What cli_parse returns besides an exit code. */
-#define CLI_PARSE_OK 0
-#define CLI_PARSE_HELP (-1) /* usage printed on stdout: exit 0 */
+/* What cli_parse returns when the command should go on; anything else is
+ * the exit code to return at once. */
+#define CLI_CONTINUE (-1)
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
 
 /* Parses argv[0..argc) (the arguments after the subcommand name) against
  * cmd's flags; positional arguments go to pos (room for cmd->max_pos) and
- * their count to *n_pos. Returns CLI_PARSE_OK, CLI_PARSE_HELP, or
- * CLI_EXIT_USAGE after printing the mistake on stderr. */
+ * their count to *n_pos. Returns CLI_CONTINUE; 0 after printing the usage
+ * for --help; or CLI_EXIT_USAGE after printing the mistake on stderr. */
 int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_pos);
 
 /* Prints cmd's usage, description and flag table to out. */

@@ -43,9 +43,24 @@ int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_da
  * by the "format" metadata). On failure m is zeroed and err names path. */
 dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errlen);
 
-/* The model path of `dae denoise` / `dae grid`: flag, else $DAE_MODEL,
- * else CLI_DEFAULT_MODEL. */
+/* The model path of the commands that have a default model: flag, else
+ * $DAE_MODEL, else CLI_DEFAULT_MODEL. */
 const char *cli_model_path(const char *flag);
+
+/* Loads the model at cli_model_path(flag) for command cmd; when the path is
+ * the default and missing, says how to choose another. Returns 0, or the
+ * exit code after printing the problem. */
+int cli_open_model(const char *cmd, const char *flag, dae_model *m);
+
+/* Flag table entries several commands share, with one wording. */
+#define CLI_FLAG_MODEL(var)                                                                          \
+    {"model", CLI_STRING, (var), 0, 0, "FILE",                                                       \
+     "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0}
+#define CLI_FLAG_DATA_DIR(var) \
+    {"data-dir", CLI_STRING, (var), 0, 0, "DIR", "directory holding the data sets (default $DAE_DATA_DIR)", 0}
+#define CLI_FLAG_THREADS(var) {"threads", CLI_INT, (var), 1, 64, "N", "threads (default: online CPUs)", 0}
+#define CLI_FLAG_MAX_PIXELS(var) \
+    {"max-pixels", CLI_INT, (var), 1, 0x7fffffff, "N", "refuse larger images (default 16777216)", 0}
 
 /* Checks that path can be created: its directory exists and is writable,
  * and path itself is not a directory. Returns 0, or prints the problem as

@@ -35,10 +35,10 @@ int cmd_eval(int argc, char **argv) {
     cli_flag flags[] = {
         {"model", CLI_STRING, &model_path, 0, 0, "FILE", "weights file or checkpoint (required)", 0},
         {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set whose test images to use (required)", 0},
-        {"data-dir", CLI_STRING, &data_dir, 0, 0, "DIR", "directory holding the data sets (default $DAE_DATA_DIR)", 0},
+        CLI_FLAG_DATA_DIR(&data_dir),
         {"limit", CLI_INT, &limit, 0, 0x7fffffff, "N", "use only the first N test images (default 0 = all)", 0},
         {"noise", CLI_STRING, &noise_text, 0, 0, "SPEC", "noise of the raw protocol (default gaussian:0.5)", 0},
-        {"threads", CLI_INT, &threads, 1, 64, "N", "threads (default: online CPUs)", 0},
+        CLI_FLAG_THREADS(&threads),
         {"json", CLI_BOOL, &json, 0, 0, NULL, "print JSON instead of a table", 0},
     };
     cli_command cmd = {NAME, "--model FILE --dataset NAME [flags]",
@@ -50,8 +50,7 @@ int cmd_eval(int argc, char **argv) {
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     if (model_path == NULL) return cli_usage_error(NAME, "--model is required");
     if (dataset == NULL) return cli_usage_error(NAME, "--dataset is required");
     char err[DAE_ERR_LEN] = "";

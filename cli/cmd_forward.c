@@ -15,9 +15,9 @@ int cmd_forward(int argc, char **argv) {
     const char *model_flag = NULL, *name = "input";
     int threads = dae_online_cpus();
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model_flag, 0, 0, "FILE", "weights or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0},
+        CLI_FLAG_MODEL(&model_flag),
         {"tensor", CLI_STRING, &name, 0, 0, "NAME", "the input tensor's name (default input)", 0},
-        {"threads", CLI_INT, &threads, 1, 64, "N", "inference threads (default: online CPUs)", 0},
+        CLI_FLAG_THREADS(&threads),
     };
     cli_command cmd = {NAME, "IN.safetensors OUT.safetensors [flags]",
                        "Runs the network on the images of IN's tensor (N x C x H x W, float32, the model's\n"
@@ -26,13 +26,12 @@ int cmd_forward(int argc, char **argv) {
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     if (cli_check_output(NAME, pos[1]) != 0) return CLI_EXIT_FAILURE;
 
     char err[DAE_ERR_LEN] = "";
     dae_model m;
-    if (cli_load_model(cli_model_path(model_flag), &m, err, sizeof err) != DAE_OK) return cli_error(NAME, "%s", err);
+    if ((rc = cli_open_model(NAME, model_flag, &m)) != 0) return rc;
     dae_st_file in = {0};
     if (dae_st_load(pos[0], &in, err, sizeof err) != DAE_OK) {
         dae_model_free(&m);

@@ -5,7 +5,6 @@
  * unless the command succeeds. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "image.h"
@@ -14,20 +13,6 @@
 /* Tiles per forward pass and thread in `dae denoise`. */
 enum { DENOISE_BATCH = 64 };
 
-/* Loads the model at cli_model_path(flag); when the path is the built-in
- * default and missing, says how to choose another. Returns 0 or the exit
- * code after printing. */
-static int load_model(const char *cmd, const char *flag, dae_model *m) {
-    const char *path = cli_model_path(flag);
-    char err[DAE_ERR_LEN] = "";
-    if (flag == NULL && access(path, F_OK) != 0) {
-        memset(m, 0, sizeof *m);
-        return cli_error(cmd, "%s: no such model file (pass --model FILE or set DAE_MODEL)", path);
-    }
-    if (cli_load_model(path, m, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
-    return 0;
-}
-
 /* ------------------------------------------------------------ denoise */
 
 int cmd_denoise(int argc, char **argv) {
@@ -35,10 +20,9 @@ int cmd_denoise(int argc, char **argv) {
     const char *model_path = NULL;
     int threads = dae_online_cpus(), max_pixels = (int)DAE_IMAGE_MAX_PIXELS;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model_path, 0, 0, "FILE",
-         "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0},
-        {"threads", CLI_INT, &threads, 1, 64, "N", "threads (default: online CPUs)", 0},
-        {"max-pixels", CLI_INT, &max_pixels, 1, 0x7fffffff, "N", "refuse larger images (default 16777216)", 0},
+        CLI_FLAG_MODEL(&model_path),
+        CLI_FLAG_THREADS(&threads),
+        CLI_FLAG_MAX_PIXELS(&max_pixels),
     };
     cli_command cmd = {name, "IN OUT [flags]",
                        "Denoises IN (PNG of any kind, JPEG, BMP, GIF, PNM or TGA; any size) into the PNG OUT of the\n"
@@ -48,12 +32,11 @@ int cmd_denoise(int argc, char **argv) {
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     const char *in_path = pos[0], *out_path = pos[1];
     if (cli_check_output(name, out_path) != 0) return CLI_EXIT_FAILURE;
     dae_model m;
-    if ((rc = load_model(name, model_path, &m)) != 0) return rc;
+    if ((rc = cli_open_model(name, model_path, &m)) != 0) return rc;
     char err[DAE_ERR_LEN] = "";
     dae_image in = {0}, out = {0};
     dae_pool *pool = NULL;
@@ -97,7 +80,7 @@ int cmd_noise(int argc, char **argv) {
         {"noise", CLI_STRING, &noise_text, 0, 0, "SPEC",
          "gaussian:S[:clip][:quantize], salt-pepper:P, speckle:S (default gaussian:0.5)", 0},
         {"seed", CLI_U64, &seed, 0, 0, "N", "noise seed: same seed, same bytes out (default 0)", 0},
-        {"max-pixels", CLI_INT, &max_pixels, 1, 0x7fffffff, "N", "refuse larger images (default 16777216)", 0},
+        CLI_FLAG_MAX_PIXELS(&max_pixels),
     };
     cli_command cmd = {name, "IN OUT [flags]",
                        "Adds seeded synthetic noise to every colour channel of IN (alpha untouched) and writes the\n"
@@ -106,8 +89,7 @@ int cmd_noise(int argc, char **argv) {
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     char err[DAE_ERR_LEN] = "";
     dae_noise_spec spec;
     if (dae_noise_parse(noise_text, &spec, err, sizeof err) != DAE_OK) return cli_usage_error(name, "--noise: %s", err);
@@ -142,10 +124,9 @@ int cmd_grid(int argc, char **argv) {
     int count = 10, scale = 4, first = 0;
     uint64_t seed = DAE_EVAL_SEED;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model_path, 0, 0, "FILE",
-         "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0},
+        CLI_FLAG_MODEL(&model_path),
         {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set whose test images to show (required)", 0},
-        {"data-dir", CLI_STRING, &data_dir, 0, 0, "DIR", "directory holding the data sets (default $DAE_DATA_DIR)", 0},
+        CLI_FLAG_DATA_DIR(&data_dir),
         {"out", CLI_STRING, &out_path, 0, 0, "FILE", "the PNG to write (required)", 0},
         {"count", CLI_INT, &count, 1, 100, "N", "test images across (default 10)", 0},
         {"first", CLI_INT, &first, 0, 0x7fffffff, "N", "index of the first test image (default 0)", 0},
@@ -161,8 +142,7 @@ int cmd_grid(int argc, char **argv) {
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     if (dataset == NULL) return cli_usage_error(name, "--dataset is required");
     if (out_path == NULL) return cli_usage_error(name, "--out is required");
     char err[DAE_ERR_LEN] = "";
@@ -170,7 +150,7 @@ int cmd_grid(int argc, char **argv) {
     if (dae_noise_parse(noise_text, &spec, err, sizeof err) != DAE_OK) return cli_usage_error(name, "--noise: %s", err);
     if (cli_check_output(name, out_path) != 0) return CLI_EXIT_FAILURE;
     dae_model m;
-    if ((rc = load_model(name, model_path, &m)) != 0) return rc;
+    if ((rc = cli_open_model(name, model_path, &m)) != 0) return rc;
     dae_dataset data;
     if ((rc = cli_load_dataset(name, data_dir, dataset, &data)) != 0) {
         dae_model_free(&m);

@@ -42,8 +42,7 @@ int cmd_info(int argc, char **argv) {
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     const char *path = pos[0];
     char err[DAE_ERR_LEN] = "";
     dae_st_file f = {0};

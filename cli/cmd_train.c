@@ -201,7 +201,7 @@ int cmd_train(int argc, char **argv) {
     uint64_t seed = 0;
     cli_flag flags[] = {
         {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set under the data directory: mnist, fashion-mnist, ... (required)", 0},
-        {"data-dir", CLI_STRING, &data_dir, 0, 0, "DIR", "directory holding the data sets (default $DAE_DATA_DIR)", 0},
+        CLI_FLAG_DATA_DIR(&data_dir),
         {"out", CLI_STRING, &out, 0, 0, "FILE", "where to write the weights (.safetensors; required)", 0},
         {"epochs", CLI_INT, &epochs, 1, 10000, "N", "train until N epochs are done (default 10)", 0},
         {"batch-size", CLI_INT, &batch, 1, 65536, "N", "images per optimiser step (default 64)", 0},
@@ -230,8 +230,7 @@ int cmd_train(int argc, char **argv) {
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
-    if (rc == CLI_PARSE_HELP) return 0;
-    if (rc != CLI_PARSE_OK) return rc;
+    if (rc != CLI_CONTINUE) return rc;
     if (dataset == NULL) return cli_usage_error(NAME, "--dataset is required");
     if (out == NULL) return cli_usage_error(NAME, "--out is required");
     if (resume != NULL && architecture != NULL)

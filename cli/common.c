@@ -49,6 +49,17 @@ dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errl
     return DAE_OK;
 }
 
+int cli_open_model(const char *cmd, const char *flag, dae_model *m) {
+    const char *path = cli_model_path(flag);
+    char err[DAE_ERR_LEN] = "";
+    if (flag == NULL && access(path, F_OK) != 0) {
+        memset(m, 0, sizeof *m);
+        return cli_error(cmd, "%s: no such model file (pass --model FILE or set DAE_MODEL)", path);
+    }
+    if (cli_load_model(path, m, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
+    return 0;
+}
+
 const char *cli_model_path(const char *flag) {
     if (flag != NULL) return flag;
     const char *env = getenv("DAE_MODEL");
