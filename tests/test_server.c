@@ -240,6 +240,18 @@ static void config_for(srv_config *cfg, const char *dir, int workers, int max_ba
     cfg->queue_pixels = 1LL << 40;
 }
 
+/* Opens cfg's registry into *r and starts its inference workers reporting
+ * to metrics (which must outlive them), failing the test if either fails. */
+static srv_infer *start_inference(const srv_config *cfg, srv_registry **r, srv_metrics *metrics) {
+    char err[DAE_ERR_LEN] = "";
+    *r = srv_registry_open(cfg, err, sizeof err);
+    cr_assert_not_null(*r, "%s", err);
+    srv_metrics_init(metrics);
+    srv_infer *q = srv_infer_start(cfg, metrics, err, sizeof err);
+    cr_assert_not_null(q, "%s", err);
+    return q;
+}
+
 Test(registry, names_default_refcounts_and_json) {
     char dir[256], err[DAE_ERR_LEN] = "";
     models_dir(dir, sizeof dir);
@@ -325,12 +337,9 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
     models_dir(dir, sizeof dir);
     srv_config cfg;
     config_for(&cfg, dir, 2, 16);
-    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
-    cr_assert_not_null(r, "%s", err);
+    srv_registry *r;
     static srv_metrics metrics;
-    srv_metrics_init(&metrics);
-    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
-    cr_assert_not_null(q, "%s", err);
+    srv_infer *q = start_inference(&cfg, &r, &metrics);
     enum { N = 40 };
     static const int sizes[][3] = {{28, 28, 1}, {1, 1, 1}, {27, 29, 4}, {100, 60, 3}, {28, 28, 2}, {57, 31, 1}, {14, 80, 4}};
     srv_job *jobs = calloc(N, sizeof *jobs);
@@ -392,15 +401,14 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
 }
 
 Test(inference, bad_images_and_limits_fail_cleanly) {
-    char dir[256], err[DAE_ERR_LEN] = "";
+    char dir[256];
     models_dir(dir, sizeof dir);
     srv_config cfg;
     config_for(&cfg, dir, 1, 8);
     cfg.queue_size = 2;
-    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    srv_registry *r;
     static srv_metrics metrics;
-    srv_metrics_init(&metrics);
-    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    srv_infer *q = start_inference(&cfg, &r, &metrics);
     uint8_t *png;
     size_t len;
     dae_image img;
@@ -432,14 +440,13 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
 }
 
 Test(inference, cancel_all_finishes_every_job, .timeout = 120) {
-    char dir[256], err[DAE_ERR_LEN] = "";
+    char dir[256];
     models_dir(dir, sizeof dir);
     srv_config cfg;
     config_for(&cfg, dir, 1, 4);
-    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    srv_registry *r;
     static srv_metrics metrics;
-    srv_metrics_init(&metrics);
-    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    srv_infer *q = start_inference(&cfg, &r, &metrics);
     enum { N = 12 };
     uint8_t *png;
     size_t len;
@@ -477,15 +484,14 @@ Test(inference, cancel_all_finishes_every_job, .timeout = 120) {
 }
 
 Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 60) {
-    char dir[256], err[DAE_ERR_LEN] = "";
+    char dir[256];
     models_dir(dir, sizeof dir);
     srv_config cfg;
     config_for(&cfg, dir, 1, 8);
     cfg.max_queue_delay_us = 200000;
-    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    srv_registry *r;
     static srv_metrics metrics;
-    srv_metrics_init(&metrics);
-    srv_infer *q = srv_infer_start(&cfg, &metrics, err, sizeof err);
+    srv_infer *q = start_inference(&cfg, &r, &metrics);
     uint8_t *png;
     size_t len;
     dae_image img;
