@@ -128,6 +128,17 @@ req() {
 
 header() { sed -n "s/^$1: *//Ip" "$TMP/headers" | tr -d '\r' | head -1; }
 
+# expect_error STATUS CODE NAME METHOD PATH [CURL ARGS...]: sends the
+# request and counts check NAME as passed when it is answered with that
+# JSON error.
+expect_error() {
+    local status=$1 code=$2 name=$3
+    shift 3
+    req "$@"
+    is_error "$status" "$code"
+    ok "$name"
+}
+
 # is_error STATUS CODE: the last answer is that JSON error.
 is_error() {
     [ "$STATUS" = "$1" ] && [ "$(header Content-Type)" = "application/json" ] &&
@@ -232,21 +243,15 @@ req GET /models/mnist
 [ "$STATUS" = 200 ] && grep -q '"version":"sha256:[0-9a-f]\{12\}"' "$TMP/body" &&
     grep -q '"architecture":{' "$TMP/body" && grep -q '"default":true' "$TMP/body"
 ok "GET /models/mnist: version, metadata and architecture"
-req GET /models/nope
-is_error 404 model_not_found
-ok "GET /models/nope: 404 model_not_found"
-req GET /no/such/route
-is_error 404 not_found
-ok "unknown route: 404 not_found"
+expect_error 404 model_not_found "GET /models/nope: 404 model_not_found" GET /models/nope
+expect_error 404 not_found "unknown route: 404 not_found" GET /no/such/route
 req GET /denoise
 is_error 405 method_not_allowed && [ "$(header Allow)" = "POST" ]
 ok "GET /denoise: 405 with Allow: POST"
 req POST /healthz
 is_error 405 method_not_allowed && [ "$(header Allow)" = "GET, HEAD" ]
 ok "POST /healthz: 405 with Allow: GET, HEAD"
-req DELETE /models
-is_error 405 method_not_allowed
-ok "DELETE /models: 405"
+expect_error 405 method_not_allowed "DELETE /models: 405" DELETE /models
 
 # ------------------------------------------------------------ denoise
 
@@ -262,24 +267,14 @@ ok "a 28x28 image is one tile: the same pixels as the engine (dae denoise)"
 req POST /denoise -F "image=@$IMG/gray8.png"
 [ "$STATUS" = 200 ] && cmp -s "$TMP/body" "$TMP/raw_out.png"
 ok "multipart/form-data field image: the same PNG as the raw upload"
-req POST /denoise -F "other=@$IMG/gray8.png"
-is_error 400 missing_image
-ok "multipart without an image field: 400 missing_image"
-req POST /denoise --data-binary 'junk' -H 'Content-Type: multipart/form-data'
-is_error 400 invalid_multipart
-ok "multipart without a boundary: 400 invalid_multipart"
-req POST /denoise -F "image=@$IMG/text.txt"
-is_error 415 unsupported_media_type
-ok "multipart holding plain text: 415 unsupported_media_type"
+expect_error 400 missing_image "multipart without an image field: 400 missing_image" POST /denoise -F "other=@$IMG/gray8.png"
+expect_error 400 invalid_multipart "multipart without a boundary: 400 invalid_multipart" POST /denoise --data-binary 'junk' -H 'Content-Type: multipart/form-data'
+expect_error 415 unsupported_media_type "multipart holding plain text: 415 unsupported_media_type" POST /denoise -F "image=@$IMG/text.txt"
 req POST '/denoise?model=other' --data-binary @"$IMG/gray8.png"
 [ "$STATUS" = 200 ] && [ "$(header X-Model)" = other ]
 ok "?model=other: 200 from that model"
-req POST '/denoise?model=nope' --data-binary @"$IMG/gray8.png"
-is_error 404 model_not_found
-ok "?model=nope: 404 model_not_found"
-req POST '/denoise?colour=red' --data-binary @"$IMG/gray8.png"
-is_error 422 invalid_parameter
-ok "an unknown query parameter: 422 invalid_parameter"
+expect_error 404 model_not_found "?model=nope: 404 model_not_found" POST '/denoise?model=nope' --data-binary @"$IMG/gray8.png"
+expect_error 422 invalid_parameter "an unknown query parameter: 422 invalid_parameter" POST '/denoise?colour=red' --data-binary @"$IMG/gray8.png"
 
 # Every flavour: file, expected "WIDTH HEIGHT 8 COLOR_TYPE" of the answer.
 while read -r file want; do
@@ -331,18 +326,12 @@ EOF
 
 # ------------------------------------------------------------ malformed input
 
-req POST /denoise
-is_error 400 empty_body
-ok "empty body: 400 empty_body"
-req POST /denoise --data-binary @"$IMG/truncated.png"
-is_error 400 invalid_image
-ok "truncated PNG: 400 invalid_image"
+expect_error 400 empty_body "empty body: 400 empty_body" POST /denoise
+expect_error 400 invalid_image "truncated PNG: 400 invalid_image" POST /denoise --data-binary @"$IMG/truncated.png"
 req POST /denoise --data-binary @"$IMG/bad_crc.png"
 is_error 400 invalid_image && grep -q 'CRC error' "$TMP/body"
 ok "corrupted CRC: 400 invalid_image saying CRC"
-req POST /denoise --data-binary @"$IMG/text.txt" -H 'Content-Type: text/plain'
-is_error 415 unsupported_media_type
-ok "plain text: 415 unsupported_media_type"
+expect_error 415 unsupported_media_type "plain text: 415 unsupported_media_type" POST /denoise --data-binary @"$IMG/text.txt" -H 'Content-Type: text/plain'
 t0=$(date +%s%N)
 req POST /denoise --data-binary @"$IMG/bomb.png"
 t1=$(date +%s%N)
@@ -352,18 +341,14 @@ rss=$(metric process_resident_memory_bytes)
 [ "${rss:-0}" -gt 0 ] && [ "${rss%.*}" -lt 300000000 ]
 ok "... and nothing near its 400 MB was allocated (RSS $rss)"
 head -c 11534336 /dev/zero >"$TMP/big.bin"
-req POST /denoise --data-binary @"$TMP/big.bin"
-is_error 413 body_too_large
-ok "11 MiB body (limit 10 MiB): 413 body_too_large"
+expect_error 413 body_too_large "11 MiB body (limit 10 MiB): 413 body_too_large" POST /denoise --data-binary @"$TMP/big.bin"
 exec 3<>"/dev/tcp/127.0.0.1/$PORT"
 http_fd 3 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 11534336\r\n\r\n'
 exec 3<&-
 [ "$RAW_STATUS" = 413 ] &&
     echo "$RAW_BODY" | grep -q '"code":"body_too_large"'
 ok "413 from Content-Length alone, without sending the body"
-req POST /denoise -H 'Transfer-Encoding: chunked' --data-binary @"$TMP/big.bin"
-is_error 413 body_too_large
-ok "11 MiB chunked body: 413 body_too_large"
+expect_error 413 body_too_large "11 MiB chunked body: 413 body_too_large" POST /denoise -H 'Transfer-Encoding: chunked' --data-binary @"$TMP/big.bin"
 req POST /denoise --data-binary @"$IMG/gray8.png"
 [ "$STATUS" = 200 ] && cmp -s "$TMP/body" "$TMP/raw_out.png"
 ok "the daemon still serves after every bad request"
@@ -383,18 +368,10 @@ ok "/noise: another seed, other bytes"
 req POST '/noise?type=salt-pepper&amount=0.2&seed=1' --data-binary @"$IMG/rgba8.png"
 [ "$STATUS" = 200 ] && [ "$(png_info "$TMP/body")" = "28 28 8 6" ]
 ok "/noise salt-pepper on RGBA: 200 RGBA"
-req POST '/noise?sigma=11' --data-binary @"$IMG/gray8.png"
-is_error 422 invalid_parameter
-ok "/noise sigma out of range: 422"
-req POST '/noise?type=salt-pepper&sigma=0.2' --data-binary @"$IMG/gray8.png"
-is_error 422 invalid_parameter
-ok "/noise sigma with salt-pepper: 422"
-req POST '/noise?type=blur' --data-binary @"$IMG/gray8.png"
-is_error 422 invalid_parameter
-ok "/noise unknown type: 422"
-req POST '/noise?seed=-1' --data-binary @"$IMG/gray8.png"
-is_error 422 invalid_parameter
-ok "/noise negative seed: 422"
+expect_error 422 invalid_parameter "/noise sigma out of range: 422" POST '/noise?sigma=11' --data-binary @"$IMG/gray8.png"
+expect_error 422 invalid_parameter "/noise sigma with salt-pepper: 422" POST '/noise?type=salt-pepper&sigma=0.2' --data-binary @"$IMG/gray8.png"
+expect_error 422 invalid_parameter "/noise unknown type: 422" POST '/noise?type=blur' --data-binary @"$IMG/gray8.png"
+expect_error 422 invalid_parameter "/noise negative seed: 422" POST '/noise?seed=-1' --data-binary @"$IMG/gray8.png"
 
 # ------------------------------------------------------------ metrics and log
 
@@ -456,9 +433,7 @@ req POST /denoise --data-binary @"$IMG/gray_300x200.png"
 [ "$STATUS" = 200 ]
 ok "DAE_MAX_BODY=1M still takes a 47 KB upload"
 head -c 1100000 /dev/zero >"$TMP/1m.bin"
-req POST /denoise --data-binary @"$TMP/1m.bin"
-is_error 413 body_too_large
-ok "DAE_MAX_BODY=1M: a 1.1 MB body is 413"
+expect_error 413 body_too_large "DAE_MAX_BODY=1M: a 1.1 MB body is 413" POST /denoise --data-binary @"$TMP/1m.bin"
 # A 2000x2000 image keeps the single worker busy; with a queue of 1 the
 # next request must be turned away at once.
 curl -s -o "$TMP/bigout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
@@ -590,9 +565,7 @@ start e --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state" --dat
 E_PID=$PID
 
 # Validation: every field, named with its range.
-req POST /train --data-binary 'not json'
-is_error 400 invalid_json
-ok "POST /train with a body that is not JSON: 400 invalid_json"
+expect_error 400 invalid_json "POST /train with a body that is not JSON: 400 invalid_json" POST /train --data-binary 'not json'
 while IFS='|' read -r body field; do
     req POST /train -H 'Content-Type: application/json' --data-binary "$body"
     if is_error 422 invalid_parameter && grep -qF "$field" "$TMP/body"; then pass; else fail "POST /train $body: 422 naming $field"; fi
@@ -665,12 +638,8 @@ ok "the ACTIVE file names it"
 req GET /models
 grep -q '"active":"job1"' "$TMP/body"
 ok "GET /models shows which is active"
-req POST /models/nope/activate
-is_error 404 model_not_found
-ok "activating an unknown model: 404"
-req DELETE /models/job1
-is_error 409 model_active
-ok "DELETE of the active model: 409 model_active"
+expect_error 404 model_not_found "activating an unknown model: 404" POST /models/nope/activate
+expect_error 409 model_active "DELETE of the active model: 409 model_active" DELETE /models/job1
 [ "$(metric 'dae_model_switches_total')" -ge 11 ]
 ok "dae_model_switches_total counts the switches"
 
@@ -682,9 +651,7 @@ grep -qi '^content-type: text/event-stream' "$TMP/sse_headers" && grep -q '^even
     grep -q '^data: {"id":"'"$J2"'","state":"running"' "$TMP/sse" &&
     [ "$(grep '^event:' "$TMP/sse" | tail -1)" = "event: done" ] && tail -2 "$TMP/sse" | grep -q '"state":"succeeded"'
 ok "GET /train/{id}/events: text/event-stream, progress events and a final done, then it ends ($(grep -c '^event: progress' "$TMP/sse") progress events)"
-req GET /train/999/events
-is_error 404 job_not_found
-ok "events of an unknown job: 404"
+expect_error 404 job_not_found "events of an unknown job: 404" GET /train/999/events
 
 # Cancel a running job; /denoise during training.
 req POST /train --data-binary '{"dataset":"mnist-mini","epochs":10000,"model_name":"cancelled1"}'
@@ -705,12 +672,8 @@ t1=$(date +%s%N)
 ok "the running job ends cancelled within a second ($(((t1 - t0) / 1000000)) ms)"
 [ ! -e "$TMP/tmodels/cancelled1.safetensors" ] && ! ls "$TMP/tmodels" | grep -q tmp
 ok "a cancelled job writes no model"
-req DELETE "/train/$J3"
-is_error 409 job_finished
-ok "cancelling a finished job: 409"
-req DELETE /train/999
-is_error 404 job_not_found
-ok "cancelling an unknown job: 404"
+expect_error 409 job_finished "cancelling a finished job: 409" DELETE "/train/$J3"
+expect_error 404 job_not_found "cancelling an unknown job: 404" DELETE /train/999
 metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
 for st in queued running succeeded failed cancelled; do echo "$metrics" | grep -q "^dae_train_jobs{state=\"$st\"} [0-9]"; done &&
     echo "$metrics" | grep -q '^dae_train_jobs_finished_total{state="succeeded"} 2$' &&
@@ -778,15 +741,9 @@ ok "a removed file disappears on the next rescan"
 req POST /train --data-binary '{"dataset":"mnist-mini"}'
 is_error 401 unauthorized && header WWW-Authenticate | grep -q '^Bearer'
 ok "with --admin-token, POST /train without a token: 401 with WWW-Authenticate: Bearer"
-req POST /models/mnist/activate -H 'Authorization: Bearer wrong'
-is_error 401 unauthorized
-ok "a wrong token: 401"
-req POST /models/mnist/activate -H 'Authorization: Bearer s3cret toke'
-is_error 401 unauthorized
-ok "a token's prefix: 401"
-req DELETE /train/1 -H 'Authorization: Bearer s3cret token'
-is_error 404 job_not_found
-ok "the right token passes (DELETE /train/1 of this replica: 404)"
+expect_error 401 unauthorized "a wrong token: 401" POST /models/mnist/activate -H 'Authorization: Bearer wrong'
+expect_error 401 unauthorized "a token's prefix: 401" POST /models/mnist/activate -H 'Authorization: Bearer s3cret toke'
+expect_error 404 job_not_found "the right token passes (DELETE /train/1 of this replica: 404)" DELETE /train/1 -H 'Authorization: Bearer s3cret token'
 req GET /train
 [ "$STATUS" = 200 ]
 ok "read routes need no token (GET /train)"
