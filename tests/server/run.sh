@@ -65,19 +65,19 @@ ok() {
 
 # ------------------------------------------------------------ daemons
 
-# start NAME ARGS...: starts the daemon on a free loopback port (logs in
-# $TMP/NAME.out and .err); sets PID and PORT. Extra environment comes from
-# the caller (`VAR=x start ...`).
+# start NAME ARGS...: starts the daemon on a free port of $BIND (default
+# 127.0.0.1; logs in $TMP/NAME.out and .err); sets PID and PORT. Extra
+# environment comes from the caller (`VAR=x start ...`).
 start() {
     local name=$1
     shift
     : >"$TMP/$name.err"
-    "$SERVER" --bind 127.0.0.1 --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    "$SERVER" --bind "${BIND:-127.0.0.1}" --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     PID=$!
     PIDS="$PIDS $PID"
     PORT=""
     for _ in $(seq 1 200); do
-        PORT=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$TMP/$name.err" | head -1)
+        PORT=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/$name.err" | head -1)
         [ -n "$PORT" ] && break
         kill -0 "$PID" 2>/dev/null || break
         sleep 0.05
@@ -791,27 +791,17 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NS" 2>/dev/n
         ip netns exec "$NS" ip addr add 10.213.7.2/30 dev "vn$$" &&
         ip netns exec "$NS" ip link set "vn$$" up && ip netns exec "$NS" ip link set lo up
     ok "a network namespace of our own as a non-loopback client"
-    : >"$TMP/g.err"
-    "$SERVER" --bind 10.213.7.1 --port 0 --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state_g" \
-        --reload-interval 0 >"$TMP/g.out" 2>"$TMP/g.err" &
-    G_PID=$!
-    PIDS="$PIDS $G_PID"
-    GP=""
-    for _ in $(seq 1 200); do
-        GP=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/g.err" | head -1)
-        [ -n "$GP" ] && break
-        sleep 0.05
-    done
+    BIND=10.213.7.1 start g --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state_g" --reload-interval 0
     code=$(ip netns exec "$NS" curl -s -m 10 -o "$TMP/body" -w '%{http_code}' -X POST \
-        "http://10.213.7.1:$GP/models/mnist/activate")
+        "http://10.213.7.1:$PORT/models/mnist/activate")
     [ "$code" = 403 ] && grep -q '"code":"forbidden"' "$TMP/body" && grep -q -- '--admin-token' "$TMP/body"
     ok "no token, a non-loopback client (10.213.7.2): 403 saying how to set a token"
-    code=$(ip netns exec "$NS" curl -s -m 10 -o /dev/null -w '%{http_code}' "http://10.213.7.1:$GP/models")
+    code=$(ip netns exec "$NS" curl -s -m 10 -o /dev/null -w '%{http_code}' "http://10.213.7.1:$PORT/models")
     [ "$code" = 200 ]
     ok "... while read routes answer it"
-    kill -TERM "$G_PID"
-    wait "$G_PID"
-    sanitizer_check g
+    stop "$PID" g
+    [ "$RC" -eq 0 ]
+    ok "daemon g: exit 0"
     ip netns del "$NS" 2>/dev/null
     ip link del "vh$$" 2>/dev/null
     NETNS_MADE=""
