@@ -10,7 +10,7 @@ ARCH     := $(if $(NATIVE),-march=native,)
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -pthread -fno-math-errno $(ARCH)
 CPPFLAGS += -D_GNU_SOURCE -Icore -I/usr/include/cjson
-LDLIBS   += -lcjson -lopenblas -lpng -lstb -lz -lm -pthread
+LDLIBS   += -lcjson -lopenblas -lpng -ljpeg -lgif -lz -lm -pthread
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
 # build/sanitize with ASan and UBSan.
@@ -40,10 +40,10 @@ BENCH_BIN := $(BUILD)/bench_core
 
 # Headers whose absence means `make deps` has not run on this machine.
 DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
-               /usr/include/png.h /usr/include/zlib.h /usr/include/stb/stb_image.h \
+               /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-sanitize bench bench-core bench-http run demo clean help refs fuzz
+.PHONY: all deps check-deps test test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
 
 all: check-deps $(LIB) $(DAE) $(SERVER) ## build the library, the command-line tool and the server
 
@@ -96,6 +96,18 @@ test-sanitize: check-deps ## the same tests under ASan + UBSan
 	    status=$$?; cat build/sanitize/server.log; [ $$status -eq 0 ] && \
 	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/server.log
 
+# Attacks on the real daemon as an unauthenticated network client: bad
+# images, aborted and slow uploads, stalled streams, memory floods, job
+# races, HTTP protocol abuse (tests/hostile/test_*.py, loopback only).
+test-hostile: check-deps $(SERVER) ## hostile clients against the real daemon (python3, loopback)
+	python3 tests/hostile/run.py $(SERVER) $(HOSTILE)
+
+# A mixed soak (not in CI): valid and hostile requests at c=64 for
+# SOAK_SECONDS; prints requests, answers by kind and RSS start/peak/end.
+SOAK_SECONDS ?= 600
+soak: check-deps $(SERVER) ## 10-minute mixed soak of valid and hostile requests (SOAK_SECONDS)
+	python3 tests/hostile/soak.py $(SERVER) $(SOAK_SECONDS) 64
+
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads
 	$(BENCH_BIN)
 
@@ -123,28 +135,66 @@ demo: all ## denoise test digits with the committed model: quality numbers and a
 	    --noise gaussian:0.5:clip:quantize --out build/demo/grid.png
 	@echo "original / noisy / denoised test digits: build/demo/grid.png"
 
-# Fuzzers: each tests/fuzz/fuzz_X.c is a libFuzzer target over the parsers,
-# built with clang (Debian's clang and libclang-rt-14-dev) and run for
-# FUZZ_SECONDS each, seeded from the committed fixtures.
+# Fuzzers: each tests/fuzz/fuzz_X.c is a libFuzzer target, built with clang
+# (Debian's clang and libclang-rt-14-dev) under ASan + UBSan and run for
+# FUZZ_SECONDS each (`make fuzz FUZZ_SECONDS=20` in CI). The image targets
+# (fuzz_png, fuzz_jpeg, fuzz_gif, fuzz_bmp, fuzz_pnm, fuzz_tga) compile the
+# decoders' own sources in: dae's core/img_*.c, and libpng, libjpeg-turbo,
+# giflib and zlib as built from Debian's source packages by
+# tools/fuzz_sources.sh (as root, into build/fuzz/{asan,msan}); they run a
+# second time under MemorySanitizer (fuzz_X_msan). Each starts from its
+# committed corpus tests/fuzz/corpus/fuzz_X (regression inputs included);
+# new finds go to build/fuzz/corpus_X, crashes to build/fuzz/crash-*.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC     := $(wildcard tests/fuzz/*.c)
-FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -DDAE_NO_CLONES -D_GNU_SOURCE -Icore -I/usr/include/cjson
-fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang)
+FUZZ_DIR     := build/fuzz
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_IMAGES  := fuzz_png fuzz_jpeg fuzz_gif fuzz_bmp fuzz_pnm fuzz_tga
+FUZZ_CPP     := -DDAE_NO_CLONES -D_GNU_SOURCE -Icore -I/usr/include/cjson
+FUZZ_ASAN    := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -DDAE_IMAGE_FILL_CHECK
+FUZZ_MSAN    := -g -O1 -fsanitize=memory -fsanitize-memory-track-origins
+FUZZ_IMG_SRC := core/image.c $(wildcard core/img_*.c) core/fileio.c core/dae_status.c core/noise.c core/rng.c
+fuzz_libs     = $(addprefix $(FUZZ_DIR)/$(1)/lib/,libpng.a libjpeg.a libgif.a libz.a)
+FUZZ_RUN     := -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
+fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; builds the image libraries as root)
 	@command -v clang >/dev/null || { echo "fuzz: needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
-	@mkdir -p build/fuzz
-	@for f in $(FUZZ_SRC); do \
+	tools/fuzz_sources.sh $(FUZZ_DIR)
+	@echo "fuzz: compiling libdae under ASan + UBSan and its image code under MSan"
+	@set -e; mkdir -p $(FUZZ_DIR)/obj/asan $(FUZZ_DIR)/obj/msan; rm -f $(FUZZ_DIR)/obj/asan/*.o $(FUZZ_DIR)/obj/msan/*.o; \
+	for c in $(CORE_SRC); do \
+	    clang $(FUZZ_ASAN) -fsanitize=fuzzer-no-link $(FUZZ_CPP) -I$(FUZZ_DIR)/asan/include -c $$c \
+	        -o $(FUZZ_DIR)/obj/asan/$$(basename $$c .c).o; \
+	done; \
+	for c in $(FUZZ_IMG_SRC); do \
+	    clang $(FUZZ_MSAN) -fsanitize=fuzzer-no-link $(FUZZ_CPP) -I$(FUZZ_DIR)/msan/include -c $$c \
+	        -o $(FUZZ_DIR)/obj/msan/$$(basename $$c .c).o; \
+	done
+	@set -e; for f in $(FUZZ_SRC); do \
 	    name=$$(basename $$f .c); \
-	    clang $(FUZZ_FLAGS) $$f $(CORE_SRC) $(LDLIBS) -o build/fuzz/$$name || exit 1; \
-	    mkdir -p build/fuzz/corpus_$$name; \
-	    case $$name in \
-	    fuzz_safetensors) cp tests/fixtures/ref/*.safetensors build/fuzz/corpus_$$name/ ;; \
-	    fuzz_idx) for g in tests/fixtures/mnist-mini/*.gz; do gzip -dc $$g | head -c 20000 > build/fuzz/corpus_$$name/$$(basename $$g .gz); done ;; \
-	    fuzz_multipart) printf 'multipart/form-data; boundary=XyZ\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n' > build/fuzz/corpus_$$name/seed1; \
-	        printf 'multipart/form-data; boundary="a b"\npreamble\r\n--a b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--a b\r\ncontent-disposition: form-data; name="image"\r\n\r\nDATA\r\n--a b--' > build/fuzz/corpus_$$name/seed2 ;; \
+	    echo "fuzz: building $$name"; \
+	    clang $(FUZZ_ASAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/asan/include $$f $(FUZZ_DIR)/obj/asan/*.o \
+	        $(call fuzz_libs,asan) -lcjson -lopenblas -lm -pthread -o $(FUZZ_DIR)/$$name; \
+	    case " $(FUZZ_IMAGES) " in *" $$name "*) \
+	        clang $(FUZZ_MSAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/msan/include $$f $(FUZZ_DIR)/obj/msan/*.o \
+	            $(call fuzz_libs,msan) -lm -pthread -o $(FUZZ_DIR)/$${name}_msan ;; \
 	    esac; \
-	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
-	    build/fuzz/$$name -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
-	        build/fuzz/corpus_$$name 2>&1 | tail -4 || exit 1; \
+	done
+	@set -e; for f in $(FUZZ_SRC); do \
+	    name=$$(basename $$f .c); \
+	    corpus=$(FUZZ_DIR)/corpus_$$name; mkdir -p $$corpus; \
+	    case $$name in \
+	    fuzz_safetensors) cp tests/fixtures/ref/*.safetensors $$corpus/ ;; \
+	    fuzz_idx) for g in tests/fixtures/mnist-mini/*.gz; do gzip -dc $$g | head -c 20000 > $$corpus/$$(basename $$g .gz); done ;; \
+	    fuzz_multipart) printf 'multipart/form-data; boundary=XyZ\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n' > $$corpus/seed1; \
+	        printf 'multipart/form-data; boundary="a b"\npreamble\r\n--a b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--a b\r\ncontent-disposition: form-data; name="image"\r\n\r\nDATA\r\n--a b--' > $$corpus/seed2 ;; \
+	    esac; \
+	    seeds=""; [ -d tests/fuzz/corpus/$$name ] && seeds=tests/fuzz/corpus/$$name; \
+	    bins=$$name; [ -x $(FUZZ_DIR)/$${name}_msan ] && bins="$$name $${name}_msan"; \
+	    for bin in $$bins; do \
+	        echo "fuzz: $$bin for $(FUZZ_SECONDS) s"; \
+	        $(FUZZ_DIR)/$$bin $(FUZZ_RUN) -artifact_prefix=$(FUZZ_DIR)/$$bin- $$corpus $$seeds \
+	            > $(FUZZ_DIR)/$$bin.log 2>&1 || { tail -60 $(FUZZ_DIR)/$$bin.log; echo "fuzz: $$bin FAILED (log: $(FUZZ_DIR)/$$bin.log)"; exit 1; }; \
+	        grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)' $(FUZZ_DIR)/$$bin.log | tr '\n' ' '; echo; \
+	    done; \
 	done
 
 refs: ## regenerate the PyTorch reference fixtures (needs python3-torch)

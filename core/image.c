@@ -1,6 +1,7 @@
-/* image.c - image decoding (libpng for PNG, stb_image for the rest), PNG
- * encoding into memory, seeded noise on images, and whole-file reads and
- * atomic writes. */
+/* image.c - image decoding (format detection, PNG through libpng, the
+ * other formats through the decoders of img_codec.h), PNG encoding into
+ * memory, seeded noise on images, and whole-file reads and atomic
+ * writes. */
 #include "image.h"
 
 #include <errno.h>
@@ -15,10 +16,10 @@
 #include <unistd.h>
 
 #include <png.h>
-#include <stb/stb_image.h>
 #include <zlib.h>
 
 #include "fileio.h"
+#include "img_codec.h"
 
 /* Largest chunk libpng may allocate for ancillary data (iCCP, zTXt, ...):
  * a compressed text chunk cannot inflate past this. */
@@ -51,9 +52,19 @@ void dae_image_free(dae_image *img) {
     memset(img, 0, sizeof *img);
 }
 
-/* Fails unless a width x height image is within the side limit and
- * max_pixels (0 meaning the default limit). */
-static dae_status check_size(long long width, long long height, size_t max_pixels, char *err, size_t errlen) {
+#ifdef DAE_IMAGE_FILL_CHECK
+int dae_image_fill_byte;
+#endif
+
+uint8_t *img_pixels_alloc(size_t n) {
+    uint8_t *p = malloc(n ? n : 1);
+#ifdef DAE_IMAGE_FILL_CHECK
+    if (p != NULL) memset(p, dae_image_fill_byte, n);
+#endif
+    return p;
+}
+
+dae_status img_check_size(long long width, long long height, size_t max_pixels, char *err, size_t errlen) {
     if (max_pixels == 0) max_pixels = DAE_IMAGE_MAX_PIXELS;
     if (width < 1 || height < 1)
         return dae_fail(err, errlen, DAE_ERR_FORMAT, "image size %lldx%lld is empty", width, height);
@@ -67,12 +78,6 @@ static dae_status check_size(long long width, long long height, size_t max_pixel
     return DAE_OK;
 }
 
-/* Formats stb_image's last failure for format name. */
-static dae_status stb_fail(const char *name, char *err, size_t errlen) {
-    const char *why = stbi_failure_reason();
-    return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: %s", name, why != NULL ? why : "cannot decode");
-}
-
 const char *dae_image_format_name(const uint8_t *buf, size_t len) {
     if (buf == NULL || len == 0) return NULL;
     if (len >= 8 && memcmp(buf, PNG_SIGNATURE, 8) == 0) return "PNG";
@@ -80,13 +85,8 @@ const char *dae_image_format_name(const uint8_t *buf, size_t len) {
     if (len >= 6 && (memcmp(buf, "GIF87a", 6) == 0 || memcmp(buf, "GIF89a", 6) == 0)) return "GIF";
     if (len >= 2 && buf[0] == 'B' && buf[1] == 'M') return "BMP";
     if (len >= 2 && buf[0] == 'P' && buf[1] >= '1' && buf[1] <= '6') return "PNM";
-    /* stb_image also reads PSD, HDR and PIC, which dae does not take. */
-    if (len >= 4 && memcmp(buf, "8BPS", 4) == 0) return NULL;
-    if (len >= 2 && buf[0] == '#' && buf[1] == '?') return NULL;
-    if (len >= 4 && buf[0] == 0x53 && buf[1] == 0x80 && buf[2] == 0xf6 && buf[3] == 0x34) return NULL;
-    /* TGA has no magic number: stb_image's header test is the judge. */
-    int w, h, c;
-    if (len <= INT_MAX && stbi_info_from_memory(buf, (int)len, &w, &h, &c)) return "TGA";
+    /* TGA has no magic number: its header fields are judged. */
+    if (img_tga_test(buf, len)) return "TGA";
     return NULL;
 }
 
@@ -128,8 +128,13 @@ dae_status dae_image_probe(const uint8_t *buf, size_t len, int *width, int *heig
         if (w > 0x7fffffffLL || h > 0x7fffffffLL)
             return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: invalid image size in IHDR");
     } else {
-        int iw, ih, ic;
-        if (!stbi_info_from_memory(buf, (int)len, &iw, &ih, &ic)) return stb_fail(name, err, errlen);
+        int iw = 0, ih = 0;
+        st = strcmp(name, "JPEG") == 0  ? img_jpeg_probe(buf, len, &iw, &ih, err, errlen)
+             : strcmp(name, "GIF") == 0 ? img_gif_probe(buf, len, &iw, &ih, err, errlen)
+             : strcmp(name, "BMP") == 0 ? img_bmp_probe(buf, len, &iw, &ih, err, errlen)
+             : strcmp(name, "PNM") == 0 ? img_pnm_probe(buf, len, &iw, &ih, err, errlen)
+                                        : img_tga_probe(buf, len, &iw, &ih, err, errlen);
+        if (st != DAE_OK) return st;
         w = iw, h = ih;
     }
     if (w < 1 || h < 1)
@@ -197,7 +202,7 @@ static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r
     png_uint_32 w, h;
     int depth, color, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
-    dae_status st = check_size(w, h, r->max_pixels, r->msg, sizeof r->msg);
+    dae_status st = img_check_size(w, h, r->max_pixels, r->msg, sizeof r->msg);
     if (st != DAE_OK) return r->status = st;
     r->source_16bit = depth == 16;
     png_set_expand(png); /* palette -> RGB, gray < 8 bits -> 8, tRNS -> alpha */
@@ -208,7 +213,7 @@ static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r
     size_t rowbytes = png_get_rowbytes(png, info);
     if (channels < 1 || channels > 4 || png_get_bit_depth(png, info) != 8 || rowbytes != (size_t)w * channels)
         png_error(png, "unexpected sample layout after conversion to 8 bits");
-    r->pixels = malloc((size_t)h * rowbytes);
+    r->pixels = img_pixels_alloc((size_t)h * rowbytes);
     r->rows = malloc(sizeof(png_bytep) * h);
     if (r->pixels == NULL || r->rows == NULL) {
         snprintf(r->msg, sizeof r->msg, "PNG: out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
@@ -223,14 +228,21 @@ static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r
 
 /* Checks the CRC of every critical chunk before decoding, so corrupt image
  * data is reported as the CRC error it is rather than as whatever zlib
- * makes of the damaged bytes. Stops quietly at a truncated chunk (libpng
- * reports that). Ancillary chunks are left to libpng, which skips bad ones. */
+ * makes of the damaged bytes, and refuses a chunk that claims more bytes
+ * than the file has left: libpng would allocate what a text chunk claims
+ * before reading it (a 5 KB file claiming a 1.1 GB tEXt took 1.1 GB and
+ * 3 s). Ancillary chunks' CRCs are left to libpng, which skips bad ones. */
 static dae_status png_check_crcs(const uint8_t *buf, size_t len, char *err, size_t errlen) {
     size_t pos = 8;
     while (len - pos >= 12) {
         uint32_t n = be32(buf + pos);
         const uint8_t *type = buf + pos + 4;
-        if (n > 0x7fffffffu || n > len - pos - 12) break;
+        if (n > 0x7fffffffu)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: invalid chunk length %u", (unsigned)n);
+        if (n > len - pos - 12)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                            "PNG: file is truncated (a chunk claims %u bytes, %zu remain)", (unsigned)n,
+                            len - pos - 12);
         if (type[0] >= 'A' && type[0] <= 'Z') {
             uLong crc = crc32(crc32(0L, Z_NULL, 0), type, 4 + n);
             if (crc != be32(buf + pos + 8 + n))
@@ -273,61 +285,20 @@ static dae_status png_decode(const uint8_t *buf, size_t len, size_t max_pixels, 
     return st;
 }
 
-/* ------------------------------------------------------------ stb decode */
-
-/* Returns 1 when every alpha sample of an RGBA buffer is opaque. */
-static int all_opaque(const uint8_t *px, size_t pixels) {
-    for (size_t i = 0; i < pixels; i++)
-        if (px[i * 4 + 3] != 255) return 0;
-    return 1;
-}
-
-/* Decodes a JPEG, BMP, GIF, PNM or TGA (name from dae_image_format_name)
- * with stb_image into *out, checking the header's size against the limit
- * first. The pixels are copied into a malloc'd buffer so that
- * dae_image_free owns every image the same way. */
-static dae_status stb_decode(const char *name, const uint8_t *buf, size_t len, size_t max_pixels,
-                             dae_image *out, char *err, size_t errlen) {
-    int w, h, c;
-    if (!stbi_info_from_memory(buf, (int)len, &w, &h, &c)) return stb_fail(name, err, errlen);
-    dae_status st = check_size(w, h, max_pixels, err, errlen);
-    if (st != DAE_OK) return st;
-    int is16 = stbi_is_16_bit_from_memory(buf, (int)len);
-    int lw, lh, lc;
-    uint8_t *px = stbi_load_from_memory(buf, (int)len, &lw, &lh, &lc, 0);
-    if (px == NULL) return stb_fail(name, err, errlen);
-    if (lw != w || lh != h || lc < 1 || lc > 4) {
-        stbi_image_free(px);
-        return dae_fail(err, errlen, DAE_ERR_FORMAT, "%s: header and data disagree about the image size", name);
-    }
-    size_t pixels = (size_t)w * (size_t)h;
-    /* A GIF always decodes as RGBA; one without transparency is plain RGB. */
-    int channels = lc == 4 && strcmp(name, "GIF") == 0 && all_opaque(px, pixels) ? 3 : lc;
-    out->pixels = malloc(pixels * (size_t)channels);
-    if (out->pixels == NULL) {
-        stbi_image_free(px);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for a %dx%d image", name, w, h);
-    }
-    if (channels == lc) {
-        memcpy(out->pixels, px, pixels * (size_t)channels);
-    } else {
-        for (size_t i = 0; i < pixels; i++) memcpy(out->pixels + i * 3, px + i * 4, 3);
-    }
-    stbi_image_free(px);
-    out->width = w, out->height = h, out->channels = channels;
-    out->source_16bit = is16;
-    out->format = name;
-    return DAE_OK;
-}
-
 dae_status dae_image_decode(const uint8_t *buf, size_t len, size_t max_pixels, dae_image *out,
                             char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     const char *name = NULL;
     dae_status st = identify(buf, len, &name, err, errlen);
     if (st != DAE_OK) return st;
-    if (strcmp(name, "PNG") == 0) return png_decode(buf, len, max_pixels, out, err, errlen);
-    return stb_decode(name, buf, len, max_pixels, out, err, errlen);
+    if (strcmp(name, "PNG") == 0) st = png_decode(buf, len, max_pixels, out, err, errlen);
+    else if (strcmp(name, "JPEG") == 0) st = img_jpeg_decode(buf, len, max_pixels, out, err, errlen);
+    else if (strcmp(name, "GIF") == 0) st = img_gif_decode(buf, len, max_pixels, out, err, errlen);
+    else if (strcmp(name, "BMP") == 0) st = img_bmp_decode(buf, len, max_pixels, out, err, errlen);
+    else if (strcmp(name, "PNM") == 0) st = img_pnm_decode(buf, len, max_pixels, out, err, errlen);
+    else st = img_tga_decode(buf, len, max_pixels, out, err, errlen);
+    if (st != DAE_OK) memset(out, 0, sizeof *out);
+    return st;
 }
 
 /* ------------------------------------------------------------ PNG encode */

@@ -2,12 +2,17 @@
  * memory as 8-bit interleaved samples.
  *
  * Decoding takes PNG through libpng (every colour type and bit depth,
- * palettes, tRNS transparency, Adam7 interlacing) and JPEG, BMP, GIF (first
- * frame), PNM (P5/P6) and TGA through stb_image. Every decoder checks the
- * pixel count announced by the header against a caller's limit before it
- * allocates anything, so a small file claiming a huge image (a
- * decompression bomb) costs nothing. Corrupt or truncated input gives an
- * error, never a crash. Encoding writes 8-bit PNG.
+ * palettes, tRNS transparency, Adam7 interlacing), JPEG through
+ * libjpeg-turbo (baseline and progressive; gray, RGB, CMYK), the first
+ * frame of a GIF through giflib, and BMP, PNM (P5/P6) and TGA through
+ * dae's own readers (core/img_*.c), which check every length before they
+ * read. Every decoder checks the pixel count announced by the header
+ * against a caller's limit before it allocates anything, so a small file
+ * claiming a huge image (a decompression bomb) costs nothing. A decoder
+ * either writes every byte of the image it returns or fails: corrupt or
+ * truncated input (including what libjpeg only warns about) gives an
+ * error, never a crash and never memory the decoder did not write.
+ * Encoding writes 8-bit PNG.
  *
  * Also here: reading a whole file into memory with a size limit, and
  * writing one atomically (temporary file + rename), so a failed write
@@ -53,8 +58,9 @@ dae_status dae_image_alloc(dae_image *img, int width, int height, int channels,
 void dae_image_free(dae_image *img);
 
 /* Returns the static name of the format buf holds, judged from its first
- * bytes ("PNG", "JPEG", "BMP", "GIF", "PNM", or "TGA" for anything
- * stb_image recognises as a TGA), or NULL when it is none of these. */
+ * bytes ("PNG", "JPEG", "BMP", "GIF", "PNM", or "TGA" for a plausible
+ * TGA header, which has no magic number), or NULL when it is none of
+ * these. */
 const char *dae_image_format_name(const uint8_t *buf, size_t len);
 
 /* Reads only the header of the image in buf (len bytes) and sets *width
