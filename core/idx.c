@@ -270,6 +270,22 @@ static dae_status load_any(const char *path, idx_kind kind, idx_header *h, uint8
     return DAE_OK;
 }
 
+/* Reads and checks only the header of the IDX file at path (raw or
+ * gzip) into *h. */
+static dae_status peek_any(const char *path, idx_kind kind, idx_header *h, char *err, size_t errlen) {
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (gz == NULL)
+        return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open: %s", path,
+                        errno ? strerror(errno) : "out of memory");
+    uint8_t head[16];
+    size_t n = 0;
+    dae_status st = gz_read_upto(gz, head, kind == IDX_IMAGES ? 16 : 8, &n, path, err, errlen);
+    if (st == DAE_OK) st = check_header(head, n, kind, h, path, err, errlen);
+    gzclose(gz);
+    return st;
+}
+
 dae_status dae_idx_load_images(const char *path, dae_idx_images *out, char *err, size_t errlen) {
     if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no output given", path ? path : "IDX");
     memset(out, 0, sizeof *out);
@@ -359,18 +375,52 @@ void dae_dataset_free(dae_dataset *d) {
     dae_idx_labels_free(&d->test_labels);
 }
 
-dae_status dae_dataset_load(const char *data_dir, const char *name, dae_dataset *out, char *err, size_t errlen) {
-    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "dae_dataset_load: no output given");
-    memset(out, 0, sizeof *out);
+/* Checks data_dir and the data set name (no path tricks) and sets *dir
+ * to the data set's directory (malloc'd), or fails. */
+static dae_status dataset_dir(const char *data_dir, const char *name, char **dir, char *err, size_t errlen) {
+    *dir = NULL;
     if (data_dir == NULL || data_dir[0] == '\0')
         return dae_fail(err, errlen, DAE_ERR_INVALID, "no data directory given");
     if (name == NULL || !dataset_name_ok(name))
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "bad data set name '%s': use 1 to 64 of A-Z a-z 0-9 . _ - (not \".\" or \"..\")",
                         name ? name : "(null)");
+    *dir = path_join(data_dir, name, "");
+    if (*dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "data set '%s': out of memory", name);
+    return DAE_OK;
+}
 
-    char *dir = path_join(data_dir, name, "");
-    if (dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "data set '%s': out of memory", name);
+dae_status dae_dataset_info_read(const char *data_dir, const char *name, dae_dataset_info *out, char *err,
+                                 size_t errlen) {
+    memset(out, 0, sizeof *out);
+    char *dir;
+    dae_status st = dataset_dir(data_dir, name, &dir, err, errlen);
+    if (st != DAE_OK) return st;
+    static const char *const bases[2] = {"train-images-idx3-ubyte", "t10k-images-idx3-ubyte"};
+    idx_header h[2] = {{0}, {0}};
+    for (int i = 0; i < 2 && st == DAE_OK; i++) {
+        char *path = NULL;
+        st = find_idx_file(dir, name, bases[i], &path, err, errlen);
+        if (st == DAE_OK) st = peek_any(path, IDX_IMAGES, &h[i], err, errlen);
+        free(path);
+    }
+    free(dir);
+    if (st != DAE_OK) return st;
+    out->train_count = h[0].count;
+    out->test_count = h[1].count;
+    out->rows = h[0].rows;
+    out->cols = h[0].cols;
+    /* Pixels and one label byte per image, for both splits. */
+    out->bytes = h[0].payload + h[1].payload + (size_t)h[0].count + (size_t)h[1].count;
+    return DAE_OK;
+}
+
+dae_status dae_dataset_load(const char *data_dir, const char *name, dae_dataset *out, char *err, size_t errlen) {
+    if (out == NULL) return dae_fail(err, errlen, DAE_ERR_INVALID, "dae_dataset_load: no output given");
+    memset(out, 0, sizeof *out);
+    char *dir;
+    dae_status dir_st = dataset_dir(data_dir, name, &dir, err, errlen);
+    if (dir_st != DAE_OK) return dir_st;
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         dae_status st = dae_fail(err, errlen, DAE_ERR_IO, "data set '%s' not found: no directory %s",

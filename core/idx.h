@@ -66,6 +66,21 @@ typedef struct { dae_idx_images train_images, test_images; dae_idx_labels train_
  * DAE_ERR_FORMAT for files that do not fit together. */
 dae_status dae_dataset_load(const char *data_dir, const char *name, dae_dataset *out, char *err, size_t errlen);
 
+/* What dae_dataset_load would hold for a data set, read from the image
+ * files' headers alone (cheap: nothing is inflated beyond them). */
+typedef struct {
+    int train_count, test_count; /* images of each split */
+    int rows, cols;              /* of the training images */
+    size_t bytes;                /* pixels and labels of both splits, as loaded */
+} dae_dataset_info;
+
+/* Fills *out for the data set NAME under data_dir (same names and files
+ * as dae_dataset_load). Returns DAE_ERR_INVALID for a bad name, DAE_ERR_IO
+ * for a missing file, DAE_ERR_FORMAT for a bad header; *out is then
+ * zeroed. */
+dae_status dae_dataset_info_read(const char *data_dir, const char *name, dae_dataset_info *out, char *err,
+                                 size_t errlen);
+
 /* Releases all four parts; safe on a zeroed struct, idempotent. */
 void dae_dataset_free(dae_dataset *d);
 

@@ -415,21 +415,48 @@ void dae_workspace_free(dae_workspace *ws) {
     free(ws);
 }
 
+/* The per-image float counts a workspace is sized from: the largest
+ * activation (or the input) and the largest im2col buffer of m. */
+static void workspace_sizes(const dae_model *m, size_t *biggest, size_t *col) {
+    *biggest = dae_model_image_size(m);
+    *col = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const dae_layer *l = &m->layers[i];
+        dae_conv_geom g = layer_geom(l, 1);
+        if (layer_out_size(l) > *biggest) *biggest = layer_out_size(l);
+        if (l->kind == DAE_LAYER_CONV2D && dae_conv2d_col_size(&g) > *col) *col = dae_conv2d_col_size(&g);
+        if (l->kind == DAE_LAYER_CONV_TRANSPOSE2D && dae_conv_transpose2d_col_size(&g) > *col)
+            *col = dae_conv_transpose2d_col_size(&g);
+    }
+}
+
+/* Bytes of n floats as alloc_floats allocates them. */
+static size_t floats_bytes(size_t n) {
+    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    return bytes ? bytes : 64;
+}
+
+size_t dae_workspace_bytes(const dae_model *m, int max_batch, int for_training) {
+    if (max_batch < 1) return 0;
+    /* The same arithmetic as dae_workspace_new, buffer by buffer. */
+    size_t b = (size_t)max_batch, biggest, col;
+    workspace_sizes(m, &biggest, &col);
+    size_t bytes = sizeof(dae_workspace) + floats_bytes(col * b);
+    if (m->in_c > 1) bytes += floats_bytes(dae_model_image_size(m) * b) * (for_training ? 2 : 1);
+    if (for_training)
+        for (int i = 0; i < m->n_layers; i++)
+            if (i == 0 || is_conv(&m->layers[i])) bytes += floats_bytes(layer_out_size(&m->layers[i]) * b);
+    return bytes + 2 * floats_bytes(biggest * b); /* grad[2] for training, pool[2] otherwise */
+}
+
 dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_training) {
     if (max_batch < 1) return NULL;
     dae_workspace *ws = calloc(1, sizeof *ws);
     if (ws == NULL) return NULL;
     ws->max_batch = max_batch;
     ws->for_training = for_training;
-    size_t b = (size_t)max_batch, biggest = dae_model_image_size(m), col = 0;
-    for (int i = 0; i < m->n_layers; i++) {
-        const dae_layer *l = &m->layers[i];
-        dae_conv_geom g = layer_geom(l, 1);
-        if (layer_out_size(l) > biggest) biggest = layer_out_size(l);
-        if (l->kind == DAE_LAYER_CONV2D && dae_conv2d_col_size(&g) > col) col = dae_conv2d_col_size(&g);
-        if (l->kind == DAE_LAYER_CONV_TRANSPOSE2D && dae_conv_transpose2d_col_size(&g) > col)
-            col = dae_conv_transpose2d_col_size(&g);
-    }
+    size_t b = (size_t)max_batch, biggest, col;
+    workspace_sizes(m, &biggest, &col);
     int ok = (ws->col = alloc_floats(col * b)) != NULL;
     if (m->in_c > 1) {
         ok = ok && (ws->input = alloc_floats(dae_model_image_size(m) * b)) != NULL;

@@ -92,6 +92,10 @@ double dae_model_forward_macs(const dae_model *m);
  * serves one thread at a time. Returns NULL when out of memory. */
 typedef struct dae_workspace dae_workspace;
 dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_training);
+
+/* The bytes dae_workspace_new(m, max_batch, for_training) allocates,
+ * computed without allocating (0 for max_batch < 1). */
+size_t dae_workspace_bytes(const dae_model *m, int max_batch, int for_training);
 void dae_workspace_free(dae_workspace *ws);
 int dae_workspace_max_batch(const dae_workspace *ws);
 

@@ -127,6 +127,28 @@ void dae_tile_extract(const dae_tile_plan *p, const float *plane, int first, int
     }
 }
 
+void dae_tile_extract_u8(const dae_tile_plan *p, const uint8_t *pixels, int channels, int c, int first, int n,
+                         float *tiles) {
+    const int tw = p->tile_w, th = p->tile_h, w = p->width, h = p->height;
+    const size_t ch = (size_t)channels;
+    for (int k = 0; k < n; k++) {
+        int ox, oy;
+        dae_tile_origin(p, first + k, &ox, &oy);
+        float *dst = tiles + (size_t)k * (size_t)tw * (size_t)th;
+        int inside_x = ox >= 0 && ox + tw <= w;
+        for (int ty = 0; ty < th; ty++) {
+            const uint8_t *src = pixels + (size_t)reflect(oy + ty, h) * (size_t)w * ch + (size_t)c;
+            float *row = dst + (size_t)ty * (size_t)tw;
+            if (inside_x) {
+                const uint8_t *s = src + (size_t)ox * ch;
+                for (int tx = 0; tx < tw; tx++) row[tx] = s[(size_t)tx * ch] * (1.0f / 255.0f);
+            } else {
+                for (int tx = 0; tx < tw; tx++) row[tx] = src[(size_t)reflect(ox + tx, w) * ch] * (1.0f / 255.0f);
+            }
+        }
+    }
+}
+
 void dae_tile_accumulate(const dae_tile_plan *p, const float *outputs, int first, int n, float *acc) {
     const int tw = p->tile_w, th = p->tile_h, w = p->width, h = p->height;
     for (int k = 0; k < n; k++) {

@@ -77,6 +77,14 @@ void dae_tile_origin(const dae_tile_plan *p, int index, int *x, int *y);
  * borders where a tile sticks out. Allocates nothing. */
 void dae_tile_extract(const dae_tile_plan *p, const float *plane, int first, int n, float *tiles);
 
+/* The same tiles cut straight from channel c of an 8-bit image (width x
+ * height pixels of channels interleaved bytes), each byte scaled by 1/255
+ * exactly as dae_image_to_plane does, so the tiles are bit-identical to
+ * dae_image_to_plane followed by dae_tile_extract - without the float
+ * plane (4 bytes a pixel) that would need. Allocates nothing. */
+void dae_tile_extract_u8(const dae_tile_plan *p, const uint8_t *pixels, int channels, int c, int first, int n,
+                         float *tiles);
+
 /* Adds the model's outputs for tiles [first, first + n) (n x tile_h x
  * tile_w floats), times their blend weights, into acc (width x height
  * floats, zeroed by the caller before the first tile). Pixels that fall

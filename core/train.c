@@ -63,6 +63,28 @@ dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t
     return DAE_OK;
 }
 
+size_t dae_train_memory_bytes(const dae_model *m, const dae_train_config *cfg, int n_train) {
+    if (n_train < 1) n_train = 1;
+    int threads = cfg->threads > 0 ? cfg->threads : dae_online_cpus();
+    int batch = cfg->batch_size < n_train ? cfg->batch_size : n_train;
+    if (batch < 1) batch = 1;
+    int share = (batch + threads - 1) / threads;
+    const size_t f = sizeof(float), image = dae_model_image_size(m), params = f * m->n_params;
+    /* dae_train: per thread a training workspace for its share of the
+     * batch, a gradient buffer and the clean and noisy images of the share;
+     * the shuffle order. */
+    size_t per_thread = dae_workspace_bytes(m, share, 1) + params + 2 * f * image * (size_t)share;
+    size_t bytes = per_thread * (size_t)threads + sizeof(int) * (size_t)n_train;
+    /* The parameters, Adam's two moments, and the PyTorch-layout copy a
+     * checkpoint or a saved model is written from. */
+    bytes += 4 * params;
+    /* dae_evaluate after an epoch: per thread an inference workspace and
+     * three chunks of images. */
+    if (cfg->eval_each_epoch)
+        bytes += (size_t)threads * (dae_workspace_bytes(m, EVAL_CHUNK, 0) + 3 * f * image * EVAL_CHUNK);
+    return bytes;
+}
+
 dae_status dae_train_state_init(dae_train_state *s, const dae_model *m, const dae_train_config *cfg,
                                 char *err, size_t errlen) {
     s->epochs_done = 0;

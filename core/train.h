@@ -69,6 +69,14 @@ int dae_online_cpus(void);
 /* Checks every field of cfg; err names the field and its allowed range. */
 dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t errlen);
 
+/* The bytes a training run of m with cfg allocates on n_train training
+ * images (the batch is clamped to them, as dae_train does), besides the
+ * data set itself: per-thread workspaces and buffers for the batch, the
+ * optimiser's state, and evaluation buffers when cfg->eval_each_epoch.
+ * Most of it grows with the batch size: a front end checks it against a
+ * memory budget before starting a run. Allocates nothing. */
+size_t dae_train_memory_bytes(const dae_model *m, const dae_train_config *cfg, int n_train);
+
 /* Where a run starts: epochs already done with the optimiser's state.
  * A fresh run has epochs_done 0 and a zeroed optimiser. */
 typedef struct {

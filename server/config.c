@@ -43,10 +43,20 @@ static const opt OPTS[] = {
      "largest request body (suffixes k, M, G: binary)"},
     {"max-pixels", "DAE_MAX_PIXELS", OPT_SIZE, OFF(max_pixels), 1, (long long)1 << 40, "N",
      "largest image, width x height, checked from its header"},
+    {"memory-budget", "DAE_MEMORY_BUDGET", OPT_SIZE, OFF(memory_budget), 1 << 20, (long long)1 << 40, "BYTES",
+     "bytes of request bodies and image work in flight; more get 503 before allocating"},
+    {"train-memory-budget", "DAE_TRAIN_MEMORY_BUDGET", OPT_SIZE, OFF(train_memory_budget), 1 << 20,
+     (long long)1 << 40, "BYTES", "estimated bytes a training job may need (data set + batch); more get 422"},
     {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",
      "concurrent connections; a request on one more is answered 503"},
     {"timeout", "DAE_TIMEOUT", OPT_INT, OFF(timeout_s), 1, 86400, "S",
-     "seconds a connection may idle, and a request body may take to arrive"},
+     "seconds a connection may idle, or an event stream's client not read"},
+    {"header-timeout", "DAE_HEADER_TIMEOUT", OPT_INT, OFF(header_timeout_s), 1, 3600, "S",
+     "seconds a request head (request line and headers) may take in total; then 408"},
+    {"body-timeout", "DAE_BODY_TIMEOUT", OPT_INT, OFF(body_timeout_s), 1, 86400, "S",
+     "seconds a request body may take in total; then the connection is closed"},
+    {"max-streams", "DAE_MAX_STREAMS", OPT_INT, OFF(max_streams), 0, 1000000, "N",
+     "open GET /train/{id}/events streams; more get 503 (they count as connections too)"},
     {"drain-timeout", "DAE_DRAIN_TIMEOUT", OPT_INT, OFF(drain_s), 0, 86400, "S",
      "on SIGTERM/SIGINT: seconds to finish in-flight requests"},
     {"png-level", "DAE_PNG_LEVEL", OPT_INT, OFF(png_level), 0, 9, "N",
@@ -87,8 +97,15 @@ static void set_defaults(srv_config *cfg) {
     cfg->queue_pixels = (long long)64 << 20;
     cfg->max_body_bytes = (long long)10 << 20;
     cfg->max_pixels = (long long)16 << 20;
+    /* With the training budget and the process's own ~100 MiB, within the
+     * 1 GiB memory limit of deploy/k8s/deployment.yaml. */
+    cfg->memory_budget = (long long)512 << 20;
+    cfg->train_memory_budget = (long long)256 << 20;
     cfg->max_connections = 512;
     cfg->timeout_s = 30;
+    cfg->header_timeout_s = 10;
+    cfg->body_timeout_s = 60;
+    cfg->max_streams = 32;
     cfg->drain_s = 20;
     cfg->png_level = 1;
     cfg->retry_after_s = 1;
@@ -161,10 +178,10 @@ void srv_config_usage(FILE *out) {
         default_text(o, def, sizeof def);
         if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
         if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
-        fprintf(out, "  %-26s %-24s %s (default %s)\n", left, o->env, o->help, def);
+        fprintf(out, "  %-28s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }
-    fprintf(out, "  %-26s %-24s %s\n", "--help", "", "show this help");
-    fprintf(out, "  %-26s %-24s %s\n", "--version", "", "print the version");
+    fprintf(out, "  %-28s %-24s %s\n", "--help", "", "show this help");
+    fprintf(out, "  %-28s %-24s %s\n", "--version", "", "print the version");
     fprintf(out, "\nexit status: 0 after a clean shutdown, 1 failure to start, 2 usage error\n");
 }
 

@@ -32,8 +32,13 @@ typedef struct {
     long long queue_pixels;    /* most pixels of admitted requests (memory bound) */
     long long max_body_bytes;  /* largest request body */
     long long max_pixels;      /* largest image (width * height) */
+    long long memory_budget;   /* bytes of bodies and image jobs in flight */
+    long long train_memory_budget; /* bytes one training job may need */
     int max_connections;       /* concurrent connections */
-    int timeout_s;             /* idle and body-upload limit of a connection */
+    int timeout_s;             /* idle limit of a connection; write limit of an event stream */
+    int header_timeout_s;      /* total time a request head may take */
+    int body_timeout_s;        /* total time a request body may take */
+    int max_streams;           /* open event streams */
     int drain_s;               /* shutdown: longest wait for in-flight requests */
     int png_level;             /* zlib level of PNG responses (0 to 9) */
     int retry_after_s;         /* Retry-After of 503 answers */

@@ -19,15 +19,14 @@
 #include <microhttpd.h>
 
 #include "auth.h"
+#include "gate.h"
 #include "log.h"
 #include "multipart.h"
+#include "utf8.h"
 
 /* A body over the limit is read and dropped up to this much more before
  * the connection is cut (a chunked upload cannot be refused early). */
 #define DISCARD_MAX ((size_t)64 << 20)
-
-/* Connections accepted past --max-connections only to answer them 503. */
-#define OVERFLOW_CONNECTIONS 16
 
 struct srv_http {
     const srv_config *cfg;
@@ -36,10 +35,10 @@ struct srv_http {
     srv_metrics *metrics;
     srv_jobs *jobs;
     struct MHD_Daemon *daemon;
+    srv_gate *gate;  /* owns the listening socket; see gate.h */
     int port;
     atomic_int draining;
     atomic_long in_flight;
-    atomic_long connections;
 };
 
 /* ------------------------------------------------------------ routes */
@@ -118,8 +117,10 @@ enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_ANSWERED };
 typedef struct {
     srv_http *http;
     struct MHD_Connection *conn;
+    void *conn_ctx;         /* the connection's record in the gate */
     double t_start;
     int phase;
+    int close;              /* answer with Connection: close */
     const route *route;
     const char *route_arg;  /* points at arg */
     char arg[160];
@@ -136,6 +137,8 @@ typedef struct {
     size_t len, cap;
     int too_large;
     size_t discarded;
+    long long body_reserved; /* bytes of the memory budget the body holds */
+    int over_budget;         /* the body did not fit the memory budget: discarded, answered 503 */
     /* The image job. */
     srv_model *model;
     srv_job job;
@@ -161,6 +164,9 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     memcpy(r->path, uri, n);
     r->path[n] = '\0';
     snprintf(r->method, sizeof r->method, "-");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->conn_ctx = ci != NULL ? ci->socket_context : NULL;
+    srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_HEAD);
     atomic_fetch_add(&h->in_flight, 1);
     return r;
 }
@@ -196,29 +202,26 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     srv_access a = {remote, r->method, r->path, srv_route_name(rid), r->status, r->bytes, dt,
                     r->model != NULL ? r->model->name : NULL, error};
     srv_access_log(h->cfg->log_format, &a);
+    srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
     free(r->job.png);
     srv_model_release(r->model);
     free(r->body);
+    /* Everything this request held of the memory budget: its body, and
+     * what its job kept (the PNG answer, or all of it when the job never
+     * ran). */
+    srv_budget_give(srv_infer_budget(h->infer), r->body_reserved + r->job.mem_reserved);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
 }
 
-/* Marks a connection opened while --max-connections were already open. */
-static char OVER_LIMIT;
-
-/* MHD_OPTION_NOTIFY_CONNECTION: counts open connections. One opened
- * over the limit is marked: its request is answered 503 and it closes.
- * (libmicrohttpd's own limit, a few connections higher, leaves further
- * ones waiting in the listen backlog.) */
+/* MHD_OPTION_NOTIFY_CONNECTION: links each connection to its record in
+ * the gate (the gate counts connections, and its watchdog follows them),
+ * and drops the record when libmicrohttpd closes the connection. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe) {
-    (void)conn;
     srv_http *h = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        if (atomic_fetch_add(&h->connections, 1) >= h->cfg->max_connections) *socket_context = &OVER_LIMIT;
-    } else {
-        atomic_fetch_sub(&h->connections, 1);
-    }
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) srv_gate_conn_started(h->gate, conn, socket_context);
+    else srv_gate_conn_closed(h->gate, socket_context);
 }
 
 /* ------------------------------------------------------------ answers */
@@ -245,7 +248,8 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
         MHD_add_response_header(resp, "X-Model", r->model->name);
         MHD_add_response_header(resp, "X-Model-Version", r->model->version);
     }
-    if (atomic_load(&r->http->draining)) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->close || atomic_load(&r->http->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -255,22 +259,34 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
 }
 
 /* Appends s to out (room for cap bytes, *n used) escaped for a JSON
- * string; stops short of overflowing. */
+ * string; stops short of overflowing, never inside a character. Bytes
+ * that are not well-formed UTF-8 (s may hold request or file bytes)
+ * become U+FFFD, so the result is always valid UTF-8. */
 static void json_escape(char *out, size_t cap, size_t *n, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    for (; *s != '\0' && *n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = strlen(s);
+    while (left > 0 && *n + 7 < cap) {
+        unsigned char c = *p;
+        size_t k = srv_utf8_seq(p, left);
+        if (k == 0) {
+            memcpy(out + *n, "\xef\xbf\xbd", 3);
+            *n += 3;
+            k = 1;
+        } else if (c == '"' || c == '\\') {
             out[(*n)++] = '\\';
             out[(*n)++] = (char)c;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c == 0x7f) {
             memcpy(out + *n, "\\u00", 4);
             *n += 4;
             out[(*n)++] = hex[c >> 4];
             out[(*n)++] = hex[c & 15];
         } else {
-            out[(*n)++] = (char)c;
+            memcpy(out + *n, p, k); /* at most 4 bytes: fits the 7 left */
+            *n += k;
         }
+        p += k;
+        left -= k;
     }
 }
 
@@ -295,11 +311,31 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
                   status == 405 ? r->route->allow : NULL);
 }
 
-/* Answers a JSON document (malloc'd; taken over). */
+/* Answers a JSON document (malloc'd; taken over). Strings in it may come
+ * from files (model metadata, job records): any byte that is not
+ * well-formed UTF-8 is replaced, so a JSON client can always parse it. */
 static enum MHD_Result answer_json(request *r, int status, char *json) {
     if (json == NULL) return answer_error(r, 500, "internal_error", "out of memory");
     size_t n = strlen(json);
+    if (!srv_utf8_valid(json, n)) {
+        char *fixed = srv_utf8_fix(json, n, &n);
+        free(json);
+        if (fixed == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+        json = fixed;
+    }
     return answer(r, status, "application/json", json, n, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+/* Answers 503 "memory_budget" to a request whose next bytes would not fit
+ * the memory budget (Retry-After says when to try again). */
+static enum MHD_Result refuse_memory(request *r, long long bytes) {
+    srv_http *h = r->http;
+    srv_budget *b = srv_infer_budget(h->infer);
+    srv_metrics_reject(h->metrics, SRV_REJECT_MEMORY_BUDGET);
+    return answer_error(r, 503, "memory_budget",
+                        "the server's memory budget is in use (%lld of %lld bytes held by requests in flight; this "
+                        "request needs %lld more); retry shortly",
+                        srv_budget_used(b), b->limit, bytes);
 }
 
 /* ------------------------------------------------------------ GET routes */
@@ -322,11 +358,14 @@ static enum MHD_Result get_metrics(request *r) {
     srv_metrics_gauges g = {
         .in_flight = atomic_load(&h->in_flight),
         .pending = srv_infer_pending(h->infer),
-        .connections = atomic_load(&h->connections),
+        .connections = srv_gate_connections(h->gate),
         .queue_capacity = h->cfg->queue_size,
         .workers = h->cfg->workers,
         .max_batch = h->cfg->max_batch,
         .draining = atomic_load(&h->draining),
+        .memory_budget = srv_infer_budget(h->infer)->limit,
+        .memory_reserved = srv_budget_used(srv_infer_budget(h->infer)),
+        .memory_peak = srv_budget_peak(srv_infer_budget(h->infer)),
     };
     size_t len;
     char *text = srv_metrics_render(h->metrics, &g, h->registry, &len);
@@ -494,8 +533,22 @@ static enum MHD_Result post_image(request *r) {
         return answer_error(r, 413, "too_many_pixels", "image is %dx%d = %lld pixels, over the limit of %lld", w, hgt,
                             pixels, cfg->max_pixels);
     }
+    /* The memory the job will need at its peak, estimated from the header
+     * (the channels are not known yet: the worst case), reserved before
+     * anything is decoded; the worker lowers it once they are. */
+    srv_budget *budget = srv_infer_budget(h->infer);
+    long long need = srv_budget_image_bytes(denoise ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE, w, hgt, 0);
+    if (need < 0 || need > budget->limit - r->body_reserved) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_TOO_MANY_PIXELS);
+        return answer_error(r, 413, "too_many_pixels",
+                            "image is %dx%d: with its body it needs up to %lld bytes, over the whole memory budget of "
+                            "%lld bytes (--memory-budget)",
+                            w, hgt, need + r->body_reserved, budget->limit);
+    }
+    if (srv_budget_take(budget, need) != 0) return refuse_memory(r, need);
     srv_reserve rv = srv_infer_reserve(h->infer, pixels);
     if (rv != SRV_RESERVE_OK) {
+        srv_budget_give(budget, need);
         srv_metrics_reject(h->metrics, rv == SRV_RESERVE_FULL ? SRV_REJECT_QUEUE_FULL : SRV_REJECT_DRAINING);
         if (rv == SRV_RESERVE_FULL)
             return answer_error(r, 503, "queue_full",
@@ -511,6 +564,7 @@ static enum MHD_Result post_image(request *r) {
     j->pixels = pixels;
     j->model = r->model;
     j->png_level = cfg->png_level;
+    j->mem_reserved = need;
     j->done = job_done;
     j->user = r;
     /* Suspend first: the worker may resume before this function returns. */
@@ -527,8 +581,12 @@ static enum MHD_Result post_image(request *r) {
  * keeps sending far past the limit or for too long. */
 static enum MHD_Result take_body(request *r, const char *data, size_t n) {
     const srv_config *cfg = r->http->cfg;
-    if (now_s() - r->t_start > cfg->timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
+    if (now_s() - r->t_start > cfg->body_timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
     size_t max = (size_t)cfg->max_body_bytes;
+    if (r->over_budget) { /* refused for memory: read on and drop, up to the body limit and then some */
+        r->discarded += n;
+        return r->discarded > max + DISCARD_MAX ? MHD_NO : MHD_YES;
+    }
     if (r->too_large || n > max - r->len) {
         if (!r->too_large) {
             r->too_large = 1;
@@ -536,6 +594,8 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
             r->body = NULL;
             r->discarded = r->len;
             r->len = r->cap = 0;
+            srv_budget_give(srv_infer_budget(r->http->infer), r->body_reserved);
+            r->body_reserved = 0;
         }
         r->discarded += n;
         return r->discarded - max > DISCARD_MAX ? MHD_NO : MHD_YES;
@@ -544,6 +604,22 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
         size_t cap = r->cap * 2 > r->len + n ? r->cap * 2 : r->len + n;
         if (cap < 4096) cap = 4096;
         if (cap > max) cap = max;
+        /* Bytes beyond what the body holds of the memory budget are
+         * reserved before they are allocated; when they do not fit, the
+         * body is dropped and the request answered 503 at its end. */
+        srv_budget *b = srv_infer_budget(r->http->infer);
+        long long more = (long long)cap - r->body_reserved;
+        if (more > 0 && srv_budget_take(b, more) != 0) {
+            r->over_budget = 1;
+            r->discarded = r->len + n;
+            free(r->body);
+            r->body = NULL;
+            r->len = r->cap = 0;
+            srv_budget_give(b, r->body_reserved);
+            r->body_reserved = 0;
+            return MHD_YES;
+        }
+        if (more > 0) r->body_reserved += more;
         uint8_t *grown = realloc(r->body, cap);
         if (grown == NULL) return MHD_NO;
         r->body = grown;
@@ -614,6 +690,8 @@ static enum MHD_Result model_admin(request *r) {
 typedef struct {
     srv_job_stream *stream;
     struct MHD_Connection *conn;
+    srv_gate *gate;
+    unsigned long long token; /* the stream's place in --max-streams */
 } sse;
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -622,12 +700,24 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     return srv_jobs_stream_read(e->stream, e->conn, buf, max);
 }
 
+/* The gate's watchdog: the stream's client left or stopped reading. */
+static void sse_kick(void *cls) {
+    sse *e = cls;
+    srv_jobs_stream_kick(e->stream);
+}
+
+/* libmicrohttpd's free callback: leaves the gate's count first, so the
+ * watchdog cannot kick a stream being freed. */
 static void sse_free(void *cls) {
     sse *e = cls;
+    srv_gate_stream_end(e->gate, e->token);
     srv_jobs_stream_close(e->stream);
     free(e);
 }
 
+/* GET /train/{id}/events: a Server-Sent Events stream of the job, within
+ * --max-streams; the gate's watchdog ends it when its client goes away or
+ * stops reading for --timeout. */
 static enum MHD_Result get_events(request *r) {
     srv_http *h = r->http;
     srv_job_stream *s = h->jobs != NULL ? srv_jobs_stream_open(h->jobs, r->route_arg) : NULL;
@@ -639,6 +729,15 @@ static enum MHD_Result get_events(request *r) {
     }
     e->stream = s;
     e->conn = r->conn;
+    e->gate = h->gate;
+    e->token = srv_gate_stream_begin(h->gate, r->conn_ctx, sse_kick, e);
+    if (e->token == 0) {
+        srv_jobs_stream_close(s);
+        free(e);
+        srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
+        return answer_error(r, 503, "too_many_streams", "the server has its maximum of %d event streams open",
+                            h->cfg->max_streams);
+    }
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, e, sse_free);
     if (resp == NULL) {
         sse_free(e);
@@ -692,6 +791,22 @@ static enum MHD_Result get_route(request *r) {
     }
 }
 
+/* What says where a request's body ends. */
+typedef struct {
+    int content_length, transfer_encoding;
+} framing;
+
+/* MHD_KeyValueIterator: counts the Content-Length and Transfer-Encoding
+ * headers. */
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    (void)value;
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) f->transfer_encoding++;
+    return MHD_YES;
+}
+
 /* The first call of a request: route, method and, for uploads, the
  * announced length. Errors are answered at once (the connection then
  * closes, and a body is never read). */
@@ -701,11 +816,16 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     r->route = route_match(url, r->arg, sizeof r->arg);
     r->route_arg = r->arg;
     r->mbit = method_bit(method);
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (ci != NULL && ci->socket_context == &OVER_LIMIT) {
-        srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
-        return answer_error(r, 503, "too_many_connections", "the server has its maximum of %d connections open",
-                            h->cfg->max_connections);
+    /* The gate checked the first head of the connection; later ones on a
+     * kept-alive connection come here straight from libmicrohttpd. */
+    framing fr = {0, 0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &fr);
+    if (fr.content_length > 1 || (fr.content_length > 0 && fr.transfer_encoding > 0)) {
+        r->close = 1; /* where this request ends is ambiguous: so is the next one */
+        if (fr.content_length > 1)
+            return answer_error(r, 400, "duplicate_content_length", "the request has more than one Content-Length header");
+        return answer_error(r, 400, "content_length_with_chunked",
+                            "the request has both Content-Length and Transfer-Encoding: chunked");
     }
     if (r->route == NULL)
         return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, ROUTE_LIST);
@@ -750,6 +870,10 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
                                 cl, h->cfg->max_body_bytes);
         }
         if (n > 0) {
+            /* The memory budget first: a body that does not fit is
+             * refused before a byte of it is allocated or read. */
+            if (srv_budget_take(srv_infer_budget(h->infer), (long long)n) != 0) return refuse_memory(r, (long long)n);
+            r->body_reserved = (long long)n;
             r->body = malloc((size_t)n);
             if (r->body == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for the request body");
             r->cap = (size_t)n;
@@ -772,15 +896,22 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     (void)version;
     request *r = *con_cls;
     if (r == NULL) return MHD_NO; /* out of memory at the request's start */
+    enum MHD_Result ret;
     switch (r->phase) {
     case PHASE_NEW:
-        return first_call(r, url, method);
+        /* The head is complete: from here the body's time counts. */
+        srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_BODY);
+        ret = first_call(r, url, method);
+        if (r->phase == PHASE_ANSWERED) srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_ANSWER);
+        return ret;
     case PHASE_BODY:
         if (*upload_data_size > 0) {
-            enum MHD_Result ret = take_body(r, upload_data, *upload_data_size);
+            ret = take_body(r, upload_data, *upload_data_size);
             *upload_data_size = 0;
             return ret;
         }
+        srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_ANSWER); /* the request is complete */
+        if (r->over_budget) return refuse_memory(r, (long long)r->discarded);
         if (r->route->id == SRV_ROUTE_DENOISE || r->route->id == SRV_ROUTE_NOISE) return post_image(r);
         return get_route(r);
     case PHASE_QUEUED:
@@ -810,51 +941,51 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
         return NULL;
     }
     h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->jobs = jobs;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)cfg->port);
-    } else if (inet_pton(AF_INET6, cfg->bind, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)cfg->port);
-        /* "::" takes IPv4 clients too, as 0.0.0.0 would. */
-        flags |= IN6_IS_ADDR_UNSPECIFIED(&v6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
-    } else {
-        snprintf(err, errlen, "--bind %s: not an IPv4 or IPv6 address", cfg->bind);
+    /* The gate owns the listening socket and hands libmicrohttpd only
+     * connections whose request head is complete and sane (gate.h).
+     * libmicrohttpd polls level-triggered: with MHD_USE_EPOLL (edge-
+     * triggered) a read shorter than its buffer counts as "drained", so a
+     * FIN that arrived with the last bytes of an aborted upload raised no
+     * further event and the connection sat in CLOSE-WAIT until the idle
+     * timeout. */
+    h->gate = srv_gate_open(cfg, metrics, err, errlen);
+    if (h->gate == NULL) {
         free(h);
         return NULL;
     }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     struct MHD_OptionItem opts[16];
     int n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections + OVERFLOW_CONNECTIONS, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, srv_gate_engine_limit(cfg), NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_request_start, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_request_done, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
     /* libmicrohttpd zeroes a connection's whole memory pool (32 KiB by
-     * default) before each request; 16 KiB still holds any sane header
-     * block and saves that time on every request. */
+     * default) before each request; 16 KiB still holds any head the gate
+     * lets through (SRV_GATE_HEAD_MAX) and saves that time on every
+     * request. */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL};
     if (cfg->http_threads > 1)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->http_threads, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (h->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s port %d (in use, or not an address of this machine?)", cfg->bind,
-                 cfg->port);
+        snprintf(err, errlen, "cannot start libmicrohttpd");
+        srv_gate_free(h->gate);
         free(h);
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di != NULL ? di->port : cfg->port;
+    h->port = srv_gate_port(h->gate);
+    if (srv_gate_start(h->gate, h->daemon, err, errlen) != 0) {
+        srv_gate_stop(h->gate);
+        MHD_stop_daemon(h->daemon);
+        srv_gate_free(h->gate);
+        free(h);
+        return NULL;
+    }
     return h;
 }
 
@@ -864,14 +995,15 @@ void srv_http_drain(srv_http *h) {
     if (atomic_exchange(&h->draining, 1)) return;
     srv_infer_close(h->infer);
     srv_jobs_end_streams(h->jobs);
-    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
+    srv_gate_quiesce(h->gate);
 }
 
 long srv_http_in_flight(srv_http *h) { return atomic_load(&h->in_flight); }
 
 void srv_http_stop(srv_http *h) {
     if (h == NULL) return;
+    srv_gate_stop(h->gate); /* no new connections, no watchdog */
     if (h->daemon != NULL) MHD_stop_daemon(h->daemon);
+    srv_gate_free(h->gate); /* after libmicrohttpd's last close notice */
     free(h);
 }

@@ -33,6 +33,7 @@ typedef struct {
 typedef struct {
     srv_model *model;      /* every segment's model */
     int tiles, n_seg, n_jobs;
+    int big;               /* its tiles are of one big job: no small job joins */
     unsigned long id;      /* stamps the jobs counted in n_jobs */
     double oldest;         /* earliest enqueue time of its jobs */
     segment *seg;          /* room for max_batch */
@@ -65,6 +66,7 @@ struct srv_infer {
     unsigned long batch_serial;
     srv_metrics *metrics;
     worker *workers;
+    srv_budget budget;         /* bytes of the requests in flight (atomic; no lock) */
 };
 
 static double now_s(void) {
@@ -101,9 +103,17 @@ static void list_remove(srv_infer *q, srv_job *j) {
 static void job_release(srv_job *j) {
     dae_image_free(&j->img);
     dae_tile_plan_free(&j->plan);
-    free(j->in_planes);
     free(j->acc_planes);
-    j->in_planes = j->acc_planes = NULL;
+    j->acc_planes = NULL;
+}
+
+/* Lowers j's memory reservation to keep bytes, giving the rest back to
+ * the budget (never raises it). */
+static void job_budget_trim(srv_infer *q, srv_job *j, long long keep) {
+    if (keep < 0) keep = 0;
+    if (j->mem_reserved <= keep) return;
+    srv_budget_give(&q->budget, j->mem_reserved - keep);
+    j->mem_reserved = keep;
 }
 
 /* Records an error as the job's result. */
@@ -131,26 +141,29 @@ static void job_retire(srv_infer *q, srv_job *j) {
     q->pending_pixels -= j->pixels;
 }
 
-/* Hands a retired job to its owner: frees the working memory and calls
+/* Hands a retired job to its owner: frees the working memory, gives back
+ * all of its memory reservation but the PNG answer's bytes, and calls
  * done (after which j may be gone). Called without q->mu. */
-static void job_deliver(srv_job *j) {
+static void job_deliver(srv_infer *q, srv_job *j) {
     job_release(j);
+    job_budget_trim(q, j, j->png != NULL ? (long long)j->png_len : 0);
     if (j->kind == SRV_JOB_DENOISE) pthread_mutex_destroy(&j->acc_mu);
     j->done(j);
 }
 
 /* Delivers a chain of retired jobs (linked through next). */
-static void deliver_all(srv_job *list) {
+static void deliver_all(srv_infer *q, srv_job *list) {
     while (list != NULL) {
         srv_job *j = list;
         list = j->next;
-        job_deliver(j);
+        job_deliver(q, j);
     }
 }
 
-/* Decodes the image of j into j->img. Returns 0, or -1 with the error
- * recorded. */
-static int job_decode(srv_job *j) {
+/* Decodes the image of j into j->img, then lowers j's reservation from
+ * the worst case (channels unknown) to the estimate for the channels
+ * the image has. Returns 0, or -1 with the error recorded. */
+static int job_decode(srv_infer *q, srv_job *j) {
     char err[DAE_ERR_LEN];
     dae_status st = dae_image_decode(j->input, j->input_len, j->max_pixels, &j->img, err, sizeof err);
     if (st != DAE_OK) {
@@ -160,6 +173,9 @@ static int job_decode(srv_job *j) {
     j->width = j->img.width, j->height = j->img.height, j->channels = j->img.channels;
     j->format = j->img.format;
     j->source_16bit = j->img.source_16bit;
+    job_budget_trim(q, j,
+                    srv_budget_image_bytes(j->kind == SRV_JOB_DENOISE ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE,
+                                           j->width, j->height, j->channels));
     return 0;
 }
 
@@ -173,7 +189,7 @@ static void job_encode(srv_job *j, const dae_image *img) {
 
 /* The whole of a noise job: decode, add seeded noise, encode. */
 static void job_run_noise(srv_infer *q, srv_job *j) {
-    if (job_decode(j) != 0) return;
+    if (job_decode(q, j) != 0) return;
     char err[DAE_ERR_LEN];
     dae_status st = dae_image_add_noise(&j->img, &j->noise, j->seed, err, sizeof err);
     if (st != DAE_OK) {
@@ -185,9 +201,10 @@ static void job_run_noise(srv_infer *q, srv_job *j) {
 }
 
 /* First step of a denoise job: decode, plan the tiles, make the float
- * planes. Returns 0, or -1 with the error recorded. */
-static int job_prepare_denoise(srv_job *j) {
-    if (job_decode(j) != 0) return -1;
+ * accumulator planes (tiles are cut from the 8-bit image itself, which
+ * saves a float copy of it). Returns 0, or -1 with the error recorded. */
+static int job_prepare_denoise(srv_infer *q, srv_job *j) {
+    if (job_decode(q, j) != 0) return -1;
     char err[DAE_ERR_LEN];
     dae_status st = dae_tile_plan_init(&j->plan, &j->model->net, j->width, j->height, err, sizeof err);
     if (st != DAE_OK) {
@@ -197,41 +214,30 @@ static int job_prepare_denoise(srv_job *j) {
     const int ch = j->channels;
     j->colours = ch == 2 || ch == 4 ? ch - 1 : ch;
     size_t plane = (size_t)j->width * (size_t)j->height, floats = plane * (size_t)j->colours;
-    j->in_planes = malloc(sizeof(float) * floats);
     j->acc_planes = calloc(floats, sizeof(float));
-    if (j->in_planes == NULL || j->acc_planes == NULL) {
+    if (j->acc_planes == NULL) {
         job_fail(j, 503, "out_of_memory", "out of memory for the image's planes");
         return -1;
     }
-    for (int c = 0; c < j->colours; c++) dae_image_to_plane(&j->img, c, j->in_planes + (size_t)c * plane);
     j->total_tiles = j->colours * j->plan.count;
     return 0;
 }
 
-/* Last step of a denoise job: blend the accumulated planes into an image
- * of the input's size and channels (alpha copied), encode it. */
+/* Last step of a denoise job: blend the accumulated planes back into the
+ * job's image in place (every tile has been cut from it by now; alpha
+ * stays as it was), free the planes, encode the image. */
 static void job_finish_denoise(srv_infer *q, srv_job *j) {
     size_t plane = (size_t)j->width * (size_t)j->height;
-    dae_image out;
-    char err[DAE_ERR_LEN];
-    dae_status st = dae_image_alloc(&out, j->width, j->height, j->channels, err, sizeof err);
-    if (st != DAE_OK) {
-        job_fail_status(j, st, err);
-        return;
-    }
-    const int ch = j->channels;
-    if (j->colours < ch) { /* alpha passes through untouched */
-        const size_t a = (size_t)j->colours;
-        for (size_t i = 0; i < plane; i++) out.pixels[i * (size_t)ch + a] = j->img.pixels[i * (size_t)ch + a];
-    }
     for (int c = 0; c < j->colours; c++) {
         float *acc = j->acc_planes + (size_t)c * plane;
         dae_tile_finish(&j->plan, acc);
-        dae_image_from_plane(&out, c, acc);
+        dae_image_from_plane(&j->img, c, acc);
     }
-    job_release(j); /* the planes are no longer needed while encoding */
-    job_encode(j, &out);
-    dae_image_free(&out);
+    free(j->acc_planes); /* the planes are no longer needed while encoding */
+    j->acc_planes = NULL;
+    dae_tile_plan_free(&j->plan);
+    job_encode(j, &j->img);
+    dae_image_free(&j->img);
     if (j->http_status == 200) {
         atomic_fetch_add_explicit(&q->metrics->images_denoised, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->metrics->pixels_denoised, (unsigned long long)plane, memory_order_relaxed);
@@ -239,6 +245,10 @@ static void job_finish_denoise(srv_infer *q, srv_job *j) {
 }
 
 /* ------------------------------------------------------------ batching */
+
+/* A job too big to be decoded into a batch being gathered, or to share
+ * one with small jobs. */
+static int job_is_big(const srv_job *j) { return j->pixels > SMALL_JOB_PIXELS; }
 
 /* Claims up to b's free room of j's unclaimed tiles (within one plane)
  * into b. Called with q->mu held, j READY and in the list. */
@@ -255,6 +265,7 @@ static void claim(srv_infer *q, batch *b, srv_job *j) {
         j->in_flight++;
     }
     if (b->model == NULL) b->model = j->model;
+    if (b->tiles == 0) b->big = job_is_big(j);
     if (b->tiles == 0 || j->t_enqueue < b->oldest) b->oldest = j->t_enqueue;
     b->tiles += n;
     j->next_tile += n;
@@ -274,12 +285,16 @@ static void claim(srv_infer *q, batch *b, srv_job *j) {
  * model with tiles left and none in another worker's batch. One worker at
  * a time per job keeps each pixel's tile contributions added in tile
  * order, so a request's answer does not depend on timing (float addition
- * is not associative); other jobs keep the other workers busy. */
+ * is not associative); other jobs keep the other workers busy. Big and
+ * small jobs never share a batch: a small request then waits for a few
+ * small tiles, not for a batch full of a big image's, and with two or
+ * more workers one of them is always free of the big job (it is in one
+ * batch at a time). */
 static srv_job *next_eligible(srv_infer *q, const batch *b) {
     for (srv_job *j = q->head; j != NULL; j = j->next) {
-        if (j->state == JOB_NEW && (b->tiles == 0 || j->pixels <= SMALL_JOB_PIXELS)) return j;
+        if (j->state == JOB_NEW && (b->tiles == 0 || (!job_is_big(j) && !b->big))) return j;
         if (j->state == JOB_READY && (b->model == NULL || b->model == j->model) &&
-            (j->in_flight == 0 || j->batch_stamp == b->id))
+            (j->in_flight == 0 || j->batch_stamp == b->id) && (b->tiles == 0 || job_is_big(j) == b->big))
             return j;
     }
     return NULL;
@@ -318,7 +333,7 @@ static void gather(srv_infer *q, batch *b) {
             srv_job *k = b->decode[i];
             srv_hist_observe(&q->metrics->queue_wait, k->queue_wait_s);
             if (k->kind == SRV_JOB_NOISE) job_run_noise(q, k); /* sets the result: 200 or an error */
-            else job_prepare_denoise(k);                     /* sets an error result on failure */
+            else job_prepare_denoise(q, k);                  /* sets an error result on failure */
         }
         pthread_mutex_lock(&q->mu);
         for (int i = 0; i < n; i++) {
@@ -354,6 +369,23 @@ static int worker_buffers(worker *w, size_t tile_floats) {
     return 0;
 }
 
+/* Blends and encodes each job of list (linked through next; their tiles
+ * are all done, or they are cancelled), retires them under one lock and
+ * hands them back. Called without q->mu. */
+static void finish_and_deliver(srv_infer *q, srv_job *list) {
+    if (list == NULL) return;
+    for (srv_job *j = list; j != NULL; j = j->next) {
+        if (!j->cancelled) job_finish_denoise(q, j);
+        else if (j->http_status == 0) job_fail(j, 503, "shutting_down", "the server is shutting down");
+        job_release(j);
+    }
+    pthread_mutex_lock(&q->mu);
+    for (srv_job *j = list; j != NULL; j = j->next) job_retire(q, j);
+    if (q->stopping) pthread_cond_broadcast(&q->work); /* workers waiting for these tiles may now exit */
+    pthread_mutex_unlock(&q->mu);
+    deliver_all(q, list);
+}
+
 /* Runs batch b: extract every segment's tiles, one forward pass,
  * accumulate, then finish and complete the jobs whose last tiles these
  * were. Called without q->mu. */
@@ -369,8 +401,7 @@ static void run_batch(worker *w, batch *b) {
             const segment *sg = &b->seg[s];
             srv_job *j = sg->job;
             int c = sg->first / j->plan.count, t = sg->first % j->plan.count;
-            size_t plane = (size_t)j->width * (size_t)j->height;
-            dae_tile_extract(&j->plan, j->in_planes + (size_t)c * plane, t, sg->n, w->tiles_in + off * tile);
+            dae_tile_extract_u8(&j->plan, j->img.pixels, j->channels, c, t, sg->n, w->tiles_in + off * tile);
             off += (size_t)sg->n;
         }
         double t0 = now_s();
@@ -394,6 +425,7 @@ static void run_batch(worker *w, batch *b) {
     /* Bookkeeping; the jobs whose work is over are chained through
      * their next pointers (they are off the list). */
     srv_job *finished = NULL;
+    int wake = 0;
     pthread_mutex_lock(&q->mu);
     for (int s = 0; s < b->n_seg; s++) {
         srv_job *j = b->seg[s].job;
@@ -410,21 +442,31 @@ static void run_batch(worker *w, batch *b) {
         if (--j->in_flight == 0 && (j->cancelled || j->done_tiles == j->total_tiles)) {
             j->next = finished;
             finished = j;
+        } else if (j->in_flight == 0 && j->state == JOB_READY) {
+            wake = 1; /* its remaining tiles are free for any worker again */
         }
     }
+    if (wake) pthread_cond_broadcast(&q->work);
     pthread_mutex_unlock(&q->mu);
-    if (finished == NULL) return;
-    /* Encode every finished job first, then retire them under one lock
-     * and hand them all back, so the HTTP thread wakes once for the lot. */
-    for (srv_job *j = finished; j != NULL; j = j->next) {
-        if (!j->cancelled) job_finish_denoise(q, j);
-        else if (j->http_status == 0) job_fail(j, 503, "shutting_down", "the server is shutting down");
-        job_release(j);
+    /* Small jobs first, together: blend and encode them, retire them
+     * under one lock and hand them back, so the HTTP thread wakes once for
+     * the lot. Then the big ones one by one, so a small answer never
+     * waits for a big image's blending and encoding. */
+    srv_job *small = NULL, *big = NULL;
+    while (finished != NULL) {
+        srv_job *j = finished;
+        finished = j->next;
+        srv_job **to = j->pixels <= SMALL_JOB_PIXELS ? &small : &big;
+        j->next = *to;
+        *to = j;
     }
-    pthread_mutex_lock(&q->mu);
-    for (srv_job *j = finished; j != NULL; j = j->next) job_retire(q, j);
-    pthread_mutex_unlock(&q->mu);
-    deliver_all(finished);
+    finish_and_deliver(q, small);
+    while (big != NULL) {
+        srv_job *j = big;
+        big = j->next;
+        j->next = NULL;
+        finish_and_deliver(q, j);
+    }
 }
 
 static int has_work(const srv_infer *q) { return q->n_new > 0 || q->n_ready > 0; }
@@ -443,10 +485,23 @@ static void *worker_main(void *arg) {
         while (!q->stopping && !has_work(q)) pthread_cond_wait(&q->work, &q->mu);
         if (!has_work(q)) break; /* stopping, and nothing left */
         b.model = NULL;
-        b.tiles = b.n_seg = b.n_jobs = 0;
+        b.tiles = b.n_seg = b.n_jobs = b.big = 0;
         b.completed = NULL;
         b.id = ++q->batch_serial;
         gather(q, &b);
+        if (b.tiles == 0 && b.completed == NULL) {
+            /* Work is left, but none this worker may take: the ready jobs'
+             * tiles are in other workers' batches (one at a time per job).
+             * Sleep until a batch gives a job back or a new one comes,
+             * rather than spin on the lock and take a core from the
+             * workers and the event loop. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 100 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&q->work, &q->mu, &ts);
+            continue;
+        }
         /* A positive delay lets a partial batch wait for more tiles. */
         if (q->delay_us > 0 && b.tiles > 0) {
             double deadline = b.oldest + q->delay_us * 1e-6;
@@ -457,7 +512,7 @@ static void *worker_main(void *arg) {
                     srv_job *done = b.completed;
                     b.completed = NULL;
                     pthread_mutex_unlock(&q->mu);
-                    deliver_all(done);
+                    deliver_all(q, done);
                     pthread_mutex_lock(&q->mu);
                 }
                 if (b.tiles > before) continue;
@@ -475,7 +530,7 @@ static void *worker_main(void *arg) {
         }
         if (has_work(q)) pthread_cond_signal(&q->work); /* more for another worker */
         pthread_mutex_unlock(&q->mu);
-        deliver_all(b.completed);
+        deliver_all(q, b.completed);
         if (b.tiles > 0) run_batch(w, &b);
         pthread_mutex_lock(&q->mu);
     }
@@ -497,6 +552,7 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     q->delay_us = cfg->max_queue_delay_us;
     q->n_workers = cfg->workers;
     q->metrics = metrics;
+    srv_budget_init(&q->budget, cfg->memory_budget);
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -558,7 +614,7 @@ void srv_infer_enqueue(srv_infer *q, srv_job *job) {
     job->batch_stamp = 0;
     memset(&job->img, 0, sizeof job->img);
     memset(&job->plan, 0, sizeof job->plan);
-    job->in_planes = job->acc_planes = NULL;
+    job->acc_planes = NULL;
     if (job->kind == SRV_JOB_DENOISE) pthread_mutex_init(&job->acc_mu, NULL);
     job->t_enqueue = now_s();
     pthread_mutex_lock(&q->mu);
@@ -596,8 +652,10 @@ void srv_infer_cancel_all(srv_infer *q) {
     }
     pthread_mutex_unlock(&q->mu);
     for (srv_job *j = now_done; j != NULL; j = j->next) job_fail(j, 503, "shutting_down", "the server is shutting down");
-    deliver_all(now_done);
+    deliver_all(q, now_done);
 }
+
+srv_budget *srv_infer_budget(srv_infer *q) { return &q->budget; }
 
 int srv_infer_pending(srv_infer *q) {
     pthread_mutex_lock(&q->mu);
@@ -606,7 +664,7 @@ int srv_infer_pending(srv_infer *q) {
     return n;
 }
 
-void srv_infer_stop(srv_infer *q) {
+void srv_infer_join(srv_infer *q) {
     if (q == NULL) return;
     pthread_mutex_lock(&q->mu);
     q->closed = 1;
@@ -616,6 +674,15 @@ void srv_infer_stop(srv_infer *q) {
     for (int i = 0; q->workers != NULL && i < q->n_workers; i++) {
         worker *w = &q->workers[i];
         if (w->started) pthread_join(w->thread, NULL);
+        w->started = 0;
+    }
+}
+
+void srv_infer_stop(srv_infer *q) {
+    if (q == NULL) return;
+    srv_infer_join(q);
+    for (int i = 0; q->workers != NULL && i < q->n_workers; i++) {
+        worker *w = &q->workers[i];
         free(w->tiles_in);
         free(w->tiles_out);
         free(w->seg);

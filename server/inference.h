@@ -12,10 +12,18 @@
  * and an idle server answers at once; a positive delay lets a partial
  * batch wait that long for more. A job larger than one batch is spread
  * over several batches and workers, taking turns with the other jobs
- * (round robin), so one big image does not hold up small ones. The worker
- * that accumulates a job's last tile blends the tiles, encodes the PNG and
- * calls the job's done function, from which the HTTP layer resumes the
+ * (round robin), so one big image does not hold up small ones; big and
+ * small jobs never share a batch, and a worker with nothing it may take
+ * sleeps rather than spin. The worker that accumulates a job's last tile
+ * blends the tiles back into the job's image, encodes the PNG and calls
+ * the job's done function, from which the HTTP layer resumes the
  * connection.
+ *
+ * Memory: the submitter reserves a job's worst case from the memory
+ * budget (srv_infer_budget, budget.h) before enqueueing it; the worker
+ * lowers the reservation once the decoded channels are known and, when the
+ * job is done, to the size of its PNG, which the submitter gives back with
+ * the answer.
  *
  * Noise jobs (POST /noise) take the same queue and are done in one step by
  * the worker that picks them up. */
@@ -26,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "dae_status.h"
 #include "image.h"
 #include "metrics.h"
@@ -55,6 +64,12 @@ struct srv_job {
     dae_noise_spec noise;     /* noise */
     uint64_t seed;            /* noise */
     int png_level;            /* zlib level for large PNGs */
+    long long mem_reserved;   /* bytes of srv_infer_budget() this job holds: taken
+                                 by the submitter before enqueueing; the
+                                 scheduler gives back what the job no longer
+                                 needs, keeping png_len for the answer, and the
+                                 submitter gives back the rest when the answer
+                                 is sent */
     srv_job_done_fn done;
     void *user;
 
@@ -76,7 +91,7 @@ struct srv_job {
     dae_image img;
     dae_tile_plan plan;
     int colours;
-    float *in_planes, *acc_planes; /* colours planes of width * height */
+    float *acc_planes;             /* colours planes of width * height */
     int total_tiles, next_tile, done_tiles, in_flight;
     unsigned long batch_stamp;     /* the last batch that counted this job */
     pthread_mutex_t acc_mu;        /* guards acc_planes between workers */
@@ -93,8 +108,13 @@ typedef enum {
 } srv_reserve;
 
 /* Starts cfg->workers worker threads with cfg's batching and queue
- * limits; observations go to metrics. Returns NULL and fills err. */
+ * limits and a memory budget of cfg->memory_budget bytes; observations go
+ * to metrics. Returns NULL and fills err. */
 srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *err, size_t errlen);
+
+/* The memory budget of the requests in flight (bodies and jobs), which
+ * the HTTP layer charges before allocating; lives as long as q. */
+srv_budget *srv_infer_budget(srv_infer *q);
 
 /* Reserves a place for a job of pixels pixels (always granted to the
  * first pending job, so one maximal image always fits). */
@@ -116,8 +136,12 @@ void srv_infer_cancel_all(srv_infer *q);
 /* Requests not yet answered (queued or being computed). */
 int srv_infer_pending(srv_infer *q);
 
-/* Waits for the queue to empty, stops and joins the workers, frees q.
- * NULL is fine. */
+/* Waits for the queue to empty, stops and joins the workers; q (and its
+ * budget, which the HTTP layer gives back to as its last connections
+ * close) stays until srv_infer_stop. NULL is fine. */
+void srv_infer_join(srv_infer *q);
+
+/* srv_infer_join, then frees q. NULL is fine. */
 void srv_infer_stop(srv_infer *q);
 
 #endif

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,11 +25,20 @@
 #include "log.h"
 #include "noise.h"
 #include "train.h"
+#include "utf8.h"
 
 /* Test images evaluated after each epoch unless the job says otherwise. */
 #define DEFAULT_EVAL_LIMIT 1000
 /* Least time between two progress events of a job. */
 #define NOTIFY_EVERY_S 0.1
+/* Largest job id. Ids are decimal numbers from 1; the counter stops there
+ * (new jobs are refused) rather than wrap onto old records. */
+#define JOB_ID_MAX 999999999999ULL
+/* Largest job record read at start. */
+#define RECORD_MAX_BYTES ((size_t)4 << 20)
+/* A temporary file of the models directory untouched for this long is
+ * left over from an interrupted write, whoever wrote it. */
+#define STALE_TEMP_S 60
 
 typedef enum { ST_QUEUED, ST_RUNNING, ST_SUCCEEDED, ST_FAILED, ST_CANCELLED, N_STATES } job_state;
 static const char *const STATE_NAMES[N_STATES] = {"queued", "running", "succeeded", "failed", "cancelled"};
@@ -56,6 +66,9 @@ typedef struct job {
     char created[32], started[32], finished[32];
     char model_version[24];
     int activated;
+    int replace;         /* the request may replace a model that is not active */
+    int cancel_asked;    /* DELETE answered 202: the job ends cancelled */
+    int committed;       /* past the last cancellation point: installing its model */
     atomic_int cancel;
     unsigned long version; /* bumped on every change streams should see */
     double last_notify;
@@ -66,6 +79,7 @@ struct srv_job_stream {
     job *job;
     unsigned long seen;   /* version last sent; 0: none yet */
     int done_sent;
+    int ended;            /* srv_jobs_stream_kick: end at the next read */
     char *pending;        /* formatted event not yet fully sent */
     size_t pending_len, pending_off;
     struct MHD_Connection *waiting; /* suspended, waiting for a change */
@@ -79,8 +93,9 @@ struct srv_jobs {
     pthread_cond_t cv;
     job **all;            /* oldest first */
     int n;
-    unsigned long next_id;
+    unsigned long long next_id; /* at most JOB_ID_MAX + 1 */
     int stopping, streams_ended;
+    int abandoned;        /* shutdown stopped waiting for the runner: touch no record */
     pthread_t runner;
     int runner_started;
     srv_job_stream *waiters;
@@ -111,7 +126,7 @@ static void fail_answer(srv_jobs_answer *a, int status, const char *code, const 
 /* ------------------------------------------------------------ validation */
 
 static const char FIELDS[] = "dataset, epochs, batch_size, learning_rate, weight_decay, noise, seed, train_limit, "
-                             "eval_limit, model_name, activate, architecture";
+                             "eval_limit, model_name, activate, replace, architecture";
 
 /* Reads the optional integer field name of o into *out, in [lo, hi].
  * Returns 0, or -1 after filling a. */
@@ -154,6 +169,11 @@ static int data_file_exists(const char *dir, const char *name, const char *file,
 }
 
 int srv_jobs_validate(const char *body, size_t len, const char *data_dir, srv_jobs_answer *a) {
+    return srv_jobs_validate_memory(body, len, data_dir, 0, 1, a);
+}
+
+int srv_jobs_validate_memory(const char *body, size_t len, const char *data_dir, long long train_budget,
+                             int threads, srv_jobs_answer *a) {
     memset(a, 0, sizeof *a);
     cJSON *in = cJSON_ParseWithLength(body, len);
     if (in == NULL || !cJSON_IsObject(in)) {
@@ -234,6 +254,12 @@ int srv_jobs_validate(const char *body, size_t len, const char *data_dir, srv_jo
         fail_answer(a, 422, "invalid_parameter", "activate must be true or false");
         goto done;
     }
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(in, "replace");
+    if (rep != NULL && !cJSON_IsBool(rep)) {
+        fail_answer(a, 422, "invalid_parameter",
+                    "replace must be true or false (true: the job may replace a model of its name that is not active)");
+        goto done;
+    }
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(in, "architecture");
     char *spec = NULL;
     if (arch != NULL) {
@@ -278,6 +304,35 @@ int srv_jobs_validate(const char *body, size_t len, const char *data_dir, srv_jo
                     ds->valuestring, path, data_dir != NULL ? data_dir : "not set");
         goto done;
     }
+    /* The memory the run will take, from the data set's headers and the
+     * engine's own arithmetic for the batch, against the training budget:
+     * refused now rather than found out by the kernel's OOM killer. */
+    if (train_budget > 0) {
+        dae_dataset_info info;
+        dae_model em = {0};
+        if (dae_dataset_info_read(data_dir, ds->valuestring, &info, err, sizeof err) != DAE_OK ||
+            dae_model_init(&em, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err) != DAE_OK) {
+            free(spec);
+            fail_answer(a, 422, "invalid_dataset", "data set \"%s\": %s", ds->valuestring, err);
+            goto done;
+        }
+        tc.threads = threads;
+        tc.eval_each_epoch = eval_limit > 0;
+        int n_train = limit > 0 && limit < info.train_count ? (int)limit : info.train_count;
+        long long need = (long long)(info.bytes + dae_train_memory_bytes(&em, &tc, n_train) +
+                                     sizeof(float) * em.n_params);
+        dae_model_free(&em);
+        if (need > train_budget) {
+            free(spec);
+            fail_answer(a, 422, "train_memory_budget",
+                        "this job needs an estimated %lld bytes (%.0f MiB: data set %.0f MiB, batches of %d "
+                        "images on %d thread%s), over the training memory budget of %lld bytes (%.0f MiB, "
+                        "--train-memory-budget); use a smaller batch_size or train_limit",
+                        need, need / 1048576.0, info.bytes / 1048576.0,
+                        (int)(batch < n_train ? batch : n_train), threads, threads == 1 ? "" : "s", train_budget, train_budget / 1048576.0);
+            goto done;
+        }
+    }
     cJSON_AddStringToObject(out, "dataset", ds->valuestring);
     cJSON_AddNumberToObject(out, "epochs", (double)epochs);
     cJSON_AddNumberToObject(out, "batch_size", (double)batch);
@@ -289,6 +344,7 @@ int srv_jobs_validate(const char *body, size_t len, const char *data_dir, srv_jo
     cJSON_AddNumberToObject(out, "eval_limit", (double)eval_limit);
     if (mn != NULL) cJSON_AddStringToObject(out, "model_name", mn->valuestring);
     cJSON_AddBoolToObject(out, "activate", act != NULL && cJSON_IsTrue(act));
+    cJSON_AddBoolToObject(out, "replace", rep != NULL && cJSON_IsTrue(rep));
     if (spec != NULL) {
         cJSON *s = cJSON_Parse(spec);
         if (s != NULL) cJSON_AddItemToObject(out, "architecture", s);
@@ -384,6 +440,7 @@ static char *job_text(const job *jb) {
 /* Writes the job's record STATE_DIR/ID.json atomically (called with the
  * lock held; records are small). Failures are logged, not fatal. */
 static void job_persist(srv_jobs *js, const job *jb) {
+    if (js->abandoned) return; /* the record already says how the job ended */
     const char *dir = js->cfg->state_dir;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         srv_log("warning: cannot make the state directory %s: %s", dir, strerror(errno));
@@ -429,89 +486,276 @@ static job *job_new(cJSON *req, const char *id) {
     return jb;
 }
 
-/* Rebuilds a job from its record; NULL when the record is not one. */
-static job *job_from_record(const char *text) {
-    cJSON *o = cJSON_Parse(text);
-    if (o == NULL) return NULL;
-    job *jb = NULL;
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id"), *st = cJSON_GetObjectItemCaseSensitive(o, "state");
-    cJSON *req = cJSON_DetachItemFromObjectCaseSensitive(o, "request");
-    if (!cJSON_IsString(id) || !cJSON_IsString(st) || !cJSON_IsObject(req) || strlen(id->valuestring) >= 24) {
-        cJSON_Delete(req);
-        goto done;
+/* Parses a job id: 1 to 12 decimal digits, no leading zero, at most
+ * JOB_ID_MAX. Returns it, or 0 when the len bytes of text are not one. */
+static unsigned long long parse_id(const char *text, size_t len) {
+    if (len == 0 || len > 12 || text[0] == '0') return 0;
+    unsigned long long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9') return 0;
+        v = v * 10 + (unsigned long long)(text[i] - '0');
     }
-    jb = job_new(req, id->valuestring);
-    if (jb == NULL) goto done;
-    jb->state = ST_FAILED;
-    for (int i = 0; i < N_STATES; i++)
-        if (strcmp(st->valuestring, STATE_NAMES[i]) == 0) jb->state = (job_state)i;
-    const cJSON *v;
-#define NUM(key, field, type) \
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(o, key))) jb->field = (type)v->valuedouble
-#define STR(key, field) \
-    if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(o, key))) snprintf(jb->field, sizeof jb->field, "%s", v->valuestring)
-    NUM("progress", progress, double);
-    NUM("epoch", epoch, int);
-    NUM("step", step, long);
-    NUM("steps_per_epoch", steps_per_epoch, long);
-    NUM("total_steps", total_steps, long);
-    NUM("loss", loss, double);
-    NUM("images_per_second", images_per_s, double);
-    NUM("elapsed_seconds", elapsed_s, double);
-    STR("error", error);
-    STR("model", model_name);
-    STR("model_version", model_version);
-    STR("created", created);
-    STR("started", started);
-    STR("finished", finished);
-#undef NUM
-#undef STR
-    jb->activated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "activated"));
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "history"), *e;
-    cJSON_ArrayForEach(e, h) {
-        if (jb->n_history >= jb->epochs) break;
-        epoch_rec *r = &jb->history[jb->n_history++];
-        const cJSON *x;
-        if (cJSON_IsNumber(x = cJSON_GetObjectItemCaseSensitive(e, "loss"))) r->loss = x->valuedouble;
-        if (cJSON_IsNumber(x = cJSON_GetObjectItemCaseSensitive(e, "seconds"))) r->seconds = x->valuedouble;
-        if (cJSON_IsNumber(x = cJSON_GetObjectItemCaseSensitive(e, "test_mse"))) {
-            r->has_test = 1;
-            r->mse = x->valuedouble;
-            if (cJSON_IsNumber(x = cJSON_GetObjectItemCaseSensitive(e, "test_psnr"))) r->psnr = x->valuedouble;
-            if (cJSON_IsNumber(x = cJSON_GetObjectItemCaseSensitive(e, "test_ssim"))) r->ssim = x->valuedouble;
+    return v <= JOB_ID_MAX ? v : 0;
+}
+
+/* The id of a record's file name "ID.json", or 0 when it is not one. */
+static unsigned long long record_file_id(const char *fname) {
+    size_t n = strlen(fname);
+    if (n < 6 || strcmp(fname + n - 5, ".json") != 0) return 0;
+    return parse_id(fname, n - 5);
+}
+
+/* Reads the optional number key of record o into *out when it is in
+ * [lo, hi] (absent or null: *out unchanged). Returns 0, or -1 after
+ * writing the reason into why. */
+static int rec_num(const cJSON *o, const char *key, double lo, double hi, double *out, char *why, size_t whylen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi)) {
+        snprintf(why, whylen, "%s must be a number from %g to %g", key, lo, hi);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* Copies the optional string key of record o into out (cap bytes) when it
+ * is shorter than cap and, when allowed is not NULL, made only of those
+ * characters. Returns 0, or -1 after writing the reason into why. */
+static int rec_str(const cJSON *o, const char *key, const char *allowed, char *out, size_t cap, char *why,
+                   size_t whylen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap ||
+        (allowed != NULL && strspn(v->valuestring, allowed) != strlen(v->valuestring))) {
+        snprintf(why, whylen, "%s must be a string of fewer than %zu characters%s%s", key, cap,
+                 allowed != NULL ? " of " : "", allowed != NULL ? allowed : "");
+        return -1;
+    }
+    snprintf(out, cap, "%s", v->valuestring);
+    return 0;
+}
+
+/* Rebuilds a job from the record text (len bytes) of the state file
+ * fname, checking it as POST /train checks a request: the file is ID.json
+ * and the record's id is that ID; the state is one of the five; the
+ * request passes srv_jobs_validate, and its canonical form is kept; the
+ * model is the name that request makes; numbers are in range, strings
+ * short and of the right characters. A request that is valid but can no
+ * longer run here (its data set is gone, say) is kept, with the reason in
+ * unrunnable (ulen bytes), for the caller to fail the job if it has not
+ * run. data_dir, train_budget and threads are srv_jobs_validate_memory's.
+ * Returns the job, or NULL with the reason in why. */
+static job *job_from_record(const char *fname, const char *text, size_t len, const char *data_dir,
+                            long long train_budget, int threads, char *unrunnable, size_t ulen, char *why,
+                            size_t whylen) {
+    static const char TIME_CHARS[] = "0123456789-:.TZ";
+    unrunnable[0] = '\0';
+    unsigned long long fid = record_file_id(fname);
+    if (fid == 0) {
+        snprintf(why, whylen, "the file name is not ID.json with an id from 1 to %llu", JOB_ID_MAX);
+        return NULL;
+    }
+    cJSON *o = cJSON_ParseWithLength(text, len), *req = NULL;
+    job *jb = NULL;
+    if (o == NULL || !cJSON_IsObject(o)) {
+        snprintf(why, whylen, "not a JSON object");
+        goto fail;
+    }
+    if (!srv_utf8_valid(text, len)) { /* its strings go into JSON answers */
+        snprintf(why, whylen, "not valid UTF-8");
+        goto fail;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id"), *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+    if (!cJSON_IsString(id) || parse_id(id->valuestring, strlen(id->valuestring)) != fid) {
+        snprintf(why, whylen, "id must be \"%llu\", the file's name", fid);
+        goto fail;
+    }
+    int state = -1;
+    for (int i = 0; i < N_STATES && cJSON_IsString(st); i++)
+        if (strcmp(st->valuestring, STATE_NAMES[i]) == 0) state = i;
+    if (state < 0) {
+        snprintf(why, whylen, "state must be queued, running, succeeded, failed or cancelled");
+        goto fail;
+    }
+    const cJSON *rq = cJSON_GetObjectItemCaseSensitive(o, "request");
+    char *rq_text = cJSON_IsObject(rq) ? cJSON_PrintUnformatted(rq) : NULL;
+    if (rq_text == NULL) {
+        snprintf(why, whylen, "request must be the job's request (a JSON object)");
+        goto fail;
+    }
+    srv_jobs_answer a;
+    int valid = srv_jobs_validate_memory(rq_text, strlen(rq_text), data_dir, train_budget, threads, &a) == 0;
+    free(rq_text);
+    if (valid) {
+        req = cJSON_Parse(a.json);
+        free(a.json);
+        if (req == NULL) {
+            snprintf(why, whylen, "out of memory");
+            goto fail;
+        }
+    } else if (a.status == 400 || a.code == NULL || strcmp(a.code, "invalid_parameter") == 0 ||
+               strcmp(a.code, "invalid_json") == 0) {
+        snprintf(why, whylen, "request: %s", a.message);
+        goto fail;
+    } else {
+        /* Every field passed; what fails is this server's present state. */
+        snprintf(unrunnable, ulen, "%s", a.message);
+        req = cJSON_Duplicate(rq, 1);
+        const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
+        if (mn != NULL && (!cJSON_IsString(mn) || !srv_model_name_valid(mn->valuestring))) {
+            snprintf(why, whylen, "request: model_name is not a valid model name");
+            goto fail;
         }
     }
-done:
+    jb = job_new(req, id->valuestring);
+    req = NULL;
+    if (jb == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
+    if (!srv_model_name_valid(jb->model_name)) {
+        snprintf(why, whylen, "its request makes no valid model name");
+        goto fail;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "model");
+    if (v != NULL && (!cJSON_IsString(v) || strcmp(v->valuestring, jb->model_name) != 0)) {
+        snprintf(why, whylen, "model must be \"%s\", the name its request makes", jb->model_name);
+        goto fail;
+    }
+    jb->state = (job_state)state;
+    jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
+    const double BIG = 9007199254740991.0; /* 2^53 - 1 */
+    double epochs = jb->epochs, epoch = 0, step = 0, spe = 0, total = 0;
+    if (rec_num(o, "epochs", epochs, epochs, &epochs, why, whylen) ||
+        rec_num(o, "progress", 0, 1, &jb->progress, why, whylen) ||
+        rec_num(o, "epoch", 0, jb->epochs, &epoch, why, whylen) || rec_num(o, "step", 0, BIG, &step, why, whylen) ||
+        rec_num(o, "steps_per_epoch", 0, BIG, &spe, why, whylen) ||
+        rec_num(o, "total_steps", 0, BIG, &total, why, whylen) ||
+        rec_num(o, "loss", 0, DBL_MAX, &jb->loss, why, whylen) ||
+        rec_num(o, "images_per_second", 0, DBL_MAX, &jb->images_per_s, why, whylen) ||
+        rec_num(o, "elapsed_seconds", 0, DBL_MAX, &jb->elapsed_s, why, whylen) ||
+        rec_str(o, "error", NULL, jb->error, sizeof jb->error, why, whylen) ||
+        rec_str(o, "model_version", "sha256:0123456789abcdef", jb->model_version, sizeof jb->model_version, why,
+                whylen) ||
+        rec_str(o, "created", TIME_CHARS, jb->created, sizeof jb->created, why, whylen) ||
+        rec_str(o, "started", TIME_CHARS, jb->started, sizeof jb->started, why, whylen) ||
+        rec_str(o, "finished", TIME_CHARS, jb->finished, sizeof jb->finished, why, whylen))
+        goto fail;
+    jb->epoch = (int)epoch, jb->step = (long)step, jb->steps_per_epoch = (long)spe, jb->total_steps = (long)total;
+    if (jb->model_version[0] != '\0' &&
+        (strncmp(jb->model_version, "sha256:", 7) != 0 || strlen(jb->model_version) != 19 ||
+         strspn(jb->model_version + 7, "0123456789abcdef") != 12)) {
+        snprintf(why, whylen, "model_version must be sha256: and 12 hex digits");
+        goto fail;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(o, "activated");
+    if (v != NULL && !cJSON_IsBool(v)) {
+        snprintf(why, whylen, "activated must be true or false");
+        goto fail;
+    }
+    jb->activated = cJSON_IsTrue(v);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "history"), *e;
+    if (h != NULL && (!cJSON_IsArray(h) || cJSON_GetArraySize(h) > jb->epochs)) {
+        snprintf(why, whylen, "history must be an array of at most %d epochs", jb->epochs);
+        goto fail;
+    }
+    cJSON_ArrayForEach(e, h) {
+        epoch_rec *r = &jb->history[jb->n_history++];
+        double x = -1;
+        if (!cJSON_IsObject(e) || rec_num(e, "loss", 0, DBL_MAX, &r->loss, why, whylen) ||
+            rec_num(e, "seconds", 0, DBL_MAX, &r->seconds, why, whylen) ||
+            rec_num(e, "test_mse", 0, DBL_MAX, &x, why, whylen) ||
+            rec_num(e, "test_psnr", -DBL_MAX, DBL_MAX, &r->psnr, why, whylen) ||
+            rec_num(e, "test_ssim", -1, 1, &r->ssim, why, whylen)) {
+            if (!cJSON_IsObject(e)) snprintf(why, whylen, "history entries must be objects");
+            goto fail;
+        }
+        r->has_test = x >= 0;
+        r->mse = r->has_test ? x : 0;
+    }
     cJSON_Delete(o);
     return jb;
+fail:
+    cJSON_Delete(o);
+    cJSON_Delete(req);
+    job_free(jb);
+    return NULL;
+}
+
+int srv_jobs_record_check(const char *fname, const char *text, size_t len, const char *data_dir, char *why,
+                          size_t whylen) {
+    char unrunnable[sizeof ((srv_jobs_answer *)0)->message];
+    job *jb = job_from_record(fname, text, len, data_dir, 0, 1, unrunnable, sizeof unrunnable, why, whylen);
+    if (jb == NULL) return -1;
+    job_free(jb);
+    return 0;
 }
 
 static int by_id(const void *a, const void *b) {
-    unsigned long x = strtoul((*(job *const *)a)->id, NULL, 10), y = strtoul((*(job *const *)b)->id, NULL, 10);
+    unsigned long long x = strtoull((*(job *const *)a)->id, NULL, 10), y = strtoull((*(job *const *)b)->id, NULL, 10);
     return x < y ? -1 : x > y;
 }
 
-/* Reads every record of the state directory into js (at start). */
+/* Ends a job that can no longer run (lock held or not yet shared):
+ * failed with reason why, recorded. */
+static void fail_loaded(srv_jobs *js, job *jb, const char *why) {
+    jb->state = ST_FAILED;
+    snprintf(jb->error, sizeof jb->error, "%s", why);
+    if (jb->finished[0] == '\0') srv_utc_now(jb->finished, sizeof jb->finished);
+    jb->eta_s = -1;
+    job_persist(js, jb);
+    srv_log("job %s: failed: %s", jb->id, why);
+}
+
+/* Reads every record of the state directory into js at start. The state
+ * directory belongs to this server: every temporary file in it is left
+ * from a write that was interrupted, and is removed; the job whose record
+ * it was rewriting was being started or ended, so if its record still
+ * says queued it is failed ("interrupted"), never run again, as is a job
+ * whose record says running. A record that is not valid is skipped with
+ * a log line, and its id is never given again. */
 static void load_records(srv_jobs *js) {
-    DIR *d = opendir(js->cfg->state_dir);
+    const char *dir = js->cfg->state_dir;
+    DIR *d = opendir(dir);
     if (d == NULL) return;
+    unsigned long long *torn = NULL, max_id = 0;
+    int n_torn = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        size_t n = strlen(e->d_name);
-        if (e->d_name[0] == '.' || n < 6 || strcmp(e->d_name + n - 5, ".json") != 0) continue;
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (t == NULL || e->d_name[0] == '.') continue;
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", js->cfg->state_dir, e->d_name);
-        FILE *f = fopen(path, "r");
-        if (f == NULL) continue;
-        char *text = malloc(4 << 20);
-        size_t len = text != NULL ? fread(text, 1, (4 << 20) - 1, f) : 0;
-        fclose(f);
-        if (text == NULL) continue;
-        text[len] = '\0';
-        job *jb = job_from_record(text);
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) continue;
+        srv_log("removed %s, left by an interrupted write", path);
+        unsigned long long id = t - e->d_name > 5 && strncmp(t - 5, ".json", 5) == 0
+                                    ? parse_id(e->d_name, (size_t)(t - 5 - e->d_name))
+                                    : 0;
+        unsigned long long *grown = id > 0 ? realloc(torn, sizeof *torn * (size_t)(n_torn + 1)) : NULL;
+        if (grown != NULL) torn = grown, torn[n_torn++] = id;
+    }
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' || n < 6 || strcmp(e->d_name + n - 5, ".json") != 0 || strstr(e->d_name, ".tmp."))
+            continue;
+        char path[4096], why[DAE_ERR_LEN + 800] = "", unrunnable[sizeof ((srv_jobs_answer *)0)->message];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unsigned long long fid = record_file_id(e->d_name);
+        if (fid > max_id) max_id = fid; /* even a bad record's id is never given again */
+        uint8_t *text = NULL;
+        size_t len = 0;
+        job *jb = NULL;
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) /* a FIFO would block the start, a link lead elsewhere */
+            snprintf(why, sizeof why, "not a regular file");
+        else if (dae_file_read(path, RECORD_MAX_BYTES, &text, &len, why, sizeof why) == DAE_OK)
+            jb = job_from_record(e->d_name, (const char *)text, len, js->cfg->data_dir, js->cfg->train_memory_budget,
+                                 js->cfg->train_threads, unrunnable, sizeof unrunnable, why, sizeof why);
         free(text);
         if (jb == NULL) {
-            srv_log("warning: %s is not a job record, skipped", path);
+            srv_log("warning: %s is not a valid job record (%s): skipped", path, why);
             continue;
         }
         job **grown = realloc(js->all, sizeof *grown * (size_t)(js->n + 1));
@@ -521,35 +765,45 @@ static void load_records(srv_jobs *js) {
         }
         js->all = grown;
         js->all[js->n++] = jb;
-        unsigned long idn = strtoul(jb->id, NULL, 10);
-        if (idn >= js->next_id) js->next_id = idn + 1;
+        int was_torn = 0;
+        for (int i = 0; i < n_torn; i++) was_torn |= torn[i] == fid;
         if (jb->state == ST_RUNNING) {
-            jb->state = ST_FAILED;
-            snprintf(jb->error, sizeof jb->error, "interrupted: the server stopped while the job was running");
-            srv_utc_now(jb->finished, sizeof jb->finished);
-            jb->eta_s = -1;
-            job_persist(js, jb);
-            srv_log("job %s was running when the server stopped: failed (interrupted)", jb->id);
+            fail_loaded(js, jb, "interrupted: the server stopped while the job was running");
+        } else if (jb->state == ST_QUEUED && was_torn) {
+            fail_loaded(js, jb, "interrupted: the server stopped while the job was being started or cancelled");
+        } else if (jb->state == ST_QUEUED && unrunnable[0] != '\0') {
+            char reason[sizeof jb->error];
+            snprintf(reason, sizeof reason, "cannot run after the restart: %.400s", unrunnable);
+            fail_loaded(js, jb, reason);
         }
     }
     closedir(d);
+    free(torn);
+    js->next_id = max_id + 1;
     if (js->n > 1) qsort(js->all, (size_t)js->n, sizeof *js->all, by_id);
 }
 
-/* Removes model temporaries left by a process that died while saving
- * (NAME.safetensors.tmp.PID.XXXXXX whose PID is gone). */
+/* Removes the temporaries of interrupted writes from the models directory
+ * (NAME.safetensors.tmp.PID.X, ACTIVE.tmp.PID.X). The directory may be
+ * shared with other replicas, so a temporary is removed only when its
+ * writer is gone (its pid is no process here), or nobody has touched it
+ * for STALE_TEMP_S seconds (a pid may name a process of another machine
+ * or container). */
 static void remove_stale_temps(const char *dir) {
     DIR *d = opendir(dir);
     if (d == NULL) return;
     struct dirent *e;
+    time_t now = time(NULL);
     while ((e = readdir(d)) != NULL) {
-        if (strstr(e->d_name, ".safetensors.tmp.") == NULL) continue;
         long pid = dae_file_temp_pid(e->d_name);
-        if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            if (unlink(path) == 0) srv_log("removed %s, left by a process that died while saving", path);
-        }
+        if (pid <= 0 || e->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        int gone = pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if ((gone || now - st.st_mtime >= STALE_TEMP_S) && unlink(path) == 0)
+            srv_log("removed %s, left by an interrupted write", path);
     }
     closedir(d);
 }
@@ -612,9 +866,19 @@ ssize_t srv_jobs_stream_read(srv_job_stream *s, void *conn, char *buf, size_t ma
     srv_jobs *js = s->jobs;
     pthread_mutex_lock(&js->mu);
     ssize_t ret = 0;
-    if (s->pending == NULL && !s->done_sent && s->seen != s->job->version) {
+    if (s->ended) {
+        free(s->pending);
+        s->pending = NULL;
+    }
+    if (s->pending == NULL && !s->done_sent && !s->ended && s->seen != s->job->version) {
         char *text = job_text(s->job);
         int done = finished(s->job);
+        if (text != NULL && !srv_utf8_valid(text, strlen(text))) {
+            /* Strings from records and files must not break the stream's JSON. */
+            char *fixed = srv_utf8_fix(text, strlen(text), NULL);
+            free(text);
+            text = fixed;
+        }
         if (text != NULL) {
             size_t n = strlen(text) + 64;
             s->pending = malloc(n);
@@ -637,7 +901,7 @@ ssize_t srv_jobs_stream_read(srv_job_stream *s, void *conn, char *buf, size_t ma
             s->pending = NULL;
         }
         ret = (ssize_t)n;
-    } else if (s->done_sent || js->streams_ended) {
+    } else if (s->done_sent || js->streams_ended || s->ended) {
         ret = (ssize_t)MHD_CONTENT_READER_END_OF_STREAM;
     } else {
         /* Nothing new: park the connection until the job changes. */
@@ -649,6 +913,22 @@ ssize_t srv_jobs_stream_read(srv_job_stream *s, void *conn, char *buf, size_t ma
     }
     pthread_mutex_unlock(&js->mu);
     return ret;
+}
+
+void srv_jobs_stream_kick(srv_job_stream *s) {
+    srv_jobs *js = s->jobs;
+    pthread_mutex_lock(&js->mu);
+    s->ended = 1;
+    for (srv_job_stream **p = &js->waiters; *p != NULL; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            s->next = NULL;
+            struct MHD_Connection *c = s->waiting;
+            s->waiting = NULL;
+            MHD_resume_connection(c);
+            break;
+        }
+    pthread_mutex_unlock(&js->mu);
 }
 
 void srv_jobs_stream_close(srv_job_stream *s) {
@@ -720,6 +1000,14 @@ static job_state run_job(srv_jobs *js, job *jb, char *error, size_t errlen) {
     dae_train_state state = {0};
     job_state result = ST_FAILED;
     const char *dataset = req_str(jb, "dataset");
+    int active = 0;
+    if (srv_registry_name_taken(js->registry, jb->model_name, &active) && (!jb->replace || active)) {
+        if (active) snprintf(error, errlen, "model name taken: \"%s\" is the active model, which a job never replaces",
+                             jb->model_name);
+        else snprintf(error, errlen, "model name taken: a model named \"%s\" exists (and replace is false)",
+                      jb->model_name);
+        return ST_FAILED;
+    }
     if (dae_dataset_load(cfg->data_dir, dataset, &data, err, sizeof err) != DAE_OK) {
         snprintf(error, errlen, "data set %s: %s", dataset, err);
         return ST_FAILED;
@@ -790,15 +1078,38 @@ static job_state run_job(srv_jobs *js, job *jb, char *error, size_t errlen) {
     dae_train_meta meta;
     dae_train_meta_init(&meta, &tc, &state, &facts);
     dae_train_meta_add(&meta, "train_job", jb->id);
-    char path[4096];
+    /* The model goes to a temporary name first (the pid in it lets a later
+     * start remove it if this process dies) and reaches its own name only
+     * past the commit point below. */
+    char path[4096], tmp[4200];
     mkdir(cfg->models_dir, 0755);
     snprintf(path, sizeof path, "%s/%s.safetensors", cfg->models_dir, jb->model_name);
-    if (dae_model_save(&m, path, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.job%s", path, (long)getpid(), jb->id);
+    if (atomic_load(&jb->cancel)) {
+        result = ST_CANCELLED;
+        goto done;
+    }
+    if (dae_model_save(&m, tmp, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
         snprintf(error, errlen, "saving the model: %s", err);
         goto done;
     }
-    if (srv_registry_add_file(js->registry, jb->model_name, err, sizeof err) != 0) {
-        snprintf(error, errlen, "loading the new model: %s", err);
+    /* The commit point: a cancel that came before it wins (the job ends
+     * cancelled, its model is never seen); one after it is refused with
+     * 409 (srv_jobs_cancel reads committed under the same lock). */
+    pthread_mutex_lock(&js->mu);
+    int cancelled = atomic_load(&jb->cancel);
+    if (!cancelled) jb->committed = 1;
+    pthread_mutex_unlock(&js->mu);
+    if (cancelled) {
+        unlink(tmp);
+        result = ST_CANCELLED;
+        goto done;
+    }
+    srv_reg_status rs = srv_registry_install(js->registry, jb->model_name, tmp, jb->replace, err, sizeof err);
+    if (rs != SRV_REG_OK) {
+        unlink(tmp);
+        snprintf(error, errlen, "%s: %s",
+                 rs == SRV_REG_EXISTS || rs == SRV_REG_ACTIVE ? "model name taken" : "installing the model", err);
         goto done;
     }
     srv_model *nm = srv_registry_acquire(js->registry, jb->model_name);
@@ -839,6 +1150,7 @@ static void *runner(void *arg) {
         }
         if (js->stopping) break;
         jb->state = ST_RUNNING;
+        jb->committed = 0;
         srv_utc_now(jb->started, sizeof jb->started);
         job_persist(js, jb);
         notify(js, jb);
@@ -848,7 +1160,12 @@ static void *runner(void *arg) {
         char error[sizeof jb->error] = "";
         job_state result = run_job(js, jb, error, sizeof error);
         pthread_mutex_lock(&js->mu);
-        if (result == ST_CANCELLED && js->stopping) {
+        if (js->abandoned) break; /* shutdown recorded it and stopped waiting */
+        if (jb->cancel_asked && result != ST_SUCCEEDED) { /* DELETE answered 202 */
+            result = ST_CANCELLED;
+            error[0] = '\0';
+        }
+        if (result == ST_CANCELLED && js->stopping && !jb->cancel_asked) {
             result = ST_FAILED;
             snprintf(error, sizeof error, "interrupted: the server shut down during the job");
         }
@@ -876,7 +1193,7 @@ srv_jobs *srv_jobs_start(const srv_config *cfg, srv_registry *registry, char *er
     }
     js->cfg = cfg;
     js->registry = registry;
-    js->next_id = 1;
+    js->next_id = 1; /* load_records raises it past every record */
     pthread_mutex_init(&js->mu, NULL);
     pthread_cond_init(&js->cv, NULL);
     if (cfg->models_dir != NULL) remove_stale_temps(cfg->models_dir);
@@ -890,7 +1207,7 @@ srv_jobs *srv_jobs_start(const srv_config *cfg, srv_registry *registry, char *er
     return js;
 }
 
-void srv_jobs_stop(srv_jobs *js) {
+void srv_jobs_quiesce(srv_jobs *js) {
     if (js == NULL) return;
     pthread_mutex_lock(&js->mu);
     js->stopping = 1;
@@ -898,9 +1215,43 @@ void srv_jobs_stop(srv_jobs *js) {
         if (js->all[i]->state == ST_RUNNING) atomic_store(&js->all[i]->cancel, 1);
     pthread_cond_broadcast(&js->cv);
     pthread_mutex_unlock(&js->mu);
-    if (js->runner_started) pthread_join(js->runner, NULL);
-    js->runner_started = 0;
+}
+
+int srv_jobs_stop(srv_jobs *js, double seconds) {
+    if (js == NULL) return 0;
+    srv_jobs_quiesce(js);
+    int rc = 0;
+    if (js->runner_started) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (seconds < 0) seconds = 0;
+        until.tv_sec += (time_t)seconds;
+        until.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        rc = pthread_timedjoin_np(js->runner, NULL, &until) == 0 ? 0 : -1;
+    }
+    if (rc != 0) {
+        /* The running job is inside one long step: record it interrupted
+         * now and let the process end without it. */
+        pthread_mutex_lock(&js->mu);
+        for (int i = 0; i < js->n; i++)
+            if (js->all[i]->state == ST_RUNNING) {
+                job *jb = js->all[i];
+                jb->state = ST_FAILED;
+                snprintf(jb->error, sizeof jb->error, "interrupted: the server shut down during the job");
+                srv_utc_now(jb->finished, sizeof jb->finished);
+                jb->eta_s = -1;
+                job_persist(js, jb);
+                notify(js, jb);
+                srv_log("job %s: failed: interrupted (shutdown did not wait for its training step)", jb->id);
+            }
+        js->abandoned = 1;
+        pthread_mutex_unlock(&js->mu);
+    } else {
+        js->runner_started = 0;
+    }
     srv_jobs_end_streams(js);
+    return rc;
 }
 
 void srv_jobs_free(srv_jobs *js) {
@@ -912,8 +1263,53 @@ void srv_jobs_free(srv_jobs *js) {
     free(js);
 }
 
+/* Checks that the model req would write is free (lock held): no model of
+ * its name exists, or the request asks to replace one that is not active;
+ * no queued or running job writes that name. A request without a
+ * model_name gets DATASET-jobID, and ids whose such name is taken are
+ * passed over. Returns 1, or 0 after filling a with the 409 to give (or
+ * with nothing when the ids ran out). */
+static int name_free_for(srv_jobs *js, const cJSON *req, srv_jobs_answer *a) {
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(req, "dataset");
+    int replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "replace"));
+    char name[SRV_MODEL_NAME_LEN + 1];
+    int active = 0;
+    if (!cJSON_IsString(mn)) {
+        for (int tries = 0; js->next_id <= JOB_ID_MAX; tries++, js->next_id++) {
+            snprintf(name, sizeof name, "%.40s-job%llu", cJSON_IsString(ds) ? ds->valuestring : "", js->next_id);
+            int pending = 0;
+            for (int i = 0; i < js->n && !pending; i++)
+                pending = !finished(js->all[i]) && strcmp(js->all[i]->model_name, name) == 0;
+            if (tries >= 10000 || (!pending && !srv_registry_name_taken(js->registry, name, NULL))) return 1;
+        }
+        return 0;
+    }
+    snprintf(name, sizeof name, "%s", mn->valuestring);
+    for (int i = 0; i < js->n; i++)
+        if (!finished(js->all[i]) && strcmp(js->all[i]->model_name, name) == 0) {
+            fail_answer(a, 409, "model_name_in_use", "job %s, %s, will write a model named \"%s\"; choose another "
+                        "model_name", js->all[i]->id, STATE_NAMES[js->all[i]->state], name);
+            return 0;
+        }
+    if (!srv_registry_name_taken(js->registry, name, &active)) return 1;
+    if (active) {
+        fail_answer(a, 409, "model_active", "\"%s\" is the active model, which a job never replaces; choose another "
+                    "model_name, or activate another model first", name);
+        return 0;
+    }
+    if (!replace) {
+        fail_answer(a, 409, "model_exists", "a model named \"%s\" already exists; choose another model_name, or "
+                    "ask \"replace\": true to replace it", name);
+        return 0;
+    }
+    return 1;
+}
+
 void srv_jobs_submit(srv_jobs *js, const char *body, size_t len, srv_jobs_answer *a) {
-    if (srv_jobs_validate(body, len, js->cfg->data_dir, a) != 0) return;
+    if (srv_jobs_validate_memory(body, len, js->cfg->data_dir, js->cfg->train_memory_budget, js->cfg->train_threads,
+                                 a) != 0)
+        return;
     cJSON *req = cJSON_Parse(a->json);
     free(a->json);
     a->json = NULL;
@@ -932,15 +1328,21 @@ void srv_jobs_submit(srv_jobs *js, const char *body, size_t len, srv_jobs_answer
         fail_answer(a, 503, "train_queue_full",
                     "%d training jobs are already waiting (--train-queue %d); retry when one has started", queued,
                     js->cfg->train_queue);
+    } else if (js->next_id > JOB_ID_MAX || !name_free_for(js, req, a)) {
+        cJSON_Delete(req);
+        if (a->status < 400)
+            fail_answer(a, 503, "job_ids_exhausted", "every job id up to %llu is taken; remove old records from the "
+                        "state directory", JOB_ID_MAX);
     } else {
         char id[24];
-        snprintf(id, sizeof id, "%lu", js->next_id);
+        snprintf(id, sizeof id, "%llu", js->next_id);
         job *jb = job_new(req, id);
         job **grown = jb != NULL ? realloc(js->all, sizeof *grown * (size_t)(js->n + 1)) : NULL;
         if (grown == NULL) {
             job_free(jb);
             fail_answer(a, 500, "internal_error", "out of memory");
         } else {
+            jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
             js->next_id++;
             js->all = grown;
             js->all[js->n++] = jb;
@@ -987,7 +1389,12 @@ void srv_jobs_cancel(srv_jobs *js, const char *id, srv_jobs_answer *a) {
         fail_answer(a, 404, "job_not_found", "no training job %s (GET /train lists them)", id);
     } else if (finished(jb)) {
         fail_answer(a, 409, "job_finished", "job %s has already %s", id, STATE_NAMES[jb->state]);
+    } else if (jb->committed) {
+        fail_answer(a, 409, "job_finishing",
+                    "job %s has finished training and is installing model %s; it can no longer be cancelled", id,
+                    jb->model_name);
     } else {
+        jb->cancel_asked = 1; /* whatever happens next, the job ends cancelled */
         if (jb->state == ST_QUEUED) {
             jb->state = ST_CANCELLED;
             srv_utc_now(jb->finished, sizeof jb->finished);

@@ -1,7 +1,8 @@
 /* main.c - dae-server: reads the configuration, loads the models, starts
  * the inference workers and the HTTP daemon, and on SIGTERM or SIGINT
  * drains (readiness off, no new connections, in-flight requests finish
- * within --drain-timeout) and exits 0. A second signal cuts the drain
+ * within --drain-timeout) and exits 0, at most STOP_GRACE_S after the
+ * drain deadline whatever clients do. A second signal cuts the drain
  * short. Exit status: 0 after a clean shutdown, 1 when it cannot start,
  * 2 for a usage error. */
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "config.h"
 #include "http.h"
 #include "inference.h"
@@ -21,6 +23,13 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+
+/* Longest the shutdown goes on past the drain deadline: the time to send
+ * the 503s of cancelled requests, stop the workers and the training job
+ * and close the connections that are left. */
+#define STOP_GRACE_S 0.8
+/* Of which the 503s of requests cancelled at the deadline get this much. */
+#define CANCEL_GRACE_S 0.3
 
 static double now_s(void) {
     struct timespec ts;
@@ -94,6 +103,7 @@ int main(int argc, char **argv) {
     int rc = srv_config_parse(&cfg, argc, argv);
     if (rc == SRV_CONFIG_HELP) return 0;
     if (rc != 0) return 2;
+    srv_budget_malloc_policy();
 
     if (signals_init() != 0) {
         srv_log("cannot start: no pipe for signals: %s", strerror(errno));
@@ -124,7 +134,7 @@ int main(int argc, char **argv) {
     srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, jobs, err, sizeof err);
     if (http == NULL) {
         srv_log("cannot start: %s", err);
-        srv_jobs_stop(jobs);
+        srv_jobs_stop(jobs, 60);
         srv_jobs_free(jobs);
         srv_infer_stop(infer);
         srv_registry_free(registry);
@@ -156,19 +166,34 @@ int main(int argc, char **argv) {
         }
         break;
     }
+    /* The drain: every step below is bounded, so the process ends by the
+     * deadline plus STOP_GRACE_S even with clients that trickle a body,
+     * never read an answer, or hold an event stream; the running training
+     * job is told to stop at once (jobs are not resumed; it would be
+     * recorded interrupted anyway). */
+    double deadline = now_s() + cfg.drain_s;
     srv_log("%s: draining (readyz 503, no new connections, up to %d s for %ld in-flight requests)", strsignal(sig),
             cfg.drain_s, srv_http_in_flight(http));
+    srv_jobs_quiesce(jobs);
     srv_http_drain(http);
-    if (!wait_in_flight(http, cfg.drain_s)) {
-        srv_log("drain deadline: answering %ld unfinished requests 503", srv_http_in_flight(http));
+    if (!wait_in_flight(http, deadline - now_s())) {
+        if (now_s() < deadline) deadline = now_s(); /* a second signal: the deadline is now */
+        srv_log("drain deadline: answering %ld unfinished requests 503 and closing the rest", srv_http_in_flight(http));
         srv_infer_cancel_all(infer);
-        wait_in_flight(http, 1.0);
+        wait_in_flight(http, CANCEL_GRACE_S);
     }
-    srv_infer_stop(infer);
-    srv_jobs_stop(jobs);
+    /* Workers first (they resume connections), then the daemon (whose last
+     * connections give their memory back to the inference budget), then
+     * the rest. */
+    srv_infer_join(infer);
+    double left = deadline + STOP_GRACE_S - 0.3 - now_s(); /* 0.3 s for the daemon's stop and the exit */
+    int runner_stopped = srv_jobs_stop(jobs, left > 0.05 ? left : 0.05) == 0;
     srv_http_stop(http);
-    srv_jobs_free(jobs);
-    srv_registry_free(registry);
+    srv_infer_stop(infer);
+    if (runner_stopped) {
+        srv_jobs_free(jobs);
+        srv_registry_free(registry);
+    } /* else the training thread is inside a step and still uses both: exit without freeing them */
     srv_log("stopped");
     return 0;
 }

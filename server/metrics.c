@@ -21,7 +21,8 @@ static const char *const ROUTE_NAMES[SRV_N_ROUTES] = {
     "train_events", "unknown"};
 static const int STATUSES[SRV_N_STATUSES] = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
 static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining", "body_too_large",
-                                                         "too_many_pixels", "timeout", "too_many_connections"};
+                                                         "too_many_pixels", "timeout", "too_many_connections",
+                                                         "memory_budget"};
 
 static const double SECONDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
@@ -226,6 +227,12 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     out(&t, "dae_queue_pending %lld\n", g->pending);
     family(&t, "dae_queue_capacity", "gauge", "Most requests admitted at once; more are answered 503.");
     out(&t, "dae_queue_capacity %d\n", g->queue_capacity);
+    family(&t, "dae_memory_budget_bytes", "gauge", "Bytes requests in flight may hold (--memory-budget).");
+    out(&t, "dae_memory_budget_bytes %lld\n", g->memory_budget);
+    family(&t, "dae_memory_reserved_bytes", "gauge", "Bytes of the memory budget held by requests in flight.");
+    out(&t, "dae_memory_reserved_bytes %lld\n", g->memory_reserved);
+    family(&t, "dae_memory_reserved_peak_bytes", "gauge", "Most bytes of the memory budget held at once.");
+    out(&t, "dae_memory_reserved_peak_bytes %lld\n", g->memory_peak);
     family(&t, "dae_inference_workers", "gauge", "Inference worker threads.");
     out(&t, "dae_inference_workers %d\n", g->workers);
     family(&t, "dae_inference_max_batch", "gauge", "Most tiles in one forward pass.");

@@ -37,6 +37,7 @@ typedef enum {
     SRV_REJECT_TOO_MANY_PIXELS,
     SRV_REJECT_TIMEOUT,
     SRV_REJECT_CONNECTIONS,
+    SRV_REJECT_MEMORY_BUDGET, /* the memory budget could not hold the request */
     SRV_N_REJECTS
 } srv_reject_reason;
 
@@ -73,6 +74,9 @@ typedef struct {
     long long pending;          /* requests admitted to the workers and not answered */
     long long connections;      /* open HTTP connections */
     int queue_capacity, workers, max_batch, draining;
+    long long memory_budget;    /* bytes (--memory-budget) */
+    long long memory_reserved;  /* bytes of it held by requests now */
+    long long memory_peak;      /* most bytes of it held at once */
 } srv_metrics_gauges;
 
 /* Initialises m (all zero, the histograms' buckets set). */

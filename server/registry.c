@@ -613,3 +613,97 @@ int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t e
     pthread_mutex_unlock(&r->reload_mu);
     return m != NULL ? 0 : -1;
 }
+
+/* ------------------------------------------------------------ installing trained models */
+
+/* Name taken? (reload_mu held, or a racy answer is fine): listed, or
+ * path exists; *active when it is the default or named by ACTIVE. */
+static int name_taken(srv_registry *r, const char *name, const char *path, int *active) {
+    pthread_mutex_lock(&r->mu);
+    int i = find(r, name);
+    int listed = i >= 0, is_def = i >= 0 && r->models[i] == r->def;
+    pthread_mutex_unlock(&r->mu);
+    struct stat st;
+    int exists = path != NULL && lstat(path, &st) == 0;
+    char act[SRV_MODEL_NAME_LEN + 1];
+    if (!is_def && r->models_dir != NULL && srv_active_read(r->models_dir, act, sizeof act) == 0)
+        is_def = strcmp(act, name) == 0;
+    if (active != NULL) *active = (listed || exists) && is_def;
+    return listed || exists;
+}
+
+int srv_registry_name_taken(srv_registry *r, const char *name, int *active) {
+    char path[4096];
+    if (r->models_dir != NULL) snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    return name_taken(r, name, r->models_dir != NULL ? path : NULL, active);
+}
+
+/* Renames from to to unless to exists (EEXIST then): renameat2 with
+ * RENAME_NOREPLACE, or link and unlink where the file system lacks it.
+ * Returns 0, or -1 with errno set. */
+static int rename_noreplace(const char *from, const char *to) {
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return -1;
+    if (link(from, to) != 0) return -1;
+    unlink(from);
+    return 0;
+}
+
+/* Flushes directory dir so a rename in it survives a crash (best effort). */
+static void sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+srv_reg_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
+                                    size_t errlen) {
+    if (r->models_dir == NULL) {
+        snprintf(err, errlen, "no models directory");
+        return SRV_REG_IO;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    pthread_mutex_lock(&r->reload_mu);
+    srv_reg_status st = SRV_REG_OK;
+    int active = 0;
+    srv_model *m = NULL;
+    if (name_taken(r, name, path, &active) && !replace) {
+        snprintf(err, errlen, "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
+        st = SRV_REG_EXISTS;
+    } else if (active) {
+        snprintf(err, errlen, "model \"%s\" is the active model and cannot be replaced", name);
+        st = SRV_REG_ACTIVE;
+    } else if ((m = model_load(name, tmp_path, r->max_batch, err, errlen)) == NULL) {
+        st = SRV_REG_IO;
+    } else if ((replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) != 0) {
+        if (errno == EEXIST) {
+            snprintf(err, errlen, "a model named \"%s\" appeared meanwhile; it was not replaced", name);
+            st = SRV_REG_EXISTS;
+        } else {
+            snprintf(err, errlen, "cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
+            st = SRV_REG_IO;
+        }
+    } else {
+        sync_dir(r->models_dir);
+        char *p = strdup(path);
+        if (p != NULL) {
+            free(m->path);
+            m->path = p;
+        }
+        file_identity(path, m->file_id);
+        m->in_dir = 1;
+        pthread_mutex_lock(&r->mu);
+        int rc = add(r, m); /* a replaced model lives on while requests hold it */
+        pthread_mutex_unlock(&r->mu);
+        m = NULL;
+        if (rc != 0) {
+            snprintf(err, errlen, "out of memory (the file is in place; a rescan lists it)");
+            st = SRV_REG_IO;
+        }
+    }
+    srv_model_release(m);
+    pthread_mutex_unlock(&r->reload_mu);
+    return st;
+}

@@ -110,6 +110,7 @@ typedef enum {
     SRV_REG_ACTIVE,    /* remove: the model is the default */
     SRV_REG_NOT_IN_DIR,/* remove: not a file of the models directory */
     SRV_REG_IO,        /* a file could not be written or removed (err says why) */
+    SRV_REG_EXISTS,    /* install: a model of that name exists and replacing was not asked */
 } srv_reg_status;
 
 /* Makes the model called name the default for new requests (requests
@@ -129,6 +130,23 @@ void srv_registry_reload(srv_registry *r);
 /* Loads (or reloads) DIR/NAME.safetensors, just written, into the list.
  * Returns 0, or -1 and fills err. */
 int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* 1 when the name is taken: a model called name is listed or
+ * DIR/NAME.safetensors exists. *active (may be NULL) is then 1 when that
+ * model is the default or the one the ACTIVE file names. */
+int srv_registry_name_taken(srv_registry *r, const char *name, int *active);
+
+/* Installs the complete weights file tmp_path, written beside the target
+ * in the models directory, as DIR/NAME.safetensors and lists it. Without
+ * replace it never writes over a file (the rename refuses an existing
+ * target: SRV_REG_EXISTS, as when the name is listed); with replace it
+ * may take the place of a model that is not the default (SRV_REG_ACTIVE
+ * otherwise). The file is loaded before it is moved, so a file that does
+ * not load never appears (SRV_REG_IO, err says why). Checks and rename
+ * happen under the lock of activations and rescans. On failure tmp_path
+ * is left for the caller to remove. */
+srv_reg_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
+                                    size_t errlen);
 
 /* Changes of the default model since the start. */
 unsigned long long srv_registry_switches(srv_registry *r);

@@ -140,11 +140,12 @@ def raw(port, data, timeout=10, read=True):
         s.close()
 
 
-def read_response(sock, timeout=10):
-    """Reads one response from sock (until close or a complete body);
-    returns a Response, or None when the server closed without answering."""
+def read_response(sock, timeout=10, first=b""):
+    """Reads one response from sock (until close or a complete body), after
+    the bytes first already read from it; returns a Response, or None when
+    the server closed without answering."""
     sock.settimeout(timeout)
-    buf = b""
+    buf = first
     deadline = time.time() + timeout
     while b"\r\n\r\n" not in buf:
         if time.time() > deadline:

@@ -6,7 +6,7 @@
 #
 # Covers every route and every status of the contract (200, 400, 404, 405,
 # 413, 415, 422, 503 with Retry-After), every PNG flavour libpng reads and
-# the stb_image formats (fixtures in tests/fixtures/images, made by
+# JPEG, BMP, GIF, PNM and TGA (fixtures in tests/fixtures/images, made by
 # make_images.py there), sizes 1x1, 27x29, 28x28, 300x200 and 2000x2000
 # with output pixels identical to `dae denoise` (the engine), multipart
 # uploads, model selection, /noise reproducibility, malformed inputs
@@ -449,21 +449,28 @@ wait $big
 ok "... while the queued request still completes"
 [ "$(metric 'dae_rejections_total{reason="queue_full"}')" -ge 1 ]
 ok "the rejection is counted"
-# Three idle connections fill DAE_MAX_CONNECTIONS=3; a fourth is answered 503.
+# Three uploads in progress fill DAE_MAX_CONNECTIONS=3 (checked well within
+# DAE_TIMEOUT=1); a fourth request is answered 503, but the probes keep
+# a few connections of their own.
+stalled='POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc'
 exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" 7<>"/dev/tcp/127.0.0.1/$PORT"
+printf "$stalled" >&5; printf "$stalled" >&6; printf "$stalled" >&7
 sleep 0.1
-req GET /healthz
+req GET /models
 is_error 503 too_many_connections && [ "$(header Retry-After)" = 2 ]
-ok "connection limit: a connection over DAE_MAX_CONNECTIONS is answered 503 too_many_connections"
+ok "connection limit: a request over DAE_MAX_CONNECTIONS is answered 503 too_many_connections"
+req GET /healthz
+[ "$STATUS" = 200 ]
+ok "... while GET /healthz still answers 200 (headroom for the probes)"
 exec 5<&- 6<&- 7<&-
 code=000
 for _ in $(seq 1 40); do
-    code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+    code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/models")
     [ "$code" = 200 ] && break
     sleep 0.05
 done
 [ "$code" = 200 ]
-ok "... and served again once they close"
+ok "... and others are served again once they close"
 # A client that stops half way through its request is cut off after DAE_TIMEOUT=1.
 exec 5<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc' >&5

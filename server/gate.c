@@ -1,0 +1,881 @@
+/* gate.c - the connection gate and the connection watchdog of dae-server
+ * (see gate.h): accepting, reading request heads with MSG_PEEK, answering
+ * malformed ones with the JSON error, admission with headroom for the
+ * probes, and the deadlines of the connections libmicrohttpd holds. */
+#include "gate.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Connections answered and closing (lingering for the client to read the
+ * answer) are held at most this long, and at most this many at once. */
+#define CLOSING_LINGER_S 2.0
+#define CLOSING_MAX 256
+/* Bytes read and dropped from a closing connection at most. */
+#define CLOSING_DISCARD_MAX (256 * 1024)
+/* How often the watchdog looks at the connections libmicrohttpd holds. */
+#define WATCH_PERIOD_MS 100
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ records */
+
+/* A connection in the gate: its head is being read, or it was answered
+ * and is closing. */
+typedef struct pending {
+    int fd;
+    int closing;
+    double t_accept;       /* closing: the time it may be closed at */
+    size_t discarded;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct pending *prev, *next;
+} pending;
+
+typedef struct {
+    pending *head, *tail; /* oldest first */
+    int n;
+} pending_list;
+
+/* A connection libmicrohttpd holds. */
+typedef struct conn_rec {
+    int fd;
+    unsigned long long id;
+    struct MHD_Connection *conn; /* NULL until libmicrohttpd started it */
+    srv_conn_phase phase;
+    double t_phase;              /* when the phase began */
+    double t_idle;               /* IDLE/HEAD: when the connection went idle */
+    double t_unwritable;         /* STREAM: since when it cannot be written; 0: writable */
+    int rdhup_ticks;             /* watchdog ticks the peer has been seen gone */
+    int doomed;                  /* shut down by the watchdog or evicted */
+    int counted;                 /* counts in admitted */
+    void (*kick)(void *);        /* the event stream, or NULL */
+    void *kick_arg;
+    struct conn_rec *prev, *next;
+} conn_rec;
+
+struct srv_gate {
+    const srv_config *cfg;
+    srv_metrics *metrics;
+    struct MHD_Daemon *daemon;
+    int listen_fd, epfd, wake_fd;
+    int port;
+    pthread_t thread, watchdog;
+    int thread_started, watchdog_started;
+    atomic_int stop, quiesce;
+    /* The gate thread's own state. */
+    pending_list heads, closing;
+    char peek[SRV_GATE_HEAD_MAX + 1];
+    /* Shared with the libmicrohttpd threads and the watchdog. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* wakes the watchdog at stop */
+    conn_rec *recs_head, *recs_tail;
+    conn_rec **by_fd;
+    int fd_cap;
+    int admitted, streams;
+    unsigned long long next_id;
+    atomic_long n_heads;       /* heads in the gate, for srv_gate_connections */
+};
+
+static void list_push(pending_list *l, pending *p) {
+    p->next = NULL;
+    p->prev = l->tail;
+    if (l->tail != NULL) l->tail->next = p;
+    else l->head = p;
+    l->tail = p;
+    l->n++;
+}
+
+static void list_remove(pending_list *l, pending *p) {
+    if (p->prev != NULL) p->prev->next = p->next;
+    else l->head = p->next;
+    if (p->next != NULL) p->next->prev = p->prev;
+    else l->tail = p->prev;
+    p->prev = p->next = NULL;
+    l->n--;
+}
+
+/* ------------------------------------------------------------ the head parser */
+
+typedef enum { HEAD_INCOMPLETE, HEAD_OK, HEAD_ERROR } head_result;
+
+typedef struct {
+    size_t len;          /* bytes of the head, its empty line included */
+    long long body;      /* Content-Length, -1 when none */
+    int chunked;
+    int probe;           /* GET or HEAD of /healthz, /readyz or /metrics */
+    char method[16];
+    char path[256];      /* for the access log, without the query */
+    /* The error of HEAD_ERROR. */
+    int status;
+    const char *code;
+    char message[160];
+} head_info;
+
+static int is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static head_result head_error(head_info *hi, int status, const char *code, const char *fmt, const char *arg) {
+    hi->status = status;
+    hi->code = code;
+    snprintf(hi->message, sizeof hi->message, fmt, arg);
+    return HEAD_ERROR;
+}
+
+/* Checks the request line line[0..n): METHOD SP TARGET SP HTTP/1.x. */
+static head_result parse_request_line(const char *line, size_t n, head_info *hi) {
+    size_t i = 0;
+    while (i < n && is_tchar((unsigned char)line[i])) i++;
+    if (i == 0 || i >= n || line[i] != ' ' || i >= sizeof hi->method)
+        return head_error(hi, 400, "malformed_request", "the request line is not METHOD TARGET HTTP/1.1%s", "");
+    memcpy(hi->method, line, i);
+    hi->method[i] = '\0';
+    size_t t0 = ++i;
+    while (i < n && line[i] != ' ') {
+        unsigned char c = (unsigned char)line[i];
+        if (c < 0x20 || c == 0x7f)
+            return head_error(hi, 400, "malformed_request", "the request target holds a control character%s", "");
+        i++;
+    }
+    size_t tlen = i - t0;
+    if (tlen == 0 || i >= n)
+        return head_error(hi, 400, "malformed_request", "the request line is not METHOD TARGET HTTP/1.1%s", "");
+    size_t plen = strcspn(line + t0, "? ");
+    if (plen > tlen) plen = tlen;
+    size_t copy = plen < sizeof hi->path ? plen : sizeof hi->path - 1;
+    memcpy(hi->path, line + t0, copy);
+    hi->path[copy] = '\0';
+    const char *v = line + i + 1;
+    size_t vlen = n - i - 1;
+    int digits = vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' && v[6] == '.' &&
+                 v[7] >= '0' && v[7] <= '9';
+    if (!digits)
+        return head_error(hi, 400, "malformed_request", "the request line must end in HTTP/1.1 or HTTP/1.0%s", "");
+    if (v[5] != '1')
+        return head_error(hi, 505, "http_version_not_supported",
+                          "HTTP/%.3s is not supported: this server speaks HTTP/1.1 and HTTP/1.0", v + 5);
+    static const char *const probes[] = {"/healthz", "/readyz", "/metrics"};
+    if (strcmp(hi->method, "GET") == 0 || strcmp(hi->method, "HEAD") == 0)
+        for (int k = 0; k < 3; k++)
+            if (plen == strlen(probes[k]) && memcmp(line + t0, probes[k], plen) == 0) hi->probe = 1;
+    return HEAD_OK;
+}
+
+/* Parses the request head at the start of buf (n bytes peeked). Checks the
+ * request line and every header line, refuses what would let two parsers
+ * disagree on where the request ends (several Content-Length headers,
+ * Content-Length with Transfer-Encoding, folded lines, a Transfer-Encoding
+ * other than chunked), and fills hi. */
+static head_result parse_head(const char *buf, size_t n, head_info *hi) {
+    memset(hi, 0, sizeof *hi);
+    hi->body = -1;
+    snprintf(hi->method, sizeof hi->method, "-");
+    snprintf(hi->path, sizeof hi->path, "-");
+    size_t pos = 0;
+    /* Empty lines before the request line are allowed (RFC 9112 2.2). */
+    for (int k = 0; k < 4 && pos < n && (buf[pos] == '\r' || buf[pos] == '\n'); k++)
+        pos += buf[pos] == '\r' && pos + 1 < n && buf[pos + 1] == '\n' ? 2 : 1;
+    int line_no = 0, n_cl = 0, n_te = 0, n_host = 0, http10 = 0;
+    while (1) {
+        const char *nl = memchr(buf + pos, '\n', n - pos);
+        if (nl == NULL) {
+            if (line_no == 0 && n - pos > SRV_GATE_LINE_MAX)
+                return head_error(hi, 414, "uri_too_long", "the request line is over %s bytes", "4096");
+            if (n > SRV_GATE_HEAD_MAX)
+                return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
+            return HEAD_INCOMPLETE;
+        }
+        size_t end = (size_t)(nl - buf), len = end - pos;
+        if (len > 0 && buf[end - 1] == '\r') len--;
+        const char *line = buf + pos;
+        pos = end + 1;
+        if (line_no == 0 && len > SRV_GATE_LINE_MAX)
+            return head_error(hi, 414, "uri_too_long", "the request line is over %s bytes", "4096");
+        if (pos > SRV_GATE_HEAD_MAX)
+            return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
+        if (line_no++ == 0) {
+            head_result r = parse_request_line(line, len, hi);
+            if (r != HEAD_OK) return r;
+            http10 = line[len - 1] == '0';
+            continue;
+        }
+        if (len == 0) break; /* the empty line: end of the head */
+        if (line[0] == ' ' || line[0] == '\t')
+            return head_error(hi, 400, "malformed_header", "folded header lines are not accepted%s", "");
+        size_t k = 0;
+        while (k < len && is_tchar((unsigned char)line[k])) k++;
+        if (k == 0 || k >= len || line[k] != ':')
+            return head_error(hi, 400, "malformed_header", "a header line is not NAME: VALUE%s", "");
+        for (size_t j = k + 1; j < len; j++) {
+            unsigned char c = (unsigned char)line[j];
+            if ((c < 0x20 && c != '\t') || c == 0x7f)
+                return head_error(hi, 400, "malformed_header", "a header value holds a control character%s", "");
+        }
+        const char *v = line + k + 1, *ve = line + len;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+        size_t vlen = (size_t)(ve - v);
+        if (k == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
+            if (++n_cl > 1)
+                return head_error(hi, 400, "duplicate_content_length",
+                                  "the request has more than one Content-Length header%s", "");
+            if (vlen == 0 || vlen > 18)
+                return head_error(hi, 400, "invalid_content_length", "Content-Length must be a number of bytes%s", "");
+            long long cl = 0;
+            for (size_t j = 0; j < vlen; j++) {
+                if (v[j] < '0' || v[j] > '9')
+                    return head_error(hi, 400, "invalid_content_length",
+                                      "Content-Length must be one number of bytes%s", "");
+                cl = cl * 10 + (v[j] - '0');
+            }
+            hi->body = cl;
+        } else if (k == 17 && strncasecmp(line, "Transfer-Encoding", 17) == 0) {
+            if (++n_te > 1 || vlen != 7 || strncasecmp(v, "chunked", 7) != 0)
+                return head_error(hi, 501, "unsupported_transfer_encoding",
+                                  "the only Transfer-Encoding accepted is one \"chunked\"%s", "");
+            hi->chunked = 1;
+        } else if (k == 4 && strncasecmp(line, "Host", 4) == 0) {
+            n_host++;
+        }
+    }
+    if (n_cl > 0 && n_te > 0)
+        return head_error(hi, 400, "content_length_with_chunked",
+                          "the request has both Content-Length and Transfer-Encoding: chunked%s", "");
+    if (n_te > 0 && http10)
+        return head_error(hi, 400, "malformed_request", "HTTP/1.0 has no Transfer-Encoding%s", "");
+    if (!http10 && n_host != 1)
+        return head_error(hi, 400, n_host == 0 ? "missing_host" : "duplicate_host",
+                          "an HTTP/1.1 request needs exactly one Host header%s", "");
+    hi->len = pos;
+    return HEAD_OK;
+}
+
+/* ------------------------------------------------------------ answers from the gate */
+
+static const char *reason(int status) {
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+static void close_pending(srv_gate *g, pending *p) {
+    list_remove(p->closing ? &g->closing : &g->heads, p);
+    if (!p->closing) atomic_fetch_sub(&g->n_heads, 1);
+    close(p->fd);
+    free(p);
+}
+
+/* Answers p with the service's JSON error and starts a lingering close:
+ * the write side is shut, and whatever the client still sends is read and
+ * dropped for a moment, so the answer is not lost to a reset. The message
+ * is ASCII (it is made here, not from request bytes). */
+static void answer_pending(srv_gate *g, pending *p, int status, const char *code, const char *message,
+                           const head_info *hi) {
+    char body[512], head[256], out[800];
+    int bn = snprintf(body, sizeof body, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}\n", status,
+                      code, message);
+    if (bn < 0 || (size_t)bn >= sizeof body) bn = (int)strlen(body);
+    char retry[48] = "";
+    if (status == 503) snprintf(retry, sizeof retry, "Retry-After: %d\r\n", g->cfg->retry_after_s);
+    snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s"
+                      "Connection: close\r\n\r\n",
+                      status, reason(status), bn, retry);
+    int on = snprintf(out, sizeof out, "%s%s", head, body);
+    if (on > 0) {
+        ssize_t sent = send(p->fd, out, (size_t)on, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent; /* an empty send buffer takes it whole; a client that left does not need it */
+    }
+    double now = now_s();
+    srv_metrics_request(g->metrics, SRV_ROUTE_UNKNOWN, status, now - p->t_accept);
+    if (status == 408) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
+    if (status == 503) srv_metrics_reject(g->metrics, SRV_REJECT_CONNECTIONS);
+    char remote[INET6_ADDRSTRLEN] = "-";
+    const struct sockaddr *sa = (const struct sockaddr *)&p->addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, remote, sizeof remote);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
+    srv_access a = {remote, hi != NULL ? hi->method : "-", hi != NULL ? hi->path : "-", "unknown", status,
+                    (size_t)bn, now - p->t_accept, NULL, code};
+    srv_access_log(g->cfg->log_format, &a);
+    /* Linger: drop what the client sends until it closes, or a moment passes. */
+    shutdown(p->fd, SHUT_WR);
+    list_remove(&g->heads, p);
+    atomic_fetch_sub(&g->n_heads, 1);
+    if (g->closing.n >= CLOSING_MAX) close_pending(g, g->closing.head);
+    p->closing = 1;
+    p->t_accept = now + CLOSING_LINGER_S;
+    list_push(&g->closing, p);
+}
+
+/* Reads and drops what a closing connection sent; closes it at its end. */
+static void drain_closing(srv_gate *g, pending *p) {
+    char buf[4096];
+    while (1) {
+        ssize_t n = recv(p->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            p->discarded += (size_t)n;
+            if (p->discarded > CLOSING_DISCARD_MAX) break;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n < 0 && errno == EINTR) continue;
+        break; /* the client closed, or an error */
+    }
+    close_pending(g, p);
+}
+
+/* ------------------------------------------------------------ admission */
+
+static void rec_unlink(srv_gate *g, conn_rec *r) {
+    if (r->prev != NULL) r->prev->next = r->next;
+    else g->recs_head = r->next;
+    if (r->next != NULL) r->next->prev = r->prev;
+    else g->recs_tail = r->prev;
+    if (r->fd >= 0 && r->fd < g->fd_cap && g->by_fd[r->fd] == r) g->by_fd[r->fd] = NULL;
+    if (r->counted) g->admitted--;
+    if (r->kick != NULL) g->streams--;
+}
+
+/* Under the lock: closes the oldest kept-alive connection that is between
+ * requests or reading its next head, to make room. Returns 1 if one was
+ * found. Its slot is free at once (the close completes in libmicrohttpd). */
+static int evict_idle(srv_gate *g) {
+    conn_rec *best = NULL;
+    for (conn_rec *r = g->recs_head; r != NULL; r = r->next)
+        if (r->counted && !r->doomed && r->conn != NULL && (r->phase == SRV_CONN_IDLE || r->phase == SRV_CONN_HEAD) &&
+            r->t_idle > 0 && (best == NULL || r->t_idle < best->t_idle))
+            best = r;
+    if (best == NULL) return 0;
+    shutdown(best->fd, SHUT_RDWR);
+    best->doomed = 1;
+    best->counted = 0;
+    g->admitted--;
+    return 1;
+}
+
+/* Hands p (its head complete) to libmicrohttpd when there is room. */
+static void admit(srv_gate *g, pending *p, const head_info *hi) {
+    int limit = g->cfg->max_connections + (hi->probe ? SRV_GATE_PROBE_HEADROOM : 0);
+    pthread_mutex_lock(&g->mu);
+    if (g->admitted >= limit && !evict_idle(g)) {
+        pthread_mutex_unlock(&g->mu);
+        char msg[160];
+        snprintf(msg, sizeof msg, "the server has its maximum of %d connections open; retry shortly",
+                 g->cfg->max_connections);
+        answer_pending(g, p, 503, "too_many_connections", msg, hi);
+        return;
+    }
+    conn_rec *r = calloc(1, sizeof *r);
+    if (r == NULL || p->fd >= g->fd_cap) {
+        pthread_mutex_unlock(&g->mu);
+        free(r);
+        answer_pending(g, p, 503, "out_of_memory", "the server is out of memory; retry shortly", hi);
+        return;
+    }
+    /* A record left on this fd number belongs to a connection that
+     * libmicrohttpd dropped without a notice: forget it. */
+    conn_rec *stale = g->by_fd[p->fd];
+    if (stale != NULL) {
+        rec_unlink(g, stale);
+        free(stale);
+    }
+    double now = now_s();
+    r->fd = p->fd;
+    r->id = ++g->next_id;
+    r->phase = SRV_CONN_HEAD;
+    r->t_phase = now;
+    r->t_idle = p->t_accept;
+    r->counted = 1;
+    r->prev = g->recs_tail;
+    if (g->recs_tail != NULL) g->recs_tail->next = r;
+    else g->recs_head = r;
+    g->recs_tail = r;
+    g->by_fd[p->fd] = r;
+    g->admitted++;
+    pthread_mutex_unlock(&g->mu);
+    epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+    int fd = p->fd;
+    list_remove(&g->heads, p);
+    atomic_fetch_sub(&g->n_heads, 1);
+    if (MHD_add_connection(g->daemon, fd, (const struct sockaddr *)&p->addr, p->addrlen) != MHD_YES) {
+        /* libmicrohttpd closed the socket; no other thread accepts, so the
+         * fd number cannot have been reused yet. */
+        pthread_mutex_lock(&g->mu);
+        if (g->by_fd[fd] == r) {
+            rec_unlink(g, r);
+            free(r);
+        }
+        pthread_mutex_unlock(&g->mu);
+    }
+    free(p);
+}
+
+/* Looks at what p has sent so far (events: its epoll events). */
+static void examine(srv_gate *g, pending *p, unsigned events) {
+    ssize_t n = recv(p->fd, g->peek, sizeof g->peek, MSG_PEEK | MSG_DONTWAIT);
+    int gone = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        close_pending(g, p); /* closed (or reset) before a whole head: nothing to answer */
+        return;
+    }
+    if (n < 0) {
+        if (gone) close_pending(g, p);
+        return;
+    }
+    head_info hi;
+    head_result res = parse_head(g->peek, (size_t)n, &hi);
+    if (res == HEAD_INCOMPLETE) {
+        if (gone) close_pending(g, p); /* the head can never complete */
+        return;
+    }
+    if (res == HEAD_ERROR) {
+        answer_pending(g, p, hi.status, hi.code, hi.message, &hi);
+        return;
+    }
+    if (gone) {
+        /* The client has stopped sending: hand it over only if the whole
+         * request is here (a half-closed but complete request). */
+        int avail = 0;
+        if (hi.chunked || ioctl(p->fd, FIONREAD, &avail) != 0 || (long long)avail < (long long)hi.len + (hi.body > 0 ? hi.body : 0)) {
+            close_pending(g, p);
+            return;
+        }
+    }
+    admit(g, p, &hi);
+}
+
+/* Accepts what the listening socket has, making room by turning away the
+ * oldest head still being read when the gate holds --max-connections. */
+static void accept_all(srv_gate *g) {
+    for (int k = 0; k < 256; k++) {
+        pending *p = calloc(1, sizeof *p);
+        if (p == NULL) return;
+        p->addrlen = sizeof p->addr;
+        int fd = accept4(g->listen_fd, (struct sockaddr *)&p->addr, &p->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            free(p);
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: shed the oldest head to recover. */
+                if (g->heads.head != NULL) close_pending(g, g->heads.head);
+                else if (g->closing.head != NULL) close_pending(g, g->closing.head);
+            }
+            return;
+        }
+        p->fd = fd;
+        p->t_accept = now_s();
+        if (g->heads.n >= g->cfg->max_connections) {
+            answer_pending(g, g->heads.head, 503, "too_many_connections",
+                           "the server holds too many connections that are still sending their request head; "
+                           "retry shortly",
+                           NULL);
+        }
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = p};
+        if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            close(fd);
+            free(p);
+            continue;
+        }
+        list_push(&g->heads, p);
+        atomic_fetch_add(&g->n_heads, 1);
+    }
+}
+
+/* The gate thread: accepts, reads heads, answers, admits, and enforces
+ * the head deadline. */
+static void *gate_main(void *arg) {
+    srv_gate *g = arg;
+    struct epoll_event evs[64];
+    while (!atomic_load(&g->stop)) {
+        double now = now_s(), next = now + 1.0;
+        if (g->heads.head != NULL && g->heads.head->t_accept + g->cfg->header_timeout_s < next)
+            next = g->heads.head->t_accept + g->cfg->header_timeout_s;
+        if (g->closing.head != NULL && g->closing.head->t_accept < next) next = g->closing.head->t_accept;
+        int wait_ms = next > now ? (int)((next - now) * 1000.0) + 1 : 0;
+        int n = epoll_wait(g->epfd, evs, 64, wait_ms);
+        for (int i = 0; i < n; i++) {
+            void *ptr = evs[i].data.ptr;
+            if (ptr == &g->wake_fd) {
+                uint64_t v;
+                ssize_t rd = read(g->wake_fd, &v, sizeof v);
+                (void)rd;
+                if (atomic_load(&g->quiesce) && g->listen_fd >= 0) {
+                    epoll_ctl(g->epfd, EPOLL_CTL_DEL, g->listen_fd, NULL);
+                    close(g->listen_fd);
+                    g->listen_fd = -1;
+                }
+            } else if (ptr == &g->listen_fd) {
+                if (g->listen_fd >= 0) accept_all(g);
+            } else {
+                pending *p = ptr;
+                if (p->closing) drain_closing(g, p);
+                else examine(g, p, evs[i].events);
+            }
+        }
+        now = now_s();
+        while (g->heads.head != NULL && now - g->heads.head->t_accept > g->cfg->header_timeout_s) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request head did not arrive within %d s", g->cfg->header_timeout_s);
+            answer_pending(g, g->heads.head, 408, "request_timeout", msg, NULL);
+        }
+        while (g->closing.head != NULL && g->closing.head->t_accept <= now) close_pending(g, g->closing.head);
+    }
+    while (g->heads.head != NULL) close_pending(g, g->heads.head);
+    while (g->closing.head != NULL) close_pending(g, g->closing.head);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ the watchdog */
+
+/* Under the lock: shuts rec's socket so libmicrohttpd sees the connection
+ * end at once; an event stream is woken so it gets there. */
+static void doom(srv_gate *g, conn_rec *r, int timeout) {
+    if (r->doomed) return;
+    r->doomed = 1;
+    shutdown(r->fd, SHUT_RDWR);
+    if (r->kick != NULL) r->kick(r->kick_arg);
+    if (timeout) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
+}
+
+/* The watchdog thread: every WATCH_PERIOD_MS, polls the connections
+ * libmicrohttpd holds (POLLRDHUP: the client went away; POLLOUT: an event
+ * stream can be written) and applies the phase deadlines. */
+static void *watchdog_main(void *arg) {
+    srv_gate *g = arg;
+    struct pollfd *fds = NULL;
+    conn_rec **who = NULL;
+    size_t cap = 0;
+    const srv_config *cfg = g->cfg;
+    pthread_mutex_lock(&g->mu);
+    while (!atomic_load(&g->stop)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += WATCH_PERIOD_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+        if (atomic_load(&g->stop)) break;
+        size_t n = 0;
+        for (conn_rec *r = g->recs_head; r != NULL; r = r->next) {
+            if (r->doomed || r->conn == NULL || r->phase == SRV_CONN_ANSWER) continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 256;
+                struct pollfd *nf = realloc(fds, nc * sizeof *nf);
+                if (nf == NULL) break;
+                fds = nf;
+                conn_rec **nw = realloc(who, nc * sizeof *nw);
+                if (nw == NULL) break;
+                who = nw;
+                cap = nc;
+            }
+            fds[n] = (struct pollfd){.fd = r->fd, .events = POLLRDHUP | (r->phase == SRV_CONN_STREAM ? POLLOUT : 0)};
+            who[n++] = r;
+        }
+        if (n == 0) continue;
+        if (poll(fds, n, 0) < 0) continue;
+        double now = now_s();
+        for (size_t i = 0; i < n; i++) {
+            conn_rec *r = who[i];
+            short rev = fds[i].revents;
+            int gone = (rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+            r->rdhup_ticks = gone ? r->rdhup_ticks + 1 : 0;
+            switch (r->phase) {
+            case SRV_CONN_IDLE:
+                /* Kept alive: the next request may take the idle time to
+                 * start, but not longer in total however it trickles in. */
+                if (gone || now - r->t_idle > cfg->timeout_s) doom(g, r, !gone);
+                break;
+            case SRV_CONN_HEAD:
+                /* (A client that half-closed after a whole request passes
+                 * through this phase in microseconds: two ticks.) */
+                if (r->rdhup_ticks >= 2) doom(g, r, 0);
+                else if (now - r->t_phase > cfg->header_timeout_s || now - r->t_idle > cfg->timeout_s) doom(g, r, 1);
+                break;
+            case SRV_CONN_BODY:
+                /* A client that closed mid-upload can never complete it.
+                 * Two ticks in a row: a half-closed client whose whole
+                 * body is already here leaves this phase first. */
+                if (r->rdhup_ticks >= 2) doom(g, r, 0);
+                else if (now - r->t_phase > cfg->body_timeout_s) doom(g, r, 1);
+                break;
+            case SRV_CONN_STREAM:
+                if (gone) {
+                    doom(g, r, 0);
+                    break;
+                }
+                if (fds[i].revents & POLLOUT) {
+                    r->t_unwritable = 0;
+                } else if (r->t_unwritable == 0) {
+                    r->t_unwritable = now;
+                } else if (now - r->t_unwritable > cfg->timeout_s) {
+                    doom(g, r, 1); /* the client stopped reading */
+                }
+                break;
+            default: break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    free(fds);
+    free(who);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ hooks */
+
+void srv_gate_conn_started(srv_gate *g, struct MHD_Connection *c, void **socket_context) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    *socket_context = NULL;
+    if (ci == NULL) return;
+    int fd = ci->connect_fd;
+    pthread_mutex_lock(&g->mu);
+    conn_rec *r = fd >= 0 && fd < g->fd_cap ? g->by_fd[fd] : NULL;
+    if (r != NULL && r->conn == NULL) {
+        r->conn = c;
+        *socket_context = r;
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+void srv_gate_conn_closed(srv_gate *g, void **socket_context) {
+    conn_rec *r = *socket_context;
+    if (r == NULL) return;
+    *socket_context = NULL;
+    pthread_mutex_lock(&g->mu);
+    rec_unlink(g, r);
+    pthread_mutex_unlock(&g->mu);
+    free(r);
+}
+
+void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
+    conn_rec *r = ctx;
+    if (r == NULL) return;
+    double now = now_s();
+    pthread_mutex_lock(&g->mu);
+    if (phase == SRV_CONN_IDLE) r->t_idle = now;
+    r->phase = phase;
+    r->t_phase = now;
+    r->rdhup_ticks = 0;
+    r->t_unwritable = 0;
+    pthread_mutex_unlock(&g->mu);
+}
+
+unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(void *), void *arg) {
+    conn_rec *r = ctx;
+    unsigned long long token = 0;
+    pthread_mutex_lock(&g->mu);
+    if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams) {
+        g->streams++;
+        r->kick = kick;
+        r->kick_arg = arg;
+        r->phase = SRV_CONN_STREAM;
+        r->t_phase = now_s();
+        r->t_unwritable = 0;
+        token = r->id;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return token;
+}
+
+void srv_gate_stream_end(srv_gate *g, unsigned long long token) {
+    if (token == 0) return;
+    pthread_mutex_lock(&g->mu);
+    for (conn_rec *r = g->recs_head; r != NULL; r = r->next)
+        if (r->id == token) {
+            if (r->kick != NULL) g->streams--;
+            r->kick = NULL;
+            r->kick_arg = NULL;
+            if (r->phase == SRV_CONN_STREAM) r->phase = SRV_CONN_ANSWER;
+            break;
+        }
+    pthread_mutex_unlock(&g->mu);
+}
+
+long srv_gate_connections(srv_gate *g) {
+    pthread_mutex_lock(&g->mu);
+    long n = g->admitted;
+    pthread_mutex_unlock(&g->mu);
+    return n + atomic_load(&g->n_heads);
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+unsigned srv_gate_engine_limit(const srv_config *cfg) {
+    return 2u * ((unsigned)cfg->max_connections + SRV_GATE_PROBE_HEADROOM) + 64u;
+}
+
+/* Raises the soft open-file limit to what the connection limits can use:
+ * heads in the gate, connections in libmicrohttpd, closing ones, files. */
+static int raise_fd_limit(const srv_config *cfg) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+    rlim_t want = (rlim_t)cfg->max_connections + srv_gate_engine_limit(cfg) + CLOSING_MAX + 256;
+    if (rl.rlim_cur < want) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = old;
+        if (rl.rlim_cur < want)
+            srv_log("warning: the open-file limit is %llu, below the %llu that --max-connections %d can use",
+                    (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
+    }
+    return rl.rlim_cur > (1u << 22) ? 1 << 22 : (int)rl.rlim_cur;
+}
+
+srv_gate *srv_gate_open(const srv_config *cfg, srv_metrics *metrics, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t sslen;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    int dual = 0;
+    if (inet_pton(AF_INET, cfg->bind, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)cfg->port);
+        sslen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, cfg->bind, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)cfg->port);
+        sslen = sizeof *v6;
+        /* "::" takes IPv4 clients too, as 0.0.0.0 would. */
+        dual = IN6_IS_ADDR_UNSPECIFIED(&v6->sin6_addr);
+    } else {
+        snprintf(err, errlen, "--bind %s: not an IPv4 or IPv6 address", cfg->bind);
+        return NULL;
+    }
+    srv_gate *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    g->cfg = cfg;
+    g->metrics = metrics;
+    g->epfd = g->wake_fd = -1;
+    g->fd_cap = raise_fd_limit(cfg);
+    g->by_fd = calloc((size_t)g->fd_cap, sizeof *g->by_fd);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, v6only = !dual;
+    if (g->listen_fd >= 0) setsockopt(g->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (g->listen_fd >= 0 && ss.ss_family == AF_INET6)
+        setsockopt(g->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+    if (g->by_fd == NULL || g->listen_fd < 0 || bind(g->listen_fd, (struct sockaddr *)&ss, sslen) != 0 ||
+        listen(g->listen_fd, 1024) != 0) {
+        snprintf(err, errlen, "cannot listen on %s port %d: %s (in use, or not an address of this machine?)",
+                 cfg->bind, cfg->port, strerror(errno));
+        if (g->listen_fd >= 0) close(g->listen_fd);
+        g->listen_fd = -1;
+        srv_gate_free(g);
+        return NULL;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    getsockname(g->listen_fd, (struct sockaddr *)&bound, &blen);
+    g->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                          : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    return g;
+}
+
+int srv_gate_port(const srv_gate *g) { return g->port; }
+
+int srv_gate_start(srv_gate *g, struct MHD_Daemon *daemon, char *err, size_t errlen) {
+    g->daemon = daemon;
+    g->epfd = epoll_create1(EPOLL_CLOEXEC);
+    g->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &g->listen_fd};
+    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &g->wake_fd};
+    if (g->epfd < 0 || g->wake_fd < 0 || epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->listen_fd, &lev) != 0 ||
+        epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->wake_fd, &wev) != 0) {
+        snprintf(err, errlen, "cannot start the connection gate: %s", strerror(errno));
+        return -1;
+    }
+    if (pthread_create(&g->thread, NULL, gate_main, g) != 0) {
+        snprintf(err, errlen, "cannot start the connection gate thread");
+        return -1;
+    }
+    g->thread_started = 1;
+    if (pthread_create(&g->watchdog, NULL, watchdog_main, g) != 0) {
+        snprintf(err, errlen, "cannot start the connection watchdog thread");
+        return -1;
+    }
+    g->watchdog_started = 1;
+    return 0;
+}
+
+static void wake(srv_gate *g) {
+    uint64_t one = 1;
+    if (g->wake_fd >= 0) {
+        ssize_t w = write(g->wake_fd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+void srv_gate_quiesce(srv_gate *g) {
+    if (g == NULL) return;
+    atomic_store(&g->quiesce, 1);
+    wake(g);
+    if (!g->thread_started && g->listen_fd >= 0) {
+        close(g->listen_fd);
+        g->listen_fd = -1;
+    }
+}
+
+void srv_gate_stop(srv_gate *g) {
+    if (g == NULL) return;
+    atomic_store(&g->stop, 1);
+    wake(g);
+    pthread_mutex_lock(&g->mu);
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (g->thread_started) pthread_join(g->thread, NULL);
+    if (g->watchdog_started) pthread_join(g->watchdog, NULL);
+    g->thread_started = g->watchdog_started = 0;
+}
+
+void srv_gate_free(srv_gate *g) {
+    if (g == NULL) return;
+    srv_gate_stop(g);
+    while (g->recs_head != NULL) {
+        conn_rec *r = g->recs_head;
+        rec_unlink(g, r);
+        free(r);
+    }
+    if (g->listen_fd >= 0) close(g->listen_fd);
+    if (g->epfd >= 0) close(g->epfd);
+    if (g->wake_fd >= 0) close(g->wake_fd);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g->by_fd);
+    free(g);
+}

@@ -1,0 +1,56 @@
+/* utf8.c - UTF-8 validation and repair (see utf8.h). */
+#include "utf8.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+size_t srv_utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c == 0xe0) len = 3, lo = 0xa0;            /* no overlong forms */
+    else if (c == 0xed) len = 3, hi = 0x9f;            /* no surrogates */
+    else if (c >= 0xe1 && c <= 0xef) len = 3;
+    else if (c == 0xf0) len = 4, lo = 0x90;            /* no overlong forms */
+    else if (c == 0xf4) len = 4, hi = 0x8f;            /* nothing over U+10FFFF */
+    else if (c >= 0xf1 && c <= 0xf3) len = 4;
+    else return 0;
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    return len;
+}
+
+int srv_utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t k = srv_utf8_seq(p + i, n - i);
+        if (k == 0) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+char *srv_utf8_fix(const char *s, size_t n, size_t *out_len) {
+    const unsigned char *p = (const unsigned char *)s;
+    char *out = malloc(n * 3 + 1); /* each bad byte grows to three */
+    if (out == NULL) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = srv_utf8_seq(p + i, n - i);
+        if (k == 0) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(out + o, p + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    out[o] = '\0';
+    if (out_len != NULL) *out_len = o;
+    return out;
+}

@@ -1,0 +1,23 @@
+/* utf8.h - UTF-8 validation and repair for everything the server puts in
+ * a JSON body: bytes that came from a request or from a file are never
+ * copied raw, so a JSON client can always parse the answer. */
+#ifndef SRV_UTF8_H
+#define SRV_UTF8_H
+
+#include <stddef.h>
+
+/* The length (1 to 4) of the well-formed UTF-8 sequence that starts at s,
+ * n bytes being readable, or 0 when the bytes there are not one (a stray
+ * continuation byte, an overlong form, a surrogate, a code point over
+ * U+10FFFF or a sequence cut short). n must be at least 1. */
+size_t srv_utf8_seq(const unsigned char *s, size_t n);
+
+/* 1 when the n bytes at s are all well-formed UTF-8, else 0. */
+int srv_utf8_valid(const char *s, size_t n);
+
+/* A malloc'd, NUL-terminated copy of the n bytes at s in which every byte
+ * that is not part of a well-formed sequence became U+FFFD; its length
+ * goes into *out_len (may be NULL). Returns NULL when out of memory. */
+char *srv_utf8_fix(const char *s, size_t n, size_t *out_len);
+
+#endif

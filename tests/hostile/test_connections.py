@@ -1,0 +1,298 @@
+"""test_connections.py - connection floods and HTTP protocol abuse (issue 9,
+findings 3, 4, 5 and 9): aborted uploads, slowloris, stalled event-stream
+readers, conflicting message framing, oversized heads, bad versions, and
+JSON bodies that must stay valid UTF-8 whatever bytes a request carries.
+"""
+
+import json
+import os
+import resource
+import socket
+import time
+
+import harness
+from harness import HOST, request, read_response, wait_until, fixture
+
+
+def _raise_fd_limit(need):
+    """Lets this process open `need` sockets (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _healthz_status(port, timeout=2):
+    try:
+        return request(port, "GET", "/healthz", timeout=timeout).status
+    except OSError:
+        return None
+
+
+def _ok_within(port, seconds, path="/healthz"):
+    """Seconds until GET path answers 200 (None if it never did in time)."""
+    t0 = time.time()
+
+    def ok():
+        try:
+            return request(port, "GET", path, timeout=1).status == 200
+        except OSError:
+            return False
+    return time.time() - t0 if wait_until(ok, seconds, 0.05) else None
+
+
+def _connect(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect((HOST, port))
+    return s
+
+
+def _closed_after_answer(sock, timeout=3):
+    """True when the server closes sock after its answer (EOF or reset)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def _metric(port, name):
+    body = request(port, "GET", "/metrics").body.decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+# ------------------------------------------------------------ finding 3
+
+def _flood_aborts(port, payloads, count):
+    """Opens `count` connections and aborts each: the payload parts go out
+    (with a pause between parts, so later ones reach the server after it
+    took the head), and the socket is closed right after its last part,
+    so the FIN travels with the last bytes. Returns the count opened."""
+    socks = []
+    for i in range(count):
+        try:
+            s = _connect(port)
+        except OSError:
+            break
+        s.sendall(payloads[0])
+        if len(payloads) == 1:
+            s.close()
+        else:
+            socks.append(s)
+    opened = i + 1 if len(payloads) == 1 else len(socks)
+    if socks:
+        time.sleep(0.3)
+        for s in socks:
+            try:
+                for part in payloads[1:]:
+                    s.sendall(part)
+            except OSError:
+                pass
+            s.close()
+    return opened
+
+
+def test_aborted_uploads(suite):
+    _raise_fd_limit(4096)
+    d = suite.start("aborts", "--access-log", "off")
+    head = b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"
+    cases = [
+        ("headers + 100 body bytes, then close", [head + b"x" * 100]),
+        ("headers, then 100 body bytes and close once the server holds the request", [head, b"x" * 100]),
+        ("half a request line, then close", [b"POST /deno"]),
+        ("half the headers, then close", [b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Le"]),
+    ]
+    for what, parts in cases:
+        n = _flood_aborts(d.port, parts, 800)
+        took = _ok_within(d.port, 3)
+        suite.check("800 aborted uploads (%s): /healthz is 200 within 3 s" % what,
+                    n == 800 and took is not None, "opened %d, took %s" % (n, took))
+        took = _ok_within(d.port, 3, "/models")
+        suite.check("... and so is an ordinary request (the slots were freed)", took is not None, "took %s" % took)
+    gone = wait_until(lambda: (_metric(d.port, "dae_http_connections") or 99) <= 2, 3)
+    suite.check("the aborted connections are all closed (dae_http_connections back to ~1)", gone,
+                "gauge %s" % _metric(d.port, "dae_http_connections"))
+    suite.check("the daemon is still up", d.alive())
+
+
+# ------------------------------------------------------------ finding 4
+
+def test_slowloris(suite):
+    _raise_fd_limit(4096)
+    d = suite.start("slowloris", "--header-timeout", "4", "--access-log", "off")
+    png = fixture(suite, "images", "gray8.png")
+    socks = []
+    for i in range(600):
+        try:
+            s = _connect(d.port)
+            s.sendall(b"POST /denoise HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            socks.append(s)
+        except OSError:
+            break
+    suite.check("600 slowloris connections opened", len(socks) == 600, "opened %d" % len(socks))
+    served, tried, slow = 0, 0, []
+    t_end = time.time() + 7
+    last_drip = 0
+    while time.time() < t_end:
+        if time.time() - last_drip > 2:  # one more header byte on each, every 2 s
+            last_drip = time.time()
+            for s in socks:
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass
+        t0 = time.time()
+        try:
+            h = request(d.port, "GET", "/healthz", timeout=3)
+            r = request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=3)
+            ok = h.status == 200 and r.status == 200 and r.body[:8] == b"\x89PNG\r\n\x1a\n"
+        except OSError:
+            ok = False
+        tried += 1
+        served += ok
+        slow.append(time.time() - t0)
+        time.sleep(0.2)
+    suite.check("while 600 slowloris connections drip their heads, new clients are served "
+                "(/healthz 200 and POST /denoise 200)", tried > 0 and served == tried,
+                "%d of %d rounds served" % (served, tried))
+    suite.check("... promptly (slowest round under 1 s)", slow and max(slow) < 1.0, "slowest %.2f s" % max(slow or [0]))
+    # Past --header-timeout the slow heads are answered 408 (or were shed
+    # earlier to make room) and closed.
+    closed = 0
+    for s in socks:
+        r = read_response(s, timeout=0.5)
+        if r is not None and r.status in (408, 503) and r.is_json_error():
+            closed += 1
+        s.close()
+    suite.check("the slow heads were answered 408/503 JSON and closed", closed >= 550, "%d of 600" % closed)
+
+
+# ------------------------------------------------------------ finding 5
+
+def test_stalled_event_streams(suite):
+    _raise_fd_limit(4096)
+    d = suite.start("streams", "--max-connections", "64", "--timeout", "2", "--train-threads", "1",
+                    "--data-dir", os.path.join(suite.root, "tests", "fixtures"), "--access-log", "off")
+    r = request(d.port, "POST", "/train",
+                json.dumps({"dataset": "mnist-mini", "epochs": 200, "model_name": "slowjob"}).encode(),
+                {"Content-Type": "application/json"})
+    suite.check("a training job to watch is accepted", r.status == 202, repr(r))
+    if r.status != 202:
+        return
+    job = r.json()["id"]
+    socks, answers = [], []
+    for i in range(80):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # fills quickly: a reader that never reads
+        s.settimeout(5)
+        s.connect((HOST, d.port))
+        s.sendall(("GET /train/%s/events HTTP/1.1\r\nHost: t\r\n\r\n" % job).encode())
+        socks.append(s)
+    time.sleep(0.5)
+    streaming = 0
+    for s in socks:
+        s.settimeout(0.2)
+        try:
+            head = s.recv(200, socket.MSG_PEEK)
+        except (socket.timeout, OSError):
+            head = b""
+        if head.startswith(b"HTTP/1.1 200"):
+            streaming += 1
+    suite.check("80 event streams asked for: only --max-streams (32) are served, the rest refused",
+                streaming == 32, "%d streaming" % streaming)
+    codes = [_healthz_status(d.port) for _ in range(5)]
+    suite.check("with 80 stalled event-stream readers, /healthz is still 200", codes == [200] * 5, repr(codes))
+    m = request(d.port, "GET", "/models", timeout=3)
+    suite.check("... and so is an ordinary request", m.status == 200, repr(m))
+    # The readers never read: once their windows fill, the server stops
+    # waiting for them after --timeout (2 s) and closes the streams.
+    drop = wait_until(lambda: (_metric(d.port, "dae_http_connections") or 99) <= 40, 15, 0.5)
+    suite.check("stalled readers are cut after the write timeout (connections drop from 80)", drop,
+                "gauge %s" % _metric(d.port, "dae_http_connections"))
+    for s in socks:
+        s.close()
+    request(d.port, "DELETE", "/train/%s" % job)
+
+
+# ------------------------------------------------------------ finding 9
+
+def _raw_exchange(port, data, timeout=5):
+    """Sends data on a new connection; returns (response, closed_after)."""
+    s = _connect(port)
+    try:
+        s.sendall(data)
+        r = read_response(s, timeout)
+        return r, _closed_after_answer(s)
+    finally:
+        s.close()
+
+
+def test_protocol(suite):
+    d = suite.start("protocol", "--access-log", "off")
+    smuggle = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    cases = [
+        ("two different Content-Length headers",
+         b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: %d\r\n\r\nabcd" % (4 + len(smuggle))
+         + smuggle, 400),
+        ("two equal Content-Length headers",
+         b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", 400),
+        ("Content-Length with Transfer-Encoding: chunked",
+         b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"4\r\nabcd\r\n0\r\n\r\n", 400),
+        ("a URL of 20000 bytes", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
+        ("headers of 40000 bytes", b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + b"X-Pad: " + b"p" * 100 + b"\r\n" * 1
+         + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(400)) + b"\r\n", 431),
+        ("HTTP/2.0 in the request line", b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n", 505),
+        ("HTTP/0.9 in the request line", b"GET /healthz HTTP/0.9\r\nHost: t\r\n\r\n", 505),
+        ("a garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+        ("an HTTP/1.1 request without Host", b"GET /healthz HTTP/1.1\r\n\r\n", 400),
+        ("a header line without a colon", b"GET /healthz HTTP/1.1\r\nHost: t\r\nbroken header\r\n\r\n", 400),
+    ]
+    for what, data, status in cases:
+        r, closed = _raw_exchange(d.port, data)
+        suite.check("%s: answered %d with the JSON error" % (what, status),
+                    r is not None and r.status == status and r.is_json_error(status), repr(r))
+        suite.check("%s: the connection is closed after the answer" % what, closed)
+    # On a kept-alive connection the second head is parsed by
+    # libmicrohttpd itself; the handler still refuses ambiguous framing.
+    s = _connect(d.port)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    first = read_response(s)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n")
+    second = read_response(s)
+    closed = _closed_after_answer(s)
+    s.close()
+    suite.check("kept-alive: a second request with two Content-Length headers is 400 JSON and closes",
+                first is not None and first.status == 200 and second is not None
+                and second.is_json_error(400) and closed, "%r %r closed=%s" % (first, second, closed))
+    suite.check("the daemon still serves", _healthz_status(d.port) == 200)
+
+
+def test_json_is_utf8(suite):
+    d = suite.start("utf8", "--access-log", "off")
+
+    def valid_json_error(r, status):
+        try:
+            r.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return r.is_json_error(status)
+    r = request(d.port, "GET", "/models/%ff%fe")
+    suite.check("GET /models/%ff%fe: 404 whose body is valid UTF-8 JSON", valid_json_error(r, 404), repr(r))
+    r = request(d.port, "POST", "/denoise?model=%c3%28%80", fixture(suite, "images", "gray8.png"))
+    suite.check("POST /denoise?model=<bad UTF-8>: 404 whose body is valid UTF-8 JSON", valid_json_error(r, 404),
+                repr(r))
+    png = fixture(suite, "images", "gray8.png")
+    bad = png[:37] + b"\xff\xfeZ\xfc" + png[41:]  # the chunk after IHDR gets a name of raw bytes
+    r = request(d.port, "POST", "/denoise", bad, {"Content-Type": "image/png"})
+    suite.check("a PNG with a corrupted chunk name: 400 whose body is valid UTF-8 JSON", valid_json_error(r, 400),
+                repr(r))
