@@ -29,10 +29,6 @@
 
 typedef struct srv_gate srv_gate;
 
-/* Largest request head (request line and headers) the gate takes. */
-#define SRV_GATE_HEAD_MAX 8192
-/* Longest request line; longer ones are answered 414. */
-#define SRV_GATE_LINE_MAX 4096
 /* Connections admitted past --max-connections for the probe routes. */
 #define SRV_GATE_PROBE_HEADROOM 16
 

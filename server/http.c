@@ -965,7 +965,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     /* libmicrohttpd zeroes a connection's whole memory pool (32 KiB by
      * default) before each request; 16 KiB still holds any head the gate
-     * lets through (SRV_GATE_HEAD_MAX) and saves that time on every
+     * lets through (SRV_HEAD_MAX, httphead.h) and saves that time on every
      * request. */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL};
     if (cfg->http_threads > 1)

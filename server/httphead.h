@@ -1,0 +1,42 @@
+/* httphead.h - the parser of HTTP/1.x request heads that the connection
+ * gate (gate.h) runs on bytes peeked from a new connection, before
+ * libmicrohttpd sees them. It decides where the head ends and refuses
+ * what would let two HTTP parsers disagree about the request: several
+ * Content-Length headers, Content-Length with Transfer-Encoding, folded
+ * lines, control characters, a missing or repeated Host. No state, no
+ * allocation; safe on any thread. */
+#ifndef SRV_HTTPHEAD_H
+#define SRV_HTTPHEAD_H
+
+#include <stddef.h>
+
+/* Largest request head (request line and headers) taken. */
+#define SRV_HEAD_MAX 8192
+/* Longest request line; longer ones are answered 414. */
+#define SRV_HEAD_LINE_MAX 4096
+
+typedef enum { SRV_HEAD_INCOMPLETE, SRV_HEAD_OK, SRV_HEAD_ERROR } srv_head_result;
+
+/* What srv_head_parse found. */
+typedef struct {
+    size_t len;          /* bytes of the head, its empty line included */
+    long long body;      /* Content-Length, -1 when none */
+    int chunked;
+    int probe;           /* GET or HEAD of /healthz, /readyz or /metrics */
+    char method[16];
+    char path[256];      /* for the access log, without the query */
+    /* The answer to give for SRV_HEAD_ERROR: status, static snake_case
+     * code and an ASCII sentence (never request bytes). */
+    int status;
+    const char *code;
+    char message[160];
+} srv_head;
+
+/* Parses the request head at the start of buf (n bytes, not
+ * NUL-terminated) into *hi. Returns SRV_HEAD_INCOMPLETE while the empty
+ * line that ends the head has not arrived (and the limits are not yet
+ * passed), SRV_HEAD_OK with hi->len set, or SRV_HEAD_ERROR with the
+ * error to answer in hi. */
+srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi);
+
+#endif
