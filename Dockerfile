@@ -23,6 +23,7 @@ RUN apt-get update \
 COPY Makefile ./
 COPY deploy/deploy.mk deploy/deploy.mk
 COPY core core
+COPY io io
 COPY cli cli
 COPY server server
 COPY tests tests

@@ -9,8 +9,12 @@ OPT      ?= -O3
 ARCH     := $(if $(NATIVE),-march=native,)
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -pthread -fno-math-errno $(ARCH)
-CPPFLAGS += -D_GNU_SOURCE -Icore -I/usr/include/cjson
-LDLIBS   += -lcjson -lopenblas -lpng -ljpeg -lgif -lz -lm -pthread
+CPPFLAGS += -D_GNU_SOURCE -Icore -Iio -I/usr/include/cjson
+# libdae (core/) needs BLAS, cJSON and libm; libdae-io (io/) adds the image
+# codecs and zlib. Programs link libdae-io.a before libdae.a (io uses core).
+CORE_LIBS := -lcjson -lopenblas -lm -pthread
+IO_LIBS   := -lpng -ljpeg -lgif -lz
+LDLIBS   += $(IO_LIBS) $(CORE_LIBS)
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
 # build/sanitize with ASan and UBSan.
@@ -20,8 +24,12 @@ CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
+# core/ = libdae, the network and what is done with it; io/ = libdae-io,
+# files and formats (safetensors, checkpoints, IDX, images, atomic writes).
 CORE_SRC  := $(wildcard core/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
+IO_SRC    := $(wildcard io/*.c)
+IO_OBJ    := $(IO_SRC:%.c=$(BUILD)/%.o)
 CLI_SRC   := $(wildcard cli/*.c)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/%.o)
 SERVER_SRC := $(wildcard server/*.c)
@@ -33,6 +41,8 @@ TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(wildcard bench/*.c)
 
 LIB       := $(BUILD)/libdae.a
+IO_LIB    := $(BUILD)/libdae-io.a
+LIBS      := $(IO_LIB) $(LIB)
 DAE       := $(BUILD)/dae
 SERVER    := $(BUILD)/dae-server
 TEST_BIN  := $(BUILD)/test_dae
@@ -43,9 +53,9 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
+.PHONY: all deps check-deps test test-layering test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
 
-all: check-deps $(LIB) $(DAE) $(SERVER) ## build the library, the command-line tool and the server
+all: check-deps $(LIB) $(IO_LIB) $(DAE) $(SERVER) ## build the libraries, the command-line tool and the server
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(filter-out %.d,$(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
@@ -64,22 +74,39 @@ $(LIB): $(CORE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(DAE): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+$(IO_LIB): $(IO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
-$(SERVER): $(SERVER_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(LIB) $(LDLIBS) -lmicrohttpd -o $@
+$(DAE): $(CLI_OBJ) $(LIBS)
+	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIBS) $(LDLIBS) -o $@
 
-$(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIB)
-	$(CC) $(LDFLAGS) $(TEST_OBJ) $(SERVER_MOD) $(LIB) $(LDLIBS) -lmicrohttpd -lcriterion -o $@
+$(SERVER): $(SERVER_OBJ) $(LIBS)
+	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(LIBS) $(LDLIBS) -lmicrohttpd -o $@
 
+$(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIBS)
+	$(CC) $(LDFLAGS) $(TEST_OBJ) $(SERVER_MOD) $(LIBS) $(LDLIBS) -lmicrohttpd -lcriterion -o $@
+
+# The engine benchmark needs the engine alone.
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(CORE_LIBS) -o $@
 
-test: check-deps $(TEST_BIN) $(DAE) $(SERVER) ## build and run the unit, command-line and server tests
+test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the layering check, the unit, command-line and server tests
 	$(TEST_BIN) --jobs 2
 	tests/cli/run.sh $(DAE)
 	tests/server/run.sh $(SERVER) $(DAE)
+
+# libdae is the network, not the files: no codec, zlib or file-opening
+# symbol may be undefined in it (nm -u lists what it takes from elsewhere);
+# those belong in libdae-io (io/). Prefixes for the libraries, whole names
+# for libc's file calls.
+LAYERING_PREFIXES := png_|jpeg_|Gif|DGif|EGif|stbi_|gz|inflate|deflate|crc32|adler32|zlib
+LAYERING_CALLS    := fopen|fopen64|fdopen|freopen|open|open64|openat|creat|mkstemp|mkstemps|rename|unlink|opendir
+test-layering: $(LIB) ## check that libdae.a uses no codec, zlib or file I/O symbol
+	@bad=$$(nm -u $(LIB) | awk '{sub(/@.*/, "", $$NF); print $$NF}' | sort -u | \
+	    grep -E '^($(LAYERING_PREFIXES))|^($(LAYERING_CALLS))$$'); \
+	if [ -n "$$bad" ]; then echo "test-layering: $(LIB) uses what belongs in io/:"; echo "$$bad" | sed 's/^/  /'; exit 1; fi; \
+	echo "test-layering: $(LIB) uses no codec, zlib or file I/O symbol"
 
 # Criterion runs each test in a child process whose sanitizer report does
 # not fail the test, so the log is searched for reports as well.
@@ -139,7 +166,7 @@ demo: all ## denoise test digits with the committed model: quality numbers and a
 # (Debian's clang and libclang-rt-14-dev) under ASan + UBSan and run for
 # FUZZ_SECONDS each (`make fuzz FUZZ_SECONDS=20` in CI). The image targets
 # (fuzz_png, fuzz_jpeg, fuzz_gif, fuzz_bmp, fuzz_pnm, fuzz_tga) compile the
-# decoders' own sources in: dae's core/img_*.c, and libpng, libjpeg-turbo,
+# decoders' own sources in: dae's io/image.c and io/img_*.c, and libpng, libjpeg-turbo,
 # giflib and zlib as built from Debian's source packages by
 # tools/fuzz_sources.sh (as root, into build/fuzz/{asan,msan}); they run a
 # second time under MemorySanitizer (fuzz_X_msan). Each starts from its
@@ -149,18 +176,19 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_IMAGES  := fuzz_png fuzz_jpeg fuzz_gif fuzz_bmp fuzz_pnm fuzz_tga
-FUZZ_CPP     := -DDAE_NO_CLONES -D_GNU_SOURCE -Icore -I/usr/include/cjson
+FUZZ_CPP     := -DDAE_NO_CLONES -D_GNU_SOURCE -Icore -Iio -I/usr/include/cjson
 FUZZ_ASAN    := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -DDAE_IMAGE_FILL_CHECK
 FUZZ_MSAN    := -g -O1 -fsanitize=memory -fsanitize-memory-track-origins
-FUZZ_IMG_SRC := core/image.c $(wildcard core/img_*.c) core/fileio.c core/dae_status.c core/noise.c core/rng.c
+# The image code and what it needs from core/ (image buffers, noise), for MSan.
+FUZZ_IMG_SRC := io/image.c $(wildcard io/img_*.c) io/fileio.c core/dae_image.c core/dae_status.c core/noise.c core/rng.c
 fuzz_libs     = $(addprefix $(FUZZ_DIR)/$(1)/lib/,libpng.a libjpeg.a libgif.a libz.a)
 FUZZ_RUN     := -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
 fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; builds the image libraries as root)
 	@command -v clang >/dev/null || { echo "fuzz: needs clang: apt-get install clang libclang-rt-14-dev"; exit 1; }
 	tools/fuzz_sources.sh $(FUZZ_DIR)
-	@echo "fuzz: compiling libdae under ASan + UBSan and its image code under MSan"
+	@echo "fuzz: compiling libdae and libdae-io under ASan + UBSan and the image code under MSan"
 	@set -e; mkdir -p $(FUZZ_DIR)/obj/asan $(FUZZ_DIR)/obj/msan; rm -f $(FUZZ_DIR)/obj/asan/*.o $(FUZZ_DIR)/obj/msan/*.o; \
-	for c in $(CORE_SRC); do \
+	for c in $(CORE_SRC) $(IO_SRC); do \
 	    clang $(FUZZ_ASAN) -fsanitize=fuzzer-no-link $(FUZZ_CPP) -I$(FUZZ_DIR)/asan/include -c $$c \
 	        -o $(FUZZ_DIR)/obj/asan/$$(basename $$c .c).o; \
 	done; \
@@ -206,4 +234,4 @@ clean: ## remove build/
 # Containers and deployment: make image, make test-deploy, make data.
 include deploy/deploy.mk
 
--include $(CORE_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(IO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

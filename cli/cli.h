@@ -7,7 +7,9 @@
 #include <stddef.h>
 
 #include "args.h"
+#include "idx.h"
 #include "model.h"
+#include "modelfile.h"
 #include "train.h"
 
 #define DAE_VERSION "0.1.0"

@@ -600,7 +600,7 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
     return sse;
 }
 
-/* ------------------------------------------------------------ weights I/O */
+/* ------------------------------------------------------------ named tensors */
 
 /* Converts every conv weight of values (laid out as m->params) between the
  * engine's layout and PyTorch's; biases are copied. */
@@ -635,25 +635,6 @@ int dae_model_describe_tensors(const dae_model *m, const char *prefix, const flo
         t->data = torch_values + offset;
     }
     return n;
-}
-
-dae_status dae_model_save(const dae_model *m, const char *path,
-                          const char *const *meta_keys, const char *const *meta_values,
-                          int n_meta, char *err, size_t errlen) {
-    dae_st_tensor tensors[DAE_MAX_LAYERS * 2];
-    char names[DAE_MAX_LAYERS * 2][DAE_TENSOR_NAME_LEN];
-    const char *keys[64], *values[64];
-    if (n_meta > 62)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "%s: too many metadata entries", path);
-    float *torch_values = malloc(sizeof(float) * m->n_params);
-    if (torch_values == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
-    int n = dae_model_describe_tensors(m, "", m->params, torch_values, tensors, names);
-    keys[0] = "format", values[0] = "dae-weights-1";
-    keys[1] = "architecture", values[1] = m->spec;
-    for (int i = 0; i < n_meta; i++) keys[i + 2] = meta_keys[i], values[i + 2] = meta_values[i];
-    dae_status st = dae_st_save(path, tensors, n, keys, values, n_meta + 2, err, errlen);
-    free(torch_values);
-    return st;
 }
 
 /* Formats a shape as "(a,b,c)" into buf. */
@@ -713,17 +694,5 @@ dae_status dae_model_from_safetensors(dae_model *m, const dae_st_file *f, char *
             st = dae_fail(err, errlen, DAE_ERR_FORMAT, "unexpected tensor \"%s\" not in the architecture", name);
     }
     if (st != DAE_OK) dae_model_free(m);
-    return st;
-}
-
-dae_status dae_model_load(dae_model *m, const char *path, char *err, size_t errlen) {
-    dae_st_file f = {0};
-    memset(m, 0, sizeof *m);
-    dae_status st = dae_st_load(path, &f, err, errlen);
-    if (st != DAE_OK) return st;
-    char detail[DAE_ERR_LEN];
-    st = dae_model_from_safetensors(m, &f, detail, sizeof detail);
-    if (st != DAE_OK) dae_fail(err, errlen, st, "%s: %s", path, detail);
-    dae_st_free(&f);
     return st;
 }

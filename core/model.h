@@ -1,5 +1,6 @@
 /* model.h - a sequential network built from an architecture spec, its
- * parameters, forward and backward passes, and its weights files.
+ * parameters, forward and backward passes, and its parameters as named
+ * tensors (weights files are io/modelfile.h's).
  *
  * The spec is JSON: an object whose "input" is [C, H, W] (default
  * [1, 28, 28]) and whose other members are named groups, each a list of
@@ -21,7 +22,7 @@
 
 #include "dae_status.h"
 #include "layers.h"
-#include "safetensors.h"
+#include "tensors.h"
 
 #define DAE_MAX_LAYERS 32
 #define DAE_LAYER_NAME_LEN 48
@@ -114,14 +115,10 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
                             const float *clean, int batch, size_t loss_denom,
                             float *grads, float *out);
 
-/* ------------------------------------------------------------ weights I/O */
-
-/* Writes the parameters as safetensors with the PyTorch state_dict names,
- * plus metadata: "architecture" (the spec), "format" and the caller's
- * key/value pairs. Written atomically (temporary file + rename). */
-dae_status dae_model_save(const dae_model *m, const char *path,
-                          const char *const *meta_keys, const char *const *meta_values,
-                          int n_meta, char *err, size_t errlen);
+/* ------------------------------------------------------------ named tensors
+ *
+ * A model's parameters as the PyTorch state_dict's named tensors
+ * (tensors.h); reading and writing them as files is io/modelfile.h's. */
 
 /* Builds a model from a parsed safetensors file: the architecture comes
  * from its "architecture" metadata, or is the default network when absent
@@ -146,8 +143,5 @@ int dae_model_describe_tensors(const dae_model *m, const char *prefix, const flo
  * with its exact shape. */
 dae_status dae_model_read_tensors(const dae_model *m, const dae_st_file *f, const char *prefix,
                                   float *values, char *err, size_t errlen);
-
-/* dae_st_load + dae_model_from_safetensors; messages name the path. */
-dae_status dae_model_load(dae_model *m, const char *path, char *err, size_t errlen);
 
 #endif

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train.h"
+#include "infer.h"
 
 /* Largest batch of tiles dae_denoise_plane gathers before a forward pass. */
 enum { MAX_CHUNK = 4096 };

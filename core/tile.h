@@ -38,7 +38,7 @@
 #define DAE_TILE_H
 
 #include "dae_status.h"
-#include "image.h"
+#include "dae_image.h"
 #include "model.h"
 #include "pool.h"
 

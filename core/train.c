@@ -1,6 +1,7 @@
 /* train.c - the training loop (threads over the batch, fixed-order
- * gradient reduction, Adam), checkpoints, evaluation and parallel
- * inference. */
+ * gradient reduction, Adam) and the training facts a weights file
+ * records. Evaluation after an epoch is infer.c's; checkpoint files are
+ * io/modelfile.c's. */
 #include "train.h"
 
 #include <inttypes.h>
@@ -15,7 +16,7 @@
 #include "gemm.h"
 #include "rng.h"
 
-enum { MAX_THREADS = 64, MAX_BATCH = 65536, EVAL_CHUNK = 64, FORWARD_CHUNK = 64 };
+enum { MAX_THREADS = 64, MAX_BATCH = 65536 };
 
 /* Stream numbers: shuffles and noise draw from disjoint streams. */
 #define SHUFFLE_STREAM 0x5348554646ULL /* "SHUFF" */
@@ -81,7 +82,7 @@ size_t dae_train_memory_bytes(const dae_model *m, const dae_train_config *cfg, i
     /* dae_evaluate after an epoch: per thread an inference workspace and
      * three chunks of images. */
     if (cfg->eval_each_epoch)
-        bytes += (size_t)threads * (dae_workspace_bytes(m, EVAL_CHUNK, 0) + 3 * f * image * EVAL_CHUNK);
+        bytes += (size_t)threads * (dae_workspace_bytes(m, DAE_EVAL_CHUNK, 0) + 3 * f * image * DAE_EVAL_CHUNK);
     return bytes;
 }
 
@@ -325,165 +326,4 @@ void dae_train_meta_init(dae_train_meta *meta, const dae_train_config *cfg, cons
         meta_addf(meta, "test_psnr", "%.4f", facts->test_psnr);
         meta_addf(meta, "test_ssim", "%.4f", facts->test_ssim);
     }
-}
-
-/* ------------------------------------------------------------ checkpoints */
-
-dae_status dae_checkpoint_save(const char *path, const dae_model *m, const dae_train_state *s,
-                               char *err, size_t errlen) {
-    int n = dae_model_tensor_count(m);
-    dae_st_tensor tensors[DAE_MAX_LAYERS * 6];
-    char names[DAE_MAX_LAYERS * 6][DAE_TENSOR_NAME_LEN];
-    float *torch_values = malloc(sizeof(float) * m->n_params * 3);
-    if (torch_values == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
-    dae_model_describe_tensors(m, "model.", m->params, torch_values, tensors, names);
-    dae_model_describe_tensors(m, "adam.exp_avg.", s->adam.m, torch_values + m->n_params, tensors + n, names + n);
-    dae_model_describe_tensors(m, "adam.exp_avg_sq.", s->adam.v, torch_values + 2 * m->n_params, tensors + 2 * n,
-                               names + 2 * n);
-    char step[32], epochs[32], lr[32], wd[32];
-    snprintf(step, sizeof step, "%ld", s->adam.step);
-    snprintf(epochs, sizeof epochs, "%d", s->epochs_done);
-    snprintf(lr, sizeof lr, "%.9g", (double)s->adam.lr);
-    snprintf(wd, sizeof wd, "%.9g", (double)s->adam.weight_decay);
-    const char *keys[] = {"format", "architecture", "adam_step", "epochs_done", "learning_rate", "weight_decay"};
-    const char *values[] = {"dae-checkpoint-1", m->spec, step, epochs, lr, wd};
-    dae_status st = dae_st_save(path, tensors, 3 * n, keys, values, 6, err, errlen);
-    free(torch_values);
-    return st;
-}
-
-/* Reads a non-negative integer metadata value. */
-static int meta_long(const dae_st_file *f, const char *key, long *out) {
-    const char *v = dae_st_meta(f, key);
-    char *end;
-    if (v == NULL) return 0;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end != '\0' || x < 0) return 0;
-    *out = x;
-    return 1;
-}
-
-dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
-                               char *err, size_t errlen) {
-    dae_st_file f = {0};
-    char detail[DAE_ERR_LEN];
-    memset(m, 0, sizeof *m);
-    memset(s, 0, sizeof *s);
-    dae_status st = dae_st_load(path, &f, err, errlen);
-    if (st != DAE_OK) return st;
-    const char *format = dae_st_meta(&f, "format");
-    const char *spec = dae_st_meta(&f, "architecture");
-    long step = 0, epochs = 0;
-    if (format == NULL || strcmp(format, "dae-checkpoint-1") != 0 || spec == NULL ||
-        !meta_long(&f, "adam_step", &step) || !meta_long(&f, "epochs_done", &epochs) || epochs > 100000) {
-        st = dae_fail(detail, sizeof detail, DAE_ERR_FORMAT,
-                      "not a dae checkpoint (needs format, architecture, adam_step and epochs_done metadata)");
-    }
-    if (st == DAE_OK) st = dae_model_init(m, spec, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_adam_init(&s->adam, m->n_params, 1e-3f, 0.0f, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "model.", m->params, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg.", s->adam.m, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg_sq.", s->adam.v, detail, sizeof detail);
-    dae_st_free(&f);
-    if (st != DAE_OK) {
-        dae_train_state_free(s);
-        dae_model_free(m);
-        return dae_fail(err, errlen, st, "%s: %s", path, detail);
-    }
-    s->adam.step = step;
-    s->epochs_done = (int)epochs;
-    return DAE_OK;
-}
-
-/* ------------------------------------------------------------ evaluation */
-
-typedef struct {
-    const dae_model *m;
-    const uint8_t *images;
-    int count;
-    const dae_noise_spec *noise;
-    uint64_t seed;
-    dae_quality denoised[MAX_THREADS], noisy[MAX_THREADS];
-    int failed;
-} eval_ctx;
-
-static void eval_part(void *arg, int index, int count) {
-    eval_ctx *c = arg;
-    int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
-    size_t n = dae_model_image_size(c->m);
-    dae_workspace *ws = dae_workspace_new(c->m, EVAL_CHUNK, 0);
-    float *clean = malloc(sizeof(float) * n * EVAL_CHUNK);
-    float *noisy = malloc(sizeof(float) * n * EVAL_CHUNK);
-    float *out = malloc(sizeof(float) * n * EVAL_CHUNK);
-    if (ws == NULL || clean == NULL || noisy == NULL || out == NULL) {
-        c->failed = 1; /* each thread only ever sets it: a benign race */
-        hi = lo;
-    }
-    for (int start = lo; start < hi; start += EVAL_CHUNK) {
-        int b = hi - start < EVAL_CHUNK ? hi - start : EVAL_CHUNK;
-        for (int i = 0; i < b; i++) {
-            const uint8_t *px = c->images + (size_t)(start + i) * n;
-            for (size_t j = 0; j < n; j++) clean[i * n + j] = px[j] * (1.0f / 255.0f);
-            dae_noise_apply(c->noise, clean + i * n, noisy + i * n, n, c->seed, (uint64_t)(start + i));
-        }
-        dae_model_forward(c->m, ws, noisy, out, b);
-        for (int i = 0; i < b; i++) {
-            dae_quality_add(&c->denoised[index], clean + i * n, out + i * n, c->m->in_h, c->m->in_w);
-            dae_quality_add(&c->noisy[index], clean + i * n, noisy + i * n, c->m->in_h, c->m->in_w);
-        }
-    }
-    dae_workspace_free(ws);
-    free(clean);
-    free(noisy);
-    free(out);
-}
-
-dae_status dae_evaluate(const dae_model *m, dae_pool *pool, const uint8_t *images, int count,
-                        const dae_noise_spec *noise, uint64_t seed, dae_quality *denoised,
-                        dae_quality *noisy, char *err, size_t errlen) {
-    eval_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for evaluation");
-    c->m = m, c->images = images, c->count = count, c->noise = noise, c->seed = seed;
-    int threads = pool != NULL ? dae_pool_size(pool) : 1;
-    if (pool != NULL) dae_pool_run(pool, eval_part, c);
-    else eval_part(c, 0, 1);
-    for (int t = 0; t < threads; t++) {
-        dae_quality_merge(denoised, &c->denoised[t]);
-        dae_quality_merge(noisy, &c->noisy[t]);
-    }
-    int failed = c->failed;
-    free(c);
-    return failed ? dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for evaluation") : DAE_OK;
-}
-
-/* ------------------------------------------------------ parallel inference */
-
-typedef struct {
-    const dae_model *m;
-    dae_workspace *const *ws;
-    const float *in;
-    float *out;
-    int count;
-} forward_ctx;
-
-static void forward_part(void *arg, int index, int count) {
-    forward_ctx *c = arg;
-    int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
-    size_t n = dae_model_image_size(c->m);
-    /* Chunks of 64 keep a chunk's activations in L2; bigger ones run
-     * slower (measured: batch 1024 at 27.5k images/s against 37.7k for 64). */
-    int chunk = dae_workspace_max_batch(c->ws[index]);
-    if (chunk > FORWARD_CHUNK) chunk = FORWARD_CHUNK;
-    for (int start = lo; start < hi; start += chunk) {
-        int b = hi - start < chunk ? hi - start : chunk;
-        dae_model_forward(c->m, c->ws[index], c->in + (size_t)start * n, c->out + (size_t)start * n, b);
-    }
-}
-
-void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
-                          const float *in, float *out, int count) {
-    forward_ctx c = {.m = m, .ws = workspaces, .in = in, .out = out, .count = count};
-    /* A few images are not worth waking the other threads for. */
-    if (pool == NULL || count < 4 * dae_pool_size(pool)) forward_part(&c, 0, 1);
-    else dae_pool_run(pool, forward_part, &c);
 }

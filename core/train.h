@@ -1,4 +1,4 @@
-/* train.h - training and evaluation of a model on an IDX data set.
+/* train.h - training a model on a data set in memory (dataset.h).
  *
  * One call trains for a number of epochs with threads over the batch:
  * each thread runs the forward and backward pass of its share of the
@@ -15,7 +15,8 @@
 
 #include "adam.h"
 #include "dae_status.h"
-#include "idx.h"
+#include "dataset.h"
+#include "infer.h"
 #include "metrics.h"
 #include "model.h"
 #include "noise.h"
@@ -55,9 +56,6 @@ typedef struct {
     int progress_every;     /* call progress every N steps (and at epoch ends); 0 = 1 */
     const atomic_int *cancel; /* checked every step; may be NULL */
 } dae_train_config;
-
-/* The fixed noise seed of every evaluation, so numbers compare across runs. */
-#define DAE_EVAL_SEED 20260101ULL
 
 /* The reference hyper-parameters: 10 epochs, batch 64, lr 1e-3, weight
  * decay 1e-5, gaussian sigma 0.5 unclipped, seed 0, all CPUs. */
@@ -130,29 +128,5 @@ void dae_train_meta_init(dae_train_meta *meta, const dae_train_config *cfg, cons
 /* Appends key = value; both must outlive meta (they are not copied).
  * Ignored when meta is full. */
 void dae_train_meta_add(dae_train_meta *meta, const char *key, const char *value);
-
-/* Saves/loads the weights plus Adam's moments and counters, so a run can
- * resume (a separate file from the weights, which stay PyTorch-loadable).
- * load builds m from the checkpoint and fills s. */
-dae_status dae_checkpoint_save(const char *path, const dae_model *m, const dae_train_state *s,
-                               char *err, size_t errlen);
-dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
-                               char *err, size_t errlen);
-
-/* Evaluates m on count images (uint8, h x w each): every image gets noise
- * from (seed, image index); denoised and noisy accumulate the quality of
- * the model's output and of the noisy input against the clean image. Uses
- * pool (or one thread when NULL). */
-dae_status dae_evaluate(const dae_model *m, dae_pool *pool, const uint8_t *images, int count,
-                        const dae_noise_spec *noise, uint64_t seed, dae_quality *denoised,
-                        dae_quality *noisy, char *err, size_t errlen);
-
-/* Batched inference over count images with the pool's threads, each with
- * its own workspace from workspaces[thread]; a thread's share is run in
- * chunks of its workspace's max_batch. With no pool, or fewer than 4
- * images per thread, everything runs on the calling thread with
- * workspaces[0] (waking the others costs more). */
-void dae_forward_parallel(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
-                          const float *in, float *out, int count);
 
 #endif

@@ -16,7 +16,6 @@
 #include <time.h>
 
 #include "gemm.h"
-#include "pngenc.h"
 
 /* Jobs of at most this many pixels are decoded into a batch already
  * being gathered; bigger ones start a batch of their own, so a slow
@@ -182,7 +181,7 @@ static int job_decode(srv_infer *q, srv_job *j) {
 /* Encodes img as j's PNG result. */
 static void job_encode(srv_job *j, const dae_image *img) {
     char err[DAE_ERR_LEN];
-    dae_status st = srv_png_encode(img, j->png_level, &j->png, &j->png_len, err, sizeof err);
+    dae_status st = dae_image_encode_png(img, j->png_level, &j->png, &j->png_len, err, sizeof err);
     if (st != DAE_OK) job_fail_status(j, st, err);
     else j->http_status = 200;
 }

@@ -22,7 +22,9 @@
 #include <microhttpd.h>
 
 #include "fileio.h"
+#include "idx.h"
 #include "log.h"
+#include "modelfile.h"
 #include "noise.h"
 #include "train.h"
 #include "utf8.h"

@@ -16,6 +16,7 @@
 
 #include "fileio.h"
 #include "log.h"
+#include "modelfile.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "train.h"

@@ -14,11 +14,11 @@
 #include "../server/config.h"
 #include "../server/inference.h"
 #include "../server/jobs.h"
-#include "../server/pngenc.h"
 #include "../server/registry.h"
 #include "idx.h"
 #include "image.h"
 #include "model.h"
+#include "modelfile.h"
 #include "tile.h"
 #include "train.h"
 
@@ -246,7 +246,7 @@ Test(budget, jobs_keep_only_their_answer_reserved, .timeout = 60) {
         dae_image img;
         cr_assert_eq(dae_image_alloc(&img, side, side + 3, ch, err, sizeof err), DAE_OK);
         for (size_t k = 0; k < (size_t)side * (side + 3) * ch; k++) img.pixels[k] = (uint8_t)(k * 13 + i);
-        cr_assert_eq(srv_png_encode(&img, 1, &pngs[i], &lens[i], err, sizeof err), DAE_OK);
+        cr_assert_eq(dae_image_encode_png(&img, 1, &pngs[i], &lens[i], err, sizeof err), DAE_OK);
         dae_image_free(&img);
         memset(&jobs[i], 0, sizeof jobs[i]);
         srv_job *j = &jobs[i];

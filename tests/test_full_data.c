@@ -7,6 +7,7 @@
 
 #include "idx.h"
 #include "model.h"
+#include "modelfile.h"
 #include "noise.h"
 #include "train.h"
 

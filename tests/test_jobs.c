@@ -15,6 +15,7 @@
 #include "../server/jobs.h"
 #include "../server/registry.h"
 #include "model.h"
+#include "modelfile.h"
 
 /* ------------------------------------------------------------ records */
 

@@ -7,6 +7,7 @@
 
 #include "adam.h"
 #include "model.h"
+#include "modelfile.h"
 #include "test_util.h"
 
 static void build_default(dae_model *m) {

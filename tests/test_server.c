@@ -15,10 +15,10 @@
 #include "../server/config.h"
 #include "../server/inference.h"
 #include "../server/multipart.h"
-#include "../server/pngenc.h"
 #include "../server/registry.h"
 #include "../server/sha256.h"
 #include "image.h"
+#include "modelfile.h"
 #include "tile.h"
 
 /* ------------------------------------------------------------ multipart */
@@ -93,7 +93,7 @@ static void png_round_trip(int w, int h, int c) {
     for (size_t i = 0; i < (size_t)w * h * c; i++) img.pixels[i] = (uint8_t)(i * 37 + i / 7);
     uint8_t *png;
     size_t len;
-    cr_assert_eq(srv_png_encode(&img, 1, &png, &len, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_image_encode_png(&img, 1, &png, &len, err, sizeof err), DAE_OK, "%s", err);
     cr_assert_eq(dae_image_decode(png, len, 0, &back, err, sizeof err), DAE_OK, "%dx%dx%d: %s", w, h, c, err);
     cr_assert_eq(back.width, w);
     cr_assert_eq(back.height, h);
@@ -104,12 +104,12 @@ static void png_round_trip(int w, int h, int c) {
     dae_image_free(&back);
 }
 
-Test(pngenc, stored_and_compressed_round_trip_every_channel_count) {
+Test(png_encode, stored_and_compressed_round_trip_every_channel_count) {
     for (int c = 1; c <= 4; c++) {
         png_round_trip(1, 1, c);
         png_round_trip(28, 28, c);
         png_round_trip(27, 29, c);
-        png_round_trip(300, 200, c); /* over SRV_PNG_STORED_MAX: libpng */
+        png_round_trip(300, 200, c); /* over DAE_PNG_STORED_MAX: libpng */
     }
     /* Exactly at the stored limit: 255 rows of 1 + 256 bytes = 65535. */
     png_round_trip(256, 255, 1);
@@ -312,7 +312,7 @@ static void make_png(int w, int h, int c, int seed, uint8_t **png, size_t *len, 
     cr_assert_eq(dae_image_alloc(img, w, h, c, err, sizeof err), DAE_OK);
     unsigned s = (unsigned)seed * 2654435761u;
     for (size_t i = 0; i < (size_t)w * h * c; i++) img->pixels[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 24);
-    cr_assert_eq(srv_png_encode(img, 1, png, len, err, sizeof err), DAE_OK);
+    cr_assert_eq(dae_image_encode_png(img, 1, png, len, err, sizeof err), DAE_OK);
 }
 
 /* Batched with other requests' tiles, a request's tiles meet the BLAS in

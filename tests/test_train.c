@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "idx.h"
+#include "modelfile.h"
 #include "test_util.h"
 #include "train.h"
 

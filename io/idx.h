@@ -1,5 +1,7 @@
 /* idx.h - reader for the IDX files of MNIST and Fashion-MNIST, raw or
  * gzip-compressed, and for a whole data set of the four standard files.
+ * What they are read into (dae_idx_images, dae_idx_labels, dae_dataset)
+ * are core types (core/dataset.h): dae_train takes a data set in memory.
  *
  * An IDX file is a big-endian header (magic 0x00000803 and count, rows,
  * cols for images; magic 0x00000801 and count for labels) followed by one
@@ -14,6 +16,7 @@
 #include <stdint.h>
 
 #include "dae_status.h"
+#include "dataset.h"
 
 /* Magic numbers of the two IDX files used here (unsigned bytes, 3 or 1
  * dimensions). */
@@ -26,9 +29,6 @@
 /* Largest payload (pixels or labels) accepted, in bytes: 1 GiB, over ten
  * times EMNIST's largest file. Anything bigger is refused as absurd. */
 #define DAE_IDX_MAX_PAYLOAD ((uint64_t)1 << 30)
-
-typedef struct { int count, rows, cols; uint8_t *pixels; } dae_idx_images;   /* count*rows*cols bytes, owned */
-typedef struct { int count; uint8_t *labels; } dae_idx_labels;              /* count bytes, owned */
 
 /* Parses an IDX image file held in memory. On success *out owns a copy of
  * the pixels (release with dae_idx_images_free()); on failure *out is
@@ -48,18 +48,12 @@ dae_status dae_idx_load_images(const char *path, dae_idx_images *out, char *err,
 /* Reads an IDX label file, raw or gzip; as dae_idx_load_images(). */
 dae_status dae_idx_load_labels(const char *path, dae_idx_labels *out, char *err, size_t errlen);
 
-/* Release what the structs own and zero them; safe on zeroed structs,
- * idempotent, NULL allowed. */
-void dae_idx_images_free(dae_idx_images *im);
-void dae_idx_labels_free(dae_idx_labels *l);
-
-/* A data set as the four standard files under DIR/NAME/: train-images-idx3-ubyte, train-labels-idx1-ubyte,
-   t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each either raw or with ".gz" (prefer whichever exists; raw first).
-   Checks image and label counts agree. NAME must match [A-Za-z0-9._-]{1,64} and not be "." or "..". */
-typedef struct { dae_idx_images train_images, test_images; dae_idx_labels train_labels, test_labels; } dae_dataset;
-
 /* Loads the data set NAME under data_dir into *out (release with
- * dae_dataset_free()). Checks that each split has as many labels as images
+ * dae_dataset_free()): the four standard files under DATA_DIR/NAME/,
+ * train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte
+ * and t10k-labels-idx1-ubyte, each either raw or with ".gz" (whichever
+ * exists; raw first). NAME must match [A-Za-z0-9._-]{1,64} and not be "."
+ * or "..". Checks that each split has as many labels as images
  * and that train and test images have the same size. On failure *out is
  * zeroed. Returns DAE_ERR_INVALID for a bad name, DAE_ERR_IO when the
  * directory or a file is missing (the message says where it looked),
@@ -80,8 +74,5 @@ typedef struct {
  * zeroed. */
 dae_status dae_dataset_info_read(const char *data_dir, const char *name, dae_dataset_info *out, char *err,
                                  size_t errlen);
-
-/* Releases all four parts; safe on a zeroed struct, idempotent. */
-void dae_dataset_free(dae_dataset *d);
 
 #endif

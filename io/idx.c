@@ -166,18 +166,6 @@ dae_status dae_idx_parse_labels(const uint8_t *buf, size_t len, dae_idx_labels *
     return DAE_OK;
 }
 
-void dae_idx_images_free(dae_idx_images *im) {
-    if (im == NULL) return;
-    free(im->pixels);
-    memset(im, 0, sizeof *im);
-}
-
-void dae_idx_labels_free(dae_idx_labels *l) {
-    if (l == NULL) return;
-    free(l->labels);
-    memset(l, 0, sizeof *l);
-}
-
 /* ------------------------------------------------------------------------
  * Reading files (raw or gzip)
  * ------------------------------------------------------------------------ */
@@ -365,14 +353,6 @@ static dae_status find_idx_file(const char *dir, const char *name, const char *b
     free(raw);
     free(gz);
     return st;
-}
-
-void dae_dataset_free(dae_dataset *d) {
-    if (d == NULL) return;
-    dae_idx_images_free(&d->train_images);
-    dae_idx_images_free(&d->test_images);
-    dae_idx_labels_free(&d->train_labels);
-    dae_idx_labels_free(&d->test_labels);
 }
 
 /* Checks data_dir and the data set name (no path tricks) and sets *dir

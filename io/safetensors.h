@@ -7,7 +7,15 @@
  * the reference Rust `safetensors` crate checks (header size, UTF-8, JSON,
  * contiguous offsets, sizes that match shapes, no trailing bytes) and only
  * loads F32 tensors; the writer emits files the crate and the Python package
- * read, F32 only, replacing the target file atomically. */
+ * read, F32 only, replacing the target file atomically (fileio.h).
+ *
+ * The parsed result, dae_st_file, is a core type (core/tensors.h, with
+ * dae_st_free, dae_st_find and dae_st_meta), and the parser lives here:
+ * the engine builds models from named tensors and needs nothing more,
+ * while the parser is a format's byte-level checks on untrusted input
+ * (fuzzed as such), like the image and IDX readers beside it. So core
+ * knows no file format, and a model from another source (an upload, a
+ * PyTorch state_dict sent over the wire) needs only a dae_st_file. */
 #ifndef DAE_SAFETENSORS_H
 #define DAE_SAFETENSORS_H
 
@@ -15,26 +23,10 @@
 #include <stdint.h>
 
 #include "dae_status.h"
-
-/* Most dimensions a tensor may have. */
-#define DAE_ST_MAX_DIMS 8
+#include "tensors.h"
 
 /* Largest JSON header accepted, as in the reference crate (MAX_HEADER_SIZE). */
 #define DAE_ST_MAX_HEADER_SIZE 100000000u
-
-typedef struct {
-    char *name;                 /* owned */
-    int ndim;
-    int64_t shape[DAE_ST_MAX_DIMS];
-    size_t numel;
-    float *data;                /* owned, numel floats, properly aligned */
-} dae_st_tensor;
-
-typedef struct {
-    dae_st_tensor *tensors;     /* sorted by data offset, as in the file */
-    int n_tensors;
-    char **meta_keys, **meta_values; int n_meta;  /* the "__metadata__" string->string map */
-} dae_st_file;
 
 /* Parses a whole file image already in memory (used by the fuzzer too).
  * On success fills *out, which the caller releases with dae_st_free(); the
@@ -48,24 +40,13 @@ dae_status dae_st_parse(const uint8_t *buf, size_t len, dae_st_file *out, char *
  * name the path. Returns DAE_ERR_IO when the file cannot be opened or read. */
 dae_status dae_st_load(const char *path, dae_st_file *out, char *err, size_t errlen);
 
-/* Releases everything *f owns and zeroes it. Safe on a zeroed struct and
- * on one already freed; f may be NULL. */
-void dae_st_free(dae_st_file *f);
-
-/* Returns the tensor named name, or NULL if there is none. The pointer
- * stays owned by f. */
-const dae_st_tensor *dae_st_find(const dae_st_file *f, const char *name);
-
-/* Returns the "__metadata__" value for key, or NULL if absent. The string
- * stays owned by f. */
-const char *dae_st_meta(const dae_st_file *f, const char *key);
-
 /* Writes tensors (in the order given, offsets contiguous) and metadata
- * atomically: to "<path>.tmp.<pid>", fsync, rename over path, fsync the
- * directory. On failure nothing is left at path or tmp, with one exception:
- * if the final fsync of the directory fails, the rename has already replaced
- * path with the complete new file, which stays (deleting it would lose both
- * the old and the new contents) and the error says so.
+ * atomically (dae_file_write_atomic_with: a temporary file beside path,
+ * fsync, rename over path, fsync the directory). On failure nothing is
+ * left at path or beside it, with one exception: if the final fsync of
+ * the directory fails, the rename has already replaced path with the
+ * complete new file, which stays (deleting it would lose both the old and
+ * the new contents) and the error says so.
  * Each tensor needs a valid UTF-8 name unique in the file (not
  * "__metadata__"), 0..DAE_ST_MAX_DIMS non-negative dimensions whose product
  * is numel, and data (may be NULL only when numel is 0). Metadata keys must

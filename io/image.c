@@ -1,7 +1,7 @@
 /* image.c - image decoding (format detection, PNG through libpng, the
  * other formats through the decoders of img_codec.h), PNG encoding into
- * memory, seeded noise on images, and whole-file reads and atomic
- * writes. */
+ * memory (stored for small images, libpng for the rest), and image files
+ * (through fileio.h). */
 #include "image.h"
 
 #include <errno.h>
@@ -29,28 +29,7 @@ static const uint8_t PNG_SIGNATURE[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, 
 
 static const char UNSUPPORTED[] = "not a PNG, JPEG, BMP, GIF, PNM or TGA image";
 
-/* ------------------------------------------------------------ basics */
-
-dae_status dae_image_alloc(dae_image *img, int width, int height, int channels,
-                           char *err, size_t errlen) {
-    memset(img, 0, sizeof *img);
-    if (width < 1 || height < 1 || width > DAE_IMAGE_MAX_SIDE || height > DAE_IMAGE_MAX_SIDE)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "image size %dx%d is outside 1..%d", width, height,
-                        DAE_IMAGE_MAX_SIDE);
-    if (channels < 1 || channels > 4)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "an image has 1 to 4 channels, not %d", channels);
-    img->pixels = calloc((size_t)width * (size_t)height, (size_t)channels);
-    if (img->pixels == NULL)
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a %dx%d image", width, height);
-    img->width = width, img->height = height, img->channels = channels;
-    return DAE_OK;
-}
-
-void dae_image_free(dae_image *img) {
-    if (img == NULL) return;
-    free(img->pixels);
-    memset(img, 0, sizeof *img);
-}
+/* ------------------------------------------------------------ decoder helpers */
 
 #ifdef DAE_IMAGE_FILL_CHECK
 int dae_image_fill_byte;
@@ -303,6 +282,67 @@ dae_status dae_image_decode(const uint8_t *buf, size_t len, size_t max_pixels, d
 
 /* ------------------------------------------------------------ PNG encode */
 
+/* PNG's colour type for 1 to 4 channels (libpng's constants are the
+ * numbers the IHDR chunk carries, so the stored writer uses them too). */
+static const uint8_t PNG_COLOR_TYPES[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                           PNG_COLOR_TYPE_RGBA};
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+/* Writes the chunk header (length, type) at p; the caller writes the data
+ * after it and then calls chunk_end. Returns the data's start. */
+static uint8_t *chunk_begin(uint8_t *p, uint32_t len, const char type[4]) {
+    put32(p, len);
+    memcpy(p + 4, type, 4);
+    return p + 8;
+}
+
+/* Writes the CRC of the chunk whose header starts at chunk (type + data)
+ * and returns the position after it. */
+static uint8_t *chunk_end(uint8_t *chunk, uint32_t len) {
+    uLong crc = crc32(crc32(0L, Z_NULL, 0), chunk + 4, 4 + len);
+    put32(chunk + 8 + len, (uint32_t)crc);
+    return chunk + 12 + len;
+}
+
+/* The stored writer for small images: signature, IHDR, one IDAT holding a
+ * zlib stream of a single stored block of unfiltered rows, IEND. raw is
+ * the filtered size (<= DAE_PNG_STORED_MAX). */
+static dae_status encode_stored(const dae_image *img, size_t raw, uint8_t **out, size_t *out_len, char *err,
+                                size_t errlen) {
+    const uint32_t idat_len = (uint32_t)(2 + 5 + raw + 4);
+    const size_t total = 8 + (12 + 13) + (12 + idat_len) + 12;
+    uint8_t *buf = malloc(total);
+    if (buf == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
+    memcpy(buf, PNG_SIGNATURE, 8);
+    uint8_t *c = buf + 8, *d = chunk_begin(c, 13, "IHDR");
+    put32(d, (uint32_t)img->width);
+    put32(d + 4, (uint32_t)img->height);
+    d[8] = 8, d[9] = PNG_COLOR_TYPES[img->channels], d[10] = 0, d[11] = 0, d[12] = 0;
+    c = chunk_end(c, 13);
+    d = chunk_begin(c, idat_len, "IDAT");
+    d[0] = 0x78, d[1] = 0x01;                 /* deflate, 32K window, no dictionary, check bits */
+    d[2] = 0x01;                              /* final block, stored */
+    d[3] = (uint8_t)raw, d[4] = (uint8_t)(raw >> 8);
+    d[5] = (uint8_t)~raw, d[6] = (uint8_t)(~raw >> 8);
+    uint8_t *rows = d + 7;
+    size_t stride = (size_t)img->width * (size_t)img->channels;
+    for (int y = 0; y < img->height; y++) {
+        uint8_t *row = rows + (size_t)y * (stride + 1);
+        row[0] = 0;                           /* filter: none */
+        memcpy(row + 1, img->pixels + (size_t)y * stride, stride);
+    }
+    put32(rows + raw, (uint32_t)adler32(adler32(0L, Z_NULL, 0), rows, (uInt)raw));
+    c = chunk_end(c, idat_len);
+    chunk_begin(c, 0, "IEND");
+    chunk_end(c, 0);
+    *out = buf;
+    *out_len = total;
+    return DAE_OK;
+}
+
 typedef struct {
     uint8_t *data;
     size_t len, cap;
@@ -349,12 +389,10 @@ static void png_write_error_cb(png_structp png, png_const_charp msg) {
 /* Runs libpng's writer over img into w; failures longjmp back here. */
 static dae_status png_encode_into(png_structp png, png_infop info, const dae_image *img, int compression,
                                   png_writer *w) {
-    static const int color_types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
-                                       PNG_COLOR_TYPE_RGBA};
     if (setjmp(png_jmpbuf(png))) return w->status != DAE_OK ? w->status : DAE_ERR_INVALID;
     png_set_write_fn(png, w, png_write_cb, png_flush_cb);
     png_set_compression_level(png, compression);
-    png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8, color_types[img->channels],
+    png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height, 8, PNG_COLOR_TYPES[img->channels],
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     size_t stride = (size_t)img->width * (size_t)img->channels;
@@ -374,6 +412,8 @@ dae_status dae_image_encode_png(const dae_image *img, int compression, uint8_t *
     if (compression < -1 || compression > 9)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "PNG: compression level must be -1 to 9 (got %d)",
                         compression);
+    size_t raw = (size_t)img->height * (1 + (size_t)img->width * (size_t)img->channels);
+    if (raw <= DAE_PNG_STORED_MAX) return encode_stored(img, raw, out, out_len, err, errlen);
     png_writer *w = calloc(1, sizeof *w);
     if (w == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "PNG: out of memory");
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, w, png_write_error_cb, png_warning_cb);
@@ -394,38 +434,6 @@ dae_status dae_image_encode_png(const dae_image *img, int compression, uint8_t *
     }
     free(w);
     return st;
-}
-
-/* ------------------------------------------------------------ noise */
-
-void dae_image_to_plane(const dae_image *img, int c, float *plane) {
-    size_t pixels = (size_t)img->width * (size_t)img->height;
-    const uint8_t *px = img->pixels + c;
-    for (size_t i = 0; i < pixels; i++) plane[i] = px[i * (size_t)img->channels] * (1.0f / 255.0f);
-}
-
-void dae_image_from_plane(dae_image *img, int c, const float *plane) {
-    size_t pixels = (size_t)img->width * (size_t)img->height;
-    uint8_t *px = img->pixels + c;
-    for (size_t i = 0; i < pixels; i++) {
-        float v = plane[i] > 0.0f ? (plane[i] < 1.0f ? plane[i] : 1.0f) : 0.0f; /* NaN -> 0 */
-        px[i * (size_t)img->channels] = (uint8_t)(v * 255.0f + 0.5f);
-    }
-}
-
-dae_status dae_image_add_noise(dae_image *img, const dae_noise_spec *spec, uint64_t seed,
-                               char *err, size_t errlen) {
-    size_t pixels = (size_t)img->width * (size_t)img->height;
-    int colours = img->channels == 2 || img->channels == 4 ? img->channels - 1 : img->channels;
-    float *plane = malloc(sizeof(float) * (pixels ? pixels : 1));
-    if (plane == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for noise");
-    for (int c = 0; c < colours; c++) {
-        dae_image_to_plane(img, c, plane);
-        dae_noise_apply(spec, plane, plane, pixels, seed, (uint64_t)c);
-        dae_image_from_plane(img, c, plane);
-    }
-    free(plane);
-    return DAE_OK;
 }
 
 /* ------------------------------------------------------------ files */

@@ -1,5 +1,5 @@
 /* img_codec.h - the per-format decoders behind image.c, internal to
- * libdae: JPEG (libjpeg-turbo), GIF (giflib), and dae's own BMP, PNM and
+ * libdae-io: JPEG (libjpeg-turbo), GIF (giflib), and dae's own BMP, PNM and
  * TGA readers, plus the two helpers they share.
  *
  * Every decoder follows one contract. probe reads the header only and

@@ -1,0 +1,26 @@
+/* dataset.h - images and labels in memory, and a data set of a training
+ * and a test split: what dae_train and dae_evaluate work on.
+ *
+ * Reading them from IDX files (raw or gzip) is io/idx.h's work. */
+#ifndef DAE_DATASET_H
+#define DAE_DATASET_H
+
+#include <stdint.h>
+
+typedef struct { int count, rows, cols; uint8_t *pixels; } dae_idx_images;   /* count*rows*cols bytes, owned */
+typedef struct { int count; uint8_t *labels; } dae_idx_labels;              /* count bytes, owned */
+
+/* A data set: a training and a test split of images with their labels;
+ * each split has as many labels as images, and both splits images of the
+ * same size. */
+typedef struct { dae_idx_images train_images, test_images; dae_idx_labels train_labels, test_labels; } dae_dataset;
+
+/* Release what the structs own and zero them; safe on zeroed structs,
+ * idempotent, NULL allowed. */
+void dae_idx_images_free(dae_idx_images *im);
+void dae_idx_labels_free(dae_idx_labels *l);
+
+/* Releases all four parts of d; safe on a zeroed struct, idempotent. */
+void dae_dataset_free(dae_dataset *d);
+
+#endif
