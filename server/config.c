@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http.h" /* the route list of the usage text */
+
 typedef enum { OPT_STRING, OPT_INT, OPT_SIZE, OPT_LOG } opt_kind;
 
 typedef struct {
@@ -160,17 +162,37 @@ static void default_text(const opt *o, char *buf, size_t len) {
     }
 }
 
+/* Prints "Routes: " and the route table's list (http.c) wrapped between
+ * routes, so that no line passes 96 columns, ending with ".\n". */
+static void usage_routes(FILE *out) {
+    char list[1024];
+    srv_http_route_list(list, sizeof list);
+    int col = fprintf(out, "Routes:");
+    for (const char *p = list; *p != '\0';) {
+        const char *comma = strstr(p, ", ");
+        int len = comma != NULL ? (int)(comma - p) : (int)strlen(p);
+        if (col + 1 + len + 1 > 96) {
+            fputc('\n', out);
+            col = 0;
+        } else {
+            fputc(' ', out);
+            col++;
+        }
+        col += fprintf(out, "%.*s%s", len, p, comma != NULL ? "," : ".\n");
+        p = comma != NULL ? comma + 2 : p + len;
+    }
+}
+
 void srv_config_usage(FILE *out) {
     fprintf(out,
             "usage: dae-server [FLAGS]\n\n"
             "dae-server %s - the dae denoising autoencoder over HTTP: POST an image to /denoise,\n"
-            "get it back denoised as a PNG. Routes: POST /denoise, POST /noise, GET /healthz, /readyz,\n"
-            "/metrics, /models, /models/{name}, POST /models/{name}/activate, DELETE /models/{name},\n"
-            "POST /train, GET /train, /train/{id}, /train/{id}/events, DELETE /train/{id}.\n"
-            "SIGTERM or SIGINT drains and exits 0; SIGHUP rescans --models-dir and its ACTIVE file.\n\n"
-            "Every flag has an environment twin; a flag wins over its variable.\n\n"
-            "flags:\n",
+            "get it back denoised as a PNG.\n",
             DAE_SERVER_VERSION);
+    usage_routes(out);
+    fprintf(out, "SIGTERM or SIGINT drains and exits 0; SIGHUP rescans --models-dir and its ACTIVE file.\n\n"
+                 "Every flag has an environment twin; a flag wins over its variable.\n\n"
+                 "flags:\n");
     for (int i = 0; i < N_OPTS; i++) {
         const opt *o = &OPTS[i];
         char left[64], def[64];

@@ -1,4 +1,4 @@
-/* http.c - the libmicrohttpd daemon: routing, the request state machine,
+/* http.c - the libmicrohttpd daemon: the route table, the request state machine,
  * body collection with limits, dispatch of image jobs with suspend and
  * resume, JSON answers, the access log and the request metrics. */
 #include "http.h"
@@ -43,70 +43,46 @@ struct srv_http {
 
 /* ------------------------------------------------------------ routes */
 
-enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8 };
+/* The routes are the rows of one table, ROUTES (below the handlers):
+ * matching, dispatch, the 405 Allow header, the 404 route list, the admin
+ * check, the draining refusal, the metrics labels and the route list of
+ * `dae-server --help` all read it. A new route is one row and one
+ * handler. */
 
+/* The methods, as bits; METHOD_NAMES[i] is the name of bit i. */
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8, N_METHODS = 4 };
+static const char *const METHOD_NAMES[N_METHODS] = {"GET", "HEAD", "POST", "DELETE"};
+
+/* What the methods of a route need besides their handler. */
+enum {
+    ROUTE_ADMIN = 1,         /* a bearer token, or a loopback client when none is set (auth.h) */
+    ROUTE_UPLOAD = 2,        /* an image upload: an announced body over the limits is refused before it is
+                                read, and the work goes to the inference workers */
+    ROUTE_DRAIN_REFUSES = 4, /* answered 503 "draining" once shutdown began */
+};
+
+typedef struct request request;
+
+/* Answers a request whose head and body are in (the final call). */
+typedef enum MHD_Result (*route_handler)(request *r);
+
+/* Some methods of a route, with their flags and their handler. */
 typedef struct {
-    srv_route_id id;
-    const char *path;   /* the path, {name} and {id} standing for an argument */
-    unsigned methods;
-    const char *allow;  /* the Allow header of a 405 */
+    unsigned methods; /* M_* bits; 0 marks an unused entry */
+    unsigned flags;   /* ROUTE_* */
+    route_handler handler;
+} route_method;
+
+/* One row of the route table. */
+typedef struct {
+    const char *name;       /* the route="..." label of the metrics and the access log */
+    const char *path;       /* "{name}" or "{id}" as a whole segment stands for the route's argument */
+    route_method by[N_METHODS]; /* by method: flags may differ (GET /train is public, POST /train admin) */
 } route;
 
-static const route ROUTES[] = {
-    {SRV_ROUTE_DENOISE, "/denoise", M_POST, "POST"},
-    {SRV_ROUTE_NOISE, "/noise", M_POST, "POST"},
-    {SRV_ROUTE_HEALTHZ, "/healthz", M_GET | M_HEAD, "GET, HEAD"},
-    {SRV_ROUTE_READYZ, "/readyz", M_GET | M_HEAD, "GET, HEAD"},
-    {SRV_ROUTE_METRICS, "/metrics", M_GET | M_HEAD, "GET, HEAD"},
-    {SRV_ROUTE_MODELS, "/models", M_GET | M_HEAD, "GET, HEAD"},
-    {SRV_ROUTE_MODEL, "/models/{name}", M_GET | M_HEAD | M_DELETE, "GET, HEAD, DELETE"},
-    {SRV_ROUTE_MODEL_ACTIVATE, "/models/{name}/activate", M_POST, "POST"},
-    {SRV_ROUTE_TRAIN, "/train", M_GET | M_HEAD | M_POST, "GET, HEAD, POST"},
-    {SRV_ROUTE_TRAIN_JOB, "/train/{id}", M_GET | M_HEAD | M_DELETE, "GET, HEAD, DELETE"},
-    {SRV_ROUTE_TRAIN_EVENTS, "/train/{id}/events", M_GET, "GET"},
-};
-enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
-
-static const char ROUTE_LIST[] = "POST /denoise, POST /noise, GET /healthz, GET /readyz, GET /metrics, GET /models, "
-                                 "GET|DELETE /models/{name}, POST /models/{name}/activate, GET|POST /train, "
-                                 "GET|DELETE /train/{id}, GET /train/{id}/events";
-
-static const route *route_by_id(srv_route_id id) {
-    for (int i = 0; i < N_ROUTES; i++)
-        if (ROUTES[i].id == id) return &ROUTES[i];
-    return NULL;
-}
-
-/* For url = prefix + ARG [+ suffix]: copies ARG into arg and returns the
- * route one (no suffix) or two (the suffix); NULL otherwise. */
-static const route *match_arg(const char *url, const char *prefix, srv_route_id one, const char *suffix,
-                              srv_route_id two, char *arg, size_t arglen) {
-    size_t n = strlen(prefix);
-    if (strncmp(url, prefix, n) != 0 || url[n] == '\0' || url[n] == '/') return NULL;
-    const char *rest = url + n, *slash = strchr(rest, '/');
-    size_t len = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
-    if (slash != NULL && strcmp(slash, suffix) != 0) return NULL;
-    if (len >= arglen) len = arglen - 1;
-    memcpy(arg, rest, len);
-    arg[len] = '\0';
-    return route_by_id(slash != NULL ? two : one);
-}
-
-/* The route of url, or NULL; the {name} or {id} goes into arg. */
-static const route *route_match(const char *url, char *arg, size_t arglen) {
-    arg[0] = '\0';
-    for (int i = 0; i < N_ROUTES; i++)
-        if (strchr(ROUTES[i].path, '{') == NULL && strcmp(url, ROUTES[i].path) == 0) return &ROUTES[i];
-    const route *r = match_arg(url, "/models/", SRV_ROUTE_MODEL, "/activate", SRV_ROUTE_MODEL_ACTIVATE, arg, arglen);
-    if (r == NULL) r = match_arg(url, "/train/", SRV_ROUTE_TRAIN_JOB, "/events", SRV_ROUTE_TRAIN_EVENTS, arg, arglen);
-    return r;
-}
-
 static unsigned method_bit(const char *method) {
-    if (strcmp(method, "GET") == 0) return M_GET;
-    if (strcmp(method, "HEAD") == 0) return M_HEAD;
-    if (strcmp(method, "POST") == 0) return M_POST;
-    if (strcmp(method, "DELETE") == 0) return M_DELETE;
+    for (int i = 0; i < N_METHODS; i++)
+        if (strcmp(method, METHOD_NAMES[i]) == 0) return 1u << i;
     return 0;
 }
 
@@ -114,17 +90,20 @@ static unsigned method_bit(const char *method) {
 
 enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_ANSWERED };
 
-typedef struct {
+struct request {
     srv_http *http;
     struct MHD_Connection *conn;
     void *conn_ctx;         /* the connection's record in the gate */
     double t_start;
     int phase;
     int close;              /* answer with Connection: close */
-    const route *route;
+    const route *route;     /* NULL: no route matched */
+    int route_index;        /* its row in ROUTES, or SRV_ROUTE_UNKNOWN */
+    const route_method *rm; /* the method's entry in the row, once allowed */
     const char *route_arg;  /* points at arg */
     char arg[160];
     unsigned mbit;          /* the method */
+    char allow[32];         /* Allow header of a 405, or "" */
     char location[64];      /* Location header of a 202, or "" */
     char method[16];
     char path[512];       /* for the access log, without the query */
@@ -142,7 +121,7 @@ typedef struct {
     /* The image job. */
     srv_model *model;
     srv_job job;
-} request;
+};
 
 static double now_s(void) {
     struct timespec ts;
@@ -159,6 +138,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     r->http = h;
     r->conn = conn;
     r->t_start = now_s();
+    r->route_index = SRV_ROUTE_UNKNOWN;
     size_t n = strcspn(uri, "?");
     if (n >= sizeof r->path) n = sizeof r->path - 1;
     memcpy(r->path, uri, n);
@@ -180,10 +160,9 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     if (r == NULL) return;
     *con_cls = NULL;
     double dt = now_s() - r->t_start;
-    srv_route_id rid = r->route != NULL ? r->route->id : SRV_ROUTE_UNKNOWN;
     if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && r->status == 0)
         srv_metrics_reject(h->metrics, SRV_REJECT_TIMEOUT);
-    if (r->status != 0) srv_metrics_request(h->metrics, rid, r->status, dt);
+    if (r->status != 0) srv_metrics_request(h->metrics, r->route_index, r->status, dt);
     char remote[INET6_ADDRSTRLEN] = "-";
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (ci != NULL && ci->client_addr != NULL) {
@@ -199,7 +178,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
                 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT   ? "client_abort"
                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
                                                                  : "connection_error";
-    srv_access a = {remote, r->method, r->path, srv_route_name(rid), r->status, r->bytes, dt,
+    srv_access a = {remote, r->method, r->path, r->route != NULL ? r->route->name : "unknown", r->status, r->bytes, dt,
                     r->model != NULL ? r->model->name : NULL, error};
     srv_access_log(h->cfg->log_format, &a);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
@@ -229,14 +208,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 /* Queues a response of len bytes of body (taken over per mode) with
  * content_type and the usual headers; records status and size. */
 static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
-                              enum MHD_ResponseMemoryMode mode, const char *allow) {
+                              enum MHD_ResponseMemoryMode mode) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
     if (resp == NULL) {
         if (mode == MHD_RESPMEM_MUST_FREE) free(body);
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    if (allow != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->allow[0] != '\0') MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
     if (status == 503) {
         char retry[16];
         snprintf(retry, sizeof retry, "%d", r->http->cfg->retry_after_s);
@@ -307,8 +286,7 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     json_escape(body, cap, &n, msg);
     n += (size_t)snprintf(body + n, cap - n, "\"}}\n");
     r->error_code = code;
-    return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE,
-                  status == 405 ? r->route->allow : NULL);
+    return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE);
 }
 
 /* Answers a JSON document (malloc'd; taken over). Strings in it may come
@@ -323,7 +301,7 @@ static enum MHD_Result answer_json(request *r, int status, char *json) {
         if (fixed == NULL) return answer_error(r, 500, "internal_error", "out of memory");
         json = fixed;
     }
-    return answer(r, status, "application/json", json, n, MHD_RESPMEM_MUST_FREE, NULL);
+    return answer(r, status, "application/json", json, n, MHD_RESPMEM_MUST_FREE);
 }
 
 /* Answers 503 "memory_budget" to a request whose next bytes would not fit
@@ -338,19 +316,32 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
                         srv_budget_used(b), b->limit, bytes);
 }
 
+/* Answers 503 "draining" once shutdown began: the dispatcher's answer to
+ * every route flagged ROUTE_DRAIN_REFUSES. An upload refused counts as a
+ * rejection (the rejections count image work turned away). */
+static enum MHD_Result refuse_draining(request *r) {
+    if (r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD)) srv_metrics_reject(r->http->metrics, SRV_REJECT_DRAINING);
+    return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+}
+
 /* ------------------------------------------------------------ GET routes */
 
+static enum MHD_Result get_healthz(request *r) {
+    static char ok[] = "{\"status\":\"ok\"}\n";
+    return answer(r, 200, "application/json", ok, sizeof ok - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+/* GET /readyz: 200 with the default model; 503 without one (and, by its
+ * flag, while draining). */
 static enum MHD_Result get_readyz(request *r) {
     srv_http *h = r->http;
-    if (atomic_load(&h->draining))
-        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
     srv_model *m = srv_registry_acquire(h->registry, NULL);
     if (m == NULL) return answer_error(r, 503, "no_model", "no default model is loaded");
     char body[256];
     int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"model\":\"%s\",\"version\":\"%s\"}\n", m->name,
                      m->version);
     srv_model_release(m);
-    return answer(r, 200, "application/json", body, (size_t)n, MHD_RESPMEM_MUST_COPY, NULL);
+    return answer(r, 200, "application/json", body, (size_t)n, MHD_RESPMEM_MUST_COPY);
 }
 
 static enum MHD_Result get_metrics(request *r) {
@@ -381,7 +372,11 @@ static enum MHD_Result get_metrics(request *r) {
         }
         free(train);
     }
-    return answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, MHD_RESPMEM_MUST_FREE, NULL);
+    return answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result get_models(request *r) {
+    return answer_json(r, 200, srv_registry_list_json(r->http->registry));
 }
 
 static enum MHD_Result get_model(request *r) {
@@ -424,7 +419,7 @@ static enum MHD_Result answer_job(request *r) {
     }
     uint8_t *png = j->png;
     j->png = NULL;
-    return answer(r, 200, "image/png", png, j->png_len, MHD_RESPMEM_MUST_FREE, NULL);
+    return answer(r, 200, "image/png", png, j->png_len, MHD_RESPMEM_MUST_FREE);
 }
 
 /* Parses the /noise parameters into the job. Returns 0, or answers 422. */
@@ -472,16 +467,12 @@ static int noise_params(request *r, enum MHD_Result *ret) {
     return 0;
 }
 
-/* The final call of POST /denoise and /noise: every cheap check, then the
- * job goes to the workers and the connection is suspended. */
-static enum MHD_Result post_image(request *r) {
+/* The final call of POST /denoise (denoise 1) and /noise (0): every
+ * cheap check, then the job goes to the workers and the connection is
+ * suspended. */
+static enum MHD_Result post_image(request *r, int denoise) {
     srv_http *h = r->http;
     const srv_config *cfg = h->cfg;
-    int denoise = r->route->id == SRV_ROUTE_DENOISE;
-    if (atomic_load(&h->draining)) {
-        srv_metrics_reject(h->metrics, SRV_REJECT_DRAINING);
-        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
-    }
     static const char *const denoise_args[] = {"model", NULL};
     static const char *const noise_args[] = {"type", "sigma", "amount", "seed", NULL};
     arg_check ac = {denoise ? denoise_args : noise_args, NULL};
@@ -549,12 +540,11 @@ static enum MHD_Result post_image(request *r) {
     srv_reserve rv = srv_infer_reserve(h->infer, pixels);
     if (rv != SRV_RESERVE_OK) {
         srv_budget_give(budget, need);
-        srv_metrics_reject(h->metrics, rv == SRV_RESERVE_FULL ? SRV_REJECT_QUEUE_FULL : SRV_REJECT_DRAINING);
-        if (rv == SRV_RESERVE_FULL)
-            return answer_error(r, 503, "queue_full",
-                                "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",
-                                cfg->queue_size, cfg->queue_pixels);
-        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+        if (rv != SRV_RESERVE_FULL) return refuse_draining(r); /* shutdown began since the dispatcher looked */
+        srv_metrics_reject(h->metrics, SRV_REJECT_QUEUE_FULL);
+        return answer_error(r, 503, "queue_full",
+                            "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",
+                            cfg->queue_size, cfg->queue_pixels);
     }
     srv_job *j = &r->job;
     j->kind = denoise ? SRV_JOB_DENOISE : SRV_JOB_NOISE;
@@ -573,6 +563,10 @@ static enum MHD_Result post_image(request *r) {
     srv_infer_enqueue(h->infer, j);
     return MHD_YES;
 }
+
+static enum MHD_Result post_denoise(request *r) { return post_image(r, 1); }
+
+static enum MHD_Result post_noise(request *r) { return post_image(r, 0); }
 
 /* ------------------------------------------------------------ the handler */
 
@@ -641,9 +635,9 @@ static enum MHD_Result answer_jobs(request *r, srv_jobs_answer *a) {
     return answer_json(r, a->status, a->json);
 }
 
+/* POST /train: submits a training job; 202 with its Location. */
 static enum MHD_Result post_train(request *r) {
     srv_http *h = r->http;
-    if (atomic_load(&h->draining)) return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
     if (r->too_large)
         return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes",
                             h->cfg->max_body_bytes);
@@ -654,19 +648,49 @@ static enum MHD_Result post_train(request *r) {
     return answer_jobs(r, &a);
 }
 
-static enum MHD_Result model_admin(request *r) {
+/* GET /train: the training jobs. */
+static enum MHD_Result get_train(request *r) {
+    srv_http *h = r->http;
+    if (h->jobs == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
+    return answer_json(r, 200, srv_jobs_list_json(h->jobs));
+}
+
+/* GET /train/{id}: one training job's record. */
+static enum MHD_Result get_train_job(request *r) {
+    srv_http *h = r->http;
+    if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
+    int found = 0;
+    char *json = srv_jobs_get_json(h->jobs, r->route_arg, &found);
+    if (!found)
+        return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
+    return answer_json(r, 200, json);
+}
+
+/* DELETE /train/{id}: cancels a training job. */
+static enum MHD_Result delete_train_job(request *r) {
+    srv_http *h = r->http;
+    if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
+    srv_jobs_answer a;
+    srv_jobs_cancel(h->jobs, r->route_arg, &a);
+    return answer_jobs(r, &a);
+}
+
+/* POST /models/{name}/activate (activate 1) and DELETE /models/{name}
+ * (0): makes the model the default, or removes it from the registry and
+ * the models directory. */
+static enum MHD_Result model_admin(request *r, int activate) {
     srv_http *h = r->http;
     char err[DAE_ERR_LEN + 128] = "";
     const char *name = r->route_arg;
     srv_reg_status st;
     srv_model *before = srv_registry_acquire(h->registry, NULL);
-    if (r->route->id == SRV_ROUTE_MODEL_ACTIVATE) st = srv_registry_activate(h->registry, name, err, sizeof err);
+    if (activate) st = srv_registry_activate(h->registry, name, err, sizeof err);
     else st = srv_registry_remove(h->registry, name, err, sizeof err);
     enum MHD_Result ret;
     switch (st) {
     case SRV_REG_OK: {
         char body[512];
-        if (r->route->id == SRV_ROUTE_MODEL_ACTIVATE) {
+        if (activate) {
             srv_model *m = srv_registry_acquire(h->registry, NULL);
             snprintf(body, sizeof body, "{\"active\":\"%s\",\"version\":\"%s\",\"previous\":\"%s\"}\n",
                      m != NULL ? m->name : "", m != NULL ? m->version : "", before != NULL ? before->name : "");
@@ -674,7 +698,7 @@ static enum MHD_Result model_admin(request *r) {
         } else {
             snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", name);
         }
-        ret = answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY, NULL);
+        ret = answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY);
         break;
     }
     case SRV_REG_NOT_FOUND: ret = answer_error(r, 404, "model_not_found", "%s", err); break;
@@ -685,6 +709,10 @@ static enum MHD_Result model_admin(request *r) {
     srv_model_release(before);
     return ret;
 }
+
+static enum MHD_Result post_activate(request *r) { return model_admin(r, 1); }
+
+static enum MHD_Result delete_model(request *r) { return model_admin(r, 0); }
 
 /* The event stream of GET /train/{id}/events. */
 typedef struct {
@@ -752,43 +780,103 @@ static enum MHD_Result get_events(request *r) {
     return ret;
 }
 
-/* The final call of every route but the image ones. */
-static enum MHD_Result get_route(request *r) {
-    srv_http *h = r->http;
-    int found = 0;
-    char *json;
-    srv_jobs_answer a;
-    switch (r->route->id) {
-    case SRV_ROUTE_MODEL:
-        if (r->mbit == M_DELETE) return model_admin(r);
-        return get_model(r);
-    case SRV_ROUTE_MODEL_ACTIVATE: return model_admin(r);
-    case SRV_ROUTE_TRAIN:
-        if (r->mbit == M_POST) return post_train(r);
-        if (h->jobs == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
-        return answer_json(r, 200, srv_jobs_list_json(h->jobs));
-    case SRV_ROUTE_TRAIN_JOB:
-        if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
-        if (r->mbit == M_DELETE) {
-            srv_jobs_cancel(h->jobs, r->route_arg, &a);
-            return answer_jobs(r, &a);
+/* ------------------------------------------------------------ the route table */
+
+/* Every route, in the order of the metrics' route labels. A request takes
+ * the first row whose path matches; within it, the first entry naming
+ * its method. Adding a route: a row here and its handler above. */
+static const route ROUTES[] = {
+    {"denoise", "/denoise", {{M_POST, ROUTE_UPLOAD | ROUTE_DRAIN_REFUSES, post_denoise}}},
+    {"noise", "/noise", {{M_POST, ROUTE_UPLOAD | ROUTE_DRAIN_REFUSES, post_noise}}},
+    {"healthz", "/healthz", {{M_GET | M_HEAD, 0, get_healthz}}},
+    {"readyz", "/readyz", {{M_GET | M_HEAD, ROUTE_DRAIN_REFUSES, get_readyz}}},
+    {"metrics", "/metrics", {{M_GET | M_HEAD, 0, get_metrics}}},
+    {"models", "/models", {{M_GET | M_HEAD, 0, get_models}}},
+    {"model", "/models/{name}", {{M_GET | M_HEAD, 0, get_model}, {M_DELETE, ROUTE_ADMIN, delete_model}}},
+    {"model_activate", "/models/{name}/activate", {{M_POST, ROUTE_ADMIN, post_activate}}},
+    {"train", "/train", {{M_GET | M_HEAD, 0, get_train}, {M_POST, ROUTE_ADMIN | ROUTE_DRAIN_REFUSES, post_train}}},
+    {"train_job", "/train/{id}", {{M_GET | M_HEAD, 0, get_train_job}, {M_DELETE, ROUTE_ADMIN, delete_train_job}}},
+    {"train_events", "/train/{id}/events", {{M_GET, 0, get_events}}},
+};
+enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
+_Static_assert(N_ROUTES <= SRV_MAX_ROUTES, "the metrics count at most SRV_MAX_ROUTES routes");
+
+/* Whether url matches the pattern path segment by segment: literal
+ * segments exactly, a "{...}" segment any non-empty one, which is copied
+ * into arg (cut to arglen - 1 bytes). */
+static int path_match(const char *path, const char *url, char *arg, size_t arglen) {
+    while (*path != '\0') {
+        if (*path++ != '/' || *url++ != '/') return 0;
+        size_t plen = strcspn(path, "/"), ulen = strcspn(url, "/");
+        if (path[0] == '{') {
+            if (ulen == 0) return 0;
+            size_t n = ulen < arglen ? ulen : arglen - 1;
+            memcpy(arg, url, n);
+            arg[n] = '\0';
+        } else if (plen != ulen || strncmp(path, url, plen) != 0) {
+            return 0;
         }
-        json = srv_jobs_get_json(h->jobs, r->route_arg, &found);
-        if (!found) return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
-        return answer_json(r, 200, json);
-    case SRV_ROUTE_TRAIN_EVENTS: return get_events(r);
-    default: break;
+        path += plen;
+        url += ulen;
     }
-    switch (r->route->id) {
-    case SRV_ROUTE_HEALTHZ: {
-        static char ok[] = "{\"status\":\"ok\"}\n";
-        return answer(r, 200, "application/json", ok, sizeof ok - 1, MHD_RESPMEM_PERSISTENT, NULL);
+    return *url == '\0';
+}
+
+/* The row of url in ROUTES, or -1; the argument goes into arg. */
+static int route_match(const char *url, char *arg, size_t arglen) {
+    for (int i = 0; i < N_ROUTES; i++) {
+        arg[0] = '\0';
+        if (path_match(ROUTES[i].path, url, arg, arglen)) return i;
     }
-    case SRV_ROUTE_READYZ: return get_readyz(r);
-    case SRV_ROUTE_METRICS: return get_metrics(r);
-    case SRV_ROUTE_MODELS: return answer_json(r, 200, srv_registry_list_json(r->http->registry));
-    default: return answer_error(r, 500, "internal_error", "route without a handler");
+    arg[0] = '\0';
+    return -1;
+}
+
+/* The entry of row for the method bit mbit, or NULL (a 405). */
+static const route_method *route_method_of(const route *row, unsigned mbit) {
+    for (int i = 0; i < N_METHODS; i++)
+        if (row->by[i].methods & mbit) return &row->by[i];
+    return NULL;
+}
+
+/* Writes the names of the method bits in methods into out (cap bytes),
+ * in METHOD_NAMES' order, separated by sep; HEAD left out unless
+ * with_head. */
+static void method_names(unsigned methods, int with_head, const char *sep, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < N_METHODS && n < cap; i++) {
+        if (!(methods & (1u << i)) || (!with_head && (1u << i) == M_HEAD)) continue;
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", n > 0 ? sep : "", METHOD_NAMES[i]);
     }
+}
+
+/* Every method bit of row. */
+static unsigned route_methods(const route *row) {
+    unsigned all = 0;
+    for (int i = 0; i < N_METHODS; i++) all |= row->by[i].methods;
+    return all;
+}
+
+void srv_http_route_list(char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < N_ROUTES && n < cap; i++) {
+        char methods[32];
+        method_names(route_methods(&ROUTES[i]), 0, "|", methods, sizeof methods);
+        n += (size_t)snprintf(out + n, cap - n, "%s%s %s", i > 0 ? ", " : "", methods, ROUTES[i].path);
+    }
+}
+
+/* Whether the row's flags turn r away now: the server is draining. */
+static int drain_refuses(const request *r) {
+    return (r->rm->flags & ROUTE_DRAIN_REFUSES) && atomic_load(&r->http->draining);
+}
+
+/* The final call of a request: its handler, or the draining refusal. */
+static enum MHD_Result dispatch(request *r) {
+    if (drain_refuses(r)) return refuse_draining(r);
+    return r->rm->handler(r);
 }
 
 /* What says where a request's body ends. */
@@ -813,7 +901,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 static enum MHD_Result first_call(request *r, const char *url, const char *method) {
     srv_http *h = r->http;
     snprintf(r->method, sizeof r->method, "%s", method);
-    r->route = route_match(url, r->arg, sizeof r->arg);
+    int row = route_match(url, r->arg, sizeof r->arg);
+    if (row >= 0) r->route = &ROUTES[row], r->route_index = row;
     r->route_arg = r->arg;
     r->mbit = method_bit(method);
     /* The gate checked the first head of the connection; later ones on a
@@ -827,15 +916,18 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
         return answer_error(r, 400, "content_length_with_chunked",
                             "the request has both Content-Length and Transfer-Encoding: chunked");
     }
-    if (r->route == NULL)
-        return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, ROUTE_LIST);
-    if ((method_bit(method) & r->route->methods) == 0)
-        return answer_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->route->path, r->route->allow,
-                            method);
+    if (r->route == NULL) {
+        char routes[512];
+        srv_http_route_list(routes, sizeof routes);
+        return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, routes);
+    }
+    r->rm = route_method_of(r->route, r->mbit);
+    if (r->rm == NULL) {
+        method_names(route_methods(r->route), 1, ", ", r->allow, sizeof r->allow);
+        return answer_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->route->path, r->allow, method);
+    }
     /* Admin routes: a bearer token, or a loopback client when none is set. */
-    srv_route_id id = r->route->id;
-    if (id == SRV_ROUTE_MODEL_ACTIVATE || (id == SRV_ROUTE_MODEL && r->mbit == M_DELETE) ||
-        (id == SRV_ROUTE_TRAIN && r->mbit == M_POST) || (id == SRV_ROUTE_TRAIN_JOB && r->mbit == M_DELETE)) {
+    if (r->rm->flags & ROUTE_ADMIN) {
         const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         switch (srv_auth_check(h->cfg->admin_token, auth, ai != NULL ? ai->client_addr : NULL)) {
@@ -851,10 +943,10 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
                                 method, url);
         }
     }
-    /* GET routes answer in the final call: an answer queued now, before
+    /* Other routes answer in the final call: an answer queued now, before
      * the request is complete, would make libmicrohttpd close the
      * connection afterwards. */
-    if (r->route->id != SRV_ROUTE_DENOISE && r->route->id != SRV_ROUTE_NOISE) {
+    if (!(r->rm->flags & ROUTE_UPLOAD)) {
         r->phase = PHASE_BODY;
         return MHD_YES;
     }
@@ -879,10 +971,9 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
             r->cap = (size_t)n;
         }
     }
-    if (atomic_load(&h->draining)) {
-        srv_metrics_reject(h->metrics, SRV_REJECT_DRAINING);
-        return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
-    }
+    /* Refused now, its body is never read; the final call looks again, as
+     * shutdown may begin while the body comes in. */
+    if (drain_refuses(r)) return refuse_draining(r);
     r->phase = PHASE_BODY;
     return MHD_YES;
 }
@@ -912,8 +1003,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         }
         srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_ANSWER); /* the request is complete */
         if (r->over_budget) return refuse_memory(r, (long long)r->discarded);
-        if (r->route->id == SRV_ROUTE_DENOISE || r->route->id == SRV_ROUTE_NOISE) return post_image(r);
-        return get_route(r);
+        return dispatch(r);
     case PHASE_QUEUED:
         return answer_job(r);
     default:
@@ -941,6 +1031,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
         return NULL;
     }
     h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->jobs = jobs;
+    for (int i = 0; i < N_ROUTES; i++) srv_metrics_name_route(metrics, i, ROUTES[i].name);
     /* The gate owns the listening socket and hands libmicrohttpd only
      * connections whose request head is complete and sane (gate.h).
      * libmicrohttpd polls level-triggered: with MHD_USE_EPOLL (edge-

@@ -26,6 +26,11 @@ typedef struct srv_http srv_http;
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
                          srv_jobs *jobs, char *err, size_t errlen);
 
+/* Writes the route table as "POST /denoise, ..., GET|DELETE /train/{id},
+ * ..." into out (cap bytes, cut short if it does not fit): the list of
+ * the 404 message and of `dae-server --help`. */
+void srv_http_route_list(char *out, size_t cap);
+
 /* The port actually bound (useful with port 0). */
 int srv_http_port(const srv_http *h);
 

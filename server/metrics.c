@@ -16,9 +16,6 @@
 #include "config.h"
 #include "registry.h"
 
-static const char *const ROUTE_NAMES[SRV_N_ROUTES] = {
-    "denoise", "noise", "healthz", "readyz", "metrics", "models", "model", "model_activate", "train", "train_job",
-    "train_events", "unknown"};
 static const int STATUSES[SRV_N_STATUSES] = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
 static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining", "body_too_large",
                                                          "too_many_pixels", "timeout", "too_many_connections",
@@ -27,10 +24,6 @@ static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining"
 static const double SECONDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 static const double TILES[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
-
-const char *srv_route_name(srv_route_id route) {
-    return route >= 0 && route < SRV_N_ROUTES ? ROUTE_NAMES[route] : "unknown";
-}
 
 static void hist_init(srv_hist *h, const double *bounds, int n, double unit) {
     h->bounds = bounds;
@@ -41,7 +34,7 @@ static void hist_init(srv_hist *h, const double *bounds, int n, double unit) {
 void srv_metrics_init(srv_metrics *m) {
     memset(m, 0, sizeof *m);
     enum { NS = sizeof SECONDS / sizeof SECONDS[0], NT = sizeof TILES / sizeof TILES[0] };
-    for (int r = 0; r < SRV_N_ROUTES; r++) hist_init(&m->latency[r], SECONDS, NS, 1e-9);
+    for (int r = 0; r <= SRV_MAX_ROUTES; r++) hist_init(&m->latency[r], SECONDS, NS, 1e-9);
     hist_init(&m->queue_wait, SECONDS, NS, 1e-9);
     hist_init(&m->inference, SECONDS, NS, 1e-9);
     hist_init(&m->batch_tiles, TILES, NT, 1);
@@ -59,8 +52,24 @@ void srv_hist_observe(srv_hist *h, double value) {
     atomic_fetch_add_explicit(&h->sum, units > 0 ? (unsigned long long)(units + 0.5) : 0, memory_order_relaxed);
 }
 
-void srv_metrics_request(srv_metrics *m, srv_route_id route, int status, double duration_s) {
-    if (route < 0 || route >= SRV_N_ROUTES) route = SRV_ROUTE_UNKNOWN;
+void srv_metrics_name_route(srv_metrics *m, int route, const char *name) {
+    if (route < 0 || route >= SRV_MAX_ROUTES) return;
+    m->route_names[route] = name;
+    if (route >= m->n_routes) m->n_routes = route + 1;
+}
+
+/* The row of route in the counters: its own, or the last for "unknown". */
+static int route_row(const srv_metrics *m, int route) {
+    return route >= 0 && route < m->n_routes ? route : SRV_MAX_ROUTES;
+}
+
+/* The label value of counter row r. */
+static const char *route_label(const srv_metrics *m, int r) {
+    return r < m->n_routes && m->route_names[r] != NULL ? m->route_names[r] : "unknown";
+}
+
+void srv_metrics_request(srv_metrics *m, int route, int status, double duration_s) {
+    route = route_row(m, route);
     int s = SRV_N_STATUSES;
     for (int i = 0; i < SRV_N_STATUSES; i++)
         if (STATUSES[i] == status) s = i;
@@ -197,19 +206,23 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     if (t.buf == NULL) return NULL;
 
     family(&t, "dae_http_requests_total", "counter", "HTTP requests answered, by route and status.");
-    for (int r = 0; r < SRV_N_ROUTES; r++)
+    /* The routes in the table's order, then "unknown" (i == n_routes). */
+    for (int i = 0; i <= m->n_routes; i++) {
+        int r = route_row(m, i);
         for (int s = 0; s <= SRV_N_STATUSES; s++) {
             unsigned long long v = atomic_load_explicit(&m->requests[r][s], memory_order_relaxed);
             if (v == 0) continue;
             char status[8] = "other";
             if (s < SRV_N_STATUSES) snprintf(status, sizeof status, "%d", STATUSES[s]);
-            out(&t, "dae_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", ROUTE_NAMES[r], status, v);
+            out(&t, "dae_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_label(m, r), status, v);
         }
+    }
     family(&t, "dae_http_request_duration_seconds", "histogram",
            "Time from the request's arrival to its answer, by route.");
-    for (int r = 0; r < SRV_N_ROUTES; r++) {
+    for (int i = 0; i <= m->n_routes; i++) {
+        int r = route_row(m, i);
         char labels[48];
-        snprintf(labels, sizeof labels, "route=\"%s\"", ROUTE_NAMES[r]);
+        snprintf(labels, sizeof labels, "route=\"%s\"", route_label(m, r));
         hist_series(&t, "dae_http_request_duration_seconds", labels, &m->latency[r]);
     }
     family(&t, "dae_http_requests_in_flight", "gauge", "Requests being handled.");

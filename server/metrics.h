@@ -2,7 +2,7 @@
  * (format 0.0.4, checked with `promtool check metrics`).
  *
  * Every label value is fixed: route names come from the route table
- * below, statuses from the short list the server answers with, rejection
+ * (http.c), statuses from the short list the server answers with, rejection
  * reasons from an enum, model names from the registry. Raw paths or ids
  * never become labels. Counters and histograms are lock-free atomics, so
  * any thread records without contention on a lock. */
@@ -12,22 +12,14 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-/* The routes, as labels. */
-typedef enum {
-    SRV_ROUTE_DENOISE,
-    SRV_ROUTE_NOISE,
-    SRV_ROUTE_HEALTHZ,
-    SRV_ROUTE_READYZ,
-    SRV_ROUTE_METRICS,
-    SRV_ROUTE_MODELS,
-    SRV_ROUTE_MODEL,   /* /models/{name} */
-    SRV_ROUTE_MODEL_ACTIVATE, /* /models/{name}/activate */
-    SRV_ROUTE_TRAIN,          /* /train */
-    SRV_ROUTE_TRAIN_JOB,      /* /train/{id} */
-    SRV_ROUTE_TRAIN_EVENTS,   /* /train/{id}/events */
-    SRV_ROUTE_UNKNOWN, /* no route matched (404) */
-    SRV_N_ROUTES
-} srv_route_id;
+/* The routes are the rows of http.c's route table: the metrics count
+ * them by row index, and take their label values from the table
+ * (srv_metrics_name_route). */
+#define SRV_MAX_ROUTES 24
+
+/* The route of a request that matched no route (a 404, or a head the
+ * gate turned away): counted as route="unknown", after every row. */
+#define SRV_ROUTE_UNKNOWN (-1)
 
 /* Why a request was turned away before doing its work. */
 typedef enum {
@@ -40,9 +32,6 @@ typedef enum {
     SRV_REJECT_MEMORY_BUDGET, /* the memory budget could not hold the request */
     SRV_N_REJECTS
 } srv_reject_reason;
-
-/* The label value of a route ("denoise", ...). */
-const char *srv_route_name(srv_route_id route);
 
 /* Largest number of bucket bounds of a histogram. */
 #define SRV_HIST_MAX 20
@@ -59,8 +48,11 @@ typedef struct {
 #define SRV_N_STATUSES 13
 
 typedef struct srv_metrics {
-    atomic_ullong requests[SRV_N_ROUTES][SRV_N_STATUSES + 1];
-    srv_hist latency[SRV_N_ROUTES];
+    const char *route_names[SRV_MAX_ROUTES]; /* label of each route row; static strings */
+    int n_routes;
+    /* Per route row, and the last one for route="unknown". */
+    atomic_ullong requests[SRV_MAX_ROUTES + 1][SRV_N_STATUSES + 1];
+    srv_hist latency[SRV_MAX_ROUTES + 1];
     srv_hist queue_wait, inference, batch_tiles, batch_requests;
     atomic_ullong rejections[SRV_N_REJECTS];
     atomic_ullong images_denoised, pixels_denoised, tiles_denoised, images_noised;
@@ -79,12 +71,17 @@ typedef struct {
     long long memory_peak;      /* most bytes of it held at once */
 } srv_metrics_gauges;
 
-/* Initialises m (all zero, the histograms' buckets set). */
+/* Initialises m (all zero, the histograms' buckets set, no routes named). */
 void srv_metrics_init(srv_metrics *m);
 
-/* Counts one answered request of route with HTTP status, taking
- * duration_s. */
-void srv_metrics_request(srv_metrics *m, srv_route_id route, int status, double duration_s);
+/* Gives route row index route (0 <= route < SRV_MAX_ROUTES) the label
+ * value name (a static string); the rows are rendered in index order,
+ * each named one up to the highest. Call before any thread records. */
+void srv_metrics_name_route(srv_metrics *m, int route, const char *name);
+
+/* Counts one answered request of route (a row index, or
+ * SRV_ROUTE_UNKNOWN) with HTTP status, taking duration_s. */
+void srv_metrics_request(srv_metrics *m, int route, int status, double duration_s);
 
 void srv_metrics_reject(srv_metrics *m, srv_reject_reason reason);
 
