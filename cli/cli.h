@@ -41,10 +41,6 @@ const char *cli_data_dir(const char *flag);
  * when the files are missing or malformed. */
 int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_dataset *out);
 
-/* Loads a model from a weights file or a training checkpoint (told apart
- * by the "format" metadata). On failure m is zeroed and err names path. */
-dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errlen);
-
 /* The model path of the commands that have a default model: flag, else
  * $DAE_MODEL, else CLI_DEFAULT_MODEL. */
 const char *cli_model_path(const char *flag);

@@ -62,7 +62,7 @@ int cmd_eval(int argc, char **argv) {
     for (int p = 0; p < 2; p++) dae_noise_format(&protos[p].noise, protos[p].noise_text, sizeof protos[p].noise_text);
 
     dae_model m;
-    if (cli_load_model(model_path, &m, err, sizeof err) != DAE_OK) return cli_error(NAME, "%s", err);
+    if (dae_model_open(model_path, &m, NULL, err, sizeof err) != DAE_OK) return cli_error(NAME, "%s", err);
     dae_dataset data;
     rc = cli_load_dataset(NAME, data_dir, dataset, &data);
     if (rc != 0) {

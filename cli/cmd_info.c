@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "safetensors.h"
 
 static const char NAME[] = "info";
 
@@ -45,23 +44,12 @@ int cmd_info(int argc, char **argv) {
     if (rc != CLI_CONTINUE) return rc;
     const char *path = pos[0];
     char err[DAE_ERR_LEN] = "";
-    dae_st_file f = {0};
-    if (dae_st_load(path, &f, err, sizeof err) != DAE_OK) return cli_error(NAME, "%s", err);
-    dae_model m = {0};
-    const char *format = dae_st_meta(&f, "format");
-    int checkpoint = format != NULL && strcmp(format, "dae-checkpoint-1") == 0;
-    if (checkpoint) {
-        dae_train_state s;
-        dae_status st = dae_checkpoint_load(path, &m, &s, err, sizeof err);
-        if (st != DAE_OK) {
-            dae_st_free(&f);
-            return cli_error(NAME, "%s", err);
-        }
-        dae_train_state_free(&s);
-    } else if (dae_model_from_safetensors(&m, &f, err, sizeof err) != DAE_OK) {
-        dae_st_free(&f);
-        return cli_error(NAME, "%s: %s", path, err);
-    }
+    dae_model m;
+    dae_model_info info;
+    if (dae_model_open(path, &m, &info, err, sizeof err) != DAE_OK) return cli_error(NAME, "%s", err);
+    const dae_st_file *f = &info.meta;
+    const char *format = dae_st_meta(f, "format");
+    int checkpoint = info.kind == DAE_MODEL_FILE_CHECKPOINT;
 
     printf("file        %s\n", path);
     printf("kind        %s (%s)\n", checkpoint ? "training checkpoint" : "weights",
@@ -91,14 +79,14 @@ int cmd_info(int argc, char **argv) {
             printf("  %-11s %-17s %-10s -> %s\n", l->name, kind_name(l->kind), in, out);
     }
     printf("metadata\n");
-    if (f.n_meta == 0) printf("  (none)\n");
+    if (f->n_meta == 0) printf("  (none)\n");
     /* The architecture spec, long and already shown above, goes last. */
     for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < f.n_meta; i++) {
-            int is_arch = strcmp(f.meta_keys[i], "architecture") == 0;
-            if (is_arch == (pass == 1)) printf("  %-15s %s\n", f.meta_keys[i], f.meta_values[i]);
+        for (int i = 0; i < f->n_meta; i++) {
+            int is_arch = strcmp(f->meta_keys[i], "architecture") == 0;
+            if (is_arch == (pass == 1)) printf("  %-15s %s\n", f->meta_keys[i], f->meta_values[i]);
         }
-    dae_st_free(&f);
+    dae_st_free(&info.meta);
     dae_model_free(&m);
     if (fflush(stdout) != 0) return cli_error(NAME, "cannot write to standard output");
     return 0;

@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "fileio.h"
 #include "plot.h"
 
@@ -55,12 +55,6 @@ typedef struct {
     const dae_train_state *state;
     char checkpoint_err[DAE_ERR_LEN];
 } train_ui;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Formats seconds as h:mm:ss or m:ss. */
 static void format_duration(char *buf, size_t len, double s) {
@@ -109,7 +103,7 @@ static void on_progress(const dae_train_progress *p, void *user) {
         else ui->steps = grown, ui->cap_steps = cap;
     }
     if (ui->n_steps < ui->cap_steps) ui->steps[ui->n_steps++] = (step_point){p->total_steps, (float)p->loss};
-    double now = now_s();
+    double now = dae_now_s();
     if (!p->epoch_done) {
         if (ui->tty && now - ui->last_draw >= 0.1) {
             draw_bar(ui, p);
@@ -320,9 +314,9 @@ int cmd_train(int argc, char **argv) {
     atomic_store(&cancel_flag, 0);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    double start = now_s();
+    double start = dae_now_s();
     dae_status st = dae_train(&m, &state, &data, &cfg, err, sizeof err);
-    double seconds = now_s() - start;
+    double seconds = dae_now_s() - start;
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (ui.bar_shown) fputs("\r\033[K", stderr);

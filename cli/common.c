@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "gemm.h"
-#include "safetensors.h"
 
 const char *cli_data_dir(const char *flag) {
     if (flag != NULL) return flag;
@@ -29,26 +28,6 @@ int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_da
     return 0;
 }
 
-dae_status cli_load_model(const char *path, dae_model *m, char *err, size_t errlen) {
-    memset(m, 0, sizeof *m);
-    dae_st_file f = {0};
-    dae_status st = dae_st_load(path, &f, err, errlen);
-    if (st != DAE_OK) return st;
-    const char *format = dae_st_meta(&f, "format");
-    if (format != NULL && strcmp(format, "dae-checkpoint-1") == 0) {
-        dae_st_free(&f);
-        dae_train_state s;
-        st = dae_checkpoint_load(path, m, &s, err, errlen);
-        if (st == DAE_OK) dae_train_state_free(&s);
-        return st;
-    }
-    char detail[DAE_ERR_LEN] = "";
-    st = dae_model_from_safetensors(m, &f, detail, sizeof detail);
-    dae_st_free(&f);
-    if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
-    return DAE_OK;
-}
-
 int cli_open_model(const char *cmd, const char *flag, dae_model *m) {
     const char *path = cli_model_path(flag);
     char err[DAE_ERR_LEN] = "";
@@ -56,7 +35,7 @@ int cli_open_model(const char *cmd, const char *flag, dae_model *m) {
         memset(m, 0, sizeof *m);
         return cli_error(cmd, "%s: no such model file (pass --model FILE or set DAE_MODEL)", path);
     }
-    if (cli_load_model(path, m, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
+    if (dae_model_open(path, m, NULL, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
     return 0;
 }
 

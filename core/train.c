@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "gemm.h"
 #include "rng.h"
 
@@ -24,12 +25,6 @@ enum { MAX_THREADS = 64, MAX_BATCH = 65536 };
 int dae_online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 void dae_train_config_default(dae_train_config *cfg) {
@@ -222,7 +217,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
     p.epochs = cfg->epochs;
     p.steps_per_epoch = (n_train + batch - 1) / batch;
     int every = cfg->progress_every > 0 ? cfg->progress_every : 1;
-    double start = now_s();
+    double start = dae_now_s();
     long images_done = 0;
     for (int epoch = s->epochs_done; epoch < cfg->epochs && st == DAE_OK; epoch++) {
         shuffle(order, n_train, cfg->seed, epoch);
@@ -249,7 +244,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
             p.step = step + 1;
             p.total_steps = s->adam.step;
             p.epoch_loss = loss_sum / (double)p.step;
-            p.elapsed_s = now_s() - start;
+            p.elapsed_s = dae_now_s() - start;
             p.images_per_s = images_done / (p.elapsed_s > 0 ? p.elapsed_s : 1e-9);
             if (cfg->progress != NULL && p.step < p.steps_per_epoch && p.step % every == 0)
                 cfg->progress(&p, cfg->user);
@@ -267,7 +262,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
             p.test_psnr = dae_quality_psnr(&q);
             p.test_ssim = dae_quality_ssim(&q);
         }
-        p.elapsed_s = now_s() - start;
+        p.elapsed_s = dae_now_s() - start;
         if (cfg->progress != NULL && st == DAE_OK) cfg->progress(&p, cfg->user);
     }
     dae_pool_free(pool);

@@ -55,6 +55,10 @@ int dae_write_all(int fd, const void *data, size_t len) {
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return -1;
+        if (n == 0) { /* no progress: give up rather than spin */
+            errno = EIO;
+            return -1;
+        }
         p += n;
         len -= (size_t)n;
     }

@@ -30,7 +30,7 @@ dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, 
 dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
 /* Writes all of len bytes to fd, retrying short writes and EINTR. Returns
- * 0, or -1 with errno set. */
+ * 0, or -1 with errno set (EIO when write makes no progress). */
 int dae_write_all(int fd, const void *data, size_t len);
 
 /* The pid in a temporary name made by the atomic writes ("...tmp.<pid>.X"),

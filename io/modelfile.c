@@ -1,12 +1,14 @@
 /* modelfile.c - model weights and training checkpoints as safetensors
  * files: the engine's named tensors (model.h) written with dae_st_save and
- * read back with dae_st_load. */
+ * read back with dae_st_load, and the one loader that accepts either kind. */
 #include "modelfile.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "safetensors.h"
 
 /* ------------------------------------------------------------ weights */
@@ -78,6 +80,36 @@ static int meta_long(const dae_st_file *f, const char *key, long *out) {
     return 1;
 }
 
+/* Builds m and s from a parsed checkpoint; detail says what is wrong
+ * (without the path). On failure both are freed and zeroed. */
+static dae_status checkpoint_from_st(const dae_st_file *f, dae_model *m, dae_train_state *s, char *detail,
+                                     size_t detail_len) {
+    dae_status st = DAE_OK;
+    memset(m, 0, sizeof *m);
+    memset(s, 0, sizeof *s);
+    const char *format = dae_st_meta(f, "format");
+    const char *spec = dae_st_meta(f, "architecture");
+    long step = 0, epochs = 0;
+    if (format == NULL || strcmp(format, "dae-checkpoint-1") != 0 || spec == NULL ||
+        !meta_long(f, "adam_step", &step) || !meta_long(f, "epochs_done", &epochs) || epochs > 100000) {
+        st = dae_fail(detail, detail_len, DAE_ERR_FORMAT,
+                      "not a dae checkpoint (needs format, architecture, adam_step and epochs_done metadata)");
+    }
+    if (st == DAE_OK) st = dae_model_init(m, spec, detail, detail_len);
+    if (st == DAE_OK) st = dae_adam_init(&s->adam, m->n_params, 1e-3f, 0.0f, detail, detail_len);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, f, "model.", m->params, detail, detail_len);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, f, "adam.exp_avg.", s->adam.m, detail, detail_len);
+    if (st == DAE_OK) st = dae_model_read_tensors(m, f, "adam.exp_avg_sq.", s->adam.v, detail, detail_len);
+    if (st != DAE_OK) {
+        dae_train_state_free(s);
+        dae_model_free(m);
+        return st;
+    }
+    s->adam.step = step;
+    s->epochs_done = (int)epochs;
+    return DAE_OK;
+}
+
 dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
                                char *err, size_t errlen) {
     dae_st_file f = {0};
@@ -86,26 +118,55 @@ dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *
     memset(s, 0, sizeof *s);
     dae_status st = dae_st_load(path, &f, err, errlen);
     if (st != DAE_OK) return st;
-    const char *format = dae_st_meta(&f, "format");
-    const char *spec = dae_st_meta(&f, "architecture");
-    long step = 0, epochs = 0;
-    if (format == NULL || strcmp(format, "dae-checkpoint-1") != 0 || spec == NULL ||
-        !meta_long(&f, "adam_step", &step) || !meta_long(&f, "epochs_done", &epochs) || epochs > 100000) {
-        st = dae_fail(detail, sizeof detail, DAE_ERR_FORMAT,
-                      "not a dae checkpoint (needs format, architecture, adam_step and epochs_done metadata)");
-    }
-    if (st == DAE_OK) st = dae_model_init(m, spec, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_adam_init(&s->adam, m->n_params, 1e-3f, 0.0f, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "model.", m->params, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg.", s->adam.m, detail, sizeof detail);
-    if (st == DAE_OK) st = dae_model_read_tensors(m, &f, "adam.exp_avg_sq.", s->adam.v, detail, sizeof detail);
+    st = checkpoint_from_st(&f, m, s, detail, sizeof detail);
     dae_st_free(&f);
-    if (st != DAE_OK) {
-        dae_train_state_free(s);
-        dae_model_free(m);
-        return dae_fail(err, errlen, st, "%s: %s", path, detail);
-    }
-    s->adam.step = step;
-    s->epochs_done = (int)epochs;
+    if (st != DAE_OK) return dae_fail(err, errlen, st, "%s: %s", path, detail);
     return DAE_OK;
+}
+
+/* ------------------------------------------------------------ either kind */
+
+dae_status dae_model_parse(const uint8_t *buf, size_t len, const char *name, dae_model *m, dae_model_info *info,
+                           char *err, size_t errlen) {
+    dae_st_file f = {0};
+    char detail[DAE_ERR_LEN] = "";
+    memset(m, 0, sizeof *m);
+    if (info != NULL) memset(info, 0, sizeof *info);
+    dae_status st = dae_st_parse_named(buf, len, name, &f, err, errlen);
+    if (st != DAE_OK) return st;
+    const char *format = dae_st_meta(&f, "format");
+    int checkpoint = format != NULL && strcmp(format, "dae-checkpoint-1") == 0;
+    if (checkpoint) {
+        dae_train_state s;
+        st = checkpoint_from_st(&f, m, &s, detail, sizeof detail);
+        if (st == DAE_OK) dae_train_state_free(&s);
+    } else {
+        st = dae_model_from_safetensors(m, &f, detail, sizeof detail);
+    }
+    if (st != DAE_OK) {
+        dae_st_free(&f);
+        return dae_fail(err, errlen, st, "%s: %s", name, detail);
+    }
+    if (info != NULL) {
+        /* The metadata moves from f to info: no copy. */
+        info->kind = checkpoint ? DAE_MODEL_FILE_CHECKPOINT : DAE_MODEL_FILE_WEIGHTS;
+        info->meta.meta_keys = f.meta_keys, info->meta.meta_values = f.meta_values;
+        info->meta.n_meta = f.n_meta;
+        f.meta_keys = f.meta_values = NULL;
+        f.n_meta = 0;
+    }
+    dae_st_free(&f);
+    return DAE_OK;
+}
+
+dae_status dae_model_open(const char *path, dae_model *m, dae_model_info *info, char *err, size_t errlen) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    memset(m, 0, sizeof *m);
+    if (info != NULL) memset(info, 0, sizeof *info);
+    dae_status st = dae_file_read(path, SIZE_MAX - 1, &buf, &len, err, errlen);
+    if (st != DAE_OK) return st;
+    st = dae_model_parse(buf, len, path, m, info, err, errlen);
+    free(buf);
+    return st;
 }

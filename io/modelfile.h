@@ -11,9 +11,11 @@
 #define DAE_MODELFILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dae_status.h"
 #include "model.h"
+#include "tensors.h"
 #include "train.h"
 
 /* Writes the parameters as safetensors with the PyTorch state_dict names,
@@ -36,5 +38,28 @@ dae_status dae_checkpoint_save(const char *path, const dae_model *m, const dae_t
                                char *err, size_t errlen);
 dae_status dae_checkpoint_load(const char *path, dae_model *m, dae_train_state *s,
                                char *err, size_t errlen);
+
+/* ------------------------------------------------------------ either kind */
+
+/* What a model file holds besides the network: its kind and its metadata. */
+typedef enum { DAE_MODEL_FILE_WEIGHTS, DAE_MODEL_FILE_CHECKPOINT } dae_model_file_kind;
+
+typedef struct {
+    dae_model_file_kind kind;
+    dae_st_file meta; /* the file's __metadata__ only (no tensors); release with dae_st_free */
+} dae_model_info;
+
+/* Builds *m from the bytes of a weights file or of a training checkpoint
+ * (told apart by the "format" metadata; a checkpoint's Adam state is
+ * checked and dropped). name (the path) begins every message. When info
+ * is not NULL it receives the kind and the metadata (read it with
+ * dae_st_meta, release it with dae_st_free(&info->meta)). On failure *m
+ * and *info are zeroed. */
+dae_status dae_model_parse(const uint8_t *buf, size_t len, const char *name, dae_model *m, dae_model_info *info,
+                           char *err, size_t errlen);
+
+/* dae_file_read + dae_model_parse: the one loader of the front ends, which
+ * reads the file at path once whichever kind it is. */
+dae_status dae_model_open(const char *path, dae_model *m, dae_model_info *info, char *err, size_t errlen);
 
 #endif

@@ -538,6 +538,11 @@ dae_status dae_st_parse(const uint8_t *buf, size_t len, dae_st_file *out, char *
     return parse_labelled(buf, len, out, "safetensors", err, errlen);
 }
 
+dae_status dae_st_parse_named(const uint8_t *buf, size_t len, const char *name, dae_st_file *out, char *err,
+                              size_t errlen) {
+    return parse_labelled(buf, len, out, name != NULL ? name : "safetensors", err, errlen);
+}
+
 dae_status dae_st_load(const char *path, dae_st_file *out, char *err, size_t errlen) {
     if (out != NULL) memset(out, 0, sizeof *out);
     if (path == NULL || out == NULL)

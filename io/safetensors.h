@@ -36,6 +36,11 @@
  * allocation fails. */
 dae_status dae_st_parse(const uint8_t *buf, size_t len, dae_st_file *out, char *err, size_t errlen);
 
+/* Parses as dae_st_parse() does, with messages that begin with name
+ * (the path the bytes came from) instead of "safetensors". */
+dae_status dae_st_parse_named(const uint8_t *buf, size_t len, const char *name, dae_st_file *out, char *err,
+                              size_t errlen);
+
 /* Reads the file at path and parses it as dae_st_parse() does. Messages
  * name the path. Returns DAE_ERR_IO when the file cannot be opened or read. */
 dae_status dae_st_load(const char *path, dae_st_file *out, char *err, size_t errlen);

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Connections answered and closing (lingering for the client to read the
@@ -34,12 +35,6 @@
 #define CLOSING_DISCARD_MAX (256 * 1024)
 /* How often the watchdog looks at the connections libmicrohttpd holds. */
 #define WATCH_PERIOD_MS 100
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------ records */
 
@@ -161,7 +156,7 @@ static void answer_pending(srv_gate *g, pending *p, int status, const char *code
         ssize_t sent = send(p->fd, out, (size_t)on, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)sent; /* an empty send buffer takes it whole; a client that left does not need it */
     }
-    double now = now_s();
+    double now = dae_now_s();
     srv_metrics_request(g->metrics, SRV_ROUTE_UNKNOWN, status, now - p->t_accept);
     if (status == 408) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
     if (status == 503) srv_metrics_reject(g->metrics, SRV_REJECT_CONNECTIONS);
@@ -256,7 +251,7 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
         rec_unlink(g, stale);
         free(stale);
     }
-    double now = now_s();
+    double now = dae_now_s();
     r->fd = p->fd;
     r->id = ++g->next_id;
     r->phase = SRV_CONN_HEAD;
@@ -339,7 +334,7 @@ static void accept_all(srv_gate *g) {
             return;
         }
         p->fd = fd;
-        p->t_accept = now_s();
+        p->t_accept = dae_now_s();
         if (g->heads.n >= g->cfg->max_connections) {
             answer_pending(g, g->heads.head, 503, "too_many_connections",
                            "the server holds too many connections that are still sending their request head; "
@@ -363,7 +358,7 @@ static void *gate_main(void *arg) {
     srv_gate *g = arg;
     struct epoll_event evs[64];
     while (!atomic_load(&g->stop)) {
-        double now = now_s(), next = now + 1.0;
+        double now = dae_now_s(), next = now + 1.0;
         if (g->heads.head != NULL && g->heads.head->t_accept + g->cfg->header_timeout_s < next)
             next = g->heads.head->t_accept + g->cfg->header_timeout_s;
         if (g->closing.head != NULL && g->closing.head->t_accept < next) next = g->closing.head->t_accept;
@@ -388,7 +383,7 @@ static void *gate_main(void *arg) {
                 else examine(g, p, evs[i].events);
             }
         }
-        now = now_s();
+        now = dae_now_s();
         while (g->heads.head != NULL && now - g->heads.head->t_accept > g->cfg->header_timeout_s) {
             char msg[128];
             snprintf(msg, sizeof msg, "the request head did not arrive within %d s", g->cfg->header_timeout_s);
@@ -448,7 +443,7 @@ static void *watchdog_main(void *arg) {
         }
         if (n == 0) continue;
         if (poll(fds, n, 0) < 0) continue;
-        double now = now_s();
+        double now = dae_now_s();
         for (size_t i = 0; i < n; i++) {
             conn_rec *r = who[i];
             short rev = fds[i].revents;
@@ -525,7 +520,7 @@ void srv_gate_conn_closed(srv_gate *g, void **socket_context) {
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
     conn_rec *r = ctx;
     if (r == NULL) return;
-    double now = now_s();
+    double now = dae_now_s();
     pthread_mutex_lock(&g->mu);
     if (phase == SRV_CONN_IDLE) r->t_idle = now;
     r->phase = phase;
@@ -544,7 +539,7 @@ unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(vo
         r->kick = kick;
         r->kick_arg = arg;
         r->phase = SRV_CONN_STREAM;
-        r->t_phase = now_s();
+        r->t_phase = dae_now_s();
         r->t_unwritable = 0;
         token = r->id;
     }

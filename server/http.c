@@ -13,12 +13,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "auth.h"
+#include "clock.h"
 #include "gate.h"
 #include "log.h"
 #include "multipart.h"
@@ -123,12 +123,6 @@ struct request {
     srv_job job;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
  * request's context, so its time counts from here. */
 static void *on_request_start(void *cls, const char *uri, struct MHD_Connection *conn) {
@@ -137,7 +131,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     if (r == NULL) return NULL;
     r->http = h;
     r->conn = conn;
-    r->t_start = now_s();
+    r->t_start = dae_now_s();
     r->route_index = SRV_ROUTE_UNKNOWN;
     size_t n = strcspn(uri, "?");
     if (n >= sizeof r->path) n = sizeof r->path - 1;
@@ -159,7 +153,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     request *r = *con_cls;
     if (r == NULL) return;
     *con_cls = NULL;
-    double dt = now_s() - r->t_start;
+    double dt = dae_now_s() - r->t_start;
     if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && r->status == 0)
         srv_metrics_reject(h->metrics, SRV_REJECT_TIMEOUT);
     if (r->status != 0) srv_metrics_request(h->metrics, r->route_index, r->status, dt);
@@ -237,38 +231,6 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
     return ret;
 }
 
-/* Appends s to out (room for cap bytes, *n used) escaped for a JSON
- * string; stops short of overflowing, never inside a character. Bytes
- * that are not well-formed UTF-8 (s may hold request or file bytes)
- * become U+FFFD, so the result is always valid UTF-8. */
-static void json_escape(char *out, size_t cap, size_t *n, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
-    size_t left = strlen(s);
-    while (left > 0 && *n + 7 < cap) {
-        unsigned char c = *p;
-        size_t k = srv_utf8_seq(p, left);
-        if (k == 0) {
-            memcpy(out + *n, "\xef\xbf\xbd", 3);
-            *n += 3;
-            k = 1;
-        } else if (c == '"' || c == '\\') {
-            out[(*n)++] = '\\';
-            out[(*n)++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(out + *n, "\\u00", 4);
-            *n += 4;
-            out[(*n)++] = hex[c >> 4];
-            out[(*n)++] = hex[c & 15];
-        } else {
-            memcpy(out + *n, p, k); /* at most 4 bytes: fits the 7 left */
-            *n += k;
-        }
-        p += k;
-        left -= k;
-    }
-}
-
 /* The one function that produces every error reply:
  * {"error":{"status":N,"code":"...","message":"..."}}. */
 static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...)
@@ -283,7 +245,7 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     char *body = malloc(cap);
     if (body == NULL) return MHD_NO;
     n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
-    json_escape(body, cap, &n, msg);
+    srv_json_escape(body, cap, &n, msg);
     n += (size_t)snprintf(body + n, cap - n, "\"}}\n");
     r->error_code = code;
     return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE);
@@ -575,7 +537,7 @@ static enum MHD_Result post_noise(request *r) { return post_image(r, 0); }
  * keeps sending far past the limit or for too long. */
 static enum MHD_Result take_body(request *r, const char *data, size_t n) {
     const srv_config *cfg = r->http->cfg;
-    if (now_s() - r->t_start > cfg->body_timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
+    if (dae_now_s() - r->t_start > cfg->body_timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
     size_t max = (size_t)cfg->max_body_bytes;
     if (r->over_budget) { /* refused for memory: read on and drop, up to the body limit and then some */
         r->discarded += n;

@@ -21,6 +21,7 @@
 #include <cJSON.h>
 #include <microhttpd.h>
 
+#include "clock.h"
 #include "fileio.h"
 #include "idx.h"
 #include "log.h"
@@ -107,12 +108,6 @@ struct srv_jobs {
     int cur_epoch;
     double cur_loss, cur_images_per_s;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void fail_answer(srv_jobs_answer *a, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -815,7 +810,7 @@ static void remove_stale_temps(const char *dir) {
 /* Marks a change of jb and wakes its streams (lock held). */
 static void notify(srv_jobs *js, job *jb) {
     jb->version++;
-    jb->last_notify = now_s();
+    jb->last_notify = dae_now_s();
     srv_job_stream **p = &js->waiters;
     while (*p != NULL) {
         srv_job_stream *s = *p;
@@ -988,7 +983,7 @@ static void on_progress(const dae_train_progress *p, void *user) {
         if (jb->n_history < p->epoch) jb->n_history = p->epoch;
         job_persist(js, jb);
     }
-    if (p->epoch_done || now_s() - jb->last_notify >= NOTIFY_EVERY_S) notify(js, jb);
+    if (p->epoch_done || dae_now_s() - jb->last_notify >= NOTIFY_EVERY_S) notify(js, jb);
     pthread_mutex_unlock(&js->mu);
 }
 
@@ -1052,9 +1047,9 @@ static job_state run_job(srv_jobs *js, job *jb, char *error, size_t errlen) {
         snprintf(error, errlen, "%s", err);
         goto done;
     }
-    double t0 = now_s();
+    double t0 = dae_now_s();
     st = dae_train(&m, &state, &data, &tc, err, sizeof err);
-    double seconds = now_s() - t0;
+    double seconds = dae_now_s() - t0;
     if (st == DAE_ERR_CANCELLED) {
         result = ST_CANCELLED;
         goto done;

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "fileio.h"
+#include "utf8.h"
 
 void srv_utc_now(char *buf, size_t len) {
     struct timeval tv;
@@ -15,17 +17,6 @@ void srv_utc_now(char *buf, size_t len) {
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
-}
-
-/* Writes all of buf to fd, retrying short writes; errors are dropped (a
- * log must never stop the server). */
-static void write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n <= 0) return;
-        buf += n;
-        len -= (size_t)n;
-    }
 }
 
 void srv_log(const char *fmt, ...) {
@@ -39,27 +30,19 @@ void srv_log(const char *fmt, ...) {
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2) len = sizeof line - 2;
     line[len++] = '\n';
-    write_all(2, line, len);
+    (void)dae_write_all(2, line, len); /* a log must never stop the server */
 }
 
-/* Appends s to buf (room for cap bytes, *used so far), escaped for a JSON
- * string (json) or as printable ASCII with \xNN for the rest (text, where
- * a space would also split the field). Truncates quietly at cap. */
-static void put_escaped(char *buf, size_t cap, size_t *used, const char *s, int json) {
+/* Appends s to buf (room for cap bytes, *used so far) as printable ASCII
+ * with \xNN for the rest, and for a space or a backslash, which would
+ * split or blur the field. Truncates quietly at cap. */
+static void put_escaped(char *buf, size_t cap, size_t *used, const char *s) {
     static const char hex[] = "0123456789abcdef";
     for (; *s != '\0' && *used + 8 < cap; s++) {
         unsigned char c = (unsigned char)*s;
-        if (json && (c == '"' || c == '\\')) {
+        if (c < 0x20 || c >= 0x7f || c == ' ' || c == '\\') {
             buf[(*used)++] = '\\';
-            buf[(*used)++] = (char)c;
-        } else if (c < 0x20 || c >= 0x7f || (!json && (c == ' ' || c == '\\'))) {
-            if (json) {
-                memcpy(buf + *used, "\\u00", 4);
-                *used += 4;
-            } else {
-                buf[(*used)++] = '\\';
-                buf[(*used)++] = 'x';
-            }
+            buf[(*used)++] = 'x';
             buf[(*used)++] = hex[c >> 4];
             buf[(*used)++] = hex[c & 15];
         } else {
@@ -87,11 +70,11 @@ void srv_access_log(srv_log_format format, const srv_access *a) {
     int json = format == SRV_LOG_JSON;
     if (json) {
         put(line, cap, &used, "{\"time\":\"%s\",\"remote\":\"", ts);
-        put_escaped(line, cap, &used, a->remote, 1);
+        srv_json_escape(line, cap, &used, a->remote);
         put(line, cap, &used, "\",\"method\":\"");
-        put_escaped(line, cap, &used, a->method, 1);
+        srv_json_escape(line, cap, &used, a->method);
         put(line, cap, &used, "\",\"path\":\"");
-        put_escaped(line, cap, &used, a->path, 1);
+        srv_json_escape(line, cap, &used, a->path);
         put(line, cap, &used, "\",\"route\":\"%s\",\"status\":%d,\"bytes\":%zu,\"duration_ms\":%.3f", a->route,
             a->status, a->bytes, a->duration_s * 1e3);
         if (a->model != NULL) put(line, cap, &used, ",\"model\":\"%s\"", a->model);
@@ -99,16 +82,16 @@ void srv_access_log(srv_log_format format, const srv_access *a) {
         put(line, cap, &used, "}");
     } else {
         put(line, cap, &used, "%s ", ts);
-        put_escaped(line, cap, &used, a->remote, 0);
+        put_escaped(line, cap, &used, a->remote);
         put(line, cap, &used, " ");
-        put_escaped(line, cap, &used, a->method, 0);
+        put_escaped(line, cap, &used, a->method);
         put(line, cap, &used, " ");
-        put_escaped(line, cap, &used, a->path, 0);
+        put_escaped(line, cap, &used, a->path);
         put(line, cap, &used, " route=%s status=%d bytes=%zu duration_ms=%.3f", a->route, a->status, a->bytes,
             a->duration_s * 1e3);
         if (a->model != NULL) put(line, cap, &used, " model=%s", a->model);
         if (a->error != NULL) put(line, cap, &used, " error=%s", a->error);
     }
     line[used++] = '\n';
-    write_all(1, line, used);
+    (void)dae_write_all(1, line, used);
 }

@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "budget.h"
+#include "clock.h"
 #include "config.h"
 #include "http.h"
 #include "inference.h"
@@ -30,12 +30,6 @@
 #define STOP_GRACE_S 0.8
 /* Of which the 503s of requests cancelled at the deadline get this much. */
 #define CANCEL_GRACE_S 0.3
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* SIGTERM and SIGINT are caught by a handler that writes the signal's
  * number into this pipe; main() reads it. A handler (rather than blocking
@@ -85,9 +79,9 @@ static int wait_signal(int timeout_ms) {
 /* Waits up to seconds for every in-flight request to be answered; returns
  * 1 when they were, 0 when the time ran out or another signal came. */
 static int wait_in_flight(srv_http *http, double seconds) {
-    double deadline = now_s() + seconds;
+    double deadline = dae_now_s() + seconds;
     while (srv_http_in_flight(http) > 0) {
-        double left = deadline - now_s();
+        double left = deadline - dae_now_s();
         if (left <= 0) return 0;
         int sig = wait_signal(left < 0.01 ? 1 : 10);
         if (sig > 0 && sig != SIGHUP) {
@@ -150,18 +144,18 @@ int main(int argc, char **argv) {
     /* SIGHUP and every --reload-interval: rescan the models directory and
      * follow its ACTIVE file. */
     int sig;
-    double next_reload = now_s() + cfg.reload_interval_s;
+    double next_reload = dae_now_s() + cfg.reload_interval_s;
     for (;;) {
         int ms = -1;
         if (cfg.reload_interval_s > 0) {
-            double left = next_reload - now_s();
+            double left = next_reload - dae_now_s();
             ms = left <= 0 ? 0 : (int)(left * 1000) + 1;
         }
         sig = wait_signal(ms);
         if (sig == SIGHUP || sig == 0) {
             if (sig == SIGHUP) srv_log("SIGHUP: rescanning %s", cfg.models_dir);
             srv_registry_reload(registry);
-            next_reload = now_s() + cfg.reload_interval_s;
+            next_reload = dae_now_s() + cfg.reload_interval_s;
             continue;
         }
         break;
@@ -171,13 +165,13 @@ int main(int argc, char **argv) {
      * never read an answer, or hold an event stream; the running training
      * job is told to stop at once (jobs are not resumed; it would be
      * recorded interrupted anyway). */
-    double deadline = now_s() + cfg.drain_s;
+    double deadline = dae_now_s() + cfg.drain_s;
     srv_log("%s: draining (readyz 503, no new connections, up to %d s for %ld in-flight requests)", strsignal(sig),
             cfg.drain_s, srv_http_in_flight(http));
     srv_jobs_quiesce(jobs);
     srv_http_drain(http);
-    if (!wait_in_flight(http, deadline - now_s())) {
-        if (now_s() < deadline) deadline = now_s(); /* a second signal: the deadline is now */
+    if (!wait_in_flight(http, deadline - dae_now_s())) {
+        if (dae_now_s() < deadline) deadline = dae_now_s(); /* a second signal: the deadline is now */
         srv_log("drain deadline: answering %ld unfinished requests 503 and closing the rest", srv_http_in_flight(http));
         srv_infer_cancel_all(infer);
         wait_in_flight(http, CANCEL_GRACE_S);
@@ -186,7 +180,7 @@ int main(int argc, char **argv) {
      * connections give their memory back to the inference budget), then
      * the rest. */
     srv_infer_join(infer);
-    double left = deadline + STOP_GRACE_S - 0.3 - now_s(); /* 0.3 s for the daemon's stop and the exit */
+    double left = deadline + STOP_GRACE_S - 0.3 - dae_now_s(); /* 0.3 s for the daemon's stop and the exit */
     int runner_stopped = srv_jobs_stop(jobs, left > 0.05 ? left : 0.05) == 0;
     srv_http_stop(http);
     srv_infer_stop(infer);

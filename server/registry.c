@@ -17,9 +17,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "modelfile.h"
-#include "safetensors.h"
 #include "sha256.h"
-#include "train.h"
 
 /* Largest weights file the registry reads. */
 #define MAX_MODEL_BYTES ((size_t)2 << 30)
@@ -89,21 +87,6 @@ dae_workspace *srv_model_workspace(srv_model *m, int worker) {
     return m->workspaces[worker];
 }
 
-/* Copies f's metadata into m. Returns 0, or -1 when out of memory. */
-static int copy_meta(srv_model *m, const dae_st_file *f) {
-    if (f->n_meta == 0) return 0;
-    m->meta_keys = calloc((size_t)f->n_meta, sizeof(char *));
-    m->meta_values = calloc((size_t)f->n_meta, sizeof(char *));
-    if (m->meta_keys == NULL || m->meta_values == NULL) return -1;
-    for (int i = 0; i < f->n_meta; i++) {
-        m->meta_keys[i] = strdup(f->meta_keys[i]);
-        m->meta_values[i] = strdup(f->meta_values[i]);
-        m->n_meta = i + 1;
-        if (m->meta_keys[i] == NULL || m->meta_values[i] == NULL) return -1;
-    }
-    return 0;
-}
-
 /* Loads the weights file (or training checkpoint) at path as model name,
  * with one reference. Returns NULL and fills err on failure. */
 static srv_model *model_load(const char *name, const char *path, int max_batch, char *err, size_t errlen) {
@@ -111,8 +94,7 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
     size_t len = 0;
     if (dae_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen) != DAE_OK) return NULL;
     srv_model *m = calloc(1, sizeof *m);
-    dae_st_file f = {0};
-    char detail[DAE_ERR_LEN] = "";
+    dae_model_info info = {0};
     if (m == NULL || (m->path = strdup(path)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto fail;
@@ -125,33 +107,18 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
     m->max_batch = max_batch;
     file_identity(path, m->file_id);
     srv_utc_now(m->loaded_at, sizeof m->loaded_at);
-    if (dae_st_parse(buf, len, &f, detail, sizeof detail) != DAE_OK) {
-        snprintf(err, errlen, "%s: %s", path, detail);
-        goto fail;
-    }
-    const char *format = dae_st_meta(&f, "format");
-    if (format != NULL && strcmp(format, "dae-checkpoint-1") == 0) {
-        dae_train_state s;
-        if (dae_checkpoint_load(path, &m->net, &s, err, errlen) != DAE_OK) goto fail;
-        dae_train_state_free(&s);
-    } else if (dae_model_from_safetensors(&m->net, &f, detail, sizeof detail) != DAE_OK) {
-        snprintf(err, errlen, "%s: %s", path, detail);
-        goto fail;
-    }
+    if (dae_model_parse(buf, len, path, &m->net, &info, err, errlen) != DAE_OK) goto fail;
     if (m->net.in_c != 1) {
         snprintf(err, errlen, "%s: the model takes %d-channel input; denoising needs a single-channel model", path,
                  m->net.in_c);
         goto fail;
     }
-    if (copy_meta(m, &f) != 0) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        goto fail;
-    }
-    dae_st_free(&f);
+    /* The metadata moves from info to m: no copy. */
+    m->meta_keys = info.meta.meta_keys, m->meta_values = info.meta.meta_values, m->n_meta = info.meta.n_meta;
     free(buf);
     return m;
 fail:
-    dae_st_free(&f);
+    dae_st_free(&info.meta);
     free(buf);
     if (m != NULL) model_free(m);
     return NULL;

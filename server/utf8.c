@@ -1,4 +1,5 @@
-/* utf8.c - UTF-8 validation and repair (see utf8.h). */
+/* utf8.c - UTF-8 validation and repair, and JSON string escaping that
+ * keeps its output valid UTF-8 (see utf8.h). */
 #include "utf8.h"
 
 #include <stdlib.h>
@@ -53,4 +54,36 @@ char *srv_utf8_fix(const char *s, size_t n, size_t *out_len) {
     out[o] = '\0';
     if (out_len != NULL) *out_len = o;
     return out;
+}
+
+/* Appends s to out (room for cap bytes, *n used) escaped for a JSON
+ * string; stops short of overflowing, never inside a character. Bytes
+ * that are not well-formed UTF-8 (s may hold request or file bytes)
+ * become U+FFFD, so the result is always valid UTF-8. */
+void srv_json_escape(char *out, size_t cap, size_t *n, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = strlen(s);
+    while (left > 0 && *n + 7 < cap) {
+        unsigned char c = *p;
+        size_t k = srv_utf8_seq(p, left);
+        if (k == 0) {
+            memcpy(out + *n, "\xef\xbf\xbd", 3);
+            *n += 3;
+            k = 1;
+        } else if (c == '"' || c == '\\') {
+            out[(*n)++] = '\\';
+            out[(*n)++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(out + *n, "\\u00", 4);
+            *n += 4;
+            out[(*n)++] = hex[c >> 4];
+            out[(*n)++] = hex[c & 15];
+        } else {
+            memcpy(out + *n, p, k); /* at most 4 bytes: fits the 7 left */
+            *n += k;
+        }
+        p += k;
+        left -= k;
+    }
 }

@@ -1,6 +1,7 @@
-/* utf8.h - UTF-8 validation and repair for everything the server puts in
- * a JSON body: bytes that came from a request or from a file are never
- * copied raw, so a JSON client can always parse the answer. */
+/* utf8.h - UTF-8 validation and repair, and JSON string escaping, for
+ * everything the server puts in a JSON body or a JSON log line: bytes that
+ * came from a request or from a file are never copied raw, so a JSON
+ * client can always parse the answer. */
 #ifndef SRV_UTF8_H
 #define SRV_UTF8_H
 
@@ -19,5 +20,11 @@ int srv_utf8_valid(const char *s, size_t n);
  * that is not part of a well-formed sequence became U+FFFD; its length
  * goes into *out_len (may be NULL). Returns NULL when out of memory. */
 char *srv_utf8_fix(const char *s, size_t n, size_t *out_len);
+
+/* Appends s to out (room for cap bytes, *n used) escaped for a JSON
+ * string, without the quotes; stops short of overflowing (at most cap - 1
+ * bytes used), never inside a character. Bytes that are not well-formed
+ * UTF-8 become U+FFFD, so the result is always valid UTF-8. */
+void srv_json_escape(char *out, size_t cap, size_t *n, const char *s);
 
 #endif
