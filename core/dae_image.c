@@ -48,7 +48,7 @@ void dae_image_from_plane(dae_image *img, int c, const float *plane) {
 dae_status dae_image_add_noise(dae_image *img, const dae_noise_spec *spec, uint64_t seed,
                                char *err, size_t errlen) {
     size_t pixels = (size_t)img->width * (size_t)img->height;
-    int colours = img->channels == 2 || img->channels == 4 ? img->channels - 1 : img->channels;
+    int colours = dae_image_colours(img->channels);
     float *plane = malloc(sizeof(float) * (pixels ? pixels : 1));
     if (plane == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for noise");
     for (int c = 0; c < colours; c++) {

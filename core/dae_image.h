@@ -30,6 +30,13 @@ typedef struct {
     uint8_t *pixels;    /* owned: width * height * channels bytes */
 } dae_image;
 
+/* How many of channels (1 to 4) samples per pixel are colour, which the
+ * engine denoises and adds noise to: all but alpha (gray + alpha and RGBA
+ * have one). */
+static inline int dae_image_colours(int channels) {
+    return channels == 2 || channels == 4 ? channels - 1 : channels;
+}
+
 /* Allocates a zeroed width x height image of channels (1 to 4) samples per
  * pixel into *img, which the caller releases with dae_image_free(). Fails
  * with DAE_ERR_INVALID for a size outside 1..DAE_IMAGE_MAX_SIDE or a bad

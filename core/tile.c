@@ -1,6 +1,7 @@
 /* tile.c - overlapping tiles over planes of any size: the tile grid, the
  * blend windows, extraction with mirror padding, weighted accumulation,
- * and whole-plane and whole-image denoising. Choices are explained in
+ * the denoising pipeline over the colour channels of an 8-bit image, and
+ * whole-plane and whole-image denoising. Choices are explained in
  * tile.h. */
 #include "tile.h"
 
@@ -10,7 +11,8 @@
 
 #include "infer.h"
 
-/* Largest batch of tiles dae_denoise_plane gathers before a forward pass. */
+/* Largest batch of tiles dae_denoise_plane and dae_denoise_image gather
+ * before a forward pass. */
 enum { MAX_CHUNK = 4096 };
 
 /* Maps coordinate i (any integer) into [0, n) by mirror reflection
@@ -175,47 +177,148 @@ void dae_tile_finish(const dae_tile_plan *p, float *acc) {
     }
 }
 
+/* ------------------------------------------------------------ the pipeline */
+
+dae_status dae_denoise_begin(dae_denoise_pipe *p, const dae_model *m, dae_image *img, char *err, size_t errlen) {
+    memset(p, 0, sizeof *p);
+    dae_status st = dae_tile_plan_init(&p->plan, m, img->width, img->height, err, errlen);
+    if (st != DAE_OK) return st;
+    p->img = img;
+    p->colours = dae_image_colours(img->channels);
+    p->tiles = p->colours * p->plan.count;
+    p->acc = calloc((size_t)img->width * (size_t)img->height * (size_t)p->colours, sizeof(float));
+    if (p->acc == NULL) {
+        dae_denoise_free(p);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for the image's planes");
+    }
+    return DAE_OK;
+}
+
+/* How many of the n tiles from pipeline index first lie in its channel,
+ * which *c is set to, starting at tile *t of that channel's plane. */
+static int channel_span(const dae_denoise_pipe *p, int first, int n, int *c, int *t) {
+    *c = first / p->plan.count;
+    *t = first % p->plan.count;
+    return p->plan.count - *t < n ? p->plan.count - *t : n;
+}
+
+void dae_denoise_extract(const dae_denoise_pipe *p, int first, int n, float *tiles) {
+    const size_t tile = (size_t)p->plan.tile_w * (size_t)p->plan.tile_h;
+    while (n > 0) {
+        int c, t, k = channel_span(p, first, n, &c, &t);
+        dae_tile_extract_u8(&p->plan, p->img->pixels, p->img->channels, c, t, k, tiles);
+        tiles += (size_t)k * tile;
+        first += k, n -= k;
+    }
+}
+
+void dae_denoise_accumulate(dae_denoise_pipe *p, int first, int n, const float *outputs) {
+    const size_t tile = (size_t)p->plan.tile_w * (size_t)p->plan.tile_h;
+    const size_t plane = (size_t)p->plan.width * (size_t)p->plan.height;
+    while (n > 0) {
+        int c, t, k = channel_span(p, first, n, &c, &t);
+        dae_tile_accumulate(&p->plan, outputs, t, k, p->acc + (size_t)c * plane);
+        outputs += (size_t)k * tile;
+        first += k, n -= k;
+    }
+}
+
+void dae_denoise_finish(dae_denoise_pipe *p) {
+    const size_t plane = (size_t)p->plan.width * (size_t)p->plan.height;
+    for (int c = 0; c < p->colours; c++) {
+        float *acc = p->acc + (size_t)c * plane;
+        dae_tile_finish(&p->plan, acc);
+        dae_image_from_plane(p->img, c, acc);
+    }
+    free(p->acc); /* a caller encoding the image next has the memory back */
+    p->acc = NULL;
+    dae_tile_plan_free(&p->plan);
+}
+
+void dae_denoise_free(dae_denoise_pipe *p) {
+    if (p == NULL) return;
+    free(p->acc);
+    dae_tile_plan_free(&p->plan);
+    memset(p, 0, sizeof *p);
+}
+
 /* ------------------------------------------------------------ convenience */
+
+/* Runs batches of tiles through a model for the convenience functions:
+ * on pool's threads, or on the calling thread with workspaces[0]. */
+typedef struct {
+    const dae_model *m;
+    dae_pool *pool;
+    dae_workspace *const *workspaces;
+    int per_thread;              /* tiles a workspace takes in one pass */
+    int chunk;                   /* tiles gathered for one batch */
+    float *tiles_in, *tiles_out; /* chunk tiles each */
+} batcher;
+
+/* Sizes b's batches for planes of count tiles and allocates its buffers.
+ * Fails with DAE_ERR_NOMEM (b then owns nothing). */
+static dae_status batcher_init(batcher *b, const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
+                               int count, char *err, size_t errlen) {
+    b->m = m, b->pool = pool, b->workspaces = workspaces;
+    int threads = pool != NULL ? dae_pool_size(pool) : 1;
+    b->per_thread = dae_workspace_max_batch(workspaces[0]);
+    for (int t = 1; t < threads; t++)
+        if (dae_workspace_max_batch(workspaces[t]) < b->per_thread) b->per_thread = dae_workspace_max_batch(workspaces[t]);
+    if (b->per_thread < 1) b->per_thread = 1;
+    long long want = (long long)b->per_thread * threads;
+    b->chunk = want < count ? (int)want : count;
+    if (b->chunk > MAX_CHUNK) b->chunk = MAX_CHUNK;
+    size_t tile = (size_t)m->in_h * (size_t)m->in_w;
+    b->tiles_in = malloc(sizeof(float) * tile * (size_t)b->chunk);
+    b->tiles_out = malloc(sizeof(float) * tile * (size_t)b->chunk);
+    if (b->tiles_in == NULL || b->tiles_out == NULL) {
+        free(b->tiles_in);
+        free(b->tiles_out);
+        b->tiles_in = b->tiles_out = NULL;
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a batch of %d tiles", b->chunk);
+    }
+    return DAE_OK;
+}
+
+/* One batch: the model's outputs for the first n (at most chunk) tiles of
+ * b->tiles_in into b->tiles_out. */
+static void batcher_forward(batcher *b, int n) {
+    if (b->pool != NULL) {
+        dae_forward_parallel(b->m, b->pool, b->workspaces, b->tiles_in, b->tiles_out, n);
+        return;
+    }
+    size_t tile = (size_t)b->m->in_h * (size_t)b->m->in_w;
+    for (int i = 0; i < n; i += b->per_thread) {
+        int nb = n - i < b->per_thread ? n - i : b->per_thread;
+        dae_model_forward(b->m, b->workspaces[0], b->tiles_in + (size_t)i * tile, b->tiles_out + (size_t)i * tile,
+                          nb);
+    }
+}
+
+static void batcher_free(batcher *b) {
+    free(b->tiles_in);
+    free(b->tiles_out);
+}
 
 dae_status dae_denoise_plane(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
                              const float *in, float *out, int width, int height, char *err, size_t errlen) {
     dae_tile_plan plan;
     dae_status st = dae_tile_plan_init(&plan, m, width, height, err, errlen);
     if (st != DAE_OK) return st;
-    int threads = pool != NULL ? dae_pool_size(pool) : 1;
-    int per_thread = dae_workspace_max_batch(workspaces[0]);
-    for (int t = 1; t < threads; t++)
-        if (dae_workspace_max_batch(workspaces[t]) < per_thread) per_thread = dae_workspace_max_batch(workspaces[t]);
-    if (per_thread < 1) per_thread = 1;
-    long long want = (long long)per_thread * threads;
-    int chunk = want < plan.count ? (int)want : plan.count;
-    if (chunk > MAX_CHUNK) chunk = MAX_CHUNK;
-    size_t tile = (size_t)plan.tile_w * (size_t)plan.tile_h;
-    float *tiles_in = malloc(sizeof(float) * tile * (size_t)chunk);
-    float *tiles_out = malloc(sizeof(float) * tile * (size_t)chunk);
-    if (tiles_in == NULL || tiles_out == NULL) {
-        free(tiles_in);
-        free(tiles_out);
+    batcher b;
+    if ((st = batcher_init(&b, m, pool, workspaces, plan.count, err, errlen)) != DAE_OK) {
         dae_tile_plan_free(&plan);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a batch of %d tiles", chunk);
+        return st;
     }
     memset(out, 0, sizeof(float) * (size_t)width * (size_t)height);
-    for (int first = 0; first < plan.count; first += chunk) {
-        int n = plan.count - first < chunk ? plan.count - first : chunk;
-        dae_tile_extract(&plan, in, first, n, tiles_in);
-        if (pool != NULL) {
-            dae_forward_parallel(m, pool, workspaces, tiles_in, tiles_out, n);
-        } else {
-            for (int b = 0; b < n; b += per_thread) {
-                int nb = n - b < per_thread ? n - b : per_thread;
-                dae_model_forward(m, workspaces[0], tiles_in + (size_t)b * tile, tiles_out + (size_t)b * tile, nb);
-            }
-        }
-        dae_tile_accumulate(&plan, tiles_out, first, n, out);
+    for (int first = 0; first < plan.count; first += b.chunk) {
+        int n = plan.count - first < b.chunk ? plan.count - first : b.chunk;
+        dae_tile_extract(&plan, in, first, n, b.tiles_in);
+        batcher_forward(&b, n);
+        dae_tile_accumulate(&plan, b.tiles_out, first, n, out);
     }
     dae_tile_finish(&plan, out);
-    free(tiles_in);
-    free(tiles_out);
+    batcher_free(&b);
     dae_tile_plan_free(&plan);
     return DAE_OK;
 }
@@ -224,23 +327,26 @@ dae_status dae_denoise_image(const dae_model *m, dae_pool *pool, dae_workspace *
                              const dae_image *in, dae_image *out, char *err, size_t errlen) {
     dae_status st = dae_image_alloc(out, in->width, in->height, in->channels, err, errlen);
     if (st != DAE_OK) return st;
-    size_t pixels = (size_t)in->width * (size_t)in->height;
-    int colours = in->channels == 2 || in->channels == 4 ? in->channels - 1 : in->channels;
-    if (colours < in->channels) /* alpha passes through untouched */
-        for (size_t i = 0; i < pixels; i++)
-            out->pixels[i * (size_t)in->channels + (size_t)colours] =
-                in->pixels[i * (size_t)in->channels + (size_t)colours];
-    float *plane_in = malloc(sizeof(float) * pixels);
-    float *plane_out = malloc(sizeof(float) * pixels);
-    if (plane_in == NULL || plane_out == NULL)
-        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for a %dx%d image", in->width, in->height);
-    for (int c = 0; c < colours && st == DAE_OK; c++) {
-        dae_image_to_plane(in, c, plane_in);
-        st = dae_denoise_plane(m, pool, workspaces, plane_in, plane_out, in->width, in->height, err, errlen);
-        if (st == DAE_OK) dae_image_from_plane(out, c, plane_out);
+    /* Denoised in place over a copy, which also carries alpha over. */
+    memcpy(out->pixels, in->pixels, (size_t)in->width * (size_t)in->height * (size_t)in->channels);
+    dae_denoise_pipe pipe;
+    batcher b = {0};
+    st = dae_denoise_begin(&pipe, m, out, err, errlen);
+    if (st == DAE_OK) st = batcher_init(&b, m, pool, workspaces, pipe.plan.count, err, errlen);
+    if (st == DAE_OK) {
+        int n;
+        for (int first = 0; first < pipe.tiles; first += n) {
+            /* A batch never spans two channels: the batches of a gray plane. */
+            int plane_end = (first / pipe.plan.count + 1) * pipe.plan.count;
+            n = plane_end - first < b.chunk ? plane_end - first : b.chunk;
+            dae_denoise_extract(&pipe, first, n, b.tiles_in);
+            batcher_forward(&b, n);
+            dae_denoise_accumulate(&pipe, first, n, b.tiles_out);
+        }
+        dae_denoise_finish(&pipe);
     }
-    free(plane_in);
-    free(plane_out);
+    batcher_free(&b);
+    dae_denoise_free(&pipe);
     if (st != DAE_OK) dae_image_free(out);
     return st;
 }

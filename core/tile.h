@@ -30,10 +30,13 @@
  *   grid is a product grid). A T x T image is thus one tile, weight 1,
  *   whose output is bit-identical to dae_model_forward on that image.
  *
- * The plan functions let a caller batch tiles of several planes (or of
- * several requests) through one forward pass: extract tiles into a batch
- * buffer, run the model, accumulate each plane's tiles back, finish.
- * dae_denoise_plane and dae_denoise_image do it all for one image. */
+ * The plan functions let a caller batch tiles of several planes through
+ * one forward pass: extract tiles into a batch buffer, run the model,
+ * accumulate each plane's tiles back, finish. The denoising pipeline
+ * (dae_denoise_begin ... dae_denoise_finish) does the same for every
+ * colour channel of an 8-bit image: `dae denoise` (dae_denoise_image) is
+ * a loop over it, and the server's batcher drives the same steps with
+ * tiles of several requests in one forward pass. */
 #ifndef DAE_TILE_H
 #define DAE_TILE_H
 
@@ -108,10 +111,56 @@ void dae_tile_finish(const dae_tile_plan *p, float *acc);
 dae_status dae_denoise_plane(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
                              const float *in, float *out, int width, int height, char *err, size_t errlen);
 
+/* ------------------------------------------------------------ the pipeline */
+
+/* Denoising one 8-bit image in place, in steps a caller can batch: gray
+ * is one plane; R, G and B are denoised independently as gray planes;
+ * alpha passes through untouched. Tile index i (0 <= i < tiles) is tile
+ * i % plan.count of colour channel i / plan.count. Tiles are cut straight
+ * from the image's bytes (no float copy of it); the only float memory is
+ * one accumulator plane per colour channel. Every tile must be
+ * extracted before dae_denoise_finish writes the result over the image,
+ * and a pixel's result depends on the order its tiles are accumulated in
+ * (float addition is not associative): accumulating in tile order gives
+ * the same bytes however the tiles were batched. */
+typedef struct {
+    dae_image *img;  /* borrowed: tiles are cut from it, the result is written into it */
+    dae_tile_plan plan; /* the tiles of one plane */
+    int colours;     /* channels denoised: all but alpha */
+    int tiles;       /* colours * plan.count */
+    float *acc;      /* colours planes of width * height: weighted sums of outputs */
+} dae_denoise_pipe;
+
+/* Starts denoising img (borrowed until dae_denoise_free) with model m:
+ * plans the tiles and allocates the zeroed accumulator planes; p->tiles is
+ * then the number of tiles to run. Fails with DAE_ERR_INVALID (see
+ * dae_tile_plan_init) or DAE_ERR_NOMEM; p is then zeroed. */
+dae_status dae_denoise_begin(dae_denoise_pipe *p, const dae_model *m, dae_image *img, char *err, size_t errlen);
+
+/* Copies tiles [first, first + n) of the pipeline into tiles (n x tile_h
+ * x tile_w floats), as dae_tile_extract_u8 does for each channel; the
+ * range may span channels. Allocates nothing. */
+void dae_denoise_extract(const dae_denoise_pipe *p, int first, int n, float *tiles);
+
+/* Adds the model's outputs for tiles [first, first + n) into the
+ * accumulator planes (see dae_tile_accumulate); the range may span
+ * channels. Not thread-safe for one pipeline. Allocates nothing. */
+void dae_denoise_accumulate(dae_denoise_pipe *p, int first, int n, const float *outputs);
+
+/* Once every tile has been accumulated: blends each colour channel and
+ * writes it into the image as 8-bit samples (alpha stays as it was), then
+ * frees the pipeline's float memory; only dae_denoise_free remains. */
+void dae_denoise_finish(dae_denoise_pipe *p);
+
+/* Frees what p owns (not the image) and zeroes it; safe on a zeroed or
+ * finished pipeline and on NULL. */
+void dae_denoise_free(dae_denoise_pipe *p);
+
 /* Denoises an image into *out, a new image of the same size and channels
- * (the caller frees it with dae_image_free): gray is one plane; R, G and B
- * are denoised independently as gray planes; alpha is copied untouched.
- * Pool and workspaces as dae_denoise_plane. On failure *out is zeroed. */
+ * (the caller frees it with dae_image_free), by running the pipeline over
+ * a copy of in: batches of tiles, never spanning two channels, through m
+ * as dae_denoise_plane does. Pool and workspaces as dae_denoise_plane.
+ * On failure *out is zeroed. */
 dae_status dae_denoise_image(const dae_model *m, dae_pool *pool, dae_workspace *const *workspaces,
                              const dae_image *in, dae_image *out, char *err, size_t errlen);
 

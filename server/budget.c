@@ -4,6 +4,8 @@
 
 #include <malloc.h>
 
+#include "dae_image.h"
+
 /* Fixed costs of one job besides its pixels: zlib's deflate state and
  * libpng's row buffers while encoding, row pointers while decoding. */
 #define JOB_FIXED_BYTES (1LL << 20)
@@ -60,7 +62,7 @@ long long srv_budget_image_bytes(srv_budget_kind kind, int width, int height, in
     if (width < 1 || height < 1 || width > 65535 || height > 65535 || channels < 0 || channels > 4) return -1;
     const long long pixels = (long long)width * height;
     const long long ch = channels == 0 ? 4 : channels;
-    const long long colours = ch == 2 || ch == 4 ? ch - 1 : ch;
+    const long long colours = dae_image_colours((int)ch);
     const long long image = pixels * ch;
     /* A PNG of the unfiltered rows, deflate's worst expansion included,
      * in a buffer that doubles as it grows. */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "gemm.h"
 
 /* Jobs of at most this many pixels are decoded into a batch already
@@ -68,12 +69,6 @@ struct srv_infer {
     srv_budget budget;         /* bytes of the requests in flight (atomic; no lock) */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------------ the list */
 
 static void list_append(srv_infer *q, srv_job *j) {
@@ -101,9 +96,7 @@ static void list_remove(srv_infer *q, srv_job *j) {
 /* Releases the job's working memory (not its result). */
 static void job_release(srv_job *j) {
     dae_image_free(&j->img);
-    dae_tile_plan_free(&j->plan);
-    free(j->acc_planes);
-    j->acc_planes = NULL;
+    dae_denoise_free(&j->pipe);
 }
 
 /* Lowers j's memory reservation to keep bytes, giving the rest back to
@@ -199,42 +192,27 @@ static void job_run_noise(srv_infer *q, srv_job *j) {
     if (j->http_status == 200) atomic_fetch_add_explicit(&q->metrics->images_noised, 1, memory_order_relaxed);
 }
 
-/* First step of a denoise job: decode, plan the tiles, make the float
- * accumulator planes (tiles are cut from the 8-bit image itself, which
- * saves a float copy of it). Returns 0, or -1 with the error recorded. */
+/* First step of a denoise job: decode, then begin the denoising pipeline
+ * over the decoded image (tiles are cut from the 8-bit image itself,
+ * which saves a float copy of it). Returns 0, or -1 with the error
+ * recorded. */
 static int job_prepare_denoise(srv_infer *q, srv_job *j) {
     if (job_decode(q, j) != 0) return -1;
     char err[DAE_ERR_LEN];
-    dae_status st = dae_tile_plan_init(&j->plan, &j->model->net, j->width, j->height, err, sizeof err);
+    dae_status st = dae_denoise_begin(&j->pipe, &j->model->net, &j->img, err, sizeof err);
     if (st != DAE_OK) {
         job_fail_status(j, st, err);
         return -1;
     }
-    const int ch = j->channels;
-    j->colours = ch == 2 || ch == 4 ? ch - 1 : ch;
-    size_t plane = (size_t)j->width * (size_t)j->height, floats = plane * (size_t)j->colours;
-    j->acc_planes = calloc(floats, sizeof(float));
-    if (j->acc_planes == NULL) {
-        job_fail(j, 503, "out_of_memory", "out of memory for the image's planes");
-        return -1;
-    }
-    j->total_tiles = j->colours * j->plan.count;
     return 0;
 }
 
 /* Last step of a denoise job: blend the accumulated planes back into the
  * job's image in place (every tile has been cut from it by now; alpha
- * stays as it was), free the planes, encode the image. */
+ * stays as it was), which frees the planes, then encode the image. */
 static void job_finish_denoise(srv_infer *q, srv_job *j) {
     size_t plane = (size_t)j->width * (size_t)j->height;
-    for (int c = 0; c < j->colours; c++) {
-        float *acc = j->acc_planes + (size_t)c * plane;
-        dae_tile_finish(&j->plan, acc);
-        dae_image_from_plane(&j->img, c, acc);
-    }
-    free(j->acc_planes); /* the planes are no longer needed while encoding */
-    j->acc_planes = NULL;
-    dae_tile_plan_free(&j->plan);
+    dae_denoise_finish(&j->pipe); /* the planes are no longer needed while encoding */
     job_encode(j, &j->img);
     dae_image_free(&j->img);
     if (j->http_status == 200) {
@@ -253,11 +231,12 @@ static int job_is_big(const srv_job *j) { return j->pixels > SMALL_JOB_PIXELS; }
  * into b. Called with q->mu held, j READY and in the list. */
 static void claim(srv_infer *q, batch *b, srv_job *j) {
     int room = q->max_batch - b->tiles;
-    int plane_end = (j->next_tile / j->plan.count + 1) * j->plan.count;
+    const int plane_tiles = j->pipe.plan.count;
+    int plane_end = (j->next_tile / plane_tiles + 1) * plane_tiles;
     int n = plane_end - j->next_tile < room ? plane_end - j->next_tile : room;
     segment *last = b->n_seg > 0 ? &b->seg[b->n_seg - 1] : NULL;
     if (last != NULL && last->job == j && last->first + last->n == j->next_tile &&
-        last->first / j->plan.count == j->next_tile / j->plan.count) {
+        last->first / plane_tiles == j->next_tile / plane_tiles) {
         last->n += n;
     } else {
         b->seg[b->n_seg++] = (segment){j, j->next_tile, n};
@@ -268,7 +247,7 @@ static void claim(srv_infer *q, batch *b, srv_job *j) {
     if (b->tiles == 0 || j->t_enqueue < b->oldest) b->oldest = j->t_enqueue;
     b->tiles += n;
     j->next_tile += n;
-    if (j->next_tile == j->total_tiles) {
+    if (j->next_tile == j->pipe.tiles) {
         list_remove(q, j);
         q->n_ready--;
         j->state = JOB_CLAIMED;
@@ -317,7 +296,7 @@ static void gather(srv_infer *q, batch *b) {
         }
         /* New jobs: this one and the small ones after it, one per free tile. */
         int n = 0, room = q->max_batch - b->tiles;
-        double now = now_s();
+        double now = dae_now_s();
         for (srv_job *k = j; k != NULL && n < room; k = k->next) {
             if (k->state != JOB_NEW || (n > 0 && k->pixels > SMALL_JOB_PIXELS)) continue;
             if (b->tiles > 0 && k->pixels > SMALL_JOB_PIXELS) continue;
@@ -398,14 +377,12 @@ static void run_batch(worker *w, batch *b) {
         size_t off = 0;
         for (int s = 0; s < b->n_seg; s++) {
             const segment *sg = &b->seg[s];
-            srv_job *j = sg->job;
-            int c = sg->first / j->plan.count, t = sg->first % j->plan.count;
-            dae_tile_extract_u8(&j->plan, j->img.pixels, j->channels, c, t, sg->n, w->tiles_in + off * tile);
+            dae_denoise_extract(&sg->job->pipe, sg->first, sg->n, w->tiles_in + off * tile);
             off += (size_t)sg->n;
         }
-        double t0 = now_s();
+        double t0 = dae_now_s();
         dae_model_forward(&model->net, ws, w->tiles_in, w->tiles_out, b->tiles);
-        srv_hist_observe(&q->metrics->inference, now_s() - t0);
+        srv_hist_observe(&q->metrics->inference, dae_now_s() - t0);
         srv_hist_observe(&q->metrics->batch_tiles, b->tiles);
         srv_hist_observe(&q->metrics->batch_requests, b->n_jobs);
         atomic_fetch_add_explicit(&q->metrics->tiles_denoised, (unsigned long long)b->tiles, memory_order_relaxed);
@@ -413,10 +390,8 @@ static void run_batch(worker *w, batch *b) {
         for (int s = 0; s < b->n_seg; s++) {
             const segment *sg = &b->seg[s];
             srv_job *j = sg->job;
-            int c = sg->first / j->plan.count, t = sg->first % j->plan.count;
-            size_t plane = (size_t)j->width * (size_t)j->height;
             pthread_mutex_lock(&j->acc_mu);
-            dae_tile_accumulate(&j->plan, w->tiles_out + off * tile, t, sg->n, j->acc_planes + (size_t)c * plane);
+            dae_denoise_accumulate(&j->pipe, sg->first, sg->n, w->tiles_out + off * tile);
             pthread_mutex_unlock(&j->acc_mu);
             off += (size_t)sg->n;
         }
@@ -438,7 +413,7 @@ static void run_batch(worker *w, batch *b) {
                 j->state = JOB_CLAIMED;
             }
         }
-        if (--j->in_flight == 0 && (j->cancelled || j->done_tiles == j->total_tiles)) {
+        if (--j->in_flight == 0 && (j->cancelled || j->done_tiles == j->pipe.tiles)) {
             j->next = finished;
             finished = j;
         } else if (j->in_flight == 0 && j->state == JOB_READY) {
@@ -504,7 +479,7 @@ static void *worker_main(void *arg) {
         /* A positive delay lets a partial batch wait for more tiles. */
         if (q->delay_us > 0 && b.tiles > 0) {
             double deadline = b.oldest + q->delay_us * 1e-6;
-            while (b.tiles < q->max_batch && !q->stopping && deadline > now_s()) {
+            while (b.tiles < q->max_batch && !q->stopping && deadline > dae_now_s()) {
                 int before = b.tiles;
                 gather(q, &b);
                 if (b.completed != NULL) { /* noise jobs need not wait for the batch */
@@ -519,7 +494,7 @@ static void *worker_main(void *arg) {
                  * hand that to another worker, and wait. */
                 if (has_work(q)) pthread_cond_signal(&q->work);
                 struct timespec ts;
-                double left = deadline - now_s();
+                double left = deadline - dae_now_s();
                 clock_gettime(CLOCK_MONOTONIC, &ts);
                 long long ns = (long long)ts.tv_nsec + (left > 0 ? (long long)(left * 1e9) : 0);
                 ts.tv_sec += (time_t)(ns / 1000000000LL);
@@ -609,13 +584,12 @@ void srv_infer_enqueue(srv_infer *q, srv_job *job) {
     job->message[0] = '\0';
     job->png = NULL;
     job->png_len = 0;
-    job->next_tile = job->done_tiles = job->in_flight = job->total_tiles = 0;
+    job->next_tile = job->done_tiles = job->in_flight = 0;
     job->batch_stamp = 0;
     memset(&job->img, 0, sizeof job->img);
-    memset(&job->plan, 0, sizeof job->plan);
-    job->acc_planes = NULL;
+    memset(&job->pipe, 0, sizeof job->pipe);
     if (job->kind == SRV_JOB_DENOISE) pthread_mutex_init(&job->acc_mu, NULL);
-    job->t_enqueue = now_s();
+    job->t_enqueue = dae_now_s();
     pthread_mutex_lock(&q->mu);
     list_append(q, job);
     q->n_new++;

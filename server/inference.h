@@ -5,7 +5,8 @@
  * A job is one request's image: the HTTP layer checks it cheaply (size,
  * header), reserves a place (srv_infer_reserve: a full queue answers 503
  * at once), suspends its connection and enqueues the job; a worker
- * decodes it, cuts it into tiles (core/tile.h), and the tiles of all
+ * decodes it, begins a denoising pipeline over it (core/tile.h: the
+ * job's tiles are cut from its 8-bit image), and the tiles of all
  * queued jobs of the same model are gathered into batches of at most
  * max_batch tiles. With max_queue_delay_us 0 (the default) a worker runs
  * whatever is queued when it becomes free, so batches grow with the load
@@ -89,12 +90,10 @@ struct srv_job {
     int cancelled;
     double t_enqueue;
     dae_image img;
-    dae_tile_plan plan;
-    int colours;
-    float *acc_planes;             /* colours planes of width * height */
-    int total_tiles, next_tile, done_tiles, in_flight;
+    dae_denoise_pipe pipe;         /* denoise: over img; pipe.tiles tiles in all */
+    int next_tile, done_tiles, in_flight;
     unsigned long batch_stamp;     /* the last batch that counted this job */
-    pthread_mutex_t acc_mu;        /* guards acc_planes between workers */
+    pthread_mutex_t acc_mu;        /* guards pipe's accumulation between workers */
     srv_job *prev, *next;
 };
 

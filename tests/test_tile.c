@@ -3,7 +3,8 @@
  * gives the input back (tile placement, mirror padding and the weight
  * normalisation all right); a 3x3 box-filter network gives the whole-image
  * convolution (the window hides tile edges); colour and alpha; batching
- * tiles of several planes through one pass. */
+ * tiles of several planes through one pass; the denoising pipeline in
+ * ranges that span channels. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -347,6 +348,48 @@ Test(tile, identity_network_keeps_8_bit_images_exactly) {
     cr_assert_arr_eq(out.pixels, img.pixels, (size_t)61 * 47 * 4);
     dae_image_free(&out);
     dae_image_free(&img);
+    dae_workspace_free(ws);
+    dae_model_free(&m);
+}
+
+/* The pipeline driven in ranges that span channels, extracted and
+ * accumulated in pieces as the server's batcher drives it, gives the
+ * bytes dae_denoise_image gives (one tile per forward pass on both sides,
+ * so the passes are the same). */
+Test(tile, pipeline_in_ranges_spanning_channels_matches_denoise_image) {
+    dae_model m;
+    default_model(&m);
+    dae_workspace *ws = dae_workspace_new(&m, 1, 0);
+    char err[DAE_ERR_LEN] = "";
+    const int w = 45, h = 33;
+    const size_t bytes = (size_t)w * h * 4, tile = 28 * 28;
+    dae_image in = random_image(w, h, 4, 31), want, img;
+    cr_assert_eq(dae_denoise_image(&m, NULL, &ws, &in, &want, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_image_alloc(&img, w, h, 4, err, sizeof err), DAE_OK);
+    memcpy(img.pixels, in.pixels, bytes);
+    dae_denoise_pipe p;
+    cr_assert_eq(dae_denoise_begin(&p, &m, &img, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(p.colours, 3);
+    cr_assert_eq(p.plan.count, 6);
+    cr_assert_eq(p.tiles, 3 * p.plan.count);
+    enum { STEP = 5 }; /* does not divide a plane's 6 tiles: ranges span channels */
+    float *tiles = malloc(sizeof(float) * tile * STEP), *outs = malloc(sizeof(float) * tile * STEP);
+    for (int first = 0; first < p.tiles; first += STEP) {
+        int n = p.tiles - first < STEP ? p.tiles - first : STEP, half = n / 2;
+        dae_denoise_extract(&p, first, n, tiles);
+        for (int k = 0; k < n; k++) dae_model_forward(&m, ws, tiles + k * tile, outs + k * tile, 1);
+        dae_denoise_accumulate(&p, first, half, outs);
+        dae_denoise_accumulate(&p, first + half, n - half, outs + half * tile);
+    }
+    dae_denoise_finish(&p);
+    cr_assert_null(p.acc, "finish frees the planes");
+    cr_assert_arr_eq(img.pixels, want.pixels, bytes);
+    dae_denoise_free(&p);
+    dae_denoise_free(&p); /* safe twice */
+    free(tiles), free(outs);
+    dae_image_free(&img);
+    dae_image_free(&want);
+    dae_image_free(&in);
     dae_workspace_free(ws);
     dae_model_free(&m);
 }

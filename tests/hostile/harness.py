@@ -61,21 +61,21 @@ class Daemon:
     def stdout(self):
         return open(self.out_path, "rb").read().decode("utf-8", "replace")
 
-    def rss_kb(self):
-        """Resident set size now, in KiB (from /proc)."""
+    def _status_kb(self, field):
+        """A "field: N kB" line of /proc/PID/status, in KiB (0 when absent)."""
         with open("/proc/%d/status" % self.proc.pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
 
+    def rss_kb(self):
+        """Resident set size now, in KiB."""
+        return self._status_kb("VmRSS")
+
     def peak_rss_kb(self):
         """The high-water mark of the resident set, in KiB."""
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
+        return self._status_kb("VmHWM")
 
     def alive(self):
         return self.proc.poll() is None
