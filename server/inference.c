@@ -569,13 +569,6 @@ srv_reserve srv_infer_reserve(srv_infer *q, long long pixels) {
     return r;
 }
 
-void srv_infer_unreserve(srv_infer *q, long long pixels) {
-    pthread_mutex_lock(&q->mu);
-    q->pending--;
-    q->pending_pixels -= pixels;
-    pthread_mutex_unlock(&q->mu);
-}
-
 void srv_infer_enqueue(srv_infer *q, srv_job *job) {
     job->state = JOB_NEW;
     job->cancelled = 0;

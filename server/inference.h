@@ -119,9 +119,6 @@ srv_budget *srv_infer_budget(srv_infer *q);
  * first pending job, so one maximal image always fits). */
 srv_reserve srv_infer_reserve(srv_infer *q, long long pixels);
 
-/* Gives back a reservation that will not be enqueued. */
-void srv_infer_unreserve(srv_infer *q, long long pixels);
-
 /* Queues job (after a successful reserve of job->pixels). Never fails. */
 void srv_infer_enqueue(srv_infer *q, srv_job *job);
 

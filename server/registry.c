@@ -561,27 +561,6 @@ void srv_registry_reload(srv_registry *r) {
     pthread_mutex_unlock(&r->reload_mu);
 }
 
-int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t errlen) {
-    if (r->models_dir == NULL) {
-        snprintf(err, errlen, "no models directory");
-        return -1;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
-    pthread_mutex_lock(&r->reload_mu);
-    srv_model *m = model_load(name, path, r->max_batch, err, errlen);
-    if (m != NULL) {
-        m->in_dir = 1;
-        pthread_mutex_lock(&r->mu);
-        int rc = add(r, m);
-        pthread_mutex_unlock(&r->mu);
-        if (rc != 0) snprintf(err, errlen, "out of memory");
-        m = rc == 0 ? m : NULL;
-    }
-    pthread_mutex_unlock(&r->reload_mu);
-    return m != NULL ? 0 : -1;
-}
-
 /* ------------------------------------------------------------ installing trained models */
 
 /* Name taken? (reload_mu held, or a racy answer is fine): listed, or

@@ -127,10 +127,6 @@ srv_reg_status srv_registry_remove(srv_registry *r, const char *name, char *err,
  * with a log line) and follows the ACTIVE file. Never fails. */
 void srv_registry_reload(srv_registry *r);
 
-/* Loads (or reloads) DIR/NAME.safetensors, just written, into the list.
- * Returns 0, or -1 and fills err. */
-int srv_registry_add_file(srv_registry *r, const char *name, char *err, size_t errlen);
-
 /* 1 when the name is taken: a model called name is listed or
  * DIR/NAME.safetensors exists. *active (may be NULL) is then 1 when that
  * model is the default or the one the ACTIVE file names. */
