@@ -12,6 +12,13 @@ const char *dae_status_str(dae_status status) {
     case DAE_ERR_INVALID: return "invalid argument";
     case DAE_ERR_NOMEM: return "out of memory";
     case DAE_ERR_CANCELLED: return "cancelled";
+    case DAE_ERR_NOT_FOUND: return "not found";
+    case DAE_ERR_EXISTS: return "already exists";
+    case DAE_ERR_IN_USE: return "in use";
+    case DAE_ERR_CONFLICT: return "conflict";
+    case DAE_ERR_BUSY: return "busy";
+    case DAE_ERR_STOPPING: return "stopping";
+    case DAE_ERR_TOO_LARGE: return "too large";
     }
     return "unknown status";
 }

@@ -17,6 +17,16 @@ typedef enum {
     DAE_ERR_INVALID,   /* an argument, flag or spec outside what is allowed */
     DAE_ERR_NOMEM,     /* an allocation failed */
     DAE_ERR_CANCELLED, /* the caller's cancel flag was raised */
+    /* What the server's modules report besides; the HTTP edge alone turns
+     * a status into an HTTP status and error code (its table per route). */
+    DAE_ERR_NOT_FOUND, /* no model, job or data set of that name */
+    DAE_ERR_EXISTS,    /* the name is taken and replacing was not asked */
+    DAE_ERR_IN_USE,    /* the thing is busy with something that cannot be undone: the active model, a
+                          job past its commit point */
+    DAE_ERR_CONFLICT,  /* the thing is in a state that does not allow it: a job that has ended */
+    DAE_ERR_BUSY,      /* a queue or a limit is full now; the same request may succeed later */
+    DAE_ERR_STOPPING,  /* the process is shutting down */
+    DAE_ERR_TOO_LARGE, /* the work would exceed a size or memory limit */
 } dae_status;
 
 /* Returns a static, lower-case name for a status ("ok", "io error", ...). */
