@@ -70,12 +70,14 @@ static int set_value(const cli_command *cmd, cli_flag *f, const char *text) {
         *(uint64_t *)f->value = (uint64_t)v;
         return 0;
     }
-    case CLI_DOUBLE: {
+    case CLI_DOUBLE:
+    case CLI_FLOAT: {
         double v = strtod(text, &end);
         if (end == text || *end != '\0' || !isfinite(v) || v < f->min || v > f->max)
             return cli_usage_error(cmd->name, "--%s must be a number from %g to %g, not \"%s\"", f->name, f->min,
                                    f->max, text);
-        *(double *)f->value = v;
+        if (f->kind == CLI_FLOAT) *(float *)f->value = (float)v;
+        else *(double *)f->value = v;
         return 0;
     }
     }

@@ -18,6 +18,7 @@ typedef enum {
     CLI_INT,    /* value: int *, checked against [min, max] */
     CLI_U64,    /* value: uint64_t *, a non-negative decimal integer */
     CLI_DOUBLE, /* value: double *, finite, checked against [min, max] */
+    CLI_FLOAT,  /* value: float *, as CLI_DOUBLE */
     CLI_BOOL,   /* value: int *, set to 1 when the flag is present */
 } cli_kind;
 
@@ -25,7 +26,7 @@ typedef struct {
     const char *name; /* without the leading "--" */
     cli_kind kind;
     void *value;
-    double min, max;  /* for CLI_INT and CLI_DOUBLE */
+    double min, max;  /* for CLI_INT, CLI_DOUBLE and CLI_FLOAT */
     const char *meta; /* placeholder in the usage ("N", "FILE"); NULL for booleans */
     const char *help; /* one line, saying the default */
     int seen;         /* set by cli_parse */

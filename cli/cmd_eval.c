@@ -72,12 +72,11 @@ int cmd_eval(int argc, char **argv) {
     const dae_idx_images *test = &data.test_images;
     int exit_code = CLI_EXIT_FAILURE;
     dae_pool *pool = NULL;
-    if (m.in_c != 1 || m.in_h != test->rows || m.in_w != test->cols) {
-        cli_error(NAME, "%s: the model takes %dx%dx%d images, data set %s has %dx%d gray images", model_path, m.in_c,
-                  m.in_h, m.in_w, dataset, test->rows, test->cols);
+    if (dae_model_check_images(&m, test, model_path, dataset, err, sizeof err) != DAE_OK) {
+        cli_error(NAME, "%s", err);
         goto done;
     }
-    int count = limit > 0 && limit < test->count ? limit : test->count;
+    int count = dae_limit_count(limit, test->count);
     if (count < 1) {
         cli_error(NAME, "%s: the data set has no test images", dataset);
         goto done;

@@ -161,9 +161,8 @@ int cmd_grid(int argc, char **argv) {
     float *clean = NULL, *noisy = NULL, *denoised = NULL;
     dae_workspace *ws = NULL;
     dae_image grid = {0};
-    if (m.in_c != 1 || m.in_h != test->rows || m.in_w != test->cols) {
-        cli_error(name, "%s: the model takes %dx%dx%d images, data set %s has %dx%d gray images",
-                  cli_model_path(model_path), m.in_c, m.in_h, m.in_w, dataset, test->rows, test->cols);
+    if (dae_model_check_images(&m, test, cli_model_path(model_path), dataset, err, sizeof err) != DAE_OK) {
+        cli_error(name, "%s", err);
         goto done;
     }
     if (first >= test->count || count > test->count - first) {

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "fileio.h"
 #include "plot.h"
+#include "train_run.h"
 
 static const char NAME[] = "train";
 
@@ -51,8 +52,7 @@ typedef struct {
     size_t n_epochs;
     int oom;
     const char *checkpoint; /* save after every epoch when not NULL */
-    const dae_model *model;
-    const dae_train_state *state;
+    const dae_train_run *run;
     char checkpoint_err[DAE_ERR_LEN];
 } train_ui;
 
@@ -70,10 +70,6 @@ static void format_duration(char *buf, size_t len, double s) {
 /* Redraws the progress line in place: epoch, bar of the epoch, percent of
  * the whole run, throughput, the step's loss and the time left. */
 static void draw_bar(train_ui *ui, const dae_train_progress *p) {
-    long run_steps = (long)(p->epochs - ui->first_epoch) * p->steps_per_epoch;
-    long done = (long)(p->epoch - 1 - ui->first_epoch) * p->steps_per_epoch + p->step;
-    double frac = run_steps > 0 ? (double)done / run_steps : 1.0;
-    double eta = done > 0 ? p->elapsed_s / done * (run_steps - done) : -1.0;
     double epoch_frac = p->steps_per_epoch > 0 ? (double)p->step / p->steps_per_epoch : 1.0;
     enum { BAR = 28 };
     char bar[BAR + 1];
@@ -81,9 +77,9 @@ static void draw_bar(train_ui *ui, const dae_train_progress *p) {
     for (int i = 0; i < BAR; i++) bar[i] = i < filled ? '#' : '.';
     bar[BAR] = '\0';
     char eta_text[32];
-    format_duration(eta_text, sizeof eta_text, eta);
+    format_duration(eta_text, sizeof eta_text, p->eta_s);
     fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %3.0f%%  %.0f img/s  loss %.5f  ETA %s", p->epoch, p->epochs, bar,
-            frac * 100.0, p->images_per_s, p->loss, eta_text);
+            p->run_fraction * 100.0, p->images_per_s, p->loss, eta_text);
     fflush(stderr);
     ui->bar_shown = 1;
 }
@@ -125,7 +121,8 @@ static void on_progress(const dae_train_progress *p, void *user) {
         fprintf(stderr, "  test mse %.5f  psnr %.2f dB  ssim %.4f", p->test_mse, p->test_psnr, p->test_ssim);
     fputc('\n', stderr);
     if (ui->checkpoint != NULL && ui->checkpoint_err[0] == '\0') {
-        if (dae_checkpoint_save(ui->checkpoint, ui->model, ui->state, ui->checkpoint_err,
+        if (dae_checkpoint_save(ui->checkpoint, dae_train_run_model(ui->run), dae_train_run_state(ui->run),
+                                ui->checkpoint_err,
                                 sizeof ui->checkpoint_err) != DAE_OK) {
             if (ui->checkpoint_err[0] == '\0') snprintf(ui->checkpoint_err, sizeof ui->checkpoint_err, "%s: failed",
                                                         ui->checkpoint);
@@ -187,40 +184,67 @@ static char *loss_svg(const train_ui *ui, const char *dataset) {
 
 /* ------------------------------------------------------------ command */
 
+enum { MAX_FLAGS = 32, HELP_LEN = 160 };
+
+/* The flags of the training parameters, made from their table
+ * (train_request.h) with the defaults in their help lines, after the
+ * flags only `dae train` has. Values go into req->cfg; the noise spec's
+ * text into *noise_text. Returns the number of flags. */
+static int param_flags(cli_flag *flags, int n, dae_train_request *req, const char **noise_text,
+                       char help[][HELP_LEN]) {
+    for (int i = 0; i < DAE_TRAIN_N_PARAMS && n < MAX_FLAGS - 2; i++) {
+        const dae_train_param *p = &DAE_TRAIN_PARAMS[i];
+        if (!(p->where & DAE_PARAM_CLI)) continue;
+        void *value = (char *)&req->cfg + p->offset;
+        cli_kind kind = p->kind == DAE_PARAM_INT     ? CLI_INT
+                        : p->kind == DAE_PARAM_U64   ? CLI_U64
+                        : p->kind == DAE_PARAM_FLOAT ? CLI_FLOAT
+                                                     : CLI_STRING;
+        if (p->kind == DAE_PARAM_NOISE) value = noise_text;
+        int is_eval_limit = p->offset == offsetof(dae_train_config, eval_limit);
+        if (is_eval_limit)
+            flags[n++] = (cli_flag){"eval", CLI_BOOL, &req->cfg.eval_each_epoch, 0, 0, NULL,
+                                    "evaluate on the test set after every epoch", 0};
+        char def[DAE_NOISE_TEXT_LEN];
+        dae_train_param_default_text(p, def, sizeof def);
+        snprintf(help[n], HELP_LEN, "%s%s (default %s)", p->help, is_eval_limit ? ", with --eval" : "", def);
+        flags[n] = (cli_flag){p->flag, kind, value, p->min, p->max, p->meta, help[n], 0};
+        n++;
+        if (p->offset == offsetof(dae_train_config, learning_rate))
+            flags[n++] = (cli_flag){"lr", kind, value, p->min, p->max, p->meta, "same as --learning-rate", 0};
+    }
+    return n;
+}
+
 int cmd_train(int argc, char **argv) {
-    const char *dataset = NULL, *data_dir = NULL, *out = NULL, *noise_text = "gaussian:0.5", *resume = NULL;
+    const char *dataset = NULL, *data_dir = NULL, *out = NULL, *noise_text = NULL, *resume = NULL;
     const char *checkpoint = NULL, *architecture = NULL, *csv_path = NULL, *svg_path = NULL;
-    int epochs = 10, batch = 64, threads = dae_online_cpus(), limit = 0, eval = 0, eval_limit = 0;
-    double lr = 1e-3, wd = 1e-5;
-    uint64_t seed = 0;
-    cli_flag flags[] = {
-        {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set under the data directory: mnist, fashion-mnist, ... (required)", 0},
-        CLI_FLAG_DATA_DIR(&data_dir),
-        {"out", CLI_STRING, &out, 0, 0, "FILE", "where to write the weights (.safetensors; required)", 0},
-        {"epochs", CLI_INT, &epochs, 1, 10000, "N", "train until N epochs are done (default 10)", 0},
-        {"batch-size", CLI_INT, &batch, 1, 65536, "N", "images per optimiser step (default 64)", 0},
-        {"learning-rate", CLI_DOUBLE, &lr, 1e-12, 1, "X", "Adam learning rate (default 1e-3)", 0},
-        {"lr", CLI_DOUBLE, &lr, 1e-12, 1, "X", "same as --learning-rate", 0},
-        {"weight-decay", CLI_DOUBLE, &wd, 0, 1, "X", "Adam weight decay, added to the gradient (default 1e-5)", 0},
-        {"noise", CLI_STRING, &noise_text, 0, 0, "SPEC",
-         "gaussian:S[:clip][:quantize], salt-pepper:P, speckle:S (default gaussian:0.5)", 0},
-        {"seed", CLI_U64, &seed, 0, 0, "N", "seed of initialisation, shuffling and noise (default 0)", 0},
-        {"threads", CLI_INT, &threads, 1, 64, "N", "threads over the batch (default: online CPUs)", 0},
-        {"limit", CLI_INT, &limit, 0, 0x7fffffff, "N", "use only the first N training images (default 0 = all)", 0},
-        {"eval", CLI_BOOL, &eval, 0, 0, NULL, "evaluate on the test set after every epoch", 0},
-        {"eval-limit", CLI_INT, &eval_limit, 0, 0x7fffffff, "N", "test images for --eval (default 0 = all)", 0},
+    dae_train_request req;
+    memset(&req, 0, sizeof req);
+    dae_train_config_default(&req.cfg);
+    req.cfg.threads = dae_online_cpus();
+    cli_flag flags[MAX_FLAGS];
+    static char help[MAX_FLAGS][HELP_LEN];
+    int n = 0;
+    flags[n++] = (cli_flag){"dataset", CLI_STRING, &dataset, 0, 0, "NAME",
+                            "data set under the data directory: mnist, fashion-mnist, ... (required)", 0};
+    flags[n++] = (cli_flag)CLI_FLAG_DATA_DIR(&data_dir);
+    flags[n++] = (cli_flag){"out", CLI_STRING, &out, 0, 0, "FILE", "where to write the weights (.safetensors; required)", 0};
+    n = param_flags(flags, n, &req, &noise_text, help);
+    const cli_flag own[] = {
         {"resume", CLI_STRING, &resume, 0, 0, "CHECKPOINT", "continue from a checkpoint of --checkpoint", 0},
         {"checkpoint", CLI_STRING, &checkpoint, 0, 0, "FILE", "save a checkpoint (weights + Adam state) after every epoch", 0},
         {"architecture", CLI_STRING, &architecture, 0, 0, "FILE", "JSON architecture spec (default: the reference network)", 0},
         {"loss-csv", CLI_STRING, &csv_path, 0, 0, "FILE", "write the loss of every step and epoch as CSV", 0},
         {"loss-svg", CLI_STRING, &svg_path, 0, 0, "FILE", "write the loss curve as an SVG plot", 0},
     };
+    for (size_t i = 0; i < sizeof own / sizeof own[0] && n < MAX_FLAGS; i++) flags[n++] = own[i];
     cli_command cmd = {NAME, "--dataset NAME --out FILE [flags]",
                        "Trains the denoising autoencoder on NAME's training images (noisy input, clean target, MSE\n"
                        "loss, Adam) and writes the weights as safetensors with the training facts as metadata.\n"
                        "Same seed and thread count give the same weights; --resume continues a run exactly\n"
                        "(pass the same flags as the run that wrote the checkpoint).",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 0, 0};
+                       flags, n, 0, 0};
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
@@ -229,82 +253,54 @@ int cmd_train(int argc, char **argv) {
     if (out == NULL) return cli_usage_error(NAME, "--out is required");
     if (resume != NULL && architecture != NULL)
         return cli_usage_error(NAME, "--resume takes the architecture from the checkpoint; drop --architecture");
+    if (strlen(dataset) >= sizeof req.dataset) return cli_usage_error(NAME, "--dataset: the name is too long");
+    snprintf(req.dataset, sizeof req.dataset, "%s", dataset);
     char err[DAE_ERR_LEN] = "";
-    dae_train_config cfg;
-    dae_train_config_default(&cfg);
-    if (dae_noise_parse(noise_text, &cfg.noise, err, sizeof err) != DAE_OK)
+    if (noise_text != NULL && dae_noise_parse(noise_text, &req.cfg.noise, err, sizeof err) != DAE_OK)
         return cli_usage_error(NAME, "--noise: %s", err);
-    cfg.epochs = epochs, cfg.batch_size = batch, cfg.learning_rate = (float)lr, cfg.weight_decay = (float)wd;
-    cfg.seed = seed, cfg.threads = threads, cfg.limit = limit;
-    cfg.eval_each_epoch = eval, cfg.eval_limit = eval_limit;
-    if (dae_train_config_check(&cfg, err, sizeof err) != DAE_OK) return cli_usage_error(NAME, "%s", err);
+    if (dae_train_config_check(&req.cfg, err, sizeof err) != DAE_OK) return cli_usage_error(NAME, "%s", err);
     const char *outputs[] = {out, checkpoint, csv_path, svg_path};
     for (int i = 0; i < 4; i++)
         if (outputs[i] != NULL && cli_check_output(NAME, outputs[i]) != 0) return CLI_EXIT_FAILURE;
+    const char *dir = cli_data_dir(data_dir);
+    if (dir == NULL) return cli_usage_error(NAME, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
 
-    dae_dataset data;
-    rc = cli_load_dataset(NAME, data_dir, dataset, &data);
-    if (rc != 0) return rc;
-    dae_model m = {0};
-    dae_train_state state = {0};
+    dae_train_run *run = NULL;
     train_ui ui = {0};
     int exit_code = CLI_EXIT_FAILURE;
     char *csv = NULL, *svg = NULL;
-    if (resume != NULL) {
-        if (dae_checkpoint_load(resume, &m, &state, err, sizeof err) != DAE_OK) {
-            cli_error(NAME, "%s", err);
-            goto done;
-        }
-    } else {
+    if (architecture != NULL) {
         char *spec = NULL;
-        if (architecture != NULL) {
-            size_t len;
-            if (dae_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err) != DAE_OK) {
-                cli_error(NAME, "%s", err);
-                goto done;
-            }
-        }
-        char detail[DAE_ERR_LEN] = "";
-        dae_status st = dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), detail, sizeof detail);
+        size_t len;
+        dae_status st = dae_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err);
+        if (st == DAE_OK) st = dae_train_request_set_architecture(&req, spec, architecture, err, sizeof err);
         free(spec);
         if (st != DAE_OK) {
-            cli_error(NAME, "%s: %s", architecture != NULL ? architecture : "default architecture", detail);
-            goto done;
-        }
-        dae_model_init_params(&m, seed);
-        if (dae_train_state_init(&state, &m, &cfg, err, sizeof err) != DAE_OK) {
             cli_error(NAME, "%s", err);
             goto done;
         }
     }
-    const dae_idx_images *train = &data.train_images;
-    if (m.in_c != 1 || m.in_h != train->rows || m.in_w != train->cols) {
-        cli_error(NAME, "%s: the model takes %dx%dx%d images, data set %s has %dx%d gray images",
-                  resume != NULL ? resume : architecture != NULL ? architecture : "model", m.in_c, m.in_h, m.in_w,
-                  dataset, train->rows, train->cols);
+    if (dae_train_run_open(&run, &req, dir, resume, err, sizeof err) != DAE_OK) {
+        cli_error(NAME, "%s", err);
         goto done;
     }
-    int n_train = limit > 0 && limit < train->count ? limit : train->count;
+    const dae_train_config *cfg = dae_train_run_config(run);
+    const dae_train_state *state = dae_train_run_state(run);
     char noise_canon[DAE_NOISE_TEXT_LEN];
-    dae_noise_format(&cfg.noise, noise_canon, sizeof noise_canon);
+    dae_noise_format(&cfg->noise, noise_canon, sizeof noise_canon);
 
     ui.tty = isatty(STDERR_FILENO);
-    ui.first_epoch = state.epochs_done;
+    ui.first_epoch = dae_train_run_first_epoch(run);
     ui.checkpoint = checkpoint;
-    ui.model = &m;
-    ui.state = &state;
-    cfg.progress = on_progress;
-    cfg.user = &ui;
-    cfg.progress_every = 1;
-    cfg.cancel = &cancel_flag;
-    if (resume != NULL) fprintf(stderr, "resuming %s after epoch %d\n", resume, state.epochs_done);
-    if (state.epochs_done >= epochs)
-        fprintf(stderr, "the checkpoint already holds %d epochs; nothing to train (raise --epochs)\n",
-                state.epochs_done);
+    ui.run = run;
+    if (resume != NULL) fprintf(stderr, "resuming %s after epoch %d\n", resume, ui.first_epoch);
+    if (ui.first_epoch >= cfg->epochs)
+        fprintf(stderr, "the checkpoint already holds %d epochs; nothing to train (raise --epochs)\n", ui.first_epoch);
     else
         fprintf(stderr, "training on %s: %d images, epochs %d to %d, batch %d, lr %g, weight decay %g, noise %s, seed %llu, %d threads\n",
-                dataset, n_train, state.epochs_done + 1, epochs, batch, lr, wd, noise_canon,
-                (unsigned long long)seed, threads);
+                dataset, dae_train_run_images(run), ui.first_epoch + 1, cfg->epochs, cfg->batch_size,
+                (double)cfg->learning_rate, (double)cfg->weight_decay, noise_canon, (unsigned long long)cfg->seed,
+                cfg->threads);
 
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
@@ -314,9 +310,7 @@ int cmd_train(int argc, char **argv) {
     atomic_store(&cancel_flag, 0);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    double start = dae_now_s();
-    dae_status st = dae_train(&m, &state, &data, &cfg, err, sizeof err);
-    double seconds = dae_now_s() - start;
+    dae_status st = dae_train_run_train(run, on_progress, &ui, &cancel_flag, err, sizeof err);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (ui.bar_shown) fputs("\r\033[K", stderr);
@@ -325,9 +319,9 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (st == DAE_ERR_CANCELLED) {
-        cli_error(NAME, "interrupted in epoch %d; nothing written to %s%s%s", state.epochs_done + 1, out,
-                  checkpoint != NULL && state.epochs_done > ui.first_epoch ? ", last checkpoint in " : "",
-                  checkpoint != NULL && state.epochs_done > ui.first_epoch ? checkpoint : "");
+        int saved = checkpoint != NULL && state->epochs_done > ui.first_epoch;
+        cli_error(NAME, "interrupted in epoch %d; nothing written to %s%s%s", state->epochs_done + 1, out,
+                  saved ? ", last checkpoint in " : "", saved ? checkpoint : "");
         goto done;
     }
     if (st != DAE_OK) {
@@ -338,26 +332,6 @@ int cmd_train(int argc, char **argv) {
         cli_error(NAME, "out of memory for the loss log");
         goto done;
     }
-
-    /* Final test metrics: those of the last epoch, or computed now when no
-     * epoch ran in this process. */
-    int has_test = 0;
-    double mse = 0, psnr = 0, ssim = 0;
-    if (eval && ui.n_epochs > 0 && ui.epochs[ui.n_epochs - 1].has_test) {
-        const epoch_point *e = &ui.epochs[ui.n_epochs - 1];
-        has_test = 1, mse = e->mse, psnr = e->psnr, ssim = e->ssim;
-    } else if (eval) {
-        dae_quality q = {0}, qn = {0};
-        const dae_idx_images *test = &data.test_images;
-        int n_test = eval_limit > 0 && eval_limit < test->count ? eval_limit : test->count;
-        if (dae_evaluate(&m, NULL, test->pixels, n_test, &cfg.noise, DAE_EVAL_SEED, &q, &qn, err, sizeof err) !=
-            DAE_OK) {
-            cli_error(NAME, "%s", err);
-            goto done;
-        }
-        has_test = 1, mse = dae_quality_mse(&q), psnr = dae_quality_psnr(&q), ssim = dae_quality_ssim(&q);
-    }
-
     if (csv_path != NULL && (csv = loss_csv(&ui)) == NULL) {
         cli_error(NAME, "%s: out of memory", csv_path);
         goto done;
@@ -366,19 +340,8 @@ int cmd_train(int argc, char **argv) {
         cli_error(NAME, "%s: out of memory", svg_path);
         goto done;
     }
-
-    const dae_idx_images *test = &data.test_images;
-    dae_train_facts facts = {
-        .dataset = dataset, .program_version = DAE_VERSION, .train_images = n_train, .threads = threads,
-        .seconds = seconds, .has_loss = ui.n_epochs > 0,
-        .final_loss = ui.n_epochs > 0 ? ui.epochs[ui.n_epochs - 1].loss : 0.0,
-        .test_images = !has_test ? 0 : eval_limit > 0 && eval_limit < test->count ? eval_limit : test->count,
-        .test_mse = mse, .test_psnr = psnr, .test_ssim = ssim,
-    };
-    dae_train_meta meta;
-    dae_train_meta_init(&meta, &cfg, &state, &facts);
-    if (resume != NULL) dae_train_meta_add(&meta, "resumed_from", resume);
-    if (dae_model_save(&m, out, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
+    const char *extra_keys[] = {"resumed_from"}, *extra_values[] = {resume};
+    if (dae_train_run_save(run, out, DAE_VERSION, extra_keys, extra_values, resume != NULL, err, sizeof err) != DAE_OK) {
         cli_error(NAME, "%s", err);
         goto done;
     }
@@ -390,15 +353,15 @@ int cmd_train(int argc, char **argv) {
         cli_error(NAME, "%s", err);
         goto done;
     }
-    fprintf(stderr, "wrote %s (%zu parameters, %d epochs, %.1f s)\n", out, m.n_params, state.epochs_done, seconds);
+    fprintf(stderr, "wrote %s (%zu parameters, %d epochs, %.1f s)\n", out, dae_train_run_model(run)->n_params,
+            state->epochs_done, dae_train_run_seconds(run));
     exit_code = 0;
 done:
     free(csv);
     free(svg);
     free(ui.steps);
     free(ui.epochs);
-    dae_train_state_free(&state);
-    dae_model_free(&m);
-    dae_dataset_free(&data);
+    dae_train_run_free(run);
+    dae_train_request_free(&req);
     return exit_code;
 }

@@ -1,4 +1,5 @@
-/* dataset.c - releasing the in-memory images, labels and data sets. */
+/* dataset.c - releasing the in-memory images, labels and data sets, and
+ * the rules a data set is used by. */
 #include "dataset.h"
 
 #include <stdlib.h>
@@ -22,4 +23,14 @@ void dae_dataset_free(dae_dataset *d) {
     dae_idx_images_free(&d->test_images);
     dae_idx_labels_free(&d->train_labels);
     dae_idx_labels_free(&d->test_labels);
+}
+
+int dae_limit_count(int limit, int count) { return limit > 0 && limit < count ? limit : count; }
+
+dae_status dae_model_check_images(const dae_model *m, const dae_idx_images *im, const char *model,
+                                  const char *dataset, char *err, size_t errlen) {
+    if (m->in_c == 1 && m->in_h == im->rows && m->in_w == im->cols) return DAE_OK;
+    return dae_fail(err, errlen, DAE_ERR_INVALID, "%s%sthe model takes %dx%dx%d images, data set %s has %dx%d gray images",
+                    model != NULL ? model : "", model != NULL ? ": " : "", m->in_c, m->in_h, m->in_w,
+                    dataset != NULL ? dataset : "", im->rows, im->cols);
 }

@@ -5,7 +5,11 @@
 #ifndef DAE_DATASET_H
 #define DAE_DATASET_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "dae_status.h"
+#include "model.h"
 
 typedef struct { int count, rows, cols; uint8_t *pixels; } dae_idx_images;   /* count*rows*cols bytes, owned */
 typedef struct { int count; uint8_t *labels; } dae_idx_labels;              /* count bytes, owned */
@@ -22,5 +26,16 @@ void dae_idx_labels_free(dae_idx_labels *l);
 
 /* Releases all four parts of d; safe on a zeroed struct, idempotent. */
 void dae_dataset_free(dae_dataset *d);
+
+/* How many of count images a limit selects: the first `limit`, or all
+ * of them when limit is 0 (or not below count). */
+int dae_limit_count(int limit, int count);
+
+/* Checks that m takes images such as those of im (one gray channel of
+ * im's size). Otherwise says so in err, naming model (a path or a word
+ * for it) and the data set: "MODEL: the model takes 1x28x28 images, data
+ * set NAME has 32x32 gray images". model may be NULL (no "MODEL: "). */
+dae_status dae_model_check_images(const dae_model *m, const dae_idx_images *im, const char *model,
+                                  const char *dataset, char *err, size_t errlen);
 
 #endif

@@ -16,8 +16,10 @@
 #include "clock.h"
 #include "gemm.h"
 #include "rng.h"
+#include "train_request.h"
 
-enum { MAX_THREADS = 64, MAX_BATCH = 65536 };
+/* The most threads a run may use: the "threads" range of train_request.c. */
+enum { MAX_THREADS = 64 };
 
 /* Stream numbers: shuffles and noise draw from disjoint streams. */
 #define SHUFFLE_STREAM 0x5348554646ULL /* "SHUFF" */
@@ -40,22 +42,12 @@ void dae_train_config_default(dae_train_config *cfg) {
 }
 
 dae_status dae_train_config_check(const dae_train_config *cfg, char *err, size_t errlen) {
-    if (cfg->epochs < 1 || cfg->epochs > 10000)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "epochs must be from 1 to 10000 (got %d)", cfg->epochs);
-    if (cfg->batch_size < 1 || cfg->batch_size > MAX_BATCH)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "batch size must be from 1 to %d (got %d)", MAX_BATCH,
-                        cfg->batch_size);
-    if (!(cfg->learning_rate > 0.0f && cfg->learning_rate <= 1.0f))
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "learning rate must be in (0, 1] (got %g)",
-                        (double)cfg->learning_rate);
-    if (!(cfg->weight_decay >= 0.0f && cfg->weight_decay <= 1.0f))
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "weight decay must be in [0, 1] (got %g)",
-                        (double)cfg->weight_decay);
-    if (cfg->threads < 0 || cfg->threads > MAX_THREADS)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "threads must be from 1 to %d, or 0 for all CPUs (got %d)",
-                        MAX_THREADS, cfg->threads);
-    if (cfg->limit < 0 || cfg->eval_limit < 0 || cfg->progress_every < 0)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "limits and progress interval must not be negative");
+    for (int i = 0; i < DAE_TRAIN_N_PARAMS; i++) {
+        dae_status st = dae_train_param_check(&DAE_TRAIN_PARAMS[i], cfg, err, errlen);
+        if (st != DAE_OK) return st;
+    }
+    if (cfg->progress_every < 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "the progress interval must not be negative");
     return DAE_OK;
 }
 
@@ -170,16 +162,23 @@ static void shuffle(int *order, int n, uint64_t seed, int epoch) {
     }
 }
 
+/* Fills p's share of the run done and the time left, from the steps done
+ * since this run began at epoch first_epoch (run_steps in all). */
+static void run_fraction(dae_train_progress *p, int first_epoch, long run_steps) {
+    long done = (long)(p->epoch - 1 - first_epoch) * p->steps_per_epoch + p->step;
+    p->run_fraction = run_steps > 0 ? (double)done / (double)run_steps : 1.0;
+    if (p->run_fraction > 1.0) p->run_fraction = 1.0;
+    p->eta_s = done > 0 ? p->elapsed_s / (double)done * (double)(run_steps - done) : -1.0;
+}
+
 dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
                      const dae_train_config *cfg, char *err, size_t errlen) {
     dae_status st = dae_train_config_check(cfg, err, errlen);
     if (st != DAE_OK) return st;
     const dae_idx_images *train = &data->train_images;
-    if (m->in_c != 1 || train->rows != m->in_h || train->cols != m->in_w)
-        return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "the data set's images are %dx%d gray, the model takes %dx%dx%d",
-                        train->rows, train->cols, m->in_c, m->in_h, m->in_w);
-    int n_train = cfg->limit > 0 && cfg->limit < train->count ? cfg->limit : train->count;
+    st = dae_model_check_images(m, train, NULL, "given", err, errlen);
+    if (st != DAE_OK) return st;
+    int n_train = dae_limit_count(cfg->limit, train->count);
     if (n_train < 1) return dae_fail(err, errlen, DAE_ERR_INVALID, "the data set has no training images");
     if (s->adam.n != m->n_params)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "optimiser state is for %zu parameters, the model has %zu",
@@ -219,6 +218,8 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
     int every = cfg->progress_every > 0 ? cfg->progress_every : 1;
     double start = dae_now_s();
     long images_done = 0;
+    const int first_epoch = s->epochs_done;
+    const long run_steps = (long)(cfg->epochs - first_epoch) * p.steps_per_epoch;
     for (int epoch = s->epochs_done; epoch < cfg->epochs && st == DAE_OK; epoch++) {
         shuffle(order, n_train, cfg->seed, epoch);
         c.order = order;
@@ -246,6 +247,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
             p.epoch_loss = loss_sum / (double)p.step;
             p.elapsed_s = dae_now_s() - start;
             p.images_per_s = images_done / (p.elapsed_s > 0 ? p.elapsed_s : 1e-9);
+            run_fraction(&p, first_epoch, run_steps);
             if (cfg->progress != NULL && p.step < p.steps_per_epoch && p.step % every == 0)
                 cfg->progress(&p, cfg->user);
         }
@@ -255,7 +257,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
         if (cfg->eval_each_epoch) {
             dae_quality q = {0}, qn = {0};
             const dae_idx_images *test = &data->test_images;
-            int n_test = cfg->eval_limit > 0 && cfg->eval_limit < test->count ? cfg->eval_limit : test->count;
+            int n_test = dae_limit_count(cfg->eval_limit, test->count);
             st = dae_evaluate(m, pool, test->pixels, n_test, &cfg->noise, DAE_EVAL_SEED, &q, &qn, err, errlen);
             p.has_test = st == DAE_OK;
             p.test_mse = dae_quality_mse(&q);
@@ -263,6 +265,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
             p.test_ssim = dae_quality_ssim(&q);
         }
         p.elapsed_s = dae_now_s() - start;
+        run_fraction(&p, first_epoch, run_steps);
         if (cfg->progress != NULL && st == DAE_OK) cfg->progress(&p, cfg->user);
     }
     dae_pool_free(pool);

@@ -33,6 +33,8 @@ typedef struct {
     double epoch_loss;      /* mean batch loss of the epoch so far */
     double images_per_s;    /* training throughput over this run so far */
     double elapsed_s;       /* wall time of this run so far */
+    double run_fraction;    /* share of this run's steps done, 0 to 1 */
+    double eta_s;           /* time left in this run at its pace so far; -1 before the first step */
     int epoch_done;         /* 1 on the call that closes an epoch */
     int has_test;           /* 1 when the test fields below are filled */
     double test_mse, test_psnr, test_ssim; /* the model on noisy test images */
