@@ -25,6 +25,18 @@ void dae_dataset_free(dae_dataset *d) {
     dae_idx_labels_free(&d->test_labels);
 }
 
+int dae_name_valid(const char *name) {
+    size_t n = strlen(name);
+    if (n < 1 || n > DAE_NAME_MAX || name[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
 int dae_limit_count(int limit, int count) { return limit > 0 && limit < count ? limit : count; }
 
 dae_status dae_model_check_images(const dae_model *m, const dae_idx_images *im, const char *model,

@@ -27,6 +27,14 @@ void dae_idx_labels_free(dae_idx_labels *l);
 /* Releases all four parts of d; safe on a zeroed struct, idempotent. */
 void dae_dataset_free(dae_dataset *d);
 
+/* Longest name of a data set or a model. */
+#define DAE_NAME_MAX 64
+
+/* 1 when name may name a data set or a model (a directory or a file
+ * name of its own): 1 to DAE_NAME_MAX characters of [A-Za-z0-9._-], not
+ * starting with '.' (so never ".", ".." or a hidden file). */
+int dae_name_valid(const char *name);
+
 /* How many of count images a limit selects: the first `limit`, or all
  * of them when limit is 0 (or not below count). */
 int dae_limit_count(int limit, int count);

@@ -113,19 +113,6 @@ static int in_list(const char *list, const char *name) {
     return 0;
 }
 
-/* 1 when name follows the data set names' rule (io/idx.h). */
-static int dataset_name_valid(const char *name) {
-    size_t n = strlen(name);
-    if (n < 1 || n > DAE_DATASET_NAME_MAX || name[0] == '.') return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* Reads the value v of p into cfg. */
 static dae_status read_param(const dae_train_param *p, const cJSON *v, dae_train_config *cfg, char *err,
                              size_t errlen) {
@@ -199,10 +186,10 @@ dae_status dae_train_request_from_json(const cJSON *in, const char *caller_field
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(in, "dataset");
     if (st == DAE_OK && ds == NULL)
         st = dae_fail(err, errlen, DAE_ERR_INVALID, "dataset is required: a data set name such as mnist or fashion-mnist");
-    if (st == DAE_OK && (!cJSON_IsString(ds) || !dataset_name_valid(ds->valuestring)))
+    if (st == DAE_OK && (!cJSON_IsString(ds) || !dae_name_valid(ds->valuestring)))
         st = dae_fail(err, errlen, DAE_ERR_INVALID,
                       "dataset must be a data set name: 1 to %d characters of [A-Za-z0-9._-], not starting with '.'",
-                      DAE_DATASET_NAME_MAX);
+                      DAE_NAME_MAX);
     if (st == DAE_OK) snprintf(req->dataset, sizeof req->dataset, "%s", ds->valuestring);
     for (int i = 0; i < DAE_TRAIN_N_PARAMS && st == DAE_OK; i++) {
         const dae_train_param *p = &DAE_TRAIN_PARAMS[i];

@@ -55,13 +55,10 @@ void dae_train_param_range_text(const dae_train_param *p, char *buf, size_t len)
  * "NAME must be RANGE (got VALUE)" with p's JSON name. */
 dae_status dae_train_param_check(const dae_train_param *p, const dae_train_config *cfg, char *err, size_t errlen);
 
-/* Longest data set name (names follow io/idx.h's rule). */
-#define DAE_DATASET_NAME_MAX 64
-
 /* A training run to do: on which data set, with which network and
  * hyper-parameters. */
 typedef struct {
-    char dataset[DAE_DATASET_NAME_MAX + 1];
+    char dataset[DAE_NAME_MAX + 1]; /* dae_name_valid */
     char *architecture;  /* the network's JSON spec (model.h), malloc'd; NULL: the reference network */
     dae_train_config cfg; /* the hyper-parameters; progress, user and cancel unset */
 } dae_train_request;

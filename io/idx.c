@@ -300,20 +300,6 @@ dae_status dae_idx_load_labels(const char *path, dae_idx_labels *out, char *err,
  * Data sets
  * ------------------------------------------------------------------------ */
 
-/* Returns 1 when name matches [A-Za-z0-9._-]{1,64} and is not "." or "..". */
-static int dataset_name_ok(const char *name) {
-    size_t n = strlen(name);
-    if (n < 1 || n > 64) return 0;
-    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* Returns a malloc'd "a/b<suffix>", or NULL when out of memory. */
 static char *path_join(const char *a, const char *b, const char *suffix) {
     size_t n = strlen(a) + 1 + strlen(b) + strlen(suffix) + 1;
@@ -361,9 +347,9 @@ static dae_status dataset_dir(const char *data_dir, const char *name, char **dir
     *dir = NULL;
     if (data_dir == NULL || data_dir[0] == '\0')
         return dae_fail(err, errlen, DAE_ERR_INVALID, "no data directory given");
-    if (name == NULL || !dataset_name_ok(name))
+    if (name == NULL || !dae_name_valid(name))
         return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "bad data set name '%s': use 1 to 64 of A-Z a-z 0-9 . _ - (not \".\" or \"..\")",
+                        "bad data set name '%s': use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with '.')",
                         name ? name : "(null)");
     *dir = path_join(data_dir, name, "");
     if (*dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "data set '%s': out of memory", name);

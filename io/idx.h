@@ -52,8 +52,7 @@ dae_status dae_idx_load_labels(const char *path, dae_idx_labels *out, char *err,
  * dae_dataset_free()): the four standard files under DATA_DIR/NAME/,
  * train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte
  * and t10k-labels-idx1-ubyte, each either raw or with ".gz" (whichever
- * exists; raw first). NAME must match [A-Za-z0-9._-]{1,64} and not be "."
- * or "..". Checks that each split has as many labels as images
+ * exists; raw first). NAME must be dae_name_valid (dataset.h). Checks that each split has as many labels as images
  * and that train and test images have the same size. On failure *out is
  * zeroed. Returns DAE_ERR_INVALID for a bad name, DAE_ERR_IO when the
  * directory or a file is missing (the message says where it looked),
