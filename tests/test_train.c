@@ -178,8 +178,8 @@ Test(train, the_cancel_flag_stops_within_a_step) {
 
 Test(train, invalid_configurations_name_the_field) {
     static const struct { int field; double value; const char *needle; } cases[] = {
-        {0, 0, "epochs"}, {1, 0, "batch size"}, {2, 0, "learning rate"}, {2, 2, "learning rate"},
-        {3, -1, "weight decay"}, {4, -1, "threads"}, {4, 1000, "threads"},
+        {0, 0, "epochs"}, {1, 0, "batch_size"}, {2, 0, "learning_rate"}, {2, 2, "learning_rate"},
+        {3, -1, "weight_decay"}, {4, -1, "threads"}, {4, 1000, "threads"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         dae_train_config cfg = small_config(1, 1);
