@@ -33,7 +33,7 @@ struct srv_http {
     srv_registry *registry;
     srv_infer *infer;
     srv_metrics *metrics;
-    srv_jobs *jobs;
+    srv_train_http *train; /* the training routes' face; NULL: no training */
     struct MHD_Daemon *daemon;
     srv_gate *gate;  /* owns the listening socket; see gate.h */
     int port;
@@ -118,9 +118,9 @@ struct request {
     size_t discarded;
     long long body_reserved; /* bytes of the memory budget the body holds */
     int over_budget;         /* the body did not fit the memory budget: discarded, answered 503 */
-    /* The image job. */
+    /* The image request. */
     srv_model *model;
-    srv_job job;
+    srv_infer_request image;
 };
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
@@ -176,13 +176,13 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
                     r->model != NULL ? r->model->name : NULL, error};
     srv_access_log(h->cfg->log_format, &a);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
-    free(r->job.png);
+    free(r->image.png);
     srv_model_release(r->model);
     free(r->body);
     /* Everything this request held of the memory budget: its body, and
-     * what its job kept (the PNG answer, or all of it when the job never
-     * ran). */
-    srv_budget_give(srv_infer_budget(h->infer), r->body_reserved + r->job.mem_reserved);
+     * what its image request kept (the PNG answer, or all of it when the
+     * workers never ran it). */
+    srv_budget_give(srv_infer_budget(h->infer), r->body_reserved + r->image.mem_reserved);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
 }
@@ -251,6 +251,76 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE);
 }
 
+/* ------------------------------------------------------------ statuses at the edge */
+
+/* The modules below this edge (inference, registry, multipart) end in a
+ * dae_status and a sentence; here alone a status becomes an HTTP status
+ * and an error code. Each kind of work has its rows; the row of status
+ * DAE_OK is the kind's answer to any status it does not list. */
+typedef struct {
+    srv_edge_kind kind;
+    dae_status status;
+    int http_status;
+    const char *code;
+    int reject; /* the srv_reject_reason it counts in the metrics, or -1 */
+} edge_error;
+
+static const edge_error EDGE_ERRORS[] = {
+    /* The result of an image request (inference.h). */
+    {SRV_EDGE_IMAGE, DAE_ERR_FORMAT, 400, "invalid_image", -1},
+    {SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE, 413, "too_many_pixels", SRV_REJECT_TOO_MANY_PIXELS},
+    {SRV_EDGE_IMAGE, DAE_ERR_NOMEM, 503, "out_of_memory", -1},
+    {SRV_EDGE_IMAGE, DAE_ERR_STOPPING, 503, "shutting_down", -1},
+    {SRV_EDGE_IMAGE, DAE_OK, 500, "internal_error", -1},
+    /* Taking an upload: the form field "image", a place in the queue. */
+    {SRV_EDGE_UPLOAD, DAE_ERR_NOT_FOUND, 400, "missing_image", -1},
+    {SRV_EDGE_UPLOAD, DAE_ERR_FORMAT, 400, "invalid_multipart", -1},
+    {SRV_EDGE_UPLOAD, DAE_ERR_BUSY, 503, "queue_full", SRV_REJECT_QUEUE_FULL},
+    {SRV_EDGE_UPLOAD, DAE_ERR_STOPPING, 503, "draining", SRV_REJECT_DRAINING},
+    {SRV_EDGE_UPLOAD, DAE_OK, 500, "internal_error", -1},
+    /* POST /models/{name}/activate and DELETE /models/{name} (registry.h). */
+    {SRV_EDGE_MODEL, DAE_ERR_NOT_FOUND, 404, "model_not_found", -1},
+    {SRV_EDGE_MODEL, DAE_ERR_IN_USE, 409, "model_active", -1},
+    {SRV_EDGE_MODEL, DAE_ERR_INVALID, 409, "model_not_in_dir", -1},
+    {SRV_EDGE_MODEL, DAE_OK, 500, "io_error", -1},
+    /* Any other route's refusal. */
+    {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining", -1},
+    {SRV_EDGE_ROUTE, DAE_OK, 500, "internal_error", -1},
+};
+
+/* The row of EDGE_ERRORS for st in work of that kind. */
+static const edge_error *edge_error_of(srv_edge_kind kind, dae_status st) {
+    const edge_error *fallback = NULL;
+    for (size_t i = 0; i < sizeof EDGE_ERRORS / sizeof EDGE_ERRORS[0]; i++) {
+        const edge_error *e = &EDGE_ERRORS[i];
+        if (e->kind != kind) continue;
+        if (e->status == st) return e;
+        if (e->status == DAE_OK) fallback = e;
+    }
+    return fallback;
+}
+
+int srv_http_error_of(srv_edge_kind kind, dae_status st, const char **code) {
+    const edge_error *e = edge_error_of(kind, st);
+    *code = e->code;
+    return e->http_status;
+}
+
+/* Answers the error st of work of that kind as EDGE_ERRORS says, with the
+ * sentence fmt, and counts the rejection the row names. */
+static enum MHD_Result answer_status(request *r, srv_edge_kind kind, dae_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static enum MHD_Result answer_status(request *r, srv_edge_kind kind, dae_status st, const char *fmt, ...) {
+    char msg[DAE_ERR_LEN + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const edge_error *e = edge_error_of(kind, st);
+    if (e->reject >= 0) srv_metrics_reject(r->http->metrics, (srv_reject_reason)e->reject);
+    return answer_error(r, e->http_status, e->code, "%s", msg);
+}
+
 /* Answers a JSON document (malloc'd; taken over). Strings in it may come
  * from files (model metadata, job records): any byte that is not
  * well-formed UTF-8 is replaced, so a JSON client can always parse it. */
@@ -279,11 +349,14 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
 }
 
 /* Answers 503 "draining" once shutdown began: the dispatcher's answer to
- * every route flagged ROUTE_DRAIN_REFUSES. An upload refused counts as a
- * rejection (the rejections count image work turned away). */
+ * every route flagged ROUTE_DRAIN_REFUSES, and an upload's when the
+ * inference queue closed meanwhile. The one place this answer is written.
+ * An upload refused counts as a rejection (the rejections count image
+ * work turned away). */
 static enum MHD_Result refuse_draining(request *r) {
-    if (r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD)) srv_metrics_reject(r->http->metrics, SRV_REJECT_DRAINING);
-    return answer_error(r, 503, "draining", "the server is shutting down and takes no new work");
+    int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD);
+    return answer_status(r, upload ? SRV_EDGE_UPLOAD : SRV_EDGE_ROUTE, DAE_ERR_STOPPING,
+                         "the server is shutting down and takes no new work");
 }
 
 /* ------------------------------------------------------------ GET routes */
@@ -323,7 +396,7 @@ static enum MHD_Result get_metrics(request *r) {
     size_t len;
     char *text = srv_metrics_render(h->metrics, &g, h->registry, &len);
     if (text == NULL) return answer_error(r, 500, "internal_error", "out of memory");
-    char *train = h->jobs != NULL ? srv_jobs_metrics(h->jobs) : NULL;
+    char *train = h->train != NULL ? srv_train_http_metrics(h->train) : NULL;
     if (train != NULL) {
         size_t tl = strlen(train);
         char *both = realloc(text, len + tl + 1);
@@ -366,25 +439,24 @@ static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char 
     return MHD_NO;
 }
 
-/* The worker's callback: the job's result is in; wake the connection. */
-static void job_done(srv_job *job) {
-    request *r = job->user;
+/* The worker's callback: the image request's result is in; wake the
+ * connection. */
+static void image_done(srv_infer_request *req) {
+    request *r = req->user;
     MHD_resume_connection(r->conn); /* last touch: r may be gone after this */
 }
 
-/* The job's result, after the worker resumed the connection. */
-static enum MHD_Result answer_job(request *r) {
-    srv_job *j = &r->job;
-    if (j->http_status != 200) {
-        if (j->http_status == 413) srv_metrics_reject(r->http->metrics, SRV_REJECT_TOO_MANY_PIXELS);
-        return answer_error(r, j->http_status, j->error_code, "%s", j->message);
-    }
-    uint8_t *png = j->png;
-    j->png = NULL;
-    return answer(r, 200, "image/png", png, j->png_len, MHD_RESPMEM_MUST_FREE);
+/* The image request's result, after the worker resumed the connection. */
+static enum MHD_Result answer_image(request *r) {
+    srv_infer_request *req = &r->image;
+    if (req->status != DAE_OK) return answer_status(r, SRV_EDGE_IMAGE, req->status, "%s", req->message);
+    uint8_t *png = req->png;
+    req->png = NULL;
+    return answer(r, 200, "image/png", png, req->png_len, MHD_RESPMEM_MUST_FREE);
 }
 
-/* Parses the /noise parameters into the job. Returns 0, or answers 422. */
+/* Parses the /noise parameters into the image request. Returns 0, or
+ * answers 422. */
 static int noise_params(request *r, enum MHD_Result *ret) {
     struct MHD_Connection *c = r->conn;
     const char *type = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "type");
@@ -409,12 +481,12 @@ static int noise_params(request *r, enum MHD_Result *ret) {
     const char *level = salt ? (amount != NULL ? amount : "0.1") : (sigma != NULL ? sigma : "0.5");
     char spec_text[128], err[DAE_ERR_LEN];
     snprintf(spec_text, sizeof spec_text, "%s:%s", type, level);
-    if (strlen(level) > 32 || dae_noise_parse(spec_text, &r->job.noise, err, sizeof err) != DAE_OK) {
+    if (strlen(level) > 32 || dae_noise_parse(spec_text, &r->image.noise, err, sizeof err) != DAE_OK) {
         *ret = answer_error(r, 422, "invalid_parameter", "%s must be a plain decimal number in %s, not \"%s\"",
                             salt ? "amount" : "sigma", salt ? "[0, 1]" : "[0, 10]", level);
         return -1;
     }
-    r->job.seed = 0;
+    r->image.seed = 0;
     if (seed != NULL) {
         char *end;
         errno = 0;
@@ -424,14 +496,14 @@ static int noise_params(request *r, enum MHD_Result *ret) {
                                 seed);
             return -1;
         }
-        r->job.seed = v;
+        r->image.seed = v;
     }
     return 0;
 }
 
 /* The final call of POST /denoise (denoise 1) and /noise (0): every
- * cheap check, then the job goes to the workers and the connection is
- * suspended. */
+ * cheap check, then the image request goes to the workers and the
+ * connection is suspended. */
 static enum MHD_Result post_image(request *r, int denoise) {
     srv_http *h = r->http;
     const srv_config *cfg = h->cfg;
@@ -464,9 +536,8 @@ static enum MHD_Result post_image(request *r, int denoise) {
     const char *ctype = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (srv_multipart_is_form(ctype)) {
         char err[256];
-        srv_mp_status st = srv_multipart_find(ctype, r->body, r->len, "image", &img, &img_len, err, sizeof err);
-        if (st != SRV_MP_OK)
-            return answer_error(r, 400, st == SRV_MP_NO_FIELD ? "missing_image" : "invalid_multipart", "%s", err);
+        dae_status st = srv_multipart_find(ctype, r->body, r->len, "image", &img, &img_len, err, sizeof err);
+        if (st != DAE_OK) return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     }
     if (img_len == 0)
         return answer_error(r, 400, "empty_body",
@@ -478,38 +549,31 @@ static enum MHD_Result post_image(request *r, int denoise) {
     if (dae_image_probe(img, img_len, &w, &hgt, err, sizeof err) != DAE_OK) {
         if (dae_image_format_name(img, img_len) == NULL)
             return answer_error(r, 415, "unsupported_media_type", "%s", err);
-        return answer_error(r, 400, "invalid_image", "%s", err);
+        return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_FORMAT, "%s", err);
     }
     long long pixels = (long long)w * hgt;
-    if (pixels > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE) {
-        srv_metrics_reject(h->metrics, SRV_REJECT_TOO_MANY_PIXELS);
-        return answer_error(r, 413, "too_many_pixels", "image is %dx%d = %lld pixels, over the limit of %lld", w, hgt,
-                            pixels, cfg->max_pixels);
-    }
-    /* The memory the job will need at its peak, estimated from the header
+    if (pixels > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE)
+        return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
+                             "image is %dx%d = %lld pixels, over the limit of %lld", w, hgt, pixels, cfg->max_pixels);
+    /* The memory the request will need at its peak, estimated from the header
      * (the channels are not known yet: the worst case), reserved before
      * anything is decoded; the worker lowers it once they are. */
     srv_budget *budget = srv_infer_budget(h->infer);
     long long need = srv_budget_image_bytes(denoise ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE, w, hgt, 0);
-    if (need < 0 || need > budget->limit - r->body_reserved) {
-        srv_metrics_reject(h->metrics, SRV_REJECT_TOO_MANY_PIXELS);
-        return answer_error(r, 413, "too_many_pixels",
-                            "image is %dx%d: with its body it needs up to %lld bytes, over the whole memory budget of "
-                            "%lld bytes (--memory-budget)",
-                            w, hgt, need + r->body_reserved, budget->limit);
-    }
+    if (need < 0 || need > budget->limit - r->body_reserved)
+        return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
+                             "image is %dx%d: with its body it needs up to %lld bytes, over the whole memory budget of "
+                             "%lld bytes (--memory-budget)",
+                             w, hgt, need + r->body_reserved, budget->limit);
     if (srv_budget_take(budget, need) != 0) return refuse_memory(r, need);
-    srv_reserve rv = srv_infer_reserve(h->infer, pixels);
-    if (rv != SRV_RESERVE_OK) {
+    dae_status st = srv_infer_reserve(h->infer, pixels, err, sizeof err);
+    if (st != DAE_OK) {
         srv_budget_give(budget, need);
-        if (rv != SRV_RESERVE_FULL) return refuse_draining(r); /* shutdown began since the dispatcher looked */
-        srv_metrics_reject(h->metrics, SRV_REJECT_QUEUE_FULL);
-        return answer_error(r, 503, "queue_full",
-                            "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",
-                            cfg->queue_size, cfg->queue_pixels);
+        if (st == DAE_ERR_STOPPING) return refuse_draining(r); /* shutdown began since the dispatcher looked */
+        return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     }
-    srv_job *j = &r->job;
-    j->kind = denoise ? SRV_JOB_DENOISE : SRV_JOB_NOISE;
+    srv_infer_request *j = &r->image;
+    j->kind = denoise ? SRV_INFER_DENOISE : SRV_INFER_NOISE;
     j->input = img;
     j->input_len = img_len;
     j->max_pixels = (size_t)cfg->max_pixels;
@@ -517,7 +581,7 @@ static enum MHD_Result post_image(request *r, int denoise) {
     j->model = r->model;
     j->png_level = cfg->png_level;
     j->mem_reserved = need;
-    j->done = job_done;
+    j->done = image_done;
     j->user = r;
     /* Suspend first: the worker may resume before this function returns. */
     r->phase = PHASE_QUEUED;
@@ -588,8 +652,8 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
 
 /* ------------------------------------------------------------ admin and training routes */
 
-/* Answers a srv_jobs_answer (its JSON is taken over). */
-static enum MHD_Result answer_jobs(request *r, srv_jobs_answer *a) {
+/* Answers a srv_train_answer (its JSON is taken over). */
+static enum MHD_Result answer_train(request *r, srv_train_answer *a) {
     if (a->status >= 400) {
         free(a->json);
         return answer_error(r, a->status, a->code, "%s", a->message);
@@ -603,26 +667,26 @@ static enum MHD_Result post_train(request *r) {
     if (r->too_large)
         return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes",
                             h->cfg->max_body_bytes);
-    if (h->jobs == NULL) return answer_error(r, 503, "training_disabled", "this server runs no training jobs");
-    srv_jobs_answer a;
-    srv_jobs_submit(h->jobs, r->body != NULL ? (const char *)r->body : "", r->len, &a);
+    if (h->train == NULL) return answer_error(r, 503, "training_disabled", "this server runs no training jobs");
+    srv_train_answer a;
+    srv_train_http_submit(h->train, r->body != NULL ? (const char *)r->body : "", r->len, &a);
     if (a.status == 202) snprintf(r->location, sizeof r->location, "/train/%s", a.id);
-    return answer_jobs(r, &a);
+    return answer_train(r, &a);
 }
 
 /* GET /train: the training jobs. */
 static enum MHD_Result get_train(request *r) {
     srv_http *h = r->http;
-    if (h->jobs == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
-    return answer_json(r, 200, srv_jobs_list_json(h->jobs));
+    if (h->train == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
+    return answer_json(r, 200, srv_train_http_list(h->train));
 }
 
 /* GET /train/{id}: one training job's record. */
 static enum MHD_Result get_train_job(request *r) {
     srv_http *h = r->http;
-    if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
+    if (h->train == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
     int found = 0;
-    char *json = srv_jobs_get_json(h->jobs, r->route_arg, &found);
+    char *json = srv_train_http_get(h->train, r->route_arg, &found);
     if (!found)
         return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
     return answer_json(r, 200, json);
@@ -631,10 +695,10 @@ static enum MHD_Result get_train_job(request *r) {
 /* DELETE /train/{id}: cancels a training job. */
 static enum MHD_Result delete_train_job(request *r) {
     srv_http *h = r->http;
-    if (h->jobs == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
-    srv_jobs_answer a;
-    srv_jobs_cancel(h->jobs, r->route_arg, &a);
-    return answer_jobs(r, &a);
+    if (h->train == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
+    srv_train_answer a;
+    srv_train_http_cancel(h->train, r->route_arg, &a);
+    return answer_train(r, &a);
 }
 
 /* POST /models/{name}/activate (activate 1) and DELETE /models/{name}
@@ -644,13 +708,12 @@ static enum MHD_Result model_admin(request *r, int activate) {
     srv_http *h = r->http;
     char err[DAE_ERR_LEN + 128] = "";
     const char *name = r->route_arg;
-    srv_reg_status st;
+    dae_status st;
     srv_model *before = srv_registry_acquire(h->registry, NULL);
     if (activate) st = srv_registry_activate(h->registry, name, err, sizeof err);
     else st = srv_registry_remove(h->registry, name, err, sizeof err);
     enum MHD_Result ret;
-    switch (st) {
-    case SRV_REG_OK: {
+    if (st == DAE_OK) {
         char body[512];
         if (activate) {
             srv_model *m = srv_registry_acquire(h->registry, NULL);
@@ -661,12 +724,8 @@ static enum MHD_Result model_admin(request *r, int activate) {
             snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", name);
         }
         ret = answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY);
-        break;
-    }
-    case SRV_REG_NOT_FOUND: ret = answer_error(r, 404, "model_not_found", "%s", err); break;
-    case SRV_REG_ACTIVE: ret = answer_error(r, 409, "model_active", "%s", err); break;
-    case SRV_REG_NOT_IN_DIR: ret = answer_error(r, 409, "model_not_in_dir", "%s", err); break;
-    default: ret = answer_error(r, 500, "io_error", "%s", err); break;
+    } else {
+        ret = answer_status(r, SRV_EDGE_MODEL, st, "%s", err);
     }
     srv_model_release(before);
     return ret;
@@ -678,7 +737,7 @@ static enum MHD_Result delete_model(request *r) { return model_admin(r, 0); }
 
 /* The event stream of GET /train/{id}/events. */
 typedef struct {
-    srv_job_stream *stream;
+    srv_train_stream *stream;
     struct MHD_Connection *conn;
     srv_gate *gate;
     unsigned long long token; /* the stream's place in --max-streams */
@@ -687,13 +746,13 @@ typedef struct {
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     sse *e = cls;
-    return srv_jobs_stream_read(e->stream, e->conn, buf, max);
+    return srv_train_stream_read(e->stream, e->conn, buf, max);
 }
 
 /* The gate's watchdog: the stream's client left or stopped reading. */
 static void sse_kick(void *cls) {
     sse *e = cls;
-    srv_jobs_stream_kick(e->stream);
+    srv_train_stream_kick(e->stream);
 }
 
 /* libmicrohttpd's free callback: leaves the gate's count first, so the
@@ -701,7 +760,7 @@ static void sse_kick(void *cls) {
 static void sse_free(void *cls) {
     sse *e = cls;
     srv_gate_stream_end(e->gate, e->token);
-    srv_jobs_stream_close(e->stream);
+    srv_train_stream_close(e->stream);
     free(e);
 }
 
@@ -710,11 +769,11 @@ static void sse_free(void *cls) {
  * stops reading for --timeout. */
 static enum MHD_Result get_events(request *r) {
     srv_http *h = r->http;
-    srv_job_stream *s = h->jobs != NULL ? srv_jobs_stream_open(h->jobs, r->route_arg) : NULL;
+    srv_train_stream *s = h->train != NULL ? srv_train_stream_open(h->train, r->route_arg) : NULL;
     if (s == NULL) return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
     sse *e = malloc(sizeof *e);
     if (e == NULL) {
-        srv_jobs_stream_close(s);
+        srv_train_stream_close(s);
         return answer_error(r, 500, "internal_error", "out of memory");
     }
     e->stream = s;
@@ -722,7 +781,7 @@ static enum MHD_Result get_events(request *r) {
     e->gate = h->gate;
     e->token = srv_gate_stream_begin(h->gate, r->conn_ctx, sse_kick, e);
     if (e->token == 0) {
-        srv_jobs_stream_close(s);
+        srv_train_stream_close(s);
         free(e);
         srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
         return answer_error(r, 503, "too_many_streams", "the server has its maximum of %d event streams open",
@@ -967,7 +1026,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         if (r->over_budget) return refuse_memory(r, (long long)r->discarded);
         return dispatch(r);
     case PHASE_QUEUED:
-        return answer_job(r);
+        return answer_image(r);
     default:
         return MHD_NO;
     }
@@ -986,13 +1045,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
-                         srv_jobs *jobs, char *err, size_t errlen) {
+                         srv_train_http *train, char *err, size_t errlen) {
     srv_http *h = calloc(1, sizeof *h);
     if (h == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->jobs = jobs;
+    h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->train = train;
     for (int i = 0; i < N_ROUTES; i++) srv_metrics_name_route(metrics, i, ROUTES[i].name);
     /* The gate owns the listening socket and hands libmicrohttpd only
      * connections whose request head is complete and sane (gate.h).
@@ -1047,7 +1106,7 @@ int srv_http_port(const srv_http *h) { return h->port; }
 void srv_http_drain(srv_http *h) {
     if (atomic_exchange(&h->draining, 1)) return;
     srv_infer_close(h->infer);
-    srv_jobs_end_streams(h->jobs);
+    srv_train_http_end_streams(h->train);
     srv_gate_quiesce(h->gate);
 }
 

@@ -14,17 +14,19 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "dae_status.h"
 #include "inference.h"
-#include "jobs.h"
 #include "metrics.h"
 #include "registry.h"
+#include "train_http.h"
 
 typedef struct srv_http srv_http;
 
-/* Starts listening on cfg->bind:cfg->port. jobs may be NULL (no
- * training). Returns NULL and fills err. */
+/* Starts listening on cfg->bind:cfg->port. train, the training routes'
+ * face (train_http.h), may be NULL (no training). Returns NULL and fills
+ * err. */
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
-                         srv_jobs *jobs, char *err, size_t errlen);
+                         srv_train_http *train, char *err, size_t errlen);
 
 /* Writes the route table as "POST /denoise, ..., GET|DELETE /train/{id},
  * ..." into out (cap bytes, cut short if it does not fit): the list of
@@ -38,6 +40,21 @@ int srv_http_port(const srv_http *h);
  * answer closes its connection, and the listening socket is closed so no
  * new connection is accepted. In-flight requests carry on. */
 void srv_http_drain(srv_http *h);
+
+/* The work a status from below the HTTP edge comes from: the same status
+ * answers differently in each (DAE_ERR_NOT_FOUND is a missing model when
+ * a model is activated, a missing form field in an upload). */
+typedef enum {
+    SRV_EDGE_IMAGE,  /* an image request's result (inference.h) */
+    SRV_EDGE_UPLOAD, /* taking an upload: its form field (multipart.h), its place in the queue */
+    SRV_EDGE_MODEL,  /* activating or deleting a model (registry.h) */
+    SRV_EDGE_ROUTE,  /* any route's refusal of a request */
+} srv_edge_kind;
+
+/* The HTTP status the server answers when work of that kind ends with st
+ * (not DAE_OK), and its error code in *code (static): the one table of
+ * the HTTP edge. */
+int srv_http_error_of(srv_edge_kind kind, dae_status st, const char **code);
 
 /* Requests whose answer has not been sent yet. */
 long srv_http_in_flight(srv_http *h);

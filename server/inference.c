@@ -1,12 +1,12 @@
-/* inference.c - the bounded job queue, the worker threads, tile batching
+/* inference.c - the bounded request queue, the worker threads, tile batching
  * across requests, and the decode / blend / encode steps around the
  * forward passes. The scheme is described in inference.h.
  *
- * Locking: q->mu guards the queue list, the counters and every job's
+ * Locking: q->mu guards the queue list, the counters and every request's
  * bookkeeping (state, next_tile, done_tiles, in_flight, cancelled). The
  * float work - decoding, extracting tiles, forward passes, encoding - runs
- * without it; accumulating tiles into a job's output planes takes that
- * job's acc_mu, since two workers may hold tiles of one large image. */
+ * without it; accumulating tiles into a request's output planes takes that
+ * request's acc_mu, since two workers may hold tiles of one large image. */
 #include "inference.h"
 
 #include <errno.h>
@@ -18,27 +18,27 @@
 #include "clock.h"
 #include "gemm.h"
 
-/* Jobs of at most this many pixels are decoded into a batch already
+/* Requests of at most this many pixels are decoded into a batch already
  * being gathered; bigger ones start a batch of their own, so a slow
  * decode never holds up tiles already claimed. */
-#define SMALL_JOB_PIXELS 65536
+#define SMALL_REQ_PIXELS 65536
 
-enum { JOB_NEW, JOB_PREPARING, JOB_READY, JOB_CLAIMED, JOB_DONE };
+enum { REQ_NEW, REQ_PREPARING, REQ_READY, REQ_CLAIMED, REQ_DONE };
 
 typedef struct {
-    srv_job *job;
-    int first, n; /* tiles [first, first + n) of the job, within one plane */
+    srv_infer_request *req;
+    int first, n; /* tiles [first, first + n) of the request, within one plane */
 } segment;
 
 typedef struct {
     srv_model *model;      /* every segment's model */
-    int tiles, n_seg, n_jobs;
-    int big;               /* its tiles are of one big job: no small job joins */
-    unsigned long id;      /* stamps the jobs counted in n_jobs */
-    double oldest;         /* earliest enqueue time of its jobs */
+    int tiles, n_seg, n_reqs;
+    int big;               /* its tiles are of one big request: no small one joins */
+    unsigned long id;      /* stamps the requests counted in n_reqs */
+    double oldest;         /* earliest enqueue time of its requests */
     segment *seg;          /* room for max_batch */
-    srv_job **decode;      /* room for max_batch: new jobs being decoded */
-    srv_job *completed;    /* retired jobs to deliver (noise jobs, failures) */
+    srv_infer_request **decode;   /* room for max_batch: new requests being decoded */
+    srv_infer_request *completed; /* retired requests to deliver (noise requests, failures) */
 } batch;
 
 typedef struct {
@@ -49,13 +49,13 @@ typedef struct {
     float *tiles_in, *tiles_out; /* max_batch tiles each */
     size_t tile_floats;          /* floats per tile the buffers are sized for */
     segment *seg;
-    srv_job **decode;
+    srv_infer_request **decode;
 } worker;
 
 struct srv_infer {
     pthread_mutex_t mu;
-    pthread_cond_t work;       /* a job arrived or the queue is stopping */
-    srv_job *head, *tail;      /* jobs with work left: new, being decoded, or with unclaimed tiles */
+    pthread_cond_t work;       /* a request arrived or the queue is stopping */
+    srv_infer_request *head, *tail; /* requests with work left: new, being decoded, or with unclaimed tiles */
     int n_list, n_new, n_ready;
     int pending;               /* reserved and not yet completed */
     long long pending_pixels;
@@ -71,7 +71,7 @@ struct srv_infer {
 
 /* ------------------------------------------------------------ the list */
 
-static void list_append(srv_infer *q, srv_job *j) {
+static void list_append(srv_infer *q, srv_infer_request *j) {
     j->next = NULL;
     j->prev = q->tail;
     if (q->tail != NULL) q->tail->next = j;
@@ -81,7 +81,7 @@ static void list_append(srv_infer *q, srv_job *j) {
     atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
 }
 
-static void list_remove(srv_infer *q, srv_job *j) {
+static void list_remove(srv_infer *q, srv_infer_request *j) {
     if (j->prev != NULL) j->prev->next = j->next;
     else q->head = j->next;
     if (j->next != NULL) j->next->prev = j->prev;
@@ -91,131 +91,127 @@ static void list_remove(srv_infer *q, srv_job *j) {
     atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
 }
 
-/* ------------------------------------------------------------ job steps */
+/* ------------------------------------------------------------ request steps */
 
-/* Releases the job's working memory (not its result). */
-static void job_release(srv_job *j) {
+/* Releases the request's working memory (not its result). */
+static void req_release(srv_infer_request *j) {
     dae_image_free(&j->img);
     dae_denoise_free(&j->pipe);
 }
 
 /* Lowers j's memory reservation to keep bytes, giving the rest back to
  * the budget (never raises it). */
-static void job_budget_trim(srv_infer *q, srv_job *j, long long keep) {
+static void req_budget_trim(srv_infer *q, srv_infer_request *j, long long keep) {
     if (keep < 0) keep = 0;
     if (j->mem_reserved <= keep) return;
     srv_budget_give(&q->budget, j->mem_reserved - keep);
     j->mem_reserved = keep;
 }
 
-/* Records an error as the job's result. */
-static void job_fail(srv_job *j, int status, const char *code, const char *msg) {
-    j->http_status = status;
-    j->error_code = code;
+/* Records st and msg as the request's result (DAE_OK: its PNG is in).
+ * The engine's DAE_ERR_INVALID is, for an image the HTTP layer let
+ * through, always a limit (pixels or side when decoding, tiles when
+ * planning): the request was too large. */
+static void req_end(srv_infer_request *j, dae_status st, const char *msg) {
+    j->status = st == DAE_ERR_INVALID ? DAE_ERR_TOO_LARGE : st;
     snprintf(j->message, sizeof j->message, "%s", msg);
+    j->ended = 1;
 }
 
-/* Maps a decoding or allocation failure to the job's HTTP result. */
-static void job_fail_status(srv_job *j, dae_status st, const char *msg) {
-    switch (st) {
-    case DAE_ERR_FORMAT: job_fail(j, 400, "invalid_image", msg); break;
-    case DAE_ERR_INVALID: job_fail(j, 413, "too_many_pixels", msg); break;
-    case DAE_ERR_NOMEM: job_fail(j, 503, "out_of_memory", msg); break;
-    default: job_fail(j, 500, "internal_error", msg); break;
-    }
+/* Ends a request that shutdown cancelled before its result was in. */
+static void req_stopped(srv_infer_request *j) {
+    if (!j->ended) req_end(j, DAE_ERR_STOPPING, "the server is shutting down");
 }
 
-/* Takes a finished job off the books: gives back its reservation. Called
- * with q->mu held; the job is then delivered without it. */
-static void job_retire(srv_infer *q, srv_job *j) {
-    j->state = JOB_DONE;
+/* Takes a finished request off the books: gives back its reservation. Called
+ * with q->mu held; the request is then delivered without it. */
+static void req_retire(srv_infer *q, srv_infer_request *j) {
+    j->state = REQ_DONE;
     q->pending--;
     q->pending_pixels -= j->pixels;
 }
 
-/* Hands a retired job to its owner: frees the working memory, gives back
+/* Hands a retired request to its owner: frees the working memory, gives back
  * all of its memory reservation but the PNG answer's bytes, and calls
  * done (after which j may be gone). Called without q->mu. */
-static void job_deliver(srv_infer *q, srv_job *j) {
-    job_release(j);
-    job_budget_trim(q, j, j->png != NULL ? (long long)j->png_len : 0);
-    if (j->kind == SRV_JOB_DENOISE) pthread_mutex_destroy(&j->acc_mu);
+static void req_deliver(srv_infer *q, srv_infer_request *j) {
+    req_release(j);
+    req_budget_trim(q, j, j->png != NULL ? (long long)j->png_len : 0);
+    if (j->kind == SRV_INFER_DENOISE) pthread_mutex_destroy(&j->acc_mu);
     j->done(j);
 }
 
-/* Delivers a chain of retired jobs (linked through next). */
-static void deliver_all(srv_infer *q, srv_job *list) {
+/* Delivers a chain of retired requests (linked through next). */
+static void deliver_all(srv_infer *q, srv_infer_request *list) {
     while (list != NULL) {
-        srv_job *j = list;
+        srv_infer_request *j = list;
         list = j->next;
-        job_deliver(q, j);
+        req_deliver(q, j);
     }
 }
 
 /* Decodes the image of j into j->img, then lowers j's reservation from
  * the worst case (channels unknown) to the estimate for the channels
  * the image has. Returns 0, or -1 with the error recorded. */
-static int job_decode(srv_infer *q, srv_job *j) {
+static int req_decode(srv_infer *q, srv_infer_request *j) {
     char err[DAE_ERR_LEN];
     dae_status st = dae_image_decode(j->input, j->input_len, j->max_pixels, &j->img, err, sizeof err);
     if (st != DAE_OK) {
-        job_fail_status(j, st, err);
+        req_end(j, st, err);
         return -1;
     }
     j->width = j->img.width, j->height = j->img.height, j->channels = j->img.channels;
     j->format = j->img.format;
     j->source_16bit = j->img.source_16bit;
-    job_budget_trim(q, j,
-                    srv_budget_image_bytes(j->kind == SRV_JOB_DENOISE ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE,
+    req_budget_trim(q, j,
+                    srv_budget_image_bytes(j->kind == SRV_INFER_DENOISE ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE,
                                            j->width, j->height, j->channels));
     return 0;
 }
 
 /* Encodes img as j's PNG result. */
-static void job_encode(srv_job *j, const dae_image *img) {
-    char err[DAE_ERR_LEN];
-    dae_status st = dae_image_encode_png(img, j->png_level, &j->png, &j->png_len, err, sizeof err);
-    if (st != DAE_OK) job_fail_status(j, st, err);
-    else j->http_status = 200;
+static void req_encode(srv_infer_request *j, const dae_image *img) {
+    char err[DAE_ERR_LEN] = "";
+    req_end(j, dae_image_encode_png(img, j->png_level, &j->png, &j->png_len, err, sizeof err), err);
 }
 
-/* The whole of a noise job: decode, add seeded noise, encode. */
-static void job_run_noise(srv_infer *q, srv_job *j) {
-    if (job_decode(q, j) != 0) return;
+/* The whole of a noise request: decode, add seeded noise, encode. */
+static void req_run_noise(srv_infer *q, srv_infer_request *j) {
+    if (req_decode(q, j) != 0) return;
     char err[DAE_ERR_LEN];
     dae_status st = dae_image_add_noise(&j->img, &j->noise, j->seed, err, sizeof err);
     if (st != DAE_OK) {
-        job_fail_status(j, st, err);
+        req_end(j, st, err);
         return;
     }
-    job_encode(j, &j->img);
-    if (j->http_status == 200) atomic_fetch_add_explicit(&q->metrics->images_noised, 1, memory_order_relaxed);
+    req_encode(j, &j->img);
+    if (j->status == DAE_OK) atomic_fetch_add_explicit(&q->metrics->images_noised, 1, memory_order_relaxed);
 }
 
-/* First step of a denoise job: decode, then begin the denoising pipeline
+/* First step of a denoise request: decode, then begin the denoising pipeline
  * over the decoded image (tiles are cut from the 8-bit image itself,
  * which saves a float copy of it). Returns 0, or -1 with the error
  * recorded. */
-static int job_prepare_denoise(srv_infer *q, srv_job *j) {
-    if (job_decode(q, j) != 0) return -1;
+static int req_prepare_denoise(srv_infer *q, srv_infer_request *j) {
+    if (req_decode(q, j) != 0) return -1;
     char err[DAE_ERR_LEN];
     dae_status st = dae_denoise_begin(&j->pipe, &j->model->net, &j->img, err, sizeof err);
     if (st != DAE_OK) {
-        job_fail_status(j, st, err);
+        req_end(j, st, err);
         return -1;
     }
     return 0;
 }
 
-/* Last step of a denoise job: blend the accumulated planes back into the
- * job's image in place (every tile has been cut from it by now; alpha
+/* Last step of a denoise request: blend the accumulated planes back into the
+ * request's image in place (every tile has been cut from it by now; alpha
  * stays as it was), which frees the planes, then encode the image. */
-static void job_finish_denoise(srv_infer *q, srv_job *j) {
+static void req_finish_denoise(srv_infer *q, srv_infer_request *j) {
     size_t plane = (size_t)j->width * (size_t)j->height;
     dae_denoise_finish(&j->pipe); /* the planes are no longer needed while encoding */
-    job_encode(j, &j->img);
+    req_encode(j, &j->img);
     dae_image_free(&j->img);
-    if (j->http_status == 200) {
+    if (j->status == DAE_OK) {
         atomic_fetch_add_explicit(&q->metrics->images_denoised, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->metrics->pixels_denoised, (unsigned long long)plane, memory_order_relaxed);
     }
@@ -223,19 +219,19 @@ static void job_finish_denoise(srv_infer *q, srv_job *j) {
 
 /* ------------------------------------------------------------ batching */
 
-/* A job too big to be decoded into a batch being gathered, or to share
- * one with small jobs. */
-static int job_is_big(const srv_job *j) { return j->pixels > SMALL_JOB_PIXELS; }
+/* A request too big to be decoded into a batch being gathered, or to share
+ * one with small requests. */
+static int req_is_big(const srv_infer_request *j) { return j->pixels > SMALL_REQ_PIXELS; }
 
 /* Claims up to b's free room of j's unclaimed tiles (within one plane)
  * into b. Called with q->mu held, j READY and in the list. */
-static void claim(srv_infer *q, batch *b, srv_job *j) {
+static void claim(srv_infer *q, batch *b, srv_infer_request *j) {
     int room = q->max_batch - b->tiles;
     const int plane_tiles = j->pipe.plan.count;
     int plane_end = (j->next_tile / plane_tiles + 1) * plane_tiles;
     int n = plane_end - j->next_tile < room ? plane_end - j->next_tile : room;
     segment *last = b->n_seg > 0 ? &b->seg[b->n_seg - 1] : NULL;
-    if (last != NULL && last->job == j && last->first + last->n == j->next_tile &&
+    if (last != NULL && last->req == j && last->first + last->n == j->next_tile &&
         last->first / plane_tiles == j->next_tile / plane_tiles) {
         last->n += n;
     } else {
@@ -243,87 +239,87 @@ static void claim(srv_infer *q, batch *b, srv_job *j) {
         j->in_flight++;
     }
     if (b->model == NULL) b->model = j->model;
-    if (b->tiles == 0) b->big = job_is_big(j);
+    if (b->tiles == 0) b->big = req_is_big(j);
     if (b->tiles == 0 || j->t_enqueue < b->oldest) b->oldest = j->t_enqueue;
     b->tiles += n;
     j->next_tile += n;
     if (j->next_tile == j->pipe.tiles) {
         list_remove(q, j);
         q->n_ready--;
-        j->state = JOB_CLAIMED;
+        j->state = REQ_CLAIMED;
     } else if (j->next != NULL) {
-        /* Round robin: the rest of a big job waits behind the others. */
+        /* Round robin: the rest of a big request waits behind the others. */
         list_remove(q, j);
         list_append(q, j);
     }
 }
 
-/* The first job in the list that batch b can take: a new job to decode
- * (any when b is empty, small ones otherwise), or a ready job of b's
+/* The first request in the list that batch b can take: a new request to decode
+ * (any when b is empty, small ones otherwise), or a ready request of b's
  * model with tiles left and none in another worker's batch. One worker at
- * a time per job keeps each pixel's tile contributions added in tile
+ * a time per request keeps each pixel's tile contributions added in tile
  * order, so a request's answer does not depend on timing (float addition
- * is not associative); other jobs keep the other workers busy. Big and
- * small jobs never share a batch: a small request then waits for a few
+ * is not associative); other requests keep the other workers busy. Big and
+ * small requests never share a batch: a small request then waits for a few
  * small tiles, not for a batch full of a big image's, and with two or
- * more workers one of them is always free of the big job (it is in one
+ * more workers one of them is always free of the big request (it is in one
  * batch at a time). */
-static srv_job *next_eligible(srv_infer *q, const batch *b) {
-    for (srv_job *j = q->head; j != NULL; j = j->next) {
-        if (j->state == JOB_NEW && (b->tiles == 0 || (!job_is_big(j) && !b->big))) return j;
-        if (j->state == JOB_READY && (b->model == NULL || b->model == j->model) &&
-            (j->in_flight == 0 || j->batch_stamp == b->id) && (b->tiles == 0 || job_is_big(j) == b->big))
+static srv_infer_request *next_eligible(srv_infer *q, const batch *b) {
+    for (srv_infer_request *j = q->head; j != NULL; j = j->next) {
+        if (j->state == REQ_NEW && (b->tiles == 0 || (!req_is_big(j) && !b->big))) return j;
+        if (j->state == REQ_READY && (b->model == NULL || b->model == j->model) &&
+            (j->in_flight == 0 || j->batch_stamp == b->id) && (b->tiles == 0 || req_is_big(j) == b->big))
             return j;
     }
     return NULL;
 }
 
 /* Fills b from the queue until it is full or nothing eligible is left.
- * Called with q->mu held. New jobs are decoded in groups (as many as the
- * batch has room for) with the lock dropped once per group; noise jobs
+ * Called with q->mu held. New requests are decoded in groups (as many as the
+ * batch has room for) with the lock dropped once per group; noise requests
  * and failures end there and are retired onto b->completed. */
 static void gather(srv_infer *q, batch *b) {
     while (b->tiles < q->max_batch && b->n_seg < q->max_batch) {
-        srv_job *j = next_eligible(q, b);
+        srv_infer_request *j = next_eligible(q, b);
         if (j == NULL) return;
-        if (j->state == JOB_READY) {
+        if (j->state == REQ_READY) {
             if (j->batch_stamp != b->id) {
                 j->batch_stamp = b->id;
-                b->n_jobs++;
+                b->n_reqs++;
             }
             claim(q, b, j);
             continue;
         }
-        /* New jobs: this one and the small ones after it, one per free tile. */
+        /* New requests: this one and the small ones after it, one per free tile. */
         int n = 0, room = q->max_batch - b->tiles;
         double now = dae_now_s();
-        for (srv_job *k = j; k != NULL && n < room; k = k->next) {
-            if (k->state != JOB_NEW || (n > 0 && k->pixels > SMALL_JOB_PIXELS)) continue;
-            if (b->tiles > 0 && k->pixels > SMALL_JOB_PIXELS) continue;
-            k->state = JOB_PREPARING;
+        for (srv_infer_request *k = j; k != NULL && n < room; k = k->next) {
+            if (k->state != REQ_NEW || (n > 0 && k->pixels > SMALL_REQ_PIXELS)) continue;
+            if (b->tiles > 0 && k->pixels > SMALL_REQ_PIXELS) continue;
+            k->state = REQ_PREPARING;
             q->n_new--;
             k->queue_wait_s = now - k->t_enqueue;
             b->decode[n++] = k;
-            if (k->pixels > SMALL_JOB_PIXELS) break; /* a big one goes alone */
+            if (k->pixels > SMALL_REQ_PIXELS) break; /* a big one goes alone */
         }
         pthread_mutex_unlock(&q->mu);
         for (int i = 0; i < n; i++) {
-            srv_job *k = b->decode[i];
+            srv_infer_request *k = b->decode[i];
             srv_hist_observe(&q->metrics->queue_wait, k->queue_wait_s);
-            if (k->kind == SRV_JOB_NOISE) job_run_noise(q, k); /* sets the result: 200 or an error */
-            else job_prepare_denoise(q, k);                  /* sets an error result on failure */
+            if (k->kind == SRV_INFER_NOISE) req_run_noise(q, k); /* ends it: a PNG or an error */
+            else req_prepare_denoise(q, k);                    /* ends it on failure */
         }
         pthread_mutex_lock(&q->mu);
         for (int i = 0; i < n; i++) {
-            srv_job *k = b->decode[i];
-            if (k->cancelled && k->http_status == 0) job_fail(k, 503, "shutting_down", "the server is shutting down");
-            if (k->http_status != 0) { /* its work ends here */
+            srv_infer_request *k = b->decode[i];
+            if (k->cancelled) req_stopped(k);
+            if (k->ended) { /* its work ends here */
                 if (!k->cancelled) list_remove(q, k); /* cancel_all already took it off */
-                job_retire(q, k);
+                req_retire(q, k);
                 k->next = b->completed;
                 b->completed = k;
             } else {
-                k->state = JOB_READY;
+                k->state = REQ_READY;
                 q->n_ready++;
             }
         }
@@ -347,25 +343,25 @@ static int worker_buffers(worker *w, size_t tile_floats) {
     return 0;
 }
 
-/* Blends and encodes each job of list (linked through next; their tiles
+/* Blends and encodes each request of list (linked through next; their tiles
  * are all done, or they are cancelled), retires them under one lock and
  * hands them back. Called without q->mu. */
-static void finish_and_deliver(srv_infer *q, srv_job *list) {
+static void finish_and_deliver(srv_infer *q, srv_infer_request *list) {
     if (list == NULL) return;
-    for (srv_job *j = list; j != NULL; j = j->next) {
-        if (!j->cancelled) job_finish_denoise(q, j);
-        else if (j->http_status == 0) job_fail(j, 503, "shutting_down", "the server is shutting down");
-        job_release(j);
+    for (srv_infer_request *j = list; j != NULL; j = j->next) {
+        if (!j->cancelled) req_finish_denoise(q, j);
+        else req_stopped(j);
+        req_release(j);
     }
     pthread_mutex_lock(&q->mu);
-    for (srv_job *j = list; j != NULL; j = j->next) job_retire(q, j);
+    for (srv_infer_request *j = list; j != NULL; j = j->next) req_retire(q, j);
     if (q->stopping) pthread_cond_broadcast(&q->work); /* workers waiting for these tiles may now exit */
     pthread_mutex_unlock(&q->mu);
     deliver_all(q, list);
 }
 
 /* Runs batch b: extract every segment's tiles, one forward pass,
- * accumulate, then finish and complete the jobs whose last tiles these
+ * accumulate, then finish and complete the requests whose last tiles these
  * were. Called without q->mu. */
 static void run_batch(worker *w, batch *b) {
     srv_infer *q = w->q;
@@ -377,66 +373,66 @@ static void run_batch(worker *w, batch *b) {
         size_t off = 0;
         for (int s = 0; s < b->n_seg; s++) {
             const segment *sg = &b->seg[s];
-            dae_denoise_extract(&sg->job->pipe, sg->first, sg->n, w->tiles_in + off * tile);
+            dae_denoise_extract(&sg->req->pipe, sg->first, sg->n, w->tiles_in + off * tile);
             off += (size_t)sg->n;
         }
         double t0 = dae_now_s();
         dae_model_forward(&model->net, ws, w->tiles_in, w->tiles_out, b->tiles);
         srv_hist_observe(&q->metrics->inference, dae_now_s() - t0);
         srv_hist_observe(&q->metrics->batch_tiles, b->tiles);
-        srv_hist_observe(&q->metrics->batch_requests, b->n_jobs);
+        srv_hist_observe(&q->metrics->batch_requests, b->n_reqs);
         atomic_fetch_add_explicit(&q->metrics->tiles_denoised, (unsigned long long)b->tiles, memory_order_relaxed);
         off = 0;
         for (int s = 0; s < b->n_seg; s++) {
             const segment *sg = &b->seg[s];
-            srv_job *j = sg->job;
+            srv_infer_request *j = sg->req;
             pthread_mutex_lock(&j->acc_mu);
             dae_denoise_accumulate(&j->pipe, sg->first, sg->n, w->tiles_out + off * tile);
             pthread_mutex_unlock(&j->acc_mu);
             off += (size_t)sg->n;
         }
     }
-    /* Bookkeeping; the jobs whose work is over are chained through
+    /* Bookkeeping; the requests whose work is over are chained through
      * their next pointers (they are off the list). */
-    srv_job *finished = NULL;
+    srv_infer_request *finished = NULL;
     int wake = 0;
     pthread_mutex_lock(&q->mu);
     for (int s = 0; s < b->n_seg; s++) {
-        srv_job *j = b->seg[s].job;
+        srv_infer_request *j = b->seg[s].req;
         j->done_tiles += b->seg[s].n;
         if (!ok && !j->cancelled) {
-            job_fail(j, 503, "out_of_memory", "out of memory for an inference batch");
+            req_end(j, DAE_ERR_NOMEM, "out of memory for an inference batch");
             j->cancelled = 1; /* stop handing out its tiles */
-            if (j->state == JOB_READY) {
+            if (j->state == REQ_READY) {
                 list_remove(q, j);
                 q->n_ready--;
-                j->state = JOB_CLAIMED;
+                j->state = REQ_CLAIMED;
             }
         }
         if (--j->in_flight == 0 && (j->cancelled || j->done_tiles == j->pipe.tiles)) {
             j->next = finished;
             finished = j;
-        } else if (j->in_flight == 0 && j->state == JOB_READY) {
+        } else if (j->in_flight == 0 && j->state == REQ_READY) {
             wake = 1; /* its remaining tiles are free for any worker again */
         }
     }
     if (wake) pthread_cond_broadcast(&q->work);
     pthread_mutex_unlock(&q->mu);
-    /* Small jobs first, together: blend and encode them, retire them
+    /* Small requests first, together: blend and encode them, retire them
      * under one lock and hand them back, so the HTTP thread wakes once for
      * the lot. Then the big ones one by one, so a small answer never
      * waits for a big image's blending and encoding. */
-    srv_job *small = NULL, *big = NULL;
+    srv_infer_request *small = NULL, *big = NULL;
     while (finished != NULL) {
-        srv_job *j = finished;
+        srv_infer_request *j = finished;
         finished = j->next;
-        srv_job **to = j->pixels <= SMALL_JOB_PIXELS ? &small : &big;
+        srv_infer_request **to = j->pixels <= SMALL_REQ_PIXELS ? &small : &big;
         j->next = *to;
         *to = j;
     }
     finish_and_deliver(q, small);
     while (big != NULL) {
-        srv_job *j = big;
+        srv_infer_request *j = big;
         big = j->next;
         j->next = NULL;
         finish_and_deliver(q, j);
@@ -459,14 +455,14 @@ static void *worker_main(void *arg) {
         while (!q->stopping && !has_work(q)) pthread_cond_wait(&q->work, &q->mu);
         if (!has_work(q)) break; /* stopping, and nothing left */
         b.model = NULL;
-        b.tiles = b.n_seg = b.n_jobs = b.big = 0;
+        b.tiles = b.n_seg = b.n_reqs = b.big = 0;
         b.completed = NULL;
         b.id = ++q->batch_serial;
         gather(q, &b);
         if (b.tiles == 0 && b.completed == NULL) {
-            /* Work is left, but none this worker may take: the ready jobs'
-             * tiles are in other workers' batches (one at a time per job).
-             * Sleep until a batch gives a job back or a new one comes,
+            /* Work is left, but none this worker may take: the ready requests'
+             * tiles are in other workers' batches (one at a time per request).
+             * Sleep until a batch gives a request back or a new one comes,
              * rather than spin on the lock and take a core from the
              * workers and the event loop. */
             struct timespec ts;
@@ -482,8 +478,8 @@ static void *worker_main(void *arg) {
             while (b.tiles < q->max_batch && !q->stopping && deadline > dae_now_s()) {
                 int before = b.tiles;
                 gather(q, &b);
-                if (b.completed != NULL) { /* noise jobs need not wait for the batch */
-                    srv_job *done = b.completed;
+                if (b.completed != NULL) { /* noise requests need not wait for the batch */
+                    srv_infer_request *done = b.completed;
                     b.completed = NULL;
                     pthread_mutex_unlock(&q->mu);
                     deliver_all(q, done);
@@ -546,7 +542,7 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
         w->q = q;
         w->index = i;
         w->seg = malloc(sizeof(segment) * (size_t)q->max_batch);
-        w->decode = malloc(sizeof(srv_job *) * (size_t)q->max_batch);
+        w->decode = malloc(sizeof(srv_infer_request *) * (size_t)q->max_batch);
         int rc = w->seg == NULL || w->decode == NULL ? ENOMEM : pthread_create(&w->thread, NULL, worker_main, w);
         if (rc != 0) {
             snprintf(err, errlen, "cannot start inference worker %d: %s", i, strerror(rc));
@@ -558,33 +554,38 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     return q;
 }
 
-srv_reserve srv_infer_reserve(srv_infer *q, long long pixels) {
-    srv_reserve r = SRV_RESERVE_OK;
+dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t errlen) {
+    dae_status st = DAE_OK;
     pthread_mutex_lock(&q->mu);
-    if (q->closed) r = SRV_RESERVE_STOPPING;
+    if (q->closed) st = DAE_ERR_STOPPING;
     else if (q->pending >= q->capacity || (q->pending > 0 && q->pending_pixels + pixels > q->pixel_budget))
-        r = SRV_RESERVE_FULL;
+        st = DAE_ERR_BUSY;
     else q->pending++, q->pending_pixels += pixels;
     pthread_mutex_unlock(&q->mu);
-    return r;
+    if (st == DAE_ERR_STOPPING) return dae_fail(err, errlen, st, "the inference queue is closed for shutdown");
+    if (st == DAE_ERR_BUSY)
+        return dae_fail(err, errlen, st,
+                        "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",
+                        q->capacity, q->pixel_budget);
+    return DAE_OK;
 }
 
-void srv_infer_enqueue(srv_infer *q, srv_job *job) {
-    job->state = JOB_NEW;
-    job->cancelled = 0;
-    job->http_status = 0;
-    job->error_code = NULL;
-    job->message[0] = '\0';
-    job->png = NULL;
-    job->png_len = 0;
-    job->next_tile = job->done_tiles = job->in_flight = 0;
-    job->batch_stamp = 0;
-    memset(&job->img, 0, sizeof job->img);
-    memset(&job->pipe, 0, sizeof job->pipe);
-    if (job->kind == SRV_JOB_DENOISE) pthread_mutex_init(&job->acc_mu, NULL);
-    job->t_enqueue = dae_now_s();
+void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
+    req->state = REQ_NEW;
+    req->cancelled = 0;
+    req->ended = 0;
+    req->status = DAE_OK;
+    req->message[0] = '\0';
+    req->png = NULL;
+    req->png_len = 0;
+    req->next_tile = req->done_tiles = req->in_flight = 0;
+    req->batch_stamp = 0;
+    memset(&req->img, 0, sizeof req->img);
+    memset(&req->pipe, 0, sizeof req->pipe);
+    if (req->kind == SRV_INFER_DENOISE) pthread_mutex_init(&req->acc_mu, NULL);
+    req->t_enqueue = dae_now_s();
     pthread_mutex_lock(&q->mu);
-    list_append(q, job);
+    list_append(q, req);
     q->n_new++;
     pthread_cond_signal(&q->work);
     pthread_mutex_unlock(&q->mu);
@@ -597,27 +598,27 @@ void srv_infer_close(srv_infer *q) {
 }
 
 void srv_infer_cancel_all(srv_infer *q) {
-    srv_job *now_done = NULL;
+    srv_infer_request *now_done = NULL;
     pthread_mutex_lock(&q->mu);
     q->closed = 1;
     while (q->head != NULL) {
-        srv_job *j = q->head;
+        srv_infer_request *j = q->head;
         list_remove(q, j);
         j->cancelled = 1;
-        if (j->state == JOB_NEW) q->n_new--;
-        if (j->state == JOB_READY) q->n_ready--;
-        /* Jobs being decoded are finished by their worker; jobs with
+        if (j->state == REQ_NEW) q->n_new--;
+        if (j->state == REQ_READY) q->n_ready--;
+        /* Requests being decoded are finished by their worker; requests with
          * tiles in a forward pass by the worker that returns the last. */
-        if (j->state == JOB_NEW || (j->state == JOB_READY && j->in_flight == 0)) {
-            job_retire(q, j);
+        if (j->state == REQ_NEW || (j->state == REQ_READY && j->in_flight == 0)) {
+            req_retire(q, j);
             j->next = now_done;
             now_done = j;
-        } else if (j->state == JOB_READY) {
-            j->state = JOB_CLAIMED;
+        } else if (j->state == REQ_READY) {
+            j->state = REQ_CLAIMED;
         }
     }
     pthread_mutex_unlock(&q->mu);
-    for (srv_job *j = now_done; j != NULL; j = j->next) job_fail(j, 503, "shutting_down", "the server is shutting down");
+    for (srv_infer_request *j = now_done; j != NULL; j = j->next) req_stopped(j);
     deliver_all(q, now_done);
 }
 

@@ -1,33 +1,39 @@
-/* inference.h - the inference workers: a bounded queue of image jobs
+/* inference.h - the inference workers: a bounded queue of image requests
  * served by N threads that batch 28x28 tiles of several requests into one
- * forward pass.
+ * forward pass. ("Request" here is always an image to denoise or noise; a
+ * "job" is a training job, training.h.)
  *
- * A job is one request's image: the HTTP layer checks it cheaply (size,
- * header), reserves a place (srv_infer_reserve: a full queue answers 503
- * at once), suspends its connection and enqueues the job; a worker
+ * A request is one HTTP request's image: the HTTP layer checks it cheaply
+ * (size, header), reserves a place (srv_infer_reserve: a full queue is
+ * refused at once), suspends its connection and enqueues the request; a worker
  * decodes it, begins a denoising pipeline over it (core/tile.h: the
- * job's tiles are cut from its 8-bit image), and the tiles of all
- * queued jobs of the same model are gathered into batches of at most
+ * request's tiles are cut from its 8-bit image), and the tiles of all
+ * queued requests of the same model are gathered into batches of at most
  * max_batch tiles. With max_queue_delay_us 0 (the default) a worker runs
  * whatever is queued when it becomes free, so batches grow with the load
  * and an idle server answers at once; a positive delay lets a partial
- * batch wait that long for more. A job larger than one batch is spread
- * over several batches and workers, taking turns with the other jobs
+ * batch wait that long for more. A request larger than one batch is spread
+ * over several batches and workers, taking turns with the other requests
  * (round robin), so one big image does not hold up small ones; big and
- * small jobs never share a batch, and a worker with nothing it may take
- * sleeps rather than spin. The worker that accumulates a job's last tile
- * blends the tiles back into the job's image, encodes the PNG and calls
- * the job's done function, from which the HTTP layer resumes the
+ * small requests never share a batch, and a worker with nothing it may take
+ * sleeps rather than spin. The worker that accumulates a request's last tile
+ * blends the tiles back into the request's image, encodes the PNG and calls
+ * the request's done function, from which the HTTP layer resumes the
  * connection.
  *
- * Memory: the submitter reserves a job's worst case from the memory
+ * Memory: the submitter reserves a request's worst case from the memory
  * budget (srv_infer_budget, budget.h) before enqueueing it; the worker
  * lowers the reservation once the decoded channels are known and, when the
- * job is done, to the size of its PNG, which the submitter gives back with
- * the answer.
+ * request is done, to the size of its PNG, which the submitter gives back
+ * with the answer.
  *
- * Noise jobs (POST /noise) take the same queue and are done in one step by
- * the worker that picks them up. */
+ * Noise requests (POST /noise) take the same queue and are done in one step
+ * by the worker that picks them up.
+ *
+ * Errors are the engine's: a request ends with a dae_status and a sentence
+ * (DAE_ERR_FORMAT for an image that does not decode, DAE_ERR_TOO_LARGE for
+ * one over a limit, DAE_ERR_NOMEM, DAE_ERR_STOPPING when shutdown cancelled
+ * it); the HTTP edge (http.c) alone turns them into HTTP statuses. */
 #ifndef SRV_INFERENCE_H
 #define SRV_INFERENCE_H
 
@@ -44,19 +50,19 @@
 #include "tile.h"
 
 typedef enum {
-    SRV_JOB_DENOISE,
-    SRV_JOB_NOISE,
-} srv_job_kind;
+    SRV_INFER_DENOISE,
+    SRV_INFER_NOISE,
+} srv_infer_kind;
 
-typedef struct srv_job srv_job;
+typedef struct srv_infer_request srv_infer_request;
 
-/* Called once per job, on a worker thread, when its result (or error) is
- * ready; the scheduler does not touch the job afterwards. */
-typedef void (*srv_job_done_fn)(srv_job *job);
+/* Called once per request, on a worker thread, when its result (or error)
+ * is ready; the scheduler does not touch the request afterwards. */
+typedef void (*srv_infer_done_fn)(srv_infer_request *req);
 
-struct srv_job {
+struct srv_infer_request {
     /* Set by the submitter before srv_infer_enqueue. */
-    srv_job_kind kind;
+    srv_infer_kind kind;
     const uint8_t *input;     /* the image file's bytes, borrowed until done */
     size_t input_len;
     size_t max_pixels;        /* decoding limit */
@@ -65,18 +71,17 @@ struct srv_job {
     dae_noise_spec noise;     /* noise */
     uint64_t seed;            /* noise */
     int png_level;            /* zlib level for large PNGs */
-    long long mem_reserved;   /* bytes of srv_infer_budget() this job holds: taken
-                                 by the submitter before enqueueing; the
-                                 scheduler gives back what the job no longer
-                                 needs, keeping png_len for the answer, and the
-                                 submitter gives back the rest when the answer
-                                 is sent */
-    srv_job_done_fn done;
+    long long mem_reserved;   /* bytes of srv_infer_budget() this request
+                                 holds: taken by the submitter before
+                                 enqueueing; the scheduler gives back what
+                                 the request no longer needs, keeping png_len
+                                 for the answer, and the submitter gives back
+                                 the rest when the answer is sent */
+    srv_infer_done_fn done;
     void *user;
 
     /* The result, valid in done(). */
-    int http_status;          /* 200, or an error status */
-    const char *error_code;   /* static snake_case code of an error */
+    dae_status status;        /* DAE_OK with png, or the error message names */
     char message[DAE_ERR_LEN];
     uint8_t *png;             /* malloc'd PNG; the receiver takes it */
     size_t png_len;
@@ -88,45 +93,42 @@ struct srv_job {
     /* Private to the scheduler. */
     int state;
     int cancelled;
+    int ended;                     /* status and message are its result */
     double t_enqueue;
     dae_image img;
     dae_denoise_pipe pipe;         /* denoise: over img; pipe.tiles tiles in all */
     int next_tile, done_tiles, in_flight;
-    unsigned long batch_stamp;     /* the last batch that counted this job */
+    unsigned long batch_stamp;     /* the last batch that counted this request */
     pthread_mutex_t acc_mu;        /* guards pipe's accumulation between workers */
-    srv_job *prev, *next;
+    srv_infer_request *prev, *next;
 };
 
 typedef struct srv_infer srv_infer;
-
-/* What srv_infer_reserve answers. */
-typedef enum {
-    SRV_RESERVE_OK = 0,
-    SRV_RESERVE_FULL,     /* queue_size requests or queue_pixels pixels pending */
-    SRV_RESERVE_STOPPING, /* draining for shutdown */
-} srv_reserve;
 
 /* Starts cfg->workers worker threads with cfg's batching and queue
  * limits and a memory budget of cfg->memory_budget bytes; observations go
  * to metrics. Returns NULL and fills err. */
 srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *err, size_t errlen);
 
-/* The memory budget of the requests in flight (bodies and jobs), which
+/* The memory budget of the requests in flight (bodies and images), which
  * the HTTP layer charges before allocating; lives as long as q. */
 srv_budget *srv_infer_budget(srv_infer *q);
 
-/* Reserves a place for a job of pixels pixels (always granted to the
- * first pending job, so one maximal image always fits). */
-srv_reserve srv_infer_reserve(srv_infer *q, long long pixels);
+/* Reserves a place for a request of pixels pixels (always granted to the
+ * first pending request, so one maximal image always fits). Returns
+ * DAE_OK, DAE_ERR_BUSY when queue_size requests or queue_pixels pixels are
+ * pending, or DAE_ERR_STOPPING once the queue is closed, with a sentence
+ * in err. */
+dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t errlen);
 
-/* Queues job (after a successful reserve of job->pixels). Never fails. */
-void srv_infer_enqueue(srv_infer *q, srv_job *job);
+/* Queues req (after a successful reserve of req->pixels). Never fails. */
+void srv_infer_enqueue(srv_infer *q, srv_infer_request *req);
 
-/* Stops admitting (reserve answers SRV_RESERVE_STOPPING). */
+/* Stops admitting (reserve answers DAE_ERR_STOPPING). */
 void srv_infer_close(srv_infer *q);
 
-/* Finishes every pending job at once with 503 "shutting_down" (jobs in a
- * forward pass finish that pass first). */
+/* Finishes every pending request at once with DAE_ERR_STOPPING (requests
+ * in a forward pass finish that pass first). */
 void srv_infer_cancel_all(srv_infer *q);
 
 /* Requests not yet answered (queued or being computed). */

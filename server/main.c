@@ -19,10 +19,11 @@
 #include "config.h"
 #include "http.h"
 #include "inference.h"
-#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "train_http.h"
+#include "training.h"
 
 /* Longest the shutdown goes on past the drain deadline: the time to send
  * the 503s of cancelled requests, stop the workers and the training job
@@ -118,18 +119,22 @@ int main(int argc, char **argv) {
         srv_registry_free(registry);
         return 1;
     }
-    srv_jobs *jobs = srv_jobs_start(&cfg, registry, err, sizeof err);
-    if (jobs == NULL) {
-        srv_log("cannot start: %s", err);
+    srv_training *training = srv_training_start(&cfg, registry, srv_train_check_request, err, sizeof err);
+    srv_train_http *train = training != NULL ? srv_train_http_new(training, &cfg) : NULL;
+    if (train == NULL) {
+        srv_log("cannot start: %s", training != NULL ? "out of memory" : err);
+        srv_training_stop(training, 60);
+        srv_training_free(training);
         srv_infer_stop(infer);
         srv_registry_free(registry);
         return 1;
     }
-    srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, jobs, err, sizeof err);
+    srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, train, err, sizeof err);
     if (http == NULL) {
         srv_log("cannot start: %s", err);
-        srv_jobs_stop(jobs, 60);
-        srv_jobs_free(jobs);
+        srv_train_http_free(train);
+        srv_training_stop(training, 60);
+        srv_training_free(training);
         srv_infer_stop(infer);
         srv_registry_free(registry);
         return 1;
@@ -168,7 +173,7 @@ int main(int argc, char **argv) {
     double deadline = dae_now_s() + cfg.drain_s;
     srv_log("%s: draining (readyz 503, no new connections, up to %d s for %ld in-flight requests)", strsignal(sig),
             cfg.drain_s, srv_http_in_flight(http));
-    srv_jobs_quiesce(jobs);
+    srv_training_quiesce(training);
     srv_http_drain(http);
     if (!wait_in_flight(http, deadline - dae_now_s())) {
         if (dae_now_s() < deadline) deadline = dae_now_s(); /* a second signal: the deadline is now */
@@ -181,11 +186,12 @@ int main(int argc, char **argv) {
      * the rest. */
     srv_infer_join(infer);
     double left = deadline + STOP_GRACE_S - 0.3 - dae_now_s(); /* 0.3 s for the daemon's stop and the exit */
-    int runner_stopped = srv_jobs_stop(jobs, left > 0.05 ? left : 0.05) == 0;
+    int runner_stopped = srv_training_stop(training, left > 0.05 ? left : 0.05) == 0;
     srv_http_stop(http);
+    srv_train_http_free(train); /* after the daemon: its streams point into it */
     srv_infer_stop(infer);
     if (runner_stopped) {
-        srv_jobs_free(jobs);
+        srv_training_free(training);
         srv_registry_free(registry);
     } /* else the training thread is inside a step and still uses both: exit without freeing them */
     srv_log("stopped");

@@ -113,16 +113,15 @@ static int part_is_field(const uint8_t *h, const uint8_t *end, const char *field
     return 0;
 }
 
-srv_mp_status srv_multipart_find(const char *content_type, const uint8_t *body, size_t len, const char *field,
-                                 const uint8_t **data, size_t *data_len, char *err, size_t errlen) {
+dae_status srv_multipart_find(const char *content_type, const uint8_t *body, size_t len, const char *field,
+                              const uint8_t **data, size_t *data_len, char *err, size_t errlen) {
     *data = NULL;
     *data_len = 0;
     char boundary[SRV_MP_BOUNDARY_MAX + 1];
-    if (srv_multipart_boundary(content_type, boundary) != 0) {
-        snprintf(err, errlen, "multipart/form-data without a valid boundary parameter (1 to %d characters)",
-                 SRV_MP_BOUNDARY_MAX);
-        return SRV_MP_MALFORMED;
-    }
+    if (srv_multipart_boundary(content_type, boundary) != 0)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "multipart/form-data without a valid boundary parameter (1 to %d characters)",
+                        SRV_MP_BOUNDARY_MAX);
     /* delim = CRLF "--" boundary; the first one may start the body. */
     char delim[SRV_MP_BOUNDARY_MAX + 5];
     size_t dlen = (size_t)snprintf(delim, sizeof delim, "\r\n--%s", boundary);
@@ -131,20 +130,17 @@ srv_mp_status srv_multipart_find(const char *content_type, const uint8_t *body, 
         p = body + dlen - 2;
     } else {
         p = body != NULL ? find_bytes(body, len, delim, dlen) : NULL;
-        if (p == NULL) {
-            snprintf(err, errlen, "multipart body does not contain its boundary \"%s\"", boundary);
-            return SRV_MP_MALFORMED;
-        }
+        if (p == NULL)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "multipart body does not contain its boundary \"%s\"",
+                            boundary);
         p += dlen;
     }
     for (;;) {
         /* After a delimiter: "--" closes the body; else padding and CRLF. */
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') break;
         while (p < end && (*p == ' ' || *p == '\t')) p++;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') {
-            snprintf(err, errlen, "multipart body is malformed or truncated after a boundary");
-            return SRV_MP_MALFORMED;
-        }
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return dae_fail(err, errlen, DAE_ERR_FORMAT, "multipart body is malformed or truncated after a boundary");
         p += 2;
         /* Headers up to the blank line; a part may have none. */
         const uint8_t *headers = p, *hend;
@@ -153,25 +149,23 @@ srv_mp_status srv_multipart_find(const char *content_type, const uint8_t *body, 
             p += 2;
         } else {
             hend = find_bytes(p, (size_t)(end - p), "\r\n\r\n", 4);
-            if (hend == NULL) {
-                snprintf(err, errlen, "multipart part headers are not terminated by a blank line");
-                return SRV_MP_MALFORMED;
-            }
+            if (hend == NULL)
+                return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                                "multipart part headers are not terminated by a blank line");
             p = hend + 4;
             hend += 2; /* keep the last header's CRLF */
         }
         const uint8_t *next = find_bytes(p, (size_t)(end - p), delim, dlen);
-        if (next == NULL) {
-            snprintf(err, errlen, "multipart part is not closed by the boundary (truncated body?)");
-            return SRV_MP_MALFORMED;
-        }
+        if (next == NULL)
+            return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                            "multipart part is not closed by the boundary (truncated body?)");
         if (part_is_field(headers, hend, field)) {
             *data = p;
             *data_len = (size_t)(next - p);
-            return SRV_MP_OK;
+            return DAE_OK;
         }
         p = next + dlen;
     }
-    snprintf(err, errlen, "multipart/form-data has no field named \"%s\" (send the file as -F %s=@FILE)", field, field);
-    return SRV_MP_NO_FIELD;
+    return dae_fail(err, errlen, DAE_ERR_NOT_FOUND,
+                    "multipart/form-data has no field named \"%s\" (send the file as -F %s=@FILE)", field, field);
 }

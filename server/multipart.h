@@ -11,11 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    SRV_MP_OK = 0,
-    SRV_MP_MALFORMED,  /* no usable boundary, or the body does not follow it */
-    SRV_MP_NO_FIELD,   /* well-formed, but no part has that name */
-} srv_mp_status;
+#include "dae_status.h"
 
 /* Longest boundary RFC 2046 allows. */
 #define SRV_MP_BOUNDARY_MAX 70
@@ -32,8 +28,10 @@ int srv_multipart_boundary(const char *content_type, char *boundary);
 /* Finds the first part whose Content-Disposition is form-data with
  * name="field" in body (len bytes) with the boundary of content_type, and
  * sets *data / *data_len to its content (pointing into body). Returns
- * SRV_MP_OK, or an error with a sentence in err. */
-srv_mp_status srv_multipart_find(const char *content_type, const uint8_t *body, size_t len, const char *field,
-                                 const uint8_t **data, size_t *data_len, char *err, size_t errlen);
+ * DAE_OK; DAE_ERR_FORMAT when there is no usable boundary or the body
+ * does not follow it; DAE_ERR_NOT_FOUND when it is well-formed but no
+ * part has that name; errors with a sentence in err. */
+dae_status srv_multipart_find(const char *content_type, const uint8_t *body, size_t len, const char *field,
+                              const uint8_t **data, size_t *data_len, char *err, size_t errlen);
 
 #endif

@@ -403,11 +403,11 @@ int srv_active_read(const char *dir, char *name, size_t len) {
     return 0;
 }
 
-int srv_active_write(const char *dir, const char *name, char *err, size_t errlen) {
+dae_status srv_active_write(const char *dir, const char *name, char *err, size_t errlen) {
     char path[4096], line[SRV_MODEL_NAME_LEN + 2];
     snprintf(path, sizeof path, "%s/%s", dir, SRV_ACTIVE_FILE);
     int n = snprintf(line, sizeof line, "%s\n", name);
-    return dae_file_write_atomic(path, line, (size_t)n, err, errlen) == DAE_OK ? 0 : -1;
+    return dae_file_write_atomic(path, line, (size_t)n, err, errlen);
 }
 
 unsigned long long srv_registry_switches(srv_registry *r) { return atomic_load(&r->switches); }
@@ -421,46 +421,42 @@ static void set_default(srv_registry *r, srv_model *m, const char *why) {
     atomic_fetch_add(&r->switches, 1);
 }
 
-srv_reg_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen) {
+dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
-    srv_reg_status st = SRV_REG_OK;
+    dae_status st = DAE_OK;
     pthread_mutex_lock(&r->mu);
     int found = find(r, name) >= 0;
     pthread_mutex_unlock(&r->mu);
     if (!found) {
-        snprintf(err, errlen, "no model named \"%s\" (GET /models lists them)", name);
-        st = SRV_REG_NOT_FOUND;
-    } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != 0) {
-        st = SRV_REG_IO;
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
+    } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != DAE_OK) {
+        st = DAE_ERR_IO; /* whatever failed, the ACTIVE file was not written */
     } else {
         pthread_mutex_lock(&r->mu);
         int i = find(r, name);
         if (i >= 0) set_default(r, r->models[i], "activated");
-        else st = SRV_REG_NOT_FOUND;
+        else st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "model \"%s\" was removed while it was activated", name);
         pthread_mutex_unlock(&r->mu);
     }
     pthread_mutex_unlock(&r->reload_mu);
     return st;
 }
 
-srv_reg_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen) {
+dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
     pthread_mutex_lock(&r->mu);
-    srv_reg_status st = SRV_REG_OK;
+    dae_status st = DAE_OK;
     int i = find(r, name);
     srv_model *m = NULL;
     if (i < 0) {
-        snprintf(err, errlen, "no model named \"%s\" (GET /models lists them)", name);
-        st = SRV_REG_NOT_FOUND;
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
     } else if (r->models[i] == r->def) {
-        snprintf(err, errlen, "model \"%s\" is the active model; activate another one first", name);
-        st = SRV_REG_ACTIVE;
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model; activate another one first",
+                      name);
     } else if (!r->models[i]->in_dir) {
-        snprintf(err, errlen, "model \"%s\" was not loaded from the models directory", name);
-        st = SRV_REG_NOT_IN_DIR;
+        st = dae_fail(err, errlen, DAE_ERR_INVALID, "model \"%s\" was not loaded from the models directory", name);
     } else if (unlink(r->models[i]->path) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "cannot remove %s: %s", r->models[i]->path, strerror(errno));
-        st = SRV_REG_IO;
+        st = dae_fail(err, errlen, DAE_ERR_IO, "cannot remove %s: %s", r->models[i]->path, strerror(errno));
     } else {
         m = r->models[i];
         memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
@@ -604,34 +600,28 @@ static void sync_dir(const char *dir) {
     close(fd);
 }
 
-srv_reg_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
-                                    size_t errlen) {
-    if (r->models_dir == NULL) {
-        snprintf(err, errlen, "no models directory");
-        return SRV_REG_IO;
-    }
+dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
+                                size_t errlen) {
+    if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no models directory");
     char path[4096];
     snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
     pthread_mutex_lock(&r->reload_mu);
-    srv_reg_status st = SRV_REG_OK;
+    dae_status st = DAE_OK;
     int active = 0;
     srv_model *m = NULL;
     if (name_taken(r, name, path, &active) && !replace) {
-        snprintf(err, errlen, "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
-        st = SRV_REG_EXISTS;
+        st = dae_fail(err, errlen, DAE_ERR_EXISTS,
+                      "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
     } else if (active) {
-        snprintf(err, errlen, "model \"%s\" is the active model and cannot be replaced", name);
-        st = SRV_REG_ACTIVE;
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
     } else if ((m = model_load(name, tmp_path, r->max_batch, err, errlen)) == NULL) {
-        st = SRV_REG_IO;
+        st = DAE_ERR_IO;
     } else if ((replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) != 0) {
-        if (errno == EEXIST) {
-            snprintf(err, errlen, "a model named \"%s\" appeared meanwhile; it was not replaced", name);
-            st = SRV_REG_EXISTS;
-        } else {
-            snprintf(err, errlen, "cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
-            st = SRV_REG_IO;
-        }
+        if (errno == EEXIST)
+            st = dae_fail(err, errlen, DAE_ERR_EXISTS, "a model named \"%s\" appeared meanwhile; it was not replaced",
+                          name);
+        else
+            st = dae_fail(err, errlen, DAE_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
     } else {
         sync_dir(r->models_dir);
         char *p = strdup(path);
@@ -645,10 +635,8 @@ srv_reg_status srv_registry_install(srv_registry *r, const char *name, const cha
         int rc = add(r, m); /* a replaced model lives on while requests hold it */
         pthread_mutex_unlock(&r->mu);
         m = NULL;
-        if (rc != 0) {
-            snprintf(err, errlen, "out of memory (the file is in place; a rescan lists it)");
-            st = SRV_REG_IO;
-        }
+        if (rc != 0)
+            st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory (the file is in place; a rescan lists it)");
     }
     srv_model_release(m);
     pthread_mutex_unlock(&r->reload_mu);

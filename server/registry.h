@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "dae_status.h"
 #include "model.h"
 
 /* Longest model name; names are [A-Za-z0-9._-], not starting with '.'. */
@@ -103,24 +104,23 @@ int srv_registry_count(srv_registry *r);
 /* The ACTIVE file's name inside the models directory. */
 #define SRV_ACTIVE_FILE "ACTIVE"
 
-/* What srv_registry_activate and srv_registry_remove answer. */
-typedef enum {
-    SRV_REG_OK = 0,
-    SRV_REG_NOT_FOUND, /* no model of that name */
-    SRV_REG_ACTIVE,    /* remove: the model is the default */
-    SRV_REG_NOT_IN_DIR,/* remove: not a file of the models directory */
-    SRV_REG_IO,        /* a file could not be written or removed (err says why) */
-    SRV_REG_EXISTS,    /* install: a model of that name exists and replacing was not asked */
-} srv_reg_status;
+/* srv_registry_activate, _remove and _install return DAE_OK or, with a
+ * sentence in err:
+ *   DAE_ERR_NOT_FOUND  no model of that name (activate, remove)
+ *   DAE_ERR_IN_USE     the model is the default (remove; install with replace)
+ *   DAE_ERR_INVALID    remove: the model is not a file of the models directory
+ *   DAE_ERR_EXISTS     install: the name is taken and replacing was not asked
+ *   DAE_ERR_IO         a file could not be written, renamed, removed or loaded
+ *   DAE_ERR_NOMEM      install: out of memory (the file is in place) */
 
 /* Makes the model called name the default for new requests (requests
  * holding the old one finish on it) and records it in the ACTIVE file.
  * Counts a switch when the default changes. */
-srv_reg_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen);
+dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen);
 
 /* Deletes the file of the non-default model called name and unlists it
  * (requests holding it finish on it). */
-srv_reg_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen);
+dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen);
 
 /* Rescans the models directory (new files are loaded, changed files
  * reloaded, removed files unlisted; files that fail to load are skipped
@@ -135,14 +135,14 @@ int srv_registry_name_taken(srv_registry *r, const char *name, int *active);
 /* Installs the complete weights file tmp_path, written beside the target
  * in the models directory, as DIR/NAME.safetensors and lists it. Without
  * replace it never writes over a file (the rename refuses an existing
- * target: SRV_REG_EXISTS, as when the name is listed); with replace it
- * may take the place of a model that is not the default (SRV_REG_ACTIVE
+ * target: DAE_ERR_EXISTS, as when the name is listed); with replace it
+ * may take the place of a model that is not the default (DAE_ERR_IN_USE
  * otherwise). The file is loaded before it is moved, so a file that does
- * not load never appears (SRV_REG_IO, err says why). Checks and rename
+ * not load never appears (DAE_ERR_IO, err says why). Checks and rename
  * happen under the lock of activations and rescans. On failure tmp_path
  * is left for the caller to remove. */
-srv_reg_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
-                                    size_t errlen);
+dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
+                                size_t errlen);
 
 /* Changes of the default model since the start. */
 unsigned long long srv_registry_switches(srv_registry *r);
@@ -151,7 +151,8 @@ unsigned long long srv_registry_switches(srv_registry *r);
  * when there is no such file or it does not hold a valid name. */
 int srv_active_read(const char *dir, char *name, size_t len);
 
-/* Writes name into DIR/ACTIVE atomically. Returns 0, or -1 and fills err. */
-int srv_active_write(const char *dir, const char *name, char *err, size_t errlen);
+/* Writes name into DIR/ACTIVE atomically. Returns DAE_OK, or the failed
+ * atomic write's status and fills err. */
+dae_status srv_active_write(const char *dir, const char *name, char *err, size_t errlen);
 
 #endif

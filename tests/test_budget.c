@@ -13,7 +13,7 @@
 #include "../server/budget.h"
 #include "../server/config.h"
 #include "../server/inference.h"
-#include "../server/jobs.h"
+#include "../server/train_http.h"
 #include "../server/registry.h"
 #include "idx.h"
 #include "image.h"
@@ -180,18 +180,18 @@ Test(budget, dataset_info_from_headers) {
 }
 
 Test(budget, training_over_budget_is_422_naming_both_numbers) {
-    srv_jobs_answer a;
+    srv_train_answer a;
     const char *body = "{\"dataset\":\"mnist-mini\",\"batch_size\":64}";
-    cr_assert_eq(srv_jobs_validate_memory(body, strlen(body), "tests/fixtures", 256LL << 20, 1, &a), 0, "%s",
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 256LL << 20, 1, &a), 0, "%s",
                  a.message);
     free(a.json);
-    cr_assert_eq(srv_jobs_validate_memory(body, strlen(body), "tests/fixtures", 1 << 20, 1, &a), -1);
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 1 << 20, 1, &a), -1);
     cr_assert_eq(a.status, 422);
     cr_assert_str_eq(a.code, "train_memory_budget");
     cr_assert_not_null(strstr(a.message, "1048576"), "%s", a.message);
     cr_assert_not_null(strstr(a.message, "estimated"), "%s", a.message);
     free(a.json);
-    cr_assert_eq(srv_jobs_validate_memory(body, strlen(body), "tests/fixtures", 0, 1, &a), 0, "0: no check");
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 0, 1, &a), 0, "0: no check");
     free(a.json);
 }
 
@@ -203,7 +203,7 @@ typedef struct {
     int done;
 } waiter;
 
-static void on_done(srv_job *j) {
+static void on_done(srv_infer_request *j) {
     waiter *w = j->user;
     pthread_mutex_lock(&w->mu);
     w->done++;
@@ -211,7 +211,7 @@ static void on_done(srv_job *j) {
     pthread_mutex_unlock(&w->mu);
 }
 
-Test(budget, jobs_keep_only_their_answer_reserved, .timeout = 60) {
+Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
     char dir[] = "/tmp/dae-test-budget.XXXXXX", err[DAE_ERR_LEN] = "", path[64];
     cr_assert_not_null(mkdtemp(dir));
     dae_model m;
@@ -236,7 +236,7 @@ Test(budget, jobs_keep_only_their_answer_reserved, .timeout = 60) {
     srv_budget *b = srv_infer_budget(q);
     cr_assert_eq(b->limit, 64 << 20);
     enum { N = 6 };
-    srv_job jobs[N];
+    srv_infer_request reqs[N];
     uint8_t *pngs[N];
     size_t lens[N];
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
@@ -248,9 +248,9 @@ Test(budget, jobs_keep_only_their_answer_reserved, .timeout = 60) {
         for (size_t k = 0; k < (size_t)side * (side + 3) * ch; k++) img.pixels[k] = (uint8_t)(k * 13 + i);
         cr_assert_eq(dae_image_encode_png(&img, 1, &pngs[i], &lens[i], err, sizeof err), DAE_OK);
         dae_image_free(&img);
-        memset(&jobs[i], 0, sizeof jobs[i]);
-        srv_job *j = &jobs[i];
-        j->kind = i == N - 1 ? SRV_JOB_NOISE : SRV_JOB_DENOISE;
+        memset(&reqs[i], 0, sizeof reqs[i]);
+        srv_infer_request *j = &reqs[i];
+        j->kind = i == N - 1 ? SRV_INFER_NOISE : SRV_INFER_DENOISE;
         j->input = pngs[i];
         j->input_len = lens[i];
         j->max_pixels = 1 << 20;
@@ -260,29 +260,29 @@ Test(budget, jobs_keep_only_their_answer_reserved, .timeout = 60) {
         j->png_level = 1;
         j->done = on_done;
         j->user = &w;
-        j->mem_reserved = srv_budget_image_bytes(j->kind == SRV_JOB_NOISE ? SRV_BUDGET_NOISE : SRV_BUDGET_DENOISE,
+        j->mem_reserved = srv_budget_image_bytes(j->kind == SRV_INFER_NOISE ? SRV_BUDGET_NOISE : SRV_BUDGET_DENOISE,
                                                  side, side + 3, 0);
         cr_assert_eq(srv_budget_take(b, j->mem_reserved), 0);
         total += j->mem_reserved;
-        cr_assert_eq(srv_infer_reserve(q, j->pixels), SRV_RESERVE_OK);
+        cr_assert_eq(srv_infer_reserve(q, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
-    cr_assert_leq(srv_budget_peak(b), total, "early jobs may have given some back already");
+    cr_assert_leq(srv_budget_peak(b), total, "early requests may have given some back already");
     pthread_mutex_lock(&w.mu);
     while (w.done < N) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     long long kept = 0;
     for (int i = 0; i < N; i++) {
-        cr_assert_eq(jobs[i].http_status, 200, "job %d: %s", i, jobs[i].message);
-        cr_assert_eq(jobs[i].mem_reserved, (long long)jobs[i].png_len, "job %d keeps its answer's bytes", i);
-        kept += jobs[i].mem_reserved;
+        cr_assert_eq(reqs[i].status, DAE_OK, "request %d: %s", i, reqs[i].message);
+        cr_assert_eq(reqs[i].mem_reserved, (long long)reqs[i].png_len, "request %d keeps its answer's bytes", i);
+        kept += reqs[i].mem_reserved;
     }
-    cr_assert_eq(srv_budget_used(b), kept, "the rest went back as each job ended");
+    cr_assert_eq(srv_budget_used(b), kept, "the rest went back as each request ended");
     for (int i = 0; i < N; i++) {
-        srv_budget_give(b, jobs[i].mem_reserved); /* what the HTTP layer does once the answer is sent */
-        free(jobs[i].png);
+        srv_budget_give(b, reqs[i].mem_reserved); /* what the HTTP layer does once the answer is sent */
+        free(reqs[i].png);
         free(pngs[i]);
-        srv_model_release(jobs[i].model);
+        srv_model_release(reqs[i].model);
     }
     cr_assert_eq(srv_budget_used(b), 0);
     srv_infer_stop(q);

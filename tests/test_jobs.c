@@ -12,14 +12,15 @@
 #include <unistd.h>
 
 #include "../server/config.h"
-#include "../server/jobs.h"
 #include "../server/registry.h"
+#include "../server/train_http.h"
+#include "../server/train_records.h"
 #include "model.h"
 #include "modelfile.h"
 
 /* ------------------------------------------------------------ records */
 
-/* A canonical request, as srv_jobs_validate writes it, with the model name
+/* A canonical request, as srv_train_validate writes it, with the model name
  * "m" and the extra fields extra (each starting with a comma, or ""). */
 static void request(char *out, size_t len, const char *extra) {
     snprintf(out, len,
@@ -30,13 +31,14 @@ static void request(char *out, size_t len, const char *extra) {
 }
 
 /* Checks the record {"id":id,"state":state,"request":req<fields>} as the
- * state file fname; returns what srv_jobs_record_check returns. */
+ * state file fname; returns what srv_train_record_check returns. */
 static int check(const char *fname, const char *id, const char *state, const char *req, const char *fields,
                  char *why, size_t whylen) {
     char text[4096];
     snprintf(text, sizeof text, "{\"id\":\"%s\",\"state\":\"%s\",\"request\":%s%s}", id, state, req, fields);
     why[0] = '\0';
-    return srv_jobs_record_check(fname, text, strlen(text), "tests/fixtures", why, whylen);
+    return srv_train_record_check(fname, text, strlen(text), "tests/fixtures", srv_train_check_request, why,
+                                  whylen);
 }
 
 Test(job_records, a_record_the_server_writes_loads) {
@@ -95,7 +97,7 @@ Test(job_records, states_requests_and_model_names_are_checked) {
     memcpy(strstr(evil, "\"m\""), "\"/\"", 3);
     cr_assert_eq(check("1.json", "1", "queued", evil, "", why, sizeof why), -1);
     cr_assert_not_null(strstr(why, "model_name"), "%s", why);
-    /* Every field of the request goes through srv_jobs_validate. */
+    /* Every field of the request goes through srv_train_validate. */
     static const char *const bad_req[] = {
         "{\"dataset\":\"mnist-mini\",\"epochs\":0}",
         "{\"dataset\":\"../etc\"}",
@@ -111,9 +113,12 @@ Test(job_records, states_requests_and_model_names_are_checked) {
         cr_assert(why[0] != '\0');
     }
     /* Not JSON, or not an object. */
-    cr_assert_eq(srv_jobs_record_check("1.json", "{garbage", 8, "tests/fixtures", why, sizeof why), -1);
-    cr_assert_eq(srv_jobs_record_check("1.json", "[1]", 3, "tests/fixtures", why, sizeof why), -1);
-    cr_assert_eq(srv_jobs_record_check("1.json", "", 0, "tests/fixtures", why, sizeof why), -1);
+    cr_assert_eq(srv_train_record_check("1.json", "{garbage", 8, "tests/fixtures", srv_train_check_request, why,
+                                        sizeof why), -1);
+    cr_assert_eq(srv_train_record_check("1.json", "[1]", 3, "tests/fixtures", srv_train_check_request, why,
+                                        sizeof why), -1);
+    cr_assert_eq(srv_train_record_check("1.json", "", 0, "tests/fixtures", srv_train_check_request, why,
+                                        sizeof why), -1);
 }
 
 Test(job_records, numbers_and_strings_are_checked) {
@@ -194,7 +199,7 @@ Test(registry_install, never_writes_over_a_model) {
     /* A new name: installed and listed; the temporary is gone. */
     snprintf(tmp, sizeof tmp, "%s/b.safetensors.tmp.1.job1", dir);
     save_model(tmp, 2);
-    cr_assert_eq(srv_registry_install(r, "b", tmp, 0, err, sizeof err), SRV_REG_OK, "%s", err);
+    cr_assert_eq(srv_registry_install(r, "b", tmp, 0, err, sizeof err), DAE_OK, "%s", err);
     cr_assert_eq(access(tmp, F_OK), -1);
     srv_model *b = srv_registry_acquire(r, "b");
     cr_assert_not_null(b);
@@ -206,7 +211,7 @@ Test(registry_install, never_writes_over_a_model) {
     save_model(tmp, 3);
     snprintf(path, sizeof path, "%s/b.safetensors", dir);
     long before = file_size(path);
-    cr_assert_eq(srv_registry_install(r, "b", tmp, 0, err, sizeof err), SRV_REG_EXISTS);
+    cr_assert_eq(srv_registry_install(r, "b", tmp, 0, err, sizeof err), DAE_ERR_EXISTS);
     cr_assert_eq(access(tmp, F_OK), 0);
     b = srv_registry_acquire(r, "b");
     cr_assert_str_eq(b->version, b_version);
@@ -216,15 +221,15 @@ Test(registry_install, never_writes_over_a_model) {
     /* A file that appeared in the directory (not listed yet) is not replaced either. */
     snprintf(path, sizeof path, "%s/c.safetensors", dir);
     save_model(path, 4);
-    cr_assert_eq(srv_registry_install(r, "c", tmp, 0, err, sizeof err), SRV_REG_EXISTS);
+    cr_assert_eq(srv_registry_install(r, "c", tmp, 0, err, sizeof err), DAE_ERR_EXISTS);
 
     /* replace: a model that is not active is replaced; the active one never. */
-    cr_assert_eq(srv_registry_install(r, "b", tmp, 1, err, sizeof err), SRV_REG_OK, "%s", err);
+    cr_assert_eq(srv_registry_install(r, "b", tmp, 1, err, sizeof err), DAE_OK, "%s", err);
     b = srv_registry_acquire(r, "b");
     cr_assert_str_neq(b->version, b_version);
     srv_model_release(b);
     save_model(tmp, 5);
-    cr_assert_eq(srv_registry_install(r, "a", tmp, 1, err, sizeof err), SRV_REG_ACTIVE);
+    cr_assert_eq(srv_registry_install(r, "a", tmp, 1, err, sizeof err), DAE_ERR_IN_USE);
     srv_model *a = srv_registry_acquire(r, NULL);
     cr_assert_str_eq(a->name, "a");
     srv_model_release(a);
@@ -234,7 +239,7 @@ Test(registry_install, never_writes_over_a_model) {
     cr_assert_not_null(f);
     fputs("not a model", f);
     fclose(f);
-    cr_assert_eq(srv_registry_install(r, "d", tmp, 0, err, sizeof err), SRV_REG_IO);
+    cr_assert_eq(srv_registry_install(r, "d", tmp, 0, err, sizeof err), DAE_ERR_IO);
     snprintf(path, sizeof path, "%s/d.safetensors", dir);
     cr_assert_eq(access(path, F_OK), -1);
     cr_assert_null(srv_registry_acquire(r, "d"));

@@ -1,8 +1,8 @@
 /* test_server.c - unit tests of dae-server's modules that need no network:
  * the multipart parser, the PNG writer, SHA-256, size parsing and the
- * configuration, the model registry, and the inference scheduler (jobs of
+ * configuration, the model registry, and the inference scheduler (requests of
  * many sizes batched together give exactly what dae_denoise_image gives;
- * cancelling finishes every job). tests/server/run.sh covers the rest
+ * cancelling finishes every request). tests/server/run.sh covers the rest
  * over HTTP. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../server/config.h"
+#include "../server/http.h"
 #include "../server/inference.h"
 #include "../server/multipart.h"
 #include "../server/registry.h"
@@ -23,10 +24,10 @@
 
 /* ------------------------------------------------------------ multipart */
 
-static srv_mp_status find(const char *ctype, const char *body, const char **data, size_t *len) {
+static dae_status find(const char *ctype, const char *body, const char **data, size_t *len) {
     char err[256];
     const uint8_t *d = NULL;
-    srv_mp_status st = srv_multipart_find(ctype, (const uint8_t *)body, strlen(body), "image", &d, len, err, sizeof err);
+    dae_status st = srv_multipart_find(ctype, (const uint8_t *)body, strlen(body), "image", &d, len, err, sizeof err);
     *data = (const char *)d;
     return st;
 }
@@ -36,7 +37,7 @@ Test(multipart, finds_the_image_field) {
                        "Content-Type: image/png\r\n\r\nPNG\r\nDATA\r\n--XyZ--\r\n";
     const char *d;
     size_t n;
-    cr_assert_eq(find("multipart/form-data; boundary=XyZ", body, &d, &n), SRV_MP_OK);
+    cr_assert_eq(find("multipart/form-data; boundary=XyZ", body, &d, &n), DAE_OK);
     cr_assert_eq(n, 9);
     cr_assert(memcmp(d, "PNG\r\nDATA", 9) == 0);
 }
@@ -46,7 +47,7 @@ Test(multipart, quoted_boundary_preamble_other_fields_and_case) {
                        "--a b\r\ncontent-disposition: FORM-DATA; filename=\"x;y\"; name=image\r\n\r\n\r\n--a b--";
     const char *d;
     size_t n;
-    cr_assert_eq(find("Multipart/Form-Data ; charset=x; boundary=\"a b\"", body, &d, &n), SRV_MP_OK);
+    cr_assert_eq(find("Multipart/Form-Data ; charset=x; boundary=\"a b\"", body, &d, &n), DAE_OK);
     cr_assert_eq(n, 0, "an empty field is found, with length 0");
 }
 
@@ -54,24 +55,57 @@ Test(multipart, errors) {
     const char *d;
     size_t n;
     const char *ok = "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxyz\r\n--B--\r\n";
-    cr_assert_eq(find("multipart/form-data", ok, &d, &n), SRV_MP_MALFORMED, "no boundary");
-    cr_assert_eq(find("multipart/form-data; boundary=\"B", ok, &d, &n), SRV_MP_MALFORMED, "unclosed quote");
-    cr_assert_eq(find("multipart/form-data; boundary=C", ok, &d, &n), SRV_MP_MALFORMED, "boundary absent");
+    cr_assert_eq(find("multipart/form-data", ok, &d, &n), DAE_ERR_FORMAT, "no boundary");
+    cr_assert_eq(find("multipart/form-data; boundary=\"B", ok, &d, &n), DAE_ERR_FORMAT, "unclosed quote");
+    cr_assert_eq(find("multipart/form-data; boundary=C", ok, &d, &n), DAE_ERR_FORMAT, "boundary absent");
     cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxyz",
                       &d, &n),
-                 SRV_MP_MALFORMED, "part not closed");
+                 DAE_ERR_FORMAT, "part not closed");
     cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"image\"", &d, &n),
-                 SRV_MP_MALFORMED, "headers not ended");
+                 DAE_ERR_FORMAT, "headers not ended");
     cr_assert_eq(find("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--B--",
                       &d, &n),
-                 SRV_MP_NO_FIELD);
-    cr_assert_eq(find("multipart/form-data; boundary=B", "", &d, &n), SRV_MP_MALFORMED, "empty body");
+                 DAE_ERR_NOT_FOUND);
+    cr_assert_eq(find("multipart/form-data; boundary=B", "", &d, &n), DAE_ERR_FORMAT, "empty body");
     char longb[100];
     memset(longb, 'b', sizeof longb);
     longb[sizeof longb - 1] = '\0';
     char ctype[200];
     snprintf(ctype, sizeof ctype, "multipart/form-data; boundary=%s", longb);
-    cr_assert_eq(find(ctype, ok, &d, &n), SRV_MP_MALFORMED, "boundary over 70 characters");
+    cr_assert_eq(find(ctype, ok, &d, &n), DAE_ERR_FORMAT, "boundary over 70 characters");
+}
+
+/* ------------------------------------------------------------ the HTTP edge */
+
+/* The modules below the edge report dae_status; the HTTP statuses and
+ * codes clients see are these, whatever the modules call them. */
+Test(http_edge, statuses_become_the_documented_answers) {
+    static const struct {
+        srv_edge_kind kind;
+        dae_status st;
+        int http;
+        const char *code;
+    } cases[] = {
+        {SRV_EDGE_IMAGE, DAE_ERR_FORMAT, 400, "invalid_image"},
+        {SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE, 413, "too_many_pixels"},
+        {SRV_EDGE_IMAGE, DAE_ERR_NOMEM, 503, "out_of_memory"},
+        {SRV_EDGE_IMAGE, DAE_ERR_STOPPING, 503, "shutting_down"},
+        {SRV_EDGE_IMAGE, DAE_ERR_IO, 500, "internal_error"},
+        {SRV_EDGE_UPLOAD, DAE_ERR_NOT_FOUND, 400, "missing_image"},
+        {SRV_EDGE_UPLOAD, DAE_ERR_FORMAT, 400, "invalid_multipart"},
+        {SRV_EDGE_UPLOAD, DAE_ERR_BUSY, 503, "queue_full"},
+        {SRV_EDGE_UPLOAD, DAE_ERR_STOPPING, 503, "draining"},
+        {SRV_EDGE_MODEL, DAE_ERR_NOT_FOUND, 404, "model_not_found"},
+        {SRV_EDGE_MODEL, DAE_ERR_IN_USE, 409, "model_active"},
+        {SRV_EDGE_MODEL, DAE_ERR_INVALID, 409, "model_not_in_dir"},
+        {SRV_EDGE_MODEL, DAE_ERR_IO, 500, "io_error"},
+        {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *code = NULL;
+        cr_assert_eq(srv_http_error_of(cases[i].kind, cases[i].st, &code), cases[i].http, "case %zu", i);
+        cr_assert_str_eq(code, cases[i].code, "case %zu", i);
+    }
 }
 
 Test(multipart, is_form) {
@@ -292,8 +326,8 @@ typedef struct {
     int done;
 } waiter;
 
-static void on_done(srv_job *job) {
-    waiter *w = job->user;
+static void on_done(srv_infer_request *req) {
+    waiter *w = req->user;
     pthread_mutex_lock(&w->mu);
     w->done++;
     pthread_cond_broadcast(&w->cv);
@@ -320,7 +354,7 @@ static void make_png(int w, int h, int c, int seed, uint8_t **png, size_t *len, 
  * so the float results may differ in the last bit from a lone run; after
  * rounding to 8 bits a pixel may then differ by one step, never more.
  * Noise involves no arithmetic that depends on batching: exact. */
-static void assert_pixels_match(const dae_image *got, const dae_image *want, int tolerance, int job,
+static void assert_pixels_match(const dae_image *got, const dae_image *want, int tolerance, int req,
                                 const char *kind) {
     size_t n = (size_t)got->width * got->height * got->channels;
     int worst = 0;
@@ -328,11 +362,11 @@ static void assert_pixels_match(const dae_image *got, const dae_image *want, int
         int d = abs((int)got->pixels[i] - (int)want->pixels[i]);
         if (d > worst) worst = d;
     }
-    cr_assert(worst <= tolerance, "job %d (%dx%dx%d, %s): pixels differ from the engine's by up to %d", job,
+    cr_assert(worst <= tolerance, "request %d (%dx%dx%d, %s): pixels differ from the engine's by up to %d", req,
               got->width, got->height, got->channels, kind, worst);
 }
 
-Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
+Test(inference, batched_requests_match_the_engine, .timeout = 120) {
     char dir[256], err[DAE_ERR_LEN] = "";
     models_dir(dir, sizeof dir);
     srv_config cfg;
@@ -342,7 +376,7 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
     srv_infer *q = start_inference(&cfg, &r, &metrics);
     enum { N = 40 };
     static const int sizes[][3] = {{28, 28, 1}, {1, 1, 1}, {27, 29, 4}, {100, 60, 3}, {28, 28, 2}, {57, 31, 1}, {14, 80, 4}};
-    srv_job *jobs = calloc(N, sizeof *jobs);
+    srv_infer_request *reqs = calloc(N, sizeof *reqs);
     uint8_t *pngs[N];
     size_t lens[N];
     dae_image inputs[N];
@@ -350,8 +384,8 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
     for (int i = 0; i < N; i++) {
         const int *s = sizes[i % 7];
         make_png(s[0], s[1], s[2], i, &pngs[i], &lens[i], &inputs[i]);
-        srv_job *j = &jobs[i];
-        j->kind = i % 10 == 9 ? SRV_JOB_NOISE : SRV_JOB_DENOISE;
+        srv_infer_request *j = &reqs[i];
+        j->kind = i % 10 == 9 ? SRV_INFER_NOISE : SRV_INFER_DENOISE;
         j->input = pngs[i];
         j->input_len = lens[i];
         j->max_pixels = 1 << 20;
@@ -362,17 +396,17 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
         j->png_level = 1;
         j->done = on_done;
         j->user = &w;
-        cr_assert_eq(srv_infer_reserve(q, j->pixels), SRV_RESERVE_OK);
+        cr_assert_eq(srv_infer_reserve(q, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
     wait_for(&w, N);
     dae_workspace *ws = NULL;
     for (int i = 0; i < N; i++) {
-        srv_job *j = &jobs[i];
-        cr_assert_eq(j->http_status, 200, "job %d: %s", i, j->message);
+        srv_infer_request *j = &reqs[i];
+        cr_assert_eq(j->status, DAE_OK, "request %d: %s", i, j->message);
         dae_image got, want;
         cr_assert_eq(dae_image_decode(j->png, j->png_len, 0, &got, err, sizeof err), DAE_OK);
-        if (j->kind == SRV_JOB_NOISE) {
+        if (j->kind == SRV_INFER_NOISE) {
             cr_assert_eq(dae_image_decode(pngs[i], lens[i], 0, &want, err, sizeof err), DAE_OK);
             cr_assert_eq(dae_image_add_noise(&want, &j->noise, j->seed, err, sizeof err), DAE_OK);
         } else {
@@ -383,7 +417,7 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
         cr_assert_eq(got.width, want.width);
         cr_assert_eq(got.height, want.height);
         cr_assert_eq(got.channels, want.channels);
-        if (j->kind == SRV_JOB_NOISE) assert_pixels_match(&got, &want, 0, i, "noise");
+        if (j->kind == SRV_INFER_NOISE) assert_pixels_match(&got, &want, 0, i, "noise");
         else assert_pixels_match(&got, &want, 1, i, "denoise");
         dae_image_free(&got);
         dae_image_free(&want);
@@ -396,7 +430,7 @@ Test(inference, batched_jobs_match_the_engine, .timeout = 120) {
     cr_assert_gt(atomic_load(&metrics.batch_requests.sum), 0);
     srv_infer_stop(q);
     srv_registry_free(r);
-    free(jobs);
+    free(reqs);
     remove_dir(dir);
 }
 
@@ -414,23 +448,28 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     dae_image img;
     make_png(40, 40, 1, 1, &png, &len, &img);
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    srv_job bad = {.kind = SRV_JOB_DENOISE, .input = png, .input_len = len / 2, .max_pixels = 1 << 20, .pixels = 1600,
-                   .model = srv_registry_acquire(r, NULL), .done = on_done, .user = &w};
-    srv_job big = bad;
+    srv_infer_request bad = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len / 2, .max_pixels = 1 << 20,
+                             .pixels = 1600, .model = srv_registry_acquire(r, NULL), .done = on_done, .user = &w};
+    srv_infer_request big = bad;
     big.input_len = len;
     big.max_pixels = 100; /* the header passed a looser check; the decoder holds the line */
-    cr_assert_eq(srv_infer_reserve(q, 1600), SRV_RESERVE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 1600), SRV_RESERVE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 1), SRV_RESERVE_FULL, "queue_size 2");
+    cr_assert_eq(srv_infer_reserve(q, 1600, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1600, NULL, 0), DAE_OK);
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(srv_infer_reserve(q, 1, err, sizeof err), DAE_ERR_BUSY, "queue_size 2");
+    cr_assert(strstr(err, "queue of 2 requests") != NULL, "%s", err);
     srv_infer_enqueue(q, &bad);
     srv_infer_enqueue(q, &big);
     wait_for(&w, 2);
-    cr_assert_eq(bad.http_status, 400);
-    cr_assert_str_eq(bad.error_code, "invalid_image");
-    cr_assert_eq(big.http_status, 413);
-    cr_assert_str_eq(big.error_code, "too_many_pixels");
+    const char *code;
+    cr_assert_eq(bad.status, DAE_ERR_FORMAT, "%s", bad.message);
+    cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, bad.status, &code), 400);
+    cr_assert_str_eq(code, "invalid_image");
+    cr_assert_eq(big.status, DAE_ERR_TOO_LARGE, "%s", big.message);
+    cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, big.status, &code), 413);
+    cr_assert_str_eq(code, "too_many_pixels");
     srv_infer_close(q);
-    cr_assert_eq(srv_infer_reserve(q, 1), SRV_RESERVE_STOPPING);
+    cr_assert_eq(srv_infer_reserve(q, 1, NULL, 0), DAE_ERR_STOPPING);
     srv_model_release(bad.model);
     srv_infer_stop(q);
     srv_registry_free(r);
@@ -439,7 +478,7 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     remove_dir(dir);
 }
 
-Test(inference, cancel_all_finishes_every_job, .timeout = 120) {
+Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     char dir[256];
     models_dir(dir, sizeof dir);
     srv_config cfg;
@@ -453,25 +492,28 @@ Test(inference, cancel_all_finishes_every_job, .timeout = 120) {
     dae_image img;
     make_png(400, 300, 3, 5, &png, &len, &img);
     srv_model *m = srv_registry_acquire(r, NULL);
-    srv_job jobs[N];
+    srv_infer_request reqs[N];
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     for (int i = 0; i < N; i++) {
-        jobs[i] = (srv_job){.kind = SRV_JOB_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
-                            .pixels = 120000, .model = m, .done = on_done, .user = &w};
-        cr_assert_eq(srv_infer_reserve(q, jobs[i].pixels), SRV_RESERVE_OK);
-        srv_infer_enqueue(q, &jobs[i]);
+        reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
+                                      .max_pixels = 1 << 20, .pixels = 120000, .model = m, .done = on_done, .user = &w};
+        cr_assert_eq(srv_infer_reserve(q, reqs[i].pixels, NULL, 0), DAE_OK);
+        srv_infer_enqueue(q, &reqs[i]);
     }
     usleep(20000);
     srv_infer_cancel_all(q);
     wait_for(&w, N);
     int cancelled = 0;
     for (int i = 0; i < N; i++) {
-        cr_assert(jobs[i].http_status == 200 || jobs[i].http_status == 503, "job %d: %d", i, jobs[i].http_status);
-        if (jobs[i].http_status == 503) {
+        cr_assert(reqs[i].status == DAE_OK || reqs[i].status == DAE_ERR_STOPPING, "request %d: %s", i,
+                  dae_status_str(reqs[i].status));
+        if (reqs[i].status == DAE_ERR_STOPPING) {
             cancelled++;
-            cr_assert_str_eq(jobs[i].error_code, "shutting_down");
+            const char *code;
+            cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, reqs[i].status, &code), 503);
+            cr_assert_str_eq(code, "shutting_down");
         }
-        free(jobs[i].png);
+        free(reqs[i].png);
     }
     cr_assert_gt(cancelled, 0, "a 1-worker queue of 12 large images cannot all be done in 20 ms");
     cr_assert_eq(srv_infer_pending(q), 0);
@@ -498,18 +540,18 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     make_png(28, 28, 1, 3, &png, &len, &img);
     srv_model *m = srv_registry_acquire(r, NULL);
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-    srv_job jobs[3];
+    srv_infer_request reqs[3];
     for (int i = 0; i < 3; i++) {
-        jobs[i] = (srv_job){.kind = SRV_JOB_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
-                            .pixels = 784, .model = m, .done = on_done, .user = &w};
-        cr_assert_eq(srv_infer_reserve(q, 784), SRV_RESERVE_OK);
-        srv_infer_enqueue(q, &jobs[i]);
+        reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
+                                      .max_pixels = 1 << 20, .pixels = 784, .model = m, .done = on_done, .user = &w};
+        cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+        srv_infer_enqueue(q, &reqs[i]);
         usleep(20000); /* well inside the 200 ms delay */
     }
     wait_for(&w, 3);
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(jobs[i].http_status, 200);
-        free(jobs[i].png);
+        cr_assert_eq(reqs[i].status, DAE_OK);
+        free(reqs[i].png);
     }
     cr_assert_eq(atomic_load(&metrics.batch_requests.sum), 3, "three requests in one batch");
     cr_assert_eq(atomic_load(&metrics.batch_tiles.sum), 3);
@@ -527,7 +569,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
 #include <netinet/in.h>
 
 #include "../server/auth.h"
-#include "../server/jobs.h"
+#include "../server/train_http.h"
 
 static struct sockaddr_storage addr_of(const char *text) {
     struct sockaddr_storage ss;
@@ -567,15 +609,15 @@ Test(auth, token_and_loopback_rule) {
 
 /* ------------------------------------------------------------ job validation */
 
-static int validate(const char *body, srv_jobs_answer *a) {
-    int rc = srv_jobs_validate(body, strlen(body), "tests/fixtures", a);
+static int validate(const char *body, srv_train_answer *a) {
+    int rc = srv_train_validate(body, strlen(body), "tests/fixtures", a);
     free(a->json);
     a->json = NULL;
     return rc;
 }
 
 Test(jobs, validation_names_each_field) {
-    srv_jobs_answer a;
+    srv_train_answer a;
     cr_assert_eq(validate("{\"dataset\":\"mnist-mini\",\"epochs\":2,\"activate\":true}", &a), 0, "%s", a.message);
     cr_assert_eq(validate("[1]", &a), -1);
     cr_assert_eq(a.status, 400);
@@ -618,13 +660,13 @@ Test(registry, activate_remove_reload_and_active_file) {
     srv_model_release(m);
     /* Activate a, remove b; a request holding b keeps it. */
     srv_model *held = srv_registry_acquire(r, "b");
-    cr_assert_eq(srv_registry_activate(r, "a", err, sizeof err), SRV_REG_OK);
+    cr_assert_eq(srv_registry_activate(r, "a", err, sizeof err), DAE_OK);
     cr_assert_eq(srv_active_read(dir, name, sizeof name), 0);
     cr_assert_str_eq(name, "a");
     cr_assert_eq(srv_registry_switches(r), 1);
-    cr_assert_eq(srv_registry_activate(r, "zz", err, sizeof err), SRV_REG_NOT_FOUND);
-    cr_assert_eq(srv_registry_remove(r, "a", err, sizeof err), SRV_REG_ACTIVE);
-    cr_assert_eq(srv_registry_remove(r, "b", err, sizeof err), SRV_REG_OK);
+    cr_assert_eq(srv_registry_activate(r, "zz", err, sizeof err), DAE_ERR_NOT_FOUND);
+    cr_assert_eq(srv_registry_remove(r, "a", err, sizeof err), DAE_ERR_IN_USE);
+    cr_assert_eq(srv_registry_remove(r, "b", err, sizeof err), DAE_OK);
     cr_assert_null(srv_registry_acquire(r, "b"));
     cr_assert_eq(held->net.in_h, 28);
     srv_model_release(held);

@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t field_len;
     char err[256];
     srv_multipart_is_form(ctype);
-    if (srv_multipart_find(ctype, body, len, "image", &field, &field_len, err, sizeof err) == SRV_MP_OK)
+    if (srv_multipart_find(ctype, body, len, "image", &field, &field_len, err, sizeof err) == DAE_OK)
         if (field < body || field + field_len > body + len) abort();
     free(body);
     return 0;

@@ -1,0 +1,467 @@
+/* train_records.c - a training job's JSON document and its record on
+ * disk: written atomically, read back and checked at start (see
+ * train_records.h). */
+#include "train_records.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "log.h"
+#include "utf8.h"
+
+/* Largest job record read at start. */
+#define RECORD_MAX_BYTES ((size_t)4 << 20)
+/* A temporary file of the models directory untouched for this long is
+ * left over from an interrupted write, whoever wrote it. */
+#define STALE_TEMP_S 60
+/* Room for the reason a record or its request is refused. */
+#define RECORD_WHY_LEN 768
+
+static const char *const STATE_NAMES[SRV_TRAIN_N_STATES] = {"queued", "running", "succeeded", "failed",
+                                                             "cancelled"};
+
+const char *srv_train_state_name(srv_train_state state) {
+    return state >= 0 && state < SRV_TRAIN_N_STATES ? STATE_NAMES[state] : "unknown";
+}
+
+/* ------------------------------------------------------------ the job and its JSON */
+
+const char *srv_train_job_req_str(const srv_train_job *jb, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(jb->request, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+double srv_train_job_req_num(const srv_train_job *jb, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(jb->request, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+int srv_train_job_finished(const srv_train_job *jb) { return jb->state >= SRV_TRAIN_SUCCEEDED; }
+
+cJSON *srv_train_job_json(const srv_train_job *jb) {
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL) return NULL;
+    cJSON_AddStringToObject(o, "id", jb->id);
+    cJSON_AddStringToObject(o, "state", STATE_NAMES[jb->state]);
+    cJSON_AddNumberToObject(o, "progress", jb->progress);
+    cJSON_AddNumberToObject(o, "epoch", jb->epoch);
+    cJSON_AddNumberToObject(o, "epochs", jb->epochs);
+    cJSON_AddNumberToObject(o, "step", (double)jb->step);
+    cJSON_AddNumberToObject(o, "steps_per_epoch", (double)jb->steps_per_epoch);
+    cJSON_AddNumberToObject(o, "total_steps", (double)jb->total_steps);
+    cJSON_AddNumberToObject(o, "loss", jb->loss);
+    cJSON_AddNumberToObject(o, "images_per_second", round(jb->images_per_s * 10) / 10);
+    cJSON_AddNumberToObject(o, "elapsed_seconds", round(jb->elapsed_s * 1000) / 1000);
+    if (jb->state == SRV_TRAIN_RUNNING && jb->eta_s >= 0)
+        cJSON_AddNumberToObject(o, "eta_seconds", round(jb->eta_s * 10) / 10);
+    else cJSON_AddNullToObject(o, "eta_seconds");
+    cJSON *hist = cJSON_AddArrayToObject(o, "history");
+    for (int i = 0; hist != NULL && i < jb->n_history; i++) {
+        const srv_train_epoch *e = &jb->history[i];
+        cJSON *h = cJSON_CreateObject();
+        if (h == NULL) break;
+        cJSON_AddNumberToObject(h, "epoch", i + 1);
+        cJSON_AddNumberToObject(h, "loss", e->loss);
+        cJSON_AddNumberToObject(h, "seconds", round(e->seconds * 1000) / 1000);
+        if (e->has_test) {
+            cJSON_AddNumberToObject(h, "test_mse", e->mse);
+            cJSON_AddNumberToObject(h, "test_psnr", e->psnr);
+            cJSON_AddNumberToObject(h, "test_ssim", e->ssim);
+        }
+        cJSON_AddItemToArray(hist, h);
+    }
+    if (jb->error[0] != '\0') cJSON_AddStringToObject(o, "error", jb->error);
+    else cJSON_AddNullToObject(o, "error");
+    cJSON_AddStringToObject(o, "model", jb->model_name);
+    if (jb->model_version[0] != '\0') cJSON_AddStringToObject(o, "model_version", jb->model_version);
+    cJSON_AddBoolToObject(o, "activated", jb->activated);
+    cJSON_AddStringToObject(o, "created", jb->created);
+    if (jb->started[0] != '\0') cJSON_AddStringToObject(o, "started", jb->started);
+    if (jb->finished[0] != '\0') cJSON_AddStringToObject(o, "finished", jb->finished);
+    cJSON_AddItemToObject(o, "request", cJSON_Duplicate(jb->request, 1));
+    cJSON *links = cJSON_AddObjectToObject(o, "links");
+    if (links != NULL) {
+        char buf[96];
+        snprintf(buf, sizeof buf, "/train/%s", jb->id);
+        cJSON_AddStringToObject(links, "self", buf);
+        snprintf(buf, sizeof buf, "/train/%s/events", jb->id);
+        cJSON_AddStringToObject(links, "events", buf);
+        snprintf(buf, sizeof buf, "/models/%s", jb->model_name);
+        cJSON_AddStringToObject(links, "model", buf);
+    }
+    return o;
+}
+
+char *srv_train_job_text(const srv_train_job *jb) {
+    cJSON *o = srv_train_job_json(jb);
+    if (o == NULL) return NULL;
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+/* Records are small: written whole under the caller's lock. */
+void srv_train_record_write(const char *dir, const srv_train_job *jb) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        srv_log("warning: cannot make the state directory %s: %s", dir, strerror(errno));
+        return;
+    }
+    char *text = srv_train_job_text(jb);
+    if (text == NULL) return;
+    char path[4096], err[DAE_ERR_LEN];
+    snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
+    if (dae_file_write_atomic(path, text, strlen(text), err, sizeof err) != DAE_OK)
+        srv_log("warning: cannot write the job record: %s", err);
+    free(text);
+}
+
+void srv_train_job_free(srv_train_job *jb) {
+    if (jb == NULL) return;
+    cJSON_Delete(jb->request);
+    free(jb->history);
+    free(jb);
+}
+
+srv_train_job *srv_train_job_new(cJSON *req, const char *id) {
+    srv_train_job *jb = calloc(1, sizeof *jb);
+    if (jb == NULL) {
+        cJSON_Delete(req);
+        return NULL;
+    }
+    jb->request = req;
+    snprintf(jb->id, sizeof jb->id, "%s", id);
+    jb->epochs = (int)srv_train_job_req_num(jb, "epochs");
+    if (jb->epochs < 1) jb->epochs = 1;
+    jb->history = calloc((size_t)jb->epochs, sizeof *jb->history);
+    if (jb->history == NULL) {
+        srv_train_job_free(jb);
+        return NULL;
+    }
+    const char *mn = srv_train_job_req_str(jb, "model_name");
+    if (mn[0] != '\0') snprintf(jb->model_name, sizeof jb->model_name, "%s", mn);
+    else snprintf(jb->model_name, sizeof jb->model_name, "%.40s-job%s", srv_train_job_req_str(jb, "dataset"), id);
+    jb->eta_s = -1;
+    return jb;
+}
+
+unsigned long long srv_train_id_parse(const char *text, size_t len) {
+    if (len == 0 || len > 12 || text[0] == '0') return 0;
+    unsigned long long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9') return 0;
+        v = v * 10 + (unsigned long long)(text[i] - '0');
+    }
+    return v <= SRV_TRAIN_ID_MAX ? v : 0;
+}
+
+/* The id of a record's file name "ID.json", or 0 when it is not one. */
+static unsigned long long record_file_id(const char *fname) {
+    size_t n = strlen(fname);
+    if (n < 6 || strcmp(fname + n - 5, ".json") != 0) return 0;
+    return srv_train_id_parse(fname, n - 5);
+}
+
+/* Reads the optional number key of record o into *out when it is in
+ * [lo, hi] (absent or null: *out unchanged). Returns 0, or -1 after
+ * writing the reason into why. */
+static int rec_num(const cJSON *o, const char *key, double lo, double hi, double *out, char *why, size_t whylen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi)) {
+        snprintf(why, whylen, "%s must be a number from %g to %g", key, lo, hi);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* Copies the optional string key of record o into out (cap bytes) when it
+ * is shorter than cap and, when allowed is not NULL, made only of those
+ * characters. Returns 0, or -1 after writing the reason into why. */
+static int rec_str(const cJSON *o, const char *key, const char *allowed, char *out, size_t cap, char *why,
+                   size_t whylen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v == NULL || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap ||
+        (allowed != NULL && strspn(v->valuestring, allowed) != strlen(v->valuestring))) {
+        snprintf(why, whylen, "%s must be a string of fewer than %zu characters%s%s", key, cap,
+                 allowed != NULL ? " of " : "", allowed != NULL ? allowed : "");
+        return -1;
+    }
+    snprintf(out, cap, "%s", v->valuestring);
+    return 0;
+}
+
+/* Rebuilds a job from the record text (len bytes) of the state file
+ * fname, checking it as POST /train checks a request: the file is ID.json
+ * and the record's id is that ID; the state is one of the five; the
+ * request passes check, and its canonical form is kept; the
+ * model is the name that request makes; numbers are in range, strings
+ * short and of the right characters. A request that is valid but can no
+ * longer run here (its data set is gone, say) is kept, with the reason in
+ * unrunnable (ulen bytes), for the caller to fail the job if it has not
+ * run. data_dir, train_budget and threads are check's.
+ * Returns the job, or NULL with the reason in why. */
+static srv_train_job *job_from_record(const char *fname, const char *text, size_t len, const char *data_dir,
+                                      long long train_budget, int threads, srv_train_check_fn check,
+                                      char *unrunnable, size_t ulen, char *why, size_t whylen) {
+    static const char TIME_CHARS[] = "0123456789-:.TZ";
+    unrunnable[0] = '\0';
+    unsigned long long fid = record_file_id(fname);
+    if (fid == 0) {
+        snprintf(why, whylen, "the file name is not ID.json with an id from 1 to %llu", SRV_TRAIN_ID_MAX);
+        return NULL;
+    }
+    cJSON *o = cJSON_ParseWithLength(text, len), *req = NULL;
+    srv_train_job *jb = NULL;
+    if (o == NULL || !cJSON_IsObject(o)) {
+        snprintf(why, whylen, "not a JSON object");
+        goto fail;
+    }
+    if (!srv_utf8_valid(text, len)) { /* its strings go into JSON answers */
+        snprintf(why, whylen, "not valid UTF-8");
+        goto fail;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id"), *st = cJSON_GetObjectItemCaseSensitive(o, "state");
+    if (!cJSON_IsString(id) || srv_train_id_parse(id->valuestring, strlen(id->valuestring)) != fid) {
+        snprintf(why, whylen, "id must be \"%llu\", the file's name", fid);
+        goto fail;
+    }
+    int state = -1;
+    for (int i = 0; i < SRV_TRAIN_N_STATES && cJSON_IsString(st); i++)
+        if (strcmp(st->valuestring, STATE_NAMES[i]) == 0) state = i;
+    if (state < 0) {
+        snprintf(why, whylen, "state must be queued, running, succeeded, failed or cancelled");
+        goto fail;
+    }
+    const cJSON *rq = cJSON_GetObjectItemCaseSensitive(o, "request");
+    char *rq_text = cJSON_IsObject(rq) ? cJSON_PrintUnformatted(rq) : NULL;
+    if (rq_text == NULL) {
+        snprintf(why, whylen, "request must be the job's request (a JSON object)");
+        goto fail;
+    }
+    char *canon = NULL, msg[RECORD_WHY_LEN] = "";
+    dae_status valid = check(rq_text, strlen(rq_text), data_dir, train_budget, threads, &canon, msg, sizeof msg);
+    free(rq_text);
+    if (valid == DAE_OK) {
+        req = cJSON_Parse(canon);
+        free(canon);
+        if (req == NULL) {
+            snprintf(why, whylen, "out of memory");
+            goto fail;
+        }
+    } else if (valid == DAE_ERR_INVALID) {
+        snprintf(why, whylen, "request: %s", msg);
+        goto fail;
+    } else {
+        /* Every field passed; what fails is this server's present state. */
+        snprintf(unrunnable, ulen, "%s", msg);
+        req = cJSON_Duplicate(rq, 1);
+        const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
+        if (mn != NULL && (!cJSON_IsString(mn) || !srv_model_name_valid(mn->valuestring))) {
+            snprintf(why, whylen, "request: model_name is not a valid model name");
+            goto fail;
+        }
+    }
+    jb = srv_train_job_new(req, id->valuestring);
+    req = NULL;
+    if (jb == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
+    if (!srv_model_name_valid(jb->model_name)) {
+        snprintf(why, whylen, "its request makes no valid model name");
+        goto fail;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "model");
+    if (v != NULL && (!cJSON_IsString(v) || strcmp(v->valuestring, jb->model_name) != 0)) {
+        snprintf(why, whylen, "model must be \"%s\", the name its request makes", jb->model_name);
+        goto fail;
+    }
+    jb->state = (srv_train_state)state;
+    jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
+    const double BIG = 9007199254740991.0; /* 2^53 - 1 */
+    double epochs = jb->epochs, epoch = 0, step = 0, spe = 0, total = 0;
+    if (rec_num(o, "epochs", epochs, epochs, &epochs, why, whylen) ||
+        rec_num(o, "progress", 0, 1, &jb->progress, why, whylen) ||
+        rec_num(o, "epoch", 0, jb->epochs, &epoch, why, whylen) || rec_num(o, "step", 0, BIG, &step, why, whylen) ||
+        rec_num(o, "steps_per_epoch", 0, BIG, &spe, why, whylen) ||
+        rec_num(o, "total_steps", 0, BIG, &total, why, whylen) ||
+        rec_num(o, "loss", 0, DBL_MAX, &jb->loss, why, whylen) ||
+        rec_num(o, "images_per_second", 0, DBL_MAX, &jb->images_per_s, why, whylen) ||
+        rec_num(o, "elapsed_seconds", 0, DBL_MAX, &jb->elapsed_s, why, whylen) ||
+        rec_str(o, "error", NULL, jb->error, sizeof jb->error, why, whylen) ||
+        rec_str(o, "model_version", "sha256:0123456789abcdef", jb->model_version, sizeof jb->model_version, why,
+                whylen) ||
+        rec_str(o, "created", TIME_CHARS, jb->created, sizeof jb->created, why, whylen) ||
+        rec_str(o, "started", TIME_CHARS, jb->started, sizeof jb->started, why, whylen) ||
+        rec_str(o, "finished", TIME_CHARS, jb->finished, sizeof jb->finished, why, whylen))
+        goto fail;
+    jb->epoch = (int)epoch, jb->step = (long)step, jb->steps_per_epoch = (long)spe, jb->total_steps = (long)total;
+    if (jb->model_version[0] != '\0' &&
+        (strncmp(jb->model_version, "sha256:", 7) != 0 || strlen(jb->model_version) != 19 ||
+         strspn(jb->model_version + 7, "0123456789abcdef") != 12)) {
+        snprintf(why, whylen, "model_version must be sha256: and 12 hex digits");
+        goto fail;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(o, "activated");
+    if (v != NULL && !cJSON_IsBool(v)) {
+        snprintf(why, whylen, "activated must be true or false");
+        goto fail;
+    }
+    jb->activated = cJSON_IsTrue(v);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "history"), *e;
+    if (h != NULL && (!cJSON_IsArray(h) || cJSON_GetArraySize(h) > jb->epochs)) {
+        snprintf(why, whylen, "history must be an array of at most %d epochs", jb->epochs);
+        goto fail;
+    }
+    cJSON_ArrayForEach(e, h) {
+        srv_train_epoch *r = &jb->history[jb->n_history++];
+        double x = -1;
+        if (!cJSON_IsObject(e) || rec_num(e, "loss", 0, DBL_MAX, &r->loss, why, whylen) ||
+            rec_num(e, "seconds", 0, DBL_MAX, &r->seconds, why, whylen) ||
+            rec_num(e, "test_mse", 0, DBL_MAX, &x, why, whylen) ||
+            rec_num(e, "test_psnr", -DBL_MAX, DBL_MAX, &r->psnr, why, whylen) ||
+            rec_num(e, "test_ssim", -1, 1, &r->ssim, why, whylen)) {
+            if (!cJSON_IsObject(e)) snprintf(why, whylen, "history entries must be objects");
+            goto fail;
+        }
+        r->has_test = x >= 0;
+        r->mse = r->has_test ? x : 0;
+    }
+    cJSON_Delete(o);
+    return jb;
+fail:
+    cJSON_Delete(o);
+    cJSON_Delete(req);
+    srv_train_job_free(jb);
+    return NULL;
+}
+
+int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir,
+                           srv_train_check_fn check, char *why, size_t whylen) {
+    char unrunnable[RECORD_WHY_LEN];
+    srv_train_job *jb = job_from_record(fname, text, len, data_dir, 0, 1, check, unrunnable, sizeof unrunnable, why,
+                                        whylen);
+    if (jb == NULL) return -1;
+    srv_train_job_free(jb);
+    return 0;
+}
+
+static int by_id(const void *a, const void *b) {
+    unsigned long long x = strtoull((*(srv_train_job *const *)a)->id, NULL, 10), y = strtoull((*(srv_train_job *const *)b)->id, NULL, 10);
+    return x < y ? -1 : x > y;
+}
+
+/* Ends a job read back that can no longer run: failed with reason why,
+ * recorded in dir. */
+static void fail_loaded(const char *dir, srv_train_job *jb, const char *why) {
+    jb->state = SRV_TRAIN_FAILED;
+    snprintf(jb->error, sizeof jb->error, "%s", why);
+    if (jb->finished[0] == '\0') srv_utc_now(jb->finished, sizeof jb->finished);
+    jb->eta_s = -1;
+    srv_train_record_write(dir, jb);
+    srv_log("job %s: failed: %s", jb->id, why);
+}
+
+void srv_train_records_load(const srv_config *cfg, srv_train_check_fn check, srv_train_job ***jobs, int *n_jobs,
+                            unsigned long long *next_id) {
+    const char *dir = cfg->state_dir;
+    srv_train_job **all = NULL;
+    int n_all = 0;
+    *jobs = NULL, *n_jobs = 0, *next_id = 1;
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    unsigned long long *torn = NULL, max_id = 0;
+    int n_torn = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (t == NULL || e->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) continue;
+        srv_log("removed %s, left by an interrupted write", path);
+        unsigned long long id = t - e->d_name > 5 && strncmp(t - 5, ".json", 5) == 0
+                                    ? srv_train_id_parse(e->d_name, (size_t)(t - 5 - e->d_name))
+                                    : 0;
+        unsigned long long *grown = id > 0 ? realloc(torn, sizeof *torn * (size_t)(n_torn + 1)) : NULL;
+        if (grown != NULL) torn = grown, torn[n_torn++] = id;
+    }
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' || n < 6 || strcmp(e->d_name + n - 5, ".json") != 0 || strstr(e->d_name, ".tmp."))
+            continue;
+        char path[4096], why[DAE_ERR_LEN + 800] = "", unrunnable[RECORD_WHY_LEN];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unsigned long long fid = record_file_id(e->d_name);
+        if (fid > max_id) max_id = fid; /* even a bad record's id is never given again */
+        uint8_t *text = NULL;
+        size_t len = 0;
+        srv_train_job *jb = NULL;
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) /* a FIFO would block the start, a link lead elsewhere */
+            snprintf(why, sizeof why, "not a regular file");
+        else if (dae_file_read(path, RECORD_MAX_BYTES, &text, &len, why, sizeof why) == DAE_OK)
+            jb = job_from_record(e->d_name, (const char *)text, len, cfg->data_dir, cfg->train_memory_budget,
+                                 cfg->train_threads, check, unrunnable, sizeof unrunnable, why, sizeof why);
+        free(text);
+        if (jb == NULL) {
+            srv_log("warning: %s is not a valid job record (%s): skipped", path, why);
+            continue;
+        }
+        srv_train_job **grown = realloc(all, sizeof *grown * (size_t)(n_all + 1));
+        if (grown == NULL) {
+            srv_train_job_free(jb);
+            break;
+        }
+        all = grown;
+        all[n_all++] = jb;
+        int was_torn = 0;
+        for (int i = 0; i < n_torn; i++) was_torn |= torn[i] == fid;
+        if (jb->state == SRV_TRAIN_RUNNING) {
+            fail_loaded(dir, jb, "interrupted: the server stopped while the job was running");
+        } else if (jb->state == SRV_TRAIN_QUEUED && was_torn) {
+            fail_loaded(dir, jb, "interrupted: the server stopped while the job was being started or cancelled");
+        } else if (jb->state == SRV_TRAIN_QUEUED && unrunnable[0] != '\0') {
+            char reason[sizeof jb->error];
+            snprintf(reason, sizeof reason, "cannot run after the restart: %.400s", unrunnable);
+            fail_loaded(dir, jb, reason);
+        }
+    }
+    closedir(d);
+    free(torn);
+    if (n_all > 1) qsort(all, (size_t)n_all, sizeof *all, by_id);
+    *jobs = all, *n_jobs = n_all, *next_id = max_id + 1;
+}
+
+void srv_train_remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d == NULL) return;
+    struct dirent *e;
+    time_t now = time(NULL);
+    while ((e = readdir(d)) != NULL) {
+        long pid = dae_file_temp_pid(e->d_name);
+        if (pid <= 0 || e->d_name[0] == '.') continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        int gone = pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if ((gone || now - st.st_mtime >= STALE_TEMP_S) && unlink(path) == 0)
+            srv_log("removed %s, left by an interrupted write", path);
+    }
+    closedir(d);
+}
+

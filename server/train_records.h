@@ -1,0 +1,143 @@
+/* train_records.h - what is known of a training job, and its record on
+ * disk: the job's JSON document (the body of GET /train/{id} and, the
+ * same text, STATE_DIR/ID.json), written atomically, read back and
+ * checked at start; and the removal of temporaries left by interrupted
+ * writes. No HTTP here: the queue and the runner are training.h's, the
+ * routes train_http.h's.
+ *
+ * Every record is STATE_DIR/ID.json, rewritten atomically (temporary
+ * file, fsync, rename) on every change of state and after every epoch.
+ * At start the records are read back and checked as requests are (a bad
+ * one is skipped with a log line; ids never wrap), temporaries of
+ * interrupted writes are removed, a job that was running (or whose record
+ * was being rewritten) is failed with reason "interrupted" (jobs are not
+ * resumed), and a queued one is queued again. */
+#ifndef SRV_TRAIN_RECORDS_H
+#define SRV_TRAIN_RECORDS_H
+
+#include <stddef.h>
+
+#include <cJSON.h>
+
+#include "config.h"
+#include "dae_status.h"
+#include "registry.h"
+
+/* Largest job id. Ids are decimal numbers from 1; the counter stops there
+ * (new jobs are refused) rather than wrap onto old records. */
+#define SRV_TRAIN_ID_MAX 999999999999ULL
+
+typedef enum {
+    SRV_TRAIN_QUEUED,
+    SRV_TRAIN_RUNNING,
+    SRV_TRAIN_SUCCEEDED,
+    SRV_TRAIN_FAILED,
+    SRV_TRAIN_CANCELLED,
+    SRV_TRAIN_N_STATES
+} srv_train_state;
+
+/* "queued", "running", "succeeded", "failed" or "cancelled". */
+const char *srv_train_state_name(srv_train_state state);
+
+/* One epoch of a job's history. */
+typedef struct {
+    double loss, mse, psnr, ssim, seconds;
+    int has_test;
+} srv_train_epoch;
+
+/* A training job as its record says it (training.h keeps the rest: its
+ * cancel flag, commit point and change counter). Read and written under
+ * the training module's lock once the job is shared. */
+typedef struct {
+    char id[24];
+    srv_train_state state;
+    cJSON *request;      /* the canonical request (every field, defaults filled in) */
+    /* Shortcuts into the request. */
+    char model_name[SRV_MODEL_NAME_LEN + 1];
+    int epochs;
+    int replace;         /* the request may replace a model that is not active */
+    /* Progress. */
+    int epoch;
+    long step, steps_per_epoch, total_steps;
+    double loss, images_per_s, elapsed_s, eta_s, progress;
+    srv_train_epoch *history; /* epochs entries, n_history filled */
+    int n_history;
+    char error[DAE_ERR_LEN + 64];
+    char created[32], started[32], finished[32];
+    char model_version[24];
+    int activated;
+} srv_train_job;
+
+/* A new queued job of the canonical request req (taken over) with the id
+ * id; its model is the request's model_name or DATASET-jobID. NULL if out
+ * of memory. */
+srv_train_job *srv_train_job_new(cJSON *req, const char *id);
+
+/* NULL is fine. */
+void srv_train_job_free(srv_train_job *job);
+
+/* 1 when the job has ended (succeeded, failed or cancelled). */
+int srv_train_job_finished(const srv_train_job *job);
+
+/* The string or number field key of the job's request ("" or 0 when absent). */
+const char *srv_train_job_req_str(const srv_train_job *job, const char *key);
+double srv_train_job_req_num(const srv_train_job *job, const char *key);
+
+/* The job as a JSON document (its record, and its answer over HTTP);
+ * NULL if out of memory. */
+cJSON *srv_train_job_json(const srv_train_job *job);
+
+/* The same as malloc'd text; NULL if out of memory. */
+char *srv_train_job_text(const srv_train_job *job);
+
+/* Parses a job id: 1 to 12 decimal digits, no leading zero, at most
+ * SRV_TRAIN_ID_MAX. Returns it, or 0 when the len bytes of text are not one. */
+unsigned long long srv_train_id_parse(const char *text, size_t len);
+
+/* Checks a job's request as POST /train checks a body (the HTTP face's
+ * validation, train_http.h, until the library's request table replaces
+ * it): data_dir is where data sets are looked up, memory_budget the
+ * training memory budget in bytes (0: no check), threads the runner's.
+ * Returns DAE_OK with the canonical request, malloc'd JSON text, in
+ * *canon; DAE_ERR_INVALID when a field is not valid; another status when
+ * every field is valid but the request cannot run on this server now
+ * (its data set is gone, it needs more memory than the budget). err says
+ * why in one sentence. */
+typedef dae_status (*srv_train_check_fn)(const char *request, size_t len, const char *data_dir,
+                                         long long memory_budget, int threads, char **canon, char *err,
+                                         size_t errlen);
+
+/* Writes the job's record STATE_DIR/ID.json atomically (the directory is
+ * made if missing). Failures are logged, not fatal: the job goes on. */
+void srv_train_record_write(const char *state_dir, const srv_train_job *job);
+
+/* Checks the text (len bytes) of a job record read from the state file
+ * fname as srv_train_records_load does: 0 when it would be loaded, or -1
+ * with the reason in why. data_dir is where data sets are looked up;
+ * check checks the record's request. Exposed for the unit tests. */
+int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir,
+                           srv_train_check_fn check, char *why, size_t whylen);
+
+/* Reads every record of cfg->state_dir, oldest id first, into *jobs (a
+ * malloc'd array of *n jobs, the caller's), each request checked by check
+ * with cfg's data directory, training memory budget and threads. The
+ * state directory belongs to this server: every temporary file in it is
+ * left from a write that was interrupted, and is removed; the job whose
+ * record it was rewriting was being started or ended, so if its record
+ * still says queued it is failed ("interrupted"), never run again, as is
+ * a job whose record says running, and a queued one that can no longer
+ * run here (its data set is gone). A record that is not valid is skipped
+ * with a log line, and its id is never given again: *next_id is past
+ * every id seen. Nothing to read is no failure: *n is then 0. */
+void srv_train_records_load(const srv_config *cfg, srv_train_check_fn check, srv_train_job ***jobs, int *n,
+                            unsigned long long *next_id);
+
+/* Removes the temporaries of interrupted writes from the models directory
+ * (NAME.safetensors.tmp.PID.X, ACTIVE.tmp.PID.X). The directory may be
+ * shared with other replicas, so a temporary is removed only when its
+ * writer is gone (its pid is no process here), or nobody has touched it
+ * for a minute (a pid may name a process of another machine or
+ * container). */
+void srv_train_remove_stale_temps(const char *models_dir);
+
+#endif

@@ -1,0 +1,609 @@
+/* training.c - training jobs: the FIFO and its runner thread, the
+ * training run with its commit point, cancellation and the training
+ * metrics (see training.h). */
+#include "training.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "idx.h"
+#include "log.h"
+#include "modelfile.h"
+#include "noise.h"
+#include "train.h"
+
+/* Least time between two progress notices of a job. */
+#define NOTIFY_EVERY_S 0.1
+
+/* A job and what only this module knows of it. */
+typedef struct {
+    srv_train_job *job;
+    atomic_int cancel;
+    int cancel_asked;      /* a cancel succeeded: the job ends cancelled */
+    int committed;         /* past the last cancellation point: installing its model */
+    unsigned long version; /* bumped on every change the change callback sees */
+    double last_notify;
+} train_entry;
+
+struct srv_training {
+    const srv_config *cfg;
+    srv_registry *registry;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    train_entry **all;          /* oldest first */
+    int n;
+    unsigned long long next_id; /* at most SRV_TRAIN_ID_MAX + 1 */
+    int stopping;
+    int abandoned;              /* shutdown stopped waiting for the runner: touch no record */
+    pthread_t runner;
+    int runner_started;
+    srv_training_view_fn on_change;
+    void *on_change_user;
+    /* Metrics. */
+    unsigned long long finished[SRV_TRAIN_N_STATES];
+    unsigned long long steps_total;
+    int cur_epoch;
+    double cur_loss, cur_images_per_s;
+};
+
+/* Writes the job's record (lock held). */
+static void persist(srv_training *t, const srv_train_job *jb) {
+    if (t->abandoned) return; /* the record already says how the job ended */
+    srv_train_record_write(t->cfg->state_dir, jb);
+}
+
+/* Marks a change of e, shows it to the change callback and wakes the
+ * runner (lock held). */
+static void notify(srv_training *t, train_entry *e) {
+    e->version++;
+    e->last_notify = dae_now_s();
+    if (t->on_change != NULL) t->on_change(e->job, e->version, t->on_change_user);
+    pthread_cond_broadcast(&t->cv);
+}
+
+static train_entry *entry_new(srv_train_job *jb) {
+    train_entry *e = calloc(1, sizeof *e);
+    if (e == NULL) return NULL;
+    e->job = jb;
+    e->version = 1;
+    return e;
+}
+
+static void entry_free(train_entry *e) {
+    if (e == NULL) return;
+    srv_train_job_free(e->job);
+    free(e);
+}
+
+static train_entry *find_entry(srv_training *t, const char *id) {
+    for (int i = 0; i < t->n; i++)
+        if (strcmp(t->all[i]->job->id, id) == 0) return t->all[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ the run */
+
+typedef struct {
+    srv_training *t;
+    train_entry *e;
+    long last_total;
+    double last_epoch_end;
+} run_ctx;
+
+/* dae_train's progress callback, on the training thread. */
+static void on_progress(const dae_train_progress *p, void *user) {
+    run_ctx *c = user;
+    srv_training *t = c->t;
+    srv_train_job *jb = c->e->job;
+    pthread_mutex_lock(&t->mu);
+    jb->epoch = p->epoch;
+    jb->step = p->step;
+    jb->steps_per_epoch = p->steps_per_epoch;
+    jb->total_steps = p->total_steps;
+    jb->loss = p->loss;
+    jb->images_per_s = p->images_per_s;
+    jb->elapsed_s = p->elapsed_s;
+    long run_steps = (long)p->epochs * p->steps_per_epoch;
+    long done = (long)(p->epoch - 1) * p->steps_per_epoch + p->step;
+    jb->progress = run_steps > 0 ? (double)done / (double)run_steps : 1.0;
+    if (jb->progress > 1) jb->progress = 1;
+    jb->eta_s = done > 0 ? p->elapsed_s / (double)done * (double)(run_steps - done) : -1;
+    t->steps_total += (unsigned long long)(p->total_steps - c->last_total);
+    c->last_total = p->total_steps;
+    t->cur_epoch = p->epoch;
+    t->cur_loss = p->loss;
+    t->cur_images_per_s = p->images_per_s;
+    if (p->epoch_done && p->epoch >= 1 && p->epoch <= jb->epochs) {
+        srv_train_epoch *ep = &jb->history[p->epoch - 1];
+        ep->loss = p->epoch_loss;
+        ep->seconds = p->elapsed_s - c->last_epoch_end;
+        c->last_epoch_end = p->elapsed_s;
+        ep->has_test = p->has_test;
+        ep->mse = p->test_mse, ep->psnr = p->test_psnr, ep->ssim = p->test_ssim;
+        if (jb->n_history < p->epoch) jb->n_history = p->epoch;
+        persist(t, jb);
+    }
+    if (p->epoch_done || dae_now_s() - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The training run of one job, from its request to its model installed:
+ * loads the data set, builds the network, trains, writes the model to a
+ * temporary file, passes the commit point, installs the model and
+ * activates it if asked. Returns the final state, the reason of a
+ * failure in error (errlen bytes). Runs on the runner thread without
+ * the lock (only the runner writes the job meanwhile), taking it for
+ * what others read. */
+static srv_train_state run_job(srv_training *t, train_entry *e, char *error, size_t errlen) {
+    srv_train_job *jb = e->job;
+    const srv_config *cfg = t->cfg;
+    char err[DAE_ERR_LEN] = "";
+    dae_dataset data;
+    dae_model m = {0};
+    dae_train_state state = {0};
+    srv_train_state result = SRV_TRAIN_FAILED;
+    const char *dataset = srv_train_job_req_str(jb, "dataset");
+    int active = 0;
+    if (srv_registry_name_taken(t->registry, jb->model_name, &active) && (!jb->replace || active)) {
+        if (active) snprintf(error, errlen, "model name taken: \"%s\" is the active model, which a job never replaces",
+                             jb->model_name);
+        else snprintf(error, errlen, "model name taken: a model named \"%s\" exists (and replace is false)",
+                      jb->model_name);
+        return SRV_TRAIN_FAILED;
+    }
+    if (dae_dataset_load(cfg->data_dir, dataset, &data, err, sizeof err) != DAE_OK) {
+        snprintf(error, errlen, "data set %s: %s", dataset, err);
+        return SRV_TRAIN_FAILED;
+    }
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(jb->request, "architecture");
+    char *spec = arch != NULL ? cJSON_PrintUnformatted(arch) : NULL;
+    dae_status st = dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err);
+    free(spec);
+    uint64_t seed = (uint64_t)srv_train_job_req_num(jb, "seed");
+    dae_train_config tc;
+    dae_train_config_default(&tc);
+    tc.epochs = jb->epochs;
+    tc.batch_size = (int)srv_train_job_req_num(jb, "batch_size");
+    tc.learning_rate = (float)srv_train_job_req_num(jb, "learning_rate");
+    tc.weight_decay = (float)srv_train_job_req_num(jb, "weight_decay");
+    tc.seed = seed;
+    tc.threads = cfg->train_threads;
+    tc.limit = (int)srv_train_job_req_num(jb, "train_limit");
+    tc.eval_each_epoch = 1;
+    tc.eval_limit = (int)srv_train_job_req_num(jb, "eval_limit");
+    if (tc.eval_limit == 0) tc.eval_each_epoch = 0;
+    tc.progress_every = 1;
+    tc.cancel = &e->cancel;
+    run_ctx ctx = {t, e, 0, 0};
+    tc.progress = on_progress;
+    tc.user = &ctx;
+    if (st == DAE_OK) st = dae_noise_parse(srv_train_job_req_str(jb, "noise"), &tc.noise, err, sizeof err);
+    if (st != DAE_OK) {
+        snprintf(error, errlen, "%s", err);
+        goto done;
+    }
+    const dae_idx_images *train = &data.train_images;
+    if (m.in_c != 1 || m.in_h != train->rows || m.in_w != train->cols) {
+        snprintf(error, errlen, "the model takes %dx%dx%d images, data set %s has %dx%d gray images", m.in_c, m.in_h,
+                 m.in_w, dataset, train->rows, train->cols);
+        goto done;
+    }
+    dae_model_init_params(&m, seed);
+    if (dae_train_state_init(&state, &m, &tc, err, sizeof err) != DAE_OK) {
+        snprintf(error, errlen, "%s", err);
+        goto done;
+    }
+    double t0 = dae_now_s();
+    st = dae_train(&m, &state, &data, &tc, err, sizeof err);
+    double seconds = dae_now_s() - t0;
+    if (st == DAE_ERR_CANCELLED) {
+        result = SRV_TRAIN_CANCELLED;
+        goto done;
+    }
+    if (st != DAE_OK) {
+        snprintf(error, errlen, "training: %s", err);
+        goto done;
+    }
+    /* The metadata set of `dae train`, plus the job's id. */
+    int n_train = tc.limit > 0 && tc.limit < train->count ? tc.limit : train->count;
+    pthread_mutex_lock(&t->mu);
+    srv_train_epoch last = jb->n_history > 0 ? jb->history[jb->n_history - 1] : (srv_train_epoch){0};
+    int has_loss = jb->n_history > 0;
+    pthread_mutex_unlock(&t->mu);
+    const dae_idx_images *test = &data.test_images;
+    dae_train_facts facts = {
+        .dataset = dataset, .program_version = DAE_SERVER_VERSION, .train_images = n_train,
+        .threads = tc.threads, .seconds = seconds, .has_loss = has_loss, .final_loss = last.loss,
+        .test_images = !last.has_test ? 0
+                       : tc.eval_limit > 0 && tc.eval_limit < test->count ? tc.eval_limit : test->count,
+        .test_mse = last.mse, .test_psnr = last.psnr, .test_ssim = last.ssim,
+    };
+    dae_train_meta meta;
+    dae_train_meta_init(&meta, &tc, &state, &facts);
+    dae_train_meta_add(&meta, "train_job", jb->id);
+    /* The model goes to a temporary name first (the pid in it lets a later
+     * start remove it if this process dies) and reaches its own name only
+     * past the commit point below. */
+    char path[4096], tmp[4200];
+    mkdir(cfg->models_dir, 0755);
+    snprintf(path, sizeof path, "%s/%s.safetensors", cfg->models_dir, jb->model_name);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.job%s", path, (long)getpid(), jb->id);
+    if (atomic_load(&e->cancel)) {
+        result = SRV_TRAIN_CANCELLED;
+        goto done;
+    }
+    if (dae_model_save(&m, tmp, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
+        snprintf(error, errlen, "saving the model: %s", err);
+        goto done;
+    }
+    /* The commit point: a cancel that came before it wins (the job ends
+     * cancelled, its model is never seen); one after it is refused
+     * (srv_training_cancel reads committed under the same lock). */
+    pthread_mutex_lock(&t->mu);
+    int cancelled = atomic_load(&e->cancel);
+    if (!cancelled) e->committed = 1;
+    pthread_mutex_unlock(&t->mu);
+    if (cancelled) {
+        unlink(tmp);
+        result = SRV_TRAIN_CANCELLED;
+        goto done;
+    }
+    dae_status rs = srv_registry_install(t->registry, jb->model_name, tmp, jb->replace, err, sizeof err);
+    if (rs != DAE_OK) {
+        unlink(tmp);
+        snprintf(error, errlen, "%s: %s",
+                 rs == DAE_ERR_EXISTS || rs == DAE_ERR_IN_USE ? "model name taken" : "installing the model", err);
+        goto done;
+    }
+    srv_model *nm = srv_registry_acquire(t->registry, jb->model_name);
+    if (nm != NULL) {
+        pthread_mutex_lock(&t->mu);
+        snprintf(jb->model_version, sizeof jb->model_version, "%s", nm->version);
+        pthread_mutex_unlock(&t->mu);
+        srv_model_release(nm);
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "activate"))) {
+        if (srv_registry_activate(t->registry, jb->model_name, err, sizeof err) != DAE_OK) {
+            snprintf(error, errlen, "activating the new model: %s", err);
+            goto done;
+        }
+        pthread_mutex_lock(&t->mu);
+        jb->activated = 1;
+        pthread_mutex_unlock(&t->mu);
+    }
+    srv_log("job %s: model %s written to %s (%.1f s)", jb->id, jb->model_name, path, seconds);
+    result = SRV_TRAIN_SUCCEEDED;
+done:
+    dae_train_state_free(&state);
+    dae_model_free(&m);
+    dae_dataset_free(&data);
+    return result;
+}
+
+
+/* ------------------------------------------------------------ the runner */
+
+static void *runner(void *arg) {
+    srv_training *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        train_entry *e = NULL;
+        while (!t->stopping) {
+            for (int i = 0; i < t->n && e == NULL; i++)
+                if (t->all[i]->job->state == SRV_TRAIN_QUEUED) e = t->all[i];
+            if (e != NULL) break;
+            pthread_cond_wait(&t->cv, &t->mu);
+        }
+        if (t->stopping) break;
+        srv_train_job *jb = e->job;
+        jb->state = SRV_TRAIN_RUNNING;
+        e->committed = 0;
+        srv_utc_now(jb->started, sizeof jb->started);
+        persist(t, jb);
+        notify(t, e);
+        srv_log("job %s: training %s for %d epochs into model %s", jb->id, srv_train_job_req_str(jb, "dataset"),
+                jb->epochs, jb->model_name);
+        pthread_mutex_unlock(&t->mu);
+        char error[sizeof jb->error] = "";
+        srv_train_state result = run_job(t, e, error, sizeof error);
+        pthread_mutex_lock(&t->mu);
+        if (t->abandoned) break; /* shutdown recorded it and stopped waiting */
+        if (e->cancel_asked && result != SRV_TRAIN_SUCCEEDED) { /* a cancel succeeded */
+            result = SRV_TRAIN_CANCELLED;
+            error[0] = '\0';
+        }
+        if (result == SRV_TRAIN_CANCELLED && t->stopping && !e->cancel_asked) {
+            result = SRV_TRAIN_FAILED;
+            snprintf(error, sizeof error, "interrupted: the server shut down during the job");
+        }
+        jb->state = result;
+        snprintf(jb->error, sizeof jb->error, "%s", error);
+        if (result == SRV_TRAIN_SUCCEEDED) jb->progress = 1;
+        jb->eta_s = -1;
+        srv_utc_now(jb->finished, sizeof jb->finished);
+        t->finished[result]++;
+        persist(t, jb);
+        notify(t, e);
+        srv_log("job %s: %s%s%s", jb->id, srv_train_state_name(result), error[0] ? ": " : "", error);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ the API */
+
+srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, srv_train_check_fn check, char *err,
+                                 size_t errlen) {
+    srv_training *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->cfg = cfg;
+    t->registry = registry;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    if (cfg->models_dir != NULL) srv_train_remove_stale_temps(cfg->models_dir);
+    srv_train_job **jobs = NULL;
+    int n = 0;
+    srv_train_records_load(cfg, check, &jobs, &n, &t->next_id);
+    t->all = calloc((size_t)(n > 0 ? n : 1), sizeof *t->all);
+    for (int i = 0; i < n && t->all != NULL; i++) {
+        train_entry *e = entry_new(jobs[i]);
+        if (e == NULL) break;
+        t->all[t->n++] = e;
+    }
+    for (int i = t->n; i < n; i++) srv_train_job_free(jobs[i]);
+    free(jobs);
+    if (t->all == NULL || t->n < n) {
+        snprintf(err, errlen, "out of memory reading the job records of %s", cfg->state_dir);
+        srv_training_free(t);
+        return NULL;
+    }
+    if (pthread_create(&t->runner, NULL, runner, t) != 0) {
+        snprintf(err, errlen, "cannot start the training thread");
+        srv_training_free(t);
+        return NULL;
+    }
+    t->runner_started = 1;
+    return t;
+}
+
+void srv_training_quiesce(srv_training *t) {
+    if (t == NULL) return;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = 1;
+    for (int i = 0; i < t->n; i++)
+        if (t->all[i]->job->state == SRV_TRAIN_RUNNING) atomic_store(&t->all[i]->cancel, 1);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+int srv_training_stop(srv_training *t, double seconds) {
+    if (t == NULL) return 0;
+    srv_training_quiesce(t);
+    int rc = 0;
+    if (t->runner_started) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (seconds < 0) seconds = 0;
+        until.tv_sec += (time_t)seconds;
+        until.tv_nsec += (long)((seconds - floor(seconds)) * 1e9);
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        rc = pthread_timedjoin_np(t->runner, NULL, &until) == 0 ? 0 : -1;
+    }
+    if (rc != 0) {
+        /* The running job is inside one long step: record it interrupted
+         * now and let the process end without it. */
+        pthread_mutex_lock(&t->mu);
+        for (int i = 0; i < t->n; i++)
+            if (t->all[i]->job->state == SRV_TRAIN_RUNNING) {
+                srv_train_job *jb = t->all[i]->job;
+                jb->state = SRV_TRAIN_FAILED;
+                snprintf(jb->error, sizeof jb->error, "interrupted: the server shut down during the job");
+                srv_utc_now(jb->finished, sizeof jb->finished);
+                jb->eta_s = -1;
+                persist(t, jb);
+                notify(t, t->all[i]);
+                srv_log("job %s: failed: interrupted (shutdown did not wait for its training step)", jb->id);
+            }
+        t->abandoned = 1;
+        pthread_mutex_unlock(&t->mu);
+    } else {
+        t->runner_started = 0;
+    }
+    return rc;
+}
+
+void srv_training_free(srv_training *t) {
+    if (t == NULL) return;
+    for (int i = 0; i < t->n; i++) entry_free(t->all[i]);
+    free(t->all);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+}
+
+void srv_training_on_change(srv_training *t, srv_training_view_fn fn, void *user) {
+    pthread_mutex_lock(&t->mu);
+    t->on_change = fn;
+    t->on_change_user = user;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Checks that the model req would write is free (lock held): no model of
+ * its name exists, or the request asks to replace one that is not active;
+ * no queued or running job writes that name. A request without a
+ * model_name gets DATASET-jobID, and ids whose such name is taken are
+ * passed over. Returns DAE_OK, or the status of srv_training_submit with
+ * err filled. */
+static dae_status name_free_for(srv_training *t, const cJSON *req, char *err, size_t errlen) {
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(req, "dataset");
+    int replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "replace"));
+    char name[SRV_MODEL_NAME_LEN + 1];
+    int active = 0;
+    if (!cJSON_IsString(mn)) {
+        for (int tries = 0; t->next_id <= SRV_TRAIN_ID_MAX; tries++, t->next_id++) {
+            snprintf(name, sizeof name, "%.40s-job%llu", cJSON_IsString(ds) ? ds->valuestring : "", t->next_id);
+            int pending = 0;
+            for (int i = 0; i < t->n && !pending; i++)
+                pending = !srv_train_job_finished(t->all[i]->job) && strcmp(t->all[i]->job->model_name, name) == 0;
+            if (tries >= 10000 || (!pending && !srv_registry_name_taken(t->registry, name, NULL))) return DAE_OK;
+        }
+        return dae_fail(err, errlen, DAE_ERR_TOO_LARGE,
+                        "every job id up to %llu is taken; remove old records from the state directory",
+                        SRV_TRAIN_ID_MAX);
+    }
+    snprintf(name, sizeof name, "%s", mn->valuestring);
+    for (int i = 0; i < t->n; i++) {
+        const srv_train_job *jb = t->all[i]->job;
+        if (!srv_train_job_finished(jb) && strcmp(jb->model_name, name) == 0)
+            return dae_fail(err, errlen, DAE_ERR_CONFLICT,
+                            "job %s, %s, will write a model named \"%s\"; choose another model_name", jb->id,
+                            srv_train_state_name(jb->state), name);
+    }
+    if (!srv_registry_name_taken(t->registry, name, &active)) return DAE_OK;
+    if (active)
+        return dae_fail(err, errlen, DAE_ERR_IN_USE,
+                        "\"%s\" is the active model, which a job never replaces; choose another model_name, or "
+                        "activate another model first", name);
+    if (!replace)
+        return dae_fail(err, errlen, DAE_ERR_EXISTS,
+                        "a model named \"%s\" already exists; choose another model_name, or ask \"replace\": true "
+                        "to replace it", name);
+    return DAE_OK;
+}
+
+dae_status srv_training_submit(srv_training *t, cJSON *req, srv_training_view_fn fn, void *user, char *err,
+                               size_t errlen) {
+    pthread_mutex_lock(&t->mu);
+    int queued = 0;
+    for (int i = 0; i < t->n; i++) queued += t->all[i]->job->state == SRV_TRAIN_QUEUED;
+    dae_status st = DAE_OK;
+    if (t->stopping) {
+        st = dae_fail(err, errlen, DAE_ERR_STOPPING, "the server is shutting down and takes no new jobs");
+    } else if (queued >= t->cfg->train_queue) {
+        st = dae_fail(err, errlen, DAE_ERR_BUSY,
+                      "%d training jobs are already waiting (--train-queue %d); retry when one has started", queued,
+                      t->cfg->train_queue);
+    } else if (t->next_id > SRV_TRAIN_ID_MAX) {
+        st = dae_fail(err, errlen, DAE_ERR_TOO_LARGE,
+                      "every job id up to %llu is taken; remove old records from the state directory",
+                      SRV_TRAIN_ID_MAX);
+    } else {
+        st = name_free_for(t, req, err, errlen);
+    }
+    if (st != DAE_OK) {
+        cJSON_Delete(req);
+        pthread_mutex_unlock(&t->mu);
+        return st;
+    }
+    char id[24];
+    snprintf(id, sizeof id, "%llu", t->next_id);
+    srv_train_job *jb = srv_train_job_new(req, id);
+    train_entry *e = jb != NULL ? entry_new(jb) : NULL;
+    train_entry **grown = e != NULL ? realloc(t->all, sizeof *grown * (size_t)(t->n + 1)) : NULL;
+    if (grown == NULL) {
+        if (e != NULL) entry_free(e);
+        else srv_train_job_free(jb);
+        pthread_mutex_unlock(&t->mu);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    }
+    jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
+    t->next_id++;
+    t->all = grown;
+    t->all[t->n++] = e;
+    srv_utc_now(jb->created, sizeof jb->created);
+    persist(t, jb);
+    if (fn != NULL) fn(jb, e->version, user);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    return DAE_OK;
+}
+
+dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_view_fn fn, void *user, char *err,
+                               size_t errlen) {
+    pthread_mutex_lock(&t->mu);
+    train_entry *e = find_entry(t, id);
+    srv_train_job *jb = e != NULL ? e->job : NULL;
+    dae_status st = DAE_OK;
+    if (jb == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no training job %s (GET /train lists them)", id);
+    } else if (srv_train_job_finished(jb)) {
+        st = dae_fail(err, errlen, DAE_ERR_CONFLICT, "job %s has already %s", id, srv_train_state_name(jb->state));
+    } else if (e->committed) {
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE,
+                      "job %s has finished training and is installing model %s; it can no longer be cancelled", id,
+                      jb->model_name);
+    } else {
+        e->cancel_asked = 1; /* whatever happens next, the job ends cancelled */
+        if (jb->state == SRV_TRAIN_QUEUED) {
+            jb->state = SRV_TRAIN_CANCELLED;
+            srv_utc_now(jb->finished, sizeof jb->finished);
+            t->finished[SRV_TRAIN_CANCELLED]++;
+            persist(t, jb);
+            notify(t, e);
+            srv_log("job %s: cancelled while queued", jb->id);
+        } else {
+            atomic_store(&e->cancel, 1); /* the runner finishes it within a step */
+        }
+        if (fn != NULL) fn(jb, e->version, user);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_fn fn, void *user) {
+    pthread_mutex_lock(&t->mu);
+    train_entry *e = find_entry(t, id);
+    if (e != NULL) fn(e->job, e->version, user);
+    pthread_mutex_unlock(&t->mu);
+    return e != NULL ? DAE_OK : DAE_ERR_NOT_FOUND;
+}
+
+void srv_training_each(srv_training *t, srv_training_view_fn fn, void *user) {
+    pthread_mutex_lock(&t->mu);
+    for (int i = t->n - 1; i >= 0; i--) fn(t->all[i]->job, t->all[i]->version, user);
+    pthread_mutex_unlock(&t->mu);
+}
+
+char *srv_training_metrics(srv_training *t) {
+    char *doc = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&doc, &len);
+    if (f == NULL) return NULL;
+    pthread_mutex_lock(&t->mu);
+    int count[SRV_TRAIN_N_STATES] = {0};
+    for (int i = 0; i < t->n; i++) count[t->all[i]->job->state]++;
+    fprintf(f, "# HELP dae_train_jobs Training jobs known to the server, by state.\n# TYPE dae_train_jobs gauge\n");
+    for (int s = 0; s < SRV_TRAIN_N_STATES; s++)
+        fprintf(f, "dae_train_jobs{state=\"%s\"} %d\n", srv_train_state_name((srv_train_state)s), count[s]);
+    fprintf(f, "# HELP dae_train_jobs_finished_total Training jobs finished since the start, by outcome.\n"
+               "# TYPE dae_train_jobs_finished_total counter\n");
+    for (int s = SRV_TRAIN_SUCCEEDED; s < SRV_TRAIN_N_STATES; s++)
+        fprintf(f, "dae_train_jobs_finished_total{state=\"%s\"} %llu\n", srv_train_state_name((srv_train_state)s),
+                t->finished[s]);
+    fprintf(f, "# HELP dae_train_steps_total Optimiser steps of training jobs since the start.\n"
+               "# TYPE dae_train_steps_total counter\ndae_train_steps_total %llu\n", t->steps_total);
+    fprintf(f, "# HELP dae_train_epoch Epoch of the running (or last) training job.\n"
+               "# TYPE dae_train_epoch gauge\ndae_train_epoch %d\n", t->cur_epoch);
+    fprintf(f, "# HELP dae_train_loss Last batch loss (MSE) of the running (or last) training job.\n"
+               "# TYPE dae_train_loss gauge\ndae_train_loss %.9g\n", t->cur_loss);
+    fprintf(f, "# HELP dae_train_images_per_second Training throughput of the running (or last) job.\n"
+               "# TYPE dae_train_images_per_second gauge\ndae_train_images_per_second %.1f\n", t->cur_images_per_s);
+    pthread_mutex_unlock(&t->mu);
+    if (fclose(f) != 0) {
+        free(doc);
+        return NULL;
+    }
+    return doc;
+}

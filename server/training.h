@@ -1,0 +1,94 @@
+/* training.h - remote training: the FIFO queue of training jobs, the
+ * thread that runs one at a time, cancellation and its commit point, and
+ * the training metrics. No HTTP here: functions end in a dae_status and a
+ * sentence, and the HTTP face (train_http.h) picks the answer; a job's
+ * record and JSON are train_records.h's.
+ *
+ * A job arrives validated (its canonical request), waits in a bounded FIFO
+ * (--train-queue) and runs on the runner thread with --train-threads
+ * threads. A job never writes over a model: its name must be free when it
+ * is submitted and still free when its model is installed, unless the
+ * request asks "replace": true, which may replace a model that is not the
+ * active one. A finished job writes its model to a temporary file beside
+ * MODELS_DIR/NAME.safetensors, then passes its commit point and moves the
+ * file into place without clobbering (srv_registry_install), lists it and
+ * activates it if asked.
+ *
+ * Cancelling raises the job's cancel flag, which dae_train checks every
+ * step and the runner checks once more at the commit point, under the
+ * training lock: a cancel that succeeds always ends the job cancelled
+ * with no model; one that comes after the commit point is refused
+ * (DAE_ERR_IN_USE). */
+#ifndef SRV_TRAINING_H
+#define SRV_TRAINING_H
+
+#include <stddef.h>
+
+#include <cJSON.h>
+
+#include "config.h"
+#include "dae_status.h"
+#include "registry.h"
+#include "train_records.h"
+
+typedef struct srv_training srv_training;
+
+/* Sees a job under the training lock: version grows with every change
+ * of it. Must be quick and must not call back into the training module. */
+typedef void (*srv_training_view_fn)(const srv_train_job *job, unsigned long version, void *user);
+
+/* Reads the records of cfg->state_dir (their requests checked by check,
+ * see train_records.h), removes stale temporaries of cfg->models_dir and
+ * starts the runner thread. Returns NULL and fills err on failure. */
+srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, srv_train_check_fn check, char *err,
+                                 size_t errlen);
+
+/* Begins shutdown without waiting: no job starts any more and the running
+ * one is told to stop at its next step. NULL is fine. */
+void srv_training_quiesce(srv_training *t);
+
+/* Stops the runner, waiting at most seconds: a running job is stopped at
+ * its next step and recorded failed ("interrupted"); queued ones stay
+ * queued on disk. Returns 0, or -1 when the runner was still inside a
+ * training step when the time ran out: the job is then recorded
+ * interrupted and the runner left running, and t (and the registry it
+ * uses) must not be freed. NULL is fine. */
+int srv_training_stop(srv_training *t, double seconds);
+
+/* Frees t (after srv_training_stop returned 0). NULL is fine. */
+void srv_training_free(srv_training *t);
+
+/* Registers fn (NULL: none) to see every change of a job: a change of
+ * state, its progress at most every 0.1 s and at each epoch's end, its
+ * end. fn is called with the training lock held (see
+ * srv_training_view_fn), on whichever thread made the change. Once this
+ * returns, the previous fn is no longer called. */
+void srv_training_on_change(srv_training *t, srv_training_view_fn fn, void *user);
+
+/* Queues a job of the canonical request req (taken over, as the HTTP
+ * face's validation writes it) and shows it to fn (may be NULL) as it is
+ * queued. Fails with DAE_ERR_STOPPING (shutdown began), DAE_ERR_BUSY (the
+ * queue is full), DAE_ERR_CONFLICT (a queued or running job will write a
+ * model of that name), DAE_ERR_IN_USE (that name is the active model),
+ * DAE_ERR_EXISTS (a model of that name exists and replacing was not
+ * asked), DAE_ERR_TOO_LARGE (every job id is taken) or DAE_ERR_NOMEM. */
+dae_status srv_training_submit(srv_training *t, cJSON *req, srv_training_view_fn fn, void *user, char *err,
+                               size_t errlen);
+
+/* Cancels the queued or running job id: it will end cancelled and write
+ * no model; fn (may be NULL) sees it just after. Fails with
+ * DAE_ERR_NOT_FOUND (no such job), DAE_ERR_CONFLICT (it has already ended)
+ * or DAE_ERR_IN_USE (it is past its commit point, installing its model). */
+dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_view_fn fn, void *user, char *err,
+                               size_t errlen);
+
+/* Shows the job id to fn; DAE_ERR_NOT_FOUND when there is none. */
+dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_fn fn, void *user);
+
+/* Shows every job to fn, newest first, under one hold of the lock. */
+void srv_training_each(srv_training *t, srv_training_view_fn fn, void *user);
+
+/* The training metrics as Prometheus text (malloc'd, NULL if out of memory). */
+char *srv_training_metrics(srv_training *t);
+
+#endif
