@@ -286,6 +286,25 @@ static const edge_error EDGE_ERRORS[] = {
     /* Any other route's refusal. */
     {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining", -1},
     {SRV_EDGE_ROUTE, DAE_OK, 500, "internal_error", -1},
+    /* POST /train: the request (a field, or what this server can run now) ... */
+    {SRV_EDGE_TRAIN_REQUEST, DAE_ERR_INVALID, 422, "invalid_parameter", -1},
+    {SRV_EDGE_TRAIN_REQUEST, DAE_ERR_NOT_FOUND, 422, "dataset_not_found", -1},
+    {SRV_EDGE_TRAIN_REQUEST, DAE_ERR_FORMAT, 422, "invalid_dataset", -1},
+    {SRV_EDGE_TRAIN_REQUEST, DAE_ERR_TOO_LARGE, 422, "train_memory_budget", -1},
+    {SRV_EDGE_TRAIN_REQUEST, DAE_OK, 500, "internal_error", -1},
+    /* ... and its place in the queue (training.h). */
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_STOPPING, 503, "draining", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_BUSY, 503, "train_queue_full", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_TOO_LARGE, 503, "job_ids_exhausted", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_CONFLICT, 409, "model_name_in_use", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_IN_USE, 409, "model_active", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_EXISTS, 409, "model_exists", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_OK, 500, "internal_error", -1},
+    /* DELETE /train/{id}. */
+    {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_NOT_FOUND, 404, "job_not_found", -1},
+    {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_CONFLICT, 409, "job_finished", -1},
+    {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_IN_USE, 409, "job_finishing", -1},
+    {SRV_EDGE_TRAIN_CANCEL, DAE_OK, 500, "internal_error", -1},
 };
 
 /* The row of EDGE_ERRORS for st in work of that kind. */

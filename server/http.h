@@ -49,6 +49,9 @@ typedef enum {
     SRV_EDGE_UPLOAD, /* taking an upload: its form field (multipart.h), its place in the queue */
     SRV_EDGE_MODEL,  /* activating or deleting a model (registry.h) */
     SRV_EDGE_ROUTE,  /* any route's refusal of a request */
+    SRV_EDGE_TRAIN_REQUEST, /* checking a training request (srv_train_request_check, train_records.h) */
+    SRV_EDGE_TRAIN_SUBMIT,  /* queueing a training job (srv_training_submit) */
+    SRV_EDGE_TRAIN_CANCEL,  /* cancelling one (srv_training_cancel) */
 } srv_edge_kind;
 
 /* The HTTP status the server answers when work of that kind ends with st

@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
         srv_registry_free(registry);
         return 1;
     }
-    srv_training *training = srv_training_start(&cfg, registry, srv_train_check_request, err, sizeof err);
+    srv_training *training = srv_training_start(&cfg, registry, err, sizeof err);
     srv_train_http *train = training != NULL ? srv_train_http_new(training, &cfg) : NULL;
     if (train == NULL) {
         srv_log("cannot start: %s", training != NULL ? "out of memory" : err);

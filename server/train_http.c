@@ -3,25 +3,18 @@
  * job (see train_http.h). */
 #include "train_http.h"
 
-#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cJSON.h>
 #include <microhttpd.h>
 
-#include "idx.h"
-#include "model.h"
-#include "noise.h"
-#include "train.h"
+#include "http.h"
+#include "train_request.h"
 #include "utf8.h"
-
-/* Test images evaluated after each epoch unless the job says otherwise. */
-#define DEFAULT_EVAL_LIMIT 1000
 
 static void fail_answer(srv_train_answer *a, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -34,302 +27,47 @@ static void fail_answer(srv_train_answer *a, int status, const char *code, const
     va_end(ap);
 }
 
+static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg);
+
 /* ------------------------------------------------------------ validation */
-
-static const char FIELDS[] = "dataset, epochs, batch_size, learning_rate, weight_decay, noise, seed, train_limit, "
-                             "eval_limit, model_name, activate, replace, architecture";
-
-/* Reads the optional integer field name of o into *out, in [lo, hi].
- * Returns 0, or -1 after filling a. */
-static int int_field(const cJSON *o, const char *name, long long lo, long long hi, long long *out,
-                     srv_train_answer *a) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (v == NULL) return 0;
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
-        v->valuedouble > (double)hi) {
-        fail_answer(a, 422, "invalid_parameter", "%s must be an integer from %lld to %lld", name, lo, hi);
-        return -1;
-    }
-    *out = (long long)v->valuedouble;
-    return 0;
-}
-
-/* As int_field for a number in (lo, hi] (lo_open) or [lo, hi]. */
-static int num_field(const cJSON *o, const char *name, double lo, int lo_open, double hi, double *out,
-                     srv_train_answer *a) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (v == NULL) return 0;
-    double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!(x == x) || (lo_open ? x <= lo : x < lo) || x > hi) {
-        fail_answer(a, 422, "invalid_parameter", "%s must be a number in %s%g, %g]", name, lo_open ? "(" : "[", lo,
-                    hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-/* 1 when DIR/NAME/FILE or its .gz exists; path gets the raw name. */
-static int data_file_exists(const char *dir, const char *name, const char *file, char *path, size_t len) {
-    struct stat st;
-    snprintf(path, len, "%s/%s/%s", dir, name, file);
-    if (stat(path, &st) == 0) return 1;
-    char gz[4200];
-    snprintf(gz, sizeof gz, "%s.gz", path);
-    return stat(gz, &st) == 0;
-}
 
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a) {
     return srv_train_validate_memory(body, len, data_dir, 0, 1, a);
 }
 
 int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, long long train_budget,
-                             int threads, srv_train_answer *a) {
+                              int threads, srv_train_answer *a) {
     memset(a, 0, sizeof *a);
     cJSON *in = cJSON_ParseWithLength(body, len);
     if (in == NULL || !cJSON_IsObject(in)) {
         cJSON_Delete(in);
         fail_answer(a, 400, "invalid_json",
-                    "the body must be a JSON object with the job's fields (%s); Content-Type: application/json",
-                    FIELDS);
+                    "the body must be a JSON object with the job's fields (%s, %s); Content-Type: application/json",
+                    dae_train_request_fields(), SRV_TRAIN_SERVER_FIELDS);
         return -1;
     }
-    int rc = -1;
-    cJSON *out = cJSON_CreateObject();
-    for (const cJSON *f = in->child; f != NULL; f = f->next) {
-        if (f->string == NULL || strstr(FIELDS, f->string) == NULL || strchr(f->string, ',') != NULL ||
-            strchr(f->string, ' ') != NULL || f->string[0] == '\0') {
-            fail_answer(a, 422, "invalid_parameter", "unknown field \"%s\" (fields: %s)",
-                        f->string != NULL ? f->string : "", FIELDS);
-            goto done;
-        }
-        /* strstr above also matches substrings such as "epoch": check exactly. */
-        char key[64];
-        snprintf(key, sizeof key, "%s", f->string);
-        const char *p = strstr(FIELDS, key);
-        size_t kl = strlen(key);
-        int exact = 0;
-        while (p != NULL && !exact) {
-            exact = (p == FIELDS || p[-1] == ' ') && (p[kl] == ',' || p[kl] == '\0');
-            p = strstr(p + 1, key);
-        }
-        if (!exact) {
-            fail_answer(a, 422, "invalid_parameter", "unknown field \"%s\" (fields: %s)", key, FIELDS);
-            goto done;
-        }
-    }
-    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(in, "dataset");
-    if (ds == NULL) {
-        fail_answer(a, 422, "invalid_parameter", "dataset is required: a data set name such as mnist or fashion-mnist");
-        goto done;
-    }
-    if (!cJSON_IsString(ds) || !srv_model_name_valid(ds->valuestring) || strcmp(ds->valuestring, "..") == 0) {
-        fail_answer(a, 422, "invalid_parameter",
-                    "dataset must be a data set name: 1 to 64 characters of [A-Za-z0-9._-], not starting with '.'");
-        goto done;
-    }
-    long long epochs = 10, batch = 64, seed = 0, limit = 0, eval_limit = DEFAULT_EVAL_LIMIT;
-    double lr = 1e-3, wd = 1e-5;
-    if (int_field(in, "epochs", 1, 10000, &epochs, a) || int_field(in, "batch_size", 1, 65536, &batch, a) ||
-        num_field(in, "learning_rate", 0, 1, 1, &lr, a) || num_field(in, "weight_decay", 0, 0, 1, &wd, a) ||
-        int_field(in, "seed", 0, 9007199254740991LL, &seed, a) ||
-        int_field(in, "train_limit", 0, 2147483647LL, &limit, a) ||
-        int_field(in, "eval_limit", 0, 2147483647LL, &eval_limit, a))
-        goto done;
-    const char *noise_text = "gaussian:0.5";
-    const cJSON *nz = cJSON_GetObjectItemCaseSensitive(in, "noise");
-    dae_noise_spec noise;
-    char err[DAE_ERR_LEN] = "";
-    if (nz != NULL) {
-        if (!cJSON_IsString(nz)) {
-            fail_answer(a, 422, "invalid_parameter",
-                        "noise must be a string: gaussian:S[:clip][:quantize], salt-pepper:P or speckle:S");
-            goto done;
-        }
-        noise_text = nz->valuestring;
-    }
-    if (strlen(noise_text) > 64 || dae_noise_parse(noise_text, &noise, err, sizeof err) != DAE_OK) {
-        fail_answer(a, 422, "invalid_parameter", "noise: %s", err[0] ? err : "too long");
-        goto done;
-    }
-    char noise_canon[DAE_NOISE_TEXT_LEN];
-    dae_noise_format(&noise, noise_canon, sizeof noise_canon);
-    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(in, "model_name");
-    if (mn != NULL && (!cJSON_IsString(mn) || !srv_model_name_valid(mn->valuestring))) {
-        fail_answer(a, 422, "invalid_parameter",
-                    "model_name must be 1 to 64 characters of [A-Za-z0-9._-], not starting with '.'");
-        goto done;
-    }
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(in, "activate");
-    if (act != NULL && !cJSON_IsBool(act)) {
-        fail_answer(a, 422, "invalid_parameter", "activate must be true or false");
-        goto done;
-    }
-    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(in, "replace");
-    if (rep != NULL && !cJSON_IsBool(rep)) {
-        fail_answer(a, 422, "invalid_parameter",
-                    "replace must be true or false (true: the job may replace a model of its name that is not active)");
-        goto done;
-    }
-    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(in, "architecture");
-    char *spec = NULL;
-    if (arch != NULL) {
-        if (cJSON_IsString(arch)) spec = strdup(arch->valuestring);
-        else if (cJSON_IsObject(arch) || cJSON_IsArray(arch)) spec = cJSON_PrintUnformatted(arch);
-        if (spec == NULL) {
-            fail_answer(a, 422, "invalid_parameter", "architecture must be an architecture spec (a JSON object)");
-            goto done;
-        }
-        dae_model m;
-        dae_status st = dae_model_init(&m, spec, err, sizeof err);
-        if (st == DAE_OK && m.in_c != 1) {
-            snprintf(err, sizeof err, "the input must have 1 channel, not %d", m.in_c);
-            st = DAE_ERR_INVALID;
-        }
-        if (st == DAE_OK) {
-            free(spec);
-            spec = strdup(m.spec);
-        }
-        dae_model_free(&m);
-        if (st != DAE_OK || spec == NULL) {
-            free(spec);
-            fail_answer(a, 422, "invalid_parameter", "architecture: %s", err);
-            goto done;
-        }
-    }
-    /* A last check by the engine itself (every range above is its own). */
-    dae_train_config tc;
-    dae_train_config_default(&tc);
-    tc.epochs = (int)epochs, tc.batch_size = (int)batch, tc.learning_rate = (float)lr, tc.weight_decay = (float)wd;
-    tc.seed = (uint64_t)seed, tc.threads = 1, tc.limit = (int)limit, tc.noise = noise, tc.eval_limit = (int)eval_limit;
-    if (dae_train_config_check(&tc, err, sizeof err) != DAE_OK) {
-        free(spec);
-        fail_answer(a, 422, "invalid_parameter", "%s", err);
-        goto done;
-    }
-    char path[4200];
-    if (data_dir == NULL || !data_file_exists(data_dir, ds->valuestring, "train-images-idx3-ubyte", path, sizeof path) ||
-        !data_file_exists(data_dir, ds->valuestring, "t10k-images-idx3-ubyte", path, sizeof path)) {
-        free(spec);
-        fail_answer(a, 422, "dataset_not_found", "data set \"%s\" not found: no %s[.gz] (the data directory is %s)",
-                    ds->valuestring, path, data_dir != NULL ? data_dir : "not set");
-        goto done;
-    }
-    /* The memory the run will take, from the data set's headers and the
-     * engine's own arithmetic for the batch, against the training budget:
-     * refused now rather than found out by the kernel's OOM killer. */
-    if (train_budget > 0) {
-        dae_dataset_info info;
-        dae_model em = {0};
-        if (dae_dataset_info_read(data_dir, ds->valuestring, &info, err, sizeof err) != DAE_OK ||
-            dae_model_init(&em, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err) != DAE_OK) {
-            free(spec);
-            fail_answer(a, 422, "invalid_dataset", "data set \"%s\": %s", ds->valuestring, err);
-            goto done;
-        }
-        tc.threads = threads;
-        tc.eval_each_epoch = eval_limit > 0;
-        int n_train = limit > 0 && limit < info.train_count ? (int)limit : info.train_count;
-        long long need = (long long)(info.bytes + dae_train_memory_bytes(&em, &tc, n_train) +
-                                     sizeof(float) * em.n_params);
-        dae_model_free(&em);
-        if (need > train_budget) {
-            free(spec);
-            fail_answer(a, 422, "train_memory_budget",
-                        "this job needs an estimated %lld bytes (%.0f MiB: data set %.0f MiB, batches of %d "
-                        "images on %d thread%s), over the training memory budget of %lld bytes (%.0f MiB, "
-                        "--train-memory-budget); use a smaller batch_size or train_limit",
-                        need, need / 1048576.0, info.bytes / 1048576.0,
-                        (int)(batch < n_train ? batch : n_train), threads, threads == 1 ? "" : "s", train_budget, train_budget / 1048576.0);
-            goto done;
-        }
-    }
-    cJSON_AddStringToObject(out, "dataset", ds->valuestring);
-    cJSON_AddNumberToObject(out, "epochs", (double)epochs);
-    cJSON_AddNumberToObject(out, "batch_size", (double)batch);
-    cJSON_AddNumberToObject(out, "learning_rate", lr);
-    cJSON_AddNumberToObject(out, "weight_decay", wd);
-    cJSON_AddStringToObject(out, "noise", noise_canon);
-    cJSON_AddNumberToObject(out, "seed", (double)seed);
-    cJSON_AddNumberToObject(out, "train_limit", (double)limit);
-    cJSON_AddNumberToObject(out, "eval_limit", (double)eval_limit);
-    if (mn != NULL) cJSON_AddStringToObject(out, "model_name", mn->valuestring);
-    cJSON_AddBoolToObject(out, "activate", act != NULL && cJSON_IsTrue(act));
-    cJSON_AddBoolToObject(out, "replace", rep != NULL && cJSON_IsTrue(rep));
-    if (spec != NULL) {
-        cJSON *s = cJSON_Parse(spec);
-        if (s != NULL) cJSON_AddItemToObject(out, "architecture", s);
-        free(spec);
-    }
-    a->json = cJSON_PrintUnformatted(out);
-    if (a->json == NULL) {
-        fail_answer(a, 500, "internal_error", "out of memory");
-        goto done;
+    cJSON *canon = NULL;
+    char err[sizeof a->message];
+    dae_status st = srv_train_request_check(in, data_dir, train_budget, threads, &canon, err, sizeof err);
+    cJSON_Delete(in);
+    if (st == DAE_OK && (a->json = cJSON_PrintUnformatted(canon)) == NULL)
+        st = dae_fail(err, sizeof err, DAE_ERR_NOMEM, "out of memory");
+    cJSON_Delete(canon);
+    if (st != DAE_OK) {
+        fail_status(a, SRV_EDGE_TRAIN_REQUEST, st, err);
+        return -1;
     }
     a->status = 200;
-    rc = 0;
-done:
-    cJSON_Delete(in);
-    cJSON_Delete(out);
-    return rc;
-}
-
-
-dae_status srv_train_check_request(const char *request, size_t len, const char *data_dir, long long memory_budget,
-                                   int threads, char **canon, char *err, size_t errlen) {
-    srv_train_answer a;
-    *canon = NULL;
-    if (srv_train_validate_memory(request, len, data_dir, memory_budget, threads, &a) == 0) {
-        *canon = a.json;
-        return DAE_OK;
-    }
-    snprintf(err, errlen, "%s", a.message);
-    if (a.status == 400 || a.code == NULL || strcmp(a.code, "invalid_parameter") == 0 ||
-        strcmp(a.code, "invalid_json") == 0)
-        return DAE_ERR_INVALID;
-    /* Every field passed; what fails is this server's present state. */
-    if (strcmp(a.code, "dataset_not_found") == 0) return DAE_ERR_NOT_FOUND;
-    if (strcmp(a.code, "train_memory_budget") == 0) return DAE_ERR_TOO_LARGE;
-    if (strcmp(a.code, "invalid_dataset") == 0) return DAE_ERR_FORMAT;
-    return DAE_ERR_NOMEM;
+    return 0;
 }
 
 /* ------------------------------------------------------------ answers */
 
-/* What the training module's statuses answer, by route. */
-typedef enum { TRAIN_SUBMIT, TRAIN_CANCEL } train_route;
-
-typedef struct {
-    train_route route;
-    dae_status status;
-    int http_status;
+/* Fills a with the error answer of st (with its sentence msg) for work
+ * of that kind: the HTTP edge's one table (http.h) chooses. */
+static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg) {
     const char *code;
-} train_error;
-
-/* Any status a route does not list answers 500 internal_error. */
-static const train_error TRAIN_ERRORS[] = {
-    /* POST /train (srv_training_submit). */
-    {TRAIN_SUBMIT, DAE_ERR_STOPPING, 503, "draining"},
-    {TRAIN_SUBMIT, DAE_ERR_BUSY, 503, "train_queue_full"},
-    {TRAIN_SUBMIT, DAE_ERR_TOO_LARGE, 503, "job_ids_exhausted"},
-    {TRAIN_SUBMIT, DAE_ERR_CONFLICT, 409, "model_name_in_use"},
-    {TRAIN_SUBMIT, DAE_ERR_IN_USE, 409, "model_active"},
-    {TRAIN_SUBMIT, DAE_ERR_EXISTS, 409, "model_exists"},
-    /* DELETE /train/{id} (srv_training_cancel). */
-    {TRAIN_CANCEL, DAE_ERR_NOT_FOUND, 404, "job_not_found"},
-    {TRAIN_CANCEL, DAE_ERR_CONFLICT, 409, "job_finished"},
-    {TRAIN_CANCEL, DAE_ERR_IN_USE, 409, "job_finishing"},
-};
-
-/* Fills a with the error answer of st (with its sentence msg) on route. */
-static void fail_status(srv_train_answer *a, train_route route, dae_status st, const char *msg) {
-    int status = 500;
-    const char *code = "internal_error";
-    for (size_t i = 0; i < sizeof TRAIN_ERRORS / sizeof TRAIN_ERRORS[0]; i++)
-        if (TRAIN_ERRORS[i].route == route && TRAIN_ERRORS[i].status == st) {
-            status = TRAIN_ERRORS[i].http_status;
-            code = TRAIN_ERRORS[i].code;
-        }
+    int status = srv_http_error_of(kind, st, &code);
     fail_answer(a, status, code, "%s", msg);
 }
 
@@ -364,14 +102,14 @@ void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, srv_
     }
     char err[sizeof a->message];
     dae_status st = srv_training_submit(f->training, req, accepted, a, err, sizeof err);
-    if (st != DAE_OK) fail_status(a, TRAIN_SUBMIT, st, err);
+    if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_SUBMIT, st, err);
 }
 
 void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *a) {
     memset(a, 0, sizeof *a);
     char err[sizeof a->message];
     dae_status st = srv_training_cancel(f->training, id, accepted, a, err, sizeof err);
-    if (st != DAE_OK) fail_status(a, TRAIN_CANCEL, st, err);
+    if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_CANCEL, st, err);
 }
 
 /* A srv_training_view_fn: adds the job to the JSON array user. */

@@ -34,7 +34,8 @@ typedef struct {
 } srv_train_answer;
 
 /* Validates body into a canonical JSON job request (the defaults filled
- * in) or fills a with the 400/422 to give. data_dir is where data sets
+ * in; srv_train_request_check, train_records.h) or fills a with the
+ * 400/422 to give. data_dir is where data sets
  * are looked up. Returns 0 or -1. Exposed for the unit tests. */
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a);
 
@@ -44,12 +45,6 @@ int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_t
  * both numbers. train_budget 0 skips that check. */
 int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, long long train_budget,
                               int threads, srv_train_answer *a);
-
-/* The same validation as a srv_train_check_fn (train_records.h), for the
- * job records read back at start: DAE_ERR_INVALID for a 400 or a field's
- * 422, another status when the request is valid but cannot run here now. */
-dae_status srv_train_check_request(const char *request, size_t len, const char *data_dir, long long memory_budget,
-                                   int threads, char **canon, char *err, size_t errlen);
 
 /* The face of the training module t for the server configured by cfg
  * (both outlive it): registers its change callback. NULL if out of

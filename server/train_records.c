@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "train_run.h"
 #include "log.h"
 #include "utf8.h"
 
@@ -202,19 +203,87 @@ static int rec_str(const cJSON *o, const char *key, const char *allowed, char *o
     return 0;
 }
 
+/* ------------------------------------------------------------ requests */
+
+/* The server's own fields of a request into canon; DAE_ERR_INVALID names the field. */
+static dae_status server_fields(const cJSON *in, cJSON *canon, char *err, size_t errlen) {
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(in, "model_name");
+    if (mn != NULL && (!cJSON_IsString(mn) || !dae_name_valid(mn->valuestring)))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "model_name must be 1 to %d characters of [A-Za-z0-9._-], not starting with '.'", DAE_NAME_MAX);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(in, "activate");
+    if (act != NULL && !cJSON_IsBool(act))
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "activate must be true or false");
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(in, "replace");
+    if (rep != NULL && !cJSON_IsBool(rep))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "replace must be true or false (true: the job may replace a model of its name that is not "
+                        "active)");
+    int ok = (mn == NULL || cJSON_AddStringToObject(canon, "model_name", mn->valuestring) != NULL) &&
+             cJSON_AddBoolToObject(canon, "activate", cJSON_IsTrue(act)) != NULL &&
+             cJSON_AddBoolToObject(canon, "replace", cJSON_IsTrue(rep)) != NULL;
+    return ok ? DAE_OK : dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+}
+
+/* Whether req can run here now: its data set, and its memory against the
+ * training budget, refused now rather than found out by the kernel's OOM
+ * killer. */
+static dae_status runnable(const dae_train_request *req, const char *data_dir, long long memory_budget, int threads,
+                           char *err, size_t errlen) {
+    if (data_dir == NULL)
+        return dae_fail(err, errlen, DAE_ERR_NOT_FOUND,
+                        "data set \"%s\" not found: the server has no data directory (--data-dir)", req->dataset);
+    dae_train_estimate est;
+    char detail[DAE_ERR_LEN];
+    dae_status st = dae_train_run_estimate(req, data_dir, threads, &est, detail, sizeof detail);
+    if (st == DAE_ERR_NOT_FOUND)
+        return dae_fail(err, errlen, st, "data set \"%s\" not found: %s (the data directory is %s)", req->dataset,
+                        detail, data_dir);
+    if (st != DAE_OK) return dae_fail(err, errlen, st, "data set \"%s\": %s", req->dataset, detail);
+    long long need = (long long)(est.dataset_bytes + est.run_bytes);
+    if (memory_budget > 0 && need > memory_budget)
+        return dae_fail(err, errlen, DAE_ERR_TOO_LARGE,
+                        "this job needs an estimated %lld bytes (%.0f MiB: data set %.0f MiB, batches of %d images "
+                        "on %d thread%s), over the training memory budget of %lld bytes (%.0f MiB, "
+                        "--train-memory-budget); use a smaller batch_size or train_limit",
+                        need, need / 1048576.0, est.dataset_bytes / 1048576.0, est.batch, threads,
+                        threads == 1 ? "" : "s", memory_budget, memory_budget / 1048576.0);
+    return DAE_OK;
+}
+
+dae_status srv_train_request_check(const cJSON *in, const char *data_dir, long long memory_budget, int threads,
+                                   cJSON **canon, char *err, size_t errlen) {
+    *canon = NULL;
+    dae_train_request req;
+    dae_status st = dae_train_request_from_json(in, SRV_TRAIN_SERVER_FIELDS, &req, err, errlen);
+    if (st != DAE_OK) return st;
+    cJSON *out = cJSON_CreateObject();
+    if (out == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    if (st == DAE_OK) st = dae_train_request_to_json(&req, out);
+    if (st == DAE_ERR_NOMEM) dae_fail(err, errlen, st, "out of memory");
+    if (st == DAE_OK) st = server_fields(in, out, err, errlen);
+    if (st == DAE_OK) {
+        *canon = out;
+        out = NULL;
+        st = runnable(&req, data_dir, memory_budget, threads, err, errlen);
+    }
+    cJSON_Delete(out);
+    dae_train_request_free(&req);
+    return st;
+}
+
 /* Rebuilds a job from the record text (len bytes) of the state file
  * fname, checking it as POST /train checks a request: the file is ID.json
  * and the record's id is that ID; the state is one of the five; the
- * request passes check, and its canonical form is kept; the
+ * request passes srv_train_request_check, and its canonical form is kept; the
  * model is the name that request makes; numbers are in range, strings
  * short and of the right characters. A request that is valid but can no
  * longer run here (its data set is gone, say) is kept, with the reason in
  * unrunnable (ulen bytes), for the caller to fail the job if it has not
- * run. data_dir, train_budget and threads are check's.
+ * run. data_dir, train_budget and threads are srv_train_request_check's.
  * Returns the job, or NULL with the reason in why. */
 static srv_train_job *job_from_record(const char *fname, const char *text, size_t len, const char *data_dir,
-                                      long long train_budget, int threads, srv_train_check_fn check,
-                                      char *unrunnable, size_t ulen, char *why, size_t whylen) {
+                                      long long train_budget, int threads, char *unrunnable, size_t ulen, char *why, size_t whylen) {
     static const char TIME_CHARS[] = "0123456789-:.TZ";
     unrunnable[0] = '\0';
     unsigned long long fid = record_file_id(fname);
@@ -245,34 +314,18 @@ static srv_train_job *job_from_record(const char *fname, const char *text, size_
         goto fail;
     }
     const cJSON *rq = cJSON_GetObjectItemCaseSensitive(o, "request");
-    char *rq_text = cJSON_IsObject(rq) ? cJSON_PrintUnformatted(rq) : NULL;
-    if (rq_text == NULL) {
+    if (!cJSON_IsObject(rq)) {
         snprintf(why, whylen, "request must be the job's request (a JSON object)");
         goto fail;
     }
-    char *canon = NULL, msg[RECORD_WHY_LEN] = "";
-    dae_status valid = check(rq_text, strlen(rq_text), data_dir, train_budget, threads, &canon, msg, sizeof msg);
-    free(rq_text);
-    if (valid == DAE_OK) {
-        req = cJSON_Parse(canon);
-        free(canon);
-        if (req == NULL) {
-            snprintf(why, whylen, "out of memory");
-            goto fail;
-        }
-    } else if (valid == DAE_ERR_INVALID) {
+    char msg[RECORD_WHY_LEN] = "";
+    dae_status valid = srv_train_request_check(rq, data_dir, train_budget, threads, &req, msg, sizeof msg);
+    if (valid == DAE_ERR_INVALID || req == NULL) {
         snprintf(why, whylen, "request: %s", msg);
         goto fail;
-    } else {
-        /* Every field passed; what fails is this server's present state. */
-        snprintf(unrunnable, ulen, "%s", msg);
-        req = cJSON_Duplicate(rq, 1);
-        const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
-        if (mn != NULL && (!cJSON_IsString(mn) || !srv_model_name_valid(mn->valuestring))) {
-            snprintf(why, whylen, "request: model_name is not a valid model name");
-            goto fail;
-        }
     }
+    /* Every field passed; what fails is this server's present state. */
+    if (valid != DAE_OK) snprintf(unrunnable, ulen, "%s", msg);
     jb = srv_train_job_new(req, id->valuestring);
     req = NULL;
     if (jb == NULL) {
@@ -348,11 +401,10 @@ fail:
     return NULL;
 }
 
-int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir,
-                           srv_train_check_fn check, char *why, size_t whylen) {
+int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir, char *why,
+                           size_t whylen) {
     char unrunnable[RECORD_WHY_LEN];
-    srv_train_job *jb = job_from_record(fname, text, len, data_dir, 0, 1, check, unrunnable, sizeof unrunnable, why,
-                                        whylen);
+    srv_train_job *jb = job_from_record(fname, text, len, data_dir, 0, 1, unrunnable, sizeof unrunnable, why, whylen);
     if (jb == NULL) return -1;
     srv_train_job_free(jb);
     return 0;
@@ -374,7 +426,7 @@ static void fail_loaded(const char *dir, srv_train_job *jb, const char *why) {
     srv_log("job %s: failed: %s", jb->id, why);
 }
 
-void srv_train_records_load(const srv_config *cfg, srv_train_check_fn check, srv_train_job ***jobs, int *n_jobs,
+void srv_train_records_load(const srv_config *cfg, srv_train_job ***jobs, int *n_jobs,
                             unsigned long long *next_id) {
     const char *dir = cfg->state_dir;
     srv_train_job **all = NULL;
@@ -415,7 +467,7 @@ void srv_train_records_load(const srv_config *cfg, srv_train_check_fn check, srv
             snprintf(why, sizeof why, "not a regular file");
         else if (dae_file_read(path, RECORD_MAX_BYTES, &text, &len, why, sizeof why) == DAE_OK)
             jb = job_from_record(e->d_name, (const char *)text, len, cfg->data_dir, cfg->train_memory_budget,
-                                 cfg->train_threads, check, unrunnable, sizeof unrunnable, why, sizeof why);
+                                 cfg->train_threads, unrunnable, sizeof unrunnable, why, sizeof why);
         free(text);
         if (jb == NULL) {
             srv_log("warning: %s is not a valid job record (%s): skipped", path, why);

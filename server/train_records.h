@@ -94,18 +94,24 @@ char *srv_train_job_text(const srv_train_job *job);
  * SRV_TRAIN_ID_MAX. Returns it, or 0 when the len bytes of text are not one. */
 unsigned long long srv_train_id_parse(const char *text, size_t len);
 
-/* Checks a job's request as POST /train checks a body (the HTTP face's
- * validation, train_http.h, until the library's request table replaces
- * it): data_dir is where data sets are looked up, memory_budget the
- * training memory budget in bytes (0: no check), threads the runner's.
- * Returns DAE_OK with the canonical request, malloc'd JSON text, in
- * *canon; DAE_ERR_INVALID when a field is not valid; another status when
- * every field is valid but the request cannot run on this server now
- * (its data set is gone, it needs more memory than the budget). err says
- * why in one sentence. */
-typedef dae_status (*srv_train_check_fn)(const char *request, size_t len, const char *data_dir,
-                                         long long memory_budget, int threads, char **canon, char *err,
-                                         size_t errlen);
+/* The fields of a training request that are the server's, besides the
+ * library's (dae_train_request_from_json). */
+#define SRV_TRAIN_SERVER_FIELDS "model_name, activate, replace"
+
+/* Checks a training request, the JSON object in (a POST /train body or a
+ * record's request), into its canonical form *canon (a new object, the
+ * caller's): the library's fields and ranges (train_request.h) and the
+ * server's model_name, activate and replace. Then whether it can run on
+ * this server now: its data set under data_dir exists and has sound
+ * headers, and, when memory_budget > 0, the run's estimated memory on
+ * threads threads (dae_train_run_estimate) fits it. Returns DAE_OK;
+ * DAE_ERR_INVALID when a field is not valid; DAE_ERR_NOT_FOUND (no such
+ * data set), DAE_ERR_FORMAT (its headers are not sound) or
+ * DAE_ERR_TOO_LARGE (over the budget, both numbers named) when every field
+ * is valid but the request cannot run here now, *canon being set then
+ * too; DAE_ERR_NOMEM. err says why in one sentence. */
+dae_status srv_train_request_check(const cJSON *in, const char *data_dir, long long memory_budget, int threads,
+                                   cJSON **canon, char *err, size_t errlen);
 
 /* Writes the job's record STATE_DIR/ID.json atomically (the directory is
  * made if missing). Failures are logged, not fatal: the job goes on. */
@@ -114,13 +120,13 @@ void srv_train_record_write(const char *state_dir, const srv_train_job *job);
 /* Checks the text (len bytes) of a job record read from the state file
  * fname as srv_train_records_load does: 0 when it would be loaded, or -1
  * with the reason in why. data_dir is where data sets are looked up;
- * check checks the record's request. Exposed for the unit tests. */
-int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir,
-                           srv_train_check_fn check, char *why, size_t whylen);
+ * the record's request is checked by srv_train_request_check. Exposed for the unit tests. */
+int srv_train_record_check(const char *fname, const char *text, size_t len, const char *data_dir, char *why,
+                           size_t whylen);
 
 /* Reads every record of cfg->state_dir, oldest id first, into *jobs (a
- * malloc'd array of *n jobs, the caller's), each request checked by check
- * with cfg's data directory, training memory budget and threads. The
+ * malloc'd array of *n jobs, the caller's), each request checked by
+ * srv_train_request_check with cfg's data directory, training memory budget and threads. The
  * state directory belongs to this server: every temporary file in it is
  * left from a write that was interrupted, and is removed; the job whose
  * record it was rewriting was being started or ended, so if its record
@@ -129,7 +135,7 @@ int srv_train_record_check(const char *fname, const char *text, size_t len, cons
  * run here (its data set is gone). A record that is not valid is skipped
  * with a log line, and its id is never given again: *next_id is past
  * every id seen. Nothing to read is no failure: *n is then 0. */
-void srv_train_records_load(const srv_config *cfg, srv_train_check_fn check, srv_train_job ***jobs, int *n,
+void srv_train_records_load(const srv_config *cfg, srv_train_job ***jobs, int *n,
                             unsigned long long *next_id);
 
 /* Removes the temporaries of interrupted writes from the models directory

@@ -14,11 +14,8 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "idx.h"
 #include "log.h"
-#include "modelfile.h"
-#include "noise.h"
-#include "train.h"
+#include "train_run.h"
 
 /* Least time between two progress notices of a job. */
 #define NOTIFY_EVERY_S 0.1
@@ -111,11 +108,8 @@ static void on_progress(const dae_train_progress *p, void *user) {
     jb->loss = p->loss;
     jb->images_per_s = p->images_per_s;
     jb->elapsed_s = p->elapsed_s;
-    long run_steps = (long)p->epochs * p->steps_per_epoch;
-    long done = (long)(p->epoch - 1) * p->steps_per_epoch + p->step;
-    jb->progress = run_steps > 0 ? (double)done / (double)run_steps : 1.0;
-    if (jb->progress > 1) jb->progress = 1;
-    jb->eta_s = done > 0 ? p->elapsed_s / (double)done * (double)(run_steps - done) : -1;
+    jb->progress = p->run_fraction; /* a job never resumes: its run is the whole training */
+    jb->eta_s = p->eta_s;
     t->steps_total += (unsigned long long)(p->total_steps - c->last_total);
     c->last_total = p->total_steps;
     t->cur_epoch = p->epoch;
@@ -136,21 +130,16 @@ static void on_progress(const dae_train_progress *p, void *user) {
 }
 
 /* The training run of one job, from its request to its model installed:
- * loads the data set, builds the network, trains, writes the model to a
- * temporary file, passes the commit point, installs the model and
- * activates it if asked. Returns the final state, the reason of a
- * failure in error (errlen bytes). Runs on the runner thread without
- * the lock (only the runner writes the job meanwhile), taking it for
- * what others read. */
+ * the library's run (io/train_run.h: data set, network, training, the
+ * model with its training facts written to a temporary file), then the
+ * commit point, the install and the activation if asked. Returns the
+ * final state, the reason of a failure in error (errlen bytes). Runs on
+ * the runner thread without the lock (only the runner writes the job
+ * meanwhile), taking it for what others read. */
 static srv_train_state run_job(srv_training *t, train_entry *e, char *error, size_t errlen) {
     srv_train_job *jb = e->job;
     const srv_config *cfg = t->cfg;
     char err[DAE_ERR_LEN] = "";
-    dae_dataset data;
-    dae_model m = {0};
-    dae_train_state state = {0};
-    srv_train_state result = SRV_TRAIN_FAILED;
-    const char *dataset = srv_train_job_req_str(jb, "dataset");
     int active = 0;
     if (srv_registry_name_taken(t->registry, jb->model_name, &active) && (!jb->replace || active)) {
         if (active) snprintf(error, errlen, "model name taken: \"%s\" is the active model, which a job never replaces",
@@ -159,51 +148,20 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
                       jb->model_name);
         return SRV_TRAIN_FAILED;
     }
-    if (dae_dataset_load(cfg->data_dir, dataset, &data, err, sizeof err) != DAE_OK) {
-        snprintf(error, errlen, "data set %s: %s", dataset, err);
+    dae_train_request req;
+    dae_train_run *run = NULL;
+    srv_train_state result = SRV_TRAIN_FAILED;
+    if (dae_train_request_from_json(jb->request, SRV_TRAIN_SERVER_FIELDS, &req, err, sizeof err) != DAE_OK) {
+        snprintf(error, errlen, "request: %s", err);
         return SRV_TRAIN_FAILED;
     }
-    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(jb->request, "architecture");
-    char *spec = arch != NULL ? cJSON_PrintUnformatted(arch) : NULL;
-    dae_status st = dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err);
-    free(spec);
-    uint64_t seed = (uint64_t)srv_train_job_req_num(jb, "seed");
-    dae_train_config tc;
-    dae_train_config_default(&tc);
-    tc.epochs = jb->epochs;
-    tc.batch_size = (int)srv_train_job_req_num(jb, "batch_size");
-    tc.learning_rate = (float)srv_train_job_req_num(jb, "learning_rate");
-    tc.weight_decay = (float)srv_train_job_req_num(jb, "weight_decay");
-    tc.seed = seed;
-    tc.threads = cfg->train_threads;
-    tc.limit = (int)srv_train_job_req_num(jb, "train_limit");
-    tc.eval_each_epoch = 1;
-    tc.eval_limit = (int)srv_train_job_req_num(jb, "eval_limit");
-    if (tc.eval_limit == 0) tc.eval_each_epoch = 0;
-    tc.progress_every = 1;
-    tc.cancel = &e->cancel;
+    req.cfg.threads = cfg->train_threads;
     run_ctx ctx = {t, e, 0, 0};
-    tc.progress = on_progress;
-    tc.user = &ctx;
-    if (st == DAE_OK) st = dae_noise_parse(srv_train_job_req_str(jb, "noise"), &tc.noise, err, sizeof err);
-    if (st != DAE_OK) {
+    if (dae_train_run_open(&run, &req, cfg->data_dir, NULL, err, sizeof err) != DAE_OK) {
         snprintf(error, errlen, "%s", err);
         goto done;
     }
-    const dae_idx_images *train = &data.train_images;
-    if (m.in_c != 1 || m.in_h != train->rows || m.in_w != train->cols) {
-        snprintf(error, errlen, "the model takes %dx%dx%d images, data set %s has %dx%d gray images", m.in_c, m.in_h,
-                 m.in_w, dataset, train->rows, train->cols);
-        goto done;
-    }
-    dae_model_init_params(&m, seed);
-    if (dae_train_state_init(&state, &m, &tc, err, sizeof err) != DAE_OK) {
-        snprintf(error, errlen, "%s", err);
-        goto done;
-    }
-    double t0 = dae_now_s();
-    st = dae_train(&m, &state, &data, &tc, err, sizeof err);
-    double seconds = dae_now_s() - t0;
+    dae_status st = dae_train_run_train(run, on_progress, &ctx, &e->cancel, err, sizeof err);
     if (st == DAE_ERR_CANCELLED) {
         result = SRV_TRAIN_CANCELLED;
         goto done;
@@ -212,26 +170,10 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         snprintf(error, errlen, "training: %s", err);
         goto done;
     }
-    /* The metadata set of `dae train`, plus the job's id. */
-    int n_train = tc.limit > 0 && tc.limit < train->count ? tc.limit : train->count;
-    pthread_mutex_lock(&t->mu);
-    srv_train_epoch last = jb->n_history > 0 ? jb->history[jb->n_history - 1] : (srv_train_epoch){0};
-    int has_loss = jb->n_history > 0;
-    pthread_mutex_unlock(&t->mu);
-    const dae_idx_images *test = &data.test_images;
-    dae_train_facts facts = {
-        .dataset = dataset, .program_version = DAE_SERVER_VERSION, .train_images = n_train,
-        .threads = tc.threads, .seconds = seconds, .has_loss = has_loss, .final_loss = last.loss,
-        .test_images = !last.has_test ? 0
-                       : tc.eval_limit > 0 && tc.eval_limit < test->count ? tc.eval_limit : test->count,
-        .test_mse = last.mse, .test_psnr = last.psnr, .test_ssim = last.ssim,
-    };
-    dae_train_meta meta;
-    dae_train_meta_init(&meta, &tc, &state, &facts);
-    dae_train_meta_add(&meta, "train_job", jb->id);
     /* The model goes to a temporary name first (the pid in it lets a later
      * start remove it if this process dies) and reaches its own name only
-     * past the commit point below. */
+     * past the commit point below. Its metadata is `dae train`'s, plus the
+     * job's id. */
     char path[4096], tmp[4200];
     mkdir(cfg->models_dir, 0755);
     snprintf(path, sizeof path, "%s/%s.safetensors", cfg->models_dir, jb->model_name);
@@ -240,7 +182,8 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         result = SRV_TRAIN_CANCELLED;
         goto done;
     }
-    if (dae_model_save(&m, tmp, meta.keys, meta.values, meta.n, err, sizeof err) != DAE_OK) {
+    const char *keys[] = {"train_job"}, *values[] = {jb->id};
+    if (dae_train_run_save(run, tmp, DAE_SERVER_VERSION, keys, values, 1, err, sizeof err) != DAE_OK) {
         snprintf(error, errlen, "saving the model: %s", err);
         goto done;
     }
@@ -279,12 +222,11 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         jb->activated = 1;
         pthread_mutex_unlock(&t->mu);
     }
-    srv_log("job %s: model %s written to %s (%.1f s)", jb->id, jb->model_name, path, seconds);
+    srv_log("job %s: model %s written to %s (%.1f s)", jb->id, jb->model_name, path, dae_train_run_seconds(run));
     result = SRV_TRAIN_SUCCEEDED;
 done:
-    dae_train_state_free(&state);
-    dae_model_free(&m);
-    dae_dataset_free(&data);
+    dae_train_run_free(run);
+    dae_train_request_free(&req);
     return result;
 }
 
@@ -340,7 +282,7 @@ static void *runner(void *arg) {
 
 /* ------------------------------------------------------------ the API */
 
-srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, srv_train_check_fn check, char *err,
+srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, char *err,
                                  size_t errlen) {
     srv_training *t = calloc(1, sizeof *t);
     if (t == NULL) {
@@ -354,7 +296,7 @@ srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, 
     if (cfg->models_dir != NULL) srv_train_remove_stale_temps(cfg->models_dir);
     srv_train_job **jobs = NULL;
     int n = 0;
-    srv_train_records_load(cfg, check, &jobs, &n, &t->next_id);
+    srv_train_records_load(cfg, &jobs, &n, &t->next_id);
     t->all = calloc((size_t)(n > 0 ? n : 1), sizeof *t->all);
     for (int i = 0; i < n && t->all != NULL; i++) {
         train_entry *e = entry_new(jobs[i]);

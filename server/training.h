@@ -37,10 +37,10 @@ typedef struct srv_training srv_training;
  * of it. Must be quick and must not call back into the training module. */
 typedef void (*srv_training_view_fn)(const srv_train_job *job, unsigned long version, void *user);
 
-/* Reads the records of cfg->state_dir (their requests checked by check,
- * see train_records.h), removes stale temporaries of cfg->models_dir and
+/* Reads the records of cfg->state_dir (their requests checked as POST /train checks
+ * them, train_records.h), removes stale temporaries of cfg->models_dir and
  * starts the runner thread. Returns NULL and fills err on failure. */
-srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, srv_train_check_fn check, char *err,
+srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, char *err,
                                  size_t errlen);
 
 /* Begins shutdown without waiting: no job starts any more and the running

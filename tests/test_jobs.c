@@ -37,7 +37,7 @@ static int check(const char *fname, const char *id, const char *state, const cha
     char text[4096];
     snprintf(text, sizeof text, "{\"id\":\"%s\",\"state\":\"%s\",\"request\":%s%s}", id, state, req, fields);
     why[0] = '\0';
-    return srv_train_record_check(fname, text, strlen(text), "tests/fixtures", srv_train_check_request, why,
+    return srv_train_record_check(fname, text, strlen(text), "tests/fixtures", why,
                                   whylen);
 }
 
@@ -113,11 +113,11 @@ Test(job_records, states_requests_and_model_names_are_checked) {
         cr_assert(why[0] != '\0');
     }
     /* Not JSON, or not an object. */
-    cr_assert_eq(srv_train_record_check("1.json", "{garbage", 8, "tests/fixtures", srv_train_check_request, why,
+    cr_assert_eq(srv_train_record_check("1.json", "{garbage", 8, "tests/fixtures", why,
                                         sizeof why), -1);
-    cr_assert_eq(srv_train_record_check("1.json", "[1]", 3, "tests/fixtures", srv_train_check_request, why,
+    cr_assert_eq(srv_train_record_check("1.json", "[1]", 3, "tests/fixtures", why,
                                         sizeof why), -1);
-    cr_assert_eq(srv_train_record_check("1.json", "", 0, "tests/fixtures", srv_train_check_request, why,
+    cr_assert_eq(srv_train_record_check("1.json", "", 0, "tests/fixtures", why,
                                         sizeof why), -1);
 }
 
