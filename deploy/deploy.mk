@@ -19,5 +19,8 @@ data: ## download the official MNIST and Fashion-MNIST files into $DAE_DATA_DIR,
 image: ## build the container image (IMAGE_NAME, default dae:latest) with docker
 	docker build -t $(IMAGE_NAME) .
 
+# Provisioning first (packages, npm modules, the base image; cached in
+# $(BUILD)/deploy), then the checks against a Docker daemon of their own.
 test-deploy: ## test the Dockerfile, image, compose + Prometheus, alert rules and k8s manifests (root)
-	tests/deploy/run.sh
+	DEPLOY_CACHE=$(abspath $(BUILD)/deploy) tools/deploy_deps.sh
+	DEPLOY_CACHE=$(abspath $(BUILD)/deploy) tools/dockerd_private.sh tests/deploy/run.sh

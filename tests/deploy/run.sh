@@ -27,78 +27,46 @@
 #   compose: dae and a real Prometheus server come up, Prometheus scrapes the
 #     service (up == 1) and loads the alert rules, and both stop with exit 0.
 #
-# Needs root on Debian 12 (bookworm). It installs what is missing: Debian's
-# docker.io, docker-compose, debootstrap, yamllint, prometheus (promtool and
-# the server), curl, and the npm packages kubernetes-models, yaml and
-# dockerfile-utils (into build/deploy/npm). kubectl (for kustomize) must be
-# installed already: Debian 12 does not package it.
+# Run it with `make test-deploy`, which provisions first and this script
+# only checks: tools/deploy_deps.sh installs Debian's docker.io,
+# docker-compose, debootstrap, yamllint, prometheus (promtool and the
+# server), curl, and the npm packages kubernetes-models, yaml and
+# dockerfile-utils (into build/deploy/npm, or $DEPLOY_CACHE/npm), and makes
+# the base image debian:bookworm-slim with debootstrap
+# (tests/deploy/make_base_image.sh, cached in build/deploy/); then
+# tools/dockerd_private.sh runs this script against a Docker daemon of its
+# own (DOCKER_HOST). kubectl (for kustomize) must be installed already:
+# Debian 12 does not package it. A missing tool is a failure naming it.
 #
-# No image registry is needed: the base image debian:bookworm-slim is made
-# with debootstrap (tests/deploy/make_base_image.sh, cached in
-# build/deploy/) and imported; Prometheus's image is Debian's prometheus
-# binary on that base (tests/deploy/prometheus.Dockerfile).
-#
-# It starts its own dockerd (data, sockets and state in a temporary
-# directory; a bridge of its own; --iptables=false, so it changes no
-# firewall rule; builds use the host network, published ports the userland
-# proxy on 127.0.0.1 only)
-# and stops it by PID at the end, removing everything it created except the
-# caches in build/deploy (the debootstrap tarball, the npm packages).
-# A step that cannot run is a failure, never a skip. Ends with
-# "deploy: N passed, M failed"; exits 1 if any check failed.
+# No image registry is needed: the base image tarball is imported;
+# Prometheus's image is Debian's prometheus binary on that base
+# (tests/deploy/prometheus.Dockerfile). Builds use the host network,
+# published ports the userland proxy on 127.0.0.1 only.
+# Everything it creates in the daemon is removed at the end. A step that
+# cannot run is a failure, never a skip. Uses the shell harness
+# tests/lib.sh. Ends with "deploy: N passed, M failed"; exits 1 if any
+# check failed.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-CACHE=$ROOT/build/deploy
-NPM_DIR=$CACHE/npm
-NODE_MODULES=$NPM_DIR/node_modules
+SHOW_PASSES=1
+source "$ROOT/tests/lib.sh" deploy
+CACHE=${DEPLOY_CACHE:-$ROOT/build/deploy}
+NODE_MODULES=$CACHE/npm/node_modules
 BASE_TAR=$CACHE/debian-bookworm-slim.tar
 IMAGE=dae:test
 PROM_IMAGE=dae-test/prometheus:local
 MAX_IMAGE_BYTES=120000000
 START=$(date +%s)
 
-passed=0
-failed=0
-pass() {
-    passed=$((passed + 1))
-    echo "ok   $1"
-}
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL $1" >&2
-}
-# check NAME COMMAND...: runs the command (output in $TMP/out), passes when
-# it exits 0; on failure the output is shown.
-check() {
-    local name=$1
-    shift
-    if "$@" >"$TMP/out" 2>&1; then
-        pass "$name"
-    else
-        fail "$name"
-        sed 's/^/    /' "$TMP/out" | tail -40 >&2
-    fi
-}
 note() { echo "     $*"; }
-# fatal MESSAGE: a step that everything after it needs cannot run: counts
-# as a failure, prints the summary line, exits 1.
-fatal() {
-    echo "deploy: FATAL: $*" >&2
-    failed=$((failed + 1))
-    echo "deploy: $passed passed, $failed failed"
-    exit 1
-}
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dae-deploy-test.XXXXXX")
-DOCKERD_PID=""
 HTTP_PID=""
+CID=""
 PROJECT=daedeploy$$
-BRIDGE=""
 COMPOSE_PORT=0
 PROM_PORT=0
-export DOCKER_HOST=unix://$TMP/docker.sock
 DOCKER=/usr/bin/docker    # Debian's client, the daemon's version
 
 compose() {
@@ -107,34 +75,15 @@ compose() {
         docker-compose -p "$PROJECT" -f "$ROOT/deploy/docker-compose.yml" "$@"
 }
 
+# What this script made in the daemon; the daemon itself belongs to
+# tools/dockerd_private.sh.
 cleanup() {
     [ -n "$HTTP_PID" ] && kill "$HTTP_PID" 2>/dev/null
-    if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+    if "$DOCKER" version >/dev/null 2>&1; then
         compose down -v --remove-orphans >/dev/null 2>&1
-        local ids
-        ids=$("$DOCKER" ps -aq 2>/dev/null)
-        [ -n "$ids" ] && "$DOCKER" rm -f -v $ids >/dev/null 2>&1
-        kill -TERM "$DOCKERD_PID" 2>/dev/null
-        for _ in $(seq 1 200); do
-            kill -0 "$DOCKERD_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$DOCKERD_PID" 2>/dev/null
+        [ -n "$CID" ] && "$DOCKER" rm -f -v "$CID" >/dev/null 2>&1
     fi
-    # The containerd that dockerd started, should it outlive dockerd.
-    local cpid
-    cpid=$(cat "$TMP/exec/containerd/containerd.pid" 2>/dev/null)
-    if [ -n "$cpid" ] && tr '\0' ' ' <"/proc/$cpid/cmdline" 2>/dev/null | grep -q "containerd.*$TMP"; then
-        kill -TERM "$cpid" 2>/dev/null
-    fi
-    # Whatever dockerd left mounted under its directories (overlays, netns).
-    if [ -d "$TMP" ]; then
-        grep -o " $TMP/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-    fi
-    [ -n "$BRIDGE" ] && ip link delete "$BRIDGE" 2>/dev/null
-    rm -rf "$TMP"
 }
-trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # free_port: prints a TCP port nothing listens on.
@@ -148,44 +97,22 @@ free_port() {
 
 # ------------------------------------------------------------ tools
 
-echo "deploy: installing what is missing"
-if [ "$(id -u)" -ne 0 ]; then
-    fatal "needs root (apt-get, dockerd, debootstrap)"
-fi
-# command:package pairs; a command already on PATH (node and npm from
-# another source, say) is left alone.
-NEEDS="dockerd:docker.io /usr/bin/docker:docker.io docker-compose:docker-compose debootstrap:debootstrap
-yamllint:yamllint promtool:prometheus prometheus:prometheus curl:curl ss:iproute2 python3:python3
-node:nodejs npm:npm"
+# The tools tools/deploy_deps.sh installs (command:package), its npm
+# packages and base image, and the daemon of tools/dockerd_private.sh.
+NEEDS="/usr/bin/docker:docker.io docker-compose:docker-compose yamllint:yamllint promtool:prometheus
+prometheus:prometheus curl:curl ss:iproute2 python3:python3 node:nodejs"
 missing=""
 for pair in $NEEDS; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 && continue
-    case " $missing " in *" ${pair#*:} "*) ;; *) missing="$missing ${pair#*:}" ;; esac
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair%%:*} (package ${pair#*:}),"
 done
-if [ -n "$missing" ]; then
-    echo "deploy: apt-get install$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    # docker.io's maintainer scripts may try to start the system service;
-    # the test runs its own daemon instead.
-    { apt-get install -y --no-install-recommends $missing || { apt-get update -q && apt-get install -y --no-install-recommends $missing; }; } \
-        >"$TMP/apt.log" 2>&1 || { tail -20 "$TMP/apt.log" >&2; fatal "apt-get install$missing failed"; }
-fi
-tools_ok=yes
-for pair in $NEEDS; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || { echo "deploy: ${pair%%:*} not found (package ${pair#*:})" >&2; tools_ok=no; }
+for f in kubernetes-models/package.json yaml/package.json .bin/dockerfile-utils; do
+    [ -e "$NODE_MODULES/$f" ] || missing="$missing $NODE_MODULES/$f,"
 done
-[ "$tools_ok" = yes ] || fatal "tools missing after apt-get install"
-
-# npm packages, into build/deploy/npm (a cache: kept between runs).
-NPM_PACKAGES="kubernetes-models@4.5.1 yaml@2 dockerfile-utils@0.16.3"
-if [ ! -f "$NODE_MODULES/kubernetes-models/package.json" ] || [ ! -f "$NODE_MODULES/yaml/package.json" ] ||
-    [ ! -x "$NODE_MODULES/.bin/dockerfile-utils" ] ||
-    ! grep -q '"version": "4.5.1"' "$NODE_MODULES/kubernetes-models/package.json"; then
-    mkdir -p "$NPM_DIR"
-    (cd "$NPM_DIR" && npm install --prefix . --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
-        $NPM_PACKAGES) >"$TMP/npm.log" 2>&1 || { cat "$TMP/npm.log" >&2; fatal "npm install $NPM_PACKAGES failed"; }
-fi
-echo "deploy: tools ready ($(($(date +%s) - START)) s)"
+[ -s "$BASE_TAR" ] || missing="$missing the base image $BASE_TAR,"
+[ -z "$missing" ] || fatal "missing${missing%,}: run tools/deploy_deps.sh as root (make test-deploy does)"
+"$DOCKER" version >/dev/null 2>&1 ||
+    fatal "no Docker daemon at ${DOCKER_HOST:-the default socket}:" \
+        "run this under tools/dockerd_private.sh (make test-deploy does)"
 
 # ------------------------------------------------------------ make data
 
@@ -193,11 +120,11 @@ echo "deploy: tools ready ($(($(date +%s) - START)) s)"
 # traffic leaves the machine.
 dead=$(free_port)
 mkdir -p "$TMP/data-offline"
-t0=$(date +%s%N)
+t0=$EPOCHREALTIME
 DAE_MNIST_URLS="http://127.0.0.1:$dead" DAE_FASHION_MNIST_URLS="http://127.0.0.1:$dead" \
     tools/fetch_data.sh --dir "$TMP/data-offline" >"$TMP/fetch.out" 2>&1
 rc=$?
-ms=$((($(date +%s%N) - t0) / 1000000))
+ms=$(ms_since "$t0")
 if [ "$rc" -eq 1 ] && [ "$ms" -lt 5000 ] && grep -q "unreachable" "$TMP/fetch.out" &&
     grep -q "8 file(s) missing" "$TMP/fetch.out" && [ -z "$(find "$TMP/data-offline" -mindepth 1)" ]; then
     pass "make data offline: exit 1 in $ms ms, says the host is unreachable, leaves no file"
@@ -215,7 +142,7 @@ echo "keep me" >"$TMP/data-bad/mnist/README"
 www=$(free_port)
 python3 -m http.server "$www" --bind 127.0.0.1 --directory "$TMP/www" >"$TMP/http.log" 2>&1 &
 HTTP_PID=$!
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$www/" && break; sleep 0.1; done
+wait_until 5 curl -s -o /dev/null "http://127.0.0.1:$www/"
 DAE_MNIST_URLS="http://127.0.0.1:$www" tools/fetch_data.sh --dir "$TMP/data-bad" --dataset mnist >"$TMP/fetch.out" 2>&1
 rc=$?
 kill "$HTTP_PID" 2>/dev/null
@@ -267,7 +194,7 @@ alerts_tested() {
     ' "$NODE_MODULES"
 }
 check "promtool test rules: every alert fires in its situation and stays quiet in a healthy one" alerts_tested
-note "$(grep -A0 'alerts:' "$TMP/out" | head -1)"
+note "$(grep -A0 'alerts:' "$TMP/check.log" | head -1)"
 
 # Kubernetes.
 kubectl_ok=yes
@@ -286,7 +213,7 @@ check "kubectl kustomize renders deploy/k8s and deploy/k8s/train (Deployment, Se
 if [ -s "$TMP/k8s.yaml" ]; then
     check "every rendered Kubernetes object validates against the API schemas (kubernetes-models 4.5.1)" \
         node tests/deploy/validate_k8s.cjs "$NODE_MODULES" "$TMP/k8s.yaml" "$TMP/train.yaml"
-    note "$(grep -c '^valid' "$TMP/out") objects valid"
+    note "$(grep -c '^valid' "$TMP/check.log") objects valid"
     check "the schema validator rejects each broken manifest of tests/deploy/invalid_k8s.yaml" \
         node tests/deploy/validate_k8s.cjs "$NODE_MODULES" --expect-invalid tests/deploy/invalid_k8s.yaml
     check "the manifests meet the deployment policy (probes, limits, non-root, grace >= drain, selectors, Job)" \
@@ -301,30 +228,6 @@ echo "deploy: static checks done ($(($(date +%s) - START)) s)"
 
 # ------------------------------------------------------------ the image
 
-tests/deploy/make_base_image.sh "$BASE_TAR" || fatal "no base image (debootstrap)"
-
-# A bridge of its own for the default network, so a Docker engine already
-# on the machine (docker0) is not disturbed; a /24 no route uses yet.
-for net in 254 253 252 251 250; do
-    [ -z "$(ip -4 route show to match "172.30.$net.1" | grep -v '^default')" ] && break
-done
-BRIDGE=daetest$$
-if ! { ip link add "$BRIDGE" type bridge && ip addr add "172.30.$net.1/24" dev "$BRIDGE" &&
-    ip link set "$BRIDGE" up; }; then
-    fatal "cannot make the bridge $BRIDGE"
-fi
-dockerd --data-root "$TMP/docker" --exec-root "$TMP/exec" --pidfile "$TMP/dockerd.pid" -H "$DOCKER_HOST" \
-    --bridge "$BRIDGE" --iptables=false --ip-forward=false --ip-masq=false >"$TMP/dockerd.log" 2>&1 &
-DOCKERD_PID=$!
-for _ in $(seq 1 100); do
-    "$DOCKER" version >/dev/null 2>&1 && break
-    kill -0 "$DOCKERD_PID" 2>/dev/null || break
-    sleep 0.2
-done
-if ! "$DOCKER" version >/dev/null 2>&1; then
-    tail -20 "$TMP/dockerd.log" >&2
-    fatal "dockerd did not start"
-fi
 "$DOCKER" import --change 'CMD ["bash"]' "$BASE_TAR" debian:bookworm-slim >/dev/null ||
     fatal "docker import of the base image failed"
 
@@ -370,16 +273,11 @@ fi
 
 if [ "$image_ok" = yes ]; then
     PORT=$(free_port)
-    t0=$(date +%s%N)
+    t0=$EPOCHREALTIME
     CID=$("$DOCKER" run -d --read-only --tmpfs /tmp -p "127.0.0.1:$PORT:8080" "$IMAGE" 2>"$TMP/run.err")
     ready_ms=""
-    for _ in $(seq 1 200); do
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")" = 200 ]; then
-            ready_ms=$((($(date +%s%N) - t0) / 1000000))
-            break
-        fi
-        sleep 0.02
-    done
+    ready() { [ "$(status_of /readyz)" = 200 ]; }
+    if wait_until 10 ready; then ready_ms=$(ms_since "$t0"); fi
     if [ -n "$ready_ms" ] && [ "$ready_ms" -le 2000 ]; then
         pass "docker run -p 127.0.0.1:$PORT:8080 --read-only: /readyz 200 after $ready_ms ms (<= 2 s)"
     else
@@ -393,10 +291,11 @@ if [ "$image_ok" = yes ]; then
         curl -sf "http://127.0.0.1:$PORT/healthz" | grep -q '"ok"' || { echo "healthz"; return 1; }
         curl -sf --data-binary @tests/fixtures/images/gray_300x200.png "http://127.0.0.1:$PORT/denoise" \
             -D "$TMP/headers" >"$TMP/clean.png" || { echo "denoise failed"; return 1; }
-        # The answer is a PNG of the same size: width and height at bytes 16..23.
-        [ "$(head -c 8 "$TMP/clean.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] || { echo "not a PNG"; return 1; }
-        [ "$(od -An -tx1 -j16 -N8 "$TMP/clean.png" | tr -d ' \n')" = \
-            "$(od -An -tx1 -j16 -N8 tests/fixtures/images/gray_300x200.png | tr -d ' \n')" ] || { echo "size differs"; return 1; }
+        # The answer is a PNG of the same size.
+        local size
+        size=$(png_info "$TMP/clean.png")
+        [ -n "$size" ] || { echo "not a PNG"; return 1; }
+        [ "${size% * *}" = "300 200" ] || { echo "size differs: $size"; return 1; }
         grep -qi '^x-model: mnist' "$TMP/headers" || { echo "no X-Model: mnist header"; return 1; }
         curl -sf "http://127.0.0.1:$PORT/models" | grep -q '"fashion-mnist"' || { echo "fashion-mnist not served"; return 1; }
     }
@@ -431,17 +330,17 @@ if [ "$image_ok" = yes ]; then
         return $bad
     }
     check "every metric in alerts.yml and the Grafana dashboard is one the server exports (or a /train metric)" names_known
-    note "$(tail -1 "$TMP/out")"
+    note "$(tail -1 "$TMP/check.log")"
 
+    # health_settled: the HEALTHCHECK has said healthy or unhealthy (in $health).
+    health_settled() {
+        health=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$CID")
+        [ "$health" = healthy ] || [ "$health" = unhealthy ]
+    }
     healthy() {
-        local s
-        for _ in $(seq 1 300); do
-            s=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$CID")
-            [ "$s" = healthy ] && return 0
-            [ "$s" = unhealthy ] && break
-            sleep 0.1
-        done
-        echo "health: $s"
+        local health=""
+        wait_until 30 health_settled && [ "$health" = healthy ] && return 0
+        echo "health: $health"
         "$DOCKER" inspect -f '{{json .State.Health}}' "$CID"
         return 1
     }
@@ -473,16 +372,16 @@ if [ "$image_ok" = yes ]; then
 
     stop_ok() {
         local t0 rc ms
-        t0=$(date +%s%N)
+        t0=$EPOCHREALTIME
         "$DOCKER" stop -t 30 "$CID" >/dev/null || return 1
-        ms=$((($(date +%s%N) - t0) / 1000000))
+        ms=$(ms_since "$t0")
         rc=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$CID")
         "$DOCKER" logs "$CID" 2>&1 | tail -2
         echo "exit $rc after $ms ms"
         [ "$rc" = 0 ] && "$DOCKER" logs "$CID" 2>&1 | grep -q draining
     }
     check "docker stop (SIGTERM): the server drains and exits 0" stop_ok
-    note "$(tail -1 "$TMP/out")"
+    note "$(tail -1 "$TMP/check.log")"
     "$DOCKER" rm -v "$CID" >/dev/null 2>&1
 else
     for c in "container ready within 2 s" "/healthz and /denoise" "/metrics" "metric names" "HEALTHCHECK" "non-root" \
@@ -507,26 +406,25 @@ if [ "$image_ok" = yes ]; then
         # docker-compose v1 exits 0 only when the containers started, but
         # check the service the way a user would.
         local up=""
-        for _ in $(seq 1 240); do
+        scraped() {
             up=$(curl -s "http://127.0.0.1:$PROM_PORT/api/v1/query?query=up%7Bjob%3D%22dae%22%7D")
-            echo "$up" | grep -q '"value":\[[0-9.]*,"1"\]' && break
-            sleep 0.25
-        done
+            echo "$up" | grep -q '"value":\[[0-9.]*,"1"\]'
+        }
+        wait_until 60 scraped
         echo "$up"
         echo "$up" | grep -q '"value":\[[0-9.]*,"1"\]' || { compose logs --tail 20; return 1; }
         curl -sf --data-binary @tests/fixtures/images/gray8.png -o /dev/null "http://127.0.0.1:$COMPOSE_PORT/denoise"
     }
-    t0=$(date +%s%N)
+    t0=$EPOCHREALTIME
     check "docker-compose up: Prometheus scrapes dae (up == 1) and dae answers /denoise" compose_up
-    note "scraped $((($(date +%s%N) - t0) / 1000000)) ms after docker-compose up"
+    note "scraped $(ms_since "$t0") ms after docker-compose up"
 
     # Rules are evaluated every 15 s: wait for every one to have been.
+    evaluated() {
+        curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/rules" >"$TMP/rules.json" && ! grep -q '"health":"unknown"' "$TMP/rules.json"
+    }
     rules_loaded() {
-        for _ in $(seq 1 100); do
-            curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/rules" >"$TMP/rules.json" || return 1
-            grep -q '"health":"unknown"' "$TMP/rules.json" || break
-            sleep 0.25
-        done
+        wait_until 25 evaluated
         node -e '
             const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
             const rules = d.data.groups.flatMap((g) => g.rules);
@@ -556,5 +454,4 @@ else
 fi
 
 echo "deploy: done in $(($(date +%s) - START)) s"
-echo "deploy: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -17,10 +17,11 @@
 # SIGTERM: readiness off, no new connections, in-flight work finished, or
 # answered 503 after the drain deadline, exit 0.
 #
-# Needs bash, curl and coreutils. Every daemon it starts is killed by PID
-# on exit, even when a check fails. Ends with "server: N passed, M failed";
-# exits 1 if any check failed. A sanitizer report in a daemon's log is a
-# failure, copied to stderr (where `make test-sanitize` looks for it).
+# Uses the shell harness tests/lib.sh (bash, curl, python3). Every daemon
+# it starts is killed by PID on exit, even when a check fails. Ends with
+# "server: N passed, M failed"; exits 1 if any check failed. A sanitizer
+# report in a daemon's log is a failure, copied to stderr (where
+# `make test-sanitize` looks for it).
 set -u
 
 if [ $# -ne 2 ] || [ ! -x "$1" ] || [ ! -x "$2" ]; then
@@ -31,8 +32,8 @@ abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 SERVER=$(abs "$1")
 DAE=$(abs "$2")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+source "$ROOT/tests/lib.sh" server
 IMG=$ROOT/tests/fixtures/images
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dae-server-test.XXXXXX")
 PIDS=""
 NETNS_MADE=""
 cleanup() {
@@ -41,26 +42,15 @@ cleanup() {
         ip netns del "$NETNS_MADE" 2>/dev/null
         ip link del "vh$$" 2>/dev/null
     fi
-    rm -rf "$TMP"
 }
-trap cleanup EXIT
 unset DAE_BIND DAE_PORT DAE_MODEL DAE_MODELS_DIR DAE_WORKERS DAE_HTTP_THREADS DAE_MAX_BATCH \
       DAE_MAX_QUEUE_DELAY_US DAE_QUEUE_SIZE DAE_QUEUE_PIXELS DAE_MAX_BODY DAE_MAX_PIXELS \
       DAE_MAX_CONNECTIONS DAE_TIMEOUT DAE_DRAIN_TIMEOUT DAE_PNG_LEVEL DAE_RETRY_AFTER DAE_ACCESS_LOG \
       DAE_ADMIN_TOKEN DAE_STATE_DIR DAE_DATA_DIR DAE_TRAIN_THREADS DAE_TRAIN_QUEUE DAE_RELOAD_INTERVAL
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); }
-fail() {
-    failed=$((failed + 1))
-    echo "FAIL: $*" >&2
-    if [ -s "$TMP/body" ]; then echo "    body: $(head -c 300 "$TMP/body" | tr -d '\0')" >&2; fi
-}
-# CONDITION; ok NAME: counts the check NAME as passed when the condition
-# just evaluated (any && / || chain) succeeded.
-ok() {
-    if [ $? -eq 0 ]; then pass; else fail "$1"; fi
+# A failure shows the start of the last answer's body.
+fail_detail() {
+    if [ -s "$TMP/body" ]; then echo "    body: $(head -c 300 "$TMP/body" | tr -d '\0')"; fi
 }
 
 # ------------------------------------------------------------ daemons
@@ -75,19 +65,18 @@ start() {
     "$SERVER" --bind "${BIND:-127.0.0.1}" --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
     PID=$!
     PIDS="$PIDS $PID"
-    PORT=""
-    for _ in $(seq 1 200); do
-        PORT=$(sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/$name.err" | head -1)
-        [ -n "$PORT" ] && break
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.05
-    done
+    wait_until 10 started "$name" "$PID"
+    PORT=$(port_of "$name")
     if [ -z "$PORT" ]; then
-        echo "FATAL: daemon $name did not start:" >&2
         cat "$TMP/$name.err" >&2
-        exit 1
+        fatal "daemon $name did not start"
     fi
 }
+# port_of NAME: the port daemon NAME said it listens on, or nothing yet.
+port_of() { sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/$1.err" | head -1; }
+# started NAME PID: the daemon has said its port, or has exited.
+started() { [ -n "$(port_of "$1")" ] || exited "$2"; }
+exited() { ! kill -0 "$1" 2>/dev/null; }
 
 # stop PID NAME: SIGTERM, wait up to 30 s; sets RC (the exit status, or
 # 124 when it did not stop). Checks its log for sanitizer reports.
@@ -95,38 +84,16 @@ stop() {
     local pid=$1 name=$2
     kill -TERM "$pid" 2>/dev/null
     RC=124
-    for _ in $(seq 1 600); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid"
-            RC=$?
-            break
-        fi
-        sleep 0.05
-    done
+    if wait_until 30 exited "$pid"; then
+        wait "$pid"
+        RC=$?
+    fi
     sanitizer_check "$name"
 }
 
-sanitizer_check() {
-    if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$TMP/$1.err"; then
-        echo "FAIL: sanitizer report from daemon $1" >&2
-        cat "$TMP/$1.err" >&2
-        failed=$((failed + 1))
-    fi
-}
+sanitizer_check() { sanitizer_scan "$TMP/$1.err" "daemon $1"; }
 
 # ------------------------------------------------------------ requests
-
-# req METHOD PATH [CURL ARGS...]: one request to the current daemon; body
-# in $TMP/body, headers in $TMP/headers, status in STATUS.
-req() {
-    local method=$1 path=$2
-    shift 2
-    rm -f "$TMP/body" "$TMP/headers"
-    STATUS=$(curl -s -m 30 -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method" "$@" \
-        "http://127.0.0.1:$PORT$path")
-}
-
-header() { sed -n "s/^$1: *//Ip" "$TMP/headers" | tr -d '\r' | head -1; }
 
 # expect_error STATUS CODE NAME METHOD PATH [CURL ARGS...]: sends the
 # request and counts check NAME as passed when it is answered with that
@@ -145,14 +112,6 @@ is_error() {
         grep -q "^{\"error\":{\"status\":$1,\"code\":\"$2\",\"message\":\"[^\"]" "$TMP/body"
 }
 
-# png_info FILE: "WIDTH HEIGHT DEPTH COLOR_TYPE" of a PNG, or "" if it is
-# not one.
-png_info() {
-    [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] || return 0
-    od -An -tu1 -j16 -N10 "$1" | tr -s ' \n' ' ' |
-        awk '{printf "%d %d %d %d\n", $1*16777216+$2*65536+$3*256+$4, $5*16777216+$6*65536+$7*256+$8, $9, $10}'
-}
-
 # same_pixels A B: two PNGs hold the same pixels (both re-encoded by the
 # server's /noise with sigma 0, which changes no sample).
 same_pixels() {
@@ -163,24 +122,11 @@ same_pixels() {
 
 # metric TEXT: the value of the first series starting with TEXT.
 metric() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -F "$1" | grep -v '^#' | head -1 | awk '{print $NF}'; }
-
-# http_fd FD REQUEST: sends REQUEST on an open /dev/tcp descriptor and
-# reads one response; sets RAW_STATUS and RAW_BODY.
-http_fd() {
-    local fd=$1 line len=0
-    printf '%b' "$2" >&"$fd"
-    RAW_STATUS=""
-    RAW_BODY=""
-    IFS= read -r -t 5 line <&"$fd" || return 1
-    RAW_STATUS=$(echo "$line" | cut -d' ' -f2)
-    while IFS= read -r -t 5 line <&"$fd"; do
-        line=${line%$'\r'}
-        [ -z "$line" ] && break
-        case "${line,,}" in content-length:*) len=${line#*: } ;; esac
-    done
-    [ "$len" -gt 0 ] && IFS= read -r -t 5 -N "$len" RAW_BODY <&"$fd"
-    return 0
-}
+# pending N: the daemon's inference queue holds N requests.
+pending() { [ "$(metric 'dae_queue_pending ')" = "$1" ]; }
+# models_say TEXT / models_omit TEXT: GET /models holds TEXT / does not.
+models_say() { curl -s "http://127.0.0.1:$PORT/models" | grep -qF "$1"; }
+models_omit() { ! models_say "$1"; }
 
 # ------------------------------------------------------------ models
 
@@ -289,7 +235,7 @@ while read -r file want; do
     elif ! same_pixels "$out" "$TMP/engine_$file.png"; then
         fail "$file: pixels differ from dae denoise"
     else
-        pass
+        pass "$file"
     fi
 done <<'EOF'
 gray1.png 28 28 8 0
@@ -332,21 +278,19 @@ req POST /denoise --data-binary @"$IMG/bad_crc.png"
 is_error 400 invalid_image && grep -q 'CRC error' "$TMP/body"
 ok "corrupted CRC: 400 invalid_image saying CRC"
 expect_error 415 unsupported_media_type "plain text: 415 unsupported_media_type" POST /denoise --data-binary @"$IMG/text.txt" -H 'Content-Type: text/plain'
-t0=$(date +%s%N)
+t0=$EPOCHREALTIME
 req POST /denoise --data-binary @"$IMG/bomb.png"
-t1=$(date +%s%N)
-is_error 413 too_many_pixels && grep -q '20000x20000' "$TMP/body" && [ $(((t1 - t0) / 1000000)) -lt 2000 ]
+ms=$(ms_since "$t0")
+is_error 413 too_many_pixels && grep -q '20000x20000' "$TMP/body" && [ "$ms" -lt 2000 ]
 ok "decompression bomb (1 KB claiming 20000x20000): 413 too_many_pixels at once"
 rss=$(metric process_resident_memory_bytes)
 [ "${rss:-0}" -gt 0 ] && [ "${rss%.*}" -lt 300000000 ]
 ok "... and nothing near its 400 MB was allocated (RSS $rss)"
 head -c 11534336 /dev/zero >"$TMP/big.bin"
 expect_error 413 body_too_large "11 MiB body (limit 10 MiB): 413 body_too_large" POST /denoise --data-binary @"$TMP/big.bin"
-exec 3<>"/dev/tcp/127.0.0.1/$PORT"
-http_fd 3 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\nContent-Length: 11534336\r\n\r\n'
-exec 3<&-
-[ "$RAW_STATUS" = 413 ] &&
-    echo "$RAW_BODY" | grep -q '"code":"body_too_large"'
+# curl announces the length but has no byte of the body to send.
+req POST /denoise -H 'Content-Type: image/png' -H 'Content-Length: 11534336' -H 'Expect:' --data-binary ''
+[ "$STATUS" = 413 ] && grep -q '"code":"body_too_large"' "$TMP/body"
 ok "413 from Content-Length alone, without sending the body"
 expect_error 413 body_too_large "11 MiB chunked body: 413 body_too_large" POST /denoise -H 'Transfer-Encoding: chunked' --data-binary @"$TMP/big.bin"
 req POST /denoise --data-binary @"$IMG/gray8.png"
@@ -380,12 +324,7 @@ cp "$TMP/body" "$TMP/metrics.txt"
 [ "$STATUS" = 200 ] && header Content-Type | grep -q '^text/plain; version=0.0.4'
 ok "GET /metrics: 200 text/plain version 0.0.4"
 if command -v promtool >/dev/null; then
-    if promtool check metrics <"$TMP/metrics.txt" >"$TMP/promtool.log" 2>&1; then
-        pass
-    else
-        fail "promtool check metrics"
-        sed 's/^/    promtool: /' "$TMP/promtool.log" >&2
-    fi
+    check "promtool check metrics" promtool check metrics <"$TMP/metrics.txt"
 else
     echo "server: promtool not installed (Debian package prometheus): metrics format check skipped"
 fi
@@ -410,7 +349,8 @@ ok "metrics have model info, build info and process_* from /proc"
 ok "metric labels never hold raw paths or names from requests"
 before=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
 for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$PORT/readyz"; done
-sleep 0.1
+logged() { [ $(($(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out") - before)) -ge 3 ]; }
+wait_until 2 logged
 after=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
 [ $((after - before)) -eq 3 ] &&
     grep -qE ' POST /denoise route=denoise status=200 bytes=[0-9]+ duration_ms=[0-9.]+ model=mnist$' "$TMP/a.out"
@@ -439,7 +379,7 @@ expect_error 413 body_too_large "DAE_MAX_BODY=1M: a 1.1 MB body is 413" POST /de
 curl -s -o "$TMP/bigout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
     "http://127.0.0.1:$PORT/denoise" >"$TMP/bigstatus" &
 big=$!
-for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
+wait_until 5 pending 1
 req POST /denoise --data-binary @"$IMG/gray8.png"
 is_error 503 queue_full && [ "$(header Retry-After)" = 2 ]
 ok "full queue: 503 queue_full with Retry-After at once"
@@ -451,31 +391,27 @@ ok "... while the queued request still completes"
 ok "the rejection is counted"
 # Three uploads in progress fill DAE_MAX_CONNECTIONS=3 (checked well within
 # DAE_TIMEOUT=1); a fourth request is answered 503, but the probes keep
-# a few connections of their own.
+# a few connections of their own. A stalled upload is a raw socket that
+# sent half a request, not an HTTP client: bash's /dev/tcp.
 stalled='POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc'
 exec 5<>"/dev/tcp/127.0.0.1/$PORT" 6<>"/dev/tcp/127.0.0.1/$PORT" 7<>"/dev/tcp/127.0.0.1/$PORT"
 printf "$stalled" >&5; printf "$stalled" >&6; printf "$stalled" >&7
-sleep 0.1
-req GET /models
+over_limit() { req GET /models; [ "$STATUS" = 503 ]; }
+wait_until 0.5 over_limit
 is_error 503 too_many_connections && [ "$(header Retry-After)" = 2 ]
 ok "connection limit: a request over DAE_MAX_CONNECTIONS is answered 503 too_many_connections"
 req GET /healthz
 [ "$STATUS" = 200 ]
 ok "... while GET /healthz still answers 200 (headroom for the probes)"
 exec 5<&- 6<&- 7<&-
-code=000
-for _ in $(seq 1 40); do
-    code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/models")
-    [ "$code" = 200 ] && break
-    sleep 0.05
-done
-[ "$code" = 200 ]
+answers() { [ "$(status_of "$1")" = "$2" ]; }
+wait_until 5 answers /models 200
 ok "... and others are served again once they close"
-# A client that stops half way through its request is cut off after DAE_TIMEOUT=1.
+# A client that stops half way through its request is cut off after
+# DAE_TIMEOUT=1: cat ends when the daemon closes the connection.
 exec 5<>"/dev/tcp/127.0.0.1/$PORT"
 printf 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc' >&5
-sleep 2.5
-timeout 3 cat <&5 >"$TMP/slow"
+timeout 5 cat <&5 >"$TMP/slow"
 rc=$?
 exec 5<&-
 [ "$rc" -eq 0 ]
@@ -494,25 +430,25 @@ ok "daemon b: exit 0 (exit $RC)"
 
 start c --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/none" --workers 1 --drain-timeout 20
 C_PID=$PID
-exec 8<>"/dev/tcp/127.0.0.1/$PORT"
-http_fd 8 'GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n'
-[ "$RAW_STATUS" = 200 ]
+# One curl asks /readyz ten times a second on one kept-alive connection;
+# each answer is its body, then a line "|STATUS|NEW_CONNECTIONS".
+: >"$TMP/readyz"
+curl -s --rate 10/s -w '|%{http_code}|%{num_connects}\n' $(printf "http://127.0.0.1:$PORT/readyz %.0s" {1..300}) \
+    >"$TMP/readyz" 2>/dev/null &
+probe=$!
+wait_until 5 grep -q '^|200|1$' "$TMP/readyz"
 ok "readyz 200 before SIGTERM (kept-alive connection)"
 curl -s -o "$TMP/drainout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
     "http://127.0.0.1:$PORT/denoise" >"$TMP/drainstatus" &
 big=$!
-for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
+wait_until 5 pending 1
 kill -TERM "$C_PID"
-for _ in $(seq 1 50); do # until the daemon has taken the signal
-    http_fd 8 'GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n' || break
-    [ "$RAW_STATUS" = 503 ] && break
-    sleep 0.05
-done
-[ "$RAW_STATUS" = 503 ] && echo "$RAW_BODY" | grep -q '"code":"draining"'
+drain_seen() { grep -q '"code":"draining"' "$TMP/readyz" && grep -q '^|503|0$' "$TMP/readyz"; }
+wait_until 5 drain_seen
 ok "SIGTERM: readyz turns 503 draining"
-exec 8<&-
-code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
-[ "$code" = 000 ]
+kill "$probe" 2>/dev/null
+wait "$probe" 2>/dev/null
+answers /healthz 000
 ok "SIGTERM: new connections are refused"
 wait $big
 [ "$(cat "$TMP/drainstatus")" = 200 ] &&
@@ -529,14 +465,14 @@ D_PID=$PID
 curl -s -o "$TMP/cutout" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
     "http://127.0.0.1:$PORT/denoise" >"$TMP/cutstatus" &
 big=$!
-for _ in $(seq 1 200); do [ "$(metric 'dae_queue_pending ')" = 1 ] && break; sleep 0.01; done
-t0=$(date +%s%N)
+wait_until 5 pending 1
+t0=$EPOCHREALTIME
 stop "$D_PID" d
-t1=$(date +%s%N)
+ms=$(ms_since "$t0")
 wait $big
 [ "$(cat "$TMP/cutstatus")" = 503 ] && grep -q '"code":"shutting_down"' "$TMP/cutout"
 ok "drain deadline 0: the unfinished request is answered 503 shutting_down"
-[ "$RC" -eq 0 ] && [ $(((t1 - t0) / 1000000)) -lt 3000 ]
+[ "$RC" -eq 0 ] && [ "$ms" -lt 3000 ]
 ok "drain deadline 0: exit 0 at once (exit $RC)"
 
 # ------------------------------------------------------------ training, registry, admin
@@ -550,14 +486,8 @@ job_field() {
     curl -s "http://127.0.0.1:$PORT/train/$1" | sed -n "s/^{\"id\":\"[^\"]*\".*\"$2\":\"\{0,1\}\([^\",]*\).*/\1/p" | head -1
 }
 # wait_state ID STATE SECONDS: polls until the job is in STATE.
-wait_state() {
-    local i
-    for i in $(seq 1 $(($3 * 20))); do
-        [ "$(job_field "$1" state)" = "$2" ] && return 0
-        sleep 0.05
-    done
-    return 1
-}
+wait_state() { wait_until "$3" job_in "$1" "$2"; }
+job_in() { [ "$(job_field "$1" state)" = "$2" ]; }
 # denoise_many N OUT: N /denoise requests, 4 at a time; their statuses into OUT.
 denoise_many() {
     : >"$2"
@@ -575,7 +505,7 @@ E_PID=$PID
 expect_error 400 invalid_json "POST /train with a body that is not JSON: 400 invalid_json" POST /train --data-binary 'not json'
 while IFS='|' read -r body field; do
     req POST /train -H 'Content-Type: application/json' --data-binary "$body"
-    if is_error 422 invalid_parameter && grep -qF "$field" "$TMP/body"; then pass; else fail "POST /train $body: 422 naming $field"; fi
+    if is_error 422 invalid_parameter && grep -qF "$field" "$TMP/body"; then pass "POST /train $body"; else fail "POST /train $body: 422 naming $field"; fi
 done <<'EOF'
 {"epochs":1}|dataset is required
 {"dataset":"../etc"}|dataset must be
@@ -668,15 +598,15 @@ ok "a long job starts running"
 denoise_many 24 "$TMP/during_train"
 all_200 "$TMP/during_train"
 ok "concurrent /denoise requests during training all succeed"
-t0=$(date +%s%N)
+t0=$EPOCHREALTIME
 req DELETE "/train/$J3"
 [ "$STATUS" = 202 ]
 ok "DELETE /train/{id}: 202"
 wait_state "$J3" cancelled 5
 rc=$?
-t1=$(date +%s%N)
-[ $rc -eq 0 ] && [ $(((t1 - t0) / 1000000)) -lt 1500 ]
-ok "the running job ends cancelled within a second ($(((t1 - t0) / 1000000)) ms)"
+ms=$(ms_since "$t0")
+[ $rc -eq 0 ] && [ "$ms" -lt 1500 ]
+ok "the running job ends cancelled within a second ($ms ms)"
 [ ! -e "$TMP/tmodels/cancelled1.safetensors" ] && ! ls "$TMP/tmodels" | grep -q tmp
 ok "a cancelled job writes no model"
 expect_error 409 job_finished "cancelling a finished job: 409" DELETE "/train/$J3"
@@ -698,7 +628,7 @@ fi
 req POST /train --data-binary '{"dataset":"mnist-mini","epochs":10000,"model_name":"killed1"}'
 J4=$(job_id)
 wait_state "$J4" running 30
-sleep 0.3
+wait_until 5 grep -q '"state":"running"' "$TMP/state/$J4.json"
 { kill -KILL "$E_PID" && wait "$E_PID"; } 2>/dev/null
 sanitizer_check e
 start e2 --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state" --data-dir "$FIX" \
@@ -728,7 +658,7 @@ cp "$TMP/tmodels/job1.safetensors" "$TMP/tmodels/extra.safetensors"
 echo "garbage" >"$TMP/tmodels/corrupt.safetensors"
 PORT=$F_PORT
 kill -HUP "$F_PID"
-for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$PORT/models" | grep -q '"active":"mnist"' && break; sleep 0.05; done
+wait_until 5 models_say '"active":"mnist"'
 req GET /models
 grep -q '"active":"mnist"' "$TMP/body" && grep -q '"name":"extra"' "$TMP/body" && ! grep -q '"name":"corrupt"' "$TMP/body"
 ok "replica 2 follows the ACTIVE file on SIGHUP, lists a new file, skips a corrupt one"
@@ -739,7 +669,7 @@ req POST /denoise --data-binary @"$IMG/gray8.png"
 ok "... and answers from it"
 rm -f "$TMP/tmodels/extra.safetensors" "$TMP/tmodels/corrupt.safetensors"
 kill -HUP "$F_PID"
-for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$PORT/models" | grep -q '"name":"extra"' || break; sleep 0.05; done
+wait_until 5 models_omit '"name":"extra"'
 req GET /models
 ! grep -q '"name":"extra"' "$TMP/body"
 ok "a removed file disappears on the next rescan"
@@ -816,5 +746,4 @@ else
     echo "server: no network namespace (needs root and iproute2): the 403 rule is covered by the unit tests only"
 fi
 
-echo "server: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
