@@ -1,5 +1,5 @@
 /* http.c - the libmicrohttpd daemon: the route table, the request state machine,
- * body collection with limits, dispatch of image jobs with suspend and
+ * body collection with limits, dispatch of image requests with suspend and
  * resume, JSON answers, the access log and the request metrics. */
 #include "http.h"
 

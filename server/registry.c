@@ -48,18 +48,6 @@ static int file_identity(const char *path, long long id[3]) {
 
 /* ------------------------------------------------------------ handles */
 
-int srv_model_name_valid(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n > SRV_MODEL_NAME_LEN || name[0] == '.') return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* Frees everything m owns and m itself. */
 static void model_free(srv_model *m) {
     for (int i = 0; i < SRV_MAX_WORKERS; i++) dae_workspace_free(m->workspaces[i]);
@@ -170,7 +158,7 @@ static int name_of_path(const char *path, char *name, size_t len) {
     if (n >= len) return -1;
     memcpy(name, base, n);
     name[n] = '\0';
-    return srv_model_name_valid(name) ? 0 : -1;
+    return dae_name_valid(name) ? 0 : -1;
 }
 
 /* Loads every DIR/NAME.safetensors into r, skipping (with a warning)
@@ -182,14 +170,14 @@ static void load_dir(srv_registry *r, const char *dir, int max_batch) {
     while ((e = readdir(d)) != NULL) {
         size_t n = strlen(e->d_name), s = sizeof SUFFIX - 1;
         if (n <= s || strcmp(e->d_name + n - s, SUFFIX) != 0 || e->d_name[0] == '.') continue;
-        char name[SRV_MODEL_NAME_LEN + 1];
-        if (n - s > SRV_MODEL_NAME_LEN) {
+        char name[DAE_NAME_MAX + 1];
+        if (n - s > DAE_NAME_MAX) {
             srv_log("warning: %s/%s: model name too long, skipped", dir, e->d_name);
             continue;
         }
         memcpy(name, e->d_name, n - s);
         name[n - s] = '\0';
-        if (!srv_model_name_valid(name)) {
+        if (!dae_name_valid(name)) {
             srv_log("warning: %s/%s: \"%s\" is not a valid model name ([A-Za-z0-9._-]), skipped", dir, e->d_name, name);
             continue;
         }
@@ -230,7 +218,7 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
     if (cfg->models_dir != NULL) load_dir(r, cfg->models_dir, cfg->max_batch);
     /* The ACTIVE file wins over cfg->model when it names a loaded model:
      * every replica sharing the directory follows the last activation. */
-    char active[SRV_MODEL_NAME_LEN + 1];
+    char active[DAE_NAME_MAX + 1];
     if (cfg->models_dir != NULL && srv_active_read(cfg->models_dir, active, sizeof active) == 0) {
         int i = find(r, active);
         if (i >= 0) {
@@ -262,7 +250,7 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
             r->def = r->models[i];
             return r;
         }
-    char name[SRV_MODEL_NAME_LEN + 1];
+    char name[DAE_NAME_MAX + 1];
     if (name_of_path(spec, name, sizeof name) != 0) {
         snprintf(err, errlen, "default model %s: its file name does not make a valid model name ([A-Za-z0-9._-])",
                  spec);
@@ -398,13 +386,13 @@ int srv_active_read(const char *dir, char *name, size_t len) {
     fclose(f);
     if (!ok) return -1;
     line[strcspn(line, "\r\n")] = '\0';
-    if (!srv_model_name_valid(line) || strlen(line) >= len) return -1;
+    if (!dae_name_valid(line) || strlen(line) >= len) return -1;
     snprintf(name, len, "%s", line);
     return 0;
 }
 
 dae_status srv_active_write(const char *dir, const char *name, char *err, size_t errlen) {
-    char path[4096], line[SRV_MODEL_NAME_LEN + 2];
+    char path[4096], line[DAE_NAME_MAX + 2];
     snprintf(path, sizeof path, "%s/%s", dir, SRV_ACTIVE_FILE);
     int n = snprintf(line, sizeof line, "%s\n", name);
     return dae_file_write_atomic(path, line, (size_t)n, err, errlen);
@@ -485,12 +473,12 @@ void srv_registry_reload(srv_registry *r) {
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL) {
         size_t n = strlen(e->d_name);
-        if (n <= s || strcmp(e->d_name + n - s, SUFFIX) != 0 || e->d_name[0] == '.' || n - s > SRV_MODEL_NAME_LEN)
+        if (n <= s || strcmp(e->d_name + n - s, SUFFIX) != 0 || e->d_name[0] == '.' || n - s > DAE_NAME_MAX)
             continue;
-        char name[SRV_MODEL_NAME_LEN + 1];
+        char name[DAE_NAME_MAX + 1];
         memcpy(name, e->d_name, n - s);
         name[n - s] = '\0';
-        if (!srv_model_name_valid(name)) continue;
+        if (!dae_name_valid(name)) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         long long id[3];
@@ -525,7 +513,7 @@ void srv_registry_reload(srv_registry *r) {
         fresh[n_fresh++] = m;
     }
     if (d != NULL) closedir(d);
-    char active[SRV_MODEL_NAME_LEN + 1];
+    char active[DAE_NAME_MAX + 1];
     int has_active = srv_active_read(dir, active, sizeof active) == 0;
     /* 2. Swap them in, drop models whose file is gone, follow ACTIVE. */
     pthread_mutex_lock(&r->mu);
@@ -568,7 +556,7 @@ static int name_taken(srv_registry *r, const char *name, const char *path, int *
     pthread_mutex_unlock(&r->mu);
     struct stat st;
     int exists = path != NULL && lstat(path, &st) == 0;
-    char act[SRV_MODEL_NAME_LEN + 1];
+    char act[DAE_NAME_MAX + 1];
     if (!is_def && r->models_dir != NULL && srv_active_read(r->models_dir, act, sizeof act) == 0)
         is_def = strcmp(act, name) == 0;
     if (active != NULL) *active = (listed || exists) && is_def;

@@ -21,14 +21,12 @@
 
 #include "config.h"
 #include "dae_status.h"
+#include "dataset.h"
 #include "model.h"
-
-/* Longest model name; names are [A-Za-z0-9._-], not starting with '.'. */
-#define SRV_MODEL_NAME_LEN 64
 
 typedef struct srv_model {
     atomic_int refs;
-    char name[SRV_MODEL_NAME_LEN + 1];
+    char name[DAE_NAME_MAX + 1]; /* dae_name_valid */
     char version[24];     /* "sha256:0123456789ab" */
     char sha256[65];      /* of the weights file */
     char *path;           /* owned */
@@ -72,9 +70,6 @@ void srv_model_release(srv_model *m);
 /* Returns worker's workspace of m, making it on first use (NULL when out
  * of memory). Only worker `worker` may call this for that index. */
 dae_workspace *srv_model_workspace(srv_model *m, int worker);
-
-/* 1 when name is a valid model name. */
-int srv_model_name_valid(const char *name);
 
 /* GET /models: a new malloc'd JSON document listing every model, or NULL
  * when out of memory. */

@@ -332,7 +332,7 @@ static srv_train_job *job_from_record(const char *fname, const char *text, size_
         snprintf(why, whylen, "out of memory");
         goto fail;
     }
-    if (!srv_model_name_valid(jb->model_name)) {
+    if (!dae_name_valid(jb->model_name)) {
         snprintf(why, whylen, "its request makes no valid model name");
         goto fail;
     }

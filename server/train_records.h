@@ -53,7 +53,7 @@ typedef struct {
     srv_train_state state;
     cJSON *request;      /* the canonical request (every field, defaults filled in) */
     /* Shortcuts into the request. */
-    char model_name[SRV_MODEL_NAME_LEN + 1];
+    char model_name[DAE_NAME_MAX + 1];
     int epochs;
     int replace;         /* the request may replace a model that is not active */
     /* Progress. */

@@ -391,7 +391,7 @@ static dae_status name_free_for(srv_training *t, const cJSON *req, char *err, si
     const cJSON *mn = cJSON_GetObjectItemCaseSensitive(req, "model_name");
     const cJSON *ds = cJSON_GetObjectItemCaseSensitive(req, "dataset");
     int replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "replace"));
-    char name[SRV_MODEL_NAME_LEN + 1];
+    char name[DAE_NAME_MAX + 1];
     int active = 0;
     if (!cJSON_IsString(mn)) {
         for (int tries = 0; t->next_id <= SRV_TRAIN_ID_MAX; tries++, t->next_id++) {
