@@ -136,5 +136,12 @@ int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_
         if (rc != 0) return rc;
     }
     if (*n_pos < cmd->min_pos) return cli_usage_error(cmd->name, "missing arguments: dae %s %s", cmd->name, cmd->synopsis);
+    for (const char *r = cmd->required; r != NULL && *r != '\0'; r += strspn(r, ",")) {
+        size_t n = strcspn(r, ",");
+        for (int k = 0; k < cmd->n_flags; k++)
+            if (!cmd->flags[k].seen && strlen(cmd->flags[k].name) == n && strncmp(cmd->flags[k].name, r, n) == 0)
+                return cli_usage_error(cmd->name, "--%s is required", cmd->flags[k].name);
+        r += n;
+    }
     return CLI_CONTINUE;
 }

@@ -39,6 +39,7 @@ typedef struct {
     cli_flag *flags;
     int n_flags;
     int min_pos, max_pos;    /* how many positional arguments are allowed */
+    const char *required;    /* flags that must be given, comma-separated ("dataset,out"); NULL: none */
 } cli_command;
 
 /* What cli_parse returns when the command should go on; anything else is
@@ -49,7 +50,8 @@ typedef struct {
 
 /* Parses argv[0..argc) (the arguments after the subcommand name) against
  * cmd's flags; positional arguments go to pos (room for cmd->max_pos) and
- * their count to *n_pos. Returns CLI_CONTINUE; 0 after printing the usage
+ * their count to *n_pos; a flag of cmd->required that is missing is a
+ * usage error. Returns CLI_CONTINUE; 0 after printing the usage
  * for --help; or CLI_EXIT_USAGE after printing the mistake on stderr. */
 int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_pos);
 

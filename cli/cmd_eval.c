@@ -46,13 +46,11 @@ int cmd_eval(int argc, char **argv) {
                        "its noisy input, against the clean images, under two protocols: raw (the noise as given)\n"
                        "and png (the same noise clipped to [0, 1] and quantised to 8 bits). The noise of image i\n"
                        "is drawn from a fixed evaluation seed and i, so numbers compare across runs and tools.",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 0, 0};
+                       flags, (int)(sizeof flags / sizeof flags[0]), 0, 0, "model,dataset"};
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
     if (rc != CLI_CONTINUE) return rc;
-    if (model_path == NULL) return cli_usage_error(NAME, "--model is required");
-    if (dataset == NULL) return cli_usage_error(NAME, "--dataset is required");
     char err[DAE_ERR_LEN] = "";
     protocol protos[2] = {{.name = "raw"}, {.name = "png"}};
     if (dae_noise_parse(noise_text, &protos[0].noise, err, sizeof err) != DAE_OK)

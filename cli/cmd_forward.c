@@ -22,7 +22,7 @@ int cmd_forward(int argc, char **argv) {
     cli_command cmd = {NAME, "IN.safetensors OUT.safetensors [flags]",
                        "Runs the network on the images of IN's tensor (N x C x H x W, float32, the model's\n"
                        "input shape) and writes its outputs, same shape, as the tensor \"output\" of OUT.",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2};
+                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2, NULL};
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);

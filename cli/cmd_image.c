@@ -28,7 +28,7 @@ int cmd_denoise(int argc, char **argv) {
                        "Denoises IN (PNG of any kind, JPEG, BMP, GIF, PNM or TGA; any size) into the PNG OUT of the\n"
                        "same size: overlapping model-sized tiles blended smoothly; gray stays gray, colour channels\n"
                        "are denoised independently, alpha is kept; 16-bit input comes back 8-bit.",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2};
+                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2, NULL};
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
@@ -85,7 +85,7 @@ int cmd_noise(int argc, char **argv) {
     cli_command cmd = {name, "IN OUT [flags]",
                        "Adds seeded synthetic noise to every colour channel of IN (alpha untouched) and writes the\n"
                        "PNG OUT, clipped to [0, 1] and quantised to 8 bits.",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2};
+                       flags, (int)(sizeof flags / sizeof flags[0]), 2, 2, NULL};
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
@@ -138,13 +138,11 @@ int cmd_grid(int argc, char **argv) {
                        "Writes one gray PNG with three rows of test images - original, noisy, denoised - scaled\n"
                        "up with white gaps, like the original notebook's figure. With the default seed the noisy\n"
                        "images are those `dae eval` scores.",
-                       flags, (int)(sizeof flags / sizeof flags[0]), 0, 0};
+                       flags, (int)(sizeof flags / sizeof flags[0]), 0, 0, "dataset,out"};
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
     if (rc != CLI_CONTINUE) return rc;
-    if (dataset == NULL) return cli_usage_error(name, "--dataset is required");
-    if (out_path == NULL) return cli_usage_error(name, "--out is required");
     char err[DAE_ERR_LEN] = "";
     dae_noise_spec spec;
     if (dae_noise_parse(noise_text, &spec, err, sizeof err) != DAE_OK) return cli_usage_error(name, "--noise: %s", err);

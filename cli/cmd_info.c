@@ -37,7 +37,7 @@ int cmd_info(int argc, char **argv) {
                        "Prints the architecture (each layer with its input and output shape and its tensors), the\n"
                        "parameter count and all metadata of a weights file (ours or one saved from PyTorch) or of\n"
                        "a training checkpoint.",
-                       NULL, 0, 1, 1};
+                       NULL, 0, 1, 1, NULL};
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);

@@ -244,13 +244,11 @@ int cmd_train(int argc, char **argv) {
                        "loss, Adam) and writes the weights as safetensors with the training facts as metadata.\n"
                        "Same seed and thread count give the same weights; --resume continues a run exactly\n"
                        "(pass the same flags as the run that wrote the checkpoint).",
-                       flags, n, 0, 0};
+                       flags, n, 0, 0, "dataset,out"};
     const char *pos[1];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
     if (rc != CLI_CONTINUE) return rc;
-    if (dataset == NULL) return cli_usage_error(NAME, "--dataset is required");
-    if (out == NULL) return cli_usage_error(NAME, "--out is required");
     if (resume != NULL && architecture != NULL)
         return cli_usage_error(NAME, "--resume takes the architecture from the checkpoint; drop --architecture");
     if (strlen(dataset) >= sizeof req.dataset) return cli_usage_error(NAME, "--dataset: the name is too long");
