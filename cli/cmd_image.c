@@ -42,9 +42,8 @@ int cmd_denoise(int argc, char **argv) {
     dae_pool *pool = NULL;
     dae_workspace **ws = NULL;
     int exit_code = CLI_EXIT_FAILURE;
-    if (m.in_c != 1) {
-        cli_error(name, "%s: the model takes %d-channel input; denoising needs a single-channel model",
-                  cli_model_path(model_path), m.in_c);
+    if (dae_denoise_check_model(&m, cli_model_path(model_path), err, sizeof err) != DAE_OK) {
+        cli_error(name, "%s", err);
         goto done;
     }
     if (dae_image_load(in_path, CLI_MAX_IMAGE_BYTES, (size_t)max_pixels, &in, err, sizeof err) != DAE_OK) {

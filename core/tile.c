@@ -61,6 +61,12 @@ static void axis_weights(int n, int t, int count, float *win, float *inv) {
     for (int x = 0; x < n; x++) inv[x] = 1.0f / inv[x]; /* exactly 1 with one tile */
 }
 
+dae_status dae_denoise_check_model(const dae_model *m, const char *model, char *err, size_t errlen) {
+    if (m->in_c == 1) return DAE_OK;
+    return dae_fail(err, errlen, DAE_ERR_INVALID,
+                    "%s: the model takes %d-channel input; denoising needs a single-channel model", model, m->in_c);
+}
+
 dae_status dae_tile_plan_init(dae_tile_plan *p, const dae_model *m, int width, int height,
                               char *err, size_t errlen) {
     memset(p, 0, sizeof *p);

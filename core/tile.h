@@ -60,6 +60,11 @@ typedef struct {
     float *buffer_;         /* owns the four arrays */
 } dae_tile_plan;
 
+/* Checks that m can denoise images: its input is one channel (images of
+ * any channel count are denoised a channel at a time). Otherwise err says
+ * so, naming the model (a path or a word for it). */
+dae_status dae_denoise_check_model(const dae_model *m, const char *model, char *err, size_t errlen);
+
 /* Plans the tiles of a width x height plane for model m (single-channel
  * input). Allocates O(width + height + tile) floats, owned by p until
  * dae_tile_plan_free. Fails with DAE_ERR_INVALID for a multi-channel

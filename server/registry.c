@@ -18,6 +18,7 @@
 #include "log.h"
 #include "modelfile.h"
 #include "sha256.h"
+#include "tile.h"
 
 /* Largest weights file the registry reads. */
 #define MAX_MODEL_BYTES ((size_t)2 << 30)
@@ -96,11 +97,7 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
     file_identity(path, m->file_id);
     srv_utc_now(m->loaded_at, sizeof m->loaded_at);
     if (dae_model_parse(buf, len, path, &m->net, &info, err, errlen) != DAE_OK) goto fail;
-    if (m->net.in_c != 1) {
-        snprintf(err, errlen, "%s: the model takes %d-channel input; denoising needs a single-channel model", path,
-                 m->net.in_c);
-        goto fail;
-    }
+    if (dae_denoise_check_model(&m->net, path, err, errlen) != DAE_OK) goto fail;
     /* The metadata moves from info to m: no copy. */
     m->meta_keys = info.meta.meta_keys, m->meta_values = info.meta.meta_values, m->n_meta = info.meta.n_meta;
     free(buf);
