@@ -19,6 +19,7 @@
 #include "image.h"
 #include "model.h"
 #include "modelfile.h"
+#include "test_util.h"
 #include "tile.h"
 #include "train.h"
 
@@ -197,23 +198,12 @@ Test(budget, training_over_budget_is_422_naming_both_numbers) {
 
 /* ------------------------------------------------------------ the scheduler gives it all back */
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-} waiter;
-
-static void on_done(srv_infer_request *j) {
-    waiter *w = j->user;
-    pthread_mutex_lock(&w->mu);
-    w->done++;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
+/* A request's completion callback: counts it on the test_waiter in user. */
+static void on_done(srv_infer_request *j) { test_waiter_done(j->user); }
 
 Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
-    char dir[] = "/tmp/dae-test-budget.XXXXXX", err[DAE_ERR_LEN] = "", path[64];
-    cr_assert_not_null(mkdtemp(dir));
+    char *dir = test_tmpdir("budget");
+    char err[DAE_ERR_LEN] = "", path[600];
     dae_model m;
     cr_assert_eq(dae_model_init(&m, dae_model_default_spec(), err, sizeof err), DAE_OK);
     dae_model_init_params(&m, 1);
@@ -239,7 +229,7 @@ Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
     srv_infer_request reqs[N];
     uint8_t *pngs[N];
     size_t lens[N];
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    test_waiter w = TEST_WAITER_INIT;
     long long total = 0;
     for (int i = 0; i < N; i++) {
         int side = 20 + 30 * i, ch = 1 + i % 4;
@@ -268,9 +258,7 @@ Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
         srv_infer_enqueue(q, j);
     }
     cr_assert_leq(srv_budget_peak(b), total, "early requests may have given some back already");
-    pthread_mutex_lock(&w.mu);
-    while (w.done < N) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
+    test_waiter_wait(&w, N);
     long long kept = 0;
     for (int i = 0; i < N; i++) {
         cr_assert_eq(reqs[i].status, DAE_OK, "request %d: %s", i, reqs[i].message);
@@ -287,6 +275,5 @@ Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
     cr_assert_eq(srv_budget_used(b), 0);
     srv_infer_stop(q);
     srv_registry_free(r);
-    unlink(path);
-    rmdir(dir);
+    test_rm_tree(dir);
 }

@@ -3,7 +3,6 @@
  * (name checks, missing files, count mismatches). */
 #include <criterion/criterion.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,35 +11,11 @@
 #include <zlib.h>
 
 #include "idx.h"
+#include "test_util.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------ */
-
-static int idx_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-static char *idx_tmpdir(void) {
-    char *d = strdup("/tmp/dae_test_idx_XXXXXX");
-    cr_assert_not_null(d);
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void idx_rm_tree(char *dir) {
-    nftw(dir, idx_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
-
-static char *idx_join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    cr_assert_not_null(p);
-    snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
 
 static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24);
@@ -92,7 +67,7 @@ static void write_gz(const char *path, const uint8_t *b, size_t len) {
  * n_train_labels training labels; gz picks the compressed form. */
 static void write_dataset(const char *dir, const char *name, uint32_t n_train, uint32_t n_train_labels,
                           uint32_t n_test, int gz) {
-    char *d = idx_join(dir, name);
+    char *d = path_join(dir, name);
     cr_assert_eq(mkdir(d, 0755), 0);
     struct { const char *base; int images; uint32_t n; } files[4] = {
         {"train-images-idx3-ubyte", 1, n_train},
@@ -106,7 +81,7 @@ static void write_dataset(const char *dir, const char *name, uint32_t n_train, u
                                      : make_labels(DAE_IDX_MAGIC_LABELS, files[i].n, files[i].n, &len);
         char base[64];
         snprintf(base, sizeof base, "%s%s", files[i].base, gz ? ".gz" : "");
-        char *p = idx_join(d, base);
+        char *p = path_join(d, base);
         if (gz) write_gz(p, b, len);
         else write_raw(p, b, len);
         free(p);
@@ -136,6 +111,24 @@ static void expect_bad_labels(const uint8_t *b, size_t len, const char *needle) 
     cr_assert_not_null(strstr(err, needle), "message '%s' does not mention '%s'", err, needle);
     cr_assert_null(l.labels);
     dae_idx_labels_free(&l);
+}
+
+/* Builds an image file from these header fields and payload length, and
+ * checks that the parser refuses it with a message naming needle. */
+static void expect_bad_image_file(uint32_t magic, uint32_t count, uint32_t rows, uint32_t cols, size_t payload_len,
+                                  const char *needle) {
+    size_t len;
+    uint8_t *b = make_images(magic, count, rows, cols, payload_len, &len);
+    expect_bad_images(b, len, needle);
+    free(b);
+}
+
+/* The same for a label file. */
+static void expect_bad_label_file(uint32_t magic, uint32_t count, size_t payload_len, const char *needle) {
+    size_t len;
+    uint8_t *b = make_labels(magic, count, payload_len, &len);
+    expect_bad_labels(b, len, needle);
+    free(b);
 }
 
 /* ------------------------------------------------------------------------
@@ -238,52 +231,29 @@ Test(idx, parses_raw_images_and_labels) {
 }
 
 Test(idx, rejects_bad_magic) {
-    size_t len;
-    uint8_t *b = make_images(0x12345678u, 1, 2, 2, 4, &len);
-    expect_bad_images(b, len, "bad magic 0x12345678 (expected 0x00000803 for an IDX image file)");
-    free(b);
-    b = make_labels(0x12345678u, 1, 1, &len);
-    expect_bad_labels(b, len, "bad magic 0x12345678 (expected 0x00000801 for an IDX label file)");
-    free(b);
+    expect_bad_image_file(0x12345678u, 1, 2, 2, 4, "bad magic 0x12345678 (expected 0x00000803 for an IDX image file)");
+    expect_bad_label_file(0x12345678u, 1, 1, "bad magic 0x12345678 (expected 0x00000801 for an IDX label file)");
     /* gzip bytes handed to the raw parser */
-    b = make_images(0x1f8b0800u, 1, 2, 2, 4, &len);
-    expect_bad_images(b, len, "gzip");
-    free(b);
+    expect_bad_image_file(0x1f8b0800u, 1, 2, 2, 4, "gzip");
     /* a data type other than unsigned bytes */
-    b = make_images(0x00000d03u, 1, 2, 2, 4, &len);
-    expect_bad_images(b, len, "data type 0x0d");
-    free(b);
+    expect_bad_image_file(0x00000d03u, 1, 2, 2, 4, "data type 0x0d");
 }
 
 Test(idx, rejects_wrong_dimension_count) {
-    size_t len;
-    uint8_t *b = make_images(0x00000802u, 1, 2, 2, 4, &len);
-    expect_bad_images(b, len, "2 dimensions, expected 3");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_LABELS, 1, 2, 2, 4, &len);
-    expect_bad_images(b, len, "label file");
-    free(b);
-    b = make_labels(DAE_IDX_MAGIC_IMAGES, 1, 1, &len);
-    expect_bad_labels(b, len, "3 dimensions, expected 1");
-    free(b);
+    expect_bad_image_file(0x00000802u, 1, 2, 2, 4, "2 dimensions, expected 3");
+    expect_bad_image_file(DAE_IDX_MAGIC_LABELS, 1, 2, 2, 4, "label file");
+    expect_bad_label_file(DAE_IDX_MAGIC_IMAGES, 1, 1, "3 dimensions, expected 1");
 }
 
 Test(idx, rejects_truncated_and_trailing) {
-    size_t len;
-    uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 60000, 28, 28, 123, &len);
-    expect_bad_images(b, len, "truncated: header says 60000 images of 28x28 (47040000 bytes), file has 123");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 2, 2, 2, 9, &len);
-    expect_bad_images(b, len, "trailing bytes");
-    free(b);
-    b = make_labels(DAE_IDX_MAGIC_LABELS, 5, 4, &len);
-    expect_bad_labels(b, len, "truncated");
-    free(b);
-    b = make_labels(DAE_IDX_MAGIC_LABELS, 5, 6, &len);
-    expect_bad_labels(b, len, "trailing bytes");
-    free(b);
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 60000, 28, 28, 123,
+                          "truncated: header says 60000 images of 28x28 (47040000 bytes), file has 123");
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 2, 2, 2, 9, "trailing bytes");
+    expect_bad_label_file(DAE_IDX_MAGIC_LABELS, 5, 4, "truncated");
+    expect_bad_label_file(DAE_IDX_MAGIC_LABELS, 5, 6, "trailing bytes");
     /* cut inside the header */
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 2, 2, 4, &len);
+    size_t len;
+    uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 2, 2, 4, &len);
     for (size_t cut = 0; cut < 16; cut++) {
         dae_idx_images im;
         char err[DAE_ERR_LEN] = "";
@@ -295,29 +265,14 @@ Test(idx, rejects_truncated_and_trailing) {
 }
 
 Test(idx, rejects_bad_dimensions) {
-    size_t len;
-    uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 0, 28, 0, &len);
-    expect_bad_images(b, len, "0x28");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 28, 0, 0, &len);
-    expect_bad_images(b, len, "28x0");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 5000, 28, 0, &len);
-    expect_bad_images(b, len, "5000x28");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 1, 0xffffffffu, 0xffffffffu, 0, &len);
-    expect_bad_images(b, len, "outside 1..4096");
-    free(b);
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 1, 0, 28, 0, "0x28");
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 1, 28, 0, 0, "28x0");
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 1, 5000, 28, 0, "5000x28");
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 1, 0xffffffffu, 0xffffffffu, 0, "outside 1..4096");
     /* absurd totals are refused before anything is allocated */
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 0x7fffffffu, 4096, 4096, 0, &len);
-    expect_bad_images(b, len, "limit");
-    free(b);
-    b = make_images(DAE_IDX_MAGIC_IMAGES, 0xffffffffu, 1, 1, 0, &len);
-    expect_bad_images(b, len, "limit");
-    free(b);
-    b = make_labels(DAE_IDX_MAGIC_LABELS, 0xffffffffu, 0, &len);
-    expect_bad_labels(b, len, "limit");
-    free(b);
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 0x7fffffffu, 4096, 4096, 0, "limit");
+    expect_bad_image_file(DAE_IDX_MAGIC_IMAGES, 0xffffffffu, 1, 1, 0, "limit");
+    expect_bad_label_file(DAE_IDX_MAGIC_LABELS, 0xffffffffu, 0, "limit");
 }
 
 /* ------------------------------------------------------------------------
@@ -325,9 +280,9 @@ Test(idx, rejects_bad_dimensions) {
  * ------------------------------------------------------------------------ */
 
 Test(idx, loads_raw_and_gz_files) {
-    char *dir = idx_tmpdir();
-    char *raw = idx_join(dir, "img");
-    char *gz = idx_join(dir, "img.gz");
+    char *dir = test_tmpdir("idx");
+    char *raw = path_join(dir, "img");
+    char *gz = path_join(dir, "img.gz");
     size_t len;
     uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 300, 28, 28, 300 * 784, &len);
     write_raw(raw, b, len);
@@ -344,23 +299,23 @@ Test(idx, loads_raw_and_gz_files) {
     free(b);
     free(raw);
     free(gz);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(idx, load_errors_name_the_path) {
-    char *dir = idx_tmpdir();
+    char *dir = test_tmpdir("idx");
     char err[DAE_ERR_LEN] = "";
     dae_idx_images im;
     dae_idx_labels l;
 
-    char *missing = idx_join(dir, "missing");
+    char *missing = path_join(dir, "missing");
     cr_assert_eq(dae_idx_load_images(missing, &im, err, sizeof err), DAE_ERR_IO);
     cr_assert_not_null(strstr(err, missing), "%s", err);
     cr_assert_eq(dae_idx_load_labels(dir, &l, err, sizeof err), DAE_ERR_IO); /* a directory */
     cr_assert_not_null(strstr(err, dir), "%s", err);
 
     /* truncated payload inside a valid gzip stream */
-    char *p = idx_join(dir, "short.gz");
+    char *p = path_join(dir, "short.gz");
     size_t len;
     uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 60000, 28, 28, 123, &len);
     write_gz(p, b, len);
@@ -373,7 +328,7 @@ Test(idx, load_errors_name_the_path) {
 
     /* a gzip bomb: the header asks for 4 bytes, 64 MiB of zeros follow;
      * reading stops one byte past what the header announced */
-    char *bomb = idx_join(dir, "bomb.gz");
+    char *bomb = path_join(dir, "bomb.gz");
     size_t big = (size_t)64 << 20;
     b = calloc(16 + big, 1);
     cr_assert_not_null(b);
@@ -388,7 +343,7 @@ Test(idx, load_errors_name_the_path) {
     cr_assert_not_null(strstr(err, "more than 4"), "%s", err);
 
     /* a damaged gzip stream: cut the compressed file in half */
-    char *cut = idx_join(dir, "cut.gz");
+    char *cut = path_join(dir, "cut.gz");
     b = make_labels(DAE_IDX_MAGIC_LABELS, 20000, 20000, &len);
     for (size_t i = 0; i < 20000; i++) b[8 + i] = (uint8_t)((i * 2654435761u) >> 13); /* poorly compressible */
     write_gz(cut, b, len);
@@ -409,7 +364,7 @@ Test(idx, load_errors_name_the_path) {
     free(bomb);
     free(p);
     free(missing);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 /* ------------------------------------------------------------------------
@@ -417,13 +372,13 @@ Test(idx, load_errors_name_the_path) {
  * ------------------------------------------------------------------------ */
 
 Test(idx, dataset_raw_preferred_over_gz) {
-    char *dir = idx_tmpdir();
+    char *dir = test_tmpdir("idx");
     write_dataset(dir, "raw", 3, 3, 2, 0);
     /* add .gz files with other counts beside the raw ones: raw must win */
-    char *sub = idx_join(dir, "raw");
+    char *sub = path_join(dir, "raw");
     size_t len;
     uint8_t *b = make_labels(DAE_IDX_MAGIC_LABELS, 9, 9, &len);
-    char *p = idx_join(sub, "train-labels-idx1-ubyte.gz");
+    char *p = path_join(sub, "train-labels-idx1-ubyte.gz");
     write_gz(p, b, len);
     free(p);
     free(b);
@@ -442,11 +397,11 @@ Test(idx, dataset_raw_preferred_over_gz) {
     cr_assert_eq(d.train_images.count, 4);
     cr_assert_eq(d.test_labels.count, 1);
     dae_dataset_free(&d);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(idx, dataset_count_mismatch) {
-    char *dir = idx_tmpdir();
+    char *dir = test_tmpdir("idx");
     write_dataset(dir, "odd", 5, 4, 2, 1);
     dae_dataset d;
     char err[DAE_ERR_LEN] = "";
@@ -455,26 +410,26 @@ Test(idx, dataset_count_mismatch) {
     cr_assert_not_null(strstr(err, "4 labels"), "%s", err);
     cr_assert_null(d.train_images.pixels, "partial results must be freed");
     cr_assert_null(d.train_labels.labels);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(idx, dataset_missing_directory_names_path) {
-    char *dir = idx_tmpdir();
+    char *dir = test_tmpdir("idx");
     dae_dataset d;
     char err[DAE_ERR_LEN] = "";
     cr_assert_eq(dae_dataset_load(dir, "nope", &d, err, sizeof err), DAE_ERR_IO);
-    char *want = idx_join(dir, "nope");
+    char *want = path_join(dir, "nope");
     cr_assert_not_null(strstr(err, want), "%s", err);
     free(want);
     cr_assert_eq(dae_dataset_load("tests/no-such-dir", "mnist", &d, err, sizeof err), DAE_ERR_IO);
     cr_assert_not_null(strstr(err, "tests/no-such-dir/mnist"), "%s", err);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(idx, dataset_missing_file_says_where_it_looked) {
-    char *dir = idx_tmpdir();
+    char *dir = test_tmpdir("idx");
     write_dataset(dir, "part", 2, 2, 2, 1);
-    char *p = idx_join(dir, "part/t10k-labels-idx1-ubyte.gz");
+    char *p = path_join(dir, "part/t10k-labels-idx1-ubyte.gz");
     cr_assert_eq(unlink(p), 0);
     free(p);
     dae_dataset d;
@@ -483,7 +438,7 @@ Test(idx, dataset_missing_file_says_where_it_looked) {
     cr_assert_not_null(strstr(err, "t10k-labels-idx1-ubyte.gz"), "%s", err);
     cr_assert_not_null(strstr(err, "looked for"), "%s", err);
     cr_assert_null(d.train_images.pixels);
-    idx_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(idx, dataset_rejects_bad_names) {

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "noise.h"
 #include "rng.h"
+#include "test_util.h"
 
 #define SSIM_REF_PATH "tests/fixtures/ssim_ref.txt"
 
@@ -19,13 +20,7 @@
 
 /* Returns a malloc'ed h x w image of seeded uniform values in [lo, hi). */
 static float *random_image(int h, int w, float lo, float hi, uint64_t seed) {
-    size_t n = (size_t)h * (size_t)w;
-    float *p = malloc(n * sizeof *p);
-    cr_assert_not_null(p);
-    dae_rng r;
-    dae_rng_seed(&r, seed, 77);
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * dae_rng_uniform(&r);
-    return p;
+    return uniform_floats((size_t)h * (size_t)w, lo, hi, seed, 77);
 }
 
 /* Returns a malloc'ed copy of x with seeded Gaussian noise (sigma) added

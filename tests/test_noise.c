@@ -10,6 +10,7 @@
 
 #include "noise.h"
 #include "rng.h"
+#include "test_util.h"
 
 #define BIG ((size_t)1 << 20) /* pixels in the statistics tests */
 
@@ -41,16 +42,6 @@ static float *filled(size_t n, float v) {
     float *p = malloc(n * sizeof *p);
     cr_assert_not_null(p);
     for (size_t i = 0; i < n; i++) p[i] = v;
-    return p;
-}
-
-/* Returns a malloc'ed array of n seeded uniform values in [lo, hi). */
-static float *uniform_image(size_t n, float lo, float hi, uint64_t seed) {
-    float *p = malloc(n * sizeof *p);
-    cr_assert_not_null(p);
-    dae_rng r;
-    dae_rng_seed(&r, seed, 0);
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * dae_rng_uniform(&r);
     return p;
 }
 
@@ -243,7 +234,7 @@ static const char *const every_spec[] = {
 
 Test(noise, same_seed_and_stream_same_bytes) {
     enum { N = 4096 };
-    float *clean = uniform_image(N, 0.0f, 1.0f, 1);
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 1, 0);
     float a[N], b[N];
     for (size_t k = 0; k < sizeof every_spec / sizeof every_spec[0]; k++) {
         dae_noise_spec s = parse_ok(every_spec[k]);
@@ -260,7 +251,7 @@ Test(noise, same_seed_and_stream_same_bytes) {
 
 Test(noise, in_place_equals_out_of_place) {
     enum { N = 4096 };
-    float *clean = uniform_image(N, 0.0f, 1.0f, 2);
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 2, 0);
     float out[N], inplace[N];
     for (size_t k = 0; k < sizeof every_spec / sizeof every_spec[0]; k++) {
         dae_noise_spec s = parse_ok(every_spec[k]);
@@ -274,7 +265,7 @@ Test(noise, in_place_equals_out_of_place) {
 
 Test(noise, zero_level_is_identity) {
     enum { N = 1000 };
-    float *clean = uniform_image(N, 0.0f, 1.0f, 3);
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 3, 0);
     float out[N];
     const char *specs[] = {"gaussian:0", "salt-pepper:0", "speckle:0", "gaussian:0:clip"};
     for (size_t k = 0; k < 4; k++) {
@@ -303,7 +294,7 @@ static void *thread_apply(void *arg) {
 
 Test(noise, same_output_on_any_thread) {
     enum { N = 784, T = 4 };
-    float *clean = uniform_image(N, 0.0f, 1.0f, 4);
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 4, 0);
     dae_noise_spec s = parse_ok("gaussian:0.3:clip");
     float serial[T][N], threaded[T][N];
     pthread_t th[T];
@@ -342,7 +333,7 @@ Test(noise, gaussian_is_shift_invariant) {
 
 Test(noise, clip_keeps_unit_range) {
     dae_noise_spec raw = parse_ok("gaussian:1"), clipped = parse_ok("gaussian:1:clip");
-    float *clean = uniform_image(BIG, 0.0f, 1.0f, 5);
+    float *clean = uniform_floats(BIG, 0.0f, 1.0f, 5, 0);
     float *a = malloc(BIG * sizeof *a), *b = malloc(BIG * sizeof *b);
     cr_assert(a && b);
     dae_noise_apply(&raw, clean, a, BIG, 3, 4);
@@ -375,7 +366,7 @@ static void check_8bit(const char *what, const float *x, size_t n) {
 }
 
 Test(noise, quantize_gives_k_over_255) {
-    float *clean = uniform_image(BIG, 0.0f, 1.0f, 6);
+    float *clean = uniform_floats(BIG, 0.0f, 1.0f, 6, 0);
     float *q = malloc(BIG * sizeof *q), *c = malloc(BIG * sizeof *c);
     cr_assert(q && c);
     const char *specs[] = {"gaussian:0.2:quantize", "gaussian:0.2:clip:quantize",
@@ -404,7 +395,7 @@ Test(noise, salt_pepper_fraction_and_values) {
     const double amount = 0.2;
     dae_noise_spec s = parse_ok("salt-pepper:0.2");
     /* Clean pixels strictly inside (0, 1), so any 0 or 1 is a replacement. */
-    float *clean = uniform_image(BIG, 0.05f, 0.95f, 7);
+    float *clean = uniform_floats(BIG, 0.05f, 0.95f, 7, 0);
     float *out = malloc(BIG * sizeof *out);
     cr_assert_not_null(out);
     dae_noise_apply(&s, clean, out, BIG, 10, 11);

@@ -4,7 +4,6 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,28 +12,11 @@
 #include <unistd.h>
 
 #include "safetensors.h"
+#include "test_util.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------ */
-
-static int st_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
-    return remove(path);
-}
-
-/* Makes a fresh temporary directory; the caller removes it with st_rm_tree. */
-static char *st_tmpdir(void) {
-    char *d = strdup("/tmp/dae_test_st_XXXXXX");
-    cr_assert_not_null(d);
-    cr_assert_not_null(mkdtemp(d));
-    return d;
-}
-
-static void st_rm_tree(char *dir) {
-    nftw(dir, st_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
 
 /* Number of entries in dir other than "." and "..". */
 static int st_count_entries(const char *dir) {
@@ -45,14 +27,6 @@ static int st_count_entries(const char *dir) {
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
     closedir(d);
     return n;
-}
-
-static char *st_join(const char *a, const char *b) {
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    cr_assert_not_null(p);
-    snprintf(p, n, "%s/%s", a, b);
-    return p;
 }
 
 static uint8_t *st_read_file(const char *path, size_t *len) {
@@ -124,8 +98,8 @@ static void st_expect_ok(const char *json, size_t dlen, int n_tensors) {
  * ------------------------------------------------------------------------ */
 
 Test(safetensors, round_trip) {
-    char *dir = st_tmpdir();
-    char *path = st_join(dir, "model.safetensors");
+    char *dir = test_tmpdir("st");
+    char *path = path_join(dir, "model.safetensors");
 
     float w[6] = {0.0f, -0.0f, 1.5f, -2.25f, 1e-40f /* subnormal */, 3.4e38f};
     float s[1] = {42.0f};
@@ -197,12 +171,12 @@ Test(safetensors, round_trip) {
     cr_assert_eq(st_count_entries(dir), 1);
 
     free(path);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(safetensors, empty_file_round_trip) {
-    char *dir = st_tmpdir();
-    char *path = st_join(dir, "empty.safetensors");
+    char *dir = test_tmpdir("st");
+    char *path = path_join(dir, "empty.safetensors");
     char err[DAE_ERR_LEN] = "";
     cr_assert_eq(dae_st_save(path, NULL, 0, NULL, NULL, 0, err, sizeof err), DAE_OK, "%s", err);
     dae_st_file f = {0};
@@ -211,7 +185,7 @@ Test(safetensors, empty_file_round_trip) {
     cr_assert_eq(f.n_meta, 0);
     dae_st_free(&f);
     free(path);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 /* A file laid out exactly as safetensors.torch.save_file writes
@@ -457,8 +431,8 @@ Test(safetensors, load_missing_path_names_it) {
 }
 
 Test(safetensors, load_bad_file_names_path) {
-    char *dir = st_tmpdir();
-    char *path = st_join(dir, "bad.safetensors");
+    char *dir = test_tmpdir("st");
+    char *path = path_join(dir, "bad.safetensors");
     FILE *fp = fopen(path, "wb");
     cr_assert_not_null(fp);
     fputs("abc", fp);
@@ -470,13 +444,13 @@ Test(safetensors, load_bad_file_names_path) {
     cr_assert_eq(dae_st_load(dir, &f, err, sizeof err), DAE_ERR_IO); /* a directory */
     cr_assert_not_null(strstr(err, dir), "%s", err);
     free(path);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(safetensors, save_into_missing_directory_fails_cleanly) {
-    char *dir = st_tmpdir();
-    char *sub = st_join(dir, "nope");
-    char *path = st_join(sub, "model.safetensors");
+    char *dir = test_tmpdir("st");
+    char *sub = path_join(dir, "nope");
+    char *path = path_join(sub, "model.safetensors");
     float v = 1.0f;
     dae_st_tensor t = {.name = "v", .ndim = 1, .shape = {1}, .numel = 1, .data = &v};
     char err[DAE_ERR_LEN] = "";
@@ -487,13 +461,13 @@ Test(safetensors, save_into_missing_directory_fails_cleanly) {
     cr_assert_eq(st_count_entries(dir), 0);
     free(path);
     free(sub);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(safetensors, save_failing_rename_removes_tmp) {
-    char *dir = st_tmpdir();
-    char *path = st_join(dir, "adir");
-    char *inner = st_join(path, "x");
+    char *dir = test_tmpdir("st");
+    char *path = path_join(dir, "adir");
+    char *inner = path_join(path, "x");
     cr_assert_eq(mkdir(path, 0755), 0);
     FILE *fp = fopen(inner, "wb"); /* a non-empty directory cannot be replaced */
     cr_assert_not_null(fp);
@@ -506,12 +480,12 @@ Test(safetensors, save_failing_rename_removes_tmp) {
     cr_assert_eq(st_count_entries(dir), 1, "temporary file left behind");
     free(inner);
     free(path);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(safetensors, save_rejects_bad_arguments_and_keeps_old_file) {
-    char *dir = st_tmpdir();
-    char *path = st_join(dir, "m.safetensors");
+    char *dir = test_tmpdir("st");
+    char *path = path_join(dir, "m.safetensors");
     float v[2] = {1.0f, 2.0f};
     dae_st_tensor good = {.name = "v", .ndim = 1, .shape = {2}, .numel = 2, .data = v};
     char err[DAE_ERR_LEN] = "";
@@ -544,7 +518,7 @@ Test(safetensors, save_rejects_bad_arguments_and_keeps_old_file) {
     dae_st_free(&f);
     cr_assert_eq(st_count_entries(dir), 1);
     free(path);
-    st_rm_tree(dir);
+    test_rm_tree(dir);
 }
 
 Test(safetensors, free_is_safe_on_zeroed_struct) {

@@ -6,7 +6,6 @@
  * over HTTP. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include "../server/sha256.h"
 #include "image.h"
 #include "modelfile.h"
+#include "test_util.h"
 #include "tile.h"
 
 /* ------------------------------------------------------------ multipart */
@@ -274,16 +274,38 @@ static void config_for(srv_config *cfg, const char *dir, int workers, int max_ba
     cfg->queue_pixels = 1LL << 40;
 }
 
-/* Opens cfg's registry into *r and starts its inference workers reporting
- * to metrics (which must outlive them), failing the test if either fails. */
-static srv_infer *start_inference(const srv_config *cfg, srv_registry **r, srv_metrics *metrics) {
+/* What the scheduler tests run against: a models directory with "a" and
+ * "b", its registry, and inference workers reporting to metrics. Tests
+ * declare it static (the metrics are large and must outlive the workers),
+ * call infer_setup, adjust cfg, then infer_start, and end with infer_stop. */
+typedef struct {
+    char dir[256];
+    srv_config cfg;
+    srv_registry *r;
+    srv_metrics metrics;
+    srv_infer *q;
+} infer_fixture;
+
+static void infer_setup(infer_fixture *f, int workers, int max_batch) {
+    models_dir(f->dir, sizeof f->dir);
+    config_for(&f->cfg, f->dir, workers, max_batch);
+}
+
+/* Opens the registry and starts the workers, failing the test if either fails. */
+static void infer_start(infer_fixture *f) {
     char err[DAE_ERR_LEN] = "";
-    *r = srv_registry_open(cfg, err, sizeof err);
-    cr_assert_not_null(*r, "%s", err);
-    srv_metrics_init(metrics);
-    srv_infer *q = srv_infer_start(cfg, metrics, err, sizeof err);
-    cr_assert_not_null(q, "%s", err);
-    return q;
+    f->r = srv_registry_open(&f->cfg, err, sizeof err);
+    cr_assert_not_null(f->r, "%s", err);
+    srv_metrics_init(&f->metrics);
+    f->q = srv_infer_start(&f->cfg, &f->metrics, err, sizeof err);
+    cr_assert_not_null(f->q, "%s", err);
+}
+
+/* Stops the workers, frees the registry and removes the directory. */
+static void infer_stop(infer_fixture *f) {
+    srv_infer_stop(f->q);
+    srv_registry_free(f->r);
+    remove_dir(f->dir);
 }
 
 Test(registry, names_default_refcounts_and_json) {
@@ -320,25 +342,8 @@ Test(registry, names_default_refcounts_and_json) {
     remove_dir(dir);
 }
 
-typedef struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-} waiter;
-
-static void on_done(srv_infer_request *req) {
-    waiter *w = req->user;
-    pthread_mutex_lock(&w->mu);
-    w->done++;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void wait_for(waiter *w, int n) {
-    pthread_mutex_lock(&w->mu);
-    while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
-}
+/* A request's completion callback: counts it on the test_waiter in user. */
+static void on_done(srv_infer_request *req) { test_waiter_done(req->user); }
 
 /* An image of w x h x c with a seeded pattern, as a PNG in *png. */
 static void make_png(int w, int h, int c, int seed, uint8_t **png, size_t *len, dae_image *img) {
@@ -367,20 +372,18 @@ static void assert_pixels_match(const dae_image *got, const dae_image *want, int
 }
 
 Test(inference, batched_requests_match_the_engine, .timeout = 120) {
-    char dir[256], err[DAE_ERR_LEN] = "";
-    models_dir(dir, sizeof dir);
-    srv_config cfg;
-    config_for(&cfg, dir, 2, 16);
-    srv_registry *r;
-    static srv_metrics metrics;
-    srv_infer *q = start_inference(&cfg, &r, &metrics);
+    char err[DAE_ERR_LEN] = "";
+    static infer_fixture f;
+    infer_setup(&f, 2, 16);
+    infer_start(&f);
+    srv_infer *q = f.q;
     enum { N = 40 };
     static const int sizes[][3] = {{28, 28, 1}, {1, 1, 1}, {27, 29, 4}, {100, 60, 3}, {28, 28, 2}, {57, 31, 1}, {14, 80, 4}};
     srv_infer_request *reqs = calloc(N, sizeof *reqs);
     uint8_t *pngs[N];
     size_t lens[N];
     dae_image inputs[N];
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    test_waiter w = TEST_WAITER_INIT;
     for (int i = 0; i < N; i++) {
         const int *s = sizes[i % 7];
         make_png(s[0], s[1], s[2], i, &pngs[i], &lens[i], &inputs[i]);
@@ -390,7 +393,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = 120) {
         j->input_len = lens[i];
         j->max_pixels = 1 << 20;
         j->pixels = (long long)s[0] * s[1];
-        j->model = srv_registry_acquire(r, i % 3 == 0 ? "b" : "a");
+        j->model = srv_registry_acquire(f.r, i % 3 == 0 ? "b" : "a");
         j->noise = (dae_noise_spec){DAE_NOISE_GAUSSIAN, 0.3f, 1, 1};
         j->seed = (uint64_t)i;
         j->png_level = 1;
@@ -399,7 +402,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = 120) {
         cr_assert_eq(srv_infer_reserve(q, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
-    wait_for(&w, N);
+    test_waiter_wait(&w, N);
     dae_workspace *ws = NULL;
     for (int i = 0; i < N; i++) {
         srv_infer_request *j = &reqs[i];
@@ -427,29 +430,24 @@ Test(inference, batched_requests_match_the_engine, .timeout = 120) {
         srv_model_release(j->model);
     }
     cr_assert_eq(srv_infer_pending(q), 0);
-    cr_assert_gt(atomic_load(&metrics.batch_requests.sum), 0);
-    srv_infer_stop(q);
-    srv_registry_free(r);
+    cr_assert_gt(atomic_load(&f.metrics.batch_requests.sum), 0);
+    infer_stop(&f);
     free(reqs);
-    remove_dir(dir);
 }
 
 Test(inference, bad_images_and_limits_fail_cleanly) {
-    char dir[256];
-    models_dir(dir, sizeof dir);
-    srv_config cfg;
-    config_for(&cfg, dir, 1, 8);
-    cfg.queue_size = 2;
-    srv_registry *r;
-    static srv_metrics metrics;
-    srv_infer *q = start_inference(&cfg, &r, &metrics);
+    static infer_fixture f;
+    infer_setup(&f, 1, 8);
+    f.cfg.queue_size = 2;
+    infer_start(&f);
+    srv_infer *q = f.q;
     uint8_t *png;
     size_t len;
     dae_image img;
     make_png(40, 40, 1, 1, &png, &len, &img);
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    test_waiter w = TEST_WAITER_INIT;
     srv_infer_request bad = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len / 2, .max_pixels = 1 << 20,
-                             .pixels = 1600, .model = srv_registry_acquire(r, NULL), .done = on_done, .user = &w};
+                             .pixels = 1600, .model = srv_registry_acquire(f.r, NULL), .done = on_done, .user = &w};
     srv_infer_request big = bad;
     big.input_len = len;
     big.max_pixels = 100; /* the header passed a looser check; the decoder holds the line */
@@ -460,7 +458,7 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     cr_assert(strstr(err, "queue of 2 requests") != NULL, "%s", err);
     srv_infer_enqueue(q, &bad);
     srv_infer_enqueue(q, &big);
-    wait_for(&w, 2);
+    test_waiter_wait(&w, 2);
     const char *code;
     cr_assert_eq(bad.status, DAE_ERR_FORMAT, "%s", bad.message);
     cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, bad.status, &code), 400);
@@ -471,29 +469,24 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     srv_infer_close(q);
     cr_assert_eq(srv_infer_reserve(q, 1, NULL, 0), DAE_ERR_STOPPING);
     srv_model_release(bad.model);
-    srv_infer_stop(q);
-    srv_registry_free(r);
+    infer_stop(&f);
     free(png);
     dae_image_free(&img);
-    remove_dir(dir);
 }
 
 Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
-    char dir[256];
-    models_dir(dir, sizeof dir);
-    srv_config cfg;
-    config_for(&cfg, dir, 1, 4);
-    srv_registry *r;
-    static srv_metrics metrics;
-    srv_infer *q = start_inference(&cfg, &r, &metrics);
+    static infer_fixture f;
+    infer_setup(&f, 1, 4);
+    infer_start(&f);
+    srv_infer *q = f.q;
     enum { N = 12 };
     uint8_t *png;
     size_t len;
     dae_image img;
     make_png(400, 300, 3, 5, &png, &len, &img);
-    srv_model *m = srv_registry_acquire(r, NULL);
+    srv_model *m = srv_registry_acquire(f.r, NULL);
     srv_infer_request reqs[N];
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    test_waiter w = TEST_WAITER_INIT;
     for (int i = 0; i < N; i++) {
         reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
                                       .max_pixels = 1 << 20, .pixels = 120000, .model = m, .done = on_done, .user = &w};
@@ -502,7 +495,7 @@ Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     }
     usleep(20000);
     srv_infer_cancel_all(q);
-    wait_for(&w, N);
+    test_waiter_wait(&w, N);
     int cancelled = 0;
     for (int i = 0; i < N; i++) {
         cr_assert(reqs[i].status == DAE_OK || reqs[i].status == DAE_ERR_STOPPING, "request %d: %s", i,
@@ -518,28 +511,23 @@ Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     cr_assert_gt(cancelled, 0, "a 1-worker queue of 12 large images cannot all be done in 20 ms");
     cr_assert_eq(srv_infer_pending(q), 0);
     srv_model_release(m);
-    srv_infer_stop(q);
-    srv_registry_free(r);
+    infer_stop(&f);
     free(png);
     dae_image_free(&img);
-    remove_dir(dir);
 }
 
 Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 60) {
-    char dir[256];
-    models_dir(dir, sizeof dir);
-    srv_config cfg;
-    config_for(&cfg, dir, 1, 8);
-    cfg.max_queue_delay_us = 200000;
-    srv_registry *r;
-    static srv_metrics metrics;
-    srv_infer *q = start_inference(&cfg, &r, &metrics);
+    static infer_fixture f;
+    infer_setup(&f, 1, 8);
+    f.cfg.max_queue_delay_us = 200000;
+    infer_start(&f);
+    srv_infer *q = f.q;
     uint8_t *png;
     size_t len;
     dae_image img;
     make_png(28, 28, 1, 3, &png, &len, &img);
-    srv_model *m = srv_registry_acquire(r, NULL);
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    srv_model *m = srv_registry_acquire(f.r, NULL);
+    test_waiter w = TEST_WAITER_INIT;
     srv_infer_request reqs[3];
     for (int i = 0; i < 3; i++) {
         reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
@@ -548,19 +536,17 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
         srv_infer_enqueue(q, &reqs[i]);
         usleep(20000); /* well inside the 200 ms delay */
     }
-    wait_for(&w, 3);
+    test_waiter_wait(&w, 3);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(reqs[i].status, DAE_OK);
         free(reqs[i].png);
     }
-    cr_assert_eq(atomic_load(&metrics.batch_requests.sum), 3, "three requests in one batch");
-    cr_assert_eq(atomic_load(&metrics.batch_tiles.sum), 3);
+    cr_assert_eq(atomic_load(&f.metrics.batch_requests.sum), 3, "three requests in one batch");
+    cr_assert_eq(atomic_load(&f.metrics.batch_tiles.sum), 3);
     srv_model_release(m);
-    srv_infer_stop(q);
-    srv_registry_free(r);
+    infer_stop(&f);
     free(png);
     dae_image_free(&img);
-    remove_dir(dir);
 }
 
 /* ------------------------------------------------------------ admin auth */

@@ -1,14 +1,19 @@
 /* test_util.h - helpers shared by the Criterion tests: loading PyTorch
- * fixtures, layout conversion, and array comparison that reports the
- * worst element. */
+ * fixtures, layout conversion, array comparison that reports the worst
+ * element, seeded random arrays, temporary directories, and a counter that
+ * waits for callbacks from other threads. */
 #ifndef DAE_TEST_UTIL_H
 #define DAE_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+#include <ftw.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "safetensors.h"
 
 #define FIXTURES "tests/fixtures"
@@ -70,5 +75,73 @@ static inline double max_abs_diff(const float *got, const float *want, size_t n,
         cr_assert(d_ <= (tol), "%s: max abs diff %.3g > %.1g at [%zu]: got %.8g want %.8g",     \
                   (what), d_, (double)(tol), at_, (double)(got)[at_], (double)(want)[at_]);     \
     } while (0)
+
+/* Returns a malloc'ed array of n values uniform in [lo, hi), drawn from
+ * stream `stream` of seed `seed`, so each test's data is reproducible. */
+static inline float *uniform_floats(size_t n, float lo, float hi, uint64_t seed, uint64_t stream) {
+    float *p = malloc(n * sizeof *p);
+    cr_assert_not_null(p);
+    dae_rng r;
+    dae_rng_seed(&r, seed, stream);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * dae_rng_uniform(&r);
+    return p;
+}
+
+/* Makes a fresh directory $TMPDIR/dae_test_<tag>_XXXXXX (or under /tmp);
+ * the caller removes it, and what it holds, with test_rm_tree. */
+static inline char *test_tmpdir(const char *tag) {
+    const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+    size_t n = strlen(tmp) + strlen(tag) + 32;
+    char *d = malloc(n);
+    cr_assert_not_null(d);
+    snprintf(d, n, "%s/dae_test_%s_XXXXXX", tmp, tag);
+    cr_assert_not_null(mkdtemp(d), "cannot make %s", d);
+    return d;
+}
+
+/* Returns a malloc'ed "a/b". */
+static inline char *path_join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+/* test_rm_tree's callback: removes each entry, contents before directories. */
+static inline int test_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+/* Removes dir and everything below it, then frees the string. */
+static inline void test_rm_tree(char *dir) {
+    nftw(dir, test_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+/* Counts callbacks that finish on other threads (the inference workers'
+ * `done`), so a test can wait until all n it started have come back.
+ * Initialise with TEST_WAITER_INIT. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} test_waiter;
+
+#define TEST_WAITER_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}
+
+static inline void test_waiter_done(test_waiter *w) {
+    pthread_mutex_lock(&w->mu);
+    w->done++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static inline void test_waiter_wait(test_waiter *w, int n) {
+    pthread_mutex_lock(&w->mu);
+    while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}
 
 #endif
