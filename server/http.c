@@ -253,9 +253,9 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
 
 /* ------------------------------------------------------------ statuses at the edge */
 
-/* The modules below this edge (inference, registry, multipart) end in a
- * dae_status and a sentence; here alone a status becomes an HTTP status
- * and an error code. Each kind of work has its rows; the row of status
+/* The modules below this edge (inference, registry, multipart, training,
+ * train_records) end in a dae_status and a sentence; here alone a status
+ * becomes an HTTP status and an error code. Each kind of work has its rows; the row of status
  * DAE_OK is the kind's answer to any status it does not list. */
 typedef struct {
     srv_edge_kind kind;
