@@ -41,8 +41,12 @@ static int kind_from_name(const char *name, size_t len, dae_noise_kind *kind) {
     return 0;
 }
 
+int dae_noise_is_range(const dae_noise_spec *spec) {
+    return spec->level_max > spec->level;
+}
+
 /* Largest level a kind accepts (the smallest is always 0). */
-static float level_max(dae_noise_kind kind) {
+static float level_limit(dae_noise_kind kind) {
     return kind == DAE_NOISE_SALT_PEPPER ? 1.0f : DAE_NOISE_SIGMA_MAX;
 }
 
@@ -78,6 +82,43 @@ static int parse_level(const char *s, size_t len, double *value) {
     return 1;
 }
 
+/* Reads one level, the n bytes at p inside text (the whole spec, for
+ * messages), as a float in [0, limit of kind] into *out; `part` names it in
+ * the messages ("level", "range start", "range end"). */
+static dae_status read_level(const char *text, const char *p, size_t n, dae_noise_kind kind,
+                             const char *part, float *out, char *err, size_t errlen) {
+    float max = level_limit(kind);
+    const char *what = level_name(kind);
+    if (n == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": missing %s (%s, a number from 0 to %g)",
+                        text, part, what, (double)max);
+    double v = 0.0;
+    int got = parse_level(p, n, &v);
+    if (got == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": %s \"%.*s\" is not a number "
+                        "(%s, a decimal from 0 to %g)",
+                        text, part, (int)n, p, what, (double)max);
+    if (got < 0 || !(v >= 0.0 && v <= (double)max))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "noise spec \"%s\": %s %.*s is out of range "
+                        "(allowed: 0 to %g)",
+                        text, what, (int)n, p, (double)max);
+    *out = level_from_text(p, NULL);
+    if (*out == 0.0f) *out = 0.0f; /* "-0" is plain 0 */
+    return DAE_OK;
+}
+
+/* Finds the '-' that splits a range LO-HI in the n bytes at p: the first
+ * one that is neither the leading sign nor an exponent's sign (1e-3).
+ * Returns its offset, or n when the text is a single level. */
+static size_t range_dash(const char *p, size_t n) {
+    for (size_t i = 1; i < n; i++)
+        if (p[i] == '-' && p[i - 1] != 'e' && p[i - 1] != 'E') return i;
+    return n;
+}
+
 /* ---- Text form -------------------------------------------------------- */
 
 /* Parses KIND:LEVEL[:OPTION]... left to right, building the spec in a local
@@ -98,10 +139,8 @@ dae_status dae_noise_parse(const char *text, dae_noise_spec *out,
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "noise spec \"%s\": unknown kind \"%.*s\" (allowed: "
                         KINDS_ALLOWED ")", text, (int)n, p);
-    float max = level_max(spec.kind);
-    const char *what = level_name(spec.kind);
 
-    /* LEVEL */
+    /* LEVEL, or LO-HI */
     p += n;
     if (*p == ':') p++;
     n = strcspn(p, ":");
@@ -109,21 +148,29 @@ dae_status dae_noise_parse(const char *text, dae_noise_spec *out,
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "noise spec \"%s\": missing level after \"%s:\" "
                         "(%s, a number from 0 to %g)",
-                        text, dae_noise_kind_str(spec.kind), what, (double)max);
-    double v = 0.0;
-    int got = parse_level(p, n, &v);
-    if (got == 0)
-        return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "noise spec \"%s\": level \"%.*s\" is not a number "
-                        "(%s, a decimal from 0 to %g)",
-                        text, (int)n, p, what, (double)max);
-    if (got < 0 || !(v >= 0.0 && v <= (double)max))
-        return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "noise spec \"%s\": %s %.*s is out of range "
-                        "(allowed: 0 to %g)",
-                        text, what, (int)n, p, (double)max);
-    spec.level = level_from_text(p, NULL);
-    if (spec.level == 0.0f) spec.level = 0.0f; /* "-0" is plain 0 */
+                        text, dae_noise_kind_str(spec.kind), level_name(spec.kind),
+                        (double)level_limit(spec.kind));
+    /* A range only when the text before the dash is a number, so that a
+     * junk level such as "0x1p-1" is named whole. */
+    size_t dash = range_dash(p, n);
+    double lo_value;
+    dae_status st;
+    if (dash == n || parse_level(p, dash, &lo_value) == 0) {
+        st = read_level(text, p, n, spec.kind, "level", &spec.level, err, errlen);
+        if (st != DAE_OK) return st;
+    } else {
+        float hi;
+        st = read_level(text, p, dash, spec.kind, "range start", &spec.level, err, errlen);
+        if (st != DAE_OK) return st;
+        st = read_level(text, p + dash + 1, n - dash - 1, spec.kind, "range end", &hi, err, errlen);
+        if (st != DAE_OK) return st;
+        if (hi < spec.level)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "noise spec \"%s\": range %.*s goes down "
+                            "(LO-HI needs LO <= HI)", text, (int)n, p);
+        /* LO == HI is a fixed level, stored as parse stores one (noise.h). */
+        if (hi > spec.level) spec.level_max = hi;
+    }
 
     /* OPTIONs */
     for (p += n; *p == ':';) {
@@ -151,16 +198,25 @@ dae_status dae_noise_parse(const char *text, dae_noise_spec *out,
     return DAE_OK;
 }
 
+/* Writes into num (len bytes) the shortest %g text of level (at least 2
+ * digits, so 10 is "10", not "1e+01") that reads back as the same float;
+ * 9 digits always suffice. */
+static void format_level(float level, char *num, size_t len) {
+    for (int digits = 2; digits <= 9; digits++) {
+        snprintf(num, len, "%.*g", digits, (double)level);
+        if (level_from_text(num, NULL) == level) break;
+    }
+}
+
 /* Writes spec as text into the caller's buf; cannot fail (truncates). */
 void dae_noise_format(const dae_noise_spec *spec, char *buf, size_t len) {
-    /* Shortest %g text (at least 2 digits, so 10 is "10", not "1e+01")
-     * that reads back as the same float; 9 digits always suffice. */
-    char num[48];
-    for (int digits = 2; digits <= 9; digits++) {
-        snprintf(num, sizeof num, "%.*g", digits, (double)spec->level);
-        if (level_from_text(num, NULL) == spec->level) break;
+    char lo[48], hi[48] = "";
+    format_level(spec->level, lo, sizeof lo);
+    if (dae_noise_is_range(spec)) {
+        hi[0] = '-';
+        format_level(spec->level_max, hi + 1, sizeof hi - 1);
     }
-    snprintf(buf, len, "%s:%s%s%s", dae_noise_kind_str(spec->kind), num,
+    snprintf(buf, len, "%s:%s%s%s%s", dae_noise_kind_str(spec->kind), lo, hi,
              spec->clip ? ":clip" : "", spec->quantize ? ":quantize" : "");
 }
 
@@ -175,7 +231,15 @@ void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
                      float *noisy, size_t n, uint64_t seed, uint64_t stream) {
     dae_rng rng;
     dae_rng_seed(&rng, seed, stream);
-    const float level = spec->level;
+    float level = spec->level;
+    if (dae_noise_is_range(spec)) {
+        /* One level for the whole image, drawn first so the noise after it
+         * is the fixed-level noise of that level. The clamp guards against
+         * rounding up past the top. */
+        double u = dae_rng_uniform_double(&rng);
+        level = (float)((double)spec->level + ((double)spec->level_max - (double)spec->level) * u);
+        if (level > spec->level_max) level = spec->level_max;
+    }
 
     /* Each loop reads clean[i] before writing noisy[i], so in-place works. */
     switch (spec->kind) {

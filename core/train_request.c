@@ -21,7 +21,7 @@ const dae_train_param DAE_TRAIN_PARAMS[] = {
     {"weight_decay", "weight-decay", DAE_PARAM_FLOAT, CFG(weight_decay), 0, 1, 0, BOTH, "X",
      "Adam weight decay, added to the gradient"},
     {"noise", "noise", DAE_PARAM_NOISE, CFG(noise), 0, 0, 0, BOTH, "SPEC",
-     "gaussian:S[:clip][:quantize], salt-pepper:P, speckle:S"},
+     "gaussian:S[:clip][:quantize], salt-pepper:P, speckle:S; a range LO-HI draws each image's level"},
     {"seed", "seed", DAE_PARAM_U64, CFG(seed), 0, 18446744073709551615.0, 0, BOTH, "N",
      "seed of initialisation, shuffling and noise"},
     {"threads", "threads", DAE_PARAM_INT, CFG(threads), 1, 64, 0, DAE_PARAM_CLI, "N", "threads over the batch"},

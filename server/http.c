@@ -500,7 +500,9 @@ static int noise_params(request *r, enum MHD_Result *ret) {
     const char *level = salt ? (amount != NULL ? amount : "0.1") : (sigma != NULL ? sigma : "0.5");
     char spec_text[128], err[DAE_ERR_LEN];
     snprintf(spec_text, sizeof spec_text, "%s:%s", type, level);
-    if (strlen(level) > 32 || dae_noise_parse(spec_text, &r->image.noise, err, sizeof err) != DAE_OK) {
+    /* One image, one level: a range (LO-HI) is for training. */
+    if (strlen(level) > 32 || dae_noise_parse(spec_text, &r->image.noise, err, sizeof err) != DAE_OK ||
+        dae_noise_is_range(&r->image.noise)) {
         *ret = answer_error(r, 422, "invalid_parameter", "%s must be a plain decimal number in %s, not \"%s\"",
                             salt ? "amount" : "sigma", salt ? "[0, 1]" : "[0, 10]", level);
         return -1;

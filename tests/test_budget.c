@@ -246,7 +246,7 @@ Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
         j->max_pixels = 1 << 20;
         j->pixels = (long long)side * (side + 3);
         j->model = srv_registry_acquire(r, NULL);
-        j->noise = (dae_noise_spec){DAE_NOISE_GAUSSIAN, 0.3f, 1, 1};
+        j->noise = (dae_noise_spec){.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .clip = 1, .quantize = 1};
         j->png_level = 1;
         j->done = on_done;
         j->user = &w;

@@ -29,7 +29,7 @@ static float *noisy_copy(const float *x, int h, int w, float sigma, uint64_t see
     size_t n = (size_t)h * (size_t)w;
     float *p = malloc(n * sizeof *p);
     cr_assert_not_null(p);
-    dae_noise_spec s = {DAE_NOISE_GAUSSIAN, sigma, 1, 0};
+    dae_noise_spec s = {.kind = DAE_NOISE_GAUSSIAN, .level = sigma, .clip = 1};
     dae_noise_apply(&s, x, p, n, seed, 0);
     return p;
 }
@@ -172,7 +172,7 @@ Test(metrics, ssim_falls_with_noise) {
     const float sigmas[] = {0.01f, 0.05f, 0.1f, 0.2f, 0.4f};
     for (int s = 0; s < 5; s++) {
         /* same seed: the same noise pattern, scaled */
-        dae_noise_spec spec = {DAE_NOISE_GAUSSIAN, sigmas[s], 0, 0};
+        dae_noise_spec spec = {.kind = DAE_NOISE_GAUSSIAN, .level = sigmas[s]};
         float b[28 * 28];
         dae_noise_apply(&spec, a, b, 28 * 28, 3, 3);
         double v = dae_metrics_ssim(a, b, 28, 28);

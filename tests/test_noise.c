@@ -28,7 +28,8 @@ static dae_noise_spec parse_ok(const char *text) {
 /* Parses text expecting DAE_ERR_INVALID, and checks that the message
  * contains each of the (up to two) given words. */
 static void parse_bad(const char *text, const char *word1, const char *word2) {
-    dae_noise_spec s = {DAE_NOISE_SPECKLE, 7.0f, 1, 1}, before = s;
+    dae_noise_spec s = {.kind = DAE_NOISE_SPECKLE, .level = 7.0f, .clip = 1, .quantize = 1,
+                        .level_max = 8.0f}, before = s;
     char err[DAE_ERR_LEN] = "";
     dae_status st = dae_noise_parse(text, &s, err, sizeof err);
     cr_assert_eq(st, DAE_ERR_INVALID, "\"%s\" should be refused", text ? text : "(null)");
@@ -197,7 +198,8 @@ Test(noise, format_parse_round_trip) {
                 float max = kinds[k] == DAE_NOISE_SALT_PEPPER ? 1.0f : 10.0f;
                 float level = i == 0 ? 0.0f : i == 1 ? max : i == 2 ? 1e-30f
                             : i == 3 ? 1.0f / 3.0f : max * dae_rng_uniform(&r);
-                dae_noise_spec s = {kinds[k], level, flags & 1, flags >> 1}, back;
+                dae_noise_spec s = {.kind = kinds[k], .level = level, .clip = flags & 1,
+                                    .quantize = flags >> 1}, back;
                 char buf[DAE_NOISE_TEXT_LEN], err[DAE_ERR_LEN] = "";
                 dae_noise_format(&s, buf, sizeof buf);
                 cr_assert_eq(dae_noise_parse(buf, &back, err, sizeof err), DAE_OK,
@@ -209,13 +211,118 @@ Test(noise, format_parse_round_trip) {
 }
 
 Test(noise, format_longest_fits_and_truncates) {
-    dae_noise_spec s = {DAE_NOISE_SALT_PEPPER, 1.0f / 3.0f, 1, 1};
+    dae_noise_spec s = {.kind = DAE_NOISE_SALT_PEPPER, .level = 1.0f / 3.0f, .clip = 1, .quantize = 1};
     char buf[DAE_NOISE_TEXT_LEN];
     dae_noise_format(&s, buf, sizeof buf);
     cr_expect_str_eq(buf, "salt-pepper:0.33333334:clip:quantize");
     char small[9];
     dae_noise_format(&s, small, sizeof small);
     cr_expect_str_eq(small, "salt-pep");
+}
+
+/* ---- Level ranges ----------------------------------------------------- */
+
+Test(noise, parse_ranges) {
+    struct { const char *text; dae_noise_kind kind; float level, level_max; int clip, quantize; } ok[] = {
+        {"gaussian:0-0.8:clip:quantize", DAE_NOISE_GAUSSIAN, 0.0f, 0.8f, 1, 1},
+        {"gaussian:0.1-0.5", DAE_NOISE_GAUSSIAN, 0.1f, 0.5f, 0, 0},
+        {"gaussian:0-10", DAE_NOISE_GAUSSIAN, 0.0f, 10.0f, 0, 0},
+        {"gaussian:-0-0.5", DAE_NOISE_GAUSSIAN, 0.0f, 0.5f, 0, 0},
+        {"gaussian:1e-3-2.5e-1", DAE_NOISE_GAUSSIAN, 1e-3f, 0.25f, 0, 0},
+        {"gaussian:.25-1E0:quantize", DAE_NOISE_GAUSSIAN, 0.25f, 1.0f, 0, 1},
+        {"salt-pepper:0.1-1", DAE_NOISE_SALT_PEPPER, 0.1f, 1.0f, 0, 0},
+        {"speckle:0.2-1:clip", DAE_NOISE_SPECKLE, 0.2f, 1.0f, 1, 0},
+        /* LO == HI is a fixed level, stored as a plain level is */
+        {"gaussian:0.3-0.3", DAE_NOISE_GAUSSIAN, 0.3f, 0.0f, 0, 0},
+        {"gaussian:0-0", DAE_NOISE_GAUSSIAN, 0.0f, 0.0f, 0, 0},
+        {"salt-pepper:1-1", DAE_NOISE_SALT_PEPPER, 1.0f, 0.0f, 0, 0},
+        /* a plain level leaves level_max 0 */
+        {"gaussian:0.5", DAE_NOISE_GAUSSIAN, 0.5f, 0.0f, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        dae_noise_spec s = parse_ok(ok[i].text);
+        cr_expect_eq(s.kind, ok[i].kind, "%s: kind", ok[i].text);
+        cr_expect_eq(s.level, ok[i].level, "%s: level %.9g", ok[i].text, (double)s.level);
+        cr_expect_eq(s.level_max, ok[i].level_max, "%s: level_max %.9g", ok[i].text, (double)s.level_max);
+        cr_expect(!signbit(s.level), "%s: level is -0", ok[i].text);
+        cr_expect_eq(dae_noise_is_range(&s), ok[i].level_max > ok[i].level, "%s: is_range", ok[i].text);
+        cr_expect_eq(s.clip, ok[i].clip, "%s: clip", ok[i].text);
+        cr_expect_eq(s.quantize, ok[i].quantize, "%s: quantize", ok[i].text);
+    }
+}
+
+Test(noise, parse_invalid_ranges) {
+    parse_bad("gaussian:0.8-0.2", "0.8-0.2", "LO <= HI");
+    parse_bad("gaussian:0.5-0.49999", "0.5-0.49999", "LO <= HI");
+    parse_bad("gaussian:0-10.5", "sigma 10.5", "0 to 10");
+    parse_bad("speckle:11-12", "sigma 11", "0 to 10");
+    parse_bad("salt-pepper:0.5-1.5", "amount 1.5", "0 to 1)");
+    parse_bad("gaussian:0--0.5", "sigma -0.5", "0 to 10");
+    parse_bad("gaussian:-0.5", "sigma -0.5", "out of range");
+    parse_bad("gaussian:-0.5-0.2", "sigma -0.5", "out of range");
+    parse_bad("gaussian:0-", "missing range end", "0 to 10");
+    parse_bad("gaussian:0-:clip", "missing range end", "sigma");
+    parse_bad("gaussian:-", "\"-\"", "not a number");
+    parse_bad("gaussian:x-1", "level \"x-1\"", "not a number");
+    parse_bad("gaussian:1e400-2", "sigma 1e400", "out of range");
+    parse_bad("gaussian:0-abc", "range end \"abc\"", "not a number");
+    parse_bad("gaussian:0-0.5-0.8", "range end \"0.5-0.8\"", "not a number");
+    parse_bad("gaussian:0-inf", "range end \"inf\"", "not a number");
+    parse_bad("gaussian:0-1e400", "1e400", "out of range");
+    parse_bad("gaussian:0-0.5:clip:clip", "\"clip\"", "twice");
+}
+
+Test(noise, format_ranges) {
+    struct { const char *in, *out; } cases[] = {
+        {"gaussian:0-0.8:clip:quantize", "gaussian:0-0.8:clip:quantize"},
+        {"gaussian:0.50-0.80", "gaussian:0.5-0.8"},
+        {"gaussian:-0-.5:quantize:clip", "gaussian:0-0.5:clip:quantize"},
+        {"gaussian:0.3-0.3", "gaussian:0.3"},
+        {"speckle:1e-5-10", "speckle:1e-05-10"},
+        {"salt-pepper:0-1", "salt-pepper:0-1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dae_noise_spec s = parse_ok(cases[i].in);
+        char buf[DAE_NOISE_TEXT_LEN];
+        dae_noise_format(&s, buf, sizeof buf);
+        cr_expect_str_eq(buf, cases[i].out, "format(parse(\"%s\"))", cases[i].in);
+    }
+    /* A hand-built spec with level_max below level is a fixed level. */
+    dae_noise_spec s = {.kind = DAE_NOISE_GAUSSIAN, .level = 0.5f, .level_max = 0.25f};
+    char buf[DAE_NOISE_TEXT_LEN];
+    dae_noise_format(&s, buf, sizeof buf);
+    cr_expect_str_eq(buf, "gaussian:0.5");
+    /* The longest range fits DAE_NOISE_TEXT_LEN. */
+    s = (dae_noise_spec){.kind = DAE_NOISE_SALT_PEPPER, .level = 1.00000085e-30f,
+                         .level_max = 1.00000245e-30f, .clip = 1, .quantize = 1};
+    dae_noise_format(&s, buf, sizeof buf);
+    cr_expect_str_eq(buf, "salt-pepper:1.00000085e-30-1.00000245e-30:clip:quantize");
+}
+
+Test(noise, format_parse_round_trip_ranges) {
+    /* Ranges of every kind and flag combination, including the limits and
+     * floats that need all 9 digits, parse back to the identical struct. */
+    dae_rng r;
+    dae_rng_seed(&r, 6, 6);
+    const dae_noise_kind kinds[] = {DAE_NOISE_GAUSSIAN, DAE_NOISE_SALT_PEPPER, DAE_NOISE_SPECKLE};
+    for (int k = 0; k < 3; k++)
+        for (int flags = 0; flags < 4; flags++)
+            for (int i = 0; i < 2000; i++) {
+                float max = kinds[k] == DAE_NOISE_SALT_PEPPER ? 1.0f : 10.0f;
+                float a = max * dae_rng_uniform(&r), b = max * dae_rng_uniform(&r);
+                float lo = i == 0 ? 0.0f : i == 1 ? 1e-30f : i == 2 ? 1.0f / 3.0f : fminf(a, b);
+                float hi = i == 0 ? max : i == 1 ? 2e-30f : i == 2 ? 2.0f / 3.0f : fmaxf(a, b);
+                if (hi == lo) continue;
+                dae_noise_spec s = {.kind = kinds[k], .level = lo, .clip = flags & 1,
+                                    .quantize = flags >> 1, .level_max = hi}, back;
+                char buf[DAE_NOISE_TEXT_LEN], err[DAE_ERR_LEN] = "";
+                dae_noise_format(&s, buf, sizeof buf);
+                cr_assert_eq(dae_noise_parse(buf, &back, err, sizeof err), DAE_OK,
+                             "\"%s\": %s", buf, err);
+                cr_assert(memcmp(&s, &back, sizeof s) == 0,
+                          "\"%s\" parsed to a different spec (%.9g-%.9g vs %.9g-%.9g)", buf,
+                          (double)back.level, (double)back.level_max, (double)s.level, (double)s.level_max);
+            }
 }
 
 Test(noise, kind_names) {
@@ -230,6 +337,7 @@ Test(noise, kind_names) {
 static const char *const every_spec[] = {
     "gaussian:0.3", "gaussian:0.3:clip:quantize", "salt-pepper:0.4",
     "speckle:0.5", "speckle:0.5:clip",
+    "gaussian:0-0.8:clip:quantize", "salt-pepper:0.1-0.5", "speckle:0.2-1",
 };
 
 Test(noise, same_seed_and_stream_same_bytes) {
@@ -307,6 +415,128 @@ Test(noise, same_output_on_any_thread) {
     }
     for (int t = 0; t < T; t++) pthread_join(th[t], NULL);
     cr_expect(memcmp(serial, threaded, sizeof serial) == 0);
+    free(clean);
+}
+
+/* What dae_noise_apply must give for gaussian noise without clip on n <=
+ * 256 pixels (one block of normals), computed the obvious way: with a range
+ * one uniform draw picks the level first, a fixed level draws nothing
+ * else. Writes the level used to *level. */
+static void gaussian_oracle(const dae_noise_spec *spec, const float *clean, float *out, size_t n,
+                            uint64_t seed, uint64_t stream, float *level) {
+    cr_assert(n <= 256 && spec->kind == DAE_NOISE_GAUSSIAN && !spec->clip && !spec->quantize);
+    dae_rng r;
+    dae_rng_seed(&r, seed, stream);
+    float l = spec->level;
+    if (spec->level_max > spec->level) {
+        double u = dae_rng_uniform_double(&r);
+        l = (float)((double)spec->level + ((double)spec->level_max - (double)spec->level) * u);
+        if (l > spec->level_max) l = spec->level_max;
+    }
+    float z[256];
+    dae_rng_normal_fill(&r, z, n);
+    for (size_t i = 0; i < n; i++) out[i] = clean[i] + l * z[i];
+    *level = l;
+}
+
+Test(noise, fixed_level_draws_nothing_extra) {
+    /* Bit-identical to the noise before ranges existed: the fixed level's
+     * noise starts at the first draw of the (seed, stream) generator. */
+    enum { N = 200 };
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 13, 0);
+    float got[N], want[N], level;
+    const dae_noise_spec hand[] = {
+        parse_ok("gaussian:0.3"), parse_ok("gaussian:0.3-0.3"),
+        {.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f},                     /* zero level_max */
+        {.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .level_max = 0.3f},  /* level_max == level */
+        {.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .level_max = 0.1f},  /* level_max < level */
+    };
+    for (size_t k = 0; k < sizeof hand / sizeof hand[0]; k++)
+        for (uint64_t stream = 0; stream < 8; stream++) {
+            dae_noise_apply(&hand[k], clean, got, N, 77, stream);
+            gaussian_oracle(&hand[k], clean, want, N, 77, stream, &level);
+            cr_expect_eq(level, 0.3f);
+            cr_expect(memcmp(got, want, sizeof got) == 0, "spec %zu, stream %llu differs from the oracle",
+                      k, (unsigned long long)stream);
+        }
+    /* Salt-and-pepper: one uniform double per pixel from the first draw. */
+    dae_noise_spec sp = parse_ok("salt-pepper:0.4");
+    dae_noise_apply(&sp, clean, got, N, 77, 3);
+    dae_rng r;
+    dae_rng_seed(&r, 77, 3);
+    for (size_t i = 0; i < N; i++) {
+        double u = dae_rng_uniform_double(&r);
+        float w = u < 0.4f ? (u < 0.5 * (double)0.4f ? 0.0f : 1.0f) : clean[i];
+        cr_assert_eq(got[i], w, "salt-pepper pixel %zu", i);
+    }
+    free(clean);
+}
+
+Test(noise, range_draws_one_level_per_image) {
+    enum { N = 200 };
+    float *clean = uniform_floats(N, 0.0f, 1.0f, 14, 0);
+    float got[N], want[N], level, lo = 1e9f, hi = -1e9f;
+    dae_noise_spec s = parse_ok("gaussian:0.2-0.6");
+    for (uint64_t stream = 0; stream < 500; stream++) {
+        dae_noise_apply(&s, clean, got, N, 5, stream);
+        gaussian_oracle(&s, clean, want, N, 5, stream, &level);
+        cr_assert(memcmp(got, want, sizeof got) == 0, "stream %llu differs from the oracle",
+                  (unsigned long long)stream);
+        cr_assert(level >= 0.2f && level <= 0.6f, "stream %llu: level %.9g", (unsigned long long)stream,
+                  (double)level);
+        lo = fminf(lo, level);
+        hi = fmaxf(hi, level);
+    }
+    /* 500 uniform draws come within 1% of both ends (each misses with
+     * probability 0.99^500 < 0.7%; jointly fixed by the seed anyway). */
+    cr_expect(lo < 0.204f && hi > 0.596f, "levels span only %.4f to %.4f", (double)lo, (double)hi);
+    free(clean);
+}
+
+Test(noise, range_level_shows_in_the_noise) {
+    /* Without the oracle: the std of gaussian noise on a constant image is
+     * the image's level, within [0.2, 0.6] up to 5 standard errors, and it
+     * differs from image to image. */
+    enum { N = 4096, IMAGES = 64 };
+    dae_noise_spec s = parse_ok("gaussian:0.2-0.6");
+    float *x = malloc(N * sizeof *x);
+    cr_assert_not_null(x);
+    double lo = 1e9, hi = -1e9;
+    for (uint64_t stream = 0; stream < IMAGES; stream++) {
+        for (size_t i = 0; i < N; i++) x[i] = 0.5f;
+        dae_noise_apply(&s, x, x, N, 21, stream);
+        double m, sd;
+        mean_std(x, N, &m, &sd);
+        double tol = 5.0 * sd / sqrt(2.0 * N);
+        cr_expect(sd >= 0.2 - tol && sd <= 0.6 + tol, "image %llu: std %.4f", (unsigned long long)stream, sd);
+        lo = fmin(lo, sd);
+        hi = fmax(hi, sd);
+    }
+    cr_expect(lo < 0.3 && hi > 0.5, "stds span only %.4f to %.4f", lo, hi);
+    free(x);
+}
+
+Test(noise, range_salt_pepper_and_speckle_stay_in_range) {
+    /* Salt-and-pepper 0-1 replaces a per-image fraction of the pixels, so
+     * the fractions spread; speckle with a range stays reproducible. */
+    enum { N = 4096 };
+    float *clean = uniform_floats(N, 0.05f, 0.95f, 15, 0);
+    float out[N], again[N];
+    dae_noise_spec sp = parse_ok("salt-pepper:0-1");
+    double lo = 1.0, hi = 0.0;
+    for (uint64_t stream = 0; stream < 64; stream++) {
+        dae_noise_apply(&sp, clean, out, N, 3, stream);
+        size_t changed = 0;
+        for (size_t i = 0; i < N; i++) changed += out[i] != clean[i];
+        lo = fmin(lo, (double)changed / N);
+        hi = fmax(hi, (double)changed / N);
+    }
+    cr_expect(lo < 0.2 && hi > 0.8, "replaced fractions span only %.3f to %.3f", lo, hi);
+    dae_noise_spec sk = parse_ok("speckle:0.2-1:clip");
+    dae_noise_apply(&sk, clean, out, N, 3, 4);
+    dae_noise_apply(&sk, clean, again, N, 3, 4);
+    cr_expect(memcmp(out, again, sizeof out) == 0);
+    for (size_t i = 0; i < N; i++) cr_assert(out[i] >= 0.0f && out[i] <= 1.0f);
     free(clean);
 }
 

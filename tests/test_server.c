@@ -394,7 +394,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = 120) {
         j->max_pixels = 1 << 20;
         j->pixels = (long long)s[0] * s[1];
         j->model = srv_registry_acquire(f.r, i % 3 == 0 ? "b" : "a");
-        j->noise = (dae_noise_spec){DAE_NOISE_GAUSSIAN, 0.3f, 1, 1};
+        j->noise = (dae_noise_spec){.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .clip = 1, .quantize = 1};
         j->seed = (uint64_t)i;
         j->png_level = 1;
         j->done = on_done;

@@ -243,6 +243,61 @@ for p in ("raw", "png"):
         assert 0 < q["mse"] < 1 and 0 < q["psnr"] < 100 and -1 <= q["ssim"] <= 1, (p, k, q)
 ' "$TMP/stdout"
 
+# The noise sweep: png protocol at several sigmas, for several models.
+SWEEP=0.05,0.1,0.2,0.3,0.5,0.7
+good "eval sweep of two models" eval "${D[@]}" --model "$M1,$M2" --sweep "$SWEEP" --limit 64 --threads 2 \
+    --sweep-svg "$TMP/sweep.svg"
+check "sweep table has a row per sigma: sigma and a PSNR, SSIM pair for the input and each model" \
+    test "$(awk '$1 ~ /^[0-9.]+$/ && NF == 7' "$TMP/stdout" | wc -l)" -eq 6
+check "sweep table names its columns" grep -qE '^ +noisy input +m1 +m2$' "$TMP/stdout"
+sweep_psnr=$(awk '$1 == "0.5" { print $6 }' "$TMP/stdout")
+good "eval at the sweep's sigma 0.5" eval "${D[@]}" --model "$M2" --noise gaussian:0.5 --limit 64 --threads 1
+eval_psnr=$(awk '$1 == "png" && $3 == "denoised" { print $5 }' "$TMP/stdout")
+[ -n "$sweep_psnr" ] && [ "$sweep_psnr" = "$eval_psnr" ]
+ok "sweep PSNR at 0.5 equals eval's png row ($sweep_psnr dB, $eval_psnr dB)"
+check "sweep SVG is XML with a polyline per model and one for the noisy input" "$PYTHON" -c '
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+lines = root.findall("{http://www.w3.org/2000/svg}polyline")
+assert len(lines) == 3, len(lines)
+assert all(len(l.get("points").split()) == 6 for l in lines)
+assert lines[2].get("stroke-dasharray"), "the noisy line is not dashed"
+' "$TMP/sweep.svg"
+if command -v rsvg-convert >/dev/null; then
+    check "sweep SVG renders" rsvg-convert -o "$TMP/sweep.png" "$TMP/sweep.svg"
+fi
+good "eval sweep json" eval "${D[@]}" --model "$M1,$M2" --sweep 0.1,0.5 --limit 64 --json
+check "sweep json parses with a row per sigma and a result per model" "$PYTHON" -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["test_images"] == 64 and d["protocol"] == "png", d
+assert [m["name"] for m in d["models"]] == ["m1", "m2"], d["models"]
+assert [r["sigma"] for r in d["sweep"]] == [0.1, 0.5], d["sweep"]
+for r in d["sweep"]:
+    assert r["noise"] == "gaussian:%g:clip:quantize" % r["sigma"], r
+    assert len(r["denoised"]) == 2, r
+    for q in [r["noisy"]] + r["denoised"]:
+        assert 0 < q["psnr"] < 100 and -1 <= q["ssim"] <= 1, q
+assert d["sweep"][0]["noisy"]["psnr"] > d["sweep"][1]["noisy"]["psnr"], d["sweep"]
+' "$TMP/stdout"
+usage "sweep with a word" eval "${D[@]}" --model "$M1" --sweep 0.1,abc --sweep-svg "$OUT/s.svg"
+check "the sweep error names the bad item" grep -q '"abc"' "$TMP/stderr"
+usage "sweep with an empty item" eval "${D[@]}" --model "$M1" --sweep 0.1,,0.2
+check "the sweep error names the empty item" grep -q "item 2 is empty" "$TMP/stderr"
+usage "sweep at sigma 0" eval "${D[@]}" --model "$M1" --sweep 0,0.1
+usage "sweep with an exponent" eval "${D[@]}" --model "$M1" --sweep 1e-1
+usage "sweep over sigma 10" eval "${D[@]}" --model "$M1" --sweep 0.5,10.5
+usage "sweep of 17 sigmas" eval "${D[@]}" --model "$M1" --sweep 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1,1.1,1.2,1.3,1.4,1.5,1.6,1.7
+check "the sweep error says at most 16" grep -q "more than 16 sigmas" "$TMP/stderr"
+usage "sweep not increasing" eval "${D[@]}" --model "$M1" --sweep 0.5,0.1
+usage "sweep with --noise" eval "${D[@]}" --model "$M1" --sweep 0.5 --noise gaussian:0.5
+usage "sweep-svg without --sweep" eval "${D[@]}" --model "$M1" --sweep-svg "$OUT/s.svg"
+usage "two models without --sweep" eval "${D[@]}" --model "$M1,$M2"
+usage "sweep with an empty model" eval "${D[@]}" --model "$M1," --sweep 0.5
+check "sweep usage errors wrote nothing" test -z "$(ls -A "$OUT")"
+bad "sweep with a missing model" "nothere.safetensors" "$OUT/s.svg" \
+    eval "${D[@]}" --model "$M1,$TMP/nothere.safetensors" --sweep 0.5 --sweep-svg "$OUT/s.svg"
+
 # ------------------------------------------------------------ images
 
 for f in g1.pgm g2729.pgm g28.pgm c300.ppm rgba.tga; do

@@ -313,6 +313,7 @@ req POST '/noise?type=salt-pepper&amount=0.2&seed=1' --data-binary @"$IMG/rgba8.
 [ "$STATUS" = 200 ] && [ "$(png_info "$TMP/body")" = "28 28 8 6" ]
 ok "/noise salt-pepper on RGBA: 200 RGBA"
 expect_error 422 invalid_parameter "/noise sigma out of range: 422" POST '/noise?sigma=11' --data-binary @"$IMG/gray8.png"
+expect_error 422 invalid_parameter "/noise sigma as a range (training only): 422" POST '/noise?sigma=0-0.5' --data-binary @"$IMG/gray8.png"
 expect_error 422 invalid_parameter "/noise sigma with salt-pepper: 422" POST '/noise?type=salt-pepper&sigma=0.2' --data-binary @"$IMG/gray8.png"
 expect_error 422 invalid_parameter "/noise unknown type: 422" POST '/noise?type=blur' --data-binary @"$IMG/gray8.png"
 expect_error 422 invalid_parameter "/noise negative seed: 422" POST '/noise?seed=-1' --data-binary @"$IMG/gray8.png"
