@@ -21,22 +21,17 @@ static const char NAME[] = "eval";
 /* Most models and sigmas of one sweep: a table still fits a wide terminal. */
 enum { MAX_MODELS = 16, MAX_SIGMAS = 16, SIGMA_TEXT_LEN = 16 };
 
-typedef struct {
-    const char *name;
-    dae_noise_spec noise;
-    char noise_text[DAE_NOISE_TEXT_LEN];
-    dae_quality denoised, noisy;
-} protocol;
-
-/* One sigma of a sweep: its text as given (so the noise parses exactly as
- * `--noise gaussian:TEXT` does), its png-protocol noise and the qualities. */
+/* One noise the models are evaluated at, and the qualities found: a
+ * protocol of plain `dae eval` ("raw", "png"), or a sigma of a sweep (its
+ * text as given, so the noise parses exactly as `--noise gaussian:TEXT`
+ * does, with the png protocol). */
 typedef struct {
     char text[SIGMA_TEXT_LEN];
     double sigma;
     dae_noise_spec noise;
     char noise_text[DAE_NOISE_TEXT_LEN];
     dae_quality noisy, denoised[MAX_MODELS];
-} sweep_row;
+} eval_case;
 
 /* A model of the command line: its path, its name in tables and charts
  * (the file's base name without .safetensors, cut to DAE_NAME_MAX bytes)
@@ -58,10 +53,20 @@ static void add_quality(cJSON *parent, const char *key, const dae_quality *q) {
     cJSON_AddNumberToObject(o, "ssim", dae_quality_ssim(q));
 }
 
+/* Prints root as JSON and deletes it. Returns 0, or -1 when out of memory. */
+static int print_json(cJSON *root) {
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (text == NULL) return -1;
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
+
 /* Parses the --sweep list ("0.05,0.1,0.5": 1 to MAX_SIGMAS plain decimals
  * in (0, 10], increasing) into rows with the png protocol's noise. Returns
  * the count, or 0 after writing a sentence naming the bad item to err. */
-static int parse_sigmas(const char *list, sweep_row *rows, char *err, size_t errlen) {
+static int parse_sigmas(const char *list, eval_case *rows, char *err, size_t errlen) {
     int n = 0;
     for (const char *item = list;; n++) {
         size_t len = strcspn(item, ",");
@@ -80,7 +85,7 @@ static int parse_sigmas(const char *list, sweep_row *rows, char *err, size_t err
                      item);
             return 0;
         }
-        sweep_row *r = &rows[n];
+        eval_case *r = &rows[n];
         memcpy(r->text, item, len);
         r->text[len] = '\0';
         r->sigma = strtod(r->text, NULL);
@@ -135,7 +140,7 @@ static int split_models(const char *list, char *buf, eval_model *models, char *e
 
 /* Prints the qualities of the two protocols as a table, or as JSON.
  * Returns 0, or -1 when out of memory. */
-static int print_protocols(const protocol *protos, const char *model_path, const char *dataset, int count,
+static int print_protocols(const eval_case *protos, const char *model_path, const char *dataset, int count,
                             int json) {
     if (json) {
         cJSON *root = cJSON_CreateObject();
@@ -145,26 +150,21 @@ static int print_protocols(const protocol *protos, const char *model_path, const
         cJSON_AddStringToObject(root, "noise", protos[0].noise_text);
         cJSON_AddNumberToObject(root, "seed", (double)DAE_EVAL_SEED);
         for (int p = 0; p < 2; p++) {
-            cJSON *o = cJSON_AddObjectToObject(root, protos[p].name);
+            cJSON *o = cJSON_AddObjectToObject(root, protos[p].text);
             cJSON_AddStringToObject(o, "noise", protos[p].noise_text);
             add_quality(o, "noisy", &protos[p].noisy);
-            add_quality(o, "denoised", &protos[p].denoised);
+            add_quality(o, "denoised", &protos[p].denoised[0]);
         }
-        char *text = cJSON_Print(root);
-        cJSON_Delete(root);
-        if (text == NULL) return -1;
-        printf("%s\n", text);
-        free(text);
-        return 0;
+        return print_json(root);
     }
     printf("model    %s\n", model_path);
     printf("dataset  %s, %d test images, evaluation seed %llu\n\n", dataset, count, (unsigned long long)DAE_EVAL_SEED);
     printf("%-9s %-30s %-9s %10s %10s %8s\n", "protocol", "noise", "image", "MSE", "PSNR dB", "SSIM");
     for (int p = 0; p < 2; p++) {
-        const dae_quality *q[2] = {&protos[p].noisy, &protos[p].denoised};
+        const dae_quality *q[2] = {&protos[p].noisy, &protos[p].denoised[0]};
         const char *what[2] = {"noisy", "denoised"};
         for (int k = 0; k < 2; k++)
-            printf("%-9s %-30s %-9s %10.5f %10.2f %8.4f\n", protos[p].name, protos[p].noise_text, what[k],
+            printf("%-9s %-30s %-9s %10.5f %10.2f %8.4f\n", protos[p].text, protos[p].noise_text, what[k],
                    dae_quality_mse(q[k]), dae_quality_psnr(q[k]), dae_quality_ssim(q[k]));
     }
     return 0;
@@ -173,7 +173,7 @@ static int print_protocols(const protocol *protos, const char *model_path, const
 /* Prints the sweep: one row per sigma, a PSNR and SSIM column pair for the
  * noisy input and for each model; or the same as JSON. Returns 0, or -1
  * when out of memory. */
-static int print_sweep(const sweep_row *rows, int n_rows, const eval_model *models, int n_models,
+static int print_sweep(const eval_case *rows, int n_rows, const eval_model *models, int n_models,
                         const char *dataset, int count, int json) {
     if (json) {
         cJSON *root = cJSON_CreateObject();
@@ -198,12 +198,7 @@ static int print_sweep(const sweep_row *rows, int n_rows, const eval_model *mode
             cJSON *d = cJSON_AddArrayToObject(o, "denoised"); /* in the order of "models" */
             for (int k = 0; k < n_models; k++) add_quality(d, NULL, &rows[i].denoised[k]);
         }
-        char *text = cJSON_Print(root);
-        cJSON_Delete(root);
-        if (text == NULL) return -1;
-        printf("%s\n", text);
-        free(text);
-        return 0;
+        return print_json(root);
     }
     printf("dataset  %s, %d test images, evaluation seed %llu\n", dataset, count, (unsigned long long)DAE_EVAL_SEED);
     printf("noise    gaussian:SIGMA:clip:quantize (png protocol)\n");
@@ -233,7 +228,7 @@ static int print_sweep(const sweep_row *rows, int n_rows, const eval_model *mode
 /* The sweep as a chart (plot.h): PSNR against sigma, a line with markers
  * per model and a dashed one for the noisy input. Returns a malloc'd
  * document or NULL when out of memory. */
-static char *sweep_svg(const sweep_row *rows, int n_rows, const eval_model *models, int n_models,
+static char *sweep_svg(const eval_case *rows, int n_rows, const eval_model *models, int n_models,
                        const char *dataset, int count) {
     double x[MAX_SIGMAS], y[MAX_MODELS + 1][MAX_SIGMAS];
     cli_plot_line lines[MAX_MODELS + 1];
@@ -282,19 +277,18 @@ int cmd_eval(int argc, char **argv) {
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
     if (rc != CLI_CONTINUE) return rc;
     char err[DAE_ERR_LEN] = "";
-    protocol protos[2] = {{.name = "raw"}, {.name = "png"}};
-    sweep_row rows[MAX_SIGMAS];
-    int n_rows = 0;
+    /* Without --sweep: the raw and the png protocol of one noise. */
+    eval_case rows[MAX_SIGMAS] = {{.text = "raw"}, {.text = "png"}};
+    int n_rows = 2;
     if (sweep_list == NULL) {
         if (svg_path != NULL) return cli_usage_error(NAME, "--sweep-svg needs --sweep");
         if (strchr(model_list, ',') != NULL) return cli_usage_error(NAME, "--model: several models need --sweep");
         if (noise_text == NULL) noise_text = "gaussian:0.5";
-        if (dae_noise_parse(noise_text, &protos[0].noise, err, sizeof err) != DAE_OK)
+        if (dae_noise_parse(noise_text, &rows[0].noise, err, sizeof err) != DAE_OK)
             return cli_usage_error(NAME, "--noise: %s", err);
-        protos[1].noise = protos[0].noise;
-        protos[1].noise.clip = protos[1].noise.quantize = 1;
-        for (int p = 0; p < 2; p++)
-            dae_noise_format(&protos[p].noise, protos[p].noise_text, sizeof protos[p].noise_text);
+        rows[1].noise = rows[0].noise;
+        rows[1].noise.clip = rows[1].noise.quantize = 1;
+        for (int p = 0; p < 2; p++) dae_noise_format(&rows[p].noise, rows[p].noise_text, sizeof rows[p].noise_text);
     } else {
         if (noise_text != NULL) return cli_usage_error(NAME, "--noise and --sweep cannot be combined");
         if ((n_rows = parse_sigmas(sweep_list, rows, err, sizeof err)) == 0)
@@ -348,20 +342,18 @@ int cmd_eval(int argc, char **argv) {
     }
     /* Each call draws the same noise (the evaluation seed), so the noisy
      * input's quality is the same for every model: keep the first. */
-    for (int i = 0; i < (sweep_list ? n_rows : 2); i++) {
+    for (int i = 0; i < n_rows; i++) {
         for (int k = 0; k < n_models; k++) {
-            const dae_noise_spec *noise = sweep_list ? &rows[i].noise : &protos[i].noise;
-            dae_quality *denoised = sweep_list ? &rows[i].denoised[k] : &protos[i].denoised, other;
-            dae_quality *noisy = k > 0 ? &other : sweep_list ? &rows[i].noisy : &protos[i].noisy;
-            if (dae_evaluate(&models[k].m, pool, test->pixels, count, noise, DAE_EVAL_SEED, denoised, noisy, err,
-                             sizeof err) != DAE_OK) {
+            dae_quality other, *noisy = k > 0 ? &other : &rows[i].noisy;
+            if (dae_evaluate(&models[k].m, pool, test->pixels, count, &rows[i].noise, DAE_EVAL_SEED,
+                             &rows[i].denoised[k], noisy, err, sizeof err) != DAE_OK) {
                 cli_error(NAME, "%s", err);
                 goto done;
             }
         }
     }
     if ((sweep_list ? print_sweep(rows, n_rows, models, n_models, dataset, count, json)
-                    : print_protocols(protos, models[0].path, dataset, count, json)) != 0) {
+                    : print_protocols(rows, models[0].path, dataset, count, json)) != 0) {
         cli_error(NAME, "out of memory");
         goto done;
     }
