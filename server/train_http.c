@@ -27,9 +27,15 @@ static void fail_answer(srv_train_answer *a, int status, const char *code, const
     va_end(ap);
 }
 
-static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg);
-
 /* ------------------------------------------------------------ validation */
+
+/* Fills a with the error answer of st (with its sentence msg) for work
+ * of that kind: the HTTP edge's one table (http.h) chooses. */
+static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg) {
+    const char *code;
+    int status = srv_http_error_of(kind, st, &code);
+    fail_answer(a, status, code, "%s", msg);
+}
 
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a) {
     return srv_train_validate_memory(body, len, data_dir, 0, 1, a);
@@ -62,14 +68,6 @@ int srv_train_validate_memory(const char *body, size_t len, const char *data_dir
 }
 
 /* ------------------------------------------------------------ answers */
-
-/* Fills a with the error answer of st (with its sentence msg) for work
- * of that kind: the HTTP edge's one table (http.h) chooses. */
-static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg) {
-    const char *code;
-    int status = srv_http_error_of(kind, st, &code);
-    fail_answer(a, status, code, "%s", msg);
-}
 
 /* A srv_training_view_fn: the 202 answer of the job a (srv_train_answer). */
 static void accepted(const srv_train_job *job, unsigned long version, void *user) {
