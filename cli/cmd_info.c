@@ -8,17 +8,6 @@
 
 static const char NAME[] = "info";
 
-/* The spec's name of a layer kind. */
-static const char *kind_name(dae_layer_kind kind) {
-    switch (kind) {
-    case DAE_LAYER_CONV2D: return "conv2d";
-    case DAE_LAYER_CONV_TRANSPOSE2D: return "conv_transpose2d";
-    case DAE_LAYER_RELU: return "relu";
-    case DAE_LAYER_SIGMOID: return "sigmoid";
-    }
-    return "?";
-}
-
 /* Formats tensor i's shape as "16x1x3x3". */
 static void tensor_shape(const dae_model *m, int i, char *buf, size_t len) {
     char name[DAE_TENSOR_NAME_LEN];
@@ -55,6 +44,8 @@ int cmd_info(int argc, char **argv) {
     printf("kind        %s (%s)\n", checkpoint ? "training checkpoint" : "weights",
            format != NULL ? format : "no format metadata: a file saved outside dae");
     printf("input       %dx%dx%d\n", m.in_c, m.in_h, m.in_w);
+    printf("output      %s\n", m.residual ? "residual: the input minus the last layer, clamped to [0, 1]"
+                                          : "the last layer");
     printf("parameters  %zu (%.2f MB as float32)\n", m.n_params, m.n_params * 4.0 / 1e6);
     printf("forward     %.3f M multiply-adds per image\n", dae_model_forward_macs(&m) / 1e6);
     printf("layers\n");
@@ -73,10 +64,16 @@ int cmd_info(int argc, char **argv) {
             snprintf(tensors, sizeof tensors, "weight %s, bias %s", w, b);
             tensor += 2;
         }
-        if (tensors[0] != '\0')
-            printf("  %-11s %-17s %-10s -> %-10s %-16s %s\n", l->name, kind_name(l->kind), in, out, hyper, tensors);
+        if (l->n_inputs != 1 || l->inputs[0] != i - 1) { /* not simply the layer above */
+            int used = snprintf(hyper, sizeof hyper, "of");
+            for (int q = 0; q < l->n_inputs && used < (int)sizeof hyper; q++)
+                used += snprintf(hyper + used, sizeof hyper - (size_t)used, "%s%s", q ? ", " : " ",
+                                 l->inputs[q] == DAE_NETWORK_INPUT ? "input" : m.layers[l->inputs[q]].name);
+        }
+        if (tensors[0] != '\0' || hyper[0] != '\0')
+            printf("  %-11s %-17s %-10s -> %-10s %-16s %s\n", l->name, dae_layer_kind_name(l->kind), in, out, hyper, tensors);
         else
-            printf("  %-11s %-17s %-10s -> %s\n", l->name, kind_name(l->kind), in, out);
+            printf("  %-11s %-17s %-10s -> %s\n", l->name, dae_layer_kind_name(l->kind), in, out);
     }
     printf("metadata\n");
     if (f->n_meta == 0) printf("  (none)\n");

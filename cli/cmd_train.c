@@ -234,7 +234,7 @@ int cmd_train(int argc, char **argv) {
     const cli_flag own[] = {
         {"resume", CLI_STRING, &resume, 0, 0, "CHECKPOINT", "continue from a checkpoint of --checkpoint", 0},
         {"checkpoint", CLI_STRING, &checkpoint, 0, 0, "FILE", "save a checkpoint (weights + Adam state) after every epoch", 0},
-        {"architecture", CLI_STRING, &architecture, 0, 0, "FILE", "JSON architecture spec (default: the reference network)", 0},
+        {"architecture", CLI_STRING, &architecture, 0, 0, "FILE|NAME", "JSON architecture spec, or a built-in one: ae (the reference network, the default) or unet", 0},
         {"loss-csv", CLI_STRING, &csv_path, 0, 0, "FILE", "write the loss of every step and epoch as CSV", 0},
         {"loss-svg", CLI_STRING, &svg_path, 0, 0, "FILE", "write the loss curve as an SVG plot", 0},
     };
@@ -270,8 +270,13 @@ int cmd_train(int argc, char **argv) {
     if (architecture != NULL) {
         char *spec = NULL;
         size_t len;
-        dae_status st = dae_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err);
-        if (st == DAE_OK) st = dae_train_request_set_architecture(&req, spec, architecture, err, sizeof err);
+        if (dae_model_named_spec(architecture) == NULL &&
+            dae_file_read(architecture, 1 << 20, (uint8_t **)&spec, &len, err, sizeof err) != DAE_OK) {
+            cli_error(NAME, "%s (the built-in architectures: %s)", err, dae_model_arch_names());
+            goto done;
+        }
+        dae_status st = dae_train_request_set_architecture(&req, spec != NULL ? spec : architecture, architecture,
+                                                           err, sizeof err);
         free(spec);
         if (st != DAE_OK) {
             cli_error(NAME, "%s", err);

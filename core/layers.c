@@ -1,5 +1,6 @@
-/* layers.c - conv2d, conv_transpose2d, relu, sigmoid and MSE: im2col + GEMM
- * kernels and their naive oracles. Layout notes are in layers.h. */
+/* layers.c - conv2d, conv_transpose2d, relu, sigmoid, the graph's joins and
+ * MSE: im2col + GEMM kernels and their naive oracles. Layout notes are in
+ * layers.h. */
 #include "layers.h"
 
 #include <math.h>
@@ -177,12 +178,99 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
     return (size_t)g->batch * g->in_h * g->in_w * g->k_h * g->k_w * g->out_c;
 }
 
+/* Few output channels (the U-Net's last layer has one): a direct
+ * convolution. im2col would copy every input value KH*KW times to feed a
+ * GEMM only OC columns wide, which costs more than the arithmetic (8x the
+ * time of the direct loops for 17 channels in, 1 out, 3x3 on 28x28). */
+enum { DIRECT_MAX_OUT_C = 4 };
+
+static int conv2d_is_direct(const dae_conv_geom *g, const patch_geom *p) {
+    return g->out_c <= DIRECT_MAX_OUT_C && !patch_is_whole_image(p);
+}
+
+/* The kernel columns [*j0, *j1) of output column ox that fall inside the
+ * image: in (B,H,W,C) they are one contiguous run of (j1 - j0) * C floats. */
+static void inside_columns(const dae_conv_geom *g, int ox, int *x0, int *j0, int *j1) {
+    *x0 = ox * g->stride_w - g->pad_w;
+    *j0 = *x0 < 0 ? -*x0 : 0;
+    *j1 = g->in_w - *x0 < g->k_w ? g->in_w - *x0 : g->k_w;
+}
+
+HOT static void conv2d_direct_forward(float *restrict out, const float *restrict in, const float *restrict weight,
+                                      const float *restrict bias, const dae_conv_geom *g, int relu) {
+    int ic = g->in_c, oc_n = g->out_c;
+    for (int b = 0; b < g->batch; b++)
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++) {
+                float acc[DIRECT_MAX_OUT_C] = {0};
+                int x0, j0, j1;
+                inside_columns(g, ox, &x0, &j0, &j1);
+                for (int i = 0; i < g->k_h && j1 > j0; i++) {
+                    int y = oy * g->stride_h - g->pad_h + i;
+                    if (y < 0 || y >= g->in_h) continue;
+                    const float *src = in + (((size_t)b * g->in_h + y) * g->in_w + x0 + j0) * ic;
+                    int n = (j1 - j0) * ic;
+                    for (int oc = 0; oc < oc_n; oc++) {
+                        const float *w = weight + (((size_t)oc * g->k_h + i) * g->k_w + j0) * ic;
+                        float lanes[8] = {0}, tail = 0.0f; /* 8 partial sums: vector lanes */
+                        int t = 0;
+                        for (; t + 8 <= n; t += 8)
+                            for (int l = 0; l < 8; l++) lanes[l] += src[t + l] * w[t + l];
+                        for (; t < n; t++) tail += src[t] * w[t];
+                        acc[oc] += tail + ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+                                   ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+                    }
+                }
+                float *dst = out + (((size_t)b * g->out_h + oy) * g->out_w + ox) * oc_n;
+                for (int oc = 0; oc < oc_n; oc++) {
+                    float v = acc[oc] + bias[oc];
+                    dst[oc] = relu && v < 0.0f ? 0.0f : v;
+                }
+            }
+}
+
+/* dweight += the outer products of each output gradient with its patch;
+ * din (when not NULL) = each output gradient spread over its patch. */
+HOT static void conv2d_direct_backward(float *restrict din, float *restrict dweight, const float *restrict dout,
+                                       const float *restrict in, const float *restrict weight,
+                                       const dae_conv_geom *g) {
+    int ic = g->in_c, oc_n = g->out_c;
+    if (din != NULL) memset(din, 0, sizeof(float) * (size_t)g->batch * g->in_h * g->in_w * ic);
+    for (int b = 0; b < g->batch; b++)
+        for (int oy = 0; oy < g->out_h; oy++)
+            for (int ox = 0; ox < g->out_w; ox++) {
+                const float *d = dout + (((size_t)b * g->out_h + oy) * g->out_w + ox) * oc_n;
+                int x0, j0, j1;
+                inside_columns(g, ox, &x0, &j0, &j1);
+                for (int i = 0; i < g->k_h && j1 > j0; i++) {
+                    int y = oy * g->stride_h - g->pad_h + i;
+                    if (y < 0 || y >= g->in_h) continue;
+                    size_t at = (((size_t)b * g->in_h + y) * g->in_w + x0 + j0) * ic;
+                    const float *src = in + at;
+                    int n = (j1 - j0) * ic;
+                    for (int oc = 0; oc < oc_n; oc++) {
+                        size_t w_at = (((size_t)oc * g->k_h + i) * g->k_w + j0) * ic;
+                        float *dw = dweight + w_at, dv = d[oc];
+                        for (int t = 0; t < n; t++) dw[t] += dv * src[t];
+                        if (din == NULL) continue;
+                        const float *w = weight + w_at;
+                        float *dsrc = din + at;
+                        for (int t = 0; t < n; t++) dsrc[t] += dv * w[t];
+                    }
+                }
+            }
+}
+
 void dae_conv2d_forward(float *out, const float *in, const float *weight,
                         const float *bias, const dae_conv_geom *g, int relu, float *col) {
     /* col (P=B*OH*OW, K=KH*KW*IC), weight (OC, K): out (P, OC) = col weight^T */
     int k = g->k_h * g->k_w * g->in_c;
     int rows = g->batch * g->out_h * g->out_w;
     patch_geom p = conv_patches(g);
+    if (conv2d_is_direct(g, &p)) {
+        conv2d_direct_forward(out, in, weight, bias, g, relu);
+        return;
+    }
     const float *patches = in;
     if (!patch_is_whole_image(&p)) {
         im2col(col, in, &p);
@@ -200,6 +288,11 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
     int k = g->k_h * g->k_w * g->in_c;
     int rows = g->batch * g->out_h * g->out_w;
     patch_geom p = conv_patches(g);
+    if (conv2d_is_direct(g, &p)) {
+        conv2d_direct_backward(din, dweight, dout, in, weight, g);
+        sum_rows(dbias, dout, (size_t)rows, g->out_c);
+        return;
+    }
     int whole = patch_is_whole_image(&p);
     const float *patches = in;
     if (!whole) {
@@ -408,6 +501,54 @@ void dae_sigmoid_forward(float *x, size_t n) {
 
 HOT void dae_sigmoid_backward(float *dx, const float *dy, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+/* ------------------------------------------------------- graph layers */
+
+void dae_concat_forward(float *out, const float *const *inputs, const int *channels, int n_inputs,
+                        size_t pixels) {
+    int c_total = 0;
+    for (int k = 0; k < n_inputs; k++) c_total += channels[k];
+    for (int k = 0, c_first = 0; k < n_inputs; c_first += channels[k], k++) {
+        const float *in = inputs[k];
+        size_t c = (size_t)channels[k];
+        for (size_t p = 0; p < pixels; p++) memcpy(out + p * c_total + c_first, in + p * c, c * sizeof(float));
+    }
+}
+
+void dae_concat_backward(float *din, const float *dout, size_t pixels, int c_total, int c_first, int c,
+                         int accumulate) {
+    for (size_t p = 0; p < pixels; p++) {
+        const float *src = dout + p * c_total + c_first;
+        float *dst = din + p * c;
+        if (accumulate) {
+            for (int i = 0; i < c; i++) dst[i] += src[i];
+        } else {
+            memcpy(dst, src, (size_t)c * sizeof(float));
+        }
+    }
+}
+
+HOT void dae_add_forward(float *out, const float *const *inputs, int n_inputs, size_t n) {
+    memmove(out, inputs[0], n * sizeof(float));
+    for (int k = 1; k < n_inputs; k++) {
+        const float *in = inputs[k];
+        for (size_t i = 0; i < n; i++) out[i] += in[i];
+    }
+}
+
+HOT void dae_residual_forward(float *out, const float *x, const float *f, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] - f[i];
+        out[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+}
+
+HOT void dae_residual_backward(float *df, const float *dout, const float *x, const float *f, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] - f[i];
+        df[i] = v >= 0.0f && v <= 1.0f ? -dout[i] : 0.0f;
+    }
 }
 
 double dae_mse_loss_forward(const float *pred, const float *target, size_t n) {

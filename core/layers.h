@@ -1,4 +1,5 @@
-/* layers.h - the network's layers as forward/backward pairs.
+/* layers.h - the network's layers as forward/backward pairs: convolutions,
+ * activations, the graph's joins (concat, add, residual output) and the loss.
  *
  * Activation layout: every tensor is (B, H, W, C) - channels innermost - so
  * the patch under a kernel row is one contiguous run of memory and every
@@ -89,6 +90,30 @@ void dae_relu_backward(float *dx, const float *dy, const float *y, size_t n);
 /* In place: x = 1 / (1 + exp(-x)). Backward: dx = dy * y * (1 - y). */
 void dae_sigmoid_forward(float *x, size_t n);
 void dae_sigmoid_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* ------------------------------------------------------- graph layers
+ *
+ * A concatenation joins its inputs' channels per pixel, in order: with the
+ * channels innermost, output pixel p is input 0's C0 channels of p, then
+ * input 1's C1, ... (torch.cat(dim=1) in NCHW). */
+
+/* out (pixels, c_total) = inputs[k] (pixels, channels[k]) side by side. */
+void dae_concat_forward(float *out, const float *const *inputs, const int *channels, int n_inputs,
+                        size_t pixels);
+/* The gradient of one input, din (pixels, c) = the channels [c_first,
+ * c_first + c) of dout (pixels, c_total); added to din when accumulate. */
+void dae_concat_backward(float *din, const float *dout, size_t pixels, int c_total, int c_first, int c,
+                         int accumulate);
+
+/* out = inputs[0] + inputs[1] + ..., n values each. Its backward hands
+ * dout to every input unchanged. */
+void dae_add_forward(float *out, const float *const *inputs, int n_inputs, size_t n);
+
+/* The residual output: out = clamp(x - f, 0, 1), the input minus the
+ * predicted noise. Backward: df = -dout where 0 <= x - f <= 1, else 0
+ * (PyTorch's clamp passes the gradient at the bounds); df may alias dout. */
+void dae_residual_forward(float *out, const float *x, const float *f, size_t n);
+void dae_residual_backward(float *df, const float *dout, const float *x, const float *f, size_t n);
 
 /* Mean squared error over n values; dpred = 2 * (pred - target) / denom,
  * where denom is the element count of the whole batch (a thread that holds

@@ -1,5 +1,6 @@
 /* model.c - architecture spec parsing, parameter layout and initialisation,
- * forward/backward over a batch, and safetensors weights files. */
+ * the workspace's buffers, forward/backward over a batch through the layer
+ * graph, and parameters as named tensors. */
 #include "model.h"
 
 #include <math.h>
@@ -27,14 +28,53 @@ static const char DEFAULT_SPEC[] =
     "{\"type\":\"conv_transpose2d\",\"in_channels\":16,\"out_channels\":1,\"kernel_size\":3,\"stride\":2,\"padding\":1,\"output_padding\":1},"
     "{\"type\":\"sigmoid\"}]}";
 
+/* The notebook's encoder and decoder with U-Net skips: each decoder stage
+ * also sees the encoder's output of its size, the last convolution sees
+ * the input itself, and the network predicts the noise (residual output),
+ * so a clean image passes through untouched instead of through a
+ * 64-number bottleneck. */
+static const char UNET_SPEC[] =
+    "{\"input\":[1,28,28],\"output\":\"residual\","
+    "\"e1\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":16,\"kernel_size\":3,\"stride\":2,\"padding\":1},"
+    "{\"type\":\"relu\"}],"
+    "\"e2\":[{\"type\":\"conv2d\",\"in_channels\":16,\"out_channels\":32,\"kernel_size\":3,\"stride\":2,\"padding\":1},"
+    "{\"type\":\"relu\"}],"
+    "\"z\":[{\"type\":\"conv2d\",\"in_channels\":32,\"out_channels\":64,\"kernel_size\":7}],"
+    "\"g\":[{\"type\":\"conv_transpose2d\",\"in_channels\":64,\"out_channels\":32,\"kernel_size\":7},"
+    "{\"type\":\"relu\"}],"
+    "\"d2\":[{\"type\":\"concat\",\"inputs\":[\"g\",\"e2\"]},"
+    "{\"type\":\"conv_transpose2d\",\"in_channels\":64,\"out_channels\":16,\"kernel_size\":3,\"stride\":2,\"padding\":1,\"output_padding\":1},"
+    "{\"type\":\"relu\"}],"
+    "\"d1\":[{\"type\":\"concat\",\"inputs\":[\"d2\",\"e1\"]},"
+    "{\"type\":\"conv_transpose2d\",\"in_channels\":32,\"out_channels\":16,\"kernel_size\":3,\"stride\":2,\"padding\":1,\"output_padding\":1},"
+    "{\"type\":\"relu\"}],"
+    "\"out\":[{\"type\":\"concat\",\"inputs\":[\"d1\",\"input\"]},"
+    "{\"type\":\"conv2d\",\"in_channels\":17,\"out_channels\":1,\"kernel_size\":3,\"padding\":1}]}";
+
+static const struct {
+    const char *name, *spec;
+} NAMED_SPECS[] = {{"ae", DEFAULT_SPEC}, {"unet", UNET_SPEC}};
+
 /* Largest kernel, stride, padding and image side a spec may ask for. */
 enum { MAX_KERNEL = 64, MAX_STRIDE = 64, MAX_SIDE = 4096, MAX_CHANNELS = 4096 };
 
 const char *dae_model_default_spec(void) { return DEFAULT_SPEC; }
 
+const char *dae_model_named_spec(const char *name) {
+    for (size_t i = 0; i < sizeof NAMED_SPECS / sizeof NAMED_SPECS[0]; i++)
+        if (strcmp(NAMED_SPECS[i].name, name) == 0) return NAMED_SPECS[i].spec;
+    return NULL;
+}
+
+const char *dae_model_arch_names(void) { return "ae, unet"; }
+
 static int is_conv(const dae_layer *l) {
     return l->kind == DAE_LAYER_CONV2D || l->kind == DAE_LAYER_CONV_TRANSPOSE2D;
 }
+
+static const char *const KIND_NAMES[] = {"conv2d", "conv_transpose2d", "relu", "sigmoid", "concat", "add"};
+
+const char *dae_layer_kind_name(dae_layer_kind kind) { return KIND_NAMES[kind]; }
 
 /* ------------------------------------------------------------ spec parsing */
 
@@ -78,36 +118,121 @@ static dae_status check_keys(const cJSON *obj, const char *const *allowed, const
     return DAE_OK;
 }
 
-/* Fills l (its kind, hyper-parameters and output shape) from one layer
- * object, given the shape arriving at it. */
-static dae_status parse_layer(const cJSON *obj, dae_layer *l, int c, int h, int w,
-                              char *err, size_t errlen) {
-    static const char *const conv_keys[] = {"type", "in_channels", "out_channels", "kernel_size",
+/* The shape of one image at layer k's output, or at the network's input. */
+static void node_shape(const dae_model *m, int k, int *c, int *h, int *w) {
+    if (k == DAE_NETWORK_INPUT) {
+        *c = m->in_c, *h = m->in_h, *w = m->in_w;
+    } else {
+        *c = m->layers[k].out_c, *h = m->layers[k].out_h, *w = m->layers[k].out_w;
+    }
+}
+
+/* Length of the group part of a layer name ("encoder" of "encoder.3"). */
+static size_t group_len(const char *layer_name) {
+    return (size_t)(strrchr(layer_name, '.') - layer_name);
+}
+
+/* The layer a name of "inputs" refers to among those parsed so far:
+ * "input", "G.j", or "G" for the latest layer of group G; -2 when none. */
+static int find_node(const dae_model *m, const char *name) {
+    if (strcmp(name, "input") == 0) return DAE_NETWORK_INPUT;
+    int found = -2;
+    int whole_group = strchr(name, '.') == NULL;
+    for (int i = 0; i < m->n_layers; i++) {
+        const char *ln = m->layers[i].name;
+        if (strcmp(ln, name) == 0) return i;
+        if (whole_group && group_len(ln) == strlen(name) && strncmp(ln, name, strlen(name)) == 0) found = i;
+    }
+    return found;
+}
+
+/* Fills l->inputs from the layer's "inputs" (default: the layer before it,
+ * or the network's input for the first). */
+static dae_status read_inputs(const cJSON *obj, dae_model *m, dae_layer *l, char *err, size_t errlen) {
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(obj, "inputs");
+    if (inputs == NULL) {
+        l->n_inputs = 1;
+        l->inputs[0] = m->n_layers - 1; /* DAE_NETWORK_INPUT for the first layer */
+        return DAE_OK;
+    }
+    int n = cJSON_GetArraySize(inputs);
+    if (!cJSON_IsArray(inputs) || n < 1 || n > DAE_MAX_INPUTS)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "architecture: %s: \"inputs\" must be a list of 1 to %d layer names", l->name,
+                        DAE_MAX_INPUTS);
+    l->n_inputs = 0;
+    for (const cJSON *it = inputs->child; it != NULL; it = it->next) {
+        int k = cJSON_IsString(it) ? find_node(m, it->valuestring) : -2;
+        if (k >= 0 && strchr(it->valuestring, '.') == NULL &&
+            strncmp(l->name, it->valuestring, group_len(l->name)) == 0 && group_len(l->name) == strlen(it->valuestring))
+            k = -2; /* its own group, whose last layer is not before it */
+        if (k == -2)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "architecture: %s: input \"%s\" is neither \"input\" nor an earlier layer "
+                            "(\"group\" for its last layer, or \"group.index\")",
+                            l->name, cJSON_IsString(it) ? it->valuestring : "?");
+        l->inputs[l->n_inputs++] = k;
+    }
+    return DAE_OK;
+}
+
+/* Checks a concat's or an add's inputs and sets its shapes: the same
+ * height and width (an add: the same channels too). */
+static dae_status join_shapes(const dae_model *m, dae_layer *l, char *err, size_t errlen) {
+    if (l->n_inputs < 2)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: %s: %s takes two or more \"inputs\"",
+                        l->name, KIND_NAMES[l->kind]);
+    int c0, h0, w0;
+    node_shape(m, l->inputs[0], &c0, &h0, &w0);
+    l->in_c = 0;
+    for (int q = 0; q < l->n_inputs; q++) {
+        int c, h, w;
+        node_shape(m, l->inputs[q], &c, &h, &w);
+        if (h != h0 || w != w0 || (l->kind == DAE_LAYER_ADD && c != c0))
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "architecture: %s: its inputs are %dx%dx%d and %dx%dx%d; %s needs the same %s",
+                            l->name, c0, h0, w0, c, h, w, KIND_NAMES[l->kind],
+                            l->kind == DAE_LAYER_ADD ? "shape" : "height and width");
+        l->in_c += c;
+    }
+    if (l->kind == DAE_LAYER_ADD) l->in_c = c0;
+    l->out_c = l->in_c;
+    return DAE_OK;
+}
+
+/* Fills layer l (the next one of m): its kind, inputs, hyper-parameters
+ * and shapes, from one layer object. */
+static dae_status parse_layer(const cJSON *obj, dae_model *m, dae_layer *l, char *err, size_t errlen) {
+    static const char *const conv_keys[] = {"type", "inputs", "in_channels", "out_channels", "kernel_size",
                                             "stride", "padding", "output_padding", NULL};
-    static const char *const act_keys[] = {"type", NULL};
+    static const char *const plain_keys[] = {"type", "inputs", NULL};
     if (!cJSON_IsObject(obj))
         return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: %s: a layer must be an object", l->name);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type");
     if (!cJSON_IsString(type))
         return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: %s: missing \"type\"", l->name);
+    int kind = -1;
+    for (int k = 0; k < (int)(sizeof KIND_NAMES / sizeof KIND_NAMES[0]); k++)
+        if (strcmp(type->valuestring, KIND_NAMES[k]) == 0) kind = k;
+    if (kind < 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "architecture: %s: unknown type \"%s\" (conv2d, conv_transpose2d, relu, sigmoid, "
+                        "concat, add)", l->name, type->valuestring);
+    l->kind = (dae_layer_kind)kind;
+    dae_status st = check_keys(obj, is_conv(l) ? conv_keys : plain_keys, l->name, err, errlen);
+    if (st == DAE_OK) st = read_inputs(obj, m, l, err, errlen);
+    if (st != DAE_OK) return st;
+    int c, h, w;
+    node_shape(m, l->inputs[0], &c, &h, &w);
     l->in_c = c, l->in_h = h, l->in_w = w;
     l->out_c = c, l->out_h = h, l->out_w = w;
-    if (strcmp(type->valuestring, "relu") == 0 || strcmp(type->valuestring, "sigmoid") == 0) {
-        l->kind = type->valuestring[0] == 'r' ? DAE_LAYER_RELU : DAE_LAYER_SIGMOID;
-        return check_keys(obj, act_keys, l->name, err, errlen);
-    }
-    if (strcmp(type->valuestring, "conv2d") == 0) {
-        l->kind = DAE_LAYER_CONV2D;
-    } else if (strcmp(type->valuestring, "conv_transpose2d") == 0) {
-        l->kind = DAE_LAYER_CONV_TRANSPOSE2D;
-    } else {
-        return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "architecture: %s: unknown type \"%s\" (conv2d, conv_transpose2d, relu, sigmoid)",
-                        l->name, type->valuestring);
-    }
-    dae_status st = check_keys(obj, conv_keys, l->name, err, errlen);
+    if (l->kind == DAE_LAYER_CONCAT || l->kind == DAE_LAYER_ADD) return join_shapes(m, l, err, errlen);
+    if (l->n_inputs != 1)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: %s: %s takes one input, not %d",
+                        l->name, KIND_NAMES[l->kind], l->n_inputs);
+    if (!is_conv(l)) return DAE_OK;
     int in_ch[2], out_ch[2], k[2], s[2], p[2], op[2];
-    if (st == DAE_OK) st = read_pair(obj, "in_channels", -1, 1, MAX_CHANNELS, in_ch, l->name, err, errlen);
+    st = read_pair(obj, "in_channels", -1, 1, MAX_CHANNELS, in_ch, l->name, err, errlen);
     if (st == DAE_OK) st = read_pair(obj, "out_channels", -1, 1, MAX_CHANNELS, out_ch, l->name, err, errlen);
     if (st == DAE_OK) st = read_pair(obj, "kernel_size", -1, 1, MAX_KERNEL, k, l->name, err, errlen);
     if (st == DAE_OK) st = read_pair(obj, "stride", 1, 1, MAX_STRIDE, s, l->name, err, errlen);
@@ -120,7 +245,7 @@ static dae_status parse_layer(const cJSON *obj, dae_layer *l, int c, int h, int 
                         "(channels as one integer)", l->name);
     if (in_ch[0] != c)
         return dae_fail(err, errlen, DAE_ERR_INVALID,
-                        "architecture: %s: in_channels is %d but the previous layer gives %d channels",
+                        "architecture: %s: in_channels is %d but its input gives %d channels",
                         l->name, in_ch[0], c);
     l->out_c = out_ch[0];
     l->k_h = k[0], l->k_w = k[1], l->stride_h = s[0], l->stride_w = s[1];
@@ -156,6 +281,9 @@ static dae_status parse_group(dae_model *m, const char *group, const cJSON *list
                                                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != strlen(group))
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "architecture: group name \"%s\" must be 1-24 letters, digits or _", group);
+    for (int i = 0; i < m->n_layers; i++)
+        if (group_len(m->layers[i].name) == strlen(group) && strncmp(m->layers[i].name, group, strlen(group)) == 0)
+            return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: group \"%s\" is given twice", group);
     int index = 0;
     for (const cJSON *item = list->child; item != NULL; item = item->next, index++) {
         if (m->n_layers == DAE_MAX_LAYERS)
@@ -163,23 +291,40 @@ static dae_status parse_group(dae_model *m, const char *group, const cJSON *list
         dae_layer *l = &m->layers[m->n_layers];
         memset(l, 0, sizeof *l);
         snprintf(l->name, sizeof l->name, "%s.%d", group, index);
-        int c = m->in_c, h = m->in_h, w = m->in_w;
-        if (m->n_layers > 0) {
-            const dae_layer *prev = &m->layers[m->n_layers - 1];
-            c = prev->out_c, h = prev->out_h, w = prev->out_w;
-        }
-        dae_status st = parse_layer(item, l, c, h, w, err, errlen);
+        dae_status st = parse_layer(item, m, l, err, errlen);
         if (st != DAE_OK) return st;
         m->n_layers++;
     }
     return DAE_OK;
 }
 
-/* Adds one layer's canonical JSON object to array. */
-static void add_layer_json(cJSON *array, const dae_layer *l) {
+/* Writes the name "inputs" uses for layer k into buf: "input", the group's
+ * name for a group's last layer, else the layer's own name. */
+static void node_name(const dae_model *m, int k, char *buf, size_t len) {
+    if (k == DAE_NETWORK_INPUT) {
+        snprintf(buf, len, "input");
+        return;
+    }
+    const char *name = m->layers[k].name;
+    size_t group = group_len(name);
+    int last_of_group = k == m->n_layers - 1 || group_len(m->layers[k + 1].name) != group ||
+                        strncmp(m->layers[k + 1].name, name, group) != 0;
+    snprintf(buf, len, "%.*s", last_of_group ? (int)group : (int)strlen(name), name);
+}
+
+/* Adds layer i's canonical JSON object to array. */
+static void add_layer_json(cJSON *array, const dae_model *m, int i) {
+    const dae_layer *l = &m->layers[i];
     cJSON *o = cJSON_CreateObject();
-    static const char *const kinds[] = {"conv2d", "conv_transpose2d", "relu", "sigmoid"};
-    cJSON_AddStringToObject(o, "type", kinds[l->kind]);
+    cJSON_AddStringToObject(o, "type", KIND_NAMES[l->kind]);
+    if (l->n_inputs != 1 || l->inputs[0] != i - 1) {
+        cJSON *inputs = cJSON_AddArrayToObject(o, "inputs");
+        for (int q = 0; q < l->n_inputs; q++) {
+            char name[DAE_LAYER_NAME_LEN];
+            node_name(m, l->inputs[q], name, sizeof name);
+            cJSON_AddItemToArray(inputs, cJSON_CreateString(name));
+        }
+    }
     if (is_conv(l)) {
         cJSON_AddNumberToObject(o, "in_channels", l->in_c);
         cJSON_AddNumberToObject(o, "out_channels", l->out_c);
@@ -187,12 +332,12 @@ static void add_layer_json(cJSON *array, const dae_layer *l) {
         int values[4][2] = {{l->k_h, l->k_w}, {l->stride_h, l->stride_w},
                             {l->pad_h, l->pad_w}, {l->out_pad_h, l->out_pad_w}};
         int defaults[4] = {-1, 1, 0, 0};
-        for (int i = 0; i < 4; i++) {
-            if (values[i][0] == defaults[i] && values[i][1] == defaults[i]) continue;
-            if (values[i][0] == values[i][1]) {
-                cJSON_AddNumberToObject(o, keys[i], values[i][0]);
+        for (int k = 0; k < 4; k++) {
+            if (values[k][0] == defaults[k] && values[k][1] == defaults[k]) continue;
+            if (values[k][0] == values[k][1]) {
+                cJSON_AddNumberToObject(o, keys[k], values[k][0]);
             } else {
-                cJSON_AddItemToObject(o, keys[i], cJSON_CreateIntArray(values[i], 2));
+                cJSON_AddItemToObject(o, keys[k], cJSON_CreateIntArray(values[k], 2));
             }
         }
     }
@@ -204,21 +349,72 @@ static char *canonical_spec(const dae_model *m) {
     cJSON *root = cJSON_CreateObject();
     int input[3] = {m->in_c, m->in_h, m->in_w};
     cJSON_AddItemToObject(root, "input", cJSON_CreateIntArray(input, 3));
+    if (m->residual) cJSON_AddStringToObject(root, "output", "residual");
     cJSON *group = NULL;
-    char group_name[DAE_LAYER_NAME_LEN] = "";
     for (int i = 0; i < m->n_layers; i++) {
         const char *name = m->layers[i].name;
-        size_t len = (size_t)(strrchr(name, '.') - name);
-        if (group == NULL || strncmp(group_name, name, len) != 0 || group_name[len] != '\0') {
-            memcpy(group_name, name, len);
-            group_name[len] = '\0';
+        if (i == 0 || group_len(m->layers[i - 1].name) != group_len(name) ||
+            strncmp(m->layers[i - 1].name, name, group_len(name)) != 0) {
+            char group_name[DAE_LAYER_NAME_LEN];
+            snprintf(group_name, sizeof group_name, "%.*s", (int)group_len(name), name);
             group = cJSON_AddArrayToObject(root, group_name);
         }
-        add_layer_json(group, &m->layers[i]);
+        add_layer_json(group, m, i);
     }
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return text;
+}
+
+/* Reads the spec's "input" and "output" members into m. */
+static dae_status read_input_output(dae_model *m, const cJSON *root, char *err, size_t errlen) {
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (input != NULL) {
+        int dims[3];
+        int n = cJSON_GetArraySize(input);
+        for (int i = 0; i < 3 && i < n; i++) {
+            const cJSON *d = cJSON_GetArrayItem(input, i);
+            dims[i] = cJSON_IsNumber(d) && d->valuedouble >= 1 && d->valuedouble <= MAX_SIDE &&
+                              d->valuedouble == floor(d->valuedouble)
+                          ? (int)d->valuedouble : 0;
+        }
+        if (!cJSON_IsArray(input) || n != 3 || !dims[0] || !dims[1] || !dims[2] || dims[0] > MAX_CHANNELS)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "architecture: \"input\" must be [channels, height, width] of positive integers");
+        m->in_c = dims[0], m->in_h = dims[1], m->in_w = dims[2];
+    }
+    const cJSON *output = cJSON_GetObjectItemCaseSensitive(root, "output");
+    if (output != NULL) {
+        if (!cJSON_IsString(output) ||
+            (strcmp(output->valuestring, "direct") != 0 && strcmp(output->valuestring, "residual") != 0))
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "architecture: \"output\" must be \"direct\" or \"residual\"");
+        m->residual = strcmp(output->valuestring, "residual") == 0;
+    }
+    return DAE_OK;
+}
+
+/* Counts each layer's readers and decides what may share memory: an
+ * activation whose input has no other reader works in place, and a ReLU
+ * in place on a convolution is done by the convolution. Every layer but the
+ * last must be read, or it is a mistake in the spec. */
+static dae_status link_layers(dae_model *m, char *err, size_t errlen) {
+    for (int i = 0; i < m->n_layers; i++)
+        for (int q = 0; q < m->layers[i].n_inputs; q++)
+            if (m->layers[i].inputs[q] != DAE_NETWORK_INPUT) m->layers[m->layers[i].inputs[q]].consumers++;
+    for (int i = 0; i < m->n_layers; i++) {
+        dae_layer *l = &m->layers[i];
+        if (l->consumers == 0 && i < m->n_layers - 1)
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "architecture: %s: its output is never used (only the last layer's is the result)",
+                            l->name);
+        int k = l->inputs[0];
+        l->in_place = (l->kind == DAE_LAYER_RELU || l->kind == DAE_LAYER_SIGMOID) &&
+                      k != DAE_NETWORK_INPUT && m->layers[k].consumers == 1;
+        if (l->in_place && l->kind == DAE_LAYER_RELU && is_conv(&m->layers[k]))
+            l->relu_fused = m->layers[k].relu_fused = 1;
+    }
+    return DAE_OK;
 }
 
 dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t errlen) {
@@ -231,35 +427,20 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
     if (cJSON_IsArray(root)) {
         st = parse_group(m, "layers", root, err, errlen);
     } else if (cJSON_IsObject(root)) {
-        const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, "input");
-        if (input != NULL) {
-            int dims[3];
-            int n = cJSON_GetArraySize(input);
-            for (int i = 0; i < 3 && i < n; i++) {
-                const cJSON *d = cJSON_GetArrayItem(input, i);
-                dims[i] = cJSON_IsNumber(d) && d->valuedouble >= 1 && d->valuedouble <= MAX_SIDE &&
-                                  d->valuedouble == floor(d->valuedouble)
-                              ? (int)d->valuedouble : 0;
-            }
-            if (!cJSON_IsArray(input) || n != 3 || !dims[0] || !dims[1] || !dims[2] || dims[0] > MAX_CHANNELS) {
-                st = dae_fail(err, errlen, DAE_ERR_INVALID,
-                              "architecture: \"input\" must be [channels, height, width] of positive integers");
-            } else {
-                m->in_c = dims[0], m->in_h = dims[1], m->in_w = dims[2];
-            }
-        }
+        st = read_input_output(m, root, err, errlen);
         for (const cJSON *g = root->child; g != NULL && st == DAE_OK; g = g->next)
-            if (strcmp(g->string, "input") != 0) st = parse_group(m, g->string, g, err, errlen);
+            if (strcmp(g->string, "input") != 0 && strcmp(g->string, "output") != 0)
+                st = parse_group(m, g->string, g, err, errlen);
     } else {
         st = dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: must be a JSON object or list");
     }
     cJSON_Delete(root);
+    if (st == DAE_OK && m->n_layers == 0) st = dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no layers");
+    if (st == DAE_OK) st = link_layers(m, err, errlen);
     if (st != DAE_OK) {
         m->n_layers = 0;
         return st;
     }
-    if (m->n_layers == 0)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no layers");
     const dae_layer *last = &m->layers[m->n_layers - 1];
     if (last->out_c != m->in_c || last->out_h != m->in_h || last->out_w != m->in_w)
         return dae_fail(err, errlen, DAE_ERR_INVALID,
@@ -369,15 +550,32 @@ double dae_model_forward_macs(const dae_model *m) {
 
 /* ------------------------------------------------------------ workspaces */
 
+/* How a workspace lays out its memory, worked out from the model alone so
+ * that dae_workspace_bytes and dae_workspace_new agree: a list of buffers
+ * (floats per image) and which one holds each layer's output and, when
+ * training, its gradient. Inference reuses a buffer once every reader of
+ * its layer has run (a chain needs two); training keeps every output for
+ * the backward pass. */
+enum { MAX_BUFFERS = 2 * DAE_MAX_LAYERS + 3 };
+
+typedef struct {
+    int n_buffers;
+    size_t buffer_size[MAX_BUFFERS];
+    int value[DAE_MAX_LAYERS]; /* the buffer of each layer's output */
+    int grad[DAE_MAX_LAYERS];  /* training: the buffer of its gradient */
+    int scratch;   /* training: an input gradient on its way to being added
+                      to one already there; also the residual output */
+    int input, target; /* the input and the training target in (B,H,W,C),
+                          when C > 1; else -1 */
+    size_t col;        /* im2col floats per image */
+} ws_plan;
+
 struct dae_workspace {
     int max_batch;
     int for_training;
-    float *act[DAE_MAX_LAYERS]; /* each layer's output, (B,H,W,C); activations alias */
-    float *input;               /* the input in (B,H,W,C) when C > 1 */
-    float *target;              /* the training target in (B,H,W,C) when C > 1 */
-    float *col;                 /* im2col scratch */
-    float *grad[2];             /* ping-pong activation gradients (training) */
-    float *pool[2];             /* ping-pong activations (inference) */
+    ws_plan plan;
+    float *buffers[MAX_BUFFERS];
+    float *col;
 };
 
 static size_t layer_out_size(const dae_layer *l) {
@@ -394,40 +592,82 @@ static dae_conv_geom layer_geom(const dae_layer *l, int batch) {
     return g;
 }
 
-static float *alloc_floats(size_t n) {
-    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    return aligned_alloc(64, bytes ? bytes : 64);
+/* The layer whose memory layer i's output lives in (itself, or the first
+ * layer of a run of in-place activations). */
+static int memory_owner(const dae_model *m, int i) {
+    while (m->layers[i].in_place) i = m->layers[i].inputs[0];
+    return i;
 }
 
-void dae_workspace_free(dae_workspace *ws) {
-    if (ws == NULL) return;
-    if (ws->for_training) {
-        for (int i = 0; i < DAE_MAX_LAYERS; i++)
-            if (ws->act[i] != NULL && (i == 0 || ws->act[i] != ws->act[i - 1])) free(ws->act[i]);
+static int add_buffer(ws_plan *p, size_t size) {
+    p->buffer_size[p->n_buffers] = size;
+    return p->n_buffers++;
+}
+
+/* Inference: gives each layer that owns memory a buffer that is free when
+ * it runs (the smallest big enough, else one grown), and frees the buffers
+ * whose last reader has run. */
+static void plan_inference(const dae_model *m, ws_plan *p) {
+    int last_read[DAE_MAX_LAYERS], busy[MAX_BUFFERS] = {0};
+    for (int i = 0; i < m->n_layers; i++) last_read[i] = i;
+    for (int i = 0; i < m->n_layers; i++)
+        for (int q = 0; q < m->layers[i].n_inputs; q++) {
+            int k = m->layers[i].inputs[q];
+            if (k == DAE_NETWORK_INPUT) continue;
+            int owner = memory_owner(m, k);
+            if (last_read[owner] < i) last_read[owner] = i;
+        }
+    last_read[memory_owner(m, m->n_layers - 1)] = m->n_layers; /* the result */
+    for (int i = 0; i < m->n_layers; i++) {
+        const dae_layer *l = &m->layers[i];
+        if (l->in_place) {
+            p->value[i] = p->value[l->inputs[0]];
+        } else {
+            size_t need = layer_out_size(l);
+            int best = -1;
+            for (int b = 0; b < p->n_buffers; b++) {
+                if (busy[b] || b == p->input) continue;
+                int fits = p->buffer_size[b] >= need, best_fits = best >= 0 && p->buffer_size[best] >= need;
+                if (best < 0 || (fits && (!best_fits || p->buffer_size[b] < p->buffer_size[best])) ||
+                    (!fits && !best_fits && p->buffer_size[b] > p->buffer_size[best]))
+                    best = b;
+            }
+            if (best < 0) best = add_buffer(p, need);
+            if (p->buffer_size[best] < need) p->buffer_size[best] = need;
+            p->value[i] = best;
+            busy[best] = 1;
+        }
+        for (int j = 0; j <= i; j++)
+            if (!m->layers[j].in_place && last_read[j] == i) busy[p->value[j]] = 0;
     }
-    free(ws->pool[0]);
-    free(ws->pool[1]);
-    free(ws->input);
-    free(ws->target);
-    free(ws->col);
-    free(ws->grad[0]);
-    free(ws->grad[1]);
-    free(ws);
 }
 
-/* The per-image float counts a workspace is sized from: the largest
- * activation (or the input) and the largest im2col buffer of m. */
-static void workspace_sizes(const dae_model *m, size_t *biggest, size_t *col) {
-    *biggest = dae_model_image_size(m);
-    *col = 0;
+static void plan_workspace(const dae_model *m, int for_training, ws_plan *p) {
+    memset(p, 0, sizeof *p);
+    p->input = p->target = p->scratch = -1;
+    size_t image = dae_model_image_size(m), biggest = image;
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
         dae_conv_geom g = layer_geom(l, 1);
-        if (layer_out_size(l) > *biggest) *biggest = layer_out_size(l);
-        if (l->kind == DAE_LAYER_CONV2D && dae_conv2d_col_size(&g) > *col) *col = dae_conv2d_col_size(&g);
-        if (l->kind == DAE_LAYER_CONV_TRANSPOSE2D && dae_conv_transpose2d_col_size(&g) > *col)
-            *col = dae_conv_transpose2d_col_size(&g);
+        if (layer_out_size(l) > biggest) biggest = layer_out_size(l);
+        if (l->kind == DAE_LAYER_CONV2D && dae_conv2d_col_size(&g) > p->col) p->col = dae_conv2d_col_size(&g);
+        if (l->kind == DAE_LAYER_CONV_TRANSPOSE2D && dae_conv_transpose2d_col_size(&g) > p->col)
+            p->col = dae_conv_transpose2d_col_size(&g);
     }
+    if (m->in_c > 1) {
+        p->input = add_buffer(p, image);
+        if (for_training) p->target = add_buffer(p, image);
+    }
+    if (!for_training) {
+        plan_inference(m, p);
+        return;
+    }
+    for (int i = 0; i < m->n_layers; i++) {
+        const dae_layer *l = &m->layers[i];
+        p->value[i] = l->in_place ? p->value[l->inputs[0]] : add_buffer(p, layer_out_size(l));
+        p->grad[i] = l->in_place ? p->grad[l->inputs[0]] : add_buffer(p, layer_out_size(l));
+    }
+    p->scratch = add_buffer(p, biggest);
 }
 
 /* Bytes of n floats as alloc_floats allocates them. */
@@ -436,17 +676,24 @@ static size_t floats_bytes(size_t n) {
     return bytes ? bytes : 64;
 }
 
+static float *alloc_floats(size_t n) {
+    return aligned_alloc(64, floats_bytes(n));
+}
+
+void dae_workspace_free(dae_workspace *ws) {
+    if (ws == NULL) return;
+    for (int b = 0; b < ws->plan.n_buffers; b++) free(ws->buffers[b]);
+    free(ws->col);
+    free(ws);
+}
+
 size_t dae_workspace_bytes(const dae_model *m, int max_batch, int for_training) {
     if (max_batch < 1) return 0;
-    /* The same arithmetic as dae_workspace_new, buffer by buffer. */
-    size_t b = (size_t)max_batch, biggest, col;
-    workspace_sizes(m, &biggest, &col);
-    size_t bytes = sizeof(dae_workspace) + floats_bytes(col * b);
-    if (m->in_c > 1) bytes += floats_bytes(dae_model_image_size(m) * b) * (for_training ? 2 : 1);
-    if (for_training)
-        for (int i = 0; i < m->n_layers; i++)
-            if (i == 0 || is_conv(&m->layers[i])) bytes += floats_bytes(layer_out_size(&m->layers[i]) * b);
-    return bytes + 2 * floats_bytes(biggest * b); /* grad[2] for training, pool[2] otherwise */
+    ws_plan p;
+    plan_workspace(m, for_training, &p);
+    size_t bytes = sizeof(dae_workspace) + floats_bytes(p.col * (size_t)max_batch);
+    for (int b = 0; b < p.n_buffers; b++) bytes += floats_bytes(p.buffer_size[b] * (size_t)max_batch);
+    return bytes;
 }
 
 dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_training) {
@@ -455,29 +702,10 @@ dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_trai
     if (ws == NULL) return NULL;
     ws->max_batch = max_batch;
     ws->for_training = for_training;
-    size_t b = (size_t)max_batch, biggest, col;
-    workspace_sizes(m, &biggest, &col);
-    int ok = (ws->col = alloc_floats(col * b)) != NULL;
-    if (m->in_c > 1) {
-        ok = ok && (ws->input = alloc_floats(dae_model_image_size(m) * b)) != NULL;
-        ok = ok && (!for_training || (ws->target = alloc_floats(dae_model_image_size(m) * b)) != NULL);
-    }
-    if (for_training) {
-        /* Every convolution (and a leading activation) keeps its output for
-         * the backward pass; activations work in place on it. */
-        for (int i = 0; i < m->n_layers && ok; i++) {
-            if (i > 0 && !is_conv(&m->layers[i])) {
-                ws->act[i] = ws->act[i - 1];
-                continue;
-            }
-            ok = (ws->act[i] = alloc_floats(layer_out_size(&m->layers[i]) * b)) != NULL;
-        }
-        ok = ok && (ws->grad[0] = alloc_floats(biggest * b)) != NULL;
-        ok = ok && (ws->grad[1] = alloc_floats(biggest * b)) != NULL;
-    } else {
-        ok = ok && (ws->pool[0] = alloc_floats(biggest * b)) != NULL;
-        ok = ok && (ws->pool[1] = alloc_floats(biggest * b)) != NULL;
-    }
+    plan_workspace(m, for_training, &ws->plan);
+    int ok = (ws->col = alloc_floats(ws->plan.col * (size_t)max_batch)) != NULL;
+    for (int b = 0; b < ws->plan.n_buffers && ok; b++)
+        ok = (ws->buffers[b] = alloc_floats(ws->plan.buffer_size[b] * (size_t)max_batch)) != NULL;
     if (!ok) {
         dae_workspace_free(ws);
         return NULL;
@@ -503,33 +731,34 @@ static void convert_images(float *dst, const float *src, int batch, int c, size_
     }
 }
 
-/* True when layer i is a ReLU that the convolution before it applies
- * (fused into its bias pass). */
-static int relu_is_fused(const dae_model *m, int i) {
-    return i > 0 && m->layers[i].kind == DAE_LAYER_RELU && is_conv(&m->layers[i - 1]);
+/* Layer k's output in the workspace, or the network's input x0. */
+static float *node_value(const dae_workspace *ws, int k, const float *x0) {
+    return k == DAE_NETWORK_INPUT ? (float *)x0 : ws->buffers[ws->plan.value[k]];
 }
 
-/* Runs every layer on in (NHWC) and returns the output, which lives in the
- * workspace. In training mode each layer's output stays in ws->act. */
-static const float *run_forward(const dae_model *m, dae_workspace *ws, const float *in, int batch) {
-    const float *x = in;
+/* Runs every layer on x0 (NHWC) and returns the last layer's output, which
+ * lives in the workspace. */
+static const float *run_forward(const dae_model *m, dae_workspace *ws, const float *x0, int batch) {
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
         size_t n = layer_out_size(l) * (size_t)batch;
-        float *y;
-        if (ws->for_training) {
-            y = ws->act[i];
-        } else {
-            y = (i > 0 && !is_conv(l)) ? (float *)x : (x == ws->pool[0] ? ws->pool[1] : ws->pool[0]);
-        }
+        float *y = node_value(ws, i, x0);
+        const float *x = node_value(ws, l->inputs[0], x0);
         dae_conv_geom g = layer_geom(l, batch);
         const float *w = m->params + l->weight_offset, *bias = m->params + l->bias_offset;
-        int relu = relu_is_fused(m, i + 1);
+        const float *ins[DAE_MAX_INPUTS];
+        int channels[DAE_MAX_INPUTS];
+        for (int q = 0; q < l->n_inputs; q++) {
+            ins[q] = node_value(ws, l->inputs[q], x0);
+            channels[q] = l->inputs[q] == DAE_NETWORK_INPUT ? m->in_c : m->layers[l->inputs[q]].out_c;
+        }
         switch (l->kind) {
-        case DAE_LAYER_CONV2D: dae_conv2d_forward(y, x, w, bias, &g, relu, ws->col); break;
-        case DAE_LAYER_CONV_TRANSPOSE2D: dae_conv_transpose2d_forward(y, x, w, bias, &g, relu, ws->col); break;
+        case DAE_LAYER_CONV2D: dae_conv2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col); break;
+        case DAE_LAYER_CONV_TRANSPOSE2D:
+            dae_conv_transpose2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
+            break;
         case DAE_LAYER_RELU:
-            if (relu_is_fused(m, i)) break;
+            if (l->relu_fused) break;
             if (y != x) memcpy(y, x, n * sizeof(float));
             dae_relu_forward(y, n);
             break;
@@ -537,27 +766,115 @@ static const float *run_forward(const dae_model *m, dae_workspace *ws, const flo
             if (y != x) memcpy(y, x, n * sizeof(float));
             dae_sigmoid_forward(y, n);
             break;
+        case DAE_LAYER_CONCAT:
+            dae_concat_forward(y, ins, channels, l->n_inputs, (size_t)l->out_h * l->out_w * batch);
+            break;
+        case DAE_LAYER_ADD: dae_add_forward(y, ins, l->n_inputs, n); break;
         }
-        x = y;
     }
-    return x;
+    return node_value(ws, m->n_layers - 1, x0);
 }
 
 /* The network's input in NHWC: in itself for one channel. */
 static const float *input_nhwc(const dae_model *m, dae_workspace *ws, const float *in, int batch) {
     if (m->in_c == 1) return in;
-    convert_images(ws->input, in, batch, m->in_c, (size_t)m->in_h * m->in_w, 0);
-    return ws->input;
+    convert_images(ws->buffers[ws->plan.input], in, batch, m->in_c, (size_t)m->in_h * m->in_w, 0);
+    return ws->buffers[ws->plan.input];
 }
 
-void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
-                       float *out, int batch) {
-    const float *y = run_forward(m, ws, input_nhwc(m, ws, in, batch), batch);
+/* Writes the network's result y (NHWC, in the workspace) to out (NCHW). */
+static void output_nchw(const dae_model *m, float *out, const float *y, int batch) {
     size_t plane = (size_t)m->in_h * m->in_w;
     if (m->in_c == 1)
         memcpy(out, y, plane * batch * sizeof(float));
     else
         convert_images(out, y, batch, m->in_c, plane, 1);
+}
+
+void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
+                       float *out, int batch) {
+    const float *x0 = input_nhwc(m, ws, in, batch);
+    float *y = (float *)run_forward(m, ws, x0, batch);
+    /* Nothing reads the last layer's output after this: the residual
+     * output may take its place. */
+    if (m->residual) dae_residual_forward(y, x0, y, dae_model_image_size(m) * batch);
+    output_nchw(m, out, y, batch);
+}
+
+/* Where the gradient flowing into layer k goes: straight into its buffer
+ * when nothing is there yet, else into scratch (*add set) for the caller to
+ * add. started[] tracks, per memory owner, whether a sum has begun. */
+static float *grad_destination(const dae_model *m, dae_workspace *ws, int k, int *started, int *add) {
+    int owner = memory_owner(m, k);
+    *add = started[owner];
+    started[owner] = 1;
+    return *add ? ws->buffers[ws->plan.scratch] : ws->buffers[ws->plan.grad[k]];
+}
+
+/* Finishes a gradient grad_destination sent to scratch: adds n values. */
+static void grad_add(dae_workspace *ws, int k, size_t n) {
+    float *dst = ws->buffers[ws->plan.grad[k]];
+    const float *src = ws->buffers[ws->plan.scratch];
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+/* Backward through the layers, last to first: each layer's gradient is
+ * complete when it is reached (its readers all come later), and it passes
+ * its share to its inputs, adding where an input has several readers. */
+static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads) {
+    int started[DAE_MAX_LAYERS] = {0};
+    started[memory_owner(m, m->n_layers - 1)] = 1;
+    for (int i = m->n_layers - 1; i >= 0; i--) {
+        const dae_layer *l = &m->layers[i];
+        const float *g = ws->buffers[ws->plan.grad[i]], *y = node_value(ws, i, x0);
+        size_t count = layer_out_size(l) * (size_t)batch;
+        int k = l->inputs[0], add = 0;
+        if (l->in_place) { /* its input's gradient is the same memory */
+            float *gi = ws->buffers[ws->plan.grad[i]];
+            if (l->kind == DAE_LAYER_RELU) dae_relu_backward(gi, gi, y, count);
+            else dae_sigmoid_backward(gi, gi, y, count);
+            continue;
+        }
+        if (l->kind == DAE_LAYER_CONCAT || l->kind == DAE_LAYER_ADD) {
+            size_t pixels = (size_t)l->out_h * l->out_w * batch;
+            for (int q = 0, c_first = 0; q < l->n_inputs; q++) {
+                int kq = l->inputs[q];
+                int c = kq == DAE_NETWORK_INPUT ? m->in_c : m->layers[kq].out_c;
+                if (kq != DAE_NETWORK_INPUT) {
+                    int owner = memory_owner(m, kq);
+                    float *din = ws->buffers[ws->plan.grad[kq]];
+                    if (l->kind == DAE_LAYER_CONCAT)
+                        dae_concat_backward(din, g, pixels, l->out_c, c_first, c, started[owner]);
+                    else if (started[owner])
+                        for (size_t j = 0; j < count; j++) din[j] += g[j];
+                    else
+                        memcpy(din, g, count * sizeof(float));
+                    started[owner] = 1;
+                }
+                c_first += c;
+            }
+            continue;
+        }
+        size_t in_count = k == DAE_NETWORK_INPUT ? 0 : layer_out_size(&m->layers[k]) * (size_t)batch;
+        float *din = k == DAE_NETWORK_INPUT ? NULL : grad_destination(m, ws, k, started, &add);
+        dae_conv_geom geom = layer_geom(l, batch);
+        const float *x = node_value(ws, k, x0), *w = m->params + l->weight_offset;
+        float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
+        switch (l->kind) {
+        case DAE_LAYER_CONV2D: dae_conv2d_backward(din, gw, gb, g, x, w, &geom, ws->col); break;
+        case DAE_LAYER_CONV_TRANSPOSE2D:
+            dae_conv_transpose2d_backward(din, gw, gb, g, x, w, &geom, ws->col);
+            break;
+        case DAE_LAYER_RELU:
+            if (din != NULL) dae_relu_backward(din, g, y, count);
+            break;
+        case DAE_LAYER_SIGMOID:
+            if (din != NULL) dae_sigmoid_backward(din, g, y, count);
+            break;
+        default: break;
+        }
+        if (add) grad_add(ws, k, in_count);
+    }
 }
 
 double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
@@ -568,35 +885,21 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
     const float *target = clean;
     size_t plane = (size_t)m->in_h * m->in_w, n = dae_model_image_size(m) * batch;
     if (m->in_c > 1) {
-        convert_images(ws->target, clean, batch, m->in_c, plane, 0);
-        target = ws->target;
+        convert_images(ws->buffers[ws->plan.target], clean, batch, m->in_c, plane, 0);
+        target = ws->buffers[ws->plan.target];
     }
-    if (out != NULL) {
-        if (m->in_c == 1) memcpy(out, y, n * sizeof(float));
-        else convert_images(out, y, batch, m->in_c, plane, 1);
+    float *g = ws->buffers[ws->plan.grad[m->n_layers - 1]];
+    const float *result = y;
+    if (m->residual) { /* scratch is free until the backward pass */
+        float *r = ws->buffers[ws->plan.scratch];
+        dae_residual_forward(r, x0, y, n);
+        result = r;
     }
-    double sse = dae_mse_loss_forward(y, target, n) * (double)n;
-    float *g = ws->grad[0], *g_next = ws->grad[1];
-    dae_mse_loss_backward(g, y, target, n, loss_denom);
-    for (int i = m->n_layers - 1; i >= 0; i--) {
-        const dae_layer *l = &m->layers[i];
-        const float *x = i == 0 ? x0 : ws->act[i - 1];
-        size_t count = layer_out_size(l) * (size_t)batch;
-        dae_conv_geom geom = layer_geom(l, batch);
-        const float *w = m->params + l->weight_offset;
-        float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
-        float *din = i == 0 ? NULL : g_next;
-        switch (l->kind) {
-        case DAE_LAYER_RELU: dae_relu_backward(g, g, ws->act[i], count); continue;
-        case DAE_LAYER_SIGMOID: dae_sigmoid_backward(g, g, ws->act[i], count); continue;
-        case DAE_LAYER_CONV2D: dae_conv2d_backward(din, gw, gb, g, x, w, &geom, ws->col); break;
-        case DAE_LAYER_CONV_TRANSPOSE2D:
-            dae_conv_transpose2d_backward(din, gw, gb, g, x, w, &geom, ws->col);
-            break;
-        }
-        g_next = g;
-        g = din;
-    }
+    if (out != NULL) output_nchw(m, out, result, batch);
+    double sse = dae_mse_loss_forward(result, target, n) * (double)n;
+    dae_mse_loss_backward(g, result, target, n, loss_denom);
+    if (m->residual) dae_residual_backward(g, g, x0, y, n);
+    run_backward(m, ws, x0, batch, grads);
     return sse;
 }
 

@@ -1,16 +1,25 @@
-/* model.h - a sequential network built from an architecture spec, its
- * parameters, forward and backward passes, and its parameters as named
- * tensors (weights files are io/modelfile.h's).
+/* model.h - a network built from an architecture spec, its parameters,
+ * forward and backward passes, and its parameters as named tensors (weights
+ * files are io/modelfile.h's).
  *
  * The spec is JSON: an object whose "input" is [C, H, W] (default
- * [1, 28, 28]) and whose other members are named groups, each a list of
- * layers, e.g. {"encoder": [...], "decoder": [...]}. A layer is
+ * [1, 28, 28]), whose "output" is "direct" (default) or "residual", and
+ * whose other members are named groups, each a list of layers, e.g.
+ * {"encoder": [...], "decoder": [...]}. A layer is
  * {"type": "conv2d" | "conv_transpose2d", "in_channels", "out_channels",
  *  "kernel_size", "stride", "padding", "output_padding"} (sizes an integer
- * or [h, w]) or {"type": "relu" | "sigmoid"}. Layer j of group G has the
- * PyTorch name "G.j", so the parameters are named exactly as the
- * nn.Sequential module's state_dict(): "encoder.0.weight", ...
+ * or [h, w]), {"type": "relu" | "sigmoid"}, or {"type": "concat" | "add"}
+ * (channels side by side as torch.cat(dim=1); an element-wise sum).
+ * Layer j of group G has the PyTorch name "G.j", so the parameters are named
+ * exactly as the module's state_dict(): "encoder.0.weight", ...
  * A plain JSON list of layers is one group named "layers".
+ *
+ * Layers run in spec order and each reads the previous layer's output,
+ * unless it names its "inputs": a list of "input" (the network's input),
+ * "G" (the last layer of group G) or "G.j", all earlier than itself; concat
+ * and add take two or more, the others one. The network's result is the
+ * last layer's output, or with "output": "residual" clamp(input - it, 0, 1):
+ * the network predicts the noise and subtracts it.
  *
  * A dae_model is read-only once built: any number of threads may run
  * forward passes on it at once, each with its own dae_workspace. */
@@ -24,30 +33,43 @@
 #include "layers.h"
 #include "tensors.h"
 
-#define DAE_MAX_LAYERS 32
+#define DAE_MAX_LAYERS 48
+#define DAE_MAX_INPUTS 8
 #define DAE_LAYER_NAME_LEN 48
+/* The index dae_layer.inputs gives the network's own input. */
+#define DAE_NETWORK_INPUT (-1)
 
 typedef enum {
     DAE_LAYER_CONV2D,
     DAE_LAYER_CONV_TRANSPOSE2D,
     DAE_LAYER_RELU,
     DAE_LAYER_SIGMOID,
+    DAE_LAYER_CONCAT,
+    DAE_LAYER_ADD,
 } dae_layer_kind;
 
 typedef struct {
     dae_layer_kind kind;
     char name[DAE_LAYER_NAME_LEN]; /* "encoder.0" */
-    int in_c, in_h, in_w;          /* one image's input */
+    int n_inputs;
+    int inputs[DAE_MAX_INPUTS];    /* earlier layers' indices, or DAE_NETWORK_INPUT */
+    int in_c, in_h, in_w;          /* one image's input (a concat's: its channels summed) */
     int out_c, out_h, out_w;       /* one image's output */
     int k_h, k_w, stride_h, stride_w, pad_h, pad_w, out_pad_h, out_pad_w;
     size_t weight_offset, weight_count; /* into dae_model.params (convs) */
     size_t bias_offset;                 /* bias has out_c values */
+    int consumers;   /* later layers reading this one's output */
+    int in_place;    /* an activation that works on its input's memory (its
+                        input has no other reader) */
+    int relu_fused;  /* a convolution that applies the ReLU reading it, or
+                        that ReLU, which then has nothing left to do */
 } dae_layer;
 
 typedef struct {
     dae_layer layers[DAE_MAX_LAYERS];
     int n_layers;
     int in_c, in_h, in_w;
+    int residual;  /* output = clamp(input - last layer, 0, 1) */
     size_t n_params;
     float *params; /* owned; each conv's weight (engine layout, layers.h)
                       then bias, in layer order */
@@ -56,6 +78,16 @@ typedef struct {
 
 /* The reference network of the original notebook, as spec JSON. */
 const char *dae_model_default_spec(void);
+
+/* The spec of a built-in architecture by name: "ae" (the notebook's
+ * network, the default) or "unet" (its encoder and decoder with U-Net skips
+ * and a residual output); NULL for another name. dae_model_arch_names()
+ * lists them for help texts. */
+const char *dae_model_named_spec(const char *name);
+const char *dae_model_arch_names(void);
+
+/* The spec's name of a layer kind ("conv2d", ..., "concat", "add"). */
+const char *dae_layer_kind_name(dae_layer_kind kind);
 
 /* Parses spec_json, checks every layer's hyper-parameters and that shapes
  * chain from the input back to the input's shape, and allocates zeroed

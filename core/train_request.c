@@ -141,6 +141,7 @@ dae_status dae_train_request_set_architecture(dae_train_request *req, const char
                                               char *err, size_t errlen) {
     dae_model m;
     char detail[DAE_ERR_LEN] = "";
+    if (dae_model_named_spec(spec) != NULL) spec = dae_model_named_spec(spec);
     dae_status st = dae_model_init(&m, spec, detail, sizeof detail);
     if (st == DAE_OK && m.in_c != 1)
         st = dae_fail(detail, sizeof detail, DAE_ERR_INVALID, "the input must have 1 channel, not %d", m.in_c);
@@ -153,7 +154,8 @@ dae_status dae_train_request_set_architecture(dae_train_request *req, const char
     return DAE_OK;
 }
 
-/* Reads the architecture field: a spec object, or a string holding one. */
+/* Reads the architecture field: a spec object, or a string holding one or
+ * naming a built-in architecture. */
 static dae_status read_architecture(const cJSON *arch, dae_train_request *req, char *err, size_t errlen) {
     char *spec = NULL;
     if (cJSON_IsString(arch)) spec = strdup(arch->valuestring);

@@ -79,9 +79,9 @@ typedef struct {
 dae_status dae_train_request_from_json(const cJSON *in, const char *caller_fields, dae_train_request *req,
                                        char *err, size_t errlen);
 
-/* Sets req's network to the JSON spec text: one the engine accepts
- * (model.h), with a one-channel input, kept in the engine's canonical
- * text. Errors are "SOURCE: why" (source names the spec: a file, or the
+/* Sets req's network to the JSON spec text (or a built-in architecture's
+ * name, model.h's dae_model_named_spec): one the engine accepts, with a
+ * one-channel input, kept in the engine's canonical text. Errors are "SOURCE: why" (source names the spec: a file, or the
  * field "architecture"). */
 dae_status dae_train_request_set_architecture(dae_train_request *req, const char *spec, const char *source,
                                               char *err, size_t errlen);

@@ -136,7 +136,7 @@ static dae_conv_geom random_geom(dae_rng *r, int transposed) {
     dae_conv_geom g = {0};
     g.batch = 1 + (int)dae_rng_below(r, 3);
     g.in_c = 1 + (int)dae_rng_below(r, 4);
-    g.out_c = 1 + (int)dae_rng_below(r, 4);
+    g.out_c = 1 + (int)dae_rng_below(r, 8); /* both sides of the direct conv2d's limit */
     g.k_h = 1 + (int)dae_rng_below(r, 5), g.k_w = 1 + (int)dae_rng_below(r, 5);
     g.stride_h = 1 + (int)dae_rng_below(r, 3), g.stride_w = 1 + (int)dae_rng_below(r, 3);
     g.pad_h = (int)dae_rng_below(r, (uint64_t)g.k_h), g.pad_w = (int)dae_rng_below(r, (uint64_t)g.k_w);
@@ -270,4 +270,86 @@ Test(layers, gemm_matches_naive) {
             dae_gemm_naive(ta, tb, M, N, K, 0.5f, a, ta ? M : K, b, tb ? K : N, 2.0f, c2, N);
             assert_close(c1, c2, M * N, 1e-5, "gemm");
         }
+}
+
+/* The tensor name's shape as (batch, c, plane) of an NCHW fixture. */
+static void nchw_dims(const dae_st_tensor *t, int *batch, int *c, size_t *plane) {
+    *batch = (int)t->shape[0], *c = (int)t->shape[1];
+    *plane = (size_t)(t->shape[2] * t->shape[3]);
+}
+
+/* An NCHW fixture tensor in the engine's NHWC layout (malloc'd). */
+static float *fixture_nhwc(const dae_st_file *f, const char *name) {
+    const dae_st_tensor *t = fixture_tensor(f, name);
+    int batch, c;
+    size_t plane;
+    nchw_dims(t, &batch, &c, &plane);
+    float *out = malloc(t->numel * sizeof(float));
+    nchw_to_nhwc(out, t->data, batch, c, plane);
+    return out;
+}
+
+/* Concatenation of a (2,3,5,4) and a (2,2,5,4) tensor along channels. */
+Test(layers, concat_matches_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/graph_ops.safetensors", &f);
+    const dae_st_tensor *ta = fixture_tensor(&f, "concat.a"), *tb = fixture_tensor(&f, "concat.b");
+    int batch, ca, cb;
+    size_t plane;
+    nchw_dims(ta, &batch, &ca, &plane);
+    nchw_dims(tb, &batch, &cb, &plane);
+    float *a = fixture_nhwc(&f, "concat.a"), *b = fixture_nhwc(&f, "concat.b");
+    float *y_want = fixture_nhwc(&f, "concat.y"), *dy = fixture_nhwc(&f, "concat.dy");
+    float *da_want = fixture_nhwc(&f, "concat.da"), *db_want = fixture_nhwc(&f, "concat.db");
+    size_t pixels = plane * (size_t)batch, ny = pixels * (size_t)(ca + cb);
+    float *y = malloc(ny * 4), *da = malloc(ta->numel * 4), *db = malloc(tb->numel * 4);
+    const float *ins[2] = {a, b};
+    int channels[2] = {ca, cb};
+    dae_concat_forward(y, ins, channels, 2, pixels);
+    assert_close(y, y_want, ny, 0.0, "concat forward");
+    dae_concat_backward(da, dy, pixels, ca + cb, 0, ca, 0);
+    dae_concat_backward(db, dy, pixels, ca + cb, ca, cb, 0);
+    assert_close(da, da_want, ta->numel, 0.0, "concat da");
+    assert_close(db, db_want, tb->numel, 0.0, "concat db");
+    /* accumulate adds to what is there: twice the gradient */
+    dae_concat_backward(da, dy, pixels, ca + cb, 0, ca, 1);
+    for (size_t i = 0; i < ta->numel; i++) cr_assert_float_eq(da[i], 2 * da_want[i], 1e-6);
+    free(a), free(b), free(y_want), free(dy), free(da_want), free(db_want), free(y), free(da), free(db);
+    dae_st_free(&f);
+}
+
+/* The sum of three tensors, and the gradient each receives. */
+Test(layers, add_matches_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/graph_ops.safetensors", &f);
+    const dae_st_tensor *y_want = fixture_tensor(&f, "add.y");
+    size_t n = y_want->numel;
+    const float *ins[3] = {fixture_tensor(&f, "add.a")->data, fixture_tensor(&f, "add.b")->data,
+                           fixture_tensor(&f, "add.c")->data};
+    float *y = malloc(n * 4);
+    dae_add_forward(y, ins, 3, n);
+    assert_close(y, y_want->data, n, 1e-6, "add forward");
+    /* PyTorch hands every input the output's gradient unchanged. */
+    const char *grads[] = {"add.da", "add.db", "add.dc"};
+    for (int k = 0; k < 3; k++)
+        assert_close(fixture_tensor(&f, grads[k])->data, fixture_tensor(&f, "add.dy")->data, n, 0.0, grads[k]);
+    free(y);
+    dae_st_free(&f);
+}
+
+/* clamp(x - f, 0, 1) and its gradient with respect to f, including the
+ * points exactly at the bounds. */
+Test(layers, residual_output_matches_pytorch) {
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/graph_ops.safetensors", &f);
+    const dae_st_tensor *x = fixture_tensor(&f, "residual.x");
+    size_t n = x->numel;
+    const float *pred = fixture_tensor(&f, "residual.f")->data;
+    float *y = malloc(n * 4), *df = malloc(n * 4);
+    dae_residual_forward(y, x->data, pred, n);
+    assert_close(y, fixture_tensor(&f, "residual.y")->data, n, 0.0, "residual forward");
+    dae_residual_backward(df, fixture_tensor(&f, "residual.dy")->data, x->data, pred, n);
+    assert_close(df, fixture_tensor(&f, "residual.df")->data, n, 0.0, "residual df");
+    free(y), free(df);
+    dae_st_free(&f);
 }

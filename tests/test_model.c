@@ -47,6 +47,65 @@ Test(model, default_spec_is_the_reference_network) {
     dae_model_free(&m);
 }
 
+/* The U-Net of the built-in "unet" spec: the shape the issue gives. */
+Test(model, unet_spec_is_the_skip_network) {
+    dae_model m;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_init(&m, dae_model_named_spec("unet"), err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(m.n_params, 219610);
+    cr_assert(m.residual);
+    cr_assert_eq(dae_model_tensor_count(&m), 14);
+    /* 3.86 MFLOP: 1.93 M multiply-adds */
+    cr_assert_float_eq(dae_model_forward_macs(&m), 1929424.0, 0.5);
+    cr_assert_eq(m.n_layers, 15);
+    const dae_layer *out_concat = &m.layers[13];
+    cr_assert_str_eq(out_concat->name, "out.0");
+    cr_assert_eq(out_concat->kind, DAE_LAYER_CONCAT);
+    cr_assert_eq(out_concat->n_inputs, 2);
+    cr_assert_str_eq(m.layers[out_concat->inputs[0]].name, "d1.2");
+    cr_assert_eq(out_concat->inputs[1], DAE_NETWORK_INPUT);
+    cr_assert_eq(out_concat->out_c, 17);
+    /* e1's ReLU is read by e2 and by d1's concat, so it keeps its own
+     * memory only if the conv's output has other readers: here it has not. */
+    cr_assert(m.layers[1].in_place && m.layers[0].relu_fused);
+    dae_model again;
+    cr_assert_eq(dae_model_init(&again, m.spec, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_str_eq(again.spec, m.spec);
+    cr_assert_null(dae_model_named_spec("resnet"));
+    dae_model_free(&again);
+    dae_model_free(&m);
+}
+
+/* Graph specs that cannot work are refused, naming the layer and why. */
+Test(model, bad_graph_specs_are_rejected_with_the_reason) {
+#define CONV11 "{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":1}"
+    static const struct { const char *spec, *needle; } cases[] = {
+        {"{\"a\":[" CONV11 ",{\"type\":\"relu\",\"inputs\":[\"b\"]}]}", "a.1: input \"b\" is neither"},
+        {"{\"a\":[" CONV11 ",{\"type\":\"relu\",\"inputs\":[\"a.1\"]}]}", "a.1: input \"a.1\""},
+        {"{\"a\":[" CONV11 ",{\"type\":\"relu\",\"inputs\":[\"a\"]}]}", "a.1: input \"a\" is neither"},
+        {"{\"a\":[" CONV11 "],\"b\":[{\"type\":\"concat\",\"inputs\":[\"a\"]}]}", "concat takes two or more"},
+        {"{\"a\":[" CONV11 "],\"b\":[{\"type\":\"relu\",\"inputs\":[\"a\",\"input\"]}]}", "relu takes one input, not 2"},
+        {"{\"a\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":2,\"kernel_size\":1},"
+         "{\"type\":\"add\",\"inputs\":[\"a.0\",\"input\"]}]}", "add needs the same shape"},
+        {"{\"a\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":1,\"kernel_size\":2,\"stride\":2},"
+         "{\"type\":\"concat\",\"inputs\":[\"a.0\",\"input\"]}]}", "concat needs the same height and width"},
+        {"{\"a\":[" CONV11 ",{\"type\":\"relu\",\"inputs\":[\"input\"]}]}", "a.0: its output is never used"},
+        {"{\"a\":[" CONV11 "],\"b\":[{\"type\":\"relu\",\"inputs\":7}]}", "\"inputs\" must be a list"},
+        {"{\"output\":\"noise\",\"a\":[" CONV11 "]}", "\"output\" must be \"direct\" or \"residual\""},
+        {"{\"a\":[" CONV11 "],\"a\":[" CONV11 "]}", "group \"a\" is given twice"},
+    };
+#undef CONV11
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dae_model m;
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_model_init(&m, cases[i].spec, err, sizeof err), DAE_ERR_INVALID, "accepted %s",
+                     cases[i].spec);
+        cr_assert(strstr(err, cases[i].needle) != NULL, "spec %s: message \"%s\" lacks \"%s\"", cases[i].spec,
+                  err, cases[i].needle);
+        cr_assert_null(m.params);
+    }
+}
+
 Test(model, bad_specs_are_rejected_with_the_reason) {
     static const struct { const char *spec, *needle; } cases[] = {
         {"{", "not valid JSON"},
@@ -152,19 +211,25 @@ Test(model, adam_matches_pytorch) {
     dae_st_free(&f);
 }
 
-/* Two whole training steps of the reference network from PyTorch's initial
- * weights: output, loss, every gradient, and the parameters after Adam. */
-Test(model, training_steps_match_pytorch) {
+/* Two whole training steps of a network from PyTorch's initial weights
+ * (the fixture's "init." tensors, its "architecture" metadata or the
+ * reference network): output, loss, every gradient, and the parameters
+ * after Adam. */
+static void check_training_steps(const char *fixture) {
     dae_st_file f = {0};
-    fixture_load(FIXTURES "/ref/train_steps.safetensors", &f);
+    fixture_load(fixture, &f);
     dae_model m;
     char err[DAE_ERR_LEN] = "";
-    cr_assert_eq(dae_model_load(&m, FIXTURES "/ref/reference_init.safetensors", err, sizeof err), DAE_OK, "%s", err);
+    const char *spec = dae_st_meta(&f, "architecture");
+    cr_assert_eq(dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err), DAE_OK,
+                 "%s", err);
+    cr_assert_eq(dae_model_read_tensors(&m, &f, "init.", m.params, err, sizeof err), DAE_OK, "%s", err);
     int batch = fixture_int(&f, "batch");
+    size_t n = dae_model_image_size(&m) * (size_t)batch;
     dae_workspace *ws = dae_workspace_new(&m, batch, 1);
     dae_adam adam;
     cr_assert_eq(dae_adam_init(&adam, m.n_params, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
-    float *grads = malloc(m.n_params * 4), *values = malloc(m.n_params * 4), *out = malloc((size_t)batch * 784 * 4);
+    float *grads = malloc(m.n_params * 4), *values = malloc(m.n_params * 4), *out = malloc(n * 4);
     for (int step = 1; step <= 2; step++) {
         char name[96];
         snprintf(name, sizeof name, "step%d.noisy", step);
@@ -172,12 +237,12 @@ Test(model, training_steps_match_pytorch) {
         snprintf(name, sizeof name, "step%d.clean", step);
         const float *clean = fixture_tensor(&f, name)->data;
         memset(grads, 0, m.n_params * 4);
-        double sse = dae_model_train_pass(&m, ws, noisy, clean, batch, (size_t)batch * 784, grads, out);
+        double sse = dae_model_train_pass(&m, ws, noisy, clean, batch, n, grads, out);
         snprintf(name, sizeof name, "step%d.output", step);
-        assert_close(out, fixture_tensor(&f, name)->data, (size_t)batch * 784, 1e-5, name);
+        assert_close(out, fixture_tensor(&f, name)->data, n, 1e-5, name);
         snprintf(name, sizeof name, "step%d.loss", step);
-        double loss = sse / (batch * 784.0), want = fixture_tensor(&f, name)->data[0];
-        cr_assert(fabs(loss - want) <= 1e-6, "step %d loss %.8f, PyTorch %.8f", step, loss, want);
+        double loss = sse / (double)n, want = fixture_tensor(&f, name)->data[0];
+        cr_assert(fabs(loss - want) <= 1e-6, "%s: step %d loss %.8f, PyTorch %.8f", fixture, step, loss, want);
         if (step == 1) {
             snprintf(name, sizeof name, "step%d.grad.", step);
             cr_assert_eq(dae_model_read_tensors(&m, &f, name, values, err, sizeof err), DAE_OK, "%s", err);
@@ -190,11 +255,56 @@ Test(model, training_steps_match_pytorch) {
         cr_assert_eq(dae_model_read_tensors(&m, &f, name, values, err, sizeof err), DAE_OK, "%s", err);
         assert_close(m.params, values, m.n_params, 1e-5, name);
     }
-    free(grads), free(values), free(out);
+    /* Inference gives the training pass's output: the first step's input
+     * through the final weights, both ways. */
+    dae_workspace *infer = dae_workspace_new(&m, batch, 0);
+    float *y = malloc(n * 4);
+    const float *noisy = fixture_tensor(&f, "step1.noisy")->data, *clean = fixture_tensor(&f, "step1.clean")->data;
+    dae_model_forward(&m, infer, noisy, y, batch);
+    dae_model_train_pass(&m, ws, noisy, clean, batch, n, grads, out);
+    assert_close(y, out, n, 0.0, "inference and training forward agree");
+    free(y), free(grads), free(values), free(out);
+    dae_workspace_free(infer);
     dae_adam_free(&adam);
     dae_workspace_free(ws);
     dae_model_free(&m);
     dae_st_free(&f);
+}
+
+Test(model, training_steps_match_pytorch) { check_training_steps(FIXTURES "/ref/train_steps.safetensors"); }
+
+/* The U-Net: concatenations of skips and the input, a residual output. */
+Test(model, unet_training_steps_match_pytorch) { check_training_steps(FIXTURES "/ref/train_steps_unet.safetensors"); }
+
+/* A small graph with what the U-Net lacks: add, a layer read by three
+ * others, inputs named "group.index", activations after joins, two input
+ * channels, rectangular kernels. */
+Test(model, graph_training_steps_match_pytorch) {
+    check_training_steps(FIXTURES "/ref/train_steps_graph.safetensors");
+}
+
+/* A state_dict saved from PyTorch with the architecture in its metadata
+ * loads as that network. */
+Test(model, pytorch_files_load_with_their_architecture) {
+    dae_model m;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_load(&m, FIXTURES "/ref/reference_init.safetensors", err, sizeof err), DAE_OK, "%s", err);
+    dae_model reference;
+    build_default(&reference);
+    cr_assert_str_eq(m.spec, reference.spec);
+    dae_model_free(&reference);
+    dae_model_free(&m);
+    cr_assert_eq(dae_model_load(&m, FIXTURES "/ref/unet_init.safetensors", err, sizeof err), DAE_OK, "%s", err);
+    dae_model unet;
+    cr_assert_eq(dae_model_init(&unet, dae_model_named_spec("unet"), err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_str_eq(m.spec, unet.spec);
+    dae_st_file f = {0};
+    fixture_load(FIXTURES "/ref/train_steps_unet.safetensors", &f);
+    cr_assert_eq(dae_model_read_tensors(&unet, &f, "init.", unet.params, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(memcmp(m.params, unet.params, m.n_params * 4), 0, "the same weights as the fixture's");
+    dae_st_free(&f);
+    dae_model_free(&unet);
+    dae_model_free(&m);
 }
 
 /* A temporary directory for files a test writes; removed by the caller. */

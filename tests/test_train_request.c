@@ -76,6 +76,22 @@ Test(train_request, every_bad_field_is_named_with_its_range) {
     }
 }
 
+/* A built-in architecture by name is its spec, recorded in full. */
+Test(train_request, architectures_by_name_are_their_specs) {
+    dae_train_request req;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(parse("{\"dataset\":\"mnist\",\"architecture\":\"unet\"}", NULL, &req, err, sizeof err), DAE_OK,
+                 "%s", err);
+    dae_model unet;
+    cr_assert_eq(dae_model_init(&unet, dae_model_named_spec("unet"), err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_str_eq(req.architecture, unet.spec);
+    dae_model_free(&unet);
+    dae_train_request_free(&req);
+    cr_assert_eq(parse("{\"dataset\":\"mnist\",\"architecture\":\"resnet\"}", NULL, &req, err, sizeof err),
+                 DAE_ERR_INVALID);
+    cr_assert(strstr(err, "architecture: ") != NULL, "%s", err);
+}
+
 Test(train_request, caller_fields_are_left_to_the_caller) {
     dae_train_request req;
     char err[DAE_ERR_LEN];

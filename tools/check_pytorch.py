@@ -1,14 +1,16 @@
 #!/usr/bin/python3
-"""Shows that a dae weights file is the reference PyTorch module: loads it
-with load_state_dict(strict=True), runs both PyTorch and `dae forward` on
-the same noisy images, and compares the outputs.
+"""Shows that a dae weights file is the PyTorch module it describes: builds
+the module from the file's "architecture" metadata (none: the reference
+Autoencoder), loads the weights with load_state_dict(strict=True), runs both
+PyTorch and `dae forward` on the same noisy images, and compares the outputs.
 
     /usr/bin/python3 tools/check_pytorch.py --model models/mnist.safetensors [--dae build/dae]
         [--data-dir DIR --dataset mnist] [--count 256] [--tolerance 1e-5]
 
-Without a data directory the images are random; with one they are the first
-test images plus gaussian noise (sigma 0.5). Exits 1 when the largest
-difference is over the tolerance.
+Without a data directory (or for a network whose input is not 1x28x28) the
+images are random; with one they are the first test images plus gaussian
+noise (sigma 0.5). Exits 1 when the largest difference is over the
+tolerance.
 """
 import argparse
 import os
@@ -33,18 +35,19 @@ def main():
     args = ap.parse_args()
 
     tensors, metadata = dae_torch.load_safetensors(args.model)
-    model = dae_torch.Autoencoder()
-    model.load_state_dict(tensors, strict=True)
+    model = dae_torch.model_from_state(tensors, metadata)
     model.eval()
-    print(f"{args.model}: load_state_dict(strict=True) took all {len(tensors)} tensors")
+    kind = "its architecture metadata" if "architecture" in metadata else "the reference Autoencoder"
+    print(f"{args.model}: load_state_dict(strict=True) into {kind} took all {len(tensors)} tensors")
+    shape = getattr(model, "input_shape", (1, 28, 28))
 
     gen = torch.Generator().manual_seed(1)
     split = os.path.join(args.data_dir or "", args.dataset)
-    if args.data_dir and os.path.isdir(split):
+    if args.data_dir and os.path.isdir(split) and shape == (1, 28, 28):
         clean = dae_torch.load_split(args.data_dir, args.dataset, "t10k")[:args.count]
         source = f"the first {len(clean)} {args.dataset} test images"
     else:
-        clean = torch.rand(args.count, 1, 28, 28, generator=gen)
+        clean = torch.rand(args.count, *shape, generator=gen)
         source = f"{args.count} random images"
     noisy = clean + 0.5 * torch.randn(clean.shape, generator=gen)
     with torch.no_grad():

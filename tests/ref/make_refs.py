@@ -10,6 +10,7 @@ small writer, so the script needs nothing beyond torch). Tensors are in PyTorch'
 (NCHW activations, Conv2d weight (OC,IC,KH,KW), ConvTranspose2d weight
 (IC,OC,KH,KW)); the C tests convert activations to the engine's (C,B,H,W).
 """
+import json
 import os
 import sys
 
@@ -18,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
-from dae_torch import Autoencoder, save_safetensors  # noqa: E402
+from dae_torch import UNET_SPEC, Autoencoder, SpecNet, save_safetensors  # noqa: E402
 
 
 def pair(v):
@@ -133,6 +134,107 @@ def make_train_steps(out_dir, gen):
                      {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")})
 
 
+def make_graph_ops(out_dir, gen):
+    """The graph's joins and the residual output, each with its gradients."""
+    a = torch.randn(2, 3, 5, 4, generator=gen, requires_grad=True)
+    b = torch.randn(2, 2, 5, 4, generator=gen, requires_grad=True)
+    y = torch.cat([a, b], dim=1)
+    dy = torch.randn(y.shape, generator=gen)
+    y.backward(dy)
+    tensors = {"concat.a": a, "concat.b": b, "concat.y": y, "concat.dy": dy,
+               "concat.da": a.grad, "concat.db": b.grad}
+    terms = [torch.randn(2, 3, 5, 4, generator=gen, requires_grad=True) for _ in range(3)]
+    y = terms[0] + terms[1] + terms[2]
+    dy = torch.randn(y.shape, generator=gen)
+    y.backward(dy)
+    tensors.update({"add.a": terms[0], "add.b": terms[1], "add.c": terms[2], "add.y": y, "add.dy": dy,
+                    "add.da": terms[0].grad, "add.db": terms[1].grad, "add.dc": terms[2].grad})
+    x = torch.rand(2, 1, 6, 6, generator=gen)
+    f = 0.6 * torch.randn(x.shape, generator=gen)
+    # x - f exactly 0 and exactly 1 (all values exact in binary): PyTorch's
+    # clamp passes the gradient at both bounds (its mask is min <= v <= max),
+    # so df = -dy there, and 0 only strictly outside [0, 1].
+    flat_x, flat_f = x.view(-1), f.view(-1)
+    flat_x[:4] = torch.tensor([0.5, 0.0, 0.75, 1.0])
+    flat_f[:4] = torch.tensor([0.5, 0.0, -0.25, 0.0])
+    assert ((x - f).view(-1)[:4] == torch.tensor([0.0, 0.0, 1.0, 1.0])).all()
+    assert ((x - f) < 0).any() and ((x - f) > 1).any()
+    f.requires_grad_(True)
+    y = torch.clamp(x - f, 0, 1)
+    dy = torch.randn(y.shape, generator=gen)
+    y.backward(dy)
+    assert (f.grad.view(-1)[:4] == -dy.view(-1)[:4]).all()
+    tensors.update({"residual.x": x, "residual.f": f, "residual.y": y, "residual.dy": dy,
+                    "residual.df": f.grad})
+    save_safetensors(os.path.join(out_dir, "graph_ops.safetensors"), tensors,
+                     {"clamp_gradient_at_bounds": "passes (min <= x - f <= max)"})
+
+
+# A small graph that exercises what the U-Net does not: two input channels,
+# rectangular kernels and strides, an add, inputs naming "G.j" (a.1, read by
+# a.2, b.0 and c.0), a ReLU after an add and after a concat, a concat of
+# three, a sigmoid and the direct output.
+GRAPH_SPEC = {
+    "input": [2, 8, 8],
+    "a": [{"type": "conv2d", "in_channels": 2, "out_channels": 4, "kernel_size": [3, 5], "padding": [1, 2]},
+          {"type": "relu"},
+          {"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}],
+    "b": [{"type": "add", "inputs": ["a.1", "a"]},
+          {"type": "relu"},
+          {"type": "conv2d", "in_channels": 4, "out_channels": 3, "kernel_size": [2, 3], "stride": [2, 1],
+           "padding": [0, 1]},
+          {"type": "conv_transpose2d", "in_channels": 3, "out_channels": 2, "kernel_size": [2, 1],
+           "stride": [2, 1]}],
+    "c": [{"type": "concat", "inputs": ["b", "a.1", "input"]},
+          {"type": "relu"},
+          {"type": "conv2d", "in_channels": 8, "out_channels": 2, "kernel_size": 3, "padding": 1},
+          {"type": "sigmoid"}],
+}
+
+
+def train_steps_of(spec, seed, batch, gen):
+    """Two training steps of SpecNet(spec) as make_train_steps takes them,
+    on noisy images clamped to [0, 1]: (the tensors, the initial state)."""
+    torch.manual_seed(seed)
+    model = SpecNet(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors = {f"init.{k}": v for k, v in init.items()}
+    for step in (1, 2):
+        clean = torch.rand(batch, *model.input_shape, generator=gen)
+        noisy = torch.clamp(clean + 0.5 * torch.randn(clean.shape, generator=gen), 0, 1)
+        opt.zero_grad()
+        out = model(noisy)
+        loss = F.mse_loss(out, clean)
+        loss.backward()
+        opt.step()
+        tensors[f"step{step}.clean"] = clean
+        tensors[f"step{step}.noisy"] = noisy
+        tensors[f"step{step}.output"] = out
+        tensors[f"step{step}.loss"] = loss.reshape(1)
+        for k, prm in model.named_parameters():
+            if step == 1:
+                tensors[f"step{step}.grad.{k}"] = prm.grad.clone()
+            tensors[f"step{step}.param.{k}"] = prm.detach().clone()
+    return tensors, init
+
+
+def make_train_steps_unet(out_dir, gen):
+    """make_train_steps for the U-Net, and its initial weights as a user's
+    file with the architecture in its metadata."""
+    tensors, init = train_steps_of(UNET_SPEC, 4321, 8, gen)
+    save_safetensors(os.path.join(out_dir, "train_steps_unet.safetensors"), tensors,
+                     {"architecture": UNET_SPEC, "lr": 1e-3, "weight_decay": 1e-5, "batch": 8})
+    save_safetensors(os.path.join(out_dir, "unet_init.safetensors"), init, {"architecture": UNET_SPEC})
+
+
+def make_train_steps_graph(out_dir, gen):
+    tensors, _ = train_steps_of(GRAPH_SPEC, 5678, 4, gen)
+    save_safetensors(os.path.join(out_dir, "train_steps_graph.safetensors"), tensors,
+                     {"architecture": json.dumps(GRAPH_SPEC, separators=(",", ":")),
+                      "lr": 1e-3, "weight_decay": 1e-5, "batch": 4})
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/ref"
     os.makedirs(out_dir, exist_ok=True)
@@ -144,6 +246,11 @@ def main():
     make_activations(out_dir, gen)
     make_adam(out_dir, gen)
     make_train_steps(out_dir, gen)
+    # Later fixtures draw from generators of their own, so that adding one
+    # leaves every file above byte for byte as it was.
+    make_graph_ops(out_dir, torch.Generator().manual_seed(20261130))
+    make_train_steps_unet(out_dir, torch.Generator().manual_seed(20261131))
+    make_train_steps_graph(out_dir, torch.Generator().manual_seed(20261132))
     print(f"wrote fixtures to {out_dir}")
 
 
