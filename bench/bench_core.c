@@ -1,8 +1,10 @@
 /* bench_core.c - engine speed on this machine: forward images/s at batch
  * 1, 64 and 1024, and training images/s at batch 64, for 1 and 2 threads,
- * with the achieved GFLOP/s. Reports the median of several repetitions.
+ * with the achieved GFLOP/s, for one or more built-in architectures side
+ * by side (model.h: ae, the notebook's network; unet, the shipped one).
+ * Reports the median of several repetitions.
  *
- *   build/bench_core [--reps N] [--train-images N] [--threads N] [--forward-only]
+ *   build/bench_core [--arch ae,unet] [--reps N] [--train-images N] [--threads N] [--forward-only]
  *
  * Images are synthetic (speed does not depend on pixel values), so the
  * benchmark needs no data set. */
@@ -98,34 +100,17 @@ static double time_training(const dae_model *proto, int threads, int count, int 
     return med;
 }
 
-int main(int argc, char **argv) {
-    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--train-images") == 0 && i + 1 < argc) train_images = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--forward-only") == 0) forward_only = 1;
-        else {
-            fprintf(stderr, "usage: %s [--reps N] [--train-images N] [--threads N] [--forward-only]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (reps < 1 || train_images < 64 || only_threads < 0 || only_threads > 64) {
-        fprintf(stderr, "bench: --reps must be >= 1, --train-images >= 64, --threads from 1 to 64\n");
-        return 2;
-    }
+/* Prints one architecture's rows of the table. */
+static void bench_arch(const char *arch, int reps, int train_images, int only_threads, int forward_only) {
     dae_model m;
     char err[DAE_ERR_LEN];
-    if (dae_model_init(&m, dae_model_default_spec(), err, sizeof err) != DAE_OK) {
+    if (dae_model_init(&m, dae_model_named_spec(arch), err, sizeof err) != DAE_OK) {
         fprintf(stderr, "bench: %s\n", err);
-        return 1;
+        exit(1);
     }
     dae_model_init_params(&m, 0);
-    dae_gemm_single_threaded();
     double fwd_flop = 2.0 * dae_model_forward_macs(&m), train_flop = 3.0 * fwd_flop;
-    printf("dae engine benchmark: reference network, %.3f MFLOP forward per image, "
-           "median of %d repetitions\n\n", fwd_flop / 1e6, reps);
-    printf("%-8s %-26s %14s %12s %10s\n", "threads", "measure", "images/s", "us/image", "GFLOP/s");
+    printf("%s: %zu parameters, %.3f MFLOP forward per image\n", arch, m.n_params, fwd_flop / 1e6);
     int first = only_threads ? only_threads : 1, last = only_threads ? only_threads : 2;
     for (int threads = first; threads <= last; threads++) {
         dae_pool *pool = dae_pool_new(threads);
@@ -134,15 +119,53 @@ int main(int argc, char **argv) {
             double s = time_forward(&m, pool, batches[i], reps);
             char what[32];
             snprintf(what, sizeof what, "forward, batch %d", batches[i]);
-            printf("%-8d %-26s %14.0f %12.2f %10.1f\n", threads, what, 1.0 / s, s * 1e6, fwd_flop / s / 1e9);
+            printf("%-6s %-8d %-26s %14.0f %12.2f %10.1f\n", arch, threads, what, 1.0 / s, s * 1e6,
+                   fwd_flop / s / 1e9);
         }
         dae_pool_free(pool);
         if (forward_only) continue;
         double rate = time_training(&m, threads, train_images, reps);
-        printf("%-8d %-26s %14.0f %12.2f %10.1f   (%.2f s per 60,000-image epoch)\n", threads,
+        printf("%-6s %-8d %-26s %14.0f %12.2f %10.1f   (%.2f s per 60,000-image epoch)\n", arch, threads,
                "training, batch 64", rate, 1e6 / rate, train_flop * rate / 1e9, 60000.0 / rate);
         fflush(stdout);
     }
     dae_model_free(&m);
+}
+
+int main(int argc, char **argv) {
+    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0;
+    char archs[64] = "ae";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--train-images") == 0 && i + 1 < argc) train_images = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--arch") == 0 && i + 1 < argc) snprintf(archs, sizeof archs, "%s", argv[++i]);
+        else if (strcmp(argv[i], "--forward-only") == 0) forward_only = 1;
+        else {
+            fprintf(stderr, "usage: %s [--arch NAME[,NAME]] [--reps N] [--train-images N] [--threads N] "
+                            "[--forward-only]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (reps < 1 || train_images < 64 || only_threads < 0 || only_threads > 64) {
+        fprintf(stderr, "bench: --reps must be >= 1, --train-images >= 64, --threads from 1 to 64\n");
+        return 2;
+    }
+    const char *names[8];
+    int n_archs = 0;
+    for (char *a = strtok(archs, ","); a != NULL && n_archs < 8; a = strtok(NULL, ",")) {
+        if (dae_model_named_spec(a) == NULL) {
+            fprintf(stderr, "bench: --arch: unknown architecture \"%s\" (%s)\n", a, dae_model_arch_names());
+            return 2;
+        }
+        names[n_archs++] = a;
+    }
+    dae_gemm_single_threaded();
+    printf("dae engine benchmark, median of %d repetitions\n\n", reps);
+    printf("%-6s %-8s %-26s %14s %12s %10s\n", "arch", "threads", "measure", "images/s", "us/image", "GFLOP/s");
+    for (int i = 0; i < n_archs; i++) {
+        bench_arch(names[i], reps, train_images, only_threads, forward_only);
+        printf("\n");
+    }
     return 0;
 }

@@ -3,10 +3,13 @@
  * floats, as the original notebook) and png (the same noise clipped to
  * [0, 1] and quantised to 8 bits, as an uploaded PNG carries). With
  * --sweep, the png protocol at several Gaussian sigmas for several models,
- * as a table and, with --sweep-svg, a chart. A table for people, --json
- * for machines. */
+ * as a table and, with --sweep-svg, a chart; with --save-noisy, the noisy
+ * test images each sigma fed the models, so another client (the HTTP
+ * service's, tools/http_sweep.py) can send the very same pixels. A table
+ * for people, --json for machines. */
 #include <cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,11 +249,55 @@ static char *sweep_svg(const eval_case *rows, int n_rows, const eval_model *mode
     return cli_lines_svg(&axes, lines, (size_t)n_models + 1);
 }
 
+/* ------------------------------------------------------------ noisy images */
+
+/* The file --save-noisy writes for sigma text under dir,
+ * "DIR/noisy-TEXT-images-idx3-ubyte", malloc'd (NULL when out of memory). */
+static char *noisy_path(const char *dir, const char *text) {
+    const char *fmt = "%s/noisy-%s-images-idx3-ubyte";
+    size_t len = (size_t)snprintf(NULL, 0, fmt, dir, text) + 1;
+    char *path = malloc(len);
+    if (path != NULL) snprintf(path, len, fmt, dir, text);
+    return path;
+}
+
+/* Writes the noisy versions of the first count test images under row r's
+ * noise to path, atomically, as an IDX image file (uint8, as the data
+ * sets). Each is made by dae_eval_images, as dae_evaluate makes it, so
+ * these are the pixels the models were given; the png protocol quantised
+ * them to k/255, so x*255 rounds back to k exactly. Returns DAE_OK, or an
+ * error naming path. */
+static dae_status save_noisy(const eval_case *r, const dae_idx_images *test, int count, const char *path,
+                             char *err, size_t errlen) {
+    size_t n = (size_t)test->rows * (size_t)test->cols, len = 16 + n * (size_t)count;
+    uint8_t *file = malloc(len);
+    float *clean = malloc(sizeof(float) * n), *noisy = malloc(sizeof(float) * n);
+    dae_status st = DAE_OK;
+    if (file == NULL || clean == NULL || noisy == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %d noisy images", path, count);
+        goto done;
+    }
+    const uint32_t header[4] = {DAE_IDX_MAGIC_IMAGES, (uint32_t)count, (uint32_t)test->rows, (uint32_t)test->cols};
+    for (int k = 0; k < 4; k++)
+        for (int b = 0; b < 4; b++) file[4 * k + b] = (uint8_t)(header[k] >> (24 - 8 * b)); /* big-endian */
+    for (int i = 0; i < count; i++) {
+        uint8_t *out = file + 16 + (size_t)i * n;
+        dae_eval_images(test->pixels + (size_t)i * n, n, &r->noise, DAE_EVAL_SEED, (uint64_t)i, clean, noisy);
+        for (size_t j = 0; j < n; j++) out[j] = (uint8_t)lrintf(noisy[j] * 255.0f);
+    }
+    st = dae_file_write_atomic(path, file, len, err, errlen);
+done:
+    free(file);
+    free(clean);
+    free(noisy);
+    return st;
+}
+
 /* ------------------------------------------------------------ command */
 
 int cmd_eval(int argc, char **argv) {
     const char *model_list = NULL, *dataset = NULL, *data_dir = NULL, *noise_text = NULL;
-    const char *sweep_list = NULL, *svg_path = NULL;
+    const char *sweep_list = NULL, *svg_path = NULL, *noisy_dir = NULL;
     int limit = 0, json = 0, threads = dae_online_cpus();
     cli_flag flags[] = {
         {"model", CLI_STRING, &model_list, 0, 0, "FILE[,FILE...]",
@@ -262,6 +309,8 @@ int cmd_eval(int argc, char **argv) {
         {"sweep", CLI_STRING, &sweep_list, 0, 0, "S1,S2,...",
          "png protocol at these Gaussian sigmas instead (up to 16, increasing)", 0},
         {"sweep-svg", CLI_STRING, &svg_path, 0, 0, "FILE", "with --sweep: also draw PSNR against sigma as SVG", 0},
+        {"save-noisy", CLI_STRING, &noisy_dir, 0, 0, "DIR",
+         "with --sweep: also write each sigma's noisy test images to DIR/noisy-SIGMA-images-idx3-ubyte", 0},
         CLI_FLAG_THREADS(&threads),
         {"json", CLI_BOOL, &json, 0, 0, NULL, "print JSON instead of a table", 0},
     };
@@ -282,6 +331,7 @@ int cmd_eval(int argc, char **argv) {
     int n_rows = 2;
     if (sweep_list == NULL) {
         if (svg_path != NULL) return cli_usage_error(NAME, "--sweep-svg needs --sweep");
+        if (noisy_dir != NULL) return cli_usage_error(NAME, "--save-noisy needs --sweep");
         if (strchr(model_list, ',') != NULL) return cli_usage_error(NAME, "--model: several models need --sweep");
         if (noise_text == NULL) noise_text = "gaussian:0.5";
         if (dae_noise_parse(noise_text, &rows[0].noise, err, sizeof err) != DAE_OK)
@@ -300,7 +350,7 @@ int cmd_eval(int argc, char **argv) {
     int n_models = 0, exit_code = CLI_EXIT_FAILURE;
     dae_dataset data = {0};
     dae_pool *pool = NULL;
-    char *svg = NULL;
+    char *svg = NULL, *path = NULL;
     if (model_buf == NULL) {
         cli_error(NAME, "out of memory");
         goto done;
@@ -310,6 +360,13 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     if (svg_path != NULL && cli_check_output(NAME, svg_path) != 0) goto done;
+    if (noisy_dir != NULL) { /* fail before the long evaluation, not after */
+        if ((path = noisy_path(noisy_dir, rows[0].text)) == NULL) {
+            cli_error(NAME, "out of memory");
+            goto done;
+        }
+        if (cli_check_output(NAME, path) != 0) goto done;
+    }
     for (int k = 0; k < n_models; k++) {
         if (dae_model_open(models[k].path, &models[k].m, NULL, err, sizeof err) != DAE_OK) {
             cli_error(NAME, "%s", err);
@@ -371,8 +428,20 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
     }
+    for (int i = 0; noisy_dir != NULL && i < n_rows; i++) {
+        free(path);
+        if ((path = noisy_path(noisy_dir, rows[i].text)) == NULL) {
+            cli_error(NAME, "out of memory");
+            goto done;
+        }
+        if (save_noisy(&rows[i], test, count, path, err, sizeof err) != DAE_OK) {
+            cli_error(NAME, "%s", err);
+            goto done;
+        }
+    }
     exit_code = 0;
 done:
+    free(path);
     free(svg);
     dae_pool_free(pool);
     dae_dataset_free(&data);

@@ -226,6 +226,17 @@ check "info shows its layers" grep -q "^  dec.0 .*conv2d .*4x28x28 .*1x28x28" "$
 check "info shows its parameter count" grep -q "^parameters  77 " "$TMP/stdout"
 good "denoise with another architecture" denoise "$TMP/g2729.pgm" "$TMP/small.png" --model "$TMP/small.safetensors"
 
+# A built-in architecture by name: the U-Net, a graph with skips and a
+# residual output.
+good "train the built-in unet" train "${D[@]}" --architecture unet --epochs 1 --limit 64 --out "$TMP/unet.safetensors"
+good "info on the unet" info "$TMP/unet.safetensors"
+check "info shows its residual output" grep -q "^output      residual" "$TMP/stdout"
+check "info shows what a concat joins" grep -q "^  out.0 .*concat .*of d1.2, input" "$TMP/stdout"
+check "info shows its parameter count" grep -q "^parameters  219610 " "$TMP/stdout"
+good "denoise with the unet" denoise "$TMP/g2729.pgm" "$TMP/unet.png" --model "$TMP/unet.safetensors"
+bad "train an unknown built-in architecture" "resnet" "$OUT/m" \
+    train "${D[@]}" --architecture resnet --out "$OUT/m" --epochs 1
+
 # ------------------------------------------------------------ eval
 
 good "eval text" eval "${D[@]}" --model "$M1" --limit 64
@@ -399,5 +410,49 @@ if [ "$rc" -eq 1 ] && grep -q "interrupted" "$TMP/stderr" && [ ! -e "$OUT/m" ] &
 else
     fail "interrupted training: exit $rc, output $(ls -A "$OUT")"
 fi
+
+# ------------------------------------------------------------ eval --save-noisy
+
+# The noisy test images of a sweep, as the models got them: an IDX file per
+# sigma, whose noisy-input PSNR is eval's, and whose first image is what
+# `dae noise` makes of the clean one with the evaluation seed (image 0 is
+# stream 0, as a gray image's only channel is).
+mkdir -p "$TMP/noisy"
+good "eval sweep saves the noisy images" eval "${D[@]}" --model "$M1" --sweep "$SWEEP" --limit 64 --threads 2 \
+    --save-noisy "$TMP/noisy" --json
+cp "$TMP/stdout" "$TMP/noisy.json"
+check "saved noisy images: an IDX3 file per sigma, 64 images of 28x28, eval's noisy-input PSNR" "$PYTHON" -c '
+import gzip, json, math, struct, sys
+d = json.load(open(sys.argv[1]))
+clean = gzip.open(sys.argv[2]).read()[16:]
+for s, row in zip(sys.argv[4].split(","), d["sweep"]):
+    data = open("%s/noisy-%s-images-idx3-ubyte" % (sys.argv[3], s), "rb").read()
+    assert struct.unpack(">IIII", data[:16]) == (0x803, 64, 28, 28), data[:16]
+    assert len(data) == 16 + 64 * 784, len(data)
+    px, total = data[16:], 0.0
+    for i in range(64):
+        mse = sum((clean[i * 784 + j] / 255 - px[i * 784 + j] / 255) ** 2 for j in range(784)) / 784
+        total += min(-10 * math.log10(mse), 100) if mse > 0 else 100
+    assert abs(total / 64 - row["noisy"]["psnr"]) < 0.01, (s, total / 64, row["noisy"]["psnr"])
+' "$TMP/noisy.json" "$FIX/mnist-mini/t10k-images-idx3-ubyte.gz" "$TMP/noisy" "$SWEEP"
+"$PYTHON" -c '
+import gzip, sys
+sys.path.insert(0, sys.argv[2])
+from http_sweep import png_encode_gray8
+open(sys.argv[3], "wb").write(png_encode_gray8(gzip.open(sys.argv[1]).read()[16:16 + 784], 28, 28))
+' "$FIX/mnist-mini/t10k-images-idx3-ubyte.gz" "$ROOT/tools" "$TMP/clean0.png"
+good "dae noise of the first clean test image" noise "$TMP/clean0.png" "$TMP/noisy0.png" \
+    --noise gaussian:0.3:clip:quantize --seed 20260101
+check "its pixels are the first saved noisy image at sigma 0.3" "$PYTHON" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+from http_sweep import png_decode_gray
+w, h, gray = png_decode_gray(open(sys.argv[2], "rb").read())
+saved = open(sys.argv[3], "rb").read()[16:16 + 784]
+assert (w, h) == (28, 28) and bytes(round(v * 255) for v in gray) == saved
+' "$ROOT/tools" "$TMP/noisy0.png" "$TMP/noisy/noisy-0.3-images-idx3-ubyte"
+usage "save-noisy without --sweep" eval "${D[@]}" --model "$M1" --save-noisy "$TMP/noisy"
+bad "save-noisy into a missing directory" "$OUT/nodir" "$OUT/nodir" \
+    eval "${D[@]}" --model "$M1" --sweep 0.5 --save-noisy "$OUT/nodir"
 
 finish
