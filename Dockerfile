@@ -58,7 +58,7 @@ COPY --from=build /out/dae-server /out/dae /usr/local/bin/
 COPY deploy/docker/dae-entrypoint deploy/docker/dae-healthcheck /usr/local/bin/
 # The built-in models: the entrypoint copies them into an empty models
 # volume, so a fresh volume or bind mount serves them by name.
-COPY models/mnist.safetensors models/fashion-mnist.safetensors /usr/share/dae/models/
+COPY models/mnist.safetensors models/fashion-mnist.safetensors models/mnist-ae.safetensors models/fashion-mnist-ae.safetensors /usr/share/dae/models/
 
 # The same variables as the binary (dae-server --help); the directories
 # are the volumes below. DAE_STATE_DIR holds training-job records,
