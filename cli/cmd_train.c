@@ -218,7 +218,7 @@ static int param_flags(cli_flag *flags, int n, dae_train_request *req, const cha
 
 int cmd_train(int argc, char **argv) {
     const char *dataset = NULL, *data_dir = NULL, *out = NULL, *noise_text = NULL, *resume = NULL;
-    const char *checkpoint = NULL, *architecture = NULL, *csv_path = NULL, *svg_path = NULL;
+    const char *checkpoint = NULL, *architecture = NULL, *base_model = NULL, *csv_path = NULL, *svg_path = NULL;
     dae_train_request req;
     memset(&req, 0, sizeof req);
     dae_train_config_default(&req.cfg);
@@ -235,6 +235,7 @@ int cmd_train(int argc, char **argv) {
         {"resume", CLI_STRING, &resume, 0, 0, "CHECKPOINT", "continue from a checkpoint of --checkpoint", 0},
         {"checkpoint", CLI_STRING, &checkpoint, 0, 0, "FILE", "save a checkpoint (weights + Adam state) after every epoch", 0},
         {"architecture", CLI_STRING, &architecture, 0, 0, "FILE|NAME", "JSON architecture spec, or a built-in one: ae (the reference network, the default) or unet", 0},
+        {"base-model", CLI_STRING, &base_model, 0, 0, "FILE", "fine-tune: start from this model's network and weights", 0},
         {"loss-csv", CLI_STRING, &csv_path, 0, 0, "FILE", "write the loss of every step and epoch as CSV", 0},
         {"loss-svg", CLI_STRING, &svg_path, 0, 0, "FILE", "write the loss curve as an SVG plot", 0},
     };
@@ -251,6 +252,9 @@ int cmd_train(int argc, char **argv) {
     if (rc != CLI_CONTINUE) return rc;
     if (resume != NULL && architecture != NULL)
         return cli_usage_error(NAME, "--resume takes the architecture from the checkpoint; drop --architecture");
+    if (base_model != NULL && (resume != NULL || architecture != NULL))
+        return cli_usage_error(NAME, "--base-model gives the network and the starting weights; drop --%s",
+                               resume != NULL ? "resume" : "architecture");
     if (strlen(dataset) >= sizeof req.dataset) return cli_usage_error(NAME, "--dataset: the name is too long");
     snprintf(req.dataset, sizeof req.dataset, "%s", dataset);
     char err[DAE_ERR_LEN] = "";
@@ -282,6 +286,10 @@ int cmd_train(int argc, char **argv) {
             cli_error(NAME, "%s", err);
             goto done;
         }
+    }
+    if (base_model != NULL && (req.base_model = strdup(base_model)) == NULL) {
+        cli_error(NAME, "out of memory");
+        goto done;
     }
     if (dae_train_run_open(&run, &req, dir, resume, err, sizeof err) != DAE_OK) {
         cli_error(NAME, "%s", err);

@@ -235,5 +235,6 @@ dae_status dae_train_request_to_json(const dae_train_request *req, cJSON *out) {
 void dae_train_request_free(dae_train_request *req) {
     if (req == NULL) return;
     free(req->architecture);
-    req->architecture = NULL;
+    free(req->base_model);
+    req->architecture = req->base_model = NULL;
 }

@@ -60,6 +60,8 @@ dae_status dae_train_param_check(const dae_train_param *p, const dae_train_confi
 typedef struct {
     char dataset[DAE_NAME_MAX + 1]; /* dae_name_valid */
     char *architecture;  /* the network's JSON spec (model.h), malloc'd; NULL: the reference network */
+    char *base_model;    /* fine-tuning: a weights file to start from, its network and weights,
+                            malloc'd (the caller's to set); NULL: a new network of architecture */
     dae_train_config cfg; /* the hyper-parameters; progress, user and cancel unset */
 } dae_train_request;
 

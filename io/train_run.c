@@ -1,6 +1,7 @@
 /* train_run.c - one training run from a typed request (see train_run.h). */
 #include "train_run.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,15 +31,21 @@ dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req,
     *out = NULL;
     if (resume != NULL && req->architecture != NULL)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "a resumed run takes its network from the checkpoint %s", resume);
+    if (req->base_model != NULL && (resume != NULL || req->architecture != NULL))
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "a fine-tuned run takes its network from its base model %s%s",
+                        req->base_model, resume != NULL ? ", it cannot resume a checkpoint" : ", not an architecture");
     dae_status st = dae_train_config_check(&req->cfg, err, errlen);
     if (st != DAE_OK) return st;
     dae_train_run *run = calloc(1, sizeof *run);
     if (run == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     run->req = *req;
     run->req.architecture = req->architecture != NULL ? strdup(req->architecture) : NULL;
+    run->req.base_model = req->base_model != NULL ? strdup(req->base_model) : NULL;
     run->cfg = req->cfg;
     if (run->cfg.threads == 0) run->cfg.threads = dae_online_cpus();
-    if (req->architecture != NULL && run->req.architecture == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    if ((req->architecture != NULL && run->req.architecture == NULL) ||
+        (req->base_model != NULL && run->req.base_model == NULL))
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     if (st == DAE_OK) {
         st = dae_dataset_load(data_dir, req->dataset, &run->data, err, errlen);
         /* A data set that is not there is the caller's to report as such. */
@@ -46,6 +53,9 @@ dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req,
     }
     if (st == DAE_OK && resume != NULL) {
         st = dae_checkpoint_load(resume, &run->model, &run->state, err, errlen);
+    } else if (st == DAE_OK && req->base_model != NULL) {
+        st = dae_model_load(&run->model, req->base_model, err, errlen);
+        if (st == DAE_OK) st = dae_train_state_init(&run->state, &run->model, &run->cfg, err, errlen);
     } else if (st == DAE_OK) {
         const char *spec = run->req.architecture != NULL ? run->req.architecture : dae_model_default_spec();
         st = dae_model_init(&run->model, spec, err, errlen);
@@ -55,7 +65,8 @@ dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req,
         }
     }
     if (st == DAE_OK)
-        st = dae_model_check_images(&run->model, &run->data.train_images, resume, req->dataset, err, errlen);
+        st = dae_model_check_images(&run->model, &run->data.train_images, resume != NULL ? resume : req->base_model,
+                                    req->dataset, err, errlen);
     if (st != DAE_OK) {
         dae_train_run_free(run);
         return st;
@@ -113,6 +124,12 @@ dae_status dae_train_run_save(dae_train_run *run, const char *path, const char *
     };
     dae_train_meta meta;
     dae_train_meta_init(&meta, &run->cfg, &run->state, &facts);
+    char base[DAE_NAME_MAX + 1] = "";
+    if (run->req.base_model != NULL) { /* its name: the file's, without directory and extension */
+        const char *slash = strrchr(run->req.base_model, '/'), *name = slash != NULL ? slash + 1 : run->req.base_model;
+        snprintf(base, sizeof base, "%.*s", (int)strcspn(name, "."), name);
+        dae_train_meta_add(&meta, "base_model", base);
+    }
     for (int i = 0; i < n_extra; i++) dae_train_meta_add(&meta, extra_keys[i], extra_values[i]);
     return dae_model_save(&run->model, path, meta.keys, meta.values, meta.n, err, errlen);
 }
@@ -140,7 +157,9 @@ dae_status dae_train_run_estimate(const dae_train_request *req, const char *data
     dae_model m = {0};
     dae_status st = dae_dataset_info_read(data_dir, req->dataset, &info, err, errlen);
     if (st == DAE_ERR_IO) st = DAE_ERR_NOT_FOUND;
-    if (st == DAE_OK)
+    if (st == DAE_OK && req->base_model != NULL)
+        st = dae_model_load(&m, req->base_model, err, errlen);
+    else if (st == DAE_OK)
         st = dae_model_init(&m, req->architecture != NULL ? req->architecture : dae_model_default_spec(), err, errlen);
     if (st != DAE_OK) return st;
     dae_train_config cfg = req->cfg;

@@ -25,8 +25,10 @@ typedef struct dae_train_run dae_train_run;
 
 /* Opens a run of req on the data sets under data_dir; resume, when not
  * NULL, is a checkpoint (io/modelfile.h) to continue from (req's
- * architecture must then be NULL: the checkpoint's is used). req is
- * copied. Returns DAE_OK with *out set; otherwise a sentence naming the
+ * architecture must then be NULL: the checkpoint's is used). A request
+ * with a base_model starts from that weights file's network and weights
+ * (fine-tuning: neither architecture nor resume then), with a fresh
+ * optimiser; the saved model's metadata names it. req is copied. Returns DAE_OK with *out set; otherwise a sentence naming the
  * data set, file or field: DAE_ERR_NOT_FOUND when the data set is not
  * there, DAE_ERR_INVALID when the network does not take its images. */
 dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req, const char *data_dir,

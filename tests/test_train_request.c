@@ -200,3 +200,43 @@ Test(train_run, a_request_trains_and_saves_with_its_facts) {
     cr_assert(strstr(err, "the model takes 1x8x8 images, data set mnist-mini has 28x28 gray images") != NULL, "%s", err);
     dae_train_request_free(&req);
 }
+
+/* Fine-tuning: a run with a base model starts from its network and
+ * weights, and the saved model names it. */
+Test(train_run, a_base_model_gives_the_network_and_the_starting_weights) {
+    dae_train_request req;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(parse("{\"dataset\":\"mnist-mini\",\"epochs\":1,\"batch_size\":32,\"train_limit\":64,\"eval_limit\":0}",
+                       NULL, &req, err, sizeof err),
+                 DAE_OK, "%s", err);
+    req.cfg.threads = 1;
+    req.base_model = strdup(FIXTURES "/ref/unet_init.safetensors");
+    dae_model base;
+    cr_assert_eq(dae_model_load(&base, req.base_model, err, sizeof err), DAE_OK, "%s", err);
+    dae_train_run *run = NULL;
+    cr_assert_eq(dae_train_run_open(&run, &req, FIXTURES, NULL, err, sizeof err), DAE_OK, "%s", err);
+    const dae_model *m = dae_train_run_model(run);
+    cr_assert_str_eq(m->spec, base.spec);
+    cr_assert_eq(memcmp(m->params, base.params, base.n_params * sizeof(float)), 0, "starts from the base weights");
+    cr_assert_eq(dae_train_run_train(run, NULL, NULL, NULL, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_neq(memcmp(m->params, base.params, base.n_params * sizeof(float)), 0, "and trains them");
+    char path[] = "/tmp/dae-test-run-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    cr_assert_eq(dae_train_run_save(run, path, "test", NULL, NULL, 0, err, sizeof err), DAE_OK, "%s", err);
+    dae_model saved;
+    dae_model_info info;
+    cr_assert_eq(dae_model_open(path, &saved, &info, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_str_eq(dae_st_meta(&info.meta, "base_model"), "unet_init");
+    dae_st_free(&info.meta);
+    dae_model_free(&saved);
+    unlink(path);
+    dae_train_run_free(run);
+    /* Neither an architecture nor a checkpoint goes with a base model. */
+    cr_assert_eq(dae_train_request_set_architecture(&req, "unet", "architecture", err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_train_run_open(&run, &req, FIXTURES, NULL, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert(strstr(err, "takes its network from its base model") != NULL, "%s", err);
+    dae_model_free(&base);
+    dae_train_request_free(&req);
+}

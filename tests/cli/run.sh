@@ -237,6 +237,17 @@ good "denoise with the unet" denoise "$TMP/g2729.pgm" "$TMP/unet.png" --model "$
 bad "train an unknown built-in architecture" "resnet" "$OUT/m" \
     train "${D[@]}" --architecture resnet --out "$OUT/m" --epochs 1
 
+# Fine-tuning: a base model gives the network and the starting weights.
+good "fine-tune the unet" train "${D[@]}" --base-model "$TMP/unet.safetensors" --epochs 1 --limit 64 \
+    --out "$TMP/tuned.safetensors"
+good "info on the fine-tuned model" info "$TMP/tuned.safetensors"
+check "it names its base model" grep -q "^  base_model *unet$" "$TMP/stdout"
+check "it has the base model's network" grep -q "^parameters  219610 " "$TMP/stdout"
+usage "base-model with architecture" train "${D[@]}" --out "$OUT/m" --base-model "$TMP/unet.safetensors" \
+    --architecture unet
+bad "fine-tune from a missing model" "nothere.safetensors" "$OUT/m" \
+    train "${D[@]}" --base-model "$TMP/nothere.safetensors" --out "$OUT/m" --epochs 1
+
 # ------------------------------------------------------------ eval
 
 good "eval text" eval "${D[@]}" --model "$M1" --limit 64
