@@ -11,9 +11,10 @@ CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=c11 -Wall -Wextra -Wshadow -pthread -fno-math-errno $(ARCH)
 CPPFLAGS += -D_GNU_SOURCE -Icore -Iio -I/usr/include/cjson
 # libdae (core/) needs BLAS, cJSON and libm; libdae-io (io/) adds the image
-# codecs and zlib. Programs link libdae-io.a before libdae.a (io uses core).
+# codecs, zlib and libarchive (data set import). Programs link libdae-io.a
+# before libdae.a (io uses core).
 CORE_LIBS := -lcjson -lopenblas -lm -pthread
-IO_LIBS   := -lpng -ljpeg -lgif -lz
+IO_LIBS   := -lpng -ljpeg -lgif -larchive -lz
 LDLIBS   += $(IO_LIBS) $(CORE_LIBS)
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
@@ -50,7 +51,7 @@ BENCH_BIN := $(BUILD)/bench_core
 
 # Headers whose absence means `make deps` has not run on this machine.
 DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
-               /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h \
+               /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h /usr/include/archive.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
 .PHONY: all deps check-deps test test-layering test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
@@ -101,7 +102,7 @@ test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the
 # symbol may be undefined in it (nm -u lists what it takes from elsewhere);
 # those belong in libdae-io (io/). Prefixes for the libraries, whole names
 # for libc's file calls.
-LAYERING_PREFIXES := png_|jpeg_|Gif|DGif|EGif|stbi_|gz|inflate|deflate|crc32|adler32|zlib
+LAYERING_PREFIXES := png_|jpeg_|Gif|DGif|EGif|stbi_|archive_|gz|inflate|deflate|crc32|adler32|zlib
 LAYERING_CALLS    := fopen|fopen64|fdopen|freopen|open|open64|openat|creat|mkstemp|mkstemps|rename|unlink|opendir
 test-layering: $(LIB) ## check that libdae.a uses no codec, zlib or file I/O symbol
 	@bad=$$(nm -u $(LIB) | awk '{sub(/@.*/, "", $$NF); print $$NF}' | sort -u | \
@@ -202,7 +203,7 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; bui
 	    name=$$(basename $$f .c); \
 	    echo "fuzz: building $$name"; \
 	    clang $(FUZZ_ASAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/asan/include $$f $(FUZZ_DIR)/obj/asan/*.o \
-	        $(call fuzz_libs,asan) -lcjson -lopenblas -lm -pthread -o $(FUZZ_DIR)/$$name; \
+	        $(call fuzz_libs,asan) -larchive -lcjson -lopenblas -lm -pthread -o $(FUZZ_DIR)/$$name; \
 	    case " $(FUZZ_IMAGES) " in *" $$name "*) \
 	        clang $(FUZZ_MSAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/msan/include $$f $(FUZZ_DIR)/obj/msan/*.o \
 	            $(call fuzz_libs,msan) -lm -pthread -o $(FUZZ_DIR)/$${name}_msan ;; \
@@ -214,6 +215,8 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; bui
 	    case $$name in \
 	    fuzz_safetensors) cp tests/fixtures/ref/*.safetensors $$corpus/ ;; \
 	    fuzz_idx) for g in tests/fixtures/mnist-mini/*.gz; do gzip -dc $$g | head -c 20000 > $$corpus/$$(basename $$g .gz); done ;; \
+	    fuzz_dataset_import) tar -C tests/fixtures/images -cf $$corpus/seed.tar gray8.png gray.gif; \
+	        tar -C tests/fixtures/images -czf $$corpus/seed.tar.gz gray8.png; ;; \
 	    fuzz_multipart) printf 'multipart/form-data; boundary=XyZ\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n' > $$corpus/seed1; \
 	        printf 'multipart/form-data; boundary="a b"\npreamble\r\n--a b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--a b\r\ncontent-disposition: form-data; name="image"\r\n\r\nDATA\r\n--a b--' > $$corpus/seed2 ;; \
 	    esac; \

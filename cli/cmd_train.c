@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "clock.h"
+#include "dataset_import.h"
 #include "fileio.h"
 #include "plot.h"
 #include "train_run.h"
@@ -176,7 +177,7 @@ static char *loss_svg(const train_ui *ui, const char *dataset) {
         for (size_t i = 0; i < ne; i++) ex[i] = ui->epochs[i].step, ey[i] = ui->epochs[i].loss;
         char title[160];
         snprintf(title, sizeof title, "dae training loss - %s", dataset);
-        doc = cli_loss_svg(title, sx, sy, n, ex, ey, ne);
+        doc = dae_loss_svg(title, sx, sy, n, ex, ey, ne);
     }
     free(sx), free(ex), free(sy), free(ey);
     return doc;
@@ -226,8 +227,9 @@ int cmd_train(int argc, char **argv) {
     cli_flag flags[MAX_FLAGS];
     static char help[MAX_FLAGS][HELP_LEN];
     int n = 0;
-    flags[n++] = (cli_flag){"dataset", CLI_STRING, &dataset, 0, 0, "NAME",
-                            "data set under the data directory: mnist, fashion-mnist, ... (required)", 0};
+    flags[n++] = (cli_flag){"dataset", CLI_STRING, &dataset, 0, 0, "NAME|PATH",
+                            "data set under the data directory (mnist, fashion-mnist, ...), or a tar, tar.gz or zip "
+                            "archive or a folder of clean images to train on (required)", 0};
     flags[n++] = (cli_flag)CLI_FLAG_DATA_DIR(&data_dir);
     flags[n++] = (cli_flag){"out", CLI_STRING, &out, 0, 0, "FILE", "where to write the weights (.safetensors; required)", 0};
     n = param_flags(flags, n, &req, &noise_text, help);
@@ -255,8 +257,15 @@ int cmd_train(int argc, char **argv) {
     if (base_model != NULL && (resume != NULL || architecture != NULL))
         return cli_usage_error(NAME, "--base-model gives the network and the starting weights; drop --%s",
                                resume != NULL ? "resume" : "architecture");
-    if (strlen(dataset) >= sizeof req.dataset) return cli_usage_error(NAME, "--dataset: the name is too long");
-    snprintf(req.dataset, sizeof req.dataset, "%s", dataset);
+    const char *dir = cli_data_dir(data_dir);
+    int import = dae_import_is_path(dataset, dir);
+    if (import) { /* the images of an archive or a folder, named by its file name in the metadata */
+        const char *slash = strrchr(dataset, '/');
+        snprintf(req.dataset, sizeof req.dataset, "%s", slash != NULL && slash[1] != '\0' ? slash + 1 : dataset);
+    } else {
+        if (strlen(dataset) >= sizeof req.dataset) return cli_usage_error(NAME, "--dataset: the name is too long");
+        snprintf(req.dataset, sizeof req.dataset, "%s", dataset);
+    }
     char err[DAE_ERR_LEN] = "";
     if (noise_text != NULL && dae_noise_parse(noise_text, &req.cfg.noise, err, sizeof err) != DAE_OK)
         return cli_usage_error(NAME, "--noise: %s", err);
@@ -264,8 +273,8 @@ int cmd_train(int argc, char **argv) {
     const char *outputs[] = {out, checkpoint, csv_path, svg_path};
     for (int i = 0; i < 4; i++)
         if (outputs[i] != NULL && cli_check_output(NAME, outputs[i]) != 0) return CLI_EXIT_FAILURE;
-    const char *dir = cli_data_dir(data_dir);
-    if (dir == NULL) return cli_usage_error(NAME, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
+    if (dir == NULL && !import)
+        return cli_usage_error(NAME, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
 
     dae_train_run *run = NULL;
     train_ui ui = {0};
@@ -287,7 +296,8 @@ int cmd_train(int argc, char **argv) {
             goto done;
         }
     }
-    if (base_model != NULL && (req.base_model = strdup(base_model)) == NULL) {
+    if ((base_model != NULL && (req.base_model = strdup(base_model)) == NULL) ||
+        (import && (req.import_path = strdup(dataset)) == NULL)) {
         cli_error(NAME, "out of memory");
         goto done;
     }

@@ -236,5 +236,6 @@ void dae_train_request_free(dae_train_request *req) {
     if (req == NULL) return;
     free(req->architecture);
     free(req->base_model);
-    req->architecture = req->base_model = NULL;
+    free(req->import_path);
+    req->architecture = req->base_model = req->import_path = NULL;
 }

@@ -62,6 +62,8 @@ typedef struct {
     char *architecture;  /* the network's JSON spec (model.h), malloc'd; NULL: the reference network */
     char *base_model;    /* fine-tuning: a weights file to start from, its network and weights,
                             malloc'd (the caller's to set); NULL: a new network of architecture */
+    char *import_path;   /* an archive or a folder of images to train on instead of the data set
+                            named dataset (io/dataset_import.h), malloc'd (the CLI's to set); NULL */
     dae_train_config cfg; /* the hyper-parameters; progress, user and cancel unset */
 } dae_train_request;
 

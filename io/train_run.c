@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "dataset_import.h"
 #include "modelfile.h"
 
 struct dae_train_run {
@@ -41,16 +42,12 @@ dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req,
     run->req = *req;
     run->req.architecture = req->architecture != NULL ? strdup(req->architecture) : NULL;
     run->req.base_model = req->base_model != NULL ? strdup(req->base_model) : NULL;
+    run->req.import_path = NULL; /* read below, not kept */
     run->cfg = req->cfg;
     if (run->cfg.threads == 0) run->cfg.threads = dae_online_cpus();
     if ((req->architecture != NULL && run->req.architecture == NULL) ||
         (req->base_model != NULL && run->req.base_model == NULL))
         st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
-    if (st == DAE_OK) {
-        st = dae_dataset_load(data_dir, req->dataset, &run->data, err, errlen);
-        /* A data set that is not there is the caller's to report as such. */
-        if (st == DAE_ERR_IO) st = DAE_ERR_NOT_FOUND;
-    }
     if (st == DAE_OK && resume != NULL) {
         st = dae_checkpoint_load(resume, &run->model, &run->state, err, errlen);
     } else if (st == DAE_OK && req->base_model != NULL) {
@@ -63,6 +60,15 @@ dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req,
             dae_model_init_params(&run->model, req->cfg.seed);
             st = dae_train_state_init(&run->state, &run->model, &run->cfg, err, errlen);
         }
+    }
+    /* The data set, once the network is known: an import is cut to its
+     * input size. */
+    if (st == DAE_OK) {
+        st = req->import_path != NULL ? dae_dataset_import(req->import_path, NULL, run->model.in_h, run->model.in_w,
+                                                           &run->data, NULL, err, errlen)
+                                      : dae_dataset_load(data_dir, req->dataset, &run->data, err, errlen);
+        /* A data set that is not there is the caller's to report as such. */
+        if (st == DAE_ERR_IO) st = DAE_ERR_NOT_FOUND;
     }
     if (st == DAE_OK)
         st = dae_model_check_images(&run->model, &run->data.train_images, resume != NULL ? resume : req->base_model,
@@ -135,6 +141,7 @@ dae_status dae_train_run_save(dae_train_run *run, const char *path, const char *
 }
 
 const dae_model *dae_train_run_model(const dae_train_run *run) { return &run->model; }
+const dae_dataset *dae_train_run_data(const dae_train_run *run) { return &run->data; }
 const dae_train_state *dae_train_run_state(const dae_train_run *run) { return &run->state; }
 const dae_train_config *dae_train_run_config(const dae_train_run *run) { return &run->cfg; }
 int dae_train_run_images(const dae_train_run *run) { return run->n_train; }

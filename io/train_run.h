@@ -28,7 +28,9 @@ typedef struct dae_train_run dae_train_run;
  * architecture must then be NULL: the checkpoint's is used). A request
  * with a base_model starts from that weights file's network and weights
  * (fine-tuning: neither architecture nor resume then), with a fresh
- * optimiser; the saved model's metadata names it. req is copied. Returns DAE_OK with *out set; otherwise a sentence naming the
+ * optimiser; the saved model's metadata names it. A request with an
+ * import_path trains on those images (io/dataset_import.h, cut to the
+ * network's input size) instead of the data set named. req is copied. Returns DAE_OK with *out set; otherwise a sentence naming the
  * data set, file or field: DAE_ERR_NOT_FOUND when the data set is not
  * there, DAE_ERR_INVALID when the network does not take its images. */
 dae_status dae_train_run_open(dae_train_run **out, const dae_train_request *req, const char *data_dir,
@@ -51,6 +53,8 @@ dae_status dae_train_run_save(dae_train_run *run, const char *path, const char *
 
 /* The run's network, optimiser state and configuration (the request's,
  * with the thread count resolved). Valid until dae_train_run_free. */
+/* The run's data set: its training and held-out test images. */
+const dae_dataset *dae_train_run_data(const dae_train_run *run);
 const dae_model *dae_train_run_model(const dae_train_run *run);
 const dae_train_state *dae_train_run_state(const dae_train_run *run);
 const dae_train_config *dae_train_run_config(const dae_train_run *run);

@@ -248,6 +248,19 @@ usage "base-model with architecture" train "${D[@]}" --out "$OUT/m" --base-model
 bad "fine-tune from a missing model" "nothere.safetensors" "$OUT/m" \
     train "${D[@]}" --base-model "$TMP/nothere.safetensors" --out "$OUT/m" --epochs 1
 
+# Bring your own images: a folder or an archive of clean images is a data
+# set (io/dataset_import.h); larger images are cut into the network's tiles.
+mkdir -p "$TMP/own/shapes"
+for i in $(seq 1 16); do cp "$FIX/images/gray8.png" "$TMP/own/shapes/small$i.png"; done
+for i in 1 2; do cp "$FIX/images/rgb_300x200_adam7.png" "$TMP/own/shapes/big$i.png"; done
+tar -C "$TMP/own" -czf "$TMP/own.tar.gz" shapes
+good "train on a tar.gz of images" train --dataset "$TMP/own.tar.gz" --base-model "$TMP/unet.safetensors" --epochs 1 \
+    --out "$TMP/own.safetensors"
+check "it names the archive and counts the tiles of the big images" grep -q "^training on .*/own.tar.gz: 603 images" "$TMP/stderr"
+good "train on a folder of images" train --dataset "$TMP/own/shapes" --epochs 1 --out "$TMP/own2.safetensors"
+printf 'not an archive' >"$TMP/junk.tar"
+bad "train on something that is not an archive" "junk.tar" "$OUT/m" train --dataset "$TMP/junk.tar" --out "$OUT/m" --epochs 1
+
 # ------------------------------------------------------------ eval
 
 good "eval text" eval "${D[@]}" --model "$M1" --limit 64
