@@ -36,10 +36,11 @@ int cmd_forward(int argc, char **argv);
 const char *cli_data_dir(const char *flag);
 
 /* Loads the data set name under the data directory given by flag or
- * $DAE_DATA_DIR into *out. Returns 0, or prints the problem (as command
- * cmd) and returns the exit code: 2 when no directory is configured, 1
- * when the files are missing or malformed. */
-int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_dataset *out);
+ * $DAE_DATA_DIR into *out; a name that is a path (dae_import_is_path) is
+ * an archive or folder of images, imported in m's input size. Returns 0,
+ * or prints the problem (as command cmd) and returns the exit code: 2 when
+ * no directory is configured, 1 when the files are missing or malformed. */
+int cli_load_dataset(const char *cmd, const char *flag, const char *name, const dae_model *m, dae_dataset *out);
 
 /* The model path of the commands that have a default model: flag, else
  * $DAE_MODEL, else CLI_DEFAULT_MODEL. */

@@ -234,19 +234,19 @@ static int print_sweep(const eval_case *rows, int n_rows, const eval_model *mode
 static char *sweep_svg(const eval_case *rows, int n_rows, const eval_model *models, int n_models,
                        const char *dataset, int count) {
     double x[MAX_SIGMAS], y[MAX_MODELS + 1][MAX_SIGMAS];
-    cli_plot_line lines[MAX_MODELS + 1];
+    dae_plot_line lines[MAX_MODELS + 1];
     for (int k = 0; k <= n_models; k++) {
         for (int i = 0; i < n_rows; i++) {
             x[i] = rows[i].sigma;
             y[k][i] = dae_quality_psnr(k < n_models ? &rows[i].denoised[k] : &rows[i].noisy);
         }
-        lines[k] = (cli_plot_line){k < n_models ? models[k].name : "noisy input", x, y[k], (size_t)n_rows,
+        lines[k] = (dae_plot_line){k < n_models ? models[k].name : "noisy input", x, y[k], (size_t)n_rows,
                                    k < n_models ? NULL : "#888888", 2.5, 1.0, k < n_models, k == n_models};
     }
     char title[160];
     snprintf(title, sizeof title, "PSNR against noise - %s, %d test images", dataset, count);
-    cli_plot_axes axes = {title, "Gaussian noise \xcf\x83 (clipped, quantised to 8 bits)", "PSNR (dB)", 0, 1, 0};
-    return cli_lines_svg(&axes, lines, (size_t)n_models + 1);
+    dae_plot_axes axes = {title, "Gaussian noise \xcf\x83 (clipped, quantised to 8 bits)", "PSNR (dB)", 0, 1, 0};
+    return dae_lines_svg(&axes, lines, (size_t)n_models + 1);
 }
 
 /* ------------------------------------------------------------ noisy images */
@@ -373,7 +373,7 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
     }
-    rc = cli_load_dataset(NAME, data_dir, dataset, &data);
+    rc = cli_load_dataset(NAME, data_dir, dataset, &models[0].m, &data);
     if (rc != 0) {
         exit_code = rc;
         goto done;

@@ -149,7 +149,7 @@ int cmd_grid(int argc, char **argv) {
     dae_model m;
     if ((rc = cli_open_model(name, model_path, &m)) != 0) return rc;
     dae_dataset data;
-    if ((rc = cli_load_dataset(name, data_dir, dataset, &data)) != 0) {
+    if ((rc = cli_load_dataset(name, data_dir, dataset, &m, &data)) != 0) {
         dae_model_free(&m);
         return rc;
     }

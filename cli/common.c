@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dataset_import.h"
 #include "gemm.h"
 
 const char *cli_data_dir(const char *flag) {
@@ -18,12 +19,17 @@ const char *cli_data_dir(const char *flag) {
     return env != NULL && env[0] != '\0' ? env : NULL;
 }
 
-int cli_load_dataset(const char *cmd, const char *flag, const char *name, dae_dataset *out) {
+int cli_load_dataset(const char *cmd, const char *flag, const char *name, const dae_model *m, dae_dataset *out) {
     memset(out, 0, sizeof *out);
     const char *dir = cli_data_dir(flag);
+    char err[DAE_ERR_LEN] = "";
+    if (dae_import_is_path(name, dir)) {
+        if (dae_dataset_import(name, NULL, m->in_h, m->in_w, out, NULL, err, sizeof err) != DAE_OK)
+            return cli_error(cmd, "%s", err);
+        return 0;
+    }
     if (dir == NULL)
         return cli_usage_error(cmd, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
-    char err[DAE_ERR_LEN] = "";
     if (dae_dataset_load(dir, name, out, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
     return 0;
 }

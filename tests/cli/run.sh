@@ -258,6 +258,8 @@ good "train on a tar.gz of images" train --dataset "$TMP/own.tar.gz" --base-mode
     --out "$TMP/own.safetensors"
 check "it names the archive and counts the tiles of the big images" grep -q "^training on .*/own.tar.gz: 603 images" "$TMP/stderr"
 good "train on a folder of images" train --dataset "$TMP/own/shapes" --epochs 1 --out "$TMP/own2.safetensors"
+good "eval on an archive of images" eval --dataset "$TMP/own.tar.gz" --model "$TMP/own.safetensors" --sweep 0.5
+check "eval names the archive and its held-out images" grep -q "^dataset  .*/own.tar.gz, [1-9][0-9]* test images" "$TMP/stdout"
 printf 'not an archive' >"$TMP/junk.tar"
 bad "train on something that is not an archive" "junk.tar" "$OUT/m" train --dataset "$TMP/junk.tar" --out "$OUT/m" --epochs 1
 
