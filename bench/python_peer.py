@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """The Python peer of dae-server's POST /denoise, as a data scientist would
 write it: the standard library's ThreadingHTTPServer, Pillow to read and
-write the PNG, and the reference PyTorch module (tools/dae_torch.py)
-loading the same safetensors weights. It answers the same request (a
-28x28 image as the body) with the same kind of response (the denoised
-image as a PNG). bench/http.sh starts it and loads it with wrk beside
-dae-server.
+write the PNG, and the PyTorch module the same safetensors weights describe
+(tools/dae_torch.py's model_from_safetensors: the network of their
+"architecture" metadata, such as the shipped U-Net, or the notebook's
+Autoencoder without one). It answers the same request (a 28x28 image as
+the body) with the same kind of response (the denoised image as a PNG).
+bench/http.sh starts it and loads it with wrk beside dae-server.
 
     /usr/bin/python3 bench/python_peer.py --model models/mnist.safetensors --port 8090
 
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-from dae_torch import Autoencoder, load_safetensors  # noqa: E402
+from dae_torch import model_from_safetensors  # noqa: E402
 
 MODEL = None
 
@@ -81,10 +82,7 @@ def main():
     args = ap.parse_args()
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    MODEL = Autoencoder()
-    tensors, _ = load_safetensors(args.model)
-    MODEL.load_state_dict(tensors, strict=True)
-    MODEL.eval()
+    MODEL = model_from_safetensors(args.model).eval()
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     print(f"python peer listening on http://{args.bind}:{server.server_address[1]} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", flush=True)

@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""Train the reference PyTorch autoencoder exactly as the original notebook
-does (x + 0.5*N(0,1) unclipped, MSE, Adam lr 1e-3 weight decay 1e-5, batch
-64, shuffled), on in-memory tensors, and report seconds per epoch and the
-test metrics under the raw and png protocols.
+"""Train a reference PyTorch network exactly as the original notebook does
+(x + 0.5*N(0,1) unclipped, MSE, Adam lr 1e-3 weight decay 1e-5, batch 64,
+shuffled), on in-memory tensors, and report seconds per epoch and the test
+metrics under the raw and png protocols. --arch picks the network: ae (the
+notebook's Autoencoder, the default) or unet (SpecNet(UNET_SPEC), the
+network dae ships).
 
-    /usr/bin/python3 bench/torch_train.py --data-dir DIR --dataset mnist \\
+    /usr/bin/python3 bench/torch_train.py --data-dir DIR --dataset mnist [--arch ae|unet] \\
         [--epochs 10] [--limit N] [--threads 2] [--seed 0] [--save FILE.safetensors] [--json]
 
---save writes the trained weights as safetensors (the state_dict names),
-which `build/dae` loads directly.
+--save writes the trained weights as safetensors (the state_dict names, and
+for unet its spec as "architecture" metadata), which `build/dae` loads
+directly.
 """
 import argparse
 import json
@@ -27,6 +30,7 @@ def main():
     ap = argparse.ArgumentParser(description="Train the reference PyTorch model.")
     ap.add_argument("--data-dir", default=os.environ.get("DAE_DATA_DIR"))
     ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--arch", choices=("ae", "unet"), default="ae")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--limit", type=int, default=0, help="use the first N training images")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -44,7 +48,8 @@ def main():
         train = train[:args.limit]
     test = dae_torch.load_split(args.data_dir, args.dataset, "t10k")
 
-    model = dae_torch.Autoencoder()
+    spec = dae_torch.UNET_SPEC if args.arch == "unet" else None
+    model = dae_torch.SpecNet(spec) if spec else dae_torch.Autoencoder()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = nn.MSELoss()
     epoch_seconds, losses = [], []
@@ -66,15 +71,18 @@ def main():
 
     model.eval()
     result = {
-        "framework": f"pytorch {torch.__version__}", "threads": args.threads, "dataset": args.dataset,
+        "framework": f"pytorch {torch.__version__}", "arch": args.arch, "threads": args.threads,
+        "dataset": args.dataset,
         "train_images": len(train), "epochs": args.epochs, "epoch_seconds": epoch_seconds,
         "last_batch_loss": losses,
         "raw": dae_torch.evaluate(model, test, protocol="raw"),
         "png": dae_torch.evaluate(model, test, protocol="png"),
     }
     if args.save:
-        dae_torch.save_safetensors(args.save, model.state_dict(), {
-            "dataset": args.dataset, "epochs": args.epochs, "trained_by": result["framework"]})
+        metadata = {"dataset": args.dataset, "epochs": args.epochs, "trained_by": result["framework"]}
+        if spec:
+            metadata["architecture"] = spec
+        dae_torch.save_safetensors(args.save, model.state_dict(), metadata)
     if args.json:
         print(json.dumps(result))
     else:
