@@ -21,6 +21,7 @@
 #include "clock.h"
 #include "gate.h"
 #include "log.h"
+#include "model_http.h"
 #include "multipart.h"
 #include "utf8.h"
 
@@ -50,15 +51,16 @@ struct srv_http {
  * handler. */
 
 /* The methods, as bits; METHOD_NAMES[i] is the name of bit i. */
-enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_DELETE = 8, N_METHODS = 4 };
-static const char *const METHOD_NAMES[N_METHODS] = {"GET", "HEAD", "POST", "DELETE"};
+enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_PUT = 8, M_DELETE = 16, N_METHODS = 5 };
+static const char *const METHOD_NAMES[N_METHODS] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
 
 /* What the methods of a route need besides their handler. */
 enum {
     ROUTE_ADMIN = 1,         /* a bearer token, or a loopback client when none is set (auth.h) */
-    ROUTE_UPLOAD = 2,        /* an image upload: an announced body over the limits is refused before it is
-                                read, and the work goes to the inference workers */
+    ROUTE_UPLOAD = 2,        /* an upload: an announced body over the route's limit (body_limit_of) is refused
+                                before it is read; an image's work goes to the inference workers */
     ROUTE_DRAIN_REFUSES = 4, /* answered 503 "draining" once shutdown began */
+    ROUTE_MODEL_FILE = 8,    /* the body is a weights file: limit SRV_MODEL_MAX_BYTES, not --max-body */
 };
 
 typedef struct request request;
@@ -87,6 +89,11 @@ static unsigned method_bit(const char *method) {
 }
 
 /* ------------------------------------------------------------ requests */
+
+/* The largest body the route method rm (NULL: none matched) takes. */
+static long long body_limit_of(const srv_config *cfg, const route_method *rm) {
+    return rm != NULL && (rm->flags & ROUTE_MODEL_FILE) ? SRV_MODEL_MAX_BYTES : cfg->max_body_bytes;
+}
 
 enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_ANSWERED };
 
@@ -199,16 +206,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 
 /* ------------------------------------------------------------ answers */
 
-/* Queues a response of len bytes of body (taken over per mode) with
- * content_type and the usual headers; records status and size. */
-static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
-                              enum MHD_ResponseMemoryMode mode) {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
-    if (resp == NULL) {
-        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+/* Queues resp (taken over), whose body has len bytes, with status,
+ * content_type (NULL: none) and the usual headers; records status and
+ * size. */
+static enum MHD_Result answer_response(request *r, int status, const char *content_type, struct MHD_Response *resp,
+                                       size_t len) {
+    if (content_type != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (r->allow[0] != '\0') MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
     if (status == 503) {
         char retry[16];
@@ -229,6 +232,18 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
     r->bytes = len;
     r->phase = PHASE_ANSWERED;
     return ret;
+}
+
+/* Queues a response of len bytes of body (taken over per mode) with
+ * content_type and the usual headers; records status and size. */
+static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
+                              enum MHD_ResponseMemoryMode mode) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
+    if (resp == NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
+        return MHD_NO;
+    }
+    return answer_response(r, status, content_type, resp, len);
 }
 
 /* The one function that produces every error reply:
@@ -283,6 +298,18 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_MODEL, DAE_ERR_IN_USE, 409, "model_active", -1},
     {SRV_EDGE_MODEL, DAE_ERR_INVALID, 409, "model_not_in_dir", -1},
     {SRV_EDGE_MODEL, DAE_OK, 500, "io_error", -1},
+    /* PUT /models/{name} (model_http.h). */
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_INVALID, 422, "invalid_parameter", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_FORMAT, 422, "invalid_model", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_TOO_LARGE, 413, "body_too_large", SRV_REJECT_BODY_TOO_LARGE},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_IN_USE, 409, "model_active", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_EXISTS, 409, "model_exists", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_NOMEM, 503, "out_of_memory", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_OK, 500, "io_error", -1},
+    /* GET /models/{name}/weights. */
+    {SRV_EDGE_MODEL_FILE, DAE_ERR_NOT_FOUND, 404, "model_not_found", -1},
+    {SRV_EDGE_MODEL_FILE, DAE_ERR_CONFLICT, 503, "model_file_changed", -1},
+    {SRV_EDGE_MODEL_FILE, DAE_OK, 500, "io_error", -1},
     /* Any other route's refusal. */
     {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining", -1},
     {SRV_EDGE_ROUTE, DAE_OK, 500, "internal_error", -1},
@@ -373,7 +400,7 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
  * An upload refused counts as a rejection (the rejections count image
  * work turned away). */
 static enum MHD_Result refuse_draining(request *r) {
-    int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD);
+    int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD) && !(r->rm->flags & ROUTE_MODEL_FILE);
     return answer_status(r, upload ? SRV_EDGE_UPLOAD : SRV_EDGE_ROUTE, DAE_ERR_STOPPING,
                          "the server is shutting down and takes no new work");
 }
@@ -623,7 +650,7 @@ static enum MHD_Result post_noise(request *r) { return post_image(r, 0); }
 static enum MHD_Result take_body(request *r, const char *data, size_t n) {
     const srv_config *cfg = r->http->cfg;
     if (dae_now_s() - r->t_start > cfg->body_timeout_s) return MHD_NO; /* a slow upload may not hold on forever */
-    size_t max = (size_t)cfg->max_body_bytes;
+    size_t max = (size_t)body_limit_of(cfg, r->rm);
     if (r->over_budget) { /* refused for memory: read on and drop, up to the body limit and then some */
         r->discarded += n;
         return r->discarded > max + DISCARD_MAX ? MHD_NO : MHD_YES;
@@ -756,6 +783,76 @@ static enum MHD_Result post_activate(request *r) { return model_admin(r, 1); }
 
 static enum MHD_Result delete_model(request *r) { return model_admin(r, 0); }
 
+/* GET /models/{name}/weights: the model's weights file as it was loaded,
+ * its SHA-256 as ETag; 304 when If-None-Match names it (model_http.h). */
+static enum MHD_Result get_model_weights(request *r) {
+    srv_model_file f;
+    char err[DAE_ERR_LEN + 128];
+    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    dae_status st = srv_model_file_open(r->http->registry, r->route_arg, inm, &f, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_FILE, st, "%s", err);
+    /* libmicrohttpd sends the file from its descriptor, and closes it. */
+    struct MHD_Response *resp = f.not_modified ? MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT)
+                                               : MHD_create_response_from_fd((uint64_t)f.len, f.fd);
+    if (resp == NULL) {
+        if (f.fd >= 0) close(f.fd);
+        return answer_error(r, 500, "internal_error", "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, f.etag);
+    if (f.not_modified) return answer_response(r, 304, NULL, resp, 0);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, f.disposition);
+    return answer_response(r, 200, "application/octet-stream", resp, f.len);
+}
+
+/* PUT /models/{name}: installs the uploaded weights file (model_http.h);
+ * 201 with the model as GET /models/{name} shows it, 200 when
+ * ?replace=true replaced one. */
+static enum MHD_Result put_model(request *r) {
+    srv_http *h = r->http;
+    static const char *const args[] = {"replace", NULL};
+    arg_check ac = {args, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
+    if (ac.bad != NULL)
+        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)", ac.bad,
+                            r->route->path);
+    const char *replace = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
+    if (replace != NULL && strcmp(replace, "true") != 0 && strcmp(replace, "false") != 0)
+        return answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", replace);
+    if (r->too_large) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
+        return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes for a model file",
+                            SRV_MODEL_MAX_BYTES);
+    }
+    if (r->len == 0)
+        return answer_error(r, 400, "empty_body",
+                            "no model: send the weights file (safetensors) as the body (--data-binary @FILE)");
+    char err[DAE_ERR_LEN + 256];
+    int replaced = 0;
+    dae_status st = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len,
+                                  replace != NULL && strcmp(replace, "true") == 0, &replaced, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, st, "%s", err);
+    srv_log("model %s %s from an upload of %zu bytes", r->route_arg, replaced ? "replaced" : "installed", r->len);
+    int found = 0;
+    return answer_json(r, replaced ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
+}
+
+/* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): the job's loss
+ * curve, in the CSV columns and the chart of `dae train`. */
+static enum MHD_Result train_loss(request *r, int svg) {
+    srv_http *h = r->http;
+    int found = 0;
+    char *text = h->train != NULL ? srv_train_http_loss(h->train, r->route_arg, svg, &found) : NULL;
+    if (!found)
+        return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
+    if (text == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+    return answer(r, 200, svg ? "image/svg+xml" : "text/csv; charset=utf-8", text, strlen(text),
+                  MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result get_train_loss_csv(request *r) { return train_loss(r, 0); }
+
+static enum MHD_Result get_train_loss_svg(request *r) { return train_loss(r, 1); }
+
 /* The event stream of GET /train/{id}/events. */
 typedef struct {
     srv_train_stream *stream;
@@ -834,11 +931,17 @@ static const route ROUTES[] = {
     {"readyz", "/readyz", {{M_GET | M_HEAD, ROUTE_DRAIN_REFUSES, get_readyz}}},
     {"metrics", "/metrics", {{M_GET | M_HEAD, 0, get_metrics}}},
     {"models", "/models", {{M_GET | M_HEAD, 0, get_models}}},
-    {"model", "/models/{name}", {{M_GET | M_HEAD, 0, get_model}, {M_DELETE, ROUTE_ADMIN, delete_model}}},
+    {"model", "/models/{name}",
+     {{M_GET | M_HEAD, 0, get_model},
+      {M_PUT, ROUTE_ADMIN | ROUTE_UPLOAD | ROUTE_MODEL_FILE | ROUTE_DRAIN_REFUSES, put_model},
+      {M_DELETE, ROUTE_ADMIN, delete_model}}},
     {"model_activate", "/models/{name}/activate", {{M_POST, ROUTE_ADMIN, post_activate}}},
+    {"model_weights", "/models/{name}/weights", {{M_GET | M_HEAD, 0, get_model_weights}}},
     {"train", "/train", {{M_GET | M_HEAD, 0, get_train}, {M_POST, ROUTE_ADMIN | ROUTE_DRAIN_REFUSES, post_train}}},
     {"train_job", "/train/{id}", {{M_GET | M_HEAD, 0, get_train_job}, {M_DELETE, ROUTE_ADMIN, delete_train_job}}},
     {"train_events", "/train/{id}/events", {{M_GET, 0, get_events}}},
+    {"train_loss_csv", "/train/{id}/loss.csv", {{M_GET | M_HEAD, 0, get_train_loss_csv}}},
+    {"train_loss_svg", "/train/{id}/loss.svg", {{M_GET | M_HEAD, 0, get_train_loss_svg}}},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
 _Static_assert(N_ROUTES <= SRV_MAX_ROUTES, "the metrics count at most SRV_MAX_ROUTES routes");
@@ -998,10 +1101,11 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
         char *end;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
-        if (errno == ERANGE || n > (unsigned long long)h->cfg->max_body_bytes) {
+        long long limit = body_limit_of(h->cfg, r->rm);
+        if (errno == ERANGE || n > (unsigned long long)limit) {
             srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
             return answer_error(r, 413, "body_too_large", "request body of %s bytes is over the limit of %lld bytes",
-                                cl, h->cfg->max_body_bytes);
+                                cl, limit);
         }
         if (n > 0) {
             /* The memory budget first: a body that does not fit is

@@ -16,7 +16,7 @@
 #include "config.h"
 #include "registry.h"
 
-static const int STATUSES[SRV_N_STATUSES] = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
+static const int STATUSES[SRV_N_STATUSES] = {200, 201, 202, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
 static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining", "body_too_large",
                                                          "too_many_pixels", "timeout", "too_many_connections",
                                                          "memory_budget"};

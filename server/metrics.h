@@ -45,7 +45,7 @@ typedef struct {
 } srv_hist;
 
 /* The statuses counted per route; any other status counts as "other". */
-#define SRV_N_STATUSES 13
+#define SRV_N_STATUSES 15
 
 typedef struct srv_metrics {
     const char *route_names[SRV_MAX_ROUTES]; /* label of each route row; static strings */

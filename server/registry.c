@@ -77,15 +77,19 @@ dae_workspace *srv_model_workspace(srv_model *m, int worker) {
 }
 
 /* Loads the weights file (or training checkpoint) at path as model name,
- * with one reference. Returns NULL and fills err on failure. */
-static srv_model *model_load(const char *name, const char *path, int max_batch, char *err, size_t errlen) {
+ * with one reference. Returns NULL and fills err on failure, and *why
+ * (may be NULL) with the failed step's status. */
+static srv_model *model_load(const char *name, const char *path, int max_batch, dae_status *why, char *err,
+                             size_t errlen) {
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (dae_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen) != DAE_OK) return NULL;
+    dae_status st = dae_file_read(path, MAX_MODEL_BYTES, &buf, &len, err, errlen);
+    if (why != NULL) *why = st;
+    if (st != DAE_OK) return NULL;
     srv_model *m = calloc(1, sizeof *m);
     dae_model_info info = {0};
     if (m == NULL || (m->path = strdup(path)) == NULL) {
-        snprintf(err, errlen, "%s: out of memory", path);
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
     atomic_init(&m->refs, 1);
@@ -96,13 +100,14 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
     m->max_batch = max_batch;
     file_identity(path, m->file_id);
     srv_utc_now(m->loaded_at, sizeof m->loaded_at);
-    if (dae_model_parse(buf, len, path, &m->net, &info, err, errlen) != DAE_OK) goto fail;
-    if (dae_denoise_check_model(&m->net, path, err, errlen) != DAE_OK) goto fail;
+    if ((st = dae_model_parse(buf, len, path, &m->net, &info, err, errlen)) != DAE_OK) goto fail;
+    if ((st = dae_denoise_check_model(&m->net, path, err, errlen)) != DAE_OK) goto fail;
     /* The metadata moves from info to m: no copy. */
     m->meta_keys = info.meta.meta_keys, m->meta_values = info.meta.meta_values, m->n_meta = info.meta.n_meta;
     free(buf);
     return m;
 fail:
+    if (why != NULL) *why = st;
     dae_st_free(&info.meta);
     free(buf);
     if (m != NULL) model_free(m);
@@ -183,7 +188,7 @@ static void load_dir(srv_registry *r, const char *dir, int max_batch) {
         if (path == NULL) break;
         snprintf(path, plen, "%s/%s", dir, e->d_name);
         char err[DAE_ERR_LEN] = "";
-        srv_model *m = model_load(name, path, max_batch, err, sizeof err);
+        srv_model *m = model_load(name, path, max_batch, NULL, err, sizeof err);
         if (m != NULL) m->in_dir = 1;
         if (m == NULL) srv_log("warning: model skipped: %s", err);
         else if (add(r, m) != 0) srv_log("warning: %s: out of memory, skipped", path);
@@ -254,7 +259,7 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
         srv_registry_free(r);
         return NULL;
     }
-    srv_model *m = model_load(name, spec, cfg->max_batch, err, errlen);
+    srv_model *m = model_load(name, spec, cfg->max_batch, NULL, err, errlen);
     if (m == NULL) {
         srv_registry_free(r);
         return NULL;
@@ -491,7 +496,7 @@ void srv_registry_reload(srv_registry *r) {
         pthread_mutex_unlock(&r->mu);
         if (same) continue;
         char err[DAE_ERR_LEN] = "";
-        srv_model *m = model_load(name, path, r->max_batch, err, sizeof err);
+        srv_model *m = model_load(name, path, r->max_batch, NULL, err, sizeof err);
         if (m == NULL) {
             /* Skipped, but the old copy (if any) stays while its file is
              * being replaced; log a file once per change. */
@@ -585,8 +590,9 @@ static void sync_dir(const char *dir) {
     close(fd);
 }
 
-dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
-                                size_t errlen) {
+/* srv_registry_install, and srv_registry_install_upload when upload. */
+static dae_status install(srv_registry *r, const char *name, const char *tmp_path, int replace, int upload, char *err,
+                          size_t errlen) {
     if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no models directory");
     char path[4096];
     snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
@@ -594,13 +600,16 @@ dae_status srv_registry_install(srv_registry *r, const char *name, const char *t
     dae_status st = DAE_OK;
     int active = 0;
     srv_model *m = NULL;
+    dae_status load_st = DAE_OK;
     if (name_taken(r, name, path, &active) && !replace) {
         st = dae_fail(err, errlen, DAE_ERR_EXISTS,
                       "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
     } else if (active) {
         st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
-    } else if ((m = model_load(name, tmp_path, r->max_batch, err, errlen)) == NULL) {
-        st = DAE_ERR_IO;
+    } else if ((m = model_load(name, tmp_path, r->max_batch, &load_st, err, errlen)) == NULL) {
+        /* An upload may be no model (the client's mistake); a file the
+         * server wrote itself that does not load is the server's. */
+        st = upload && load_st != DAE_ERR_IO && load_st != DAE_ERR_NOMEM ? DAE_ERR_FORMAT : DAE_ERR_IO;
     } else if ((replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) != 0) {
         if (errno == EEXIST)
             st = dae_fail(err, errlen, DAE_ERR_EXISTS, "a model named \"%s\" appeared meanwhile; it was not replaced",
@@ -626,4 +635,14 @@ dae_status srv_registry_install(srv_registry *r, const char *name, const char *t
     srv_model_release(m);
     pthread_mutex_unlock(&r->reload_mu);
     return st;
+}
+
+dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
+                                size_t errlen) {
+    return install(r, name, tmp_path, replace, 0, err, errlen);
+}
+
+dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
+                                       char *err, size_t errlen) {
+    return install(r, name, tmp_path, replace, 1, err, errlen);
 }

@@ -105,6 +105,7 @@ int srv_registry_count(srv_registry *r);
  *   DAE_ERR_IN_USE     the model is the default (remove; install with replace)
  *   DAE_ERR_INVALID    remove: the model is not a file of the models directory
  *   DAE_ERR_EXISTS     install: the name is taken and replacing was not asked
+ *   DAE_ERR_FORMAT     install_upload: the file does not load as a model this server runs
  *   DAE_ERR_IO         a file could not be written, renamed, removed or loaded
  *   DAE_ERR_NOMEM      install: out of memory (the file is in place) */
 
@@ -138,6 +139,12 @@ int srv_registry_name_taken(srv_registry *r, const char *name, int *active);
  * is left for the caller to remove. */
 dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
                                 size_t errlen);
+
+/* srv_registry_install for a file a client sent (PUT /models/{name}):
+ * one that was read but does not load as a model this server runs is
+ * DAE_ERR_FORMAT, the client's mistake, not DAE_ERR_IO. */
+dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
+                                       char *err, size_t errlen);
 
 /* Changes of the default model since the start. */
 unsigned long long srv_registry_switches(srv_registry *r);

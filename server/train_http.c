@@ -38,11 +38,11 @@ static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, 
 }
 
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a) {
-    return srv_train_validate_memory(body, len, data_dir, 0, 1, a);
+    return srv_train_validate_memory(body, len, data_dir, NULL, 0, 1, a);
 }
 
-int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, long long train_budget,
-                              int threads, srv_train_answer *a) {
+int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, srv_registry *registry,
+                              long long train_budget, int threads, srv_train_answer *a) {
     memset(a, 0, sizeof *a);
     cJSON *in = cJSON_ParseWithLength(body, len);
     if (in == NULL || !cJSON_IsObject(in)) {
@@ -54,7 +54,7 @@ int srv_train_validate_memory(const char *body, size_t len, const char *data_dir
     }
     cJSON *canon = NULL;
     char err[sizeof a->message];
-    dae_status st = srv_train_request_check(in, data_dir, train_budget, threads, &canon, err, sizeof err);
+    dae_status st = srv_train_request_check(in, data_dir, registry, train_budget, threads, &canon, err, sizeof err);
     cJSON_Delete(in);
     if (st == DAE_OK && (a->json = cJSON_PrintUnformatted(canon)) == NULL)
         st = dae_fail(err, sizeof err, DAE_ERR_NOMEM, "out of memory");
@@ -89,7 +89,8 @@ struct srv_train_http {
 
 void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, srv_train_answer *a) {
     const srv_config *cfg = f->cfg;
-    if (srv_train_validate_memory(body, len, cfg->data_dir, cfg->train_memory_budget, cfg->train_threads, a) != 0)
+    if (srv_train_validate_memory(body, len, cfg->data_dir, srv_training_registry(f->training),
+                                  cfg->train_memory_budget, cfg->train_threads, a) != 0)
         return;
     cJSON *req = cJSON_Parse(a->json);
     free(a->json);
@@ -137,6 +138,25 @@ char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
     char *s = NULL;
     *found = srv_training_view(f->training, id, job_text, &s) == DAE_OK;
     return s;
+}
+
+/* What loss_curve renders: the format, then the text. */
+typedef struct {
+    int svg;
+    char *text;
+} loss_view;
+
+/* A srv_training_view_fn: the job's loss curve into the loss_view user. */
+static void loss_curve(const srv_train_job *job, unsigned long version, void *user) {
+    (void)version;
+    loss_view *v = user;
+    v->text = v->svg ? srv_train_job_loss_svg(job) : srv_train_job_loss_csv(job);
+}
+
+char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found) {
+    loss_view v = {svg, NULL};
+    *found = srv_training_view(f->training, id, loss_curve, &v) == DAE_OK;
+    return v.text;
 }
 
 char *srv_train_http_metrics(srv_train_http *f) { return srv_training_metrics(f->training); }

@@ -39,12 +39,13 @@ typedef struct {
  * are looked up. Returns 0 or -1. Exposed for the unit tests. */
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a);
 
-/* srv_train_validate, plus the job's estimated memory (data set + what a
- * run with threads threads allocates, see dae_train_memory_bytes) against
- * train_budget bytes: over it, a is a 422 "train_memory_budget" naming
- * both numbers. train_budget 0 skips that check. */
-int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, long long train_budget,
-                              int threads, srv_train_answer *a);
+/* srv_train_validate, plus the request's base model looked up in
+ * registry (when not NULL) and the job's estimated memory (data set + what
+ * a run with threads threads allocates, see dae_train_memory_bytes)
+ * against train_budget bytes: over it, a is a 422 "train_memory_budget"
+ * naming both numbers. train_budget 0 skips that check. */
+int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, srv_registry *registry,
+                              long long train_budget, int threads, srv_train_answer *a);
 
 /* The face of the training module t for the server configured by cfg
  * (both outlive it): registers its change callback. NULL if out of
@@ -66,6 +67,11 @@ char *srv_train_http_list(srv_train_http *f);
 
 /* GET /train/{id}: the job, or NULL when there is none (*found says). */
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found);
+
+/* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): the job's loss
+ * curve (srv_train_job_loss_csv, _svg), or NULL when there is no such job
+ * (*found says) or out of memory. */
+char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found);
 
 /* GET /metrics: the training metrics (srv_training_metrics). */
 char *srv_train_http_metrics(srv_train_http *f);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "plot.h"
 #include "train_run.h"
 #include "log.h"
 #include "utf8.h"
@@ -86,6 +87,7 @@ cJSON *srv_train_job_json(const srv_train_job *jb) {
     cJSON_AddStringToObject(o, "model", jb->model_name);
     if (jb->model_version[0] != '\0') cJSON_AddStringToObject(o, "model_version", jb->model_version);
     cJSON_AddBoolToObject(o, "activated", jb->activated);
+    if (jb->promotion != NULL) cJSON_AddItemToObject(o, "promotion", cJSON_Duplicate(jb->promotion, 1));
     cJSON_AddStringToObject(o, "created", jb->created);
     if (jb->started[0] != '\0') cJSON_AddStringToObject(o, "started", jb->started);
     if (jb->finished[0] != '\0') cJSON_AddStringToObject(o, "finished", jb->finished);
@@ -129,7 +131,9 @@ void srv_train_record_write(const char *dir, const srv_train_job *jb) {
 void srv_train_job_free(srv_train_job *jb) {
     if (jb == NULL) return;
     cJSON_Delete(jb->request);
+    cJSON_Delete(jb->promotion);
     free(jb->history);
+    free(jb->steps);
     free(jb);
 }
 
@@ -153,6 +157,88 @@ srv_train_job *srv_train_job_new(cJSON *req, const char *id) {
     else snprintf(jb->model_name, sizeof jb->model_name, "%.40s-job%s", srv_train_job_req_str(jb, "dataset"), id);
     jb->eta_s = -1;
     return jb;
+}
+
+/* ------------------------------------------------------------ the loss curve */
+
+void srv_train_job_log_step(srv_train_job *jb, long step, double loss) {
+    if (jb->step_stride < 1) jb->step_stride = 1;
+    if (step % jb->step_stride != 0) return;
+    if (jb->n_steps == SRV_TRAIN_STEP_LOG) {
+        /* Full: keep every other logged step, and log every other one from now on. */
+        jb->step_stride *= 2;
+        int k = 0;
+        for (int i = 0; i < jb->n_steps; i++)
+            if (jb->steps[i].step % jb->step_stride == 0) jb->steps[k++] = jb->steps[i];
+        jb->n_steps = k;
+        if (step % jb->step_stride != 0) return;
+    }
+    if (jb->n_steps == jb->cap_steps) {
+        int cap = jb->cap_steps > 0 ? jb->cap_steps * 2 : 256;
+        if (cap > SRV_TRAIN_STEP_LOG) cap = SRV_TRAIN_STEP_LOG;
+        srv_train_step *grown = realloc(jb->steps, sizeof *grown * (size_t)cap);
+        if (grown == NULL) return;
+        jb->steps = grown, jb->cap_steps = cap;
+    }
+    jb->steps[jb->n_steps++] = (srv_train_step){step, (float)loss};
+}
+
+/* The last step of epoch e (from 0): a job never resumes, so its steps
+ * count from 1 and every epoch has steps_per_epoch of them. */
+static long epoch_end_step(const srv_train_job *jb, int e) { return jb->steps_per_epoch * (e + 1); }
+
+/* Writes the epoch columns of the CSV row (",mean[,mse,psnr,ssim]"). */
+static void put_epoch(FILE *f, const srv_train_epoch *ep) {
+    fprintf(f, ",%.9g", ep->loss);
+    if (ep->has_test) fprintf(f, ",%.9g,%.9g,%.9g\n", ep->mse, ep->psnr, ep->ssim);
+    else fputs(",,,\n", f);
+}
+
+char *srv_train_job_loss_csv(const srv_train_job *jb) {
+    char *doc = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&doc, &len);
+    if (f == NULL) return NULL;
+    fputs("step,epoch,loss,epoch_mean_loss,test_mse,test_psnr,test_ssim\n", f);
+    long spe = jb->steps_per_epoch;
+    int i = 0, e = 0;
+    /* The logged steps and the epochs' ends, merged in step order: a
+     * step the log dropped still has its epoch's row. */
+    while (i < jb->n_steps || e < jb->n_history) {
+        long s = i < jb->n_steps ? jb->steps[i].step : -1;
+        int epoch_first = e < jb->n_history && (s < 0 || epoch_end_step(jb, e) < s);
+        if (epoch_first) {
+            fprintf(f, "%ld,%d,", epoch_end_step(jb, e), e + 1);
+            put_epoch(f, &jb->history[e++]);
+            continue;
+        }
+        fprintf(f, "%ld,%d,%.9g", s, spe > 0 ? (int)((s - 1) / spe) + 1 : jb->epoch, (double)jb->steps[i++].loss);
+        if (e < jb->n_history && epoch_end_step(jb, e) == s) put_epoch(f, &jb->history[e++]);
+        else fputs(",,,,\n", f);
+    }
+    if (fclose(f) != 0) {
+        free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+char *srv_train_job_loss_svg(const srv_train_job *jb) {
+    size_t n = (size_t)jb->n_steps, ne = (size_t)jb->n_history;
+    long *sx = malloc(sizeof(long) * (n + 1)), *ex = malloc(sizeof(long) * (ne + 1));
+    float *sy = malloc(sizeof(float) * (n + 1));
+    double *ey = malloc(sizeof(double) * (ne + 1));
+    char *doc = NULL;
+    if (sx && ex && sy && ey) {
+        for (size_t i = 0; i < n; i++) sx[i] = jb->steps[i].step, sy[i] = jb->steps[i].loss;
+        for (size_t i = 0; i < ne; i++) ex[i] = epoch_end_step(jb, (int)i), ey[i] = jb->history[i].loss;
+        char title[160];
+        snprintf(title, sizeof title, "dae training loss - %.40s, job %s%s", srv_train_job_req_str(jb, "dataset"),
+                 jb->id, n + ne == 0 ? ": no data yet" : "");
+        doc = dae_loss_svg(title, sx, sy, n, ex, ey, ne);
+    }
+    free(sx), free(ex), free(sy), free(ey);
+    return doc;
 }
 
 unsigned long long srv_train_id_parse(const char *text, size_t len) {
@@ -205,6 +291,43 @@ static int rec_str(const cJSON *o, const char *key, const char *allowed, char *o
 
 /* ------------------------------------------------------------ requests */
 
+/* Reads the promote object of a request into canon's: "against" ("active"
+ * or a model name), "metric" ("psnr") and "min_gain_db" (-100 to 100), each
+ * defaulted, no other key. */
+static dae_status promote_field(const cJSON *promote, cJSON *canon, char *err, size_t errlen) {
+    const char *against = "active";
+    double min_gain = 0.0;
+    if (promote != NULL) {
+        if (!cJSON_IsObject(promote))
+            return dae_fail(err, errlen, DAE_ERR_INVALID,
+                            "promote must be an object: {\"against\": \"active\" or a model, \"metric\": \"psnr\", "
+                            "\"min_gain_db\": X}");
+        for (const cJSON *f = promote->child; f != NULL; f = f->next) {
+            if (strcmp(f->string, "against") == 0) {
+                if (!cJSON_IsString(f) || (strcmp(f->valuestring, "active") != 0 && !dae_name_valid(f->valuestring)))
+                    return dae_fail(err, errlen, DAE_ERR_INVALID, "promote.against must be \"active\" or a model name");
+                against = f->valuestring;
+            } else if (strcmp(f->string, "metric") == 0) {
+                if (!cJSON_IsString(f) || strcmp(f->valuestring, "psnr") != 0)
+                    return dae_fail(err, errlen, DAE_ERR_INVALID,
+                                    "promote.metric must be \"psnr\" (mean PSNR of the held-out test images)");
+            } else if (strcmp(f->string, "min_gain_db") == 0) {
+                if (!cJSON_IsNumber(f) || !(f->valuedouble >= -100 && f->valuedouble <= 100))
+                    return dae_fail(err, errlen, DAE_ERR_INVALID, "promote.min_gain_db must be a number from -100 to 100");
+                min_gain = f->valuedouble;
+            } else {
+                return dae_fail(err, errlen, DAE_ERR_INVALID,
+                                "promote.%s is not a field of promote (against, metric, min_gain_db)", f->string);
+            }
+        }
+    }
+    cJSON *o = cJSON_AddObjectToObject(canon, "promote");
+    int ok = o != NULL && cJSON_AddStringToObject(o, "against", against) != NULL &&
+             cJSON_AddStringToObject(o, "metric", "psnr") != NULL &&
+             cJSON_AddNumberToObject(o, "min_gain_db", min_gain) != NULL;
+    return ok ? DAE_OK : dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+}
+
 /* The server's own fields of a request into canon; DAE_ERR_INVALID names the field. */
 static dae_status server_fields(const cJSON *in, cJSON *canon, char *err, size_t errlen) {
     const cJSON *mn = cJSON_GetObjectItemCaseSensitive(in, "model_name");
@@ -212,17 +335,45 @@ static dae_status server_fields(const cJSON *in, cJSON *canon, char *err, size_t
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "model_name must be 1 to %d characters of [A-Za-z0-9._-], not starting with '.'", DAE_NAME_MAX);
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(in, "activate");
-    if (act != NULL && !cJSON_IsBool(act))
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "activate must be true or false");
+    int forced = cJSON_IsString(act) && strcmp(act->valuestring, "force") == 0;
+    if (act != NULL && !cJSON_IsBool(act) && !forced)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "activate must be true (through the promotion gate), false or \"force\" (without it)");
     const cJSON *rep = cJSON_GetObjectItemCaseSensitive(in, "replace");
     if (rep != NULL && !cJSON_IsBool(rep))
         return dae_fail(err, errlen, DAE_ERR_INVALID,
                         "replace must be true or false (true: the job may replace a model of its name that is not "
                         "active)");
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(in, "base_model");
+    if (base != NULL && (!cJSON_IsString(base) || !dae_name_valid(base->valuestring)))
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "base_model must be the name of a model of this server");
+    if (base != NULL && cJSON_GetObjectItemCaseSensitive(in, "architecture") != NULL)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "base_model gives the network: a request has base_model or architecture, not both");
+    const cJSON *promote = cJSON_GetObjectItemCaseSensitive(in, "promote");
+    if (promote != NULL && (forced || cJSON_IsFalse(act)))
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "promote is the gate of an activation: it goes with activate true (or no activate), not %s",
+                        forced ? "\"force\"" : "false");
+    int gated = promote != NULL || cJSON_IsTrue(act);
     int ok = (mn == NULL || cJSON_AddStringToObject(canon, "model_name", mn->valuestring) != NULL) &&
-             cJSON_AddBoolToObject(canon, "activate", cJSON_IsTrue(act)) != NULL &&
-             cJSON_AddBoolToObject(canon, "replace", cJSON_IsTrue(rep)) != NULL;
-    return ok ? DAE_OK : dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+             (forced ? cJSON_AddStringToObject(canon, "activate", "force") != NULL
+                     : cJSON_AddBoolToObject(canon, "activate", gated) != NULL) &&
+             cJSON_AddBoolToObject(canon, "replace", cJSON_IsTrue(rep)) != NULL &&
+             (base == NULL || cJSON_AddStringToObject(canon, "base_model", base->valuestring) != NULL);
+    if (!ok) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    return gated ? promote_field(promote, canon, err, errlen) : DAE_OK;
+}
+
+void srv_train_gate_of(const cJSON *req, srv_train_gate *gate) {
+    memset(gate, 0, sizeof *gate);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(req, "activate");
+    gate->activate = cJSON_IsString(act) ? 2 : cJSON_IsTrue(act) ? 1 : 0;
+    const cJSON *promote = cJSON_GetObjectItemCaseSensitive(req, "promote");
+    const cJSON *against = cJSON_GetObjectItemCaseSensitive(promote, "against");
+    const cJSON *gain = cJSON_GetObjectItemCaseSensitive(promote, "min_gain_db");
+    snprintf(gate->against, sizeof gate->against, "%s", cJSON_IsString(against) ? against->valuestring : "active");
+    gate->min_gain_db = cJSON_IsNumber(gain) ? gain->valuedouble : 0.0;
 }
 
 /* Whether req can run here now: its data set, and its memory against the
@@ -251,8 +402,20 @@ static dae_status runnable(const dae_train_request *req, const char *data_dir, l
     return DAE_OK;
 }
 
-dae_status srv_train_request_check(const cJSON *in, const char *data_dir, long long memory_budget, int threads,
-                                   cJSON **canon, char *err, size_t errlen) {
+/* The weights file of registry's model name into *path (malloc'd), or
+ * DAE_ERR_INVALID naming it as the request's field. */
+static dae_status base_model_path(srv_registry *registry, const char *name, char **path, char *err, size_t errlen) {
+    srv_model *m = srv_registry_acquire(registry, name);
+    if (m == NULL)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "base_model \"%s\" is not a model of this server (GET /models lists them)", name);
+    *path = strdup(m->path);
+    srv_model_release(m);
+    return *path != NULL ? DAE_OK : dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+}
+
+dae_status srv_train_request_check(const cJSON *in, const char *data_dir, srv_registry *registry,
+                                   long long memory_budget, int threads, cJSON **canon, char *err, size_t errlen) {
     *canon = NULL;
     dae_train_request req;
     dae_status st = dae_train_request_from_json(in, SRV_TRAIN_SERVER_FIELDS, &req, err, errlen);
@@ -262,6 +425,9 @@ dae_status srv_train_request_check(const cJSON *in, const char *data_dir, long l
     if (st == DAE_OK) st = dae_train_request_to_json(&req, out);
     if (st == DAE_ERR_NOMEM) dae_fail(err, errlen, st, "out of memory");
     if (st == DAE_OK) st = server_fields(in, out, err, errlen);
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(out, "base_model");
+    if (st == DAE_OK && base != NULL && registry != NULL)
+        st = base_model_path(registry, base->valuestring, &req.base_model, err, errlen);
     if (st == DAE_OK) {
         *canon = out;
         out = NULL;
@@ -319,7 +485,7 @@ static srv_train_job *job_from_record(const char *fname, const char *text, size_
         goto fail;
     }
     char msg[RECORD_WHY_LEN] = "";
-    dae_status valid = srv_train_request_check(rq, data_dir, train_budget, threads, &req, msg, sizeof msg);
+    dae_status valid = srv_train_request_check(rq, data_dir, NULL, train_budget, threads, &req, msg, sizeof msg);
     if (valid == DAE_ERR_INVALID || req == NULL) {
         snprintf(why, whylen, "request: %s", msg);
         goto fail;
@@ -373,6 +539,17 @@ static srv_train_job *job_from_record(const char *fname, const char *text, size_
         goto fail;
     }
     jb->activated = cJSON_IsTrue(v);
+    v = cJSON_GetObjectItemCaseSensitive(o, "promotion");
+    const cJSON *decision = cJSON_GetObjectItemCaseSensitive(v, "decision");
+    if (v != NULL && (!cJSON_IsString(decision) || (strcmp(decision->valuestring, "promoted") != 0 &&
+                                                      strcmp(decision->valuestring, "kept") != 0))) {
+        snprintf(why, whylen, "promotion must be the gate's result, its decision \"promoted\" or \"kept\"");
+        goto fail;
+    }
+    if (v != NULL && (jb->promotion = cJSON_Duplicate(v, 1)) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "history"), *e;
     if (h != NULL && (!cJSON_IsArray(h) || cJSON_GetArraySize(h) > jb->epochs)) {
         snprintf(why, whylen, "history must be an array of at most %d epochs", jb->epochs);

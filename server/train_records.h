@@ -45,6 +45,17 @@ typedef struct {
     int has_test;
 } srv_train_epoch;
 
+/* One logged optimiser step: its number (from 1) and its batch loss. */
+typedef struct {
+    long step;
+    float loss;
+} srv_train_step;
+
+/* Most steps a job logs: past this, every other logged step is dropped
+ * and from then on only every other step is logged, so a long job keeps
+ * its whole curve in bounded memory (128 KiB). */
+#define SRV_TRAIN_STEP_LOG 8192
+
 /* A training job as its record says it (training.h keeps the rest: its
  * cancel flag, commit point and change counter). Read and written under
  * the training module's lock once the job is shared. */
@@ -62,10 +73,16 @@ typedef struct {
     double loss, images_per_s, elapsed_s, eta_s, progress;
     srv_train_epoch *history; /* epochs entries, n_history filled */
     int n_history;
+    /* The loss of its steps, for the loss curve (srv_train_job_log_step);
+     * in memory only, not in the record. */
+    srv_train_step *steps;
+    int n_steps, cap_steps;
+    long step_stride;
     char error[DAE_ERR_LEN + 64];
     char created[32], started[32], finished[32];
     char model_version[24];
     int activated;
+    cJSON *promotion;    /* the promotion gate's scores and decision (srv_train_gate_json), or NULL */
 } srv_train_job;
 
 /* A new queued job of the canonical request req (taken over) with the id
@@ -90,28 +107,63 @@ cJSON *srv_train_job_json(const srv_train_job *job);
 /* The same as malloc'd text; NULL if out of memory. */
 char *srv_train_job_text(const srv_train_job *job);
 
+/* Logs the batch loss of step `step` of the running job (lock held),
+ * within SRV_TRAIN_STEP_LOG entries. Out of memory: not logged. */
+void srv_train_job_log_step(srv_train_job *job, long step, double loss);
+
+/* The job's loss curve in the columns of `dae train --loss-csv`: one row
+ * per logged step, the epoch's mean loss and test metrics on the row of
+ * its last step. A job read back from its record has no steps: one row
+ * per epoch, the step's loss empty. Nothing yet (a queued job): the
+ * header alone.
+ * Malloc'd text, NULL if out of memory. */
+char *srv_train_job_loss_csv(const srv_train_job *job);
+
+/* The same curve as `dae train --loss-svg` draws it (io/plot.h); with no
+ * point yet, an empty chart whose title says "no data yet". Malloc'd
+ * text, NULL if out of memory. */
+char *srv_train_job_loss_svg(const srv_train_job *job);
+
 /* Parses a job id: 1 to 12 decimal digits, no leading zero, at most
  * SRV_TRAIN_ID_MAX. Returns it, or 0 when the len bytes of text are not one. */
 unsigned long long srv_train_id_parse(const char *text, size_t len);
 
 /* The fields of a training request that are the server's, besides the
  * library's (dae_train_request_from_json). */
-#define SRV_TRAIN_SERVER_FIELDS "model_name, activate, replace"
+#define SRV_TRAIN_SERVER_FIELDS "model_name, activate, replace, base_model, promote"
+
+/* The promotion gate of a request, from its canonical form: activate
+ * true (or a promote object) compares the job's model with another on
+ * the same held-out images and activates it only when its PSNR gains at
+ * least min_gain_db; activate "force" activates it unconditionally. */
+typedef struct {
+    int activate;  /* 0: never; 1: through the gate; 2: forced */
+    char against[DAE_NAME_MAX + 1]; /* a model name, or "active": the default model when the job ends */
+    double min_gain_db;
+} srv_train_gate;
+
+/* The gate of the canonical request req. */
+void srv_train_gate_of(const cJSON *req, srv_train_gate *gate);
 
 /* Checks a training request, the JSON object in (a POST /train body or a
  * record's request), into its canonical form *canon (a new object, the
  * caller's): the library's fields and ranges (train_request.h) and the
- * server's model_name, activate and replace. Then whether it can run on
- * this server now: its data set under data_dir exists and has sound
- * headers, and, when memory_budget > 0, the run's estimated memory on
- * threads threads (dae_train_run_estimate) fits it. Returns DAE_OK;
+ * server's model_name, activate (true, false or "force"), replace,
+ * base_model (a model to fine-tune) and promote ({"against": "active" or
+ * a model, "metric": "psnr", "min_gain_db": X}; activate true implies the
+ * default gate {"against": "active", "metric": "psnr", "min_gain_db": 0}).
+ * Then whether it can run on this server now: its data set under data_dir
+ * exists and has sound headers, its base model is one of registry's (when
+ * registry is not NULL; its network is then the one estimated), and, when
+ * memory_budget > 0, the run's estimated memory on threads threads
+ * (dae_train_run_estimate) fits it. Returns DAE_OK;
  * DAE_ERR_INVALID when a field is not valid; DAE_ERR_NOT_FOUND (no such
  * data set), DAE_ERR_FORMAT (its headers are not sound) or
  * DAE_ERR_TOO_LARGE (over the budget, both numbers named) when every field
  * is valid but the request cannot run here now, *canon being set then
  * too; DAE_ERR_NOMEM. err says why in one sentence. */
-dae_status srv_train_request_check(const cJSON *in, const char *data_dir, long long memory_budget, int threads,
-                                   cJSON **canon, char *err, size_t errlen);
+dae_status srv_train_request_check(const cJSON *in, const char *data_dir, srv_registry *registry,
+                                   long long memory_budget, int threads, cJSON **canon, char *err, size_t errlen);
 
 /* Writes the job's record STATE_DIR/ID.json atomically (the directory is
  * made if missing). Failures are logged, not fatal: the job goes on. */

@@ -47,6 +47,7 @@ struct srv_training {
     /* Metrics. */
     unsigned long long finished[SRV_TRAIN_N_STATES];
     unsigned long long steps_total;
+    unsigned long long promotions[2]; /* the promotion gate's decisions: kept, promoted */
     int cur_epoch;
     double cur_loss, cur_images_per_s;
 };
@@ -115,6 +116,9 @@ static void on_progress(const dae_train_progress *p, void *user) {
     t->cur_epoch = p->epoch;
     t->cur_loss = p->loss;
     t->cur_images_per_s = p->images_per_s;
+    /* The job's own step number: its curve starts at 1 even when the
+     * optimiser's count does not. */
+    srv_train_job_log_step(jb, (long)(p->epoch - 1) * p->steps_per_epoch + p->step, p->loss);
     if (p->epoch_done && p->epoch >= 1 && p->epoch <= jb->epochs) {
         srv_train_epoch *ep = &jb->history[p->epoch - 1];
         ep->loss = p->epoch_loss;
@@ -127,6 +131,67 @@ static void on_progress(const dae_train_progress *p, void *user) {
     }
     if (p->epoch_done || dae_now_s() - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
     pthread_mutex_unlock(&t->mu);
+}
+
+/* Test images the promotion gate compares models on when the request's
+ * eval_limit does not say (0 there only turns the per-epoch evaluation
+ * off). */
+enum { GATE_IMAGES = 1000 };
+
+/* Adds PSNR of m on the first n test images of run's data set, under
+ * noise with the evaluation seed, as key to o; returns it (NAN when the
+ * evaluation failed, err saying why). */
+static double gate_psnr(const dae_model *m, const dae_train_run *run, int n, cJSON *o, const char *key, char *err,
+                        size_t errlen) {
+    const dae_idx_images *test = &dae_train_run_data(run)->test_images;
+    dae_quality q = {0}, noisy = {0};
+    if (dae_evaluate(m, NULL, test->pixels, n, &dae_train_run_config(run)->noise, DAE_EVAL_SEED, &q, &noisy, err,
+                     errlen) != DAE_OK)
+        return NAN;
+    cJSON_AddNumberToObject(o, key, dae_quality_psnr(&q));
+    return dae_quality_psnr(&q);
+}
+
+/* The promotion gate: the job's model and the model the gate names, on the
+ * same held-out test images of the job's data set with the same seeded
+ * noise (the job's own, noise_text). Returns 1 when the PSNR gain reaches
+ * the bar; *verdict is the job's "promotion" object: both scores, the gain,
+ * the decision and its reason (NULL if out of memory). */
+static int gate_decide(srv_training *t, const dae_train_run *run, const srv_train_gate *gate, const char *noise_text,
+                       cJSON **verdict) {
+    const dae_train_config *cfg = dae_train_run_config(run);
+    const dae_idx_images *test = &dae_train_run_data(run)->test_images;
+    int n = dae_limit_count(cfg->eval_limit > 0 ? cfg->eval_limit : GATE_IMAGES, test->count);
+    int against_active = strcmp(gate->against, "active") == 0;
+    srv_model *other = srv_registry_acquire(t->registry, against_active ? NULL : gate->against);
+    cJSON *o = cJSON_CreateObject();
+    char err[DAE_ERR_LEN] = "", reason[DAE_ERR_LEN + 96] = "";
+    cJSON_AddStringToObject(o, "against", other != NULL ? other->name : gate->against);
+    cJSON_AddStringToObject(o, "metric", "psnr");
+    cJSON_AddNumberToObject(o, "test_images", n);
+    cJSON_AddStringToObject(o, "noise", noise_text);
+    cJSON_AddNumberToObject(o, "min_gain_db", gate->min_gain_db);
+    double mine = gate_psnr(dae_train_run_model(run), run, n, o, "candidate_psnr", err, sizeof err), theirs = NAN;
+    if (isnan(mine)) {
+        snprintf(reason, sizeof reason, "the job's model could not be evaluated: %s", err);
+    } else if (other == NULL) {
+        snprintf(reason, sizeof reason, "there is no model \"%s\" to compare with", gate->against);
+    } else if (dae_model_check_images(&other->net, test, other->name, NULL, err, sizeof err) != DAE_OK) {
+        snprintf(reason, sizeof reason, "%s: the two models cannot be compared on these images", err);
+    } else if (isnan(theirs = gate_psnr(&other->net, run, n, o, "baseline_psnr", err, sizeof err))) {
+        snprintf(reason, sizeof reason, "model \"%s\" could not be evaluated: %s", other->name, err);
+    }
+    int promoted = reason[0] == '\0' && mine - theirs >= gate->min_gain_db;
+    if (reason[0] == '\0') {
+        cJSON_AddNumberToObject(o, "gain_db", mine - theirs);
+        snprintf(reason, sizeof reason, "PSNR %.2f dB against %.2f dB of %s: a gain of %.2f dB, %s the bar of %.2f dB",
+                 mine, theirs, other->name, mine - theirs, promoted ? "reaching" : "below", gate->min_gain_db);
+    }
+    cJSON_AddStringToObject(o, "decision", promoted ? "promoted" : "kept");
+    cJSON_AddStringToObject(o, "reason", reason);
+    srv_model_release(other);
+    *verdict = o;
+    return promoted;
 }
 
 /* The training run of one job, from its request to its model installed:
@@ -156,6 +221,16 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         return SRV_TRAIN_FAILED;
     }
     req.cfg.threads = cfg->train_threads;
+    const char *base = srv_train_job_req_str(jb, "base_model");
+    if (base[0] != '\0') { /* looked up now: it was there when the job was submitted */
+        srv_model *bm = srv_registry_acquire(t->registry, base);
+        req.base_model = bm != NULL ? strdup(bm->path) : NULL;
+        srv_model_release(bm);
+        if (req.base_model == NULL) {
+            snprintf(error, errlen, "base model \"%s\": %s", base, bm == NULL ? "no such model any more" : "out of memory");
+            goto done;
+        }
+    }
     run_ctx ctx = {t, e, 0, 0};
     if (dae_train_run_open(&run, &req, cfg->data_dir, NULL, err, sizeof err) != DAE_OK) {
         snprintf(error, errlen, "%s", err);
@@ -169,6 +244,17 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     if (st != DAE_OK) {
         snprintf(error, errlen, "training: %s", err);
         goto done;
+    }
+    srv_train_gate gate;
+    srv_train_gate_of(jb->request, &gate);
+    int activate = gate.activate == 2;
+    if (gate.activate == 1) {
+        cJSON *verdict = NULL;
+        activate = gate_decide(t, run, &gate, srv_train_job_req_str(jb, "noise"), &verdict);
+        pthread_mutex_lock(&t->mu);
+        jb->promotion = verdict;
+        t->promotions[activate]++;
+        pthread_mutex_unlock(&t->mu);
     }
     /* The model goes to a temporary name first (the pid in it lets a later
      * start remove it if this process dies) and reaches its own name only
@@ -213,7 +299,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         pthread_mutex_unlock(&t->mu);
         srv_model_release(nm);
     }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "activate"))) {
+    if (activate) {
         if (srv_registry_activate(t->registry, jb->model_name, err, sizeof err) != DAE_OK) {
             snprintf(error, errlen, "activating the new model: %s", err);
             goto done;
@@ -536,6 +622,10 @@ char *srv_training_metrics(srv_training *t) {
                 t->finished[s]);
     fprintf(f, "# HELP dae_train_steps_total Optimiser steps of training jobs since the start.\n"
                "# TYPE dae_train_steps_total counter\ndae_train_steps_total %llu\n", t->steps_total);
+    fprintf(f, "# HELP dae_train_promotions_total Decisions of the promotion gate since the start: a job's model "
+               "activated (promoted) or not (kept).\n# TYPE dae_train_promotions_total counter\n"
+               "dae_train_promotions_total{decision=\"promoted\"} %llu\n"
+               "dae_train_promotions_total{decision=\"kept\"} %llu\n", t->promotions[1], t->promotions[0]);
     fprintf(f, "# HELP dae_train_epoch Epoch of the running (or last) training job.\n"
                "# TYPE dae_train_epoch gauge\ndae_train_epoch %d\n", t->cur_epoch);
     fprintf(f, "# HELP dae_train_loss Last batch loss (MSE) of the running (or last) training job.\n"
@@ -549,3 +639,5 @@ char *srv_training_metrics(srv_training *t) {
     }
     return doc;
 }
+
+srv_registry *srv_training_registry(srv_training *t) { return t->registry; }

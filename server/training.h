@@ -91,4 +91,7 @@ void srv_training_each(srv_training *t, srv_training_view_fn fn, void *user);
 /* The training metrics as Prometheus text (malloc'd, NULL if out of memory). */
 char *srv_training_metrics(srv_training *t);
 
+/* The registry t installs its models into. */
+srv_registry *srv_training_registry(srv_training *t);
+
 #endif

@@ -183,16 +183,16 @@ Test(budget, dataset_info_from_headers) {
 Test(budget, training_over_budget_is_422_naming_both_numbers) {
     srv_train_answer a;
     const char *body = "{\"dataset\":\"mnist-mini\",\"batch_size\":64}";
-    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 256LL << 20, 1, &a), 0, "%s",
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", NULL, 256LL << 20, 1, &a), 0, "%s",
                  a.message);
     free(a.json);
-    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 1 << 20, 1, &a), -1);
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", NULL, 1 << 20, 1, &a), -1);
     cr_assert_eq(a.status, 422);
     cr_assert_str_eq(a.code, "train_memory_budget");
     cr_assert_not_null(strstr(a.message, "1048576"), "%s", a.message);
     cr_assert_not_null(strstr(a.message, "estimated"), "%s", a.message);
     free(a.json);
-    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", 0, 1, &a), 0, "0: no check");
+    cr_assert_eq(srv_train_validate_memory(body, strlen(body), "tests/fixtures", NULL, 0, 1, &a), 0, "0: no check");
     free(a.json);
 }
 

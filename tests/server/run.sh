@@ -117,8 +117,9 @@ is_error() {
 # rounding of how tiles were batched: the server batches a request's tiles
 # differently from dae denoise, OpenBLAS's sgemm rounds a row differently
 # with the number of rows (~1e-7), and that may move a sample that sits on
-# a rounding boundary by one level. So: no sample more than one level
-# apart, and at most 1 in 10,000 apart at all.
+# a rounding boundary by one level (1 of the 2,352 samples of gray.gif, 1
+# of the 180,000 of rgb_300x200_adam7.png). So: no sample more than one
+# level apart, and at most 1 in 1,000 apart at all.
 same_pixels() {
     curl -s -o "$TMP/norm_a" "http://127.0.0.1:$PORT/noise?sigma=0" --data-binary @"$1" &&
         curl -s -o "$TMP/norm_b" "http://127.0.0.1:$PORT/noise?sigma=0" --data-binary @"$2" &&
@@ -140,7 +141,7 @@ def samples(path):
     return (w, h, ctype), png_unfilter(zlib.decompress(b"".join(idat)), w * bpp, h, bpp)
 (shape_a, a), (shape_b, b) = samples(sys.argv[2]), samples(sys.argv[3])
 apart = [abs(x - y) for x, y in zip(a, b) if x != y]
-sys.exit(0 if shape_a == shape_b and max(apart) <= 1 and len(apart) * 10000 <= len(a) else 1)
+sys.exit(0 if shape_a == shape_b and max(apart) <= 1 and len(apart) * 1000 <= len(a) else 1)
 ' "$ROOT/tools" "$TMP/norm_a" "$TMP/norm_b"; }
 }
 
@@ -547,7 +548,7 @@ done <<'EOF'
 {"dataset":"mnist-mini","eval_limit":-5}|eval_limit must be an integer from 0
 {"dataset":"mnist-mini","model_name":"../x"}|model_name must be
 {"dataset":"mnist-mini","model_name":""}|model_name must be
-{"dataset":"mnist-mini","activate":"yes"}|activate must be true or false
+{"dataset":"mnist-mini","activate":"yes"}|activate must be true (through the promotion gate), false or
 {"dataset":"mnist-mini","architecture":{"encoder":[{"type":"conv9d"}]}}|architecture:
 {"dataset":"mnist-mini","architecture":7}|architecture must be
 {"dataset":"mnist-mini","epoch":1}|unknown field \"epoch\"
@@ -644,6 +645,63 @@ for st in queued running succeeded failed cancelled; do echo "$metrics" | grep -
     echo "$metrics" | grep -q '^dae_train_steps_total [1-9]' && echo "$metrics" | grep -q '^dae_train_epoch [1-9]' &&
     echo "$metrics" | grep -q '^dae_train_loss 0\.' && echo "$metrics" | grep -q '^dae_train_images_per_second [1-9]'
 ok "training metrics: jobs by state, finished by outcome, steps, epoch, loss, images/s"
+
+# Fine-tuning and the promotion gate. A job that starts from the active
+# model and may not lose more than 100 dB is promoted; a fresh network
+# barely trained is compared with the committed model and kept. The model
+# active before is active again after.
+was_active=$(cat "$TMP/tmodels/ACTIVE")
+req POST /train --data-binary '{"dataset":"mnist-mini","epochs":1,"train_limit":256,"model_name":"tuned","base_model":"mnist","promote":{"min_gain_db":-100}}'
+JT=$(job_id)
+[ "$STATUS" = 202 ] && grep -q '"base_model":"mnist"' "$TMP/body" && grep -q '"activate":true' "$TMP/body" &&
+    grep -q '"promote":{"against":"active","metric":"psnr","min_gain_db":-100}' "$TMP/body"
+ok "POST /train with base_model and promote: 202, the gate in the canonical request"
+wait_state "$JT" succeeded 60
+req GET "/train/$JT"
+grep -q '"promotion":{"against":"'"$was_active"'","metric":"psnr","test_images":[0-9]*,"noise":"gaussian:0.5","min_gain_db":-100,"candidate_psnr":[0-9.]*,"baseline_psnr":[0-9.]*,"gain_db":[-0-9.e]*,"decision":"promoted","reason":"PSNR ' "$TMP/body" &&
+    grep -q '"activated":true' "$TMP/body"
+ok "the fine-tuned model is compared with the active one on the same images, promoted and activated"
+req GET /models/tuned
+grep -q '"base_model":"mnist"' "$TMP/body" && grep -q '"output":"residual"' "$TMP/body" && grep -q '"default":true' "$TMP/body"
+ok "GET /models/tuned: the base model's network, named in its metadata, now the default"
+req POST "/models/$was_active/activate"
+[ "$STATUS" = 200 ]
+ok "the model active before is activated again"
+req POST /train --data-binary '{"dataset":"mnist-mini","epochs":1,"train_limit":64,"learning_rate":1e-7,"model_name":"worse","promote":{"against":"mnist"}}'
+JW=$(job_id)
+wait_state "$JW" succeeded 60
+req GET "/train/$JW"
+grep -q '"decision":"kept","reason":"PSNR [0-9.]* dB against [0-9.]* dB of mnist: a gain of -[0-9.]* dB, below the bar of 0.00 dB"' "$TMP/body" &&
+    grep -q '"activated":false' "$TMP/body"
+ok "a job worse than the model it is compared with is kept, not activated, and says why"
+req GET /models
+grep -q '"active":"'"$was_active"'"' "$TMP/body"
+ok "the active model stays"
+[ "$(metric 'dae_train_promotions_total{decision="promoted"}')" -ge 1 ] &&
+    [ "$(metric 'dae_train_promotions_total{decision="kept"}')" -ge 1 ]
+ok "dae_train_promotions_total counts promotions and refusals"
+req POST /train --data-binary '{"dataset":"mnist-mini","epochs":1,"train_limit":64,"model_name":"forced","activate":"force"}'
+JF=$(job_id)
+wait_state "$JF" succeeded 60
+req GET "/train/$JF"
+grep -q '"activated":true' "$TMP/body" && ! grep -q '"promotion"' "$TMP/body"
+ok "activate \"force\" activates without the gate"
+req POST "/models/$was_active/activate"
+while IFS='|' read -r body needle; do
+    req POST /train --data-binary "$body"
+    if is_error 422 invalid_parameter && grep -qF -- "$needle" "$TMP/body"; then
+        pass "POST /train $body: 422 naming $needle"
+    else
+        fail "POST /train $body: $STATUS $(head -c 300 "$TMP/body")"
+    fi
+done <<'EOF'
+{"dataset":"mnist-mini","base_model":"nope"}|base_model \"nope\" is not a model of this server
+{"dataset":"mnist-mini","base_model":"mnist","architecture":"unet"}|base_model or architecture, not both
+{"dataset":"mnist-mini","activate":false,"promote":{}}|promote is the gate of an activation
+{"dataset":"mnist-mini","promote":{"metric":"ssim"}}|promote.metric must be \"psnr\"
+{"dataset":"mnist-mini","promote":{"min_gain":1}}|promote.min_gain is not a field of promote
+EOF
+
 if command -v promtool >/dev/null; then
     echo "$metrics" | promtool check metrics >/dev/null 2>&1
     ok "promtool check metrics with the training metrics"
@@ -770,5 +828,179 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns add "$NS" 2>/dev/n
 else
     echo "server: no network namespace (needs root and iproute2): the 403 rule is covered by the unit tests only"
 fi
+
+# ------------------------------------------------------------ model files and loss curves (issue #12)
+
+# GET /models/{name}/weights, PUT /models/{name} and GET
+# /train/{id}/loss.csv|svg, on a daemon of their own with an admin token.
+# Its state directory is daemon e's: the jobs above are read back from
+# their records.
+mkdir -p "$TMP/lmodels"
+cp "$TMP/models/mnist.safetensors" "$TMP/lmodels/mnist.safetensors"
+start l --models-dir "$TMP/lmodels" --model mnist --state-dir "$TMP/state" --data-dir "$FIX" \
+    --admin-token 'l t0ken' --train-threads 1 --workers 1 --reload-interval 0
+L_PID=$PID
+LAUTH=(-H 'Authorization: Bearer l t0ken')
+sha_of() { sha256sum "$1" | cut -c1-64; }
+DISK_SHA=$(sha_of "$TMP/lmodels/mnist.safetensors")
+
+# Download.
+req GET /models/mnist/weights
+cp "$TMP/body" "$TMP/weights.safetensors"
+[ "$STATUS" = 200 ] && [ "$(sha_of "$TMP/weights.safetensors")" = "$DISK_SHA" ] &&
+    [ "$(header ETag)" = "\"sha256:$DISK_SHA\"" ] && [ "$(header Content-Type)" = application/octet-stream ] &&
+    [ "$(header Content-Disposition)" = 'attachment; filename="mnist.safetensors"' ]
+ok "GET /models/mnist/weights: the file's bytes, octet-stream, as an attachment, ETag the file's sha256"
+req GET /models/mnist
+grep -q "\"sha256\":\"$DISK_SHA\"" "$TMP/body"
+ok "... the sha256 GET /models/mnist shows"
+req GET /models/mnist/weights -H "If-None-Match: \"sha256:$DISK_SHA\""
+[ "$STATUS" = 304 ] && [ ! -s "$TMP/body" ] && [ "$(header ETag)" = "\"sha256:$DISK_SHA\"" ]
+ok "If-None-Match with that ETag: 304, no body"
+req GET /models/mnist/weights -H 'If-None-Match: "sha256:0123", W/"other"'
+[ "$STATUS" = 200 ] && [ "$(sha_of "$TMP/body")" = "$DISK_SHA" ]
+ok "If-None-Match with other ETags: 200 with the file"
+req HEAD /models/mnist/weights -I
+[ "$STATUS" = 200 ] && [ "$(header Content-Length)" = "$(stat -c %s "$TMP/lmodels/mnist.safetensors")" ] &&
+    [ "$(stat -c %s "$TMP/body")" -lt 1000 ]
+ok "HEAD /models/mnist/weights: 200 with the Content-Length, no body (curl -I writes the head alone)"
+expect_error 404 model_not_found "weights of an unknown model: 404 model_not_found" GET /models/nope/weights
+expect_error 405 method_not_allowed "POST /models/{name}/weights: 405" POST /models/mnist/weights
+[ "$(header Allow)" = "GET, HEAD" ]
+ok "... with Allow: GET, HEAD"
+
+# Upload.
+ls -a "$TMP/lmodels" >"$TMP/listing_before"
+expect_error 401 unauthorized "PUT /models/{name} without the token: 401" PUT /models/copy1 \
+    --data-binary @"$TMP/weights.safetensors"
+req PUT /models/copy1 "${LAUTH[@]}" --data-binary @"$TMP/weights.safetensors"
+[ "$STATUS" = 201 ] && [ "$(header Content-Type)" = application/json ] && grep -q '"name":"copy1"' "$TMP/body" &&
+    grep -q "\"sha256\":\"$DISK_SHA\"" "$TMP/body" && grep -q '"default":false' "$TMP/body"
+ok "PUT /models/copy1 with the downloaded file: 201 with the model, the same sha256"
+[ "$(sha_of "$TMP/lmodels/copy1.safetensors")" = "$DISK_SHA" ] && ! ls -a "$TMP/lmodels" | grep -q tmp
+ok "... stored as copy1.safetensors in the models directory, byte for byte, no temporary left"
+req GET /models/copy1
+[ "$STATUS" = 200 ] && grep -q "\"sha256\":\"$DISK_SHA\"" "$TMP/body"
+ok "GET /models/copy1: the same sha256"
+req GET /models/copy1/weights
+[ "$STATUS" = 200 ] && [ "$(sha_of "$TMP/body")" = "$DISK_SHA" ] &&
+    [ "$(header Content-Disposition)" = 'attachment; filename="copy1.safetensors"' ]
+ok "GET /models/copy1/weights: the same bytes"
+req POST '/denoise?model=copy1' --data-binary @"$IMG/gray8.png"
+[ "$STATUS" = 200 ] && [ "$(header X-Model)" = copy1 ]
+ok "/denoise?model=copy1 answers from the uploaded model"
+expect_error 409 model_exists "PUT onto an existing name without replace: 409 model_exists" PUT /models/copy1 \
+    "${LAUTH[@]}" --data-binary @"$TMP/weights.safetensors"
+"$DAE" train --data-dir "$FIX" --dataset mnist-mini --epochs 1 --limit 64 --out "$TMP/other.safetensors" \
+    >/dev/null 2>&1
+OTHER_SHA=$(sha_of "$TMP/other.safetensors")
+req PUT '/models/copy1?replace=true' "${LAUTH[@]}" --data-binary @"$TMP/other.safetensors"
+[ "$STATUS" = 200 ] && grep -q "\"sha256\":\"$OTHER_SHA\"" "$TMP/body" &&
+    [ "$(sha_of "$TMP/lmodels/copy1.safetensors")" = "$OTHER_SHA" ]
+ok "PUT ?replace=true onto a model that is not active: 200, the new file in place"
+req PUT '/models/mnist?replace=true' "${LAUTH[@]}" --data-binary @"$TMP/other.safetensors"
+is_error 409 model_active && grep -q 'another name' "$TMP/body" && grep -q 'activate' "$TMP/body" &&
+    [ "$(sha_of "$TMP/lmodels/mnist.safetensors")" = "$DISK_SHA" ]
+ok "PUT onto the active model, even with replace: 409 model_active (upload under another name, activate it)"
+req GET /models/mnist
+grep -q "\"sha256\":\"$DISK_SHA\"" "$TMP/body" && grep -q '"default":true' "$TMP/body"
+ok "... and the active model is unchanged"
+# A file changed on disk is not served until the rescan has loaded it:
+# the ETag always names the bytes sent.
+cat "$TMP/weights.safetensors" >"$TMP/lmodels/copy1.safetensors"
+req GET /models/copy1/weights
+is_error 503 model_file_changed && [ -n "$(header Retry-After)" ]
+ok "weights whose file was rewritten in place since it was loaded: 503 model_file_changed with Retry-After"
+kill -HUP "$L_PID"
+wait_until 5 models_say "\"sha256\":\"$DISK_SHA\",\"file\":\"copy1.safetensors\""
+req GET /models/copy1/weights
+[ "$STATUS" = 200 ] && [ "$(sha_of "$TMP/body")" = "$DISK_SHA" ] && [ "$(header ETag)" = "\"sha256:$DISK_SHA\"" ]
+ok "... and after the rescan (SIGHUP) the new file, with its own ETag"
+expect_error 422 invalid_parameter "PUT ?replace=yes: 422" PUT '/models/copy2?replace=yes' "${LAUTH[@]}" \
+    --data-binary @"$TMP/weights.safetensors"
+expect_error 422 invalid_parameter "PUT with a name that is not valid: 422" PUT /models/..x "${LAUTH[@]}" \
+    --data-binary @"$TMP/weights.safetensors"
+
+# Bodies that are not a model: the loader's sentence, and no file left.
+ls -a "$TMP/lmodels" >"$TMP/listing_before"
+req PUT /models/bad1 "${LAUTH[@]}" --data-binary 'not a model at all'
+is_error 422 invalid_model && grep -q 'the uploaded file' "$TMP/body"
+ok "PUT of bytes that are not safetensors: 422 invalid_model with the loader's sentence"
+head -c 1000 "$TMP/weights.safetensors" >"$TMP/truncated.safetensors"
+expect_error 422 invalid_model "PUT of a truncated file: 422 invalid_model" PUT /models/bad2 "${LAUTH[@]}" \
+    --data-binary @"$TMP/truncated.safetensors"
+"$PYTHON" -c '
+import json, struct, sys
+h = json.dumps({"foo": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + bytes(8))' "$TMP/wrong.safetensors"
+req PUT /models/bad3 "${LAUTH[@]}" --data-binary @"$TMP/wrong.safetensors"
+is_error 422 invalid_model && grep -q 'missing tensor' "$TMP/body"
+ok "PUT of a safetensors file with the wrong tensors: 422 invalid_model naming the missing tensor"
+req PUT /models/bad4 "${LAUTH[@]}" --data-binary @"$TMP/big.bin"
+is_error 422 invalid_model
+ok "PUT of an 11 MiB body: over --max-body but within the model limit, read and refused by the loader (422)"
+expect_error 400 empty_body "PUT with no body: 400 empty_body" PUT /models/bad5 "${LAUTH[@]}"
+req PUT /models/bad6 "${LAUTH[@]}" -H 'Content-Length: 70000000' -H 'Expect:' --data-binary ''
+is_error 413 body_too_large && grep -q '67108864' "$TMP/body"
+ok "PUT announcing 70 MB: 413 body_too_large from Content-Length alone (limit 64 MiB)"
+ls -a "$TMP/lmodels" >"$TMP/listing_after"
+cmp -s "$TMP/listing_before" "$TMP/listing_after"
+ok "... and the refused uploads left no file in the models directory"
+req GET /models
+! grep -q '"name":"bad' "$TMP/body"
+ok "... nor a listed model"
+
+# Loss curves: a job read back from its record (epochs only), and a new
+# job (every step).
+req GET "/train/$J1/loss.csv"
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = 'text/csv; charset=utf-8' ] &&
+    [ "$(head -1 "$TMP/body")" = step,epoch,loss,epoch_mean_loss,test_mse,test_psnr,test_ssim ] &&
+    [ "$(wc -l <"$TMP/body")" = 2 ] && sed -n 2p "$TMP/body" | grep -qE '^[1-9][0-9]*,1,,0\.[0-9]+,[0-9.e-]+,[0-9.e-]+,[0-9.e-]+$'
+ok "GET /train/{id}/loss.csv of a job read back from its record: the header and its epoch's row"
+req POST /train "${LAUTH[@]}" --data-binary '{"dataset":"mnist-mini","epochs":2,"train_limit":256,"model_name":"lossjob","seed":3}'
+JL=$(job_id)
+wait_state "$JL" succeeded 60
+ok "a 2-epoch job runs to succeeded"
+req GET "/train/$JL/loss.csv"
+steps=$(job_field "$JL" total_steps)
+[ "$STATUS" = 200 ] && [ "$(head -1 "$TMP/body")" = step,epoch,loss,epoch_mean_loss,test_mse,test_psnr,test_ssim ] &&
+    [ "$(tail -n +2 "$TMP/body" | wc -l)" = "$steps" ] && [ "$(awk -F, 'NR > 1 && NF != 7' "$TMP/body" | wc -l)" = 0 ] &&
+    [ "$(awk -F, 'NR > 1 && $4 != ""' "$TMP/body" | wc -l)" = 2 ] &&
+    [ "$(awk -F, 'NR > 1 && $4 != "" { print $1 }' "$TMP/body" | tail -1)" = "$steps" ] &&
+    [ "$(tail -1 "$TMP/body" | cut -d, -f2)" = 2 ]
+ok "loss.csv of a finished job: the columns of dae train --loss-csv, a row per step ($steps), the epochs' means on their last steps"
+req GET "/train/$JL/loss.svg"
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = image/svg+xml ] && grep -q '<polyline' "$TMP/body" &&
+    grep -q 'mean loss of each epoch' "$TMP/body" &&
+    "$PYTHON" -c 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])' "$TMP/body"
+ok "loss.svg: a well-formed SVG chart of the steps and the epochs"
+req HEAD "/train/$JL/loss.svg" -I
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = image/svg+xml ] && ! grep -q '<svg' "$TMP/body"
+ok "HEAD of loss.svg: 200, no body"
+req POST /train "${LAUTH[@]}" --data-binary '{"dataset":"mnist-mini","epochs":10000,"model_name":"lossjob2"}'
+JR=$(job_id)
+req POST /train "${LAUTH[@]}" --data-binary '{"dataset":"mnist-mini","epochs":1,"model_name":"lossjob3"}'
+JQ=$(job_id)
+req GET "/train/$JQ/loss.csv"
+[ "$STATUS" = 200 ] && [ "$(cat "$TMP/body")" = step,epoch,loss,epoch_mean_loss,test_mse,test_psnr,test_ssim ]
+ok "loss.csv of a queued job: the header alone"
+req GET "/train/$JQ/loss.svg"
+[ "$STATUS" = 200 ] && grep -q 'no data yet' "$TMP/body"
+ok "loss.svg of a queued job: a chart saying no data yet"
+req DELETE "/train/$JQ" "${LAUTH[@]}"
+req DELETE "/train/$JR" "${LAUTH[@]}"
+wait_state "$JR" cancelled 10
+expect_error 404 job_not_found "loss.csv of an unknown job: 404" GET /train/999999/loss.csv
+expect_error 404 job_not_found "loss.svg of an unknown job: 404" GET /train/999999/loss.svg
+expect_error 405 method_not_allowed "POST /train/{id}/loss.csv: 405" POST "/train/$JL/loss.csv"
+
+metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+for route in model_weights train_loss_csv train_loss_svg; do
+    echo "$metrics" | grep -q "^dae_http_requests_total{route=\"$route\",status=\"200\"} [1-9]"
+done && echo "$metrics" | grep -q '^dae_http_requests_total{route="model",status="409"} [1-9]'
+ok "/metrics counts the new routes under their own labels"
+stop "$L_PID" l
+[ "$RC" -eq 0 ]
+ok "daemon l: exit 0"
 
 finish

@@ -1,9 +1,9 @@
-/* plot.h - the charts of the command-line tool: a self-contained SVG line
- * chart (no scripts, fonts or external files) of any set of lines, and
- * the two charts built on it: the training loss of `dae train --loss-svg`
- * and the noise sweep of `dae eval --sweep-svg`. */
-#ifndef DAE_CLI_PLOT_H
-#define DAE_CLI_PLOT_H
+/* plot.h - SVG charts: a self-contained line chart (no scripts, fonts or
+ * external files) of any set of lines, and the training-loss chart built
+ * on it. Both front ends draw with it: `dae train --loss-svg`, `dae eval
+ * --sweep-svg` and dae-server's GET /train/{id}/loss.svg. */
+#ifndef DAE_PLOT_H
+#define DAE_PLOT_H
 
 #include <stddef.h>
 
@@ -19,7 +19,7 @@ typedef struct {
     double opacity;    /* stroke opacity in (0, 1] */
     int markers;       /* a dot at every point */
     int dashed;
-} cli_plot_line;
+} dae_plot_line;
 
 /* What is around the lines: the title and axis labels (escaped), and the
  * axes' ranges: x spans the data (from 0 when x_from_zero; integer ticks
@@ -28,20 +28,20 @@ typedef struct {
 typedef struct {
     const char *title, *x_label, *y_label;
     int x_integer, x_from_zero, y_from_zero;
-} cli_plot_axes;
+} dae_plot_axes;
 
 /* Renders lines on linear axes with round-number ticks, a grid, the axis
  * labels, the title and a legend of every line with a label. Returns a
  * malloc'd NUL-terminated document that the caller frees, or NULL when out
  * of memory. */
-char *cli_lines_svg(const cli_plot_axes *axes, const cli_plot_line *lines, size_t n_lines);
+char *dae_lines_svg(const dae_plot_axes *axes, const dae_plot_line *lines, size_t n_lines);
 
 /* The training loss: n_steps points (step number, batch loss) as a thin
  * line and n_epochs points (step number at the epoch's end, mean loss of
  * the epoch) as a thick line with markers, on axes from the first to the
  * last step and from 0 to a round number above the largest loss. Returns
- * what cli_lines_svg returns. */
-char *cli_loss_svg(const char *title, const long *step_x, const float *step_loss, size_t n_steps,
+ * what dae_lines_svg returns. */
+char *dae_loss_svg(const char *title, const long *step_x, const float *step_loss, size_t n_steps,
                    const long *epoch_x, const double *epoch_loss, size_t n_epochs);
 
 #endif

@@ -1,6 +1,7 @@
 /* plot.c - SVG line charts written by hand: axes with round-number ticks,
  * a grid, lines with optional markers and dashes, and a legend. The loss
- * chart of `dae train` is one such chart. */
+ * chart of `dae train` and of dae-server's training jobs is one such
+ * chart. */
 #include "plot.h"
 
 #include <math.h>
@@ -40,16 +41,16 @@ static void put_escaped(FILE *f, const char *text) {
     }
 }
 
-static int finite_point(const cli_plot_line *l, size_t i) { return isfinite(l->x[i]) && isfinite(l->y[i]); }
+static int finite_point(const dae_plot_line *l, size_t i) { return isfinite(l->x[i]) && isfinite(l->y[i]); }
 
 /* Writes the stroke attributes of line l, whose colour is color. */
-static void put_stroke(FILE *f, const cli_plot_line *l, const char *color) {
+static void put_stroke(FILE *f, const dae_plot_line *l, const char *color) {
     fprintf(f, "fill=\"none\" stroke=\"%s\" stroke-width=\"%g\"", color, l->width);
     if (l->opacity > 0 && l->opacity < 1) fprintf(f, " stroke-opacity=\"%g\"", l->opacity);
     if (l->dashed) fputs(" stroke-dasharray=\"6 4\"", f);
 }
 
-char *cli_lines_svg(const cli_plot_axes *axes, const cli_plot_line *lines, size_t n_lines) {
+char *dae_lines_svg(const dae_plot_axes *axes, const dae_plot_line *lines, size_t n_lines) {
     char *doc = NULL;
     size_t doc_len = 0;
     FILE *f = open_memstream(&doc, &doc_len);
@@ -112,7 +113,7 @@ char *cli_lines_svg(const cli_plot_axes *axes, const cli_plot_line *lines, size_
     /* The data. */
     size_t n_labels = 0, longest = 0;
     for (size_t k = 0; k < n_lines; k++) {
-        const cli_plot_line *l = &lines[k];
+        const dae_plot_line *l = &lines[k];
         const char *color = l->color ? l->color : PALETTE[k % (sizeof PALETTE / sizeof PALETTE[0])];
         if (l->label != NULL) n_labels++, longest = strlen(l->label) > longest ? strlen(l->label) : longest;
         if (l->n == 0) continue;
@@ -136,11 +137,11 @@ char *cli_lines_svg(const cli_plot_axes *axes, const cli_plot_line *lines, size_
                    "stroke=\"#ccc\"/>\n",
                 lx, ly - 6, lw, 20 * (int)n_labels + 4);
         for (size_t k = 0; k < n_lines; k++) {
-            const cli_plot_line *l = &lines[k];
+            const dae_plot_line *l = &lines[k];
             const char *color = l->color ? l->color : PALETTE[k % (sizeof PALETTE / sizeof PALETTE[0])];
             if (l->label == NULL) continue;
             fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" ", lx + 8, ly + 8, lx + 32, ly + 8);
-            cli_plot_line thick = *l;
+            dae_plot_line thick = *l;
             if (thick.width < 1.5) thick.width = 1.5;
             thick.opacity = 1;
             put_stroke(f, &thick, color);
@@ -162,7 +163,7 @@ char *cli_lines_svg(const cli_plot_axes *axes, const cli_plot_line *lines, size_
     return doc;
 }
 
-char *cli_loss_svg(const char *title, const long *step_x, const float *step_loss, size_t n_steps,
+char *dae_loss_svg(const char *title, const long *step_x, const float *step_loss, size_t n_steps,
                    const long *epoch_x, const double *epoch_loss, size_t n_epochs) {
     /* The chart takes doubles; +1 keeps malloc(0) out of the picture. */
     double *sx = malloc(sizeof(double) * (n_steps + 1)), *sy = malloc(sizeof(double) * (n_steps + 1));
@@ -171,12 +172,12 @@ char *cli_loss_svg(const char *title, const long *step_x, const float *step_loss
     if (sx && sy && ex) {
         for (size_t i = 0; i < n_steps; i++) sx[i] = (double)step_x[i], sy[i] = step_loss[i];
         for (size_t i = 0; i < n_epochs; i++) ex[i] = (double)epoch_x[i];
-        cli_plot_axes axes = {title, "optimiser step", "loss (mean squared error)", 1, 0, 1};
-        cli_plot_line lines[2] = {
+        dae_plot_axes axes = {title, "optimiser step", "loss (mean squared error)", 1, 0, 1};
+        dae_plot_line lines[2] = {
             {"loss of each step", sx, sy, n_steps, PALETTE[0], 1.0, 0.7, 0, 0},
             {"mean loss of each epoch", ex, epoch_loss, n_epochs, PALETTE[1], 2.5, 1.0, 1, 0},
         };
-        doc = cli_lines_svg(&axes, lines, 2);
+        doc = dae_lines_svg(&axes, lines, 2);
     }
     free(sx), free(sy), free(ex);
     return doc;
