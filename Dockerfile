@@ -1,5 +1,6 @@
 # Dockerfile - the dae service image: dae-server (HTTP on 8080) and the dae
-# command-line tool, with the committed MNIST and Fashion-MNIST models.
+# command-line tool, with the committed MNIST and Fashion-MNIST models (the
+# blind U-Nets and the seed networks).
 #
 #   docker build -t dae .
 #   docker run --rm -p 8080:8080 dae
@@ -27,6 +28,8 @@ COPY io io
 COPY cli cli
 COPY server server
 COPY tests tests
+# The command-line tests decode and encode PNGs with the sweep tool's helpers.
+COPY tools/http_sweep.py tools/http_sweep.py
 COPY models models
 RUN make -j"$(nproc)" build/dae build/dae-server build/test_dae \
  && build/test_dae --jobs "$(nproc)" \
