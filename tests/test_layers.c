@@ -136,7 +136,7 @@ static dae_conv_geom random_geom(dae_rng *r, int transposed) {
     dae_conv_geom g = {0};
     g.batch = 1 + (int)dae_rng_below(r, 3);
     g.in_c = 1 + (int)dae_rng_below(r, 4);
-    g.out_c = 1 + (int)dae_rng_below(r, 8); /* both sides of the direct conv2d's limit */
+    g.out_c = 1 + (int)dae_rng_below(r, 8); /* both sides of the tap-plane conv2d's limit */
     g.k_h = 1 + (int)dae_rng_below(r, 5), g.k_w = 1 + (int)dae_rng_below(r, 5);
     g.stride_h = 1 + (int)dae_rng_below(r, 3), g.stride_w = 1 + (int)dae_rng_below(r, 3);
     g.pad_h = (int)dae_rng_below(r, (uint64_t)g.k_h), g.pad_w = (int)dae_rng_below(r, (uint64_t)g.k_w);
@@ -153,6 +153,41 @@ static dae_conv_geom random_geom(dae_rng *r, int transposed) {
     return g;
 }
 
+/* Runs the fast and naive kernels of one geometry on random values and
+ * checks that y, dx, dweight and dbias agree to 1e-5 and 1e-4 times
+ * tol_scale (for sums of many terms, whose values are larger); `what`
+ * names the case. */
+static void check_against_naive(const dae_conv_geom *gp, int transposed, int relu, double tol_scale,
+                                const char *what) {
+    dae_conv_geom g = *gp;
+    size_t nx = (size_t)g.in_c * g.batch * g.in_h * g.in_w, ny = (size_t)g.out_c * g.batch * g.out_h * g.out_w;
+    size_t nw = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
+    size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(g.out_c * 4), *dy = malloc(ny * 4);
+    float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4), *dx1 = malloc(nx * 4), *dx2 = malloc(nx * 4);
+    float *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(g.out_c, 4), *db2 = calloc(g.out_c, 4);
+    float *col = malloc(ncol * 4);
+    fill_random(x, nx, 1), fill_random(w, nw, 2), fill_random(b, g.out_c, 3), fill_random(dy, ny, 4);
+    if (transposed) {
+        dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv_transpose2d_forward_naive(y2, x, w, b, &g);
+        dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+        dae_conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
+    } else {
+        dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv2d_forward_naive(y2, x, w, b, &g);
+        dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+        dae_conv2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
+    }
+    if (relu) dae_relu_forward(y2, ny);
+    assert_close(y1, y2, ny, 1e-5 * tol_scale, what);
+    assert_close(dx1, dx2, nx, 1e-5 * tol_scale, what);
+    assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
+    assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
+    free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2);
+    free(dw1), free(dw2), free(db1), free(db2), free(col);
+}
+
 /* The fast and naive kernels agree on 200 random geometries. */
 Test(layers, im2col_kernels_match_naive_on_random_shapes) {
     dae_rng r;
@@ -161,38 +196,40 @@ Test(layers, im2col_kernels_match_naive_on_random_shapes) {
         int transposed = trial % 2;
         dae_conv_geom g = random_geom(&r, transposed);
         if (g.out_h < 1 || g.out_w < 1) continue;
-        size_t nx = (size_t)g.in_c * g.batch * g.in_h * g.in_w, ny = (size_t)g.out_c * g.batch * g.out_h * g.out_w;
-        size_t nw = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
-        size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
-        float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(g.out_c * 4), *dy = malloc(ny * 4);
-        float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4), *dx1 = malloc(nx * 4), *dx2 = malloc(nx * 4);
-        float *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(g.out_c, 4), *db2 = calloc(g.out_c, 4);
-        float *col = malloc(ncol * 4);
-        fill_random(x, nx, 1), fill_random(w, nw, 2), fill_random(b, g.out_c, 3), fill_random(dy, ny, 4);
         int relu = trial % 4 >= 2; /* the fused ReLU against a separate one */
-        if (transposed) {
-            dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
-            dae_conv_transpose2d_forward_naive(y2, x, w, b, &g);
-            dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
-            dae_conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
-        } else {
-            dae_conv2d_forward(y1, x, w, b, &g, relu, col);
-            dae_conv2d_forward_naive(y2, x, w, b, &g);
-            dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
-            dae_conv2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
-        }
-        if (relu) dae_relu_forward(y2, ny);
         char what[200];
         snprintf(what, sizeof what, "trial %d %s%s k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d", trial,
                  transposed ? "convT" : "conv", relu ? "+relu" : "", g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
                  g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
-        assert_close(y1, y2, ny, 1e-5, what);
-        assert_close(dx1, dx2, nx, 1e-5, what);
-        assert_close(dw1, dw2, nw, 1e-4, what);
-        assert_close(db1, db2, (size_t)g.out_c, 1e-4, what);
-        free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2);
-        free(dw1), free(dw2), free(db1), free(db2), free(col);
+        check_against_naive(&g, transposed, relu, 1.0, what);
     }
+}
+
+/* The U-Net's layers at a batch of 11: the kernels work a few images at a
+ * time (a chunk's scratch stays in cache), so this runs several chunks and
+ * a ragged last one through each path: im2col, the scatter of the
+ * transposed convolution, and the tap planes of few output channels. With
+ * up to 576 terms per output the values reach 10 (and the weight
+ * gradients 100), so the tolerances are 10 times the random shapes'. */
+Test(layers, kernels_match_naive_across_chunks) {
+    static const struct {
+        const char *name;
+        int transposed;
+        dae_conv_geom g;
+    } cases[] = {
+        {"e1.0", 0, {11, 1, 28, 28, 16, 14, 14, 3, 3, 2, 2, 1, 1, 0, 0}},
+        {"e2.0", 0, {11, 16, 14, 14, 32, 7, 7, 3, 3, 2, 2, 1, 1, 0, 0}},
+        {"d2.1", 1, {11, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {"d1.1", 1, {11, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {"out.1", 0, {11, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}},
+        {"out.1 with 3 channels out", 0, {11, 17, 28, 28, 3, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int relu = 0; relu < 2; relu++) {
+            char what[100];
+            snprintf(what, sizeof what, "%s%s, batch 11", cases[i].name, relu ? "+relu" : "");
+            check_against_naive(&cases[i].g, cases[i].transposed, relu, 10.0, what);
+        }
 }
 
 /* L = sum(y * r) for the naive forward; used by the finite differences. */
