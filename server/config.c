@@ -43,6 +43,8 @@ static const opt OPTS[] = {
      "most pixels of admitted requests (bounds memory; one request always fits)"},
     {"max-body", "DAE_MAX_BODY", OPT_SIZE, OFF(max_body_bytes), 1, (long long)1 << 32, "BYTES",
      "largest request body (suffixes k, M, G: binary)"},
+    {"max-dataset-bytes", "DAE_MAX_DATASET_BYTES", OPT_SIZE, OFF(max_dataset_bytes), 1, (long long)1 << 32, "BYTES",
+     "largest data set archive PUT /datasets/{name} takes (its body)"},
     {"max-pixels", "DAE_MAX_PIXELS", OPT_SIZE, OFF(max_pixels), 1, (long long)1 << 40, "N",
      "largest image, width x height, checked from its header"},
     {"memory-budget", "DAE_MEMORY_BUDGET", OPT_SIZE, OFF(memory_budget), 1 << 20, (long long)1 << 40, "BYTES",
@@ -98,6 +100,7 @@ static void set_defaults(srv_config *cfg) {
     cfg->queue_size = 256;
     cfg->queue_pixels = (long long)64 << 20;
     cfg->max_body_bytes = (long long)10 << 20;
+    cfg->max_dataset_bytes = (long long)64 << 20;
     cfg->max_pixels = (long long)16 << 20;
     /* With the training budget and the process's own ~100 MiB, within the
      * 1 GiB memory limit of deploy/k8s/deployment.yaml. */

@@ -31,6 +31,7 @@ typedef struct {
     int queue_size;            /* most admitted requests not yet answered */
     long long queue_pixels;    /* most pixels of admitted requests (memory bound) */
     long long max_body_bytes;  /* largest request body */
+    long long max_dataset_bytes; /* largest archive PUT /datasets/{name} takes */
     long long max_pixels;      /* largest image (width * height) */
     long long memory_budget;   /* bytes of bodies and image jobs in flight */
     long long train_memory_budget; /* bytes one training job may need */

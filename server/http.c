@@ -19,6 +19,7 @@
 
 #include "auth.h"
 #include "clock.h"
+#include "dataset_http.h"
 #include "gate.h"
 #include "log.h"
 #include "model_http.h"
@@ -35,6 +36,7 @@ struct srv_http {
     srv_infer *infer;
     srv_metrics *metrics;
     srv_train_http *train; /* the training routes' face; NULL: no training */
+    srv_datasets *datasets; /* the data set routes' (dataset_http.h) */
     struct MHD_Daemon *daemon;
     srv_gate *gate;  /* owns the listening socket; see gate.h */
     int port;
@@ -61,6 +63,7 @@ enum {
                                 before it is read; an image's work goes to the inference workers */
     ROUTE_DRAIN_REFUSES = 4, /* answered 503 "draining" once shutdown began */
     ROUTE_MODEL_FILE = 8,    /* the body is a weights file: limit SRV_MODEL_MAX_BYTES, not --max-body */
+    ROUTE_DATASET = 16,      /* the body is a data set archive: limit --max-dataset-bytes, not --max-body */
 };
 
 typedef struct request request;
@@ -92,6 +95,7 @@ static unsigned method_bit(const char *method) {
 
 /* The largest body the route method rm (NULL: none matched) takes. */
 static long long body_limit_of(const srv_config *cfg, const route_method *rm) {
+    if (rm != NULL && (rm->flags & ROUTE_DATASET)) return cfg->max_dataset_bytes;
     return rm != NULL && (rm->flags & ROUTE_MODEL_FILE) ? SRV_MODEL_MAX_BYTES : cfg->max_body_bytes;
 }
 
@@ -310,6 +314,16 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_MODEL_FILE, DAE_ERR_NOT_FOUND, 404, "model_not_found", -1},
     {SRV_EDGE_MODEL_FILE, DAE_ERR_CONFLICT, 503, "model_file_changed", -1},
     {SRV_EDGE_MODEL_FILE, DAE_OK, 500, "io_error", -1},
+    /* PUT, GET and DELETE /datasets/{name} (dataset_http.h). */
+    {SRV_EDGE_DATASET, DAE_ERR_NOT_FOUND, 404, "dataset_not_found", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_INVALID, 422, "invalid_dataset", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_FORMAT, 422, "invalid_archive", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_TOO_LARGE, 413, "dataset_too_large", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_EXISTS, 409, "dataset_exists", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_IN_USE, 409, "dataset_in_use", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_BUSY, 503, "dataset_import_busy", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_NOMEM, 503, "out_of_memory", -1},
+    {SRV_EDGE_DATASET, DAE_OK, 500, "io_error", -1},
     /* Any other route's refusal. */
     {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining", -1},
     {SRV_EDGE_ROUTE, DAE_OK, 500, "internal_error", -1},
@@ -400,7 +414,7 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
  * An upload refused counts as a rejection (the rejections count image
  * work turned away). */
 static enum MHD_Result refuse_draining(request *r) {
-    int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD) && !(r->rm->flags & ROUTE_MODEL_FILE);
+    int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD) && !(r->rm->flags & (ROUTE_MODEL_FILE | ROUTE_DATASET));
     return answer_status(r, upload ? SRV_EDGE_UPLOAD : SRV_EDGE_ROUTE, DAE_ERR_STOPPING,
                          "the server is shutting down and takes no new work");
 }
@@ -836,6 +850,67 @@ static enum MHD_Result put_model(request *r) {
     return answer_json(r, replaced ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
 }
 
+/* GET /datasets: every data set of the data directory. */
+static enum MHD_Result get_datasets(request *r) {
+    return answer_json(r, 200, srv_datasets_list_json(r->http->datasets));
+}
+
+/* GET /datasets/{name}: one data set, with the SHA-256 of its files. */
+static enum MHD_Result get_dataset(request *r) {
+    char *json = NULL, err[DAE_ERR_LEN + 256];
+    dae_status st = srv_dataset_get(r->http->datasets, r->route_arg, &json, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, st, "%s", err);
+    return answer_json(r, 200, json);
+}
+
+/* PUT /datasets/{name}: imports the uploaded archive as a data set
+ * (dataset_http.h); 201 with it and the import's report, 200 when
+ * ?replace=true replaced one. */
+static enum MHD_Result put_dataset(request *r) {
+    srv_http *h = r->http;
+    static const char *const args[] = {"replace", NULL};
+    arg_check ac = {args, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
+    if (ac.bad != NULL)
+        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)", ac.bad,
+                            r->route->path);
+    const char *replace = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
+    if (replace != NULL && strcmp(replace, "true") != 0 && strcmp(replace, "false") != 0)
+        return answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", replace);
+    if (!dae_name_valid(r->route_arg))
+        return answer_error(r, 422, "invalid_parameter",
+                            "a data set name is 1 to %d characters of [A-Za-z0-9._-], not starting with '.'; "
+                            "\"%.80s\" is not one",
+                            DAE_NAME_MAX, r->route_arg);
+    if (r->too_large) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
+        return answer_error(r, 413, "body_too_large",
+                            "request body is over the limit of %lld bytes for a data set archive (--max-dataset-bytes)",
+                            h->cfg->max_dataset_bytes);
+    }
+    if (r->len == 0)
+        return answer_error(r, 400, "empty_body",
+                            "no data set: send a tar (optionally gzipped) or zip archive of images or of the four IDX "
+                            "files as the body (--data-binary @FILE)");
+    char *json = NULL, err[DAE_ERR_LEN + 256];
+    int replaced = 0;
+    dae_status st = srv_dataset_put(h->datasets, r->route_arg, r->body, r->len,
+                                    replace != NULL && strcmp(replace, "true") == 0, &replaced, &json, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, st, "%s", err);
+    return answer_json(r, replaced ? 200 : 201, json);
+}
+
+/* DELETE /datasets/{name}: removes a data set no queued or running job
+ * names. */
+static enum MHD_Result delete_dataset(request *r) {
+    char err[DAE_ERR_LEN + 256];
+    dae_status st = srv_dataset_delete(r->http->datasets, r->route_arg, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, st, "%s", err);
+    char body[160];
+    snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", r->route_arg);
+    return answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY);
+}
+
 /* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): the job's loss
  * curve, in the CSV columns and the chart of `dae train`. */
 static enum MHD_Result train_loss(request *r, int svg) {
@@ -937,6 +1012,11 @@ static const route ROUTES[] = {
       {M_DELETE, ROUTE_ADMIN, delete_model}}},
     {"model_activate", "/models/{name}/activate", {{M_POST, ROUTE_ADMIN, post_activate}}},
     {"model_weights", "/models/{name}/weights", {{M_GET | M_HEAD, 0, get_model_weights}}},
+    {"datasets", "/datasets", {{M_GET | M_HEAD, 0, get_datasets}}},
+    {"dataset", "/datasets/{name}",
+     {{M_GET | M_HEAD, 0, get_dataset},
+      {M_PUT, ROUTE_ADMIN | ROUTE_UPLOAD | ROUTE_DATASET | ROUTE_DRAIN_REFUSES, put_dataset},
+      {M_DELETE, ROUTE_ADMIN, delete_dataset}}},
     {"train", "/train", {{M_GET | M_HEAD, 0, get_train}, {M_POST, ROUTE_ADMIN | ROUTE_DRAIN_REFUSES, post_train}}},
     {"train_job", "/train/{id}", {{M_GET | M_HEAD, 0, get_train_job}, {M_DELETE, ROUTE_ADMIN, delete_train_job}}},
     {"train_events", "/train/{id}/events", {{M_GET, 0, get_events}}},
@@ -1177,6 +1257,12 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
         return NULL;
     }
     h->cfg = cfg, h->registry = registry, h->infer = infer, h->metrics = metrics, h->train = train;
+    h->datasets = srv_datasets_new(cfg, registry, train != NULL ? srv_train_http_training(train) : NULL);
+    if (h->datasets == NULL) {
+        snprintf(err, errlen, "out of memory");
+        free(h);
+        return NULL;
+    }
     for (int i = 0; i < N_ROUTES; i++) srv_metrics_name_route(metrics, i, ROUTES[i].name);
     /* The gate owns the listening socket and hands libmicrohttpd only
      * connections whose request head is complete and sane (gate.h).
@@ -1187,6 +1273,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
      * timeout. */
     h->gate = srv_gate_open(cfg, metrics, err, errlen);
     if (h->gate == NULL) {
+        srv_datasets_free(h->datasets);
         free(h);
         return NULL;
     }
@@ -1212,6 +1299,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
     if (h->daemon == NULL) {
         snprintf(err, errlen, "cannot start libmicrohttpd");
         srv_gate_free(h->gate);
+        srv_datasets_free(h->datasets);
         free(h);
         return NULL;
     }
@@ -1220,6 +1308,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
         srv_gate_stop(h->gate);
         MHD_stop_daemon(h->daemon);
         srv_gate_free(h->gate);
+        srv_datasets_free(h->datasets);
         free(h);
         return NULL;
     }
@@ -1242,5 +1331,6 @@ void srv_http_stop(srv_http *h) {
     srv_gate_stop(h->gate); /* no new connections, no watchdog */
     if (h->daemon != NULL) MHD_stop_daemon(h->daemon);
     srv_gate_free(h->gate); /* after libmicrohttpd's last close notice */
+    srv_datasets_free(h->datasets);
     free(h);
 }

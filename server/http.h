@@ -50,6 +50,7 @@ typedef enum {
     SRV_EDGE_MODEL,  /* activating or deleting a model (registry.h) */
     SRV_EDGE_MODEL_PUT,  /* uploading a model file (srv_model_put, model_http.h) */
     SRV_EDGE_MODEL_FILE, /* opening one for download (srv_model_file_open) */
+    SRV_EDGE_DATASET,    /* uploading, describing or deleting a data set (dataset_http.h) */
     SRV_EDGE_ROUTE,  /* any route's refusal of a request */
     SRV_EDGE_TRAIN_REQUEST, /* checking a training request (srv_train_request_check, train_records.h) */
     SRV_EDGE_TRAIN_SUBMIT,  /* queueing a training job (srv_training_submit) */

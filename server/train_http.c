@@ -161,6 +161,8 @@ char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found
 
 char *srv_train_http_metrics(srv_train_http *f) { return srv_training_metrics(f->training); }
 
+srv_training *srv_train_http_training(srv_train_http *f) { return f->training; }
+
 /* ------------------------------------------------------------ events */
 
 struct srv_train_stream {

@@ -76,6 +76,10 @@ char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found
 /* GET /metrics: the training metrics (srv_training_metrics). */
 char *srv_train_http_metrics(srv_train_http *f);
 
+/* The training module f is the face of (the data set routes ask it which
+ * data sets its jobs use). */
+srv_training *srv_train_http_training(srv_train_http *f);
+
 /* Ends every event stream (for the drain): suspended ones are resumed,
  * and the next read of each ends it. */
 void srv_train_http_end_streams(srv_train_http *f);

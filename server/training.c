@@ -641,3 +641,15 @@ char *srv_training_metrics(srv_training *t) {
 }
 
 srv_registry *srv_training_registry(srv_training *t) { return t->registry; }
+
+int srv_training_dataset_in_use(srv_training *t, const char *name, char *job, size_t joblen) {
+    int used = 0;
+    pthread_mutex_lock(&t->mu);
+    for (int i = 0; i < t->n && !used; i++) {
+        const srv_train_job *jb = t->all[i]->job;
+        used = !srv_train_job_finished(jb) && strcmp(srv_train_job_req_str(jb, "dataset"), name) == 0;
+        if (used) snprintf(job, joblen, "%s", jb->id);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return used;
+}

@@ -94,4 +94,9 @@ char *srv_training_metrics(srv_training *t);
 /* The registry t installs its models into. */
 srv_registry *srv_training_registry(srv_training *t);
 
+/* 1 when a queued or running job names the data set name as its
+ * "dataset" (the id of the first such job goes into job, joblen bytes),
+ * else 0: what a data set's replacement or deletion must wait for. */
+int srv_training_dataset_in_use(srv_training *t, const char *name, char *job, size_t joblen);
+
 #endif

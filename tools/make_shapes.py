@@ -13,20 +13,11 @@ import io
 import math
 import os
 import random
-import struct
 import tarfile
-import zlib
+
+from http_sweep import png_encode_gray8
 
 SIDE = 28
-
-
-def png_gray8(pixels, width, height):
-    """An 8-bit grayscale PNG of width*height bytes."""
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    raw = b"".join(b"\0" + bytes(pixels[y * width:(y + 1) * width]) for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
 def draw(rng):
@@ -74,7 +65,7 @@ def main():
     if args.out.endswith((".tar.gz", ".tgz")):
         with tarfile.open(args.out, "w:gz") as tar:
             for name, px in files:
-                data = png_gray8(px, SIDE, SIDE)
+                data = png_encode_gray8(bytes(px), SIDE, SIDE)
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime = len(data), 0
                 tar.addfile(info, io.BytesIO(data))
@@ -83,7 +74,7 @@ def main():
             path = os.path.join(args.out, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
-                f.write(png_gray8(px, SIDE, SIDE))
+                f.write(png_encode_gray8(bytes(px), SIDE, SIDE))
     print("%s: %d training and %d test images of shapes, %dx%d" % (args.out, args.train, args.test, SIDE, SIDE))
 
 
