@@ -293,13 +293,18 @@ ok "the fine-tuned model is the one served now"
 # ------------------------------------------------------------ kill -9
 
 before=$(snapshot)
+models_before=$(ls -a "$TMP/models" | sort)
 curl -s -o /dev/null --limit-rate 256k -X PUT --data-binary @"$A/large.bin" \
     "http://127.0.0.1:$PORT/datasets/slow" &
 CURL_PID=$!
+# ... and a model upload at the same time.
+curl -s -o /dev/null --limit-rate 64k -X PUT --data-binary @"$TMP/models/mnist.safetensors" \
+    "http://127.0.0.1:$PORT/models/slowmodel" &
+CURL2_PID=$!
 sleep 1
 kill -KILL "$PID"
 wait "$PID" 2>/dev/null
-wait "$CURL_PID" 2>/dev/null
+wait "$CURL_PID" "$CURL2_PID" 2>/dev/null
 CURL_PID=""
 # What a server killed while writing a data set leaves: a staging
 # directory whose pid is gone.
@@ -316,6 +321,8 @@ ok "the restart logged the removal"
 req GET /datasets
 [ "$STATUS" = 200 ] && [ -z "$(listed slow name)" ]
 ok "GET /datasets after the restart lists no slow"
+[ "$(ls -a "$TMP/models" | sort)" = "$models_before" ]
+ok "... and the models directory holds no part of the model that was being uploaded"
 
 kill -TERM "$PID"
 rc=124
