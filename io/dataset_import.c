@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -757,23 +756,6 @@ static int write_idx(const char *dir, const char *base, const uint32_t *head, in
     return ok ? 0 : -1;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-/* Removes dir and all below it (links are removed, not followed). */
-static int rm_tree(const char *dir) { return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd), e = errno;
-    close(fd);
-    errno = e;
-    return rc != 0 && e == EINVAL ? 0 : rc; /* filesystems that cannot sync a directory */
-}
-
 dae_status dae_dataset_save_dir(const char *data_dir, const char *name, const dae_dataset *d, int replace,
                                 char *err, size_t errlen) {
     if (data_dir == NULL || data_dir[0] == '\0')
@@ -812,7 +794,7 @@ dae_status dae_dataset_save_dir(const char *data_dir, const char *name, const da
         ok = write_idx(tmp, IDX_NAMES[2 * s], hi, 4, ims[s]->pixels, n) == 0 &&
              write_idx(tmp, IDX_NAMES[2 * s + 1], hl, 2, lbs[s]->labels, (size_t)lbs[s]->count) == 0;
     }
-    if (ok) what = "fsync", ok = fsync_dir(tmp) == 0;
+    if (ok) what = "fsync", ok = dae_dir_fsync(tmp) == 0;
     int e = errno;
     if (ok) {
         /* Into place without replacing what another writer may have put
@@ -822,21 +804,21 @@ dae_status dae_dataset_save_dir(const char *data_dir, const char *name, const da
         ok = renameat2(AT_FDCWD, tmp, AT_FDCWD, final, flags) == 0;
         e = errno;
         if (!ok && (e == EEXIST || (exists && e == ENOENT))) {
-            rm_tree(tmp);
+            dae_dir_remove_tree(tmp);
             return dae_fail(err, errlen, DAE_ERR_EXISTS, "data set '%s' %s while it was being written", name,
                             e == EEXIST ? "appeared" : "was removed");
         }
     }
     if (!ok) {
-        rm_tree(tmp);
+        dae_dir_remove_tree(tmp);
         return dae_fail(err, errlen, DAE_ERR_IO, "data set '%s': %s in %s failed: %s", name, what, data_dir,
                         strerror(e));
     }
     /* tmp now names the old data set when one was replaced. */
-    if (exists && rm_tree(tmp) != 0)
+    if (exists && dae_dir_remove_tree(tmp) != 0)
         return dae_fail(err, errlen, DAE_ERR_IO, "data set '%s' replaced, but removing the old copy %s failed: %s",
                         name, tmp, strerror(errno));
-    if (fsync_dir(data_dir) != 0)
+    if (dae_dir_fsync(data_dir) != 0)
         return dae_fail(err, errlen, DAE_ERR_IO, "data set '%s' written, but syncing %s failed: %s", name, data_dir,
                         strerror(errno));
     return DAE_OK;

@@ -37,4 +37,13 @@ int dae_write_all(int fd, const void *data, size_t len);
  * or 0 when name is not one. */
 long dae_file_temp_pid(const char *name);
 
+/* Removes dir and everything below it, removing links rather than
+ * following them. 0, or -1 with errno set. */
+int dae_dir_remove_tree(const char *dir);
+
+/* fsyncs the directory dir, so that renames in it are durable; a file
+ * system that cannot sync a directory (EINVAL) counts as done. 0, or -1
+ * with errno set. */
+int dae_dir_fsync(const char *dir);
+
 #endif

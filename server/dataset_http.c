@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -62,24 +61,6 @@ struct srv_datasets {
 
 /* ------------------------------------------------------------ files */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-/* Removes the tree at dir without following links. 0 or -1 (errno). */
-static int rm_tree(const char *dir) { return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd), e = errno;
-    close(fd);
-    errno = e;
-    return rc != 0 && e == EINVAL ? 0 : rc; /* filesystems that cannot sync a directory */
-}
-
 /* Removes the staging directories (".tmp.<pid>.NAME.XXXXXX") an
  * interrupted upload or delete left in data_dir: their writer is gone, or
  * nobody touched them for STALE_TEMP_S (the pid may be another
@@ -98,7 +79,7 @@ static void remove_stale(const char *data_dir) {
         struct stat st;
         if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
         int gone = pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-        if ((gone || now - st.st_mtime >= STALE_TEMP_S) && rm_tree(path) == 0)
+        if ((gone || now - st.st_mtime >= STALE_TEMP_S) && dae_dir_remove_tree(path) == 0)
             srv_log("removed %s, left by an interrupted data set upload or delete", path);
     }
     closedir(d);
@@ -400,10 +381,10 @@ static dae_status install(srv_datasets *ds, const char *name, const dae_dataset 
                           strerror(e));
     }
     /* stage now holds nothing, or the old copy of a replaced data set. */
-    int rm_failed = rm_tree(stage) != 0;
+    int rm_failed = dae_dir_remove_tree(stage) != 0;
     if (st != DAE_OK) return st;
     if (rm_failed) srv_log("warning: cannot remove %s (the old copy of data set %s): %s", stage, name, strerror(errno));
-    if (fsync_dir(data_dir) != 0)
+    if (dae_dir_fsync(data_dir) != 0)
         return dae_fail(err, errlen, DAE_ERR_IO, "data set \"%s\" written, but syncing the data directory failed: %s",
                         name, strerror(errno));
     return DAE_OK;
@@ -489,8 +470,8 @@ dae_status srv_dataset_delete(srv_datasets *ds, const char *name, char *err, siz
             return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no data set named \"%s\" (it was just removed)", name);
         return dae_fail(err, errlen, DAE_ERR_IO, "cannot remove data set \"%s\": %s", name, strerror(errno));
     }
-    fsync_dir(data_dir);
-    if (rm_tree(away) != 0)
+    dae_dir_fsync(data_dir);
+    if (dae_dir_remove_tree(away) != 0)
         srv_log("warning: cannot remove %s (data set %s, deleted): %s", away, name, strerror(errno));
     srv_log("data set %s deleted", name);
     return DAE_OK;

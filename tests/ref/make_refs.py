@@ -103,16 +103,19 @@ def make_adam(out_dir, gen):
                      {"lr": 1e-3, "weight_decay": 1e-5, "steps": 3})
 
 
-def make_train_steps(out_dir, gen):
-    """Two full training steps of the reference network: forward, MSE loss,
-    backward, Adam (lr 1e-3, weight decay 1e-5)."""
-    torch.manual_seed(1234)
-    model = Autoencoder()
+def two_adam_steps(model, batch, shape, gen, clamp):
+    """Two full training steps of model: forward on clean + 0.5 N(0,1)
+    (clamped to [0, 1] when clamp), MSE loss, backward, Adam (lr 1e-3,
+    weight decay 1e-5). The tensors of the fixture: init.*, then per step
+    the images, the output, the loss, the gradients (step 1) and the
+    parameters after the step."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
     for step in (1, 2):
-        clean = torch.rand(8, 1, 28, 28, generator=gen)
+        clean = torch.rand(batch, *shape, generator=gen)
         noisy = clean + 0.5 * torch.randn(clean.shape, generator=gen)
+        if clamp:
+            noisy = torch.clamp(noisy, 0, 1)
         opt.zero_grad()
         out = model(noisy)
         loss = F.mse_loss(out, clean)
@@ -126,6 +129,13 @@ def make_train_steps(out_dir, gen):
             if step == 1:  # the second step checks the Adam state carried over
                 tensors[f"step{step}.grad.{k}"] = prm.grad.clone()
             tensors[f"step{step}.param.{k}"] = prm.detach().clone()
+    return tensors
+
+
+def make_train_steps(out_dir, gen):
+    """Two full training steps of the reference network."""
+    torch.manual_seed(1234)
+    tensors = two_adam_steps(Autoencoder(), 8, (1, 28, 28), gen, clamp=False)
     save_safetensors(os.path.join(out_dir, "train_steps.safetensors"), tensors,
                      {"lr": 1e-3, "weight_decay": 1e-5, "batch": 8})
     # The same initial weights as a plain state_dict file, as PyTorch users
@@ -197,25 +207,8 @@ def train_steps_of(spec, seed, batch, gen):
     on noisy images clamped to [0, 1]: (the tensors, the initial state)."""
     torch.manual_seed(seed)
     model = SpecNet(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    init = {k: v.clone() for k, v in model.state_dict().items()}
-    tensors = {f"init.{k}": v for k, v in init.items()}
-    for step in (1, 2):
-        clean = torch.rand(batch, *model.input_shape, generator=gen)
-        noisy = torch.clamp(clean + 0.5 * torch.randn(clean.shape, generator=gen), 0, 1)
-        opt.zero_grad()
-        out = model(noisy)
-        loss = F.mse_loss(out, clean)
-        loss.backward()
-        opt.step()
-        tensors[f"step{step}.clean"] = clean
-        tensors[f"step{step}.noisy"] = noisy
-        tensors[f"step{step}.output"] = out
-        tensors[f"step{step}.loss"] = loss.reshape(1)
-        for k, prm in model.named_parameters():
-            if step == 1:
-                tensors[f"step{step}.grad.{k}"] = prm.grad.clone()
-            tensors[f"step{step}.param.{k}"] = prm.detach().clone()
+    tensors = two_adam_steps(model, batch, model.input_shape, gen, clamp=True)
+    init = {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")}
     return tensors, init
 
 
