@@ -818,20 +818,34 @@ static enum MHD_Result get_model_weights(request *r) {
     return answer_response(r, 200, "application/octet-stream", resp, f.len);
 }
 
+/* Reads the ?replace=true|false of a PUT, its only argument, into
+ * *replace. Returns 0, or -1 having answered the 422 into *refused. */
+static int replace_arg(request *r, int *replace, enum MHD_Result *refused) {
+    static const char *const args[] = {"replace", NULL};
+    arg_check ac = {args, NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
+    const char *value = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
+    if (ac.bad != NULL) {
+        *refused = answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)",
+                                ac.bad, r->route->path);
+        return -1;
+    }
+    if (value != NULL && strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
+        *refused = answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", value);
+        return -1;
+    }
+    *replace = value != NULL && strcmp(value, "true") == 0;
+    return 0;
+}
+
 /* PUT /models/{name}: installs the uploaded weights file (model_http.h);
  * 201 with the model as GET /models/{name} shows it, 200 when
  * ?replace=true replaced one. */
 static enum MHD_Result put_model(request *r) {
     srv_http *h = r->http;
-    static const char *const args[] = {"replace", NULL};
-    arg_check ac = {args, NULL};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
-    if (ac.bad != NULL)
-        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)", ac.bad,
-                            r->route->path);
-    const char *replace = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
-    if (replace != NULL && strcmp(replace, "true") != 0 && strcmp(replace, "false") != 0)
-        return answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", replace);
+    int replace;
+    enum MHD_Result refused;
+    if (replace_arg(r, &replace, &refused) != 0) return refused;
     if (r->too_large) {
         srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
         return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes for a model file",
@@ -843,7 +857,7 @@ static enum MHD_Result put_model(request *r) {
     char err[DAE_ERR_LEN + 256];
     int replaced = 0;
     dae_status st = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len,
-                                  replace != NULL && strcmp(replace, "true") == 0, &replaced, err, sizeof err);
+                                  replace, &replaced, err, sizeof err);
     if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, st, "%s", err);
     srv_log("model %s %s from an upload of %zu bytes", r->route_arg, replaced ? "replaced" : "installed", r->len);
     int found = 0;
@@ -868,15 +882,9 @@ static enum MHD_Result get_dataset(request *r) {
  * ?replace=true replaced one. */
 static enum MHD_Result put_dataset(request *r) {
     srv_http *h = r->http;
-    static const char *const args[] = {"replace", NULL};
-    arg_check ac = {args, NULL};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
-    if (ac.bad != NULL)
-        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)", ac.bad,
-                            r->route->path);
-    const char *replace = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
-    if (replace != NULL && strcmp(replace, "true") != 0 && strcmp(replace, "false") != 0)
-        return answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", replace);
+    int replace;
+    enum MHD_Result refused;
+    if (replace_arg(r, &replace, &refused) != 0) return refused;
     if (!dae_name_valid(r->route_arg))
         return answer_error(r, 422, "invalid_parameter",
                             "a data set name is 1 to %d characters of [A-Za-z0-9._-], not starting with '.'; "
@@ -894,8 +902,7 @@ static enum MHD_Result put_dataset(request *r) {
                             "files as the body (--data-binary @FILE)");
     char *json = NULL, err[DAE_ERR_LEN + 256];
     int replaced = 0;
-    dae_status st = srv_dataset_put(h->datasets, r->route_arg, r->body, r->len,
-                                    replace != NULL && strcmp(replace, "true") == 0, &replaced, &json, err, sizeof err);
+    dae_status st = srv_dataset_put(h->datasets, r->route_arg, r->body, r->len, replace, &replaced, &json, err, sizeof err);
     if (st != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, st, "%s", err);
     return answer_json(r, replaced ? 200 : 201, json);
 }
