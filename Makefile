@@ -14,7 +14,12 @@ CPPFLAGS += -D_GNU_SOURCE -Icore -Iio -I/usr/include/cjson
 # codecs, zlib and libarchive (data set import). Programs link libdae-io.a
 # before libdae.a (io uses core).
 CORE_LIBS := -lcjson -lopenblas -lm -pthread
-IO_LIBS   := -lpng -ljpeg -lgif -larchive -lz
+# libarchive is linked statically: the import reads tar and zip only, and
+# the shared library drags in libxml2 and ICU (40 MB of the container
+# image) for formats dae never opens. Its compression libraries stay shared
+# (the runtime packages of every Debian system; not all have -dev symlinks).
+ARCHIVE_LIBS := -l:libarchive.a -l:libacl.so.1 -lbz2 -l:liblz4.so.1 -l:libzstd.so.1 -llzma -lnettle
+IO_LIBS   := -lpng -ljpeg -lgif $(ARCHIVE_LIBS) -lz
 LDLIBS   += $(IO_LIBS) $(CORE_LIBS)
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
@@ -85,8 +90,10 @@ $(DAE): $(CLI_OBJ) $(LIBS)
 $(SERVER): $(SERVER_OBJ) $(LIBS)
 	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(LIBS) $(LDLIBS) -lmicrohttpd -o $@
 
+# The unit tests write archives with libarchive's writers, whose static
+# objects want libxml2: they take the shared libarchive (libarchive-dev's).
 $(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIBS)
-	$(CC) $(LDFLAGS) $(TEST_OBJ) $(SERVER_MOD) $(LIBS) $(LDLIBS) -lmicrohttpd -lcriterion -o $@
+	$(CC) $(LDFLAGS) $(TEST_OBJ) $(SERVER_MOD) $(LIBS) -larchive $(LDLIBS) -lmicrohttpd -lcriterion -o $@
 
 # The engine benchmark needs the engine alone.
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
@@ -204,7 +211,7 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; bui
 	    name=$$(basename $$f .c); \
 	    echo "fuzz: building $$name"; \
 	    clang $(FUZZ_ASAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/asan/include $$f $(FUZZ_DIR)/obj/asan/*.o \
-	        $(call fuzz_libs,asan) -larchive -lcjson -lopenblas -lm -pthread -o $(FUZZ_DIR)/$$name; \
+	        $(call fuzz_libs,asan) $(ARCHIVE_LIBS) -lcjson -lopenblas -lm -pthread -o $(FUZZ_DIR)/$$name; \
 	    case " $(FUZZ_IMAGES) " in *" $$name "*) \
 	        clang $(FUZZ_MSAN) -fsanitize=fuzzer $(FUZZ_CPP) -I$(FUZZ_DIR)/msan/include $$f $(FUZZ_DIR)/obj/msan/*.o \
 	            $(call fuzz_libs,msan) -lm -pthread -o $(FUZZ_DIR)/$${name}_msan ;; \
