@@ -18,7 +18,7 @@ CORE_LIBS := -lcjson -lopenblas -lm -pthread
 # the shared library drags in libxml2 and ICU (40 MB of the container
 # image) for formats dae never opens. Its compression libraries stay shared
 # (the runtime packages of every Debian system; not all have -dev symlinks).
-ARCHIVE_LIBS := -l:libarchive.a -l:libacl.so.1 -lbz2 -l:liblz4.so.1 -l:libzstd.so.1 -llzma -lnettle
+ARCHIVE_LIBS := -l:libarchive.a -l:libacl.so.1 -l:libbz2.so.1.0 -l:liblz4.so.1 -l:libzstd.so.1 -l:liblzma.so.5 -l:libnettle.so.8
 IO_LIBS   := -lpng -ljpeg -lgif $(ARCHIVE_LIBS) -lz
 LDLIBS   += $(IO_LIBS) $(CORE_LIBS)
 
