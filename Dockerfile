@@ -1,6 +1,6 @@
 # Dockerfile - the dae service image: dae-server (HTTP on 8080) and the dae
 # command-line tool, with the committed MNIST and Fashion-MNIST models (the
-# blind U-Nets and the seed networks).
+# blind U-Nets).
 #
 #   docker build -t dae .
 #   docker run --rm -p 8080:8080 dae
@@ -50,7 +50,7 @@ RUN apt-get update \
         update-alternatives --remove "$lib-x86_64-linux-gnu" "/usr/lib/x86_64-linux-gnu/openblas-pthread/$lib" \
         && rm -f "/usr/lib/x86_64-linux-gnu/openblas-pthread/$lib" || exit 1; \
     done \
- && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log \
+ && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old /var/lib/dpkg/*-old \
  && groupadd --system --gid 10001 dae \
  && useradd --system --uid 10001 --gid dae --home-dir /var/lib/dae --no-create-home \
         --shell /usr/sbin/nologin dae \
@@ -61,7 +61,9 @@ COPY --from=build /out/dae-server /out/dae /usr/local/bin/
 COPY deploy/docker/dae-entrypoint deploy/docker/dae-healthcheck /usr/local/bin/
 # The built-in models: the entrypoint copies them into an empty models
 # volume, so a fresh volume or bind mount serves them by name.
-COPY models/mnist.safetensors models/fashion-mnist.safetensors models/mnist-ae.safetensors models/fashion-mnist-ae.safetensors /usr/share/dae/models/
+# (The seed networks, mnist-ae and fashion-mnist-ae, stay out of the image:
+# its size limit; PUT /models/{name} adds them.)
+COPY models/mnist.safetensors models/fashion-mnist.safetensors /usr/share/dae/models/
 
 # The same variables as the binary (dae-server --help); the directories
 # are the volumes below. DAE_STATE_DIR holds training-job records,

