@@ -642,32 +642,41 @@ static struct archive *archive_reader(void) {
     return a;
 }
 
-dae_status dae_dataset_import(const char *path, const dae_import_limits *lim, int rows, int cols,
-                              dae_dataset *out, dae_import_report *report, char *err, size_t errlen) {
+/* The import both entry points make: from path (a directory or an archive
+ * file) or, when path is NULL, from the archive of len bytes at data;
+ * label names the source in messages. The source's size against the
+ * limit, then every member through run(). */
+static dae_status import_from(const char *path, const void *data, size_t len, const char *label,
+                              const dae_import_limits *lim, int rows, int cols, dae_dataset *out,
+                              dae_import_report *report, char *err, size_t errlen) {
     dae_import_limits def;
     dae_import_report rep_local;
     if (lim == NULL) dae_import_limits_default(&def), lim = &def;
     dae_import_report *rep = report != NULL ? report : &rep_local;
     importer *im = malloc(sizeof *im);
     if (im == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
-    dae_status st = importer_init(im, lim, rows, cols, path, out, rep, err, errlen);
-    struct stat sb;
-    if (st == DAE_OK && stat(path, &sb) != 0)
-        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
-    if (st == DAE_OK && !S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode))
-        st = dae_fail(err, errlen, DAE_ERR_INVALID, "%s: not an archive file or a directory", path);
-    if (st == DAE_OK && S_ISREG(sb.st_mode) && (unsigned long long)sb.st_size > lim->max_archive_bytes)
-        st = dae_fail(err, errlen, DAE_ERR_TOO_LARGE, "%s: archive is %lld bytes, over the limit of %zu", path,
-                      (long long)sb.st_size, lim->max_archive_bytes);
-    struct archive *a = NULL;
-    if (st == DAE_OK) {
-        a = S_ISDIR(sb.st_mode) ? archive_read_disk_new() : archive_reader();
-        if (a == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    dae_status st = importer_init(im, lim, rows, cols, label, out, rep, err, errlen);
+    struct stat sb = {0};
+    unsigned long long bytes = len;
+    if (st == DAE_OK && path != NULL) {
+        if (stat(path, &sb) != 0)
+            st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
+        else if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode))
+            st = dae_fail(err, errlen, DAE_ERR_INVALID, "%s: not an archive file or a directory", path);
+        bytes = S_ISREG(sb.st_mode) ? (unsigned long long)sb.st_size : 0;
+    } else if (st == DAE_OK && data == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no data given", label);
     }
+    if (st == DAE_OK && bytes > lim->max_archive_bytes)
+        st = dae_fail(err, errlen, DAE_ERR_TOO_LARGE, "%s: archive is %llu bytes, over the limit of %zu", label, bytes,
+                      lim->max_archive_bytes);
+    int is_dir = path != NULL && S_ISDIR(sb.st_mode);
+    struct archive *a = st != DAE_OK ? NULL : is_dir ? archive_read_disk_new() : archive_reader();
+    if (st == DAE_OK && a == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", label);
     if (st == DAE_OK) {
         int rc;
         size_t root_len = 0;
-        if (S_ISDIR(sb.st_mode)) {
+        if (is_dir) {
             /* Links are reported as links (and refused), not followed. */
             archive_read_disk_set_symlink_physical(a);
             archive_read_disk_set_behavior(a, ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL |
@@ -677,7 +686,7 @@ dae_status dae_dataset_import(const char *path, const dae_import_limits *lim, in
             while (root_len > 1 && path[root_len - 1] == '/') root_len--;
             root_len++; /* and the '/' after it */
         } else {
-            rc = archive_read_open_filename(a, path, CHUNK);
+            rc = path != NULL ? archive_read_open_filename(a, path, CHUNK) : archive_read_open_memory(a, data, len);
         }
         st = run(im, a, rc, root_len, out, rep, err, errlen);
     } else {
@@ -688,27 +697,15 @@ dae_status dae_dataset_import(const char *path, const dae_import_limits *lim, in
     return st;
 }
 
+dae_status dae_dataset_import(const char *path, const dae_import_limits *lim, int rows, int cols,
+                              dae_dataset *out, dae_import_report *report, char *err, size_t errlen) {
+    return import_from(path, NULL, 0, path, lim, rows, cols, out, report, err, errlen);
+}
+
 dae_status dae_dataset_import_memory(const void *data, size_t len, const char *label, const dae_import_limits *lim,
                                      int rows, int cols, dae_dataset *out, dae_import_report *report, char *err,
                                      size_t errlen) {
-    dae_import_limits def;
-    dae_import_report rep_local;
-    if (lim == NULL) dae_import_limits_default(&def), lim = &def;
-    dae_import_report *rep = report != NULL ? report : &rep_local;
-    importer *im = malloc(sizeof *im);
-    if (im == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
-    dae_status st = importer_init(im, lim, rows, cols, label, out, rep, err, errlen);
-    if (st == DAE_OK && data == NULL) st = dae_fail(err, errlen, DAE_ERR_INVALID, "%s: no data given", label);
-    if (st == DAE_OK && len > lim->max_archive_bytes)
-        st = dae_fail(err, errlen, DAE_ERR_TOO_LARGE, "%s: archive is %zu bytes, over the limit of %zu", label, len,
-                      lim->max_archive_bytes);
-    struct archive *a = st == DAE_OK ? archive_reader() : NULL;
-    if (st == DAE_OK && a == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", label);
-    if (st == DAE_OK) st = run(im, a, archive_read_open_memory(a, data, len), 0, out, rep, err, errlen);
-    else importer_free(im);
-    if (a != NULL) archive_read_free(a);
-    free(im);
-    return st;
+    return import_from(NULL, data, len, label, lim, rows, cols, out, report, err, errlen);
 }
 
 int dae_import_is_path(const char *s, const char *data_dir) {
