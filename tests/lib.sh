@@ -94,6 +94,20 @@ fatal() {
 
 # ------------------------------------------------------------ waiting
 
+# stop_cleanly PID LOG: sends SIGTERM to the dae-server PID and checks that
+# it exits 0 within 30 s, then scans its stderr LOG for sanitizer reports.
+stop_cleanly() {
+    local rc=124
+    kill -TERM "$1"
+    if wait_until 30 eval "! kill -0 $1 2>/dev/null"; then
+        wait "$1"
+        rc=$?
+    fi
+    [ "$rc" -eq 0 ]
+    ok "dae-server exits 0 on SIGTERM (exit $rc)"
+    sanitizer_scan "$2" dae-server
+}
+
 # wait_until SECONDS COMMAND...: runs the command every 50 ms until it
 # succeeds (returns 0) or SECONDS (a decimal number) have passed since the
 # first try (returns 1). Its own variables start with _, so that a

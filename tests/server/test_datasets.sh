@@ -324,14 +324,6 @@ ok "GET /datasets after the restart lists no slow"
 [ "$(ls -a "$TMP/models" | sort)" = "$models_before" ]
 ok "... and the models directory holds no part of the model that was being uploaded"
 
-kill -TERM "$PID"
-rc=124
-if wait_until 30 exited "$PID"; then
-    wait "$PID"
-    rc=$?
-    PID=""
-fi
-[ "$rc" -eq 0 ]
-ok "dae-server exits 0 on SIGTERM (exit $rc)"
-sanitizer_scan "$TMP/server.err" dae-server
+stop_cleanly "$PID" "$TMP/server.err"
+PID=""
 finish

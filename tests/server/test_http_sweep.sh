@@ -75,14 +75,6 @@ else
          "(tools/fetch_data.sh downloads the data sets)"
 fi
 
-kill -TERM "$PID"
-rc=124
-if wait_until 30 eval '! kill -0 "$PID" 2>/dev/null'; then
-    wait "$PID"
-    rc=$?
-    PID=""
-fi
-[ "$rc" -eq 0 ]
-ok "dae-server exits 0 on SIGTERM (exit $rc)"
-sanitizer_scan "$TMP/server.err" dae-server
+stop_cleanly "$PID" "$TMP/server.err"
+PID=""
 finish
