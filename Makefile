@@ -87,6 +87,10 @@ $(IO_LIB): $(IO_OBJ)
 $(DAE): $(CLI_OBJ) $(LIBS)
 	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIBS) $(LDLIBS) -o $@
 
+# The web page and the API description are compiled into the server
+# (server/assets.c, .incbin): its object follows the files.
+$(BUILD)/server/assets.o: $(wildcard server/web/*)
+
 $(SERVER): $(SERVER_OBJ) $(LIBS)
 	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(LIBS) $(LDLIBS) -lmicrohttpd -o $@
 
@@ -100,7 +104,7 @@ $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(CORE_LIBS) -o $@
 
 test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the layering check, the unit, command-line and server tests
-	$(TEST_BIN) --jobs 2
+	tests/unit.sh $(TEST_BIN)
 	tests/cli/run.sh $(DAE)
 	tests/server/run.sh $(SERVER) $(DAE)
 	tests/server/test_http_sweep.sh $(SERVER) $(DAE)
@@ -155,12 +159,24 @@ bench: ## dae vs PyTorch side by side (bench/compare.sh; --full via BENCH_FLAGS=
 bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer
 	bench/http.sh $(BENCH_HTTP_FLAGS)
 
-# The service: the committed MNIST model as the default, every model in
-# models/ by name (POST /denoise?model=fashion-mnist). Settings: `make run
-# RUN_FLAGS="--port 9000"` or the DAE_* variables (dae-server --help).
+# The service, from a checkout: on 127.0.0.1:8080 (DAE_BIND=0.0.0.0 make
+# run to open it to the network; DAE_PORT=9000 make run, or any flag in
+# RUN_FLAGS="--port 9000"). Everything it writes goes under RUN_DIR
+# (git-ignored), never into the checkout: RUN_DIR/models starts as a copy
+# of the committed models (mnist the default, the others by name) and holds
+# trained and uploaded ones and the ACTIVE file; RUN_DIR/data starts with
+# the committed mnist-mini set (the full sets: RUN_FLAGS="--data-dir DIR");
+# RUN_DIR/state keeps the training-job records. The settings go in as
+# DAE_* variables, so that a flag in RUN_FLAGS wins over them.
 RUN_FLAGS ?=
-run: all ## build and start the HTTP service on 0.0.0.0:8080 (Ctrl-C stops it)
-	$(SERVER) --bind 0.0.0.0 --port 8080 --model models/mnist.safetensors --models-dir models $(RUN_FLAGS)
+RUN_DIR   ?= run
+run: all ## build and start the HTTP service on 127.0.0.1:8080 (Ctrl-C stops it)
+	@mkdir -p $(RUN_DIR)/models $(RUN_DIR)/data $(RUN_DIR)/state
+	@cp -n models/*.safetensors $(RUN_DIR)/models/
+	@[ -d $(RUN_DIR)/data/mnist-mini ] || cp -r tests/fixtures/mnist-mini $(RUN_DIR)/data/
+	DAE_BIND="$${DAE_BIND:-127.0.0.1}" DAE_PORT="$${DAE_PORT:-8080}" DAE_MODELS_DIR="$${DAE_MODELS_DIR:-$(RUN_DIR)/models}" \
+	DAE_DATA_DIR="$(RUN_DIR)/data" DAE_STATE_DIR="$${DAE_STATE_DIR:-$(RUN_DIR)/state}" \
+	    $(SERVER) $(RUN_FLAGS)
 
 # The demo: the committed MNIST model on the committed test subset -
 # quality numbers, then the notebook's figure as a PNG.

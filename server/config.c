@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "http.h" /* the route list of the usage text */
+#include "log.h"
 
 typedef enum { OPT_STRING, OPT_INT, OPT_SIZE, OPT_LOG } opt_kind;
 
@@ -68,6 +69,10 @@ static const opt OPTS[] = {
     {"retry-after", "DAE_RETRY_AFTER", OPT_INT, OFF(retry_after_s), 0, 3600, "S", "Retry-After of 503 answers"},
     {"access-log", "DAE_ACCESS_LOG", OPT_LOG, OFF(log_format), 0, 0, "FMT",
      "one line per request on stdout: text, json or off"},
+    {"log-format", "DAE_LOG_FORMAT", OPT_LOG, OFF(message_format), 0, 0, "FMT",
+     "the server's own messages on stderr: text or json (one object per line)"},
+    {"cors-origin", "DAE_CORS_ORIGIN", OPT_STRING, OFF(cors_origin), 0, 0, "ORIGIN",
+     "let pages of ORIGIN (or *) call the non-admin routes (CORS); unset: off"},
     {"admin-token", "DAE_ADMIN_TOKEN", OPT_STRING, OFF(admin_token), 0, 0, "TOKEN",
      "admin routes need Authorization: Bearer TOKEN (unset: loopback clients only)"},
     {"state-dir", "DAE_STATE_DIR", OPT_STRING, OFF(state_dir), 0, 0, "DIR",
@@ -89,9 +94,11 @@ static const char *const LOG_NAMES[] = {"text", "json", "off"};
 static void set_defaults(srv_config *cfg) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     memset(cfg, 0, sizeof *cfg);
-    cfg->bind = "0.0.0.0";
+    /* Loopback unless asked: a server started from a checkout is not
+     * meant for the network (the container image sets DAE_BIND=0.0.0.0). */
+    cfg->bind = "127.0.0.1";
     cfg->port = 8080;
-    cfg->model = "models/mnist.safetensors";
+    cfg->model = "mnist";
     cfg->models_dir = "models";
     cfg->workers = cpus < 1 ? 1 : cpus > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (int)cpus;
     cfg->http_threads = 1;
@@ -115,6 +122,7 @@ static void set_defaults(srv_config *cfg) {
     cfg->png_level = 1;
     cfg->retry_after_s = 1;
     cfg->log_format = SRV_LOG_TEXT;
+    cfg->message_format = SRV_LOG_TEXT;
     cfg->admin_token = NULL;
     cfg->state_dir = "state";
     cfg->data_dir = "data";
@@ -222,6 +230,7 @@ static int set_opt(srv_config *cfg, const opt *o, const char *text, const char *
             return SRV_CONFIG_USAGE;
         }
         *(const char **)base = text;
+        if (o->offset == OFF(model)) cfg->model_given = 1;
         return 0;
     case OPT_INT: {
         char *end;
@@ -313,5 +322,10 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
         int rc = set_opt(cfg, &OPTS[k], value, where);
         if (rc != 0) return rc;
     }
+    if (cfg->message_format == SRV_LOG_OFF) {
+        fprintf(stderr, "dae-server: --log-format must be text or json: the server's messages cannot be turned off\n");
+        return SRV_CONFIG_USAGE;
+    }
+    srv_log_set_format(cfg->message_format);
     return 0;
 }

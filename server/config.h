@@ -23,6 +23,7 @@ typedef struct {
     const char *bind;          /* listening address (IPv4 or IPv6 literal) */
     int port;                  /* listening port; 0 picks a free one */
     const char *model;         /* default model: a path, or a name in models_dir */
+    int model_given;           /* --model or DAE_MODEL was set: it wins over models_dir's ACTIVE file */
     const char *models_dir;    /* NAME.safetensors files served by name */
     int workers;               /* inference threads */
     int http_threads;          /* libmicrohttpd event-loop threads */
@@ -44,6 +45,8 @@ typedef struct {
     int png_level;             /* zlib level of PNG responses (0 to 9) */
     int retry_after_s;         /* Retry-After of 503 answers */
     srv_log_format log_format; /* access log on stdout */
+    srv_log_format message_format; /* the server's own messages on stderr: text or json */
+    const char *cors_origin;   /* Access-Control-Allow-Origin of the non-admin routes; NULL: no CORS */
     const char *admin_token;   /* bearer token of the admin routes; NULL: loopback clients only */
     const char *state_dir;     /* training-job records (JSON) */
     const char *data_dir;      /* IDX data sets that POST /train reads */

@@ -167,7 +167,7 @@ static void answer_pending(srv_gate *g, pending *p, int status, const char *code
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
     srv_access a = {remote, hi != NULL ? hi->method : "-", hi != NULL ? hi->path : "-", "unknown", status,
-                    (size_t)bn, now - p->t_accept, NULL, code};
+                    (size_t)bn, now - p->t_accept, NULL, code, NULL};
     srv_access_log(g->cfg->log_format, &a);
     /* Linger: drop what the client sends until it closes, or a moment passes. */
     shutdown(p->fd, SHUT_WR);
@@ -631,8 +631,14 @@ srv_gate *srv_gate_open(const srv_config *cfg, srv_metrics *metrics, char *err, 
         setsockopt(g->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
     if (g->by_fd == NULL || g->listen_fd < 0 || bind(g->listen_fd, (struct sockaddr *)&ss, sslen) != 0 ||
         listen(g->listen_fd, 1024) != 0) {
-        snprintf(err, errlen, "cannot listen on %s port %d: %s (in use, or not an address of this machine?)",
-                 cfg->bind, cfg->port, strerror(errno));
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen,
+                     "port %d of %s is already in use (another dae-server?); choose another with --port N or "
+                     "DAE_PORT=N",
+                     cfg->port, cfg->bind);
+        else
+            snprintf(err, errlen, "cannot listen on %s port %d: %s (not an address of this machine?)", cfg->bind,
+                     cfg->port, strerror(errno));
         if (g->listen_fd >= 0) close(g->listen_fd);
         g->listen_fd = -1;
         srv_gate_free(g);

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -13,10 +14,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
+#include <zlib.h>
 
+#include "assets.h"
 #include "auth.h"
 #include "clock.h"
 #include "dataset_http.h"
@@ -53,7 +57,8 @@ struct srv_http {
  * handler. */
 
 /* The methods, as bits; METHOD_NAMES[i] is the name of bit i. */
-enum { M_GET = 1, M_HEAD = 2, M_POST = 4, M_PUT = 8, M_DELETE = 16, N_METHODS = 5 };
+enum { M_GET = SRV_M_GET, M_HEAD = SRV_M_HEAD, M_POST = SRV_M_POST, M_PUT = SRV_M_PUT, M_DELETE = SRV_M_DELETE,
+       N_METHODS = 5 };
 static const char *const METHOD_NAMES[N_METHODS] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
 
 /* What the methods of a route need besides their handler. */
@@ -118,6 +123,9 @@ struct request {
     char location[64];      /* Location header of a 202, or "" */
     char method[16];
     char path[512];       /* for the access log, without the query */
+    char request_id[SRV_REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or one made up; "" before the head */
+    int gzip;             /* the client takes Content-Encoding: gzip */
+    int cors;             /* the answer carries the CORS headers (--cors-origin, a non-admin method) */
     /* The answer, for the log and the metrics. */
     int status;
     size_t bytes;
@@ -184,7 +192,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
                                                                  : "connection_error";
     srv_access a = {remote, r->method, r->path, r->route != NULL ? r->route->name : "unknown", r->status, r->bytes, dt,
-                    r->model != NULL ? r->model->name : NULL, error};
+                    r->model != NULL ? r->model->name : NULL, error, r->request_id[0] != '\0' ? r->request_id : NULL};
     srv_access_log(h->cfg->log_format, &a);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
     free(r->image.png);
@@ -213,8 +221,21 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 /* Queues resp (taken over), whose body has len bytes, with status,
  * content_type (NULL: none) and the usual headers; records status and
  * size. */
+/* Adds the headers every answer of r carries: its request id and, for
+ * the routes that allow it, CORS. */
+static void add_request_headers(request *r, struct MHD_Response *resp) {
+    if (r->request_id[0] != '\0') MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->cors) {
+        const char *origin = r->http->cfg->cors_origin;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, X-Model, X-Model-Version");
+        if (strcmp(origin, "*") != 0) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+}
+
 static enum MHD_Result answer_response(request *r, int status, const char *content_type, struct MHD_Response *resp,
                                        size_t len) {
+    add_request_headers(r, resp);
     if (content_type != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     if (r->allow[0] != '\0') MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
     if (status == 503) {
@@ -238,20 +259,84 @@ static enum MHD_Result answer_response(request *r, int status, const char *conte
     return ret;
 }
 
+/* Text answers this short are sent as they are: gzip would save little. */
+#define GZIP_MIN_BYTES 256
+
+/* Whether answers of this media type are text, worth compressing. */
+static int compressible(const char *content_type) {
+    return content_type != NULL && (strncmp(content_type, "application/json", 16) == 0 ||
+                                    strncmp(content_type, "text/", 5) == 0 ||
+                                    strncmp(content_type, "image/svg+xml", 13) == 0);
+}
+
+/* Whether the Accept-Encoding value ae (may be NULL) takes gzip: "gzip"
+ * or "*" listed without q=0. */
+static int accepts_gzip(const char *ae) {
+    for (const char *p = ae; p != NULL && *p != '\0';) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, ",");
+        size_t name = strcspn(p, " \t;,");
+        int match = (name == 4 && strncasecmp(p, "gzip", 4) == 0) || (name == 1 && p[0] == '*');
+        if (match) {
+            const char *q = memchr(p, ';', n);
+            if (q == NULL) return 1;
+            q = strstr(q, "q=");
+            if (q == NULL || q >= p + n || strtod(q + 2, NULL) > 0) return 1;
+            return 0;
+        }
+        p += n;
+    }
+    return 0;
+}
+
+/* len bytes of body gzip'd into a malloc'd buffer of *out_len bytes, or
+ * NULL (the body then goes as it is). */
+static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
+    uLong cap = deflateBound(&z, (uLong)len);
+    uint8_t *out = malloc(cap);
+    if (out != NULL) {
+        z.next_in = (Bytef *)(uintptr_t)body;
+        z.avail_in = (uInt)len;
+        z.next_out = out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
+            free(out);
+            out = NULL;
+        }
+    }
+    *out_len = z.total_out;
+    deflateEnd(&z);
+    return out;
+}
+
 /* Queues a response of len bytes of body (taken over per mode) with
- * content_type and the usual headers; records status and size. */
+ * content_type and the usual headers, gzip'd when it is text and the
+ * client takes it; records status and size. */
 static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
                               enum MHD_ResponseMemoryMode mode) {
+    int text = compressible(content_type);
+    uint8_t *gz = NULL;
+    size_t gz_len = 0;
+    if (text && r->gzip && len >= GZIP_MIN_BYTES) gz = gzip_of(body, len, &gz_len);
+    if (gz != NULL) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
+        body = gz, len = gz_len, mode = MHD_RESPMEM_MUST_FREE;
+    }
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
     if (resp == NULL) {
         if (mode == MHD_RESPMEM_MUST_FREE) free(body);
         return MHD_NO;
     }
+    if (gz != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    if (text) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
     return answer_response(r, status, content_type, resp, len);
 }
 
 /* The one function that produces every error reply:
- * {"error":{"status":N,"code":"...","message":"..."}}. */
+ * {"error":{"status":N,"code":"...","message":"...","request_id":"..."}}. */
 static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...) {
@@ -265,7 +350,8 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     if (body == NULL) return MHD_NO;
     n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
     srv_json_escape(body, cap, &n, msg);
-    n += (size_t)snprintf(body + n, cap - n, "\"}}\n");
+    /* The request id is [A-Za-z0-9._:-] (request_id_take): no escaping. */
+    n += (size_t)snprintf(body + n, cap - n, "\",\"request_id\":\"%s\"}}\n", r->request_id);
     r->error_code = code;
     return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE);
 }
@@ -294,6 +380,7 @@ static const edge_error EDGE_ERRORS[] = {
     /* Taking an upload: the form field "image", a place in the queue. */
     {SRV_EDGE_UPLOAD, DAE_ERR_NOT_FOUND, 400, "missing_image", -1},
     {SRV_EDGE_UPLOAD, DAE_ERR_FORMAT, 400, "invalid_multipart", -1},
+    {SRV_EDGE_UPLOAD, DAE_ERR_CONFLICT, 400, "multiple_images", -1},
     {SRV_EDGE_UPLOAD, DAE_ERR_BUSY, 503, "queue_full", SRV_REJECT_QUEUE_FULL},
     {SRV_EDGE_UPLOAD, DAE_ERR_STOPPING, 503, "draining", SRV_REJECT_DRAINING},
     {SRV_EDGE_UPLOAD, DAE_OK, 500, "internal_error", -1},
@@ -731,7 +818,7 @@ static enum MHD_Result post_train(request *r) {
                             h->cfg->max_body_bytes);
     if (h->train == NULL) return answer_error(r, 503, "training_disabled", "this server runs no training jobs");
     srv_train_answer a;
-    srv_train_http_submit(h->train, r->body != NULL ? (const char *)r->body : "", r->len, &a);
+    srv_train_http_submit(h->train, r->body != NULL ? (const char *)r->body : "", r->len, r->request_id, &a);
     if (a.status == 202) snprintf(r->location, sizeof r->location, "/train/%s", a.id);
     return answer_train(r, &a);
 }
@@ -992,6 +1079,7 @@ static enum MHD_Result get_events(request *r) {
         sse_free(e);
         return MHD_NO;
     }
+    add_request_headers(r, resp);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
@@ -1000,6 +1088,21 @@ static enum MHD_Result get_events(request *r) {
     r->phase = PHASE_ANSWERED;
     return ret;
 }
+
+/* ------------------------------------------------------------ the web page and the API description */
+
+/* Answers the compiled-in file name (assets.h), or 404. */
+static enum MHD_Result answer_asset(request *r, const char *name) {
+    srv_asset a;
+    if (srv_asset_find(name, &a) != 0) return answer_error(r, 404, "not_found", "no file %s (the page is at /)", r->path);
+    return answer(r, 200, a.content_type, (void *)(uintptr_t)a.data, a.len, MHD_RESPMEM_PERSISTENT);
+}
+
+static enum MHD_Result get_page(request *r) { return answer_asset(r, "index.html"); }
+
+static enum MHD_Result get_page_file(request *r) { return answer_asset(r, r->route_arg); }
+
+static enum MHD_Result get_openapi(request *r) { return answer_asset(r, "openapi.json"); }
 
 /* ------------------------------------------------------------ the route table */
 
@@ -1029,6 +1132,9 @@ static const route ROUTES[] = {
     {"train_events", "/train/{id}/events", {{M_GET, 0, get_events}}},
     {"train_loss_csv", "/train/{id}/loss.csv", {{M_GET | M_HEAD, 0, get_train_loss_csv}}},
     {"train_loss_svg", "/train/{id}/loss.svg", {{M_GET | M_HEAD, 0, get_train_loss_svg}}},
+    {"page", "/", {{M_GET | M_HEAD, 0, get_page}}},
+    {"page_file", "/ui/{name}", {{M_GET | M_HEAD, 0, get_page_file}}},
+    {"openapi", "/openapi.json", {{M_GET | M_HEAD, 0, get_openapi}}},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
 _Static_assert(N_ROUTES <= SRV_MAX_ROUTES, "the metrics count at most SRV_MAX_ROUTES routes");
@@ -1100,6 +1206,76 @@ void srv_http_route_list(char *out, size_t cap) {
     }
 }
 
+int srv_http_route_count(void) { return N_ROUTES; }
+
+void srv_http_route_get(int i, const char **name, const char **path, unsigned *methods, unsigned *admin_methods) {
+    const route *row = &ROUTES[i];
+    *name = row->name;
+    *path = row->path;
+    *methods = route_methods(row);
+    *admin_methods = 0;
+    for (int k = 0; k < N_METHODS; k++)
+        if (row->by[k].flags & ROUTE_ADMIN) *admin_methods |= row->by[k].methods;
+}
+
+/* Every method bit of row that needs no admin rights: the ones CORS may open. */
+static unsigned public_methods(const route *row) {
+    unsigned m = 0;
+    for (int k = 0; k < N_METHODS; k++)
+        if (!(row->by[k].flags & ROUTE_ADMIN)) m |= row->by[k].methods;
+    return m;
+}
+
+/* ------------------------------------------------------------ request ids and CORS */
+
+/* Takes the client's X-Request-Id when it is 1 to SRV_REQUEST_ID_MAX
+ * characters of [A-Za-z0-9._:-] (safe in a header, a log line and JSON
+ * as it is); otherwise makes one up: 32 random hex digits. */
+static void request_id_take(request *r) {
+    const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given != NULL ? strlen(given) : 0;
+    if (n >= 1 && n <= SRV_REQUEST_ID_MAX &&
+        strspn(given, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n) {
+        memcpy(r->request_id, given, n + 1);
+        return;
+    }
+    static atomic_ullong counter;
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof raw, GRND_NONBLOCK) != (ssize_t)sizeof raw) {
+        /* No entropy yet (early boot): the time and a counter, unique enough for a log. */
+        unsigned long long t = (unsigned long long)(dae_now_s() * 1e9), c = atomic_fetch_add(&counter, 1);
+        memcpy(raw, &t, 8);
+        memcpy(raw + 8, &c, 8);
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        r->request_id[2 * i] = hex[raw[i] >> 4];
+        r->request_id[2 * i + 1] = hex[raw[i] & 15];
+    }
+    r->request_id[2 * sizeof raw] = '\0';
+}
+
+/* Answers the CORS preflight OPTIONS on row: 204 naming the methods a
+ * page of another origin may use (never the admin ones), or 405 when CORS
+ * is off or none are open. */
+static enum MHD_Result answer_preflight(request *r) {
+    unsigned open = r->http->cfg->cors_origin != NULL ? public_methods(r->route) : 0;
+    if (open == 0) {
+        method_names(route_methods(r->route), 1, ", ", r->allow, sizeof r->allow);
+        return answer_error(r, 405, "method_not_allowed", "%s takes %s, not OPTIONS%s", r->route->path, r->allow,
+                            r->http->cfg->cors_origin == NULL ? " (CORS is off: --cors-origin)" : "");
+    }
+    char methods[64];
+    method_names(open, 1, ", ", methods, sizeof methods);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) return MHD_NO;
+    r->cors = 1;
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Content-Type, X-Request-Id");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    return answer_response(r, 204, NULL, resp, 0);
+}
+
 /* Whether the row's flags turn r away now: the server is draining. */
 static int drain_refuses(const request *r) {
     return (r->rm->flags & ROUTE_DRAIN_REFUSES) && atomic_load(&r->http->draining);
@@ -1133,6 +1309,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 static enum MHD_Result first_call(request *r, const char *url, const char *method) {
     srv_http *h = r->http;
     snprintf(r->method, sizeof r->method, "%s", method);
+    request_id_take(r);
+    r->gzip = accepts_gzip(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     int row = route_match(url, r->arg, sizeof r->arg);
     if (row >= 0) r->route = &ROUTES[row], r->route_index = row;
     r->route_arg = r->arg;
@@ -1149,11 +1327,13 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
                             "the request has both Content-Length and Transfer-Encoding: chunked");
     }
     if (r->route == NULL) {
-        char routes[512];
+        char routes[1024];
         srv_http_route_list(routes, sizeof routes);
         return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, routes);
     }
+    if (strcmp(method, MHD_HTTP_METHOD_OPTIONS) == 0) return answer_preflight(r);
     r->rm = route_method_of(r->route, r->mbit);
+    r->cors = r->rm != NULL && h->cfg->cors_origin != NULL && !(r->rm->flags & ROUTE_ADMIN);
     if (r->rm == NULL) {
         method_names(route_methods(r->route), 1, ", ", r->allow, sizeof r->allow);
         return answer_error(r, 405, "method_not_allowed", "%s takes %s, not %s", r->route->path, r->allow, method);

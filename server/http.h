@@ -33,6 +33,20 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
  * the 404 message and of `dae-server --help`. */
 void srv_http_route_list(char *out, size_t cap);
 
+/* The methods of a route, as bits. */
+enum { SRV_M_GET = 1, SRV_M_HEAD = 2, SRV_M_POST = 4, SRV_M_PUT = 8, SRV_M_DELETE = 16 };
+
+/* The route table row by row, for its checks (tests/test_openapi.c): row
+ * i (0 <= i < srv_http_route_count()) has the metrics label *name, the
+ * path *path ("/models/{name}"), the SRV_M_* bits *methods it takes, and
+ * of those the ones that need admin rights. */
+int srv_http_route_count(void);
+void srv_http_route_get(int i, const char **name, const char **path, unsigned *methods, unsigned *admin_methods);
+
+/* Longest X-Request-Id taken from a client; a longer or odd one is
+ * replaced by one the server makes (32 hex digits). */
+#define SRV_REQUEST_ID_MAX 64
+
 /* The port actually bound (useful with port 0). */
 int srv_http_port(const srv_http *h);
 

@@ -19,15 +19,29 @@ void srv_utc_now(char *buf, size_t len) {
     snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
 }
 
+static srv_log_format message_format = SRV_LOG_TEXT;
+
+void srv_log_set_format(srv_log_format format) { message_format = format; }
+
 void srv_log(const char *fmt, ...) {
-    char line[1024], ts[40];
+    char msg[1024], ts[40];
     srv_utc_now(ts, sizeof ts);
-    int n = snprintf(line, sizeof line, "%s dae-server: ", ts);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    char line[2400];
+    size_t len;
+    if (message_format == SRV_LOG_JSON) {
+        const char *level = strncmp(msg, "warning: ", 9) == 0 ? "warning"
+                            : strncmp(msg, "cannot start: ", 14) == 0 ? "error"
+                                                                      : "info";
+        len = (size_t)snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level);
+        srv_json_escape(line, sizeof line - 4, &len, msg);
+        len += (size_t)snprintf(line + len, sizeof line - len, "\"}");
+    } else {
+        len = (size_t)snprintf(line, sizeof line - 1, "%s dae-server: %s", ts, msg);
+    }
     if (len > sizeof line - 2) len = sizeof line - 2;
     line[len++] = '\n';
     (void)dae_write_all(2, line, len); /* a log must never stop the server */
@@ -79,6 +93,7 @@ void srv_access_log(srv_log_format format, const srv_access *a) {
             a->status, a->bytes, a->duration_s * 1e3);
         if (a->model != NULL) put(line, cap, &used, ",\"model\":\"%s\"", a->model);
         if (a->error != NULL) put(line, cap, &used, ",\"error\":\"%s\"", a->error);
+        if (a->request_id != NULL) put(line, cap, &used, ",\"request_id\":\"%s\"", a->request_id);
         put(line, cap, &used, "}");
     } else {
         put(line, cap, &used, "%s ", ts);
@@ -91,6 +106,7 @@ void srv_access_log(srv_log_format format, const srv_access *a) {
             a->duration_s * 1e3);
         if (a->model != NULL) put(line, cap, &used, " model=%s", a->model);
         if (a->error != NULL) put(line, cap, &used, " error=%s", a->error);
+        if (a->request_id != NULL) put(line, cap, &used, " request_id=%s", a->request_id);
     }
     line[used++] = '\n';
     (void)dae_write_all(1, line, used);

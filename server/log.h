@@ -9,8 +9,14 @@
 
 #include "config.h"
 
-/* Prints "<UTC time> dae-server: <message>" on stderr. */
+/* Prints "<UTC time> dae-server: <message>" on stderr, or with
+ * srv_log_set_format(SRV_LOG_JSON) one JSON object per line:
+ * {"time":"...","level":"info|warning|error","msg":"..."}; a message
+ * starting "warning: " or "cannot start: " is of that level. */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Sets the format of srv_log (text by default), before any thread logs. */
+void srv_log_set_format(srv_log_format format);
 
 /* What the access log says about one request. Strings may hold any bytes
  * (the path comes from the client); they are escaped on output. */
@@ -24,6 +30,7 @@ typedef struct {
     double duration_s;    /* from the first header byte to the answer */
     const char *model;    /* model name, or NULL */
     const char *error;    /* error code of a failed request, or NULL */
+    const char *request_id; /* X-Request-Id (http.c makes sure it needs no escaping), or NULL */
 } srv_access;
 
 /* Writes one access-log line in format (nothing for SRV_LOG_OFF). */

@@ -160,12 +160,16 @@ dae_status srv_multipart_find(const char *content_type, const uint8_t *body, siz
             return dae_fail(err, errlen, DAE_ERR_FORMAT,
                             "multipart part is not closed by the boundary (truncated body?)");
         if (part_is_field(headers, hend, field)) {
+            /* A second one would be dropped without a word: refused. */
+            if (*data != NULL)
+                return dae_fail(err, errlen, DAE_ERR_CONFLICT,
+                                "the form has more than one field named \"%s\"; send one per request", field);
             *data = p;
             *data_len = (size_t)(next - p);
-            return DAE_OK;
         }
         p = next + dlen;
     }
+    if (*data != NULL) return DAE_OK;
     return dae_fail(err, errlen, DAE_ERR_NOT_FOUND,
                     "multipart/form-data has no field named \"%s\" (send the file as -F %s=@FILE)", field, field);
 }

@@ -25,12 +25,13 @@ int srv_multipart_is_form(const char *content_type);
  * when there is none or it is empty or too long. */
 int srv_multipart_boundary(const char *content_type, char *boundary);
 
-/* Finds the first part whose Content-Disposition is form-data with
+/* Finds the part whose Content-Disposition is form-data with
  * name="field" in body (len bytes) with the boundary of content_type, and
  * sets *data / *data_len to its content (pointing into body). Returns
  * DAE_OK; DAE_ERR_FORMAT when there is no usable boundary or the body
  * does not follow it; DAE_ERR_NOT_FOUND when it is well-formed but no
- * part has that name; errors with a sentence in err. */
+ * part has that name; DAE_ERR_CONFLICT when more than one has; errors
+ * with a sentence in err. */
 dae_status srv_multipart_find(const char *content_type, const uint8_t *body, size_t len, const char *field,
                               const uint8_t **data, size_t *data_len, char *err, size_t errlen);
 

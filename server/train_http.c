@@ -87,7 +87,8 @@ struct srv_train_http {
     int ended;                /* srv_train_http_end_streams: every stream ends */
 };
 
-void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, srv_train_answer *a) {
+void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, const char *request_id,
+                           srv_train_answer *a) {
     const srv_config *cfg = f->cfg;
     if (srv_train_validate_memory(body, len, cfg->data_dir, srv_training_registry(f->training),
                                   cfg->train_memory_budget, cfg->train_threads, a) != 0)
@@ -100,7 +101,7 @@ void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, srv_
         return;
     }
     char err[sizeof a->message];
-    dae_status st = srv_training_submit(f->training, req, accepted, a, err, sizeof err);
+    dae_status st = srv_training_submit(f->training, req, request_id, accepted, a, err, sizeof err);
     if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_SUBMIT, st, err);
 }
 

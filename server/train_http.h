@@ -56,8 +56,10 @@ srv_train_http *srv_train_http_new(srv_training *t, const srv_config *cfg);
  * stopped (streams point into f). NULL is fine. */
 void srv_train_http_free(srv_train_http *f);
 
-/* POST /train: validates body (len bytes) and queues the job. */
-void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, srv_train_answer *a);
+/* POST /train: validates body (len bytes) and queues the job, whose
+ * record keeps request_id, the X-Request-Id of the POST. */
+void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, const char *request_id,
+                           srv_train_answer *a);
 
 /* DELETE /train/{id}: cancels a queued or running job. */
 void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *a);

@@ -89,6 +89,7 @@ cJSON *srv_train_job_json(const srv_train_job *jb) {
     cJSON_AddBoolToObject(o, "activated", jb->activated);
     if (jb->promotion != NULL) cJSON_AddItemToObject(o, "promotion", cJSON_Duplicate(jb->promotion, 1));
     cJSON_AddStringToObject(o, "created", jb->created);
+    if (jb->request_id[0] != '\0') cJSON_AddStringToObject(o, "request_id", jb->request_id);
     if (jb->started[0] != '\0') cJSON_AddStringToObject(o, "started", jb->started);
     if (jb->finished[0] != '\0') cJSON_AddStringToObject(o, "finished", jb->finished);
     cJSON_AddItemToObject(o, "request", cJSON_Duplicate(jb->request, 1));
@@ -508,6 +509,8 @@ static srv_train_job *job_from_record(const char *fname, const char *text, size_
         goto fail;
     }
     jb->state = (srv_train_state)state;
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "request_id");
+    if (cJSON_IsString(rid)) snprintf(jb->request_id, sizeof jb->request_id, "%.64s", rid->valuestring);
     jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
     const double BIG = 9007199254740991.0; /* 2^53 - 1 */
     double epochs = jb->epochs, epoch = 0, step = 0, spe = 0, total = 0;

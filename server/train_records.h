@@ -61,6 +61,7 @@ typedef struct {
  * the training module's lock once the job is shared. */
 typedef struct {
     char id[24];
+    char request_id[72]; /* the X-Request-Id of the POST /train that made it, or "" */
     srv_train_state state;
     cJSON *request;      /* the canonical request (every field, defaults filled in) */
     /* Shortcuts into the request. */

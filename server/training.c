@@ -511,8 +511,8 @@ static dae_status name_free_for(srv_training *t, const cJSON *req, char *err, si
     return DAE_OK;
 }
 
-dae_status srv_training_submit(srv_training *t, cJSON *req, srv_training_view_fn fn, void *user, char *err,
-                               size_t errlen) {
+dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_id, srv_training_view_fn fn,
+                               void *user, char *err, size_t errlen) {
     pthread_mutex_lock(&t->mu);
     int queued = 0;
     for (int i = 0; i < t->n; i++) queued += t->all[i]->job->state == SRV_TRAIN_QUEUED;
@@ -547,6 +547,7 @@ dae_status srv_training_submit(srv_training *t, cJSON *req, srv_training_view_fn
         return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     }
     jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
+    if (request_id != NULL) snprintf(jb->request_id, sizeof jb->request_id, "%s", request_id);
     t->next_id++;
     t->all = grown;
     t->all[t->n++] = e;

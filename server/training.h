@@ -66,13 +66,14 @@ void srv_training_free(srv_training *t);
 void srv_training_on_change(srv_training *t, srv_training_view_fn fn, void *user);
 
 /* Queues a job of the canonical request req (taken over, as the HTTP
- * face's validation writes it) and shows it to fn (may be NULL) as it is
- * queued. Fails with DAE_ERR_STOPPING (shutdown began), DAE_ERR_BUSY (the
+ * face's validation writes it), made by the HTTP request request_id (may
+ * be NULL), and shows it to fn (may be NULL) as it is queued. Fails with DAE_ERR_STOPPING (shutdown began), DAE_ERR_BUSY (the
  * queue is full), DAE_ERR_CONFLICT (a queued or running job will write a
  * model of that name), DAE_ERR_IN_USE (that name is the active model),
  * DAE_ERR_EXISTS (a model of that name exists and replacing was not
  * asked), DAE_ERR_TOO_LARGE (every job id is taken) or DAE_ERR_NOMEM. */
-dae_status srv_training_submit(srv_training *t, cJSON *req, srv_training_view_fn fn, void *user, char *err,
+dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_id, srv_training_view_fn fn,
+                               void *user, char *err,
                                size_t errlen);
 
 /* Cancels the queued or running job id: it will end cancelled and write

@@ -51,6 +51,15 @@ Test(multipart, quoted_boundary_preamble_other_fields_and_case) {
     cr_assert_eq(n, 0, "an empty field is found, with length 0");
 }
 
+Test(multipart, two_image_fields_are_refused) {
+    const char *body = "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\none\r\n"
+                       "--B\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\ntwo\r\n--B--\r\n";
+    const char *d;
+    size_t n;
+    cr_assert_eq(find("multipart/form-data; boundary=B", body, &d, &n), DAE_ERR_CONFLICT,
+                 "a second image field is an error, not dropped");
+}
+
 Test(multipart, errors) {
     const char *d;
     size_t n;

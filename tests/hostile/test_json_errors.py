@@ -99,6 +99,11 @@ def _check(suite, what, r, status=None):
             why = "no error.code string"
         elif not isinstance(e.get("message"), str) or not e["message"]:
             why = "no error.message string"
+        elif e.get("request_id") != r.headers.get("x-request-id"):
+            # Answers of the HTTP engine carry the request's id in both
+            # places; the gate's (408, 431, 503 before a request is
+            # parsed) in neither.
+            why = "error.request_id %r, X-Request-Id %r" % (e.get("request_id"), r.headers.get("x-request-id"))
     except UnicodeDecodeError as ex:
         why = "body is not UTF-8 (%s)" % ex
     except ValueError as ex:
