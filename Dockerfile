@@ -67,11 +67,13 @@ COPY models/mnist.safetensors models/fashion-mnist.safetensors /usr/share/dae/mo
 
 # The same variables as the binary (dae-server --help); the directories
 # are the volumes below. DAE_STATE_DIR holds training-job records,
-# DAE_DATA_DIR the IDX data sets that /train and `dae train` read.
+# DAE_DATA_DIR the IDX data sets that /train and `dae train` read. No
+# DAE_MODEL: the default model is mnist until an activation writes the
+# models volume's ACTIVE file, which every replica then follows (a model
+# given by DAE_MODEL would win over it).
 ENV DAE_BIND=0.0.0.0 \
     DAE_PORT=8080 \
     DAE_MODELS_DIR=/var/lib/dae/models \
-    DAE_MODEL=mnist \
     DAE_STATE_DIR=/var/lib/dae/state \
     DAE_DATA_DIR=/var/lib/dae/data
 

@@ -34,6 +34,9 @@ struct srv_registry {
     char *models_dir;   /* owned; NULL when none */
     int max_batch;
     atomic_ullong switches;
+    /* The name in the ACTIVE file when it was last followed or passed
+     * over: a rescan follows the file only when it says something new. */
+    char active_seen[DAE_NAME_MAX + 1];
 };
 
 /* The identity of the file at path (device, inode, mtime): 0, or -1 when
@@ -218,12 +221,18 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     if (cfg->models_dir != NULL) load_dir(r, cfg->models_dir, cfg->max_batch);
-    /* The ACTIVE file wins over cfg->model when it names a loaded model:
-     * every replica sharing the directory follows the last activation. */
+    /* The ACTIVE file wins over the default cfg->model when it names a
+     * loaded model: every replica sharing the directory follows the last
+     * activation. A model given by flag or environment wins over it. */
     char active[DAE_NAME_MAX + 1];
     if (cfg->models_dir != NULL && srv_active_read(cfg->models_dir, active, sizeof active) == 0) {
         int i = find(r, active);
-        if (i >= 0) {
+        snprintf(r->active_seen, sizeof r->active_seen, "%s", active);
+        if (i >= 0 && cfg->model_given && strcmp(active, cfg->model) != 0) {
+            srv_log("%s/%s names \"%s\", but --model %s (or DAE_MODEL) was given and wins; without it the server "
+                    "starts with %s",
+                    cfg->models_dir, SRV_ACTIVE_FILE, active, cfg->model, active);
+        } else if (i >= 0) {
             r->def = r->models[i];
             if (strcmp(active, cfg->model) != 0)
                 srv_log("default model %s from %s/%s (instead of %s)", active, cfg->models_dir, SRV_ACTIVE_FILE,
@@ -422,6 +431,7 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
     } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != DAE_OK) {
         st = DAE_ERR_IO; /* whatever failed, the ACTIVE file was not written */
     } else {
+        snprintf(r->active_seen, sizeof r->active_seen, "%s", name);
         pthread_mutex_lock(&r->mu);
         int i = find(r, name);
         if (i >= 0) set_default(r, r->models[i], "activated");
@@ -536,9 +546,12 @@ void srv_registry_reload(srv_registry *r) {
         r->n--;
         srv_model_release(m);
     }
-    if (has_active) {
+    if (has_active && strcmp(active, r->active_seen) != 0) {
         int i = find(r, active);
-        if (i >= 0) set_default(r, r->models[i], "ACTIVE file");
+        if (i >= 0) {
+            set_default(r, r->models[i], "ACTIVE file");
+            snprintf(r->active_seen, sizeof r->active_seen, "%s", active);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     for (int k = 0; k < n_seen; k++) free(seen[k]);

@@ -46,7 +46,8 @@ cleanup() {
 unset DAE_BIND DAE_PORT DAE_MODEL DAE_MODELS_DIR DAE_WORKERS DAE_HTTP_THREADS DAE_MAX_BATCH \
       DAE_MAX_QUEUE_DELAY_US DAE_QUEUE_SIZE DAE_QUEUE_PIXELS DAE_MAX_BODY DAE_MAX_PIXELS \
       DAE_MAX_CONNECTIONS DAE_TIMEOUT DAE_DRAIN_TIMEOUT DAE_PNG_LEVEL DAE_RETRY_AFTER DAE_ACCESS_LOG \
-      DAE_ADMIN_TOKEN DAE_STATE_DIR DAE_DATA_DIR DAE_TRAIN_THREADS DAE_TRAIN_QUEUE DAE_RELOAD_INTERVAL
+      DAE_ADMIN_TOKEN DAE_STATE_DIR DAE_DATA_DIR DAE_TRAIN_THREADS DAE_TRAIN_QUEUE DAE_RELOAD_INTERVAL \
+      DAE_LOG_FORMAT DAE_CORS_ORIGIN
 
 # A failure shows the start of the last answer's body.
 fail_detail() {
@@ -107,9 +108,14 @@ expect_error() {
 }
 
 # is_error STATUS CODE: the last answer is that JSON error.
+# Its request_id is the answer's X-Request-Id (the gate's answers, made
+# before a request is parsed, have neither).
 is_error() {
+    local rid
+    rid=$(header X-Request-Id)
     [ "$STATUS" = "$1" ] && [ "$(header Content-Type)" = "application/json" ] &&
-        grep -q "^{\"error\":{\"status\":$1,\"code\":\"$2\",\"message\":\"[^\"]" "$TMP/body"
+        grep -q "^{\"error\":{\"status\":$1,\"code\":\"$2\",\"message\":\"[^\"]" "$TMP/body" &&
+        if [ -n "$rid" ]; then grep -qF "\"request_id\":\"$rid\"}}" "$TMP/body"; else ! grep -q request_id "$TMP/body"; fi
 }
 
 # same_pixels A B: two PNGs hold the same pixels (both re-encoded by the
@@ -223,6 +229,75 @@ req POST /healthz
 is_error 405 method_not_allowed && [ "$(header Allow)" = "GET, HEAD" ]
 ok "POST /healthz: 405 with Allow: GET, HEAD"
 expect_error 405 method_not_allowed "DELETE /models: 405" DELETE /models
+
+# ------------------------------------------------------------ request ids, gzip, CORS, the page, the API description
+
+req GET /models/nope -H 'X-Request-Id: trace-42.a:b'
+is_error 404 model_not_found && [ "$(header X-Request-Id)" = trace-42.a:b ] && grep -q '"request_id":"trace-42.a:b"' "$TMP/body"
+ok "X-Request-Id: the client's is echoed in the header and the error body"
+req GET /healthz -H "X-Request-Id: an id with spaces"
+rid=$(header X-Request-Id)
+[ "$STATUS" = 200 ] && echo "$rid" | grep -qx '[0-9a-f]\{32\}'
+ok "... an unusable one is replaced by one the server makes (32 hex digits)"
+wait_until 2 grep -q "request_id=$rid\$" "$TMP/a.out"
+ok "... which the access log line carries"
+req GET /models -H 'Accept-Encoding: gzip'
+[ "$STATUS" = 200 ] && [ "$(header Content-Encoding)" = gzip ] && [ "$(header Vary)" = Accept-Encoding ] &&
+    gzip -dc "$TMP/body" | grep -q '"default":"mnist"'
+ok "GET /models with Accept-Encoding: gzip: gzip'd JSON, Vary: Accept-Encoding"
+req GET /models -H 'Accept-Encoding: gzip;q=0, identity'
+[ "$STATUS" = 200 ] && [ -z "$(header Content-Encoding)" ] && grep -q '"default":"mnist"' "$TMP/body"
+ok "... and plain JSON for gzip;q=0"
+req GET /metrics -H 'Accept-Encoding: br, gzip'
+[ "$STATUS" = 200 ] && [ "$(header Content-Encoding)" = gzip ] && gzip -dc "$TMP/body" | grep -q '^dae_http_requests_total'
+ok "GET /metrics gzip'd for Accept-Encoding: br, gzip"
+req POST /denoise -F image=@"$IMG/gray8.png" -F image=@"$IMG/gray8.png"
+is_error 400 multiple_images
+ok "two -F image= fields: 400 multiple_images (the second is not dropped silently)"
+req GET /
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "text/html; charset=utf-8" ] && cmp -s "$TMP/body" "$ROOT/server/web/index.html"
+ok "GET /: the web page, compiled in"
+req GET /ui/app.js
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "text/javascript; charset=utf-8" ] && cmp -s "$TMP/body" "$ROOT/server/web/app.js"
+ok "GET /ui/app.js: the page's script"
+expect_error 404 not_found "GET /ui/nope.js: 404 not_found" GET /ui/nope.js
+req GET /openapi.json
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = application/json ] && cmp -s "$TMP/body" "$ROOT/server/web/openapi.json"
+ok "GET /openapi.json: the API description"
+req OPTIONS /denoise -H 'Origin: http://example.org' -H 'Access-Control-Request-Method: POST'
+is_error 405 method_not_allowed && [ -z "$(header Access-Control-Allow-Origin)" ]
+ok "CORS is off by default: OPTIONS 405, no Access-Control-Allow-Origin"
+"$SERVER" --port "$A_PORT" --models-dir "$TMP/models" >/dev/null 2>"$TMP/inuse.err"
+rc=$?
+[ "$rc" = 1 ] && grep -q "port $A_PORT of 127.0.0.1 is already in use.*--port N or DAE_PORT=N" "$TMP/inuse.err"
+ok "a port already in use: exit 1, naming the port and how to choose another"
+
+start cors --models-dir "$TMP/models" --model mnist --cors-origin http://example.org --log-format json
+req OPTIONS /denoise -H 'Origin: http://example.org' -H 'Access-Control-Request-Method: POST'
+[ "$STATUS" = 204 ] && [ "$(header Access-Control-Allow-Origin)" = http://example.org ] &&
+    [ "$(header Access-Control-Allow-Methods)" = POST ] && header Access-Control-Allow-Headers | grep -q X-Request-Id
+ok "--cors-origin: OPTIONS /denoise is a preflight, 204 allowing POST"
+req POST /denoise --data-binary @"$IMG/gray8.png" -H 'Origin: http://example.org'
+[ "$STATUS" = 200 ] && [ "$(header Access-Control-Allow-Origin)" = http://example.org ] &&
+    header Access-Control-Expose-Headers | grep -q X-Request-Id && [ "$(header Vary)" = Origin ]
+ok "... POST /denoise answers with the origin, exposing X-Request-Id"
+req OPTIONS /models/mnist/activate -H 'Origin: http://example.org'
+is_error 405 method_not_allowed && [ -z "$(header Access-Control-Allow-Origin)" ]
+ok "... an admin route takes no preflight"
+req DELETE /models/nope -H 'Origin: http://example.org'
+[ "$STATUS" = 404 ] && [ -z "$(header Access-Control-Allow-Origin)" ]
+ok "... and its answers carry no CORS header"
+python3 -c 'import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert lines and all(set(json.loads(l)) == {"time", "level", "msg"} for l in lines)
+msgs = [json.loads(l) for l in lines]
+assert any(m["level"] == "info" and m["msg"].startswith("dae-server ") for m in msgs)
+assert any(m["level"] == "warning" and "broken.safetensors" in m["msg"] for m in msgs)' "$TMP/cors.err"
+ok "--log-format json: every server message on stderr is a JSON object (time, level, msg)"
+stop "$PID" cors
+[ "$RC" = 0 ]
+ok "... and it stops cleanly"
+PORT=$A_PORT
 
 # ------------------------------------------------------------ denoise
 
@@ -379,8 +454,8 @@ logged() { [ $(($(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out") 
 wait_until 2 logged
 after=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
 [ $((after - before)) -eq 3 ] &&
-    grep -qE ' POST /denoise route=denoise status=200 bytes=[0-9]+ duration_ms=[0-9.]+ model=mnist$' "$TMP/a.out"
-ok "access log: one line per request (method, path, route, status, bytes, duration)"
+    grep -qE ' POST /denoise route=denoise status=200 bytes=[0-9]+ duration_ms=[0-9.]+ model=mnist request_id=[0-9a-f]{32}$' "$TMP/a.out"
+ok "access log: one line per request (method, path, route, status, bytes, duration, request id)"
 
 stop "$A_PID" a
 [ "$RC" -eq 0 ]
@@ -445,7 +520,7 @@ ok "idle timeout: a stalled upload is closed after DAE_TIMEOUT"
 [ "$(metric 'dae_rejections_total{reason="timeout"}')" -ge 1 ]
 ok "... and counted as a timeout rejection"
 json_line='^\{"time":"[^"]+","remote":"127.0.0.1","method":"POST","path":"/denoise","route":"denoise",'
-json_line+='"status":200,"bytes":[0-9]+,"duration_ms":[0-9.]+,"model":"mnist"\}$'
+json_line+='"status":200,"bytes":[0-9]+,"duration_ms":[0-9.]+,"model":"mnist","request_id":"[0-9a-f]{32}"\}$'
 grep -qE "$json_line" "$TMP/b.out"
 ok "DAE_ACCESS_LOG=json: one JSON object per request"
 stop "$B_PID" b
@@ -714,7 +789,7 @@ wait_state "$J4" running 30
 wait_until 5 grep -q '"state":"running"' "$TMP/state/$J4.json"
 { kill -KILL "$E_PID" && wait "$E_PID"; } 2>/dev/null
 sanitizer_check e
-start e2 --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state" --data-dir "$FIX" \
+start e2 --models-dir "$TMP/tmodels" --state-dir "$TMP/state" --data-dir "$FIX" \
     --train-threads 1 --workers 1 --reload-interval 0
 E2_PID=$PID
 E2_PORT=$PORT
@@ -726,10 +801,22 @@ ok "... and the other jobs are listed again as they ended"
 ok "... the models directory holds no partial file"
 req GET /readyz
 [ "$STATUS" = 200 ] && grep -q '"model":"job1"' "$TMP/body"
-ok "... and the server starts cleanly, on the model ACTIVE names (not --model mnist)"
+ok "... and the server starts cleanly, on the model ACTIVE names (no --model given)"
+start g --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state_g" --data-dir "$FIX" --reload-interval 1 \
+    --workers 1
+req GET /readyz
+[ "$STATUS" = 200 ] && grep -q '"model":"mnist"' "$TMP/body" && grep -q 'ACTIVE names "job1", but --model mnist' "$TMP/g.err"
+ok "... while a server given --model mnist starts on mnist, saying that ACTIVE names job1"
+sleep 1.5
+req GET /readyz
+grep -q '"model":"mnist"' "$TMP/body"
+ok "... and keeps it over the rescans that follow (ACTIVE has not changed)"
+stop "$PID" g
+[ "$RC" = 0 ]
+ok "... and stops cleanly"
 
 # A second replica sharing the models directory follows ACTIVE on SIGHUP.
-start f --models-dir "$TMP/tmodels" --model mnist --state-dir "$TMP/state_f" --data-dir "$FIX" --reload-interval 0 \
+start f --models-dir "$TMP/tmodels" --state-dir "$TMP/state_f" --data-dir "$FIX" --reload-interval 0 \
     --admin-token 's3cret token' --train-queue 1 --train-threads 1 --workers 1
 F_PID=$PID
 F_PORT=$PORT
