@@ -109,6 +109,7 @@ test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the
 	tests/server/run.sh $(SERVER) $(DAE)
 	tests/server/test_http_sweep.sh $(SERVER) $(DAE)
 	tests/server/test_datasets.sh $(SERVER)
+	tests/server/test_make_run.sh $(BUILD)
 
 # libdae is the network, not the files: no codec, zlib or file-opening
 # symbol may be undefined in it (nm -u lists what it takes from elsewhere);
