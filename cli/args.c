@@ -87,13 +87,12 @@ static int set_value(const cli_command *cmd, cli_flag *f, const char *text) {
 int cli_parse(cli_command *cmd, int argc, char **argv, const char **pos, int *n_pos) {
     *n_pos = 0;
     int flags_done = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!flags_done && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+    /* --help anywhere before "--" wins over any mistake; after it, it is a file name. */
+    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             cli_usage(cmd, stdout);
             return 0;
         }
-    }
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (flags_done || a[0] != '-' || strcmp(a, "-") == 0) {

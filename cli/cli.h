@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "args.h"
+#include "dae_image.h"
 #include "idx.h"
 #include "model.h"
 #include "modelfile.h"
@@ -14,9 +15,10 @@
 
 #define DAE_VERSION "0.1.0"
 
-/* Default model of `dae denoise` and `dae grid` when neither --model nor
- * $DAE_MODEL is given, relative to the current directory. */
-#define CLI_DEFAULT_MODEL "models/mnist.safetensors"
+/* Default model of `dae denoise`, `dae grid` and `dae forward` when
+ * neither --model nor $DAE_MODEL is given: this file in a models directory
+ * (see cli_open_model). */
+#define CLI_DEFAULT_MODEL "mnist.safetensors"
 
 /* Largest image file `dae denoise` and `dae noise` read. */
 #define CLI_MAX_IMAGE_BYTES ((size_t)256 << 20)
@@ -42,19 +44,24 @@ const char *cli_data_dir(const char *flag);
  * no directory is configured, 1 when the files are missing or malformed. */
 int cli_load_dataset(const char *cmd, const char *flag, const char *name, const dae_model *m, dae_dataset *out);
 
-/* The model path of the commands that have a default model: flag, else
- * $DAE_MODEL, else CLI_DEFAULT_MODEL. */
-const char *cli_model_path(const char *flag);
-
-/* Loads the model at cli_model_path(flag) for command cmd; when the path is
- * the default and missing, says how to choose another. Returns 0, or the
- * exit code after printing the problem. */
-int cli_open_model(const char *cmd, const char *flag, dae_model *m);
+/* Loads the model of the commands that have a default model, for command
+ * cmd, and copies its path into path (len bytes, for messages). The file
+ * is flag when given; else $DAE_MODEL, a file, or when it has no '/' and
+ * no '.' the name of NAME.safetensors in a models directory (as
+ * dae-server's DAE_MODEL); else CLI_DEFAULT_MODEL in a models directory.
+ * The models directories, the first holding the file wins:
+ * $DAE_MODELS_DIR, ./models, and beside the executable ../models (a
+ * checkout's build/dae), ../../models (build/NAME/dae, `make BUILD=...`)
+ * and ../share/dae/models (installed as PREFIX/bin/dae), so `dae denoise`
+ * works from any directory. Returns 0, or the exit code after printing
+ * the problem (for a missing default: every place looked in, and how to
+ * choose a model). */
+int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, size_t len);
 
 /* Flag table entries several commands share, with one wording. */
 #define CLI_FLAG_MODEL(var)                                                                          \
     {"model", CLI_STRING, (var), 0, 0, "FILE",                                                       \
-     "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL ")", 0}
+     "weights file or checkpoint (default $DAE_MODEL, else " CLI_DEFAULT_MODEL " in the models directory)", 0}
 #define CLI_FLAG_DATA_DIR(var) \
     {"data-dir", CLI_STRING, (var), 0, 0, "DIR", "directory holding the data sets (default $DAE_DATA_DIR)", 0}
 #define CLI_FLAG_THREADS(var) {"threads", CLI_INT, (var), 1, 64, "N", "threads (default: online CPUs)", 0}
@@ -62,9 +69,33 @@ int cli_open_model(const char *cmd, const char *flag, dae_model *m);
     {"max-pixels", CLI_INT, (var), 1, 0x7fffffff, "N", "refuse larger images (default 16777216)", 0}
 
 /* Checks that path can be created: its directory exists and is writable,
- * and path itself is not a directory. Returns 0, or prints the problem as
- * command cmd and returns 1. */
+ * and path itself is not a directory. "-" is refused (these outputs are not
+ * written to standard output). Returns 0, or prints the problem as command
+ * cmd and returns 1. */
 int cli_check_output(const char *cmd, const char *path);
+
+/* ------------------------------------------------------------ image files */
+
+/* The image commands' paths: "-" is standard input as an input and
+ * standard output as an output, so `cat a.png | dae denoise - - > b.png`
+ * works; every message goes to stderr. */
+#define CLI_STDIO_PATH "-"
+
+/* cli_check_output for an image output, which is always a PNG: a name
+ * ending in another image format's extension (".jpg") is a usage error;
+ * for "-", refuses a terminal as standard output (a PNG is binary).
+ * Returns 0, or the exit code after printing. */
+int cli_check_image_output(const char *cmd, const char *path);
+
+/* dae_image_load, or for "-" the same from standard input (refusing a
+ * terminal, which would wait for an image nobody types). On failure
+ * prints the problem as command cmd (naming the path, or "standard
+ * input") and returns 1; *out is then zeroed. */
+int cli_image_load(const char *cmd, const char *path, size_t max_pixels, dae_image *out);
+
+/* dae_image_save_png (atomic), or for "-" the PNG written to standard
+ * output. Returns 0, or 1 after printing. */
+int cli_image_save(const char *cmd, const char *path, const dae_image *img);
 
 /* Makes a pool of threads workers and one inference workspace of max_batch
  * per thread (pool NULL for one thread). Returns 0, or 1 after printing. */

@@ -2,6 +2,7 @@
  * from a safetensors file and writes the raw float outputs, for checking
  * the engine against PyTorch (tools/check_pytorch.py) and for batch
  * inference on prepared data. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,8 @@ int cmd_forward(int argc, char **argv) {
 
     char err[DAE_ERR_LEN] = "";
     dae_model m;
-    if ((rc = cli_open_model(NAME, model_flag, &m)) != 0) return rc;
+    char model_file[PATH_MAX];
+    if ((rc = cli_open_model(NAME, model_flag, &m, model_file, sizeof model_file)) != 0) return rc;
     dae_st_file in = {0};
     if (dae_st_load(pos[0], &in, err, sizeof err) != DAE_OK) {
         dae_model_free(&m);
@@ -55,7 +57,7 @@ int cmd_forward(int argc, char **argv) {
         dae_forward_parallel(&m, pool, ws, t->data, out, (int)t->shape[0]);
         dae_st_tensor result = {.name = "output", .ndim = 4, .numel = t->numel, .data = out};
         memcpy(result.shape, t->shape, sizeof result.shape);
-        const char *keys[] = {"model"}, *values[] = {cli_model_path(model_flag)};
+        const char *keys[] = {"model"}, *values[] = {model_file};
         if (dae_st_save(pos[1], &result, 1, keys, values, 1, err, sizeof err) != DAE_OK) rc = cli_error(NAME, "%s", err);
     }
     free(out);

@@ -2,7 +2,8 @@
  * through the tiling engine), `dae noise` (seeded synthetic noise) and
  * `dae grid` (test images original / noisy / denoised in one PNG). Every
  * output is a PNG written atomically: nothing appears at the output path
- * unless the command succeeds. */
+ * unless the command succeeds. "-" is standard input or output (cli.h). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,38 +28,34 @@ int cmd_denoise(int argc, char **argv) {
     cli_command cmd = {name, "IN OUT [flags]",
                        "Denoises IN (PNG of any kind, JPEG, BMP, GIF, PNM or TGA; any size) into the PNG OUT of the\n"
                        "same size: overlapping model-sized tiles blended smoothly; gray stays gray, colour channels\n"
-                       "are denoised independently, alpha is kept; 16-bit input comes back 8-bit.",
+                       "are denoised independently, alpha is kept; 16-bit input comes back 8-bit. IN or OUT \"-\" is\n"
+                       "standard input or output: cat in.png | dae denoise - - > out.png",
                        flags, (int)(sizeof flags / sizeof flags[0]), 2, 2, NULL};
     const char *pos[2];
     int n_pos;
     int rc = cli_parse(&cmd, argc, argv, pos, &n_pos);
     if (rc != CLI_CONTINUE) return rc;
     const char *in_path = pos[0], *out_path = pos[1];
-    if (cli_check_output(name, out_path) != 0) return CLI_EXIT_FAILURE;
+    if ((rc = cli_check_image_output(name, out_path)) != 0) return rc;
     dae_model m;
-    if ((rc = cli_open_model(name, model_path, &m)) != 0) return rc;
+    char model_file[PATH_MAX];
+    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file)) != 0) return rc;
     char err[DAE_ERR_LEN] = "";
     dae_image in = {0}, out = {0};
     dae_pool *pool = NULL;
     dae_workspace **ws = NULL;
     int exit_code = CLI_EXIT_FAILURE;
-    if (dae_denoise_check_model(&m, cli_model_path(model_path), err, sizeof err) != DAE_OK) {
+    if (dae_denoise_check_model(&m, model_file, err, sizeof err) != DAE_OK) {
         cli_error(name, "%s", err);
         goto done;
     }
-    if (dae_image_load(in_path, CLI_MAX_IMAGE_BYTES, (size_t)max_pixels, &in, err, sizeof err) != DAE_OK) {
-        cli_error(name, "%s", err);
-        goto done;
-    }
+    if (cli_image_load(name, in_path, (size_t)max_pixels, &in) != 0) goto done;
     if (cli_workers_new(name, &m, threads, DENOISE_BATCH, &pool, &ws) != 0) goto done;
     if (dae_denoise_image(&m, pool, ws, &in, &out, err, sizeof err) != DAE_OK) {
-        cli_error(name, "%s: %s", in_path, err);
+        cli_error(name, "%s: %s", strcmp(in_path, CLI_STDIO_PATH) == 0 ? "standard input" : in_path, err);
         goto done;
     }
-    if (dae_image_save_png(out_path, &out, err, sizeof err) != DAE_OK) {
-        cli_error(name, "%s", err);
-        goto done;
-    }
+    if (cli_image_save(name, out_path, &out) != 0) goto done;
     exit_code = 0;
 done:
     cli_workers_free(pool, ws, threads);
@@ -83,7 +80,7 @@ int cmd_noise(int argc, char **argv) {
     };
     cli_command cmd = {name, "IN OUT [flags]",
                        "Adds seeded synthetic noise to every colour channel of IN (alpha untouched) and writes the\n"
-                       "PNG OUT, clipped to [0, 1] and quantised to 8 bits.",
+                       "PNG OUT, clipped to [0, 1] and quantised to 8 bits. IN or OUT \"-\" is standard input or output.",
                        flags, (int)(sizeof flags / sizeof flags[0]), 2, 2, NULL};
     const char *pos[2];
     int n_pos;
@@ -92,13 +89,12 @@ int cmd_noise(int argc, char **argv) {
     char err[DAE_ERR_LEN] = "";
     dae_noise_spec spec;
     if (dae_noise_parse(noise_text, &spec, err, sizeof err) != DAE_OK) return cli_usage_error(name, "--noise: %s", err);
-    if (cli_check_output(name, pos[1]) != 0) return CLI_EXIT_FAILURE;
+    if ((rc = cli_check_image_output(name, pos[1])) != 0) return rc;
     dae_image img;
-    if (dae_image_load(pos[0], CLI_MAX_IMAGE_BYTES, (size_t)max_pixels, &img, err, sizeof err) != DAE_OK)
-        return cli_error(name, "%s", err);
-    rc = 0;
-    if (dae_image_add_noise(&img, &spec, seed, err, sizeof err) != DAE_OK) rc = cli_error(name, "%s: %s", pos[0], err);
-    else if (dae_image_save_png(pos[1], &img, err, sizeof err) != DAE_OK) rc = cli_error(name, "%s", err);
+    if (cli_image_load(name, pos[0], (size_t)max_pixels, &img) != 0) return CLI_EXIT_FAILURE;
+    const char *in_name = strcmp(pos[0], CLI_STDIO_PATH) == 0 ? "standard input" : pos[0];
+    if (dae_image_add_noise(&img, &spec, seed, err, sizeof err) != DAE_OK) rc = cli_error(name, "%s: %s", in_name, err);
+    else rc = cli_image_save(name, pos[1], &img);
     dae_image_free(&img);
     return rc;
 }
@@ -126,7 +122,7 @@ int cmd_grid(int argc, char **argv) {
         CLI_FLAG_MODEL(&model_path),
         {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "data set whose test images to show (required)", 0},
         CLI_FLAG_DATA_DIR(&data_dir),
-        {"out", CLI_STRING, &out_path, 0, 0, "FILE", "the PNG to write (required)", 0},
+        {"out", CLI_STRING, &out_path, 0, 0, "FILE", "the PNG to write, - for standard output (required)", 0},
         {"count", CLI_INT, &count, 1, 100, "N", "test images across (default 10)", 0},
         {"first", CLI_INT, &first, 0, 0x7fffffff, "N", "index of the first test image (default 0)", 0},
         {"scale", CLI_INT, &scale, 1, 16, "N", "pixels per image pixel (default 4)", 0},
@@ -145,9 +141,10 @@ int cmd_grid(int argc, char **argv) {
     char err[DAE_ERR_LEN] = "";
     dae_noise_spec spec;
     if (dae_noise_parse(noise_text, &spec, err, sizeof err) != DAE_OK) return cli_usage_error(name, "--noise: %s", err);
-    if (cli_check_output(name, out_path) != 0) return CLI_EXIT_FAILURE;
+    if ((rc = cli_check_image_output(name, out_path)) != 0) return rc;
     dae_model m;
-    if ((rc = cli_open_model(name, model_path, &m)) != 0) return rc;
+    char model_file[PATH_MAX];
+    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file)) != 0) return rc;
     dae_dataset data;
     if ((rc = cli_load_dataset(name, data_dir, dataset, &m, &data)) != 0) {
         dae_model_free(&m);
@@ -158,7 +155,7 @@ int cmd_grid(int argc, char **argv) {
     float *clean = NULL, *noisy = NULL, *denoised = NULL;
     dae_workspace *ws = NULL;
     dae_image grid = {0};
-    if (dae_model_check_images(&m, test, cli_model_path(model_path), dataset, err, sizeof err) != DAE_OK) {
+    if (dae_model_check_images(&m, test, model_file, dataset, err, sizeof err) != DAE_OK) {
         cli_error(name, "%s", err);
         goto done;
     }
@@ -192,10 +189,7 @@ int cmd_grid(int argc, char **argv) {
     for (int r = 0; r < 3; r++)
         for (int i = 0; i < count; i++)
             blit(&grid, rows[r] + i * n, m.in_h, m.in_w, scale, gap + i * (cw + gap), gap + r * (ch + gap));
-    if (dae_image_save_png(out_path, &grid, err, sizeof err) != DAE_OK) {
-        cli_error(name, "%s", err);
-        goto done;
-    }
+    if (cli_image_save(name, out_path, &grid) != 0) goto done;
     exit_code = 0;
 done:
     dae_image_free(&grid);

@@ -13,7 +13,7 @@ typedef struct {
 } subcommand;
 
 static const subcommand SUBCOMMANDS[] = {
-    {"train", cmd_train, "train a model on an IDX data set and save it as safetensors"},
+    {"train", cmd_train, "train a model on an IDX data set or a folder or archive of images, save it as safetensors"},
     {"eval", cmd_eval, "test MSE, PSNR and SSIM of a model and of the noisy input (raw and png protocols)"},
     {"denoise", cmd_denoise, "denoise an image of any size (PNG, JPEG, BMP, GIF, PNM, TGA) into a PNG"},
     {"noise", cmd_noise, "add seeded synthetic noise to an image, PNG out"},
@@ -31,14 +31,25 @@ static void usage(FILE *out) {
             DAE_VERSION);
     for (int i = 0; i < N_SUBCOMMANDS; i++) fprintf(out, "  %-9s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
     fprintf(out,
-            "\n`dae COMMAND --help` describes each command's flags.\n"
-            "environment: DAE_DATA_DIR (default --data-dir), DAE_MODEL (default --model of denoise and grid)\n"
+            "\n`dae COMMAND --help` (or `dae help COMMAND`) describes each command's flags.\n\n"
+            "flags:\n"
+            "  --help    show this help\n"
+            "  --version print the version\n\n"
+            "environment:\n"
+            "  DAE_DATA_DIR    default --data-dir\n"
+            "  DAE_MODEL       default --model of denoise, grid and forward: a file, or NAME for\n"
+            "                  NAME.safetensors in the models directory\n"
+            "  DAE_MODELS_DIR  the models directory, looked in first; then ./models, and ../models\n"
+            "                  or ../share/dae/models beside the executable (default model: " CLI_DEFAULT_MODEL ")\n\n"
             "exit status: 0 success, 1 failure, 2 usage error\n");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "dae: missing command: train, eval, denoise, noise, grid or info (see dae --help)\n");
+        fprintf(stderr, "dae: missing command:");
+        for (int i = 0; i < N_SUBCOMMANDS; i++)
+            fprintf(stderr, "%s %s", i == 0 ? "" : i == N_SUBCOMMANDS - 1 ? " or" : ",", SUBCOMMANDS[i].name);
+        fprintf(stderr, " (see dae --help)\n");
         return CLI_EXIT_USAGE;
     }
     const char *cmd = argv[1];

@@ -87,6 +87,43 @@ bad() {
     fi
 }
 
+# run_io IN OUT CMD...: runs dae with CMD, standard input from IN and
+# standard output to OUT, keeping stderr and the exit code.
+run_io() {
+    local in=$1 out=$2
+    shift 2
+    "$DAE" "$@" <"$in" >"$out" 2>"$TMP/stderr"
+    rc=$?
+    sanitizer_scan "$TMP/stderr" "dae $*"
+}
+
+# on_tty in|out CMD...: runs CMD with a terminal as its standard input or
+# output, keeping stderr and the exit code (in rc), and how many bytes CMD
+# wrote to the terminal in $TMP/tty.
+on_tty() {
+    "$PYTHON" -c '
+import os, pty, subprocess, sys
+master, slave = pty.openpty()
+streams = {"stdout": slave} if sys.argv[1] == "out" else {"stdin": slave, "stdout": subprocess.DEVNULL}
+rc = subprocess.run(sys.argv[2:], timeout=60, **streams).returncode
+os.close(slave)
+os.set_blocking(master, False)
+n = 0
+try:
+    while True:
+        chunk = os.read(master, 65536)
+        if not chunk:
+            break
+        n += len(chunk)
+except OSError:
+    pass
+print(n)
+sys.exit(rc)
+' "$@" >"$TMP/tty" 2>"$TMP/stderr"
+    rc=$?
+    sanitizer_scan "$TMP/stderr" "$*"
+}
+
 # flip_bit FILE OFFSET: inverts the lowest bit of the byte at OFFSET.
 flip_bit() {
     "$PYTHON" -c '
@@ -133,14 +170,28 @@ tga "$TMP/rgba.tga" 30 20
 good "dae --help" --help
 check "dae --help lists every subcommand" \
     bash -c 'for c in train eval denoise noise grid info; do grep -q "^  $c " "$1" || exit 1; done' _ "$TMP/stdout"
+# The commands of the table in cli/main.c, so a new row is checked too.
+COMMANDS=$(sed -n 's/^ *{"\([a-z]*\)", cmd_[a-z_]*, .*/\1/p' "$ROOT/cli/main.c")
+check "the command table of cli/main.c is found" test "$(wc -w <<<"$COMMANDS")" -ge 7
+check "dae --help lists every command of the table" \
+    bash -c 'for c in $2; do grep -q "^  $c " "$1" || exit 1; done' _ "$TMP/stdout" "$COMMANDS"
+check "dae --help lists --version and --help" \
+    bash -c 'grep -q "^  --version " "$1" && grep -q "^  --help " "$1"' _ "$TMP/stdout"
+check "dae --help names DAE_MODELS_DIR" grep -q "DAE_MODELS_DIR" "$TMP/stdout"
 good "dae --version" --version
 check "dae --version prints a version" grep -qE '^dae [0-9]+\.[0-9]+' "$TMP/stdout"
 for c in train eval denoise noise grid info; do
     good "dae $c --help" "$c" --help
     check "dae $c --help shows usage" grep -q "^usage: dae $c" "$TMP/stdout"
 done
+for c in $COMMANDS; do
+    good "dae help $c" help "$c"
+    check "dae help $c shows usage" grep -q "^usage: dae $c" "$TMP/stdout"
+done
 
 usage "no command" 
+check "the missing command message lists every command of the table" \
+    bash -c 'for c in $2; do grep -qw "$c" "$1" || exit 1; done' _ "$TMP/stderr" "$COMMANDS"
 usage "unknown command" frobnicate
 usage "unknown top-level flag" --frobnicate
 usage "unknown flag" train --bogus 1
@@ -168,6 +219,7 @@ usage "grid count 0" grid "${D[@]}" --out "$OUT/g.png" --count 0
 usage "grid without --out" grid "${D[@]}"
 usage "info without a file" info
 usage "info with two files" info a b
+bad "a --help after -- is an argument, not a flag" "--help: No such file" /dev/null/x info -- --help
 check "usage errors wrote nothing" test -z "$(ls -A "$OUT")"
 
 # ------------------------------------------------------------ training
@@ -361,10 +413,83 @@ good "denoise with a checkpoint as the model" denoise "$TMP/g28.pgm" "$TMP/ck.pn
 DAE_MODEL=$M1 good "denoise with DAE_MODEL" denoise "$TMP/g28.pgm" "$TMP/env.png"
 good "denoise may overwrite its input" denoise "$TMP/again.png" "$TMP/again.png" --model "$M1"
 
+# "-" is standard input as an input and standard output as an output; no
+# file named "-" appears, and nothing but the PNG goes to standard output.
+mkdir -p "$TMP/stdio"
+cd "$TMP/stdio" || exit 1
+run_io "$TMP/c300.ppm" "$TMP/stdio.noisy.png" noise - - --noise gaussian:0.2 --seed 7
+[ "$rc" -eq 0 ] && cmp -s "$TMP/stdio.noisy.png" "$TMP/c300.ppm.noisy.png"
+ok "noise - - gives the bytes of noise IN OUT"
+cat "$TMP/c300.ppm.noisy.png" | "$DAE" denoise - - --model "$M1" --threads 2 >"$TMP/stdio.clean.png" 2>"$TMP/stderr"
+rc=$?
+sanitizer_scan "$TMP/stderr" "dae denoise - -"
+[ "$rc" -eq 0 ] && [ ! -s "$TMP/stderr" ] && cmp -s "$TMP/stdio.clean.png" "$TMP/c300.ppm.clean.png"
+ok "cat noisy.png | dae denoise - - > clean.png gives the bytes of dae denoise noisy.png clean.png"
+run_io "$TMP/rgba.tga.noisy.png" /dev/null denoise - "$TMP/stdio.in.png" --model "$M1" --threads 2
+[ "$rc" -eq 0 ] && cmp -s "$TMP/stdio.in.png" "$TMP/rgba.tga.clean.png"
+ok "denoise - OUT reads standard input"
+run_io /dev/null "$TMP/stdio.out.png" denoise "$TMP/rgba.tga.noisy.png" - --model "$M1" --threads 2
+[ "$rc" -eq 0 ] && cmp -s "$TMP/stdio.out.png" "$TMP/rgba.tga.clean.png"
+ok "denoise IN - writes standard output"
+printf 'just some text\n' >"$TMP/stdio.txt"
+run_io "$TMP/stdio.txt" "$TMP/stdio.bad.png" denoise - - --model "$M1"
+[ "$rc" -eq 1 ] && grep -q "^dae denoise: standard input: not a PNG" "$TMP/stderr" && [ ! -s "$TMP/stdio.bad.png" ]
+ok "denoise of a text on standard input: exit 1, names standard input, writes nothing"
+check "no file named - was written" test ! -e "$TMP/stdio/-"
+on_tty out "$DAE" denoise "$TMP/g28.pgm" - --model "$M1"
+[ "$rc" -eq 1 ] && [ "$(cat "$TMP/tty")" = 0 ] && grep -q "terminal" "$TMP/stderr" && [ "$(wc -l <"$TMP/stderr")" -eq 1 ]
+ok "denoise refuses to write a PNG to a terminal"
+on_tty in "$DAE" noise - "$TMP/stdio.tty.png"
+[ "$rc" -eq 1 ] && grep -q "standard input is a terminal" "$TMP/stderr" && [ ! -e "$TMP/stdio.tty.png" ]
+ok "noise refuses to wait for an image typed at a terminal"
+bad "forward refuses - as its output" "only image outputs go to standard output" "$TMP/stdio/-" \
+    forward "$TMP/x.safetensors" - --model "$M1"
+cd - >/dev/null || exit 1
+
+# The default model is found from any directory: $DAE_MODELS_DIR, ./models,
+# then beside the executable (a checkout's build/ or build/NAME/, or an
+# installed PREFIX/bin with PREFIX/share/dae/models).
+good "denoise with the checkout's model" denoise "$TMP/g2729.pgm" "$TMP/checkout.png" \
+    --model "$ROOT/models/mnist.safetensors"
+case $DAE in
+"$ROOT"/build/*)
+    cd "$TMP/empty" || exit 1
+    good "denoise outside the checkout without --model" denoise "$TMP/g2729.pgm" "$TMP/outside.png"
+    cd - >/dev/null || exit 1
+    check "it used the checkout's models/mnist.safetensors" cmp -s "$TMP/outside.png" "$TMP/checkout.png"
+    ;;
+esac
+good "denoise with m1" denoise "$TMP/g2729.pgm" "$TMP/m1.png" --model "$M1"
+mkdir -p "$TMP/prefix/bin" "$TMP/prefix/share/dae/models" "$TMP/models-dir"
+cp "$DAE" "$TMP/prefix/bin/dae"
+cp "$M1" "$TMP/prefix/share/dae/models/mnist.safetensors"
+cp "$M1" "$TMP/models-dir/mnist.safetensors"
+cp "$M1" "$TMP/models-dir/tiny.safetensors"
+cd "$TMP/empty" || exit 1
+"$TMP/prefix/bin/dae" denoise "$TMP/g2729.pgm" "$TMP/installed.png" 2>"$TMP/stderr"
+rc=$?
+sanitizer_scan "$TMP/stderr" "installed dae denoise"
+[ "$rc" -eq 0 ] && cmp -s "$TMP/installed.png" "$TMP/m1.png"
+ok "an installed dae finds PREFIX/share/dae/models/mnist.safetensors"
+DAE_MODELS_DIR=$TMP/models-dir good "denoise with DAE_MODELS_DIR" denoise "$TMP/g2729.pgm" "$TMP/models-dir.png"
+check "DAE_MODELS_DIR comes first" cmp -s "$TMP/models-dir.png" "$TMP/m1.png"
+DAE_MODELS_DIR=$TMP/models-dir DAE_MODEL=tiny good "denoise with DAE_MODEL a name" denoise "$TMP/g2729.pgm" \
+    "$TMP/by-name.png"
+check "DAE_MODEL=tiny is tiny.safetensors of the models directory" cmp -s "$TMP/by-name.png" "$TMP/m1.png"
+DAE_MODELS_DIR=$TMP/models-dir DAE_MODEL=nosuch bad "DAE_MODEL names no model" "nosuch.safetensors" "$OUT/r.png" \
+    denoise "$TMP/g2729.pgm" "$OUT/r.png"
+cd - >/dev/null || exit 1
+
 good "grid" grid "${D[@]}" --model "$M1" --count 5 --scale 2 --out "$TMP/grid.png"
 check "grid is 5 images of 56 px with 2 px gaps, 3 rows" test "$(png_info "$TMP/grid.png")" = "292 176 8 0"
 good "grid with defaults" grid "${D[@]}" --model "$M1" --out "$TMP/grid10.png" --noise salt-pepper:0.1 --seed 3
 check "default grid is 10 images at scale 4" test "$(png_info "$TMP/grid10.png")" = "1164 352 8 0"
+cd "$TMP/stdio" || exit 1
+run_io /dev/null "$TMP/stdio.grid.png" grid "${D[@]}" --model "$M1" --count 5 --scale 2 --out -
+[ "$rc" -eq 0 ] && cmp -s "$TMP/stdio.grid.png" "$TMP/grid.png"
+ok "grid --out - writes standard output"
+check "grid --out - wrote no file named -" test ! -e "$TMP/stdio/-"
+cd - >/dev/null || exit 1
 
 # ------------------------------------------------------------ bad files
 
@@ -396,12 +521,26 @@ bad "denoise a missing file" "missing.png" "$R" denoise "$TMP/missing.png" "$R" 
 bad "denoise a directory" "is a directory" "$R" denoise "$TMP/data" "$R" --model "$M1"
 bad "denoise into a missing directory" "$OUT/nodir/r.png" "$OUT/nodir/r.png" \
     denoise "$TMP/g28.pgm" "$OUT/nodir/r.png" --model "$M1"
+usage "denoise into a .jpg name" denoise "$TMP/g28.pgm" "$OUT/r.jpg" --model "$M1"
+check "the .jpg error says the output is a PNG" grep -q "r.jpg: the output is always a PNG" "$TMP/stderr"
+usage "noise into a .JPEG name" noise "$TMP/g28.pgm" "$OUT/r.JPEG"
+check "nothing was written for the .jpg and .JPEG names" test -z "$(ls -A "$OUT")"
+rm -f "$OUT/r.jpg" "$OUT/r.JPEG" # a dae that wrote them fails the checks above, not every later one
 bad "denoise with a text file as the model" "notes.txt" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/notes.txt"
 bad "denoise with a truncated model" "short.safetensors" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/short.safetensors"
+# A copy of dae with no models directory near it, run where there is none.
+mkdir -p "$TMP/alone/bin"
+cp "$DAE" "$TMP/alone/bin/dae"
 cd "$TMP/empty" || exit 1
+DAE_REAL=$DAE
+DAE=$TMP/alone/bin/dae
 bad "denoise without the default model" "models/mnist.safetensors" "$R" denoise "$TMP/g28.pgm" "$R"
+DAE=$DAE_REAL
 cd - >/dev/null || exit 1
 check "the missing default model error says how to choose one" grep -q "DAE_MODEL" "$TMP/stderr"
+check "it lists the places looked in, beside the executable too" \
+    grep -qF "$TMP/alone/share/dae/models/mnist.safetensors" "$TMP/stderr"
+check "it says to pass --model" grep -qF -- "--model" "$TMP/stderr"
 bad "noise on plain text" "notes.txt" "$R" noise "$TMP/notes.txt" "$R"
 bad "noise on a corrupt CRC" "crc.png: PNG: CRC error in IDAT" "$R" noise "$TMP/crc.png" "$R"
 bad "train on a missing data set" "nosuch" "$OUT/m" train --data-dir "$FIX" --dataset nosuch --out "$OUT/m" --epochs 1
