@@ -59,7 +59,7 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h /usr/include/archive.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-layering test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
+.PHONY: all deps check-deps test test-browser test-layering test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
 
 all: check-deps $(LIB) $(IO_LIB) $(DAE) $(SERVER) ## build the libraries, the command-line tool and the server
 
@@ -103,13 +103,22 @@ $(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIBS)
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(CORE_LIBS) -o $@
 
-test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the layering check, the unit, command-line and server tests
+test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the layering check, the unit, command-line, server, API description and README tests
 	tests/unit.sh $(TEST_BIN)
 	tests/cli/run.sh $(DAE)
 	tests/server/run.sh $(SERVER) $(DAE)
 	tests/server/test_http_sweep.sh $(SERVER) $(DAE)
 	tests/server/test_datasets.sh $(SERVER)
 	tests/server/test_make_run.sh $(BUILD)
+	tests/openapi/validate.sh $(SERVER)
+	tests/readme/quickstart.sh $(SERVER) $(DAE)
+
+# The web page (server/web/, served at /) in headless Chromium against a
+# real server: upload, draw, train, an error shown; it saves a screenshot
+# (`make test-browser SCREENSHOT=docs/web-page.png` renews the README's).
+SCREENSHOT ?= $(BUILD)/web-page.png
+test-browser: check-deps $(SERVER) ## the web page in headless Chromium (chromium, chromium-driver, python3-selenium)
+	tests/browser/test_page.py $(SERVER) --screenshot $(SCREENSHOT)
 
 # libdae is the network, not the files: no codec, zlib or file-opening
 # symbol may be undefined in it (nm -u lists what it takes from elsewhere);

@@ -236,13 +236,13 @@ const shown = { original: null, noisy: null, denoised: null };
 function setSource(s) {
   source = s;
   $("source-name").textContent = s ? s.name : "nothing yet";
+  $("canvas").classList.toggle("inactive", !!s && s.kind !== "canvas");
 }
 
 async function takeFile(file) {
   if (!file) return;
   const bytes = new Uint8Array(await file.arrayBuffer());
   setSource({ kind: "file", bytes, type: file.type || "application/octet-stream", name: `${file.name} (${bytes.length} bytes)` });
-  $("file-info").textContent = file.name;
 }
 
 function setupDrop() {
@@ -374,7 +374,7 @@ async function loadModels() {
   list.replaceChildren();
   for (const m of models) {
     const tags = (m.active ? " · active" : "") + (m.default && !m.active ? " · default" : "");
-    pick.append(el("option", { value: m.name, textContent: `${m.name} (${m.version})${tags}` }));
+    pick.append(el("option", { value: m.name, textContent: m.name + tags }));
     base.append(el("option", { value: m.name, textContent: m.name }));
     const md = m.metadata || {};
     const name = el("td", {}, el("strong", { textContent: m.name }));
@@ -587,6 +587,18 @@ async function startTraining(ev) {
   follow(j.id);
 }
 
+// After a reload: follow the newest job that is still queued or running.
+async function resumeTraining() {
+  const j = await apiJSON("GET", "/train");
+  const live = (j.jobs || []).filter((x) => x.state === "queued" || x.state === "running").pop();
+  if (!live || job.id) return;
+  job.id = live.id;
+  job.model = live.model;
+  job.points = [];
+  showJob(live);
+  follow(live.id);
+}
+
 async function cancelTraining() {
   clearError();
   if (job.id) showJob(await apiJSON("DELETE", `/train/${encodeURIComponent(job.id)}`, { admin: true }));
@@ -618,7 +630,7 @@ function setup() {
   showImage("denoised", null);
   drawLoss();
   window.daeRuns = 0;
-  Promise.all([loadModels(), loadDatasets()])
+  Promise.all([loadModels(), loadDatasets(), resumeTraining()])
     .catch((e) => { $("server-state").textContent = "server unreachable"; $("server-state").classList.add("bad"); showError(e); })
     .finally(() => { document.body.dataset.ready = "1"; });
 }
