@@ -203,7 +203,11 @@ Test(config, flags_win_over_environment_over_defaults) {
     unsetenv("DAE_WORKERS");
     cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
     cr_assert_eq(cfg.port, 8080);
-    cr_assert_str_eq(cfg.bind, "0.0.0.0");
+    cr_assert_str_eq(cfg.bind, "127.0.0.1", "loopback unless asked");
+    cr_assert_str_eq(cfg.model, "mnist");
+    cr_assert_eq(cfg.model_given, 0, "the default model does not beat the ACTIVE file");
+    cr_assert_null(cfg.cors_origin, "CORS is off by default");
+    cr_assert_eq(cfg.message_format, SRV_LOG_TEXT);
     cr_assert_eq(cfg.max_body_bytes, 10 << 20);
     cr_assert_eq(cfg.max_pixels, 16 << 20);
     cr_assert_eq(cfg.max_queue_delay_us, 0);
@@ -218,6 +222,14 @@ Test(config, flags_win_over_environment_over_defaults) {
     cr_assert_eq(cfg.workers, 3, "the variable stays");
     cr_assert_eq(cfg.max_body_bytes, 2 << 20);
     cr_assert_eq(cfg.log_format, SRV_LOG_JSON);
+    cr_assert_eq(cfg.model_given, 0);
+    setenv("DAE_MODEL", "fashion-mnist", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
+    cr_assert_eq(cfg.model_given, 1, "a model named in the environment wins over ACTIVE");
+    unsetenv("DAE_MODEL");
+    char *argv2[] = {"dae-server", "--model", "mnist", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv2), 0);
+    cr_assert_eq(cfg.model_given, 1, "so does one given by flag, even the default's name");
     unsetenv("DAE_PORT");
     unsetenv("DAE_WORKERS");
 }
@@ -228,6 +240,8 @@ Test(config, mistakes_are_usage_errors, .init = cr_redirect_stderr) {
     cr_assert_eq(srv_config_parse(&cfg, 3, a), SRV_CONFIG_USAGE);
     char *b[] = {"dae-server", "--nope", "1", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 3, b), SRV_CONFIG_USAGE);
+    char *quiet[] = {"dae-server", "--log-format", "off", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, quiet), SRV_CONFIG_USAGE, "the server's own messages cannot be turned off");
     char *c[] = {"dae-server", "--port", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 2, c), SRV_CONFIG_USAGE);
     char *d[] = {"dae-server", "--access-log", "xml", NULL};
