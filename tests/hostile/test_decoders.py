@@ -83,7 +83,8 @@ def test_same_image_gives_same_bytes(suite):
         for route in ROUTES:
             answers = set()
             for i in range(4):
-                r = harness.request(d.port, "POST", route, data)
+                # One request id for the four: an error body carries it.
+                r = harness.request(d.port, "POST", route, data, {"X-Request-Id": "same-bytes"})
                 answers.add((r.status, r.body))
                 # Another client's images in between dirty the heap.
                 harness.request(d.port, "POST", "/noise?sigma=0&seed=%d" % i, others[i % 2])

@@ -154,7 +154,8 @@ def test_every_error_body_is_utf8_json(suite):
 
     # Routes and methods.
     _check(suite, "GET /no/such/route", req("GET", "/no/such/route"), 404)
-    _check(suite, "GET /", req("GET", "/"), 404)
+    _check(suite, "GET /ui/nope.js", req("GET", "/ui/nope.js"), 404)
+    _check(suite, "GET /ui/%ff", req("GET", "/ui/%ff"), 404)
     _check(suite, "GET /models/nope", req("GET", "/models/nope"), 404)
     _check(suite, "GET /denoise", req("GET", "/denoise"), 405)
     _check(suite, "POST /healthz", req("POST", "/healthz"), 405)
