@@ -126,6 +126,7 @@ struct request {
     char request_id[SRV_REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or one made up; "" before the head */
     int gzip;             /* the client takes Content-Encoding: gzip */
     int cors;             /* the answer carries the CORS headers (--cors-origin, a non-admin method) */
+    int page;             /* the answer is one of the web page's files: it carries PAGE_POLICY */
     /* The answer, for the log and the metrics. */
     int status;
     size_t bytes;
@@ -221,10 +222,21 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 /* Queues resp (taken over), whose body has len bytes, with status,
  * content_type (NULL: none) and the usual headers; records status and
  * size. */
+/* The page runs only its own script and style, talks only to this server,
+ * shows images from it (as blob: URLs) and cannot be framed: a model or
+ * job name a stranger chose can never become script. */
+#define PAGE_POLICY                                                                                                   \
+    "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; form-action 'none'; "       \
+    "frame-ancestors 'none'"
+
 /* Adds the headers every answer of r carries: its request id and, for
- * the routes that allow it, CORS. */
+ * the routes that allow it, CORS; the page's policy on its files. */
 static void add_request_headers(request *r, struct MHD_Response *resp) {
     if (r->request_id[0] != '\0') MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->page) {
+        MHD_add_response_header(resp, "Content-Security-Policy", PAGE_POLICY);
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    }
     if (r->cors) {
         const char *origin = r->http->cfg->cors_origin;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -1095,6 +1107,7 @@ static enum MHD_Result get_events(request *r) {
 static enum MHD_Result answer_asset(request *r, const char *name) {
     srv_asset a;
     if (srv_asset_find(name, &a) != 0) return answer_error(r, 404, "not_found", "no file %s (the page is at /)", r->path);
+    r->page = 1;
     return answer(r, 200, a.content_type, (void *)(uintptr_t)a.data, a.len, MHD_RESPMEM_PERSISTENT);
 }
 

@@ -108,6 +108,28 @@ stop_cleanly() {
     sanitizer_scan "$2" dae-server
 }
 
+# start_daemon SERVER ARGS...: starts the dae-server SERVER on a free
+# loopback port with ARGS and none of the caller's DAE_* variables (an
+# admin token or a body limit there would change what is tested), its
+# output in $TMP/server.out and .err; waits for the port it prints and
+# sets PID and PORT. Fatal when it does not start.
+start_daemon() {
+    local server=$1
+    shift
+    # shellcheck disable=SC2046
+    env $(env | sed -n 's/^\(DAE_[A-Z0-9_]*\)=.*/-u \1/p') "$server" --bind 127.0.0.1 --port 0 "$@" \
+        >"$TMP/server.out" 2>"$TMP/server.err" &
+    PID=$!
+    wait_until 10 eval '[ -n "$(daemon_port)" ] || ! kill -0 "$PID" 2>/dev/null'
+    PORT=$(daemon_port)
+    if [ -z "$PORT" ]; then
+        cat "$TMP/server.err" >&2
+        fatal "$server did not start"
+    fi
+}
+# daemon_port: the port the daemon of start_daemon said it listens on.
+daemon_port() { sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/server.err" | head -1; }
+
 # wait_until SECONDS COMMAND...: runs the command every 50 ms until it
 # succeeds (returns 0) or SECONDS (a decimal number) have passed since the
 # first try (returns 1). Its own variables start with _, so that a

@@ -107,23 +107,8 @@ if [ -n "$SERVER" ]; then
     mkdir -p "$TMP/models" "$TMP/data" "$TMP/state"
     cp models/mnist.safetensors "$TMP/models/"
     cp -r tests/fixtures/mnist-mini "$TMP/data/"
-    touch "$TMP/server.err"
-    # The server's settings are the flags below and its defaults: no DAE_*
-    # variable of the caller's (an admin token, a body limit) applies.
-    # shellcheck disable=SC2046
-    env $(env | sed -n 's/^\(DAE_[A-Z0-9_]*\)=.*/-u \1/p') "$SERVER" \
-        --bind 127.0.0.1 --port 0 --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/models" \
-        --data-dir "$TMP/data" --state-dir "$TMP/state" --train-threads 1 --access-log off \
-        >"$TMP/server.out" 2>"$TMP/server.err" &
-    PID=$!
-    port_of() { sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/server.err" | head -1; }
-    started() { [ -n "$(port_of)" ] || ! kill -0 "$PID" 2>/dev/null; }
-    wait_until 10 started
-    PORT=$(port_of)
-    if [ -z "$PORT" ]; then
-        cat "$TMP/server.err" >&2
-        fatal "$SERVER did not start"
-    fi
+    start_daemon "$SERVER" --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/models" \
+        --data-dir "$TMP/data" --state-dir "$TMP/state" --train-threads 1 --access-log off
     req GET /openapi.json
     [ "$STATUS" = 200 ] && [ "$(header Content-Type)" = application/json ]
     ok "GET /openapi.json answers 200 application/json"

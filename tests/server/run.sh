@@ -255,8 +255,10 @@ req POST /denoise -F image=@"$IMG/gray8.png" -F image=@"$IMG/gray8.png"
 is_error 400 multiple_images
 ok "two -F image= fields: 400 multiple_images (the second is not dropped silently)"
 req GET /
-[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "text/html; charset=utf-8" ] && cmp -s "$TMP/body" "$ROOT/server/web/index.html"
-ok "GET /: the web page, compiled in"
+[ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "text/html; charset=utf-8" ] && cmp -s "$TMP/body" "$ROOT/server/web/index.html" &&
+    header Content-Security-Policy | grep -q "^default-src 'self';.*frame-ancestors 'none'" &&
+    [ "$(header X-Content-Type-Options)" = nosniff ]
+ok "GET /: the web page, compiled in, under a Content-Security-Policy of its own files only"
 req GET /ui/app.js
 [ "$STATUS" = 200 ] && [ "$(header Content-Type)" = "text/javascript; charset=utf-8" ] && cmp -s "$TMP/body" "$ROOT/server/web/app.js"
 ok "GET /ui/app.js: the page's script"

@@ -25,26 +25,13 @@ source "$ROOT/tests/lib.sh" http-sweep
 # The full data sets are the caller's choice; the daemon gets none of the
 # caller's settings.
 DATA=${DAE_DATA_DIR:-}
-unset DAE_BIND DAE_PORT DAE_MODEL DAE_MODELS_DIR DAE_WORKERS DAE_HTTP_THREADS DAE_MAX_BATCH \
-      DAE_MAX_QUEUE_DELAY_US DAE_QUEUE_SIZE DAE_QUEUE_PIXELS DAE_MAX_BODY DAE_MAX_PIXELS \
-      DAE_MAX_CONNECTIONS DAE_TIMEOUT DAE_DRAIN_TIMEOUT DAE_PNG_LEVEL DAE_RETRY_AFTER DAE_ACCESS_LOG \
-      DAE_ADMIN_TOKEN DAE_STATE_DIR DAE_DATA_DIR DAE_TRAIN_THREADS DAE_TRAIN_QUEUE DAE_RELOAD_INTERVAL
 PID=""
 cleanup() { if [ -n "$PID" ]; then kill -KILL "$PID" 2>/dev/null; fi; }
 SWEEP=0.05,0.1,0.2,0.3,0.5,0.7
 
 # The daemon: the committed models by name, on a free port it prints.
-"$SERVER" --bind 127.0.0.1 --port 0 --model "$ROOT/models/mnist.safetensors" --models-dir "$ROOT/models" \
-    --state-dir "$TMP/state" --access-log off >"$TMP/server.out" 2>"$TMP/server.err" &
-PID=$!
-port_of() { sed -n 's|.*listening on http://[0-9.]*:\([0-9]*\).*|\1|p' "$TMP/server.err" | head -1; }
-started() { [ -n "$(port_of)" ] || ! kill -0 "$PID" 2>/dev/null; }
-wait_until 10 started
-PORT=$(port_of)
-if [ -z "$PORT" ]; then
-    cat "$TMP/server.err" >&2
-    fatal "dae-server did not start"
-fi
+start_daemon "$SERVER" --model "$ROOT/models/mnist.safetensors" --models-dir "$ROOT/models" \
+    --state-dir "$TMP/state" --access-log off
 
 # sweep NAME DATA_DIR DATASET LIMIT MODEL...: runs the tool on the data set
 # with the committed models of those names; its table is shown when it
