@@ -635,7 +635,7 @@ is_error 422 dataset_not_found && grep -q "$FIX/nope/train-images-idx3-ubyte" "$
 ok "POST /train with a missing data set: 422 dataset_not_found with the path it looked in"
 
 # A small job runs to succeeded; its model is listed and activated.
-req POST /train -H 'Content-Type: application/json' \
+req POST /train -H 'Content-Type: application/json' -H 'X-Request-Id: trace-job1' \
     --data-binary '{"dataset":"mnist-mini","epochs":1,"train_limit":256,"model_name":"job1","seed":3}'
 J1=$(job_id)
 [ "$STATUS" = 202 ] && [ -n "$J1" ] && [ "$(header Location)" = "/train/$J1" ] &&
@@ -647,6 +647,8 @@ req GET "/train/$J1"
 grep -q '"progress":1' "$TMP/body" && grep -q '"history":\[{"epoch":1,"loss":[0-9.e-]*,"seconds":[0-9.e-]*,"test_mse":[0-9.e-]*,"test_psnr":' "$TMP/body" &&
     grep -q '"model":"job1"' "$TMP/body" && grep -q '"images_per_second":[1-9]' "$TMP/body"
 ok "GET /train/{id}: progress 1, per-epoch loss and test MSE/PSNR, images/s, the model's name"
+grep -q '"request_id":"trace-job1"' "$TMP/body" && grep -q '"request_id":"trace-job1"' "$TMP/state/$J1.json"
+ok "... and the X-Request-Id of the POST that made it, in its record"
 [ -f "$TMP/tmodels/job1.safetensors" ] && ! ls "$TMP/tmodels" | grep -q tmp
 ok "the model is written into the models directory, no temporary left"
 req GET /models/job1
@@ -797,8 +799,9 @@ E2_PID=$PID
 E2_PORT=$PORT
 [ "$(job_field "$J4" state)" = failed ] && [ "$(job_field "$J4" error)" = "interrupted: the server stopped while the job was running" ]
 ok "after a restart the job that was running is failed, reason interrupted"
-[ "$(job_field "$J1" state)" = succeeded ] && [ "$(job_field "$J3" state)" = cancelled ]
-ok "... and the other jobs are listed again as they ended"
+[ "$(job_field "$J1" state)" = succeeded ] && [ "$(job_field "$J3" state)" = cancelled ] &&
+    [ "$(job_field "$J1" request_id)" = trace-job1 ]
+ok "... and the other jobs are listed again as they ended, with their request ids"
 [ ! -e "$TMP/tmodels/killed1.safetensors" ] && ! ls -a "$TMP/tmodels" | grep -q tmp
 ok "... the models directory holds no partial file"
 req GET /readyz
