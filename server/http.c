@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1103,11 +1104,56 @@ static enum MHD_Result get_events(request *r) {
 
 /* ------------------------------------------------------------ the web page and the API description */
 
-/* Answers the compiled-in file name (assets.h), or 404. */
+/* The gzip'd copies of the compiled-in files, made on first use and kept:
+ * the files never change, and compressing the 120 KB API description on
+ * every request would cost the event loop a millisecond each time. */
+#define GZ_CACHE_MAX 16
+typedef struct {
+    const unsigned char *data; /* the asset's bytes: its key */
+    uint8_t *gz;
+    size_t len;
+} gz_entry;
+static struct {
+    pthread_mutex_t mu;
+    int n;
+    gz_entry entry[GZ_CACHE_MAX];
+} gz_cache = {PTHREAD_MUTEX_INITIALIZER, 0, {{0}}};
+
+/* The gzip'd copy of asset a into *gz, *len; returns 0, or -1 when it
+ * cannot be made (out of memory, cache full). */
+static int asset_gzip(const srv_asset *a, const uint8_t **gz, size_t *len) {
+    int rc = -1;
+    pthread_mutex_lock(&gz_cache.mu);
+    for (int i = 0; i < gz_cache.n && rc != 0; i++)
+        if (gz_cache.entry[i].data == a->data) *gz = gz_cache.entry[i].gz, *len = gz_cache.entry[i].len, rc = 0;
+    if (rc != 0 && gz_cache.n < GZ_CACHE_MAX) {
+        size_t n;
+        uint8_t *made = gzip_of(a->data, a->len, &n);
+        if (made != NULL) {
+            gz_cache.entry[gz_cache.n++] = (gz_entry){a->data, made, n};
+            *gz = made, *len = n, rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&gz_cache.mu);
+    return rc;
+}
+
+/* Answers the compiled-in file name (assets.h), gzip'd from the cache when
+ * the client takes it, or 404. */
 static enum MHD_Result answer_asset(request *r, const char *name) {
     srv_asset a;
     if (srv_asset_find(name, &a) != 0) return answer_error(r, 404, "not_found", "no file %s (the page is at /)", r->path);
     r->page = 1;
+    const uint8_t *gz;
+    size_t gz_len;
+    if (r->gzip && compressible(a.content_type) && asset_gzip(&a, &gz, &gz_len) == 0) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(gz_len, (void *)(uintptr_t)gz, MHD_RESPMEM_PERSISTENT);
+        if (resp == NULL) return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+        return answer_response(r, 200, a.content_type, resp, gz_len);
+    }
+    r->gzip = 0; /* no copy to be had: the file as it is */
     return answer(r, 200, a.content_type, (void *)(uintptr_t)a.data, a.len, MHD_RESPMEM_PERSISTENT);
 }
 

@@ -266,6 +266,12 @@ expect_error 404 not_found "GET /ui/nope.js: 404 not_found" GET /ui/nope.js
 req GET /openapi.json
 [ "$STATUS" = 200 ] && [ "$(header Content-Type)" = application/json ] && cmp -s "$TMP/body" "$ROOT/server/web/openapi.json"
 ok "GET /openapi.json: the API description"
+req GET /openapi.json -H 'Accept-Encoding: gzip'
+cp "$TMP/body" "$TMP/openapi1.gz"
+req GET /openapi.json -H 'Accept-Encoding: gzip'
+[ "$STATUS" = 200 ] && [ "$(header Content-Encoding)" = gzip ] && cmp -s "$TMP/body" "$TMP/openapi1.gz" &&
+    gzip -dc "$TMP/body" | cmp -s - "$ROOT/server/web/openapi.json"
+ok "... gzip'd (once, then from the cache: the same bytes every time)"
 req OPTIONS /denoise -H 'Origin: http://example.org' -H 'Access-Control-Request-Method: POST'
 is_error 405 method_not_allowed && [ -z "$(header Access-Control-Allow-Origin)" ]
 ok "CORS is off by default: OPTIONS 405, no Access-Control-Allow-Origin"
