@@ -33,7 +33,7 @@ def read_idx(src_dir, base):
     if os.path.isfile(gz):
         with gzip.open(gz, "rb") as f:
             return f.read()
-    sys.exit(f"make_mini_dataset: missing {base}: looked for {raw} and {gz}")
+    sys.exit(f"{os.path.basename(sys.argv[0])}: missing {base}: looked for {raw} and {gz}")
 
 
 def cut_images(data, n, what):

@@ -17,15 +17,15 @@ Example (DAE_DATA_DIR points at the full data sets; `make` built build/dae):
 """
 
 import argparse
-import gzip
 import os
 import struct
 import subprocess
 import sys
 import zlib
 
-IMAGES_MAGIC = 0x00000803
-LABELS_MAGIC = 0x00000801
+# The IDX reading of the mini data set's tool (the same files, raw or .gz).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_mini_dataset import IMAGES_MAGIC, LABELS_MAGIC, read_idx  # noqa: E402
 
 # (data set, test index, the label it must have, file stem, noise seed).
 # The label is checked so that a different copy of a data set (another
@@ -35,19 +35,6 @@ SAMPLES = [
     ("fashion-mnist", 4, 6, "shirt", 2),
 ]
 NOISE = "gaussian:0.5:clip:quantize"
-
-
-def read_idx(src_dir, base):
-    """Returns the bytes of SRC/BASE, or of SRC/BASE.gz decompressed."""
-    raw = os.path.join(src_dir, base)
-    if os.path.isfile(raw):
-        with open(raw, "rb") as f:
-            return f.read()
-    gz = raw + ".gz"
-    if os.path.isfile(gz):
-        with gzip.open(gz, "rb") as f:
-            return f.read()
-    sys.exit(f"make_samples: missing {base}: looked for {raw} and {gz}")
 
 
 def test_image(src_dir, index):
