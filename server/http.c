@@ -1267,22 +1267,20 @@ void srv_http_route_list(char *out, size_t cap) {
 
 int srv_http_route_count(void) { return N_ROUTES; }
 
+/* The method bits of row that need admin rights. */
+static unsigned admin_methods_of(const route *row) {
+    unsigned m = 0;
+    for (int k = 0; k < N_METHODS; k++)
+        if (row->by[k].flags & ROUTE_ADMIN) m |= row->by[k].methods;
+    return m;
+}
+
 void srv_http_route_get(int i, const char **name, const char **path, unsigned *methods, unsigned *admin_methods) {
     const route *row = &ROUTES[i];
     *name = row->name;
     *path = row->path;
     *methods = route_methods(row);
-    *admin_methods = 0;
-    for (int k = 0; k < N_METHODS; k++)
-        if (row->by[k].flags & ROUTE_ADMIN) *admin_methods |= row->by[k].methods;
-}
-
-/* Every method bit of row that needs no admin rights: the ones CORS may open. */
-static unsigned public_methods(const route *row) {
-    unsigned m = 0;
-    for (int k = 0; k < N_METHODS; k++)
-        if (!(row->by[k].flags & ROUTE_ADMIN)) m |= row->by[k].methods;
-    return m;
+    *admin_methods = admin_methods_of(row);
 }
 
 /* ------------------------------------------------------------ request ids and CORS */
@@ -1318,7 +1316,8 @@ static void request_id_take(request *r) {
  * page of another origin may use (never the admin ones), or 405 when CORS
  * is off or none are open. */
 static enum MHD_Result answer_preflight(request *r) {
-    unsigned open = r->http->cfg->cors_origin != NULL ? public_methods(r->route) : 0;
+    /* The methods that need no admin rights: the ones CORS may open. */
+    unsigned open = r->http->cfg->cors_origin != NULL ? route_methods(r->route) & ~admin_methods_of(r->route) : 0;
     if (open == 0) {
         method_names(route_methods(r->route), 1, ", ", r->allow, sizeof r->allow);
         return answer_error(r, 405, "method_not_allowed", "%s takes %s, not OPTIONS%s", r->route->path, r->allow,
