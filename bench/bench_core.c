@@ -5,9 +5,13 @@
  * Reports the median of several repetitions.
  *
  *   build/bench_core [--arch ae,unet] [--reps N] [--train-images N] [--threads N] [--forward-only]
+ *   build/bench_core --sgemm-peak [--reps N] [--threads N]
  *
  * Images are synthetic (speed does not depend on pixel values), so the
- * benchmark needs no data set. */
+ * benchmark needs no data set. --sgemm-peak instead times OpenBLAS's sgemm
+ * on 2048 x 2048 matrices with 1 and 2 BLAS threads: the peak the engine's
+ * GEMMs are held against (bench/compare.sh). */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +104,43 @@ static double time_training(const dae_model *proto, int threads, int count, int 
     return med;
 }
 
+/* Median GFLOP/s of OpenBLAS's sgemm, C = A B on n x n matrices, with
+ * `threads` BLAS threads; one untimed call first. Leaves OpenBLAS single-
+ * threaded again, as the engine needs it. */
+static double time_sgemm(int n, int threads, int reps) {
+    size_t nn = (size_t)n * n;
+    float *a = malloc(sizeof(float) * nn), *b = malloc(sizeof(float) * nn), *c = malloc(sizeof(float) * nn);
+    dae_rng r;
+    dae_rng_seed(&r, 3, 0);
+    for (size_t i = 0; i < nn; i++) a[i] = dae_rng_uniform(&r), b[i] = dae_rng_uniform(&r), c[i] = 0;
+    openblas_set_num_threads(threads);
+    double *gflops = malloc(sizeof(double) * reps);
+    for (int rep = -1; rep < reps; rep++) {
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        if (rep >= 0) gflops[rep] = 2.0 * n * n * (double)n / (now_s() - t0) / 1e9;
+    }
+    dae_gemm_single_threaded();
+    double med = median(gflops, reps);
+    free(a), free(b), free(c), free(gflops);
+    return med;
+}
+
+/* Prints the sgemm peak for 1 and 2 threads (or only_threads), total and
+ * per core. */
+static void bench_sgemm_peak(int reps, int only_threads) {
+    enum { N = 2048 };
+    printf("sgemm peak: %s, core %s, %dx%d matrices, median of %d repetitions\n\n", openblas_get_config(),
+           openblas_get_corename(), N, N, reps);
+    printf("%-6s %-8s %14s %14s\n", "", "threads", "GFLOP/s", "per core");
+    int first = only_threads ? only_threads : 1, last = only_threads ? only_threads : 2;
+    for (int threads = first; threads <= last; threads++) {
+        double g = time_sgemm(N, threads, reps);
+        printf("%-6s %-8d %14.1f %14.1f\n", "sgemm", threads, g, g / threads);
+        fflush(stdout);
+    }
+}
+
 /* Prints one architecture's rows of the table. */
 static void bench_arch(const char *arch, int reps, int train_images, int only_threads, int forward_only) {
     dae_model m;
@@ -133,7 +174,7 @@ static void bench_arch(const char *arch, int reps, int train_images, int only_th
 }
 
 int main(int argc, char **argv) {
-    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0;
+    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0, sgemm_peak = 0;
     char archs[64] = "ae";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
@@ -141,15 +182,20 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) only_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--arch") == 0 && i + 1 < argc) snprintf(archs, sizeof archs, "%s", argv[++i]);
         else if (strcmp(argv[i], "--forward-only") == 0) forward_only = 1;
+        else if (strcmp(argv[i], "--sgemm-peak") == 0) sgemm_peak = 1;
         else {
             fprintf(stderr, "usage: %s [--arch NAME[,NAME]] [--reps N] [--train-images N] [--threads N] "
-                            "[--forward-only]\n", argv[0]);
+                            "[--forward-only]\n       %s --sgemm-peak [--reps N] [--threads N]\n", argv[0], argv[0]);
             return 2;
         }
     }
     if (reps < 1 || train_images < 64 || only_threads < 0 || only_threads > 64) {
         fprintf(stderr, "bench: --reps must be >= 1, --train-images >= 64, --threads from 1 to 64\n");
         return 2;
+    }
+    if (sgemm_peak) {
+        bench_sgemm_peak(reps, only_threads);
+        return 0;
     }
     const char *names[8];
     int n_archs = 0;

@@ -11,6 +11,20 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta,
               float *c, int ldc);
 
+/* C (m, n) = A (m, k) op(B) + bias (n values; none when NULL), then
+ * max(0, .) when relu: a layer's forward product, row-major, A not
+ * transposed, C overwritten. Products of up to DAE_GEMM_OWN_MAX_ROWS rows
+ * (one image's layers, a few images' at most) run on the engine's own
+ * kernels - no packing, no threads, nothing allocated, 32 KB of stack -
+ * compiled for AVX-512, AVX2 and SSE2 and picked at run time; bigger ones
+ * go to dae_gemm, whose packing then pays for itself. */
+#define DAE_GEMM_OWN_MAX_ROWS 4096
+void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                   int ldc, const float *bias, int relu);
+/* True when dae_gemm_bias runs that product on its own kernels (for the
+ * tests, which cover both sides). */
+int dae_gemm_bias_is_own(int trans_b, int m, int n, int k);
+
 void dae_gemm_naive(int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b,
                     int ldb, float beta, float *c, int ldc);

@@ -339,8 +339,7 @@ void dae_conv2d_forward(float *out, const float *in, const float *weight,
             im2col(col, patches, &p);
             patches = col;
         }
-        dae_gemm(0, 1, rows, g->out_c, k, 1.0f, patches, k, weight, k, 0.0f, y, g->out_c);
-        add_bias(y, bias, (size_t)rows, g->out_c, relu);
+        dae_gemm_bias(1, rows, g->out_c, k, patches, k, weight, k, y, g->out_c, bias, relu);
     }
 }
 
@@ -398,9 +397,9 @@ void dae_conv_transpose2d_forward(float *out, const float *in,
         const float *x = in + b0 * in_pixels * g->in_c;
         float *y = out + b0 * out_image;
         if (whole) {
-            dae_gemm(0, 0, rows, k, g->in_c, 1.0f, x, g->in_c, weight, k, 0.0f, y, k);
+            dae_gemm_bias(0, rows, k, g->in_c, x, g->in_c, weight, k, y, k, NULL, 0);
         } else {
-            dae_gemm(0, 0, rows, k, g->in_c, 1.0f, x, g->in_c, weight, k, 0.0f, col, k);
+            dae_gemm_bias(0, rows, k, g->in_c, x, g->in_c, weight, k, col, k, NULL, 0);
             memset(y, 0, sizeof(float) * nb * out_image);
             p.batch = nb;
             col2im_add(y, col, &p);
