@@ -2,7 +2,10 @@
  * the small products of a forward pass, and the naive oracle. */
 #include "gemm.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cblas.h>
 
@@ -78,34 +81,74 @@ enum { SCRATCH_FLOATS = 8192 };
  * of A instead of once per 2). */
 enum { NT_DOT_MAX_ROWS = 8 };
 
-static void own_gemm_nn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
-                        const float *bias, int relu, float *pad) {
+/* ------------------------------------------------------------- dispatch */
+
+typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
+                        const float *bias, int relu, float *pad);
+typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                            int ldc, const float *bias, int relu);
+
+static const struct isa_kernels {
+    const char *name;
+    gemm_nn_fn *nn;
+    gemm_nt_dot_fn *nt_dot;
+} isa_kernels[DAE_ISA_COUNT] = {
+    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base},
 #ifdef HAVE_X86_KERNELS
-    if (__builtin_cpu_supports("avx512f")) {
-        gemm_nn_avx512(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
-        return;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        gemm_nn_avx2(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
-        return;
-    }
+    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2},
+    [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512},
+#else
+    [DAE_ISA_AVX2] = {"avx2", NULL, NULL},
+    [DAE_ISA_AVX512] = {"avx512", NULL, NULL},
 #endif
-    gemm_nn_base(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
+};
+
+/* The instruction set in use, DAE_ISA_COUNT until the first product. */
+static _Atomic int isa_in_use = DAE_ISA_COUNT;
+
+const char *dae_isa_name(dae_isa isa) { return isa >= 0 && isa < DAE_ISA_COUNT ? isa_kernels[isa].name : "?"; }
+
+int dae_isa_supported(dae_isa isa) {
+    switch (isa) {
+    case DAE_ISA_SSE2: return 1;
+#ifdef HAVE_X86_KERNELS
+    case DAE_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case DAE_ISA_AVX512: return __builtin_cpu_supports("avx512f");
+#endif
+    default: return 0;
+    }
 }
 
-static void own_gemm_nt_dot(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
-                            int ldc, const float *bias, int relu) {
-#ifdef HAVE_X86_KERNELS
-    if (__builtin_cpu_supports("avx512f")) {
-        gemm_nt_dot_avx512(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
-        return;
+int dae_isa_parse(const char *name, dae_isa *isa) {
+    for (int i = 0; i < DAE_ISA_COUNT; i++)
+        if (strcmp(name, isa_kernels[i].name) == 0) {
+            *isa = (dae_isa)i;
+            return 0;
+        }
+    return -1;
+}
+
+dae_isa dae_gemm_isa(void) {
+    int isa = atomic_load_explicit(&isa_in_use, memory_order_relaxed);
+    if (isa != DAE_ISA_COUNT) return (dae_isa)isa;
+    dae_isa wanted;
+    const char *env = getenv("DAE_ISA");
+    if (env == NULL || *env == '\0' || dae_isa_parse(env, &wanted) != 0 || !dae_isa_supported(wanted)) {
+        wanted = DAE_ISA_SSE2;
+        for (int i = DAE_ISA_COUNT - 1; i > DAE_ISA_SSE2; i--)
+            if (dae_isa_supported((dae_isa)i)) {
+                wanted = (dae_isa)i;
+                break;
+            }
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        gemm_nt_dot_avx2(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
-        return;
-    }
-#endif
-    gemm_nt_dot_base(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
+    atomic_store_explicit(&isa_in_use, (int)wanted, memory_order_relaxed);
+    return wanted;
+}
+
+int dae_gemm_set_isa(dae_isa isa) {
+    if (isa < 0 || isa >= DAE_ISA_COUNT || !dae_isa_supported(isa)) return -1;
+    atomic_store_explicit(&isa_in_use, (int)isa, memory_order_relaxed);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- entry */
@@ -140,7 +183,7 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
         return;
     }
     if (trans_b && m <= NT_DOT_MAX_ROWS) {
-        own_gemm_nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
+        isa_kernels[dae_gemm_isa()].nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
         return;
     }
     float scratch[SCRATCH_FLOATS] __attribute__((aligned(64)));
@@ -151,7 +194,7 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
         b = scratch, ldb = n;
         pad = scratch + (size_t)k * n;
     }
-    own_gemm_nn(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
+    isa_kernels[dae_gemm_isa()].nn(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
 }
 
 void dae_gemm_naive(int trans_a, int trans_b, int m, int n, int k,

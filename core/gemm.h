@@ -25,6 +25,17 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
  * tests, which cover both sides). */
 int dae_gemm_bias_is_own(int trans_b, int m, int n, int k);
 
+/* The instruction sets dae_gemm_bias's kernels are compiled for. The best
+ * the CPU has is used, unless the environment's DAE_ISA names another it
+ * has (sse2, avx2, avx512: to measure an older machine's path on a newer
+ * one) or dae_gemm_set_isa chose one. */
+typedef enum { DAE_ISA_SSE2, DAE_ISA_AVX2, DAE_ISA_AVX512, DAE_ISA_COUNT } dae_isa;
+const char *dae_isa_name(dae_isa isa);
+int dae_isa_parse(const char *name, dae_isa *isa); /* 0, or -1 for no such name */
+int dae_isa_supported(dae_isa isa);
+dae_isa dae_gemm_isa(void);
+int dae_gemm_set_isa(dae_isa isa); /* 0, or -1 when this CPU lacks it */
+
 void dae_gemm_naive(int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b,
                     int ldb, float beta, float *c, int ldc);

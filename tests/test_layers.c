@@ -309,6 +309,86 @@ Test(layers, gemm_matches_naive) {
         }
 }
 
+/* dae_gemm_bias's oracle: the naive product, then bias and ReLU. */
+static void gemm_bias_oracle(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                             float *c, int ldc, const float *bias, int relu) {
+    dae_gemm_naive(0, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float v = c[(size_t)i * ldc + j] + (bias ? bias[j] : 0.0f);
+            c[(size_t)i * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+        }
+}
+
+/* One product through dae_gemm_bias and the oracle, with padded leading
+ * dimensions; the padding of C must come back untouched. Returns 1 when
+ * the engine's own kernels ran it. */
+static int check_gemm_bias(int trans_b, int m, int n, int k, int with_bias, int relu, uint64_t seed) {
+    int lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
+    size_t b_rows = trans_b ? (size_t)n : (size_t)k;
+    float *a = uniform_floats((size_t)m * lda, -1.0f, 1.0f, seed, 1);
+    float *b = uniform_floats(b_rows * ldb, -1.0f, 1.0f, seed, 2);
+    float *bias = with_bias ? uniform_floats((size_t)n, -0.5f, 0.5f, seed, 3) : NULL;
+    float *got = malloc(sizeof(float) * m * ldc), *want = malloc(sizeof(float) * m * ldc);
+    cr_assert(got && want);
+    for (size_t i = 0; i < (size_t)m * ldc; i++) got[i] = want[i] = 1234.5f; /* sentinel in the padding */
+    dae_gemm_bias(trans_b, m, n, k, a, lda, b, ldb, got, ldc, bias, relu);
+    gemm_bias_oracle(trans_b, m, n, k, a, lda, b, ldb, want, ldc, bias, relu);
+    char what[160];
+    snprintf(what, sizeof what, "gemm_bias %s trans_b %d m %d n %d k %d bias %d relu %d", dae_isa_name(dae_gemm_isa()),
+             trans_b, m, n, k, with_bias, relu);
+    /* sums of k products of values in [-1, 1]: float rounding grows with k */
+    assert_close(got, want, (size_t)m * ldc, 1e-6 * (k + 8), what);
+    free(a), free(b), free(bias), free(got), free(want);
+    return dae_gemm_bias_is_own(trans_b, m, n, k);
+}
+
+/* The engine's own kernels, on every instruction set this CPU has, agree
+ * with the naive oracle on random shapes: rows on both sides of the
+ * own-kernel limit and of the dot-product kernel's, columns that are and
+ * are not whole vectors, with and without bias and ReLU, both B layouts. */
+Test(layers, gemm_bias_matches_naive_on_every_isa) {
+    static const int edge[][3] = {
+        {1, 1, 1}, {1, 16, 9}, {2, 17, 144}, {3, 33, 25}, {4, 64, 16}, {5, 1, 7}, {8, 100, 17}, {9, 15, 31},
+        {17, 48, 9}, {DAE_GEMM_OWN_MAX_ROWS, 16, 9}, {DAE_GEMM_OWN_MAX_ROWS + 1, 16, 9}, {784, 32, 144},
+    };
+    dae_isa before = dae_gemm_isa();
+    int tested = 0, own = 0, blas = 0;
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        tested++;
+        dae_rng r;
+        dae_rng_seed(&r, 77, (uint64_t)isa);
+        for (int t = 0; t < 200; t++) {
+            int m, n, k;
+            if (t < (int)(sizeof edge / sizeof edge[0])) m = edge[t][0], n = edge[t][1], k = edge[t][2];
+            else {
+                m = 1 + (int)(dae_rng_uniform(&r) * (t % 3 ? 40 : 600));
+                n = 1 + (int)(dae_rng_uniform(&r) * 80);
+                k = 1 + (int)(dae_rng_uniform(&r) * 200);
+            }
+            int is_own = check_gemm_bias(t % 2, m, n, k, t % 3 != 0, t % 4 < 2, 1000 + (uint64_t)t);
+            own += is_own, blas += !is_own;
+        }
+    }
+    dae_gemm_set_isa(before);
+    cr_assert(tested >= 1 && own > 0 && blas > 0, "%d isas, %d products on own kernels, %d on the BLAS", tested,
+              own, blas);
+}
+
+/* DAE_ISA's names parse; an unknown one is refused. */
+Test(layers, isa_names_parse) {
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        dae_isa got;
+        cr_assert_eq(dae_isa_parse(dae_isa_name((dae_isa)isa), &got), 0);
+        cr_assert_eq(got, isa);
+    }
+    dae_isa got;
+    cr_assert_eq(dae_isa_parse("avx1024", &got), -1);
+    cr_assert(dae_isa_supported(DAE_ISA_SSE2));
+}
+
 /* The tensor name's shape as (batch, c, plane) of an NCHW fixture. */
 static void nchw_dims(const dae_st_tensor *t, int *batch, int *c, size_t *plane) {
     *batch = (int)t->shape[0], *c = (int)t->shape[1];
