@@ -45,7 +45,7 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define KV 8
-#define KR 4
+#define KR 6
 #define KNV 2
 #define KNC 4
 #define KSFX _avx2
