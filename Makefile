@@ -163,7 +163,7 @@ BENCH_ARCH ?= ae,unet
 bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 and 2 threads (BENCH_ARCH=ae,unet)
 	$(BENCH_BIN) --arch $(BENCH_ARCH)
 
-bench: ## dae vs PyTorch side by side (bench/compare.sh; --full via BENCH_FLAGS=--full)
+bench: ## dae vs ONNX Runtime vs PyTorch side by side, with the speed targets (bench/compare.sh; BENCH_FLAGS=--full or --forward-only)
 	bench/compare.sh $(BENCH_FLAGS)
 
 bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer

@@ -10,8 +10,8 @@
 #                                                                                  (make bench)
 #
 # Short mode (default): 1 epoch over the 60,000 training images. --full: the
-# notebook's 10 epochs. --forward-only: the forward table alone (no
-# training, no data set). --arch: built-in architectures, ae (the notebook's
+# notebook's 10 epochs. --forward-only (or no data set): the forward table
+# alone. --arch: built-in architectures, ae (the notebook's
 # network) and unet (the shipped one); PyTorch builds the same network from
 # the same spec (tools/dae_torch.py), and ONNX Runtime runs it as exported
 # by tools/export_onnx.py from the committed weights (models/mnist-ae,
@@ -57,8 +57,9 @@ for arch in ${archs//,/ }; do
     esac
 done
 if [ "$forward_only" = 0 ] && { [ -z "$data_dir" ] || [ ! -d "$data_dir/$dataset" ]; }; then
-    echo "compare.sh: no data set at '$data_dir/$dataset': set DAE_DATA_DIR or pass --data-dir (or --forward-only)" >&2
-    exit 1
+    echo "compare.sh: no data set at '${data_dir:-(DAE_DATA_DIR unset)}/$dataset': training skipped," \
+         "forward only (set DAE_DATA_DIR or pass --data-dir for the training rows)" >&2
+    forward_only=1
 fi
 if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     echo "compare.sh: the PyTorch side needs Debian's python3-torch: apt-get install python3-torch" >&2
@@ -159,10 +160,11 @@ for t in $thread_counts; do
         --reps "$reps" > "$tmp/torch_fwd-$t.txt"
 done
 
-/usr/bin/python3 - "$tmp" "$epochs" "$archs" "$thread_counts" "$forward_only" "$reps" <<'PY'
+/usr/bin/python3 - "$tmp" "$epochs" "$archs" "$thread_counts" "$forward_only" "$reps" "$threads" <<'PY'
 import json, os, sys
 tmp, epochs, archs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 thread_counts, forward_only, reps = [int(t) for t in sys.argv[4].split()], sys.argv[5] == "1", sys.argv[6]
+threads = int(sys.argv[7])
 BATCHES = (1, 64, 1024)
 
 def forward_rows(path):
@@ -221,8 +223,12 @@ for arch in archs:
         print(f"\n{arch}: training, {epochs} epoch(s) (3x the forward FLOP)")
         print(f"{'measure':<34} {'dae':>10} {'PyTorch':>10} {'ratio':>8}  {'target':<12} {'GFLOP/s dae':>12} {'PyTorch':>8}")
         ratio = torch_epoch / dae_epoch
+        # Issue #14: an epoch of the seed network in <= 2.5 s on 2 cores and
+        # >= 5x PyTorch in the same run.
+        met = ratio >= 5 and (arch != "ae" or threads != 2 or dae_epoch <= 2.5)
+        target = ">= 5x" + (", <= 2.5 s" if arch == "ae" and threads == 2 else "")
         print(f"{'training, seconds per epoch':<34} {dae_epoch:10.2f} {torch_epoch:10.2f} {ratio:7.1f}x  "
-              f"{'>= 4x ' + ('ok' if ratio >= 4 else 'MISSED'):<12} {train_gflop / dae_epoch:12.1f} "
+              f"{target + ' ' + ('ok' if met else 'MISSED'):<12} {train_gflop / dae_epoch:12.1f} "
               f"{train_gflop / torch_epoch:8.1f}")
         gflops["dae", arch, "training"] = train_gflop / dae_epoch
         gflops["torch", arch, "training"] = train_gflop / torch_epoch
