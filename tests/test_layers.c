@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "gemm.h"
 #include "layers.h"
@@ -307,6 +308,29 @@ Test(layers, gemm_matches_naive) {
             dae_gemm_naive(ta, tb, M, N, K, 0.5f, a, ta ? M : K, b, tb ? K : N, 2.0f, c2, N);
             assert_close(c1, c2, M * N, 1e-5, "gemm");
         }
+}
+
+/* The vectorised sigmoid agrees with 1 / (1 + e^-x) in double precision
+ * to float rounding over the whole range, saturating cleanly, and keeps
+ * small outputs relatively accurate (a dark pixel's value). */
+Test(layers, sigmoid_matches_double_precision) {
+    enum { N = 200001 };
+    float *in = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
+    cr_assert(in && y);
+    for (int i = 0; i < N; i++) in[i] = -100.0f + 200.0f * (float)i / (N - 1);
+    in[0] = -INFINITY, in[N - 1] = INFINITY;
+    memcpy(y, in, sizeof(float) * N);
+    dae_sigmoid_forward(y, N);
+    double worst_abs = 0.0, worst_rel = 0.0;
+    for (int i = 0; i < N; i++) {
+        double want = 1.0 / (1.0 + exp(-(double)in[i])), d = fabs(y[i] - want);
+        cr_assert(y[i] >= 0.0f && y[i] <= 1.0f, "sigmoid(%g) = %g", in[i], y[i]);
+        if (d > worst_abs) worst_abs = d;
+        if (want > 1e-30 && d / want > worst_rel) worst_rel = d / want;
+    }
+    cr_assert(worst_abs <= 1.2e-7, "max abs error %.3g", worst_abs);
+    cr_assert(worst_rel <= 1e-6, "max relative error %.3g (outputs above 1e-30)", worst_rel);
+    free(in), free(y);
 }
 
 /* dae_gemm_bias's oracle: the naive product, then bias and ReLU. */
