@@ -66,6 +66,7 @@ struct srv_infer {
     unsigned long batch_serial;
     srv_metrics *metrics;
     worker *workers;
+    worker now;                /* srv_infer_run_now's buffers and workspace slot (SRV_MAX_WORKERS) */
     srv_budget budget;         /* bytes of the requests in flight (atomic; no lock) */
 };
 
@@ -138,7 +139,7 @@ static void req_deliver(srv_infer *q, srv_infer_request *j) {
     req_release(j);
     req_budget_trim(q, j, j->png != NULL ? (long long)j->png_len : 0);
     if (j->kind == SRV_INFER_DENOISE) pthread_mutex_destroy(&j->acc_mu);
-    j->done(j);
+    if (j->done != NULL) j->done(j); /* NULL: srv_infer_run_now, whose caller answers */
 }
 
 /* Delivers a chain of retired requests (linked through next). */
@@ -531,6 +532,8 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     pthread_condattr_destroy(&attr);
     /* Our workers split the work; the BLAS must not split it again. */
     dae_gemm_single_threaded();
+    q->now.q = q;
+    q->now.index = SRV_MAX_WORKERS;
     q->workers = calloc((size_t)q->n_workers, sizeof *q->workers);
     if (q->workers == NULL) {
         snprintf(err, errlen, "out of memory for %d workers", q->n_workers);
@@ -570,7 +573,8 @@ dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t e
     return DAE_OK;
 }
 
-void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
+/* Readies req's scheduler fields for its run. */
+static void req_init(srv_infer_request *req) {
     req->state = REQ_NEW;
     req->cancelled = 0;
     req->ended = 0;
@@ -584,11 +588,56 @@ void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
     memset(&req->pipe, 0, sizeof req->pipe);
     if (req->kind == SRV_INFER_DENOISE) pthread_mutex_init(&req->acc_mu, NULL);
     req->t_enqueue = dae_now_s();
+}
+
+void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
+    req_init(req);
     pthread_mutex_lock(&q->mu);
     list_append(q, req);
     q->n_new++;
     pthread_cond_signal(&q->work);
     pthread_mutex_unlock(&q->mu);
+}
+
+int srv_infer_run_now(srv_infer *q, srv_infer_request *req) {
+    if (req->kind != SRV_INFER_DENOISE) return 0;
+    /* Idle: the caller's reservation is the only one, so nothing is queued,
+     * no worker has work, and no other srv_infer_run_now is under way (it
+     * holds its reservation until its request is retired): the slot of
+     * q->now is free. A queue delay asks for requests to wait for company:
+     * then none is run at once. */
+    if (q->delay_us > 0) return 0;
+    pthread_mutex_lock(&q->mu);
+    int idle = !q->closed && q->pending == 1 && q->n_list == 0;
+    pthread_mutex_unlock(&q->mu);
+    if (!idle) return 0;
+    req->done = NULL;
+    req_init(req);
+    req->state = REQ_PREPARING;
+    req->queue_wait_s = 0;
+    srv_hist_observe(&q->metrics->queue_wait, 0);
+    if (req_prepare_denoise(q, req) != 0) { /* ended: the image did not decode */
+        pthread_mutex_lock(&q->mu);
+        req_retire(q, req);
+        pthread_mutex_unlock(&q->mu);
+        req_deliver(q, req);
+        return 1;
+    }
+    /* Every tile is this thread's: run_batch takes them max_batch at a time
+     * and finishes, retires and delivers the request with its last. */
+    req->state = REQ_CLAIMED;
+    segment seg;
+    batch b = {.seg = &seg, .n_seg = 1, .n_reqs = 1, .model = req->model};
+    const int tiles = req->pipe.tiles;
+    while (req->next_tile < tiles && !req->cancelled) {
+        int n = tiles - req->next_tile < q->max_batch ? tiles - req->next_tile : q->max_batch;
+        seg = (segment){req, req->next_tile, n};
+        b.tiles = n;
+        req->next_tile += n;
+        req->in_flight = 1;
+        run_batch(&q->now, &b);
+    }
+    return 1;
 }
 
 void srv_infer_close(srv_infer *q) {
@@ -656,6 +705,8 @@ void srv_infer_stop(srv_infer *q) {
         free(w->decode);
     }
     free(q->workers);
+    free(q->now.tiles_in);
+    free(q->now.tiles_out);
     pthread_cond_destroy(&q->work);
     pthread_mutex_destroy(&q->mu);
     free(q);

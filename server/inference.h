@@ -11,10 +11,11 @@
  * queued requests of the same model are gathered into batches of at most
  * max_batch tiles. With max_queue_delay_us 0 (the default) a worker runs
  * whatever is queued when it becomes free, so batches grow with the load
- * and an idle server answers at once; a positive delay lets a partial
- * batch wait that long for more. A request larger than one batch is spread
- * over several batches and workers, taking turns with the other requests
- * (round robin), so one big image does not hold up small ones; big and
+ * and an idle server answers at once (a lone image of one tile is run on
+ * the HTTP thread itself: srv_infer_run_now); a positive delay lets a
+ * partial batch wait that long for more. A request larger than one batch
+ * is spread over several batches and workers, taking turns with the other
+ * requests (round robin), so one big image does not hold up small ones; big and
  * small requests never share a batch, and a worker with nothing it may take
  * sleeps rather than spin. The worker that accumulates a request's last tile
  * blends the tiles back into the request's image, encodes the PNG and calls
@@ -77,7 +78,7 @@ struct srv_infer_request {
                                  the request no longer needs, keeping png_len
                                  for the answer, and the submitter gives back
                                  the rest when the answer is sent */
-    srv_infer_done_fn done;
+    srv_infer_done_fn done;   /* NULL after srv_infer_run_now ran it */
     void *user;
 
     /* The result, valid in done(). */
@@ -123,6 +124,18 @@ dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t e
 
 /* Queues req (after a successful reserve of req->pixels). Never fails. */
 void srv_infer_enqueue(srv_infer *q, srv_infer_request *req);
+
+/* Runs the denoise request req (after a successful reserve) to its end on
+ * the calling thread when the scheduler is idle: no other request is
+ * reserved, queued or being computed. Handing a lone small image to a
+ * worker and waking the HTTP thread again cost more than its forward pass
+ * (two thread switches and their system calls). Returns 1 with req's
+ * result in (req->done is not called, and is left NULL), or 0 when the
+ * scheduler is busy, a queue delay is set (requests are to wait for
+ * others) or req is not a denoise: then the caller enqueues it.
+ * The caller keeps it to small images, as the calling thread is blocked
+ * meanwhile. */
+int srv_infer_run_now(srv_infer *q, srv_infer_request *req);
 
 /* Stops admitting (reserve answers DAE_ERR_STOPPING). */
 void srv_infer_close(srv_infer *q);

@@ -54,7 +54,7 @@ static int file_identity(const char *path, long long id[3]) {
 
 /* Frees everything m owns and m itself. */
 static void model_free(srv_model *m) {
-    for (int i = 0; i < SRV_MAX_WORKERS; i++) dae_workspace_free(m->workspaces[i]);
+    for (int i = 0; i <= SRV_MAX_WORKERS; i++) dae_workspace_free(m->workspaces[i]);
     for (int i = 0; i < m->n_meta; i++) {
         free(m->meta_keys[i]);
         free(m->meta_values[i]);
@@ -74,7 +74,7 @@ void srv_model_release(srv_model *m) {
 }
 
 dae_workspace *srv_model_workspace(srv_model *m, int worker) {
-    if (worker < 0 || worker >= SRV_MAX_WORKERS) return NULL;
+    if (worker < 0 || worker > SRV_MAX_WORKERS) return NULL;
     if (m->workspaces[worker] == NULL) m->workspaces[worker] = dae_workspace_new(&m->net, m->max_batch, 0);
     return m->workspaces[worker];
 }

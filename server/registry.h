@@ -39,8 +39,10 @@ typedef struct srv_model {
     int n_meta;
     int max_batch;        /* of the workspaces below */
     /* One inference workspace per worker, made on first use by that
-     * worker (only worker i touches slot i), freed with the model. */
-    dae_workspace *workspaces[SRV_MAX_WORKERS];
+     * worker (only worker i touches slot i), and slot SRV_MAX_WORKERS for
+     * the one request srv_infer_run_now runs at a time (inference.h);
+     * freed with the model. */
+    dae_workspace *workspaces[SRV_MAX_WORKERS + 1];
 } srv_model;
 
 typedef struct srv_registry srv_registry;
@@ -67,8 +69,9 @@ void srv_model_retain(srv_model *m);
 /* Drops one reference; the last one frees the model. NULL is fine. */
 void srv_model_release(srv_model *m);
 
-/* Returns worker's workspace of m, making it on first use (NULL when out
- * of memory). Only worker `worker` may call this for that index. */
+/* Returns worker's workspace of m (0 to SRV_MAX_WORKERS), making it on
+ * first use (NULL when out of memory). Only worker `worker` may call this
+ * for that index. */
 dae_workspace *srv_model_workspace(srv_model *m, int worker);
 
 /* GET /models: a new malloc'd JSON document listing every model, or NULL

@@ -572,6 +572,88 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     dae_image_free(&img);
 }
 
+/* An idle scheduler runs a lone denoise on the calling thread: the same
+ * pixels as the engine, counted in the metrics, done() not called, the
+ * reservation given back. A busy one (another request reserved), a queue
+ * delay or a /noise request leave it to the workers (0). */
+Test(inference, run_now_only_when_idle, .timeout = 60) {
+    char err[DAE_ERR_LEN] = "";
+    static infer_fixture f;
+    infer_setup(&f, 1, 8);
+    infer_start(&f);
+    srv_infer *q = f.q;
+    uint8_t *png;
+    size_t len;
+    dae_image img;
+    make_png(28, 28, 1, 4, &png, &len, &img);
+    srv_model *m = srv_registry_acquire(f.r, NULL);
+    test_waiter w = TEST_WAITER_INIT;
+    srv_infer_request j = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+
+    /* idle: run here */
+    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_run_now(q, &j), 1);
+    cr_assert_eq(j.status, DAE_OK, "%s", j.message);
+    cr_assert_null(j.done, "done() is the caller's to do");
+    cr_assert_eq(srv_infer_pending(q), 0);
+    cr_assert_eq(atomic_load(&f.metrics.batch_requests.sum), 1);
+    dae_image got, want;
+    cr_assert_eq(dae_image_decode(j.png, j.png_len, 0, &got, err, sizeof err), DAE_OK);
+    dae_workspace *ws = dae_workspace_new(&m->net, 8, 0);
+    cr_assert_eq(dae_denoise_image(&m->net, NULL, &ws, &img, &want, err, sizeof err), DAE_OK);
+    dae_workspace_free(ws);
+    assert_pixels_match(&got, &want, 1, 0, "run_now");
+    dae_image_free(&got), dae_image_free(&want);
+    free(j.png);
+
+    /* busy: another request is reserved */
+    srv_infer_request k = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+    j.done = on_done, j.png = NULL;
+    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_run_now(q, &j), 0);
+    srv_infer_enqueue(q, &j);
+    srv_infer_enqueue(q, &k);
+    test_waiter_wait(&w, 2);
+    cr_assert_eq(j.status, DAE_OK);
+    cr_assert_eq(k.status, DAE_OK);
+    free(j.png), free(k.png);
+
+    /* a /noise request is never run here */
+    srv_infer_request n = k;
+    n.kind = SRV_INFER_NOISE, n.png = NULL;
+    n.noise = (dae_noise_spec){.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .clip = 1, .quantize = 1};
+    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_run_now(q, &n), 0);
+    srv_infer_enqueue(q, &n);
+    test_waiter_wait(&w, 3);
+    cr_assert_eq(n.status, DAE_OK);
+    free(n.png);
+    srv_model_release(m);
+    infer_stop(&f);
+
+    /* a queue delay asks requests to wait for company: none is run here */
+    static infer_fixture g;
+    infer_setup(&g, 1, 8);
+    g.cfg.max_queue_delay_us = 1000;
+    infer_start(&g);
+    m = srv_registry_acquire(g.r, NULL);
+    srv_infer_request d = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+    cr_assert_eq(srv_infer_reserve(g.q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_run_now(g.q, &d), 0);
+    srv_infer_enqueue(g.q, &d);
+    test_waiter_wait(&w, 4);
+    cr_assert_eq(d.status, DAE_OK);
+    free(d.png);
+    srv_model_release(m);
+    infer_stop(&g);
+    free(png);
+    dae_image_free(&img);
+}
+
 /* ------------------------------------------------------------ admin auth */
 
 #include <arpa/inet.h>
