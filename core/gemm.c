@@ -35,11 +35,6 @@
 #define KNC 8
 #define KSFX _avx512
 #include "gemm_kernels.inc"
-#undef KV
-#undef KR
-#undef KNV
-#undef KNC
-#undef KSFX
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -50,11 +45,6 @@
 #define KNC 4
 #define KSFX _avx2
 #include "gemm_kernels.inc"
-#undef KV
-#undef KR
-#undef KNV
-#undef KNC
-#undef KSFX
 #pragma GCC pop_options
 #endif
 
@@ -64,11 +54,6 @@
 #define KNC 4
 #define KSFX _base
 #include "gemm_kernels.inc"
-#undef KV
-#undef KR
-#undef KNV
-#undef KNC
-#undef KSFX
 
 #pragma GCC pop_options
 
