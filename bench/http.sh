@@ -19,7 +19,8 @@
 # production. wrk shares the two cores with the server it measures, as
 # does the peer. Needs wrk (installed here when missing and run as root),
 # curl, and for the peer Debian's python3-torch, python3-numpy and
-# python3-pil.
+# python3-pil. BUILD=DIR uses the server of `make BUILD=DIR` (default build),
+# to measure two builds of the same daemon one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,13 +28,14 @@ duration=10
 soak=60
 model=models/mnist.safetensors
 python=1
+build=${BUILD:-build}
 while [ $# -gt 0 ]; do
     case "$1" in
     --duration) duration=$2; shift ;;
     --soak) soak=$2; shift ;;
     --model) model=$2; shift ;;
     --no-python) python=0 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "http.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,7 +56,7 @@ if [ "$python" = 1 ] && ! /usr/bin/python3 -c 'import torch, numpy, PIL' 2>/dev/
     echo "http.sh: the Python peer needs python3-torch, python3-numpy and python3-pil (or pass --no-python)" >&2
     exit 1
 fi
-make -s build/dae-server
+make -s BUILD="$build" "$build/dae-server"
 IMAGE=$PWD/tests/fixtures/images/gray8.png
 
 tmp=$(mktemp -d)
@@ -113,7 +115,7 @@ echo "dae-server vs a Python peer: POST /denoise, 28x28 PNG, ${duration} s per r
      "$(lscpu | sed -n 's/^Model name: *//p')"
 
 # ---- dae-server
-build/dae-server --bind 127.0.0.1 --port 0 --model "$model" --models-dir "$tmp/none" \
+"$build/dae-server" --bind 127.0.0.1 --port 0 --model "$model" --models-dir "$tmp/none" \
     >"$tmp/access.log" 2>"$tmp/server.err" &
 server=$!
 pids="$pids $server"
