@@ -576,7 +576,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
  * pixels as the engine, counted in the metrics, done() not called, the
  * reservation given back. A busy one (another request reserved), a queue
  * delay or a /noise request leave it to the workers (0). */
-Test(inference, run_now_only_when_idle, .timeout = 60) {
+Test(inference, run_now_only_when_idle) {
     char err[DAE_ERR_LEN] = "";
     static infer_fixture f;
     infer_setup(&f, 1, 8);
