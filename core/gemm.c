@@ -9,6 +9,8 @@
 
 #include <cblas.h>
 
+#include "hot.h"
+
 /* ------------------------------------------------------------ own kernels
  *
  * One image's layers are products of a few hundred rows at most (784
@@ -161,14 +163,7 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
                    int ldc, const float *bias, int relu) {
     if (!dae_gemm_bias_is_own(trans_b, m, n, k)) {
         dae_gemm(0, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-        if (bias == NULL && !relu) return;
-        for (int i = 0; i < m; i++) {
-            float *row = c + (size_t)i * ldc;
-            for (int j = 0; j < n; j++) {
-                float v = row[j] + (bias ? bias[j] : 0.0f);
-                row[j] = relu && v < 0.0f ? 0.0f : v;
-            }
-        }
+        if (bias != NULL || relu) dae_add_bias(c, (size_t)ldc, (size_t)m, n, bias, relu);
         return;
     }
     if (trans_b && m <= NT_DOT_MAX_ROWS) {
@@ -184,6 +179,30 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
         pad = scratch + (size_t)k * n;
     }
     isa_kernels[dae_gemm_isa()].nn(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
+}
+
+HOT void dae_add_bias(float *restrict x, size_t ldx, size_t rows, int n, const float *restrict bias, int relu) {
+    if (n == 1 && ldx == 1) { /* one flat loop, not `rows` loops of one */
+        float b = bias != NULL ? bias[0] : 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            float v = x[r] + b;
+            x[r] = relu && v < 0.0f ? 0.0f : v;
+        }
+        return;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        float *p = x + r * ldx;
+        if (bias != NULL && relu) {
+            for (int c = 0; c < n; c++) {
+                float v = p[c] + bias[c];
+                p[c] = v > 0.0f ? v : 0.0f;
+            }
+        } else if (bias != NULL) {
+            for (int c = 0; c < n; c++) p[c] += bias[c];
+        } else if (relu) {
+            for (int c = 0; c < n; c++) p[c] = p[c] > 0.0f ? p[c] : 0.0f;
+        }
+    }
 }
 
 void dae_gemm_naive(int trans_a, int trans_b, int m, int n, int k,

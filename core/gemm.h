@@ -7,6 +7,8 @@
 #ifndef DAE_GEMM_H
 #define DAE_GEMM_H
 
+#include <stddef.h>
+
 void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta,
               float *c, int ldc);
@@ -21,6 +23,10 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 #define DAE_GEMM_OWN_MAX_ROWS 4096
 void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                    int ldc, const float *bias, int relu);
+/* x (rows, n; row stride ldx) += bias per column (none when NULL), then
+ * max(0, .) when relu: the bias pass of a product the BLAS ran, and of a
+ * transposed convolution's output. */
+void dae_add_bias(float *x, size_t ldx, size_t rows, int n, const float *bias, int relu);
 /* True when dae_gemm_bias runs that product on its own kernels (for the
  * tests, which cover both sides). */
 int dae_gemm_bias_is_own(int trans_b, int m, int n, int k);

@@ -8,14 +8,8 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "hot.h"
 
-/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64, picked at
- * run time, so one portable binary runs fast everywhere. */
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(DAE_NO_CLONES)
-#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HOT
-#endif
 
 /* Keeps GCC from turning the short copy loops of im2col (3 floats for a
  * one-channel 3x3 kernel) into calls to memcpy, which cost more than the
@@ -115,29 +109,6 @@ HOT NO_MEMCPY_IDIOM static void col2im_add(float *restrict dst, const float *res
  * col is the image itself. */
 static int patch_is_whole_image(const patch_geom *p) {
     return p->oh == 1 && p->ow == 1 && p->kh == p->h && p->kw == p->w && p->ph == 0 && p->pw == 0;
-}
-
-/* x (rows, channels) += bias per channel, then max(0, .) when relu. */
-HOT static void add_bias(float *restrict x, const float *restrict bias, size_t rows, int channels, int relu) {
-    if (channels == 1) { /* one flat loop, not `rows` loops of one */
-        float b = bias[0];
-        for (size_t r = 0; r < rows; r++) {
-            float v = x[r] + b;
-            x[r] = relu && v < 0.0f ? 0.0f : v;
-        }
-        return;
-    }
-    for (size_t r = 0; r < rows; r++) {
-        float *p = x + r * channels;
-        if (relu) {
-            for (int c = 0; c < channels; c++) {
-                float v = p[c] + bias[c];
-                p[c] = v > 0.0f ? v : 0.0f;
-            }
-        } else {
-            for (int c = 0; c < channels; c++) p[c] += bias[c];
-        }
-    }
 }
 
 /* dbias[c] += sum over rows of dy (rows, channels). */
@@ -405,7 +376,7 @@ void dae_conv_transpose2d_forward(float *out, const float *in,
             p.batch = nb;
             col2im_add(y, col, &p);
         }
-        add_bias(y, bias, (size_t)nb * g->out_h * g->out_w, g->out_c, relu);
+        dae_add_bias(y, (size_t)g->out_c, (size_t)nb * g->out_h * g->out_w, g->out_c, bias, relu);
     }
 }
 

@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "hot.h"
+
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -63,12 +65,6 @@ uint64_t dae_rng_below(dae_rng *r, uint64_t n) {
 }
 
 /* ------------------------------------------------------- vectorised normals */
-
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(DAE_NO_CLONES)
-#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HOT
-#endif
 
 /* Natural log of u in (0, 1]: u = m * 2^e with m in [sqrt(1/2), sqrt(2)),
  * ln m = 2 atanh(t), t = (m - 1) / (m + 1), |t| < 0.172, series to t^9. */
