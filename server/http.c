@@ -1309,7 +1309,6 @@ static int request_id_random(unsigned char raw[16]) {
         used = 0;
     }
     memcpy(raw, pool + used, 16);
-    memset(pool + used, 0, 16); /* handed out once */
     used += 16;
     return 0;
 }

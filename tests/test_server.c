@@ -497,6 +497,14 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     dae_image_free(&img);
 }
 
+/* A denoise request of the image png (pixels pixels) to model m, reporting
+ * to waiter w. */
+static srv_infer_request denoise_request(const uint8_t *png, size_t len, long long pixels, srv_model *m,
+                                         test_waiter *w) {
+    return (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
+                               .pixels = pixels, .model = m, .done = on_done, .user = w};
+}
+
 Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     static infer_fixture f;
     infer_setup(&f, 1, 4);
@@ -511,8 +519,7 @@ Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     srv_infer_request reqs[N];
     test_waiter w = TEST_WAITER_INIT;
     for (int i = 0; i < N; i++) {
-        reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
-                                      .max_pixels = 1 << 20, .pixels = 120000, .model = m, .done = on_done, .user = &w};
+        reqs[i] = denoise_request(png, len, 120000, m, &w);
         cr_assert_eq(srv_infer_reserve(q, reqs[i].pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
     }
@@ -553,8 +560,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     test_waiter w = TEST_WAITER_INIT;
     srv_infer_request reqs[3];
     for (int i = 0; i < 3; i++) {
-        reqs[i] = (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len,
-                                      .max_pixels = 1 << 20, .pixels = 784, .model = m, .done = on_done, .user = &w};
+        reqs[i] = denoise_request(png, len, 784, m, &w);
         cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
         usleep(20000); /* well inside the 200 ms delay */
@@ -588,8 +594,7 @@ Test(inference, run_now_only_when_idle) {
     make_png(28, 28, 1, 4, &png, &len, &img);
     srv_model *m = srv_registry_acquire(f.r, NULL);
     test_waiter w = TEST_WAITER_INIT;
-    srv_infer_request j = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
-                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+    srv_infer_request j = denoise_request(png, len, 784, m, &w);
 
     /* idle: run here */
     cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
@@ -608,8 +613,7 @@ Test(inference, run_now_only_when_idle) {
     free(j.png);
 
     /* busy: another request is reserved */
-    srv_infer_request k = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
-                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+    srv_infer_request k = denoise_request(png, len, 784, m, &w);
     j.done = on_done, j.png = NULL;
     cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
@@ -640,8 +644,7 @@ Test(inference, run_now_only_when_idle) {
     g.cfg.max_queue_delay_us = 1000;
     infer_start(&g);
     m = srv_registry_acquire(g.r, NULL);
-    srv_infer_request d = {.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
-                           .pixels = 784, .model = m, .png_level = 1, .done = on_done, .user = &w};
+    srv_infer_request d = denoise_request(png, len, 784, m, &w);
     cr_assert_eq(srv_infer_reserve(g.q, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(g.q, &d), 0);
     srv_infer_enqueue(g.q, &d);
