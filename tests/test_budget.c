@@ -201,7 +201,7 @@ Test(budget, training_over_budget_is_422_naming_both_numbers) {
 /* A request's completion callback: counts it on the test_waiter in user. */
 static void on_done(srv_infer_request *j) { test_waiter_done(j->user); }
 
-Test(budget, requests_keep_only_their_answer_reserved, .timeout = 60) {
+Test(budget, requests_keep_only_their_answer_reserved, .timeout = TEST_TIME_LIMIT(60)) {
     char *dir = test_tmpdir("budget");
     char err[DAE_ERR_LEN] = "", path[600];
     dae_model m;

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "modelfile.h"
 #include "noise.h"
+#include "test_util.h"
 #include "train.h"
 
 /* The data directory, or NULL after skipping the test. */
@@ -90,9 +91,9 @@ static void check_seed_model(const char *dataset, double reference_mse, double c
     dae_dataset_free(&d);
 }
 
-Test(full_data, seed_mnist_model_beats_the_reference, .timeout = 120) { check_seed_model("mnist", 0.0119, 20.0); }
+Test(full_data, seed_mnist_model_beats_the_reference, .timeout = TEST_TIME_LIMIT(120)) { check_seed_model("mnist", 0.0119, 20.0); }
 
-Test(full_data, seed_fashion_model_beats_the_reference, .timeout = 120) {
+Test(full_data, seed_fashion_model_beats_the_reference, .timeout = TEST_TIME_LIMIT(120)) {
     check_seed_model("fashion-mnist", 0.0258, 19.0);
 }
 
@@ -131,8 +132,8 @@ static void check_blind_model(const char *dataset, double target_05) {
     dae_dataset_free(&d);
 }
 
-Test(full_data, blind_mnist_model_never_makes_an_image_worse, .timeout = 300) { check_blind_model("mnist", 20.4); }
+Test(full_data, blind_mnist_model_never_makes_an_image_worse, .timeout = TEST_TIME_LIMIT(300)) { check_blind_model("mnist", 20.4); }
 
-Test(full_data, blind_fashion_model_never_makes_an_image_worse, .timeout = 300) {
+Test(full_data, blind_fashion_model_never_makes_an_image_worse, .timeout = TEST_TIME_LIMIT(300)) {
     check_blind_model("fashion-mnist", 19.3);
 }

@@ -394,7 +394,7 @@ static void assert_pixels_match(const dae_image *got, const dae_image *want, int
               got->width, got->height, got->channels, kind, worst);
 }
 
-Test(inference, batched_requests_match_the_engine, .timeout = 120) {
+Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(120)) {
     char err[DAE_ERR_LEN] = "";
     static infer_fixture f;
     infer_setup(&f, 2, 16);
@@ -505,7 +505,7 @@ static srv_infer_request denoise_request(const uint8_t *png, size_t len, long lo
                                .pixels = pixels, .model = m, .done = on_done, .user = w};
 }
 
-Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
+Test(inference, cancel_all_finishes_every_request, .timeout = TEST_TIME_LIMIT(120)) {
     static infer_fixture f;
     infer_setup(&f, 1, 4);
     infer_start(&f);
@@ -546,7 +546,7 @@ Test(inference, cancel_all_finishes_every_request, .timeout = 120) {
     dae_image_free(&img);
 }
 
-Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 60) {
+Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = TEST_TIME_LIMIT(60)) {
     static infer_fixture f;
     infer_setup(&f, 1, 8);
     f.cfg.max_queue_delay_us = 200000;
@@ -582,7 +582,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
  * pixels as the engine, counted in the metrics, done() not called, the
  * reservation given back. A busy one (another request reserved), a queue
  * delay or a /noise request leave it to the workers (0). */
-Test(inference, run_now_only_when_idle) {
+Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     char err[DAE_ERR_LEN] = "";
     static infer_fixture f;
     infer_setup(&f, 1, 8);
