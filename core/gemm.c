@@ -67,11 +67,6 @@
  * product with B^T, and the padded copy of B's last columns. 32 KB. */
 enum { SCRATCH_FLOATS = 8192 };
 
-/* Rows of C beyond which, with B^T, the dot-product kernel gives way to
- * transposing B and the broadcast kernel (B then streams once per 4 rows
- * of A instead of once per 2). */
-enum { NT_DOT_MAX_ROWS = 8 };
-
 /* ------------------------------------------------------------- dispatch */
 
 typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
@@ -152,22 +147,22 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                 b, ldb, beta, c, ldc);
 }
 
-int dae_gemm_bias_is_own(int trans_b, int m, int n, int k) {
+dae_gemm_path dae_gemm_bias_path(int trans_b, int n, int k) {
     size_t pad = n % 16 ? (size_t)k * 16 : 0;
-    if (m > DAE_GEMM_OWN_MAX_ROWS) return 0;
-    if (trans_b && m <= NT_DOT_MAX_ROWS) return 1;
-    return (trans_b ? (size_t)k * n : 0) + pad <= SCRATCH_FLOATS;
+    if (trans_b) return (size_t)k * n + pad > SCRATCH_FLOATS ? DAE_GEMM_DOT : DAE_GEMM_BROADCAST;
+    return pad > SCRATCH_FLOATS ? DAE_GEMM_BLAS : DAE_GEMM_BROADCAST;
 }
 
 void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                    int ldc, const float *bias, int relu) {
-    if (!dae_gemm_bias_is_own(trans_b, m, n, k)) {
-        dae_gemm(0, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-        if (bias != NULL || relu) dae_add_bias(c, (size_t)ldc, (size_t)m, n, bias, relu);
+    dae_gemm_path path = dae_gemm_bias_path(trans_b, n, k);
+    if (path == DAE_GEMM_DOT) {
+        isa_kernels[dae_gemm_isa()].nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
         return;
     }
-    if (trans_b && m <= NT_DOT_MAX_ROWS) {
-        isa_kernels[dae_gemm_isa()].nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
+    if (path == DAE_GEMM_BLAS) {
+        dae_gemm(0, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+        if (bias != NULL || relu) dae_add_bias(c, (size_t)ldc, (size_t)m, n, bias, relu);
         return;
     }
     float scratch[SCRATCH_FLOATS] __attribute__((aligned(64)));

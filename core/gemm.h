@@ -15,21 +15,26 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
 
 /* C (m, n) = A (m, k) op(B) + bias (n values; none when NULL), then
  * max(0, .) when relu: a layer's forward product, row-major, A not
- * transposed, C overwritten. Products of up to DAE_GEMM_OWN_MAX_ROWS rows
- * (one image's layers, a few images' at most) run on the engine's own
- * kernels - no packing, no threads, nothing allocated, 32 KB of stack -
- * compiled for AVX-512, AVX2 and SSE2 and picked at run time; bigger ones
- * go to dae_gemm, whose packing then pays for itself. */
-#define DAE_GEMM_OWN_MAX_ROWS 4096
+ * transposed, C overwritten. Runs on the engine's own kernels - no
+ * packing, no threads, nothing allocated, 32 KB of stack - compiled for
+ * AVX-512, AVX2 and SSE2 and picked at run time. A row of C does not
+ * depend on how many rows there are (the kernel is chosen by n and k
+ * alone, dae_gemm_bias_path, and every row sums its k products in the
+ * same order), so an image's outputs are the same bits in any batch: a
+ * server's answers do not depend on what else it was batched with. */
 void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                    int ldc, const float *bias, int relu);
 /* x (rows, n; row stride ldx) += bias per column (none when NULL), then
  * max(0, .) when relu: the bias pass of a product the BLAS ran, and of a
  * transposed convolution's output. */
 void dae_add_bias(float *x, size_t ldx, size_t rows, int n, const float *bias, int relu);
-/* True when dae_gemm_bias runs that product on its own kernels (for the
- * tests, which cover both sides). */
-int dae_gemm_bias_is_own(int trans_b, int m, int n, int k);
+/* Where dae_gemm_bias runs a product: the broadcast kernel (B, or B^T
+ * transposed into its scratch), the dot-product kernel (B^T too big for
+ * that), or - for B with more than 512 rows and columns that are not
+ * whole vectors, which no layer of these networks has - the BLAS, whose
+ * rows are then not batch-invariant. Chosen by n and k alone. */
+typedef enum { DAE_GEMM_BROADCAST, DAE_GEMM_DOT, DAE_GEMM_BLAS } dae_gemm_path;
+dae_gemm_path dae_gemm_bias_path(int trans_b, int n, int k);
 
 /* The instruction sets dae_gemm_bias's kernels are compiled for. The best
  * the CPU has is used, unless the environment's DAE_ISA names another it

@@ -213,8 +213,13 @@ HOT static void place_shifted(float *restrict row, const float *restrict d, int 
 static void conv2d_taps_forward_chunk(float *out, const float *in, const float *weight, const float *bias,
                                       const dae_conv_geom *g, int batch, int relu, float *taps) {
     int n_taps = g->out_c * g->k_h * g->k_w, oc_n = g->out_c;
-    size_t plane = (size_t)batch * g->in_h * g->in_w;
-    dae_gemm(0, 1, n_taps, (int)plane, g->in_c, 1.0f, weight, g->in_c, in, g->in_c, 0.0f, taps, (int)plane);
+    size_t image = (size_t)g->in_h * g->in_w, plane = (size_t)batch * image;
+    /* An image at a time: the BLAS's result for a column depends on how
+     * many columns there are, and an image's outputs must not depend on
+     * the batch it came in. */
+    for (int b = 0; b < batch; b++)
+        dae_gemm(0, 1, n_taps, (int)image, g->in_c, 1.0f, weight, g->in_c, in + b * image * g->in_c, g->in_c, 0.0f,
+                 taps + b * image, (int)plane);
     float acc[g->out_w];
     for (int b = 0; b < batch; b++)
         for (int oy = 0; oy < g->out_h; oy++)

@@ -345,8 +345,8 @@ static void gemm_bias_oracle(int trans_b, int m, int n, int k, const float *a, i
 }
 
 /* One product through dae_gemm_bias and the oracle, with padded leading
- * dimensions; the padding of C must come back untouched. Returns 1 when
- * the engine's own kernels ran it. */
+ * dimensions; the padding of C must come back untouched. Returns the
+ * path that ran it (dae_gemm_path). */
 static int check_gemm_bias(int trans_b, int m, int n, int k, int with_bias, int relu, uint64_t seed) {
     int lda = k + 3, ldb = (trans_b ? k : n) + 5, ldc = n + 2;
     size_t b_rows = trans_b ? (size_t)n : (size_t)k;
@@ -364,20 +364,20 @@ static int check_gemm_bias(int trans_b, int m, int n, int k, int with_bias, int 
     /* sums of k products of values in [-1, 1]: float rounding grows with k */
     assert_close(got, want, (size_t)m * ldc, 1e-6 * (k + 8), what);
     free(a), free(b), free(bias), free(got), free(want);
-    return dae_gemm_bias_is_own(trans_b, m, n, k);
+    return dae_gemm_bias_path(trans_b, n, k);
 }
 
 /* The engine's own kernels, on every instruction set this CPU has, agree
- * with the naive oracle on random shapes: rows on both sides of the
- * own-kernel limit and of the dot-product kernel's, columns that are and
- * are not whole vectors, with and without bias and ReLU, both B layouts. */
+ * with the naive oracle on random shapes: many and few rows, columns that
+ * are and are not whole vectors, with and without bias and ReLU, both B
+ * layouts, on each path (broadcast, dot product, the BLAS for huge k). */
 Test(layers, gemm_bias_matches_naive_on_every_isa) {
     static const int edge[][3] = {
         {1, 1, 1}, {1, 16, 9}, {2, 17, 144}, {3, 33, 25}, {4, 64, 16}, {5, 1, 7}, {8, 100, 17}, {9, 15, 31},
-        {17, 48, 9}, {DAE_GEMM_OWN_MAX_ROWS, 16, 9}, {DAE_GEMM_OWN_MAX_ROWS + 1, 16, 9}, {784, 32, 144},
+        {17, 48, 9}, {4096, 16, 9}, {4097, 16, 9}, {784, 32, 144}, {3, 64, 1568}, {70, 64, 1568}, {5, 9, 600},
     };
     dae_isa before = dae_gemm_isa();
-    int tested = 0, own = 0, blas = 0;
+    int tested = 0, by_path[3] = {0, 0, 0};
     for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
         if (!dae_isa_supported((dae_isa)isa)) continue;
         cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
@@ -390,15 +390,42 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
             else {
                 m = 1 + (int)(dae_rng_uniform(&r) * (t % 3 ? 40 : 600));
                 n = 1 + (int)(dae_rng_uniform(&r) * 80);
-                k = 1 + (int)(dae_rng_uniform(&r) * 200);
+                k = 1 + (int)(dae_rng_uniform(&r) * (t % 5 ? 200 : 700));
             }
-            int is_own = check_gemm_bias(t % 2, m, n, k, t % 3 != 0, t % 4 < 2, 1000 + (uint64_t)t);
-            own += is_own, blas += !is_own;
+            by_path[check_gemm_bias(t % 2, m, n, k, t % 3 != 0, t % 4 < 2, 1000 + (uint64_t)t)]++;
         }
     }
     dae_gemm_set_isa(before);
-    cr_assert(tested >= 1 && own > 0 && blas > 0, "%d isas, %d products on own kernels, %d on the BLAS", tested,
-              own, blas);
+    cr_assert(tested >= 1 && by_path[DAE_GEMM_BROADCAST] > 0 && by_path[DAE_GEMM_DOT] > 0 && by_path[DAE_GEMM_BLAS] > 0,
+              "%d isas; products by broadcast %d, dot %d, BLAS %d", tested, by_path[DAE_GEMM_BROADCAST],
+              by_path[DAE_GEMM_DOT], by_path[DAE_GEMM_BLAS]);
+}
+
+/* A row of C is the same bits whatever the number of rows: each row
+ * alone equals that row of the whole product, on every ISA and both
+ * kernels (what makes an image's outputs independent of its batch). */
+Test(layers, gemm_bias_rows_do_not_depend_on_the_batch) {
+    static const int shapes[][4] = {{0, 300, 32, 144}, {1, 300, 16, 9}, {1, 37, 64, 1568}, {0, 50, 33, 64}};
+    dae_isa before = dae_gemm_isa();
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            int tb = shapes[s][0], m = shapes[s][1], n = shapes[s][2], k = shapes[s][3];
+            float *a = uniform_floats((size_t)m * k, -1, 1, 5, 1), *b = uniform_floats((size_t)n * k, -1, 1, 5, 2);
+            float *bias = uniform_floats((size_t)n, -0.5f, 0.5f, 5, 3);
+            float *all = malloc(sizeof(float) * m * n), *one = malloc(sizeof(float) * n);
+            dae_gemm_bias(tb, m, n, k, a, k, b, tb ? k : n, all, n, bias, 1);
+            for (int i = 0; i < m; i++) {
+                dae_gemm_bias(tb, 1, n, k, a + (size_t)i * k, k, b, tb ? k : n, one, n, bias, 1);
+                cr_assert(memcmp(one, all + (size_t)i * n, sizeof(float) * n) == 0,
+                          "%s trans_b %d %dx%dx%d: row %d alone differs from the same row among %d",
+                          dae_isa_name((dae_isa)isa), tb, m, n, k, i, m);
+            }
+            free(a), free(b), free(bias), free(all), free(one);
+        }
+    }
+    dae_gemm_set_isa(before);
 }
 
 /* DAE_ISA's names parse; an unknown one is refused. */

@@ -162,6 +162,34 @@ Test(model, other_architectures_build_and_run) {
     dae_model_free(&m);
 }
 
+/* An image's outputs are the same bits alone and in batches of any size,
+ * for both shipped networks: what the server's answers rest on (a
+ * /denoise answer does not depend on what it was batched with, and a v2
+ * batch equals the same images sent one by one). */
+Test(model, outputs_do_not_depend_on_the_batch) {
+    static const char *const archs[] = {"ae", "unet"};
+    for (int a = 0; a < 2; a++) {
+        dae_model m;
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_model_init(&m, dae_model_named_spec(archs[a]), err, sizeof err), DAE_OK, "%s", err);
+        dae_model_init_params(&m, 7);
+        enum { N = 70 };
+        size_t img = dae_model_image_size(&m);
+        float *x = malloc(sizeof(float) * img * N), *all = malloc(sizeof(float) * img * N), *one = malloc(sizeof(float) * img);
+        for (size_t i = 0; i < img * N; i++) x[i] = (float)((i * 2654435761u) % 1000) / 999.0f;
+        dae_workspace *ws = dae_workspace_new(&m, N, 0);
+        dae_model_forward(&m, ws, x, all, N);
+        for (int i = 0; i < N; i++) {
+            dae_model_forward(&m, ws, x + img * i, one, 1);
+            cr_assert(memcmp(one, all + img * i, sizeof(float) * img) == 0,
+                      "%s: image %d alone differs from the same image in a batch of %d", archs[a], i, N);
+        }
+        dae_workspace_free(ws);
+        free(x), free(all), free(one);
+        dae_model_free(&m);
+    }
+}
+
 Test(model, initialisation_follows_pytorch_bounds) {
     dae_model m;
     build_default(&m);
