@@ -256,6 +256,9 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; bui
 	        tar -C tests/fixtures/images -czf $$corpus/seed.tar.gz gray8.png; ;; \
 	    fuzz_multipart) printf 'multipart/form-data; boundary=XyZ\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\nPNGDATA\r\n--XyZ--\r\n' > $$corpus/seed1; \
 	        printf 'multipart/form-data; boundary="a b"\npreamble\r\n--a b\r\nContent-Disposition: form-data; name=other\r\n\r\nx\r\n--a b\r\ncontent-disposition: form-data; name="image"\r\n\r\nDATA\r\n--a b--' > $$corpus/seed2 ;; \
+	    fuzz_oip) printf '{"id":"1","inputs":[{"name":"input","datatype":"FP32","shape":[1,1,4,4],"data":[[0,1,2,3],[4,5,6,7],[8,9,1e-3,0.5],[1,1,1,1]]}],"outputs":[{"name":"output","parameters":{"binary_data":true}}]}' > $$corpus/seed1; \
+	        printf '{"inputs":[{"name":"images","datatype":"BYTES","shape":[2],"data":["aGVsbG8=","UE5HIT8="]}]}' > $$corpus/seed2; \
+	        printf '{"inputs":[{"name":"images","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":9}}],"parameters":{"binary_data_output":true}}\0\005\0\0\0hello' > $$corpus/seed3 ;; \
 	    esac; \
 	    seeds=""; [ -d tests/fuzz/corpus/$$name ] && seeds=tests/fuzz/corpus/$$name; \
 	    bins=$$name; [ -x $(FUZZ_DIR)/$${name}_msan ] && bins="$$name $${name}_msan"; \

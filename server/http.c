@@ -29,6 +29,7 @@
 #include "log.h"
 #include "model_http.h"
 #include "multipart.h"
+#include "oip.h"
 #include "utf8.h"
 
 /* A body over the limit is read and dropped up to this much more before
@@ -119,9 +120,11 @@ struct request {
     const route_method *rm; /* the method's entry in the row, once allowed */
     const char *route_arg;  /* points at arg */
     char arg[160];
+    char version_arg[64];   /* the route's second argument ({version}), or "" */
     unsigned mbit;          /* the method */
     char allow[32];         /* Allow header of a 405, or "" */
     char location[64];      /* Location header of a 202, or "" */
+    char infer_header[24];  /* Inference-Header-Content-Length of a v2 answer with binary data, or "" */
     char method[16];
     char path[512];       /* for the access log, without the query */
     char request_id[SRV_REQUEST_ID_MAX + 1]; /* the client's X-Request-Id, or one made up; "" before the head */
@@ -142,6 +145,14 @@ struct request {
     /* The image request. */
     srv_model *model;
     srv_infer_request image;
+    /* A v2 inference request (oip.h): the tensor's outputs, or one image
+     * request per image, and the bytes of the memory budget they hold. */
+    int v2_infer;
+    srv_oip_request oip;
+    float *v2_out;
+    srv_infer_request *v2_images;
+    atomic_int v2_outstanding; /* image requests not yet done */
+    long long v2_reserved;
 };
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
@@ -198,6 +209,14 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     srv_access_log(h->cfg->log_format, &a);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
     free(r->image.png);
+    for (int i = 0; r->v2_images != NULL && i < r->oip.n; i++) {
+        free(r->v2_images[i].png);
+        srv_budget_give(srv_infer_budget(h->infer), r->v2_images[i].mem_reserved);
+    }
+    free(r->v2_images);
+    free(r->v2_out);
+    srv_oip_request_free(&r->oip);
+    srv_budget_give(srv_infer_budget(h->infer), r->v2_reserved);
     srv_model_release(r->model);
     free(r->body);
     /* Everything this request held of the memory budget: its body, and
@@ -258,6 +277,7 @@ static enum MHD_Result answer_response(request *r, int status, const char *conte
     }
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"dae-server\"");
     if (r->location[0] != '\0') MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
+    if (r->infer_header[0] != '\0') MHD_add_response_header(resp, SRV_OIP_HEADER_LENGTH, r->infer_header);
     if (r->model != NULL && status == 200) {
         MHD_add_response_header(resp, "X-Model", r->model->name);
         MHD_add_response_header(resp, "X-Model-Version", r->model->version);
@@ -348,8 +368,14 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
     return answer_response(r, status, content_type, resp, len);
 }
 
+/* Whether r's path is the v2 protocol's (under /v2), whose errors have
+ * the protocol's shape. */
+static int is_v2(const request *r) { return strncmp(r->path, "/v2", 3) == 0 && (r->path[3] == '\0' || r->path[3] == '/'); }
+
 /* The one function that produces every error reply:
- * {"error":{"status":N,"code":"...","message":"...","request_id":"..."}}. */
+ * {"error":{"status":N,"code":"...","message":"...","request_id":"..."}},
+ * or under /v2 the Open Inference Protocol's {"error":"..."} (the code
+ * then goes to the access log only). */
 static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static enum MHD_Result answer_error(request *r, int status, const char *code, const char *fmt, ...) {
@@ -361,10 +387,16 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     size_t cap = sizeof msg * 2 + 128, n = 0;
     char *body = malloc(cap);
     if (body == NULL) return MHD_NO;
-    n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
-    srv_json_escape(body, cap, &n, msg);
-    /* The request id is [A-Za-z0-9._:-] (request_id_take): no escaping. */
-    n += (size_t)snprintf(body + n, cap - n, "\",\"request_id\":\"%s\"}}\n", r->request_id);
+    if (is_v2(r)) {
+        n = (size_t)snprintf(body, cap, "{\"error\":\"");
+        srv_json_escape(body, cap, &n, msg);
+        n += (size_t)snprintf(body + n, cap - n, "\"}\n");
+    } else {
+        n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
+        srv_json_escape(body, cap, &n, msg);
+        /* The request id is [A-Za-z0-9._:-] (request_id_take): no escaping. */
+        n += (size_t)snprintf(body + n, cap - n, "\",\"request_id\":\"%s\"}}\n", r->request_id);
+    }
     r->error_code = code;
     return answer(r, status, "application/json", body, n, MHD_RESPMEM_MUST_FREE);
 }
@@ -728,7 +760,7 @@ static enum MHD_Result post_image(request *r, int denoise) {
                              "%lld bytes (--memory-budget)",
                              w, hgt, need + r->body_reserved, budget->limit);
     if (srv_budget_take(budget, need) != 0) return refuse_memory(r, need);
-    dae_status st = srv_infer_reserve(h->infer, pixels, err, sizeof err);
+    dae_status st = srv_infer_reserve(h->infer, 1, pixels, err, sizeof err);
     if (st != DAE_OK) {
         srv_budget_give(budget, need);
         if (st == DAE_ERR_STOPPING) return refuse_draining(r); /* shutdown began since the dispatcher looked */
@@ -764,6 +796,259 @@ static enum MHD_Result post_image(request *r, int denoise) {
 static enum MHD_Result post_denoise(request *r) { return post_image(r, 1); }
 
 static enum MHD_Result post_noise(request *r) { return post_image(r, 0); }
+
+/* ------------------------------------------------------------ the Open Inference Protocol (v2) */
+
+static enum MHD_Result get_v2(request *r) {
+    static char doc[] = "{\"name\":\"dae\",\"version\":\"" DAE_SERVER_VERSION "\",\"extensions\":" SRV_OIP_EXTENSIONS "}\n";
+    return answer(r, 200, "application/json", doc, sizeof doc - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+static enum MHD_Result get_v2_live(request *r) {
+    static char doc[] = "{\"live\":true}\n";
+    return answer(r, 200, "application/json", doc, sizeof doc - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+/* GET /v2/health/ready: ready with a default model (and, by its flag,
+ * not while draining). */
+static enum MHD_Result get_v2_ready(request *r) {
+    srv_model *m = srv_registry_acquire(r->http->registry, NULL);
+    if (m == NULL) return answer_error(r, 503, "not_ready", "no default model is loaded");
+    srv_model_release(m);
+    static char doc[] = "{\"ready\":true}\n";
+    return answer(r, 200, "application/json", doc, sizeof doc - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+/* Takes the model the path names (and the version, when it names one)
+ * into r->model. Returns 0, or -1 having answered 404. */
+static int v2_model_of(request *r, enum MHD_Result *ret) {
+    r->model = srv_registry_acquire(r->http->registry, r->route_arg);
+    if (r->model == NULL) {
+        *ret = answer_error(r, 404, "model_not_found", "no model named \"%s\"", r->route_arg);
+        return -1;
+    }
+    if (r->version_arg[0] != '\0' && strcmp(r->version_arg, r->model->version) != 0) {
+        *ret = answer_error(r, 404, "model_version_not_found", "model \"%s\" has no version \"%s\" (it has \"%s\")",
+                            r->route_arg, r->version_arg, r->model->version);
+        return -1;
+    }
+    return 0;
+}
+
+static enum MHD_Result get_v2_model(request *r) {
+    enum MHD_Result ret;
+    if (v2_model_of(r, &ret) != 0) return ret;
+    return answer_json(r, 200, srv_oip_model_json(r->model));
+}
+
+static enum MHD_Result get_v2_model_ready(request *r) {
+    enum MHD_Result ret;
+    if (v2_model_of(r, &ret) != 0) return ret;
+    char doc[128];
+    int n = snprintf(doc, sizeof doc, "{\"name\":\"%s\",\"ready\":true}\n", r->model->name);
+    return answer(r, 200, "application/json", doc, (size_t)n, MHD_RESPMEM_MUST_COPY);
+}
+
+/* The worker's callback for one image of a v2 request: the last one
+ * wakes the connection. */
+static void v2_image_done(srv_infer_request *req) {
+    request *r = req->user;
+    if (atomic_fetch_sub(&r->v2_outstanding, 1) == 1) MHD_resume_connection(r->conn); /* r may be gone after this */
+}
+
+/* The answer to a v2 inference request whose work is done. */
+static enum MHD_Result answer_v2_infer(request *r) {
+    srv_oip_request *q = &r->oip;
+    uint8_t **png = NULL;
+    size_t *png_len = NULL, png_total = 0;
+    if (q->kind == SRV_OIP_TENSOR) {
+        if (r->image.status != DAE_OK) return answer_status(r, SRV_EDGE_IMAGE, r->image.status, "%s", r->image.message);
+    } else {
+        for (int i = 0; i < q->n; i++)
+            if (r->v2_images[i].status != DAE_OK)
+                return answer_status(r, SRV_EDGE_IMAGE, r->v2_images[i].status, "input \"%s\": element %d: %s",
+                                     SRV_OIP_INPUT_IMAGES, i, r->v2_images[i].message);
+        png = malloc(sizeof *png * (size_t)q->n);
+        png_len = malloc(sizeof *png_len * (size_t)q->n);
+        if (png == NULL || png_len == NULL) {
+            free(png);
+            free(png_len);
+            return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
+        }
+        for (int i = 0; i < q->n; i++) png[i] = r->v2_images[i].png, png_len[i] = r->v2_images[i].png_len;
+        for (int i = 0; i < q->n; i++) png_total += png_len[i];
+    }
+    srv_budget *budget = srv_infer_budget(r->http->infer);
+    long long bytes = srv_oip_answer_bytes(q, r->model->net.in_h, r->model->net.in_w, png_total);
+    uint8_t *body = NULL;
+    size_t len = 0, json_len = 0;
+    dae_status st = DAE_ERR_NOMEM;
+    int granted = srv_budget_take(budget, bytes) == 0;
+    if (granted) {
+        r->v2_reserved += bytes; /* given back when the answer is sent */
+        st = srv_oip_answer(q, r->model, r->v2_out, png, png_len, &body, &len, &json_len);
+    }
+    free(png);
+    free(png_len);
+    if (!granted) return refuse_memory(r, bytes);
+    if (st != DAE_OK) return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
+    if (json_len == len) return answer(r, 200, "application/json", body, len, MHD_RESPMEM_MUST_FREE);
+    snprintf(r->infer_header, sizeof r->infer_header, "%zu", json_len);
+    return answer(r, 200, "application/octet-stream", body, len, MHD_RESPMEM_MUST_FREE);
+}
+
+/* Runs or queues the v2 request's image requests (N images, their
+ * places and memory reserved), like post_image: a lone small one on an
+ * idle server runs here and now. */
+static enum MHD_Result v2_submit(request *r, srv_infer_request *reqs, int n) {
+    srv_http *h = r->http;
+    atomic_store(&r->v2_outstanding, n);
+    if (n == 1 && reqs[0].pixels <= (long long)r->model->net.in_h * r->model->net.in_w &&
+        srv_gate_connections(h->gate) == 1 && srv_infer_run_now(h->infer, &reqs[0]))
+        return answer_v2_infer(r);
+    r->phase = PHASE_QUEUED;
+    MHD_suspend_connection(r->conn); /* first: a worker may resume it before this returns */
+    for (int i = 0; i < n; i++) srv_infer_enqueue(h->infer, &reqs[i]);
+    return MHD_YES;
+}
+
+/* The FP32 tensor of a v2 request: one tensor request of N inputs. */
+static enum MHD_Result v2_infer_tensor(request *r) {
+    srv_http *h = r->http;
+    const int th = r->model->net.in_h, tw = r->model->net.in_w;
+    long long count = (long long)r->oip.n * th * tw;
+    long long out_bytes = count * (long long)sizeof(float);
+    srv_budget *budget = srv_infer_budget(h->infer);
+    if (srv_budget_take(budget, out_bytes) != 0) return refuse_memory(r, out_bytes);
+    r->v2_reserved += out_bytes;
+    if ((r->v2_out = malloc((size_t)out_bytes)) == NULL)
+        return answer_error(r, 503, "out_of_memory", "out of memory for the output tensor");
+    char err[DAE_ERR_LEN];
+    dae_status st = srv_infer_reserve(h->infer, 1, count, err, sizeof err);
+    if (st == DAE_ERR_STOPPING) return refuse_draining(r);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
+    srv_infer_request *j = &r->image;
+    j->kind = SRV_INFER_TENSOR;
+    j->tensor_in = r->oip.tensor;
+    j->tensor_out = r->v2_out;
+    j->tensor_n = r->oip.n;
+    j->pixels = count;
+    j->model = r->model;
+    j->mem_reserved = 0; /* the tensors are r->v2_reserved's */
+    j->done = v2_image_done;
+    j->user = r;
+    return v2_submit(r, j, 1);
+}
+
+/* The BYTES images of a v2 request: one denoise request per image, with
+ * /denoise's checks and limits for each, places and memory reserved for
+ * all of them at once. */
+static enum MHD_Result v2_infer_images(request *r) {
+    srv_http *h = r->http;
+    const srv_config *cfg = h->cfg;
+    const int n = r->oip.n;
+    r->v2_images = calloc((size_t)n, sizeof *r->v2_images);
+    if (r->v2_images == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for %d image requests", n);
+    long long pixels = 0, need = 0;
+    char err[DAE_ERR_LEN];
+    for (int i = 0; i < n; i++) {
+        const uint8_t *img = r->oip.image[i];
+        size_t len = r->oip.image_len[i];
+        int w, hgt;
+        if (dae_image_probe(img, len, &w, &hgt, err, sizeof err) != DAE_OK)
+            return answer_error(r, 400, "invalid_image", "input \"%s\": element %d: %s", SRV_OIP_INPUT_IMAGES, i, err);
+        long long p = (long long)w * hgt;
+        if (p > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE)
+            return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
+                                 "input \"%s\": element %d is %dx%d = %lld pixels, over the limit of %lld",
+                                 SRV_OIP_INPUT_IMAGES, i, w, hgt, p, cfg->max_pixels);
+        srv_infer_request *j = &r->v2_images[i];
+        j->kind = SRV_INFER_DENOISE;
+        j->input = img;
+        j->input_len = len;
+        j->max_pixels = (size_t)cfg->max_pixels;
+        j->pixels = p;
+        j->model = r->model;
+        j->png_level = cfg->png_level;
+        j->mem_reserved = srv_budget_image_bytes(SRV_BUDGET_DENOISE, w, hgt, 0);
+        j->done = v2_image_done;
+        j->user = r;
+        pixels += p;
+        need += j->mem_reserved;
+    }
+    srv_budget *budget = srv_infer_budget(h->infer);
+    if (need > budget->limit - r->body_reserved - r->v2_reserved)
+        return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
+                             "the %d images need up to %lld bytes with the request, over the whole memory budget of "
+                             "%lld bytes (--memory-budget): send fewer at a time",
+                             n, need + r->body_reserved + r->v2_reserved, budget->limit);
+    if (srv_budget_take(budget, need) != 0) {
+        for (int i = 0; i < n; i++) r->v2_images[i].mem_reserved = 0;
+        return refuse_memory(r, need);
+    }
+    dae_status st = srv_infer_reserve(h->infer, n, pixels, err, sizeof err);
+    if (st != DAE_OK) { /* the reservations go back with the request (on_request_done) */
+        if (st == DAE_ERR_STOPPING) return refuse_draining(r);
+        return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
+    }
+    return v2_submit(r, r->v2_images, n);
+}
+
+/* POST /v2/models/{name}[/versions/{version}]/infer. */
+static enum MHD_Result post_v2_infer(request *r) {
+    srv_http *h = r->http;
+    enum MHD_Result ret;
+    if (v2_model_of(r, &ret) != 0) return ret;
+    if (r->too_large) {
+        srv_metrics_reject(h->metrics, SRV_REJECT_BODY_TOO_LARGE);
+        return answer_error(r, 413, "body_too_large", "request body is over the limit of %lld bytes",
+                            h->cfg->max_body_bytes);
+    }
+    if (r->len == 0) return answer_error(r, 400, "invalid_inference_request", "no body: send an inference request");
+    char err[DAE_ERR_LEN + 256];
+    size_t json_len;
+    const char *header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, SRV_OIP_HEADER_LENGTH);
+    if (srv_oip_json_length(header, r->len, &json_len, err, sizeof err) != DAE_OK)
+        return answer_error(r, 400, "invalid_inference_request", "%s", err);
+    /* Parsing's peak memory is reserved first; what the parsed request
+     * keeps (the tensor, decoded images) stays reserved until the end. */
+    srv_budget *budget = srv_infer_budget(h->infer);
+    long long parse = srv_oip_parse_bytes(r->body, r->len, json_len);
+    if (srv_budget_take(budget, parse) != 0) return refuse_memory(r, parse);
+    dae_status st = srv_oip_parse(r->body, r->len, json_len, r->model->net.in_h, r->model->net.in_w, &r->oip, err,
+                                  sizeof err);
+    long long kept = r->oip.tensor != NULL ? (long long)r->oip.n * r->model->net.in_h * r->model->net.in_w * 4 : 0;
+    for (int i = 0; r->oip.decoded != NULL && i < r->oip.n; i++) kept += (long long)r->oip.image_len[i];
+    kept += (long long)r->oip.n * (long long)(sizeof *r->oip.image + sizeof *r->oip.image_len);
+    if (kept > parse) kept = parse;
+    srv_budget_give(budget, parse - kept);
+    r->v2_reserved = kept;
+    if (st == DAE_ERR_NOMEM) return answer_error(r, 503, "out_of_memory", "%s", err);
+    if (st != DAE_OK) return answer_error(r, 400, "invalid_inference_request", "%s", err);
+    r->v2_infer = 1;
+    return r->oip.kind == SRV_OIP_TENSOR ? v2_infer_tensor(r) : v2_infer_images(r);
+}
+
+/* POST /v2/repository/index. */
+static enum MHD_Result post_v2_repository_index(request *r) {
+    return answer_json(r, 200, srv_registry_index_json(r->http->registry));
+}
+
+/* POST /v2/repository/models/{name}/load and /unload. */
+static enum MHD_Result v2_repository_change(request *r, int load) {
+    char err[DAE_ERR_LEN];
+    srv_registry *reg = r->http->registry;
+    dae_status st = load ? srv_registry_load(reg, r->route_arg, err, sizeof err)
+                         : srv_registry_unload(reg, r->route_arg, err, sizeof err);
+    if (st == DAE_ERR_FORMAT) return answer_error(r, 400, "invalid_model", "%s", err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL, st, "%s", err);
+    static char doc[] = "{}\n";
+    return answer(r, 200, "application/json", doc, sizeof doc - 1, MHD_RESPMEM_PERSISTENT);
+}
+
+static enum MHD_Result post_v2_repository_load(request *r) { return v2_repository_change(r, 1); }
+
+static enum MHD_Result post_v2_repository_unload(request *r) { return v2_repository_change(r, 0); }
 
 /* ------------------------------------------------------------ the handler */
 
@@ -1203,22 +1488,44 @@ static const route ROUTES[] = {
     {"page", "/", {{M_GET | M_HEAD, 0, get_page}}},
     {"page_file", "/ui/{name}", {{M_GET | M_HEAD, 0, get_page_file}}},
     {"openapi", "/openapi.json", {{M_GET | M_HEAD, 0, get_openapi}}},
+    /* The Open Inference Protocol (oip.h). */
+    {"v2", "/v2", {{M_GET | M_HEAD, 0, get_v2}}},
+    {"v2_live", "/v2/health/live", {{M_GET | M_HEAD, 0, get_v2_live}}},
+    {"v2_ready", "/v2/health/ready", {{M_GET | M_HEAD, ROUTE_DRAIN_REFUSES, get_v2_ready}}},
+    {"v2_model", "/v2/models/{name}", {{M_GET | M_HEAD, 0, get_v2_model}}},
+    {"v2_model_version", "/v2/models/{name}/versions/{version}", {{M_GET | M_HEAD, 0, get_v2_model}}},
+    {"v2_model_ready", "/v2/models/{name}/ready", {{M_GET | M_HEAD, 0, get_v2_model_ready}}},
+    {"v2_model_version_ready", "/v2/models/{name}/versions/{version}/ready", {{M_GET | M_HEAD, 0, get_v2_model_ready}}},
+    {"v2_infer", "/v2/models/{name}/infer", {{M_POST, ROUTE_UPLOAD | ROUTE_DRAIN_REFUSES, post_v2_infer}}},
+    {"v2_model_version_infer", "/v2/models/{name}/versions/{version}/infer",
+     {{M_POST, ROUTE_UPLOAD | ROUTE_DRAIN_REFUSES, post_v2_infer}}},
+    {"v2_repository_index", "/v2/repository/index", {{M_POST, ROUTE_ADMIN, post_v2_repository_index}}},
+    {"v2_repository_load", "/v2/repository/models/{name}/load",
+     {{M_POST, ROUTE_ADMIN | ROUTE_DRAIN_REFUSES, post_v2_repository_load}}},
+    {"v2_repository_unload", "/v2/repository/models/{name}/unload", {{M_POST, ROUTE_ADMIN, post_v2_repository_unload}}},
 };
 enum { N_ROUTES = sizeof ROUTES / sizeof ROUTES[0] };
 _Static_assert(N_ROUTES <= SRV_MAX_ROUTES, "the metrics count at most SRV_MAX_ROUTES routes");
 
+/* A request's room for the arguments of a route ("{...}" segments). */
+typedef struct {
+    char *arg[2];
+    size_t len[2];
+} route_args;
+
 /* Whether url matches the pattern path segment by segment: literal
  * segments exactly, a "{...}" segment any non-empty one, which is copied
- * into arg (cut to arglen - 1 bytes). */
-static int path_match(const char *path, const char *url, char *arg, size_t arglen) {
+ * into the next of args (cut to its length - 1 bytes). */
+static int path_match(const char *path, const char *url, const route_args *args) {
+    int k = 0;
     while (*path != '\0') {
         if (*path++ != '/' || *url++ != '/') return 0;
         size_t plen = strcspn(path, "/"), ulen = strcspn(url, "/");
         if (path[0] == '{') {
-            if (ulen == 0) return 0;
-            size_t n = ulen < arglen ? ulen : arglen - 1;
-            memcpy(arg, url, n);
-            arg[n] = '\0';
+            if (ulen == 0 || k == 2) return 0;
+            size_t n = ulen < args->len[k] ? ulen : args->len[k] - 1;
+            memcpy(args->arg[k], url, n);
+            args->arg[k++][n] = '\0';
         } else if (plen != ulen || strncmp(path, url, plen) != 0) {
             return 0;
         }
@@ -1228,13 +1535,13 @@ static int path_match(const char *path, const char *url, char *arg, size_t argle
     return *url == '\0';
 }
 
-/* The row of url in ROUTES, or -1; the argument goes into arg. */
-static int route_match(const char *url, char *arg, size_t arglen) {
+/* The row of url in ROUTES, or -1; the arguments go into args. */
+static int route_match(const char *url, const route_args *args) {
     for (int i = 0; i < N_ROUTES; i++) {
-        arg[0] = '\0';
-        if (path_match(ROUTES[i].path, url, arg, arglen)) return i;
+        args->arg[0][0] = args->arg[1][0] = '\0';
+        if (path_match(ROUTES[i].path, url, args)) return i;
     }
-    arg[0] = '\0';
+    args->arg[0][0] = args->arg[1][0] = '\0';
     return -1;
 }
 
@@ -1397,7 +1704,8 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     snprintf(r->method, sizeof r->method, "%s", method);
     request_id_take(r);
     r->gzip = accepts_gzip(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
-    int row = route_match(url, r->arg, sizeof r->arg);
+    route_args args = {{r->arg, r->version_arg}, {sizeof r->arg, sizeof r->version_arg}};
+    int row = route_match(url, &args);
     if (row >= 0) r->route = &ROUTES[row], r->route_index = row;
     r->route_arg = r->arg;
     r->mbit = method_bit(method);
@@ -1413,7 +1721,7 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
                             "the request has both Content-Length and Transfer-Encoding: chunked");
     }
     if (r->route == NULL) {
-        char routes[1024];
+        char routes[2048];
         srv_http_route_list(routes, sizeof routes);
         return answer_error(r, 404, "not_found", "no route %s %s; routes: %s", method, url, routes);
     }
@@ -1504,7 +1812,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         if (r->over_budget) return refuse_memory(r, (long long)r->discarded);
         return dispatch(r);
     case PHASE_QUEUED:
-        return answer_image(r);
+        return r->v2_infer ? answer_v2_infer(r) : answer_image(r);
     default:
         return MHD_NO;
     }

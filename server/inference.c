@@ -138,7 +138,7 @@ static void req_retire(srv_infer *q, srv_infer_request *j) {
 static void req_deliver(srv_infer *q, srv_infer_request *j) {
     req_release(j);
     req_budget_trim(q, j, j->png != NULL ? (long long)j->png_len : 0);
-    if (j->kind == SRV_INFER_DENOISE) pthread_mutex_destroy(&j->acc_mu);
+    if (j->kind != SRV_INFER_NOISE) pthread_mutex_destroy(&j->acc_mu);
     if (j->done != NULL) j->done(j); /* NULL: srv_infer_run_now, whose caller answers */
 }
 
@@ -216,6 +216,33 @@ static void req_finish_denoise(srv_infer *q, srv_infer_request *j) {
         atomic_fetch_add_explicit(&q->metrics->images_denoised, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->metrics->pixels_denoised, (unsigned long long)plane, memory_order_relaxed);
     }
+}
+
+/* First step of a tensor request: its inputs are its tiles, one "plane"
+ * of tensor_n (claim keeps a batch's segments within a plane). Nothing
+ * to decode or allocate. */
+static void req_prepare_tensor(srv_infer_request *j) {
+    j->width = j->model->net.in_w, j->height = j->model->net.in_h, j->channels = 1;
+    j->pipe.plan.count = j->pipe.tiles = j->tensor_n;
+}
+
+/* Last step of a tensor request: every output is in tensor_out. */
+static void req_finish_tensor(srv_infer *q, srv_infer_request *j) {
+    req_end(j, DAE_OK, "");
+    atomic_fetch_add_explicit(&q->metrics->images_denoised, (unsigned long long)j->tensor_n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->metrics->pixels_denoised, (unsigned long long)j->pixels, memory_order_relaxed);
+}
+
+/* Copies tiles [first, first + n) of j into tiles. */
+static void req_extract(const srv_infer_request *j, int first, int n, float *tiles, size_t tile) {
+    if (j->kind == SRV_INFER_TENSOR) memcpy(tiles, j->tensor_in + (size_t)first * tile, sizeof(float) * tile * (size_t)n);
+    else dae_denoise_extract(&j->pipe, first, n, tiles);
+}
+
+/* Takes the outputs of tiles [first, first + n) of j (under j->acc_mu). */
+static void req_accumulate(srv_infer_request *j, int first, int n, const float *outputs, size_t tile) {
+    if (j->kind == SRV_INFER_TENSOR) memcpy(j->tensor_out + (size_t)first * tile, outputs, sizeof(float) * tile * (size_t)n);
+    else dae_denoise_accumulate(&j->pipe, first, n, outputs);
 }
 
 /* ------------------------------------------------------------ batching */
@@ -308,6 +335,7 @@ static void gather(srv_infer *q, batch *b) {
             srv_infer_request *k = b->decode[i];
             srv_hist_observe(&q->metrics->queue_wait, k->queue_wait_s);
             if (k->kind == SRV_INFER_NOISE) req_run_noise(q, k); /* ends it: a PNG or an error */
+            else if (k->kind == SRV_INFER_TENSOR) req_prepare_tensor(k);
             else req_prepare_denoise(q, k);                    /* ends it on failure */
         }
         pthread_mutex_lock(&q->mu);
@@ -350,8 +378,9 @@ static int worker_buffers(worker *w, size_t tile_floats) {
 static void finish_and_deliver(srv_infer *q, srv_infer_request *list) {
     if (list == NULL) return;
     for (srv_infer_request *j = list; j != NULL; j = j->next) {
-        if (!j->cancelled) req_finish_denoise(q, j);
-        else req_stopped(j);
+        if (j->cancelled) req_stopped(j);
+        else if (j->kind == SRV_INFER_TENSOR) req_finish_tensor(q, j);
+        else req_finish_denoise(q, j);
         req_release(j);
     }
     pthread_mutex_lock(&q->mu);
@@ -374,7 +403,7 @@ static void run_batch(worker *w, batch *b) {
         size_t off = 0;
         for (int s = 0; s < b->n_seg; s++) {
             const segment *sg = &b->seg[s];
-            dae_denoise_extract(&sg->req->pipe, sg->first, sg->n, w->tiles_in + off * tile);
+            req_extract(sg->req, sg->first, sg->n, w->tiles_in + off * tile, tile);
             off += (size_t)sg->n;
         }
         double t0 = dae_now_s();
@@ -388,7 +417,7 @@ static void run_batch(worker *w, batch *b) {
             const segment *sg = &b->seg[s];
             srv_infer_request *j = sg->req;
             pthread_mutex_lock(&j->acc_mu);
-            dae_denoise_accumulate(&j->pipe, sg->first, sg->n, w->tiles_out + off * tile);
+            req_accumulate(j, sg->first, sg->n, w->tiles_out + off * tile, tile);
             pthread_mutex_unlock(&j->acc_mu);
             off += (size_t)sg->n;
         }
@@ -557,13 +586,13 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     return q;
 }
 
-dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t errlen) {
+dae_status srv_infer_reserve(srv_infer *q, int count, long long pixels, char *err, size_t errlen) {
     dae_status st = DAE_OK;
     pthread_mutex_lock(&q->mu);
     if (q->closed) st = DAE_ERR_STOPPING;
-    else if (q->pending >= q->capacity || (q->pending > 0 && q->pending_pixels + pixels > q->pixel_budget))
+    else if (q->pending > 0 && (q->pending + count > q->capacity || q->pending_pixels + pixels > q->pixel_budget))
         st = DAE_ERR_BUSY;
-    else q->pending++, q->pending_pixels += pixels;
+    else q->pending += count, q->pending_pixels += pixels;
     pthread_mutex_unlock(&q->mu);
     if (st == DAE_ERR_STOPPING) return dae_fail(err, errlen, st, "the inference queue is closed for shutdown");
     if (st == DAE_ERR_BUSY)
@@ -586,7 +615,7 @@ static void req_init(srv_infer_request *req) {
     req->batch_stamp = 0;
     memset(&req->img, 0, sizeof req->img);
     memset(&req->pipe, 0, sizeof req->pipe);
-    if (req->kind == SRV_INFER_DENOISE) pthread_mutex_init(&req->acc_mu, NULL);
+    if (req->kind != SRV_INFER_NOISE) pthread_mutex_init(&req->acc_mu, NULL);
     req->t_enqueue = dae_now_s();
 }
 
@@ -600,7 +629,7 @@ void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
 }
 
 int srv_infer_run_now(srv_infer *q, srv_infer_request *req) {
-    if (req->kind != SRV_INFER_DENOISE) return 0;
+    if (req->kind == SRV_INFER_NOISE) return 0;
     /* Idle: the caller's reservation is the only one, so nothing is queued,
      * no worker has work, and no other srv_infer_run_now is under way (it
      * holds its reservation until its request is retired): the slot of
@@ -616,7 +645,8 @@ int srv_infer_run_now(srv_infer *q, srv_infer_request *req) {
     req->state = REQ_PREPARING;
     req->queue_wait_s = 0;
     srv_hist_observe(&q->metrics->queue_wait, 0);
-    if (req_prepare_denoise(q, req) != 0) { /* ended: the image did not decode */
+    if (req->kind == SRV_INFER_TENSOR) req_prepare_tensor(req);
+    else if (req_prepare_denoise(q, req) != 0) { /* ended: the image did not decode */
         pthread_mutex_lock(&q->mu);
         req_retire(q, req);
         pthread_mutex_unlock(&q->mu);

@@ -29,7 +29,10 @@
  * with the answer.
  *
  * Noise requests (POST /noise) take the same queue and are done in one step
- * by the worker that picks them up.
+ * by the worker that picks them up. Tensor requests (the v2 protocol's FP32
+ * inputs, oip.h) are batches of model inputs given as floats: their
+ * "tiles" are the inputs themselves, copied into the batch and their
+ * outputs copied back, batched with the tiles of every other request.
  *
  * Errors are the engine's: a request ends with a dae_status and a sentence
  * (DAE_ERR_FORMAT for an image that does not decode, DAE_ERR_TOO_LARGE for
@@ -53,6 +56,7 @@
 typedef enum {
     SRV_INFER_DENOISE,
     SRV_INFER_NOISE,
+    SRV_INFER_TENSOR, /* model inputs as they are (the v2 protocol's FP32 tensors): no image, no tiling */
 } srv_infer_kind;
 
 typedef struct srv_infer_request srv_infer_request;
@@ -69,6 +73,9 @@ struct srv_infer_request {
     size_t max_pixels;        /* decoding limit */
     long long pixels;         /* width * height from the header probe */
     srv_model *model;         /* denoise: a reference the submitter holds */
+    const float *tensor_in;   /* tensor: tensor_n model inputs (in_h x in_w floats each), borrowed */
+    float *tensor_out;        /* tensor: room for the tensor_n outputs, borrowed; written by the workers */
+    int tensor_n;
     dae_noise_spec noise;     /* noise */
     uint64_t seed;            /* noise */
     int png_level;            /* zlib level for large PNGs */
@@ -115,24 +122,25 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
  * the HTTP layer charges before allocating; lives as long as q. */
 srv_budget *srv_infer_budget(srv_infer *q);
 
-/* Reserves a place for a request of pixels pixels (always granted to the
- * first pending request, so one maximal image always fits). Returns
- * DAE_OK, DAE_ERR_BUSY when queue_size requests or queue_pixels pixels are
- * pending, or DAE_ERR_STOPPING once the queue is closed, with a sentence
- * in err. */
-dae_status srv_infer_reserve(srv_infer *q, long long pixels, char *err, size_t errlen);
+/* Reserves places for count requests of pixels pixels in all (always
+ * granted when nothing is pending, so one maximal image, or one v2
+ * batch of images, always fits). Returns DAE_OK, DAE_ERR_BUSY when
+ * queue_size requests or queue_pixels pixels would be pending, or
+ * DAE_ERR_STOPPING once the queue is closed, with a sentence in err.
+ * Each of the count requests gives its place back when it is done. */
+dae_status srv_infer_reserve(srv_infer *q, int count, long long pixels, char *err, size_t errlen);
 
 /* Queues req (after a successful reserve of req->pixels). Never fails. */
 void srv_infer_enqueue(srv_infer *q, srv_infer_request *req);
 
-/* Runs the denoise request req (after a successful reserve) to its end on
+/* Runs the denoise or tensor request req (after a successful reserve) to its end on
  * the calling thread when the scheduler is idle: no other request is
  * reserved, queued or being computed. Handing a lone small image to a
  * worker and waking the HTTP thread again cost more than its forward pass
  * (two thread switches and their system calls). Returns 1 with req's
  * result in (req->done is not called, and is left NULL), or 0 when the
  * scheduler is busy, a queue delay is set (requests are to wait for
- * others) or req is not a denoise: then the caller enqueues it.
+ * others) or req is a noise request: then the caller enqueues it.
  * The caller keeps it to small images, as the calling thread is blocked
  * meanwhile. */
 int srv_infer_run_now(srv_infer *q, srv_infer_request *req);

@@ -15,7 +15,7 @@
 /* The routes are the rows of http.c's route table: the metrics count
  * them by row index, and take their label values from the table
  * (srv_metrics_name_route). */
-#define SRV_MAX_ROUTES 24
+#define SRV_MAX_ROUTES 40
 
 /* The route of a request that matched no route (a 404, or a head the
  * gate turned away): counted as route="unknown", after every row. */

@@ -37,6 +37,10 @@ struct srv_registry {
     /* The name in the ACTIVE file when it was last followed or passed
      * over: a rescan follows the file only when it says something new. */
     char active_seen[DAE_NAME_MAX + 1];
+    /* Models of the directory unloaded through the v2 repository API:
+     * a rescan passes over their files until they are loaded again. */
+    char **unloaded;
+    int n_unloaded;
 };
 
 /* The identity of the file at path (device, inode, mtime): 0, or -1 when
@@ -118,6 +122,21 @@ fail:
 }
 
 /* ------------------------------------------------------------ opening */
+
+/* Index of name among r's unloaded models (r->mu held), or -1. */
+static int find_unloaded(const srv_registry *r, const char *name) {
+    for (int i = 0; i < r->n_unloaded; i++)
+        if (strcmp(r->unloaded[i], name) == 0) return i;
+    return -1;
+}
+
+/* Takes name off r's unloaded models (r->mu held). */
+static void forget_unloaded(srv_registry *r, const char *name) {
+    int i = find_unloaded(r, name);
+    if (i < 0) return;
+    free(r->unloaded[i]);
+    r->unloaded[i] = r->unloaded[--r->n_unloaded];
+}
 
 static int by_name(const void *a, const void *b) {
     return strcmp((*(srv_model *const *)a)->name, (*(srv_model *const *)b)->name);
@@ -288,6 +307,8 @@ void srv_registry_free(srv_registry *r) {
     if (r == NULL) return;
     for (int i = 0; i < r->n; i++) srv_model_release(r->models[i]);
     free(r->models);
+    for (int i = 0; i < r->n_unloaded; i++) free(r->unloaded[i]);
+    free(r->unloaded);
     free(r->models_dir);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->reload_mu);
@@ -491,6 +512,10 @@ void srv_registry_reload(srv_registry *r) {
         memcpy(name, e->d_name, n - s);
         name[n - s] = '\0';
         if (!dae_name_valid(name)) continue;
+        pthread_mutex_lock(&r->mu);
+        int unloaded = find_unloaded(r, name) >= 0;
+        pthread_mutex_unlock(&r->mu);
+        if (unloaded) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         long long id[3];
@@ -639,6 +664,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
         file_identity(path, m->file_id);
         m->in_dir = 1;
         pthread_mutex_lock(&r->mu);
+        forget_unloaded(r, name); /* a new file of an unloaded model's name is served */
         int rc = add(r, m); /* a replaced model lives on while requests hold it */
         pthread_mutex_unlock(&r->mu);
         m = NULL;
@@ -658,4 +684,85 @@ dae_status srv_registry_install(srv_registry *r, const char *name, const char *t
 dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
                                        char *err, size_t errlen) {
     return install(r, name, tmp_path, replace, 1, err, errlen);
+}
+
+/* ------------------------------------------------------------ the v2 repository */
+
+dae_status srv_registry_unload(srv_registry *r, const char *name, char *err, size_t errlen) {
+    pthread_mutex_lock(&r->reload_mu);
+    pthread_mutex_lock(&r->mu);
+    dae_status st = DAE_OK;
+    int i = find(r, name);
+    srv_model *m = NULL;
+    char *copy = NULL;
+    char **grown = NULL;
+    if (i < 0) {
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" is loaded", name);
+    } else if (r->models[i] == r->def) {
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE,
+                      "model \"%s\" is the active model; activate another one before unloading it", name);
+    } else if (!r->models[i]->in_dir) {
+        st = dae_fail(err, errlen, DAE_ERR_INVALID, "model \"%s\" was not loaded from the models directory", name);
+    } else if ((copy = strdup(name)) == NULL ||
+               (grown = realloc(r->unloaded, sizeof *grown * (size_t)(r->n_unloaded + 1))) == NULL) {
+        free(copy);
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    } else {
+        r->unloaded = grown;
+        r->unloaded[r->n_unloaded++] = copy;
+        m = r->models[i];
+        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
+        r->n--;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (m != NULL) {
+        srv_log("model %s %s unloaded (its file stays)", m->name, m->version);
+        srv_model_release(m);
+    }
+    pthread_mutex_unlock(&r->reload_mu);
+    return st;
+}
+
+dae_status srv_registry_load(srv_registry *r, const char *name, char *err, size_t errlen) {
+    if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no models directory");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    pthread_mutex_lock(&r->mu);
+    forget_unloaded(r, name);
+    pthread_mutex_unlock(&r->mu);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" in the models directory", name);
+    srv_registry_reload(r);
+    srv_model *m = srv_registry_acquire(r, name);
+    if (m == NULL)
+        return dae_fail(err, errlen, DAE_ERR_FORMAT, "the file of model \"%s\" does not load (the server log says why)",
+                        name);
+    srv_model_release(m);
+    return DAE_OK;
+}
+
+char *srv_registry_index_json(srv_registry *r) {
+    cJSON *list = cJSON_CreateArray();
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; list != NULL && i < r->n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", r->models[i]->name);
+        cJSON_AddStringToObject(o, "version", r->models[i]->version);
+        cJSON_AddStringToObject(o, "state", "READY");
+        cJSON_AddItemToArray(list, o);
+    }
+    for (int i = 0; list != NULL && i < r->n_unloaded; i++) {
+        char path[4096];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s%s", r->models_dir, r->unloaded[i], SUFFIX);
+        if (stat(path, &sb) != 0) continue; /* its file is gone too */
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", r->unloaded[i]);
+        cJSON_AddStringToObject(o, "state", "UNAVAILABLE");
+        cJSON_AddStringToObject(o, "reason", "unloaded");
+        cJSON_AddItemToArray(list, o);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return print_and_free(list);
 }

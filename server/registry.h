@@ -149,6 +149,25 @@ dae_status srv_registry_install(srv_registry *r, const char *name, const char *t
 dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
                                        char *err, size_t errlen);
 
+/* The v2 protocol's model repository (oip.h): unloading takes a model of
+ * the models directory out of service without deleting its file (a
+ * rescan passes over it), loading puts it back. */
+
+/* Unlists the non-default model called name, keeping its file; requests
+ * holding it finish on it. DAE_ERR_NOT_FOUND, DAE_ERR_IN_USE (the
+ * default), DAE_ERR_INVALID (not a file of the models directory). */
+dae_status srv_registry_unload(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* Lists the model of DIR/NAME.safetensors again (an unloaded one, or a
+ * new file). DAE_ERR_NOT_FOUND (no such file), DAE_ERR_FORMAT (it does
+ * not load). */
+dae_status srv_registry_load(srv_registry *r, const char *name, char *err, size_t errlen);
+
+/* POST /v2/repository/index: a new malloc'd JSON array of the listed
+ * models (state READY) and the unloaded ones whose files are there
+ * (UNAVAILABLE), or NULL when out of memory. */
+char *srv_registry_index_json(srv_registry *r);
+
 /* Changes of the default model since the start. */
 unsigned long long srv_registry_switches(srv_registry *r);
 

@@ -331,6 +331,37 @@ static void infer_stop(infer_fixture *f) {
     remove_dir(f->dir);
 }
 
+/* The v2 repository: an unloaded model leaves the list but not the
+ * directory, stays out over rescans, and comes back when loaded; the
+ * default cannot be unloaded; loading a name without a file fails. */
+Test(registry, unload_and_load_keep_the_file) {
+    char dir[256], err[DAE_ERR_LEN] = "", path[512];
+    models_dir(dir, sizeof dir);
+    srv_config cfg;
+    config_for(&cfg, dir, 1, 8);
+    srv_registry *r = srv_registry_open(&cfg, err, sizeof err);
+    cr_assert_not_null(r, "%s", err);
+    cr_assert_eq(srv_registry_unload(r, "a", err, sizeof err), DAE_ERR_IN_USE, "the default");
+    cr_assert_eq(srv_registry_unload(r, "zz", err, sizeof err), DAE_ERR_NOT_FOUND);
+    cr_assert_eq(srv_registry_unload(r, "b", err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_null(srv_registry_acquire(r, "b"));
+    snprintf(path, sizeof path, "%s/b.safetensors", dir);
+    cr_assert_eq(access(path, F_OK), 0, "the file stays");
+    srv_registry_reload(r);
+    cr_assert_null(srv_registry_acquire(r, "b"), "a rescan does not bring it back");
+    char *json = srv_registry_index_json(r);
+    cr_assert_not_null(strstr(json, "{\"name\":\"b\",\"state\":\"UNAVAILABLE\",\"reason\":\"unloaded\"}"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"name\":\"a\""), "%s", json);
+    free(json);
+    cr_assert_eq(srv_registry_load(r, "b", err, sizeof err), DAE_OK, "%s", err);
+    srv_model *b = srv_registry_acquire(r, "b");
+    cr_assert_not_null(b);
+    srv_model_release(b);
+    cr_assert_eq(srv_registry_load(r, "nofile", err, sizeof err), DAE_ERR_NOT_FOUND);
+    srv_registry_free(r);
+    remove_dir(dir);
+}
+
 Test(registry, names_default_refcounts_and_json) {
     char dir[256], err[DAE_ERR_LEN] = "";
     models_dir(dir, sizeof dir);
@@ -377,21 +408,19 @@ static void make_png(int w, int h, int c, int seed, uint8_t **png, size_t *len, 
     cr_assert_eq(dae_image_encode_png(img, 1, png, len, err, sizeof err), DAE_OK);
 }
 
-/* Batched with other requests' tiles, a request's tiles meet the BLAS in
- * batches of other sizes (and, for a large image, from several workers),
- * so the float results may differ in the last bit from a lone run; after
- * rounding to 8 bits a pixel may then differ by one step, never more.
- * Noise involves no arithmetic that depends on batching: exact. */
-static void assert_pixels_match(const dae_image *got, const dae_image *want, int tolerance, int req,
-                                const char *kind) {
+/* Asserts got's pixels are want's. Batched with other requests' tiles
+ * (and, for a large image, by several workers), a request still gets
+ * exactly the engine's bytes: the forward pass is batch-invariant
+ * (core/gemm.h); noise involves no arithmetic that depends on batching. */
+static void assert_same_pixels(const dae_image *got, const dae_image *want, int req, const char *kind) {
     size_t n = (size_t)got->width * got->height * got->channels;
     int worst = 0;
     for (size_t i = 0; i < n; i++) {
         int d = abs((int)got->pixels[i] - (int)want->pixels[i]);
         if (d > worst) worst = d;
     }
-    cr_assert(worst <= tolerance, "request %d (%dx%dx%d, %s): pixels differ from the engine's by up to %d", req,
-              got->width, got->height, got->channels, kind, worst);
+    cr_assert(worst == 0, "request %d (%dx%dx%d, %s): pixels differ from the engine's by up to %d", req, got->width,
+              got->height, got->channels, kind, worst);
 }
 
 Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(120)) {
@@ -422,7 +451,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(12
         j->png_level = 1;
         j->done = on_done;
         j->user = &w;
-        cr_assert_eq(srv_infer_reserve(q, j->pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, 1, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
     test_waiter_wait(&w, N);
@@ -443,8 +472,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(12
         cr_assert_eq(got.width, want.width);
         cr_assert_eq(got.height, want.height);
         cr_assert_eq(got.channels, want.channels);
-        if (j->kind == SRV_INFER_NOISE) assert_pixels_match(&got, &want, 0, i, "noise");
-        else assert_pixels_match(&got, &want, 1, i, "denoise");
+        assert_same_pixels(&got, &want, i, j->kind == SRV_INFER_NOISE ? "noise" : "denoise");
         dae_image_free(&got);
         dae_image_free(&want);
         dae_image_free(&inputs[i]);
@@ -454,6 +482,80 @@ Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(12
     }
     cr_assert_eq(srv_infer_pending(q), 0);
     cr_assert_gt(atomic_load(&f.metrics.batch_requests.sum), 0);
+    infer_stop(&f);
+    free(reqs);
+}
+
+/* Tensor requests (the v2 protocol's FP32 inputs) share batches with
+ * image requests, of two models, and give the engine's outputs bit for
+ * bit (batch-invariant kernels); an image request batched with them
+ * gives what the engine gives it alone, also bit for bit. */
+Test(inference, tensor_requests_batch_with_images, .timeout = TEST_TIME_LIMIT(120)) {
+    char err[DAE_ERR_LEN] = "";
+    static infer_fixture f;
+    infer_setup(&f, 2, 16);
+    f.cfg.max_queue_delay_us = 20000; /* let them gather into shared batches */
+    infer_start(&f);
+    enum { N = 12, T = 784 };
+    static const int counts[N] = {1, 5, 40, 1, 3, 17, 2, 1, 9, 1, 33, 4};
+    srv_infer_request *reqs = calloc(N, sizeof *reqs);
+    float *in[N], *out[N];
+    uint8_t *pngs[N];
+    size_t lens[N];
+    dae_image imgs[N];
+    test_waiter w = TEST_WAITER_INIT;
+    for (int i = 0; i < N; i++) {
+        srv_infer_request *j = &reqs[i];
+        j->model = srv_registry_acquire(f.r, i % 2 ? "b" : "a");
+        j->done = on_done;
+        j->user = &w;
+        if (i % 4 == 3) { /* an image among them */
+            make_png(28, 28, 1, i, &pngs[i], &lens[i], &imgs[i]);
+            j->kind = SRV_INFER_DENOISE;
+            j->input = pngs[i];
+            j->input_len = lens[i];
+            j->max_pixels = 1 << 20;
+            j->pixels = T;
+            j->png_level = 1;
+            in[i] = out[i] = NULL;
+        } else {
+            in[i] = malloc(sizeof(float) * T * counts[i]);
+            out[i] = malloc(sizeof(float) * T * counts[i]);
+            for (int k = 0; k < T * counts[i]; k++) in[i][k] = (float)((k * 7 + i * 13) % 101) / 100.0f;
+            j->kind = SRV_INFER_TENSOR;
+            j->tensor_in = in[i];
+            j->tensor_out = out[i];
+            j->tensor_n = counts[i];
+            j->pixels = (long long)T * counts[i];
+        }
+        cr_assert_eq(srv_infer_reserve(f.q, 1, j->pixels, NULL, 0), DAE_OK);
+        srv_infer_enqueue(f.q, j);
+    }
+    test_waiter_wait(&w, N);
+    for (int i = 0; i < N; i++) {
+        srv_infer_request *j = &reqs[i];
+        cr_assert_eq(j->status, DAE_OK, "request %d: %s", i, j->message);
+        dae_workspace *ws = dae_workspace_new(&j->model->net, 64, 0);
+        if (j->kind == SRV_INFER_TENSOR) {
+            float *want = malloc(sizeof(float) * T * counts[i]);
+            dae_model_forward(&j->model->net, ws, in[i], want, counts[i]);
+            cr_assert(memcmp(want, out[i], sizeof(float) * T * counts[i]) == 0,
+                      "tensor request %d (%d inputs) differs from the engine's outputs", i, counts[i]);
+            free(want), free(in[i]), free(out[i]);
+        } else {
+            dae_image got, want;
+            cr_assert_eq(dae_image_decode(j->png, j->png_len, 0, &got, err, sizeof err), DAE_OK);
+            cr_assert_eq(dae_denoise_image(&j->model->net, NULL, &ws, &imgs[i], &want, err, sizeof err), DAE_OK);
+            assert_same_pixels(&got, &want, i, "denoise among tensors");
+            dae_image_free(&got), dae_image_free(&want), dae_image_free(&imgs[i]);
+            free(j->png), free(pngs[i]);
+        }
+        dae_workspace_free(ws);
+        srv_model_release(j->model);
+    }
+    unsigned long long batches = 0;
+    for (int k = 0; k <= SRV_HIST_MAX; k++) batches += atomic_load(&f.metrics.batch_requests.buckets[k]);
+    cr_assert_gt(atomic_load(&f.metrics.batch_requests.sum), batches, "some batch held several requests");
     infer_stop(&f);
     free(reqs);
 }
@@ -474,10 +576,10 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     srv_infer_request big = bad;
     big.input_len = len;
     big.max_pixels = 100; /* the header passed a looser check; the decoder holds the line */
-    cr_assert_eq(srv_infer_reserve(q, 1600, NULL, 0), DAE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 1600, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 1600, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 1600, NULL, 0), DAE_OK);
     char err[DAE_ERR_LEN] = "";
-    cr_assert_eq(srv_infer_reserve(q, 1, err, sizeof err), DAE_ERR_BUSY, "queue_size 2");
+    cr_assert_eq(srv_infer_reserve(q, 1, 1, err, sizeof err), DAE_ERR_BUSY, "queue_size 2");
     cr_assert(strstr(err, "queue of 2 requests") != NULL, "%s", err);
     srv_infer_enqueue(q, &bad);
     srv_infer_enqueue(q, &big);
@@ -490,7 +592,7 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, big.status, &code), 413);
     cr_assert_str_eq(code, "too_many_pixels");
     srv_infer_close(q);
-    cr_assert_eq(srv_infer_reserve(q, 1, NULL, 0), DAE_ERR_STOPPING);
+    cr_assert_eq(srv_infer_reserve(q, 1, 1, NULL, 0), DAE_ERR_STOPPING);
     srv_model_release(bad.model);
     infer_stop(&f);
     free(png);
@@ -520,7 +622,7 @@ Test(inference, cancel_all_finishes_every_request, .timeout = TEST_TIME_LIMIT(12
     test_waiter w = TEST_WAITER_INIT;
     for (int i = 0; i < N; i++) {
         reqs[i] = denoise_request(png, len, 120000, m, &w);
-        cr_assert_eq(srv_infer_reserve(q, reqs[i].pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, 1, reqs[i].pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
     }
     usleep(20000);
@@ -561,7 +663,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     srv_infer_request reqs[3];
     for (int i = 0; i < 3; i++) {
         reqs[i] = denoise_request(png, len, 784, m, &w);
-        cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
         usleep(20000); /* well inside the 200 ms delay */
     }
@@ -597,7 +699,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     srv_infer_request j = denoise_request(png, len, 784, m, &w);
 
     /* idle: run here */
-    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &j), 1);
     cr_assert_eq(j.status, DAE_OK, "%s", j.message);
     cr_assert_null(j.done, "done() is the caller's to do");
@@ -608,15 +710,15 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     dae_workspace *ws = dae_workspace_new(&m->net, 8, 0);
     cr_assert_eq(dae_denoise_image(&m->net, NULL, &ws, &img, &want, err, sizeof err), DAE_OK);
     dae_workspace_free(ws);
-    assert_pixels_match(&got, &want, 1, 0, "run_now");
+    assert_same_pixels(&got, &want, 0, "run_now");
     dae_image_free(&got), dae_image_free(&want);
     free(j.png);
 
     /* busy: another request is reserved */
     srv_infer_request k = denoise_request(png, len, 784, m, &w);
     j.done = on_done, j.png = NULL;
-    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &j), 0);
     srv_infer_enqueue(q, &j);
     srv_infer_enqueue(q, &k);
@@ -629,7 +731,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     srv_infer_request n = k;
     n.kind = SRV_INFER_NOISE, n.png = NULL;
     n.noise = (dae_noise_spec){.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .clip = 1, .quantize = 1};
-    cr_assert_eq(srv_infer_reserve(q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &n), 0);
     srv_infer_enqueue(q, &n);
     test_waiter_wait(&w, 3);
@@ -645,7 +747,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     infer_start(&g);
     m = srv_registry_acquire(g.r, NULL);
     srv_infer_request d = denoise_request(png, len, 784, m, &w);
-    cr_assert_eq(srv_infer_reserve(g.q, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(g.q, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(g.q, &d), 0);
     srv_infer_enqueue(g.q, &d);
     test_waiter_wait(&w, 4);

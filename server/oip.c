@@ -1,0 +1,489 @@
+/* oip.c - the Open Inference Protocol's payloads (oip.h). */
+#include "oip.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ base64 (RFC 4648, with padding) */
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The value of base64 digit c, or -1. */
+static int b64_digit(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+/* Decodes the n characters of s into out (room for n / 4 * 3 bytes).
+ * Returns the bytes written, or -1 when s is not base64. */
+static long long b64_decode(const char *s, size_t n, uint8_t *out) {
+    if (n % 4 != 0) return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 4) {
+        int d[4], pad = 0;
+        for (int k = 0; k < 4; k++) {
+            unsigned char c = (unsigned char)s[i + k];
+            if (c == '=' && i + 4 == n && k >= 2) {
+                d[k] = 0;
+                pad++;
+                continue;
+            }
+            if (pad > 0 || (d[k] = b64_digit(c)) < 0) return -1;
+        }
+        uint32_t v = (uint32_t)d[0] << 18 | (uint32_t)d[1] << 12 | (uint32_t)d[2] << 6 | (uint32_t)d[3];
+        out[o++] = (uint8_t)(v >> 16);
+        if (pad < 2) out[o++] = (uint8_t)(v >> 8);
+        if (pad < 1) out[o++] = (uint8_t)v;
+    }
+    return (long long)o;
+}
+
+/* Encodes the n bytes of in into out (room for (n + 2) / 3 * 4 bytes). */
+static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n) v |= in[i + 2];
+        out[o++] = B64[v >> 18 & 63];
+        out[o++] = B64[v >> 12 & 63];
+        out[o++] = i + 1 < n ? B64[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? B64[v & 63] : '=';
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------ parsing */
+
+/* A cJSON node and what malloc adds to it: the parse tree of a body costs
+ * this per value. */
+#define JSON_NODE_BYTES 96
+
+long long srv_oip_parse_bytes(const uint8_t *body, size_t len, size_t json_len) {
+    /* Every value but the first follows a ',' '[' '{' or ':' outside a
+     * string: that many nodes at most, plus the strings' copies. */
+    long long nodes = 1;
+    int in_string = 0;
+    for (size_t i = 0; i < json_len; i++) {
+        uint8_t c = body[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == ',' || c == '[' || c == '{' || c == ':') {
+            nodes++;
+        }
+    }
+    /* The tensor (at most a float per node, or per 4 binary bytes) and the
+     * decoded images (at most the body) come on top. */
+    long long floats = nodes + (long long)(len - json_len) / 4;
+    return nodes * JSON_NODE_BYTES + (long long)json_len + floats * (long long)sizeof(float) + (long long)len;
+}
+
+dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen) {
+    *json_len = len;
+    if (header == NULL) return DAE_OK;
+    char *end;
+    unsigned long long v = strtoull(header, &end, 10);
+    if (header[0] < '0' || header[0] > '9' || *end != '\0' || v > len || v == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID,
+                        "%s is \"%s\": it must be the length in bytes of the JSON at the start of the %zu-byte body",
+                        SRV_OIP_HEADER_LENGTH, header, len);
+    *json_len = (size_t)v;
+    return DAE_OK;
+}
+
+/* What parsing needs to carry around. */
+typedef struct {
+    char *err;
+    size_t errlen;
+    const char *input; /* the input's name, for messages */
+} parse_ctx;
+
+static dae_status bad(parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static dae_status bad(parse_ctx *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (c->err != NULL && c->errlen > 0) vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+    return DAE_ERR_INVALID;
+}
+
+/* Reads "binary_data_size" of an input's parameters: *size, or -1 when
+ * absent. */
+static dae_status binary_size_of(parse_ctx *c, const cJSON *input, long long *size) {
+    *size = -1;
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(input, "parameters");
+    if (params == NULL) return DAE_OK;
+    if (!cJSON_IsObject(params)) return bad(c, "input \"%s\": \"parameters\" must be an object", c->input);
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data_size");
+    if (b == NULL) return DAE_OK;
+    if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble != floor(b->valuedouble) || b->valuedouble > 1e15)
+        return bad(c, "input \"%s\": \"binary_data_size\" must be a whole number of bytes", c->input);
+    *size = (long long)b->valuedouble;
+    return DAE_OK;
+}
+
+/* Walks data (an array, nested any way) in row-major order, calling each
+ * leaf into out: numbers (floats != NULL) or strings (strings != NULL).
+ * *n counts the leaves; more than cap is an error. */
+static dae_status flatten(parse_ctx *c, const cJSON *data, float *floats, const cJSON **strings, size_t cap,
+                          size_t *n) {
+    const cJSON *e;
+    cJSON_ArrayForEach(e, data) {
+        if (cJSON_IsArray(e)) {
+            dae_status st = flatten(c, e, floats, strings, cap, n);
+            if (st != DAE_OK) return st;
+            continue;
+        }
+        if (*n >= cap) return bad(c, "input \"%s\": \"data\" has more elements than its shape (%zu)", c->input, cap);
+        if (floats != NULL) {
+            if (!cJSON_IsNumber(e))
+                return bad(c, "input \"%s\": element %zu of \"data\" is not a number (datatype FP32)", c->input, *n);
+            if (!isfinite((float)e->valuedouble))
+                return bad(c, "input \"%s\": element %zu of \"data\" is out of the range of FP32", c->input, *n);
+            floats[*n] = (float)e->valuedouble;
+        } else {
+            if (!cJSON_IsString(e))
+                return bad(c, "input \"%s\": element %zu of \"data\" is not a string (datatype BYTES: the base64 of "
+                              "an image file)",
+                           c->input, *n);
+            strings[*n] = e;
+        }
+        (*n)++;
+    }
+    return DAE_OK;
+}
+
+/* Reads the shape of input into dims (at most max), *rank. */
+static dae_status shape_of(parse_ctx *c, const cJSON *input, long long *dims, int max, int *rank) {
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(input, "shape");
+    if (!cJSON_IsArray(shape)) return bad(c, "input \"%s\": \"shape\" must be an array of sizes", c->input);
+    *rank = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, shape) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble) ||
+            e->valuedouble > 1e9)
+            return bad(c, "input \"%s\": \"shape\" must hold whole numbers >= 0", c->input);
+        if (*rank == max) return bad(c, "input \"%s\": \"shape\" has more than %d dimensions", c->input, max);
+        dims[(*rank)++] = (long long)e->valuedouble;
+    }
+    return DAE_OK;
+}
+
+/* The FP32 input: shape [N, 1, h, w], data in JSON or binary. */
+static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *bin, size_t bin_len, int h, int w,
+                               srv_oip_request *req) {
+    long long d[8];
+    int rank;
+    dae_status st = shape_of(c, input, d, 8, &rank);
+    if (st != DAE_OK) return st;
+    if (rank != 4 || d[0] < 1 || d[1] != 1 || d[2] != h || d[3] != w) {
+        char got[128] = "";
+        size_t k = 0;
+        for (int i = 0; i < rank && k < sizeof got; i++) k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", i ? "," : "", d[i]);
+        return bad(c, "input \"%s\" has shape [%s]; this model takes [N,1,%d,%d] with N >= 1", c->input, got, h, w);
+    }
+    size_t count = (size_t)d[0] * (size_t)h * (size_t)w;
+    if (d[0] > (1 << 24)) return bad(c, "input \"%s\": a batch of %lld is too many", c->input, d[0]);
+    long long bsize;
+    if ((st = binary_size_of(c, input, &bsize)) != DAE_OK) return st;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(input, "data");
+    if (bsize >= 0 && data != NULL)
+        return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
+    if (bsize >= 0) {
+        if ((size_t)bsize != count * sizeof(float) || bin_len != (size_t)bsize)
+            return bad(c,
+                       "input \"%s\": \"binary_data_size\" is %lld and %zu bytes follow the JSON; shape [%lld,1,%d,%d] "
+                       "of FP32 is %zu bytes",
+                       c->input, bsize, bin_len, d[0], h, w, count * sizeof(float));
+    } else if (!cJSON_IsArray(data)) {
+        return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
+    }
+    req->tensor = malloc(count * sizeof(float));
+    if (req->tensor == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the input tensor");
+    req->n = (int)d[0];
+    if (bsize >= 0) {
+        memcpy(req->tensor, bin, count * sizeof(float)); /* little-endian, as the extension says */
+        for (size_t i = 0; i < count; i++)
+            if (!isfinite(req->tensor[i]))
+                return bad(c, "input \"%s\": element %zu of the binary data is not a finite number", c->input, i);
+        return DAE_OK;
+    }
+    size_t n = 0;
+    if ((st = flatten(c, data, req->tensor, NULL, count, &n)) != DAE_OK) return st;
+    if (n != count)
+        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
+                   w, count);
+    return DAE_OK;
+}
+
+/* The BYTES input: shape [N], each element an image file. */
+static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *bin, size_t bin_len,
+                               srv_oip_request *req) {
+    long long d[8];
+    int rank;
+    dae_status st = shape_of(c, input, d, 8, &rank);
+    if (st != DAE_OK) return st;
+    if (rank != 1 || d[0] < 1) return bad(c, "input \"%s\" must have shape [N] with N >= 1 (N images)", c->input);
+    if (d[0] > (1 << 20)) return bad(c, "input \"%s\": a batch of %lld is too many", c->input, d[0]);
+    size_t count = (size_t)d[0];
+    long long bsize;
+    if ((st = binary_size_of(c, input, &bsize)) != DAE_OK) return st;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(input, "data");
+    if (bsize >= 0 && data != NULL)
+        return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
+    if (bsize < 0 && !cJSON_IsArray(data))
+        return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
+    req->image = calloc(count, sizeof *req->image);
+    req->image_len = calloc(count, sizeof *req->image_len);
+    if (req->image == NULL || req->image_len == NULL)
+        return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    req->n = (int)count;
+    if (bsize >= 0) {
+        if (bin_len != (size_t)bsize)
+            return bad(c, "input \"%s\": \"binary_data_size\" is %lld but %zu bytes follow the JSON", c->input, bsize,
+                       bin_len);
+        size_t off = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (bin_len - off < 4)
+                return bad(c, "input \"%s\": the binary data ends before the length of element %zu", c->input, i);
+            uint32_t n = (uint32_t)bin[off] | (uint32_t)bin[off + 1] << 8 | (uint32_t)bin[off + 2] << 16 |
+                         (uint32_t)bin[off + 3] << 24;
+            off += 4;
+            if (n > bin_len - off)
+                return bad(c, "input \"%s\": element %zu is %u bytes long but only %zu bytes are left", c->input, i, n,
+                           bin_len - off);
+            req->image[i] = bin + off;
+            req->image_len[i] = n;
+            off += n;
+        }
+        if (off != bin_len)
+            return bad(c, "input \"%s\": %zu bytes of binary data are left after its %zu elements", c->input,
+                       bin_len - off, count);
+        return DAE_OK;
+    }
+    const cJSON **strings = calloc(count, sizeof *strings);
+    if (strings == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    size_t n = 0, total = 0;
+    st = flatten(c, data, NULL, strings, count, &n);
+    if (st == DAE_OK && n != count)
+        st = bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, n, count, count);
+    for (size_t i = 0; st == DAE_OK && i < count; i++) total += strlen(strings[i]->valuestring) / 4 * 3;
+    if (st == DAE_OK && (req->decoded = malloc(total + 1)) == NULL)
+        st = dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    size_t off = 0;
+    for (size_t i = 0; st == DAE_OK && i < count; i++) {
+        const char *s = strings[i]->valuestring;
+        long long got = b64_decode(s, strlen(s), req->decoded + off);
+        if (got < 0) {
+            st = bad(c, "input \"%s\": element %zu of \"data\" is not base64 (a BYTES element in JSON is the base64 of "
+                        "an image file)",
+                     c->input, i);
+            break;
+        }
+        req->image[i] = req->decoded + off;
+        req->image_len[i] = (size_t)got;
+        off += (size_t)got;
+    }
+    free(strings);
+    return st;
+}
+
+/* The request's "outputs": names only the output matching the input; any
+ * of them may ask for binary data. */
+static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request *req) {
+    const cJSON *outputs = cJSON_GetObjectItemCaseSensitive(root, "outputs");
+    if (outputs == NULL) return DAE_OK;
+    if (!cJSON_IsArray(outputs)) return bad(c, "\"outputs\" must be an array of {\"name\": ...} objects");
+    const char *want = req->kind == SRV_OIP_TENSOR ? SRV_OIP_OUTPUT_TENSOR : SRV_OIP_OUTPUT_IMAGES;
+    const cJSON *o;
+    cJSON_ArrayForEach(o, outputs) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+        if (!cJSON_IsString(name)) return bad(c, "each of \"outputs\" must have a \"name\"");
+        if (strcmp(name->valuestring, want) != 0)
+            return bad(c, "unknown output \"%.64s\": input \"%s\" gives the output \"%s\"", name->valuestring,
+                       c->input, want);
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(o, "parameters");
+        if (params != NULL && !cJSON_IsObject(params))
+            return bad(c, "output \"%s\": \"parameters\" must be an object", want);
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data");
+        if (b != NULL && !cJSON_IsBool(b)) return bad(c, "output \"%s\": \"binary_data\" must be true or false", want);
+        if (b != NULL) req->binary_output = cJSON_IsTrue(b);
+    }
+    return DAE_OK;
+}
+
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_request *req,
+                         char *err, size_t errlen) {
+    memset(req, 0, sizeof *req);
+    parse_ctx c = {err, errlen, ""};
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts((const char *)body, json_len, &end, 0);
+    if (root == NULL)
+        return bad(&c, "the request is not valid JSON (at byte %td of %zu)", end != NULL ? end - (const char *)body : 0,
+                   json_len);
+    dae_status st = DAE_OK;
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "parameters");
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+    const cJSON *input = cJSON_IsArray(inputs) ? inputs->child : NULL;
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(input, "name");
+    const cJSON *datatype = cJSON_GetObjectItemCaseSensitive(input, "datatype");
+    if (!cJSON_IsObject(root)) st = bad(&c, "the request must be a JSON object with \"inputs\"");
+    else if (id != NULL && !cJSON_IsString(id)) st = bad(&c, "\"id\" must be a string");
+    else if (params != NULL && !cJSON_IsObject(params)) st = bad(&c, "\"parameters\" must be an object");
+    else if (!cJSON_IsArray(inputs) || cJSON_GetArraySize(inputs) != 1)
+        st = bad(&c, "\"inputs\" must hold exactly one input: \"%s\" (FP32 [N,1,%d,%d]) or \"%s\" (BYTES [N], image "
+                     "files)",
+                 SRV_OIP_INPUT_TENSOR, h, w, SRV_OIP_INPUT_IMAGES);
+    else if (!cJSON_IsString(name) || !cJSON_IsString(datatype))
+        st = bad(&c, "the input must have a \"name\" and a \"datatype\"");
+    if (st == DAE_OK && id != NULL && (req->id = strdup(id->valuestring)) == NULL)
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    if (st == DAE_OK) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data_output");
+        if (b != NULL && !cJSON_IsBool(b)) st = bad(&c, "\"binary_data_output\" must be true or false");
+        req->binary_output = cJSON_IsTrue(b);
+    }
+    if (st == DAE_OK) {
+        c.input = name->valuestring;
+        const uint8_t *bin = body + json_len;
+        size_t bin_len = len - json_len;
+        int tensor = strcmp(c.input, SRV_OIP_INPUT_TENSOR) == 0, images = strcmp(c.input, SRV_OIP_INPUT_IMAGES) == 0;
+        const char *want = tensor ? "FP32" : "BYTES";
+        if (!tensor && !images)
+            st = bad(&c, "unknown input \"%.64s\": this model takes \"%s\" (FP32 [N,1,%d,%d]) or \"%s\" (BYTES [N])",
+                     c.input, SRV_OIP_INPUT_TENSOR, h, w, SRV_OIP_INPUT_IMAGES);
+        else if (strcmp(datatype->valuestring, want) != 0)
+            st = bad(&c, "input \"%s\" has datatype %.32s; it must be %s", c.input, datatype->valuestring, want);
+        else if (tensor) req->kind = SRV_OIP_TENSOR, st = parse_tensor(&c, input, bin, bin_len, h, w, req);
+        else req->kind = SRV_OIP_IMAGES, st = parse_images(&c, input, bin, bin_len, req);
+    }
+    if (st == DAE_OK) st = parse_outputs(&c, root, req);
+    cJSON_Delete(root);
+    if (st != DAE_OK) srv_oip_request_free(req);
+    return st;
+}
+
+void srv_oip_request_free(srv_oip_request *req) {
+    if (req == NULL) return;
+    free(req->id);
+    free(req->tensor);
+    free(req->image);
+    free(req->image_len);
+    free(req->decoded);
+    memset(req, 0, sizeof *req);
+}
+
+/* ------------------------------------------------------------ answers */
+
+/* Room for the JSON around the data: names, shape, id (escaped: 6 bytes
+ * a byte at worst). */
+static long long answer_head_bytes(const srv_oip_request *req) {
+    return 1024 + (req->id != NULL ? 6 * (long long)strlen(req->id) : 0);
+}
+
+/* The longest "%.9g" of a float, and its comma. */
+#define FLOAT_TEXT_MAX 16
+
+long long srv_oip_answer_bytes(const srv_oip_request *req, int h, int w, size_t png_total) {
+    long long head = answer_head_bytes(req);
+    if (req->kind == SRV_OIP_TENSOR) {
+        long long count = (long long)req->n * h * w;
+        return head + count * (req->binary_output ? (long long)sizeof(float) : FLOAT_TEXT_MAX);
+    }
+    long long n = req->n;
+    if (req->binary_output) return head + 4 * n + (long long)png_total;
+    return head + 3 * n + ((long long)png_total + 2 * n) / 3 * 4 + 4 * n;
+}
+
+dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const float *out,
+                          uint8_t *const *png, const size_t *png_len, uint8_t **body, size_t *len, size_t *json_len) {
+    const int h = m->net.in_h, w = m->net.in_w;
+    size_t png_total = 0;
+    for (int i = 0; req->kind == SRV_OIP_IMAGES && i < req->n; i++) png_total += png_len[i];
+    size_t cap = (size_t)srv_oip_answer_bytes(req, h, w, png_total);
+    char *b = malloc(cap);
+    char *id = NULL;
+    if (req->id != NULL) {
+        cJSON *s = cJSON_CreateString(req->id);
+        id = s != NULL ? cJSON_PrintUnformatted(s) : NULL;
+        cJSON_Delete(s);
+    }
+    if (b == NULL || (req->id != NULL && id == NULL)) {
+        free(b);
+        free(id);
+        return DAE_ERR_NOMEM;
+    }
+    const int tensor = req->kind == SRV_OIP_TENSOR;
+    size_t count = tensor ? (size_t)req->n * (size_t)h * (size_t)w : (size_t)req->n;
+    size_t bin = tensor ? count * sizeof(float) : 4 * count + png_total;
+    size_t n = (size_t)snprintf(b, cap, "{\"model_name\":\"%s\",\"model_version\":\"%s\",%s%s%s\"outputs\":[{\"name\":\"%s\","
+                                        "\"datatype\":\"%s\",\"shape\":[",
+                                m->name, m->version, id != NULL ? "\"id\":" : "", id != NULL ? id : "",
+                                id != NULL ? "," : "", tensor ? SRV_OIP_OUTPUT_TENSOR : SRV_OIP_OUTPUT_IMAGES,
+                                tensor ? "FP32" : "BYTES");
+    free(id);
+    if (tensor) n += (size_t)snprintf(b + n, cap - n, "%d,1,%d,%d],", req->n, h, w);
+    else n += (size_t)snprintf(b + n, cap - n, "%d],", req->n);
+    if (req->binary_output) {
+        n += (size_t)snprintf(b + n, cap - n, "\"parameters\":{\"binary_data_size\":%zu}}]}", bin);
+        *json_len = n;
+        if (tensor) {
+            memcpy(b + n, out, bin);
+            n += bin;
+        } else {
+            for (int i = 0; i < req->n; i++) {
+                uint32_t l = (uint32_t)png_len[i];
+                uint8_t le[4] = {(uint8_t)l, (uint8_t)(l >> 8), (uint8_t)(l >> 16), (uint8_t)(l >> 24)};
+                memcpy(b + n, le, 4);
+                memcpy(b + n + 4, png[i], png_len[i]);
+                n += 4 + png_len[i];
+            }
+        }
+    } else {
+        n += (size_t)snprintf(b + n, cap - n, "\"data\":[");
+        for (size_t i = 0; i < count; i++) {
+            if (i > 0) b[n++] = ',';
+            if (tensor) {
+                n += (size_t)snprintf(b + n, cap - n, "%.9g", (double)out[i]);
+            } else {
+                b[n++] = '"';
+                n += b64_encode(png[i], png_len[i], b + n);
+                b[n++] = '"';
+            }
+        }
+        n += (size_t)snprintf(b + n, cap - n, "]}]}\n");
+        *json_len = n;
+    }
+    *body = (uint8_t *)b;
+    *len = n;
+    return DAE_OK;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+char *srv_oip_model_json(const srv_model *m) {
+    char *s = malloc(1024);
+    if (s == NULL) return NULL;
+    const int h = m->net.in_h, w = m->net.in_w;
+    snprintf(s, 1024,
+             "{\"name\":\"%s\",\"versions\":[\"%s\"],\"platform\":\"dae_safetensors\","
+             "\"inputs\":[{\"name\":\"%s\",\"datatype\":\"FP32\",\"shape\":[-1,1,%d,%d]},"
+             "{\"name\":\"%s\",\"datatype\":\"BYTES\",\"shape\":[-1]}],"
+             "\"outputs\":[{\"name\":\"%s\",\"datatype\":\"FP32\",\"shape\":[-1,1,%d,%d]},"
+             "{\"name\":\"%s\",\"datatype\":\"BYTES\",\"shape\":[-1]}]}\n",
+             m->name, m->version, SRV_OIP_INPUT_TENSOR, h, w, SRV_OIP_INPUT_IMAGES, SRV_OIP_OUTPUT_TENSOR, h, w,
+             SRV_OIP_OUTPUT_IMAGES);
+    return s;
+}

@@ -1,0 +1,94 @@
+/* oip.h - the payloads of the Open Inference Protocol (the "v2" REST API
+ * of KServe, Triton, Seldon MLServer): the inference request and answer,
+ * with the binary tensor data extension, and the metadata documents. No
+ * HTTP here: http.c routes /v2 to these and to the inference queue.
+ *
+ * A dae model has two inputs, of which a request gives one:
+ *   "input"  FP32 [N, 1, H, W]: N model inputs (H x W the model's input
+ *            size, values in [0, 1]) run as they are; the answer is the
+ *            output "output", FP32 of the same shape: the network's
+ *            outputs, as `dae forward` gives them;
+ *   "images" BYTES [N]: N encoded images (any format and size POST
+ *            /denoise takes); the answer is the output "denoised", BYTES
+ *            [N]: N PNGs, the bytes N POST /denoise calls answer.
+ * In JSON, a BYTES element is the base64 of the file (the protocol's
+ * JSON strings cannot carry binary); with the binary extension it is a
+ * 4-byte little-endian length and the bytes.
+ *
+ * Binary extension: a request whose JSON is followed by binary data says
+ * how long the JSON is in the header Inference-Header-Content-Length; an
+ * input with "parameters": {"binary_data_size": K} takes its data from
+ * the K bytes after the JSON. "binary_data_output": true (request
+ * parameter) or "binary_data": true (an output's parameter) asks for the
+ * output the same way: the answer is then the JSON, whose output carries
+ * "binary_data_size", followed by the data. */
+#ifndef SRV_OIP_H
+#define SRV_OIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dae_status.h"
+#include "registry.h"
+
+#define SRV_OIP_INPUT_TENSOR "input"
+#define SRV_OIP_INPUT_IMAGES "images"
+#define SRV_OIP_OUTPUT_TENSOR "output"
+#define SRV_OIP_OUTPUT_IMAGES "denoised"
+
+/* The extensions GET /v2 names. */
+#define SRV_OIP_EXTENSIONS "[\"binary_tensor_data\",\"model_repository\"]"
+
+/* The request header of the binary extension. */
+#define SRV_OIP_HEADER_LENGTH "Inference-Header-Content-Length"
+
+typedef enum { SRV_OIP_TENSOR, SRV_OIP_IMAGES } srv_oip_kind;
+
+/* A parsed inference request. */
+typedef struct {
+    char *id;              /* the request's "id" (malloc'd), or NULL */
+    srv_oip_kind kind;
+    int n;                 /* the batch: N inputs or images */
+    float *tensor;         /* TENSOR: n x h x w floats (malloc'd) */
+    const uint8_t **image; /* IMAGES: n files (into the body or into decoded) */
+    size_t *image_len;
+    uint8_t *decoded;      /* IMAGES in JSON: the base64-decoded files, back to back (malloc'd) */
+    int binary_output;     /* answer the output as binary data */
+} srv_oip_request;
+
+/* The most bytes srv_oip_parse may hold at once for a body of len bytes
+ * whose first json_len bytes are JSON: the parsed JSON tree (a node per
+ * value the text can hold), the tensor and the decoded images. The HTTP
+ * layer reserves it from the memory budget before parsing. */
+long long srv_oip_parse_bytes(const uint8_t *body, size_t len, size_t json_len);
+
+/* The length of the JSON part given the header value (NULL: none, the
+ * whole body). Returns DAE_OK, or DAE_ERR_INVALID with a sentence. */
+dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen);
+
+/* Parses an inference request for a model of h x w inputs into req.
+ * Returns DAE_OK, DAE_ERR_INVALID (the request is wrong: err says what,
+ * naming the field) or DAE_ERR_NOMEM; req is then zeroed. The image
+ * pointers of a binary request point into body, which must outlive req. */
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_request *req,
+                         char *err, size_t errlen);
+
+/* Frees what req owns and zeroes it; NULL and a zeroed req are fine. */
+void srv_oip_request_free(srv_oip_request *req);
+
+/* The most bytes the answer to req can take: outputs of png_total bytes
+ * of PNGs in all (images) or of req->n model outputs of h x w (tensor). */
+long long srv_oip_answer_bytes(const srv_oip_request *req, int h, int w, size_t png_total);
+
+/* The answer to req from model m: *body (malloc'd) of *len bytes, of
+ * which the first *json_len are JSON (*json_len == *len: no binary
+ * part). out holds the tensor's outputs (TENSOR), png and png_len the
+ * n PNGs (IMAGES). Returns DAE_OK or DAE_ERR_NOMEM. */
+dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const float *out,
+                          uint8_t *const *png, const size_t *png_len, uint8_t **body, size_t *len, size_t *json_len);
+
+/* GET /v2/models/{name}: the model metadata document (malloc'd), or NULL
+ * when out of memory. */
+char *srv_oip_model_json(const srv_model *m);
+
+#endif

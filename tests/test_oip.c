@@ -1,0 +1,259 @@
+/* test_oip.c - the Open Inference Protocol's payloads (server/oip.h):
+ * requests in JSON (flat and nested data) and with the binary tensor data
+ * extension, the answers in both forms, and every kind of mistake a client
+ * can make answered with a sentence that names it. tests/server/test_oip.py
+ * covers the routes over HTTP. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../server/oip.h"
+#include "test_util.h"
+
+enum { H = 28, W = 28, T = H * W };
+
+/* Parses the NUL-terminated JSON body s (no binary part). */
+static dae_status parse_json(const char *s, srv_oip_request *req, char *err, size_t errlen) {
+    return srv_oip_parse((const uint8_t *)s, strlen(s), strlen(s), H, W, req, err, errlen);
+}
+
+/* A request of n FP32 inputs in JSON: flat data, or nested [n][1][H][W]. */
+static char *tensor_json(int n, int nested, const char *extra) {
+    size_t cap = (size_t)n * T * 16 + 4096, k = 0;
+    char *s = malloc(cap);
+    k += (size_t)snprintf(s + k, cap - k, "{%s\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[%d,1,%d,%d],\"data\":[",
+                          extra, n, H, W);
+    for (int i = 0; i < n * T; i++) {
+        const char *open = "", *close = "";
+        if (nested) {
+            if (i % T == 0) open = i % W == 0 ? "[[[" : "";
+            else if (i % W == 0) open = "[";
+            if ((i + 1) % T == 0) close = "]]]";
+            else if ((i + 1) % W == 0) close = "]";
+        }
+        k += (size_t)snprintf(s + k, cap - k, "%s%s%.9g%s", i > 0 ? "," : "", open, (double)(i % 255) / 254.0, close);
+    }
+    snprintf(s + k, cap - k, "]}]}");
+    return s;
+}
+
+Test(oip, flat_and_nested_json_give_the_same_tensor) {
+    char err[DAE_ERR_LEN] = "";
+    srv_oip_request a, b;
+    char *flat = tensor_json(2, 0, "\"id\":\"42\",");
+    char *nested = tensor_json(2, 1, "");
+    cr_assert_eq(parse_json(flat, &a, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(parse_json(nested, &b, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(a.kind, SRV_OIP_TENSOR);
+    cr_assert_eq(a.n, 2);
+    cr_assert_str_eq(a.id, "42");
+    cr_assert_null(b.id);
+    cr_assert(memcmp(a.tensor, b.tensor, sizeof(float) * 2 * T) == 0);
+    cr_assert_float_eq(a.tensor[300], (float)(300 % 255) / 254.0f, 0);
+    cr_assert_eq(a.binary_output, 0);
+    srv_oip_request_free(&a);
+    srv_oip_request_free(&b);
+    free(flat);
+    free(nested);
+}
+
+/* A body of the JSON head followed by bin (binlen bytes). */
+static uint8_t *with_binary(const char *head, const void *bin, size_t binlen, size_t *len) {
+    size_t h = strlen(head);
+    uint8_t *b = malloc(h + binlen);
+    memcpy(b, head, h);
+    memcpy(b + h, bin, binlen);
+    *len = h + binlen;
+    return b;
+}
+
+Test(oip, binary_tensor_in_and_out) {
+    char err[DAE_ERR_LEN] = "", head[256];
+    float x[3 * T];
+    for (int i = 0; i < 3 * T; i++) x[i] = (float)i / (3 * T);
+    snprintf(head, sizeof head,
+             "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3,1,28,28],\"parameters\":{\"binary_data_size\":%zu}}],"
+             "\"outputs\":[{\"name\":\"output\",\"parameters\":{\"binary_data\":true}}]}",
+             sizeof x);
+    size_t len, json_len;
+    uint8_t *body = with_binary(head, x, sizeof x, &len);
+    char hl[32];
+    snprintf(hl, sizeof hl, "%zu", strlen(head));
+    cr_assert_eq(srv_oip_json_length(hl, len, &json_len, err, sizeof err), DAE_OK);
+    cr_assert_eq(json_len, strlen(head));
+    srv_oip_request req;
+    cr_assert_eq(srv_oip_parse(body, len, json_len, H, W, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(req.n, 3);
+    cr_assert(memcmp(req.tensor, x, sizeof x) == 0);
+    cr_assert(req.binary_output);
+    /* The answer: JSON with binary_data_size, then the floats. */
+    srv_model m = {.name = "mnist", .version = "sha256:0123456789ab"};
+    m.net.in_h = H, m.net.in_w = W;
+    uint8_t *ans;
+    size_t alen, ajson;
+    cr_assert_eq(srv_oip_answer(&req, &m, x, NULL, NULL, &ans, &alen, &ajson), DAE_OK);
+    cr_assert_eq(alen - ajson, sizeof x);
+    cr_assert(memcmp(ans + ajson, x, sizeof x) == 0);
+    char *json = strndup((char *)ans, ajson);
+    cr_assert_not_null(strstr(json, "\"binary_data_size\":9408"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"shape\":[3,1,28,28]"), "%s", json);
+    cr_assert_not_null(strstr(json, "\"model_version\":\"sha256:0123456789ab\""), "%s", json);
+    cr_assert_leq(alen, (size_t)srv_oip_answer_bytes(&req, H, W, 0));
+    free(json);
+    free(ans);
+    srv_oip_request_free(&req);
+    free(body);
+}
+
+Test(oip, json_answer_floats_round_trip) {
+    char err[DAE_ERR_LEN] = "";
+    srv_oip_request req;
+    char *s = tensor_json(1, 0, "\"id\":\"a\\\"b\",");
+    cr_assert_eq(parse_json(s, &req, err, sizeof err), DAE_OK, "%s", err);
+    float out[T];
+    for (int i = 0; i < T; i++) out[i] = i == 0 ? 1.17549435e-38f : (float)(1.0 / (i + 3.0)) - (i % 2 ? 0.25f : 0.0f);
+    srv_model m = {.name = "m", .version = "sha256:000000000000"};
+    m.net.in_h = H, m.net.in_w = W;
+    uint8_t *ans;
+    size_t alen, ajson;
+    cr_assert_eq(srv_oip_answer(&req, &m, out, NULL, NULL, &ans, &alen, &ajson), DAE_OK);
+    cr_assert_eq(alen, ajson, "JSON only");
+    cr_assert_leq(alen, (size_t)srv_oip_answer_bytes(&req, H, W, 0));
+    /* Read the data back: every float comes back exactly. */
+    char *text = strndup((char *)ans, alen);
+    cr_assert_not_null(strstr(text, "\"id\":\"a\\\"b\""), "the id is echoed, escaped");
+    char *p = strstr(text, "\"data\":[");
+    cr_assert_not_null(p);
+    p += 8;
+    for (int i = 0; i < T; i++) {
+        char *end;
+        float v = strtof(p, &end);
+        cr_assert_eq(v, out[i], "element %d: %.9g read back as %.9g", i, (double)out[i], (double)v);
+        p = end + 1;
+    }
+    free(text);
+    free(ans);
+    srv_oip_request_free(&req);
+    free(s);
+}
+
+Test(oip, images_in_base64_json_and_binary) {
+    char err[DAE_ERR_LEN] = "";
+    srv_oip_request req;
+    /* "hello" and "PNG!?" in base64. */
+    const char *json = "{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[2],"
+                       "\"data\":[\"aGVsbG8=\",[\"UE5HIT8=\"]]}],\"parameters\":{\"binary_data_output\":true}}";
+    cr_assert_eq(parse_json(json, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(req.kind, SRV_OIP_IMAGES);
+    cr_assert_eq(req.n, 2);
+    cr_assert_eq(req.image_len[0], 5);
+    cr_assert(memcmp(req.image[0], "hello", 5) == 0);
+    cr_assert(memcmp(req.image[1], "PNG!?", 5) == 0);
+    cr_assert(req.binary_output);
+    /* The answer's binary part: a 4-byte little-endian length per element. */
+    srv_model m = {.name = "m", .version = "v"};
+    m.net.in_h = H, m.net.in_w = W;
+    uint8_t *png[2] = {(uint8_t *)"abc", (uint8_t *)"defgh"};
+    size_t png_len[2] = {3, 5};
+    uint8_t *ans;
+    size_t alen, ajson;
+    cr_assert_eq(srv_oip_answer(&req, &m, NULL, png, png_len, &ans, &alen, &ajson), DAE_OK);
+    cr_assert_eq(alen - ajson, 4 + 3 + 4 + 5);
+    cr_assert(memcmp(ans + ajson, "\3\0\0\0abc\5\0\0\0defgh", 16) == 0);
+    free(ans);
+    req.binary_output = 0;
+    cr_assert_eq(srv_oip_answer(&req, &m, NULL, png, png_len, &ans, &alen, &ajson), DAE_OK);
+    char *text = strndup((char *)ans, alen);
+    cr_assert_not_null(strstr(text, "\"data\":[\"YWJj\",\"ZGVmZ2g=\"]"), "%s", text);
+    cr_assert_leq(alen, (size_t)srv_oip_answer_bytes(&req, H, W, 8));
+    free(text);
+    free(ans);
+    srv_oip_request_free(&req);
+    /* The same images with the binary extension. */
+    const char *head = "{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[2],"
+                       "\"parameters\":{\"binary_data_size\":18}}]}";
+    size_t len;
+    uint8_t *body = with_binary(head, "\5\0\0\0hello\5\0\0\0PNG!?", 18, &len);
+    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert(memcmp(req.image[1], "PNG!?", 5) == 0);
+    cr_assert_eq(req.image[0], body + strlen(head) + 4, "binary images are not copied");
+    srv_oip_request_free(&req);
+    /* A length that runs past the data. */
+    body[strlen(head) + 9] = 6;
+    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, &req, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_not_null(strstr(err, "element 1"), "%s", err);
+    free(body);
+}
+
+/* Each mistake is refused with a sentence naming what is wrong. */
+Test(oip, mistakes_are_named) {
+    static const struct {
+        const char *body, *says;
+    } cases[] = {
+        {"{", "not valid JSON"},
+        {"[]", "JSON object"},
+        {"{\"inputs\":[]}", "exactly one input"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[0]},"
+         "{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"\"]}]}",
+         "exactly one input"},
+        {"{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[0]}]}", "unknown input \"x\""},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP64\",\"shape\":[1,1,28,28],\"data\":[0]}]}", "datatype FP64"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,28,28],\"data\":[0]}]}", "shape [1,28,28]"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[0,1,28,28],\"data\":[]}]}", "N >= 1"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[1,2,3]}]}", "has 3 elements"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[\"a\"]}]}", "not a number"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[1e300]}]}", "range of FP32"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28]}]}", "no \"data\""},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],"
+         "\"parameters\":{\"binary_data_size\":3136}}]}",
+         "binary_data_size\" is 3136 and 0 bytes"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"@@@@\"]}]}", "not base64"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[2],\"data\":[\"aGk=\"]}]}", "has 1 elements"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[7]}]}", "not a string"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}],"
+         "\"outputs\":[{\"name\":\"output\"}]}",
+         "unknown output \"output\""},
+        {"{\"id\":7,\"inputs\":[]}", "\"id\" must be a string"},
+        {"{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\","
+         "\"shape\":[1],\"data\":[\"aGk=\"]}]}",
+         "binary_data_output"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[DAE_ERR_LEN] = "";
+        srv_oip_request req;
+        cr_assert_eq(parse_json(cases[i].body, &req, err, sizeof err), DAE_ERR_INVALID, "accepted %s", cases[i].body);
+        cr_assert_not_null(strstr(err, cases[i].says), "%s: said \"%s\", not \"%s\"", cases[i].body, err, cases[i].says);
+        cr_assert_null(req.tensor);
+        cr_assert_null(req.image);
+    }
+    char err[DAE_ERR_LEN];
+    size_t json_len;
+    cr_assert_eq(srv_oip_json_length("12x", 100, &json_len, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_eq(srv_oip_json_length("101", 100, &json_len, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_eq(srv_oip_json_length("100", 100, &json_len, err, sizeof err), DAE_OK);
+}
+
+/* The memory reserved for parsing covers what the parser allocates: a
+ * JSON body of many small numbers costs a tree node per number. */
+Test(oip, parse_bytes_grow_with_the_values) {
+    char *one = tensor_json(1, 0, ""), *four = tensor_json(4, 0, "");
+    long long a = srv_oip_parse_bytes((uint8_t *)one, strlen(one), strlen(one));
+    long long b = srv_oip_parse_bytes((uint8_t *)four, strlen(four), strlen(four));
+    cr_assert_gt(a, (long long)T * 64, "at least a node per value");
+    cr_assert_gt(b, 3 * a, "four times the values");
+    free(one);
+    free(four);
+}
+
+Test(oip, model_metadata_names_the_inputs_and_outputs) {
+    srv_model m = {.name = "mnist", .version = "sha256:0123456789ab"};
+    m.net.in_h = H, m.net.in_w = W;
+    char *s = srv_oip_model_json(&m);
+    cr_assert_not_null(strstr(s, "\"versions\":[\"sha256:0123456789ab\"]"), "%s", s);
+    cr_assert_not_null(strstr(s, "{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[-1,1,28,28]}"), "%s", s);
+    cr_assert_not_null(strstr(s, "{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[-1]}"), "%s", s);
+    cr_assert_not_null(strstr(s, "{\"name\":\"denoised\",\"datatype\":\"BYTES\",\"shape\":[-1]}"), "%s", s);
+    free(s);
+}
