@@ -306,6 +306,7 @@ static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request
     if (outputs == NULL) return DAE_OK;
     if (!cJSON_IsArray(outputs)) return bad(c, "\"outputs\" must be an array of {\"name\": ...} objects");
     const char *want = req->kind == SRV_OIP_TENSOR ? SRV_OIP_OUTPUT_TENSOR : SRV_OIP_OUTPUT_IMAGES;
+    if (cJSON_GetArraySize(outputs) > 1) return bad(c, "\"outputs\" names \"%s\" more than once", want);
     const cJSON *o;
     cJSON_ArrayForEach(o, outputs) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
@@ -332,6 +333,14 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h
     if (root == NULL)
         return bad(&c, "the request is not valid JSON (at byte %td of %zu)", end != NULL ? end - (const char *)body : 0,
                    json_len);
+    size_t used = (size_t)(end - (const char *)body);
+    while (used < json_len && strchr(" \t\r\n", body[used]) != NULL && body[used] != '\0') used++;
+    if (used < json_len) {
+        cJSON_Delete(root);
+        return bad(&c,
+                   "%zu bytes follow the JSON (at byte %zu): binary data needs the header %s giving the JSON's length",
+                   json_len - used, used, SRV_OIP_HEADER_LENGTH);
+    }
     dae_status st = DAE_OK;
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "parameters");

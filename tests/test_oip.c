@@ -216,6 +216,10 @@ Test(oip, mistakes_are_named) {
          "\"outputs\":[{\"name\":\"output\"}]}",
          "unknown output \"output\""},
         {"{\"id\":7,\"inputs\":[]}", "\"id\" must be a string"},
+        {"{\"inputs\":[]} xy", "2 bytes follow the JSON"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}],"
+         "\"outputs\":[{\"name\":\"denoised\"},{\"name\":\"denoised\"}]}",
+         "more than once"},
         {"{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\","
          "\"shape\":[1],\"data\":[\"aGk=\"]}]}",
          "binary_data_output"},
