@@ -260,7 +260,7 @@ static void add_request_headers(request *r, struct MHD_Response *resp) {
     if (r->cors) {
         const char *origin = r->http->cfg->cors_origin;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, X-Model, X-Model-Version");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, X-Model, X-Model-Version, " SRV_OIP_HEADER_LENGTH);
         if (strcmp(origin, "*") != 0) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
     }
 }
@@ -1664,7 +1664,7 @@ static enum MHD_Result answer_preflight(request *r) {
     if (resp == NULL) return MHD_NO;
     r->cors = 1;
     MHD_add_response_header(resp, "Access-Control-Allow-Methods", methods);
-    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Content-Type, X-Request-Id");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Content-Type, X-Request-Id, " SRV_OIP_HEADER_LENGTH);
     MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     return answer_response(r, 204, NULL, resp, 0);
 }
