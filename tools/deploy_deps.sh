@@ -19,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${DEPLOY_CACHE:-$ROOT/build/deploy}
 NPM_DIR=$CACHE/npm
 NODE_MODULES=$NPM_DIR/node_modules
-NPM_PACKAGES="kubernetes-models@4.5.1 yaml@2 dockerfile-utils@0.16.3"
+NPM_PACKAGES="kubernetes-models@4.5.1 yaml@2 dockerfile-utils@0.16.3 ajv@8 ajv-formats@2"
 
 die() {
     echo "deploy_deps: $*" >&2
@@ -58,6 +58,7 @@ command -v kubectl >/dev/null 2>&1 ||
     echo "deploy_deps: kubectl is not installed (Debian 12 does not package it): the Kubernetes checks will fail" >&2
 
 if [ ! -f "$NODE_MODULES/kubernetes-models/package.json" ] || [ ! -f "$NODE_MODULES/yaml/package.json" ] ||
+    [ ! -f "$NODE_MODULES/ajv/package.json" ] || [ ! -f "$NODE_MODULES/ajv-formats/package.json" ] ||
     [ ! -x "$NODE_MODULES/.bin/dockerfile-utils" ] ||
     ! grep -q '"version": "4.5.1"' "$NODE_MODULES/kubernetes-models/package.json"; then
     mkdir -p "$NPM_DIR"

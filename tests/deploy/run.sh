@@ -16,6 +16,12 @@
 #     every object validates against the API schemas (npm kubernetes-models),
 #     the validator rejects broken manifests, and the deployment policy holds
 #     (tests/deploy/check_k8s_policy.cjs);
+#   KServe: the ServingRuntime and InferenceService of deploy/kserve validate
+#     against KServe's CRD schemas (tests/deploy/fixtures/kserve) and fit
+#     together and with dae (v2 protocol and probes, /mnt/models, the
+#     dae-models PVC), and the validator rejects each broken manifest of
+#     tests/deploy/invalid_kserve.yaml (tests/deploy/validate_kserve.cjs;
+#     it needs only node and the npm modules, see the commands below);
 #   docker-compose config validates deploy/docker-compose.yml;
 #   the image builds (its build stage runs the unit and CLI tests), is under
 #     125 MB, and uses only settings dae-server knows;
@@ -105,7 +111,7 @@ missing=""
 for pair in $NEEDS; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair%%:*} (package ${pair#*:}),"
 done
-for f in kubernetes-models/package.json yaml/package.json .bin/dockerfile-utils; do
+for f in kubernetes-models/package.json yaml/package.json ajv/package.json ajv-formats/package.json .bin/dockerfile-utils; do
     [ -e "$NODE_MODULES/$f" ] || missing="$missing $NODE_MODULES/$f,"
 done
 [ -s "$BASE_TAR" ] || missing="$missing the base image $BASE_TAR,"
@@ -223,6 +229,17 @@ else
     fail "Kubernetes deployment policy: nothing rendered"
 fi
 
+# KServe: needs neither a cluster nor kubectl nor Docker. To run alone,
+# the two node commands below with build/deploy/npm/node_modules for
+# "$NODE_MODULES" (about 5 s each).
+check "the KServe runtime and InferenceService of deploy/kserve validate against KServe's CRDs and fit dae" \
+    node tests/deploy/validate_kserve.cjs "$NODE_MODULES" --context deploy/k8s/pvc.yaml deploy/kserve/*.yaml
+note "$(grep -c '^valid' "$TMP/check.log") KServe objects valid"
+check "the KServe validator rejects each broken manifest of tests/deploy/invalid_kserve.yaml, for its stated reason" \
+    node tests/deploy/validate_kserve.cjs "$NODE_MODULES" --context deploy/k8s/pvc.yaml \
+    --context deploy/kserve/servingruntime.yaml --expect-invalid tests/deploy/invalid_kserve.yaml
+note "$(grep -c '^rejected' "$TMP/check.log") broken KServe manifests rejected"
+
 check "docker-compose config -q deploy/docker-compose.yml" docker-compose -f deploy/docker-compose.yml config -q
 echo "deploy: static checks done ($(($(date +%s) - START)) s)"
 
@@ -258,7 +275,7 @@ if [ "$image_ok" = yes ]; then
         "$DOCKER" run --rm "$IMAGE" --help >"$TMP/help.txt" 2>&1 || { cat "$TMP/help.txt"; return 1; }
         local used v bad=0
         used=$( ( "$DOCKER" image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$IMAGE" | cut -d= -f1
-            grep -ho 'DAE_[A-Z][A-Z_]*' deploy/docker-compose.yml "$TMP/k8s.yaml" "$TMP/train.yaml" ) |
+            grep -ho 'DAE_[A-Z][A-Z_]*' deploy/docker-compose.yml "$TMP/k8s.yaml" "$TMP/train.yaml" deploy/kserve/*.yaml ) |
             grep '^DAE_' | grep -vE '^DAE_(IMAGE|HOST_PORT)$' | sort -u)
         for v in $used; do
             grep -q " $v " "$TMP/help.txt" || { echo "$v is not in dae-server --help"; bad=1; }
@@ -266,7 +283,7 @@ if [ "$image_ok" = yes ]; then
         echo "$(echo $used | wc -w) settings: $(echo $used)"
         return $bad
     }
-    check "every DAE_* setting in the image, compose and k8s files is one dae-server --help lists" settings_known
+    check "every DAE_* setting in the image, compose, k8s and KServe files is one dae-server --help lists" settings_known
 fi
 
 # ------------------------------------------------------------ the container
