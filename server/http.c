@@ -149,7 +149,9 @@ struct request {
      * request per image, and the bytes of the memory budget they hold. */
     int v2_infer;
     srv_oip_request oip;
-    float *v2_out;
+    float *v2_out;            /* a tensor's outputs for a JSON answer */
+    uint8_t *v2_answer;       /* or its binary answer, made first: the workers write the outputs into it */
+    size_t v2_answer_len, v2_answer_json;
     srv_infer_request *v2_images;
     atomic_int v2_outstanding; /* image requests not yet done */
     long long v2_reserved;
@@ -215,6 +217,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     }
     free(r->v2_images);
     free(r->v2_out);
+    free(r->v2_answer);
     srv_oip_request_free(&r->oip);
     srv_budget_give(srv_infer_budget(h->infer), r->v2_reserved);
     srv_model_release(r->model);
@@ -863,6 +866,12 @@ static enum MHD_Result answer_v2_infer(request *r) {
     size_t *png_len = NULL, png_total = 0;
     if (q->kind == SRV_OIP_TENSOR) {
         if (r->image.status != DAE_OK) return answer_status(r, SRV_EDGE_IMAGE, r->image.status, "%s", r->image.message);
+        if (r->v2_answer != NULL) { /* made before the run, the outputs written into it */
+            uint8_t *body = r->v2_answer;
+            r->v2_answer = NULL;
+            snprintf(r->infer_header, sizeof r->infer_header, "%zu", r->v2_answer_json);
+            return answer(r, 200, "application/octet-stream", body, r->v2_answer_len, MHD_RESPMEM_MUST_FREE);
+        }
     } else {
         for (int i = 0; i < q->n; i++)
             if (r->v2_images[i].status != DAE_OK)
@@ -912,17 +921,29 @@ static enum MHD_Result v2_submit(request *r, srv_infer_request *reqs, int n) {
     return MHD_YES;
 }
 
-/* The FP32 tensor of a v2 request: one tensor request of N inputs. */
+/* The FP32 tensor of a v2 request: one tensor request of N inputs. Its
+ * outputs go straight into the binary answer when one is asked for, or
+ * into floats a JSON answer is printed from. */
 static enum MHD_Result v2_infer_tensor(request *r) {
     srv_http *h = r->http;
     const int th = r->model->net.in_h, tw = r->model->net.in_w;
     long long count = (long long)r->oip.n * th * tw;
-    long long out_bytes = count * (long long)sizeof(float);
+    long long out_bytes = r->oip.binary_output ? srv_oip_answer_bytes(&r->oip, th, tw, 0)
+                                               : count * (long long)sizeof(float);
     srv_budget *budget = srv_infer_budget(h->infer);
     if (srv_budget_take(budget, out_bytes) != 0) return refuse_memory(r, out_bytes);
     r->v2_reserved += out_bytes;
-    if ((r->v2_out = malloc((size_t)out_bytes)) == NULL)
+    uint8_t *out;
+    if (r->oip.binary_output) {
+        if (srv_oip_answer(&r->oip, r->model, NULL, NULL, NULL, &r->v2_answer, &r->v2_answer_len,
+                           &r->v2_answer_json) != DAE_OK)
+            return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
+        out = r->v2_answer + r->v2_answer_json;
+    } else if ((r->v2_out = malloc((size_t)out_bytes)) != NULL) {
+        out = (uint8_t *)r->v2_out;
+    } else {
         return answer_error(r, 503, "out_of_memory", "out of memory for the output tensor");
+    }
     char err[DAE_ERR_LEN];
     dae_status st = srv_infer_reserve(h->infer, 1, count, err, sizeof err);
     if (st == DAE_ERR_STOPPING) return refuse_draining(r);
@@ -930,7 +951,7 @@ static enum MHD_Result v2_infer_tensor(request *r) {
     srv_infer_request *j = &r->image;
     j->kind = SRV_INFER_TENSOR;
     j->tensor_in = r->oip.tensor;
-    j->tensor_out = r->v2_out;
+    j->tensor_out = out;
     j->tensor_n = r->oip.n;
     j->pixels = count;
     j->model = r->model;
@@ -1014,10 +1035,15 @@ static enum MHD_Result post_v2_infer(request *r) {
      * keeps (the tensor, decoded images) stays reserved until the end. */
     srv_budget *budget = srv_infer_budget(h->infer);
     long long parse = srv_oip_parse_bytes(r->body, r->len, json_len);
+    if (parse > budget->limit - r->body_reserved)
+        return answer_error(r, 413, "body_too_large",
+                            "parsing this request's JSON needs up to %lld bytes, over the whole memory budget of %lld "
+                            "bytes (--memory-budget): send the tensor as binary data (%s), or fewer images at a time",
+                            parse, budget->limit, SRV_OIP_HEADER_LENGTH);
     if (srv_budget_take(budget, parse) != 0) return refuse_memory(r, parse);
     dae_status st = srv_oip_parse(r->body, r->len, json_len, r->model->net.in_h, r->model->net.in_w, &r->oip, err,
                                   sizeof err);
-    long long kept = r->oip.tensor != NULL ? (long long)r->oip.n * r->model->net.in_h * r->model->net.in_w * 4 : 0;
+    long long kept = r->oip.floats != NULL ? (long long)r->oip.n * r->model->net.in_h * r->model->net.in_w * 4 : 0;
     for (int i = 0; r->oip.decoded != NULL && i < r->oip.n; i++) kept += (long long)r->oip.image_len[i];
     kept += (long long)r->oip.n * (long long)(sizeof *r->oip.image + sizeof *r->oip.image_len);
     if (kept > parse) kept = parse;

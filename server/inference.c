@@ -235,13 +235,15 @@ static void req_finish_tensor(srv_infer *q, srv_infer_request *j) {
 
 /* Copies tiles [first, first + n) of j into tiles. */
 static void req_extract(const srv_infer_request *j, int first, int n, float *tiles, size_t tile) {
-    if (j->kind == SRV_INFER_TENSOR) memcpy(tiles, j->tensor_in + (size_t)first * tile, sizeof(float) * tile * (size_t)n);
+    if (j->kind == SRV_INFER_TENSOR)
+        memcpy(tiles, j->tensor_in + sizeof(float) * tile * (size_t)first, sizeof(float) * tile * (size_t)n);
     else dae_denoise_extract(&j->pipe, first, n, tiles);
 }
 
 /* Takes the outputs of tiles [first, first + n) of j (under j->acc_mu). */
 static void req_accumulate(srv_infer_request *j, int first, int n, const float *outputs, size_t tile) {
-    if (j->kind == SRV_INFER_TENSOR) memcpy(j->tensor_out + (size_t)first * tile, outputs, sizeof(float) * tile * (size_t)n);
+    if (j->kind == SRV_INFER_TENSOR)
+        memcpy(j->tensor_out + sizeof(float) * tile * (size_t)first, outputs, sizeof(float) * tile * (size_t)n);
     else dae_denoise_accumulate(&j->pipe, first, n, outputs);
 }
 

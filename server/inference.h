@@ -73,8 +73,10 @@ struct srv_infer_request {
     size_t max_pixels;        /* decoding limit */
     long long pixels;         /* width * height from the header probe */
     srv_model *model;         /* denoise: a reference the submitter holds */
-    const float *tensor_in;   /* tensor: tensor_n model inputs (in_h x in_w floats each), borrowed */
-    float *tensor_out;        /* tensor: room for the tensor_n outputs, borrowed; written by the workers */
+    const uint8_t *tensor_in; /* tensor: tensor_n model inputs (in_h x in_w floats each, at any
+                                 alignment: straight from a request body), borrowed */
+    uint8_t *tensor_out;      /* tensor: room for the tensor_n outputs (as tensor_in), borrowed;
+                                 written by the workers */
     int tensor_n;
     dae_noise_spec noise;     /* noise */
     uint64_t seed;            /* noise */

@@ -209,18 +209,23 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
     } else if (!cJSON_IsArray(data)) {
         return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
     }
-    req->tensor = malloc(count * sizeof(float));
-    if (req->tensor == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the input tensor");
-    req->n = (int)d[0];
-    if (bsize >= 0) {
-        memcpy(req->tensor, bin, count * sizeof(float)); /* little-endian, as the extension says */
-        for (size_t i = 0; i < count; i++)
-            if (!isfinite(req->tensor[i]))
+    if (bsize >= 0) { /* read where it lies: a 3 MB batch is not copied */
+        for (size_t i = 0; i < count; i++) {
+            float v;
+            memcpy(&v, bin + i * sizeof v, sizeof v); /* little-endian, as the extension says */
+            if (!isfinite(v))
                 return bad(c, "input \"%s\": element %zu of the binary data is not a finite number", c->input, i);
+        }
+        req->n = (int)d[0];
+        req->tensor = bin;
         return DAE_OK;
     }
+    req->floats = malloc(count * sizeof(float));
+    if (req->floats == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the input tensor");
+    req->n = (int)d[0];
+    req->tensor = (const uint8_t *)req->floats;
     size_t n = 0;
-    if ((st = flatten(c, data, req->tensor, NULL, count, &n)) != DAE_OK) return st;
+    if ((st = flatten(c, data, req->floats, NULL, count, &n)) != DAE_OK) return st;
     if (n != count)
         return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
                    w, count);
@@ -387,7 +392,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h
 void srv_oip_request_free(srv_oip_request *req) {
     if (req == NULL) return;
     free(req->id);
-    free(req->tensor);
+    free(req->floats);
     free(req->image);
     free(req->image_len);
     free(req->decoded);
@@ -449,7 +454,7 @@ dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const 
         n += (size_t)snprintf(b + n, cap - n, "\"parameters\":{\"binary_data_size\":%zu}}]}", bin);
         *json_len = n;
         if (tensor) {
-            memcpy(b + n, out, bin);
+            if (out != NULL) memcpy(b + n, out, bin);
             n += bin;
         } else {
             for (int i = 0; i < req->n; i++) {

@@ -49,7 +49,9 @@ typedef struct {
     char *id;              /* the request's "id" (malloc'd), or NULL */
     srv_oip_kind kind;
     int n;                 /* the batch: N inputs or images */
-    float *tensor;         /* TENSOR: n x h x w floats (malloc'd) */
+    const uint8_t *tensor; /* TENSOR: n x h x w little-endian floats, at any alignment: in the
+                              body (binary data, which must outlive req) or in floats */
+    float *floats;         /* TENSOR in JSON: the parsed data (malloc'd) */
     const uint8_t **image; /* IMAGES: n files (into the body or into decoded) */
     size_t *image_len;
     uint8_t *decoded;      /* IMAGES in JSON: the base64-decoded files, back to back (malloc'd) */
@@ -83,7 +85,10 @@ long long srv_oip_answer_bytes(const srv_oip_request *req, int h, int w, size_t 
 /* The answer to req from model m: *body (malloc'd) of *len bytes, of
  * which the first *json_len are JSON (*json_len == *len: no binary
  * part). out holds the tensor's outputs (TENSOR), png and png_len the
- * n PNGs (IMAGES). Returns DAE_OK or DAE_ERR_NOMEM. */
+ * n PNGs (IMAGES). A tensor answered as binary data may be made before
+ * its outputs exist: with out NULL, the outputs' room at *body +
+ * *json_len is left for the workers to write into (saving a copy of
+ * them). Returns DAE_OK or DAE_ERR_NOMEM. */
 dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const float *out,
                           uint8_t *const *png, const size_t *png_len, uint8_t **body, size_t *len, size_t *json_len);
 

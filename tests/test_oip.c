@@ -51,7 +51,7 @@ Test(oip, flat_and_nested_json_give_the_same_tensor) {
     cr_assert_str_eq(a.id, "42");
     cr_assert_null(b.id);
     cr_assert(memcmp(a.tensor, b.tensor, sizeof(float) * 2 * T) == 0);
-    cr_assert_float_eq(a.tensor[300], (float)(300 % 255) / 254.0f, 0);
+    cr_assert_eq(a.floats[300], (float)(300 % 255) / 254.0f);
     cr_assert_eq(a.binary_output, 0);
     srv_oip_request_free(&a);
     srv_oip_request_free(&b);
@@ -86,6 +86,7 @@ Test(oip, binary_tensor_in_and_out) {
     srv_oip_request req;
     cr_assert_eq(srv_oip_parse(body, len, json_len, H, W, &req, err, sizeof err), DAE_OK, "%s", err);
     cr_assert_eq(req.n, 3);
+    cr_assert_eq(req.tensor, body + json_len, "binary data is read where it lies");
     cr_assert(memcmp(req.tensor, x, sizeof x) == 0);
     cr_assert(req.binary_output);
     /* The answer: JSON with binary_data_size, then the floats. */
@@ -102,6 +103,12 @@ Test(oip, binary_tensor_in_and_out) {
     cr_assert_not_null(strstr(json, "\"model_version\":\"sha256:0123456789ab\""), "%s", json);
     cr_assert_leq(alen, (size_t)srv_oip_answer_bytes(&req, H, W, 0));
     free(json);
+    free(ans);
+    /* Made before the outputs exist: the same JSON, room for them after it. */
+    size_t alen2, ajson2;
+    cr_assert_eq(srv_oip_answer(&req, &m, NULL, NULL, NULL, &ans, &alen2, &ajson2), DAE_OK);
+    cr_assert_eq(alen2, alen);
+    cr_assert_eq(ajson2, ajson);
     free(ans);
     srv_oip_request_free(&req);
     free(body);

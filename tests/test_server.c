@@ -523,8 +523,8 @@ Test(inference, tensor_requests_batch_with_images, .timeout = TEST_TIME_LIMIT(12
             out[i] = malloc(sizeof(float) * T * counts[i]);
             for (int k = 0; k < T * counts[i]; k++) in[i][k] = (float)((k * 7 + i * 13) % 101) / 100.0f;
             j->kind = SRV_INFER_TENSOR;
-            j->tensor_in = in[i];
-            j->tensor_out = out[i];
+            j->tensor_in = (const uint8_t *)in[i];
+            j->tensor_out = (uint8_t *)out[i];
             j->tensor_n = counts[i];
             j->pixels = (long long)T * counts[i];
         }

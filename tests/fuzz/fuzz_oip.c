@@ -4,7 +4,7 @@
  * and what follows it is the binary data (as Inference-Header-Content-
  * Length would say). The body is copied into a buffer of its exact size, so
  * AddressSanitizer catches a read past it. A request that parses must
- * hold images inside the body or its own decoded buffer, and its answer
+ * hold its tensor or images inside the body or its own buffers, and its answer
  * (zeros for a tensor, the images themselves as the PNGs) must fit the
  * size srv_oip_answer_bytes promised, which the server reserves from its
  * memory budget. The parser is compiled in here (server/ is not part of
@@ -34,6 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         float *out = NULL;
         size_t png_total = 0;
         if (req.kind == SRV_OIP_TENSOR) {
+            size_t bytes = (size_t)req.n * SIDE * SIDE * sizeof(float);
+            int in_body = req.tensor >= body && req.tensor + bytes <= body + size;
+            if (!in_body && req.tensor != (const uint8_t *)req.floats) abort();
             out = calloc((size_t)req.n * SIDE * SIDE, sizeof(float));
         } else {
             for (int i = 0; i < req.n; i++) {

@@ -594,6 +594,30 @@ def test_errors(a, version, digits):
     check("infer with a body over --max-body: 413 {\"error\"}", status is not None and v2_error(status, 413))
 
 
+def test_json_memory(tmp, models_dir, digits):
+    """A JSON tensor whose parse tree could never fit the memory budget is a
+    413 that says to send binary data; the same tensor as binary data is
+    served."""
+    d = Daemon(tmp, SERVER, "budget", ["--models-dir", models_dir, "--model", "mnist", "--memory-budget", "4M"])
+    try:
+        rows = digits * 3  # 150,528 numbers: some 14 MB of parse tree
+        doc, values = tensor_request(rows)
+        r = post_json(d, "/v2/models/mnist/infer", doc)
+        check("a JSON tensor whose parse would exceed the 4 MB memory budget: 413 {\"error\"} naming binary data",
+              v2_error(r, 413) and "binary" in jdoc(r)["error"])
+        head = dict(doc)
+        head["inputs"] = [dict(doc["inputs"][0], parameters={"binary_data_size": len(values) * 4})]
+        del head["inputs"][0]["data"]
+        head["parameters"] = {"binary_data_output": True}
+        r = post_binary(d, "/v2/models/mnist/infer", head, struct.pack("<%df" % len(values), *values))
+        ans, data = split_binary(r)
+        check("the same tensor as binary data under that budget: 200 with its outputs",
+              r.status == 200 and ans is not None and len(data) == len(values) * 4)
+    finally:
+        d.stop()
+    sanitizer_check(d)
+
+
 def post_too_large(d, path, body):
     """POSTs body with its Content-Length, tolerating a server that answers and
     closes before it is all sent; returns the answer (or None)."""
@@ -890,6 +914,11 @@ def main():
             check("admin token: runs to the end", False, traceback.format_exc())
         t.stop()
         sanitizer_check(t)
+
+        try:
+            test_json_memory(tmp, models_dir, DIGITS)
+        except Exception:
+            check("JSON memory: runs to the end", False, traceback.format_exc())
 
         try:
             test_drain(tmp, models_dir)
