@@ -109,6 +109,7 @@ test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the
 	tests/server/run.sh $(SERVER) $(DAE)
 	tests/server/test_http_sweep.sh $(SERVER) $(DAE)
 	tests/server/test_datasets.sh $(SERVER)
+	tests/server/test_oip.py $(SERVER) $(DAE)
 	tests/server/test_make_run.sh $(BUILD)
 	tests/openapi/validate.sh $(SERVER)
 	tests/readme/quickstart.sh $(SERVER) $(DAE)
@@ -149,6 +150,9 @@ test-sanitize: check-deps ## the same tests under ASan + UBSan
 	$(SANITIZER_ENV) tests/server/run.sh build/sanitize/dae-server build/sanitize/dae > build/sanitize/server.log 2>&1; \
 	    status=$$?; cat build/sanitize/server.log; [ $$status -eq 0 ] && \
 	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/server.log
+	$(SANITIZER_ENV) tests/server/test_oip.py build/sanitize/dae-server build/sanitize/dae > build/sanitize/oip.log 2>&1; \
+	    status=$$?; cat build/sanitize/oip.log; [ $$status -eq 0 ] && \
+	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/oip.log
 
 # Attacks on the real daemon as an unauthenticated network client: bad
 # images, aborted and slow uploads, stalled streams, memory floods, job
@@ -169,8 +173,9 @@ bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 
 bench: ## dae vs ONNX Runtime vs PyTorch side by side, with the speed targets (bench/compare.sh; BENCH_FLAGS=--full or --forward-only)
 	bench/compare.sh $(BENCH_FLAGS)
 
-bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer
+bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer; then /v2 infer (binary FP32) vs /denoise vs ONNX Runtime
 	bench/http.sh $(BENCH_HTTP_FLAGS)
+	bench/v2_infer.sh $(BENCH_V2_FLAGS)
 
 # The service, from a checkout: on 127.0.0.1:8080 (DAE_BIND=0.0.0.0 make
 # run to open it to the network; DAE_PORT=9000 make run, or any flag in
