@@ -79,22 +79,9 @@ pin() { if [ "$1" = 1 ] && command -v taskset >/dev/null; then echo "taskset -c 
 thread_counts=1
 [ "$threads" != 1 ] && thread_counts="1 $threads"
 
-# ONNX Runtime: onnxruntime-node, installed on first use like the OpenAPI
-# validator (its install script fetches GPU add-ons; the CPU build ships in
-# the package, hence --ignore-scripts).
-ort_skip=""
-if ! command -v node >/dev/null; then
-    ort_skip="node is not installed (apt-get install nodejs npm)"
-elif [ ! -d "$npm_dir/node_modules/onnxruntime-node" ]; then
-    if ! command -v npm >/dev/null; then
-        ort_skip="npm is not installed (apt-get install npm)"
-    else
-        echo "installing onnxruntime-node into $npm_dir ..." >&2
-        mkdir -p "$npm_dir"
-        npm install --prefix "$npm_dir" --no-audit --no-fund --ignore-scripts onnxruntime-node \
-            > "$npm_dir-ort.log" 2>&1 || ort_skip="npm could not install onnxruntime-node (log: $npm_dir-ort.log)"
-    fi
-fi
+# ONNX Runtime: onnxruntime-node, installed on first use.
+source bench/ort_install.sh
+ort_skip=$(ort_install "$npm_dir" || true)
 if [ -z "$ort_skip" ]; then
     echo "exporting to ONNX and checking ONNX Runtime against dae and PyTorch ..." >&2
     for arch in ${archs//,/ }; do

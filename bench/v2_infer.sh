@@ -173,18 +173,9 @@ if [ "$ort" = 0 ]; then
     ort_skip="--no-ort"
 elif ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     ort_skip="the ONNX export needs Debian's python3-torch: apt-get install python3-torch"
-elif ! command -v node >/dev/null; then
-    ort_skip="node is not installed (apt-get install nodejs npm)"
-elif [ ! -d "$npm_dir/node_modules/onnxruntime-node" ]; then
-    if ! command -v npm >/dev/null; then
-        ort_skip="npm is not installed (apt-get install npm)"
-    else
-        # Its install script fetches GPU add-ons; the CPU build ships in the package.
-        echo "installing onnxruntime-node into $npm_dir ..." >&2
-        mkdir -p "$npm_dir"
-        npm install --prefix "$npm_dir" --no-audit --no-fund --ignore-scripts onnxruntime-node \
-            >"$npm_dir-ort.log" 2>&1 || ort_skip="npm could not install onnxruntime-node (log: $npm_dir-ort.log)"
-    fi
+else
+    source bench/ort_install.sh
+    ort_skip=$(ort_install "$npm_dir" || true)
 fi
 if [ -z "$ort_skip" ]; then
     echo "ONNX Runtime: export and session ..." >&2

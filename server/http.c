@@ -650,6 +650,24 @@ static enum MHD_Result answer_image(request *r) {
     return answer(r, 200, "image/png", png, req->png_len, MHD_RESPMEM_MUST_FREE);
 }
 
+/* Readies j, an image request of r on the image file img (len bytes,
+ * pixels pixels, need bytes of the memory budget reserved for it), with
+ * r's model and the server's limits; done is called when it is. */
+static void image_request_set(request *r, srv_infer_request *j, srv_infer_kind kind, const uint8_t *img, size_t len,
+                              long long pixels, long long need, srv_infer_done_fn done) {
+    const srv_config *cfg = r->http->cfg;
+    j->kind = kind;
+    j->input = img;
+    j->input_len = len;
+    j->max_pixels = (size_t)cfg->max_pixels;
+    j->pixels = pixels;
+    j->model = r->model;
+    j->png_level = cfg->png_level;
+    j->mem_reserved = need;
+    j->done = done;
+    j->user = r;
+}
+
 /* Parses the /noise parameters into the image request. Returns 0, or
  * answers 422. */
 static int noise_params(request *r, enum MHD_Result *ret) {
@@ -770,16 +788,7 @@ static enum MHD_Result post_image(request *r, int denoise) {
         return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     }
     srv_infer_request *j = &r->image;
-    j->kind = denoise ? SRV_INFER_DENOISE : SRV_INFER_NOISE;
-    j->input = img;
-    j->input_len = img_len;
-    j->max_pixels = (size_t)cfg->max_pixels;
-    j->pixels = pixels;
-    j->model = r->model;
-    j->png_level = cfg->png_level;
-    j->mem_reserved = need;
-    j->done = image_done;
-    j->user = r;
+    image_request_set(r, j, denoise ? SRV_INFER_DENOISE : SRV_INFER_NOISE, img, img_len, pixels, need, image_done);
     /* An image of one tile from the only client connected, on an idle
      * server, is denoised here and now: a worker would take a lone tile at
      * once too, and the trip there and back (two thread switches, their
@@ -984,16 +993,8 @@ static enum MHD_Result v2_infer_images(request *r) {
                                  "input \"%s\": element %d is %dx%d = %lld pixels, over the limit of %lld",
                                  SRV_OIP_INPUT_IMAGES, i, w, hgt, p, cfg->max_pixels);
         srv_infer_request *j = &r->v2_images[i];
-        j->kind = SRV_INFER_DENOISE;
-        j->input = img;
-        j->input_len = len;
-        j->max_pixels = (size_t)cfg->max_pixels;
-        j->pixels = p;
-        j->model = r->model;
-        j->png_level = cfg->png_level;
-        j->mem_reserved = srv_budget_image_bytes(SRV_BUDGET_DENOISE, w, hgt, 0);
-        j->done = v2_image_done;
-        j->user = r;
+        image_request_set(r, j, SRV_INFER_DENOISE, img, len, p, srv_budget_image_bytes(SRV_BUDGET_DENOISE, w, hgt, 0),
+                          v2_image_done);
         pixels += p;
         need += j->mem_reserved;
     }
