@@ -970,6 +970,12 @@ static enum MHD_Result v2_infer_tensor(request *r) {
     return v2_submit(r, j, 1);
 }
 
+/* Forgets the memory the v2 request's images were to reserve, when it is
+ * refused before taking it (on_request_done gives back what they hold). */
+static void v2_images_unreserved(request *r) {
+    for (int i = 0; i < r->oip.n; i++) r->v2_images[i].mem_reserved = 0;
+}
+
 /* The BYTES images of a v2 request: one denoise request per image, with
  * /denoise's checks and limits for each, places and memory reserved for
  * all of them at once. */
@@ -985,13 +991,17 @@ static enum MHD_Result v2_infer_images(request *r) {
         const uint8_t *img = r->oip.image[i];
         size_t len = r->oip.image_len[i];
         int w, hgt;
-        if (dae_image_probe(img, len, &w, &hgt, err, sizeof err) != DAE_OK)
+        if (dae_image_probe(img, len, &w, &hgt, err, sizeof err) != DAE_OK) {
+            v2_images_unreserved(r);
             return answer_error(r, 400, "invalid_image", "input \"%s\": element %d: %s", SRV_OIP_INPUT_IMAGES, i, err);
+        }
         long long p = (long long)w * hgt;
-        if (p > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE)
+        if (p > cfg->max_pixels || w > DAE_IMAGE_MAX_SIDE || hgt > DAE_IMAGE_MAX_SIDE) {
+            v2_images_unreserved(r);
             return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
                                  "input \"%s\": element %d is %dx%d = %lld pixels, over the limit of %lld",
                                  SRV_OIP_INPUT_IMAGES, i, w, hgt, p, cfg->max_pixels);
+        }
         srv_infer_request *j = &r->v2_images[i];
         image_request_set(r, j, SRV_INFER_DENOISE, img, len, p, srv_budget_image_bytes(SRV_BUDGET_DENOISE, w, hgt, 0),
                           v2_image_done);
@@ -999,13 +1009,15 @@ static enum MHD_Result v2_infer_images(request *r) {
         need += j->mem_reserved;
     }
     srv_budget *budget = srv_infer_budget(h->infer);
-    if (need > budget->limit - r->body_reserved - r->v2_reserved)
+    if (need > budget->limit - r->body_reserved - r->v2_reserved) {
+        v2_images_unreserved(r);
         return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
                              "the %d images need up to %lld bytes with the request, over the whole memory budget of "
                              "%lld bytes (--memory-budget): send fewer at a time",
                              n, need + r->body_reserved + r->v2_reserved, budget->limit);
+    }
     if (srv_budget_take(budget, need) != 0) {
-        for (int i = 0; i < n; i++) r->v2_images[i].mem_reserved = 0;
+        v2_images_unreserved(r);
         return refuse_memory(r, need);
     }
     dae_status st = srv_infer_reserve(h->infer, n, pixels, err, sizeof err);

@@ -787,6 +787,11 @@ def test_metrics(a):
               ('dae_http_requests_total{route="%s",' % label) in text, "no such series in GET /metrics")
     check("/metrics counts the v2 400 answers of v2_infer",
           'dae_http_requests_total{route="v2_infer",status="400"}' in text, "no such series in GET /metrics")
+    # Every answer and refusal above gave back what it held of the memory
+    # budget (a refused batch of images must not give back what it never took).
+    held = wait_until(lambda: metric(a, "dae_memory_reserved_bytes ") == 0, 5)
+    check("after every v2 answer and refusal, the memory budget holds nothing (dae_memory_reserved_bytes 0)", held,
+          "dae_memory_reserved_bytes %s" % metric(a, "dae_memory_reserved_bytes "))
 
 
 def test_drain(tmp, models_dir):
