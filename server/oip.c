@@ -164,6 +164,14 @@ static dae_status flatten(parse_ctx *c, const cJSON *data, float *floats, const 
     return DAE_OK;
 }
 
+/* The number of leaves (non-array values) of data, however nested. */
+static size_t leaf_count(const cJSON *data) {
+    size_t n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, data) n += cJSON_IsArray(e) ? leaf_count(e) : 1;
+    return n;
+}
+
 /* Reads the shape of input into dims (at most max), *rank. */
 static dae_status shape_of(parse_ctx *c, const cJSON *input, long long *dims, int max, int *rank) {
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(input, "shape");
@@ -220,16 +228,18 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
         req->tensor = bin;
         return DAE_OK;
     }
+    /* The shape is the client's word: the data must match it before
+     * anything of its size is allocated. */
+    size_t n = leaf_count(data);
+    if (n != count)
+        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
+                   w, count);
     req->floats = malloc(count * sizeof(float));
     if (req->floats == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the input tensor");
     req->n = (int)d[0];
     req->tensor = (const uint8_t *)req->floats;
-    size_t n = 0;
-    if ((st = flatten(c, data, req->floats, NULL, count, &n)) != DAE_OK) return st;
-    if (n != count)
-        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
-                   w, count);
-    return DAE_OK;
+    n = 0;
+    return flatten(c, data, req->floats, NULL, count, &n);
 }
 
 /* The BYTES input: shape [N], each element an image file. */
@@ -249,15 +259,20 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
         return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
     if (bsize < 0 && !cJSON_IsArray(data))
         return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
+    if (bsize < 0 && leaf_count(data) != count)
+        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, leaf_count(data),
+                   count, count);
+    if (bsize >= 0 && bin_len != (size_t)bsize)
+        return bad(c, "input \"%s\": \"binary_data_size\" is %lld but %zu bytes follow the JSON", c->input, bsize,
+                   bin_len);
+    if (bsize >= 0 && bin_len / 4 < count)
+        return bad(c, "input \"%s\": %zu bytes of binary data cannot hold %zu elements", c->input, bin_len, count);
     req->image = calloc(count, sizeof *req->image);
     req->image_len = calloc(count, sizeof *req->image_len);
     if (req->image == NULL || req->image_len == NULL)
         return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
     req->n = (int)count;
     if (bsize >= 0) {
-        if (bin_len != (size_t)bsize)
-            return bad(c, "input \"%s\": \"binary_data_size\" is %lld but %zu bytes follow the JSON", c->input, bsize,
-                       bin_len);
         size_t off = 0;
         for (size_t i = 0; i < count; i++) {
             if (bin_len - off < 4)
@@ -281,8 +296,6 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
     if (strings == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
     size_t n = 0, total = 0;
     st = flatten(c, data, NULL, strings, count, &n);
-    if (st == DAE_OK && n != count)
-        st = bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, n, count, count);
     for (size_t i = 0; st == DAE_OK && i < count; i++) total += strlen(strings[i]->valuestring) / 4 * 3;
     if (st == DAE_OK && (req->decoded = malloc(total + 1)) == NULL)
         st = dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");

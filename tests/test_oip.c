@@ -210,8 +210,8 @@ Test(oip, mistakes_are_named) {
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,28,28],\"data\":[0]}]}", "shape [1,28,28]"},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[0,1,28,28],\"data\":[]}]}", "N >= 1"},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[1,2,3]}]}", "has 3 elements"},
-        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[\"a\"]}]}", "not a number"},
-        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[1e300]}]}", "range of FP32"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[99999,1,28,28],\"data\":[0]}]}",
+         "needs 78399216"},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28]}]}", "no \"data\""},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],"
          "\"parameters\":{\"binary_data_size\":3136}}]}",
@@ -238,6 +238,21 @@ Test(oip, mistakes_are_named) {
         cr_assert_not_null(strstr(err, cases[i].says), "%s: said \"%s\", not \"%s\"", cases[i].body, err, cases[i].says);
         cr_assert_null(req.tensor);
         cr_assert_null(req.image);
+    }
+    /* A bad element among 784. */
+    static const struct {
+        const char *element, *says;
+    } elements[] = {{"\"a\"", "element 783 of \"data\" is not a number"}, {"1e300", "range of FP32"}};
+    for (size_t i = 0; i < sizeof elements / sizeof elements[0]; i++) {
+        char body[8192], err[DAE_ERR_LEN] = "";
+        size_t k = (size_t)snprintf(body, sizeof body,
+                                    "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[");
+        for (int e = 0; e < T - 1; e++) k += (size_t)snprintf(body + k, sizeof body - k, "0,");
+        snprintf(body + k, sizeof body - k, "%s]}]}", elements[i].element);
+        srv_oip_request req;
+        cr_assert_eq(parse_json(body, &req, err, sizeof err), DAE_ERR_INVALID, "accepted %s", elements[i].element);
+        cr_assert_not_null(strstr(err, elements[i].says), "said \"%s\", not \"%s\"", err, elements[i].says);
+        cr_assert_null(req.floats);
     }
     char err[DAE_ERR_LEN];
     size_t json_len;
