@@ -116,6 +116,9 @@ stop_cleanly() {
 start_daemon() {
     local server=$1
     shift
+    # The log exists before the first look for the port (the background
+    # job's redirection may come later).
+    : >"$TMP/server.err"
     # shellcheck disable=SC2046
     env $(env | sed -n 's/^\(DAE_[A-Z0-9_]*\)=.*/-u \1/p') "$server" --bind 127.0.0.1 --port 0 "$@" \
         >"$TMP/server.out" 2>"$TMP/server.err" &
