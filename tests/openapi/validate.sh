@@ -139,6 +139,21 @@ if [ -n "$SERVER" ]; then
     answer GET '/models/{name}' /models/nope 404
     answer GET /datasets /datasets 200
     answer GET '/datasets/{name}' /datasets/mnist-mini 200
+    # The Open Inference Protocol's answers, its errors included.
+    version=$(curl -s "http://127.0.0.1:$PORT/models/mnist" | sed -n 's/.*"version":"\([^"]*\)".*/\1/p')
+    printf '{"id":"a1","inputs":[{"name":"input","datatype":"FP32","shape":[1,1,28,28],"data":[%s]}]}' \
+        "$(printf '0.5,%.0s' $(seq 783))0.25" >"$TMP/infer.json"
+    answer GET /v2 /v2 200
+    answer GET /v2/health/live /v2/health/live 200
+    answer GET /v2/health/ready /v2/health/ready 200
+    answer GET '/v2/models/{name}' /v2/models/mnist 200
+    answer GET '/v2/models/{name}/versions/{version}' "/v2/models/mnist/versions/$version" 200
+    answer GET '/v2/models/{name}' /v2/models/nope 404
+    answer GET '/v2/models/{name}/ready' /v2/models/mnist/ready 200
+    answer POST '/v2/models/{name}/infer' /v2/models/mnist/infer 200 --data-binary "@$TMP/infer.json"
+    answer POST '/v2/models/{name}/infer' /v2/models/mnist/infer 400 -d '{"inputs":[]}'
+    answer POST /v2/repository/index /v2/repository/index 200 -d '{}'
+    answer POST '/v2/repository/models/{name}/unload' /v2/repository/models/mnist/unload 409
     answer POST /train /train 400 -d 'not json'
     answer POST /train /train 422 -d '{"dataset":"mnist-mini","epochs":0}'
     answer POST /train /train 202 -d '{"dataset":"mnist-mini","epochs":1,"train_limit":64,"model_name":"check","activate":true}'
