@@ -154,7 +154,8 @@ struct request {
     size_t v2_answer_len, v2_answer_json;
     srv_infer_request *v2_images;
     atomic_int v2_outstanding; /* image requests not yet done */
-    long long v2_reserved;
+    long long v2_reserved;    /* bytes of the memory budget the v2 request holds */
+    long long v2_refused;     /* bytes the budget refused the parser */
 };
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
@@ -263,7 +264,8 @@ static void add_request_headers(request *r, struct MHD_Response *resp) {
     if (r->cors) {
         const char *origin = r->http->cfg->cors_origin;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, X-Model, X-Model-Version, " SRV_OIP_HEADER_LENGTH);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "X-Request-Id, X-Model, X-Model-Version, " SRV_OIP_HEADER_LENGTH);
         if (strcmp(origin, "*") != 0) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
     }
 }
@@ -983,6 +985,11 @@ static enum MHD_Result v2_infer_images(request *r) {
     srv_http *h = r->http;
     const srv_config *cfg = h->cfg;
     const int n = r->oip.n;
+    /* The requests' own records first: a body of 10 MB holds 100,000 tiny images. */
+    long long records = (long long)n * (long long)sizeof *r->v2_images;
+    srv_budget *budget = srv_infer_budget(h->infer);
+    if (srv_budget_take(budget, records) != 0) return refuse_memory(r, records);
+    r->v2_reserved += records;
     r->v2_images = calloc((size_t)n, sizeof *r->v2_images);
     if (r->v2_images == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for %d image requests", n);
     long long pixels = 0, need = 0;
@@ -1008,7 +1015,6 @@ static enum MHD_Result v2_infer_images(request *r) {
         pixels += p;
         need += j->mem_reserved;
     }
-    srv_budget *budget = srv_infer_budget(h->infer);
     if (need > budget->limit - r->body_reserved - r->v2_reserved) {
         v2_images_unreserved(r);
         return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
@@ -1028,6 +1034,18 @@ static enum MHD_Result v2_infer_images(request *r) {
     return v2_submit(r, r->v2_images, n);
 }
 
+/* srv_oip_take_fn: what the parser keeps of a request comes from the
+ * memory budget, and is held until the request ends. */
+static int v2_take(void *ctx, long long bytes) {
+    request *r = ctx;
+    if (srv_budget_take(srv_infer_budget(r->http->infer), bytes) != 0) {
+        r->v2_refused = bytes;
+        return -1;
+    }
+    r->v2_reserved += bytes;
+    return 0;
+}
+
 /* POST /v2/models/{name}[/versions/{version}]/infer. */
 static enum MHD_Result post_v2_infer(request *r) {
     srv_http *h = r->http;
@@ -1044,24 +1062,21 @@ static enum MHD_Result post_v2_infer(request *r) {
     const char *header = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, SRV_OIP_HEADER_LENGTH);
     if (srv_oip_json_length(header, r->len, &json_len, err, sizeof err) != DAE_OK)
         return answer_error(r, 400, "invalid_inference_request", "%s", err);
-    /* Parsing's peak memory is reserved first; what the parsed request
-     * keeps (the tensor, decoded images) stays reserved until the end. */
+    /* The parse tree's worst case is reserved for the parse; what the
+     * parsed request keeps (a JSON tensor, decoded images) is reserved by
+     * v2_take as the parser asks, until the request ends. */
     srv_budget *budget = srv_infer_budget(h->infer);
-    long long parse = srv_oip_parse_bytes(r->body, r->len, json_len);
-    if (parse > budget->limit - r->body_reserved)
+    long long tree = srv_oip_json_bytes(r->body, json_len);
+    if (tree > budget->limit - r->body_reserved)
         return answer_error(r, 413, "body_too_large",
                             "parsing this request's JSON needs up to %lld bytes, over the whole memory budget of %lld "
                             "bytes (--memory-budget): send the tensor as binary data (%s), or fewer images at a time",
-                            parse, budget->limit, SRV_OIP_HEADER_LENGTH);
-    if (srv_budget_take(budget, parse) != 0) return refuse_memory(r, parse);
-    dae_status st = srv_oip_parse(r->body, r->len, json_len, r->model->net.in_h, r->model->net.in_w, &r->oip, err,
-                                  sizeof err);
-    long long kept = r->oip.floats != NULL ? (long long)r->oip.n * r->model->net.in_h * r->model->net.in_w * 4 : 0;
-    for (int i = 0; r->oip.decoded != NULL && i < r->oip.n; i++) kept += (long long)r->oip.image_len[i];
-    kept += (long long)r->oip.n * (long long)(sizeof *r->oip.image + sizeof *r->oip.image_len);
-    if (kept > parse) kept = parse;
-    srv_budget_give(budget, parse - kept);
-    r->v2_reserved = kept;
+                            tree, budget->limit, SRV_OIP_HEADER_LENGTH);
+    if (srv_budget_take(budget, tree) != 0) return refuse_memory(r, tree);
+    dae_status st = srv_oip_parse(r->body, r->len, json_len, r->model->net.in_h, r->model->net.in_w, v2_take, r,
+                                  &r->oip, err, sizeof err);
+    srv_budget_give(budget, tree);
+    if (st == DAE_ERR_BUSY) return refuse_memory(r, r->v2_refused);
     if (st == DAE_ERR_NOMEM) return answer_error(r, 503, "out_of_memory", "%s", err);
     if (st != DAE_OK) return answer_error(r, 400, "invalid_inference_request", "%s", err);
     r->v2_infer = 1;

@@ -67,13 +67,13 @@ static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
  * this per value. */
 #define JSON_NODE_BYTES 96
 
-long long srv_oip_parse_bytes(const uint8_t *body, size_t len, size_t json_len) {
+long long srv_oip_json_bytes(const uint8_t *json, size_t json_len) {
     /* Every value but the first follows a ',' '[' '{' or ':' outside a
      * string: that many nodes at most, plus the strings' copies. */
     long long nodes = 1;
     int in_string = 0;
     for (size_t i = 0; i < json_len; i++) {
-        uint8_t c = body[i];
+        uint8_t c = json[i];
         if (in_string) {
             if (c == '\\') i++;
             else if (c == '"') in_string = 0;
@@ -83,10 +83,7 @@ long long srv_oip_parse_bytes(const uint8_t *body, size_t len, size_t json_len) 
             nodes++;
         }
     }
-    /* The tensor (at most a float per node, or per 4 binary bytes) and the
-     * decoded images (at most the body) come on top. */
-    long long floats = nodes + (long long)(len - json_len) / 4;
-    return nodes * JSON_NODE_BYTES + (long long)json_len + floats * (long long)sizeof(float) + (long long)len;
+    return nodes * JSON_NODE_BYTES + (long long)json_len;
 }
 
 dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen) {
@@ -107,7 +104,22 @@ typedef struct {
     char *err;
     size_t errlen;
     const char *input; /* the input's name, for messages */
+    srv_oip_take_fn take;
+    void *take_ctx;
 } parse_ctx;
+
+/* Allocates bytes (zeroed) once take granted them. NULL with *st set to
+ * DAE_ERR_BUSY (refused) or DAE_ERR_NOMEM and a sentence in c->err. */
+static void *take_alloc(parse_ctx *c, size_t bytes, dae_status *st) {
+    if (c->take(c->take_ctx, (long long)bytes) != 0) {
+        *st = dae_fail(c->err, c->errlen, DAE_ERR_BUSY, "the memory budget cannot hold the %zu bytes of input \"%s\"",
+                       bytes, c->input);
+        return NULL;
+    }
+    void *p = calloc(1, bytes > 0 ? bytes : 1);
+    if (p == NULL) *st = dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for input \"%s\"", c->input);
+    return p;
+}
 
 static dae_status bad(parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static dae_status bad(parse_ctx *c, const char *fmt, ...) {
@@ -198,7 +210,8 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
     if (rank != 4 || d[0] < 1 || d[1] != 1 || d[2] != h || d[3] != w) {
         char got[128] = "";
         size_t k = 0;
-        for (int i = 0; i < rank && k < sizeof got; i++) k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", i ? "," : "", d[i]);
+        for (int i = 0; i < rank && k < sizeof got; i++)
+            k += (size_t)snprintf(got + k, sizeof got - k, "%s%lld", i ? "," : "", d[i]);
         return bad(c, "input \"%s\" has shape [%s]; this model takes [N,1,%d,%d] with N >= 1", c->input, got, h, w);
     }
     size_t count = (size_t)d[0] * (size_t)h * (size_t)w;
@@ -234,8 +247,7 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
     if (n != count)
         return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
                    w, count);
-    req->floats = malloc(count * sizeof(float));
-    if (req->floats == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the input tensor");
+    if ((req->floats = take_alloc(c, count * sizeof(float), &st)) == NULL) return st;
     req->n = (int)d[0];
     req->tensor = (const uint8_t *)req->floats;
     n = 0;
@@ -267,10 +279,9 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
                    bin_len);
     if (bsize >= 0 && bin_len / 4 < count)
         return bad(c, "input \"%s\": %zu bytes of binary data cannot hold %zu elements", c->input, bin_len, count);
-    req->image = calloc(count, sizeof *req->image);
-    req->image_len = calloc(count, sizeof *req->image_len);
-    if (req->image == NULL || req->image_len == NULL)
-        return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    if ((req->image = take_alloc(c, count * sizeof *req->image, &st)) == NULL ||
+        (req->image_len = take_alloc(c, count * sizeof *req->image_len, &st)) == NULL)
+        return st;
     req->n = (int)count;
     if (bsize >= 0) {
         size_t off = 0;
@@ -292,13 +303,12 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
                        bin_len - off, count);
         return DAE_OK;
     }
-    const cJSON **strings = calloc(count, sizeof *strings);
-    if (strings == NULL) return dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    const cJSON **strings = take_alloc(c, count * sizeof *strings, &st);
+    if (strings == NULL) return st;
     size_t n = 0, total = 0;
     st = flatten(c, data, NULL, strings, count, &n);
     for (size_t i = 0; st == DAE_OK && i < count; i++) total += strlen(strings[i]->valuestring) / 4 * 3;
-    if (st == DAE_OK && (req->decoded = malloc(total + 1)) == NULL)
-        st = dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for the images");
+    if (st == DAE_OK) req->decoded = take_alloc(c, total, &st);
     size_t off = 0;
     for (size_t i = 0; st == DAE_OK && i < count; i++) {
         const char *s = strings[i]->valuestring;
@@ -342,10 +352,10 @@ static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request
     return DAE_OK;
 }
 
-dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_request *req,
-                         char *err, size_t errlen) {
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_take_fn take,
+                         void *ctx, srv_oip_request *req, char *err, size_t errlen) {
     memset(req, 0, sizeof *req);
-    parse_ctx c = {err, errlen, ""};
+    parse_ctx c = {err, errlen, "", take, ctx};
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts((const char *)body, json_len, &end, 0);
     if (root == NULL)
@@ -455,8 +465,9 @@ dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const 
     const int tensor = req->kind == SRV_OIP_TENSOR;
     size_t count = tensor ? (size_t)req->n * (size_t)h * (size_t)w : (size_t)req->n;
     size_t bin = tensor ? count * sizeof(float) : 4 * count + png_total;
-    size_t n = (size_t)snprintf(b, cap, "{\"model_name\":\"%s\",\"model_version\":\"%s\",%s%s%s\"outputs\":[{\"name\":\"%s\","
-                                        "\"datatype\":\"%s\",\"shape\":[",
+    size_t n = (size_t)snprintf(b, cap,
+                                "{\"model_name\":\"%s\",\"model_version\":\"%s\",%s%s%s\"outputs\":[{\"name\":\"%s\","
+                                "\"datatype\":\"%s\",\"shape\":[",
                                 m->name, m->version, id != NULL ? "\"id\":" : "", id != NULL ? id : "",
                                 id != NULL ? "," : "", tensor ? SRV_OIP_OUTPUT_TENSOR : SRV_OIP_OUTPUT_IMAGES,
                                 tensor ? "FP32" : "BYTES");

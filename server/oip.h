@@ -58,22 +58,30 @@ typedef struct {
     int binary_output;     /* answer the output as binary data */
 } srv_oip_request;
 
-/* The most bytes srv_oip_parse may hold at once for a body of len bytes
- * whose first json_len bytes are JSON: the parsed JSON tree (a node per
- * value the text can hold), the tensor and the decoded images. The HTTP
- * layer reserves it from the memory budget before parsing. */
-long long srv_oip_parse_bytes(const uint8_t *body, size_t len, size_t json_len);
+/* The most bytes the parsed JSON tree of json_len bytes of text holds
+ * while srv_oip_parse runs (a node per value the text can hold, and the
+ * strings' copies). The HTTP layer reserves it from the memory budget
+ * before parsing and gives it back after. */
+long long srv_oip_json_bytes(const uint8_t *json, size_t json_len);
+
+/* Asked by srv_oip_parse before each allocation whose size the client
+ * chose (the tensor's floats, the images' lists, decoded images): returns
+ * 0 when the bytes are granted (the caller then holds them until the
+ * request ends, whatever the parse's outcome), -1 when they are not. */
+typedef int (*srv_oip_take_fn)(void *ctx, long long bytes);
 
 /* The length of the JSON part given the header value (NULL: none, the
  * whole body). Returns DAE_OK, or DAE_ERR_INVALID with a sentence. */
 dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen);
 
-/* Parses an inference request for a model of h x w inputs into req.
- * Returns DAE_OK, DAE_ERR_INVALID (the request is wrong: err says what,
- * naming the field) or DAE_ERR_NOMEM; req is then zeroed. The image
- * pointers of a binary request point into body, which must outlive req. */
-dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_request *req,
-                         char *err, size_t errlen);
+/* Parses an inference request for a model of h x w inputs into req,
+ * asking take(ctx, bytes) before allocating what the client's sizes ask
+ * for. Returns DAE_OK, DAE_ERR_INVALID (the request is wrong: err says
+ * what, naming the field), DAE_ERR_BUSY (take refused) or DAE_ERR_NOMEM;
+ * req is then zeroed. The tensor and image pointers of a binary request
+ * point into body, which must outlive req. */
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_take_fn take,
+                         void *ctx, srv_oip_request *req, char *err, size_t errlen);
 
 /* Frees what req owns and zeroes it; NULL and a zeroed req are fine. */
 void srv_oip_request_free(srv_oip_request *req);

@@ -14,17 +14,33 @@
 
 enum { H = 28, W = 28, T = H * W };
 
+/* srv_oip_take_fn: grants everything, counting it in *ctx (long long). */
+static int take_all(void *ctx, long long bytes) {
+    *(long long *)ctx += bytes;
+    return 0;
+}
+
+static long long taken;
+
+/* srv_oip_take_fn: grants nothing. */
+static int take_none(void *ctx, long long bytes) {
+    (void)ctx;
+    (void)bytes;
+    return -1;
+}
+
 /* Parses the NUL-terminated JSON body s (no binary part). */
 static dae_status parse_json(const char *s, srv_oip_request *req, char *err, size_t errlen) {
-    return srv_oip_parse((const uint8_t *)s, strlen(s), strlen(s), H, W, req, err, errlen);
+    return srv_oip_parse((const uint8_t *)s, strlen(s), strlen(s), H, W, take_all, &taken, req, err, errlen);
 }
 
 /* A request of n FP32 inputs in JSON: flat data, or nested [n][1][H][W]. */
 static char *tensor_json(int n, int nested, const char *extra) {
     size_t cap = (size_t)n * T * 16 + 4096, k = 0;
     char *s = malloc(cap);
-    k += (size_t)snprintf(s + k, cap - k, "{%s\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[%d,1,%d,%d],\"data\":[",
-                          extra, n, H, W);
+    k += (size_t)snprintf(s + k, cap - k,
+                          "{%s\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[%d,1,%d,%d],\"data\":[", extra,
+                          n, H, W);
     for (int i = 0; i < n * T; i++) {
         const char *open = "", *close = "";
         if (nested) {
@@ -74,7 +90,8 @@ Test(oip, binary_tensor_in_and_out) {
     float x[3 * T];
     for (int i = 0; i < 3 * T; i++) x[i] = (float)i / (3 * T);
     snprintf(head, sizeof head,
-             "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3,1,28,28],\"parameters\":{\"binary_data_size\":%zu}}],"
+             "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[3,1,28,28],"
+             "\"parameters\":{\"binary_data_size\":%zu}}],"
              "\"outputs\":[{\"name\":\"output\",\"parameters\":{\"binary_data\":true}}]}",
              sizeof x);
     size_t len, json_len;
@@ -84,7 +101,7 @@ Test(oip, binary_tensor_in_and_out) {
     cr_assert_eq(srv_oip_json_length(hl, len, &json_len, err, sizeof err), DAE_OK);
     cr_assert_eq(json_len, strlen(head));
     srv_oip_request req;
-    cr_assert_eq(srv_oip_parse(body, len, json_len, H, W, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(srv_oip_parse(body, len, json_len, H, W, take_all, &taken, &req, err, sizeof err), DAE_OK, "%s", err);
     cr_assert_eq(req.n, 3);
     cr_assert_eq(req.tensor, body + json_len, "binary data is read where it lies");
     cr_assert(memcmp(req.tensor, x, sizeof x) == 0);
@@ -183,13 +200,13 @@ Test(oip, images_in_base64_json_and_binary) {
                        "\"parameters\":{\"binary_data_size\":18}}]}";
     size_t len;
     uint8_t *body = with_binary(head, "\5\0\0\0hello\5\0\0\0PNG!?", 18, &len);
-    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, take_all, &taken, &req, err, sizeof err), DAE_OK, "%s", err);
     cr_assert(memcmp(req.image[1], "PNG!?", 5) == 0);
     cr_assert_eq(req.image[0], body + strlen(head) + 4, "binary images are not copied");
     srv_oip_request_free(&req);
     /* A length that runs past the data. */
     body[strlen(head) + 9] = 6;
-    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, &req, err, sizeof err), DAE_ERR_INVALID);
+    cr_assert_eq(srv_oip_parse(body, len, strlen(head), H, W, take_all, &taken, &req, err, sizeof err), DAE_ERR_INVALID);
     cr_assert_not_null(strstr(err, "element 1"), "%s", err);
     free(body);
 }
@@ -261,14 +278,26 @@ Test(oip, mistakes_are_named) {
     cr_assert_eq(srv_oip_json_length("100", 100, &json_len, err, sizeof err), DAE_OK);
 }
 
-/* The memory reserved for parsing covers what the parser allocates: a
- * JSON body of many small numbers costs a tree node per number. */
-Test(oip, parse_bytes_grow_with_the_values) {
+/* The parse tree's reservation grows with the values of the text, and
+ * what the parser keeps is asked for first: refused, the parse fails
+ * with DAE_ERR_BUSY, holding nothing. */
+Test(oip, memory_is_asked_for_first) {
     char *one = tensor_json(1, 0, ""), *four = tensor_json(4, 0, "");
-    long long a = srv_oip_parse_bytes((uint8_t *)one, strlen(one), strlen(one));
-    long long b = srv_oip_parse_bytes((uint8_t *)four, strlen(four), strlen(four));
+    long long a = srv_oip_json_bytes((uint8_t *)one, strlen(one));
+    long long b = srv_oip_json_bytes((uint8_t *)four, strlen(four));
     cr_assert_gt(a, (long long)T * 64, "at least a node per value");
     cr_assert_gt(b, 3 * a, "four times the values");
+    char err[DAE_ERR_LEN] = "";
+    srv_oip_request req;
+    taken = 0;
+    cr_assert_eq(parse_json(four, &req, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(taken, (long long)sizeof(float) * 4 * T, "the floats were asked for");
+    srv_oip_request_free(&req);
+    cr_assert_eq(srv_oip_parse((uint8_t *)four, strlen(four), strlen(four), H, W, take_none, NULL, &req, err,
+                               sizeof err),
+                 DAE_ERR_BUSY);
+    cr_assert_not_null(strstr(err, "memory budget"), "%s", err);
+    cr_assert_null(req.floats);
     free(one);
     free(four);
 }

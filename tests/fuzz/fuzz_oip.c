@@ -18,6 +18,14 @@
 
 enum { SIDE = 4 }; /* a small model input keeps tensors cheap */
 
+/* srv_oip_take_fn: grants up to 64 MB in all, in *ctx. */
+static int take(void *ctx, long long bytes) {
+    long long *left = ctx;
+    if (bytes > *left) return -1;
+    *left -= bytes;
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *nul = memchr(data, '\0', size);
     size_t json_len = nul != NULL ? (size_t)(nul - data) : size;
@@ -28,7 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(body + json_len, data + json_len + (nul != NULL), size - json_len);
     srv_oip_request req;
     char err[256];
-    if (srv_oip_parse(body, size, json_len, SIDE, SIDE, &req, err, sizeof err) == DAE_OK) {
+    long long left = 64 << 20;
+    if (srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &left, &req, err, sizeof err) == DAE_OK) {
         srv_model m = {.name = "m", .version = "sha256:000000000000"};
         m.net.in_h = m.net.in_w = SIDE;
         float *out = NULL;
