@@ -794,6 +794,43 @@ def test_metrics(a):
           "dae_memory_reserved_bytes %s" % metric(a, "dae_memory_reserved_bytes "))
 
 
+def test_mixed_batching(tmp, models_dir, digits):
+    """/denoise and both kinds of /v2 inference, sent together to one worker
+    that waits for company (--max-queue-delay-us), share one forward pass,
+    and each answer is what it is alone."""
+    d = Daemon(tmp, SERVER, "mixed", ["--models-dir", models_dir, "--model", "mnist", "--workers", "1",
+                                      "--max-queue-delay-us", "1000000"])
+    try:
+        img = open(os.path.join(ROOT, "samples", "digit-noisy.png"), "rb").read()
+        doc, values = tensor_request(digits[:2])
+        calls = [("/denoise", img, {"Content-Type": "image/png"}),
+                 ("/v2/models/mnist/infer", json.dumps(doc).encode(), {"Content-Type": "application/json"}),
+                 ("/v2/models/mnist/infer", json.dumps(images_request([img])).encode(),
+                  {"Content-Type": "application/json"})]
+        answers = [None] * len(calls)
+
+        def send(i):
+            answers[i] = request(d.port, "POST", calls[i][0], body=calls[i][1], headers=calls[i][2], timeout=60)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(calls))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        check("/denoise and two /v2 inferences sent together: all 200",
+              all(r is not None and r.status == 200 for r in answers), repr([r and r.status for r in answers]))
+        batches = metric(d, "dae_inference_batch_requests_count")
+        shared = metric(d, "dae_inference_batch_requests_sum")
+        check("they went through one forward pass together (%s requests in %s batches)" % (shared, batches),
+              batches == 1 and shared == 3)
+        alone = [call(d, "POST", c[0], c[1], c[2]) for c in calls]
+        check("each answer is the bytes of the same request sent alone",
+              all(a is not None and b.status == 200 and a.body == b.body for a, b in zip(answers, alone)))
+    finally:
+        d.stop()
+    sanitizer_check(d)
+
+
 def test_drain(tmp, models_dir):
     """Readiness turns false while the server drains: a slow inference is in
     flight when SIGTERM comes; a kept-alive connection keeps asking."""
@@ -919,6 +956,11 @@ def main():
             check("admin token: runs to the end", False, traceback.format_exc())
         t.stop()
         sanitizer_check(t)
+
+        try:
+            test_mixed_batching(tmp, models_dir, DIGITS)
+        except Exception:
+            check("mixed batching: runs to the end", False, traceback.format_exc())
 
         try:
             test_json_memory(tmp, models_dir, DIGITS)
