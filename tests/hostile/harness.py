@@ -26,8 +26,9 @@ HOST = "127.0.0.1"
 class Daemon:
     """A dae-server started on a free loopback port; logs in its folder."""
 
-    def __init__(self, suite, name, args, env):
-        self.suite = suite
+    def __init__(self, suite, name, args, env, models_dir=None, model=None):
+        """Serves model (a path or a name; the committed mnist by default) from
+        models_dir (its own empty folder by default)."""
         self.name = name
         self.dir = os.path.join(suite.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -35,11 +36,13 @@ class Daemon:
         self.err_path = os.path.join(self.dir, "err.log")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAE_")}
         full_env.update(env or {})
+        if models_dir is None:
+            models_dir = os.path.join(self.dir, "models")
+            os.makedirs(models_dir, exist_ok=True)
         cmd = [suite.server, "--bind", HOST, "--port", "0",
-               "--model", os.path.join(suite.root, "models", "mnist.safetensors"),
-               "--models-dir", os.path.join(self.dir, "models"),
+               "--model", model or os.path.join(suite.root, "models", "mnist.safetensors"),
+               "--models-dir", models_dir,
                "--state-dir", os.path.join(self.dir, "state")] + list(args)
-        os.makedirs(os.path.join(self.dir, "models"), exist_ok=True)
         self.proc = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"),
                                      stderr=open(self.err_path, "wb"), env=full_env)
         self.port = None

@@ -49,10 +49,12 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "hostile"))
+import harness  # noqa: E402
 from harness import HOST, read_response, request, wait_until  # noqa: E402
 
 H = W = 28  # the input size of the MNIST model
@@ -81,41 +83,14 @@ def check(name, cond, detail=None):
 # ------------------------------------------------------------ daemons
 
 
-class Daemon:
-    """A dae-server on a free loopback port, without the caller's DAE_* variables."""
+class Daemon(harness.Daemon):
+    """harness's dae-server (free loopback port, no DAE_* variables, its logs
+    in its folder) on the test's models directory, mnist the default."""
 
-    def __init__(self, tmp, server, name, args):
-        self.name = name
-        self.err_path = os.path.join(tmp, name + ".err")
-        self.out_path = os.path.join(tmp, name + ".out")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DAE_")}
-        self.proc = subprocess.Popen([server, "--bind", HOST, "--port", "0"] + list(args),
-                                     stdout=open(self.out_path, "wb"), stderr=open(self.err_path, "wb"), env=env)
+    def __init__(self, tmp, name, models_dir, args):
+        super().__init__(types.SimpleNamespace(tmp=tmp, server=SERVER, root=ROOT), name, args, None,
+                         models_dir=models_dir, model="mnist")
         daemons.append(self)
-        self.port = None
-        deadline = time.time() + 20
-        while self.port is None and time.time() < deadline and self.proc.poll() is None:
-            m = re.search(rb"listening on http://[0-9.]+:(\d+)", open(self.err_path, "rb").read())
-            if m:
-                self.port = int(m.group(1))
-            else:
-                time.sleep(0.05)
-        if self.port is None:
-            raise RuntimeError("daemon %s did not start: %s" % (name, self.stderr()[-2000:]))
-
-    def stderr(self):
-        return open(self.err_path, "rb").read().decode("utf-8", "replace")
-
-    def stop(self, timeout=30):
-        """SIGTERM; the exit status, or None when it did not stop in time (then killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
 
 
 def kill_all():
@@ -598,7 +573,7 @@ def test_json_memory(tmp, models_dir, digits):
     """A JSON tensor whose parse tree could never fit the memory budget is a
     413 that says to send binary data; the same tensor as binary data is
     served."""
-    d = Daemon(tmp, SERVER, "budget", ["--models-dir", models_dir, "--model", "mnist", "--memory-budget", "4M"])
+    d = Daemon(tmp, "budget", models_dir, ["--memory-budget", "4M"])
     try:
         rows = digits * 3  # 150,528 numbers: some 14 MB of parse tree
         doc, values = tensor_request(rows)
@@ -798,8 +773,7 @@ def test_mixed_batching(tmp, models_dir, digits):
     """/denoise and both kinds of /v2 inference, sent together to one worker
     that waits for company (--max-queue-delay-us), share one forward pass,
     and each answer is what it is alone."""
-    d = Daemon(tmp, SERVER, "mixed", ["--models-dir", models_dir, "--model", "mnist", "--workers", "1",
-                                      "--max-queue-delay-us", "1000000"])
+    d = Daemon(tmp, "mixed", models_dir, ["--workers", "1", "--max-queue-delay-us", "1000000"])
     try:
         img = open(os.path.join(ROOT, "samples", "digit-noisy.png"), "rb").read()
         doc, values = tensor_request(digits[:2])
@@ -834,8 +808,7 @@ def test_mixed_batching(tmp, models_dir, digits):
 def test_drain(tmp, models_dir):
     """Readiness turns false while the server drains: a slow inference is in
     flight when SIGTERM comes; a kept-alive connection keeps asking."""
-    d = Daemon(tmp, SERVER, "drain", ["--models-dir", models_dir, "--model", "mnist", "--workers", "1",
-                                      "--queue-size", "1", "--drain-timeout", "20"])
+    d = Daemon(tmp, "drain", models_dir, ["--workers", "1", "--queue-size", "1", "--drain-timeout", "20"])
     probe = http.client.HTTPConnection(HOST, d.port, timeout=10)
     probe.request("GET", "/v2/health/ready")
     r = probe.getresponse()
@@ -923,8 +896,7 @@ def main():
             f.write("not a safetensors file\n")
         DIGITS = mnist_digits(64)
 
-        a = Daemon(tmp, SERVER, "a", ["--models-dir", models_dir, "--model", "mnist", "--max-body", "2M",
-                                      "--max-pixels", "100000"])
+        a = Daemon(tmp, "a", models_dir, ["--max-body", "2M", "--max-pixels", "100000"])
 
         def version_of(name):
             doc = jdoc(call(a, "GET", "/models/" + name))
@@ -949,7 +921,7 @@ def main():
         check("dae-server exits 0 on SIGTERM (exit %s)" % rc, rc == 0, a.stderr()[-1000:])
         sanitizer_check(a)
 
-        t = Daemon(tmp, SERVER, "token", ["--models-dir", models_dir, "--model", "mnist", "--admin-token", TOKEN])
+        t = Daemon(tmp, "token", models_dir, ["--admin-token", TOKEN])
         try:
             test_admin_token(t)
         except Exception:
