@@ -670,6 +670,18 @@ static void image_request_set(request *r, srv_infer_request *j, srv_infer_kind k
     j->user = r;
 }
 
+/* Runs j, a denoise or tensor request of one w x h tile (after its
+ * reserve), here and now when r's is the only client connected and the
+ * server is idle; returns 1 when it ran. A worker would take a lone tile
+ * at once too, and the trip there and back (two thread switches, their
+ * wake-ups) cost more than it. With other connections open, requests may
+ * be waiting unread in their sockets that this thread would hold up (and
+ * that the workers batch): they go to the workers. */
+static int run_lone_tile(request *r, srv_infer_request *j, int w, int h) {
+    return w <= r->model->net.in_w && h <= r->model->net.in_h && srv_gate_connections(r->http->gate) == 1 &&
+           srv_infer_run_now(r->http->infer, j);
+}
+
 /* Parses the /noise parameters into the image request. Returns 0, or
  * answers 422. */
 static int noise_params(request *r, enum MHD_Result *ret) {
@@ -791,15 +803,7 @@ static enum MHD_Result post_image(request *r, int denoise) {
     }
     srv_infer_request *j = &r->image;
     image_request_set(r, j, denoise ? SRV_INFER_DENOISE : SRV_INFER_NOISE, img, img_len, pixels, need, image_done);
-    /* An image of one tile from the only client connected, on an idle
-     * server, is denoised here and now: a worker would take a lone tile at
-     * once too, and the trip there and back (two thread switches, their
-     * wake-ups) cost more than it. With other connections open, requests
-     * may be waiting unread in their sockets that this thread would hold
-     * up (and that the workers batch): they go to the workers. */
-    if (denoise && w <= r->model->net.in_w && hgt <= r->model->net.in_h && srv_gate_connections(h->gate) == 1 &&
-        srv_infer_run_now(h->infer, j))
-        return answer_image(r);
+    if (denoise && run_lone_tile(r, j, w, hgt)) return answer_image(r);
     /* Suspend first: the worker may resume before this function returns. */
     r->phase = PHASE_QUEUED;
     MHD_suspend_connection(r->conn);
@@ -917,18 +921,15 @@ static enum MHD_Result answer_v2_infer(request *r) {
     return answer(r, 200, "application/octet-stream", body, len, MHD_RESPMEM_MUST_FREE);
 }
 
-/* Runs or queues the v2 request's image requests (N images, their
- * places and memory reserved), like post_image: a lone small one on an
- * idle server runs here and now. */
-static enum MHD_Result v2_submit(request *r, srv_infer_request *reqs, int n) {
-    srv_http *h = r->http;
+/* Runs or queues the v2 request's n requests (their places and memory
+ * reserved), like post_image: a lone one of one w x h tile on an idle
+ * server runs here and now. */
+static enum MHD_Result v2_submit(request *r, srv_infer_request *reqs, int n, int w, int h) {
     atomic_store(&r->v2_outstanding, n);
-    if (n == 1 && reqs[0].pixels <= (long long)r->model->net.in_h * r->model->net.in_w &&
-        srv_gate_connections(h->gate) == 1 && srv_infer_run_now(h->infer, &reqs[0]))
-        return answer_v2_infer(r);
+    if (n == 1 && run_lone_tile(r, &reqs[0], w, h)) return answer_v2_infer(r);
     r->phase = PHASE_QUEUED;
     MHD_suspend_connection(r->conn); /* first: a worker may resume it before this returns */
-    for (int i = 0; i < n; i++) srv_infer_enqueue(h->infer, &reqs[i]);
+    for (int i = 0; i < n; i++) srv_infer_enqueue(r->http->infer, &reqs[i]);
     return MHD_YES;
 }
 
@@ -969,7 +970,8 @@ static enum MHD_Result v2_infer_tensor(request *r) {
     j->mem_reserved = 0; /* the tensors are r->v2_reserved's */
     j->done = v2_image_done;
     j->user = r;
-    return v2_submit(r, j, 1);
+    /* A batch of one input is one tile. */
+    return v2_submit(r, j, 1, r->oip.n == 1 ? th : INT_MAX, tw);
 }
 
 /* Forgets the memory the v2 request's images were to reserve, when it is
@@ -994,10 +996,10 @@ static enum MHD_Result v2_infer_images(request *r) {
     if (r->v2_images == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for %d image requests", n);
     long long pixels = 0, need = 0;
     char err[DAE_ERR_LEN];
+    int w = 0, hgt = 0;
     for (int i = 0; i < n; i++) {
         const uint8_t *img = r->oip.image[i];
         size_t len = r->oip.image_len[i];
-        int w, hgt;
         if (dae_image_probe(img, len, &w, &hgt, err, sizeof err) != DAE_OK) {
             v2_images_unreserved(r);
             return answer_error(r, 400, "invalid_image", "input \"%s\": element %d: %s", SRV_OIP_INPUT_IMAGES, i, err);
@@ -1031,7 +1033,7 @@ static enum MHD_Result v2_infer_images(request *r) {
         if (st == DAE_ERR_STOPPING) return refuse_draining(r);
         return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     }
-    return v2_submit(r, r->v2_images, n);
+    return v2_submit(r, r->v2_images, n, w, hgt); /* w x h: the last image's, the only one when n is 1 */
 }
 
 /* srv_oip_take_fn: what the parser keeps of a request comes from the
