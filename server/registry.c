@@ -170,6 +170,15 @@ static int add(srv_registry *r, srv_model *m) {
     return 0;
 }
 
+/* Takes the model at index i off r's list (r->mu held); returns it,
+ * with the list's reference. */
+static srv_model *unlist(srv_registry *r, int i) {
+    srv_model *m = r->models[i];
+    memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
+    r->n--;
+    return m;
+}
+
 /* The model name of a file path: its base name without ".safetensors"
  * (or without any other extension), into name. Returns 0, or -1 when that
  * is not a valid name. */
@@ -463,12 +472,18 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
     return st;
 }
 
-dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen) {
+/* Takes the non-default model called name of the models directory out
+ * of the list (requests holding it finish on it): with keep_file, its file
+ * stays and rescans pass over it until srv_registry_load (unload);
+ * without, its file is deleted (remove). */
+static dae_status take_out(srv_registry *r, const char *name, int keep_file, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
     pthread_mutex_lock(&r->mu);
     dae_status st = DAE_OK;
     int i = find(r, name);
     srv_model *m = NULL;
+    char *copy = NULL;
+    char **grown = NULL;
     if (i < 0) {
         st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
     } else if (r->models[i] == r->def) {
@@ -476,20 +491,30 @@ dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, siz
                       name);
     } else if (!r->models[i]->in_dir) {
         st = dae_fail(err, errlen, DAE_ERR_INVALID, "model \"%s\" was not loaded from the models directory", name);
-    } else if (unlink(r->models[i]->path) != 0 && errno != ENOENT) {
+    } else if (!keep_file && unlink(r->models[i]->path) != 0 && errno != ENOENT) {
         st = dae_fail(err, errlen, DAE_ERR_IO, "cannot remove %s: %s", r->models[i]->path, strerror(errno));
+    } else if (keep_file && ((copy = strdup(name)) == NULL ||
+                             (grown = realloc(r->unloaded, sizeof *grown * (size_t)(r->n_unloaded + 1))) == NULL)) {
+        free(copy);
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     } else {
-        m = r->models[i];
-        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
-        r->n--;
+        if (keep_file) {
+            r->unloaded = grown;
+            r->unloaded[r->n_unloaded++] = copy;
+        }
+        m = unlist(r, i);
     }
     pthread_mutex_unlock(&r->mu);
     if (m != NULL) {
-        srv_log("model %s %s removed", m->name, m->version);
+        srv_log("model %s %s %s", m->name, m->version, keep_file ? "unloaded (its file stays)" : "removed");
         srv_model_release(m);
     }
     pthread_mutex_unlock(&r->reload_mu);
     return st;
+}
+
+dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen) {
+    return take_out(r, name, 0, err, errlen);
 }
 
 void srv_registry_reload(srv_registry *r) {
@@ -567,9 +592,7 @@ void srv_registry_reload(srv_registry *r) {
             continue;
         }
         srv_log("model %s removed (its file is gone)", m->name);
-        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
-        r->n--;
-        srv_model_release(m);
+        srv_model_release(unlist(r, i));
     }
     if (has_active && strcmp(active, r->active_seen) != 0) {
         int i = find(r, active);
@@ -689,38 +712,7 @@ dae_status srv_registry_install_upload(srv_registry *r, const char *name, const 
 /* ------------------------------------------------------------ the v2 repository */
 
 dae_status srv_registry_unload(srv_registry *r, const char *name, char *err, size_t errlen) {
-    pthread_mutex_lock(&r->reload_mu);
-    pthread_mutex_lock(&r->mu);
-    dae_status st = DAE_OK;
-    int i = find(r, name);
-    srv_model *m = NULL;
-    char *copy = NULL;
-    char **grown = NULL;
-    if (i < 0) {
-        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" is loaded", name);
-    } else if (r->models[i] == r->def) {
-        st = dae_fail(err, errlen, DAE_ERR_IN_USE,
-                      "model \"%s\" is the active model; activate another one before unloading it", name);
-    } else if (!r->models[i]->in_dir) {
-        st = dae_fail(err, errlen, DAE_ERR_INVALID, "model \"%s\" was not loaded from the models directory", name);
-    } else if ((copy = strdup(name)) == NULL ||
-               (grown = realloc(r->unloaded, sizeof *grown * (size_t)(r->n_unloaded + 1))) == NULL) {
-        free(copy);
-        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
-    } else {
-        r->unloaded = grown;
-        r->unloaded[r->n_unloaded++] = copy;
-        m = r->models[i];
-        memmove(r->models + i, r->models + i + 1, sizeof *r->models * (size_t)(r->n - i - 1));
-        r->n--;
-    }
-    pthread_mutex_unlock(&r->mu);
-    if (m != NULL) {
-        srv_log("model %s %s unloaded (its file stays)", m->name, m->version);
-        srv_model_release(m);
-    }
-    pthread_mutex_unlock(&r->reload_mu);
-    return st;
+    return take_out(r, name, 1, err, errlen);
 }
 
 dae_status srv_registry_load(srv_registry *r, const char *name, char *err, size_t errlen) {
