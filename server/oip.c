@@ -271,9 +271,10 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
         return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
     if (bsize < 0 && !cJSON_IsArray(data))
         return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
-    if (bsize < 0 && leaf_count(data) != count)
-        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, leaf_count(data),
-                   count, count);
+    size_t leaves = bsize < 0 ? leaf_count(data) : count;
+    if (leaves != count)
+        return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, leaves, count,
+                   count);
     if (bsize >= 0 && bin_len != (size_t)bsize)
         return bad(c, "input \"%s\": \"binary_data_size\" is %lld but %zu bytes follow the JSON", c->input, bsize,
                    bin_len);
