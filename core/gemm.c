@@ -69,8 +69,8 @@ enum { SCRATCH_FLOATS = 8192 };
 
 /* ------------------------------------------------------------- dispatch */
 
-typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
-                        const float *bias, int relu, float *pad);
+typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, int k2, const float *a2, int lda2,
+                        const float *b, int ldb, float *c, int ldc, const float *bias, int relu, float *pad);
 typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                             int ldc, const float *bias, int relu);
 
@@ -173,7 +173,19 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
         b = scratch, ldb = n;
         pad = scratch + (size_t)k * n;
     }
-    isa_kernels[dae_gemm_isa()].nn(m, n, k, a, lda, b, ldb, c, ldc, bias, relu, pad);
+    isa_kernels[dae_gemm_isa()].nn(m, n, k, a, lda, 0, NULL, 0, b, ldb, c, ldc, bias, relu, pad);
+}
+
+void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
+                         const float *b, int ldb, float *c, int ldc, const float *bias, int relu) {
+    if (dae_gemm_bias_path(0, n, k1 + k2) != DAE_GEMM_BROADCAST) { /* the BLAS, a part at a time */
+        dae_gemm(0, 0, m, n, k1, 1.0f, a1, lda1, b, ldb, 0.0f, c, ldc);
+        dae_gemm(0, 0, m, n, k2, 1.0f, a2, lda2, b + (size_t)k1 * ldb, ldb, 1.0f, c, ldc);
+        if (bias != NULL || relu) dae_add_bias(c, (size_t)ldc, (size_t)m, n, bias, relu);
+        return;
+    }
+    float pad[SCRATCH_FLOATS] __attribute__((aligned(64)));
+    isa_kernels[dae_gemm_isa()].nn(m, n, k1, a1, lda1, k2, a2, lda2, b, ldb, c, ldc, bias, relu, pad);
 }
 
 HOT void dae_add_bias(float *restrict x, size_t ldx, size_t rows, int n, const float *restrict bias, int relu) {

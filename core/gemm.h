@@ -24,6 +24,14 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
  * server's answers do not depend on what else it was batched with. */
 void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                    int ldc, const float *bias, int relu);
+/* dae_gemm_bias (B not transposed) of A in two parts side by side,
+ * [A1 (m, k1) | A2 (m, k2)], each read where it lies: a concatenation's
+ * inputs multiplied without copying them. The sums run in the same order
+ * as over one A, so the bits are dae_gemm_bias's on the joined A whenever
+ * that takes the broadcast path (dae_gemm_bias_path(0, n, k1 + k2)), as
+ * every product of these networks does. */
+void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
+                         const float *b, int ldb, float *c, int ldc, const float *bias, int relu);
 /* x (rows, n; row stride ldx) += bias per column (none when NULL), then
  * max(0, .) when relu: the bias pass of a product the BLAS ran, and of a
  * transposed convolution's output. */

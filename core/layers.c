@@ -218,17 +218,30 @@ HOT static void place_shifted(float *restrict row, const float *restrict d, int 
     }
 }
 
-/* One chunk of images: out (b, OH, OW, OC) from in (b, H, W, IC); wt is
+/* C (rows, n) = A B, A being the one or two parts side by side from row
+ * row0 on (rows, sum of channels) and B (sum of channels, n). */
+static void parts_product(int rows, int n, const float *const *parts, const int *channels, int n_parts,
+                          size_t row0, const float *b, float *c) {
+    const float *a = parts[0] + row0 * channels[0];
+    if (n_parts == 1) {
+        dae_gemm_bias(0, rows, n, channels[0], a, channels[0], b, n, c, n, NULL, 0);
+        return;
+    }
+    dae_gemm_bias_split(rows, n, channels[0], a, channels[0], channels[1], parts[1] + row0 * channels[1],
+                        channels[1], b, n, c, n, NULL, 0);
+}
+
+/* Images [b0, b0 + batch): out (batch, OH, OW, OC) from the parts; wt is
  * weight^T padded, (IC, TAPS_PAD). */
-static void conv2d_taps_forward_chunk(float *out, const float *in, const float *wt, const float *bias,
-                                      const dae_conv_geom *g, int batch, int relu, float *taps) {
+static void conv2d_taps_forward_chunk(float *out, const float *const *parts, const int *channels, int n_parts,
+                                      int b0, const float *wt, const float *bias, const dae_conv_geom *g,
+                                      int batch, int relu, float *taps) {
     int oc_n = g->out_c, n_pad = (int)taps_padded(g);
     size_t image = (size_t)g->in_h * g->in_w;
     /* An image at a time, as every product of a forward pass: an image's
      * outputs must not depend on the batch it came in. */
     for (int b = 0; b < batch; b++)
-        dae_gemm_bias(0, (int)image, n_pad, g->in_c, in + b * image * g->in_c, g->in_c, wt, n_pad,
-                      taps + b * image * n_pad, n_pad, NULL, 0);
+        parts_product((int)image, n_pad, parts, channels, n_parts, (b0 + b) * image, wt, taps + b * image * n_pad);
     float acc[g->out_w];
     for (int b = 0; b < batch; b++)
         for (int oy = 0; oy < g->out_h; oy++)
@@ -245,7 +258,7 @@ static void conv2d_taps_forward_chunk(float *out, const float *in, const float *
                         add_shifted(acc, row, lo, hi, g->stride_w, j - g->pad_w, (size_t)n_pad);
                     }
                 }
-                float *dst = out + ((size_t)b * g->out_h + oy) * g->out_w * oc_n + oc;
+                float *dst = out + ((size_t)(b0 + b) * g->out_h + oy) * g->out_w * oc_n + oc;
                 for (int ox = 0; ox < g->out_w; ox++) {
                     float v = acc[ox] + bias[oc];
                     dst[(size_t)ox * oc_n] = relu && v < 0.0f ? 0.0f : v;
@@ -253,10 +266,16 @@ static void conv2d_taps_forward_chunk(float *out, const float *in, const float *
             }
 }
 
+int dae_conv2d_takes_parts(const dae_conv_geom *g) {
+    patch_geom p = conv_patches(g);
+    return conv2d_by_taps(g, &p);
+}
+
 /* col holds weight^T padded (IC, TAPS_PAD), then a chunk's taps. */
-static void conv2d_taps_forward(float *out, const float *in, const float *weight, const float *bias,
-                                const dae_conv_geom *g, int relu, float *col) {
-    size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
+void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
+                              const float *weight, const float *bias, const dae_conv_geom *g, int relu,
+                              float *col) {
+    size_t in_pixels = (size_t)g->in_h * g->in_w;
     size_t n_taps = (size_t)g->out_c * g->k_h * g->k_w, n_pad = taps_padded(g);
     float *wt = col, *taps = col + (size_t)g->in_c * n_pad;
     for (int c = 0; c < g->in_c; c++)
@@ -264,8 +283,7 @@ static void conv2d_taps_forward(float *out, const float *in, const float *weight
     int per = chunk_images(in_pixels * n_pad);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
-        conv2d_taps_forward_chunk(out + b0 * out_image, in + b0 * in_pixels * g->in_c, wt, bias, g, nb, relu,
-                                  taps);
+        conv2d_taps_forward_chunk(out, parts, channels, n_parts, b0, wt, bias, g, nb, relu, taps);
     }
 }
 
@@ -315,7 +333,7 @@ void dae_conv2d_forward(float *out, const float *in, const float *weight,
     int k = g->k_h * g->k_w * g->in_c;
     patch_geom p = conv_patches(g);
     if (conv2d_by_taps(g, &p)) {
-        conv2d_taps_forward(out, in, weight, bias, g, relu, col);
+        dae_conv2d_forward_parts(out, &in, &g->in_c, 1, weight, bias, g, relu, col);
         return;
     }
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
@@ -376,6 +394,12 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
 void dae_conv_transpose2d_forward(float *out, const float *in,
                                   const float *weight, const float *bias,
                                   const dae_conv_geom *g, int relu, float *col) {
+    dae_conv_transpose2d_forward_parts(out, &in, &g->in_c, 1, weight, bias, g, relu, col);
+}
+
+void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
+                                        const float *weight, const float *bias, const dae_conv_geom *g, int relu,
+                                        float *col) {
     /* per chunk: in (P=b*H*W, IC), weight (IC, K=KH*KW*OC): col (P, K) =
      * in weight; out = col2im(col) + bias, the output playing the image. */
     int k = g->k_h * g->k_w * g->out_c;
@@ -385,12 +409,9 @@ void dae_conv_transpose2d_forward(float *out, const float *in,
     int per = whole ? g->batch : chunk_images(in_pixels * k);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per, rows = nb * (int)in_pixels;
-        const float *x = in + b0 * in_pixels * g->in_c;
         float *y = out + b0 * out_image;
-        if (whole) {
-            dae_gemm_bias(0, rows, k, g->in_c, x, g->in_c, weight, k, y, k, NULL, 0);
-        } else {
-            dae_gemm_bias(0, rows, k, g->in_c, x, g->in_c, weight, k, col, k, NULL, 0);
+        parts_product(rows, k, parts, channels, n_parts, b0 * in_pixels, weight, whole ? y : col);
+        if (!whole) {
             memset(y, 0, sizeof(float) * nb * out_image);
             p.batch = nb;
             col2im_add(y, col, &p);

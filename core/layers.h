@@ -66,6 +66,21 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
 void dae_conv_transpose2d_forward(float *out, const float *in,
                                   const float *weight, const float *bias,
                                   const dae_conv_geom *g, int relu, float *col);
+/* The forward of a layer whose input is a concatenation, given as its
+ * n_parts inputs (parts[q] (B,H,W,channels[q]), joined as
+ * dae_concat_forward joins them, channels adding up to IC; one or two,
+ * DAE_MAX_PARTS), each multiplied where it lies: the bits of the forward
+ * on the concatenated input, without copying it. A conv2d takes parts
+ * when dae_conv2d_takes_parts (few output channels). */
+#define DAE_MAX_PARTS 2
+int dae_conv2d_takes_parts(const dae_conv_geom *g);
+void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
+                              const float *weight, const float *bias, const dae_conv_geom *g, int relu,
+                              float *col);
+void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
+                                        const float *weight, const float *bias, const dae_conv_geom *g, int relu,
+                                        float *col);
+
 void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
                                    const float *dout, const float *in,
                                    const float *weight, const dae_conv_geom *g,

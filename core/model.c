@@ -568,6 +568,9 @@ typedef struct {
     int input, target; /* the input and the training target in (B,H,W,C),
                           when C > 1; else -1 */
     size_t col;        /* im2col floats per image */
+    /* inference: the concatenations never copied (their reader takes their
+     * inputs where they lie; concat_split) */
+    int split[DAE_MAX_LAYERS];
 } ws_plan;
 
 struct dae_workspace {
@@ -604,23 +607,45 @@ static int add_buffer(ws_plan *p, size_t size) {
     return p->n_buffers++;
 }
 
+/* True when inference need not copy concatenation i: its one reader is
+ * the next layer, a convolution that takes its inputs where they lie
+ * (dae_*_forward_parts). Training keeps the copy, which the backward
+ * pass reads. */
+static int concat_split(const dae_model *m, int i) {
+    const dae_layer *l = &m->layers[i];
+    if (l->kind != DAE_LAYER_CONCAT || i + 1 >= m->n_layers || l->n_inputs > DAE_MAX_PARTS) return 0;
+    for (int j = 0; j < m->n_layers; j++)
+        for (int q = 0; q < m->layers[j].n_inputs; q++)
+            if (m->layers[j].inputs[q] == i && j != i + 1) return 0;
+    const dae_layer *reader = &m->layers[i + 1];
+    dae_conv_geom g = layer_geom(reader, 1);
+    return reader->kind == DAE_LAYER_CONV_TRANSPOSE2D ||
+           (reader->kind == DAE_LAYER_CONV2D && dae_conv2d_takes_parts(&g));
+}
+
 /* Inference: gives each layer that owns memory a buffer that is free when
  * it runs (the smallest big enough, else one grown), and frees the buffers
- * whose last reader has run. */
+ * whose last reader has run. A split concatenation gets none, and its
+ * inputs are read by its reader. */
 static void plan_inference(const dae_model *m, ws_plan *p) {
     int last_read[DAE_MAX_LAYERS], busy[MAX_BUFFERS] = {0};
-    for (int i = 0; i < m->n_layers; i++) last_read[i] = i;
+    for (int i = 0; i < m->n_layers; i++) {
+        last_read[i] = i;
+        p->split[i] = concat_split(m, i);
+    }
     for (int i = 0; i < m->n_layers; i++)
         for (int q = 0; q < m->layers[i].n_inputs; q++) {
-            int k = m->layers[i].inputs[q];
+            int k = m->layers[i].inputs[q], read_at = p->split[i] ? i + 1 : i;
             if (k == DAE_NETWORK_INPUT) continue;
             int owner = memory_owner(m, k);
-            if (last_read[owner] < i) last_read[owner] = i;
+            if (last_read[owner] < read_at) last_read[owner] = read_at;
         }
     last_read[memory_owner(m, m->n_layers - 1)] = m->n_layers; /* the result */
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
-        if (l->in_place) {
+        if (p->split[i]) {
+            p->value[i] = -1;
+        } else if (l->in_place) {
             p->value[i] = p->value[l->inputs[0]];
         } else {
             size_t need = layer_out_size(l);
@@ -638,7 +663,7 @@ static void plan_inference(const dae_model *m, ws_plan *p) {
             busy[best] = 1;
         }
         for (int j = 0; j <= i; j++)
-            if (!m->layers[j].in_place && last_read[j] == i) busy[p->value[j]] = 0;
+            if (!m->layers[j].in_place && !p->split[j] && last_read[j] == i) busy[p->value[j]] = 0;
     }
 }
 
@@ -739,23 +764,35 @@ static float *node_value(const dae_workspace *ws, int k, const float *x0) {
 /* Runs every layer on x0 (NHWC) and returns the last layer's output, which
  * lives in the workspace. */
 static const float *run_forward(const dae_model *m, dae_workspace *ws, const float *x0, int batch) {
+    static const int none[DAE_MAX_LAYERS];
+    const int *split = ws->for_training ? none : ws->plan.split;
     for (int i = 0; i < m->n_layers; i++) {
+        if (split[i]) continue; /* the next layer reads its inputs */
         const dae_layer *l = &m->layers[i];
+        /* whose inputs l reads: its own, or the split concatenation's */
+        const dae_layer *joined = i > 0 && split[i - 1] ? &m->layers[i - 1] : l;
         size_t n = layer_out_size(l) * (size_t)batch;
         float *y = node_value(ws, i, x0);
-        const float *x = node_value(ws, l->inputs[0], x0);
+        const float *x = joined == l ? node_value(ws, l->inputs[0], x0) : NULL;
         dae_conv_geom g = layer_geom(l, batch);
         const float *w = m->params + l->weight_offset, *bias = m->params + l->bias_offset;
         const float *ins[DAE_MAX_INPUTS];
         int channels[DAE_MAX_INPUTS];
-        for (int q = 0; q < l->n_inputs; q++) {
-            ins[q] = node_value(ws, l->inputs[q], x0);
-            channels[q] = l->inputs[q] == DAE_NETWORK_INPUT ? m->in_c : m->layers[l->inputs[q]].out_c;
+        for (int q = 0; q < joined->n_inputs; q++) {
+            ins[q] = node_value(ws, joined->inputs[q], x0);
+            channels[q] = joined->inputs[q] == DAE_NETWORK_INPUT ? m->in_c : m->layers[joined->inputs[q]].out_c;
         }
         switch (l->kind) {
-        case DAE_LAYER_CONV2D: dae_conv2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col); break;
+        case DAE_LAYER_CONV2D:
+            if (joined != l)
+                dae_conv2d_forward_parts(y, ins, channels, joined->n_inputs, w, bias, &g, l->relu_fused, ws->col);
+            else dae_conv2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
+            break;
         case DAE_LAYER_CONV_TRANSPOSE2D:
-            dae_conv_transpose2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
+            if (joined != l)
+                dae_conv_transpose2d_forward_parts(y, ins, channels, joined->n_inputs, w, bias, &g, l->relu_fused,
+                                                   ws->col);
+            else dae_conv_transpose2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
             break;
         case DAE_LAYER_RELU:
             if (l->relu_fused) break;

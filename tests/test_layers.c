@@ -521,3 +521,105 @@ Test(layers, residual_output_matches_pytorch) {
     free(y), free(df);
     dae_st_free(&f);
 }
+
+/* A product of two matrices side by side, each read where it lies, is the
+ * bits of the product of the joined matrix on every ISA: what lets
+ * inference skip a concatenation's copy. The U-Net's three shapes, ragged
+ * columns, and one too long for the padded copy of ragged columns, where
+ * the BLAS runs and only the tolerance holds. */
+Test(layers, gemm_bias_split_equals_the_joined_product_on_every_isa) {
+    static const int shapes[][4] = {{196, 144, 16, 16}, {49, 144, 32, 32}, {784, 16, 16, 1},
+                                    {37, 20, 5, 9},     {9, 1, 1, 1},      {10, 33, 300, 300}};
+    dae_isa before = dae_gemm_isa();
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        dae_rng r;
+        dae_rng_seed(&r, 78, (uint64_t)isa);
+        for (int t = 0; t < 60; t++) {
+            int m, n, k1, k2, ns = (int)(sizeof shapes / sizeof shapes[0]);
+            if (t < ns) m = shapes[t][0], n = shapes[t][1], k1 = shapes[t][2], k2 = shapes[t][3];
+            else {
+                m = 1 + (int)dae_rng_below(&r, 60), n = 1 + (int)dae_rng_below(&r, 80);
+                k1 = 1 + (int)dae_rng_below(&r, 70), k2 = 1 + (int)dae_rng_below(&r, 70);
+            }
+            int k = k1 + k2, relu = t % 2;
+            float *a1 = uniform_floats((size_t)m * k1, -1, 1, 300 + (uint64_t)t, 1);
+            float *a2 = uniform_floats((size_t)m * k2, -1, 1, 300 + (uint64_t)t, 2);
+            float *b = uniform_floats((size_t)k * n, -1, 1, 300 + (uint64_t)t, 3);
+            float *bias = uniform_floats((size_t)n, -1, 1, 300 + (uint64_t)t, 4);
+            float *joined = malloc(sizeof(float) * m * k), *c1 = malloc(sizeof(float) * m * n),
+                  *c2 = malloc(sizeof(float) * m * n);
+            for (int i = 0; i < m; i++) {
+                memcpy(joined + (size_t)i * k, a1 + (size_t)i * k1, sizeof(float) * k1);
+                memcpy(joined + (size_t)i * k + k1, a2 + (size_t)i * k2, sizeof(float) * k2);
+            }
+            dae_gemm_bias(0, m, n, k, joined, k, b, n, c1, n, bias, relu);
+            dae_gemm_bias_split(m, n, k1, a1, k1, k2, a2, k2, b, n, c2, n, bias, relu);
+            if (dae_gemm_bias_path(0, n, k) == DAE_GEMM_BROADCAST)
+                cr_assert(memcmp(c1, c2, sizeof(float) * m * n) == 0, "%s %dx%dx(%d+%d): split differs from joined",
+                          dae_isa_name((dae_isa)isa), m, n, k1, k2);
+            else
+                assert_close(c2, c1, (size_t)m * n, 1e-4, "BLAS split");
+            free(a1), free(a2), free(b), free(bias), free(joined), free(c1), free(c2);
+        }
+    }
+    dae_gemm_set_isa(before);
+}
+
+/* The forwards on a concatenation's two inputs where they lie equal the
+ * forwards on the concatenated input bit for bit: the U-Net's three
+ * readers of a concatenation, and random geometries of the transposed
+ * convolution and of the conv2d that takes parts, split at random. */
+Test(layers, forward_parts_equal_the_forward_on_the_concatenation) {
+    static const struct {
+        int transposed, first;
+        dae_conv_geom g;
+    } cases[] = {
+        {1, 32, {5, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {1, 16, {5, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {0, 16, {5, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}},
+    };
+    dae_rng r;
+    dae_rng_seed(&r, 79, 0);
+    int ran[2] = {0, 0};
+    for (int t = 0; t < 300; t++) {
+        int transposed, first;
+        dae_conv_geom g;
+        if (t < 3) {
+            transposed = cases[t].transposed, first = cases[t].first, g = cases[t].g;
+        } else {
+            transposed = t % 2;
+            g = random_geom(&r, transposed);
+            g.in_c += 1; /* two parts at least one channel each */
+            first = 1 + (int)dae_rng_below(&r, (uint64_t)g.in_c - 1);
+            if (!transposed && !dae_conv2d_takes_parts(&g)) continue;
+        }
+        ran[transposed]++;
+        size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
+        int channels[2] = {first, g.in_c - first};
+        size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
+        size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+        float *x1 = uniform_floats(pixels * channels[0], -1, 1, 400 + (uint64_t)t, 1);
+        float *x2 = uniform_floats(pixels * channels[1], -1, 1, 400 + (uint64_t)t, 2);
+        float *w = uniform_floats(wn, -1, 1, 400 + (uint64_t)t, 3), *b = uniform_floats(g.out_c, -1, 1, 400 + (uint64_t)t, 4);
+        float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
+        float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
+        const float *parts[2] = {x1, x2};
+        dae_concat_forward(x, parts, channels, 2, pixels);
+        int relu = t % 3 == 0;
+        if (transposed) {
+            dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
+            dae_conv_transpose2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
+        } else {
+            dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+            dae_conv2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
+        }
+        cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0,
+                  "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d: parts differ from the concatenation",
+                  transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
+                  g.stride_w);
+        free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
+    }
+    cr_assert(ran[0] >= 20 && ran[1] >= 100, "conv2d %d, convT %d geometries", ran[0], ran[1]);
+}

@@ -190,6 +190,29 @@ Test(model, outputs_do_not_depend_on_the_batch) {
     }
 }
 
+/* Inference multiplies the U-Net's concatenations' inputs where they lie;
+ * training copies them side by side, as its backward pass reads them.
+ * Both give the same bits. */
+Test(model, inference_skips_the_concatenations_copies_with_the_same_bits) {
+    dae_model m;
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_model_init(&m, dae_model_named_spec("unet"), err, sizeof err), DAE_OK, "%s", err);
+    dae_model_init_params(&m, 9);
+    enum { N = 6 };
+    size_t img = dae_model_image_size(&m);
+    float *x = malloc(sizeof(float) * img * N), *inferred = malloc(sizeof(float) * img * N),
+          *trained = malloc(sizeof(float) * img * N), *grads = calloc(m.n_params, sizeof(float));
+    for (size_t i = 0; i < img * N; i++) x[i] = (float)((i * 2654435761u) % 1000) / 999.0f;
+    dae_workspace *inference = dae_workspace_new(&m, N, 0), *training = dae_workspace_new(&m, N, 1);
+    dae_model_forward(&m, inference, x, inferred, N);
+    dae_model_train_pass(&m, training, x, x, N, img * N, grads, trained);
+    cr_assert(memcmp(inferred, trained, sizeof(float) * img * N) == 0,
+              "inference without the concatenations' copies differs from training's forward");
+    dae_workspace_free(inference), dae_workspace_free(training);
+    free(x), free(inferred), free(trained), free(grads);
+    dae_model_free(&m);
+}
+
 Test(model, initialisation_follows_pytorch_bounds) {
     dae_model m;
     build_default(&m);
