@@ -38,7 +38,8 @@
 #define KV 16
 #define KR 4
 #define KNV 4
-#define KNC 8
+#define KNR 4
+#define KNC 6
 #define KSFX _avx512
 #include "gemm_kernels.inc"
 #pragma GCC pop_options
@@ -48,6 +49,7 @@
 #define KV 8
 #define KR 6
 #define KNV 2
+#define KNR 3
 #define KNC 4
 #define KSFX _avx2
 #include "gemm_kernels.inc"
@@ -57,6 +59,7 @@
 #define KV 4
 #define KR 4
 #define KNV 2
+#define KNR 2
 #define KNC 4
 #define KSFX _base
 #include "gemm_kernels.inc"
