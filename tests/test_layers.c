@@ -602,7 +602,8 @@ Test(layers, forward_parts_equal_the_forward_on_the_concatenation) {
         size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
         float *x1 = uniform_floats(pixels * channels[0], -1, 1, 400 + (uint64_t)t, 1);
         float *x2 = uniform_floats(pixels * channels[1], -1, 1, 400 + (uint64_t)t, 2);
-        float *w = uniform_floats(wn, -1, 1, 400 + (uint64_t)t, 3), *b = uniform_floats(g.out_c, -1, 1, 400 + (uint64_t)t, 4);
+        float *w = uniform_floats(wn, -1, 1, 400 + (uint64_t)t, 3);
+        float *b = uniform_floats(g.out_c, -1, 1, 400 + (uint64_t)t, 4);
         float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
         float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
         const float *parts[2] = {x1, x2};
