@@ -569,7 +569,7 @@ typedef struct {
                           when C > 1; else -1 */
     size_t col;        /* im2col floats per image */
     /* inference: the concatenations never copied (their reader takes their
-     * inputs where they lie; concat_split) */
+     * inputs where they lie; concat_split); all zero in a training plan */
     int split[DAE_MAX_LAYERS];
 } ws_plan;
 
@@ -764,8 +764,7 @@ static float *node_value(const dae_workspace *ws, int k, const float *x0) {
 /* Runs every layer on x0 (NHWC) and returns the last layer's output, which
  * lives in the workspace. */
 static const float *run_forward(const dae_model *m, dae_workspace *ws, const float *x0, int batch) {
-    static const int none[DAE_MAX_LAYERS];
-    const int *split = ws->for_training ? none : ws->plan.split;
+    const int *split = ws->plan.split;
     for (int i = 0; i < m->n_layers; i++) {
         if (split[i]) continue; /* the next layer reads its inputs */
         const dae_layer *l = &m->layers[i];
