@@ -1,6 +1,8 @@
 /* adam.c - torch.optim.Adam (single-tensor path) in float32. */
 #include "adam.h"
 
+#include "hot.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -30,8 +32,8 @@ void dae_adam_free(dae_adam *a) {
 
 void dae_adam_begin_step(dae_adam *a) { a->step++; }
 
-void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
-                           size_t begin, size_t end) {
+HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
+                               size_t begin, size_t end) {
     /* As PyTorch: the corrections are Python floats (double), applied as
      * float scalars to float tensors. */
     double bias1 = 1.0 - pow((double)a->beta1, (double)a->step);
@@ -41,14 +43,16 @@ void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
     float b1 = a->beta1, b2 = a->beta2;
     float one_b1 = (float)(1.0 - (double)a->beta1), one_b2 = (float)(1.0 - (double)a->beta2);
     float wd = a->weight_decay, eps = a->eps;
-    float *m = a->m, *v = a->v;
+    float *restrict m = a->m, *restrict v = a->v;
+    float *restrict p = params;
+    const float *restrict gr = grads;
     for (size_t i = begin; i < end; i++) {
-        float g = grads[i];
-        if (wd != 0.0f) g = g + wd * params[i];
+        float g = gr[i];
+        if (wd != 0.0f) g = g + wd * p[i];
         m[i] = m[i] * b1 + one_b1 * g;
         v[i] = v[i] * b2 + one_b2 * (g * g);
         float denom = sqrtf(v[i]) / bias2_sqrt + eps;
-        params[i] = params[i] - step_size * (m[i] / denom);
+        p[i] = p[i] - step_size * (m[i] / denom);
     }
 }
 

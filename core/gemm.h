@@ -14,8 +14,8 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
               float *c, int ldc);
 
 /* C (m, n) = A (m, k) op(B) + bias (n values; none when NULL), then
- * max(0, .) when relu: a layer's forward product, row-major, A not
- * transposed, C overwritten. Runs on the engine's own kernels - no
+ * max(0, .) when relu: a layer's forward product (and, without bias, its
+ * input gradient's), row-major, A not transposed, C overwritten. Runs on the engine's own kernels - no
  * packing, no threads, nothing allocated, 32 KB of stack - compiled for
  * AVX-512, AVX2 and SSE2 and picked at run time. A row of C does not
  * depend on how many rows there are (the kernel is chosen by n and k
@@ -32,6 +32,11 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
  * every product of these networks does. */
 void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
                          const float *b, int ldb, float *c, int ldc, const float *bias, int relu);
+/* C (m, n) += A (k, m)^T B (k, n), row-major: a layer's weight gradient,
+ * the sum over k rows (a batch's pixels) of A's row times B's row. Runs
+ * on the engine's own kernels when n is a multiple of 16 (each entry
+ * summed over k in order), else on the BLAS. */
+void dae_gemm_tn_acc(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
 /* x (rows, n; row stride ldx) += bias per column (none when NULL), then
  * max(0, .) when relu: the bias pass of a product the BLAS ran, and of a
  * transposed convolution's output. */

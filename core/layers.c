@@ -377,13 +377,10 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
             im2col(col, patches, &p);
             patches = col;
         }
-        dae_gemm(1, 0, g->out_c, k, rows, 1.0f, dy, g->out_c, patches, k, 1.0f, dweight, k);
+        dae_gemm_tn_acc(g->out_c, k, rows, dy, g->out_c, patches, k, dweight, k);
         if (dx == NULL) continue;
-        if (whole) {
-            dae_gemm(0, 0, rows, k, g->out_c, 1.0f, dy, g->out_c, weight, k, 0.0f, dx, k);
-            continue;
-        }
-        dae_gemm(0, 0, rows, k, g->out_c, 1.0f, dy, g->out_c, weight, k, 0.0f, col, k);
+        dae_gemm_bias(0, rows, k, g->out_c, dy, g->out_c, weight, k, whole ? dx : col, k, NULL, 0);
+        if (whole) continue;
         memset(dx, 0, sizeof(float) * nb * in_image);
         col2im_add(dx, col, &p);
     }
@@ -440,10 +437,9 @@ void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
             im2col(col, dcol, &p);
             dcol = col;
         }
-        dae_gemm(1, 0, g->in_c, k, rows, 1.0f, x, g->in_c, dcol, k, 1.0f, dweight, k);
+        dae_gemm_tn_acc(g->in_c, k, rows, x, g->in_c, dcol, k, dweight, k);
         if (din != NULL)
-            dae_gemm(0, 1, rows, g->in_c, k, 1.0f, dcol, k, weight, k, 0.0f, din + b0 * in_pixels * g->in_c,
-                     g->in_c);
+            dae_gemm_bias(1, rows, g->in_c, k, dcol, k, weight, k, din + b0 * in_pixels * g->in_c, g->in_c, NULL, 0);
     }
 }
 

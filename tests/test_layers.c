@@ -401,6 +401,49 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
               by_path[DAE_GEMM_DOT], by_path[DAE_GEMM_BLAS]);
 }
 
+/* The weight-gradient product C += A^T B agrees with the naive oracle on
+ * every instruction set: the networks' shapes (long sums over a batch's
+ * pixels, wide rows of 7x7 kernels), columns that are and are not whole
+ * vectors (the BLAS's), sums longer than a chunk, padded leading
+ * dimensions whose padding stays untouched. */
+Test(layers, gemm_tn_acc_matches_naive_on_every_isa) {
+    static const int shapes[][3] = {{32, 144, 1568}, {64, 1568, 32}, {16, 16, 6272}, {9, 16, 300},
+                                    {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513}};
+    dae_isa before = dae_gemm_isa();
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        dae_rng r;
+        dae_rng_seed(&r, 79, (uint64_t)isa);
+        for (int t = 0; t < 40; t++) {
+            int m, n, k, ns = (int)(sizeof shapes / sizeof shapes[0]);
+            if (t < ns) m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+            else {
+                m = 1 + (int)dae_rng_below(&r, 70), n = 16 * (1 + (int)dae_rng_below(&r, 8));
+                k = 1 + (int)dae_rng_below(&r, 900);
+                if (t % 4 == 0) n += 1 + (int)dae_rng_below(&r, 15);
+            }
+            int lda = m + 3, ldb = n + 5, ldc = n + 2;
+            float *a = uniform_floats((size_t)k * lda, -1, 1, 400 + (uint64_t)t, 1);
+            float *b = uniform_floats((size_t)k * ldb, -1, 1, 400 + (uint64_t)t, 2);
+            float *got = uniform_floats((size_t)m * ldc, -1, 1, 400 + (uint64_t)t, 3);
+            float *want = malloc(sizeof(float) * m * ldc);
+            cr_assert(want);
+            memcpy(want, got, sizeof(float) * m * ldc);
+            dae_gemm_tn_acc(m, n, k, a, lda, b, ldb, got, ldc);
+            dae_gemm_naive(1, 0, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, want, ldc);
+            char what[120];
+            snprintf(what, sizeof what, "gemm_tn_acc %s m %d n %d k %d", dae_isa_name((dae_isa)isa), m, n, k);
+            assert_close(got, want, (size_t)m * ldc, 1e-6 * (k + 8), what);
+            for (int i = 0; i < m; i++)
+                for (int j = n; j < ldc; j++)
+                    cr_assert_eq(got[(size_t)i * ldc + j], want[(size_t)i * ldc + j], "%s: padding changed", what);
+            free(a), free(b), free(got), free(want);
+        }
+    }
+    dae_gemm_set_isa(before);
+}
+
 /* A row of C is the same bits whatever the number of rows: each row
  * alone equals that row of the whole product, on every ISA and both
  * kernels (what makes an image's outputs independent of its batch). */
