@@ -212,6 +212,28 @@ Test(layers, im2col_kernels_match_naive_on_random_shapes) {
  * transposed convolution, and the tap planes of few output channels. With
  * up to 576 terms per output the values reach 10 (and the weight
  * gradients 100), so the tolerances are 10 times the random shapes'. */
+/* Geometries where the kernel overhangs the image on both sides, so no
+ * kernel position lies wholly inside: every run is a border run. */
+Test(layers, im2col_kernels_match_naive_when_no_position_lies_inside) {
+    static const int cases[][5] = {/* in, kernel, stride, pad, transposed */
+                                   {1, 7, 1, 3, 1}, {2, 5, 2, 2, 1}, {1, 3, 1, 1, 0}, {2, 5, 1, 2, 0}, {3, 7, 2, 3, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dae_conv_geom g = {.batch = 2, .in_c = 3, .out_c = 5};
+        g.in_h = g.in_w = cases[i][0];
+        g.k_h = g.k_w = cases[i][1];
+        g.stride_h = g.stride_w = cases[i][2];
+        g.pad_h = g.pad_w = cases[i][3];
+        int transposed = cases[i][4];
+        g.out_h = g.out_w = transposed ? (g.in_h - 1) * g.stride_h - 2 * g.pad_h + g.k_h
+                                       : (g.in_h + 2 * g.pad_h - g.k_h) / g.stride_h + 1;
+        cr_assert(g.out_h >= 1);
+        char what[80];
+        snprintf(what, sizeof what, "%s in %d k %d s %d p %d", transposed ? "convT" : "conv", g.in_h, g.k_h,
+                 g.stride_h, g.pad_h);
+        check_against_naive(&g, transposed, 0, 1.0, what);
+    }
+}
+
 Test(layers, kernels_match_naive_across_chunks) {
     static const struct {
         const char *name;
