@@ -84,20 +84,22 @@ typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, int k2, co
 typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                             int ldc, const float *bias, int relu);
 typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
 
 static const struct isa_kernels {
     const char *name;
     gemm_nn_fn *nn;
     gemm_nt_dot_fn *nt_dot;
     gemm_tn_fn *tn;
+    transpose_fn *transpose;
 } isa_kernels[DAE_ISA_COUNT] = {
-    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base},
+    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base, transpose_base},
 #ifdef HAVE_X86_KERNELS
-    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2},
-    [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512, gemm_tn_avx512},
+    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2, transpose_avx2},
+    [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512, gemm_tn_avx512, transpose_avx512},
 #else
-    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL},
-    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL},
+    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL},
 #endif
 };
 
@@ -180,8 +182,7 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
     float scratch[SCRATCH_FLOATS] __attribute__((aligned(64)));
     float *pad = scratch;
     if (trans_b) { /* B^T, (k, n), then the broadcast kernel */
-        for (int j = 0; j < n; j++)
-            for (int p = 0; p < k; p++) scratch[(size_t)p * n + j] = b[(size_t)j * ldb + p];
+        isa_kernels[dae_gemm_isa()].transpose(n, k, b, ldb, scratch);
         b = scratch, ldb = n;
         pad = scratch + (size_t)k * n;
     }
