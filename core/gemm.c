@@ -43,8 +43,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 #define KV 16
-#define KR 4
-#define KNV 4
+#define KR 8
+#define KNV 3
 #define KNR 4
 #define KNC 6
 #define KSFX _avx512
