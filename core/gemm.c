@@ -83,7 +83,8 @@ typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, int k2, co
                         const float *b, int ldb, float *c, int ldc, const float *bias, int relu, float *pad);
 typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                             int ldc, const float *bias, int relu);
-typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
+                        float *pad);
 typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
 
 static const struct isa_kernels {
@@ -202,11 +203,8 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
 }
 
 void dae_gemm_tn_acc(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    if (n % 16 != 0) {
-        dae_gemm(1, 0, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, c, ldc);
-        return;
-    }
-    isa_kernels[dae_gemm_isa()].tn(m, n, k, a, lda, b, ldb, c, ldc);
+    float pad[KTN_ROWS * 16] __attribute__((aligned(64)));
+    isa_kernels[dae_gemm_isa()].tn(m, n, k, a, lda, b, ldb, c, ldc, pad);
 }
 
 HOT void dae_add_bias(float *restrict x, size_t ldx, size_t rows, int n, const float *restrict bias, int relu) {

@@ -119,19 +119,33 @@ static int patch_is_whole_image(const patch_geom *p) {
     return p->oh == 1 && p->ow == 1 && p->kh == p->h && p->kw == p->w && p->ph == 0 && p->pw == 0;
 }
 
-/* dbias[c] += sum over rows of dy (rows, channels). */
+/* dbias[c] += sum over rows of dy (rows, channels), in partial sums over
+ * interleaved rows (16 for one channel, a vector's worth; 4 for more),
+ * added together at the end: one running sum made every add wait for the
+ * previous one, 3% of a training epoch. */
 HOT static void sum_rows(float *restrict dbias, const float *restrict dy, size_t rows, int channels) {
+    enum { ONE_LANES = 16, ROW_LANES = 4 };
     if (channels == 1) {
-        float acc = 0.0f;
-        for (size_t r = 0; r < rows; r++) acc += dy[r];
-        dbias[0] += acc;
+        float acc[ONE_LANES] = {0};
+        size_t r = 0;
+        for (; r + ONE_LANES <= rows; r += ONE_LANES)
+            for (int l = 0; l < ONE_LANES; l++) acc[l] += dy[r + l];
+        for (int l = 0; r < rows; r++, l++) acc[l] += dy[r];
+        float sum = 0.0f;
+        for (int l = 0; l < ONE_LANES; l++) sum += acc[l];
+        dbias[0] += sum;
         return;
     }
-    float acc[channels];
-    for (int c = 0; c < channels; c++) acc[c] = 0.0f;
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < channels; c++) acc[c] += dy[r * channels + c];
-    for (int c = 0; c < channels; c++) dbias[c] += acc[c];
+    float acc[ROW_LANES][channels];
+    for (int l = 0; l < ROW_LANES; l++)
+        for (int c = 0; c < channels; c++) acc[l][c] = 0.0f;
+    size_t r = 0;
+    for (; r + ROW_LANES <= rows; r += ROW_LANES)
+        for (int l = 0; l < ROW_LANES; l++)
+            for (int c = 0; c < channels; c++) acc[l][c] += dy[(r + l) * channels + c];
+    for (int l = 0; r < rows; r++, l++)
+        for (int c = 0; c < channels; c++) acc[l][c] += dy[r * channels + c];
+    for (int c = 0; c < channels; c++) dbias[c] += (acc[0][c] + acc[1][c]) + (acc[2][c] + acc[3][c]);
 }
 
 /* ---------------------------------------------------------------- conv2d */

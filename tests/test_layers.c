@@ -425,9 +425,9 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
 
 /* The weight-gradient product C += A^T B agrees with the naive oracle on
  * every instruction set: the networks' shapes (long sums over a batch's
- * pixels, wide rows of 7x7 kernels), columns that are and are not whole
- * vectors (the BLAS's), sums longer than a chunk, padded leading
- * dimensions whose padding stays untouched. */
+ * pixels, wide rows of 7x7 kernels, the 9 columns of a one-channel 3x3
+ * kernel), columns that are and are not whole vectors, sums longer than a
+ * chunk, padded leading dimensions whose padding stays untouched. */
 Test(layers, gemm_tn_acc_matches_naive_on_every_isa) {
     static const int shapes[][3] = {{32, 144, 1568}, {64, 1568, 32}, {16, 16, 6272}, {9, 16, 300},
                                     {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513}};
