@@ -104,9 +104,10 @@ static void set_defaults(srv_config *cfg) {
     cfg->http_threads = 1;
     /* 16, not more: under 64 connections a worker that took all the
      * waiting requests left the other idle until its answers went out
-     * (README, "Benchmarks": 64 gave 13-17% fewer requests/s and a higher
-     * p99). The engine's time per tile is the same from 8 tiles a pass to
-     * 64, and the workspaces are a quarter the size. */
+     * (README, "HTTP benchmark": 64 gave 5-15% fewer requests/s and a
+     * p99 of 6.5-7.3 ms against 5.1-5.8). The engine's time per tile is
+     * the same from 8 tiles a pass to 64, and the workspaces are a quarter
+     * the size. */
     cfg->max_batch = 16;
     cfg->max_queue_delay_us = 0;
     cfg->queue_size = 256;
