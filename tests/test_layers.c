@@ -389,35 +389,52 @@ static int check_gemm_bias(int trans_b, int m, int n, int k, int with_bias, int 
     return dae_gemm_bias_path(trans_b, n, k);
 }
 
+/* Runs check once for each instruction set this CPU has, with the
+ * engine's kernels switched to it and r seeded from (seed, the set); puts
+ * the kernels back after. Returns how many sets ran. */
+static int on_every_isa(uint64_t seed, void (*check)(dae_isa isa, dae_rng *r, void *ctx), void *ctx) {
+    dae_isa before = dae_gemm_isa();
+    int ran = 0;
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        dae_rng r;
+        dae_rng_seed(&r, seed, (uint64_t)isa);
+        check((dae_isa)isa, &r, ctx);
+        ran++;
+    }
+    dae_gemm_set_isa(before);
+    return ran;
+}
+
 /* The engine's own kernels, on every instruction set this CPU has, agree
  * with the naive oracle on random shapes: many and few rows, columns that
  * are and are not whole vectors, with and without bias and ReLU, both B
- * layouts, on each path (broadcast, dot product, the BLAS for huge k). */
-Test(layers, gemm_bias_matches_naive_on_every_isa) {
+ * layouts, on each path (broadcast, dot product, the BLAS for huge k).
+ * One ISA's share: the edge shapes, then random ones, each product counted
+ * by the path that ran it (ctx: int[3]). */
+static void gemm_bias_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
     static const int edge[][3] = {
         {1, 1, 1}, {1, 16, 9}, {2, 17, 144}, {3, 33, 25}, {4, 64, 16}, {5, 1, 7}, {8, 100, 17}, {9, 15, 31},
         {17, 48, 9}, {4096, 16, 9}, {4097, 16, 9}, {784, 32, 144}, {3, 64, 1568}, {70, 64, 1568}, {5, 9, 600},
     };
-    dae_isa before = dae_gemm_isa();
-    int tested = 0, by_path[3] = {0, 0, 0};
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        tested++;
-        dae_rng r;
-        dae_rng_seed(&r, 77, (uint64_t)isa);
-        for (int t = 0; t < 200; t++) {
-            int m, n, k;
-            if (t < (int)(sizeof edge / sizeof edge[0])) m = edge[t][0], n = edge[t][1], k = edge[t][2];
-            else {
-                m = 1 + (int)(dae_rng_uniform(&r) * (t % 3 ? 40 : 600));
-                n = 1 + (int)(dae_rng_uniform(&r) * 80);
-                k = 1 + (int)(dae_rng_uniform(&r) * (t % 5 ? 200 : 700));
-            }
-            by_path[check_gemm_bias(t % 2, m, n, k, t % 3 != 0, t % 4 < 2, 1000 + (uint64_t)t)]++;
+    int *by_path = ctx;
+    (void)isa;
+    for (int t = 0; t < 200; t++) {
+        int m, n, k;
+        if (t < (int)(sizeof edge / sizeof edge[0])) m = edge[t][0], n = edge[t][1], k = edge[t][2];
+        else {
+            m = 1 + (int)(dae_rng_uniform(r) * (t % 3 ? 40 : 600));
+            n = 1 + (int)(dae_rng_uniform(r) * 80);
+            k = 1 + (int)(dae_rng_uniform(r) * (t % 5 ? 200 : 700));
         }
+        by_path[check_gemm_bias(t % 2, m, n, k, t % 3 != 0, t % 4 < 2, 1000 + (uint64_t)t)]++;
     }
-    dae_gemm_set_isa(before);
+}
+
+Test(layers, gemm_bias_matches_naive_on_every_isa) {
+    int by_path[3] = {0, 0, 0};
+    int tested = on_every_isa(77, gemm_bias_vs_naive, by_path);
     cr_assert(tested >= 1 && by_path[DAE_GEMM_BROADCAST] > 0 && by_path[DAE_GEMM_DOT] > 0 && by_path[DAE_GEMM_BLAS] > 0,
               "%d isas; products by broadcast %d, dot %d, BLAS %d", tested, by_path[DAE_GEMM_BROADCAST],
               by_path[DAE_GEMM_DOT], by_path[DAE_GEMM_BLAS]);
@@ -428,69 +445,63 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
  * pixels, wide rows of 7x7 kernels, the 9 columns of a one-channel 3x3
  * kernel), columns that are and are not whole vectors, sums longer than a
  * chunk, padded leading dimensions whose padding stays untouched. */
-Test(layers, gemm_tn_acc_matches_naive_on_every_isa) {
+static void gemm_tn_acc_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
     static const int shapes[][3] = {{32, 144, 1568}, {64, 1568, 32}, {16, 16, 6272}, {9, 16, 300},
                                     {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513}};
-    dae_isa before = dae_gemm_isa();
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        dae_rng r;
-        dae_rng_seed(&r, 79, (uint64_t)isa);
-        for (int t = 0; t < 40; t++) {
-            int m, n, k, ns = (int)(sizeof shapes / sizeof shapes[0]);
-            if (t < ns) m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
-            else {
-                m = 1 + (int)dae_rng_below(&r, 70), n = 16 * (1 + (int)dae_rng_below(&r, 8));
-                k = 1 + (int)dae_rng_below(&r, 900);
-                if (t % 4 == 0) n += 1 + (int)dae_rng_below(&r, 15);
-            }
-            int lda = m + 3, ldb = n + 5, ldc = n + 2;
-            float *a = uniform_floats((size_t)k * lda, -1, 1, 400 + (uint64_t)t, 1);
-            float *b = uniform_floats((size_t)k * ldb, -1, 1, 400 + (uint64_t)t, 2);
-            float *got = uniform_floats((size_t)m * ldc, -1, 1, 400 + (uint64_t)t, 3);
-            float *want = malloc(sizeof(float) * m * ldc);
-            cr_assert(want);
-            memcpy(want, got, sizeof(float) * m * ldc);
-            dae_gemm_tn_acc(m, n, k, a, lda, b, ldb, got, ldc);
-            dae_gemm_naive(1, 0, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, want, ldc);
-            char what[120];
-            snprintf(what, sizeof what, "gemm_tn_acc %s m %d n %d k %d", dae_isa_name((dae_isa)isa), m, n, k);
-            assert_close(got, want, (size_t)m * ldc, 1e-6 * (k + 8), what);
-            for (int i = 0; i < m; i++)
-                for (int j = n; j < ldc; j++)
-                    cr_assert_eq(got[(size_t)i * ldc + j], want[(size_t)i * ldc + j], "%s: padding changed", what);
-            free(a), free(b), free(got), free(want);
+    (void)ctx;
+    for (int t = 0; t < 40; t++) {
+        int m, n, k, ns = (int)(sizeof shapes / sizeof shapes[0]);
+        if (t < ns) m = shapes[t][0], n = shapes[t][1], k = shapes[t][2];
+        else {
+            m = 1 + (int)dae_rng_below(r, 70), n = 16 * (1 + (int)dae_rng_below(r, 8));
+            k = 1 + (int)dae_rng_below(r, 900);
+            if (t % 4 == 0) n += 1 + (int)dae_rng_below(r, 15);
         }
+        int lda = m + 3, ldb = n + 5, ldc = n + 2;
+        float *a = uniform_floats((size_t)k * lda, -1, 1, 400 + (uint64_t)t, 1);
+        float *b = uniform_floats((size_t)k * ldb, -1, 1, 400 + (uint64_t)t, 2);
+        float *got = uniform_floats((size_t)m * ldc, -1, 1, 400 + (uint64_t)t, 3);
+        float *want = malloc(sizeof(float) * m * ldc);
+        cr_assert(want);
+        memcpy(want, got, sizeof(float) * m * ldc);
+        dae_gemm_tn_acc(m, n, k, a, lda, b, ldb, got, ldc);
+        dae_gemm_naive(1, 0, m, n, k, 1.0f, a, lda, b, ldb, 1.0f, want, ldc);
+        char what[120];
+        snprintf(what, sizeof what, "gemm_tn_acc %s m %d n %d k %d", dae_isa_name(isa), m, n, k);
+        assert_close(got, want, (size_t)m * ldc, 1e-6 * (k + 8), what);
+        for (int i = 0; i < m; i++)
+            for (int j = n; j < ldc; j++)
+                cr_assert_eq(got[(size_t)i * ldc + j], want[(size_t)i * ldc + j], "%s: padding changed", what);
+        free(a), free(b), free(got), free(want);
     }
-    dae_gemm_set_isa(before);
 }
+
+Test(layers, gemm_tn_acc_matches_naive_on_every_isa) { cr_assert(on_every_isa(79, gemm_tn_acc_vs_naive, NULL) >= 1); }
 
 /* A row of C is the same bits whatever the number of rows: each row
  * alone equals that row of the whole product, on every ISA and both
  * kernels (what makes an image's outputs independent of its batch). */
-Test(layers, gemm_bias_rows_do_not_depend_on_the_batch) {
+static void rows_alone_vs_among_others(dae_isa isa, dae_rng *r, void *ctx) {
     static const int shapes[][4] = {{0, 300, 32, 144}, {1, 300, 16, 9}, {1, 37, 64, 1568}, {0, 50, 33, 64}};
-    dae_isa before = dae_gemm_isa();
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-            int tb = shapes[s][0], m = shapes[s][1], n = shapes[s][2], k = shapes[s][3];
-            float *a = uniform_floats((size_t)m * k, -1, 1, 5, 1), *b = uniform_floats((size_t)n * k, -1, 1, 5, 2);
-            float *bias = uniform_floats((size_t)n, -0.5f, 0.5f, 5, 3);
-            float *all = malloc(sizeof(float) * m * n), *one = malloc(sizeof(float) * n);
-            dae_gemm_bias(tb, m, n, k, a, k, b, tb ? k : n, all, n, bias, 1);
-            for (int i = 0; i < m; i++) {
-                dae_gemm_bias(tb, 1, n, k, a + (size_t)i * k, k, b, tb ? k : n, one, n, bias, 1);
-                cr_assert(memcmp(one, all + (size_t)i * n, sizeof(float) * n) == 0,
-                          "%s trans_b %d %dx%dx%d: row %d alone differs from the same row among %d",
-                          dae_isa_name((dae_isa)isa), tb, m, n, k, i, m);
-            }
-            free(a), free(b), free(bias), free(all), free(one);
+    (void)r, (void)ctx;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int tb = shapes[s][0], m = shapes[s][1], n = shapes[s][2], k = shapes[s][3];
+        float *a = uniform_floats((size_t)m * k, -1, 1, 5, 1), *b = uniform_floats((size_t)n * k, -1, 1, 5, 2);
+        float *bias = uniform_floats((size_t)n, -0.5f, 0.5f, 5, 3);
+        float *all = malloc(sizeof(float) * m * n), *one = malloc(sizeof(float) * n);
+        dae_gemm_bias(tb, m, n, k, a, k, b, tb ? k : n, all, n, bias, 1);
+        for (int i = 0; i < m; i++) {
+            dae_gemm_bias(tb, 1, n, k, a + (size_t)i * k, k, b, tb ? k : n, one, n, bias, 1);
+            cr_assert(memcmp(one, all + (size_t)i * n, sizeof(float) * n) == 0,
+                      "%s trans_b %d %dx%dx%d: row %d alone differs from the same row among %d",
+                      dae_isa_name(isa), tb, m, n, k, i, m);
         }
+        free(a), free(b), free(bias), free(all), free(one);
     }
-    dae_gemm_set_isa(before);
+}
+
+Test(layers, gemm_bias_rows_do_not_depend_on_the_batch) {
+    cr_assert(on_every_isa(0, rows_alone_vs_among_others, NULL) >= 1);
 }
 
 /* DAE_ISA's names parse; an unknown one is refused. */
@@ -592,44 +603,41 @@ Test(layers, residual_output_matches_pytorch) {
  * inference skip a concatenation's copy. The U-Net's three shapes, ragged
  * columns, and one too long for the padded copy of ragged columns, where
  * the BLAS runs and only the tolerance holds. */
-Test(layers, gemm_bias_split_equals_the_joined_product_on_every_isa) {
+static void split_vs_joined(dae_isa isa, dae_rng *r, void *ctx) {
     static const int shapes[][4] = {{196, 144, 16, 16}, {49, 144, 32, 32}, {784, 16, 16, 1},
                                     {37, 20, 5, 9},     {9, 1, 1, 1},      {10, 33, 300, 300}};
-    dae_isa before = dae_gemm_isa();
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        dae_rng r;
-        dae_rng_seed(&r, 78, (uint64_t)isa);
-        for (int t = 0; t < 60; t++) {
-            int m, n, k1, k2, ns = (int)(sizeof shapes / sizeof shapes[0]);
-            if (t < ns) m = shapes[t][0], n = shapes[t][1], k1 = shapes[t][2], k2 = shapes[t][3];
-            else {
-                m = 1 + (int)dae_rng_below(&r, 60), n = 1 + (int)dae_rng_below(&r, 80);
-                k1 = 1 + (int)dae_rng_below(&r, 70), k2 = 1 + (int)dae_rng_below(&r, 70);
-            }
-            int k = k1 + k2, relu = t % 2;
-            float *a1 = uniform_floats((size_t)m * k1, -1, 1, 300 + (uint64_t)t, 1);
-            float *a2 = uniform_floats((size_t)m * k2, -1, 1, 300 + (uint64_t)t, 2);
-            float *b = uniform_floats((size_t)k * n, -1, 1, 300 + (uint64_t)t, 3);
-            float *bias = uniform_floats((size_t)n, -1, 1, 300 + (uint64_t)t, 4);
-            float *joined = malloc(sizeof(float) * m * k), *c1 = malloc(sizeof(float) * m * n),
-                  *c2 = malloc(sizeof(float) * m * n);
-            for (int i = 0; i < m; i++) {
-                memcpy(joined + (size_t)i * k, a1 + (size_t)i * k1, sizeof(float) * k1);
-                memcpy(joined + (size_t)i * k + k1, a2 + (size_t)i * k2, sizeof(float) * k2);
-            }
-            dae_gemm_bias(0, m, n, k, joined, k, b, n, c1, n, bias, relu);
-            dae_gemm_bias_split(m, n, k1, a1, k1, k2, a2, k2, b, n, c2, n, bias, relu);
-            if (dae_gemm_bias_path(0, n, k) == DAE_GEMM_BROADCAST)
-                cr_assert(memcmp(c1, c2, sizeof(float) * m * n) == 0, "%s %dx%dx(%d+%d): split differs from joined",
-                          dae_isa_name((dae_isa)isa), m, n, k1, k2);
-            else
-                assert_close(c2, c1, (size_t)m * n, 1e-4, "BLAS split");
-            free(a1), free(a2), free(b), free(bias), free(joined), free(c1), free(c2);
+    (void)ctx;
+    for (int t = 0; t < 60; t++) {
+        int m, n, k1, k2, ns = (int)(sizeof shapes / sizeof shapes[0]);
+        if (t < ns) m = shapes[t][0], n = shapes[t][1], k1 = shapes[t][2], k2 = shapes[t][3];
+        else {
+            m = 1 + (int)dae_rng_below(r, 60), n = 1 + (int)dae_rng_below(r, 80);
+            k1 = 1 + (int)dae_rng_below(r, 70), k2 = 1 + (int)dae_rng_below(r, 70);
         }
+        int k = k1 + k2, relu = t % 2;
+        float *a1 = uniform_floats((size_t)m * k1, -1, 1, 300 + (uint64_t)t, 1);
+        float *a2 = uniform_floats((size_t)m * k2, -1, 1, 300 + (uint64_t)t, 2);
+        float *b = uniform_floats((size_t)k * n, -1, 1, 300 + (uint64_t)t, 3);
+        float *bias = uniform_floats((size_t)n, -1, 1, 300 + (uint64_t)t, 4);
+        float *joined = malloc(sizeof(float) * m * k), *c1 = malloc(sizeof(float) * m * n),
+              *c2 = malloc(sizeof(float) * m * n);
+        for (int i = 0; i < m; i++) {
+            memcpy(joined + (size_t)i * k, a1 + (size_t)i * k1, sizeof(float) * k1);
+            memcpy(joined + (size_t)i * k + k1, a2 + (size_t)i * k2, sizeof(float) * k2);
+        }
+        dae_gemm_bias(0, m, n, k, joined, k, b, n, c1, n, bias, relu);
+        dae_gemm_bias_split(m, n, k1, a1, k1, k2, a2, k2, b, n, c2, n, bias, relu);
+        if (dae_gemm_bias_path(0, n, k) == DAE_GEMM_BROADCAST)
+            cr_assert(memcmp(c1, c2, sizeof(float) * m * n) == 0, "%s %dx%dx(%d+%d): split differs from joined",
+                      dae_isa_name(isa), m, n, k1, k2);
+        else
+            assert_close(c2, c1, (size_t)m * n, 1e-4, "BLAS split");
+        free(a1), free(a2), free(b), free(bias), free(joined), free(c1), free(c2);
     }
-    dae_gemm_set_isa(before);
+}
+
+Test(layers, gemm_bias_split_equals_the_joined_product_on_every_isa) {
+    cr_assert(on_every_isa(78, split_vs_joined, NULL) >= 1);
 }
 
 /* The forwards on a concatenation's two inputs where they lie equal the
