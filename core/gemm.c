@@ -36,6 +36,9 @@
 /* Rows of A and B a weight-gradient product (gemm_tn) sums before moving
  * to the next tile of C: 256 rows of 144 floats, 147 KB, stay in L2. */
 #define KTN_ROWS 256
+/* The largest C (floats) gemm_tn sums transposed when its columns are
+ * ragged and its rows are whole vectors. */
+#define KTN_SWAP_FLOATS 1024
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_X86_KERNELS 1

@@ -443,11 +443,13 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
 /* The weight-gradient product C += A^T B agrees with the naive oracle on
  * every instruction set: the networks' shapes (long sums over a batch's
  * pixels, wide rows of 7x7 kernels, the 9 columns of a one-channel 3x3
- * kernel), columns that are and are not whole vectors, sums longer than a
+ * kernel, summed transposed), columns that are and are not whole vectors,
+ * rows a tile and a few more (split in two tiles), sums longer than a
  * chunk, padded leading dimensions whose padding stays untouched. */
 static void gemm_tn_acc_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
     static const int shapes[][3] = {{32, 144, 1568}, {64, 1568, 32}, {16, 16, 6272}, {9, 16, 300},
-                                    {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513}};
+                                    {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513},
+                                    {32, 7, 100},    {48, 20, 300},  {11, 33, 40}};
     (void)ctx;
     for (int t = 0; t < 40; t++) {
         int m, n, k, ns = (int)(sizeof shapes / sizeof shapes[0]);
