@@ -32,27 +32,51 @@ void dae_adam_free(dae_adam *a) {
 
 void dae_adam_begin_step(dae_adam *a) { a->step++; }
 
-HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
-                               size_t begin, size_t end) {
-    /* As PyTorch: the corrections are Python floats (double), applied as
-     * float scalars to float tensors. */
+/* The step's constants, as PyTorch computes them: the corrections are
+ * Python floats (double), applied as float scalars to float tensors. */
+typedef struct {
+    float step_size, bias2_sqrt, b1, b2, one_b1, one_b2, wd, eps;
+} adam_consts;
+
+static adam_consts step_consts(const dae_adam *a) {
     double bias1 = 1.0 - pow((double)a->beta1, (double)a->step);
     double bias2 = 1.0 - pow((double)a->beta2, (double)a->step);
-    float step_size = (float)((double)a->lr / bias1);
-    float bias2_sqrt = (float)sqrt(bias2);
-    float b1 = a->beta1, b2 = a->beta2;
-    float one_b1 = (float)(1.0 - (double)a->beta1), one_b2 = (float)(1.0 - (double)a->beta2);
-    float wd = a->weight_decay, eps = a->eps;
-    float *restrict m = a->m, *restrict v = a->v;
-    float *restrict p = params;
-    const float *restrict gr = grads;
-    for (size_t i = begin; i < end; i++) {
+    return (adam_consts){(float)((double)a->lr / bias1), (float)sqrt(bias2), a->beta1, a->beta2,
+                         (float)(1.0 - (double)a->beta1), (float)(1.0 - (double)a->beta2), a->weight_decay, a->eps};
+}
+
+/* The update of n parameters from their gradients gr. */
+static inline __attribute__((always_inline)) void update(const adam_consts *k, float *restrict p, float *restrict m,
+                                                         float *restrict v, const float *restrict gr, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         float g = gr[i];
-        if (wd != 0.0f) g = g + wd * p[i];
-        m[i] = m[i] * b1 + one_b1 * g;
-        v[i] = v[i] * b2 + one_b2 * (g * g);
-        float denom = sqrtf(v[i]) / bias2_sqrt + eps;
-        p[i] = p[i] - step_size * (m[i] / denom);
+        if (k->wd != 0.0f) g = g + k->wd * p[i];
+        m[i] = m[i] * k->b1 + k->one_b1 * g;
+        v[i] = v[i] * k->b2 + k->one_b2 * (g * g);
+        float denom = sqrtf(v[i]) / k->bias2_sqrt + k->eps;
+        p[i] = p[i] - k->step_size * (m[i] / denom);
+    }
+}
+
+HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads, size_t begin, size_t end) {
+    adam_consts k = step_consts(a);
+    update(&k, params + begin, a->m + begin, a->v + begin, grads + begin, end - begin);
+}
+
+HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *grads, int n_grads, size_t begin,
+                                   size_t end) {
+    enum { BLOCK = 1024 }; /* 4 KB of summed gradients, in L1 */
+    adam_consts k = step_consts(a);
+    for (size_t b0 = begin; b0 < end; b0 += BLOCK) {
+        size_t n = end - b0 < BLOCK ? end - b0 : BLOCK;
+        float sum[BLOCK];
+        float *restrict g0 = grads[0] + b0;
+        for (size_t i = 0; i < n; i++) sum[i] = g0[i], g0[i] = 0.0f;
+        for (int t = 1; t < n_grads; t++) {
+            float *restrict g = grads[t] + b0;
+            for (size_t i = 0; i < n; i++) sum[i] += g[i], g[i] = 0.0f;
+        }
+        update(&k, params + b0, a->m + b0, a->v + b0, sum, n);
     }
 }
 

@@ -29,6 +29,13 @@ void dae_adam_begin_step(dae_adam *a);
 void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
                            size_t begin, size_t end);
 
+/* dae_adam_update_range from the sum of n_grads gradient buffers, added
+ * in buffer order (the same bits as summing them first), each zeroed as it
+ * is read: a data-parallel step's per-thread gradients summed, applied and
+ * made ready for the next step's sums in one pass over memory. */
+void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *grads, int n_grads, size_t begin,
+                               size_t end);
+
 /* One whole step: begin_step + update of every parameter. */
 void dae_adam_step(dae_adam *a, float *params, const float *grads);
 

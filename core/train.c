@@ -114,8 +114,7 @@ static void step_pass(void *arg, int index, int count) {
     int lo = dae_pool_split(c->batch_count, index, count);
     int hi = dae_pool_split(c->batch_count, index + 1, count);
     size_t n = dae_model_image_size(c->m);
-    memset(c->grads[index], 0, c->m->n_params * sizeof(float));
-    c->sse[index] = 0.0;
+    c->sse[index] = 0.0; /* grads[index] is zero: from calloc, then from each update */
     if (hi == lo) return;
     for (int b = lo; b < hi; b++)
         prepare_image(c, c->order[c->batch_start + b], c->clean[index] + (b - lo) * n,
@@ -124,18 +123,14 @@ static void step_pass(void *arg, int index, int count) {
                                          n * (size_t)c->batch_count, c->grads[index], NULL);
 }
 
-/* Sums the threads' gradients (always in thread order) and applies Adam to
- * thread `index`'s slice of the parameters. */
+/* Applies Adam to thread `index`'s slice of the parameters from the sum
+ * of the threads' gradients (always in thread order), zeroing them for
+ * the next step. */
 static void step_update(void *arg, int index, int count) {
     step_ctx *c = arg;
     size_t total = c->m->n_params;
     size_t lo = total * (size_t)index / (size_t)count, hi = total * (size_t)(index + 1) / (size_t)count;
-    float *sum = c->grads[0];
-    for (int t = 1; t < c->threads; t++) {
-        const float *g = c->grads[t];
-        for (size_t i = lo; i < hi; i++) sum[i] += g[i];
-    }
-    dae_adam_update_range(c->adam, c->model->params, sum, lo, hi);
+    dae_adam_update_sum_range(c->adam, c->model->params, c->grads, c->threads, lo, hi);
 }
 
 static void free_step_buffers(step_ctx *c) {
@@ -197,7 +192,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
     int ok = order != NULL;
     for (int t = 0; t < threads && ok; t++) {
         c.ws[t] = dae_workspace_new(m, share, 1);
-        c.grads[t] = malloc(sizeof(float) * m->n_params);
+        c.grads[t] = calloc(m->n_params, sizeof(float));
         c.clean[t] = malloc(sizeof(float) * image * (size_t)share);
         c.noisy[t] = malloc(sizeof(float) * image * (size_t)share);
         ok = c.ws[t] && c.grads[t] && c.clean[t] && c.noisy[t];

@@ -262,6 +262,43 @@ Test(model, adam_matches_pytorch) {
     dae_st_free(&f);
 }
 
+/* The data-parallel update (the threads' gradients summed in order,
+ * applied, zeroed) gives the same bits as summing them first and running
+ * the plain update, over ranges that end inside and on its blocks. */
+Test(model, adam_of_summed_gradients_is_the_same_update_and_zeroes_them) {
+    enum { N = 5000, MAX_GRADS = 3 };
+    static const size_t bounds[] = {0, 1000, 1024, 3333, N};
+    float *p1 = uniform_floats(N, -0.5f, 0.5f, 7, 0), *p2 = malloc(N * 4), *sum = malloc(N * 4);
+    cr_assert(p2 && sum);
+    memcpy(p2, p1, N * 4);
+    dae_adam plain, summed;
+    cr_assert_eq(dae_adam_init(&plain, N, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    cr_assert_eq(dae_adam_init(&summed, N, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    for (int n_grads = 1; n_grads <= MAX_GRADS; n_grads++) {
+        float *grads[MAX_GRADS];
+        for (int t = 0; t < n_grads; t++) grads[t] = uniform_floats(N, -0.5f, 0.5f, 8 + (uint64_t)n_grads, t);
+        for (size_t i = 0; i < N; i++) {
+            sum[i] = grads[0][i];
+            for (int t = 1; t < n_grads; t++) sum[i] += grads[t][i];
+        }
+        dae_adam_begin_step(&plain);
+        dae_adam_begin_step(&summed);
+        for (size_t b = 0; b + 1 < sizeof bounds / sizeof bounds[0]; b++) {
+            dae_adam_update_range(&plain, p1, sum, bounds[b], bounds[b + 1]);
+            dae_adam_update_sum_range(&summed, p2, grads, n_grads, bounds[b], bounds[b + 1]);
+        }
+        cr_assert_eq(memcmp(p1, p2, N * 4), 0, "%d gradient buffers: the parameters differ", n_grads);
+        cr_assert_eq(memcmp(plain.m, summed.m, N * 4), 0, "%d gradient buffers: the moments differ", n_grads);
+        for (int t = 0; t < n_grads; t++) {
+            for (size_t i = 0; i < N; i++) cr_assert_eq(grads[t][i], 0.0f, "buffer %d not zeroed at %zu", t, i);
+            free(grads[t]);
+        }
+    }
+    dae_adam_free(&plain);
+    dae_adam_free(&summed);
+    free(p1), free(p2), free(sum);
+}
+
 /* Two whole training steps of a network from PyTorch's initial weights
  * (the fixture's "init." tensors, its "architecture" metadata or the
  * reference network): output, loss, every gradient, and the parameters
