@@ -15,7 +15,7 @@
 #    of wrk at concurrency 64.
 #
 # dae-server runs with its defaults (2 workers on this 2-core machine, max
-# batch 64, queue delay 0) and the access log written to a file, as in
+# batch 16, queue delay 0) and the access log written to a file, as in
 # production. wrk shares the two cores with the server it measures, as
 # does the peer. Needs wrk (installed here when missing and run as root),
 # curl, and for the peer Debian's python3-torch, python3-numpy and

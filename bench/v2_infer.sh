@@ -25,7 +25,7 @@
 # use, as bench/compare.sh does).
 #
 # dae-server runs with its defaults (2 workers on this 2-core machine, max
-# batch 64) and --max-body 16M, which admits the N=1024 body (3.2 MB); wrk
+# batch 16) and --max-body 16M, which admits the N=1024 body (3.2 MB); wrk
 # and node share the cores with it. BUILD=DIR measures the server of
 # `make BUILD=DIR` (default build). About a minute in all.
 set -euo pipefail
