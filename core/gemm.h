@@ -35,7 +35,7 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
                          const float *b, int ldb, float *c, int ldc, const float *bias, int relu);
 /* C (m, n) += A (k, m)^T B (k, n), row-major: a layer's weight gradient,
  * the sum over k rows (a batch's pixels) of A's row times B's row, each
- * entry summed over k in order, on the engine's own kernels (16 KB of
+ * entry summed over k in order, on the engine's own kernels (20 KB of
  * stack). */
 void dae_gemm_tn_acc(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
 /* x (rows, n; row stride ldx) += bias per column (none when NULL), then
