@@ -36,6 +36,10 @@
 /* Rows of A and B a weight-gradient product (gemm_tn) sums before moving
  * to the next tile of C: 256 rows of 144 floats, 147 KB, stay in L2. */
 #define KTN_ROWS 256
+/* The most floats of B (a chunk's rows) for which gemm_tn walks C's
+ * tiles row by row (B stays in L2 across a row of tiles) rather than
+ * column block by column block. */
+#define KTN_ROWS_FIRST_FLOATS 32768
 /* The largest C (floats) gemm_tn sums transposed when its columns are
  * ragged and its rows are whole vectors. */
 #define KTN_SWAP_FLOATS 1024
@@ -77,8 +81,11 @@
 #pragma GCC pop_options
 
 /* Floats of stack scratch dae_gemm_bias may use: B transposed for a
- * product with B^T, and the padded copy of B's last columns. 32 KB. */
-enum { SCRATCH_FLOATS = 8192 };
+ * product with B^T, and the padded copy of B's last columns. 48 KB: the
+ * U-Net's 64 x 144 weight, whose transposition training's input gradient
+ * needs, fits (with 32 KB it went to the dot-product kernel, whose
+ * 144-long dots ran at a third of the broadcast kernel's speed). */
+enum { SCRATCH_FLOATS = 12288 };
 
 /* ------------------------------------------------------------- dispatch */
 

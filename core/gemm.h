@@ -17,7 +17,7 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
  * max(0, .) when relu: a layer's forward product (and, without bias, its
  * input gradient's), row-major, A not transposed, C overwritten. Runs on
  * the engine's own kernels - no packing, no threads, nothing allocated,
- * 32 KB of stack - compiled for AVX-512, AVX2 and SSE2 and picked at run
+ * 48 KB of stack - compiled for AVX-512, AVX2 and SSE2 and picked at run
  * time. A row of C does not
  * depend on how many rows there are (the kernel is chosen by n and k
  * alone, dae_gemm_bias_path, and every row sums its k products in the

@@ -416,7 +416,8 @@ static int on_every_isa(uint64_t seed, void (*check)(dae_isa isa, dae_rng *r, vo
 static void gemm_bias_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
     static const int edge[][3] = {
         {1, 1, 1}, {1, 16, 9}, {2, 17, 144}, {3, 33, 25}, {4, 64, 16}, {5, 1, 7}, {8, 100, 17}, {9, 15, 31},
-        {17, 48, 9}, {4096, 16, 9}, {4097, 16, 9}, {784, 32, 144}, {3, 64, 1568}, {70, 64, 1568}, {5, 9, 600},
+        {17, 48, 9}, {4096, 16, 9}, {4097, 16, 9}, {784, 32, 144}, {3, 64, 1568}, {70, 64, 1568}, {5, 9, 800},
+        {441, 64, 144},
     };
     int *by_path = ctx;
     (void)isa;
@@ -449,7 +450,7 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
 static void gemm_tn_acc_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
     static const int shapes[][3] = {{32, 144, 1568}, {64, 1568, 32}, {16, 16, 6272}, {9, 16, 300},
                                     {16, 9, 777},    {1, 16, 1},     {5, 48, 257},   {7, 80, 513},
-                                    {32, 7, 100},    {48, 20, 300},  {11, 33, 40}};
+                                    {32, 7, 100},    {48, 20, 300},  {11, 33, 40},   {64, 1568, 16}};
     (void)ctx;
     for (int t = 0; t < 40; t++) {
         int m, n, k, ns = (int)(sizeof shapes / sizeof shapes[0]);
