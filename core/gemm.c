@@ -36,10 +36,10 @@
 /* Rows of A and B a weight-gradient product (gemm_tn) sums before moving
  * to the next tile of C: 256 rows of 144 floats, 147 KB, stay in L2. */
 #define KTN_ROWS 256
-/* The most floats of B (a chunk's rows) for which gemm_tn walks C's
- * tiles row by row (B stays in L2 across a row of tiles) rather than
+/* The most floats of B (a chunk's rows, 256 KB) for which gemm_tn walks
+ * C's tiles row by row (B stays in L2 across a row of tiles) rather than
  * column block by column block. */
-#define KTN_ROWS_FIRST_FLOATS 32768
+#define KTN_ROWS_FIRST_FLOATS 65536
 /* The largest C (floats) gemm_tn sums transposed when its columns are
  * ragged and its rows are whole vectors. */
 #define KTN_SWAP_FLOATS 1024
