@@ -83,6 +83,7 @@ struct srv_gate {
     atomic_int stop, quiesce;
     /* The gate thread's own state. */
     pending_list heads, closing;
+    pending *retired;          /* left the lists this round; freed after its events */
     char peek[SRV_HEAD_MAX + 1];
     /* Shared with the libmicrohttpd threads and the watchdog. */
     pthread_mutex_t mu;
@@ -128,11 +129,30 @@ static const char *reason(int status) {
     }
 }
 
+/* Takes p out of the gate for good (its fd closed or handed over). It is
+ * freed only after the round of epoll events it may still appear in: an
+ * answer or an accept can close another connection whose event comes
+ * later in the same round, and that event must find a record marked gone
+ * (fd -1), not freed memory (800 aborted uploads made it a double free). */
+static void retire(srv_gate *g, pending *p) {
+    p->fd = -1;
+    p->next = g->retired;
+    g->retired = p;
+}
+
+static void free_retired(srv_gate *g) {
+    while (g->retired != NULL) {
+        pending *p = g->retired;
+        g->retired = p->next;
+        free(p);
+    }
+}
+
 static void close_pending(srv_gate *g, pending *p) {
     list_remove(p->closing ? &g->closing : &g->heads, p);
     if (!p->closing) atomic_fetch_sub(&g->n_heads, 1);
     close(p->fd);
-    free(p);
+    retire(g, p);
 }
 
 /* Answers p with the service's JSON error and starts a lingering close:
@@ -279,7 +299,7 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
         }
         pthread_mutex_unlock(&g->mu);
     }
-    free(p);
+    retire(g, p);
 }
 
 /* Looks at what p has sent so far (events: its epoll events). */
@@ -379,6 +399,7 @@ static void *gate_main(void *arg) {
                 if (g->listen_fd >= 0) accept_all(g);
             } else {
                 pending *p = ptr;
+                if (p->fd < 0) continue; /* retired earlier this round */
                 if (p->closing) drain_closing(g, p);
                 else examine(g, p, evs[i].events);
             }
@@ -390,9 +411,11 @@ static void *gate_main(void *arg) {
             answer_pending(g, g->heads.head, 408, "request_timeout", msg, NULL);
         }
         while (g->closing.head != NULL && g->closing.head->t_accept <= now) close_pending(g, g->closing.head);
+        free_retired(g);
     }
     while (g->heads.head != NULL) close_pending(g, g->heads.head);
     while (g->closing.head != NULL) close_pending(g, g->closing.head);
+    free_retired(g);
     return NULL;
 }
 
