@@ -330,12 +330,14 @@ def _in_background(port, path, body):
 
 
 def _p99_while(suite, d, path, body, seconds, finish):
-    """The small clients' latencies while a big request on path runs; with
-    finish, waits for its answer (200) afterwards."""
+    """The small clients' latencies while a big request on path runs (for
+    up to seconds; they stop when it ends, so every latency is one measured
+    during it); with finish, waits for its answer (200) afterwards."""
     p = _in_background(d.port, path, body)
     time.sleep(0.3)
+    t0 = time.time()
     lat, bad = _small_clients(d.port, seconds, lambda: p.poll() is None)
-    running = p.poll() is None
+    during = time.time() - t0
     try:
         p.wait(timeout=60 if finish else 0.01)
     except Exception:
@@ -345,7 +347,10 @@ def _p99_while(suite, d, path, body, seconds, finish):
     p.stdout.close()
     if finish:
         suite.check("the big %s request was answered 200" % path, out.strip() == b"200", repr(out))
-    suite.check("the big %s request was still in progress while measuring" % path, running)
+    # A 16-megapixel /noise job takes 2.7 s on a fast core: measuring
+    # stops with it, and half the window is plenty of small requests.
+    suite.check("the big %s request was in progress for at least half of the %.1f s measured" % (path, seconds),
+                during >= seconds / 2, "%.2f s" % during)
     suite.check("small requests all answered 200 during a big %s" % path, bad == 0 and len(lat) > 100,
                 "%d bad, %d ok" % (bad, len(lat)))
     return lat
