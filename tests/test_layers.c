@@ -206,6 +206,33 @@ Test(layers, im2col_kernels_match_naive_on_random_shapes) {
     }
 }
 
+/* The gather that finishes a transposed convolution's forward pass and a
+ * convolution's input gradient takes channels 16 at a time: random
+ * geometries with 16 or 32 channels on the side it writes (out_c of a
+ * transposed convolution, in_c of a convolution), and one image too wide
+ * for its tables, which scatters instead. Sums of up to 800 terms: 4
+ * times the tolerances of the few-channel shapes. */
+Test(layers, im2col_kernels_match_naive_with_channels_in_vectors) {
+    dae_rng r;
+    dae_rng_seed(&r, 11, 0);
+    for (int trial = 0; trial < 60; trial++) {
+        int transposed = trial % 2, relu = trial % 4 >= 2;
+        dae_conv_geom g = random_geom(&r, transposed);
+        if (g.out_h < 1 || g.out_w < 1) continue;
+        int channels = 16 * (1 + (int)dae_rng_below(&r, 2));
+        if (transposed) g.out_c = channels;
+        else g.in_c = channels;
+        char what[200];
+        snprintf(what, sizeof what, "trial %d %s%s batch %d, %d -> %d channels, k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d",
+                 trial, transposed ? "convT" : "conv", relu ? "+relu" : "", g.batch, g.in_c, g.out_c, g.k_h, g.k_w, g.stride_h,
+                 g.stride_w, g.pad_h, g.pad_w, g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
+        check_against_naive(&g, transposed, relu, 4.0, what);
+    }
+    dae_conv_geom wide = {.batch = 1, .in_c = 2, .in_h = 2, .in_w = 700, .out_c = 16, .out_h = 2, .out_w = 700,
+                          .k_h = 3, .k_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1};
+    check_against_naive(&wide, 1, 1, 4.0, "convT 700 wide, 16 channels");
+}
+
 /* The U-Net's layers at a batch of 11: the kernels work a few images at a
  * time (a chunk's scratch stays in cache), so this runs several chunks and
  * a ragged last one through each path: im2col, the scatter of the
