@@ -113,6 +113,16 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "dae-server vs a Python peer: POST /denoise, 28x28 PNG, ${duration} s per run, $(nproc) cores," \
      "$(lscpu | sed -n 's/^Model name: *//p')"
+# A virtual CPU that halts when idle takes tens of microseconds to wake
+# for the next request: concurrency 1's latency depends on the guest's
+# halt polling (README, "HTTP benchmark"), so the run says what it was.
+idle=/sys/devices/system/cpu/cpuidle/current_driver
+poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+if [ -r "$idle" ]; then
+    line="cpuidle driver $(cat "$idle")"
+    [ -r "$poll" ] && line="$line, guest_halt_poll_ns $(cat "$poll")"
+    echo "$line"
+fi
 
 # ---- dae-server
 "$build/dae-server" --bind 127.0.0.1 --port 0 --model "$model" --models-dir "$tmp/none" \
