@@ -96,7 +96,7 @@ typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const 
 typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
                         float *pad);
 typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
-typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, const float *img, int wp,
+typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                              const float *b, int n, float *c, const float *bias, int relu);
 
 static const struct isa_kernels {
@@ -216,9 +216,13 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
     isa_kernels[dae_gemm_isa()].nn(m, n, k1, a1, lda1, k2, a2, lda2, b, ldb, c, ldc, bias, relu, pad);
 }
 
-void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, const float *img, int wp, const float *b,
-                      int n, float *c, const float *bias, int relu) {
-    isa_kernels[dae_gemm_isa()].patches(oh, ow, kh, kw, sh, sw, img, wp, b, n, c, bias, relu);
+void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
+                      const float *b, int n, float *c, const float *bias, int relu) {
+    isa_kernels[dae_gemm_isa()].patches(oh, ow, kh, kw, sh, sw, channels, img, wp, b, n, c, bias, relu);
+}
+
+void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out) {
+    isa_kernels[dae_gemm_isa()].transpose(n, k, b, ldb, out);
 }
 
 void dae_gemm_tn_acc(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {

@@ -33,15 +33,18 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
  * every product of these networks does. */
 void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
                          const float *b, int ldb, float *c, int ldc, const float *bias, int relu);
-/* C (oh*ow, n) = the patches of a one-channel image under a kh x kw
- * kernel at strides sh, sw, times B (kh*kw, n), + bias, then max(0, .)
- * when relu: a convolution of one input channel, read where the image
+/* C (oh*ow, n) = the patches of an image (pixels of `channels` floats)
+ * under a kh x kw kernel at strides sh, sw, times B (kh*kw*channels, n),
+ * + bias, then max(0, .) when relu: a convolution read where the image
  * lies. img is the image zero-padded so that every patch lies inside it
- * (rows of wp floats); n is a multiple of 16. The same bits as
- * dae_gemm_bias on an im2col of the image (its taps summed in the same
+ * (rows of wp pixels); n is a multiple of 16. The same bits as
+ * dae_gemm_bias on an im2col of the image (its terms summed in the same
  * order), without the copy. */
-void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, const float *img, int wp, const float *b,
-                      int n, float *c, const float *bias, int relu);
+void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
+                      const float *b, int n, float *c, const float *bias, int relu);
+/* out (k, n) = B^T for B (n, k), row stride ldb: dae_gemm_bias's own
+ * transposition (16 x 16 blocks through the registers). */
+void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out);
 /* C (m, n) += A (k, m)^T B (k, n), row-major: a layer's weight gradient,
  * the sum over k rows (a batch's pixels) of A's row times B's row, each
  * entry summed over k in order, on the engine's own kernels (20 KB of

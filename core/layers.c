@@ -460,44 +460,46 @@ static void conv2d_taps_backward(float *din, float *dweight, const float *dout, 
     }
 }
 
-/* One input channel (both networks' first layer): dae_gemm_patches reads
- * each image's patches from a zero-padded copy of it, where im2col wrote
- * 9 floats a pixel for a k = 9 product: 1.42 -> 0.78 us an image at
- * batch 64, one core, the same bits. The padded image (hp x wp: every
- * kernel position inside) takes col's room, which holds at least an
- * image's im2col; weight^T, (KH*KW, OC), takes the stack. */
-enum { PATCHES_WEIGHT_MAX = 4096 };
+/* A convolution reads its patches where the image lies: dae_gemm_patches
+ * multiplies straight from a zero-padded copy of each image, where
+ * im2col copied every patch out for the product (for the one-channel
+ * first layer, 9 floats a pixel for a product only 9 long: 1.42 -> 0.78
+ * us an image at batch 64, one core). The same bits. The padded image (hp
+ * x wp pixels: every kernel position inside) takes col's room, which
+ * holds at least an image's im2col; weight^T, (KH*KW*IC, OC), takes 48 KB
+ * of stack at most. */
+enum { PATCHES_WEIGHT_MAX = 12288 };
 
 static void patches_padded_size(const dae_conv_geom *g, int *hp, int *wp) {
     *hp = (g->out_h - 1) * g->stride_h + g->k_h, *wp = (g->out_w - 1) * g->stride_w + g->k_w;
 }
 
-static int conv2d_by_patches(const dae_conv_geom *g) {
+static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
     int hp, wp;
     patches_padded_size(g, &hp, &wp);
     size_t taps = (size_t)g->k_h * g->k_w;
-    return g->in_c == 1 && g->out_c % 16 == 0 && taps * g->out_c <= PATCHES_WEIGHT_MAX &&
+    return !patch_is_whole_image(p) && g->out_c % 16 == 0 && taps * g->in_c * g->out_c <= PATCHES_WEIGHT_MAX &&
            (size_t)hp * wp <= (size_t)g->out_h * g->out_w * taps;
 }
 
 static void conv2d_forward_by_patches(float *out, const float *in, const float *weight, const float *bias,
                                       const dae_conv_geom *g, int relu, float *padded) {
-    int taps = g->k_h * g->k_w, hp, wp;
+    int k = g->k_h * g->k_w * g->in_c, c = g->in_c, hp, wp;
     patches_padded_size(g, &hp, &wp);
-    float wt[PATCHES_WEIGHT_MAX];
-    for (int oc = 0; oc < g->out_c; oc++)
-        for (int t = 0; t < taps; t++) wt[(size_t)t * g->out_c + oc] = weight[(size_t)oc * taps + t];
+    float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
+    dae_gemm_transpose(g->out_c, k, weight, k, wt);
     /* The padding is the same for every image: zeroed once, then each
      * image's rows are copied inside it. */
-    memset(padded, 0, sizeof(float) * hp * wp);
+    memset(padded, 0, sizeof(float) * hp * wp * c);
     int y0 = g->pad_h, x0 = g->pad_w;
     int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
-    size_t out_image = (size_t)g->out_h * g->out_w * g->out_c;
+    size_t in_image = (size_t)g->in_h * g->in_w * c, out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++) {
-        const float *image = in + (size_t)b * g->in_h * g->in_w;
+        const float *image = in + b * in_image;
         for (int y = 0; y < rows; y++)
-            memcpy(padded + (size_t)(y0 + y) * wp + x0, image + (size_t)y * g->in_w, sizeof(float) * cols);
-        dae_gemm_patches(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, padded, wp, wt, g->out_c,
+            memcpy(padded + ((size_t)(y0 + y) * wp + x0) * c, image + (size_t)y * g->in_w * c,
+                   sizeof(float) * cols * c);
+        dae_gemm_patches(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, c, padded, wp, wt, g->out_c,
                          out + b * out_image, bias, relu);
     }
 }
@@ -511,7 +513,7 @@ void dae_conv2d_forward(float *out, const float *in, const float *weight,
         dae_conv2d_forward_parts(out, &in, &g->in_c, 1, weight, bias, g, relu, col);
         return;
     }
-    if (conv2d_by_patches(g)) {
+    if (conv2d_by_patches(g, &p)) {
         conv2d_forward_by_patches(out, in, weight, bias, g, relu, col);
         return;
     }
