@@ -478,8 +478,10 @@ static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
     int hp, wp;
     patches_padded_size(g, &hp, &wp);
     size_t taps = (size_t)g->k_h * g->k_w;
-    return !patch_is_whole_image(p) && g->out_c % 16 == 0 && taps * g->in_c * g->out_c <= PATCHES_WEIGHT_MAX &&
-           (size_t)hp * wp <= (size_t)g->out_h * g->out_w * taps;
+    /* the kernel the im2col product would take, so the bits are its */
+    int broadcast = dae_gemm_bias_path(1, g->out_c, (int)taps * g->in_c) == DAE_GEMM_BROADCAST;
+    return !patch_is_whole_image(p) && g->out_c % 16 == 0 && broadcast &&
+           taps * g->in_c * g->out_c <= PATCHES_WEIGHT_MAX && (size_t)hp * wp <= (size_t)g->out_h * g->out_w * taps;
 }
 
 static void conv2d_forward_by_patches(float *out, const float *in, const float *weight, const float *bias,
