@@ -533,7 +533,7 @@ static void conv_patches_vs_im2col(dae_isa isa, dae_rng *r, void *ctx) {
         size_t pixels = (size_t)g.batch * g.out_h * g.out_w, ny = pixels * g.out_c;
         int whole = g.out_h == 1 && g.out_w == 1 && g.k_h == g.in_h && g.k_w == g.in_w && !g.pad_h && !g.pad_w;
         *padded += !whole && (size_t)hp * wp <= (size_t)g.out_h * g.out_w * g.k_h * g.k_w &&
-                   (size_t)k * g.out_c <= 12288;
+                   dae_gemm_bias_path(1, g.out_c, k) == DAE_GEMM_BROADCAST;
         size_t nx = (size_t)g.batch * g.in_h * g.in_w * c;
         float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * g.out_c * k);
         float *b = malloc(sizeof(float) * g.out_c), *patches = malloc(sizeof(float) * pixels * k);
