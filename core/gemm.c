@@ -98,6 +98,8 @@ typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const floa
 typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
 typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                              const float *b, int n, float *c, const float *bias, int relu);
+typedef void gemm_patches_dot_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img,
+                                 int wp, const float *w, float *out);
 
 static const struct isa_kernels {
     const char *name;
@@ -106,15 +108,18 @@ static const struct isa_kernels {
     gemm_tn_fn *tn;
     transpose_fn *transpose;
     gemm_patches_fn *patches;
+    gemm_patches_dot_fn *patches_dot;
 } isa_kernels[DAE_ISA_COUNT] = {
-    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base, transpose_base, gemm_patches_base},
+    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base, transpose_base, gemm_patches_base,
+                      gemm_patches_dot_base},
 #ifdef HAVE_X86_KERNELS
-    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2, transpose_avx2, gemm_patches_avx2},
+    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2, transpose_avx2, gemm_patches_avx2,
+                      gemm_patches_dot_avx2},
     [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512, gemm_tn_avx512, transpose_avx512,
-                        gemm_patches_avx512},
+                        gemm_patches_avx512, gemm_patches_dot_avx512},
 #else
-    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL, NULL},
-    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL, NULL, NULL},
 #endif
 };
 
@@ -219,6 +224,11 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
 void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                       const float *b, int n, float *c, const float *bias, int relu) {
     isa_kernels[dae_gemm_isa()].patches(oh, ow, kh, kw, sh, sw, channels, img, wp, b, n, c, bias, relu);
+}
+
+void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
+                          const float *w, float *out) {
+    isa_kernels[dae_gemm_isa()].patches_dot(oh, ow, kh, kw, sh, sw, channels, img, wp, w, out);
 }
 
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out) {

@@ -42,6 +42,13 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
  * order), without the copy. */
 void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                       const float *b, int n, float *c, const float *bias, int relu);
+/* out (oh*ow) = the patches of an image (pixels of `channels` floats, a
+ * multiple of 16), laid out as for dae_gemm_patches, each dotted with w
+ * (kh*kw*channels): a convolution with one output channel (no bias).
+ * Each output's dot is a vector of partial sums; 16 neighbouring outputs'
+ * vectors are summed across their lanes together. */
+void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
+                          const float *w, float *out);
 /* out (k, n) = B^T for B (n, k), row stride ldb: dae_gemm_bias's own
  * transposition (16 x 16 blocks through the registers). */
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out);

@@ -287,6 +287,126 @@ static int chunk_images(size_t col_per_image) {
     return n < 1 ? 1 : n > (size_t)1 << 20 ? 1 << 20 : (int)n;
 }
 
+/* A convolution's image zero-padded so that every kernel position lies
+ * inside it: hp x wp pixels. Its weight rearranged for the product from
+ * the padded image takes PATCHES_WEIGHT_MAX floats (48 KB) of stack at
+ * most. */
+enum { PATCHES_WEIGHT_MAX = 12288 };
+
+static void patches_padded_size(const dae_conv_geom *g, int *hp, int *wp) {
+    *hp = (g->out_h - 1) * g->stride_h + g->k_h, *wp = (g->out_w - 1) * g->stride_w + g->k_w;
+}
+
+/* One output channel from at least 16 channels in (the U-Net's last layer:
+ * 16 + 1 in, 3x3): the channels in whole vectors (in_c rounded down to
+ * 16, the head) are dotted with the weight where a zero-padded copy of the
+ * image lies (dae_gemm_patches_dot), and the few left (the tail) are
+ * added a plane at a time, each tap a row of products along contiguous
+ * pixels. The taps product below spent 15% of a U-Net image on this layer
+ * (6% of its FLOPs): 9 taps padded to a product 16 columns wide, then
+ * sums reading one float in 16. The copy assembles the channels from the
+ * concatenation's parts, so the bits are the same whichever parts the
+ * input comes in. col holds the padded head, the tail's planes, then the
+ * tail's sums. */
+static int conv2d_by_dots(const dae_conv_geom *g, const patch_geom *p) {
+    int head = g->in_c / 16 * 16;
+    return g->out_c == 1 && head > 0 && !patch_is_whole_image(p) &&
+           (size_t)g->k_h * g->k_w * head <= PATCHES_WEIGHT_MAX;
+}
+
+static size_t conv2d_dots_col_size(const dae_conv_geom *g) {
+    int hp, wp;
+    patches_padded_size(g, &hp, &wp);
+    return (size_t)hp * wp * g->in_c + (size_t)g->out_h * wp; /* the padded image, then the tail's sums */
+}
+
+/* Channels [c0, c0 + n) of image b of the parts' concatenation into the
+ * padded buffer dst (pixels of n floats, rows of wp pixels), the image's
+ * corner at (y0, x0), its first rows x cols pixels. */
+static void pad_channels(float *dst, int wp, int y0, int x0, int rows, int cols, const float *const *parts,
+                         const int *channels, int n_parts, const dae_conv_geom *g, int b, int c0, int n) {
+    size_t image = (size_t)g->in_h * g->in_w;
+    for (int i = 0, pc = 0; i < n_parts; pc += channels[i], i++) {
+        int from = c0 > pc ? c0 : pc, to = c0 + n < pc + channels[i] ? c0 + n : pc + channels[i];
+        if (from >= to) continue;
+        int ci = channels[i], m = to - from;
+        for (int y = 0; y < rows; y++) {
+            const float *src = parts[i] + ((size_t)b * image + (size_t)y * g->in_w) * ci + (from - pc);
+            float *d = dst + ((size_t)(y0 + y) * wp + x0) * n + (from - c0);
+            if (m == ci && m == n) {
+                memcpy(d, src, sizeof(float) * cols * n);
+                continue;
+            }
+            for (int x = 0; x < cols; x++) memcpy(d + (size_t)x * n, src + (size_t)x * ci, sizeof(float) * m);
+        }
+    }
+}
+
+/* tail (OH, wp) += a tail channel's plane (zero-padded, rows of wp) through
+ * its kh x kw taps w (a tap every `tap` floats). At stride 1 each output
+ * row runs on into the padding, so that a tap is one run of OH*wp
+ * products along the plane (the last columns of each row, past OW, are
+ * not outputs). */
+HOT static void add_plane(float *restrict tail, const float *restrict plane, int wp, const float *restrict w,
+                          int tap, const dae_conv_geom *g) {
+    for (int i = 0; i < g->k_h; i++)
+        for (int j = 0; j < g->k_w; j++) {
+            float wv = w[(size_t)(i * g->k_w + j) * tap];
+            if (g->stride_h == 1 && g->stride_w == 1) {
+                const float *r = plane + (size_t)i * wp + j;
+                size_t n = (size_t)(g->out_h - 1) * wp + g->out_w;
+                for (size_t q = 0; q < n; q++) tail[q] += wv * r[q];
+                continue;
+            }
+            for (int oy = 0; oy < g->out_h; oy++) {
+                const float *r = plane + (size_t)(oy * g->stride_h + i) * wp + j;
+                float *t = tail + (size_t)oy * wp;
+                for (int ox = 0; ox < g->out_w; ox++) t[ox] += wv * r[ox * g->stride_w];
+            }
+        }
+}
+
+/* out (OH, OW) = the dots + the tail (rows of wp) + bias, then max(0, .)
+ * when relu. */
+HOT static void finish_dots(float *restrict out, const float *restrict tail, int wp, float bias, int relu,
+                            const dae_conv_geom *g) {
+    for (int oy = 0; oy < g->out_h; oy++) {
+        float *o = out + (size_t)oy * g->out_w;
+        const float *t = tail + (size_t)oy * wp;
+        for (int ox = 0; ox < g->out_w; ox++) {
+            float v = o[ox] + t[ox] + bias;
+            o[ox] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+static void conv2d_forward_by_dots(float *out, const float *const *parts, const int *channels, int n_parts,
+                                   const float *weight, const float *bias, const dae_conv_geom *g, int relu,
+                                   float *col) {
+    int hp, wp, head = g->in_c / 16 * 16, taps = g->k_h * g->k_w;
+    patches_padded_size(g, &hp, &wp);
+    float wd[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
+    for (int t = 0; t < taps; t++) memcpy(wd + (size_t)t * head, weight + (size_t)t * g->in_c, sizeof(float) * head);
+    size_t plane = (size_t)hp * wp;
+    float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
+    memset(col, 0, sizeof(float) * plane * g->in_c); /* the borders; each image fills the inside */
+    int y0 = g->pad_h, x0 = g->pad_w;
+    int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
+    size_t out_image = (size_t)g->out_h * g->out_w;
+    for (int b = 0; b < g->batch; b++) {
+        float *o = out + b * out_image;
+        pad_channels(padded, wp, y0, x0, rows, cols, parts, channels, n_parts, g, b, 0, head);
+        dae_gemm_patches_dot(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, head, padded, wp, wd, o);
+        memset(tail, 0, sizeof(float) * g->out_h * wp);
+        for (int c = head; c < g->in_c; c++) {
+            float *p = planes + (size_t)(c - head) * plane;
+            pad_channels(p, wp, y0, x0, rows, cols, parts, channels, n_parts, g, b, c, 1);
+            add_plane(tail, p, wp, weight + c, g->in_c, g);
+        }
+        finish_dots(o, tail, wp, bias[0], relu, g);
+    }
+}
+
 /* Few output channels (the U-Net's last layer has one): the convolution
  * as a channel mix, then a shifted sum. taps (KH*KW*OC, B*H*W) = weight
  * (OC*KH*KW, IC) in^T holds, per kernel tap (oc, i, j), every input
@@ -314,8 +434,11 @@ static int conv2d_by_taps(const dae_conv_geom *g, const patch_geom *p) {
 
 size_t dae_conv2d_col_size(const dae_conv_geom *g) {
     patch_geom p = conv_patches(g);
-    if (conv2d_by_taps(g, &p)) /* the forward's weight and taps, which hold more than the backward's planes */
-        return ((size_t)g->in_c + (size_t)g->batch * g->in_h * g->in_w) * taps_padded(g);
+    if (conv2d_by_taps(g, &p)) { /* the forward's weight and taps, which hold more than the backward's planes */
+        size_t taps = ((size_t)g->in_c + (size_t)g->batch * g->in_h * g->in_w) * taps_padded(g);
+        size_t dots = conv2d_by_dots(g, &p) ? conv2d_dots_col_size(g) : 0;
+        return taps > dots ? taps : dots;
+    }
     return (size_t)g->batch * g->out_h * g->out_w * g->k_h * g->k_w * g->in_c;
 }
 
@@ -404,10 +527,16 @@ int dae_conv2d_takes_parts(const dae_conv_geom *g) {
     return conv2d_by_taps(g, &p);
 }
 
-/* col holds weight^T padded (IC, TAPS_PAD), then a chunk's taps. */
+/* col holds weight^T padded (IC, TAPS_PAD), then a chunk's taps (or the
+ * padded image of conv2d_forward_by_dots). */
 void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
                               const float *weight, const float *bias, const dae_conv_geom *g, int relu,
                               float *col) {
+    patch_geom p = conv_patches(g);
+    if (conv2d_by_dots(g, &p)) {
+        conv2d_forward_by_dots(out, parts, channels, n_parts, weight, bias, g, relu, col);
+        return;
+    }
     size_t in_pixels = (size_t)g->in_h * g->in_w;
     size_t n_taps = (size_t)g->out_c * g->k_h * g->k_w, n_pad = taps_padded(g);
     float *wt = col, *taps = col + (size_t)g->in_c * n_pad;
@@ -464,15 +593,8 @@ static void conv2d_taps_backward(float *din, float *dweight, const float *dout, 
  * multiplies straight from a zero-padded copy of each image, where
  * im2col copied every patch out for the product (for the one-channel
  * first layer, 9 floats a pixel for a product only 9 long: 1.42 -> 0.78
- * us an image at batch 64, one core). The same bits. The padded image (hp
- * x wp pixels: every kernel position inside) takes col's room, which
- * holds at least an image's im2col; weight^T, (KH*KW*IC, OC), takes 48 KB
- * of stack at most. */
-enum { PATCHES_WEIGHT_MAX = 12288 };
-
-static void patches_padded_size(const dae_conv_geom *g, int *hp, int *wp) {
-    *hp = (g->out_h - 1) * g->stride_h + g->k_h, *wp = (g->out_w - 1) * g->stride_w + g->k_w;
-}
+ * us an image at batch 64, one core). The same bits. The padded image
+ * takes col's room, which holds at least an image's im2col. */
 
 static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
     int hp, wp;
