@@ -20,6 +20,7 @@
 
 #include "fileio.h"
 #include "image.h"
+#include "img_codec.h"
 #include "rng.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -146,6 +147,8 @@ typedef struct {
     const uint8_t *trns_alpha; /* palette tRNS */
     int n_trns;
     const png_color_16 *trns_color; /* gray/RGB tRNS */
+    int filters;                    /* libpng's PNG_FILTER_* to choose from; 0: libpng's default */
+    int idat_bytes;                 /* largest IDAT chunk; 0: libpng's default (8 KB) */
 } png_spec;
 
 static int spec_channels(int color_type) {
@@ -166,6 +169,8 @@ static membuf make_png(const png_spec *s) {
     cr_assert(png && info);
     if (setjmp(png_jmpbuf(png))) cr_assert_fail("libpng failed writing a fixture");
     png_set_write_fn(png, &b, png_put, png_nop_flush);
+    if (s->filters) png_set_filter(png, PNG_FILTER_TYPE_BASE, s->filters);
+    if (s->idat_bytes) png_set_compression_buffer_size(png, (size_t)s->idat_bytes);
     png_set_IHDR(png, info, s->w, s->h, s->depth, s->color_type, s->interlace, PNG_COMPRESSION_TYPE_DEFAULT,
                  PNG_FILTER_TYPE_DEFAULT);
     if (s->palette) png_set_PLTE(png, info, s->palette, s->n_palette);
@@ -237,7 +242,7 @@ static void check_direct(int color_type, int depth, int interlace, int w, int h)
     int ch = spec_channels(color_type);
     size_t n = (size_t)w * h * ch;
     uint16_t *s = random_samples(n, (1 << depth) - 1, (uint64_t)color_type * 100 + depth);
-    png_spec spec = {w, h, color_type, depth, interlace, s, NULL, 0, NULL, 0, NULL};
+    png_spec spec = {w, h, color_type, depth, interlace, s, NULL, 0, NULL, 0, NULL, 0, 0};
     membuf b = make_png(&spec);
     dae_image img = decode_ok(&b);
     cr_assert_eq(img.width, w);
@@ -261,7 +266,7 @@ static void check_direct(int color_type, int depth, int interlace, int w, int h)
 /* A small gray 8-bit PNG used by the malformed-input tests. */
 static membuf small_png(void) {
     uint16_t *s = random_samples(9 * 7, 255, 5);
-    png_spec spec = {9, 7, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL};
+    png_spec spec = {9, 7, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL, 0, 0};
     membuf b = make_png(&spec);
     free(s);
     return b;
@@ -297,6 +302,103 @@ static membuf png_bomb(uint32_t w, uint32_t h) {
 
 /* ------------------------------------------------------------ PNG flavours */
 
+/* The plain PNGs (8-bit gray, gray + alpha, RGB, RGBA, not interlaced,
+ * no tRNS) take the one-call inflate and unfiltering of
+ * img_png_decode_plain: each of PNG's five filters alone and libpng's
+ * choice among them, in one IDAT or in many small ones, give back the
+ * samples written; the other flavours are left to libpng. */
+Test(image, plain_png_fast_path_undoes_every_filter) {
+    static const int colors[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                 PNG_COLOR_TYPE_RGBA};
+    static const int filters[] = {PNG_FILTER_NONE, PNG_FILTER_SUB,   PNG_FILTER_UP,
+                                  PNG_FILTER_AVG,  PNG_FILTER_PAETH, PNG_ALL_FILTERS};
+    static const int sizes[][2] = {{1, 1}, {28, 28}, {61, 13}};
+    int n = 0;
+    for (size_t c = 0; c < sizeof colors / sizeof colors[0]; c++)
+        for (size_t f = 0; f < sizeof filters / sizeof filters[0]; f++)
+            for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+                for (int idat = 0; idat <= 64; idat += 64) {
+                    int w = sizes[z][0], h = sizes[z][1], ch = spec_channels(colors[c]);
+                    size_t count = (size_t)w * h * ch;
+                    /* smooth ramps with noise: every filter predicts something */
+                    uint16_t *s = random_samples(count, 40, 900 + (uint64_t)n);
+                    for (size_t i = 0; i < count; i++) s[i] = (uint16_t)((s[i] + i / ch % w * 3 + i / (w * ch)) % 256);
+                    png_spec spec = {w, h, colors[c], 8, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL,
+                                     filters[f], idat};
+                    membuf b = make_png(&spec);
+                    dae_image fast;
+                    cr_assert_eq(img_png_decode_plain(b.data, b.len, 0, &fast), 1,
+                                 "color type %d, filters %#x, %dx%d, IDATs of %d: not taken", colors[c], filters[f],
+                                 w, h, idat);
+                    cr_assert_eq(fast.width, w);
+                    cr_assert_eq(fast.height, h);
+                    cr_assert_eq(fast.channels, ch);
+                    for (size_t i = 0; i < count; i++)
+                        cr_assert_eq(fast.pixels[i], s[i], "color type %d, filters %#x, %dx%d: sample %zu is %d, "
+                                     "want %d", colors[c], filters[f], w, h, i, fast.pixels[i], s[i]);
+                    dae_image_free(&fast);
+                    free(b.data);
+                    free(s);
+                    n++;
+                }
+    cr_assert_eq(n, 144);
+    /* what libpng must decode: 16 bits, fewer than 8, a palette, tRNS, Adam7 */
+    uint16_t *s = random_samples(64 * 3, 255, 7);
+    png_color palette[4] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {0, 0, 255}};
+    png_color_16 trns = {0, 0, 0, 0, 5};
+    png_spec others[] = {
+        {8, 8, PNG_COLOR_TYPE_GRAY, 16, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL, 0, 0},
+        {8, 8, PNG_COLOR_TYPE_GRAY, 4, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, NULL, 0, 0},
+        {8, 8, PNG_COLOR_TYPE_PALETTE, 8, PNG_INTERLACE_NONE, s, palette, 4, NULL, 0, NULL, 0, 0},
+        {8, 8, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, s, NULL, 0, NULL, 0, &trns, 0, 0},
+        {8, 8, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_ADAM7, s, NULL, 0, NULL, 0, NULL, 0, 0},
+    };
+    for (int i = 0; i < 64; i++) s[i] %= 4; /* palette indices, 4-bit gray */
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        membuf b = make_png(&others[i]);
+        dae_image img;
+        cr_assert_eq(img_png_decode_plain(b.data, b.len, 0, &img), 0, "flavour %zu taken by the fast path", i);
+        img = decode_ok(&b);
+        dae_image_free(&img);
+        free(b.data);
+    }
+    free(s);
+}
+
+/* A plain PNG whose zlib stream gives more or fewer bytes than its rows,
+ * or a row with an unknown filter byte, is left to libpng, which names
+ * what is wrong (or, for data past the rows, decodes them as before). */
+Test(image, plain_png_with_a_wrong_stream_goes_to_libpng) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    enum { W = 5, H = 4 };
+    uint8_t rows[H * (W + 1) + 6] = {0};
+    for (int y = 0; y < H; y++) rows[y * (W + 1)] = 1; /* Sub */
+    static const struct {
+        size_t raw;       /* bytes deflated */
+        int bad_filter;   /* the last row's filter byte 7 */
+        dae_status want;  /* of dae_image_decode */
+    } cases[] = {{H * (W + 1) - 1, 0, DAE_ERR_FORMAT}, {H * (W + 1), 1, DAE_ERR_FORMAT}, {H * (W + 1) + 6, 0, DAE_OK}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rows[(H - 1) * (W + 1)] = cases[i].bad_filter ? 7 : 1;
+        membuf b = {0};
+        membuf_put(&b, sig, 8);
+        uint8_t ihdr[13] = {0, 0, 0, W, 0, 0, 0, H, 8, 0, 0, 0, 0};
+        put_chunk(&b, "IHDR", ihdr, 13);
+        uint8_t z[256];
+        uLongf zlen = sizeof z;
+        cr_assert_eq(compress(z, &zlen, rows, cases[i].raw), Z_OK);
+        put_chunk(&b, "IDAT", z, (uint32_t)zlen);
+        put_chunk(&b, "IEND", NULL, 0);
+        dae_image img;
+        cr_assert_eq(img_png_decode_plain(b.data, b.len, 0, &img), 0, "case %zu taken by the fast path", i);
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_image_decode(b.data, b.len, 0, &img, err, sizeof err), cases[i].want, "case %zu: %s", i,
+                     err);
+        dae_image_free(&img);
+        free(b.data);
+    }
+}
+
 Test(image, png_gray_every_depth) {
     for (int depth = 1; depth <= 16; depth *= 2) check_direct(PNG_COLOR_TYPE_GRAY, depth, PNG_INTERLACE_NONE, 13, 5);
 }
@@ -328,7 +430,7 @@ Test(image, png_palette_with_and_without_trns) {
         uint16_t *s = random_samples(10 * 4, colours - 1, (uint64_t)depth);
         for (int with_trns = 0; with_trns < 2; with_trns++) {
             png_spec spec = {10, 4, PNG_COLOR_TYPE_PALETTE, depth, PNG_INTERLACE_NONE, s, pal, colours,
-                             with_trns ? alpha : NULL, with_trns ? colours : 0, NULL};
+                             with_trns ? alpha : NULL, with_trns ? colours : 0, NULL, 0, 0};
             membuf b = make_png(&spec);
             dae_image img = decode_ok(&b);
             int ch = with_trns ? 4 : 3;
@@ -350,7 +452,7 @@ Test(image, png_palette_with_and_without_trns) {
 Test(image, png_gray_and_rgb_trns_become_alpha) {
     uint16_t gray[6] = {0, 7, 255, 7, 100, 7};
     png_color_16 key = {.gray = 7};
-    png_spec g = {3, 2, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, gray, NULL, 0, NULL, 0, &key};
+    png_spec g = {3, 2, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_NONE, gray, NULL, 0, NULL, 0, &key, 0, 0};
     membuf b = make_png(&g);
     dae_image img = decode_ok(&b);
     cr_assert_eq(img.channels, 2);
@@ -363,7 +465,7 @@ Test(image, png_gray_and_rgb_trns_become_alpha) {
 
     uint16_t rgb[6] = {1, 2, 3, 4, 5, 6};
     png_color_16 rgb_key = {.red = 4, .green = 5, .blue = 6};
-    png_spec c = {2, 1, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, rgb, NULL, 0, NULL, 0, &rgb_key};
+    png_spec c = {2, 1, PNG_COLOR_TYPE_RGB, 8, PNG_INTERLACE_NONE, rgb, NULL, 0, NULL, 0, &rgb_key, 0, 0};
     b = make_png(&c);
     img = decode_ok(&b);
     cr_assert_eq(img.channels, 4);
