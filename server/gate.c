@@ -188,7 +188,7 @@ static void answer_pending(srv_gate *g, pending *p, int status, const char *code
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
     srv_access a = {remote, hi != NULL ? hi->method : "-", hi != NULL ? hi->path : "-", "unknown", status,
                     (size_t)bn, now - p->t_accept, NULL, code, NULL};
-    srv_access_log(g->cfg->log_format, &a);
+    srv_access_log(g->cfg->log_format, &a, 0);
     /* Linger: drop what the client sends until it closes, or a moment passes. */
     shutdown(p->fd, SHUT_WR);
     list_remove(&g->heads, p);

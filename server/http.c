@@ -209,7 +209,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
                                                                  : "connection_error";
     srv_access a = {remote, r->method, r->path, r->route != NULL ? r->route->name : "unknown", r->status, r->bytes, dt,
                     r->model != NULL ? r->model->name : NULL, error, r->request_id[0] != '\0' ? r->request_id : NULL};
-    srv_access_log(h->cfg->log_format, &a);
+    srv_access_log(h->cfg->log_format, &a, atomic_load(&h->in_flight) > 1); /* busy: others than this one */
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
     free(r->image.png);
     for (int i = 0; r->v2_images != NULL && i < r->oip.n; i++) {

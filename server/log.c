@@ -1,6 +1,7 @@
-/* log.c - stderr messages and the access log, one write(2) per line. */
+/* log.c - stderr messages, one write(2) per line, and the access log. */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,7 +94,9 @@ static void put(char *buf, size_t cap, size_t *used, const char *fmt, ...) {
     if (n > 0) *used += (size_t)n < cap - *used ? (size_t)n : cap - *used - 1;
 }
 
-void srv_access_log(srv_log_format format, const srv_access *a) {
+static void access_put(const char *line, size_t len, int busy);
+
+void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     if (format == SRV_LOG_OFF) return;
     char line[1400], ts[40];
     size_t used = 0, cap = sizeof line - 2;
@@ -126,5 +129,63 @@ void srv_access_log(srv_log_format format, const srv_access *a) {
         if (a->request_id != NULL) put(line, cap, &used, " request_id=%s", a->request_id);
     }
     line[used++] = '\n';
-    (void)dae_write_all(1, line, used);
+    access_put(line, used, busy);
+}
+
+/* The access log's lines waiting to go out, and the thread that writes
+ * them out every SRV_ACCESS_LINGER_MS. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    char buf[SRV_ACCESS_BUFFER];
+    size_t used;
+    int running, stop;
+    pthread_t thread;
+} waiting = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void write_out_locked(void) {
+    if (waiting.used > 0) (void)dae_write_all(1, waiting.buf, waiting.used); /* a log must never stop the server */
+    waiting.used = 0;
+}
+
+static void access_put(const char *line, size_t len, int busy) {
+    pthread_mutex_lock(&waiting.mu);
+    if (waiting.used + len > sizeof waiting.buf) write_out_locked();
+    memcpy(waiting.buf + waiting.used, line, len);
+    waiting.used += len;
+    if (!busy || !waiting.running) write_out_locked();
+    pthread_mutex_unlock(&waiting.mu);
+}
+
+static void *write_out_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&waiting.mu);
+    while (!waiting.stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += SRV_ACCESS_LINGER_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&waiting.wake, &waiting.mu, &ts);
+        write_out_locked();
+    }
+    write_out_locked();
+    pthread_mutex_unlock(&waiting.mu);
+    return NULL;
+}
+
+int srv_access_log_start(void) {
+    pthread_mutex_lock(&waiting.mu);
+    waiting.stop = 0;
+    waiting.running = pthread_create(&waiting.thread, NULL, write_out_main, NULL) == 0;
+    pthread_mutex_unlock(&waiting.mu);
+    return waiting.running ? 0 : -1;
+}
+
+void srv_access_log_stop(void) {
+    pthread_mutex_lock(&waiting.mu);
+    int running = waiting.running;
+    waiting.stop = 1, waiting.running = 0;
+    pthread_cond_signal(&waiting.wake);
+    pthread_mutex_unlock(&waiting.mu);
+    if (running) pthread_join(waiting.thread, NULL);
 }

@@ -1,7 +1,7 @@
 /* log.h - the server's own messages (start, warnings, shutdown) on stderr,
  * and the access log: one line per request on stdout, as text or JSON.
- * Each line goes out in one write(2), so lines from several threads never
- * interleave. */
+ * Lines go out whole (a write(2) of one or several), so lines from
+ * several threads never interleave. */
 #ifndef SRV_LOG_H
 #define SRV_LOG_H
 
@@ -33,8 +33,23 @@ typedef struct {
     const char *request_id; /* X-Request-Id (http.c makes sure it needs no escaping), or NULL */
 } srv_access;
 
-/* Writes one access-log line in format (nothing for SRV_LOG_OFF). */
-void srv_access_log(srv_log_format format, const srv_access *a);
+/* Writes one access-log line in format (nothing for SRV_LOG_OFF). busy:
+ * other requests are still being answered, so, once
+ * srv_access_log_start has run, the line may wait in a buffer
+ * (SRV_ACCESS_BUFFER bytes) to go out with the next ones in one write, for
+ * SRV_ACCESS_LINGER_MS at most; a line when nothing else is under way
+ * goes out at once, with any waiting before it. A write a line was a
+ * tenth of a small request's CPU at concurrency 64. */
+void srv_access_log(srv_log_format format, const srv_access *a, int busy);
+
+#define SRV_ACCESS_BUFFER 16384
+#define SRV_ACCESS_LINGER_MS 100
+
+/* Starts the thread that writes out the waiting lines every
+ * SRV_ACCESS_LINGER_MS (0, or -1 when it cannot start: lines then go out
+ * at once); srv_access_log_stop writes out the rest and stops it. */
+int srv_access_log_start(void);
+void srv_access_log_stop(void);
 
 /* Writes the current UTC time as "2026-01-01T12:00:00.123Z". */
 void srv_utc_now(char *buf, size_t len);

@@ -141,6 +141,8 @@ int main(int argc, char **argv) {
     }
     srv_model *def = srv_registry_acquire(registry, NULL);
     int v6 = strchr(cfg.bind, ':') != NULL;
+    if (cfg.log_format != SRV_LOG_OFF && srv_access_log_start() != 0)
+        srv_log("warning: no thread for the access log: a write a line");
     srv_log("dae-server %s listening on http://%s%s%s:%d (default model %s %s, %d model%s, %d workers, max batch %d)",
             DAE_SERVER_VERSION, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", srv_http_port(http), def->name, def->version, srv_registry_count(registry),
             srv_registry_count(registry) == 1 ? "" : "s", cfg.workers, cfg.max_batch);
@@ -188,6 +190,7 @@ int main(int argc, char **argv) {
     double left = deadline + STOP_GRACE_S - 0.3 - dae_now_s(); /* 0.3 s for the daemon's stop and the exit */
     int runner_stopped = srv_training_stop(training, left > 0.05 ? left : 0.05) == 0;
     srv_http_stop(http);
+    srv_access_log_stop(); /* the lines still waiting, after the daemon's last */
     srv_train_http_free(train); /* after the daemon: its streams point into it */
     srv_infer_stop(infer);
     if (runner_stopped) {

@@ -441,6 +441,22 @@ after=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
 [ $((after - before)) -eq 3 ] &&
     grep -qE ' POST /denoise route=denoise status=200 bytes=[0-9]+ duration_ms=[0-9.]+ model=mnist request_id=[0-9a-f]{32}$' "$TMP/a.out"
 ok "access log: one line per request (method, path, route, status, bytes, duration, request id)"
+# Lines of requests answered while others are under way wait in a buffer
+# (SRV_ACCESS_LINGER_MS) to go out together; every one of them comes out.
+before=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
+seq 300 | xargs -P 16 -I{} curl -s -o /dev/null "http://127.0.0.1:$PORT/readyz"
+logged() { [ $(($(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out") - before)) -ge 300 ]; }
+wait_until 2 logged && [ $(($(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out") - before)) -eq 300 ]
+ok "... 300 requests, 16 at a time: 300 lines, whole"
+exec 6<>"/dev/tcp/127.0.0.1/$PORT" # an upload under way all along: each line below waits
+printf 'POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nabc' >&6
+sleep 0.3
+before=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
+for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$PORT/readyz"; done
+logged() { [ $(($(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out") - before)) -ge 3 ]; }
+wait_until 1 logged
+ok "... lines answered while another request is under way come out within the linger"
+exec 6<&-
 
 stop "$A_PID" a
 [ "$RC" -eq 0 ]
