@@ -38,8 +38,8 @@ typedef struct {
  * srv_access_log_start has run, the line may wait in a buffer
  * (SRV_ACCESS_BUFFER bytes) to go out with the next ones in one write, for
  * SRV_ACCESS_LINGER_MS at most; a line when nothing else is under way
- * goes out at once, with any waiting before it. A write a line was a
- * tenth of a small request's CPU at concurrency 64. */
+ * goes out at once, with any waiting before it. (A write a line was 8%
+ * of the HTTP thread's CPU at concurrency 64.) */
 void srv_access_log(srv_log_format format, const srv_access *a, int busy);
 
 #define SRV_ACCESS_BUFFER 16384

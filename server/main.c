@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
     srv_model *def = srv_registry_acquire(registry, NULL);
     int v6 = strchr(cfg.bind, ':') != NULL;
     if (cfg.log_format != SRV_LOG_OFF && srv_access_log_start() != 0)
-        srv_log("warning: no thread for the access log: a write a line");
+        srv_log("warning: cannot start the access log's writer thread: each line is written at once");
     srv_log("dae-server %s listening on http://%s%s%s:%d (default model %s %s, %d model%s, %d workers, max batch %d)",
             DAE_SERVER_VERSION, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", srv_http_port(http), def->name, def->version, srv_registry_count(registry),
             srv_registry_count(registry) == 1 ? "" : "s", cfg.workers, cfg.max_batch);
