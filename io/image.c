@@ -292,12 +292,15 @@ int img_png_decode_plain(const uint8_t *buf, size_t len, size_t max_pixels, dae_
     char ignored[DAE_ERR_LEN];
     if (img_check_size(w, h, max_pixels, ignored, sizeof ignored) != DAE_OK) return 0;
     /* IHDR, ancillary chunks, consecutive IDATs, ancillary chunks, IEND; no
-     * tRNS (libpng turns it into alpha) and no other critical chunk */
+     * tRNS (libpng turns it into alpha), no other critical chunk, and
+     * chunk names of ASCII letters only (libpng refuses any other) */
     size_t pos = 8 + 25, idat = 0;
     int after_idat = 0;
     for (;;) {
         if (len - pos < 12 || be32(buf + pos) > len - pos - 12) return 0;
         const uint8_t *type = buf + pos + 4;
+        for (int i = 0; i < 4; i++)
+            if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z'))) return 0;
         if (memcmp(type, "IEND", 4) == 0) break;
         if (memcmp(type, "IDAT", 4) == 0) {
             if (after_idat) return 0;

@@ -366,9 +366,11 @@ Test(image, plain_png_fast_path_undoes_every_filter) {
 }
 
 /* A plain PNG whose zlib stream gives more or fewer bytes than its rows,
- * or a row with an unknown filter byte, is left to libpng, which names
- * what is wrong (or, for data past the rows, decodes them as before). */
-Test(image, plain_png_with_a_wrong_stream_goes_to_libpng) {
+ * a row with an unknown filter byte, or a chunk named with other bytes
+ * than ASCII letters is left to libpng, which names what is wrong (or,
+ * for data past the rows, decodes them as before); an ancillary chunk
+ * the fast path skips, as libpng does. */
+Test(image, plain_png_with_anything_amiss_goes_to_libpng) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     enum { W = 5, H = 4 };
     uint8_t rows[H * (W + 1) + 6] = {0};
@@ -376,21 +378,30 @@ Test(image, plain_png_with_a_wrong_stream_goes_to_libpng) {
     static const struct {
         size_t raw;       /* bytes deflated */
         int bad_filter;   /* the last row's filter byte 7 */
+        const char *name; /* of an ancillary-looking chunk before the IDAT, or NULL */
+        int plain;        /* the fast path takes it */
         dae_status want;  /* of dae_image_decode */
-    } cases[] = {{H * (W + 1) - 1, 0, DAE_ERR_FORMAT}, {H * (W + 1), 1, DAE_ERR_FORMAT}, {H * (W + 1) + 6, 0, DAE_OK}};
+    } cases[] = {{H * (W + 1) - 1, 0, NULL, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 1, NULL, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1) + 6, 0, NULL, 0, DAE_OK},
+                 {H * (W + 1), 0, "\xe9xYz", 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 0, "tE1t", 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 0, "teXt", 1, DAE_OK}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rows[(H - 1) * (W + 1)] = cases[i].bad_filter ? 7 : 1;
         membuf b = {0};
         membuf_put(&b, sig, 8);
         uint8_t ihdr[13] = {0, 0, 0, W, 0, 0, 0, H, 8, 0, 0, 0, 0};
         put_chunk(&b, "IHDR", ihdr, 13);
+        if (cases[i].name != NULL) put_chunk(&b, cases[i].name, (const uint8_t *)"abc", 3);
         uint8_t z[256];
         uLongf zlen = sizeof z;
         cr_assert_eq(compress(z, &zlen, rows, cases[i].raw), Z_OK);
         put_chunk(&b, "IDAT", z, (uint32_t)zlen);
         put_chunk(&b, "IEND", NULL, 0);
         dae_image img;
-        cr_assert_eq(img_png_decode_plain(b.data, b.len, 0, &img), 0, "case %zu taken by the fast path", i);
+        cr_assert_eq(img_png_decode_plain(b.data, b.len, 0, &img), cases[i].plain, "case %zu", i);
+        if (cases[i].plain) dae_image_free(&img);
         char err[DAE_ERR_LEN] = "";
         cr_assert_eq(dae_image_decode(b.data, b.len, 0, &img, err, sizeof err), cases[i].want, "case %zu: %s", i,
                      err);
