@@ -3,7 +3,10 @@
  * and reading and writing image files.
  *
  * Decoding takes PNG through libpng (every colour type and bit depth,
- * palettes, tRNS transparency, Adam7 interlacing), JPEG through
+ * palettes, tRNS transparency, Adam7 interlacing; the plain 8-bit ones
+ * clients send most are inflated in one call and unfiltered in image.c,
+ * with the same result, and anything odd about them left to libpng: see
+ * img_png_decode_plain in img_codec.h), JPEG through
  * libjpeg-turbo (baseline and progressive; gray, RGB, CMYK), the first
  * frame of a GIF through giflib, and BMP, PNM (P5/P6) and TGA through
  * dae's own readers (io/img_*.c), which check every length before they
