@@ -321,10 +321,14 @@ static size_t conv2d_dots_col_size(const dae_conv_geom *g) {
 }
 
 /* Channels [c0, c0 + n) of image b of the parts' concatenation into the
- * padded buffer dst (pixels of n floats, rows of wp pixels), the image's
- * corner at (y0, x0), its first rows x cols pixels. */
-static void pad_channels(float *dst, int wp, int y0, int x0, int rows, int cols, const float *const *parts,
-                         const int *channels, int n_parts, const dae_conv_geom *g, int b, int c0, int n) {
+ * inside of its zero-padded copy dst (pixels of n floats, hp x wp of
+ * patches_padded_size, the image's corner at (pad_h, pad_w)); the
+ * padding, the same for every image, is the caller's to zero once. */
+static void pad_channels(float *dst, const float *const *parts, const int *channels, int n_parts,
+                         const dae_conv_geom *g, int b, int c0, int n) {
+    int hp, wp, y0 = g->pad_h, x0 = g->pad_w;
+    patches_padded_size(g, &hp, &wp);
+    int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
     size_t image = (size_t)g->in_h * g->in_w;
     for (int i = 0, pc = 0; i < n_parts; pc += channels[i], i++) {
         int from = c0 > pc ? c0 : pc, to = c0 + n < pc + channels[i] ? c0 + n : pc + channels[i];
@@ -390,17 +394,15 @@ static void conv2d_forward_by_dots(float *out, const float *const *parts, const 
     size_t plane = (size_t)hp * wp;
     float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
     memset(col, 0, sizeof(float) * plane * g->in_c); /* the borders; each image fills the inside */
-    int y0 = g->pad_h, x0 = g->pad_w;
-    int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
     size_t out_image = (size_t)g->out_h * g->out_w;
     for (int b = 0; b < g->batch; b++) {
         float *o = out + b * out_image;
-        pad_channels(padded, wp, y0, x0, rows, cols, parts, channels, n_parts, g, b, 0, head);
+        pad_channels(padded, parts, channels, n_parts, g, b, 0, head);
         dae_gemm_patches_dot(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, head, padded, wp, wd, o);
         memset(tail, 0, sizeof(float) * g->out_h * wp);
         for (int c = head; c < g->in_c; c++) {
             float *p = planes + (size_t)(c - head) * plane;
-            pad_channels(p, wp, y0, x0, rows, cols, parts, channels, n_parts, g, b, c, 1);
+            pad_channels(p, parts, channels, n_parts, g, b, c, 1);
             add_plane(tail, p, wp, weight + c, g->in_c, g);
         }
         finish_dots(o, tail, wp, bias[0], relu, g);
@@ -612,17 +614,10 @@ static void conv2d_forward_by_patches(float *out, const float *in, const float *
     patches_padded_size(g, &hp, &wp);
     float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
     dae_gemm_transpose(g->out_c, k, weight, k, wt);
-    /* The padding is the same for every image: zeroed once, then each
-     * image's rows are copied inside it. */
-    memset(padded, 0, sizeof(float) * hp * wp * c);
-    int y0 = g->pad_h, x0 = g->pad_w;
-    int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
-    size_t in_image = (size_t)g->in_h * g->in_w * c, out_image = (size_t)g->out_h * g->out_w * g->out_c;
+    memset(padded, 0, sizeof(float) * hp * wp * c); /* the borders; each image fills the inside */
+    size_t out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++) {
-        const float *image = in + b * in_image;
-        for (int y = 0; y < rows; y++)
-            memcpy(padded + ((size_t)(y0 + y) * wp + x0) * c, image + (size_t)y * g->in_w * c,
-                   sizeof(float) * cols * c);
+        pad_channels(padded, &in, &c, 1, g, b, 0, c);
         dae_gemm_patches(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, c, padded, wp, wt, g->out_c,
                          out + b * out_image, bias, relu);
     }

@@ -94,7 +94,30 @@ static void put(char *buf, size_t cap, size_t *used, const char *fmt, ...) {
     if (n > 0) *used += (size_t)n < cap - *used ? (size_t)n : cap - *used - 1;
 }
 
-static void access_put(const char *line, size_t len, int busy);
+/* The access log's lines waiting to go out, and the thread that writes
+ * them out every SRV_ACCESS_LINGER_MS. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    char buf[SRV_ACCESS_BUFFER];
+    size_t used;
+    int running, stop;
+    pthread_t thread;
+} waiting = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void write_out_locked(void) {
+    if (waiting.used > 0) (void)dae_write_all(1, waiting.buf, waiting.used); /* a log must never stop the server */
+    waiting.used = 0;
+}
+
+static void access_put(const char *line, size_t len, int busy) {
+    pthread_mutex_lock(&waiting.mu);
+    if (waiting.used + len > sizeof waiting.buf) write_out_locked();
+    memcpy(waiting.buf + waiting.used, line, len);
+    waiting.used += len;
+    if (!busy || !waiting.running) write_out_locked();
+    pthread_mutex_unlock(&waiting.mu);
+}
 
 void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     if (format == SRV_LOG_OFF) return;
@@ -130,31 +153,6 @@ void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     }
     line[used++] = '\n';
     access_put(line, used, busy);
-}
-
-/* The access log's lines waiting to go out, and the thread that writes
- * them out every SRV_ACCESS_LINGER_MS. */
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t wake;
-    char buf[SRV_ACCESS_BUFFER];
-    size_t used;
-    int running, stop;
-    pthread_t thread;
-} waiting = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
-
-static void write_out_locked(void) {
-    if (waiting.used > 0) (void)dae_write_all(1, waiting.buf, waiting.used); /* a log must never stop the server */
-    waiting.used = 0;
-}
-
-static void access_put(const char *line, size_t len, int busy) {
-    pthread_mutex_lock(&waiting.mu);
-    if (waiting.used + len > sizeof waiting.buf) write_out_locked();
-    memcpy(waiting.buf + waiting.used, line, len);
-    waiting.used += len;
-    if (!busy || !waiting.running) write_out_locked();
-    pthread_mutex_unlock(&waiting.mu);
 }
 
 static void *write_out_main(void *arg) {
