@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hot.h"
 #include "infer.h"
 
 /* Largest batch of tiles dae_denoise_plane and dae_denoise_image gather
@@ -135,7 +136,7 @@ void dae_tile_extract(const dae_tile_plan *p, const float *plane, int first, int
     }
 }
 
-void dae_tile_extract_u8(const dae_tile_plan *p, const uint8_t *pixels, int channels, int c, int first, int n,
+HOT void dae_tile_extract_u8(const dae_tile_plan *p, const uint8_t *pixels, int channels, int c, int first, int n,
                          float *tiles) {
     const int tw = p->tile_w, th = p->tile_h, w = p->width, h = p->height;
     const size_t ch = (size_t)channels;
@@ -147,7 +148,10 @@ void dae_tile_extract_u8(const dae_tile_plan *p, const uint8_t *pixels, int chan
         for (int ty = 0; ty < th; ty++) {
             const uint8_t *src = pixels + (size_t)reflect(oy + ty, h) * (size_t)w * ch + (size_t)c;
             float *row = dst + (size_t)ty * (size_t)tw;
-            if (inside_x) {
+            if (inside_x && ch == 1) { /* gray: consecutive samples, which vectorises */
+                const uint8_t *s = src + ox;
+                for (int tx = 0; tx < tw; tx++) row[tx] = s[tx] * (1.0f / 255.0f);
+            } else if (inside_x) {
                 const uint8_t *s = src + (size_t)ox * ch;
                 for (int tx = 0; tx < tw; tx++) row[tx] = s[(size_t)tx * ch] * (1.0f / 255.0f);
             } else {

@@ -1097,6 +1097,33 @@ Test(image, noise_is_seeded_and_leaves_alpha) {
     dae_image_free(&b);
 }
 
+/* A gray image's plane converts in whole vectors and a tail: every
+ * sample, wherever it falls, is clipped to [0, 1] (NaN and -inf to 0,
+ * +inf to 255) and rounded to nearest. */
+Test(image, gray_plane_conversion_clips_and_rounds_every_sample) {
+    enum { N = 77 };
+    dae_image img;
+    char err[DAE_ERR_LEN];
+    cr_assert_eq(dae_image_alloc(&img, N, 1, 1, err, sizeof err), DAE_OK);
+    float plane[N];
+    uint8_t want[N];
+    for (int i = 0; i < N; i++) {
+        plane[i] = (float)i / 60.0f - 0.1f; /* -0.1 to 1.17 */
+        float v = plane[i] < 0.0f ? 0.0f : plane[i] > 1.0f ? 1.0f : plane[i];
+        want[i] = (uint8_t)(int)(v * 255.0f + 0.5f);
+    }
+    static const int special[] = {0, 15, 16, 31, 63, 64, 76};
+    for (size_t s = 0; s < sizeof special / sizeof special[0]; s++) {
+        int i = special[s];
+        plane[i] = s % 3 == 0 ? NAN : s % 3 == 1 ? INFINITY : -INFINITY;
+        want[i] = s % 3 == 1 ? 255 : 0;
+    }
+    dae_image_from_plane(&img, 0, plane);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(img.pixels[i], want[i], "sample %d (%g): got %d, want %d", i, plane[i], img.pixels[i], want[i]);
+    dae_image_free(&img);
+}
+
 Test(image, plane_conversion_clips_and_rounds) {
     dae_image img;
     char err[DAE_ERR_LEN];
