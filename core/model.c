@@ -567,7 +567,7 @@ typedef struct {
                       to one already there; also the residual output */
     int input, target; /* the input and the training target in (B,H,W,C),
                           when C > 1; else -1 */
-    size_t col;        /* im2col floats per image */
+    size_t col;        /* im2col floats for the workspace's largest batch */
     /* inference: the concatenations never copied (their reader takes their
      * inputs where they lie; concat_split); all zero in a training plan */
     int split[DAE_MAX_LAYERS];
@@ -667,13 +667,15 @@ static void plan_inference(const dae_model *m, ws_plan *p) {
     }
 }
 
-static void plan_workspace(const dae_model *m, int for_training, ws_plan *p) {
+static void plan_workspace(const dae_model *m, int for_training, int max_batch, ws_plan *p) {
     memset(p, 0, sizeof *p);
     p->input = p->target = p->scratch = -1;
     size_t image = dae_model_image_size(m), biggest = image;
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
-        dae_conv_geom g = layer_geom(l, 1);
+        /* col for the whole batch: a layer's scratch may be a few images'
+         * (chunks) plus what the batch shares (weights) */
+        dae_conv_geom g = layer_geom(l, max_batch);
         if (layer_out_size(l) > biggest) biggest = layer_out_size(l);
         if (l->kind == DAE_LAYER_CONV2D && dae_conv2d_col_size(&g) > p->col) p->col = dae_conv2d_col_size(&g);
         if (l->kind == DAE_LAYER_CONV_TRANSPOSE2D && dae_conv_transpose2d_col_size(&g) > p->col)
@@ -715,8 +717,8 @@ void dae_workspace_free(dae_workspace *ws) {
 size_t dae_workspace_bytes(const dae_model *m, int max_batch, int for_training) {
     if (max_batch < 1) return 0;
     ws_plan p;
-    plan_workspace(m, for_training, &p);
-    size_t bytes = sizeof(dae_workspace) + floats_bytes(p.col * (size_t)max_batch);
+    plan_workspace(m, for_training, max_batch, &p);
+    size_t bytes = sizeof(dae_workspace) + floats_bytes(p.col);
     for (int b = 0; b < p.n_buffers; b++) bytes += floats_bytes(p.buffer_size[b] * (size_t)max_batch);
     return bytes;
 }
@@ -727,8 +729,8 @@ dae_workspace *dae_workspace_new(const dae_model *m, int max_batch, int for_trai
     if (ws == NULL) return NULL;
     ws->max_batch = max_batch;
     ws->for_training = for_training;
-    plan_workspace(m, for_training, &ws->plan);
-    int ok = (ws->col = alloc_floats(ws->plan.col * (size_t)max_batch)) != NULL;
+    plan_workspace(m, for_training, max_batch, &ws->plan);
+    int ok = (ws->col = alloc_floats(ws->plan.col)) != NULL;
     for (int b = 0; b < ws->plan.n_buffers && ok; b++)
         ok = (ws->buffers[b] = alloc_floats(ws->plan.buffer_size[b] * (size_t)max_batch)) != NULL;
     if (!ok) {
