@@ -708,10 +708,10 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
  * too); the other 15 kinds' combinations (21 a tile) are made first. The
  * sums differ from the taps' in rounding only (the PyTorch fixtures'
  * tolerances hold). A row of each product is one tile's, so an image's
- * outputs are the same bits in any batch. The U-Net's 14 -> 28 layer:
- * 43.1 -> 38.7 us an image at batch 16, one core. Inputs of odd size
- * keep the taps: its 7 -> 14 layer's last tiles, half zeros, made that
- * 39.5. */
+ * outputs are the same bits in any batch. The U-Net's 14 -> 28 layer by
+ * points took its image from 43.1 to 38.7 us at batch 16 (one core).
+ * Inputs of odd size keep the taps: the 7 -> 14 layer's last tiles, half
+ * zeros, made the image 39.5 us. */
 enum { POINT_A, POINT_B, POINT_C, POINT_D, POINT_KINDS };
 /* The 15 made kinds' rows a tile; the most channels in. */
 enum { POINT_MADE_ROWS = 21, POINTS_CHANNELS_MAX = 256 };
