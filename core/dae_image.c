@@ -40,7 +40,8 @@ void dae_image_to_plane(const dae_image *img, int c, float *plane) {
 
 /* no-trapping-math lets GCC turn the clamp's comparisons into min/max
  * and vectorise a gray image's loop (dae sets no floating-point traps):
- * 0.83 -> 0.2 us for a 28x28 image. */
+ * 0.71-0.83 -> 0.24 us for a 28x28 image (the minimum of 20 bursts of
+ * 20,000 calls, one core). */
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
 

@@ -752,25 +752,24 @@ static size_t points_col_size(const dae_conv_geom *g) {
     return points_weight_floats(g) + (size_t)points_chunk_images(g) * points_image_floats(g);
 }
 
-/* Where each kind's rows lie in the made combinations (u) and in the
- * products: kind k = f * POINT_KINDS + h (f along y, h along x) has
- * point_kind_rows[k] rows a tile (A's two sub-rows by the other's), in a
- * block starting point_kind_first[k] rows a tile in (AA, k = 0, the input
- * itself, has none there). Each of a tile's 16 outputs (y * 4 + x) is the
- * sum of point_out_n of its points: kind point_out_kind, row
- * point_out_sub of the tile's rows of that kind (its sub-row along y times
- * the kind's rows along x, plus the sub-row along x; AA's: the input pixel
- * (2 * ty + sub / 2, 2 * tx + sub % 2)). Constants, so that the loops
- * over them unroll into straight code. */
-static const int point_kind_rows[16] = {4, 2, 2, 2, 2, 1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1};
-static const int point_kind_first[16] = {0, 0, 2, 4, 6, 8, 9, 10, 11, 13, 14, 15, 16, 18, 19, 20};
-static const int point_out_n[16] = {1, 2, 1, 2, 2, 4, 2, 4, 1, 2, 1, 2, 2, 4, 2, 4};
-static const int point_out_kind[16][4] = {
-    {0}, {1, 2}, {0}, {2, 3}, {4, 8}, {5, 6, 9, 10}, {4, 8}, {6, 7, 10, 11},
-    {0}, {1, 2}, {0}, {2, 3}, {8, 12}, {9, 10, 13, 14}, {8, 12}, {10, 11, 14, 15}};
-static const int point_out_sub[16][4] = {
-    {0}, {0, 0}, {1}, {0, 0}, {0, 0}, {0, 0, 0, 0}, {1, 1}, {0, 0, 0, 0},
-    {2}, {1, 1}, {3}, {1, 1}, {0, 0}, {0, 0, 0, 0}, {1, 1}, {0, 0, 0, 0}};
+/* Per axis, each of a tile's 4 outputs as the sum of one or two (kind,
+ * sub-row) points (-1: none); in 2-D, output (i, j) sums the products of
+ * output i's points along y and output j's along x. */
+static const int point_outputs[4][2][2] = {
+    {{POINT_A, 0}, {-1, 0}}, {{POINT_B, 0}, {POINT_C, 0}}, {{POINT_A, 1}, {-1, 0}}, {{POINT_C, 0}, {POINT_D, 0}}};
+
+/* Where kind k = f * POINT_KINDS + h (f along y, h along x) lies in the
+ * made combinations (u) and in the products: its rows a tile (A's two
+ * sub-rows by the other's), in a block starting the kinds before it's
+ * rows a tile in (AA, k = 0, the input itself, has none there). Called
+ * with k constant in unrolled loops, so both fold to constants. */
+static inline int point_kind_rows(int k) { return point_rows[k / POINT_KINDS] * point_rows[k % POINT_KINDS]; }
+
+static inline int point_kind_first(int k) {
+    int rows = 0;
+    for (int j = 1; j < k; j++) rows += point_kind_rows(j);
+    return rows;
+}
 
 /* wt (16 kinds, IC, OC) = each kind's filter: the sum of its taps of
  * weight (IC, 3, 3, OC), along y, then along x; OC in whole vectors. */
@@ -821,7 +820,7 @@ static inline __attribute__((always_inline)) void points_tile_inputs(float *rest
 #pragma GCC unroll 16
         for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++) {
             int f = k / POINT_KINDS, h = k % POINT_KINDS, minus = point_minus[f];
-            float *dst = u + point_kind_first[k] * block + (tile * point_kind_rows[k]) * ic_n + c0 + c;
+            float *dst = u + point_kind_first(k) * block + (tile * point_kind_rows(k)) * ic_n + c0 + c;
 #pragma GCC unroll 2
             for (int sf = 0; sf < point_rows[f]; sf++)
 #pragma GCC unroll 2
@@ -879,14 +878,21 @@ static inline __attribute__((always_inline)) void points_tile_outputs(float *res
         if (oy >= oy_n || ox >= ox_n) continue;
         for (int c = 0; c < oc_n; c += 16) {
             vec16 v = {0};
-#pragma GCC unroll 4
-            for (int s = 0; s < point_out_n[o]; s++) {
-                int k = point_out_kind[o][s], sub = point_out_sub[o][s];
-                const float *src = k == 0 ? aa + (sub / 2) * aa_row + (sub % 2) * oc_n
-                                          : prod + point_kind_first[k] * block +
-                                                (tile * point_kind_rows[k] + sub) * oc_n;
-                v = s == 0 ? *(const uvec16 *)(src + c) : v + *(const uvec16 *)(src + c);
-            }
+            int first = 1;
+#pragma GCC unroll 2
+            for (int a = 0; a < 2; a++)
+#pragma GCC unroll 2
+                for (int e = 0; e < 2; e++) {
+                    int f = point_outputs[oy][a][0], sf = point_outputs[oy][a][1];
+                    int h = point_outputs[ox][e][0], sh = point_outputs[ox][e][1];
+                    if (f < 0 || h < 0) continue;
+                    int k = f * POINT_KINDS + h;
+                    const float *src = k == 0 ? aa + sf * aa_row + sh * oc_n
+                                              : prod + point_kind_first(k) * block +
+                                                    (tile * point_kind_rows(k) + sf * point_rows[h] + sh) * oc_n;
+                    v = first ? *(const uvec16 *)(src + c) : v + *(const uvec16 *)(src + c);
+                    first = 0;
+                }
             if (bias != NULL) v += *(const uvec16 *)(bias + c);
             if (relu) v = (vec16)((ivec16)v & (v > 0.0f));
             *(uvec16 *)(out + oy * out_row + ox * oc_n + c) = v;
@@ -930,8 +936,8 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
         points_inputs(u, parts, channels, n_parts, g, b0, nb);
         parts_product(nb * (int)in_pixels, oc_n, parts, channels, n_parts, b0 * in_pixels, wt, aa);
         for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++)
-            dae_gemm_bias(0, (int)tiles * point_kind_rows[k], oc_n, ic_n, u + point_kind_first[k] * tiles * ic_n,
-                          ic_n, wt + (size_t)k * ic_n * oc_n, oc_n, prod + point_kind_first[k] * tiles * oc_n, oc_n,
+            dae_gemm_bias(0, (int)tiles * point_kind_rows(k), oc_n, ic_n, u + point_kind_first(k) * tiles * ic_n,
+                          ic_n, wt + (size_t)k * ic_n * oc_n, oc_n, prod + point_kind_first(k) * tiles * oc_n, oc_n,
                           NULL, 0);
         points_outputs(out + b0 * out_image, prod, aa, bias, g, nb, relu);
     }
