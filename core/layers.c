@@ -555,18 +555,21 @@ void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *
     }
 }
 
-/* The adjoint, per chunk of images: dtaps = each output gradient placed
- * in every tap plane at the pixel its tap read (zero elsewhere);
- * dweight += dtaps in; din = dtaps^T weight. */
-static void conv2d_taps_backward_chunk(float *din, float *dweight, const float *dout, const float *in,
-                                       const float *weight, const dae_conv_geom *g, int batch, float *dtaps) {
+/* The adjoint, per chunk of images [b0, b0 + batch): dtaps = each output
+ * gradient placed in every tap plane at the pixel its tap read (zero
+ * elsewhere); per part q, its columns of dweight += dtaps part and
+ * dins[q] = dtaps^T (its columns of weight). */
+static void conv2d_taps_backward_chunk(float *const *dins, float *dweight, const float *dout,
+                                       const float *const *parts, const int *channels, int n_parts,
+                                       const float *weight, const dae_conv_geom *g, int b0, int batch,
+                                       float *dtaps) {
     int n_taps = g->out_c * g->k_h * g->k_w, oc_n = g->out_c;
     size_t plane = (size_t)batch * g->in_h * g->in_w;
     memset(dtaps, 0, sizeof(float) * plane * n_taps);
     for (int b = 0; b < batch; b++)
         for (int oy = 0; oy < g->out_h; oy++)
             for (int oc = 0; oc < oc_n; oc++) {
-                const float *d = dout + ((size_t)b * g->out_h + oy) * g->out_w * oc_n + oc;
+                const float *d = dout + ((size_t)(b0 + b) * g->out_h + oy) * g->out_w * oc_n + oc;
                 for (int i = 0; i < g->k_h; i++) {
                     int y = oy * g->stride_h - g->pad_h + i;
                     if (y < 0 || y >= g->in_h) continue;
@@ -579,20 +582,32 @@ static void conv2d_taps_backward_chunk(float *din, float *dweight, const float *
                     }
                 }
             }
-    dae_gemm(0, 0, n_taps, g->in_c, (int)plane, 1.0f, dtaps, (int)plane, in, g->in_c, 1.0f, dweight, g->in_c);
-    if (din != NULL)
-        dae_gemm(1, 0, (int)plane, g->in_c, n_taps, 1.0f, dtaps, (int)plane, weight, g->in_c, 0.0f, din, g->in_c);
+    size_t row0 = (size_t)b0 * g->in_h * g->in_w;
+    for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
+        int c = channels[q];
+        dae_gemm(0, 0, n_taps, c, (int)plane, 1.0f, dtaps, (int)plane, parts[q] + row0 * c, c, 1.0f,
+                 dweight + c_first, g->in_c);
+        if (dins[q] != NULL)
+            dae_gemm(1, 0, (int)plane, c, n_taps, 1.0f, dtaps, (int)plane, weight + c_first, g->in_c, 0.0f,
+                     dins[q] + row0 * c, c);
+    }
 }
 
-static void conv2d_taps_backward(float *din, float *dweight, const float *dout, const float *in,
-                                 const float *weight, const dae_conv_geom *g, float *dtaps) {
-    size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_image = (size_t)g->out_h * g->out_w * g->out_c;
+static void conv2d_taps_backward(float *const *dins, float *dweight, const float *dout, const float *const *parts,
+                                 const int *channels, int n_parts, const float *weight, const dae_conv_geom *g,
+                                 float *dtaps) {
     int per = chunk_images((size_t)g->in_h * g->in_w * g->out_c * g->k_h * g->k_w);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
-        conv2d_taps_backward_chunk(din == NULL ? NULL : din + b0 * in_image, dweight, dout + b0 * out_image,
-                                   in + b0 * in_image, weight, g, nb, dtaps);
+        conv2d_taps_backward_chunk(dins, dweight, dout, parts, channels, n_parts, weight, g, b0, nb, dtaps);
     }
+}
+
+void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
+                               const float *const *parts, const int *channels, int n_parts, const float *weight,
+                               const dae_conv_geom *g, float *col) {
+    sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
+    conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
 }
 
 /* A convolution reads its patches where the image lies: dae_gemm_patches
@@ -664,11 +679,11 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
      * din = col2im(dcol) */
     int k = g->k_h * g->k_w * g->in_c;
     patch_geom p = conv_patches(g);
-    sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
     if (conv2d_by_taps(g, &p)) {
-        conv2d_taps_backward(din, dweight, dout, in, weight, g, col);
+        dae_conv2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col);
         return;
     }
+    sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(out_pixels * k);
@@ -988,8 +1003,15 @@ void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
                                    const float *dout, const float *in,
                                    const float *weight, const dae_conv_geom *g,
                                    float *col) {
-    /* per chunk: dcol (P, K) = im2col(dout); dweight (IC, K) += in^T dcol;
-     * din (P, IC) = dcol weight^T. */
+    dae_conv_transpose2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col);
+}
+
+void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
+                                         const float *const *parts, const int *channels, int n_parts,
+                                         const float *weight, const dae_conv_geom *g, float *col) {
+    /* per chunk: dcol (P, K) = im2col(dout); per part q, its rows of
+     * dweight (IC, K) += part^T dcol and dins[q] (P, channels[q]) = dcol
+     * (its rows of weight)^T. */
     int k = g->k_h * g->k_w * g->out_c;
     patch_geom p = conv_transpose_patches(g);
     size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
@@ -998,15 +1020,19 @@ void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per, rows = nb * (int)in_pixels;
-        const float *x = in + b0 * in_pixels * g->in_c, *dcol = dout + b0 * out_image;
+        const float *dcol = dout + b0 * out_image;
         if (!whole) {
             p.batch = nb;
             im2col(col, dcol, &p);
             dcol = col;
         }
-        dae_gemm_tn_acc(g->in_c, k, rows, x, g->in_c, dcol, k, dweight, k);
-        if (din != NULL)
-            dae_gemm_bias(1, rows, g->in_c, k, dcol, k, weight, k, din + b0 * in_pixels * g->in_c, g->in_c, NULL, 0);
+        for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
+            int c = channels[q];
+            size_t row0 = b0 * in_pixels * c;
+            dae_gemm_tn_acc(c, k, rows, parts[q] + row0, c, dcol, k, dweight + (size_t)c_first * k, k);
+            if (dins[q] != NULL)
+                dae_gemm_bias(1, rows, c, k, dcol, k, weight + (size_t)c_first * k, k, dins[q] + row0, c, NULL, 0);
+        }
     }
 }
 

@@ -82,6 +82,18 @@ void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *
 void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
                                         const float *weight, const float *bias, const dae_conv_geom *g, int relu,
                                         float *col);
+/* The backward of such a layer, its input given as the same parts:
+ * dins[q] (B,H,W,channels[q]) = the part's input gradient (skipped when
+ * NULL); dweight and dbias added to as by dae_*_backward. Training reads
+ * a concatenation where its inputs lie too, and writes their gradients
+ * where they lie. A conv2d's backward takes parts when
+ * dae_conv2d_takes_parts. */
+void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
+                               const float *const *parts, const int *channels, int n_parts, const float *weight,
+                               const dae_conv_geom *g, float *col);
+void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
+                                         const float *const *parts, const int *channels, int n_parts,
+                                         const float *weight, const dae_conv_geom *g, float *col);
 
 void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
                                    const float *dout, const float *in,

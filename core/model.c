@@ -568,8 +568,8 @@ typedef struct {
     int input, target; /* the input and the training target in (B,H,W,C),
                           when C > 1; else -1 */
     size_t col;        /* im2col floats for the workspace's largest batch */
-    /* inference: the concatenations never copied (their reader takes their
-     * inputs where they lie; concat_split); all zero in a training plan */
+    /* the concatenations never copied: their reader takes their inputs
+     * where they lie (concat_split) */
     int split[DAE_MAX_LAYERS];
 } ws_plan;
 
@@ -607,16 +607,30 @@ static int add_buffer(ws_plan *p, size_t size) {
     return p->n_buffers++;
 }
 
-/* True when inference need not copy concatenation i: its one reader is
- * the next layer, a convolution that takes its inputs where they lie
- * (dae_*_forward_parts). Training keeps the copy, which the backward
- * pass reads. */
-static int concat_split(const dae_model *m, int i) {
+/* True when concatenation i need not be copied: its one reader is the
+ * next layer, a convolution that takes its inputs where they lie
+ * (dae_*_forward_parts, and in training dae_*_backward_parts, which
+ * writes their gradients where they lie). Training also needs each
+ * input's gradient to begin there: no later layer reads the memory of
+ * any of them, and no input is given twice. */
+static int concat_split(const dae_model *m, int i, int for_training) {
     const dae_layer *l = &m->layers[i];
     if (l->kind != DAE_LAYER_CONCAT || i + 1 >= m->n_layers || l->n_inputs > DAE_MAX_PARTS) return 0;
     for (int j = 0; j < m->n_layers; j++)
         for (int q = 0; q < m->layers[j].n_inputs; q++)
             if (m->layers[j].inputs[q] == i && j != i + 1) return 0;
+    if (for_training)
+        for (int q = 0; q < l->n_inputs; q++) {
+            int k = l->inputs[q];
+            if (k == DAE_NETWORK_INPUT) continue;
+            for (int r = 0; r < q; r++)
+                if (l->inputs[r] == k) return 0;
+            for (int j = i + 2; j < m->n_layers; j++)
+                for (int r = 0; r < m->layers[j].n_inputs; r++) {
+                    int kr = m->layers[j].inputs[r];
+                    if (kr != DAE_NETWORK_INPUT && memory_owner(m, kr) == memory_owner(m, k)) return 0;
+                }
+        }
     const dae_layer *reader = &m->layers[i + 1];
     dae_conv_geom g = layer_geom(reader, 1);
     return reader->kind == DAE_LAYER_CONV_TRANSPOSE2D ||
@@ -631,7 +645,7 @@ static void plan_inference(const dae_model *m, ws_plan *p) {
     int last_read[DAE_MAX_LAYERS], busy[MAX_BUFFERS] = {0};
     for (int i = 0; i < m->n_layers; i++) {
         last_read[i] = i;
-        p->split[i] = concat_split(m, i);
+        p->split[i] = concat_split(m, i, 0);
     }
     for (int i = 0; i < m->n_layers; i++)
         for (int q = 0; q < m->layers[i].n_inputs; q++) {
@@ -691,6 +705,11 @@ static void plan_workspace(const dae_model *m, int for_training, int max_batch, 
     }
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
+        p->split[i] = concat_split(m, i, 1);
+        if (p->split[i]) {
+            p->value[i] = p->grad[i] = -1;
+            continue;
+        }
         p->value[i] = l->in_place ? p->value[l->inputs[0]] : add_buffer(p, layer_out_size(l));
         p->grad[i] = l->in_place ? p->grad[l->inputs[0]] : add_buffer(p, layer_out_size(l));
     }
@@ -763,6 +782,16 @@ static float *node_value(const dae_workspace *ws, int k, const float *x0) {
     return k == DAE_NETWORK_INPUT ? (float *)x0 : ws->buffers[ws->plan.value[k]];
 }
 
+/* The outputs layer l reads and their channels. */
+static void layer_inputs(const dae_model *m, const dae_workspace *ws, const dae_layer *l, const float *x0,
+                         const float **ins, int *channels) {
+    for (int q = 0; q < l->n_inputs; q++) {
+        int k = l->inputs[q];
+        ins[q] = node_value(ws, k, x0);
+        channels[q] = k == DAE_NETWORK_INPUT ? m->in_c : m->layers[k].out_c;
+    }
+}
+
 /* Runs every layer on x0 (NHWC) and returns the last layer's output, which
  * lives in the workspace. */
 static const float *run_forward(const dae_model *m, dae_workspace *ws, const float *x0, int batch) {
@@ -779,10 +808,7 @@ static const float *run_forward(const dae_model *m, dae_workspace *ws, const flo
         const float *w = m->params + l->weight_offset, *bias = m->params + l->bias_offset;
         const float *ins[DAE_MAX_INPUTS];
         int channels[DAE_MAX_INPUTS];
-        for (int q = 0; q < joined->n_inputs; q++) {
-            ins[q] = node_value(ws, joined->inputs[q], x0);
-            channels[q] = joined->inputs[q] == DAE_NETWORK_INPUT ? m->in_c : m->layers[joined->inputs[q]].out_c;
-        }
+        layer_inputs(m, ws, joined, x0, ins, channels);
         switch (l->kind) {
         case DAE_LAYER_CONV2D:
             if (joined != l)
@@ -862,9 +888,32 @@ static void grad_add(dae_workspace *ws, int k, size_t n) {
 static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads) {
     int started[DAE_MAX_LAYERS] = {0};
     started[memory_owner(m, m->n_layers - 1)] = 1;
+    const int *split = ws->plan.split;
     for (int i = m->n_layers - 1; i >= 0; i--) {
+        if (split[i]) continue; /* the next layer's backward took its inputs */
         const dae_layer *l = &m->layers[i];
         const float *g = ws->buffers[ws->plan.grad[i]], *y = node_value(ws, i, x0);
+        if (i > 0 && split[i - 1]) { /* a convolution reading a concatenation's inputs where they lie */
+            const dae_layer *joined = &m->layers[i - 1];
+            const float *ins[DAE_MAX_INPUTS];
+            float *dins[DAE_MAX_INPUTS];
+            int channels[DAE_MAX_INPUTS];
+            layer_inputs(m, ws, joined, x0, ins, channels);
+            for (int q = 0; q < joined->n_inputs; q++) {
+                int k = joined->inputs[q];
+                dins[q] = k == DAE_NETWORK_INPUT ? NULL : ws->buffers[ws->plan.grad[k]];
+                if (k != DAE_NETWORK_INPUT) started[memory_owner(m, k)] = 1; /* the first (concat_split) */
+            }
+            dae_conv_geom geom = layer_geom(l, batch);
+            const float *w = m->params + l->weight_offset;
+            float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
+            if (l->kind == DAE_LAYER_CONV2D)
+                dae_conv2d_backward_parts(dins, gw, gb, g, ins, channels, joined->n_inputs, w, &geom, ws->col);
+            else
+                dae_conv_transpose2d_backward_parts(dins, gw, gb, g, ins, channels, joined->n_inputs, w, &geom,
+                                                    ws->col);
+            continue;
+        }
         size_t count = layer_out_size(l) * (size_t)batch;
         int k = l->inputs[0], add = 0;
         if (l->in_place) { /* its input's gradient is the same memory */

@@ -190,9 +190,9 @@ Test(model, outputs_do_not_depend_on_the_batch) {
     }
 }
 
-/* Inference multiplies the U-Net's concatenations' inputs where they lie;
- * training copies them side by side, as its backward pass reads them.
- * Both give the same bits. */
+/* Inference multiplies the U-Net's concatenations' inputs where they lie,
+ * and so does training, whose backward pass reads them there too; the
+ * forward passes give the same bits. */
 Test(model, inference_skips_the_concatenations_copies_with_the_same_bits) {
     dae_model m;
     char err[DAE_ERR_LEN] = "";
@@ -369,6 +369,13 @@ Test(model, unet_training_steps_match_pytorch) { check_training_steps(FIXTURES "
  * channels, rectangular kernels. */
 Test(model, graph_training_steps_match_pytorch) {
     check_training_steps(FIXTURES "/ref/train_steps_graph.safetensors");
+}
+
+/* Concatenations of two that training reads where they lie (a transposed
+ * convolution's and a conv2d's, one of the network input) and one it
+ * copies, an input of which a later layer reads again. */
+Test(model, joins_training_steps_match_pytorch) {
+    check_training_steps(FIXTURES "/ref/train_steps_joins.safetensors");
 }
 
 /* A state_dict saved from PyTorch with the architecture in its metadata

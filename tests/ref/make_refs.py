@@ -202,6 +202,32 @@ GRAPH_SPEC = {
 }
 
 
+# Concatenations of two, as training reads them where they lie: a
+# transposed convolution's (u) with an input read again before it (b, by g),
+# a conv2d's (c) with an input read again after it (a, by e: this one is
+# copied in training), and a conv2d's of the network input (out).
+JOINS_SPEC = {
+    "input": [1, 8, 8],
+    "a": [{"type": "conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1},
+          {"type": "relu"}],
+    "b": [{"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
+          {"type": "relu"}],
+    "g": [{"type": "conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1},
+          {"type": "relu"}],
+    "u": [{"type": "concat", "inputs": ["g", "b"]},
+          {"type": "conv_transpose2d", "in_channels": 8, "out_channels": 4, "kernel_size": 3, "stride": 2,
+           "padding": 1, "output_padding": 1},
+          {"type": "relu"}],
+    "c": [{"type": "concat", "inputs": ["u", "a"]},
+          {"type": "conv2d", "in_channels": 8, "out_channels": 4, "kernel_size": 3, "padding": 1}],
+    "e": [{"type": "add", "inputs": ["c", "a"]},
+          {"type": "relu"}],
+    "out": [{"type": "concat", "inputs": ["e", "input"]},
+            {"type": "conv2d", "in_channels": 5, "out_channels": 1, "kernel_size": 3, "padding": 1},
+            {"type": "sigmoid"}],
+}
+
+
 def train_steps_of(spec, seed, batch, gen):
     """Two training steps of SpecNet(spec) as make_train_steps takes them,
     on noisy images clamped to [0, 1]: (the tensors, the initial state)."""
@@ -228,6 +254,13 @@ def make_train_steps_graph(out_dir, gen):
                       "lr": 1e-3, "weight_decay": 1e-5, "batch": 4})
 
 
+def make_train_steps_joins(out_dir, gen):
+    tensors, _ = train_steps_of(JOINS_SPEC, 8765, 4, gen)
+    save_safetensors(os.path.join(out_dir, "train_steps_joins.safetensors"), tensors,
+                     {"architecture": json.dumps(JOINS_SPEC, separators=(",", ":")),
+                      "lr": 1e-3, "weight_decay": 1e-5, "batch": 4})
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/ref"
     os.makedirs(out_dir, exist_ok=True)
@@ -244,6 +277,7 @@ def main():
     make_graph_ops(out_dir, torch.Generator().manual_seed(20261130))
     make_train_steps_unet(out_dir, torch.Generator().manual_seed(20261131))
     make_train_steps_graph(out_dir, torch.Generator().manual_seed(20261132))
+    make_train_steps_joins(out_dir, torch.Generator().manual_seed(20261133))
     print(f"wrote fixtures to {out_dir}")
 
 
