@@ -992,13 +992,16 @@ static double train_part(const dae_model *m, dae_workspace *ws, const float *noi
 
 /* Training runs the graph over sub-batches whose activations and
  * gradients (every layer's, kept for the backward pass) come to at most
- * TRAIN_CHUNK_FLOATS (4 MB), split evenly: a U-Net image holds 100k of them
+ * TRAIN_CHUNK_FLOATS (2 MB), split evenly: a U-Net image holds 58k of them
  * against 24k for the seed network. A U-Net thread's 32 images of a batch
- * of 64 on two threads ran in 2 chunks of 16 at 8 MB, in 4 of 8 at 4 MB:
- * 94.5 -> 85.8 us an image (the medians of 8 rounds alternating; 2 MB
- * took 88). The split depends only on the model and the batch, so a step
- * stays bit-reproducible; the weight gradients add up chunk by chunk. */
-enum { TRAIN_CHUNK_FLOATS = 1 << 20 };
+ * of 64 on two threads run in 4 chunks of 8 (2 of 16 at 4 MB): with the
+ * concatenations' copies gone, 95.3 -> 81.7 and 101.9 -> 91.7 us an
+ * image against the copies at 4 MB (two runs, medians of 8 rounds
+ * alternating); the seed network's 2 chunks of 16 (1 of 32 at 4 MB) took
+ * the same time (40.5 and 40.7 us, 10 rounds). The
+ * split depends only on the model and the batch, so a step stays
+ * bit-reproducible; the weight gradients add up chunk by chunk. */
+enum { TRAIN_CHUNK_FLOATS = 1 << 19 };
 
 double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
                             const float *clean, int batch, size_t loss_denom,
