@@ -855,14 +855,53 @@ static void output_nchw(const dae_model *m, float *out, const float *y, int batc
         convert_images(out, y, batch, m->in_c, plane, 1);
 }
 
-void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
-                       float *out, int batch) {
+/* A batch runs in sub-batches whose buffers in the workspace (the
+ * activations, and in training every layer's output and gradient, kept
+ * for the backward pass) come to at most SUB_BATCH_FLOATS (2 MB), split
+ * evenly: each sub-batch goes through the whole network while its
+ * activations are in the caches. Inference: an image's outputs are the
+ * same bits in any batch, so the split changes nothing else. A U-Net
+ * workspace is 12 MB for 64 images, 200 MB for 1024, which layer by layer
+ * went through memory; in sub-batches of 21-26 (one core, 3 rounds
+ * alternating, medians): batch 64 46.5 -> 41.5 us an image, batch 1024
+ * 58.7 -> 41.6, 16 unchanged; the seed network's 1024 21.6 -> 17.8.
+ * Training: the split depends only on the model and the batch, so a step
+ * stays bit-reproducible, the weight gradients adding up sub-batch by
+ * sub-batch; a U-Net image holds 58k floats against 24k for the seed
+ * network. A U-Net thread's 32 images of a batch of 64 on two threads run
+ * in 4 sub-batches of 8 (2 of 16 at 4 MB): with the concatenations'
+ * copies gone, 95.3 -> 81.7 and 101.9 -> 91.7 us an image against the
+ * copies at 4 MB (two runs, medians of 8 rounds alternating); the seed
+ * network's 2 of 16 (1 of 32 at 4 MB) took the same time (40.5 and 40.7
+ * us, 10 rounds). */
+enum { SUB_BATCH_FLOATS = 1 << 19 };
+
+/* How many sub-batches a batch runs in; sub-batch c of n is images
+ * [batch * c / n, batch * (c + 1) / n). */
+static int sub_batches(const dae_workspace *ws, int batch) {
+    size_t per_image = 0;
+    for (int b = 0; b < ws->plan.n_buffers; b++) per_image += ws->plan.buffer_size[b];
+    size_t n = ((size_t)batch * per_image + SUB_BATCH_FLOATS - 1) / SUB_BATCH_FLOATS;
+    return n < 1 ? 1 : n > (size_t)batch ? batch : (int)n;
+}
+
+static void forward_part(const dae_model *m, dae_workspace *ws, const float *in, float *out, int batch) {
     const float *x0 = input_nhwc(m, ws, in, batch);
     float *y = (float *)run_forward(m, ws, x0, batch);
     /* Nothing reads the last layer's output after this: the residual
      * output may take its place. */
     if (m->residual) dae_residual_forward(y, x0, y, dae_model_image_size(m) * batch);
     output_nchw(m, out, y, batch);
+}
+
+void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
+                       float *out, int batch) {
+    size_t n = dae_model_image_size(m);
+    int parts = sub_batches(ws, batch);
+    for (int c = 0; c < parts; c++) {
+        int lo = (int)((long long)batch * c / parts), hi = (int)((long long)batch * (c + 1) / parts);
+        forward_part(m, ws, in + (size_t)lo * n, out + (size_t)lo * n, hi - lo);
+    }
 }
 
 /* Where the gradient flowing into layer k goes: straight into its buffer
@@ -990,27 +1029,12 @@ static double train_part(const dae_model *m, dae_workspace *ws, const float *noi
     return sse;
 }
 
-/* Training runs the graph over sub-batches whose activations and
- * gradients (every layer's, kept for the backward pass) come to at most
- * TRAIN_CHUNK_FLOATS (2 MB), split evenly: a U-Net image holds 58k of them
- * against 24k for the seed network. A U-Net thread's 32 images of a batch
- * of 64 on two threads run in 4 chunks of 8 (2 of 16 at 4 MB): with the
- * concatenations' copies gone, 95.3 -> 81.7 and 101.9 -> 91.7 us an
- * image against the copies at 4 MB (two runs, medians of 8 rounds
- * alternating); the seed network's 2 chunks of 16 (1 of 32 at 4 MB) took
- * the same time (40.5 and 40.7 us, 10 rounds). The
- * split depends only on the model and the batch, so a step stays
- * bit-reproducible; the weight gradients add up chunk by chunk. */
-enum { TRAIN_CHUNK_FLOATS = 1 << 19 };
 
 double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
                             const float *clean, int batch, size_t loss_denom,
                             float *grads, float *out) {
-    size_t per_image = 0, n = dae_model_image_size(m);
-    for (int b = 0; b < ws->plan.n_buffers; b++) per_image += ws->plan.buffer_size[b];
-    int chunks = (int)(((size_t)batch * per_image + TRAIN_CHUNK_FLOATS - 1) / TRAIN_CHUNK_FLOATS);
-    if (chunks < 1) chunks = 1;
-    if (chunks > batch) chunks = batch;
+    size_t n = dae_model_image_size(m);
+    int chunks = sub_batches(ws, batch);
     double sse = 0.0;
     for (int c = 0; c < chunks; c++) {
         int lo = (int)((long long)batch * c / chunks), hi = (int)((long long)batch * (c + 1) / chunks);
