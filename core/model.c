@@ -897,9 +897,9 @@ static void forward_part(const dae_model *m, dae_workspace *ws, const float *in,
 void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
                        float *out, int batch) {
     size_t n = dae_model_image_size(m);
-    int parts = sub_batches(ws, batch);
-    for (int c = 0; c < parts; c++) {
-        int lo = (int)((long long)batch * c / parts), hi = (int)((long long)batch * (c + 1) / parts);
+    int subs = sub_batches(ws, batch);
+    for (int c = 0; c < subs; c++) {
+        int lo = (int)((long long)batch * c / subs), hi = (int)((long long)batch * (c + 1) / subs);
         forward_part(m, ws, in + (size_t)lo * n, out + (size_t)lo * n, hi - lo);
     }
 }
@@ -941,7 +941,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
             for (int q = 0; q < joined->n_inputs; q++) {
                 int k = joined->inputs[q];
                 dins[q] = k == DAE_NETWORK_INPUT ? NULL : ws->buffers[ws->plan.grad[k]];
-                if (k != DAE_NETWORK_INPUT) started[memory_owner(m, k)] = 1; /* the first (concat_split) */
+                if (k != DAE_NETWORK_INPUT) started[memory_owner(m, k)] = 1; /* its sum begins here (concat_split) */
             }
             dae_conv_geom geom = layer_geom(l, batch);
             const float *w = m->params + l->weight_offset;
@@ -1003,7 +1003,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
     }
 }
 
-/* One training pass over images that all fit the workspace at once. */
+/* One training pass over a sub-batch. */
 static double train_part(const dae_model *m, dae_workspace *ws, const float *noisy, const float *clean,
                          int batch, size_t loss_denom, float *grads, float *out) {
     const float *x0 = input_nhwc(m, ws, noisy, batch);
@@ -1029,15 +1029,14 @@ static double train_part(const dae_model *m, dae_workspace *ws, const float *noi
     return sse;
 }
 
-
 double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
                             const float *clean, int batch, size_t loss_denom,
                             float *grads, float *out) {
     size_t n = dae_model_image_size(m);
-    int chunks = sub_batches(ws, batch);
+    int subs = sub_batches(ws, batch);
     double sse = 0.0;
-    for (int c = 0; c < chunks; c++) {
-        int lo = (int)((long long)batch * c / chunks), hi = (int)((long long)batch * (c + 1) / chunks);
+    for (int c = 0; c < subs; c++) {
+        int lo = (int)((long long)batch * c / subs), hi = (int)((long long)batch * (c + 1) / subs);
         sse += train_part(m, ws, noisy + (size_t)lo * n, clean + (size_t)lo * n, hi - lo, loss_denom, grads,
                           out == NULL ? NULL : out + (size_t)lo * n);
     }
