@@ -619,70 +619,90 @@ Test(layers, one_channel_conv_by_dots_matches_naive_on_every_isa) {
     cr_assert(on_every_isa(83, one_channel_conv_vs_naive, NULL) >= 1);
 }
 
-/* The backward passes over a concatenation's two inputs where they lie
- * (what training runs for the U-Net's three readers of a concatenation)
- * agree with the backward on the concatenated input: each part's input
- * gradient with its channels of the joined one, and the weight and bias
- * gradients, on the U-Net's geometries and random ones split at random. */
-Test(layers, backward_parts_equal_the_backward_on_the_concatenation) {
-    static const struct {
-        int transposed, first;
-        dae_conv_geom g;
-    } cases[] = {
-        {1, 32, {5, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}},
-        {1, 16, {5, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}},
-        {0, 16, {5, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}},
+/* A reader of a concatenation with its input in two parts: trial t's
+ * geometry and how many channels each part has. */
+typedef struct {
+    int transposed, t;
+    dae_conv_geom g;
+    int channels[2];
+} split_case;
+
+/* Runs check on the U-Net's three readers of a concatenation, then on
+ * random geometries of the transposed convolution and of the conv2d that
+ * takes parts, split at random, to `trials` trials from rng seed `seed`;
+ * ran[transposed] counts the cases of each kind. */
+static void for_each_split(uint64_t seed, int trials, void (*check)(const split_case *), int ran[2]) {
+    static const split_case unet[] = {
+        {1, 0, {5, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}, {32, 32}},
+        {1, 1, {5, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}, {16, 16}},
+        {0, 2, {5, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}, {16, 1}},
     };
     dae_rng r;
-    dae_rng_seed(&r, 91, 0);
-    int ran[2] = {0, 0};
-    for (int t = 0; t < 200; t++) {
-        int transposed, first;
-        dae_conv_geom g;
+    dae_rng_seed(&r, seed, 0);
+    ran[0] = ran[1] = 0;
+    for (int t = 0; t < trials; t++) {
+        split_case c;
         if (t < 3) {
-            transposed = cases[t].transposed, first = cases[t].first, g = cases[t].g;
+            c = unet[t];
         } else {
-            transposed = t % 2;
-            g = random_geom(&r, transposed);
-            g.in_c += 1; /* two parts at least one channel each */
-            first = 1 + (int)dae_rng_below(&r, (uint64_t)g.in_c - 1);
-            if (!transposed && !dae_conv2d_takes_parts(&g)) continue;
+            c.transposed = t % 2, c.t = t;
+            c.g = random_geom(&r, c.transposed);
+            c.g.in_c += 1; /* two parts at least one channel each */
+            c.channels[0] = 1 + (int)dae_rng_below(&r, (uint64_t)c.g.in_c - 1);
+            c.channels[1] = c.g.in_c - c.channels[0];
+            if (!c.transposed && !dae_conv2d_takes_parts(&c.g)) continue;
         }
-        ran[transposed]++;
-        size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
-        int channels[2] = {first, g.in_c - first};
-        size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
-        size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
-        float *x1 = uniform_floats(pixels * channels[0], -1, 1, 700 + (uint64_t)t, 1);
-        float *x2 = uniform_floats(pixels * channels[1], -1, 1, 700 + (uint64_t)t, 2);
-        float *w = uniform_floats(wn, -1, 1, 700 + (uint64_t)t, 3);
-        float *dy = uniform_floats(out_n, -1, 1, 700 + (uint64_t)t, 4);
-        float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
-        float *dx = malloc(sizeof(float) * pixels * g.in_c), *dx_parts = malloc(sizeof(float) * pixels * g.in_c);
-        float *dx1 = malloc(sizeof(float) * pixels * channels[0]), *dx2 = malloc(sizeof(float) * pixels * channels[1]);
-        float *dw = calloc(wn, sizeof(float)), *dw_parts = calloc(wn, sizeof(float));
-        float *db = calloc((size_t)g.out_c, sizeof(float)), *db_parts = calloc((size_t)g.out_c, sizeof(float));
-        const float *parts[2] = {x1, x2};
-        float *dins[2] = {dx1, dx2};
-        dae_concat_forward(x, parts, channels, 2, pixels);
-        if (transposed) {
-            dae_conv_transpose2d_backward(dx, dw, db, dy, x, w, &g, col);
-            dae_conv_transpose2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
-        } else {
-            dae_conv2d_backward(dx, dw, db, dy, x, w, &g, col);
-            dae_conv2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
-        }
-        const float *dparts[2] = {dx1, dx2};
-        dae_concat_forward(dx_parts, dparts, channels, 2, pixels);
-        char what[160];
-        snprintf(what, sizeof what, "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d", transposed ? "convT" : "conv",
-                 channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h, g.stride_w);
-        assert_close(dx_parts, dx, pixels * g.in_c, 1e-5, what);
-        assert_close(dw_parts, dw, wn, 1e-4, what);
-        cr_assert(memcmp(db_parts, db, sizeof(float) * g.out_c) == 0, "%s: the bias gradients differ", what);
-        free(x1), free(x2), free(w), free(dy), free(x), free(col), free(dx), free(dx_parts), free(dx1), free(dx2);
-        free(dw), free(dw_parts), free(db), free(db_parts);
+        ran[c.transposed]++;
+        check(&c);
     }
+}
+
+/* The backward passes over the two parts where they lie (what training
+ * runs for the U-Net's three readers of a concatenation) agree with the
+ * backward on the concatenated input: each part's input gradient with its
+ * channels of the joined one, and the weight and bias gradients. */
+static void backward_split_vs_joined(const split_case *c) {
+    dae_conv_geom g = c->g;
+    const int *channels = c->channels;
+    uint64_t seed = 700 + (uint64_t)c->t;
+    size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
+    size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
+    size_t ncol = c->transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+    float *x1 = uniform_floats(pixels * channels[0], -1, 1, seed, 1);
+    float *x2 = uniform_floats(pixels * channels[1], -1, 1, seed, 2);
+    float *w = uniform_floats(wn, -1, 1, seed, 3);
+    float *dy = uniform_floats(out_n, -1, 1, seed, 4);
+    float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
+    float *dx = malloc(sizeof(float) * pixels * g.in_c), *dx_parts = malloc(sizeof(float) * pixels * g.in_c);
+    float *dx1 = malloc(sizeof(float) * pixels * channels[0]), *dx2 = malloc(sizeof(float) * pixels * channels[1]);
+    float *dw = calloc(wn, sizeof(float)), *dw_parts = calloc(wn, sizeof(float));
+    float *db = calloc((size_t)g.out_c, sizeof(float)), *db_parts = calloc((size_t)g.out_c, sizeof(float));
+    const float *parts[2] = {x1, x2};
+    float *dins[2] = {dx1, dx2};
+    dae_concat_forward(x, parts, channels, 2, pixels);
+    if (c->transposed) {
+        dae_conv_transpose2d_backward(dx, dw, db, dy, x, w, &g, col);
+        dae_conv_transpose2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+    } else {
+        dae_conv2d_backward(dx, dw, db, dy, x, w, &g, col);
+        dae_conv2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+    }
+    const float *dparts[2] = {dx1, dx2};
+    dae_concat_forward(dx_parts, dparts, channels, 2, pixels);
+    char what[160];
+    snprintf(what, sizeof what, "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d",
+             c->transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
+             g.stride_w);
+    assert_close(dx_parts, dx, pixels * g.in_c, 1e-5, what);
+    assert_close(dw_parts, dw, wn, 1e-4, what);
+    cr_assert(memcmp(db_parts, db, sizeof(float) * g.out_c) == 0, "%s: the bias gradients differ", what);
+    free(x1), free(x2), free(w), free(dy), free(x), free(col), free(dx), free(dx_parts), free(dx1), free(dx2);
+    free(dw), free(dw_parts), free(db), free(db_parts);
+}
+
+Test(layers, backward_parts_equal_the_backward_on_the_concatenation) {
+    int ran[2];
+    for_each_split(91, 200, backward_split_vs_joined, ran);
     cr_assert(ran[0] >= 15 && ran[1] >= 60, "conv2d %d, convT %d geometries", ran[0], ran[1]);
 }
 
@@ -893,60 +913,40 @@ Test(layers, gemm_bias_split_equals_the_joined_product_on_every_isa) {
     cr_assert(on_every_isa(78, split_vs_joined, NULL) >= 1);
 }
 
-/* The forwards on a concatenation's two inputs where they lie equal the
- * forwards on the concatenated input bit for bit: the U-Net's three
- * readers of a concatenation, and random geometries of the transposed
- * convolution and of the conv2d that takes parts, split at random. */
-Test(layers, forward_parts_equal_the_forward_on_the_concatenation) {
-    static const struct {
-        int transposed, first;
-        dae_conv_geom g;
-    } cases[] = {
-        {1, 32, {5, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}},
-        {1, 16, {5, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}},
-        {0, 16, {5, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}},
-    };
-    dae_rng r;
-    dae_rng_seed(&r, 79, 0);
-    int ran[2] = {0, 0};
-    for (int t = 0; t < 300; t++) {
-        int transposed, first;
-        dae_conv_geom g;
-        if (t < 3) {
-            transposed = cases[t].transposed, first = cases[t].first, g = cases[t].g;
-        } else {
-            transposed = t % 2;
-            g = random_geom(&r, transposed);
-            g.in_c += 1; /* two parts at least one channel each */
-            first = 1 + (int)dae_rng_below(&r, (uint64_t)g.in_c - 1);
-            if (!transposed && !dae_conv2d_takes_parts(&g)) continue;
-        }
-        ran[transposed]++;
-        size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
-        int channels[2] = {first, g.in_c - first};
-        size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
-        size_t ncol = transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
-        float *x1 = uniform_floats(pixels * channels[0], -1, 1, 400 + (uint64_t)t, 1);
-        float *x2 = uniform_floats(pixels * channels[1], -1, 1, 400 + (uint64_t)t, 2);
-        float *w = uniform_floats(wn, -1, 1, 400 + (uint64_t)t, 3);
-        float *b = uniform_floats(g.out_c, -1, 1, 400 + (uint64_t)t, 4);
-        float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
-        float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
-        const float *parts[2] = {x1, x2};
-        dae_concat_forward(x, parts, channels, 2, pixels);
-        int relu = t % 3 == 0;
-        if (transposed) {
-            dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
-            dae_conv_transpose2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
-        } else {
-            dae_conv2d_forward(y1, x, w, b, &g, relu, col);
-            dae_conv2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
-        }
-        cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0,
-                  "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d: parts differ from the concatenation",
-                  transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
-                  g.stride_w);
-        free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
+/* The forwards on the two parts where they lie equal the forwards on the
+ * concatenated input bit for bit (for_each_split's cases). */
+static void forward_split_vs_joined(const split_case *c) {
+    dae_conv_geom g = c->g;
+    const int *channels = c->channels;
+    uint64_t seed = 400 + (uint64_t)c->t;
+    size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
+    size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
+    size_t ncol = c->transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
+    float *x1 = uniform_floats(pixels * channels[0], -1, 1, seed, 1);
+    float *x2 = uniform_floats(pixels * channels[1], -1, 1, seed, 2);
+    float *w = uniform_floats(wn, -1, 1, seed, 3);
+    float *b = uniform_floats(g.out_c, -1, 1, seed, 4);
+    float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
+    float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
+    const float *parts[2] = {x1, x2};
+    dae_concat_forward(x, parts, channels, 2, pixels);
+    int relu = c->t % 3 == 0;
+    if (c->transposed) {
+        dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv_transpose2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
+    } else {
+        dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
     }
+    cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0,
+              "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d: parts differ from the concatenation",
+              c->transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
+              g.stride_w);
+    free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
+}
+
+Test(layers, forward_parts_equal_the_forward_on_the_concatenation) {
+    int ran[2];
+    for_each_split(79, 300, forward_split_vs_joined, ran);
     cr_assert(ran[0] >= 20 && ran[1] >= 100, "conv2d %d, convT %d geometries", ran[0], ran[1]);
 }
