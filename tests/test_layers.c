@@ -657,6 +657,37 @@ static void for_each_split(uint64_t seed, int trials, void (*check)(const split_
     }
 }
 
+/* A split case's random data (from seed base + trial): the two parts, the
+ * concatenated input, a weight, `extra` (the bias, as many floats as
+ * out_c, or the output gradient, as many as the output: the larger),
+ * and col for either pass. */
+typedef struct {
+    size_t pixels, out_n, wn;
+    float *x1, *x2, *x, *w, *extra, *col;
+    const float *parts[2];
+} split_data;
+
+static split_data split_data_new(const split_case *c, uint64_t base) {
+    const dae_conv_geom *g = &c->g;
+    uint64_t seed = base + (uint64_t)c->t;
+    split_data d;
+    d.pixels = (size_t)g->batch * g->in_h * g->in_w, d.out_n = (size_t)g->batch * g->out_h * g->out_w * g->out_c;
+    d.wn = (size_t)g->in_c * g->out_c * g->k_h * g->k_w;
+    size_t ncol = c->transposed ? dae_conv_transpose2d_col_size(g) : dae_conv2d_col_size(g);
+    d.x1 = uniform_floats(d.pixels * c->channels[0], -1, 1, seed, 1);
+    d.x2 = uniform_floats(d.pixels * c->channels[1], -1, 1, seed, 2);
+    d.w = uniform_floats(d.wn, -1, 1, seed, 3);
+    d.extra = uniform_floats(d.out_n, -1, 1, seed, 4);
+    d.x = malloc(sizeof(float) * d.pixels * g->in_c), d.col = malloc(sizeof(float) * ncol);
+    d.parts[0] = d.x1, d.parts[1] = d.x2;
+    dae_concat_forward(d.x, d.parts, c->channels, 2, d.pixels);
+    return d;
+}
+
+static void split_data_free(split_data *d) {
+    free(d->x1), free(d->x2), free(d->x), free(d->w), free(d->extra), free(d->col);
+}
+
 /* The backward passes over the two parts where they lie (what training
  * runs for the U-Net's three readers of a concatenation) agree with the
  * backward on the concatenated input: each part's input gradient with its
@@ -664,22 +695,16 @@ static void for_each_split(uint64_t seed, int trials, void (*check)(const split_
 static void backward_split_vs_joined(const split_case *c) {
     dae_conv_geom g = c->g;
     const int *channels = c->channels;
-    uint64_t seed = 700 + (uint64_t)c->t;
-    size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
-    size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
-    size_t ncol = c->transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
-    float *x1 = uniform_floats(pixels * channels[0], -1, 1, seed, 1);
-    float *x2 = uniform_floats(pixels * channels[1], -1, 1, seed, 2);
-    float *w = uniform_floats(wn, -1, 1, seed, 3);
-    float *dy = uniform_floats(out_n, -1, 1, seed, 4);
-    float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
+    split_data d = split_data_new(c, 700);
+    size_t pixels = d.pixels, wn = d.wn;
+    const float *x = d.x, *w = d.w, *dy = d.extra;
+    const float *const *parts = d.parts;
+    float *col = d.col;
     float *dx = malloc(sizeof(float) * pixels * g.in_c), *dx_parts = malloc(sizeof(float) * pixels * g.in_c);
     float *dx1 = malloc(sizeof(float) * pixels * channels[0]), *dx2 = malloc(sizeof(float) * pixels * channels[1]);
     float *dw = calloc(wn, sizeof(float)), *dw_parts = calloc(wn, sizeof(float));
     float *db = calloc((size_t)g.out_c, sizeof(float)), *db_parts = calloc((size_t)g.out_c, sizeof(float));
-    const float *parts[2] = {x1, x2};
     float *dins[2] = {dx1, dx2};
-    dae_concat_forward(x, parts, channels, 2, pixels);
     if (c->transposed) {
         dae_conv_transpose2d_backward(dx, dw, db, dy, x, w, &g, col);
         dae_conv_transpose2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
@@ -696,8 +721,8 @@ static void backward_split_vs_joined(const split_case *c) {
     assert_close(dx_parts, dx, pixels * g.in_c, 1e-5, what);
     assert_close(dw_parts, dw, wn, 1e-4, what);
     cr_assert(memcmp(db_parts, db, sizeof(float) * g.out_c) == 0, "%s: the bias gradients differ", what);
-    free(x1), free(x2), free(w), free(dy), free(x), free(col), free(dx), free(dx_parts), free(dx1), free(dx2);
-    free(dw), free(dw_parts), free(db), free(db_parts);
+    free(dx), free(dx_parts), free(dx1), free(dx2), free(dw), free(dw_parts), free(db), free(db_parts);
+    split_data_free(&d);
 }
 
 Test(layers, backward_parts_equal_the_backward_on_the_concatenation) {
@@ -918,18 +943,12 @@ Test(layers, gemm_bias_split_equals_the_joined_product_on_every_isa) {
 static void forward_split_vs_joined(const split_case *c) {
     dae_conv_geom g = c->g;
     const int *channels = c->channels;
-    uint64_t seed = 400 + (uint64_t)c->t;
-    size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w * g.out_c;
-    size_t wn = (size_t)g.in_c * g.out_c * g.k_h * g.k_w;
-    size_t ncol = c->transposed ? dae_conv_transpose2d_col_size(&g) : dae_conv2d_col_size(&g);
-    float *x1 = uniform_floats(pixels * channels[0], -1, 1, seed, 1);
-    float *x2 = uniform_floats(pixels * channels[1], -1, 1, seed, 2);
-    float *w = uniform_floats(wn, -1, 1, seed, 3);
-    float *b = uniform_floats(g.out_c, -1, 1, seed, 4);
-    float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * ncol);
+    split_data d = split_data_new(c, 400);
+    size_t out_n = d.out_n;
+    const float *x = d.x, *w = d.w, *b = d.extra;
+    const float *const *parts = d.parts;
+    float *col = d.col;
     float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
-    const float *parts[2] = {x1, x2};
-    dae_concat_forward(x, parts, channels, 2, pixels);
     int relu = c->t % 3 == 0;
     if (c->transposed) {
         dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
@@ -942,7 +961,8 @@ static void forward_split_vs_joined(const split_case *c) {
               "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d: parts differ from the concatenation",
               c->transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
               g.stride_w);
-    free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
+    free(y1), free(y2);
+    split_data_free(&d);
 }
 
 Test(layers, forward_parts_equal_the_forward_on_the_concatenation) {
