@@ -392,13 +392,21 @@ HOT static void finish_dots(float *restrict out, const float *restrict tail, int
     }
 }
 
+/* prepared, or the weight prepared into scratch when it is NULL. */
+static const float *conv2d_prepared(const float *prepared, const float *weight, const dae_conv_geom *g,
+                                    float *scratch) {
+    if (prepared != NULL) return prepared;
+    dae_conv2d_prepare(scratch, weight, g);
+    return scratch;
+}
+
 static void conv2d_forward_by_dots(float *out, const float *const *parts, const int *channels, int n_parts,
-                                   const float *weight, const float *bias, const dae_conv_geom *g, int relu,
-                                   float *col) {
-    int hp, wp, head = g->in_c / 16 * 16, taps = g->k_h * g->k_w;
+                                   const float *weight, const float *prepared, const float *bias,
+                                   const dae_conv_geom *g, int relu, float *col) {
+    int hp, wp, head = g->in_c / 16 * 16;
     patches_padded_size(g, &hp, &wp);
-    float wd[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
-    for (int t = 0; t < taps; t++) memcpy(wd + (size_t)t * head, weight + (size_t)t * g->in_c, sizeof(float) * head);
+    float own[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
+    const float *wd = conv2d_prepared(prepared, weight, g, own);
     size_t plane = (size_t)hp * wp;
     float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
     memset(col, 0, sizeof(float) * plane * g->in_c); /* the borders; each image fills the inside */
@@ -536,18 +544,16 @@ int dae_conv2d_takes_parts(const dae_conv_geom *g) {
 /* col holds weight^T padded (IC, TAPS_PAD), then a chunk's taps (or the
  * padded image of conv2d_forward_by_dots). */
 void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
-                              const float *weight, const float *bias, const dae_conv_geom *g, int relu,
-                              float *col) {
+                              const float *weight, const float *prepared, const float *bias,
+                              const dae_conv_geom *g, int relu, float *col) {
     patch_geom p = conv_patches(g);
     if (conv2d_by_dots(g, &p)) {
-        conv2d_forward_by_dots(out, parts, channels, n_parts, weight, bias, g, relu, col);
+        conv2d_forward_by_dots(out, parts, channels, n_parts, weight, prepared, bias, g, relu, col);
         return;
     }
-    size_t in_pixels = (size_t)g->in_h * g->in_w;
-    size_t n_taps = (size_t)g->out_c * g->k_h * g->k_w, n_pad = taps_padded(g);
-    float *wt = col, *taps = col + (size_t)g->in_c * n_pad;
-    for (int c = 0; c < g->in_c; c++)
-        for (size_t t = 0; t < n_pad; t++) wt[c * n_pad + t] = t < n_taps ? weight[t * g->in_c + c] : 0.0f;
+    size_t in_pixels = (size_t)g->in_h * g->in_w, n_pad = taps_padded(g);
+    const float *wt = conv2d_prepared(prepared, weight, g, col);
+    float *taps = col + (size_t)g->in_c * n_pad;
     int per = chunk_images(in_pixels * n_pad);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
@@ -627,12 +633,39 @@ static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
            taps * g->in_c * g->out_c <= PATCHES_WEIGHT_MAX && (size_t)hp * wp <= (size_t)g->out_h * g->out_w * taps;
 }
 
-static void conv2d_forward_by_patches(float *out, const float *in, const float *weight, const float *bias,
-                                      const dae_conv_geom *g, int relu, float *padded) {
-    int k = g->k_h * g->k_w * g->in_c, c = g->in_c, hp, wp;
+/* The weight prepared by the path the forward pass takes (layers.h). */
+size_t dae_conv2d_prepared_size(const dae_conv_geom *g) {
+    patch_geom p = conv_patches(g);
+    size_t taps = (size_t)g->k_h * g->k_w;
+    if (conv2d_by_dots(g, &p)) return taps * (size_t)(g->in_c / 16 * 16);
+    if (conv2d_by_taps(g, &p)) return (size_t)g->in_c * taps_padded(g);
+    if (conv2d_by_patches(g, &p)) return taps * g->in_c * g->out_c;
+    return 0;
+}
+
+void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g) {
+    patch_geom p = conv_patches(g);
+    int taps = g->k_h * g->k_w, k = taps * g->in_c;
+    if (conv2d_by_dots(g, &p)) { /* the head channels, tap by tap */
+        int head = g->in_c / 16 * 16;
+        for (int t = 0; t < taps; t++)
+            memcpy(prepared + (size_t)t * head, weight + (size_t)t * g->in_c, sizeof(float) * head);
+    } else if (conv2d_by_taps(g, &p)) { /* weight^T padded, (IC, TAPS_PAD) */
+        size_t n_taps = (size_t)g->out_c * taps, n_pad = taps_padded(g);
+        for (int c = 0; c < g->in_c; c++)
+            for (size_t t = 0; t < n_pad; t++)
+                prepared[c * n_pad + t] = t < n_taps ? weight[t * g->in_c + c] : 0.0f;
+    } else if (conv2d_by_patches(g, &p)) { /* weight^T, (K, OC) */
+        dae_gemm_transpose(g->out_c, k, weight, k, prepared);
+    }
+}
+
+static void conv2d_forward_by_patches(float *out, const float *in, const float *weight, const float *prepared,
+                                      const float *bias, const dae_conv_geom *g, int relu, float *padded) {
+    int c = g->in_c, hp, wp;
     patches_padded_size(g, &hp, &wp);
-    float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
-    dae_gemm_transpose(g->out_c, k, weight, k, wt);
+    float own[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
+    const float *wt = conv2d_prepared(prepared, weight, g, own);
     memset(padded, 0, sizeof(float) * hp * wp * c); /* the borders; each image fills the inside */
     size_t out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++) {
@@ -642,17 +675,17 @@ static void conv2d_forward_by_patches(float *out, const float *in, const float *
     }
 }
 
-void dae_conv2d_forward(float *out, const float *in, const float *weight,
+void dae_conv2d_forward(float *out, const float *in, const float *weight, const float *prepared,
                         const float *bias, const dae_conv_geom *g, int relu, float *col) {
     /* per chunk: col (P=b*OH*OW, K=KH*KW*IC), weight (OC, K): out (P, OC) = col weight^T */
     int k = g->k_h * g->k_w * g->in_c;
     patch_geom p = conv_patches(g);
     if (conv2d_by_taps(g, &p)) {
-        dae_conv2d_forward_parts(out, &in, &g->in_c, 1, weight, bias, g, relu, col);
+        dae_conv2d_forward_parts(out, &in, &g->in_c, 1, weight, prepared, bias, g, relu, col);
         return;
     }
     if (conv2d_by_patches(g, &p)) {
-        conv2d_forward_by_patches(out, in, weight, bias, g, relu, col);
+        conv2d_forward_by_patches(out, in, weight, prepared, bias, g, relu, col);
         return;
     }
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
@@ -938,12 +971,16 @@ HOT static void points_outputs(float *restrict out, const float *restrict prod, 
 /* The forward pass by points: a chunk of images at a time, the 16 kinds'
  * products on the engine's kernels. */
 static void conv_transpose2d_forward_by_points(float *out, const float *const *parts, const int *channels,
-                                               int n_parts, const float *weight, const float *bias,
-                                               const dae_conv_geom *g, int relu, float *col) {
+                                               int n_parts, const float *weight, const float *prepared,
+                                               const float *bias, const dae_conv_geom *g, int relu, float *col) {
     int ic_n = g->in_c, oc_n = g->out_c, per = points_chunk_images(g);
     size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * oc_n;
-    float *wt = col, *u = wt + points_weight_floats(g);
-    points_weights(wt, weight, ic_n, oc_n);
+    const float *wt = prepared;
+    if (wt == NULL) {
+        points_weights(col, weight, ic_n, oc_n);
+        wt = col;
+    }
+    float *u = col + points_weight_floats(g);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
         size_t tiles = (size_t)nb * points_tiles(g);
@@ -966,19 +1003,26 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
     return taps > points ? taps : points;
 }
 
-void dae_conv_transpose2d_forward(float *out, const float *in,
-                                  const float *weight, const float *bias,
-                                  const dae_conv_geom *g, int relu, float *col) {
-    dae_conv_transpose2d_forward_parts(out, &in, &g->in_c, 1, weight, bias, g, relu, col);
+size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g) {
+    return conv_transpose2d_by_points(g) ? points_weight_floats(g) : 0;
+}
+
+void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g) {
+    if (conv_transpose2d_by_points(g)) points_weights(prepared, weight, g->in_c, g->out_c);
+}
+
+void dae_conv_transpose2d_forward(float *out, const float *in, const float *weight, const float *prepared,
+                                  const float *bias, const dae_conv_geom *g, int relu, float *col) {
+    dae_conv_transpose2d_forward_parts(out, &in, &g->in_c, 1, weight, prepared, bias, g, relu, col);
 }
 
 void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, const int *channels, int n_parts,
-                                        const float *weight, const float *bias, const dae_conv_geom *g, int relu,
-                                        float *col) {
+                                        const float *weight, const float *prepared, const float *bias,
+                                        const dae_conv_geom *g, int relu, float *col) {
     /* per chunk: in (P=b*H*W, IC), weight (IC, K=KH*KW*OC): col (P, K) =
      * in weight; out = col2im(col) + bias, the output playing the image. */
     if (conv_transpose2d_by_points(g)) {
-        conv_transpose2d_forward_by_points(out, parts, channels, n_parts, weight, bias, g, relu, col);
+        conv_transpose2d_forward_by_points(out, parts, channels, n_parts, weight, prepared, bias, g, relu, col);
         return;
     }
     int k = g->k_h * g->k_w * g->out_c;

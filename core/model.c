@@ -417,6 +417,16 @@ static dae_status link_layers(dae_model *m, char *err, size_t errlen) {
     return DAE_OK;
 }
 
+static dae_conv_geom layer_geom(const dae_layer *l, int batch) {
+    dae_conv_geom g = {
+        .batch = batch, .in_c = l->in_c, .in_h = l->in_h, .in_w = l->in_w,
+        .out_c = l->out_c, .out_h = l->out_h, .out_w = l->out_w,
+        .k_h = l->k_h, .k_w = l->k_w, .stride_h = l->stride_h, .stride_w = l->stride_w,
+        .pad_h = l->pad_h, .pad_w = l->pad_w, .out_pad_h = l->out_pad_h, .out_pad_w = l->out_pad_w,
+    };
+    return g;
+}
+
 dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     m->in_c = 1, m->in_h = 28, m->in_w = 28;
@@ -460,18 +470,44 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
     }
     if (convs == 0)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no convolution, nothing to learn");
+    size_t prepared = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        dae_layer *l = &m->layers[i];
+        if (!is_conv(l)) continue;
+        dae_conv_geom g = layer_geom(l, 1);
+        l->prepared_offset = prepared;
+        l->prepared_count = l->kind == DAE_LAYER_CONV2D ? dae_conv2d_prepared_size(&g)
+                                                        : dae_conv_transpose2d_prepared_size(&g);
+        prepared += (l->prepared_count + 15) / 16 * 16; /* each a whole number of vectors */
+    }
     m->n_params = offset;
+    m->n_prepared = prepared;
     m->params = calloc(offset, sizeof(float));
+    m->prepared = calloc(prepared > 0 ? prepared : 1, sizeof(float));
     m->spec = canonical_spec(m);
-    if (m->params == NULL || m->spec == NULL) {
+    if (m->params == NULL || m->prepared == NULL || m->spec == NULL) {
         dae_model_free(m);
         return dae_fail(err, errlen, DAE_ERR_NOMEM, "architecture: out of memory for %zu parameters", offset);
     }
+    dae_model_params_changed(m);
     return DAE_OK;
+}
+
+void dae_model_params_changed(dae_model *m) {
+    for (int i = 0; i < m->n_layers; i++) {
+        const dae_layer *l = &m->layers[i];
+        if (!is_conv(l) || l->prepared_count == 0) continue;
+        dae_conv_geom g = layer_geom(l, 1);
+        float *prepared = m->prepared + l->prepared_offset;
+        const float *w = m->params + l->weight_offset;
+        if (l->kind == DAE_LAYER_CONV2D) dae_conv2d_prepare(prepared, w, &g);
+        else dae_conv_transpose2d_prepare(prepared, w, &g);
+    }
 }
 
 void dae_model_free(dae_model *m) {
     free(m->params);
+    free(m->prepared);
     cJSON_free(m->spec);
     memset(m, 0, sizeof *m);
 }
@@ -489,11 +525,15 @@ void dae_model_init_params(dae_model *m, uint64_t seed) {
         size_t n = l->weight_count + (size_t)l->out_c;
         for (size_t j = 0; j < n; j++) p[j] = (2.0f * dae_rng_uniform(&rng) - 1.0f) * bound;
     }
+    dae_model_params_changed(m);
 }
 
 dae_status dae_model_clone(dae_model *dst, const dae_model *src, char *err, size_t errlen) {
     dae_status st = dae_model_init(dst, src->spec, err, errlen);
-    if (st == DAE_OK) memcpy(dst->params, src->params, sizeof(float) * src->n_params);
+    if (st == DAE_OK) {
+        memcpy(dst->params, src->params, sizeof(float) * src->n_params);
+        dae_model_params_changed(dst);
+    }
     return st;
 }
 
@@ -583,16 +623,6 @@ struct dae_workspace {
 
 static size_t layer_out_size(const dae_layer *l) {
     return (size_t)l->out_c * l->out_h * l->out_w;
-}
-
-static dae_conv_geom layer_geom(const dae_layer *l, int batch) {
-    dae_conv_geom g = {
-        .batch = batch, .in_c = l->in_c, .in_h = l->in_h, .in_w = l->in_w,
-        .out_c = l->out_c, .out_h = l->out_h, .out_w = l->out_w,
-        .k_h = l->k_h, .k_w = l->k_w, .stride_h = l->stride_h, .stride_w = l->stride_w,
-        .pad_h = l->pad_h, .pad_w = l->pad_w, .out_pad_h = l->out_pad_h, .out_pad_w = l->out_pad_w,
-    };
-    return g;
 }
 
 /* The layer whose memory layer i's output lives in (itself, or the first
@@ -806,20 +836,22 @@ static const float *run_forward(const dae_model *m, dae_workspace *ws, const flo
         const float *x = joined == l ? node_value(ws, l->inputs[0], x0) : NULL;
         dae_conv_geom g = layer_geom(l, batch);
         const float *w = m->params + l->weight_offset, *bias = m->params + l->bias_offset;
+        const float *wp = l->prepared_count > 0 ? m->prepared + l->prepared_offset : NULL;
         const float *ins[DAE_MAX_INPUTS];
         int channels[DAE_MAX_INPUTS];
         layer_inputs(m, ws, joined, x0, ins, channels);
         switch (l->kind) {
         case DAE_LAYER_CONV2D:
             if (joined != l)
-                dae_conv2d_forward_parts(y, ins, channels, joined->n_inputs, w, bias, &g, l->relu_fused, ws->col);
-            else dae_conv2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
+                dae_conv2d_forward_parts(y, ins, channels, joined->n_inputs, w, wp, bias, &g, l->relu_fused,
+                                         ws->col);
+            else dae_conv2d_forward(y, x, w, wp, bias, &g, l->relu_fused, ws->col);
             break;
         case DAE_LAYER_CONV_TRANSPOSE2D:
             if (joined != l)
-                dae_conv_transpose2d_forward_parts(y, ins, channels, joined->n_inputs, w, bias, &g, l->relu_fused,
-                                                   ws->col);
-            else dae_conv_transpose2d_forward(y, x, w, bias, &g, l->relu_fused, ws->col);
+                dae_conv_transpose2d_forward_parts(y, ins, channels, joined->n_inputs, w, wp, bias, &g,
+                                                   l->relu_fused, ws->col);
+            else dae_conv_transpose2d_forward(y, x, w, wp, bias, &g, l->relu_fused, ws->col);
             break;
         case DAE_LAYER_RELU:
             if (l->relu_fused) break;
@@ -1124,6 +1156,7 @@ dae_status dae_model_from_safetensors(dae_model *m, const dae_st_file *f, char *
     const char *spec = dae_st_meta(f, "architecture");
     dae_status st = dae_model_init(m, spec != NULL ? spec : DEFAULT_SPEC, err, errlen);
     if (st == DAE_OK) st = dae_model_read_tensors(m, f, "", m->params, err, errlen);
+    if (st == DAE_OK) dae_model_params_changed(m);
     /* Every tensor was found, so any extra one makes the count differ. */
     for (int i = 0; st == DAE_OK && i < f->n_tensors && f->n_tensors != dae_model_tensor_count(m); i++) {
         const char *name = f->tensors[i].name;

@@ -22,7 +22,9 @@
  * the network predicts the noise and subtracts it.
  *
  * A dae_model is read-only once built: any number of threads may run
- * forward passes on it at once, each with its own dae_workspace. */
+ * forward passes on it at once, each with its own dae_workspace. Whoever
+ * writes its params (loading, training) calls dae_model_params_changed
+ * before the next pass. */
 #ifndef DAE_MODEL_H
 #define DAE_MODEL_H
 
@@ -58,6 +60,7 @@ typedef struct {
     int k_h, k_w, stride_h, stride_w, pad_h, pad_w, out_pad_h, out_pad_w;
     size_t weight_offset, weight_count; /* into dae_model.params (convs) */
     size_t bias_offset;                 /* bias has out_c values */
+    size_t prepared_offset, prepared_count; /* into dae_model.prepared (convs) */
     int consumers;   /* later layers reading this one's output */
     int in_place;    /* an activation that works on its input's memory (its
                         input has no other reader) */
@@ -73,6 +76,9 @@ typedef struct {
     size_t n_params;
     float *params; /* owned; each conv's weight (engine layout, layers.h)
                       then bias, in layer order */
+    size_t n_prepared;
+    float *prepared; /* owned; each conv's weight as its forward pass
+                        multiplies it (dae_conv2d_prepare), from params */
     char *spec;    /* owned; canonical JSON of the architecture */
 } dae_model;
 
@@ -101,6 +107,12 @@ void dae_model_free(dae_model *m);
  * PyTorch's default initialisation (fan_in = weight.size(1) * KH * KW, i.e.
  * in_channels*KH*KW for conv2d and out_channels*KH*KW for the transposed). */
 void dae_model_init_params(dae_model *m, uint64_t seed);
+
+/* Remakes what the forward pass derives from the weights (m->prepared)
+ * after m->params were written; the passes read it. The model's own
+ * functions (init, init_params, clone, from_safetensors) and training's
+ * steps call it; anything else that writes params must. */
+void dae_model_params_changed(dae_model *m);
 
 /* Copies src's architecture and parameters into a new model dst. */
 dae_status dae_model_clone(dae_model *dst, const dae_model *src, char *err, size_t errlen);

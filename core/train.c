@@ -64,8 +64,8 @@ size_t dae_train_memory_bytes(const dae_model *m, const dae_train_config *cfg, i
     size_t per_thread = dae_workspace_bytes(m, share, 1) + params + 2 * f * image * (size_t)share;
     size_t bytes = per_thread * (size_t)threads + sizeof(int) * (size_t)n_train;
     /* The parameters, Adam's two moments, and the PyTorch-layout copy a
-     * checkpoint or a saved model is written from. */
-    bytes += 4 * params;
+     * checkpoint or a saved model is written from; the prepared weights. */
+    bytes += 4 * params + f * m->n_prepared;
     /* dae_evaluate after an epoch: per thread an inference workspace and
      * three chunks of images. */
     if (cfg->eval_each_epoch)
@@ -232,6 +232,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
             dae_pool_run(pool, step_pass, &c);
             dae_adam_begin_step(&s->adam);
             dae_pool_run(pool, step_update, &c);
+            dae_model_params_changed(m);
             double sse = 0.0;
             for (int t = 0; t < threads; t++) sse += c.sse[t];
             images_done += c.batch_count;

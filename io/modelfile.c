@@ -98,6 +98,7 @@ static dae_status checkpoint_from_st(const dae_st_file *f, dae_model *m, dae_tra
     if (st == DAE_OK) st = dae_model_init(m, spec, detail, detail_len);
     if (st == DAE_OK) st = dae_adam_init(&s->adam, m->n_params, 1e-3f, 0.0f, detail, detail_len);
     if (st == DAE_OK) st = dae_model_read_tensors(m, f, "model.", m->params, detail, detail_len);
+    if (st == DAE_OK) dae_model_params_changed(m);
     if (st == DAE_OK) st = dae_model_read_tensors(m, f, "adam.exp_avg.", s->adam.m, detail, detail_len);
     if (st == DAE_OK) st = dae_model_read_tensors(m, f, "adam.exp_avg_sq.", s->adam.v, detail, detail_len);
     if (st != DAE_OK) {

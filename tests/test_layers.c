@@ -53,13 +53,13 @@ static void check_layer_fixture(const char *name, int naive) {
         dae_conv_transpose2d_forward_naive(y, x, weight, b->data, &g);
         dae_conv_transpose2d_backward_naive(dx, dw, db, dy, x, weight, &g);
     } else if (transposed) {
-        dae_conv_transpose2d_forward(y, x, weight, b->data, &g, 0, col);
+        dae_conv_transpose2d_forward(y, x, weight, NULL, b->data, &g, 0, col);
         dae_conv_transpose2d_backward(dx, dw, db, dy, x, weight, &g, col);
     } else if (naive) {
         dae_conv2d_forward_naive(y, x, weight, b->data, &g);
         dae_conv2d_backward_naive(dx, dw, db, dy, x, weight, &g);
     } else {
-        dae_conv2d_forward(y, x, weight, b->data, &g, 0, col);
+        dae_conv2d_forward(y, x, weight, NULL, b->data, &g, 0, col);
         dae_conv2d_backward(dx, dw, db, dy, x, weight, &g, col);
     }
     nhwc_to_nchw(y_nchw, y, g.batch, g.out_c, out_plane);
@@ -154,6 +154,27 @@ static dae_conv_geom random_geom(dae_rng *r, int transposed) {
     return g;
 }
 
+/* The forward given its weight prepared once (dae_*_prepare, as a model
+ * keeps it) gives y, the bits of the forward preparing its own, and the
+ * prepare writes no more than its size. */
+static void check_prepared_forward(const dae_conv_geom *g, int transposed, int relu, const float *x, const float *w,
+                                   const float *b, const float *y, float *col, const char *what) {
+    size_t ny = (size_t)g->out_c * g->batch * g->out_h * g->out_w;
+    size_t np = transposed ? dae_conv_transpose2d_prepared_size(g) : dae_conv2d_prepared_size(g);
+    float *prepared = malloc((np + 1) * 4), *y3 = malloc(ny * 4);
+    prepared[np] = 12345.0f;
+    if (transposed) {
+        dae_conv_transpose2d_prepare(prepared, w, g);
+        dae_conv_transpose2d_forward(y3, x, w, np > 0 ? prepared : NULL, b, g, relu, col);
+    } else {
+        dae_conv2d_prepare(prepared, w, g);
+        dae_conv2d_forward(y3, x, w, np > 0 ? prepared : NULL, b, g, relu, col);
+    }
+    cr_assert_eq(prepared[np], 12345.0f, "%s: the prepared weight overran its %zu floats", what, np);
+    cr_assert(memcmp(y3, y, ny * 4) == 0, "%s: the forward on the prepared weight differs", what);
+    free(prepared), free(y3);
+}
+
 /* Runs the fast and naive kernels of one geometry on random values and
  * checks that y, dx, dweight and dbias agree to 1e-5 and 1e-4 times
  * tol_scale (for sums of many terms, whose values are larger); `what`
@@ -170,18 +191,19 @@ static void check_against_naive(const dae_conv_geom *gp, int transposed, int rel
     float *col = malloc(ncol * 4);
     fill_random(x, nx, 1), fill_random(w, nw, 2), fill_random(b, g.out_c, 3), fill_random(dy, ny, 4);
     if (transposed) {
-        dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv_transpose2d_forward(y1, x, w, NULL, b, &g, relu, col);
         dae_conv_transpose2d_forward_naive(y2, x, w, b, &g);
         dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
         dae_conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
     } else {
-        dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+        dae_conv2d_forward(y1, x, w, NULL, b, &g, relu, col);
         dae_conv2d_forward_naive(y2, x, w, b, &g);
         dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
         dae_conv2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
     }
     if (relu) dae_relu_forward(y2, ny);
     assert_close(y1, y2, ny, 1e-5 * tol_scale, what);
+    check_prepared_forward(&g, transposed, relu, x, w, b, y1, col, what);
     assert_close(dx1, dx2, nx, 1e-5 * tol_scale, what);
     assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
     assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
@@ -553,7 +575,7 @@ static void conv_patches_vs_im2col(dae_isa isa, dae_rng *r, void *ctx) {
                     }
         }
         for (int relu = 0; relu < 2; relu++) {
-            dae_conv2d_forward(y1, x, w, b, &g, relu, col);
+            dae_conv2d_forward(y1, x, w, NULL, b, &g, relu, col);
             dae_gemm_bias(1, (int)pixels, g.out_c, k, patches, k, w, k, y2, g.out_c, b, relu);
             cr_assert(memcmp(y1, y2, sizeof(float) * ny) == 0,
                       "%s, trial %d, relu %d: batch %d, %d -> %d channels, k%dx%d s%dx%d p%dx%d in %dx%d: not the "
@@ -607,8 +629,8 @@ static void one_channel_conv_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
         float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
         const float *parts[2] = {x1, x2};
         dae_concat_forward(x, parts, channels, 2, pixels);
-        dae_conv2d_forward(y1, x, w, b, &g, 0, col);
-        dae_conv2d_forward_parts(y2, parts, channels, 2, w, b, &g, 0, col);
+        dae_conv2d_forward(y1, x, w, NULL, b, &g, 0, col);
+        dae_conv2d_forward_parts(y2, parts, channels, 2, w, NULL, b, &g, 0, col);
         cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0, "%s split %d+%d: not the concatenation's bits", what,
                   channels[0], channels[1]);
         free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
@@ -760,11 +782,11 @@ static void points_conv_transpose_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
         float *b = uniform_floats((size_t)g.out_c, -1, 1, 600 + (uint64_t)t, 3);
         float *col = malloc(sizeof(float) * dae_conv_transpose2d_col_size(&g));
         float *all = malloc(sizeof(float) * out_n * g.batch), *one = malloc(sizeof(float) * out_n);
-        dae_conv_transpose2d_forward(all, x, w, b, &g, 1, col);
+        dae_conv_transpose2d_forward(all, x, w, NULL, b, &g, 1, col);
         dae_conv_geom g1 = g;
         g1.batch = 1;
         for (int i = 0; i < g.batch; i++) {
-            dae_conv_transpose2d_forward(one, x + i * in_n, w, b, &g1, 1, col);
+            dae_conv_transpose2d_forward(one, x + i * in_n, w, NULL, b, &g1, 1, col);
             cr_assert(memcmp(one, all + i * out_n, sizeof(float) * out_n) == 0,
                       "%s: image %d alone is not its bits in a batch of %d", what, i, g.batch);
         }
@@ -951,11 +973,11 @@ static void forward_split_vs_joined(const split_case *c) {
     float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
     int relu = c->t % 3 == 0;
     if (c->transposed) {
-        dae_conv_transpose2d_forward(y1, x, w, b, &g, relu, col);
-        dae_conv_transpose2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
+        dae_conv_transpose2d_forward(y1, x, w, NULL, b, &g, relu, col);
+        dae_conv_transpose2d_forward_parts(y2, parts, channels, 2, w, NULL, b, &g, relu, col);
     } else {
-        dae_conv2d_forward(y1, x, w, b, &g, relu, col);
-        dae_conv2d_forward_parts(y2, parts, channels, 2, w, b, &g, relu, col);
+        dae_conv2d_forward(y1, x, w, NULL, b, &g, relu, col);
+        dae_conv2d_forward_parts(y2, parts, channels, 2, w, NULL, b, &g, relu, col);
     }
     cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0,
               "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d: parts differ from the concatenation",

@@ -190,6 +190,42 @@ Test(model, outputs_do_not_depend_on_the_batch) {
     }
 }
 
+/* A copy of a model, and the model after its weights were written and
+ * written back, answer as the model does: the weights the forward pass
+ * prepares from params follow them (dae_model_params_changed). */
+Test(model, prepared_weights_follow_the_params) {
+    static const char *const archs[] = {"ae", "unet"};
+    for (int a = 0; a < 2; a++) {
+        dae_model m, copy;
+        char err[DAE_ERR_LEN] = "";
+        cr_assert_eq(dae_model_init(&m, dae_model_named_spec(archs[a]), err, sizeof err), DAE_OK, "%s", err);
+        cr_assert_gt(m.n_prepared, 0, "%s prepares no weight", archs[a]);
+        dae_model_init_params(&m, 11);
+        cr_assert_eq(dae_model_clone(&copy, &m, err, sizeof err), DAE_OK, "%s", err);
+        enum { N = 3 };
+        size_t img = dae_model_image_size(&m);
+        float *x = malloc(sizeof(float) * img * N), *y = malloc(sizeof(float) * img * N),
+              *z = malloc(sizeof(float) * img * N), *saved = malloc(sizeof(float) * m.n_params);
+        for (size_t i = 0; i < img * N; i++) x[i] = (float)((i * 2654435761u) % 1000) / 999.0f;
+        dae_workspace *ws = dae_workspace_new(&m, N, 0);
+        dae_model_forward(&m, ws, x, y, N);
+        dae_model_forward(&copy, ws, x, z, N);
+        cr_assert(memcmp(y, z, sizeof(float) * img * N) == 0, "%s: the copy answers otherwise", archs[a]);
+        memcpy(saved, m.params, sizeof(float) * m.n_params);
+        dae_model_init_params(&m, 12);
+        dae_model_forward(&m, ws, x, z, N);
+        cr_assert(memcmp(y, z, sizeof(float) * img * N) != 0, "%s: new weights, the same answer", archs[a]);
+        memcpy(m.params, saved, sizeof(float) * m.n_params);
+        dae_model_params_changed(&m);
+        dae_model_forward(&m, ws, x, z, N);
+        cr_assert(memcmp(y, z, sizeof(float) * img * N) == 0, "%s: its weights back, another answer", archs[a]);
+        dae_workspace_free(ws);
+        free(x), free(y), free(z), free(saved);
+        dae_model_free(&copy);
+        dae_model_free(&m);
+    }
+}
+
 /* Inference multiplies the U-Net's concatenations' inputs where they lie,
  * and so does training, whose backward pass reads them there too; the
  * forward passes give the same bits. */
@@ -312,6 +348,7 @@ static void check_training_steps(const char *fixture) {
     cr_assert_eq(dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err), DAE_OK,
                  "%s", err);
     cr_assert_eq(dae_model_read_tensors(&m, &f, "init.", m.params, err, sizeof err), DAE_OK, "%s", err);
+    dae_model_params_changed(&m);
     int batch = fixture_int(&f, "batch");
     size_t n = dae_model_image_size(&m) * (size_t)batch;
     dae_workspace *ws = dae_workspace_new(&m, batch, 1);
@@ -339,6 +376,7 @@ static void check_training_steps(const char *fixture) {
             assert_close(grads, values, m.n_params, 1e-5 * fmax(scale, 1e-3), "step 1 gradients");
         }
         dae_adam_step(&adam, m.params, grads);
+        dae_model_params_changed(&m);
         snprintf(name, sizeof name, "step%d.param.", step);
         cr_assert_eq(dae_model_read_tensors(&m, &f, name, values, err, sizeof err), DAE_OK, "%s", err);
         assert_close(m.params, values, m.n_params, 1e-5, name);

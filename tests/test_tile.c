@@ -28,6 +28,7 @@ static void one_conv_model(dae_model *m, int h, int w, int k, float weight, floa
     cr_assert_eq(m->n_params, (size_t)k * k + 1);
     for (int i = 0; i < k * k; i++) m->params[i] = weight;
     m->params[k * k] = bias;
+    dae_model_params_changed(m);
 }
 
 static void default_model(dae_model *m) {
