@@ -85,12 +85,13 @@ wait_port() {
     exit 1
 }
 
-# ms VALUE: wrk's latency ("202.00us", "1.67ms", "1.02s") in milliseconds.
+# ms VALUE: wrk's latency ("202.00us", "1.67ms", "1.02s") in milliseconds,
+# to the microsecond (the concurrency-1 target is 150 us).
 ms() {
     awk -v v="$1" 'BEGIN {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-        printf "%.2f", n }'
+        printf "%.3f", n }'
 }
 
 # load NAME PORT CONCURRENCY SECONDS: one wrk run; appends a result row
