@@ -704,6 +704,121 @@ void dae_conv2d_forward(float *out, const float *in, const float *weight, const 
     }
 }
 
+/* ------------------------------------- a one-channel image's backward */
+
+/* A convolution between a one-channel image and features whose channels
+ * are whole vectors: the networks' first layer (1 -> 16) and the seed
+ * network's last (16 -> 1, transposed). Their backward products are only
+ * kh*kw = 9 wide: im2col copied the image in runs of 3 floats and the
+ * kernels filled 9 lanes of 16. Here the channels stay in the lanes and
+ * the taps are read from a zero-padded copy of each image (col's room):
+ * per 16 channels, a tap's weight gradient is a sum of feature vectors
+ * times the tap's pixel, and a feature gradient a sum of the taps' pixels
+ * times their weight vectors. v is a conv2d from the image (in_c 1) to the
+ * features' grid (out_c n): the layer itself, or a transposed layer's
+ * adjoint (adjoint_view). */
+enum { ONE_CHANNEL_TAPS_MAX = 25 };
+
+static int one_channel_image(const dae_conv_geom *v) {
+    int hp, wp;
+    patches_padded_size(v, &hp, &wp);
+    patch_geom p = conv_patches(v);
+    size_t taps = (size_t)v->k_h * v->k_w;
+    return v->in_c == 1 && v->out_c % 16 == 0 && !patch_is_whole_image(&p) && taps <= ONE_CHANNEL_TAPS_MAX &&
+           taps * v->out_c <= PATCHES_WEIGHT_MAX && (size_t)hp * wp <= (size_t)v->out_h * v->out_w * taps;
+}
+
+/* A conv_transpose2d's adjoint: the conv2d from its output (the image)
+ * to its input's grid, channels channels. */
+static dae_conv_geom adjoint_view(const dae_conv_geom *g, int channels) {
+    dae_conv_geom v = *g;
+    v.in_c = g->out_c, v.in_h = g->out_h, v.in_w = g->out_w;
+    v.out_c = channels, v.out_h = g->in_h, v.out_w = g->in_w;
+    v.out_pad_h = v.out_pad_w = 0;
+    return v;
+}
+
+/* A conv_transpose2d to one channel whose parts' channels are whole
+ * vectors. */
+static int transposed_to_one_channel(const dae_conv_geom *g, const int *channels, int n_parts) {
+    if (g->out_c != 1) return 0;
+    for (int q = 0; q < n_parts; q++) {
+        dae_conv_geom v = adjoint_view(g, channels[q]);
+        if (!one_channel_image(&v)) return 0;
+    }
+    return 1;
+}
+
+/* acc[t] (16 channels) += each pixel's features times its tap t, over
+ * one image's grid; kh and kw constants when inlined. */
+static inline __attribute__((always_inline)) void one_channel_taps_sum(vec16 *restrict acc, const float *restrict feat,
+                                                                       int n, const float *restrict padded, int wp,
+                                                                       const dae_conv_geom *v, int kh, int kw) {
+    for (int oy = 0; oy < v->out_h; oy++)
+        for (int ox = 0; ox < v->out_w; ox++) {
+            vec16 f = *(const uvec16 *)(feat + ((size_t)oy * v->out_w + ox) * n);
+            const float *px = padded + (size_t)oy * v->stride_h * wp + (size_t)ox * v->stride_w;
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++) acc[i * kw + j] += f * px[(size_t)i * wp + j];
+        }
+}
+
+/* m pixels of a feature gradient from px, the first one's taps in the
+ * padded image (a pixel every stride floats): out[q] (16 channels) = the
+ * sum over taps of the tap's pixel times wt[t]; m a constant when
+ * inlined. */
+static inline __attribute__((always_inline)) void one_channel_pixels(float *restrict out, int n,
+                                                                     const float *restrict px, int wp,
+                                                                     const float *restrict wt,
+                                                                     const dae_conv_geom *v, int m) {
+    vec16 acc[4] = {0};
+    for (int i = 0; i < v->k_h; i++)
+        for (int j = 0; j < v->k_w; j++) {
+            vec16 w = *(const uvec16 *)(wt + (size_t)(i * v->k_w + j) * n);
+            const float *r = px + (size_t)i * wp + j;
+#pragma GCC unroll 4
+            for (int q = 0; q < m; q++) acc[q] += w * r[(size_t)q * v->stride_w];
+        }
+    for (int q = 0; q < m; q++) *(uvec16 *)(out + (size_t)q * n) = acc[q];
+}
+
+/* The backward pass against the images (B, H, W, 1), 16 channels at a
+ * time, each image padded once: dw (n, taps) += the weight gradient from
+ * the features feat (B, OH, OW, n), summed over the batch's pixels in
+ * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
+ * over its taps of the tap's pixel times wt[t] (taps, n), four pixels at
+ * a time (four sums in flight). */
+HOT static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
+                                     const float *image, const float *restrict wt, const dae_conv_geom *v,
+                                     float *restrict padded) {
+    int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
+    patches_padded_size(v, &hp, &wp);
+    memset(padded, 0, sizeof(float) * hp * wp); /* the borders; each image fills the inside */
+    size_t grid = (size_t)v->out_h * v->out_w;
+    for (int c0 = 0; c0 < n; c0 += 16) {
+        vec16 acc[ONE_CHANNEL_TAPS_MAX] = {0};
+        for (int b = 0; b < v->batch; b++) {
+            pad_channels(padded, &image, &one, 1, v, b, 0, 1);
+            const float *f = feat + (size_t)b * grid * n + c0;
+            if (v->k_h == 3 && v->k_w == 3) one_channel_taps_sum(acc, f, n, padded, wp, v, 3, 3);
+            else one_channel_taps_sum(acc, f, n, padded, wp, v, v->k_h, v->k_w);
+            if (dfeat == NULL) continue;
+            for (int oy = 0; oy < v->out_h; oy++) {
+                const float *row = padded + (size_t)oy * v->stride_h * wp;
+                float *d = dfeat + ((size_t)b * grid + (size_t)oy * v->out_w) * n + c0;
+                int ox = 0;
+                for (; ox + 4 <= v->out_w; ox += 4)
+                    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * v->stride_w, wp, wt + c0, v, 4);
+                if (ox < v->out_w)
+                    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * v->stride_w, wp, wt + c0, v,
+                                       v->out_w - ox);
+            }
+        }
+        for (int t = 0; t < taps; t++)
+            for (int l = 0; l < 16; l++) dw[(size_t)(c0 + l) * taps + t] += acc[t][l];
+    }
+}
+
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
                          const float *weight, const dae_conv_geom *g,
@@ -717,6 +832,10 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
         return;
     }
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
+    if (din == NULL && one_channel_image(g)) { /* the network's input: its weight gradient alone */
+        one_channel_backward(dweight, NULL, dout, in, NULL, g, col);
+        return;
+    }
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(out_pixels * k);
@@ -1062,6 +1181,15 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(in_pixels * k);
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
+    if (transposed_to_one_channel(g, channels, n_parts)) {
+        for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
+            dae_conv_geom v = adjoint_view(g, channels[q]);
+            float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
+            if (dins[q] != NULL) dae_gemm_transpose(channels[q], k, weight + (size_t)c_first * k, k, wt);
+            one_channel_backward(dweight + (size_t)c_first * k, dins[q], parts[q], dout, wt, &v, col);
+        }
+        return;
+    }
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per, rows = nb * (int)in_pixels;
         const float *dcol = dout + b0 * out_image;

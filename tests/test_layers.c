@@ -207,6 +207,12 @@ static void check_against_naive(const dae_conv_geom *gp, int transposed, int rel
     assert_close(dx1, dx2, nx, 1e-5 * tol_scale, what);
     assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
     assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
+    if (!transposed) { /* without the input gradient (a network's first layer) */
+        memset(dw1, 0, nw * 4), memset(db1, 0, g.out_c * 4);
+        dae_conv2d_backward(NULL, dw1, db1, dy, x, w, &g, col);
+        assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
+        assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
+    }
     free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2);
     free(dw1), free(dw2), free(db1), free(db2), free(col);
 }
@@ -253,6 +259,36 @@ Test(layers, im2col_kernels_match_naive_with_channels_in_vectors) {
     dae_conv_geom wide = {.batch = 1, .in_c = 2, .in_h = 2, .in_w = 700, .out_c = 16, .out_h = 2, .out_w = 700,
                           .k_h = 3, .k_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1};
     check_against_naive(&wide, 1, 1, 4.0, "convT 700 wide, 16 channels");
+}
+
+/* The backward passes between a one-channel image and features of 16 or
+ * 32 channels (the networks' first layer, the seed network's last) read
+ * the image's taps from a padded copy: the two networks' layers, then
+ * random geometries, against the naive oracle (the conv2d with and
+ * without its input gradient, in check_against_naive). */
+Test(layers, one_channel_image_backward_matches_naive) {
+    dae_conv_geom first = {.batch = 5, .in_c = 1, .in_h = 28, .in_w = 28, .out_c = 16, .out_h = 14, .out_w = 14,
+                           .k_h = 3, .k_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1};
+    dae_conv_geom last = {.batch = 5, .in_c = 16, .in_h = 14, .in_w = 14, .out_c = 1, .out_h = 28, .out_w = 28,
+                          .k_h = 3, .k_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+                          .out_pad_h = 1, .out_pad_w = 1};
+    check_against_naive(&first, 0, 1, 4.0, "the first layer, 1 -> 16");
+    check_against_naive(&last, 1, 0, 4.0, "the seed network's last layer, 16 -> 1");
+    dae_rng r;
+    dae_rng_seed(&r, 97, 0);
+    for (int trial = 0; trial < 80; trial++) {
+        int transposed = trial % 2, relu = trial % 4 >= 2;
+        dae_conv_geom g = random_geom(&r, transposed);
+        if (g.out_h < 1 || g.out_w < 1) continue;
+        int channels = 16 * (1 + (int)dae_rng_below(&r, 2));
+        g.in_c = transposed ? channels : 1;
+        g.out_c = transposed ? 1 : channels;
+        char what[200];
+        snprintf(what, sizeof what, "trial %d %s batch %d, %d -> %d channels, k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d",
+                 trial, transposed ? "convT" : "conv", g.batch, g.in_c, g.out_c, g.k_h, g.k_w, g.stride_h,
+                 g.stride_w, g.pad_h, g.pad_w, g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
+        check_against_naive(&g, transposed, relu, 4.0, what);
+    }
 }
 
 /* The U-Net's layers at a batch of 11: the kernels work a few images at a
@@ -649,23 +685,27 @@ typedef struct {
     int channels[2];
 } split_case;
 
-/* Runs check on the U-Net's three readers of a concatenation, then on
+/* Runs check on the U-Net's three readers of a concatenation and a
+ * transposed convolution to one channel (backward by the one-channel
+ * loops), then on
  * random geometries of the transposed convolution and of the conv2d that
  * takes parts, split at random, to `trials` trials from rng seed `seed`;
  * ran[transposed] counts the cases of each kind. */
 static void for_each_split(uint64_t seed, int trials, void (*check)(const split_case *), int ran[2]) {
-    static const split_case unet[] = {
+    static const split_case fixed[] = {
         {1, 0, {5, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}, {32, 32}},
         {1, 1, {5, 32, 14, 14, 16, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}, {16, 16}},
         {0, 2, {5, 17, 28, 28, 1, 28, 28, 3, 3, 1, 1, 1, 1, 0, 0}, {16, 1}},
+        {1, 3, {5, 32, 14, 14, 1, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1}, {16, 16}},
     };
+    const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
     dae_rng r;
     dae_rng_seed(&r, seed, 0);
     ran[0] = ran[1] = 0;
     for (int t = 0; t < trials; t++) {
         split_case c;
-        if (t < 3) {
-            c = unet[t];
+        if (t < n_fixed) {
+            c = fixed[t];
         } else {
             c.transposed = t % 2, c.t = t;
             c.g = random_geom(&r, c.transposed);
