@@ -1550,12 +1550,23 @@ HOT void dae_residual_backward(float *df, const float *dout, const float *x, con
     }
 }
 
-double dae_mse_loss_forward(const float *pred, const float *target, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) {
+/* In 8 running sums of interleaved values, added together at the end:
+ * one running sum made every add wait for the one before (1% of a
+ * training step). */
+HOT double dae_mse_loss_forward(const float *pred, const float *target, size_t n) {
+    enum { LANES = 8 };
+    double acc[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            double d = (double)pred[i + l] - target[i + l];
+            acc[l] += d * d;
+        }
+    for (int l = 0; i < n; i++, l++) {
         double d = (double)pred[i] - target[i];
-        s += d * d;
+        acc[l] += d * d;
     }
+    double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     return n ? s / (double)n : 0.0;
 }
 
