@@ -354,6 +354,23 @@ HOT NO_MEMCPY_IDIOM static void pad_channels(float *restrict dst, const float *c
     }
 }
 
+/* Zeroes the border of a padded image (pixels of n floats, as
+ * pad_channels fills it): what pad_channels leaves, once for a batch.
+ * Zeroing all of it was 1.7% of a U-Net image at batch 1. */
+HOT NO_MEMCPY_IDIOM static void zero_border(float *restrict dst, const dae_conv_geom *g, int n) {
+    int hp, wp, y0 = g->pad_h, x0 = g->pad_w;
+    patches_padded_size(g, &hp, &wp);
+    int rows = g->in_h < hp - y0 ? g->in_h : hp - y0, cols = g->in_w < wp - x0 ? g->in_w : wp - x0;
+    size_t row = (size_t)wp * n, left = (size_t)x0 * n, right = (size_t)(wp - x0 - cols) * n;
+    memset(dst, 0, sizeof(float) * y0 * row);
+    for (int y = y0; y < y0 + rows; y++) {
+        float *r = dst + (size_t)y * row, *after = r + (size_t)(x0 + cols) * n;
+        for (size_t k = 0; k < left; k++) r[k] = 0.0f;
+        for (size_t k = 0; k < right; k++) after[k] = 0.0f;
+    }
+    memset(dst + (size_t)(y0 + rows) * row, 0, sizeof(float) * (hp - y0 - rows) * row);
+}
+
 /* tail (OH, wp) += a tail channel's plane (zero-padded, rows of wp) through
  * its kh x kw taps w (a tap every `tap` floats). At stride 1 each output
  * row runs on into the padding, so that a tap is one run of OH*wp
@@ -409,7 +426,8 @@ static void conv2d_forward_by_dots(float *out, const float *const *parts, const 
     const float *wd = conv2d_prepared(prepared, weight, g, own);
     size_t plane = (size_t)hp * wp;
     float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
-    memset(col, 0, sizeof(float) * plane * g->in_c); /* the borders; each image fills the inside */
+    zero_border(padded, g, head); /* each image fills the inside */
+    for (int c = head; c < g->in_c; c++) zero_border(planes + (size_t)(c - head) * plane, g, 1);
     size_t out_image = (size_t)g->out_h * g->out_w;
     for (int b = 0; b < g->batch; b++) {
         float *o = out + b * out_image;
@@ -666,7 +684,7 @@ static void conv2d_forward_by_patches(float *out, const float *in, const float *
     patches_padded_size(g, &hp, &wp);
     float own[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
     const float *wt = conv2d_prepared(prepared, weight, g, own);
-    memset(padded, 0, sizeof(float) * hp * wp * c); /* the borders; each image fills the inside */
+    zero_border(padded, g, c); /* each image fills the inside */
     size_t out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++) {
         pad_channels(padded, &in, &c, 1, g, b, 0, c);
@@ -793,7 +811,7 @@ HOT static void one_channel_backward(float *restrict dw, float *restrict dfeat, 
                                      float *restrict padded) {
     int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
     patches_padded_size(v, &hp, &wp);
-    memset(padded, 0, sizeof(float) * hp * wp); /* the borders; each image fills the inside */
+    zero_border(padded, v, 1); /* each image fills the inside */
     size_t grid = (size_t)v->out_h * v->out_w;
     for (int c0 = 0; c0 < n; c0 += 16) {
         vec16 acc[ONE_CHANNEL_TAPS_MAX] = {0};
