@@ -46,9 +46,10 @@ void dae_weight_to_torch(float *dst, const float *src, int a, int c, int kh, int
  * conv2d: batch*out_h*out_w * k_h*k_w*in_c, or batch*in_h*in_w *
  * k_h*k_w*out_c for up to 4 output channels (one plane per kernel tap);
  * conv_transpose2d: batch*in_h*in_w * k_h*k_w*out_c, or for a 3x3 kernel
- * at stride 2 (by Winograd points) its filters and a few images' points if
- * that is more. The kernels use it a few images at a time, so this is
- * more than they touch. */
+ * at stride 2 (by Winograd points) its filters and a few images' points,
+ * or to one channel (by rows) an image's channel planes, if that is
+ * more. The kernels use it a few images at a time, so this is more than
+ * they touch. */
 size_t dae_conv2d_col_size(const dae_conv_geom *g);
 size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g);
 
