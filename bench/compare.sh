@@ -113,7 +113,11 @@ if [ "$forward_only" = 0 ]; then
         echo "training $arch with dae ..." >&2
         "$build/dae" train --data-dir "$data_dir" --dataset "$dataset" --architecture "$arch" --epochs "$epochs" \
             --threads "$threads" --out "$tmp/dae-$arch.safetensors" 2> "$tmp/dae_train-$arch.log"
-        sed -n 's/^wrote .*, \([0-9.]*\) s)$/\1/p' "$tmp/dae_train-$arch.log" > "$tmp/dae_train-$arch.s"
+        # The run's images/s (its last epoch line: images over the time
+        # since the first epoch began), five figures where the seconds
+        # printed have two.
+        sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_train-$arch.log" | tail -n 1 \
+            > "$tmp/dae_train-$arch.ips"
         "$build/dae" eval --data-dir "$data_dir" --dataset "$dataset" --model "$tmp/dae-$arch.safetensors" --json \
             --threads "$threads" > "$tmp/dae_eval-$arch.json"
 
@@ -205,7 +209,7 @@ for arch in archs:
         # Training does forward, backward to the input and to the weights:
         # 3 times the forward FLOP per image, as bench_core counts it.
         train_gflop = 3 * mflop[arch] * 1e6 * torch_res["train_images"] * epochs / 1e9
-        dae_epoch = float(open(f"{tmp}/dae_train-{arch}.s").read()) / epochs
+        dae_epoch = torch_res["train_images"] / float(open(f"{tmp}/dae_train-{arch}.ips").read())
         torch_epoch = sum(torch_res["epoch_seconds"]) / epochs
         print(f"\n{arch}: training, {epochs} epoch(s) (3x the forward FLOP)")
         print(f"{'measure':<34} {'dae':>10} {'PyTorch':>10} {'ratio':>8}  {'target':<12} {'GFLOP/s dae':>12} {'PyTorch':>8}")
