@@ -286,4 +286,5 @@ clean: ## remove build/
 # Containers and deployment: make image, make test-deploy, make data.
 include deploy/deploy.mk
 
--include $(CORE_OBJ:.o=.d) $(IO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(CORE_OBJ:.o=.d) $(IO_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(TEST_OBJ:.o=.d) \
+         $(BENCH_SRC:%.c=$(BUILD)/%.d)
