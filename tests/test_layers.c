@@ -234,28 +234,39 @@ Test(layers, im2col_kernels_match_naive_on_random_shapes) {
     }
 }
 
-/* The gather that finishes a transposed convolution's forward pass and a
- * convolution's input gradient takes channels 16 at a time: random
- * geometries with 16 or 32 channels on the side it writes (out_c of a
- * transposed convolution, in_c of a convolution), and one image too wide
- * for its tables, which scatters instead. Sums of up to 800 terms: 4
- * times the tolerances of the few-channel shapes. */
-Test(layers, im2col_kernels_match_naive_with_channels_in_vectors) {
+/* Random geometries with 16 or 32 channels on the side a gather writes
+ * (out_c of a transposed convolution, in_c of a convolution) and, with
+ * one_channel, a single channel on the other, against the naive oracle.
+ * Sums of up to 800 terms: 4 times the tolerances of the few-channel
+ * shapes. */
+static void check_channels_in_vectors(uint64_t seed, int trials, int one_channel) {
     dae_rng r;
-    dae_rng_seed(&r, 11, 0);
-    for (int trial = 0; trial < 60; trial++) {
+    dae_rng_seed(&r, seed, 0);
+    for (int trial = 0; trial < trials; trial++) {
         int transposed = trial % 2, relu = trial % 4 >= 2;
         dae_conv_geom g = random_geom(&r, transposed);
         if (g.out_h < 1 || g.out_w < 1) continue;
         int channels = 16 * (1 + (int)dae_rng_below(&r, 2));
         if (transposed) g.out_c = channels;
         else g.in_c = channels;
+        if (one_channel) { /* the image's side: one channel; the features': the vectors */
+            g.in_c = transposed ? channels : 1;
+            g.out_c = transposed ? 1 : channels;
+        }
         char what[200];
         snprintf(what, sizeof what, "trial %d %s%s batch %d, %d -> %d channels, k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d",
                  trial, transposed ? "convT" : "conv", relu ? "+relu" : "", g.batch, g.in_c, g.out_c, g.k_h, g.k_w,
                  g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
         check_against_naive(&g, transposed, relu, 4.0, what);
     }
+}
+
+/* The gather that finishes a transposed convolution's forward pass and a
+ * convolution's input gradient takes channels 16 at a time: random
+ * geometries with channels in vectors on the side it writes, and one
+ * image too wide for its tables, which scatters instead. */
+Test(layers, im2col_kernels_match_naive_with_channels_in_vectors) {
+    check_channels_in_vectors(11, 60, 0);
     dae_conv_geom wide = {.batch = 1, .in_c = 2, .in_h = 2, .in_w = 700, .out_c = 16, .out_h = 2, .out_w = 700,
                           .k_h = 3, .k_w = 3, .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1};
     check_against_naive(&wide, 1, 1, 4.0, "convT 700 wide, 16 channels");
@@ -274,21 +285,7 @@ Test(layers, one_channel_image_backward_matches_naive) {
                           .out_pad_h = 1, .out_pad_w = 1};
     check_against_naive(&first, 0, 1, 4.0, "the first layer, 1 -> 16");
     check_against_naive(&last, 1, 0, 4.0, "the seed network's last layer, 16 -> 1");
-    dae_rng r;
-    dae_rng_seed(&r, 97, 0);
-    for (int trial = 0; trial < 80; trial++) {
-        int transposed = trial % 2, relu = trial % 4 >= 2;
-        dae_conv_geom g = random_geom(&r, transposed);
-        if (g.out_h < 1 || g.out_w < 1) continue;
-        int channels = 16 * (1 + (int)dae_rng_below(&r, 2));
-        g.in_c = transposed ? channels : 1;
-        g.out_c = transposed ? 1 : channels;
-        char what[200];
-        snprintf(what, sizeof what, "trial %d %s batch %d, %d -> %d channels, k%dx%d s%dx%d p%dx%d op%dx%d in %dx%d",
-                 trial, transposed ? "convT" : "conv", g.batch, g.in_c, g.out_c, g.k_h, g.k_w, g.stride_h,
-                 g.stride_w, g.pad_h, g.pad_w, g.out_pad_h, g.out_pad_w, g.in_h, g.in_w);
-        check_against_naive(&g, transposed, relu, 4.0, what);
-    }
+    check_channels_in_vectors(97, 80, 1);
 }
 
 /* A transposed convolution to one channel, 3x3 at stride 2 and padding 1
