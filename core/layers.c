@@ -409,11 +409,13 @@ HOT static void finish_dots(float *restrict out, const float *restrict tail, int
     }
 }
 
-/* prepared, or the weight prepared into scratch when it is NULL. */
-static const float *conv2d_prepared(const float *prepared, const float *weight, const dae_conv_geom *g,
-                                    float *scratch) {
+/* prepared, or, when it is NULL, the weight prepared by prepare
+ * (dae_conv2d_prepare, dae_conv_transpose2d_prepare) into scratch. */
+static const float *weight_prepared(const float *prepared,
+                                    void (*prepare)(float *, const float *, const dae_conv_geom *),
+                                    const float *weight, const dae_conv_geom *g, float *scratch) {
     if (prepared != NULL) return prepared;
-    dae_conv2d_prepare(scratch, weight, g);
+    prepare(scratch, weight, g);
     return scratch;
 }
 
@@ -423,7 +425,7 @@ static void conv2d_forward_by_dots(float *out, const float *const *parts, const 
     int hp, wp, head = g->in_c / 16 * 16;
     patches_padded_size(g, &hp, &wp);
     float own[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
-    const float *wd = conv2d_prepared(prepared, weight, g, own);
+    const float *wd = weight_prepared(prepared, dae_conv2d_prepare, weight, g, own);
     size_t plane = (size_t)hp * wp;
     float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
     zero_border(padded, g, head); /* each image fills the inside */
@@ -570,7 +572,7 @@ void dae_conv2d_forward_parts(float *out, const float *const *parts, const int *
         return;
     }
     size_t in_pixels = (size_t)g->in_h * g->in_w, n_pad = taps_padded(g);
-    const float *wt = conv2d_prepared(prepared, weight, g, col);
+    const float *wt = weight_prepared(prepared, dae_conv2d_prepare, weight, g, col);
     float *taps = col + (size_t)g->in_c * n_pad;
     int per = chunk_images(in_pixels * n_pad);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
@@ -683,7 +685,7 @@ static void conv2d_forward_by_patches(float *out, const float *in, const float *
     int c = g->in_c, hp, wp;
     patches_padded_size(g, &hp, &wp);
     float own[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
-    const float *wt = conv2d_prepared(prepared, weight, g, own);
+    const float *wt = weight_prepared(prepared, dae_conv2d_prepare, weight, g, own);
     zero_border(padded, g, c); /* each image fills the inside */
     size_t out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++) {
@@ -1112,11 +1114,7 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
                                                const float *bias, const dae_conv_geom *g, int relu, float *col) {
     int ic_n = g->in_c, oc_n = g->out_c, per = points_chunk_images(g);
     size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * oc_n;
-    const float *wt = prepared;
-    if (wt == NULL) {
-        points_weights(col, weight, ic_n, oc_n);
-        wt = col;
-    }
+    const float *wt = weight_prepared(prepared, dae_conv_transpose2d_prepare, weight, g, col);
     float *u = col + points_weight_floats(g);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
@@ -1305,10 +1303,6 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
      * dweight (IC, K) += part^T dcol and dins[q] (P, channels[q]) = dcol
      * (its rows of weight)^T. */
     int k = g->k_h * g->k_w * g->out_c;
-    patch_geom p = conv_transpose_patches(g);
-    size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
-    int whole = patch_is_whole_image(&p);
-    int per = whole ? g->batch : chunk_images(in_pixels * k);
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
     if (transposed_to_one_channel(g, channels, n_parts)) {
         for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
@@ -1319,6 +1313,10 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
         }
         return;
     }
+    patch_geom p = conv_transpose_patches(g);
+    size_t in_pixels = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
+    int whole = patch_is_whole_image(&p);
+    int per = whole ? g->batch : chunk_images(in_pixels * k);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per, rows = nb * (int)in_pixels;
         const float *dcol = dout + b0 * out_image;

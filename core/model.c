@@ -457,7 +457,7 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
                         "architecture: the output is %dx%dx%d but an autoencoder must give back its "
                         "input's shape %dx%dx%d", last->out_c, last->out_h, last->out_w,
                         m->in_c, m->in_h, m->in_w);
-    size_t offset = 0;
+    size_t offset = 0, prepared = 0;
     int convs = 0;
     for (int i = 0; i < m->n_layers; i++) {
         dae_layer *l = &m->layers[i];
@@ -467,19 +467,14 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
         l->weight_count = (size_t)l->in_c * l->out_c * l->k_h * l->k_w;
         l->bias_offset = offset + l->weight_count;
         offset = l->bias_offset + l->out_c;
-    }
-    if (convs == 0)
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no convolution, nothing to learn");
-    size_t prepared = 0;
-    for (int i = 0; i < m->n_layers; i++) {
-        dae_layer *l = &m->layers[i];
-        if (!is_conv(l)) continue;
         dae_conv_geom g = layer_geom(l, 1);
         l->prepared_offset = prepared;
         l->prepared_count = l->kind == DAE_LAYER_CONV2D ? dae_conv2d_prepared_size(&g)
                                                         : dae_conv_transpose2d_prepared_size(&g);
         prepared += (l->prepared_count + 15) / 16 * 16; /* each a whole number of vectors */
     }
+    if (convs == 0)
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no convolution, nothing to learn");
     m->n_params = offset;
     m->n_prepared = prepared;
     m->params = calloc(offset, sizeof(float));
