@@ -6,12 +6,15 @@
 # each with its GFLOP/s, against OpenBLAS's sgemm peak of this machine and
 # issue #14's targets; and how fast each engine runs unet per FLOP against ae.
 #
-#   bench/compare.sh [--full | --forward-only] [--arch ae,unet] [--threads N] [--reps N] [--dataset NAME]
-#                                                                                  (make bench)
+#   bench/compare.sh [--full | --forward-only] [--arch ae,unet] [--threads N] [--reps N] [--train-runs N]
+#                    [--dataset NAME]                                              (make bench)
 #
 # Short mode (default): 1 epoch over the 60,000 training images. --full: the
-# notebook's 10 epochs. --forward-only (or no data set): the forward table
-# alone. --arch: built-in architectures, ae (the notebook's
+# notebook's 10 epochs. --train-runs: how many times each side trains
+# (default 3), dae and PyTorch taking turns, each side's median epoch the
+# one compared: on a shared host one run of each moved their ratio from
+# 4.6x to 7.9x within an hour. --forward-only (or no data set): the
+# forward table alone. --arch: built-in architectures, ae (the notebook's
 # network) and unet (the shipped one); PyTorch builds the same network from
 # the same spec (tools/dae_torch.py), and ONNX Runtime runs it as exported
 # by tools/export_onnx.py from the committed weights (models/mnist-ae,
@@ -31,6 +34,7 @@ epochs=1
 archs=ae,unet
 threads=$(nproc)
 reps=5
+train_runs=3
 forward_only=0
 dataset=mnist
 data_dir=${DAE_DATA_DIR:-}
@@ -43,13 +47,17 @@ while [ $# -gt 0 ]; do
     --arch) archs=$2; shift ;;
     --threads) threads=$2; shift ;;
     --reps) reps=$2; shift ;;
+    --train-runs) train_runs=$2; shift ;;
     --dataset) dataset=$2; shift ;;
     --data-dir) data_dir=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+case "$train_runs" in
+''|*[!0-9]*|0) echo "compare.sh: --train-runs: a number of runs, 1 or more (got \"$train_runs\")" >&2; exit 2 ;;
+esac
 for arch in ${archs//,/ }; do
     case "$arch" in
     ae|unet) ;;
@@ -108,22 +116,28 @@ echo "CPU flags (SIMD): $simd"
 [ -s "$tmp/ort_check.txt" ] && sed 's/^/ONNX Runtime /' "$tmp/ort_check.txt"
 
 if [ "$forward_only" = 0 ]; then
-    echo "training: $dataset, $epochs epoch(s) of 60,000 images, batch 64, $threads threads"
+    echo "training: $dataset, $epochs epoch(s) of 60,000 images, batch 64, $threads threads," \
+         "$train_runs run(s) each, taking turns"
     for arch in ${archs//,/ }; do
-        echo "training $arch with dae ..." >&2
-        "$build/dae" train --data-dir "$data_dir" --dataset "$dataset" --architecture "$arch" --epochs "$epochs" \
-            --threads "$threads" --out "$tmp/dae-$arch.safetensors" 2> "$tmp/dae_train-$arch.log"
-        # The run's images/s (its last epoch line: images over the time
-        # since the first epoch began), five figures where the seconds
-        # printed have two.
-        sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_train-$arch.log" | tail -n 1 \
-            > "$tmp/dae_train-$arch.ips"
-        "$build/dae" eval --data-dir "$data_dir" --dataset "$dataset" --model "$tmp/dae-$arch.safetensors" --json \
-            --threads "$threads" > "$tmp/dae_eval-$arch.json"
+        for run in $(seq 1 "$train_runs"); do
+            echo "training $arch with dae (run $run of $train_runs) ..." >&2
+            "$build/dae" train --data-dir "$data_dir" --dataset "$dataset" --architecture "$arch" \
+                --epochs "$epochs" --threads "$threads" --out "$tmp/dae-$arch.safetensors" \
+                2> "$tmp/dae_train-$arch.log"
+            # The run's images/s (its last epoch line: images over the time
+            # since the first epoch began), five figures where the seconds
+            # printed have two; a line a run.
+            sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_train-$arch.log" | tail -n 1 \
+                >> "$tmp/dae_train-$arch.ips"
+            # Training is the same bits every run (the same seed): the first
+            # run's network is the one evaluated.
+            [ "$run" = 1 ] && "$build/dae" eval --data-dir "$data_dir" --dataset "$dataset" \
+                --model "$tmp/dae-$arch.safetensors" --json --threads "$threads" > "$tmp/dae_eval-$arch.json"
 
-        echo "training $arch with PyTorch ..." >&2
-        /usr/bin/python3 bench/torch_train.py --data-dir "$data_dir" --dataset "$dataset" --arch "$arch" \
-            --epochs "$epochs" --threads "$threads" --json > "$tmp/torch-$arch.json"
+            echo "training $arch with PyTorch (run $run of $train_runs) ..." >&2
+            /usr/bin/python3 bench/torch_train.py --data-dir "$data_dir" --dataset "$dataset" --arch "$arch" \
+                --epochs "$epochs" --threads "$threads" --json > "$tmp/torch-$arch-$run.json"
+        done
     done
 fi
 
@@ -151,11 +165,11 @@ for t in $thread_counts; do
         --reps "$reps" > "$tmp/torch_fwd-$t.txt"
 done
 
-/usr/bin/python3 - "$tmp" "$epochs" "$archs" "$thread_counts" "$forward_only" "$reps" "$threads" <<'PY'
-import json, os, sys
+/usr/bin/python3 - "$tmp" "$epochs" "$archs" "$thread_counts" "$forward_only" "$reps" "$threads" "$train_runs" <<'PY'
+import json, os, statistics, sys
 tmp, epochs, archs = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 thread_counts, forward_only, reps = [int(t) for t in sys.argv[4].split()], sys.argv[5] == "1", sys.argv[6]
-threads = int(sys.argv[7])
+threads, train_runs = int(sys.argv[7]), int(sys.argv[8])
 BATCHES = (1, 64, 1024)
 
 def forward_rows(path):
@@ -204,14 +218,21 @@ def speed(e, t, arch, batch):
 gflops = {}  # (engine, arch, measure) -> GFLOP/s, for the per-FLOP table
 for arch in archs:
     if not forward_only:
-        torch_res = json.load(open(f"{tmp}/torch-{arch}.json"))
+        torch_runs = [json.load(open(f"{tmp}/torch-{arch}-{run}.json")) for run in range(1, train_runs + 1)]
+        torch_res = torch_runs[0]
         dae_eval = json.load(open(f"{tmp}/dae_eval-{arch}.json"))
         # Training does forward, backward to the input and to the weights:
         # 3 times the forward FLOP per image, as bench_core counts it.
         train_gflop = 3 * mflop[arch] * 1e6 * torch_res["train_images"] * epochs / 1e9
-        dae_epoch = torch_res["train_images"] / float(open(f"{tmp}/dae_train-{arch}.ips").read())
-        torch_epoch = sum(torch_res["epoch_seconds"]) / epochs
-        print(f"\n{arch}: training, {epochs} epoch(s) (3x the forward FLOP)")
+        dae_epochs = [torch_res["train_images"] / float(ips) for ips in open(f"{tmp}/dae_train-{arch}.ips").read().split()]
+        torch_epochs = [sum(r["epoch_seconds"]) / epochs for r in torch_runs]
+        dae_epoch, torch_epoch = statistics.median(dae_epochs), statistics.median(torch_epochs)
+        print(f"\n{arch}: training, {epochs} epoch(s) (3x the forward FLOP); seconds per epoch, the median of "
+              f"{train_runs} run(s), taking turns")
+        if train_runs > 1:
+            print("  runs: dae " + " ".join(f"{e:.2f}" for e in dae_epochs) + " s, PyTorch " +
+                  " ".join(f"{e:.2f}" for e in torch_epochs) + " s; each pair's ratio " +
+                  " ".join(f"{t / d:.1f}x" for d, t in zip(dae_epochs, torch_epochs)))
         print(f"{'measure':<34} {'dae':>10} {'PyTorch':>10} {'ratio':>8}  {'target':<12} {'GFLOP/s dae':>12} {'PyTorch':>8}")
         ratio = torch_epoch / dae_epoch
         # Issue #14: an epoch of the seed network in <= 2.5 s on 2 cores and
