@@ -100,6 +100,7 @@ typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, int
                              const float *b, int n, float *c, const float *bias, int relu);
 typedef void gemm_patches_dot_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img,
                                  int wp, const float *w, float *out);
+typedef void gemm_same3_dot_fn(int h, int w, int channels, const float *img, const float *wt, float *out);
 
 static const struct isa_kernels {
     const char *name;
@@ -109,17 +110,18 @@ static const struct isa_kernels {
     transpose_fn *transpose;
     gemm_patches_fn *patches;
     gemm_patches_dot_fn *patches_dot;
+    gemm_same3_dot_fn *same3_dot;
 } isa_kernels[DAE_ISA_COUNT] = {
     [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base, transpose_base, gemm_patches_base,
-                      gemm_patches_dot_base},
+                      gemm_patches_dot_base, gemm_same3_dot_base},
 #ifdef HAVE_X86_KERNELS
     [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2, transpose_avx2, gemm_patches_avx2,
-                      gemm_patches_dot_avx2},
+                      gemm_patches_dot_avx2, gemm_same3_dot_avx2},
     [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512, gemm_tn_avx512, transpose_avx512,
-                        gemm_patches_avx512, gemm_patches_dot_avx512},
+                        gemm_patches_avx512, gemm_patches_dot_avx512, gemm_same3_dot_avx512},
 #else
-    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL, NULL, NULL},
-    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 #endif
 };
 
@@ -229,6 +231,10 @@ void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channe
 void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                           const float *w, float *out) {
     isa_kernels[dae_gemm_isa()].patches_dot(oh, ow, kh, kw, sh, sw, channels, img, wp, w, out);
+}
+
+void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, float *out) {
+    isa_kernels[dae_gemm_isa()].same3_dot(h, w, channels, img, wt, out);
 }
 
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out) {

@@ -49,6 +49,11 @@ void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channe
  * vectors are summed across their lanes together. */
 void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                           const float *w, float *out);
+/* The same for a 3x3 kernel at stride 1 with padding 1 (h x w outputs),
+ * read where the h x w image lies, with no padded copy: the products of
+ * the patches' parts past the image's edges, zeros, are left out, so the
+ * bits are dae_gemm_patches_dot's on the zero-padded image. */
+void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, float *out);
 /* out (k, n) = B^T for B (n, k), row stride ldb: dae_gemm_bias's own
  * transposition (16 x 16 blocks through the registers). */
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out);

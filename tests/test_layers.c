@@ -696,6 +696,49 @@ Test(layers, one_channel_conv_by_dots_matches_naive_on_every_isa) {
     cr_assert(on_every_isa(83, one_channel_conv_vs_naive, NULL) >= 1);
 }
 
+/* A 3x3 "same" convolution to one channel whose first part holds the
+ * channels in whole vectors (the U-Net's last layer: the decoder's 16,
+ * then the input's 1) dots that part where it lies, leaving out the
+ * products past the image's edges: on every ISA, for rows of 1 to 40
+ * pixels (one group of 16 outputs, several, a ragged one) and 1 to 20
+ * rows, it agrees with the naive oracle (the input as one tensor of 16 or
+ * 32 channels), and with the tail in a second part it gives the bits of
+ * the padded copy (the input as one tensor of head + tail channels). */
+static void same_conv_as_it_lies_vs_padded(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)ctx;
+    for (int t = 0; t < 24; t++) {
+        int head = 16 * (1 + (int)dae_rng_below(r, 2)), tail = (int)dae_rng_below(r, 3);
+        dae_conv_geom g = {.batch = 1 + (int)dae_rng_below(r, 3), .in_c = head, .out_c = 1, .k_h = 3, .k_w = 3,
+                           .stride_h = 1, .stride_w = 1, .pad_h = 1, .pad_w = 1};
+        g.in_h = g.out_h = 1 + (int)dae_rng_below(r, 20), g.in_w = g.out_w = 1 + (int)dae_rng_below(r, 40);
+        if (t == 0) g.in_h = g.out_h = g.in_w = g.out_w = 28, tail = 1; /* the U-Net's */
+        char what[160];
+        snprintf(what, sizeof what, "%s, trial %d: %d + %d channels, batch %d, %dx%d", dae_isa_name(isa), t, head,
+                 tail, g.batch, g.in_h, g.in_w);
+        check_against_naive(&g, 0, t % 2, 4.0, what);
+        if (tail == 0) continue;
+        g.in_c = head + tail;
+        size_t pixels = (size_t)g.batch * g.in_h * g.in_w, out_n = (size_t)g.batch * g.out_h * g.out_w;
+        int channels[2] = {head, tail};
+        float *x1 = uniform_floats(pixels * head, -1, 1, 700 + (uint64_t)t, 1);
+        float *x2 = uniform_floats(pixels * tail, -1, 1, 700 + (uint64_t)t, 2);
+        float *w = uniform_floats((size_t)g.in_c * 9, -1, 1, 700 + (uint64_t)t, 3);
+        float *b = uniform_floats(1, -1, 1, 700 + (uint64_t)t, 4);
+        float *x = malloc(sizeof(float) * pixels * g.in_c), *col = malloc(sizeof(float) * dae_conv2d_col_size(&g));
+        float *y1 = malloc(sizeof(float) * out_n), *y2 = malloc(sizeof(float) * out_n);
+        const float *parts[2] = {x1, x2};
+        dae_concat_forward(x, parts, channels, 2, pixels);
+        dae_conv2d_forward(y1, x, w, NULL, b, &g, t % 2, col);
+        dae_conv2d_forward_parts(y2, parts, channels, 2, w, NULL, b, &g, t % 2, col);
+        cr_assert(memcmp(y1, y2, sizeof(float) * out_n) == 0, "%s: not the padded copy's bits", what);
+        free(x1), free(x2), free(w), free(b), free(x), free(col), free(y1), free(y2);
+    }
+}
+
+Test(layers, same_conv_to_one_channel_reads_its_head_where_it_lies) {
+    cr_assert(on_every_isa(89, same_conv_as_it_lies_vs_padded, NULL) >= 1);
+}
+
 /* A reader of a concatenation with its input in two parts: trial t's
  * geometry and how many channels each part has. */
 typedef struct {
