@@ -2,7 +2,8 @@
  * the multipart parser, the PNG writer, SHA-256, size parsing and the
  * configuration, the model registry, and the inference scheduler (requests of
  * many sizes batched together give exactly what dae_denoise_image gives;
- * cancelling finishes every request). tests/server/run.sh covers the rest
+ * cancelling finishes every request), the access log's lines (as printf
+ * writes them). tests/server/run.sh covers the rest
  * over HTTP. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
@@ -14,6 +15,7 @@
 #include "../server/config.h"
 #include "../server/http.h"
 #include "../server/inference.h"
+#include "../server/log.h"
 #include "../server/multipart.h"
 #include "../server/registry.h"
 #include "../server/sha256.h"
@@ -21,6 +23,59 @@
 #include "modelfile.h"
 #include "test_util.h"
 #include "tile.h"
+
+/* ----------------------------------------------------------- access log */
+
+/* The access log formats its lines without printf (log.c): each line, but
+ * for its time, is what printf makes of the fields, in both formats, for
+ * durations whose milliseconds round either way at the third decimal,
+ * odd fields (escaped in the text format's remote, method and path) and
+ * the optional ones left out. */
+Test(access_log, lines_are_what_printf_makes_of_the_fields, .init = cr_redirect_stdout) {
+    static const double durations[] = {0.0, 5e-7, 0.0166495, 0.0166505, 0.000123456, 1.5e-3, 2.0000005, 93.9994999,
+                                       3600.25};
+    enum { N = sizeof durations / sizeof durations[0] };
+    char want[2 * N][600];
+    for (int i = 0; i < 2 * N; i++) {
+        int json = i % 2;
+        srv_access a = {.remote = i % 3 ? "127.0.0.1" : "::1", .method = "POST", .path = "/denoise",
+                        .route = "denoise", .status = i % 4 ? 200 : 0, .bytes = (size_t)i * 123457,
+                        .duration_s = durations[i / 2], .model = i % 5 ? "mnist" : NULL,
+                        .error = i % 3 == 1 ? "too_large" : NULL,
+                        .request_id = i % 7 ? "0123456789abcdef0123456789abcdef" : NULL};
+        if (i == 4) a.path = "/a b\\c", a.method = "GE\tT"; /* escaped in the text format, as JSON in the other */
+        srv_access_log(json ? SRV_LOG_JSON : SRV_LOG_TEXT, &a, 0);
+        int n;
+        if (json) {
+            n = snprintf(want[i], sizeof want[i],
+                         "\"remote\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+                         "\"bytes\":%zu,\"duration_ms\":%.3f",
+                         a.remote, i == 4 ? "GE\\tT" : a.method, i == 4 ? "/a b\\\\c" : a.path, a.route, a.status,
+                         a.bytes, a.duration_s * 1e3);
+            if (a.model) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"model\":\"%s\"", a.model);
+            if (a.error) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"error\":\"%s\"", a.error);
+            if (a.request_id) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"request_id\":\"%s\"", a.request_id);
+            snprintf(want[i] + n, sizeof want[i] - n, "}");
+        } else {
+            n = snprintf(want[i], sizeof want[i], "%s %s %s route=%s status=%d bytes=%zu duration_ms=%.3f", a.remote,
+                         i == 4 ? "GE\\x09T" : a.method, i == 4 ? "/a\\x20b\\x5cc" : a.path, a.route, a.status,
+                         a.bytes, a.duration_s * 1e3);
+            if (a.model) n += snprintf(want[i] + n, sizeof want[i] - n, " model=%s", a.model);
+            if (a.error) n += snprintf(want[i] + n, sizeof want[i] - n, " error=%s", a.error);
+            if (a.request_id) snprintf(want[i] + n, sizeof want[i] - n, " request_id=%s", a.request_id);
+        }
+    }
+    fflush(stdout);
+    FILE *out = cr_get_redirected_stdout();
+    char line[800];
+    for (int i = 0; i < 2 * N; i++) {
+        cr_assert(fgets(line, sizeof line, out) != NULL, "line %d missing", i);
+        line[strcspn(line, "\n")] = '\0';
+        /* past the time: "{"time":"...", or "TIME " */
+        const char *rest = i % 2 ? strstr(line, "\",") + 2 : strchr(line, ' ') + 1;
+        cr_assert_str_eq(rest, want[i], "line %d", i);
+    }
+}
 
 /* ------------------------------------------------------------ multipart */
 
