@@ -146,62 +146,51 @@ static void access_put(const char *line, size_t len, int busy) {
     pthread_mutex_unlock(&waiting.mu);
 }
 
+/* What goes before each field of an access-log line (and after the
+ * optional ones, and at the end), and how the free-form ones are escaped:
+ * the text format and JSON. */
+typedef struct {
+    const char *time, *remote, *method, *path, *route, *status, *bytes, *duration, *optional[3], *optional_end, *end;
+    void (*escape)(char *buf, size_t cap, size_t *used, const char *s);
+} line_format;
+
+static const line_format TEXT_LINE = {"", " ", " ", " ", " route=", " status=", " bytes=", " duration_ms=",
+                                      {" model=", " error=", " request_id="}, "", "", put_escaped};
+static const line_format JSON_LINE = {"{\"time\":\"", "\",\"remote\":\"", "\",\"method\":\"", "\",\"path\":\"",
+                                      "\",\"route\":\"", "\",\"status\":", ",\"bytes\":", ",\"duration_ms\":",
+                                      {",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""}, "\"", "}",
+                                      srv_json_escape};
+
 void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     if (format == SRV_LOG_OFF) return;
+    const line_format *f = format == SRV_LOG_JSON ? &JSON_LINE : &TEXT_LINE;
     char line[1400], ts[40];
     size_t used = 0, cap = sizeof line - 2;
     srv_utc_now(ts, sizeof ts);
-    int json = format == SRV_LOG_JSON;
-    if (json) {
-        put_str(line, cap, &used, "{\"time\":\"");
-        put_str(line, cap, &used, ts);
-        put_str(line, cap, &used, "\",\"remote\":\"");
-        srv_json_escape(line, cap, &used, a->remote);
-        put_str(line, cap, &used, "\",\"method\":\"");
-        srv_json_escape(line, cap, &used, a->method);
-        put_str(line, cap, &used, "\",\"path\":\"");
-        srv_json_escape(line, cap, &used, a->path);
-        put_str(line, cap, &used, "\",\"route\":\"");
-        put_str(line, cap, &used, a->route);
-        put_str(line, cap, &used, "\",\"status\":");
-        put_uint(line, cap, &used, (unsigned)a->status);
-        put_str(line, cap, &used, ",\"bytes\":");
-        put_uint(line, cap, &used, a->bytes);
-        put_str(line, cap, &used, ",\"duration_ms\":");
-        put_ms(line, cap, &used, a->duration_s);
-        static const char *const names[] = {",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""};
-        const char *values[] = {a->model, a->error, a->request_id};
-        for (int i = 0; i < 3; i++)
-            if (values[i] != NULL) {
-                put_str(line, cap, &used, names[i]);
-                put_str(line, cap, &used, values[i]);
-                put_str(line, cap, &used, "\"");
-            }
-        put_str(line, cap, &used, "}");
-    } else {
-        put_str(line, cap, &used, ts);
-        put_str(line, cap, &used, " ");
-        put_escaped(line, cap, &used, a->remote);
-        put_str(line, cap, &used, " ");
-        put_escaped(line, cap, &used, a->method);
-        put_str(line, cap, &used, " ");
-        put_escaped(line, cap, &used, a->path);
-        put_str(line, cap, &used, " route=");
-        put_str(line, cap, &used, a->route);
-        put_str(line, cap, &used, " status=");
-        put_uint(line, cap, &used, (unsigned)a->status);
-        put_str(line, cap, &used, " bytes=");
-        put_uint(line, cap, &used, a->bytes);
-        put_str(line, cap, &used, " duration_ms=");
-        put_ms(line, cap, &used, a->duration_s);
-        static const char *const names[] = {" model=", " error=", " request_id="};
-        const char *values[] = {a->model, a->error, a->request_id};
-        for (int i = 0; i < 3; i++)
-            if (values[i] != NULL) {
-                put_str(line, cap, &used, names[i]);
-                put_str(line, cap, &used, values[i]);
-            }
-    }
+    put_str(line, cap, &used, f->time);
+    put_str(line, cap, &used, ts);
+    put_str(line, cap, &used, f->remote);
+    f->escape(line, cap, &used, a->remote);
+    put_str(line, cap, &used, f->method);
+    f->escape(line, cap, &used, a->method);
+    put_str(line, cap, &used, f->path);
+    f->escape(line, cap, &used, a->path);
+    put_str(line, cap, &used, f->route);
+    put_str(line, cap, &used, a->route);
+    put_str(line, cap, &used, f->status);
+    put_uint(line, cap, &used, (unsigned)a->status);
+    put_str(line, cap, &used, f->bytes);
+    put_uint(line, cap, &used, a->bytes);
+    put_str(line, cap, &used, f->duration);
+    put_ms(line, cap, &used, a->duration_s);
+    const char *optional[] = {a->model, a->error, a->request_id};
+    for (int i = 0; i < 3; i++)
+        if (optional[i] != NULL) {
+            put_str(line, cap, &used, f->optional[i]);
+            put_str(line, cap, &used, optional[i]);
+            put_str(line, cap, &used, f->optional_end);
+        }
+    put_str(line, cap, &used, f->end);
     line[used++] = '\n';
     access_put(line, used, busy);
 }
