@@ -1757,7 +1757,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
  * closes, and a body is never read). */
 static enum MHD_Result first_call(request *r, const char *url, const char *method) {
     srv_http *h = r->http;
-    snprintf(r->method, sizeof r->method, "%s", method);
+    srv_copy_str(r->method, sizeof r->method, method);
     request_id_take(r);
     r->gzip = accepts_gzip(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     route_args args = {{r->arg, r->version_arg}, {sizeof r->arg, sizeof r->version_arg}};

@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "gemm.h"
+#include "utf8.h"
 
 /* Requests of at most this many pixels are decoded into a batch already
  * being gathered; bigger ones start a batch of their own, so a slow
@@ -115,7 +116,7 @@ static void req_budget_trim(srv_infer *q, srv_infer_request *j, long long keep) 
  * planning): the request was too large. */
 static void req_end(srv_infer_request *j, dae_status st, const char *msg) {
     j->status = st == DAE_ERR_INVALID ? DAE_ERR_TOO_LARGE : st;
-    snprintf(j->message, sizeof j->message, "%s", msg);
+    srv_copy_str(j->message, sizeof j->message, msg);
     j->ended = 1;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "utf8.h"
 
 /* ------------------------------------------------------------ download */
 
@@ -111,7 +112,7 @@ dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *na
         size_t n = strlen(tmp);
         if (strncmp(err, tmp, n) == 0) {
             char rest[DAE_ERR_LEN];
-            snprintf(rest, sizeof rest, "%s", err + n);
+            srv_copy_str(rest, sizeof rest, err + n);
             snprintf(err, errlen, "the uploaded file%s", rest);
         }
         return st;

@@ -19,6 +19,7 @@
 #include "modelfile.h"
 #include "sha256.h"
 #include "tile.h"
+#include "utf8.h"
 
 /* Largest weights file the registry reads. */
 #define MAX_MODEL_BYTES ((size_t)2 << 30)
@@ -100,7 +101,7 @@ static srv_model *model_load(const char *name, const char *path, int max_batch, 
         goto fail;
     }
     atomic_init(&m->refs, 1);
-    snprintf(m->name, sizeof m->name, "%s", name);
+    srv_copy_str(m->name, sizeof m->name, name);
     srv_sha256_hex(buf, len, m->sha256);
     snprintf(m->version, sizeof m->version, "sha256:%.12s", m->sha256);
     m->file_bytes = len;
@@ -255,7 +256,7 @@ srv_registry *srv_registry_open(const srv_config *cfg, char *err, size_t errlen)
     char active[DAE_NAME_MAX + 1];
     if (cfg->models_dir != NULL && srv_active_read(cfg->models_dir, active, sizeof active) == 0) {
         int i = find(r, active);
-        snprintf(r->active_seen, sizeof r->active_seen, "%s", active);
+        srv_copy_str(r->active_seen, sizeof r->active_seen, active);
         if (i >= 0 && cfg->model_given && strcmp(active, cfg->model) != 0) {
             srv_log("%s/%s names \"%s\", but --model %s (or DAE_MODEL) was given and wins; without it the server "
                     "starts with %s",
@@ -461,7 +462,7 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
     } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != DAE_OK) {
         st = DAE_ERR_IO; /* whatever failed, the ACTIVE file was not written */
     } else {
-        snprintf(r->active_seen, sizeof r->active_seen, "%s", name);
+        srv_copy_str(r->active_seen, sizeof r->active_seen, name);
         pthread_mutex_lock(&r->mu);
         int i = find(r, name);
         if (i >= 0) set_default(r, r->models[i], "activated");
@@ -598,7 +599,7 @@ void srv_registry_reload(srv_registry *r) {
         int i = find(r, active);
         if (i >= 0) {
             set_default(r, r->models[i], "ACTIVE file");
-            snprintf(r->active_seen, sizeof r->active_seen, "%s", active);
+            srv_copy_str(r->active_seen, sizeof r->active_seen, active);
         }
     }
     pthread_mutex_unlock(&r->mu);

@@ -74,7 +74,7 @@ static void accepted(const srv_train_job *job, unsigned long version, void *user
     (void)version;
     srv_train_answer *a = user;
     a->status = 202;
-    snprintf(a->id, sizeof a->id, "%s", job->id);
+    srv_copy_str(a->id, sizeof a->id, job->id);
     a->json = srv_train_job_text(job);
 }
 
@@ -235,7 +235,7 @@ srv_train_stream *srv_train_stream_open(srv_train_http *f, const char *id) {
     srv_train_stream *s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     s->face = f;
-    snprintf(s->id, sizeof s->id, "%s", id);
+    srv_copy_str(s->id, sizeof s->id, id);
     pthread_mutex_lock(&f->mu);
     s->next = f->streams;
     f->streams = s;

@@ -145,7 +145,7 @@ srv_train_job *srv_train_job_new(cJSON *req, const char *id) {
         return NULL;
     }
     jb->request = req;
-    snprintf(jb->id, sizeof jb->id, "%s", id);
+    srv_copy_str(jb->id, sizeof jb->id, id);
     jb->epochs = (int)srv_train_job_req_num(jb, "epochs");
     if (jb->epochs < 1) jb->epochs = 1;
     jb->history = calloc((size_t)jb->epochs, sizeof *jb->history);
@@ -154,7 +154,7 @@ srv_train_job *srv_train_job_new(cJSON *req, const char *id) {
         return NULL;
     }
     const char *mn = srv_train_job_req_str(jb, "model_name");
-    if (mn[0] != '\0') snprintf(jb->model_name, sizeof jb->model_name, "%s", mn);
+    if (mn[0] != '\0') srv_copy_str(jb->model_name, sizeof jb->model_name, mn);
     else snprintf(jb->model_name, sizeof jb->model_name, "%.40s-job%s", srv_train_job_req_str(jb, "dataset"), id);
     jb->eta_s = -1;
     return jb;
@@ -373,7 +373,7 @@ void srv_train_gate_of(const cJSON *req, srv_train_gate *gate) {
     const cJSON *promote = cJSON_GetObjectItemCaseSensitive(req, "promote");
     const cJSON *against = cJSON_GetObjectItemCaseSensitive(promote, "against");
     const cJSON *gain = cJSON_GetObjectItemCaseSensitive(promote, "min_gain_db");
-    snprintf(gate->against, sizeof gate->against, "%s", cJSON_IsString(against) ? against->valuestring : "active");
+    srv_copy_str(gate->against, sizeof gate->against, cJSON_IsString(against) ? against->valuestring : "active");
     gate->min_gain_db = cJSON_IsNumber(gain) ? gain->valuedouble : 0.0;
 }
 
@@ -599,7 +599,7 @@ static int by_id(const void *a, const void *b) {
  * recorded in dir. */
 static void fail_loaded(const char *dir, srv_train_job *jb, const char *why) {
     jb->state = SRV_TRAIN_FAILED;
-    snprintf(jb->error, sizeof jb->error, "%s", why);
+    srv_copy_str(jb->error, sizeof jb->error, why);
     if (jb->finished[0] == '\0') srv_utc_now(jb->finished, sizeof jb->finished);
     jb->eta_s = -1;
     srv_train_record_write(dir, jb);

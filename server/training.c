@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "log.h"
 #include "train_run.h"
+#include "utf8.h"
 
 /* Least time between two progress notices of a job. */
 #define NOTIFY_EVERY_S 0.1
@@ -295,7 +296,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     srv_model *nm = srv_registry_acquire(t->registry, jb->model_name);
     if (nm != NULL) {
         pthread_mutex_lock(&t->mu);
-        snprintf(jb->model_version, sizeof jb->model_version, "%s", nm->version);
+        srv_copy_str(jb->model_version, sizeof jb->model_version, nm->version);
         pthread_mutex_unlock(&t->mu);
         srv_model_release(nm);
     }
@@ -353,7 +354,7 @@ static void *runner(void *arg) {
             snprintf(error, sizeof error, "interrupted: the server shut down during the job");
         }
         jb->state = result;
-        snprintf(jb->error, sizeof jb->error, "%s", error);
+        srv_copy_str(jb->error, sizeof jb->error, error);
         if (result == SRV_TRAIN_SUCCEEDED) jb->progress = 1;
         jb->eta_s = -1;
         srv_utc_now(jb->finished, sizeof jb->finished);
@@ -491,7 +492,7 @@ static dae_status name_free_for(srv_training *t, const cJSON *req, char *err, si
                         "every job id up to %llu is taken; remove old records from the state directory",
                         SRV_TRAIN_ID_MAX);
     }
-    snprintf(name, sizeof name, "%s", mn->valuestring);
+    srv_copy_str(name, sizeof name, mn->valuestring);
     for (int i = 0; i < t->n; i++) {
         const srv_train_job *jb = t->all[i]->job;
         if (!srv_train_job_finished(jb) && strcmp(jb->model_name, name) == 0)
@@ -547,7 +548,7 @@ dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_
         return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     }
     jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
-    if (request_id != NULL) snprintf(jb->request_id, sizeof jb->request_id, "%s", request_id);
+    if (request_id != NULL) srv_copy_str(jb->request_id, sizeof jb->request_id, request_id);
     t->next_id++;
     t->all = grown;
     t->all[t->n++] = e;

@@ -1,11 +1,13 @@
 /* utf8.h - UTF-8 validation and repair, and JSON string escaping, for
  * everything the server puts in a JSON body or a JSON log line: bytes that
  * came from a request or from a file are never copied raw, so a JSON
- * client can always parse the answer. */
+ * client can always parse the answer. And the plain copy of a string into
+ * a field of fixed size. */
 #ifndef SRV_UTF8_H
 #define SRV_UTF8_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* The length (1 to 4) of the well-formed UTF-8 sequence that starts at s,
  * n bytes being readable, or 0 when the bytes there are not one (a stray
@@ -26,5 +28,14 @@ char *srv_utf8_fix(const char *s, size_t n, size_t *out_len);
  * bytes used), never inside a character. Bytes that are not well-formed
  * UTF-8 become U+FFFD, so the result is always valid UTF-8. */
 void srv_json_escape(char *out, size_t cap, size_t *n, const char *s);
+
+/* dst (room for cap >= 1 bytes) = src cut to cap - 1 bytes, as
+ * snprintf(dst, cap, "%s", src) has it, without printf: OpenBLAS brings in
+ * libquadmath, whose printf hooks slow every printf of the process (log.c). */
+static inline void srv_copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
 
 #endif
