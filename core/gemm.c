@@ -46,6 +46,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_X86_KERNELS 1
+#include <cpuid.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -171,6 +172,20 @@ int dae_gemm_set_isa(dae_isa isa) {
     if (isa < 0 || isa >= DAE_ISA_COUNT || !dae_isa_supported(isa)) return -1;
     atomic_store_explicit(&isa_in_use, (int)isa, memory_order_relaxed);
     return 0;
+}
+
+int dae_cpu_full_width_avx512(void) {
+#ifdef HAVE_X86_KERNELS
+    unsigned a, b, c, d;
+    if (!__builtin_cpu_supports("avx512f") || !__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    if (b != 0x68747541u) return 1; /* "Auth" of AuthenticAMD */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf) family += (a >> 20) & 0xff;
+    return family != 0x19;
+#else
+    return 0;
+#endif
 }
 
 /* ---------------------------------------------------------------- entry */

@@ -85,6 +85,11 @@ int dae_isa_supported(dae_isa isa);
 dae_isa dae_gemm_isa(void);
 int dae_gemm_set_isa(dae_isa isa); /* 0, or -1 when this CPU lacks it */
 
+/* Whether the CPU runs a 512-bit multiply-add at full width: it has
+ * AVX-512 and is not AMD's family 19h (Zen 4), which runs each as two
+ * 256-bit halves. Whatever DAE_ISA says: the answer is the CPU's. */
+int dae_cpu_full_width_avx512(void);
+
 void dae_gemm_naive(int trans_a, int trans_b, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b,
                     int ldb, float beta, float *c, int ldc);

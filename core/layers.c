@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -906,9 +907,14 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
  * sums differ from the taps' in rounding only (the PyTorch fixtures'
  * tolerances hold). A row of each product is one tile's, so an image's
  * outputs are the same bits in any batch. The U-Net's 14 -> 28 layer by
- * points took its image from 43.1 to 38.7 us at batch 16 (one core).
- * Inputs of odd size keep the taps: the 7 -> 14 layer's last tiles, half
- * zeros, made the image 39.5 us. */
+ * points took its image from 43.1 to 38.7 us at batch 16 (one core of a
+ * Zen 4, whose AVX-512 multiply-adds run as two 256-bit halves). Where
+ * they run at full width (a Xeon with two 512-bit FMA ports), multiply-
+ * adds are cheap next to the loads and stores the points add, and the
+ * taps won: the layer 14.4 -> 12.9 us an image at batch 1, 15.7 -> 12.8
+ * at batch 64; there the taps run (points_pay). Inputs of odd size keep
+ * the taps: the 7 -> 14 layer's last tiles, half zeros, made the image
+ * 39.5 us. */
 enum { POINT_A, POINT_B, POINT_C, POINT_D, POINT_KINDS };
 /* The 15 made kinds' rows a tile; the most channels in. */
 enum { POINT_MADE_ROWS = 21, POINTS_CHANNELS_MAX = 256 };
@@ -921,8 +927,25 @@ static const int point_minus[POINT_KINDS] = {-1, 1, -1, 1};
 /* The kernel taps summed into each kind's filter. */
 static const int point_taps[POINT_KINDS][2] = {{1, -1}, {2, -1}, {0, 2}, {0, -1}};
 
+/* Whether points are taken where they apply: -1 until first asked, then
+ * the CPU's choice, unless dae_conv_transpose2d_set_points chose. */
+static _Atomic int points_wanted = -1;
+
+void dae_conv_transpose2d_set_points(int on) {
+    atomic_store_explicit(&points_wanted, on < 0 ? -1 : on != 0, memory_order_relaxed);
+}
+
+static int points_pay(void) {
+    int wanted = atomic_load_explicit(&points_wanted, memory_order_relaxed);
+    if (wanted < 0) {
+        wanted = !dae_cpu_full_width_avx512();
+        atomic_store_explicit(&points_wanted, wanted, memory_order_relaxed);
+    }
+    return wanted;
+}
+
 static int conv_transpose2d_by_points(const dae_conv_geom *g) {
-    return g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
+    return points_pay() && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
            g->in_h % 2 == 0 && g->in_w % 2 == 0 && g->in_c % 16 == 0 && g->out_c % 16 == 0 &&
            g->in_c <= POINTS_CHANNELS_MAX;
 }

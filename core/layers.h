@@ -66,6 +66,15 @@ void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geo
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g);
 void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g);
 
+/* A 3x3 stride-2 transposed convolution of even size goes by Winograd
+ * points (fewer multiply-adds, more loads and stores: layers.c) unless
+ * the CPU runs 512-bit multiply-adds at full width
+ * (dae_cpu_full_width_avx512), where the taps are faster. 1 or 0 forces
+ * the choice, -1 gives it back to the CPU. The sizes of prepared weights
+ * and scratch follow it: change it only before making a model or
+ * workspace (tests, measurements). */
+void dae_conv_transpose2d_set_points(int on);
+
 /* out (B,OH,OW,OC) = conv(in (B,H,W,IC), weight (OC,KH,KW,IC)) + bias (OC),
  * then max(0, .) when relu is set (a following ReLU layer, fused);
  * prepared is the weight's dae_conv2d_prepare, or NULL. */
