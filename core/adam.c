@@ -1,6 +1,7 @@
 /* adam.c - torch.optim.Adam (single-tensor path) in float32. */
 #include "adam.h"
 
+#include "denormals.h"
 #include "hot.h"
 
 #include <math.h>
@@ -59,13 +60,16 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
 }
 
 HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads, size_t begin, size_t end) {
+    dae_fp_mode caller = dae_denormals_off(); /* a decayed weight goes to 0, not below 1.2e-38 */
     adam_consts k = step_consts(a);
     update(&k, params + begin, a->m + begin, a->v + begin, grads + begin, end - begin);
+    dae_fp_mode_restore(caller);
 }
 
 HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *grads, int n_grads, size_t begin,
                                    size_t end) {
     enum { BLOCK = 1024 }; /* 4 KB of summed gradients, in L1 */
+    dae_fp_mode caller = dae_denormals_off();
     adam_consts k = step_consts(a);
     for (size_t b0 = begin; b0 < end; b0 += BLOCK) {
         size_t n = end - b0 < BLOCK ? end - b0 : BLOCK;
@@ -78,6 +82,7 @@ HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *gra
         }
         update(&k, params + b0, a->m + b0, a->v + b0, sum, n);
     }
+    dae_fp_mode_restore(caller);
 }
 
 void dae_adam_step(dae_adam *a, float *params, const float *grads) {

@@ -13,6 +13,8 @@
 
 #include <cJSON.h>
 
+#include "denormals.h"
+
 #include "rng.h"
 
 static const char DEFAULT_SPEC[] =
@@ -956,12 +958,14 @@ static void forward_part(const dae_model *m, dae_workspace *ws, const float *in,
 
 void dae_model_forward(const dae_model *m, dae_workspace *ws, const float *in,
                        float *out, int batch) {
+    dae_fp_mode caller = dae_denormals_off();
     size_t n = dae_model_image_size(m);
     int subs = sub_batches(ws, batch);
     for (int c = 0; c < subs; c++) {
         int lo = (int)((long long)batch * c / subs), hi = (int)((long long)batch * (c + 1) / subs);
         forward_part(m, ws, in + (size_t)lo * n, out + (size_t)lo * n, hi - lo);
     }
+    dae_fp_mode_restore(caller);
 }
 
 /* Where the gradient flowing into layer k goes: straight into its buffer
@@ -1092,6 +1096,7 @@ static double train_part(const dae_model *m, dae_workspace *ws, const float *noi
 double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *noisy,
                             const float *clean, int batch, size_t loss_denom,
                             float *grads, float *out) {
+    dae_fp_mode caller = dae_denormals_off();
     size_t n = dae_model_image_size(m);
     int subs = sub_batches(ws, batch);
     double sse = 0.0;
@@ -1100,6 +1105,7 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
         sse += train_part(m, ws, noisy + (size_t)lo * n, clean + (size_t)lo * n, hi - lo, loss_denom, grads,
                           out == NULL ? NULL : out + (size_t)lo * n);
     }
+    dae_fp_mode_restore(caller);
     return sse;
 }
 
