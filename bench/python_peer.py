@@ -82,6 +82,7 @@ def main():
     args = ap.parse_args()
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
+    torch.set_flush_denormal(True)  # subnormals as zeros, as dae's engine takes them (core/denormals.h)
     MODEL = model_from_safetensors(args.model).eval()
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     print(f"python peer listening on http://{args.bind}:{server.server_address[1]} "

@@ -100,6 +100,7 @@ def main():
         if arch not in ARCHS:
             ap.error(f"--arch: unknown architecture \"{arch}\" ({', '.join(ARCHS)})")
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # subnormals as zeros, as dae's engine takes them (core/denormals.h)
     torch.manual_seed(0)
     print(f"PyTorch {torch.__version__} reference, {args.threads} threads, median of {args.reps}\n")
     print(f"{'arch':<6} {'measure':<26} {'images/s':>14} {'us/image':>12} {'GFLOP/s':>10}")

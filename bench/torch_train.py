@@ -42,6 +42,7 @@ def main():
         sys.exit("torch_train.py: pass --data-dir or set DAE_DATA_DIR")
 
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # subnormals as zeros, as dae's engine takes them (core/denormals.h)
     torch.manual_seed(args.seed)
     train = dae_torch.load_split(args.data_dir, args.dataset, "train")
     if args.limit:
