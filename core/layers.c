@@ -162,6 +162,13 @@ static inline __attribute__((always_inline)) void gather_image(float *restrict i
     }
 }
 
+/* The first output position (>= 0) whose kernel of taps taps at stride
+ * covers input offset at (at - o * stride < taps). */
+static inline int covering_first(int at, int taps, int stride) {
+    int over = at - taps + 1; /* o * stride >= over */
+    return over <= 0 ? 0 : (over + stride - 1) / stride;
+}
+
 /* dst = relu(col2im(col) + bias): what zeroing dst, col2im_add and
  * dae_add_bias make, with the same bits (each position's entries are
  * added in col2im_add's order), but written as a gather: dst is written
@@ -197,19 +204,25 @@ HOT static void col2im(float *restrict dst, const float *restrict col, const pat
             if (left >= 0 && left % p->sw == 0 && left / p->sw >= ox_lo && left / p->sw < ox_hi)
                 x_off[n++] = (int)((size_t)(left / p->sw) * k) + j * p->c;
         }
-        for (int ox = 0; ox < p->ow; ox++) {
-            int j = x + p->pw - ox * p->sw;
-            if ((ox < ox_lo || ox >= ox_hi) && j >= 0 && j < p->kw) x_off[n++] = (int)((size_t)ox * k) + j * p->c;
+        /* the border positions whose kernel covers x: ox from the first
+         * with j = x + pw - ox * sw < kw to the last with j >= 0 (the
+         * tables are made for every call: looping over every ox took
+         * longer than the gather at batch 1) */
+        int ox_first = covering_first(x + p->pw, p->kw, p->sw), ox_end = (x + p->pw) / p->sw + 1;
+        if (ox_end > p->ow) ox_end = p->ow;
+        for (int ox = ox_first; ox < ox_end; ox++) {
+            if (ox >= ox_lo && ox < ox_hi) continue;
+            x_off[n++] = (int)((size_t)ox * k) + (x + p->pw - ox * p->sw) * p->c;
         }
     }
     x_start[p->w] = n;
     n = 0;
     for (int y = 0; y < p->h; y++) {
         y_start[y] = n;
-        for (int oy = 0; oy < p->oh; oy++) {
-            int i = y + p->ph - oy * p->sh;
-            if (i >= 0 && i < p->kh) y_off[n++] = (int)((size_t)oy * p->ow * k) + i * run;
-        }
+        int oy_end = (y + p->ph) / p->sh + 1;
+        if (oy_end > p->oh) oy_end = p->oh;
+        for (int oy = covering_first(y + p->ph, p->kh, p->sh); oy < oy_end; oy++)
+            y_off[n++] = (int)((size_t)oy * p->ow * k) + (y + p->ph - oy * p->sh) * run;
     }
     y_start[p->h] = n;
     for (int b = 0; b < p->batch; b++) {
