@@ -148,11 +148,23 @@ static inline __attribute__((always_inline)) void gather_image(float *restrict i
         for (int x = 0; x < w; x++) {
             int first = x_start[x], last = x_start[x + 1];
             float *d = image + ((size_t)y * w + x) * c;
+            int nx = last - first;
             for (int t = 0; t < c; t += 16) {
                 vec16 acc = {0};
-                for (int a = 0; a < ny; a++) {
-                    const float *row = col + ys[a] + t;
-                    for (int e = first; e < last; e++) acc += *(const uvec16 *)(row + x_off[e]);
+                if (ny >= 1 && ny <= 2 && nx >= 1 && nx <= 2) { /* 1 or 2 rows of 1 or 2 entries (stride 2) */
+                    const float *r0 = col + ys[0] + t, *r1 = col + ys[ny - 1] + t;
+                    int x0 = x_off[first], x1 = x_off[last - 1];
+                    acc += *(const uvec16 *)(r0 + x0);
+                    if (nx == 2) acc += *(const uvec16 *)(r0 + x1);
+                    if (ny == 2) {
+                        acc += *(const uvec16 *)(r1 + x0);
+                        if (nx == 2) acc += *(const uvec16 *)(r1 + x1);
+                    }
+                } else {
+                    for (int a = 0; a < ny; a++) {
+                        const float *row = col + ys[a] + t;
+                        for (int e = first; e < last; e++) acc += *(const uvec16 *)(row + x_off[e]);
+                    }
                 }
                 if (bias != NULL) acc += *(const uvec16 *)(bias + t);
                 if (relu) acc = (vec16)((ivec16)acc & (acc > 0.0f));
