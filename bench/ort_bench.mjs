@@ -11,13 +11,13 @@
 //        [--api] [--npm-dir DIR]
 //
 // Session: intraOpNumThreads N, interOpNumThreads 1, sequential execution,
-// all graph optimisations, subnormals as zeros. The timed call is the native session's run,
-// synchronous, into a preallocated output, as dae's benchmark reuses its
-// buffers: InferenceSession.run adds a setImmediate hop per call (~15 us on
-// this machine) that is Node's cost, not ONNX Runtime's. --api times the
-// public `await session.run()` instead. --reps 0 only checks. Rows are
-// bench_core's: label, threads, measure, images/s, us/image, GFLOP/s (with
-// --mflop, the forward MFLOP per image; "-" without). onnxruntime-node
+// all graph optimisations, subnormals as zeros. The timed call is the native
+// session's run, synchronous, into a preallocated output, as dae's benchmark
+// reuses its buffers: InferenceSession.run adds a setImmediate hop per call
+// (~15 us on this machine) that is Node's cost, not ONNX Runtime's. --api
+// times the public `await session.run()` instead. --reps 0 only checks. Rows
+// are bench_core's: label, threads, measure, images/s, us/image, GFLOP/s
+// (with --mflop, the forward MFLOP per image; "-" without). onnxruntime-node
 // comes from DIR/node_modules (default build/npm: `npm install --prefix
 // build/npm --no-audit --no-fund --ignore-scripts onnxruntime-node`); exit
 // status 3 when it is not there, 1 when a check fails, 2 for bad usage.

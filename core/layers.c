@@ -970,8 +970,8 @@ static int points_pay(void) {
 }
 
 static int conv_transpose2d_by_points(const dae_conv_geom *g) {
-    return points_pay() && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
-           g->in_h % 2 == 0 && g->in_w % 2 == 0 && g->in_c % 16 == 0 && g->out_c % 16 == 0 &&
+    return points_pay() && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 &&
+           g->pad_w == 1 && g->in_h % 2 == 0 && g->in_w % 2 == 0 && g->in_c % 16 == 0 && g->out_c % 16 == 0 &&
            g->in_c <= POINTS_CHANNELS_MAX;
 }
 

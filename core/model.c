@@ -14,7 +14,6 @@
 #include <cJSON.h>
 
 #include "denormals.h"
-
 #include "rng.h"
 
 static const char DEFAULT_SPEC[] =
