@@ -16,7 +16,7 @@
  *
  * One image's layers are products of a few hundred rows at most (784
  * pixels, 16 to 64 channels). OpenBLAS packs both operands for each call
- * and, on this Zen 5 with AVX-512, runs its Haswell (AVX2) kernels:
+ * and, on the Zen 5 it was measured on, ran its Haswell (AVX2) kernels:
  * packing was a third of a batch-1 pass. These kernels read the operands
  * where they lie, keep a register tile of C and apply the bias and ReLU
  * before storing it. They are compiled for AVX-512, AVX2 + FMA and SSE2
