@@ -46,7 +46,6 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_X86_KERNELS 1
-#include <cpuid.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
@@ -176,13 +175,7 @@ int dae_gemm_set_isa(dae_isa isa) {
 
 int dae_cpu_full_width_avx512(void) {
 #ifdef HAVE_X86_KERNELS
-    unsigned a, b, c, d;
-    if (!__builtin_cpu_supports("avx512f") || !__get_cpuid(0, &a, &b, &c, &d)) return 0;
-    if (b != 0x68747541u) return 1; /* "Auth" of AuthenticAMD */
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    unsigned family = (a >> 8) & 0xf;
-    if (family == 0xf) family += (a >> 20) & 0xff;
-    return family != 0x19;
+    return __builtin_cpu_supports("avx512f") && !__builtin_cpu_is("amdfam19h");
 #else
     return 0;
 #endif
