@@ -22,6 +22,14 @@
 #define NO_MEMCPY_IDIOM
 #endif
 
+/* Lets GCC fuse a product and its sum into one multiply-add (ISO C mode,
+ * -std=c11, keeps them apart) in a kernel and the helpers inlined into it. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FUSED_MADD __attribute__((optimize("fp-contract=fast")))
+#else
+#define FUSED_MADD
+#endif
+
 /* ---------------------------------------------------------------- im2col */
 
 /* Geometry of a gather: the image (B, H, W, C) and the grid of kernel
@@ -1293,6 +1301,112 @@ static void conv_transpose2d_to_one_channel_forward(float *out, const float *con
     }
 }
 
+/* ------------------------------- a stride-2 3x3 transposed conv by phases */
+
+/* The networks' 3x3 transposed convolutions at stride 2, padding 1, to
+ * whole vectors of channels (7 -> 14 and the U-Net's 14 -> 28), where
+ * 512-bit multiply-adds run at full width and the points above do not
+ * pay: an output row's even and odd columns are summed in registers
+ * straight from the input, by the taps of the one-channel rows above (row
+ * 2m: input row m through kernel row 1; row 2m+1: row m through kernel
+ * row 2, then row m+1 through kernel row 0; column 2n: pixel n's kernel
+ * column 1; column 2n+1: pixel n's column 2, then pixel n+1's column 0).
+ * The taps product wrote every input pixel's 9 x OC products (113 KB for
+ * the 14 -> 28 layer at batch 1, past L1) for col2im's gather to read
+ * back; here only the outputs are written. Every output sums its terms
+ * in one order, so an image's bits do not depend on its batch or on the
+ * parts its input comes in. A tile is PHASE_TILE pixels of an input row:
+ * their even and odd outputs' 16 channels in 2 x PHASE_TILE registers. */
+enum { PHASE_TILE = 7 };
+
+static int conv_transpose2d_by_phases(const dae_conv_geom *g) {
+    return !points_pay() && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 &&
+           g->pad_w == 1 && g->out_c % 16 == 0;
+}
+
+/* e[t], o[t] += the products of pixels j0 .. j0 + T - 1 of an input row
+ * (x: pixel j0 of the first part; the parts' pixels at the same index)
+ * through kernel row w (weight (IC, 3, 3, OC) at the row and the tile's
+ * 16 channels); right: whether pixel j0 + T exists to add its column-0
+ * product into o[T - 1]. */
+static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e, vec16 *o, int T, int right,
+                                                             const float *const *parts, const int *channels,
+                                                             int n_parts, size_t pixel, const float *w, int k,
+                                                             int oc) {
+    for (int q = 0; q < n_parts; w += (size_t)channels[q++] * k) {
+        int ch = channels[q];
+        const float *x = parts[q] + pixel * ch;
+        for (int c = 0; c < ch; c++) {
+            const float *wc = w + (size_t)c * k;
+            vec16 w0 = *(const uvec16 *)wc, w1 = *(const uvec16 *)(wc + oc), w2 = *(const uvec16 *)(wc + 2 * oc);
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                float s = x[(size_t)t * ch + c];
+                e[t] += s * w1;
+                o[t] += s * w2;
+                if (t > 0) o[t - 1] += s * w0;
+            }
+            if (right) o[T - 1] += x[(size_t)T * ch + c] * w0;
+        }
+    }
+}
+
+/* One tile of output row y (T pixels of input row y / 2 from j0; image
+ * b's pixels from index `image`), 16 channels from v: bias, max(0, .)
+ * when relu, stored. */
+static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y, int j0,
+                                                              const float *const *parts, const int *channels,
+                                                              int n_parts, size_t image, const float *weight,
+                                                              const float *bias, const dae_conv_geom *g, int v,
+                                                              int relu) {
+    vec16 e[PHASE_TILE], o[PHASE_TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
+    int m = y / 2, k = 9 * g->out_c, right = j0 + T < g->in_w;
+    const float *w = weight + v;
+    size_t row = image + (size_t)m * g->in_w + j0;
+    if (y % 2 == 0) {
+        phases_row(e, o, T, right, parts, channels, n_parts, row, w + 3 * g->out_c, k, g->out_c);
+    } else {
+        phases_row(e, o, T, right, parts, channels, n_parts, row, w + 6 * g->out_c, k, g->out_c);
+        if (m + 1 < g->in_h)
+            phases_row(e, o, T, right, parts, channels, n_parts, row + g->in_w, w, k, g->out_c);
+    }
+    vec16 b = bias != NULL ? *(const uvec16 *)(bias + v) : (vec16){0};
+    float *d = out + ((size_t)y * g->out_w + 2 * j0) * g->out_c + v;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) {
+        vec16 even = e[t] + b, odd = o[t] + b;
+        if (relu) even = (vec16)((ivec16)even & (even > 0.0f)), odd = (vec16)((ivec16)odd & (odd > 0.0f));
+        *(uvec16 *)(d + (size_t)2 * t * g->out_c) = even;
+        if (2 * (j0 + t) + 1 < g->out_w) *(uvec16 *)(d + (size_t)(2 * t + 1) * g->out_c) = odd;
+    }
+}
+
+HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
+                                                   const int *channels, int n_parts, const float *restrict weight,
+                                                   const float *restrict bias, const dae_conv_geom *g, int relu) {
+    size_t in_image = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
+    for (int b = 0; b < g->batch; b++)
+        for (int v = 0; v < g->out_c; v += 16)
+            for (int y = 0; y < g->out_h; y++)
+                for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) {
+                    float *o = out + b * out_image;
+                    size_t image = b * in_image;
+#define PHASES_TILE(T) phases_tile(o, T, y, j0, parts, channels, n_parts, image, weight, bias, g, v, relu)
+                    switch (g->in_w - j0 < PHASE_TILE ? g->in_w - j0 : PHASE_TILE) {
+                    case 1: PHASES_TILE(1); break;
+                    case 2: PHASES_TILE(2); break;
+                    case 3: PHASES_TILE(3); break;
+                    case 4: PHASES_TILE(4); break;
+                    case 5: PHASES_TILE(5); break;
+                    case 6: PHASES_TILE(6); break;
+                    default: PHASES_TILE(PHASE_TILE); break;
+                    }
+#undef PHASES_TILE
+                }
+}
+
 /* ------------------------------------------------------ conv_transpose2d */
 
 size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
@@ -1327,6 +1441,10 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
     }
     if (conv_transpose2d_to_one_channel_by_rows(g)) {
         conv_transpose2d_to_one_channel_forward(out, parts, channels, n_parts, weight, bias, g, relu, col);
+        return;
+    }
+    if (conv_transpose2d_by_phases(g)) {
+        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu);
         return;
     }
     int k = g->k_h * g->k_w * g->out_c;
