@@ -815,7 +815,7 @@ static int transposed_to_one_channel(const dae_conv_geom *g, const int *channels
 
 /* acc[t] (16 channels) += each pixel's features times its tap t, over
  * one image's grid; kh and kw constants when inlined. */
-static inline __attribute__((always_inline)) void one_channel_taps_sum(vec16 *restrict acc, const float *restrict feat,
+static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_sum(vec16 *restrict acc, const float *restrict feat,
                                                                        int n, const float *restrict padded, int wp,
                                                                        const dae_conv_geom *v, int kh, int kw) {
     for (int oy = 0; oy < v->out_h; oy++)
@@ -831,7 +831,7 @@ static inline __attribute__((always_inline)) void one_channel_taps_sum(vec16 *re
  * padded image (a pixel every stride floats): out[q] (16 channels) = the
  * sum over taps of the tap's pixel times wt[t]; m a constant when
  * inlined. */
-static inline __attribute__((always_inline)) void one_channel_pixels(float *restrict out, int n,
+static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(float *restrict out, int n,
                                                                      const float *restrict px, int wp,
                                                                      const float *restrict wt,
                                                                      const dae_conv_geom *v, int m) {
@@ -852,7 +852,7 @@ static inline __attribute__((always_inline)) void one_channel_pixels(float *rest
  * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
  * over its taps of the tap's pixel times wt[t] (taps, n), four pixels at
  * a time (four sums in flight). */
-HOT static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
+HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
                                      const float *image, const float *restrict wt, const dae_conv_geom *v,
                                      float *restrict padded) {
     int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
