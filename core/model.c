@@ -447,11 +447,20 @@ static size_t params_floats(size_t n_params) { return (n_params + 15) / 16 * 16;
  * huge pages (refused, or not Linux) the block is ordinary memory. */
 enum { HUGE_PAGE_BYTES = 2 << 20, WEIGHTS_HUGE_MIN = 256 << 10 };
 
-static float *alloc_weights(size_t floats) {
+/* The bytes a block of floats weights takes: whole huge pages from
+ * WEIGHTS_HUGE_MIN up. */
+static size_t weights_block_bytes(size_t floats) {
     size_t bytes = floats * sizeof(float);
 #ifdef MADV_HUGEPAGE
+    if (bytes >= WEIGHTS_HUGE_MIN) return (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+#endif
+    return bytes;
+}
+
+static float *alloc_weights(size_t floats) {
+    size_t bytes = weights_block_bytes(floats);
+#ifdef MADV_HUGEPAGE
     if (bytes >= WEIGHTS_HUGE_MIN) {
-        bytes = (bytes + HUGE_PAGE_BYTES - 1) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
         void *p = NULL;
         if (posix_memalign(&p, HUGE_PAGE_BYTES, bytes) != 0) return NULL;
         madvise(p, bytes, MADV_HUGEPAGE); /* a hint: on failure, 4 KB pages */
@@ -533,6 +542,10 @@ void dae_model_params_changed(dae_model *m) {
         if (l->kind == DAE_LAYER_CONV2D) dae_conv2d_prepare(prepared, w, &g);
         else dae_conv_transpose2d_prepare(prepared, w, &g);
     }
+}
+
+size_t dae_model_weights_bytes(const dae_model *m) {
+    return weights_block_bytes(params_floats(m->n_params) + m->n_prepared);
 }
 
 void dae_model_free(dae_model *m) {

@@ -100,6 +100,10 @@ const char *dae_layer_kind_name(dae_layer_kind kind);
  * parameters. On failure m is left empty and err names the layer and field. */
 dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t errlen);
 
+/* The bytes m's weights take: its parameters and prepared weights, in
+ * one block rounded up to whole 2 MB pages when large (model.c). */
+size_t dae_model_weights_bytes(const dae_model *m);
+
 /* Frees what m owns; safe on a zeroed or already freed model. */
 void dae_model_free(dae_model *m);
 

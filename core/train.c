@@ -63,9 +63,10 @@ size_t dae_train_memory_bytes(const dae_model *m, const dae_train_config *cfg, i
      * the shuffle order. */
     size_t per_thread = dae_workspace_bytes(m, share, 1) + params + 2 * f * image * (size_t)share;
     size_t bytes = per_thread * (size_t)threads + sizeof(int) * (size_t)n_train;
-    /* The parameters, Adam's two moments, and the PyTorch-layout copy a
-     * checkpoint or a saved model is written from; the prepared weights. */
-    bytes += 4 * params + f * m->n_prepared;
+    /* The model's weights block (parameters and prepared weights), Adam's
+     * two moments, and the PyTorch-layout copy a checkpoint or a saved
+     * model is written from. */
+    bytes += dae_model_weights_bytes(m) + 3 * params;
     /* dae_evaluate after an epoch: per thread an inference workspace and
      * three chunks of images. */
     if (cfg->eval_each_epoch)

@@ -165,6 +165,28 @@ Test(budget, training_memory_grows_with_the_batch) {
     dae_model_free(&m);
 }
 
+/* A model's weights block is counted as allocated: the default network's
+ * 841 KB of parameters take a whole 2 MB page, and training counts that
+ * page besides Adam's moments and the saved copy. */
+Test(budget, training_memory_counts_the_weights_block_as_allocated) {
+    char err[DAE_ERR_LEN];
+    dae_model m;
+    cr_assert_eq(dae_model_init(&m, dae_model_default_spec(), err, sizeof err), DAE_OK);
+    size_t weights = dae_model_weights_bytes(&m), floats = sizeof(float) * (m.n_params + m.n_prepared);
+    cr_assert_geq(weights, floats, "the block holds the parameters and prepared weights");
+#ifdef __linux__
+    cr_assert_eq(weights % (2 << 20), 0, "whole 2 MB pages (%zu bytes)", weights);
+#endif
+    dae_train_config cfg;
+    dae_train_config_default(&cfg);
+    cfg.threads = 1;
+    size_t per_thread = dae_workspace_bytes(&m, cfg.batch_size, 1) + sizeof(float) * m.n_params +
+                        2 * sizeof(float) * dae_model_image_size(&m) * cfg.batch_size;
+    cr_assert_geq(dae_train_memory_bytes(&m, &cfg, 60000),
+                  per_thread + weights + 3 * sizeof(float) * m.n_params + sizeof(int) * 60000);
+    dae_model_free(&m);
+}
+
 Test(budget, dataset_info_from_headers) {
     char err[DAE_ERR_LEN];
     dae_dataset_info info;
