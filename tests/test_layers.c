@@ -838,13 +838,25 @@ static void backward_split_vs_joined(const split_case *c) {
     }
     const float *dparts[2] = {dx1, dx2};
     dae_concat_forward(dx_parts, dparts, channels, 2, pixels);
-    char what[160];
+    char what[200];
     snprintf(what, sizeof what, "%s %d+%d channels in, %d out, k %dx%d, stride %dx%d",
              c->transposed ? "convT" : "conv", channels[0], channels[1], g.out_c, g.k_h, g.k_w, g.stride_h,
              g.stride_w);
     assert_close(dx_parts, dx, pixels * g.in_c, 1e-5, what);
     assert_close(dw_parts, dw, wn, 1e-4, what);
     cr_assert(memcmp(db_parts, db, sizeof(float) * g.out_c) == 0, "%s: the bias gradients differ", what);
+    /* without the second part's gradient (the network's input, as the
+     * U-Net's last layer reads it): the first part's and the weight's */
+    float *dx1_alone = malloc(sizeof(float) * pixels * channels[0]), *dins_first[2] = {dx1_alone, NULL};
+    memset(dw_parts, 0, sizeof(float) * wn), memset(db_parts, 0, sizeof(float) * g.out_c);
+    if (c->transposed)
+        dae_conv_transpose2d_backward_parts(dins_first, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+    else
+        dae_conv2d_backward_parts(dins_first, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+    strcat(what, ", the second part's gradient not wanted");
+    assert_close(dx1_alone, dx1, pixels * channels[0], 1e-5, what);
+    assert_close(dw_parts, dw, wn, 1e-4, what);
+    free(dx1_alone);
     free(dx), free(dx_parts), free(dx1), free(dx2), free(dw), free(dw_parts), free(db), free(db_parts);
     split_data_free(&d);
 }
