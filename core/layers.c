@@ -1008,9 +1008,9 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
  * they run at full width (a Xeon with two 512-bit FMA ports), multiply-
  * adds are cheap next to the loads and stores the points add, and the
  * taps won: the layer 14.4 -> 12.9 us an image at batch 1, 15.7 -> 12.8
- * at batch 64; there the taps run (points_pay). Inputs of odd size keep
- * the taps: the 7 -> 14 layer's last tiles, half zeros, made the image
- * 39.5 us. */
+ * at batch 64; there the phases below run (points_pay), faster still.
+ * Inputs of odd size keep the taps or phases: the 7 -> 14 layer's last
+ * tiles, half zeros, made the image 39.5 us. */
 enum { POINT_A, POINT_B, POINT_C, POINT_D, POINT_KINDS };
 /* The 15 made kinds' rows a tile; the most channels in. */
 enum { POINT_MADE_ROWS = 21, POINTS_CHANNELS_MAX = 256 };
