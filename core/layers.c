@@ -820,9 +820,11 @@ static int transposed_to_one_channel(const dae_conv_geom *g, const int *channels
 
 /* acc[t] (16 channels) += each pixel's features times its tap t, over
  * one image's grid; kh and kw constants when inlined. */
-static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_sum(vec16 *restrict acc, const float *restrict feat,
-                                                                       int n, const float *restrict padded, int wp,
-                                                                       const dae_conv_geom *v, int kh, int kw) {
+static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_sum(vec16 *restrict acc,
+                                                                                  const float *restrict feat, int n,
+                                                                                  const float *restrict padded, int wp,
+                                                                                  const dae_conv_geom *v, int kh,
+                                                                                  int kw) {
     for (int oy = 0; oy < v->out_h; oy++)
         for (int ox = 0; ox < v->out_w; ox++) {
             vec16 f = *(const uvec16 *)(feat + ((size_t)oy * v->out_w + ox) * n);
@@ -837,9 +839,9 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_su
  * sum over taps of the tap's pixel times wt[t]; m a constant when
  * inlined. */
 static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(float *restrict out, int n,
-                                                                     const float *restrict px, int wp,
-                                                                     const float *restrict wt,
-                                                                     const dae_conv_geom *v, int m) {
+                                                                                const float *restrict px, int wp,
+                                                                                const float *restrict wt,
+                                                                                const dae_conv_geom *v, int m) {
     vec16 acc[4] = {0};
     for (int i = 0; i < v->k_h; i++)
         for (int j = 0; j < v->k_w; j++) {
@@ -857,9 +859,10 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(
  * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
  * over its taps of the tap's pixel times wt[t] (taps, n), four pixels at
  * a time (four sums in flight). */
-HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
-                                     const float *image, const float *restrict wt, const dae_conv_geom *v,
-                                     float *restrict padded) {
+HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat,
+                                                const float *restrict feat, const float *image,
+                                                const float *restrict wt, const dae_conv_geom *v,
+                                                float *restrict padded) {
     int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
     patches_padded_size(v, &hp, &wp);
     zero_border(padded, v, 1); /* each image fills the inside */
@@ -1393,9 +1396,10 @@ static int conv_transpose2d_by_phases(const dae_conv_geom *g) {
  * 16 channels); right: whether pixel j0 + T exists to add its column-0
  * product into o[T - 1]. */
 static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e, vec16 *o, int T, int right,
-                                                             const float *const *parts, const int *channels,
-                                                             int n_parts, size_t pixel, const float *w, int k,
-                                                             int oc) {
+                                                                        const float *const *parts,
+                                                                        const int *channels, int n_parts,
+                                                                        size_t pixel, const float *w, int k,
+                                                                        int oc) {
     for (int q = 0; q < n_parts; w += (size_t)channels[q++] * k) {
         int ch = channels[q];
         const float *x = parts[q] + pixel * ch;
@@ -1417,11 +1421,12 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e
 /* One tile of output row y (T pixels of input row y / 2 from j0; image
  * b's pixels from index `image`), 16 channels from v: bias, max(0, .)
  * when relu, stored. */
-static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y, int j0,
-                                                              const float *const *parts, const int *channels,
-                                                              int n_parts, size_t image, const float *weight,
-                                                              const float *bias, const dae_conv_geom *g, int v,
-                                                              int relu) {
+static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y,
+                                                                         int j0, const float *const *parts,
+                                                                         const int *channels, int n_parts,
+                                                                         size_t image, const float *weight,
+                                                                         const float *bias, const dae_conv_geom *g,
+                                                                         int v, int relu) {
     vec16 e[PHASE_TILE], o[PHASE_TILE];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
@@ -1447,8 +1452,9 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *
 }
 
 HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
-                                                   const int *channels, int n_parts, const float *restrict weight,
-                                                   const float *restrict bias, const dae_conv_geom *g, int relu) {
+                                                              const int *channels, int n_parts,
+                                                              const float *restrict weight, const float *restrict bias,
+                                                              const dae_conv_geom *g, int relu) {
     size_t in_image = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++)
         for (int v = 0; v < g->out_c; v += 16)
@@ -1610,7 +1616,8 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
                                                        const dae_conv_geom *g) {
     /* the vectors wanted: their part, and their first channel within the
      * part and within the input */
-    int part[PATCHES_WEIGHT_MAX / 16], first[PATCHES_WEIGHT_MAX / 16], column[PATCHES_WEIGHT_MAX / 16], n_vec = 0;
+    enum { MOST = PATCHES_WEIGHT_MAX / (9 * 16) / 16 }; /* the weight's bound with OC >= 16 */
+    int part[MOST], first[MOST], column[MOST], n_vec = 0;
     for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++])
         for (int c = 0; dins[q] != NULL && c < channels[q]; c += 16)
             part[n_vec] = q, first[n_vec] = c, column[n_vec] = c_first + c, n_vec++;
