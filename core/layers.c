@@ -949,6 +949,12 @@ void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias,
         conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
 }
 
+/* The backward of a conv2d at stride 2 with a 3x3 kernel and padding 1
+ * by the transposed convolution's phases, when they run: 1 when it ran
+ * (below, after the phases). */
+static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
+                                     const float *weight, const dae_conv_geom *g);
+
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
                          const float *weight, const dae_conv_geom *g,
@@ -966,6 +972,7 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
         one_channel_backward(dweight, NULL, dout, in, NULL, g, col);
         return;
     }
+    if (conv2d_backward_by_phases(din, dweight, dout, in, weight, g)) return;
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(out_pixels * k);
@@ -1661,6 +1668,35 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
                     }
 #undef BACK_TILE
                 }
+}
+
+/* A conv2d at stride 2 with a 3x3 kernel and padding 1 (the encoders'
+ * 14 -> 7) is the adjoint of the transposed convolution with the same
+ * weight: its weight (OC, 3, 3, IC) is that one's (IC' = OC, 3, 3, OC' =
+ * IC), and its output the transposed one's input. Its backward goes by
+ * the phases where theirs does: the input gradient is the transposed
+ * convolution's forward pass of the output gradient, the weight gradient
+ * that one's weight gradient with the image and the output gradient in
+ * each other's place (the same products in the same order as from
+ * im2col's copy: the same bits), without the copy, the product into col
+ * and col2im's gather: two-thread training 1-4% less CPU. */
+static dae_conv_geom transposed_view(const dae_conv_geom *g) {
+    dae_conv_geom t = *g;
+    t.in_c = g->out_c, t.in_h = g->out_h, t.in_w = g->out_w;
+    t.out_c = g->in_c, t.out_h = g->in_h, t.out_w = g->in_w;
+    t.out_pad_h = g->in_h - (2 * g->out_h - 1), t.out_pad_w = g->in_w - (2 * g->out_w - 1);
+    return t;
+}
+
+static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
+                                     const float *weight, const dae_conv_geom *g) {
+    if (g->k_h != 3 || g->k_w != 3 || g->stride_h != 2 || g->stride_w != 2 || g->pad_h != 1 || g->pad_w != 1)
+        return 0;
+    dae_conv_geom t = transposed_view(g);
+    if (!conv_transpose2d_backward_by_phases(&t, &t.in_c, 1)) return 0;
+    conv_transpose2d_weight_grad(dweight, in, &dout, &g->out_c, 1, &t);
+    if (din != NULL) conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0);
+    return 1;
 }
 
 /* ------------------------------------------------------ conv_transpose2d */
