@@ -75,15 +75,8 @@ HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *gra
         size_t n = end - b0 < BLOCK ? end - b0 : BLOCK;
         float sum[BLOCK];
         float *restrict g0 = grads[0] + b0;
-        int t = 1;
-        if (n_grads >= 2) { /* the first two in one pass */
-            float *restrict g1 = grads[1] + b0;
-            for (size_t i = 0; i < n; i++) sum[i] = g0[i] + g1[i], g0[i] = g1[i] = 0.0f;
-            t = 2;
-        } else {
-            for (size_t i = 0; i < n; i++) sum[i] = g0[i], g0[i] = 0.0f;
-        }
-        for (; t < n_grads; t++) {
+        for (size_t i = 0; i < n; i++) sum[i] = g0[i], g0[i] = 0.0f;
+        for (int t = 1; t < n_grads; t++) {
             float *restrict g = grads[t] + b0;
             for (size_t i = 0; i < n; i++) sum[i] += g[i], g[i] = 0.0f;
         }
