@@ -797,8 +797,9 @@ static int one_channel_image(const dae_conv_geom *v) {
            taps * v->out_c <= PATCHES_WEIGHT_MAX && (size_t)hp * wp <= (size_t)v->out_h * v->out_w * taps;
 }
 
-/* A conv_transpose2d's adjoint: the conv2d from its output (the image)
- * to its input's grid, channels channels. */
+/* A convolution's adjoint: from its output (the image) to its input's
+ * grid, channels channels (a conv_transpose2d's is a conv2d, a conv2d's a
+ * conv_transpose2d). */
 static dae_conv_geom adjoint_view(const dae_conv_geom *g, int channels) {
     dae_conv_geom v = *g;
     v.in_c = g->out_c, v.in_h = g->out_h, v.in_w = g->out_w;
@@ -1392,6 +1393,18 @@ static void conv_transpose2d_to_one_channel_forward(float *out, const float *con
  * their even and odd outputs' 16 channels in 2 x PHASE_TILE registers. */
 enum { PHASE_TILE = 7 };
 
+/* TILE(T) with T, the pixels of a tile, a constant: 1 to PHASE_TILE. */
+#define PHASE_TILES(pixels, TILE)                                                                                  \
+    switch (pixels) {                                                                                              \
+    case 1: TILE(1); break;                                                                                        \
+    case 2: TILE(2); break;                                                                                        \
+    case 3: TILE(3); break;                                                                                        \
+    case 4: TILE(4); break;                                                                                        \
+    case 5: TILE(5); break;                                                                                        \
+    case 6: TILE(6); break;                                                                                        \
+    default: TILE(PHASE_TILE); break;                                                                              \
+    }
+
 static int conv_transpose2d_by_phases(const dae_conv_geom *g) {
     return !points_pay() && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 &&
            g->pad_w == 1 && g->out_c % 16 == 0;
@@ -1470,15 +1483,7 @@ HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict ou
                     float *o = out + b * out_image;
                     size_t image = b * in_image;
 #define PHASES_TILE(T) phases_tile(o, T, y, j0, parts, channels, n_parts, image, weight, bias, g, v, relu)
-                    switch (g->in_w - j0 < PHASE_TILE ? g->in_w - j0 : PHASE_TILE) {
-                    case 1: PHASES_TILE(1); break;
-                    case 2: PHASES_TILE(2); break;
-                    case 3: PHASES_TILE(3); break;
-                    case 4: PHASES_TILE(4); break;
-                    case 5: PHASES_TILE(5); break;
-                    case 6: PHASES_TILE(6); break;
-                    default: PHASES_TILE(PHASE_TILE); break;
-                    }
+                    PHASE_TILES(g->in_w - j0, PHASES_TILE)
 #undef PHASES_TILE
                 }
 }
@@ -1633,7 +1638,6 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
         for (int m = 0; m < g->in_h; m++)
             for (int n0 = 0; n0 < g->in_w; n0 += PHASE_TILE)
                 for (int u = 0; u < n_vec; u += PHASE_VECTORS) {
-                    int T = g->in_w - n0 < PHASE_TILE ? g->in_w - n0 : PHASE_TILE;
                     int V = n_vec - u < PHASE_VECTORS ? n_vec - u : PHASE_VECTORS;
                     float *dst[PHASE_VECTORS];
                     int step[PHASE_VECTORS];
@@ -1643,30 +1647,15 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
                         dst[v] = dins[q] + (b * in_image + (size_t)m * g->in_w + n0) * channels[q] + first[u + v];
                     }
                     const float *d = dout + b * out_image, *w = wt + column[u];
-#define BACK_TILE(T, V) phases_back_tile(dst, step, T, V, d, w, m, n0, g)
-                    if (V == PHASE_VECTORS && T == PHASE_TILE) {
-                        BACK_TILE(PHASE_TILE, PHASE_VECTORS);
-                    } else if (V == PHASE_VECTORS) {
-                        switch (T) {
-                        case 1: BACK_TILE(1, PHASE_VECTORS); break;
-                        case 2: BACK_TILE(2, PHASE_VECTORS); break;
-                        case 3: BACK_TILE(3, PHASE_VECTORS); break;
-                        case 4: BACK_TILE(4, PHASE_VECTORS); break;
-                        case 5: BACK_TILE(5, PHASE_VECTORS); break;
-                        default: BACK_TILE(6, PHASE_VECTORS); break;
-                        }
+#define BACK_TILE(T) phases_back_tile(dst, step, T, PHASE_VECTORS, d, w, m, n0, g)
+#define BACK_TILE_ONE(T) phases_back_tile(dst, step, T, 1, d, w, m, n0, g)
+                    if (V == PHASE_VECTORS) {
+                        PHASE_TILES(g->in_w - n0, BACK_TILE)
                     } else {
-                        switch (T) {
-                        case 1: BACK_TILE(1, 1); break;
-                        case 2: BACK_TILE(2, 1); break;
-                        case 3: BACK_TILE(3, 1); break;
-                        case 4: BACK_TILE(4, 1); break;
-                        case 5: BACK_TILE(5, 1); break;
-                        case 6: BACK_TILE(6, 1); break;
-                        default: BACK_TILE(PHASE_TILE, 1); break;
-                        }
+                        PHASE_TILES(g->in_w - n0, BACK_TILE_ONE)
                     }
 #undef BACK_TILE
+#undef BACK_TILE_ONE
                 }
 }
 
@@ -1679,11 +1668,9 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
  * that one's weight gradient with the image and the output gradient in
  * each other's place (the same products in the same order as from
  * im2col's copy: the same bits), without the copy, the product into col
- * and col2im's gather: two-thread training 1-4% less CPU. */
+ * and col2im's gather. */
 static dae_conv_geom transposed_view(const dae_conv_geom *g) {
-    dae_conv_geom t = *g;
-    t.in_c = g->out_c, t.in_h = g->out_h, t.in_w = g->out_w;
-    t.out_c = g->in_c, t.out_h = g->in_h, t.out_w = g->in_w;
+    dae_conv_geom t = adjoint_view(g, g->in_c);
     t.out_pad_h = g->in_h - (2 * g->out_h - 1), t.out_pad_w = g->in_w - (2 * g->out_w - 1);
     return t;
 }
