@@ -1496,7 +1496,7 @@ HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict ou
  * parts' 16 channels at a time, loading a value for each multiply-add.
  * The U-Net's 14 -> 28 layer's backward at batch 32 (one core) 31.1-32.4
  * -> 26.0-26.8 us an image, its 7 -> 14 13.2-13.7 -> 12.1-12.2, the seed
- * network's 7 -> 14 7.2-7.4 -> 6.0-6.3; training the U-Net 2-4% less CPU.
+ * network's 7 -> 14 7.2-7.4 -> 6.0-6.3; training the U-Net 3% less CPU.
  *
  * The weight gradient: dweight (IC, 3, 3, OC) += per input pixel (m, n)
  * its channels times the output gradients under its taps (row 2m - 1 +
