@@ -59,10 +59,54 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#include "gemm.h"
+
+/* update() on AVX-512, 16 parameters at a time (masked at the end, so
+ * every parameter gets the same arithmetic wherever a range ends). Its
+ * square root and two divisions a parameter kept the divider busy for
+ * more than the rest of the step's update together: here sqrt(v) is
+ * multiplied by 1 / sqrt(bias2), and m divided by the denominator as m
+ * times its reciprocal, rcp14's estimate refined by one Newton step
+ * (relative error ~2^-28 against the division's 2^-24 rounding; the
+ * update, ~1e-3, moves by under an ulp of a parameter). */
+__attribute__((target("avx512f"))) static void update_avx512(const adam_consts *k, float *p, float *m, float *v,
+                                                             const float *gr, size_t n) {
+    const __m512 b1 = _mm512_set1_ps(k->b1), b2 = _mm512_set1_ps(k->b2), one_b1 = _mm512_set1_ps(k->one_b1),
+                 one_b2 = _mm512_set1_ps(k->one_b2), wd = _mm512_set1_ps(k->wd), eps = _mm512_set1_ps(k->eps),
+                 step_size = _mm512_set1_ps(k->step_size), two = _mm512_set1_ps(2.0f),
+                 inv_bias2_sqrt = _mm512_set1_ps(1.0f / k->bias2_sqrt);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 g = _mm512_maskz_loadu_ps(live, gr + i), pi = _mm512_maskz_loadu_ps(live, p + i),
+               mi = _mm512_maskz_loadu_ps(live, m + i), vi = _mm512_maskz_loadu_ps(live, v + i);
+        if (k->wd != 0.0f) g = _mm512_add_ps(g, _mm512_mul_ps(wd, pi));
+        mi = _mm512_add_ps(_mm512_mul_ps(mi, b1), _mm512_mul_ps(one_b1, g));
+        vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(one_b2, _mm512_mul_ps(g, g)));
+        __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), inv_bias2_sqrt), eps);
+        __m512 r = _mm512_rcp14_ps(denom);
+        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(denom, r, two));
+        pi = _mm512_sub_ps(pi, _mm512_mul_ps(step_size, _mm512_mul_ps(mi, r)));
+        _mm512_mask_storeu_ps(p + i, live, pi);
+        _mm512_mask_storeu_ps(m + i, live, mi);
+        _mm512_mask_storeu_ps(v + i, live, vi);
+    }
+}
+
+/* The update for the engine's instruction set (DAE_ISA picks another). */
+static void update_any(const adam_consts *k, float *p, float *m, float *v, const float *gr, size_t n) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) update_avx512(k, p, m, v, gr, n);
+    else update(k, p, m, v, gr, n);
+}
+#else
+#define update_any update
+#endif
+
 HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads, size_t begin, size_t end) {
     dae_fp_mode caller = dae_denormals_off(); /* a decayed weight goes to 0, not below 1.2e-38 */
     adam_consts k = step_consts(a);
-    update(&k, params + begin, a->m + begin, a->v + begin, grads + begin, end - begin);
+    update_any(&k, params + begin, a->m + begin, a->v + begin, grads + begin, end - begin);
     dae_fp_mode_restore(caller);
 }
 
@@ -80,7 +124,7 @@ HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *gra
             float *restrict g = grads[t] + b0;
             for (size_t i = 0; i < n; i++) sum[i] += g[i], g[i] = 0.0f;
         }
-        update(&k, params + b0, a->m + b0, a->v + b0, sum, n);
+        update_any(&k, params + b0, a->m + b0, a->v + b0, sum, n);
     }
     dae_fp_mode_restore(caller);
 }
