@@ -1,6 +1,8 @@
-/* adam.h - the Adam optimiser with torch.optim.Adam's exact update:
- * weight decay added to the gradient, bias-corrected moments, eps added
- * after dividing sqrt(v) by sqrt(1 - beta2^t). */
+/* adam.h - the Adam optimiser with torch.optim.Adam's update: weight
+ * decay added to the gradient, bias-corrected moments, eps added after
+ * dividing sqrt(v) by sqrt(1 - beta2^t); PyTorch's exact operations, or
+ * with the engine's AVX-512 kernels (DAE_ISA) reciprocals for the
+ * divisions, within a few ulps of them. */
 #ifndef DAE_ADAM_H
 #define DAE_ADAM_H
 
