@@ -950,7 +950,8 @@ Test(layers, conv2d_stride2_backward_by_phases_matches_naive) {
  * alone equals that row of the whole product, on every ISA and both
  * kernels (what makes an image's outputs independent of its batch). */
 static void rows_alone_vs_among_others(dae_isa isa, dae_rng *r, void *ctx) {
-    static const int shapes[][4] = {{0, 300, 32, 144}, {1, 300, 16, 9}, {1, 37, 64, 1568}, {0, 50, 33, 64}};
+    static const int shapes[][4] = {{0, 300, 32, 144}, {1, 300, 16, 9}, {1, 37, 64, 1568},
+                                    {0, 50, 33, 64},   {0, 9, 1573, 64}}; /* the last: one row's wide tiles */
     (void)r, (void)ctx;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int tb = shapes[s][0], m = shapes[s][1], n = shapes[s][2], k = shapes[s][3];
