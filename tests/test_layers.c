@@ -493,24 +493,6 @@ static int check_gemm_bias(int trans_b, int m, int n, int k, int with_bias, int 
     return dae_gemm_bias_path(trans_b, n, k);
 }
 
-/* Runs check once for each instruction set this CPU has, with the
- * engine's kernels switched to it and r seeded from (seed, the set); puts
- * the kernels back after. Returns how many sets ran. */
-static int on_every_isa(uint64_t seed, void (*check)(dae_isa isa, dae_rng *r, void *ctx), void *ctx) {
-    dae_isa before = dae_gemm_isa();
-    int ran = 0;
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        dae_rng r;
-        dae_rng_seed(&r, seed, (uint64_t)isa);
-        check((dae_isa)isa, &r, ctx);
-        ran++;
-    }
-    dae_gemm_set_isa(before);
-    return ran;
-}
-
 /* The engine's own kernels, on every instruction set this CPU has, agree
  * with the naive oracle on random shapes: many and few rows, columns that
  * are and are not whole vectors, with and without bias and ReLU, both B

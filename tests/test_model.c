@@ -279,34 +279,50 @@ Test(model, initialisation_follows_pytorch_bounds) {
     dae_model_free(&m);
 }
 
-/* Adam against PyTorch on each instruction set this CPU has (AVX-512
- * multiplies by reciprocals where the others divide). */
-Test(model, adam_matches_pytorch) {
+/* Adam against PyTorch (AVX-512 multiplies by reciprocals where the
+ * other instruction sets divide). */
+static void adam_vs_pytorch(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)r, (void)ctx;
     dae_st_file f = {0};
     fixture_load(FIXTURES "/ref/adam.safetensors", &f);
     const dae_st_tensor *p0 = fixture_tensor(&f, "param0");
     size_t n = p0->numel;
     float *p = malloc(n * 4);
-    dae_isa before = dae_gemm_isa();
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        memcpy(p, p0->data, n * 4);
-        dae_adam adam;
-        cr_assert_eq(dae_adam_init(&adam, n, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
-        for (int step = 1; step <= 3; step++) {
-            char name[32], what[64];
-            snprintf(name, sizeof name, "grad%d", step);
-            dae_adam_step(&adam, p, fixture_tensor(&f, name)->data);
-            snprintf(name, sizeof name, "param%d", step);
-            snprintf(what, sizeof what, "%s on %s", name, dae_isa_name((dae_isa)isa));
-            assert_close(p, fixture_tensor(&f, name)->data, n, 1e-6, what); /* ~4 float ulps at 2.5 */
-        }
-        dae_adam_free(&adam);
+    memcpy(p, p0->data, n * 4);
+    dae_adam adam;
+    cr_assert_eq(dae_adam_init(&adam, n, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    for (int step = 1; step <= 3; step++) {
+        char name[32], what[64];
+        snprintf(name, sizeof name, "grad%d", step);
+        dae_adam_step(&adam, p, fixture_tensor(&f, name)->data);
+        snprintf(name, sizeof name, "param%d", step);
+        snprintf(what, sizeof what, "%s on %s", name, dae_isa_name(isa));
+        assert_close(p, fixture_tensor(&f, name)->data, n, 1e-6, what); /* ~4 float ulps at 2.5 */
     }
-    dae_gemm_set_isa(before);
+    dae_adam_free(&adam);
     free(p);
     dae_st_free(&f);
+}
+
+Test(model, adam_matches_pytorch) { cr_assert(on_every_isa(0, adam_vs_pytorch, NULL) >= 1); }
+
+enum { ADAM_AGREE_N = 4099 };
+
+/* Two steps from parameters at 0 on gradients ctx[0]: within 4 ulps of
+ * ctx[1], the portable update's. */
+static void adam_vs_portable(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)r;
+    float *const *io = ctx, *got = calloc(ADAM_AGREE_N, 4);
+    cr_assert(got);
+    dae_adam a;
+    cr_assert_eq(dae_adam_init(&a, ADAM_AGREE_N, 1e-3f, 0.0f, NULL, 0), DAE_OK);
+    dae_adam_step(&a, got, io[0]);
+    dae_adam_step(&a, got, io[0]);
+    for (size_t i = 0; i < ADAM_AGREE_N; i++)
+        cr_assert(fabsf(got[i] - io[1][i]) <= 4 * FLT_EPSILON * fabsf(io[1][i]), "%s: parameter %zu: %g, not %g",
+                  dae_isa_name(isa), i, got[i], io[1][i]);
+    dae_adam_free(&a);
+    free(got);
 }
 
 /* Every instruction set's update agrees with the portable one's to a
@@ -314,32 +330,20 @@ Test(model, adam_matches_pytorch) {
  * at 0, so that PyTorch's comparison above cannot hide an update off by
  * 1e-4 of itself), zero gradients included. */
 Test(model, adam_updates_agree_on_every_isa) {
-    enum { N = 4099 };
-    float *grads = uniform_floats(N, -1.0f, 1.0f, 11, 0), *want = calloc(N, 4), *got = calloc(N, 4);
-    cr_assert(want && got);
-    for (size_t i = 0; i < N; i += 7) grads[i] = 0.0f;
+    float *grads = uniform_floats(ADAM_AGREE_N, -1.0f, 1.0f, 11, 0), *want = calloc(ADAM_AGREE_N, 4);
+    cr_assert(want);
+    for (size_t i = 0; i < ADAM_AGREE_N; i += 7) grads[i] = 0.0f;
     dae_isa before = dae_gemm_isa();
     cr_assert_eq(dae_gemm_set_isa(DAE_ISA_SSE2), 0);
     dae_adam ref;
-    cr_assert_eq(dae_adam_init(&ref, N, 1e-3f, 0.0f, NULL, 0), DAE_OK);
+    cr_assert_eq(dae_adam_init(&ref, ADAM_AGREE_N, 1e-3f, 0.0f, NULL, 0), DAE_OK);
     dae_adam_step(&ref, want, grads);
     dae_adam_step(&ref, want, grads);
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        memset(got, 0, N * 4);
-        dae_adam a;
-        cr_assert_eq(dae_adam_init(&a, N, 1e-3f, 0.0f, NULL, 0), DAE_OK);
-        dae_adam_step(&a, got, grads);
-        dae_adam_step(&a, got, grads);
-        for (size_t i = 0; i < N; i++)
-            cr_assert(fabsf(got[i] - want[i]) <= 4 * FLT_EPSILON * fabsf(want[i]), "%s: parameter %zu: %g, not %g",
-                      dae_isa_name((dae_isa)isa), i, got[i], want[i]);
-        dae_adam_free(&a);
-    }
-    dae_gemm_set_isa(before);
     dae_adam_free(&ref);
-    free(grads), free(want), free(got);
+    dae_gemm_set_isa(before);
+    float *io[2] = {grads, want};
+    cr_assert(on_every_isa(0, adam_vs_portable, io) >= 1);
+    free(grads), free(want);
 }
 
 /* The data-parallel update (the threads' gradients summed in order,
@@ -347,7 +351,8 @@ Test(model, adam_updates_agree_on_every_isa) {
  * bits as summing them first and updating all the parameters at once:
  * no parameter's arithmetic depends on where a range ends, inside or on
  * the sums' blocks and the vectors. */
-static void check_summed_adam(void) {
+static void summed_adam_vs_plain(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)isa, (void)r, (void)ctx;
     enum { N = 5000, MAX_GRADS = 3 };
     static const size_t bounds[] = {0, 1000, 1024, 3333, N};
     float *p1 = uniform_floats(N, -0.5f, 0.5f, 7, 0), *p2 = malloc(N * 4), *sum = malloc(N * 4);
@@ -382,13 +387,7 @@ static void check_summed_adam(void) {
 }
 
 Test(model, adam_of_summed_gradients_is_the_same_update_and_zeroes_them) {
-    dae_isa before = dae_gemm_isa();
-    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
-        if (!dae_isa_supported((dae_isa)isa)) continue;
-        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
-        check_summed_adam();
-    }
-    dae_gemm_set_isa(before);
+    cr_assert(on_every_isa(0, summed_adam_vs_plain, NULL) >= 1);
 }
 
 /* Two whole training steps of a network from PyTorch's initial weights

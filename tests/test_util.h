@@ -1,7 +1,8 @@
 /* test_util.h - helpers shared by the Criterion tests: loading PyTorch
  * fixtures, layout conversion, array comparison that reports the worst
  * element, seeded random arrays, temporary directories, and a counter that
- * waits for callbacks from other threads. */
+ * waits for callbacks from other threads, and a check run on every
+ * instruction set the CPU has. */
 #ifndef DAE_TEST_UTIL_H
 #define DAE_TEST_UTIL_H
 
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -153,6 +155,24 @@ static inline void test_waiter_wait(test_waiter *w, int n) {
     pthread_mutex_lock(&w->mu);
     while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* Runs check once for each instruction set this CPU has, with the
+ * engine's kernels switched to it and r seeded from (seed, the set); puts
+ * the kernels back after. Returns how many sets ran. */
+static inline int on_every_isa(uint64_t seed, void (*check)(dae_isa isa, dae_rng *r, void *ctx), void *ctx) {
+    dae_isa before = dae_gemm_isa();
+    int ran = 0;
+    for (int isa = 0; isa < DAE_ISA_COUNT; isa++) {
+        if (!dae_isa_supported((dae_isa)isa)) continue;
+        cr_assert_eq(dae_gemm_set_isa((dae_isa)isa), 0);
+        dae_rng r;
+        dae_rng_seed(&r, seed, (uint64_t)isa);
+        check((dae_isa)isa, &r, ctx);
+        ran++;
+    }
+    dae_gemm_set_isa(before);
+    return ran;
 }
 
 #endif
