@@ -100,7 +100,8 @@ typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, int
                              const float *b, int n, float *c, const float *bias, int relu);
 typedef void gemm_patches_dot_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img,
                                  int wp, const float *w, float *out);
-typedef void gemm_same3_dot_fn(int h, int w, int channels, const float *img, const float *wt, float *out);
+typedef void gemm_same3_dot_fn(int h, int w, int channels, const float *img, const float *wt, const float *tail,
+                               const float *tail_w, float bias, int relu, float *out);
 
 static const struct isa_kernels {
     const char *name;
@@ -241,8 +242,9 @@ void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int ch
     isa_kernels[dae_gemm_isa()].patches_dot(oh, ow, kh, kw, sh, sw, channels, img, wp, w, out);
 }
 
-void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, float *out) {
-    isa_kernels[dae_gemm_isa()].same3_dot(h, w, channels, img, wt, out);
+void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, const float *tail,
+                        const float *tail_w, float bias, int relu, float *out) {
+    isa_kernels[dae_gemm_isa()].same3_dot(h, w, channels, img, wt, tail, tail_w, bias, relu, out);
 }
 
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out) {

@@ -52,8 +52,13 @@ void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int ch
 /* The same for a 3x3 kernel at stride 1 with padding 1 (h x w outputs),
  * read where the h x w image lies, with no padded copy: the products of
  * the patches' parts past the image's edges, zeros, are left out, so the
- * bits are dae_gemm_patches_dot's on the zero-padded image. */
-void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, float *out);
+ * dots are dae_gemm_patches_dot's bits on the zero-padded image. Then
+ * each output adds a one-channel image's (tail, h x w, or NULL for none)
+ * 3x3 taps tail_w (row-major), each product rounded before its add, and
+ * the bias, and is ReLU'd (v < 0 ? 0 : v) when relu: the bits of those
+ * steps done plane by plane on the padded tail (layers.c). */
+void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, const float *tail,
+                        const float *tail_w, float bias, int relu, float *out);
 /* out (k, n) = B^T for B (n, k), row stride ldb: dae_gemm_bias's own
  * transposition (16 x 16 blocks through the registers). */
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out);

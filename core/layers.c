@@ -474,23 +474,28 @@ static void conv2d_forward_by_dots(float *out, const float *const *parts, const 
     const float *wd = weight_prepared(prepared, dae_conv2d_prepare, weight, g, own);
     size_t plane = (size_t)hp * wp;
     float *padded = col, *planes = col + plane * head, *tail = planes + plane * (g->in_c - head);
-    /* the head as its part lies: a 3x3 "same" convolution whose first
-     * part is the head (the U-Net's: the decoder's 16 channels, then the
-     * input's one), where copying it padded was 3.9% of an image */
-    int as_it_lies = g->k_h == 3 && g->k_w == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 &&
-                     g->pad_w == 1 && g->out_h == g->in_h && g->out_w == g->in_w && channels[0] == head;
-    if (!as_it_lies) zero_border(padded, g, head); /* each image fills the inside */
-    for (int c = head; c < g->in_c; c++) zero_border(planes + (size_t)(c - head) * plane, g, 1);
     size_t out_image = (size_t)g->out_h * g->out_w;
+    /* the head as its part lies: a 3x3 "same" convolution whose first
+     * part is the head and whose one other channel, if any, is a part of
+     * its own (the U-Net's: the decoder's 16 channels, then the input),
+     * where copying them padded and summing the tail a plane at a time
+     * were 3.9% and 3.5% of an image */
+    if (g->k_h == 3 && g->k_w == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
+        g->out_h == g->in_h && g->out_w == g->in_w && channels[0] == head && g->in_c - head <= 1) {
+        float tail_w[9];
+        for (int t = 0; t < 9; t++) tail_w[t] = g->in_c > head ? weight[(size_t)t * g->in_c + head] : 0.0f;
+        for (int b = 0; b < g->batch; b++)
+            dae_gemm_same3_dot(g->in_h, g->in_w, head, parts[0] + b * out_image * head, wd,
+                               g->in_c > head ? parts[1] + b * out_image : NULL, tail_w, bias[0], relu,
+                               out + b * out_image);
+        return;
+    }
+    zero_border(padded, g, head); /* each image fills the inside */
+    for (int c = head; c < g->in_c; c++) zero_border(planes + (size_t)(c - head) * plane, g, 1);
     for (int b = 0; b < g->batch; b++) {
         float *o = out + b * out_image;
-        if (as_it_lies) {
-            dae_gemm_same3_dot(g->in_h, g->in_w, head, parts[0] + b * out_image * head, wd, o);
-        } else {
-            pad_channels(padded, parts, channels, n_parts, g, b, 0, head);
-            dae_gemm_patches_dot(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, head, padded, wp, wd,
-                                 o);
-        }
+        pad_channels(padded, parts, channels, n_parts, g, b, 0, head);
+        dae_gemm_patches_dot(g->out_h, g->out_w, g->k_h, g->k_w, g->stride_h, g->stride_w, head, padded, wp, wd, o);
         memset(tail, 0, sizeof(float) * g->out_h * wp);
         for (int c = head; c < g->in_c; c++) {
             float *p = planes + (size_t)(c - head) * plane;
