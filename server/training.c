@@ -166,7 +166,7 @@ static int gate_decide(srv_training *t, const dae_train_run *run, const srv_trai
     int against_active = strcmp(gate->against, "active") == 0;
     srv_model *other = srv_registry_acquire(t->registry, against_active ? NULL : gate->against);
     cJSON *o = cJSON_CreateObject();
-    char err[DAE_ERR_LEN] = "", reason[DAE_ERR_LEN + 96] = "";
+    char err[DAE_ERR_LEN] = "", reason[DAE_ERR_LEN + DAE_NAME_MAX + 96] = "";
     cJSON_AddStringToObject(o, "against", other != NULL ? other->name : gate->against);
     cJSON_AddStringToObject(o, "metric", "psnr");
     cJSON_AddNumberToObject(o, "test_images", n);
