@@ -482,11 +482,12 @@ static void conv2d_forward_by_dots(float *out, const float *const *parts, const 
      * were 3.9% and 3.5% of an image */
     if (g->k_h == 3 && g->k_w == 3 && g->stride_h == 1 && g->stride_w == 1 && g->pad_h == 1 && g->pad_w == 1 &&
         g->out_h == g->in_h && g->out_w == g->in_w && channels[0] == head && g->in_c - head <= 1) {
+        const float *input = g->in_c > head ? parts[1] : NULL; /* the tail's channel */
         float tail_w[9];
-        for (int t = 0; t < 9; t++) tail_w[t] = g->in_c > head ? weight[(size_t)t * g->in_c + head] : 0.0f;
+        for (int t = 0; input != NULL && t < 9; t++) tail_w[t] = weight[(size_t)t * g->in_c + head];
         for (int b = 0; b < g->batch; b++)
             dae_gemm_same3_dot(g->in_h, g->in_w, head, parts[0] + b * out_image * head, wd,
-                               g->in_c > head ? parts[1] + b * out_image : NULL, tail_w, bias[0], relu,
+                               input != NULL ? input + b * out_image : NULL, tail_w, bias[0], relu,
                                out + b * out_image);
         return;
     }
