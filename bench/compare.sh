@@ -222,8 +222,9 @@ for arch in archs:
         torch_res = torch_runs[0]
         dae_eval = json.load(open(f"{tmp}/dae_eval-{arch}.json"))
         # Training does forward, backward to the input and to the weights:
-        # 3 times the forward FLOP per image, as bench_core counts it.
-        train_gflop = 3 * mflop[arch] * 1e6 * torch_res["train_images"] * epochs / 1e9
+        # 3 times the forward FLOP per image, as bench_core counts it; an
+        # epoch's.
+        train_gflop = 3 * mflop[arch] * 1e6 * torch_res["train_images"] / 1e9
         dae_epochs = [torch_res["train_images"] / float(ips) for ips in open(f"{tmp}/dae_train-{arch}.ips").read().split()]
         torch_epochs = [sum(r["epoch_seconds"]) / epochs for r in torch_runs]
         dae_epoch, torch_epoch = statistics.median(dae_epochs), statistics.median(torch_epochs)
