@@ -224,6 +224,13 @@ def sgemm_peaks(path):
             peaks.append((core, int(f[1]), float(f[3])))
     return peaks
 
+def shares_of_peak(gflop, seconds, threads, peak_path):
+    """Each run's GFLOP/s a core (gflop in seconds[i] on threads) over the
+    sgemm peak a core read right after it (the i-th in peak_path), and
+    those peaks."""
+    peaks = [g for _, _, g in sgemm_peaks(peak_path)]
+    return [gflop / s / threads / g for s, g in zip(seconds, peaks)], peaks
+
 engines = ("dae", "ort", "torch")
 fwd = {(e, t): forward_rows(f"{tmp}/{e}_fwd-{t}.txt") for e in engines for t in thread_counts}
 mflop = {arch: fwd["dae", thread_counts[0]][arch]["mflop"] for arch in archs}
@@ -272,18 +279,16 @@ for arch in archs:
         gflops["torch", arch, "training"] = train_gflop / torch_epoch
         # Issue #14: training at >= 70% of the sgemm peak per core, each
         # run against the peak read right after it; the median share.
-        def shares(kind, seconds):
-            peaks_after = [g for _, _, g in sgemm_peaks(f"{tmp}/peak_{kind}-{arch}.txt")]
-            return [train_gflop / s / threads / g for s, g in zip(seconds, peaks_after)], peaks_after
-        share_runs, peaks_after = shares("train", dae_epochs)
+        share_runs, peaks_after = shares_of_peak(train_gflop, dae_epochs, threads, f"{tmp}/peak_train-{arch}.txt")
         share = statistics.median(share_runs)
         print(f"{'training, share of the sgemm peak':<34} {share:10.0%} {'':>10} {'':>8}  "
               f">= 70% {'ok' if share >= 0.7 else 'MISSED'}")
         print("  runs: " + " ".join(f"{r:.0%}" for r in share_runs) + " of the peak read after each: " +
               " ".join(f"{g:.1f}" for g in peaks_after) + " GFLOP/s a core")
         if os.path.exists(f"{tmp}/dae_apart-{arch}.ips"):
-            apart_ips = [float(v) for v in open(f"{tmp}/dae_apart-{arch}.ips").read().split()]
-            apart_runs, _ = shares("apart", [torch_res["train_images"] / ips for ips in apart_ips])
+            apart_ips = open(f"{tmp}/dae_apart-{arch}.ips").read().split()
+            apart_epochs = [torch_res["train_images"] / float(ips) for ips in apart_ips]
+            apart_runs, _ = shares_of_peak(train_gflop, apart_epochs, threads, f"{tmp}/peak_apart-{arch}.txt")
             apart = statistics.median(apart_runs)
             print(f"{'  %d one-thread runs at once' % threads:<34} {apart:10.0%} {'':>10} {'':>8}  "
                   f"(not a target: a split step's ceiling; {threads} threads reach {share / apart:.0%} of it)")
