@@ -185,7 +185,8 @@ bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server
 # trained and uploaded ones and the ACTIVE file; RUN_DIR/data starts with
 # the committed mnist-mini set (the full sets: RUN_FLAGS="--data-dir DIR");
 # RUN_DIR/state keeps the training-job records. The settings go in as
-# DAE_* variables, so that a flag in RUN_FLAGS wins over them.
+# DAE_* variables, so that a flag in RUN_FLAGS wins over them; OpenBLAS
+# starts no threads of its own (OPENBLAS_NUM_THREADS: see the Dockerfile).
 RUN_FLAGS ?=
 RUN_DIR   ?= run
 run: all ## build and start the HTTP service on 127.0.0.1:8080 (Ctrl-C stops it)
@@ -194,7 +195,7 @@ run: all ## build and start the HTTP service on 127.0.0.1:8080 (Ctrl-C stops it)
 	@[ -d $(RUN_DIR)/data/mnist-mini ] || cp -r tests/fixtures/mnist-mini $(RUN_DIR)/data/
 	DAE_BIND="$${DAE_BIND:-127.0.0.1}" DAE_PORT="$${DAE_PORT:-8080}" DAE_MODELS_DIR="$${DAE_MODELS_DIR:-$(RUN_DIR)/models}" \
 	DAE_DATA_DIR="$(RUN_DIR)/data" DAE_STATE_DIR="$${DAE_STATE_DIR:-$(RUN_DIR)/state}" \
-	    $(SERVER) $(RUN_FLAGS)
+	OPENBLAS_NUM_THREADS="$${OPENBLAS_NUM_THREADS:-1}" $(SERVER) $(RUN_FLAGS)
 
 # The demo: the committed MNIST model on the committed test subset -
 # quality numbers, then the notebook's figure as a PNG.
