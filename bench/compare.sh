@@ -133,8 +133,9 @@ if [ "$forward_only" = 0 ]; then
             # printed have two; a line a run.
             sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_train-$arch.log" | tail -n 1 \
                 >> "$tmp/dae_train-$arch.ips"
-            # The peak right after the run: the host's clock moves within
-            # minutes (in one morning the peak read 187 to 210 GFLOP/s a core).
+            # The peak right after the run: on a shared host it moves
+            # within minutes (in one morning it read 172 to 210 GFLOP/s a
+            # core).
             "$build/bench_core" --sgemm-peak --threads "$threads" --reps "$reps" >> "$tmp/peak_train-$arch.txt"
             # Training is the same bits every run (the same seed): the first
             # run's network is the one evaluated.
