@@ -88,6 +88,10 @@ model_of() { case "$1" in ae) echo models/mnist-ae.safetensors ;; unet) echo mod
 # from a second core (PyTorch's and ONNX Runtime's helper threads, the
 # BLAS's) or loses to migrations.
 pin() { if [ "$1" = 1 ] && command -v taskset >/dev/null; then echo "taskset -c 0"; fi; }
+# A dae train run's images/s from its log: its last epoch line's (images
+# over the time since the first epoch began), five figures where the
+# seconds printed have two.
+run_ips() { sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$1" | tail -n 1; }
 thread_counts=1
 [ "$threads" != 1 ] && thread_counts="1 $threads"
 
@@ -128,11 +132,7 @@ if [ "$forward_only" = 0 ]; then
             "$build/dae" train --data-dir "$data_dir" --dataset "$dataset" --architecture "$arch" \
                 --epochs "$epochs" --threads "$threads" --out "$tmp/dae-$arch.safetensors" \
                 2> "$tmp/dae_train-$arch.log"
-            # The run's images/s (its last epoch line: images over the time
-            # since the first epoch began), five figures where the seconds
-            # printed have two; a line a run.
-            sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_train-$arch.log" | tail -n 1 \
-                >> "$tmp/dae_train-$arch.ips"
+            run_ips "$tmp/dae_train-$arch.log" >> "$tmp/dae_train-$arch.ips" # a line a run
             # The peak right after the run: on a shared host it moves
             # within minutes (in one morning it read 172 to 210 GFLOP/s a
             # core).
@@ -143,7 +143,7 @@ if [ "$forward_only" = 0 ]; then
                 --model "$tmp/dae-$arch.safetensors" --json --threads "$threads" > "$tmp/dae_eval-$arch.json"
 
             # The ceiling of a step split over the threads: as many
-            # one-thread trainings at once, one a core, share the machine
+            # one-thread trainings at once, one a CPU, share the machine
             # (caches, memory, the host's other guests) but never meet;
             # their images/s summed.
             if [ "$threads" -gt 1 ] && [ "$threads" -le "$(nproc)" ] && command -v taskset >/dev/null; then
@@ -154,9 +154,8 @@ if [ "$forward_only" = 0 ]; then
                         2> "$tmp/dae_apart-$arch-$cpu.log" &
                 done
                 wait
-                for cpu in $(seq 0 $((threads - 1))); do
-                    sed -n 's/^epoch .*  \([0-9]*\) img\/s  .*/\1/p' "$tmp/dae_apart-$arch-$cpu.log" | tail -n 1
-                done | awk '{ sum += $1 } END { print sum }' >> "$tmp/dae_apart-$arch.ips"
+                for cpu in $(seq 0 $((threads - 1))); do run_ips "$tmp/dae_apart-$arch-$cpu.log"; done \
+                    | awk '{ sum += $1 } END { print sum }' >> "$tmp/dae_apart-$arch.ips"
                 "$build/bench_core" --sgemm-peak --threads "$threads" --reps "$reps" >> "$tmp/peak_apart-$arch.txt"
             fi
 
@@ -225,6 +224,10 @@ def sgemm_peaks(path):
             peaks.append((core, int(f[1]), float(f[3])))
     return peaks
 
+def epoch_seconds(ips_path, images):
+    """Seconds per epoch of each run from its images/s (a line a run)."""
+    return [images / float(ips) for ips in open(ips_path).read().split()]
+
 def shares_of_peak(gflop, seconds, threads, peak_path):
     """Each run's GFLOP/s a core (gflop in seconds[i] on threads) over the
     sgemm peak a core read right after it (the i-th in peak_path), and
@@ -258,7 +261,7 @@ for arch in archs:
         # 3 times the forward FLOP per image, as bench_core counts it; an
         # epoch's.
         train_gflop = 3 * mflop[arch] * 1e6 * torch_res["train_images"] / 1e9
-        dae_epochs = [torch_res["train_images"] / float(ips) for ips in open(f"{tmp}/dae_train-{arch}.ips").read().split()]
+        dae_epochs = epoch_seconds(f"{tmp}/dae_train-{arch}.ips", torch_res["train_images"])
         torch_epochs = [sum(r["epoch_seconds"]) / epochs for r in torch_runs]
         dae_epoch, torch_epoch = statistics.median(dae_epochs), statistics.median(torch_epochs)
         print(f"\n{arch}: training, {epochs} epoch(s) (3x the forward FLOP); seconds per epoch, the median of "
@@ -287,8 +290,7 @@ for arch in archs:
         print("  runs: " + " ".join(f"{r:.0%}" for r in share_runs) + " of the peak read after each: " +
               " ".join(f"{g:.1f}" for g in peaks_after) + " GFLOP/s a core")
         if os.path.exists(f"{tmp}/dae_apart-{arch}.ips"):
-            apart_ips = open(f"{tmp}/dae_apart-{arch}.ips").read().split()
-            apart_epochs = [torch_res["train_images"] / float(ips) for ips in apart_ips]
+            apart_epochs = epoch_seconds(f"{tmp}/dae_apart-{arch}.ips", torch_res["train_images"])
             apart_runs, _ = shares_of_peak(train_gflop, apart_epochs, threads, f"{tmp}/peak_apart-{arch}.txt")
             apart = statistics.median(apart_runs)
             print(f"{'  %d one-thread runs at once' % threads:<34} {apart:10.0%} {'':>10} {'':>8}  "
