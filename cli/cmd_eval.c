@@ -263,7 +263,7 @@ static char *noisy_path(const char *dir, const char *text) {
 
 /* Writes the noisy versions of the first count test images under row r's
  * noise to path, atomically, as an IDX image file (uint8, as the data
- * sets). Each is made by dae_eval_images, as dae_evaluate makes it, so
+ * sets). Each is made by dae_noise_pixels, as dae_evaluate makes it, so
  * these are the pixels the models were given; the png protocol quantised
  * them to k/255, so x*255 rounds back to k exactly. Returns DAE_OK, or an
  * error naming path. */
@@ -282,7 +282,7 @@ static dae_status save_noisy(const eval_case *r, const dae_idx_images *test, int
         for (int b = 0; b < 4; b++) file[4 * k + b] = (uint8_t)(header[k] >> (24 - 8 * b)); /* big-endian */
     for (int i = 0; i < count; i++) {
         uint8_t *out = file + 16 + (size_t)i * n;
-        dae_eval_images(test->pixels + (size_t)i * n, n, &r->noise, DAE_EVAL_SEED, (uint64_t)i, clean, noisy);
+        dae_noise_pixels(&r->noise, test->pixels + (size_t)i * n, clean, noisy, n, DAE_EVAL_SEED, (uint64_t)i);
         for (size_t j = 0; j < n; j++) out[j] = (uint8_t)lrintf(noisy[j] * 255.0f);
     }
     st = dae_file_write_atomic(path, file, len, err, errlen);

@@ -175,8 +175,7 @@ int cmd_grid(int argc, char **argv) {
     }
     for (int i = 0; i < count; i++) {
         const uint8_t *px = test->pixels + (size_t)(first + i) * n;
-        for (size_t j = 0; j < n; j++) clean[i * n + j] = px[j] * (1.0f / 255.0f);
-        dae_noise_apply(&spec, clean + i * n, noisy + i * n, n, seed, (uint64_t)(first + i));
+        dae_noise_pixels(&spec, px, clean + i * n, noisy + i * n, n, seed, (uint64_t)(first + i));
     }
     dae_model_forward(&m, ws, noisy, denoised, count);
     int gap = scale, cw = m.in_w * scale, ch = m.in_h * scale;

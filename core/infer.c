@@ -19,12 +19,6 @@ typedef struct {
     int failed;
 } eval_ctx;
 
-void dae_eval_images(const uint8_t *px, size_t n, const dae_noise_spec *noise, uint64_t seed, uint64_t index,
-                     float *clean, float *noisy) {
-    for (size_t j = 0; j < n; j++) clean[j] = px[j] * (1.0f / 255.0f);
-    dae_noise_apply(noise, clean, noisy, n, seed, index);
-}
-
 static void eval_part(void *arg, int index, int count) {
     eval_ctx *c = arg;
     int lo = dae_pool_split(c->count, index, count), hi = dae_pool_split(c->count, index + 1, count);
@@ -40,8 +34,8 @@ static void eval_part(void *arg, int index, int count) {
     for (int start = lo; start < hi; start += DAE_EVAL_CHUNK) {
         int b = hi - start < DAE_EVAL_CHUNK ? hi - start : DAE_EVAL_CHUNK;
         for (int i = 0; i < b; i++)
-            dae_eval_images(c->images + (size_t)(start + i) * n, n, c->noise, c->seed, (uint64_t)(start + i),
-                            clean + i * n, noisy + i * n);
+            dae_noise_pixels(c->noise, c->images + (size_t)(start + i) * n, clean + i * n, noisy + i * n, n,
+                             c->seed, (uint64_t)(start + i));
         dae_model_forward(c->m, ws, noisy, out, b);
         for (int i = 0; i < b; i++) {
             dae_quality_add(&c->denoised[index], clean + i * n, out + i * n, c->m->in_h, c->m->in_w);

@@ -20,12 +20,6 @@
  * workspace's max batch; dae_train_memory_bytes counts it). */
 #define DAE_EVAL_CHUNK 64
 
-/* The evaluation's input for image `index` (n uint8 pixels px): clean in
- * [0, 1] and noisy, noise drawn from (seed, index). dae_evaluate feeds its
- * models exactly this; `dae eval --save-noisy` writes it out. */
-void dae_eval_images(const uint8_t *px, size_t n, const dae_noise_spec *noise, uint64_t seed, uint64_t index,
-                     float *clean, float *noisy);
-
 /* Evaluates m on count images (uint8, h x w each): every image gets noise
  * from (seed, image index); denoised and noisy accumulate the quality of
  * the model's output and of the noisy input against the clean image. Uses

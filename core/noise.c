@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hot.h"
 #include "rng.h"
 
 /* ---- Names and levels ------------------------------------------------- */
@@ -289,4 +290,10 @@ void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
             noisy[i] = x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
         }
     }
+}
+
+HOT void dae_noise_pixels(const dae_noise_spec *spec, const uint8_t *px, float *clean, float *noisy, size_t n,
+                          uint64_t seed, uint64_t stream) {
+    for (size_t i = 0; i < n; i++) clean[i] = px[i] * (1.0f / 255.0f);
+    dae_noise_apply(spec, clean, noisy, n, seed, stream);
 }

@@ -86,4 +86,10 @@ void dae_noise_format(const dae_noise_spec *spec, char *buf, size_t len);
 void dae_noise_apply(const dae_noise_spec *spec, const float *clean,
                      float *noisy, size_t n, uint64_t seed, uint64_t stream);
 
+/* An 8-bit image's n pixels px as floats in [0, 1] (clean) and with
+ * dae_noise_apply's noise from (seed, stream) (noisy): the input and the
+ * target of training, evaluation and `dae eval --save-noisy` alike. */
+void dae_noise_pixels(const dae_noise_spec *spec, const uint8_t *px, float *clean, float *noisy, size_t n,
+                      uint64_t seed, uint64_t stream);
+
 #endif

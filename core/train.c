@@ -103,10 +103,8 @@ typedef struct {
 /* Makes image index's clean and noisy float copies for epoch. */
 static void prepare_image(const step_ctx *c, int index, float *clean, float *noisy) {
     size_t n = dae_model_image_size(c->m);
-    const uint8_t *px = c->pixels + (size_t)index * n;
-    for (size_t i = 0; i < n; i++) clean[i] = px[i] * (1.0f / 255.0f);
-    dae_noise_apply(&c->cfg->noise, clean, noisy, n, c->cfg->seed,
-                    ((uint64_t)c->epoch << 32) | (uint32_t)index);
+    dae_noise_pixels(&c->cfg->noise, c->pixels + (size_t)index * n, clean, noisy, n, c->cfg->seed,
+                     ((uint64_t)c->epoch << 32) | (uint32_t)index);
 }
 
 /* Forward and backward of thread `index`'s share of the batch. */
