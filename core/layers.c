@@ -140,6 +140,11 @@ typedef float vec16 __attribute__((vector_size(64)));
 typedef float uvec16 __attribute__((vector_size(64), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
 
+/* x where keep > 0, else +0: a ReLU's backward (dae_relu_backward's bits)
+ * on the gradient x of its output keep, done where x is stored. (A macro:
+ * a function returning a 64-byte vector has a different ABI per target.) */
+#define KEPT(x, keep) ((vec16)((ivec16)(x) & (*(const uvec16 *)(keep) > 0.0f)))
+
 /* One image of col2im's gather: each position of image (H, W, c), c a
  * multiple of 16, is the sum of its entries of col (the offsets of its
  * kernel rows, y_off from y_start[y], each with those of its kernel
@@ -848,7 +853,8 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_su
 static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(float *restrict out, int n,
                                                                                 const float *restrict px, int wp,
                                                                                 const float *restrict wt,
-                                                                                const dae_conv_geom *v, int m) {
+                                                                                const dae_conv_geom *v, int m,
+                                                                                const float *keep) {
     vec16 acc[4] = {0};
     for (int i = 0; i < v->k_h; i++)
         for (int j = 0; j < v->k_w; j++) {
@@ -857,7 +863,8 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(
 #pragma GCC unroll 4
             for (int q = 0; q < m; q++) acc[q] += w * r[(size_t)q * v->stride_w];
         }
-    for (int q = 0; q < m; q++) *(uvec16 *)(out + (size_t)q * n) = acc[q];
+    for (int q = 0; q < m; q++)
+        *(uvec16 *)(out + (size_t)q * n) = keep != NULL ? KEPT(acc[q], keep + (size_t)q * n) : acc[q];
 }
 
 /* The backward pass against the images (B, H, W, 1), 16 channels at a
@@ -865,11 +872,12 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(
  * the features feat (B, OH, OW, n), summed over the batch's pixels in
  * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
  * over its taps of the tap's pixel times wt[t] (taps, n), four pixels at
- * a time (four sums in flight). */
+ * a time (four sums in flight), zero where feat is not positive when
+ * feat_relu (feat a ReLU's output: its backward done here). */
 HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat,
                                                 const float *restrict feat, const float *image,
                                                 const float *restrict wt, const dae_conv_geom *v,
-                                                float *restrict padded) {
+                                                float *restrict padded, int feat_relu) {
     int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
     patches_padded_size(v, &hp, &wp);
     zero_border(padded, v, 1); /* each image fills the inside */
@@ -884,13 +892,18 @@ HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restr
             if (dfeat == NULL) continue;
             for (int oy = 0; oy < v->out_h; oy++) {
                 const float *row = padded + (size_t)oy * v->stride_h * wp;
-                float *d = dfeat + ((size_t)b * grid + (size_t)oy * v->out_w) * n + c0;
+                size_t at = ((size_t)b * grid + (size_t)oy * v->out_w) * n + c0;
+                float *d = dfeat + at;
+                const float *keep = feat_relu ? feat + at : NULL;
+#define KEEP_AT(ox) (keep != NULL ? keep + (size_t)(ox) * n : NULL)
                 int ox = 0;
                 for (; ox + 4 <= v->out_w; ox += 4)
-                    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * v->stride_w, wp, wt + c0, v, 4);
+                    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * v->stride_w, wp, wt + c0, v, 4,
+                                       KEEP_AT(ox));
                 if (ox < v->out_w)
                     one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * v->stride_w, wp, wt + c0, v,
-                                       v->out_w - ox);
+                                       v->out_w - ox, KEEP_AT(ox));
+#undef KEEP_AT
             }
         }
         for (int t = 0; t < taps; t++)
@@ -940,7 +953,7 @@ static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, c
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < n; c++) wt[t * n + c] = weight[(size_t)(taps - 1 - t) * g->in_c + c_first + c];
         memset(dw, 0, sizeof(float) * n * taps);
-        one_channel_backward(dw, dins[q], parts[q], dout, wt, &v, col);
+        one_channel_backward(dw, dins[q], parts[q], dout, wt, &v, col, 0);
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < n; c++) dweight[(size_t)(taps - 1 - t) * g->in_c + c_first + c] += dw[c * taps + t];
     }
@@ -960,26 +973,34 @@ void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias,
  * by the transposed convolution's phases, when they run: 1 when it ran
  * (below, after the phases). */
 static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
-                                     const float *weight, const dae_conv_geom *g);
+                                     const float *weight, const dae_conv_geom *g, int in_relu);
+
+/* The backward of a ReLU whose output is x, in place on its gradient dx:
+ * for the paths that do not take it where they store dx. */
+static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *g, int channels) {
+    dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
+}
 
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
                          const float *weight, const dae_conv_geom *g,
-                         float *col) {
+                         float *col, int in_relu) {
     /* per chunk: dweight (OC, K) += dout^T col; dcol (P, K) = dout weight;
      * din = col2im(dcol) */
     int k = g->k_h * g->k_w * g->in_c;
+    in_relu = in_relu && din != NULL;
     patch_geom p = conv_patches(g);
     if (conv2d_by_taps(g, &p)) {
         dae_conv2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col);
+        if (in_relu) relu_backward_after(din, in, g, g->in_c);
         return;
     }
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
     if (din == NULL && one_channel_image(g)) { /* the network's input: its weight gradient alone */
-        one_channel_backward(dweight, NULL, dout, in, NULL, g, col);
+        one_channel_backward(dweight, NULL, dout, in, NULL, g, col, 0);
         return;
     }
-    if (conv2d_backward_by_phases(din, dweight, dout, in, weight, g)) return;
+    if (conv2d_backward_by_phases(din, dweight, dout, in, weight, g, in_relu)) return;
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(out_pixels * k);
@@ -997,6 +1018,7 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
         dae_gemm_bias(0, rows, k, g->out_c, dy, g->out_c, weight, k, whole ? dx : col, k, NULL, 0);
         if (!whole) col2im(dx, col, &p, NULL, 0);
     }
+    if (in_relu) relu_backward_after(din, in, g, g->in_c);
 }
 
 /* ------------------------------- conv_transpose2d 3x3 stride 2 by points */
@@ -1446,13 +1468,14 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e
 
 /* One tile of output row y (T pixels of input row y / 2 from j0; image
  * b's pixels from index `image`), 16 channels from v: bias, max(0, .)
- * when relu, stored. */
+ * when relu, zero where keep (out's layout, or NULL) is not positive,
+ * stored. */
 static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y,
                                                                          int j0, const float *const *parts,
                                                                          const int *channels, int n_parts,
                                                                          size_t image, const float *weight,
                                                                          const float *bias, const dae_conv_geom *g,
-                                                                         int v, int relu) {
+                                                                         int v, int relu, const float *keep) {
     vec16 e[PHASE_TILE], o[PHASE_TILE];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
@@ -1467,28 +1490,31 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *
             phases_row(e, o, T, right, parts, channels, n_parts, row + g->in_w, w, k, g->out_c);
     }
     vec16 b = bias != NULL ? *(const uvec16 *)(bias + v) : (vec16){0};
-    float *d = out + ((size_t)y * g->out_w + 2 * j0) * g->out_c + v;
+    size_t at = ((size_t)y * g->out_w + 2 * j0) * g->out_c + v;
+    float *d = out + at;
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) {
+        size_t e_at = (size_t)2 * t * g->out_c, o_at = (size_t)(2 * t + 1) * g->out_c;
         vec16 even = e[t] + b, odd = o[t] + b;
         if (relu) even = (vec16)((ivec16)even & (even > 0.0f)), odd = (vec16)((ivec16)odd & (odd > 0.0f));
-        *(uvec16 *)(d + (size_t)2 * t * g->out_c) = even;
-        if (2 * (j0 + t) + 1 < g->out_w) *(uvec16 *)(d + (size_t)(2 * t + 1) * g->out_c) = odd;
+        *(uvec16 *)(d + e_at) = keep != NULL ? KEPT(even, keep + at + e_at) : even;
+        if (2 * (j0 + t) + 1 < g->out_w) *(uvec16 *)(d + o_at) = keep != NULL ? KEPT(odd, keep + at + o_at) : odd;
     }
 }
 
 HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
                                                               const int *channels, int n_parts,
                                                               const float *restrict weight, const float *restrict bias,
-                                                              const dae_conv_geom *g, int relu) {
+                                                              const dae_conv_geom *g, int relu, const float *keep) {
     size_t in_image = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
     for (int b = 0; b < g->batch; b++)
         for (int v = 0; v < g->out_c; v += 16)
             for (int y = 0; y < g->out_h; y++)
                 for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) {
                     float *o = out + b * out_image;
+                    const float *ko = keep != NULL ? keep + b * out_image : NULL;
                     size_t image = b * in_image;
-#define PHASES_TILE(T) phases_tile(o, T, y, j0, parts, channels, n_parts, image, weight, bias, g, v, relu)
+#define PHASES_TILE(T) phases_tile(o, T, y, j0, parts, channels, n_parts, image, weight, bias, g, v, relu, ko)
                     PHASE_TILES(g->in_w - j0, PHASES_TILE)
 #undef PHASES_TILE
                 }
@@ -1589,9 +1615,11 @@ enum { PHASE_VECTORS = 2 };
  * gradients go to dst[v] (pixel n0's 16 channels, a pixel every step[v]
  * floats); wt (9 * OC, IC) at the first vector's channels; dout one
  * image's. */
-static inline __attribute__((always_inline)) FUSED_MADD void phases_back_tile(float *const *dst, const int *step,
-                                                                              int T, int V, const float *dout,
-                                                                              const float *wt, int m, int n0,
+static inline __attribute__((always_inline)) FUSED_MADD void phases_back_tile(float *const *dst,
+                                                                              const float *const *keep,
+                                                                              const int *step, int T, int V,
+                                                                              const float *dout, const float *wt,
+                                                                              int m, int n0,
                                                                               const dae_conv_geom *g) {
     vec16 acc[PHASE_TILE][PHASE_VECTORS];
 #pragma GCC unroll 8
@@ -1624,14 +1652,18 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_back_tile(fl
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++)
 #pragma GCC unroll 2
-        for (int v = 0; v < V; v++) *(uvec16 *)(dst[v] + (size_t)t * step[v]) = acc[t][v];
+        for (int v = 0; v < V; v++)
+            *(uvec16 *)(dst[v] + (size_t)t * step[v]) =
+                keep != NULL ? KEPT(acc[t][v], keep[v] + (size_t)t * step[v]) : acc[t][v];
 }
 
 /* dins[q] (B, H, W, channels[q]) = the input gradient of the parts whose
- * gradient is wanted; wt the weight transposed, (9 * OC, IC). */
-HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const float *dout, const int *channels,
-                                                       int n_parts, const float *restrict wt,
-                                                       const dae_conv_geom *g) {
+ * gradient is wanted; wt the weight transposed, (9 * OC, IC). With keeps
+ * (or NULL), zero where keeps[q] (dins[q]'s layout: a ReLU's output) is
+ * not positive. */
+HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const float *const *keeps,
+                                                       const float *dout, const int *channels, int n_parts,
+                                                       const float *restrict wt, const dae_conv_geom *g) {
     /* the vectors wanted: their part, and their first channel within the
      * part and within the input */
     enum { MOST = PATCHES_WEIGHT_MAX / (9 * 16) / 16 }; /* the weight's bound with OC >= 16 */
@@ -1646,15 +1678,19 @@ HOT FUSED_MADD static void conv_transpose2d_input_grad(float *const *dins, const
                 for (int u = 0; u < n_vec; u += PHASE_VECTORS) {
                     int V = n_vec - u < PHASE_VECTORS ? n_vec - u : PHASE_VECTORS;
                     float *dst[PHASE_VECTORS];
+                    const float *keep[PHASE_VECTORS];
                     int step[PHASE_VECTORS];
                     for (int v = 0; v < V; v++) {
                         int q = part[u + v];
+                        size_t at = (b * in_image + (size_t)m * g->in_w + n0) * channels[q] + first[u + v];
                         step[v] = channels[q];
-                        dst[v] = dins[q] + (b * in_image + (size_t)m * g->in_w + n0) * channels[q] + first[u + v];
+                        dst[v] = dins[q] + at;
+                        keep[v] = keeps != NULL ? keeps[q] + at : NULL;
                     }
                     const float *d = dout + b * out_image, *w = wt + column[u];
-#define BACK_TILE(T) phases_back_tile(dst, step, T, PHASE_VECTORS, d, w, m, n0, g)
-#define BACK_TILE_ONE(T) phases_back_tile(dst, step, T, 1, d, w, m, n0, g)
+                    const float *const *kp = keeps != NULL ? keep : NULL;
+#define BACK_TILE(T) phases_back_tile(dst, kp, step, T, PHASE_VECTORS, d, w, m, n0, g)
+#define BACK_TILE_ONE(T) phases_back_tile(dst, kp, step, T, 1, d, w, m, n0, g)
                     if (V == PHASE_VECTORS) {
                         PHASE_TILES(g->in_w - n0, BACK_TILE)
                     } else {
@@ -1682,13 +1718,14 @@ static dae_conv_geom transposed_view(const dae_conv_geom *g) {
 }
 
 static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
-                                     const float *weight, const dae_conv_geom *g) {
+                                     const float *weight, const dae_conv_geom *g, int in_relu) {
     if (g->k_h != 3 || g->k_w != 3 || g->stride_h != 2 || g->stride_w != 2 || g->pad_h != 1 || g->pad_w != 1)
         return 0;
     dae_conv_geom t = transposed_view(g);
     if (!conv_transpose2d_backward_by_phases(&t, &t.in_c, 1)) return 0;
     conv_transpose2d_weight_grad(dweight, in, &dout, &g->out_c, 1, &t);
-    if (din != NULL) conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0);
+    if (din != NULL)
+        conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0, in_relu ? in : NULL);
     return 1;
 }
 
@@ -1729,7 +1766,7 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
         return;
     }
     if (conv_transpose2d_by_phases(g)) {
-        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu);
+        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu, NULL);
         return;
     }
     int k = g->k_h * g->k_w * g->out_c;
@@ -1750,16 +1787,11 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
     }
 }
 
-void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
-                                   const float *dout, const float *in,
-                                   const float *weight, const dae_conv_geom *g,
-                                   float *col) {
-    dae_conv_transpose2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col);
-}
-
-void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
-                                         const float *const *parts, const int *channels, int n_parts,
-                                         const float *weight, const dae_conv_geom *g, float *col) {
+/* dae_conv_transpose2d_backward_parts, with each part's ReLU backward
+ * (parts[q] its output) on dins[q] when in_relu. */
+static void conv_transpose2d_backward(float *const *dins, float *dweight, float *dbias, const float *dout,
+                                      const float *const *parts, const int *channels, int n_parts,
+                                      const float *weight, const dae_conv_geom *g, float *col, int in_relu) {
     /* per chunk: dcol (P, K) = im2col(dout); per part q, its rows of
      * dweight (IC, K) += part^T dcol and dins[q] (P, channels[q]) = dcol
      * (its rows of weight)^T. */
@@ -1770,7 +1802,7 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
             dae_conv_geom v = adjoint_view(g, channels[q]);
             float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
             if (dins[q] != NULL) dae_gemm_transpose(channels[q], k, weight + (size_t)c_first * k, k, wt);
-            one_channel_backward(dweight + (size_t)c_first * k, dins[q], parts[q], dout, wt, &v, col);
+            one_channel_backward(dweight + (size_t)c_first * k, dins[q], parts[q], dout, wt, &v, col, in_relu);
         }
         return;
     }
@@ -1781,7 +1813,7 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
         if (any_dins) {
             float wt[PATCHES_WEIGHT_MAX] __attribute__((aligned(64)));
             dae_gemm_transpose(g->in_c, k, weight, k, wt);
-            conv_transpose2d_input_grad(dins, dout, channels, n_parts, wt, g);
+            conv_transpose2d_input_grad(dins, in_relu ? parts : NULL, dout, channels, n_parts, wt, g);
         }
         return;
     }
@@ -1805,6 +1837,21 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
                 dae_gemm_bias(1, rows, c, k, dcol, k, weight + (size_t)c_first * k, k, dins[q] + row0, c, NULL, 0);
         }
     }
+    for (int q = 0; q < n_parts && in_relu; q++)
+        if (dins[q] != NULL) relu_backward_after(dins[q], parts[q], g, channels[q]);
+}
+
+void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
+                                   const float *dout, const float *in,
+                                   const float *weight, const dae_conv_geom *g,
+                                   float *col, int in_relu) {
+    conv_transpose2d_backward(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col, in_relu);
+}
+
+void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
+                                         const float *const *parts, const int *channels, int n_parts,
+                                         const float *weight, const dae_conv_geom *g, float *col) {
+    conv_transpose2d_backward(dins, dweight, dbias, dout, parts, channels, n_parts, weight, g, col, 0);
 }
 
 /* ---------------------------------------------------------- weight layout */

@@ -81,11 +81,14 @@ void dae_conv_transpose2d_set_points(int on);
 void dae_conv2d_forward(float *out, const float *in, const float *weight, const float *prepared,
                         const float *bias, const dae_conv_geom *g, int relu, float *col);
 /* din (B,H,W,IC) = input gradient (skipped when din is NULL);
- * dweight += dL/dweight; dbias += dL/dbias; dout is (B,OH,OW,OC). */
+ * dweight += dL/dweight; dbias += dL/dbias; dout is (B,OH,OW,OC).
+ * in_relu: in is a ReLU's output (read by nothing else) and din becomes
+ * the gradient of that ReLU's input, zero where in is not positive: the
+ * bits of dae_relu_backward on din, done where the kernels store din. */
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
                          const float *weight, const dae_conv_geom *g,
-                         float *col);
+                         float *col, int in_relu);
 
 /* out (B,OH,OW,OC) = conv_transpose(in (B,H,W,IC), weight (IC,KH,KW,OC))
  * + bias, then max(0, .) when relu is set. */
@@ -118,10 +121,11 @@ void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, flo
                                          const float *const *parts, const int *channels, int n_parts,
                                          const float *weight, const dae_conv_geom *g, float *col);
 
+/* As dae_conv2d_backward, in_relu too. */
 void dae_conv_transpose2d_backward(float *din, float *dweight, float *dbias,
                                    const float *dout, const float *in,
                                    const float *weight, const dae_conv_geom *g,
-                                   float *col);
+                                   float *col, int in_relu);
 
 void dae_conv2d_forward_naive(float *out, const float *in, const float *weight,
                               const float *bias, const dae_conv_geom *g);

@@ -1002,6 +1002,7 @@ static void grad_add(dae_workspace *ws, int k, size_t n) {
  * its share to its inputs, adding where an input has several readers. */
 static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads) {
     int started[DAE_MAX_LAYERS] = {0};
+    int relu_done[DAE_MAX_LAYERS] = {0}; /* by the convolution reading it */
     started[memory_owner(m, m->n_layers - 1)] = 1;
     const int *split = ws->plan.split;
     for (int i = m->n_layers - 1; i >= 0; i--) {
@@ -1032,6 +1033,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
         size_t count = layer_out_size(l) * (size_t)batch;
         int k = l->inputs[0], add = 0;
         if (l->in_place) { /* its input's gradient is the same memory */
+            if (relu_done[i]) continue;
             float *gi = ws->buffers[ws->plan.grad[i]];
             if (l->kind == DAE_LAYER_RELU) dae_relu_backward(gi, gi, y, count);
             else dae_sigmoid_backward(gi, gi, y, count);
@@ -1062,10 +1064,16 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
         dae_conv_geom geom = layer_geom(l, batch);
         const float *x = node_value(ws, k, x0), *w = m->params + l->weight_offset;
         float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
+        /* A ReLU in place whose one reader is this convolution: the
+         * convolution's input gradient is all of its gradient, and the
+         * kernels apply its backward where they store it. */
+        int in_relu = is_conv(l) && din != NULL && !add && m->layers[k].kind == DAE_LAYER_RELU &&
+                      m->layers[k].in_place && m->layers[k].consumers == 1;
+        if (in_relu) relu_done[k] = 1;
         switch (l->kind) {
-        case DAE_LAYER_CONV2D: dae_conv2d_backward(din, gw, gb, g, x, w, &geom, ws->col); break;
+        case DAE_LAYER_CONV2D: dae_conv2d_backward(din, gw, gb, g, x, w, &geom, ws->col, in_relu); break;
         case DAE_LAYER_CONV_TRANSPOSE2D:
-            dae_conv_transpose2d_backward(din, gw, gb, g, x, w, &geom, ws->col);
+            dae_conv_transpose2d_backward(din, gw, gb, g, x, w, &geom, ws->col, in_relu);
             break;
         case DAE_LAYER_RELU:
             if (din != NULL) dae_relu_backward(din, g, y, count);

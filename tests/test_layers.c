@@ -54,13 +54,13 @@ static void check_layer_fixture(const char *name, int naive) {
         dae_conv_transpose2d_backward_naive(dx, dw, db, dy, x, weight, &g);
     } else if (transposed) {
         dae_conv_transpose2d_forward(y, x, weight, NULL, b->data, &g, 0, col);
-        dae_conv_transpose2d_backward(dx, dw, db, dy, x, weight, &g, col);
+        dae_conv_transpose2d_backward(dx, dw, db, dy, x, weight, &g, col, 0);
     } else if (naive) {
         dae_conv2d_forward_naive(y, x, weight, b->data, &g);
         dae_conv2d_backward_naive(dx, dw, db, dy, x, weight, &g);
     } else {
         dae_conv2d_forward(y, x, weight, NULL, b->data, &g, 0, col);
-        dae_conv2d_backward(dx, dw, db, dy, x, weight, &g, col);
+        dae_conv2d_backward(dx, dw, db, dy, x, weight, &g, col, 0);
     }
     nhwc_to_nchw(y_nchw, y, g.batch, g.out_c, out_plane);
     nhwc_to_nchw(dx_nchw, dx, g.batch, g.in_c, in_plane);
@@ -193,12 +193,12 @@ static void check_against_naive(const dae_conv_geom *gp, int transposed, int rel
     if (transposed) {
         dae_conv_transpose2d_forward(y1, x, w, NULL, b, &g, relu, col);
         dae_conv_transpose2d_forward_naive(y2, x, w, b, &g);
-        dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+        dae_conv_transpose2d_backward(dx1, dw1, db1, dy, x, w, &g, col, 0);
         dae_conv_transpose2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
     } else {
         dae_conv2d_forward(y1, x, w, NULL, b, &g, relu, col);
         dae_conv2d_forward_naive(y2, x, w, b, &g);
-        dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col);
+        dae_conv2d_backward(dx1, dw1, db1, dy, x, w, &g, col, 0);
         dae_conv2d_backward_naive(dx2, dw2, db2, dy, x, w, &g);
     }
     if (relu) dae_relu_forward(y2, ny);
@@ -207,9 +207,17 @@ static void check_against_naive(const dae_conv_geom *gp, int transposed, int rel
     assert_close(dx1, dx2, nx, 1e-5 * tol_scale, what);
     assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
     assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
+    /* The input a ReLU's output: the input gradient masked where it is
+     * stored, the bits of dae_relu_backward after the plain backward. */
+    float *masked = malloc(nx * 4), *dx3 = malloc(nx * 4), *dw3 = calloc(nw, 4), *db3 = calloc(g.out_c, 4);
+    dae_relu_backward(masked, dx1, x, nx);
+    if (transposed) dae_conv_transpose2d_backward(dx3, dw3, db3, dy, x, w, &g, col, 1);
+    else dae_conv2d_backward(dx3, dw3, db3, dy, x, w, &g, col, 1);
+    cr_expect(memcmp(dx3, masked, nx * 4) == 0, "%s: the input gradient with the ReLU's backward differs", what);
+    free(masked), free(dx3), free(dw3), free(db3);
     if (!transposed) { /* without the input gradient (a network's first layer) */
         memset(dw1, 0, nw * 4), memset(db1, 0, g.out_c * 4);
-        dae_conv2d_backward(NULL, dw1, db1, dy, x, w, &g, col);
+        dae_conv2d_backward(NULL, dw1, db1, dy, x, w, &g, col, 0);
         assert_close(dw1, dw2, nw, 1e-4 * tol_scale, what);
         assert_close(db1, db2, (size_t)g.out_c, 1e-4 * tol_scale, what);
     }
@@ -385,8 +393,8 @@ static void check_finite_differences(int transposed) {
     float x[80], w[36], b[3], dx[80], dw[36] = {0}, db[3] = {0};
     float *r = malloc(ny * 4), *y = malloc(ny * 4), *col = malloc(4096 * 4);
     fill_random(x, nx, 11), fill_random(w, nw, 12), fill_random(b, 3, 13), fill_random(r, ny, 14);
-    if (transposed) dae_conv_transpose2d_backward(dx, dw, db, r, x, w, &g, col);
-    else dae_conv2d_backward(dx, dw, db, r, x, w, &g, col);
+    if (transposed) dae_conv_transpose2d_backward(dx, dw, db, r, x, w, &g, col, 0);
+    else dae_conv2d_backward(dx, dw, db, r, x, w, &g, col, 0);
     struct { float *p; float *grad; size_t n; const char *name; } groups[] = {
         {x, dx, nx, "input"}, {w, dw, nw, "weight"}, {b, db, 3, "bias"}};
     const float h = 1e-2f;
@@ -812,10 +820,10 @@ static void backward_split_vs_joined(const split_case *c) {
     float *db = calloc((size_t)g.out_c, sizeof(float)), *db_parts = calloc((size_t)g.out_c, sizeof(float));
     float *dins[2] = {dx1, dx2};
     if (c->transposed) {
-        dae_conv_transpose2d_backward(dx, dw, db, dy, x, w, &g, col);
+        dae_conv_transpose2d_backward(dx, dw, db, dy, x, w, &g, col, 0);
         dae_conv_transpose2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
     } else {
-        dae_conv2d_backward(dx, dw, db, dy, x, w, &g, col);
+        dae_conv2d_backward(dx, dw, db, dy, x, w, &g, col, 0);
         dae_conv2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
     }
     const float *dparts[2] = {dx1, dx2};
