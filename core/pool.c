@@ -41,9 +41,7 @@ static int spin_until(_Atomic unsigned long *counter, unsigned long value, int e
     for (;;) {
         for (int i = 0; i < 64; i++) {
             if ((atomic_load_explicit(counter, memory_order_acquire) == value) == equal) return 1;
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            dae_spin_pause();
         }
         if (dae_now_s() > until) return 0;
     }

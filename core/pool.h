@@ -25,4 +25,13 @@ static inline int dae_pool_split(int total, int index, int count) {
     return (int)((long long)total * index / count);
 }
 
+/* One turn of a loop that waits awake for another thread: tells the CPU
+ * so (x86's pause), sparing the other hyperthread and the memory order
+ * machinery. */
+static inline void dae_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 #endif

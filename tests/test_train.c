@@ -117,6 +117,43 @@ Test(train, same_seed_and_threads_give_identical_weights) {
     }
 }
 
+/* Each step's loss, from the progress callback. */
+enum { LOSSES_MAX = 64 };
+typedef struct {
+    int n;
+    double loss[LOSSES_MAX];
+} loss_log;
+
+static void log_step_loss(const dae_train_progress *p, void *user) {
+    loss_log *log = user;
+    if (!p->epoch_done && log->n < LOSSES_MAX) log->loss[log->n++] = p->loss;
+}
+
+/* A thread that has finished its part of a step makes images of the next
+ * step's batch, its own share or another thread's. Every step still
+ * trains on its own batch: with three threads on a batch of 13 (shares of
+ * 5, 4 and 4, the last batch of an epoch 1 image), each step's loss is
+ * one thread's (which makes every image itself) up to the rounding that
+ * three threads' gradient sums add. */
+Test(train, every_step_trains_on_its_batch_whichever_thread_made_the_images) {
+    loss_log one = {0}, three = {0};
+    for (int threads = 1; threads <= 3; threads += 2) {
+        dae_train_config cfg = small_config(2, threads);
+        cfg.batch_size = 13;
+        cfg.limit = 261; /* 20 full steps and one of a single image an epoch */
+        cfg.progress = log_step_loss;
+        cfg.user = threads == 1 ? &one : &three;
+        dae_model m;
+        train_copy(&m, &cfg);
+        dae_model_free(&m);
+    }
+    cr_assert_eq(one.n, 2 * 20, "steps reported (the last of each epoch closes it)");
+    cr_assert_eq(three.n, one.n);
+    for (int i = 0; i < one.n; i++)
+        cr_expect(fabs(three.loss[i] - one.loss[i]) <= 1e-6 * one.loss[i], "step %d: loss %.9g on 3 threads, %.9g on 1",
+                  i + 1, three.loss[i], one.loss[i]);
+}
+
 /* Two epochs straight equal one epoch, a checkpoint, and one more. */
 Test(train, resuming_from_a_checkpoint_continues_exactly) {
     dae_train_config cfg = small_config(2, 2);
