@@ -1997,6 +1997,13 @@ HOT void dae_relu_backward(float *dx, const float *dy, const float *y, size_t n)
     for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+HOT void dae_grad_add(float *dx, const float *dy, const float *y, size_t n) {
+    if (y == NULL)
+        for (size_t i = 0; i < n; i++) dx[i] += dy[i];
+    else
+        for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dx[i] + dy[i] : 0.0f;
+}
+
 /* no-trapping-math lets GCC turn the clamp's comparisons below into
  * min/max and vectorise the loop (dae sets no floating-point traps). */
 #pragma GCC push_options

@@ -144,6 +144,10 @@ void dae_conv_transpose2d_backward_naive(float *din, float *dweight,
  * layer's output y (as PyTorch does); dx may alias dy. */
 void dae_relu_forward(float *x, size_t n);
 void dae_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+/* dx += dy, then, when y is not NULL, the backward of the ReLU whose
+ * output is y on the sum (dx = y > 0 ? dx + dy : 0): a gradient's last
+ * share added where a ReLU's output has several readers. */
+void dae_grad_add(float *dx, const float *dy, const float *y, size_t n);
 
 /* In place: x = 1 / (1 + exp(-x)). Backward: dx = dy * y * (1 - y). */
 void dae_sigmoid_forward(float *x, size_t n);

@@ -990,11 +990,11 @@ static float *grad_destination(const dae_model *m, dae_workspace *ws, int k, int
     return *add ? ws->buffers[ws->plan.scratch] : ws->buffers[ws->plan.grad[k]];
 }
 
-/* Finishes a gradient grad_destination sent to scratch: adds n values. */
-static void grad_add(dae_workspace *ws, int k, size_t n) {
-    float *dst = ws->buffers[ws->plan.grad[k]];
-    const float *src = ws->buffers[ws->plan.scratch];
-    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+/* Finishes a gradient grad_destination sent to scratch: adds n values,
+ * and when relu_out is not NULL (layer k a ReLU in place, this its last
+ * share) the ReLU's backward with them. */
+static void grad_add(dae_workspace *ws, int k, size_t n, const float *relu_out) {
+    dae_grad_add(ws->buffers[ws->plan.grad[k]], ws->buffers[ws->plan.scratch], relu_out, n);
 }
 
 /* Backward through the layers, last to first: each layer's gradient is
@@ -1002,7 +1002,8 @@ static void grad_add(dae_workspace *ws, int k, size_t n) {
  * its share to its inputs, adding where an input has several readers. */
 static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads) {
     int started[DAE_MAX_LAYERS] = {0};
-    int relu_done[DAE_MAX_LAYERS] = {0}; /* by the convolution reading it */
+    int shares[DAE_MAX_LAYERS] = {0};    /* readers whose gradient a layer has had */
+    int relu_done[DAE_MAX_LAYERS] = {0}; /* by the convolution reading it or the last share's add */
     started[memory_owner(m, m->n_layers - 1)] = 1;
     const int *split = ws->plan.split;
     for (int i = m->n_layers - 1; i >= 0; i--) {
@@ -1018,7 +1019,10 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
             for (int q = 0; q < joined->n_inputs; q++) {
                 int k = joined->inputs[q];
                 dins[q] = k == DAE_NETWORK_INPUT ? NULL : ws->buffers[ws->plan.grad[k]];
-                if (k != DAE_NETWORK_INPUT) started[memory_owner(m, k)] = 1; /* its sum begins here (concat_split) */
+                if (k != DAE_NETWORK_INPUT) {
+                    started[memory_owner(m, k)] = 1; /* its sum begins here (concat_split) */
+                    shares[k]++;
+                }
             }
             dae_conv_geom geom = layer_geom(l, batch);
             const float *w = m->params + l->weight_offset;
@@ -1050,10 +1054,11 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
                     if (l->kind == DAE_LAYER_CONCAT)
                         dae_concat_backward(din, g, pixels, l->out_c, c_first, c, started[owner]);
                     else if (started[owner])
-                        for (size_t j = 0; j < count; j++) din[j] += g[j];
+                        dae_grad_add(din, g, NULL, count);
                     else
                         memcpy(din, g, count * sizeof(float));
                     started[owner] = 1;
+                    shares[kq]++;
                 }
                 c_first += c;
             }
@@ -1083,7 +1088,13 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
             break;
         default: break;
         }
-        if (add) grad_add(ws, k, in_count);
+        if (k != DAE_NETWORK_INPUT) shares[k]++;
+        if (add) { /* with the ReLU's backward when this is its gradient's last share */
+            int relu_last = m->layers[k].kind == DAE_LAYER_RELU && m->layers[k].in_place &&
+                            shares[k] == m->layers[k].consumers;
+            if (relu_last) relu_done[k] = 1;
+            grad_add(ws, k, in_count, relu_last ? node_value(ws, k, x0) : NULL);
+        }
     }
 }
 
