@@ -1069,12 +1069,15 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
         dae_conv_geom geom = layer_geom(l, batch);
         const float *x = node_value(ws, k, x0), *w = m->params + l->weight_offset;
         float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
-        /* A ReLU in place whose one reader is this convolution: the
-         * convolution's input gradient is all of its gradient, and the
-         * kernels apply its backward where they store it. */
-        int in_relu = is_conv(l) && din != NULL && !add && m->layers[k].kind == DAE_LAYER_RELU &&
-                      m->layers[k].in_place && m->layers[k].consumers == 1;
-        if (in_relu) relu_done[k] = 1;
+        /* When layer k is a ReLU in place and this is its gradient's last
+         * share, the ReLU's backward goes with it: in the convolution's
+         * kernels as they store din when this is the only share, or in the
+         * add of scratch. */
+        if (k != DAE_NETWORK_INPUT) shares[k]++;
+        int relu_last = k != DAE_NETWORK_INPUT && m->layers[k].kind == DAE_LAYER_RELU && m->layers[k].in_place &&
+                        shares[k] == m->layers[k].consumers;
+        int in_relu = relu_last && !add && is_conv(l);
+        if (in_relu || (relu_last && add)) relu_done[k] = 1;
         switch (l->kind) {
         case DAE_LAYER_CONV2D: dae_conv2d_backward(din, gw, gb, g, x, w, &geom, ws->col, in_relu); break;
         case DAE_LAYER_CONV_TRANSPOSE2D:
@@ -1088,13 +1091,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
             break;
         default: break;
         }
-        if (k != DAE_NETWORK_INPUT) shares[k]++;
-        if (add) { /* with the ReLU's backward when this is its gradient's last share */
-            int relu_last = m->layers[k].kind == DAE_LAYER_RELU && m->layers[k].in_place &&
-                            shares[k] == m->layers[k].consumers;
-            if (relu_last) relu_done[k] = 1;
-            grad_add(ws, k, in_count, relu_last ? node_value(ws, k, x0) : NULL);
-        }
+        if (add) grad_add(ws, k, in_count, relu_last ? x : NULL);
     }
 }
 

@@ -22,9 +22,11 @@ void dae_rng_seed(dae_rng *r, uint64_t seed, uint64_t stream) {
     r->spare_normal = 0.0f;
 }
 
-uint64_t dae_rng_next(dae_rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
+/* xoshiro256**'s output: its scrambling of the state's word s[1]. */
+static inline uint64_t scramble(uint64_t s1) { return rotl(s1 * 5, 7) * 9; }
+
+/* One step of xoshiro256**'s state. */
+static inline void advance(uint64_t *s) {
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
     s[3] ^= s[1];
@@ -32,6 +34,11 @@ uint64_t dae_rng_next(dae_rng *r) {
     s[0] ^= s[3];
     s[2] ^= t;
     s[3] = rotl(s[3], 45);
+}
+
+uint64_t dae_rng_next(dae_rng *r) {
+    uint64_t result = scramble(r->s[1]);
+    advance(r->s);
     return result;
 }
 
@@ -97,7 +104,7 @@ static inline void sincos_turn(float f, float *c, float *s) {
 
 HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
     enum { BLOCK = 128 };
-    uint64_t s0 = r->s[0], s1 = r->s[1], s2 = r->s[2], s3 = r->s[3];
+    uint64_t state[4] = {r->s[0], r->s[1], r->s[2], r->s[3]}; /* a copy in registers */
     while (n > 0) {
         size_t pairs = (n + 1) / 2 < BLOCK ? (n + 1) / 2 : BLOCK;
         /* The generator's steps are a serial chain, so this loop does only
@@ -108,18 +115,12 @@ HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
          * and conversions in it having been most of the time. */
         uint64_t word[BLOCK];
         for (size_t i = 0; i < pairs; i++) {
-            word[i] = s1;
-            uint64_t t = s1 << 17;
-            s2 ^= s0;
-            s3 ^= s1;
-            s1 ^= s2;
-            s0 ^= s3;
-            s2 ^= t;
-            s3 = rotl(s3, 45);
+            word[i] = state[1];
+            advance(state);
         }
         float u1[BLOCK], u2[BLOCK];
         for (size_t i = 0; i < pairs; i++) {
-            uint64_t v = rotl(word[i] * 5, 7) * 9;
+            uint64_t v = scramble(word[i]);
             /* Two 24-bit uniforms from one draw; u1 in (0, 1] so log is
              * finite. Both integers are below 2^25: exact as floats. */
             u1[i] = (float)(int32_t)((v >> 40) + 1) * (1.0f / 16777216.0f);
@@ -143,5 +144,5 @@ HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
         out += written;
         n -= written;
     }
-    r->s[0] = s0, r->s[1] = s1, r->s[2] = s2, r->s[3] = s3;
+    for (int k = 0; k < 4; k++) r->s[k] = state[k];
 }

@@ -183,8 +183,10 @@ static void step_update(void *arg, int index, int count) {
     make_next_while_waiting(c, index, count);
 }
 
-/* Makes b the batch order[start .. start + count) with no image made. */
-static void images_reset(step_images *b, int start, int count) {
+/* Makes b the batch order[start .. start + batch) of n images (fewer at
+ * the end, none past it) with no image made. */
+static void images_reset(step_images *b, int start, int batch, int n) {
+    int count = start >= n ? 0 : n - start < batch ? n - start : batch;
     b->start = start;
     b->count = count;
     for (int i = 0; i < count; i++) atomic_store_explicit(&b->state[i], IMAGE_FREE, memory_order_relaxed);
@@ -297,11 +299,8 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
              * other. */
             c.now = &c.images[step % 2];
             c.next = &c.images[(step + 1) % 2];
-            if (step == 0) images_reset(c.now, 0, n_train < batch ? n_train : batch);
-            int next_start = (int)((step + 1) * batch);
-            images_reset(c.next, next_start, step + 1 < p.steps_per_epoch
-                                                 ? (n_train - next_start < batch ? n_train - next_start : batch)
-                                                 : 0);
+            if (step == 0) images_reset(c.now, 0, batch, n_train);
+            images_reset(c.next, (int)((step + 1) * batch), batch, n_train);
             atomic_store(&c.threads_done, 0);
             dae_pool_run(pool, step_pass, &c);
             dae_adam_begin_step(&s->adam);
