@@ -90,7 +90,7 @@ void dae_train_state_free(dae_train_state *s) { dae_adam_free(&s->adam); }
  * once by whichever thread claims it: the thread whose share it is, at the
  * start of its pass, or - for the next step's batch - a thread that has
  * finished its part of this step and would otherwise wait for the others.
- * Two threads spent 3% of a seed network epoch waiting (perf); now 29-39k
+ * Two threads spent 3% of a seed network epoch waiting (perf); now 30-38k
  * of its 60k images are made in those waits, 1.7-2.7% more images/s (10
  * and 12 epochs each way, alternating). Made from the thread's own share
  * first: making them in batch order, so that most crossed to the other
