@@ -934,16 +934,24 @@ static int conv2d_to_one_channel_by_adjoint(const dae_conv_geom *g, float *const
     return vectors > 0;
 }
 
+/* The backward of a ReLU whose output is x, in place on its gradient dx:
+ * for the paths that do not take it where they store dx. */
+static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *g, int channels) {
+    dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
+}
+
 static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, const float *dout,
                                            const float *const *parts, const int *channels, int n_parts,
-                                           const float *weight, const dae_conv_geom *g, float *col) {
+                                           const float *weight, const dae_conv_geom *g, float *col,
+                                           unsigned relu_parts) {
     int taps = g->k_h * g->k_w, hp, wp;
     for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
-        int n = channels[q];
+        int n = channels[q], relu = dins[q] != NULL && (relu_parts >> q & 1);
         dae_conv_geom v = adjoint_view(g, n);
         if (!one_channel_image(&v)) {
             conv2d_taps_backward(dins + q, dweight + c_first, dout, parts + q, channels + q, 1, weight + c_first, g,
                                  col);
+            if (relu) relu_backward_after(dins[q], parts[q], g, n);
             continue;
         }
         /* tap t of the adjoint is the layer's tap taps - 1 - t; dw (n, taps)
@@ -953,7 +961,7 @@ static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, c
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < n; c++) wt[t * n + c] = weight[(size_t)(taps - 1 - t) * g->in_c + c_first + c];
         memset(dw, 0, sizeof(float) * n * taps);
-        one_channel_backward(dw, dins[q], parts[q], dout, wt, &v, col, 0);
+        one_channel_backward(dw, dins[q], parts[q], dout, wt, &v, col, relu);
         for (int t = 0; t < taps; t++)
             for (int c = 0; c < n; c++) dweight[(size_t)(taps - 1 - t) * g->in_c + c_first + c] += dw[c * taps + t];
     }
@@ -961,12 +969,15 @@ static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, c
 
 void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
                                const float *const *parts, const int *channels, int n_parts, const float *weight,
-                               const dae_conv_geom *g, float *col) {
+                               const dae_conv_geom *g, float *col, unsigned relu_parts) {
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);
-    if (conv2d_to_one_channel_by_adjoint(g, dins, channels, n_parts))
-        conv2d_to_one_channel_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
-    else
-        conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
+    if (conv2d_to_one_channel_by_adjoint(g, dins, channels, n_parts)) {
+        conv2d_to_one_channel_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col, relu_parts);
+        return;
+    }
+    conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
+    for (int q = 0; q < n_parts; q++)
+        if (dins[q] != NULL && (relu_parts >> q & 1)) relu_backward_after(dins[q], parts[q], g, channels[q]);
 }
 
 /* The backward of a conv2d at stride 2 with a 3x3 kernel and padding 1
@@ -974,12 +985,6 @@ void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias,
  * (below, after the phases). */
 static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
                                      const float *weight, const dae_conv_geom *g, int in_relu);
-
-/* The backward of a ReLU whose output is x, in place on its gradient dx:
- * for the paths that do not take it where they store dx. */
-static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *g, int channels) {
-    dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
-}
 
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
@@ -991,8 +996,7 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
     in_relu = in_relu && din != NULL;
     patch_geom p = conv_patches(g);
     if (conv2d_by_taps(g, &p)) {
-        dae_conv2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col);
-        if (in_relu) relu_backward_after(din, in, g, g->in_c);
+        dae_conv2d_backward_parts(&din, dweight, dbias, dout, &in, &g->in_c, 1, weight, g, col, in_relu);
         return;
     }
     sum_rows(dbias, dout, (size_t)g->batch * g->out_h * g->out_w, g->out_c);

@@ -113,10 +113,12 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
  * NULL); dweight and dbias added to as by dae_*_backward. Training reads
  * a concatenation where its inputs lie too, and writes their gradients
  * where they lie. A conv2d's backward takes parts when
- * dae_conv2d_takes_parts. */
+ * dae_conv2d_takes_parts; for each bit q of relu_parts, parts[q] is an
+ * in-place ReLU's output and dins[q] gets that ReLU's backward too (the
+ * one-channel adjoint does it as it stores dins[q]). */
 void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
                                const float *const *parts, const int *channels, int n_parts, const float *weight,
-                               const dae_conv_geom *g, float *col);
+                               const dae_conv_geom *g, float *col, unsigned relu_parts);
 void dae_conv_transpose2d_backward_parts(float *const *dins, float *dweight, float *dbias, const float *dout,
                                          const float *const *parts, const int *channels, int n_parts,
                                          const float *weight, const dae_conv_geom *g, float *col);

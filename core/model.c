@@ -997,6 +997,8 @@ static void grad_add(dae_workspace *ws, int k, size_t n, const float *relu_out) 
     dae_grad_add(ws->buffers[ws->plan.grad[k]], ws->buffers[ws->plan.scratch], relu_out, n);
 }
 
+static int relu_in_place(const dae_layer *l) { return l->kind == DAE_LAYER_RELU && l->in_place; }
+
 /* Backward through the layers, last to first: each layer's gradient is
  * complete when it is reached (its readers all come later), and it passes
  * its share to its inputs, adding where an input has several readers. */
@@ -1015,6 +1017,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
             const float *ins[DAE_MAX_INPUTS];
             float *dins[DAE_MAX_INPUTS];
             int channels[DAE_MAX_INPUTS];
+            unsigned relu_parts = 0; /* a conv2d's parts whose ReLU's backward it takes */
             layer_inputs(m, ws, joined, x0, ins, channels);
             for (int q = 0; q < joined->n_inputs; q++) {
                 int k = joined->inputs[q];
@@ -1022,13 +1025,19 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
                 if (k != DAE_NETWORK_INPUT) {
                     started[memory_owner(m, k)] = 1; /* its sum begins here (concat_split) */
                     shares[k]++;
+                    if (l->kind == DAE_LAYER_CONV2D && relu_in_place(&m->layers[k]) &&
+                        shares[k] == m->layers[k].consumers) {
+                        relu_parts |= 1u << q;
+                        relu_done[k] = 1;
+                    }
                 }
             }
             dae_conv_geom geom = layer_geom(l, batch);
             const float *w = m->params + l->weight_offset;
             float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
             if (l->kind == DAE_LAYER_CONV2D)
-                dae_conv2d_backward_parts(dins, gw, gb, g, ins, channels, joined->n_inputs, w, &geom, ws->col);
+                dae_conv2d_backward_parts(dins, gw, gb, g, ins, channels, joined->n_inputs, w, &geom, ws->col,
+                                          relu_parts);
             else
                 dae_conv_transpose2d_backward_parts(dins, gw, gb, g, ins, channels, joined->n_inputs, w, &geom,
                                                     ws->col);
@@ -1074,8 +1083,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
          * kernels as they store din when this is the only share, or in the
          * add of scratch. */
         if (k != DAE_NETWORK_INPUT) shares[k]++;
-        int relu_last = k != DAE_NETWORK_INPUT && m->layers[k].kind == DAE_LAYER_RELU && m->layers[k].in_place &&
-                        shares[k] == m->layers[k].consumers;
+        int relu_last = k != DAE_NETWORK_INPUT && relu_in_place(&m->layers[k]) && shares[k] == m->layers[k].consumers;
         int in_relu = relu_last && !add && is_conv(l);
         if (in_relu || (relu_last && add)) relu_done[k] = 1;
         switch (l->kind) {

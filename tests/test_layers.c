@@ -824,7 +824,7 @@ static void backward_split_vs_joined(const split_case *c) {
         dae_conv_transpose2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
     } else {
         dae_conv2d_backward(dx, dw, db, dy, x, w, &g, col, 0);
-        dae_conv2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+        dae_conv2d_backward_parts(dins, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col, 0);
     }
     const float *dparts[2] = {dx1, dx2};
     dae_concat_forward(dx_parts, dparts, channels, 2, pixels);
@@ -842,10 +842,27 @@ static void backward_split_vs_joined(const split_case *c) {
     if (c->transposed)
         dae_conv_transpose2d_backward_parts(dins_first, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
     else
-        dae_conv2d_backward_parts(dins_first, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col);
+        dae_conv2d_backward_parts(dins_first, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col, 0);
     strcat(what, ", the second part's gradient not wanted");
     assert_close(dx1_alone, dx1, pixels * channels[0], 1e-5, what);
     assert_close(dw_parts, dw, wn, 1e-4, what);
+    if (!c->transposed) { /* the parts taken as ReLU outputs: their backward done with the parts' */
+        size_t n1 = pixels * channels[0], n2 = pixels * channels[1];
+        float *relu1 = malloc(sizeof(float) * n1), *relu2 = malloc(sizeof(float) * n2);
+        float *first_relu[2] = {relu1, NULL}, *both_relu[2] = {relu1, relu2};
+        dae_conv2d_backward_parts(first_relu, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col, 3u);
+        dae_relu_backward(dx1_alone, dx1_alone, d.x1, n1); /* (the one-channel adjoint's, when it runs) */
+        cr_assert(memcmp(relu1, dx1_alone, sizeof(float) * n1) == 0,
+                  "%s: the first part's ReLU backward taken in the backward differs from the ReLU's own after it",
+                  what);
+        dae_conv2d_backward_parts(both_relu, dw_parts, db_parts, dy, parts, channels, 2, w, &g, col, 3u);
+        dae_relu_backward(dx1, dx1, d.x1, n1);
+        dae_relu_backward(dx2, dx2, d.x2, n2);
+        cr_assert(memcmp(relu1, dx1, sizeof(float) * n1) == 0 && memcmp(relu2, dx2, sizeof(float) * n2) == 0,
+                  "%s, both parts' gradients: a ReLU backward taken in the backward differs from the ReLU's own "
+                  "after it", what);
+        free(relu1), free(relu2);
+    }
     free(dx1_alone);
     free(dx), free(dx_parts), free(dx1), free(dx2), free(dw), free(dw_parts), free(db), free(db_parts);
     split_data_free(&d);
