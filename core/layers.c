@@ -940,6 +940,44 @@ static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *
     dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
 }
 
+/* The weight gradient of a part of a few channels whose own gradient is
+ * not wanted (the network's input, as the U-Net's last layer reads it):
+ * per channel, each tap's a sum over the batch of the output gradient's
+ * rows times the padded channel's rows at the tap's offset, 16 pixels at
+ * a time. The taps backward placed the output gradient in 9 planes and
+ * multiplied them with the BLAS for these 9 numbers: 2% of a U-Net
+ * training epoch. col holds the padded channel and a vector's overrun. */
+HOT FUSED_MADD static void conv2d_to_one_channel_weight_grad(float *dweight, const float *dout, const float *part,
+                                                             int channels, int c_first, const dae_conv_geom *g,
+                                                             float *col) {
+    int hp, wp, taps = g->k_h * g->k_w;
+    patches_padded_size(g, &hp, &wp);
+    memset(col + (size_t)hp * wp, 0, sizeof(float) * 16); /* the last rows' loads overrun: zeros */
+    zero_border(col, g, 1);
+    for (int c = 0; c < channels; c++) {
+        vec16 acc[ONE_CHANNEL_TAPS_MAX] = {0};
+        for (int b = 0; b < g->batch; b++) {
+            pad_channels(col, &part, &channels, 1, g, b, c, 1);
+            for (int y = 0; y < g->out_h; y++) {
+                const float *d_row = dout + ((size_t)b * g->out_h + y) * g->out_w;
+                for (int x = 0; x < g->out_w; x += 16) {
+                    vec16 d = {0};
+                    memcpy(&d, d_row + x, sizeof(float) * (g->out_w - x < 16 ? g->out_w - x : 16));
+                    const float *px = col + (size_t)y * wp + x;
+                    for (int i = 0; i < g->k_h; i++)
+                        for (int j = 0; j < g->k_w; j++)
+                            acc[i * g->k_w + j] += d * *(const uvec16 *)(px + (size_t)i * wp + j);
+                }
+            }
+        }
+        for (int t = 0; t < taps; t++) {
+            float sum = 0.0f;
+            for (int l = 0; l < 16; l++) sum += acc[t][l];
+            dweight[(size_t)t * g->in_c + c_first + c] += sum;
+        }
+    }
+}
+
 static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, const float *dout,
                                            const float *const *parts, const int *channels, int n_parts,
                                            const float *weight, const dae_conv_geom *g, float *col,
@@ -948,6 +986,10 @@ static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, c
     for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
         int n = channels[q], relu = dins[q] != NULL && (relu_parts >> q & 1);
         dae_conv_geom v = adjoint_view(g, n);
+        if (!one_channel_image(&v) && dins[q] == NULL && taps <= ONE_CHANNEL_TAPS_MAX) {
+            conv2d_to_one_channel_weight_grad(dweight, dout, parts[q], n, c_first, g, col);
+            continue;
+        }
         if (!one_channel_image(&v)) {
             conv2d_taps_backward(dins + q, dweight + c_first, dout, parts + q, channels + q, 1, weight + c_first, g,
                                  col);
