@@ -947,6 +947,37 @@ static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *
  * a time. The taps backward placed the output gradient in 9 planes and
  * multiplied them with the BLAS for these 9 numbers: 2% of a U-Net
  * training epoch. col holds the padded channel and a vector's overrun. */
+/* acc[t] += one image's output gradient dout (out_h x out_w) times its
+ * padded channel at tap t's offset, 16 pixels of a row at a time (a
+ * row's last vector masked: read on into the next row, but for the
+ * batch's last row, copied); kh and kw constants when inlined. */
+static inline __attribute__((always_inline)) FUSED_MADD void one_channel_rows_taps_sum(vec16 *restrict acc,
+                                                                                       const float *restrict dout,
+                                                                                       const float *restrict padded,
+                                                                                       int wp, const dae_conv_geom *g,
+                                                                                       int last_image, int kh, int kw) {
+    for (int y = 0; y < g->out_h; y++) {
+        const float *d_row = dout + (size_t)y * g->out_w;
+        for (int x = 0; x < g->out_w; x += 16) {
+            int n = g->out_w - x < 16 ? g->out_w - x : 16;
+            vec16 d = {0};
+            if (n == 16) {
+                d = *(const uvec16 *)(d_row + x);
+            } else if (!last_image || y + 1 < g->out_h) {
+                ivec16 live;
+                for (int l = 0; l < 16; l++) live[l] = l < n ? -1 : 0;
+                d = *(const uvec16 *)(d_row + x);
+                d = (vec16)((ivec16)d & live);
+            } else {
+                memcpy(&d, d_row + x, sizeof(float) * n);
+            }
+            const float *px = padded + (size_t)y * wp + x;
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++) acc[i * kw + j] += d * *(const uvec16 *)(px + (size_t)i * wp + j);
+        }
+    }
+}
+
 HOT FUSED_MADD static void conv2d_to_one_channel_weight_grad(float *dweight, const float *dout, const float *part,
                                                              int channels, int c_first, const dae_conv_geom *g,
                                                              float *col) {
@@ -958,17 +989,10 @@ HOT FUSED_MADD static void conv2d_to_one_channel_weight_grad(float *dweight, con
         vec16 acc[ONE_CHANNEL_TAPS_MAX] = {0};
         for (int b = 0; b < g->batch; b++) {
             pad_channels(col, &part, &channels, 1, g, b, c, 1);
-            for (int y = 0; y < g->out_h; y++) {
-                const float *d_row = dout + ((size_t)b * g->out_h + y) * g->out_w;
-                for (int x = 0; x < g->out_w; x += 16) {
-                    vec16 d = {0};
-                    memcpy(&d, d_row + x, sizeof(float) * (g->out_w - x < 16 ? g->out_w - x : 16));
-                    const float *px = col + (size_t)y * wp + x;
-                    for (int i = 0; i < g->k_h; i++)
-                        for (int j = 0; j < g->k_w; j++)
-                            acc[i * g->k_w + j] += d * *(const uvec16 *)(px + (size_t)i * wp + j);
-                }
-            }
+            const float *d = dout + (size_t)b * g->out_h * g->out_w;
+            int last = b == g->batch - 1;
+            if (g->k_h == 3 && g->k_w == 3) one_channel_rows_taps_sum(acc, d, col, wp, g, last, 3, 3);
+            else one_channel_rows_taps_sum(acc, d, col, wp, g, last, g->k_h, g->k_w);
         }
         for (int t = 0; t < taps; t++) {
             float sum = 0.0f;
