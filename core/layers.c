@@ -940,13 +940,6 @@ static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *
     dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
 }
 
-/* The weight gradient of a part of a few channels whose own gradient is
- * not wanted (the network's input, as the U-Net's last layer reads it):
- * per channel, each tap's a sum over the batch of the output gradient's
- * rows times the padded channel's rows at the tap's offset, 16 pixels at
- * a time. The taps backward placed the output gradient in 9 planes and
- * multiplied them with the BLAS for these 9 numbers: 2% of a U-Net
- * training epoch. col holds the padded channel and a vector's overrun. */
 /* acc[t] += one image's output gradient dout (out_h x out_w) times its
  * padded channel at tap t's offset, 16 pixels of a row at a time (a
  * row's last vector masked: read on into the next row, but for the
@@ -978,6 +971,13 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_rows_ta
     }
 }
 
+/* The weight gradient of a part of a few channels whose own gradient is
+ * not wanted (the network's input, as the U-Net's last layer reads it):
+ * per channel, each tap's a sum over the batch of the output gradient's
+ * rows times the padded channel's rows at the tap's offset, 16 pixels at
+ * a time. The taps backward placed the output gradient in 9 planes and
+ * multiplied them with the BLAS for these 9 numbers: 2% of a U-Net
+ * training epoch. col holds the padded channel and a vector's overrun. */
 HOT FUSED_MADD static void conv2d_to_one_channel_weight_grad(float *dweight, const float *dout, const float *part,
                                                              int channels, int c_first, const dae_conv_geom *g,
                                                              float *col) {
