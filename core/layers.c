@@ -686,14 +686,24 @@ static void conv2d_taps_backward_chunk(float *const *dins, float *dweight, const
     }
 }
 
+/* The backward of a ReLU whose output is x, in place on its gradient dx:
+ * for the paths that do not take it where they store dx. */
+static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *g, int channels) {
+    dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
+}
+
+/* The taps backward over the batch, then the ReLU's backward on dins[q]
+ * for each bit q of relu_parts (dae_conv2d_backward_parts). */
 static void conv2d_taps_backward(float *const *dins, float *dweight, const float *dout, const float *const *parts,
                                  const int *channels, int n_parts, const float *weight, const dae_conv_geom *g,
-                                 float *dtaps) {
+                                 float *dtaps, unsigned relu_parts) {
     int per = chunk_images((size_t)g->in_h * g->in_w * g->out_c * g->k_h * g->k_w);
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
         conv2d_taps_backward_chunk(dins, dweight, dout, parts, channels, n_parts, weight, g, b0, nb, dtaps);
     }
+    for (int q = 0; q < n_parts; q++)
+        if (dins[q] != NULL && (relu_parts >> q & 1)) relu_backward_after(dins[q], parts[q], g, channels[q]);
 }
 
 /* A convolution reads its patches where the image lies: dae_gemm_patches
@@ -934,12 +944,6 @@ static int conv2d_to_one_channel_by_adjoint(const dae_conv_geom *g, float *const
     return vectors > 0;
 }
 
-/* The backward of a ReLU whose output is x, in place on its gradient dx:
- * for the paths that do not take it where they store dx. */
-static void relu_backward_after(float *dx, const float *x, const dae_conv_geom *g, int channels) {
-    dae_relu_backward(dx, dx, x, (size_t)g->batch * g->in_h * g->in_w * channels);
-}
-
 /* acc[t] += one image's output gradient dout (out_h x out_w) times its
  * padded channel at tap t's offset, 16 pixels of a row at a time (a
  * row's last vector masked: read on into the next row, but for the
@@ -949,6 +953,8 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_rows_ta
                                                                                        const float *restrict padded,
                                                                                        int wp, const dae_conv_geom *g,
                                                                                        int last_image, int kh, int kw) {
+    ivec16 live; /* a row's last vector's lanes inside the row */
+    for (int l = 0; l < 16; l++) live[l] = l < (g->out_w - 1) % 16 + 1 ? -1 : 0;
     for (int y = 0; y < g->out_h; y++) {
         const float *d_row = dout + (size_t)y * g->out_w;
         for (int x = 0; x < g->out_w; x += 16) {
@@ -957,8 +963,6 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_rows_ta
             if (n == 16) {
                 d = *(const uvec16 *)(d_row + x);
             } else if (!last_image || y + 1 < g->out_h) {
-                ivec16 live;
-                for (int l = 0; l < 16; l++) live[l] = l < n ? -1 : 0;
                 d = *(const uvec16 *)(d_row + x);
                 d = (vec16)((ivec16)d & live);
             } else {
@@ -976,7 +980,7 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_rows_ta
  * per channel, each tap's a sum over the batch of the output gradient's
  * rows times the padded channel's rows at the tap's offset, 16 pixels at
  * a time. The taps backward placed the output gradient in 9 planes and
- * multiplied them with the BLAS for these 9 numbers: 2% of a U-Net
+ * multiplied them with the BLAS for these 9 numbers: ~2% of a U-Net
  * training epoch. col holds the padded channel and a vector's overrun. */
 HOT FUSED_MADD static void conv2d_to_one_channel_weight_grad(float *dweight, const float *dout, const float *part,
                                                              int channels, int c_first, const dae_conv_geom *g,
@@ -1010,14 +1014,12 @@ static void conv2d_to_one_channel_backward(float *const *dins, float *dweight, c
     for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
         int n = channels[q], relu = dins[q] != NULL && (relu_parts >> q & 1);
         dae_conv_geom v = adjoint_view(g, n);
-        if (!one_channel_image(&v) && dins[q] == NULL && taps <= ONE_CHANNEL_TAPS_MAX) {
-            conv2d_to_one_channel_weight_grad(dweight, dout, parts[q], n, c_first, g, col);
-            continue;
-        }
-        if (!one_channel_image(&v)) {
-            conv2d_taps_backward(dins + q, dweight + c_first, dout, parts + q, channels + q, 1, weight + c_first, g,
-                                 col);
-            if (relu) relu_backward_after(dins[q], parts[q], g, n);
+        if (!one_channel_image(&v)) { /* a few channels */
+            if (dins[q] == NULL && taps <= ONE_CHANNEL_TAPS_MAX)
+                conv2d_to_one_channel_weight_grad(dweight, dout, parts[q], n, c_first, g, col);
+            else
+                conv2d_taps_backward(dins + q, dweight + c_first, dout, parts + q, channels + q, 1,
+                                     weight + c_first, g, col, (unsigned)relu);
             continue;
         }
         /* tap t of the adjoint is the layer's tap taps - 1 - t; dw (n, taps)
@@ -1041,9 +1043,7 @@ void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias,
         conv2d_to_one_channel_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col, relu_parts);
         return;
     }
-    conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col);
-    for (int q = 0; q < n_parts; q++)
-        if (dins[q] != NULL && (relu_parts >> q & 1)) relu_backward_after(dins[q], parts[q], g, channels[q]);
+    conv2d_taps_backward(dins, dweight, dout, parts, channels, n_parts, weight, g, col, relu_parts);
 }
 
 /* The backward of a conv2d at stride 2 with a 3x3 kernel and padding 1

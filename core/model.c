@@ -402,6 +402,8 @@ static dae_status read_input_output(dae_model *m, const cJSON *root, char *err, 
  * activation whose input has no other reader works in place, and a ReLU
  * in place on a convolution is done by the convolution. Every layer but the
  * last must be read, or it is a mistake in the spec. */
+static int relu_in_place(const dae_layer *l) { return l->kind == DAE_LAYER_RELU && l->in_place; }
+
 static dae_status link_layers(dae_model *m, char *err, size_t errlen) {
     for (int i = 0; i < m->n_layers; i++)
         for (int q = 0; q < m->layers[i].n_inputs; q++)
@@ -415,7 +417,7 @@ static dae_status link_layers(dae_model *m, char *err, size_t errlen) {
         int k = l->inputs[0];
         l->in_place = (l->kind == DAE_LAYER_RELU || l->kind == DAE_LAYER_SIGMOID) &&
                       k != DAE_NETWORK_INPUT && m->layers[k].consumers == 1;
-        if (l->in_place && l->kind == DAE_LAYER_RELU && is_conv(&m->layers[k]))
+        if (relu_in_place(l) && is_conv(&m->layers[k]))
             l->relu_fused = m->layers[k].relu_fused = 1;
     }
     return DAE_OK;
@@ -996,8 +998,6 @@ static float *grad_destination(const dae_model *m, dae_workspace *ws, int k, int
 static void grad_add(dae_workspace *ws, int k, size_t n, const float *relu_out) {
     dae_grad_add(ws->buffers[ws->plan.grad[k]], ws->buffers[ws->plan.scratch], relu_out, n);
 }
-
-static int relu_in_place(const dae_layer *l) { return l->kind == DAE_LAYER_RELU && l->in_place; }
 
 /* Backward through the layers, last to first: each layer's gradient is
  * complete when it is reached (its readers all come later), and it passes
