@@ -63,6 +63,8 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
 #include <immintrin.h>
 #include "gemm.h"
 
+enum { OUTER_TILE_ROWS = 8 }; /* 16 sums in registers, 10 loads to 16 multiply-adds */
+
 /* update() on AVX-512, 16 parameters at a time (masked at the end, so
  * every parameter gets the same arithmetic wherever a range ends). Its
  * square root and two divisions a parameter kept the divider busy (0.85
@@ -71,26 +73,123 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
  * reciprocal, rcp14's estimate refined by one Newton step (within a
  * couple of float ulps; the update, ~1e-3, moves a parameter by less
  * than its last bit). */
+typedef struct {
+    __m512 b1, b2, one_b1, one_b2, wd, eps, step_size, two, inv_bias2_sqrt;
+    int decay;
+} adam_vectors;
+
+__attribute__((target("avx512f"))) static inline adam_vectors vectors_avx512(const adam_consts *k) {
+    return (adam_vectors){_mm512_set1_ps(k->b1),       _mm512_set1_ps(k->b2),  _mm512_set1_ps(k->one_b1),
+                          _mm512_set1_ps(k->one_b2),   _mm512_set1_ps(k->wd),  _mm512_set1_ps(k->eps),
+                          _mm512_set1_ps(k->step_size), _mm512_set1_ps(2.0f),
+                          _mm512_set1_ps(1.0f / k->bias2_sqrt), k->wd != 0.0f};
+}
+
+/* The update of the live ones of 16 parameters at p from their gradients g. */
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) void
+update_vector_avx512(const adam_vectors *k, float *p, float *m, float *v, __m512 g, __mmask16 live) {
+    __m512 pi = _mm512_maskz_loadu_ps(live, p), mi = _mm512_maskz_loadu_ps(live, m),
+           vi = _mm512_maskz_loadu_ps(live, v);
+    if (k->decay) g = _mm512_add_ps(g, _mm512_mul_ps(k->wd, pi));
+    mi = _mm512_add_ps(_mm512_mul_ps(mi, k->b1), _mm512_mul_ps(k->one_b1, g));
+    vi = _mm512_add_ps(_mm512_mul_ps(vi, k->b2), _mm512_mul_ps(k->one_b2, _mm512_mul_ps(g, g)));
+    __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), k->inv_bias2_sqrt), k->eps);
+    __m512 r = _mm512_rcp14_ps(denom);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(denom, r, k->two));
+    pi = _mm512_sub_ps(pi, _mm512_mul_ps(k->step_size, _mm512_mul_ps(mi, r)));
+    _mm512_mask_storeu_ps(p, live, pi);
+    _mm512_mask_storeu_ps(m, live, mi);
+    _mm512_mask_storeu_ps(v, live, vi);
+}
+
 __attribute__((target("avx512f"))) static void update_avx512(const adam_consts *k, float *p, float *m, float *v,
                                                              const float *gr, size_t n) {
-    const __m512 b1 = _mm512_set1_ps(k->b1), b2 = _mm512_set1_ps(k->b2), one_b1 = _mm512_set1_ps(k->one_b1),
-                 one_b2 = _mm512_set1_ps(k->one_b2), wd = _mm512_set1_ps(k->wd), eps = _mm512_set1_ps(k->eps),
-                 step_size = _mm512_set1_ps(k->step_size), two = _mm512_set1_ps(2.0f),
-                 inv_bias2_sqrt = _mm512_set1_ps(1.0f / k->bias2_sqrt);
+    adam_vectors kv = vectors_avx512(k);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 live = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 g = _mm512_maskz_loadu_ps(live, gr + i), pi = _mm512_maskz_loadu_ps(live, p + i),
-               mi = _mm512_maskz_loadu_ps(live, m + i), vi = _mm512_maskz_loadu_ps(live, v + i);
-        if (k->wd != 0.0f) g = _mm512_add_ps(g, _mm512_mul_ps(wd, pi));
-        mi = _mm512_add_ps(_mm512_mul_ps(mi, b1), _mm512_mul_ps(one_b1, g));
-        vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(one_b2, _mm512_mul_ps(g, g)));
-        __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), inv_bias2_sqrt), eps);
-        __m512 r = _mm512_rcp14_ps(denom);
-        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(denom, r, two));
-        pi = _mm512_sub_ps(pi, _mm512_mul_ps(step_size, _mm512_mul_ps(mi, r)));
-        _mm512_mask_storeu_ps(p + i, live, pi);
-        _mm512_mask_storeu_ps(m + i, live, mi);
-        _mm512_mask_storeu_ps(v + i, live, vi);
+        update_vector_avx512(&kv, p + i, m + i, v + i, _mm512_maskz_loadu_ps(live, gr + i), live);
+    }
+}
+
+/* The gradient of a tile of dae_adam_update_outer, rows r .. r + R - 1
+ * by columns j0 .. j0 + 31 (lanes live0, live1; full: all of them), into
+ * g: 2R vectors of sums in registers over the parts' images, each image's
+ * columns loaded once for the R rows. ahead: prefetches the next tile's
+ * columns (an image's are 6 KB past the last image's, too far apart for
+ * the hardware to follow). */
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) void
+outer_sums_avx512(float (*g)[32], int n_rows, int n_cols, int R, int r, int j0, int full, int ahead,
+                  __mmask16 live0, __mmask16 live1, const dae_outer_part *parts, int n_parts) {
+    __m512 acc[OUTER_TILE_ROWS][2];
+    for (int t = 0; t < R; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int q = 0; q < n_parts; q++) {
+        const float *a = parts[q].rows + r, *b = parts[q].cols + j0;
+        for (int i = 0; i < parts[q].batch; i++, a += n_rows, b += n_cols) {
+            __m512 c0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(live0, b),
+                   c1 = full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(live1, b + 16);
+            if (ahead) _mm_prefetch((const char *)(b + 32), _MM_HINT_T0), _mm_prefetch((const char *)(b + 48), _MM_HINT_T0);
+            for (int t = 0; t < R; t++) {
+                __m512 s = _mm512_set1_ps(a[t]);
+                acc[t][0] = _mm512_fmadd_ps(s, c0, acc[t][0]);
+                acc[t][1] = _mm512_fmadd_ps(s, c1, acc[t][1]);
+            }
+        }
+    }
+    for (int t = 0; t < R; t++) {
+        _mm512_store_ps(g[t], acc[t][0]);
+        _mm512_store_ps(g[t] + 16, acc[t][1]);
+    }
+}
+
+/* Adam on a tile from its gradient g: R rows of parameters from p + at,
+ * n_cols apart; ahead: prefetches the next tile's. Not inlined: Adam's
+ * constants held in registers beside the sums made the compiler spill
+ * those (1.4% of a two-thread epoch of the seed network). */
+__attribute__((target("avx512f"), noinline)) static void
+outer_update_tile_avx512(const adam_vectors *k, float *p, float *m, float *v, float (*g)[32], int R, size_t at,
+                         int n_cols, __mmask16 live0, __mmask16 live1, int ahead) {
+    for (int t = 0; t < R; t++, at += (size_t)n_cols) {
+        if (ahead)
+            for (int l = 32; l < 64; l += 16) {
+                _mm_prefetch((const char *)(p + at + l), _MM_HINT_T0);
+                _mm_prefetch((const char *)(m + at + l), _MM_HINT_T0);
+                _mm_prefetch((const char *)(v + at + l), _MM_HINT_T0);
+            }
+        update_vector_avx512(k, p + at, m + at, v + at, _mm512_load_ps(g[t]), live0);
+        if (live1) update_vector_avx512(k, p + at + 16, m + at + 16, v + at + 16, _mm512_load_ps(g[t] + 16), live1);
+    }
+}
+
+/* dae_adam_update_outer on AVX-512: tiles of OUTER_TILE_ROWS rows by 32
+ * columns, along the rows. */
+__attribute__((target("avx512f"))) static void outer_avx512(const adam_consts *k, float *p, float *m, float *v,
+                                                            int n_rows, int n_cols, int c0, int c1,
+                                                            const dae_outer_part *parts, int n_parts) {
+    adam_vectors kv = vectors_avx512(k);
+    for (int r = 0; r < n_rows; r += OUTER_TILE_ROWS) {
+        int R = n_rows - r < OUTER_TILE_ROWS ? n_rows - r : OUTER_TILE_ROWS;
+        for (int j0 = c0; j0 < c1; j0 += 32) {
+            int nj = c1 - j0 < 32 ? c1 - j0 : 32, ahead = j0 + 32 < c1;
+            __mmask16 live0 = nj >= 16 ? 0xffff : (__mmask16)((1u << nj) - 1),
+                      live1 = nj >= 32 ? 0xffff : nj > 16 ? (__mmask16)((1u << (nj - 16)) - 1) : 0;
+            float g[OUTER_TILE_ROWS][32] __attribute__((aligned(64)));
+#define OUTER_SUMS(ROWS)                                                                                           \
+    if (nj == 32 && ahead) outer_sums_avx512(g, n_rows, n_cols, ROWS, r, j0, 1, 1, live0, live1, parts, n_parts); \
+    else if (nj == 32) outer_sums_avx512(g, n_rows, n_cols, ROWS, r, j0, 1, 0, live0, live1, parts, n_parts);     \
+    else outer_sums_avx512(g, n_rows, n_cols, ROWS, r, j0, 0, 0, live0, live1, parts, n_parts)
+            switch (R) {
+            case 1: OUTER_SUMS(1); break;
+            case 2: OUTER_SUMS(2); break;
+            case 3: OUTER_SUMS(3); break;
+            case 4: OUTER_SUMS(4); break;
+            case 5: OUTER_SUMS(5); break;
+            case 6: OUTER_SUMS(6); break;
+            case 7: OUTER_SUMS(7); break;
+            default: OUTER_SUMS(OUTER_TILE_ROWS); break;
+            }
+#undef OUTER_SUMS
+            outer_update_tile_avx512(&kv, p, m, v, g, R, (size_t)r * n_cols + j0, n_cols, live0, live1, ahead);
+        }
     }
 }
 
@@ -99,8 +198,15 @@ static void update_any(const adam_consts *k, float *p, float *m, float *v, const
     if (dae_gemm_isa() == DAE_ISA_AVX512) update_avx512(k, p, m, v, gr, n);
     else update(k, p, m, v, gr, n);
 }
+
+static int outer_avx512_runs(void) { return dae_gemm_isa() == DAE_ISA_AVX512; }
 #else
 #define update_any update
+static int outer_avx512_runs(void) { return 0; }
+static void outer_avx512(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
+                         const dae_outer_part *parts, int n_parts) {
+    (void)k, (void)p, (void)m, (void)v, (void)n_rows, (void)n_cols, (void)c0, (void)c1, (void)parts, (void)n_parts;
+}
 #endif
 
 HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads, size_t begin, size_t end) {
@@ -126,6 +232,36 @@ HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *gra
         }
         update_any(&k, params + b0, a->m + b0, a->v + b0, sum, n);
     }
+    dae_fp_mode_restore(caller);
+}
+
+/* dae_adam_update_outer without vectors: a row's gradient a block of
+ * columns at a time, summed image by image (a multiply, then an add). */
+static void outer_portable(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
+                           const dae_outer_part *parts, int n_parts) {
+    enum { BLOCK = 256 };
+    for (int r = 0; r < n_rows; r++)
+        for (int j0 = c0; j0 < c1; j0 += BLOCK) {
+            int nj = c1 - j0 < BLOCK ? c1 - j0 : BLOCK;
+            float g[BLOCK] = {0};
+            for (int q = 0; q < n_parts; q++)
+                for (int i = 0; i < parts[q].batch; i++) {
+                    float s = parts[q].rows[(size_t)i * n_rows + r];
+                    const float *restrict b = parts[q].cols + (size_t)i * n_cols + j0;
+                    for (int j = 0; j < nj; j++) g[j] += s * b[j];
+                }
+            size_t at = (size_t)r * n_cols + j0;
+            update(k, p + at, m + at, v + at, g, (size_t)nj);
+        }
+}
+
+HOT void dae_adam_update_outer(dae_adam *a, float *params, size_t offset, int n_rows, int n_cols, int col_begin,
+                               int col_end, const dae_outer_part *parts, int n_parts) {
+    dae_fp_mode caller = dae_denormals_off();
+    adam_consts k = step_consts(a);
+    float *p = params + offset, *m = a->m + offset, *v = a->v + offset;
+    if (outer_avx512_runs()) outer_avx512(&k, p, m, v, n_rows, n_cols, col_begin, col_end, parts, n_parts);
+    else outer_portable(&k, p, m, v, n_rows, n_cols, col_begin, col_end, parts, n_parts);
     dae_fp_mode_restore(caller);
 }
 

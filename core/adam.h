@@ -38,6 +38,26 @@ void dae_adam_update_range(dae_adam *a, float *params, const float *grads,
 void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *grads, int n_grads, size_t begin,
                                size_t end);
 
+/* A weight gradient that is a sum of outer products over a batch (a
+ * convolution whose kernel covers its whole input, or whose input is one
+ * pixel): the weight (n_rows, n_cols) has the gradient
+ * sum over images b of rows[b] (x) cols[b], rows (batch, n_rows) and cols
+ * (batch, n_cols) batch-major, a part of the batch per buffer. */
+typedef struct {
+    const float *rows, *cols;
+    int batch;
+} dae_outer_part;
+
+/* dae_adam_update_range on columns [col_begin, col_end) of such a weight
+ * (every row), whose parameters are params[offset, offset + n_rows *
+ * n_cols), from its gradient summed over the parts' images in order (a
+ * multiply-add an image, fused where the engine's instruction set has
+ * it): a tile of the gradient at a time, applied where it was summed and
+ * never stored. The same bits as the update from that gradient; threads
+ * may update disjoint column ranges of one step. */
+void dae_adam_update_outer(dae_adam *a, float *params, size_t offset, int n_rows, int n_cols, int col_begin,
+                           int col_end, const dae_outer_part *parts, int n_parts);
+
 /* One whole step: begin_step + update of every parameter. */
 void dae_adam_step(dae_adam *a, float *params, const float *grads);
 

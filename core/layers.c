@@ -326,6 +326,16 @@ static patch_geom conv_transpose_patches(const dae_conv_geom *g) {
     return p;
 }
 
+int dae_conv2d_weight_grad_is_outer(const dae_conv_geom *g) {
+    patch_geom p = conv_patches(g);
+    return patch_is_whole_image(&p);
+}
+
+int dae_conv_transpose2d_weight_grad_is_outer(const dae_conv_geom *g) {
+    patch_geom p = conv_transpose_patches(g);
+    return patch_is_whole_image(&p);
+}
+
 /* im2col buffers are filled and used a few images at a time: a chunk's
  * col (at most this many floats, 256 KB) is still in L2 when the GEMM and
  * col2im read it, where a whole batch's (7 MB for the U-Net's 14x14 ->
@@ -1083,7 +1093,7 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
             im2col(col, patches, &p);
             patches = col;
         }
-        dae_gemm_tn_acc(g->out_c, k, rows, dy, g->out_c, patches, k, dweight, k);
+        if (dweight != NULL) dae_gemm_tn_acc(g->out_c, k, rows, dy, g->out_c, patches, k, dweight, k);
         if (dx == NULL) continue;
         dae_gemm_bias(0, rows, k, g->out_c, dy, g->out_c, weight, k, whole ? dx : col, k, NULL, 0);
         if (!whole) col2im(dx, col, &p, NULL, 0);
@@ -1902,7 +1912,8 @@ static void conv_transpose2d_backward(float *const *dins, float *dweight, float 
         for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++]) {
             int c = channels[q];
             size_t row0 = b0 * in_pixels * c;
-            dae_gemm_tn_acc(c, k, rows, parts[q] + row0, c, dcol, k, dweight + (size_t)c_first * k, k);
+            if (dweight != NULL)
+                dae_gemm_tn_acc(c, k, rows, parts[q] + row0, c, dcol, k, dweight + (size_t)c_first * k, k);
             if (dins[q] != NULL)
                 dae_gemm_bias(1, rows, c, k, dcol, k, weight + (size_t)c_first * k, k, dins[q] + row0, c, NULL, 0);
         }

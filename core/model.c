@@ -663,6 +663,7 @@ struct dae_workspace {
     ws_plan plan;
     float *buffers[MAX_BUFFERS];
     float *col;
+    const float *input; /* the last training pass's input (NHWC) */
 };
 
 static size_t layer_out_size(const dae_layer *l) {
@@ -1002,7 +1003,8 @@ static void grad_add(dae_workspace *ws, int k, size_t n, const float *relu_out) 
 /* Backward through the layers, last to first: each layer's gradient is
  * complete when it is reached (its readers all come later), and it passes
  * its share to its inputs, adding where an input has several readers. */
-static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads) {
+static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0, int batch, float *grads,
+                         int outer_apart) {
     int started[DAE_MAX_LAYERS] = {0};
     int shares[DAE_MAX_LAYERS] = {0};    /* readers whose gradient a layer has had */
     int relu_done[DAE_MAX_LAYERS] = {0}; /* by the convolution reading it or the last share's add */
@@ -1078,6 +1080,8 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
         dae_conv_geom geom = layer_geom(l, batch);
         const float *x = node_value(ws, k, x0), *w = m->params + l->weight_offset;
         float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
+        int rows, cols;
+        if (outer_apart && dae_model_outer_layer(m, i, &rows, &cols)) gw = NULL;
         /* When layer k is a ReLU in place and this is its gradient's last
          * share, the ReLU's backward goes with it: in the convolution's
          * kernels as they store din when this is the only share, or in the
@@ -1105,8 +1109,9 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
 
 /* One training pass over a sub-batch. */
 static double train_part(const dae_model *m, dae_workspace *ws, const float *noisy, const float *clean,
-                         int batch, size_t loss_denom, float *grads, float *out) {
+                         int batch, size_t loss_denom, float *grads, float *out, int outer_apart) {
     const float *x0 = input_nhwc(m, ws, noisy, batch);
+    ws->input = x0;
     const float *y = run_forward(m, ws, x0, batch);
     const float *target = clean;
     size_t plane = (size_t)m->in_h * m->in_w, n = dae_model_image_size(m) * batch;
@@ -1125,7 +1130,7 @@ static double train_part(const dae_model *m, dae_workspace *ws, const float *noi
     double sse = dae_mse_loss_forward(result, target, n) * (double)n;
     dae_mse_loss_backward(g, result, target, n, loss_denom);
     if (m->residual) dae_residual_backward(g, g, x0, y, n);
-    run_backward(m, ws, x0, batch, grads);
+    run_backward(m, ws, x0, batch, grads, outer_apart);
     return sse;
 }
 
@@ -1139,10 +1144,37 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
     for (int c = 0; c < subs; c++) {
         int lo = (int)((long long)batch * c / subs), hi = (int)((long long)batch * (c + 1) / subs);
         sse += train_part(m, ws, noisy + (size_t)lo * n, clean + (size_t)lo * n, hi - lo, loss_denom, grads,
-                          out == NULL ? NULL : out + (size_t)lo * n);
+                          out == NULL ? NULL : out + (size_t)lo * n, 0);
     }
     dae_fp_mode_restore(caller);
     return sse;
+}
+
+int dae_model_outer_layer(const dae_model *m, int i, int *rows, int *cols) {
+    const dae_layer *l = &m->layers[i];
+    if (!is_conv(l) || (i > 0 && concat_split(m, i - 1, 1))) return 0;
+    dae_conv_geom g = layer_geom(l, 1);
+    int conv2d = l->kind == DAE_LAYER_CONV2D;
+    if (!(conv2d ? dae_conv2d_weight_grad_is_outer(&g) : dae_conv_transpose2d_weight_grad_is_outer(&g))) return 0;
+    *rows = conv2d ? l->out_c : l->in_c;
+    *cols = (int)(l->weight_count / (size_t)*rows);
+    return 1;
+}
+
+double dae_model_train_pass_outer_apart(const dae_model *m, dae_workspace *ws, const float *noisy,
+                                        const float *clean, int batch, size_t loss_denom, float *grads) {
+    dae_fp_mode caller = dae_denormals_off();
+    double sse = train_part(m, ws, noisy, clean, batch, loss_denom, grads, NULL, 1);
+    dae_fp_mode_restore(caller);
+    return sse;
+}
+
+void dae_model_outer_factors(const dae_model *m, const dae_workspace *ws, int i, const float **rows,
+                             const float **cols) {
+    const dae_layer *l = &m->layers[i];
+    const float *in = node_value(ws, l->inputs[0], ws->input), *dout = ws->buffers[ws->plan.grad[i]];
+    *rows = l->kind == DAE_LAYER_CONV2D ? dout : in;
+    *cols = l->kind == DAE_LAYER_CONV2D ? in : dout;
 }
 
 /* ------------------------------------------------------------ named tensors */

@@ -163,6 +163,28 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
                             const float *clean, int batch, size_t loss_denom,
                             float *grads, float *out);
 
+/* 1 when layer i's weight gradient is a sum of outer products over the
+ * batch (dae_conv2d_weight_grad_is_outer and its transposed twin; not a
+ * layer reading a concatenation where its parts lie): the weight is
+ * *rows x *cols, each image's term its rows-vector times its cols-vector.
+ * The 7x7 bottleneck's two layers: 95% of the seed network's parameters,
+ * 91% of the U-Net's. */
+int dae_model_outer_layer(const dae_model *m, int i, int *rows, int *cols);
+
+/* dae_model_train_pass on one part of the batch (batch <= the
+ * workspace's max_batch) without the weight gradients of the outer
+ * layers: their entries of grads are left as they are, and
+ * dae_model_outer_factors gives what each is the sum of, for the caller
+ * to form where it applies it (dae_adam_update_outer). */
+double dae_model_train_pass_outer_apart(const dae_model *m, dae_workspace *ws, const float *noisy,
+                                        const float *clean, int batch, size_t loss_denom, float *grads);
+
+/* Outer layer i's factors from ws's last dae_model_train_pass_outer_apart:
+ * rows (batch, rows) and cols (batch, cols), batch-major; valid until the
+ * workspace's next pass (and while that pass's noisy images are). */
+void dae_model_outer_factors(const dae_model *m, const dae_workspace *ws, int i, const float **rows,
+                             const float **cols);
+
 /* ------------------------------------------------------------ named tensors
  *
  * A model's parameters as the PyTorch state_dict's named tensors

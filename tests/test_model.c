@@ -390,20 +390,137 @@ Test(model, adam_of_summed_gradients_is_the_same_update_and_zeroes_them) {
     cr_assert(on_every_isa(0, summed_adam_vs_plain, NULL) >= 1);
 }
 
+/* The update of a weight whose gradient is a sum of outer products
+ * (dae_adam_update_outer), in column ranges cut inside and on the
+ * kernels' tiles, over ragged parts of a batch, rows and columns not
+ * multiples of a tile: the bits of dae_adam_update_range from the
+ * gradient summed image by image in batch order (a fused multiply-add
+ * where AVX-512 runs, a multiply then an add elsewhere). */
+static void outer_adam_vs_plain(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)r, (void)ctx;
+    enum { ROWS = 11, COLS = 70, N = ROWS * COLS, IMAGES = 9, OFFSET = 5 };
+    static const int bounds[] = {0, 16, 48, 64, COLS};
+    static const int batches[] = {5, 0, 4};
+    float *rows = uniform_floats(IMAGES * ROWS, -1.0f, 1.0f, 21, 0),
+          *cols = uniform_floats(IMAGES * COLS, -1.0f, 1.0f, 21, 1),
+          *p1 = uniform_floats(OFFSET + N, -0.5f, 0.5f, 21, 2), *p2 = malloc((OFFSET + N) * 4), *grad = calloc(OFFSET + N, 4);
+    cr_assert(p2 && grad);
+    memcpy(p2, p1, (OFFSET + N) * 4);
+    dae_outer_part parts[3];
+    for (int q = 0, first = 0; q < 3; first += batches[q++])
+        parts[q] = (dae_outer_part){rows + first * ROWS, cols + first * COLS, batches[q]};
+    dae_adam plain, outer;
+    cr_assert_eq(dae_adam_init(&plain, OFFSET + N, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    cr_assert_eq(dae_adam_init(&outer, OFFSET + N, 1e-3f, 1e-5f, NULL, 0), DAE_OK);
+    for (int step = 1; step <= 2; step++) {
+        for (int i = 0; i < ROWS; i++)
+            for (int j = 0; j < COLS; j++) {
+                float g = 0.0f;
+                for (int b = 0; b < IMAGES; b++)
+                    g = isa == DAE_ISA_AVX512 ? fmaf(rows[b * ROWS + i], cols[b * COLS + j], g)
+                                              : g + rows[b * ROWS + i] * cols[b * COLS + j];
+                grad[OFFSET + i * COLS + j] = g;
+            }
+        dae_adam_begin_step(&plain);
+        dae_adam_begin_step(&outer);
+        dae_adam_update_range(&plain, p1, grad, OFFSET, OFFSET + N);
+        for (size_t b = 0; b + 1 < sizeof bounds / sizeof bounds[0]; b++)
+            dae_adam_update_outer(&outer, p2, OFFSET, ROWS, COLS, bounds[b], bounds[b + 1], parts, 3);
+        cr_assert_eq(memcmp(p1, p2, (OFFSET + N) * 4), 0, "%s, step %d: the parameters differ", dae_isa_name(isa), step);
+        cr_assert_eq(memcmp(plain.m, outer.m, (OFFSET + N) * 4), 0, "%s: the moments differ", dae_isa_name(isa));
+        cr_assert_eq(memcmp(plain.v, outer.v, (OFFSET + N) * 4), 0, "%s: the squares differ", dae_isa_name(isa));
+    }
+    dae_adam_free(&plain);
+    dae_adam_free(&outer);
+    free(rows), free(cols), free(p1), free(p2), free(grad);
+}
+
+Test(model, adam_of_an_outer_product_gradient_is_the_update_of_its_sum) {
+    cr_assert(on_every_isa(0, outer_adam_vs_plain, NULL) >= 1);
+}
+
+/* A training-steps fixture's network (its "architecture" metadata or the
+ * reference network) at PyTorch's initial weights (its "init." tensors). */
+static void fixture_model(const char *fixture, dae_st_file *f, dae_model *m) {
+    char err[DAE_ERR_LEN] = "";
+    fixture_load(fixture, f);
+    const char *spec = dae_st_meta(f, "architecture");
+    cr_assert_eq(dae_model_init(m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err), DAE_OK, "%s",
+                 err);
+    cr_assert_eq(dae_model_read_tensors(m, f, "init.", m->params, err, sizeof err), DAE_OK, "%s", err);
+    dae_model_params_changed(m);
+}
+
+/* A training pass with the outer layers' weight gradients left apart
+ * (the trainer's) makes every other gradient with the plain pass's bits,
+ * leaves the outer weights' entries as they were, and gives factors whose
+ * outer products sum to the plain pass's gradient of those weights: for
+ * both shipped networks, on PyTorch's fixture batch. */
+static void check_outer_apart(const char *fixture, int want_outer) {
+    dae_st_file f = {0};
+    dae_model m;
+    fixture_model(fixture, &f, &m);
+    int batch = fixture_int(&f, "batch");
+    size_t n = dae_model_image_size(&m) * (size_t)batch;
+    const float *noisy = fixture_tensor(&f, "step1.noisy")->data, *clean = fixture_tensor(&f, "step1.clean")->data;
+    dae_workspace *ws = dae_workspace_new(&m, batch, 1);
+    float *plain = calloc(m.n_params, 4), *apart = calloc(m.n_params, 4);
+    cr_assert(ws && plain && apart);
+    for (int i = 0; i < m.n_layers; i++) { /* what the pass must leave as it is, where it would add */
+        int rows, cols;
+        if (dae_model_outer_layer(&m, i, &rows, &cols))
+            for (size_t k = 0; k < m.layers[i].weight_count; k++) apart[m.layers[i].weight_offset + k] = 7.0f;
+    }
+    double sse = dae_model_train_pass(&m, ws, noisy, clean, batch, n, plain, NULL);
+    cr_assert_eq(dae_model_train_pass_outer_apart(&m, ws, noisy, clean, batch, n, apart), sse);
+    int outer = 0;
+    for (int i = 0; i < m.n_layers; i++) {
+        const dae_layer *l = &m.layers[i];
+        int rows, cols;
+        if (!dae_model_outer_layer(&m, i, &rows, &cols)) continue;
+        outer++;
+        cr_assert_eq((size_t)rows * cols, l->weight_count);
+        const float *a, *b;
+        dae_model_outer_factors(&m, ws, i, &a, &b);
+        float *want = plain + l->weight_offset, *got = malloc(l->weight_count * 4);
+        cr_assert(got);
+        double scale = 0.0;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                double sum = 0.0;
+                for (int k = 0; k < batch; k++) sum += (double)a[k * rows + r] * b[(size_t)k * cols + c];
+                got[(size_t)r * cols + c] = (float)sum;
+                scale = fmax(scale, fabs(sum));
+            }
+        assert_close(got, want, l->weight_count, 1e-6 * scale, l->name);
+        for (size_t k = 0; k < l->weight_count; k++) {
+            cr_assert_eq(apart[l->weight_offset + k], 7.0f, "%s: weight gradient %zu written", l->name, k);
+            apart[l->weight_offset + k] = plain[l->weight_offset + k];
+        }
+        free(got);
+    }
+    cr_assert_eq(outer, want_outer, "%s: %d outer layers", fixture, outer);
+    cr_assert_eq(memcmp(apart, plain, m.n_params * 4), 0, "%s: the other gradients differ", fixture);
+    free(plain), free(apart);
+    dae_workspace_free(ws);
+    dae_model_free(&m);
+    dae_st_free(&f);
+}
+
+Test(model, outer_weight_gradients_apart_match_the_plain_pass) {
+    check_outer_apart(FIXTURES "/ref/train_steps.safetensors", 2);
+    check_outer_apart(FIXTURES "/ref/train_steps_unet.safetensors", 2);
+}
+
 /* Two whole training steps of a network from PyTorch's initial weights
  * (the fixture's "init." tensors, its "architecture" metadata or the
  * reference network): output, loss, every gradient, and the parameters
  * after Adam. */
 static void check_training_steps(const char *fixture) {
     dae_st_file f = {0};
-    fixture_load(fixture, &f);
     dae_model m;
+    fixture_model(fixture, &f, &m);
     char err[DAE_ERR_LEN] = "";
-    const char *spec = dae_st_meta(&f, "architecture");
-    cr_assert_eq(dae_model_init(&m, spec != NULL ? spec : dae_model_default_spec(), err, sizeof err), DAE_OK,
-                 "%s", err);
-    cr_assert_eq(dae_model_read_tensors(&m, &f, "init.", m.params, err, sizeof err), DAE_OK, "%s", err);
-    dae_model_params_changed(&m);
     int batch = fixture_int(&f, "batch");
     size_t n = dae_model_image_size(&m) * (size_t)batch;
     dae_workspace *ws = dae_workspace_new(&m, batch, 1);
