@@ -145,15 +145,15 @@ outer_sums_avx512(float (*g)[32], int n_rows, int n_cols, int R, int r, int j0, 
  * n_cols apart; ahead: prefetches the next tile's. Not inlined: Adam's
  * constants held in registers beside the sums made the compiler spill
  * those (1.4% of a two-thread epoch of the seed network). */
-__attribute__((target("avx512f"), noinline)) static void
+__attribute__((target("avx512f,prfchw"), noinline)) static void
 outer_update_tile_avx512(const adam_vectors *k, float *p, float *m, float *v, float (*g)[32], int R, size_t at,
                          int n_cols, __mmask16 live0, __mmask16 live1, int ahead) {
     for (int t = 0; t < R; t++, at += (size_t)n_cols) {
         if (ahead)
             for (int l = 32; l < 64; l += 16) {
-                _mm_prefetch((const char *)(p + at + l), _MM_HINT_T0);
-                _mm_prefetch((const char *)(m + at + l), _MM_HINT_T0);
-                _mm_prefetch((const char *)(v + at + l), _MM_HINT_T0);
+                __builtin_prefetch(p + at + l, 1, 3);
+                __builtin_prefetch(m + at + l, 1, 3);
+                __builtin_prefetch(v + at + l, 1, 3);
             }
         update_vector_avx512(k, p + at, m + at, v + at, _mm512_load_ps(g[t]), live0);
         if (live1) update_vector_avx512(k, p + at + 16, m + at + 16, v + at + 16, _mm512_load_ps(g[t] + 16), live1);
