@@ -63,7 +63,9 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
 #include <immintrin.h>
 #include "gemm.h"
 
-enum { OUTER_TILE_ROWS = 8 }; /* 16 sums in registers, 10 loads to 16 multiply-adds */
+/* 24 sums in registers, 14 loads to 24 multiply-adds; 12 rows rather than 8
+ * read the columns 6 times for the bottleneck's 64, not 8 (+0.5% images/s) */
+enum { OUTER_TILE_ROWS = 12 };
 
 /* update() on AVX-512, 16 parameters at a time (masked at the end, so
  * every parameter gets the same arithmetic wherever a range ends). Its
@@ -185,6 +187,10 @@ __attribute__((target("avx512f"))) static void outer_avx512(const adam_consts *k
             case 5: OUTER_SUMS(5); break;
             case 6: OUTER_SUMS(6); break;
             case 7: OUTER_SUMS(7); break;
+            case 8: OUTER_SUMS(8); break;
+            case 9: OUTER_SUMS(9); break;
+            case 10: OUTER_SUMS(10); break;
+            case 11: OUTER_SUMS(11); break;
             default: OUTER_SUMS(OUTER_TILE_ROWS); break;
             }
 #undef OUTER_SUMS
