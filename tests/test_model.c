@@ -454,34 +454,29 @@ static void fixture_model(const char *fixture, dae_st_file *f, dae_model *m) {
 /* A training pass with the outer layers' weight gradients left apart
  * (the trainer's) makes every other gradient with the plain pass's bits,
  * leaves the outer weights' entries as they were, and gives factors whose
- * outer products sum to the plain pass's gradient of those weights: for
- * both shipped networks, on PyTorch's fixture batch. */
-static void check_outer_apart(const char *fixture, int want_outer) {
-    dae_st_file f = {0};
-    dae_model m;
-    fixture_model(fixture, &f, &m);
-    int batch = fixture_int(&f, "batch");
-    size_t n = dae_model_image_size(&m) * (size_t)batch;
-    const float *noisy = fixture_tensor(&f, "step1.noisy")->data, *clean = fixture_tensor(&f, "step1.clean")->data;
-    dae_workspace *ws = dae_workspace_new(&m, batch, 1);
-    float *plain = calloc(m.n_params, 4), *apart = calloc(m.n_params, 4);
+ * outer products sum to the plain pass's gradient of those weights. */
+static void check_outer_apart(const dae_model *m, const float *noisy, const float *clean, int batch, int want_outer,
+                              const char *what) {
+    size_t n = dae_model_image_size(m) * (size_t)batch;
+    dae_workspace *ws = dae_workspace_new(m, batch, 1);
+    float *plain = calloc(m->n_params, 4), *apart = calloc(m->n_params, 4);
     cr_assert(ws && plain && apart);
-    for (int i = 0; i < m.n_layers; i++) { /* what the pass must leave as it is, where it would add */
+    for (int i = 0; i < m->n_layers; i++) { /* what the pass must leave as it is, where it would add */
         int rows, cols;
-        if (dae_model_outer_layer(&m, i, &rows, &cols))
-            for (size_t k = 0; k < m.layers[i].weight_count; k++) apart[m.layers[i].weight_offset + k] = 7.0f;
+        if (dae_model_outer_layer(m, i, &rows, &cols))
+            for (size_t k = 0; k < m->layers[i].weight_count; k++) apart[m->layers[i].weight_offset + k] = 7.0f;
     }
-    double sse = dae_model_train_pass(&m, ws, noisy, clean, batch, n, plain, NULL);
-    cr_assert_eq(dae_model_train_pass_outer_apart(&m, ws, noisy, clean, batch, n, apart), sse);
+    double sse = dae_model_train_pass(m, ws, noisy, clean, batch, n, plain, NULL);
+    cr_assert_eq(dae_model_train_pass_outer_apart(m, ws, noisy, clean, batch, n, apart), sse);
     int outer = 0;
-    for (int i = 0; i < m.n_layers; i++) {
-        const dae_layer *l = &m.layers[i];
+    for (int i = 0; i < m->n_layers; i++) {
+        const dae_layer *l = &m->layers[i];
         int rows, cols;
-        if (!dae_model_outer_layer(&m, i, &rows, &cols)) continue;
+        if (!dae_model_outer_layer(m, i, &rows, &cols)) continue;
         outer++;
         cr_assert_eq((size_t)rows * cols, l->weight_count);
         const float *a, *b;
-        dae_model_outer_factors(&m, ws, i, &a, &b);
+        dae_model_outer_factors(m, ws, i, &a, &b);
         float *want = plain + l->weight_offset, *got = malloc(l->weight_count * 4);
         cr_assert(got);
         double scale = 0.0;
@@ -499,17 +494,43 @@ static void check_outer_apart(const char *fixture, int want_outer) {
         }
         free(got);
     }
-    cr_assert_eq(outer, want_outer, "%s: %d outer layers", fixture, outer);
-    cr_assert_eq(memcmp(apart, plain, m.n_params * 4), 0, "%s: the other gradients differ", fixture);
+    cr_assert_eq(outer, want_outer, "%s: %d outer layers", what, outer);
+    cr_assert_eq(memcmp(apart, plain, m->n_params * 4), 0, "%s: the other gradients differ", what);
     free(plain), free(apart);
     dae_workspace_free(ws);
-    dae_model_free(&m);
-    dae_st_free(&f);
 }
 
+/* Both shipped networks, on PyTorch's fixture batch. */
 Test(model, outer_weight_gradients_apart_match_the_plain_pass) {
-    check_outer_apart(FIXTURES "/ref/train_steps.safetensors", 2);
-    check_outer_apart(FIXTURES "/ref/train_steps_unet.safetensors", 2);
+    static const char *const fixtures[] = {FIXTURES "/ref/train_steps.safetensors",
+                                           FIXTURES "/ref/train_steps_unet.safetensors"};
+    for (int k = 0; k < 2; k++) {
+        dae_st_file f = {0};
+        dae_model m;
+        fixture_model(fixtures[k], &f, &m);
+        check_outer_apart(&m, fixture_tensor(&f, "step1.noisy")->data, fixture_tensor(&f, "step1.clean")->data,
+                          fixture_int(&f, "batch"), 2, fixtures[k]);
+        dae_model_free(&m);
+        dae_st_free(&f);
+    }
+}
+
+/* Outer layers only, the first reading the network's input itself (its
+ * factor is the caller's images). */
+Test(model, outer_layers_reading_the_input_apart_match_the_plain_pass) {
+    static const char spec[] =
+        "{\"input\":[1,28,28],\"encoder\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":8,"
+        "\"kernel_size\":28},{\"type\":\"relu\"}],\"decoder\":[{\"type\":\"conv_transpose2d\",\"in_channels\":8,"
+        "\"out_channels\":1,\"kernel_size\":28},{\"type\":\"sigmoid\"}]}";
+    enum { BATCH = 5 };
+    char err[DAE_ERR_LEN] = "";
+    dae_model m;
+    cr_assert_eq(dae_model_init(&m, spec, err, sizeof err), DAE_OK, "%s", err);
+    dae_model_init_params(&m, 5);
+    float *noisy = uniform_floats(BATCH * 784, 0.0f, 1.0f, 31, 0), *clean = uniform_floats(BATCH * 784, 0.0f, 1.0f, 31, 1);
+    check_outer_apart(&m, noisy, clean, BATCH, 2, "outer layers only");
+    free(noisy), free(clean);
+    dae_model_free(&m);
 }
 
 /* Two whole training steps of a network from PyTorch's initial weights

@@ -154,6 +154,44 @@ Test(train, every_step_trains_on_its_batch_whichever_thread_made_the_images) {
                   i + 1, three.loss[i], one.loss[i]);
 }
 
+/* A network of outer layers only (dae_model_outer_layer), the first one
+ * reading the network's input itself: their weight gradients, formed in
+ * the update from every thread's images, give each step one thread's loss
+ * on three threads (shares of 5, 4 and 4, the epoch's last step one
+ * image on one thread), and the loss falls (test_model checks the
+ * gradients' factors against the plain pass). */
+Test(train, a_network_of_outer_layers_trains_on_any_thread_count) {
+    static const char spec[] =
+        "{\"input\":[1,28,28],\"encoder\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":8,"
+        "\"kernel_size\":28},{\"type\":\"relu\"}],\"decoder\":[{\"type\":\"conv_transpose2d\",\"in_channels\":8,"
+        "\"out_channels\":1,\"kernel_size\":28},{\"type\":\"sigmoid\"}]}";
+    char err[DAE_ERR_LEN] = "";
+    loss_log one = {0}, three = {0};
+    for (int threads = 1; threads <= 3; threads += 2) {
+        dae_model m;
+        cr_assert_eq(dae_model_init(&m, spec, err, sizeof err), DAE_OK, "%s", err);
+        int outer = 0, rows, cols;
+        for (int i = 0; i < m.n_layers; i++) outer += dae_model_outer_layer(&m, i, &rows, &cols);
+        cr_assert_eq(outer, 2);
+        dae_model_init_params(&m, 5);
+        dae_train_config cfg = small_config(2, threads);
+        cfg.batch_size = 13;
+        cfg.limit = 261;
+        cfg.progress = log_step_loss;
+        cfg.user = threads == 1 ? &one : &three;
+        dae_train_state s;
+        cr_assert_eq(dae_train_state_init(&s, &m, &cfg, err, sizeof err), DAE_OK, "%s", err);
+        cr_assert_eq(dae_train(&m, &s, &mini, &cfg, err, sizeof err), DAE_OK, "%s", err);
+        dae_train_state_free(&s);
+        dae_model_free(&m);
+    }
+    cr_assert_eq(three.n, one.n);
+    for (int i = 0; i < one.n; i++)
+        cr_expect(fabs(three.loss[i] - one.loss[i]) <= 1e-6 * one.loss[i], "step %d: loss %.9g on 3 threads, %.9g on 1",
+                  i + 1, three.loss[i], one.loss[i]);
+    cr_assert(one.loss[one.n - 1] < 0.75 * one.loss[0], "loss %g after %g", one.loss[one.n - 1], one.loss[0]);
+}
+
 /* Two epochs straight equal one epoch, a checkpoint, and one more. */
 Test(train, resuming_from_a_checkpoint_continues_exactly) {
     dae_train_config cfg = small_config(2, 2);
