@@ -59,6 +59,26 @@ static inline __attribute__((always_inline)) void update(const adam_consts *k, f
     }
 }
 
+/* dae_adam_update_outer without vectors: a row's gradient a block of
+ * columns at a time, summed image by image (a multiply, then an add). */
+static void outer_portable(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
+                           const dae_outer_part *parts, int n_parts) {
+    enum { BLOCK = 256 };
+    for (int r = 0; r < n_rows; r++)
+        for (int j0 = c0; j0 < c1; j0 += BLOCK) {
+            int nj = c1 - j0 < BLOCK ? c1 - j0 : BLOCK;
+            float g[BLOCK] = {0};
+            for (int q = 0; q < n_parts; q++)
+                for (int i = 0; i < parts[q].batch; i++) {
+                    float s = parts[q].rows[(size_t)i * n_rows + r];
+                    const float *restrict b = parts[q].cols + (size_t)i * n_cols + j0;
+                    for (int j = 0; j < nj; j++) g[j] += s * b[j];
+                }
+            size_t at = (size_t)r * n_cols + j0;
+            update(k, p + at, m + at, v + at, g, (size_t)nj);
+        }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #include "gemm.h"
@@ -205,14 +225,14 @@ static void update_any(const adam_consts *k, float *p, float *m, float *v, const
     else update(k, p, m, v, gr, n);
 }
 
-static int outer_avx512_runs(void) { return dae_gemm_isa() == DAE_ISA_AVX512; }
+static void outer_any(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
+                      const dae_outer_part *parts, int n_parts) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) outer_avx512(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
+    else outer_portable(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
+}
 #else
 #define update_any update
-static int outer_avx512_runs(void) { return 0; }
-static void outer_avx512(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
-                         const dae_outer_part *parts, int n_parts) {
-    (void)k, (void)p, (void)m, (void)v, (void)n_rows, (void)n_cols, (void)c0, (void)c1, (void)parts, (void)n_parts;
-}
+#define outer_any outer_portable
 #endif
 
 HOT void dae_adam_update_range(dae_adam *a, float *params, const float *grads, size_t begin, size_t end) {
@@ -241,33 +261,12 @@ HOT void dae_adam_update_sum_range(dae_adam *a, float *params, float *const *gra
     dae_fp_mode_restore(caller);
 }
 
-/* dae_adam_update_outer without vectors: a row's gradient a block of
- * columns at a time, summed image by image (a multiply, then an add). */
-static void outer_portable(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
-                           const dae_outer_part *parts, int n_parts) {
-    enum { BLOCK = 256 };
-    for (int r = 0; r < n_rows; r++)
-        for (int j0 = c0; j0 < c1; j0 += BLOCK) {
-            int nj = c1 - j0 < BLOCK ? c1 - j0 : BLOCK;
-            float g[BLOCK] = {0};
-            for (int q = 0; q < n_parts; q++)
-                for (int i = 0; i < parts[q].batch; i++) {
-                    float s = parts[q].rows[(size_t)i * n_rows + r];
-                    const float *restrict b = parts[q].cols + (size_t)i * n_cols + j0;
-                    for (int j = 0; j < nj; j++) g[j] += s * b[j];
-                }
-            size_t at = (size_t)r * n_cols + j0;
-            update(k, p + at, m + at, v + at, g, (size_t)nj);
-        }
-}
-
 HOT void dae_adam_update_outer(dae_adam *a, float *params, size_t offset, int n_rows, int n_cols, int col_begin,
                                int col_end, const dae_outer_part *parts, int n_parts) {
     dae_fp_mode caller = dae_denormals_off();
     adam_consts k = step_consts(a);
     float *p = params + offset, *m = a->m + offset, *v = a->v + offset;
-    if (outer_avx512_runs()) outer_avx512(&k, p, m, v, n_rows, n_cols, col_begin, col_end, parts, n_parts);
-    else outer_portable(&k, p, m, v, n_rows, n_cols, col_begin, col_end, parts, n_parts);
+    outer_any(&k, p, m, v, n_rows, n_cols, col_begin, col_end, parts, n_parts);
     dae_fp_mode_restore(caller);
 }
 

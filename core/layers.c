@@ -326,13 +326,8 @@ static patch_geom conv_transpose_patches(const dae_conv_geom *g) {
     return p;
 }
 
-int dae_conv2d_weight_grad_is_outer(const dae_conv_geom *g) {
-    patch_geom p = conv_patches(g);
-    return patch_is_whole_image(&p);
-}
-
-int dae_conv_transpose2d_weight_grad_is_outer(const dae_conv_geom *g) {
-    patch_geom p = conv_transpose_patches(g);
+int dae_conv_weight_grad_is_outer(const dae_conv_geom *g, int transposed) {
+    patch_geom p = transposed ? conv_transpose_patches(g) : conv_patches(g);
     return patch_is_whole_image(&p);
 }
 

@@ -93,12 +93,11 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
 /* 1 when the weight gradient is a sum of outer products over the batch:
  * a conv2d whose kernel covers its whole unpadded input (the networks'
  * 7x7 bottleneck; weight rows: the output channels, columns: the input
- * image), a conv_transpose2d from one pixel (rows: the input channels,
- * columns: the output image). Their backward (one input, not parts)
- * then takes dweight NULL and leaves that gradient to the caller
- * (dae_adam_update_outer). */
-int dae_conv2d_weight_grad_is_outer(const dae_conv_geom *g);
-int dae_conv_transpose2d_weight_grad_is_outer(const dae_conv_geom *g);
+ * image), a conv_transpose2d (transposed) from one pixel (rows: the
+ * input channels, columns: the output image). Their backward (one input,
+ * not parts) then takes dweight NULL and leaves that gradient to the
+ * caller (dae_adam_update_outer). */
+int dae_conv_weight_grad_is_outer(const dae_conv_geom *g, int transposed);
 
 /* out (B,OH,OW,OC) = conv_transpose(in (B,H,W,IC), weight (IC,KH,KW,OC))
  * + bias, then max(0, .) when relu is set. */

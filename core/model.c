@@ -473,6 +473,19 @@ static float *alloc_weights(size_t floats) {
     return calloc(floats > 0 ? floats : 1, sizeof(float));
 }
 
+static int concat_split(const dae_model *m, int i, int for_training);
+
+/* Layer i's weight's rows when its weight gradient is a sum of outer
+ * products over the batch and its input is not a concatenation read
+ * where its parts lie; else 0. */
+static int outer_rows(const dae_model *m, int i) {
+    const dae_layer *l = &m->layers[i];
+    int transposed = l->kind == DAE_LAYER_CONV_TRANSPOSE2D;
+    dae_conv_geom g = layer_geom(l, 1);
+    if ((i > 0 && concat_split(m, i - 1, 1)) || !dae_conv_weight_grad_is_outer(&g, transposed)) return 0;
+    return transposed ? l->in_c : l->out_c;
+}
+
 dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     m->in_c = 1, m->in_h = 28, m->in_w = 28;
@@ -518,6 +531,7 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
         l->prepared_count = l->kind == DAE_LAYER_CONV2D ? dae_conv2d_prepared_size(&g)
                                                         : dae_conv_transpose2d_prepared_size(&g);
         prepared += (l->prepared_count + 15) / 16 * 16; /* each a whole number of vectors */
+        l->outer_rows = outer_rows(m, i);
     }
     if (convs == 0)
         return dae_fail(err, errlen, DAE_ERR_INVALID, "architecture: no convolution, nothing to learn");
@@ -1080,8 +1094,7 @@ static void run_backward(const dae_model *m, dae_workspace *ws, const float *x0,
         dae_conv_geom geom = layer_geom(l, batch);
         const float *x = node_value(ws, k, x0), *w = m->params + l->weight_offset;
         float *gw = grads + l->weight_offset, *gb = grads + l->bias_offset;
-        int rows, cols;
-        if (outer_apart && dae_model_outer_layer(m, i, &rows, &cols)) gw = NULL;
+        if (outer_apart && l->outer_rows > 0) gw = NULL;
         /* When layer k is a ReLU in place and this is its gradient's last
          * share, the ReLU's backward goes with it: in the convolution's
          * kernels as they store din when this is the only share, or in the
@@ -1152,12 +1165,9 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
 
 int dae_model_outer_layer(const dae_model *m, int i, int *rows, int *cols) {
     const dae_layer *l = &m->layers[i];
-    if (!is_conv(l) || (i > 0 && concat_split(m, i - 1, 1))) return 0;
-    dae_conv_geom g = layer_geom(l, 1);
-    int conv2d = l->kind == DAE_LAYER_CONV2D;
-    if (!(conv2d ? dae_conv2d_weight_grad_is_outer(&g) : dae_conv_transpose2d_weight_grad_is_outer(&g))) return 0;
-    *rows = conv2d ? l->out_c : l->in_c;
-    *cols = (int)(l->weight_count / (size_t)*rows);
+    if (l->outer_rows == 0) return 0;
+    *rows = l->outer_rows;
+    *cols = (int)(l->weight_count / (size_t)l->outer_rows);
     return 1;
 }
 

@@ -66,6 +66,8 @@ typedef struct {
                         input has no other reader) */
     int relu_fused;  /* a convolution that applies the ReLU reading it, or
                         that ReLU, which then has nothing left to do */
+    int outer_rows;  /* a convolution whose weight gradient is a sum of outer
+                        products (dae_model_outer_layer): its weight's rows */
 } dae_layer;
 
 typedef struct {
@@ -164,9 +166,8 @@ double dae_model_train_pass(const dae_model *m, dae_workspace *ws, const float *
                             float *grads, float *out);
 
 /* 1 when layer i's weight gradient is a sum of outer products over the
- * batch (dae_conv2d_weight_grad_is_outer and its transposed twin; not a
- * layer reading a concatenation where its parts lie): the weight is
- * *rows x *cols, each image's term its rows-vector times its cols-vector.
+ * batch (dae_conv_weight_grad_is_outer; not a layer reading a
+ * concatenation where its parts lie): the weight is *rows x *cols, each image's term its rows-vector times its cols-vector.
  * The 7x7 bottleneck's two layers: 95% of the seed network's parameters,
  * 91% of the U-Net's. */
 int dae_model_outer_layer(const dae_model *m, int i, int *rows, int *cols);

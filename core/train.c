@@ -215,16 +215,16 @@ static void step_update(void *arg, int index, int count) {
                                       sp->begin[r] + to);
         before += len;
     }
+    dae_outer_part parts[MAX_THREADS];
+    int n_parts = 0, passes[MAX_THREADS]; /* the threads whose pass had images */
+    for (int t = 0; t < count; t++) {
+        int batch = dae_pool_split(c->now->count, t + 1, count) - dae_pool_split(c->now->count, t, count);
+        if (batch > 0) passes[n_parts] = t, parts[n_parts++].batch = batch;
+    }
     for (int o = 0; o < c->n_outer; o++) {
         const outer_weight *w = &c->outer[o];
-        dae_outer_part parts[MAX_THREADS];
-        int n_parts = 0;
-        for (int t = 0; t < c->threads; t++) {
-            int batch = dae_pool_split(c->now->count, t + 1, count) - dae_pool_split(c->now->count, t, count);
-            if (batch == 0) continue;
-            dae_model_outer_factors(c->m, c->ws[t], w->layer, &parts[n_parts].rows, &parts[n_parts].cols);
-            parts[n_parts++].batch = batch;
-        }
+        for (int q = 0; q < n_parts; q++)
+            dae_model_outer_factors(c->m, c->ws[passes[q]], w->layer, &parts[q].rows, &parts[q].cols);
         int vectors = (w->cols + 15) / 16, c0 = 16 * dae_pool_split(vectors, index, count),
             c1 = 16 * dae_pool_split(vectors, index + 1, count);
         dae_adam_update_outer(c->adam, c->model->params, w->offset, w->rows, w->cols, c0, c1 < w->cols ? c1 : w->cols,

@@ -518,14 +518,10 @@ Test(model, outer_weight_gradients_apart_match_the_plain_pass) {
 /* Outer layers only, the first reading the network's input itself (its
  * factor is the caller's images). */
 Test(model, outer_layers_reading_the_input_apart_match_the_plain_pass) {
-    static const char spec[] =
-        "{\"input\":[1,28,28],\"encoder\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":8,"
-        "\"kernel_size\":28},{\"type\":\"relu\"}],\"decoder\":[{\"type\":\"conv_transpose2d\",\"in_channels\":8,"
-        "\"out_channels\":1,\"kernel_size\":28},{\"type\":\"sigmoid\"}]}";
     enum { BATCH = 5 };
     char err[DAE_ERR_LEN] = "";
     dae_model m;
-    cr_assert_eq(dae_model_init(&m, spec, err, sizeof err), DAE_OK, "%s", err);
+    cr_assert_eq(dae_model_init(&m, OUTER_ONLY_SPEC, err, sizeof err), DAE_OK, "%s", err);
     dae_model_init_params(&m, 5);
     float *noisy = uniform_floats(BATCH * 784, 0.0f, 1.0f, 31, 0), *clean = uniform_floats(BATCH * 784, 0.0f, 1.0f, 31, 1);
     check_outer_apart(&m, noisy, clean, BATCH, 2, "outer layers only");

@@ -161,15 +161,11 @@ Test(train, every_step_trains_on_its_batch_whichever_thread_made_the_images) {
  * image on one thread), and the loss falls (test_model checks the
  * gradients' factors against the plain pass). */
 Test(train, a_network_of_outer_layers_trains_on_any_thread_count) {
-    static const char spec[] =
-        "{\"input\":[1,28,28],\"encoder\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":8,"
-        "\"kernel_size\":28},{\"type\":\"relu\"}],\"decoder\":[{\"type\":\"conv_transpose2d\",\"in_channels\":8,"
-        "\"out_channels\":1,\"kernel_size\":28},{\"type\":\"sigmoid\"}]}";
     char err[DAE_ERR_LEN] = "";
     loss_log one = {0}, three = {0};
     for (int threads = 1; threads <= 3; threads += 2) {
         dae_model m;
-        cr_assert_eq(dae_model_init(&m, spec, err, sizeof err), DAE_OK, "%s", err);
+        cr_assert_eq(dae_model_init(&m, OUTER_ONLY_SPEC, err, sizeof err), DAE_OK, "%s", err);
         int outer = 0, rows, cols;
         for (int i = 0; i < m.n_layers; i++) outer += dae_model_outer_layer(&m, i, &rows, &cols);
         cr_assert_eq(outer, 2);

@@ -157,6 +157,14 @@ static inline void test_waiter_wait(test_waiter *w, int n) {
     pthread_mutex_unlock(&w->mu);
 }
 
+/* A network of two layers whose weight gradients are sums of outer
+ * products (dae_model_outer_layer), the first reading the network's
+ * input itself. */
+#define OUTER_ONLY_SPEC                                                                                            \
+    "{\"input\":[1,28,28],\"encoder\":[{\"type\":\"conv2d\",\"in_channels\":1,\"out_channels\":8,"            \
+    "\"kernel_size\":28},{\"type\":\"relu\"}],\"decoder\":[{\"type\":\"conv_transpose2d\",\"in_channels\":8," \
+    "\"out_channels\":1,\"kernel_size\":28},{\"type\":\"sigmoid\"}]}"
+
 /* Runs check once for each instruction set this CPU has, with the
  * engine's kernels switched to it and r seeded from (seed, the set); puts
  * the kernels back after. Returns how many sets ran. */
