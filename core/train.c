@@ -152,6 +152,11 @@ typedef struct {
 static void make_image(const step_ctx *c, step_images *b, int i) {
     size_t n = dae_model_image_size(c->m);
     int index = c->order[b->start + i];
+    if (i + 1 < b->count) { /* the next image's pixels, while this one's noise is made */
+        const char *next = (const char *)(c->pixels + (size_t)c->order[b->start + i + 1] * n);
+        for (size_t at = 0; at < n; at += 64) __builtin_prefetch(next + at, 0, 3);
+        __builtin_prefetch(next + n - 1, 0, 3);
+    }
     dae_noise_pixels(&c->cfg->noise, c->pixels + (size_t)index * n, b->clean + i * n, b->noisy + i * n, n,
                      c->cfg->seed, ((uint64_t)c->epoch << 32) | (uint32_t)index);
     atomic_store_explicit(&b->state[i], IMAGE_READY, memory_order_release);
