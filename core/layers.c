@@ -928,9 +928,9 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels_
  * time, each image padded once: dw (n, taps) += the weight gradient from
  * the features feat (B, OH, OW, n), summed over the batch's pixels in
  * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
- * over its taps of the tap's pixel times wt[t] (taps, n), four pixels at
- * a time (four sums in flight), zero where feat is not positive when
- * feat_relu (feat a ReLU's output: its backward done here). */
+ * over its taps of the tap's pixel times wt[t] (taps, n), eight pixels
+ * at a time (one_channel_pixels_row), zero where feat is not positive
+ * when feat_relu (feat a ReLU's output: its backward done here). */
 HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat,
                                                 const float *restrict feat, const float *image,
                                                 const float *restrict wt, const dae_conv_geom *v,
