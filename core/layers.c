@@ -907,21 +907,15 @@ static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels_
                                                                                     const float *restrict wt,
                                                                                     int stride, int kh, int kw, int w,
                                                                                     const float *keep) {
-#define KEEP_AT(ox) (keep != NULL ? keep + (size_t)(ox) * n : NULL)
+#define PIXELS(m)                                                                                           \
+    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * stride, wp, wt, stride, kh, kw, m,        \
+                       keep != NULL ? keep + (size_t)ox * n : NULL)
     int ox = 0;
-    for (; ox + 8 <= w; ox += 8)
-        one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * stride, wp, wt, stride, kh, kw, 8, KEEP_AT(ox));
-#define PIXELS(m)                                                                                              \
-    if (ox + (m) <= w) {                                                                                       \
-        one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * stride, wp, wt, stride, kh, kw, m,        \
-                           KEEP_AT(ox));                                                                       \
-        ox += (m);                                                                                             \
-    }
-    PIXELS(4) /* the rest by constant counts */
-    PIXELS(2)
-    PIXELS(1)
+    for (; ox + 8 <= w; ox += 8) PIXELS(8);
+    if (ox + 4 <= w) PIXELS(4), ox += 4; /* the rest by constant counts */
+    if (ox + 2 <= w) PIXELS(2), ox += 2;
+    if (ox < w) PIXELS(1);
 #undef PIXELS
-#undef KEEP_AT
 }
 
 /* The backward pass against the images (B, H, W, 1), 16 channels at a
