@@ -118,8 +118,14 @@ HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
             word[i] = state[1];
             advance(state);
         }
+        /* The loops below run over whole vectors: a last block of a few
+         * pairs (784 pixels end in 8) went through the compiler's scalar
+         * remainder, as slow as a whole block of 128. The extra lanes'
+         * words are zero and their values never written. */
+        size_t lanes = (pairs + 15) / 16 * 16;
+        for (size_t i = pairs; i < lanes; i++) word[i] = 0;
         float u1[BLOCK], u2[BLOCK];
-        for (size_t i = 0; i < pairs; i++) {
+        for (size_t i = 0; i < lanes; i++) {
             uint64_t v = scramble(word[i]);
             /* Two 24-bit uniforms from one draw; u1 in (0, 1] so log is
              * finite. Both integers are below 2^25: exact as floats. */
@@ -127,7 +133,7 @@ HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
             u2[i] = (float)(int32_t)((v >> 16) & 0xffffff) * (1.0f / 16777216.0f);
         }
         float a[BLOCK], b[BLOCK];
-        for (size_t i = 0; i < pairs; i++) {
+        for (size_t i = 0; i < lanes; i++) {
             float radius = sqrtf(-2.0f * log_unit(u1[i]));
             float c, s;
             sincos_turn(u2[i], &c, &s);

@@ -69,6 +69,32 @@ Test(rng, normal_draws_follow_the_standard_normal) {
     free(z);
 }
 
+/* Each pair of dae_rng_normal_fill's normals is Box-Muller of one draw of
+ * the generator: u1 from its top 24 bits (+ 1, so never 0), u2 from the
+ * next 24, z = sqrt(-2 ln u1) (cos, sin)(2 pi u2). Against that formula in
+ * double, value by value, for lengths that end anywhere in a vector and
+ * in a block (the fill's loops run over whole vectors of pairs). */
+Test(rng, normal_fill_is_box_muller_of_each_draw) {
+    static const size_t lengths[] = {1, 2, 15, 16, 17, 31, 32, 33, 255, 256, 257, 301, 784};
+    for (size_t t = 0; t < sizeof lengths / sizeof lengths[0]; t++) {
+        size_t n = lengths[t];
+        float z[784];
+        dae_rng fill, draws;
+        dae_rng_seed(&fill, 7, n);
+        dae_rng_seed(&draws, 7, n);
+        dae_rng_normal_fill(&fill, z, n);
+        for (size_t i = 0; i < n; i += 2) {
+            uint64_t v = dae_rng_next(&draws);
+            double u1 = (double)((v >> 40) + 1) / 16777216.0, u2 = (double)((v >> 16) & 0xffffff) / 16777216.0;
+            double radius = sqrt(-2.0 * log(u1)), angle = 6.283185307179586 * u2;
+            double want[2] = {radius * cos(angle), radius * sin(angle)};
+            for (size_t k = 0; k < 2 && i + k < n; k++)
+                cr_assert(fabs(z[i + k] - want[k]) < 1e-5, "length %zu, value %zu: %.8f, Box-Muller %.8f", n, i + k,
+                          (double)z[i + k], want[k]);
+        }
+    }
+}
+
 Test(rng, normal_fill_is_reproducible_for_odd_lengths) {
     float a[301], b[301];
     dae_rng r;
