@@ -558,6 +558,10 @@ static int conv2d_by_taps(const dae_conv_geom *g, const patch_geom *p) {
     return g->out_c <= TAPS_MAX_OUT_C && !patch_is_whole_image(p);
 }
 
+/* The scratch of the input gradient by phases (conv2d_backward_by_phases),
+ * or 0 where it does not go by them. */
+static size_t conv2d_backward_phases_scratch(const dae_conv_geom *g);
+
 size_t dae_conv2d_col_size(const dae_conv_geom *g) {
     patch_geom p = conv_patches(g);
     if (conv2d_by_taps(g, &p)) { /* the forward's weight and taps, which hold more than the backward's planes */
@@ -565,7 +569,9 @@ size_t dae_conv2d_col_size(const dae_conv_geom *g) {
         size_t dots = conv2d_by_dots(g, &p) ? conv2d_dots_col_size(g) : 0;
         return taps > dots ? taps : dots;
     }
-    return (size_t)g->batch * g->out_h * g->out_w * g->k_h * g->k_w * g->in_c;
+    size_t taps = (size_t)g->batch * g->out_h * g->out_w * g->k_h * g->k_w * g->in_c;
+    size_t phases = conv2d_backward_phases_scratch(g);
+    return taps > phases ? taps : phases;
 }
 
 /* The output columns [*lo, *hi) whose kernel column j lands inside the
@@ -1086,7 +1092,7 @@ void dae_conv2d_backward_parts(float *const *dins, float *dweight, float *dbias,
  * by the transposed convolution's phases, when they run: 1 when it ran
  * (below, after the phases). */
 static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
-                                     const float *weight, const dae_conv_geom *g, int in_relu);
+                                     const float *weight, const dae_conv_geom *g, int in_relu, float *col);
 
 void dae_conv2d_backward(float *din, float *dweight, float *dbias,
                          const float *dout, const float *in,
@@ -1106,7 +1112,7 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
         one_channel_backward(dweight, NULL, dout, in, NULL, g, col, 0);
         return;
     }
-    if (conv2d_backward_by_phases(din, dweight, dout, in, weight, g, in_relu)) return;
+    if (conv2d_backward_by_phases(din, dweight, dout, in, weight, g, in_relu, col)) return;
     size_t in_image = (size_t)g->in_h * g->in_w * g->in_c, out_pixels = (size_t)g->out_h * g->out_w;
     int whole = patch_is_whole_image(&p);
     int per = whole ? g->batch : chunk_images(out_pixels * k);
@@ -1539,7 +1545,13 @@ static void conv_transpose2d_to_one_channel_forward(float *out, const float *con
  * back; here only the outputs are written. Every output sums its terms
  * in one order, so an image's bits do not depend on its batch or on the
  * parts its input comes in. A tile is PHASE_TILE pixels of an input row:
- * their even and odd outputs' 16 channels in 2 x PHASE_TILE registers. */
+ * their even and odd outputs' 16 channels in 2 x PHASE_TILE registers.
+ * Odd rows go two at a time by Winograd's F(2,2) (phases_odd_pair): the
+ * U-Net's 7 -> 14 layer alone, one core, batch 1, 5.73 -> 5.06 us, its 14
+ * -> 28 10.92 -> 10.65 (best of 5 alternating runs). Along the rows too
+ * (pairs of odd columns), the differences doubled the loads (20 for 20
+ * multiply-adds an input channel, against 11 for 21): 5.1 -> 8.1 and
+ * 11.1 -> 16.0 us. */
 enum { PHASE_TILE = 7 };
 
 /* TILE(T) with T, the pixels of a tile, a constant: 1 to PHASE_TILE. */
@@ -1561,9 +1573,10 @@ static int conv_transpose2d_by_phases(const dae_conv_geom *g) {
 
 /* e[t], o[t] += the products of pixels j0 .. j0 + T - 1 of an input row
  * (x: pixel j0 of the first part; the parts' pixels at the same index)
- * through kernel row w (weight (IC, 3, 3, OC) at the row and the tile's
- * 16 channels); right: whether pixel j0 + T exists to add its column-0
- * product into o[T - 1]. */
+ * through kernel row w (at the tile's 16 channels, an input channel's
+ * taps k floats apart: the weight (IC, 3, 3, OC), k = 9 OC, or
+ * phases_sums' (IC, 3, OC), k = 3 OC); right: whether pixel j0 + T exists
+ * to add its column-0 product into o[T - 1]. */
 static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e, vec16 *o, int T, int right,
                                                                         const float *const *parts,
                                                                         const int *channels, int n_parts,
@@ -1587,29 +1600,13 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_row(vec16 *e
     }
 }
 
-/* One tile of output row y (T pixels of input row y / 2 from j0; image
- * b's pixels from index `image`), 16 channels from v: bias, max(0, .)
- * when relu, zero where keep (out's layout, or NULL) is not positive,
- * stored. */
-static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y,
-                                                                         int j0, const float *const *parts,
-                                                                         const int *channels, int n_parts,
-                                                                         size_t image, const float *weight,
-                                                                         const float *bias, const dae_conv_geom *g,
-                                                                         int v, int relu, const float *keep) {
-    vec16 e[PHASE_TILE], o[PHASE_TILE];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
-    int m = y / 2, k = 9 * g->out_c, right = j0 + T < g->in_w;
-    const float *w = weight + v;
-    size_t row = image + (size_t)m * g->in_w + j0;
-    if (y % 2 == 0) {
-        phases_row(e, o, T, right, parts, channels, n_parts, row, w + 3 * g->out_c, k, g->out_c);
-    } else {
-        phases_row(e, o, T, right, parts, channels, n_parts, row, w + 6 * g->out_c, k, g->out_c);
-        if (m + 1 < g->in_h)
-            phases_row(e, o, T, right, parts, channels, n_parts, row + g->in_w, w, k, g->out_c);
-    }
+/* Output row y's tile (2 T pixels from column 2 j0; e the even columns',
+ * o the odd ones'), 16 channels from v: bias, max(0, .) when relu, zero
+ * where keep (out's layout, or NULL) is not positive, stored. */
+static inline __attribute__((always_inline)) void phases_store(float *restrict out, const vec16 *e, const vec16 *o,
+                                                               int T, int y, int j0, const float *bias,
+                                                               const dae_conv_geom *g, int v, int relu,
+                                                               const float *keep) {
     vec16 b = bias != NULL ? *(const uvec16 *)(bias + v) : (vec16){0};
     size_t at = ((size_t)y * g->out_w + 2 * j0) * g->out_c + v;
     float *d = out + at;
@@ -1623,22 +1620,142 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *
     }
 }
 
+/* An input image's parts: the first pixel of image b at index `image`
+ * of each (B, H, W, channels[q]) part; the differences of a pair of its
+ * rows (2, W, channels[q]: phases_differences) in diffs. */
+typedef struct {
+    const float *const *parts, *const *diffs;
+    const int *channels;
+    int n_parts;
+    size_t image;
+} phases_input;
+
+/* One tile of output row y from its input rows, the taps' way: row 2m
+ * input row m through kernel row 1; row 2m + 1 row m through kernel row
+ * 2, then row m + 1 through kernel row 0. */
+static inline __attribute__((always_inline)) FUSED_MADD void phases_tile(float *restrict out, int T, int y, int j0,
+                                                                         const phases_input *in,
+                                                                         const float *weight, const float *bias,
+                                                                         const dae_conv_geom *g, int v, int relu,
+                                                                         const float *keep) {
+    vec16 e[PHASE_TILE], o[PHASE_TILE];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
+    int m = y / 2, k = 9 * g->out_c, oc = g->out_c, right = j0 + T < g->in_w;
+    const float *w = weight + v;
+    size_t row = in->image + (size_t)m * g->in_w + j0;
+    if (y % 2 == 0) {
+        phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, row, w + 3 * oc, k, oc);
+    } else {
+        phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, row, w + 6 * oc, k, oc);
+        if (m + 1 < g->in_h)
+            phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, row + g->in_w, w, k, oc);
+    }
+    phases_store(out, e, o, T, y, j0, bias, g, v, relu, keep);
+}
+
+/* One tile of odd output rows 2m + 1 and 2m + 3 by Winograd's F(2,2)
+ * across the rows: with R_m input row m and K_i kernel row i,
+ *   row 2m + 1 = R_m K2 + R_{m+1} K0     = (R_m - R_{m+1}) K2 + R_{m+1} (K0 + K2)
+ *   row 2m + 3 = R_{m+1} K2 + R_{m+2} K0 = R_{m+1} (K0 + K2) - (R_{m+1} - R_{m+2}) K0
+ * three row products for four, each the taps' own (phases_row): a
+ * quarter of the odd rows' multiply-adds and loads, a sixth of the
+ * layer's. sums: K0 + K2 (phases_sums). */
+static inline __attribute__((always_inline)) FUSED_MADD void phases_odd_pair(float *restrict out, int T, int m,
+                                                                             int j0, const phases_input *in,
+                                                                             const float *weight, const float *sums,
+                                                                             const float *bias,
+                                                                             const dae_conv_geom *g, int v,
+                                                                             int relu, const float *keep) {
+    vec16 e[PHASE_TILE], o[PHASE_TILE], shared_e[PHASE_TILE], shared_o[PHASE_TILE];
+    int k = 9 * g->out_c, oc = g->out_c, right = j0 + T < g->in_w;
+    const float *w = weight + v;
+    size_t row = (size_t)m * g->in_w + j0;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
+    phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, in->image + row + g->in_w, sums + v, 3 * oc,
+               oc);
+    row = j0; /* in the differences */
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) shared_e[t] = e[t], shared_o[t] = o[t], e[t] = o[t] = (vec16){0};
+    __asm__ volatile("" ::: "memory"); /* shared_e, shared_o go to memory: the next sums need the registers */
+    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, row, w + 6 * oc, k, oc);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] += shared_e[t], o[t] += shared_o[t];
+    __asm__ volatile("" ::: "memory");
+    phases_store(out, e, o, T, 2 * m + 1, j0, bias, g, v, relu, keep);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
+    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, row + g->in_w, w, k, oc);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) e[t] = shared_e[t] - e[t], o[t] = shared_o[t] - o[t];
+    phases_store(out, e, o, T, 2 * m + 3, j0, bias, g, v, relu, keep);
+}
+
+/* The floats of scratch the phases take: K0 + K2 (IC, 3, OC), then the
+ * differences of a pair of rows. */
+static size_t phases_scratch_floats(const dae_conv_geom *g) {
+    return (size_t)3 * g->in_c * g->out_c + (size_t)2 * g->in_w * g->in_c;
+}
+
+/* sums (IC, 3, OC) = kernel row 0 + kernel row 2 of weight (IC, 3, 3, OC). */
+static inline __attribute__((always_inline)) void phases_sums(float *restrict sums, const float *restrict weight,
+                                                              const dae_conv_geom *g) {
+    size_t row = (size_t)3 * g->out_c;
+    for (size_t c = 0; c < (size_t)g->in_c; c++)
+        for (size_t i = 0; i < row; i++) sums[c * row + i] = weight[(3 * c) * row + i] + weight[(3 * c + 2) * row + i];
+}
+
+/* diff (2, W, C) = input rows m and m + 1 (x: row m, (W, C)) each less
+ * the next, where it is one of the h rows (else the row itself). Made
+ * where the pair's products read them, they stay in L1: an image's made
+ * at once went out to L2 (0.5 us of the 14 -> 28 layer's 12). */
+static inline __attribute__((always_inline)) void phases_differences(float *restrict diff, const float *restrict x,
+                                                                     int m, int h, int w, int c) {
+    size_t row = (size_t)w * c, last = m + 2 < h ? 2 * row : row;
+    for (size_t i = 0; i < last; i++) diff[i] = x[i] - x[i + row];
+    for (size_t i = last; i < 2 * row; i++) diff[i] = x[i];
+}
+
 HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
                                                               const int *channels, int n_parts,
                                                               const float *restrict weight, const float *restrict bias,
-                                                              const dae_conv_geom *g, int relu, const float *keep) {
+                                                              const dae_conv_geom *g, int relu, const float *keep,
+                                                              float *restrict scratch) {
     size_t in_image = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
-    for (int b = 0; b < g->batch; b++)
+    float *sums = scratch, *diff = scratch + (size_t)3 * g->in_c * g->out_c;
+    phases_sums(sums, weight, g);
+    const float *diffs[DAE_MAX_PARTS];
+    for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++])
+        diffs[q] = diff + (size_t)2 * g->in_w * c_first;
+    for (int b = 0; b < g->batch; b++) {
+        phases_input in = {parts, diffs, channels, n_parts, b * in_image};
+        float *o = out + b * out_image;
+        const float *ko = keep != NULL ? keep + b * out_image : NULL;
         for (int v = 0; v < g->out_c; v += 16)
-            for (int y = 0; y < g->out_h; y++)
-                for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) {
-                    float *o = out + b * out_image;
-                    const float *ko = keep != NULL ? keep + b * out_image : NULL;
-                    size_t image = b * in_image;
-#define PHASES_TILE(T) phases_tile(o, T, y, j0, parts, channels, n_parts, image, weight, bias, g, v, relu, ko)
-                    PHASE_TILES(g->in_w - j0, PHASES_TILE)
+            for (int m = 0; m < g->in_h; m += 2) {
+                /* rows 2m .. 2m + 3 (those in the output): odd ones in pairs */
+                int pair = 2 * m + 3 < g->out_h;
+                float *d = diff;
+                for (int q = 0; pair && q < n_parts; d += (size_t)2 * g->in_w * channels[q++])
+                    phases_differences(d, parts[q] + (b * in_image + (size_t)m * g->in_w) * channels[q], m, g->in_h,
+                                       g->in_w, channels[q]);
+                for (int y = 2 * m; y < 2 * m + 4 && y < g->out_h; y++) {
+                    if (y % 2 && pair && y == 2 * m + 3) continue;
+                    for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) {
+#define PHASES_TILE(T) phases_tile(o, T, y, j0, &in, weight, bias, g, v, relu, ko)
+#define PHASES_PAIR(T) phases_odd_pair(o, T, m, j0, &in, weight, sums, bias, g, v, relu, ko)
+                        if (y % 2 && pair) {
+                            PHASE_TILES(g->in_w - j0, PHASES_PAIR)
+                        } else {
+                            PHASE_TILES(g->in_w - j0, PHASES_TILE)
+                        }
+#undef PHASES_PAIR
 #undef PHASES_TILE
+                    }
                 }
+            }
+    }
 }
 
 /* The backward by phases, where the forward goes by them and the parts'
@@ -1838,15 +1955,25 @@ static dae_conv_geom transposed_view(const dae_conv_geom *g) {
     return t;
 }
 
-static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
-                                     const float *weight, const dae_conv_geom *g, int in_relu) {
+static int conv2d_goes_by_phases(const dae_conv_geom *g, dae_conv_geom *t) {
     if (g->k_h != 3 || g->k_w != 3 || g->stride_h != 2 || g->stride_w != 2 || g->pad_h != 1 || g->pad_w != 1)
         return 0;
-    dae_conv_geom t = transposed_view(g);
-    if (!conv_transpose2d_backward_by_phases(&t, &t.in_c, 1)) return 0;
+    *t = transposed_view(g);
+    return conv_transpose2d_backward_by_phases(t, &t->in_c, 1);
+}
+
+static size_t conv2d_backward_phases_scratch(const dae_conv_geom *g) {
+    dae_conv_geom t;
+    return conv2d_goes_by_phases(g, &t) ? phases_scratch_floats(&t) : 0;
+}
+
+static int conv2d_backward_by_phases(float *din, float *dweight, const float *dout, const float *in,
+                                     const float *weight, const dae_conv_geom *g, int in_relu, float *col) {
+    dae_conv_geom t;
+    if (!conv2d_goes_by_phases(g, &t)) return 0;
     conv_transpose2d_weight_grad(dweight, in, &dout, &g->out_c, 1, &t);
     if (din != NULL)
-        conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0, in_relu ? in : NULL);
+        conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0, in_relu ? in : NULL, col);
     return 1;
 }
 
@@ -1856,8 +1983,10 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
     size_t taps = (size_t)g->batch * g->in_h * g->in_w * g->k_h * g->k_w * g->out_c; /* also the backward's */
     size_t points = conv_transpose2d_by_points(g) ? points_col_size(g) : 0;
     size_t rows = conv_transpose2d_to_one_channel_by_rows(g) ? one_channel_rows_col_size(g) : 0;
+    size_t phases = conv_transpose2d_by_phases(g) ? phases_scratch_floats(g) : 0;
     size_t most = taps > points ? taps : points;
-    return most > rows ? most : rows;
+    most = most > rows ? most : rows;
+    return most > phases ? most : phases;
 }
 
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g) {
@@ -1887,7 +2016,7 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
         return;
     }
     if (conv_transpose2d_by_phases(g)) {
-        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu, NULL);
+        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu, NULL, col);
         return;
     }
     int k = g->k_h * g->k_w * g->out_c;
