@@ -88,6 +88,32 @@ model_of() { case "$1" in ae) echo models/mnist-ae.safetensors ;; unet) echo mod
 # from a second core (PyTorch's and ONNX Runtime's helper threads, the
 # BLAS's) or loses to migrations.
 pin() { if [ "$1" = 1 ] && command -v taskset >/dev/null; then echo "taskset -c 0"; fi; }
+# The sgemm peak with `threads` BLAS threads: OpenBLAS as the engine gets
+# it (OPENBLAS_CORETYPE as set here), as OpenBLAS picks its kernels for
+# this CPU when that variable picks them, and with the kernels this CPU's
+# vector flags name when OpenBLAS picks older ones: an OpenBLAS older than
+# the CPU takes a model it does not know for its oldest core (0.3.21 ran a
+# Xeon of family 6, model 207, with AVX-512, as a Prescott: 21.7 GFLOP/s
+# against 113-134 with its Cooperlake kernels). Each measurement is
+# bench_core's block; "% peak" is against the highest of a call's.
+flags=" $(sed -n 's/^flags[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1) "
+case "$flags" in
+*" avx512_bf16 "*) flags_core=Cooperlake ;;
+*" avx512f "*) flags_core=SkylakeX ;;
+*" avx2 "*) flags_core=Haswell ;;
+*) flags_core= ;;
+esac
+sgemm_peak() {
+    echo "sgemm peaks of one call"
+    $(pin "$1") "$build/bench_core" --sgemm-peak --threads "$1" --reps "$reps" | tee "$tmp/peak-last.txt"
+    if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+        $(pin "$1") env -u OPENBLAS_CORETYPE "$build/bench_core" --sgemm-peak --threads "$1" --reps "$reps"
+    fi
+    if [ -n "$flags_core" ] && [ "$flags_core" != "${OPENBLAS_CORETYPE:-}" ] \
+        && ! grep -q ", core $flags_core," "$tmp/peak-last.txt"; then
+        $(pin "$1") env OPENBLAS_CORETYPE="$flags_core" "$build/bench_core" --sgemm-peak --threads "$1" --reps "$reps"
+    fi
+}
 # A dae train run's images/s from its log: its last epoch line's (images
 # over the time since the first epoch began), five figures where the
 # seconds printed have two.
@@ -136,7 +162,7 @@ if [ "$forward_only" = 0 ]; then
             # The peak right after the run: on a shared host it moves
             # within minutes (in one morning it read 172 to 210 GFLOP/s a
             # core).
-            "$build/bench_core" --sgemm-peak --threads "$threads" --reps "$reps" >> "$tmp/peak_train-$arch.txt"
+            sgemm_peak "$threads" >> "$tmp/peak_train-$arch.txt"
             # Training is the same bits every run (the same seed): the first
             # run's network is the one evaluated.
             [ "$run" = 1 ] && "$build/dae" eval --data-dir "$data_dir" --dataset "$dataset" \
@@ -156,7 +182,7 @@ if [ "$forward_only" = 0 ]; then
                 wait
                 for cpu in $(seq 0 $((threads - 1))); do run_ips "$tmp/dae_apart-$arch-$cpu.log"; done \
                     | awk '{ sum += $1 } END { print sum }' >> "$tmp/dae_apart-$arch.ips"
-                "$build/bench_core" --sgemm-peak --threads "$threads" --reps "$reps" >> "$tmp/peak_apart-$arch.txt"
+                sgemm_peak "$threads" >> "$tmp/peak_apart-$arch.txt"
             fi
 
             echo "training $arch with PyTorch (run $run of $train_runs) ..." >&2
@@ -166,16 +192,8 @@ if [ "$forward_only" = 0 ]; then
     done
 fi
 
-# The sgemm peak as the engine gets it (OPENBLAS_CORETYPE as set here) and,
-# when that variable picks the kernels, as OpenBLAS picks them for this CPU.
 echo "sgemm peak ..." >&2
-for t in $thread_counts; do
-    $(pin "$t") "$build/bench_core" --sgemm-peak --threads "$t" --reps "$reps" >> "$tmp/sgemm.txt"
-    if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
-        $(pin "$t") env -u OPENBLAS_CORETYPE "$build/bench_core" --sgemm-peak --threads "$t" --reps "$reps" \
-            >> "$tmp/sgemm.txt"
-    fi
-done
+for t in $thread_counts; do sgemm_peak "$t" >> "$tmp/sgemm.txt"; done
 
 for t in $thread_counts; do
     echo "inference, $t thread(s) ..." >&2
@@ -213,16 +231,19 @@ def forward_rows(path):
             rows.setdefault(f[0], {})[int(f[i + 2])] = (float(f[i + 3]), float(f[i + 4]))
     return rows
 
-def sgemm_peaks(path):
-    """[(OpenBLAS core name, threads, GFLOP/s per core)] from bench_core --sgemm-peak."""
-    peaks, core = [], "?"
+def sgemm_peak_calls(path):
+    """Each sgemm_peak call's [(OpenBLAS core name, threads, GFLOP/s per
+    core)] from its bench_core --sgemm-peak blocks."""
+    calls, core = [], "?"
     for line in open(path):
         f = line.split()
-        if line.startswith("sgemm peak:"):
+        if line.startswith("sgemm peaks of one call"):
+            calls.append([])
+        elif line.startswith("sgemm peak:"):
             core = line.split(", core ")[1].split(",")[0]
         elif len(f) == 4 and f[0] == "sgemm":
-            peaks.append((core, int(f[1]), float(f[3])))
-    return peaks
+            calls[-1].append((core, int(f[1]), float(f[3])))
+    return calls
 
 def epoch_seconds(ips_path, images):
     """Seconds per epoch of each run from its images/s (a line a run)."""
@@ -232,13 +253,13 @@ def shares_of_peak(gflop, seconds, threads, peak_path):
     """Each run's GFLOP/s a core (gflop in seconds[i] on threads) over the
     sgemm peak a core read right after it (the i-th in peak_path), and
     those peaks."""
-    peaks = [g for _, _, g in sgemm_peaks(peak_path)]
+    peaks = [max(g for _, _, g in call) for call in sgemm_peak_calls(peak_path)]
     return [gflop / s / threads / g for s, g in zip(seconds, peaks)], peaks
 
 engines = ("dae", "ort", "torch")
 fwd = {(e, t): forward_rows(f"{tmp}/{e}_fwd-{t}.txt") for e in engines for t in thread_counts}
 mflop = {arch: fwd["dae", thread_counts[0]][arch]["mflop"] for arch in archs}
-peaks = sgemm_peaks(f"{tmp}/sgemm.txt")
+peaks = [p for call in sgemm_peak_calls(f"{tmp}/sgemm.txt") for p in call]
 # The target is the machine's peak: the best kernels OpenBLAS has for it,
 # whichever OPENBLAS_CORETYPE the engine itself ran with.
 peak = {t: max(g for _, pt, g in peaks if pt == t) for t in thread_counts}
