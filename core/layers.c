@@ -1670,23 +1670,21 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_odd_pair(flo
     vec16 e[PHASE_TILE], o[PHASE_TILE], shared_e[PHASE_TILE], shared_o[PHASE_TILE];
     int k = 9 * g->out_c, oc = g->out_c, right = j0 + T < g->in_w;
     const float *w = weight + v;
-    size_t row = (size_t)m * g->in_w + j0;
+    size_t next_row = in->image + (size_t)(m + 1) * g->in_w + j0; /* R_{m+1} in the parts */
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
-    phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, in->image + row + g->in_w, sums + v, 3 * oc,
-               oc);
-    row = j0; /* in the differences */
+    phases_row(e, o, T, right, in->parts, in->channels, in->n_parts, next_row, sums + v, 3 * oc, oc);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) shared_e[t] = e[t], shared_o[t] = o[t], e[t] = o[t] = (vec16){0};
     __asm__ volatile("" ::: "memory"); /* shared_e, shared_o go to memory: the next sums need the registers */
-    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, row, w + 6 * oc, k, oc);
+    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, j0, w + 6 * oc, k, oc);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] += shared_e[t], o[t] += shared_o[t];
     __asm__ volatile("" ::: "memory");
     phases_store(out, e, o, T, 2 * m + 1, j0, bias, g, v, relu, keep);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] = o[t] = (vec16){0};
-    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, row + g->in_w, w, k, oc);
+    phases_row(e, o, T, right, in->diffs, in->channels, in->n_parts, (size_t)g->in_w + j0, w, k, oc);
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) e[t] = shared_e[t] - e[t], o[t] = shared_o[t] - o[t];
     phases_store(out, e, o, T, 2 * m + 3, j0, bias, g, v, relu, keep);
