@@ -807,8 +807,10 @@ def test_mixed_batching(tmp, models_dir, digits):
 
 def test_drain(tmp, models_dir):
     """Readiness turns false while the server drains: a slow inference is in
-    flight when SIGTERM comes; a kept-alive connection keeps asking."""
-    d = Daemon(tmp, "drain", models_dir, ["--workers", "1", "--queue-size", "1", "--drain-timeout", "20"])
+    flight when SIGTERM comes; a kept-alive connection keeps asking. The
+    drain deadline is far past the image's time (15-20 s in the sanitizer
+    build on 2 cores)."""
+    d = Daemon(tmp, "drain", models_dir, ["--workers", "1", "--queue-size", "1", "--drain-timeout", "120"])
     probe = http.client.HTTPConnection(HOST, d.port, timeout=10)
     probe.request("GET", "/v2/health/ready")
     r = probe.getresponse()
