@@ -1690,15 +1690,17 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_odd_pair(flo
     phases_store(out, e, o, T, 2 * m + 3, j0, bias, g, v, relu, keep);
 }
 
-/* The floats of scratch the phases take: K0 + K2 (IC, 3, OC), then the
- * differences of a pair of rows. */
+/* The floats of K0 + K2 (IC, 3, OC): the phases' prepared weight. */
+static size_t phases_sums_floats(const dae_conv_geom *g) { return (size_t)3 * g->in_c * g->out_c; }
+
+/* The floats of scratch the phases take: K0 + K2, when the weight comes
+ * unprepared, then the differences of a pair of rows. */
 static size_t phases_scratch_floats(const dae_conv_geom *g) {
-    return (size_t)3 * g->in_c * g->out_c + (size_t)2 * g->in_w * g->in_c;
+    return phases_sums_floats(g) + (size_t)2 * g->in_w * g->in_c;
 }
 
 /* sums (IC, 3, OC) = kernel row 0 + kernel row 2 of weight (IC, 3, 3, OC). */
-static inline __attribute__((always_inline)) void phases_sums(float *restrict sums, const float *restrict weight,
-                                                              const dae_conv_geom *g) {
+static void phases_sums(float *restrict sums, const float *restrict weight, const dae_conv_geom *g) {
     size_t row = (size_t)3 * g->out_c;
     for (size_t c = 0; c < (size_t)g->in_c; c++)
         for (size_t i = 0; i < row; i++) sums[c * row + i] = weight[(3 * c) * row + i] + weight[(3 * c + 2) * row + i];
@@ -1715,14 +1717,13 @@ static inline __attribute__((always_inline)) void phases_differences(float *rest
     for (size_t i = last; i < 2 * row; i++) diff[i] = x[i];
 }
 
+/* sums: K0 + K2 of weight (phases_sums); diff: 2 W IC floats of scratch. */
 HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
                                                               const int *channels, int n_parts,
-                                                              const float *restrict weight, const float *restrict bias,
-                                                              const dae_conv_geom *g, int relu, const float *keep,
-                                                              float *restrict scratch) {
+                                                              const float *restrict weight, const float *restrict sums,
+                                                              const float *restrict bias, const dae_conv_geom *g,
+                                                              int relu, const float *keep, float *restrict diff) {
     size_t in_image = (size_t)g->in_h * g->in_w, out_image = (size_t)g->out_h * g->out_w * g->out_c;
-    float *sums = scratch, *diff = scratch + (size_t)3 * g->in_c * g->out_c;
-    phases_sums(sums, weight, g);
     const float *diffs[DAE_MAX_PARTS];
     for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++])
         diffs[q] = diff + (size_t)2 * g->in_w * c_first;
@@ -1970,8 +1971,11 @@ static int conv2d_backward_by_phases(float *din, float *dweight, const float *do
     dae_conv_geom t;
     if (!conv2d_goes_by_phases(g, &t)) return 0;
     conv_transpose2d_weight_grad(dweight, in, &dout, &g->out_c, 1, &t);
-    if (din != NULL)
-        conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, NULL, &t, 0, in_relu ? in : NULL, col);
+    if (din != NULL) {
+        phases_sums(col, weight, &t);
+        conv_transpose2d_forward_by_phases(din, &dout, &g->out_c, 1, weight, col, NULL, &t, 0, in_relu ? in : NULL,
+                                           col + phases_sums_floats(&t));
+    }
     return 1;
 }
 
@@ -1988,11 +1992,13 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
 }
 
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g) {
-    return conv_transpose2d_by_points(g) ? points_weight_floats(g) : 0;
+    if (conv_transpose2d_by_points(g)) return points_weight_floats(g);
+    return conv_transpose2d_by_phases(g) ? phases_sums_floats(g) : 0;
 }
 
 void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g) {
     if (conv_transpose2d_by_points(g)) points_weights(prepared, weight, g->in_c, g->out_c);
+    else if (conv_transpose2d_by_phases(g)) phases_sums(prepared, weight, g);
 }
 
 void dae_conv_transpose2d_forward(float *out, const float *in, const float *weight, const float *prepared,
@@ -2014,7 +2020,9 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
         return;
     }
     if (conv_transpose2d_by_phases(g)) {
-        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, bias, g, relu, NULL, col);
+        const float *sums = weight_prepared(prepared, dae_conv_transpose2d_prepare, weight, g, col);
+        conv_transpose2d_forward_by_phases(out, parts, channels, n_parts, weight, sums, bias, g, relu, NULL,
+                                           col + phases_sums_floats(g));
         return;
     }
     int k = g->k_h * g->k_w * g->out_c;

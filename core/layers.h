@@ -56,11 +56,12 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g);
 /* The weight as a forward pass multiplies it. Some paths rearrange the
  * weight first: transposed for the product from padded images, transposed
  * and padded for the taps, the head channels tap by tap for the dots,
- * Winograd points' filters (below, and layers.c). *_prepared_size is its
- * floats, 0 when the forward multiplies the weight as it is; *_prepare
- * makes it. A caller that runs a layer many times on one weight makes it
- * once and passes it to the forward as `prepared`; with NULL the forward
- * makes it itself at every call (2.5-4.6% of an image at batch 1). */
+ * Winograd points' filters, the phases' kernel rows 0 + 2 (below, and
+ * layers.c). *_prepared_size is its floats, 0 when the forward multiplies
+ * the weight as it is; *_prepare makes it. A caller that runs a layer
+ * many times on one weight makes it once and passes it to the forward as
+ * `prepared`; with NULL the forward makes it itself at every call
+ * (2.5-4.6% of an image at batch 1). */
 size_t dae_conv2d_prepared_size(const dae_conv_geom *g);
 void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g);
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g);
