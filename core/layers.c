@@ -1731,29 +1731,29 @@ HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict ou
         phases_input in = {parts, diffs, channels, n_parts, b * in_image};
         float *o = out + b * out_image;
         const float *ko = keep != NULL ? keep + b * out_image : NULL;
+#define PHASES_TILE(T) phases_tile(o, T, y, j0, &in, weight, bias, g, v, relu, ko)
+#define PHASES_ROW(row)                                                                                            \
+    for (int y = (row), j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) PHASE_TILES(g->in_w - j0, PHASES_TILE)
+#define PHASES_PAIR(T) phases_odd_pair(o, T, m, j0, &in, weight, sums, bias, g, v, relu, ko)
         for (int v = 0; v < g->out_c; v += 16)
             for (int m = 0; m < g->in_h; m += 2) {
-                /* rows 2m .. 2m + 3 (those in the output): odd ones in pairs */
-                int pair = 2 * m + 3 < g->out_h;
-                float *d = diff;
-                for (int q = 0; pair && q < n_parts; d += (size_t)2 * g->in_w * channels[q++])
-                    phases_differences(d, parts[q] + (b * in_image + (size_t)m * g->in_w) * channels[q], m, g->in_h,
-                                       g->in_w, channels[q]);
-                for (int y = 2 * m; y < 2 * m + 4 && y < g->out_h; y++) {
-                    if (y % 2 && pair && y == 2 * m + 3) continue;
-                    for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) {
-#define PHASES_TILE(T) phases_tile(o, T, y, j0, &in, weight, bias, g, v, relu, ko)
-#define PHASES_PAIR(T) phases_odd_pair(o, T, m, j0, &in, weight, sums, bias, g, v, relu, ko)
-                        if (y % 2 && pair) {
-                            PHASE_TILES(g->in_w - j0, PHASES_PAIR)
-                        } else {
-                            PHASE_TILES(g->in_w - j0, PHASES_TILE)
-                        }
-#undef PHASES_PAIR
-#undef PHASES_TILE
-                    }
+                /* rows 2m .. 2m + 3, those in the output: even, the odd pair (or the
+                 * last odd row alone), even */
+                PHASES_ROW(2 * m);
+                if (2 * m + 3 < g->out_h) {
+                    float *d = diff;
+                    for (int q = 0; q < n_parts; d += (size_t)2 * g->in_w * channels[q++])
+                        phases_differences(d, parts[q] + (b * in_image + (size_t)m * g->in_w) * channels[q], m,
+                                           g->in_h, g->in_w, channels[q]);
+                    for (int j0 = 0; j0 < g->in_w; j0 += PHASE_TILE) PHASE_TILES(g->in_w - j0, PHASES_PAIR)
+                } else if (2 * m + 1 < g->out_h) {
+                    PHASES_ROW(2 * m + 1);
                 }
+                if (2 * m + 2 < g->out_h) PHASES_ROW(2 * m + 2);
             }
+#undef PHASES_PAIR
+#undef PHASES_ROW
+#undef PHASES_TILE
     }
 }
 
