@@ -6,7 +6,8 @@
 #
 # Runs `debootstrap --variant=minbase bookworm` from MIRROR (default
 # http://deb.debian.org/debian) and slims the tree the way the official
-# image is slimmed (debuerreotype): no documentation, manual pages or
+# image is slimmed (debuerreotype), with the updates and security fixes
+# applied as in the official image: no documentation, manual pages or
 # translations (and a dpkg configuration that keeps them out of later
 # installs), no package lists or cached .debs, apt sources for bookworm,
 # bookworm-updates and bookworm-security. Writes the root file system as
@@ -84,6 +85,19 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 CFG
+
+# The official image is rebuilt with the suite's updates and security
+# fixes, and so is this one: on a base without them every image built on
+# it keeps a second copy of each base library a fix replaced (apt
+# upgrades it in the image's own layer when a package list names it).
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+if ! { chroot "$root" apt-get update -q &&
+       chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -q; } > "$dir/upgrade.log" 2>&1; then
+    tail -20 "$dir/upgrade.log" >&2
+    echo "base image: apt-get upgrade in the new root failed" >&2
+    exit 1
+fi
+echo "base image: $(grep -c '^Unpacking' "$dir/upgrade.log") packages upgraded from bookworm-updates and bookworm-security"
 
 # Remove what the exclusions above would have kept out.
 find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
