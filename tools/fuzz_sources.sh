@@ -81,7 +81,8 @@ log "sources: $JPEG_SRC $GIF_SRC $PNG_SRC $ZLIB_SRC"
 
 # ---------------------------------------------------------------- builds
 
-# Compiles the listed .c files of a library into PREFIX/lib/NAME.a.
+# Compiles the listed .c files of a library into PREFIX/lib/NAME.a, JOBS
+# at a time (the paths have no blanks: they are build/ and the packages').
 # Usage: build_plain NAME SRCDIR CFLAGS FILE...
 build_plain() {
     name=$1 dir=$2 flags=$3
@@ -89,8 +90,8 @@ build_plain() {
     obj=$PREFIX/obj/$name
     mkdir -p "$obj" "$PREFIX/lib"
     for f in "$@"; do
-        clang $flags -c "$dir/$f" -o "$obj/$(basename "$f" .c).o"
-    done
+        echo "clang $flags -c $dir/$f -o $obj/$(basename "$f" .c).o"
+    done | xargs -d '\n' -n 1 -P "$JOBS" sh -c
     rm -f "$PREFIX/lib/$name.a"
     ar rcs "$PREFIX/lib/$name.a" "$obj"/*.o
 }
