@@ -3,6 +3,12 @@
 
 CC       ?= cc
 BUILD    ?= build
+# Every core unless the command line says otherwise (`make -j1`): CI and
+# the README run plain `make test`, and core/layers.c alone is minutes of
+# one core. The job server reaches `make test-sanitize`'s sub-make too.
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
+endif
 OPT      ?= -O3
 # Portable by default: baseline x86-64. Hot loops pick AVX2/AVX-512 at run
 # time (target_clones); `make NATIVE=1` builds for this CPU only.
@@ -72,7 +78,9 @@ deps: ## install the Debian packages (as root), or print the apt command
 check-deps:
 	@for h in $(DEP_HEADERS); do [ -f $$h ] || { tools/deps.sh; break; }; done
 
-$(BUILD)/%.o: %.c
+# check-deps first (order only): on a fresh machine it installs the
+# headers every compile needs.
+$(BUILD)/%.o: %.c | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -282,7 +290,7 @@ fuzz: check-deps ## run each libFuzzer target for FUZZ_SECONDS (needs clang; bui
 	    for bin in $$bins; do \
 	        log=$(FUZZ_DIR)/$$bin.log; \
 	        echo "if $(FUZZ_ENV) $(FUZZ_DIR)/$$bin $(FUZZ_RUN) -artifact_prefix=$(FUZZ_DIR)/$$bin- $(FUZZ_DIR)/corpus_$$name $$seeds > $$log 2>&1; \
-	            then echo \"fuzz: $$bin \$$(grep -E '^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb)' $$log | paste -sd ' ')\"; \
+	            then echo \"fuzz: $$bin \$$(grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' $$log | paste -sd ' ')\"; \
 	            else tail -60 $$log; echo \"fuzz: $$bin FAILED (log: $$log)\"; exit 1; fi"; \
 	    done; \
 	done | $(FUZZ_PARALLEL)

@@ -1571,6 +1571,17 @@ static int conv_transpose2d_by_phases(const dae_conv_geom *g) {
            g->pad_w == 1 && g->out_c % 16 == 0;
 }
 
+/* The forward's tiles below, inlined for 7 widths of each kind of row and
+ * cloned for three instruction sets, made RTL's global CSE (gcse, and
+ * its rerun after reload) take 280 of the file's 345 s to compile at -O3
+ * (-ftime-report), the longest step of every build. Without those two
+ * passes here the file takes 70 s, with the same FMAs, and the forward
+ * runs as fast: the seed network's 7 -> 14 layer, one core, best of 10
+ * alternating, 2.43 -> 2.41 us at batch 1, 2.45 -> 2.45 at batch 64;
+ * 14 -> 28 (32 -> 16 channels) 10.35 -> 10.47. */
+#pragma GCC push_options
+#pragma GCC optimize("no-gcse", "no-gcse-after-reload")
+
 /* e[t], o[t] += the products of pixels j0 .. j0 + T - 1 of an input row
  * (x: pixel j0 of the first part; the parts' pixels at the same index)
  * through kernel row w (at the tile's 16 channels, an input channel's
@@ -1756,6 +1767,8 @@ HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict ou
 #undef PHASES_TILE
     }
 }
+
+#pragma GCC pop_options
 
 /* The backward by phases, where the forward goes by them and the parts'
  * channels are whole vectors: both gradients read the output gradient
