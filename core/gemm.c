@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 
+#include "gemm_isa.h"
 #include "hot.h"
 
 /* ------------------------------------------------------------ own kernels
@@ -20,65 +21,10 @@
  * packing was a third of a batch-1 pass. These kernels read the operands
  * where they lie, keep a register tile of C and apply the bias and ReLU
  * before storing it. They are compiled for AVX-512, AVX2 + FMA and SSE2
- * (gemm_kernels.inc, once each) and picked at run time, so the default
- * build stays portable. Contracting a*b + c into one FMA changes rounding
- * only within the tolerance every kernel is tested to. They are optimised
- * at O3 whatever the build's level: the sanitizer build's -O1 made them
- * 2.5x slower under ASan (a 2000x2000 image took 29 s, past the server
- * tests' 20 s drain timeout), where OpenBLAS, uninstrumented, had run
- * these products before. GCC does not turn their short copies (a ragged
- * tile's last columns, 9 floats a row for the seed network's last layer)
- * into memcpy calls, which were 3% of that network's forward. */
-
-#pragma GCC push_options
-#pragma GCC optimize("O3", "fp-contract=fast", "no-tree-loop-distribute-patterns")
-
-/* Rows of A and B a weight-gradient product (gemm_tn) sums before moving
- * to the next tile of C: 256 rows of 144 floats, 147 KB, stay in L2. */
-#define KTN_ROWS 256
-/* The most floats of B (a chunk's rows, 256 KB) for which gemm_tn walks
- * C's tiles row by row (B stays in L2 across a row of tiles) rather than
- * column block by column block. */
-#define KTN_ROWS_FIRST_FLOATS 65536
-/* The largest C (floats) gemm_tn sums transposed when its columns are
- * ragged and its rows are whole vectors. */
-#define KTN_SWAP_FLOATS 1024
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HAVE_X86_KERNELS 1
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,fma")
-#define KV 16
-#define KR 8
-#define KNV 3
-#define KNR 4
-#define KNC 6
-#define KSFX _avx512
-#include "gemm_kernels.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define KV 8
-#define KR 6
-#define KNV 2
-#define KNR 3
-#define KNC 4
-#define KSFX _avx2
-#include "gemm_kernels.inc"
-#pragma GCC pop_options
-#endif
-
-#define KV 4
-#define KR 4
-#define KNV 2
-#define KNR 2
-#define KNC 4
-#define KSFX _base
-#include "gemm_kernels.inc"
-
-#pragma GCC pop_options
+ * (gemm_kernels.inc, once each in gemm_avx512.c, gemm_avx2.c and
+ * gemm_sse2.c) and picked at run time, so the default build stays
+ * portable. Contracting a*b + c into one FMA changes rounding only within
+ * the tolerance every kernel is tested to. */
 
 /* Floats of stack scratch dae_gemm_bias may use: B transposed for a
  * product with B^T, and the padded copy of B's last columns. 48 KB: the
@@ -89,42 +35,22 @@ enum { SCRATCH_FLOATS = 12288 };
 
 /* ------------------------------------------------------------- dispatch */
 
-typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, int k2, const float *a2, int lda2,
-                        const float *b, int ldb, float *c, int ldc, const float *bias, int relu, float *pad);
-typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
-                            int ldc, const float *bias, int relu);
-typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
-                        float *pad);
-typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
-typedef void gemm_patches_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
-                             const float *b, int n, float *c, const float *bias, int relu);
-typedef void gemm_patches_dot_fn(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img,
-                                 int wp, const float *w, float *out);
-typedef void gemm_same3_dot_fn(int h, int w, int channels, const float *img, const float *wt, const float *tail,
-                               const float *tail_w, float bias, int relu, float *out);
-
 static const struct isa_kernels {
     const char *name;
-    gemm_nn_fn *nn;
-    gemm_nt_dot_fn *nt_dot;
-    gemm_tn_fn *tn;
-    transpose_fn *transpose;
-    gemm_patches_fn *patches;
-    gemm_patches_dot_fn *patches_dot;
-    gemm_same3_dot_fn *same3_dot;
+    const gemm_kernels *kernels; /* NULL where this build has none */
 } isa_kernels[DAE_ISA_COUNT] = {
-    [DAE_ISA_SSE2] = {"sse2", gemm_nn_base, gemm_nt_dot_base, gemm_tn_base, transpose_base, gemm_patches_base,
-                      gemm_patches_dot_base, gemm_same3_dot_base},
+    [DAE_ISA_SSE2] = {"sse2", &gemm_kernels_sse2},
 #ifdef HAVE_X86_KERNELS
-    [DAE_ISA_AVX2] = {"avx2", gemm_nn_avx2, gemm_nt_dot_avx2, gemm_tn_avx2, transpose_avx2, gemm_patches_avx2,
-                      gemm_patches_dot_avx2, gemm_same3_dot_avx2},
-    [DAE_ISA_AVX512] = {"avx512", gemm_nn_avx512, gemm_nt_dot_avx512, gemm_tn_avx512, transpose_avx512,
-                        gemm_patches_avx512, gemm_patches_dot_avx512, gemm_same3_dot_avx512},
+    [DAE_ISA_AVX2] = {"avx2", &gemm_kernels_avx2},
+    [DAE_ISA_AVX512] = {"avx512", &gemm_kernels_avx512},
 #else
-    [DAE_ISA_AVX2] = {"avx2", NULL, NULL, NULL, NULL, NULL, NULL, NULL},
-    [DAE_ISA_AVX512] = {"avx512", NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    [DAE_ISA_AVX2] = {"avx2", NULL},
+    [DAE_ISA_AVX512] = {"avx512", NULL},
 #endif
 };
+
+/* The kernels of the instruction set in use. */
+static const gemm_kernels *kernels(void) { return isa_kernels[dae_gemm_isa()].kernels; }
 
 /* The instruction set in use, DAE_ISA_COUNT until the first product. */
 static _Atomic int isa_in_use = DAE_ISA_COUNT;
@@ -202,7 +128,7 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
                    int ldc, const float *bias, int relu) {
     dae_gemm_path path = dae_gemm_bias_path(trans_b, n, k);
     if (path == DAE_GEMM_DOT) {
-        isa_kernels[dae_gemm_isa()].nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
+        kernels()->nt_dot(m, n, k, a, lda, b, ldb, c, ldc, bias, relu);
         return;
     }
     if (path == DAE_GEMM_BLAS) {
@@ -213,11 +139,11 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
     float scratch[SCRATCH_FLOATS] __attribute__((aligned(64)));
     float *pad = scratch;
     if (trans_b) { /* B^T, (k, n), then the broadcast kernel */
-        isa_kernels[dae_gemm_isa()].transpose(n, k, b, ldb, scratch);
+        kernels()->transpose(n, k, b, ldb, scratch);
         b = scratch, ldb = n;
         pad = scratch + (size_t)k * n;
     }
-    isa_kernels[dae_gemm_isa()].nn(m, n, k, a, lda, 0, NULL, 0, b, ldb, c, ldc, bias, relu, pad);
+    kernels()->nn(m, n, k, a, lda, 0, NULL, 0, b, ldb, c, ldc, bias, relu, pad);
 }
 
 void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
@@ -229,31 +155,31 @@ void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2
         return;
     }
     float pad[SCRATCH_FLOATS] __attribute__((aligned(64)));
-    isa_kernels[dae_gemm_isa()].nn(m, n, k1, a1, lda1, k2, a2, lda2, b, ldb, c, ldc, bias, relu, pad);
+    kernels()->nn(m, n, k1, a1, lda1, k2, a2, lda2, b, ldb, c, ldc, bias, relu, pad);
 }
 
 void dae_gemm_patches(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                       const float *b, int n, float *c, const float *bias, int relu) {
-    isa_kernels[dae_gemm_isa()].patches(oh, ow, kh, kw, sh, sw, channels, img, wp, b, n, c, bias, relu);
+    kernels()->patches(oh, ow, kh, kw, sh, sw, channels, img, wp, b, n, c, bias, relu);
 }
 
 void dae_gemm_patches_dot(int oh, int ow, int kh, int kw, int sh, int sw, int channels, const float *img, int wp,
                           const float *w, float *out) {
-    isa_kernels[dae_gemm_isa()].patches_dot(oh, ow, kh, kw, sh, sw, channels, img, wp, w, out);
+    kernels()->patches_dot(oh, ow, kh, kw, sh, sw, channels, img, wp, w, out);
 }
 
 void dae_gemm_same3_dot(int h, int w, int channels, const float *img, const float *wt, const float *tail,
                         const float *tail_w, float bias, int relu, float *out) {
-    isa_kernels[dae_gemm_isa()].same3_dot(h, w, channels, img, wt, tail, tail_w, bias, relu, out);
+    kernels()->same3_dot(h, w, channels, img, wt, tail, tail_w, bias, relu, out);
 }
 
 void dae_gemm_transpose(int n, int k, const float *b, int ldb, float *out) {
-    isa_kernels[dae_gemm_isa()].transpose(n, k, b, ldb, out);
+    kernels()->transpose(n, k, b, ldb, out);
 }
 
 void dae_gemm_tn_acc(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
     float pad[KTN_ROWS * 16] __attribute__((aligned(64)));
-    isa_kernels[dae_gemm_isa()].tn(m, n, k, a, lda, b, ldb, c, ldc, pad);
+    kernels()->tn(m, n, k, a, lda, b, ldb, c, ldc, pad);
 }
 
 HOT void dae_add_bias(float *restrict x, size_t ldx, size_t rows, int n, const float *restrict bias, int relu) {
