@@ -4,9 +4,10 @@
 CC       ?= cc
 BUILD    ?= build
 # Every core unless the command line says otherwise (`make -j1`): CI and
-# the README run plain `make test`, and core/layers.c alone is minutes of
-# one core. The job server reaches `make test-sanitize`'s sub-make too.
-ifeq ($(filter -j%,$(MAKEFLAGS)),)
+# the README run plain `make test`, whose build is minutes of one core.
+# The job server reaches `make test-sanitize`'s sub-make too. Not with
+# `clean` among the goals: `make clean all` would remove what it builds.
+ifeq ($(filter -j%,$(MAKEFLAGS))$(filter clean,$(MAKECMDGOALS)),)
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
 endif
 OPT      ?= -O3
