@@ -1729,7 +1729,7 @@ static inline __attribute__((always_inline)) void phases_differences(float *rest
 }
 
 /* sums: K0 + K2 of weight (phases_sums); diff: 2 W IC floats of scratch. */
-HOT FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
+HOT_AVX512 FUSED_MADD static void conv_transpose2d_forward_by_phases(float *restrict out, const float *const *parts,
                                                               const int *channels, int n_parts,
                                                               const float *restrict weight, const float *restrict sums,
                                                               const float *restrict bias, const dae_conv_geom *g,
