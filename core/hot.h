@@ -7,9 +7,10 @@
 
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(DAE_NO_CLONES)
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
-/* For code the engine picks only where AVX-512 runs at full width (the
- * phases, dae_cpu_full_width_avx512): an AVX2 clone would run only under
- * tests that force it, and the phases' took 690 KB. */
+/* For code the engine picks only where the CPU has AVX-512 (the phases,
+ * where it runs at full width, dae_cpu_full_width_avx512; the one-channel
+ * rows): an AVX2 clone would run only under tests that force it, and the
+ * phases' took 690 KB. */
 #define HOT_AVX512 __attribute__((target_clones("avx512f", "default")))
 #else
 #define HOT
