@@ -10,7 +10,7 @@
 /* For code the engine picks only where the CPU has AVX-512 (the phases,
  * where it runs at full width, dae_cpu_full_width_avx512; the one-channel
  * rows): an AVX2 clone would run only under tests that force it, and the
- * phases' took 690 KB. */
+ * phases' took 670 KB. */
 #define HOT_AVX512 __attribute__((target_clones("avx512f", "default")))
 #else
 #define HOT

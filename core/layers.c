@@ -1498,7 +1498,7 @@ static inline __attribute__((always_inline)) void one_channel_row_store(float *r
     vec16 lo = __builtin_shufflevector(even, odd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     vec16 hi = __builtin_shufflevector(even, odd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     lo += bias, hi += bias;
-    if (relu) lo = RELU16(lo), hi = RELU16(hi);
+    if (relu) lo = RELU16_AVX512(lo), hi = RELU16_AVX512(hi);
     if (room >= 2 * ROW_PIXELS_MAX) {
         *(uvec16 *)out = lo;
         *(uvec16 *)(out + 16) = hi;
