@@ -219,6 +219,74 @@ __attribute__((target("avx512f"))) static void outer_avx512(const adam_consts *k
     }
 }
 
+/* dae_adam_update_outer on AVX2 + FMA: tiles of OUTER_AVX2_ROWS rows by
+ * 16 columns, their 12 sums in registers over the parts' images (each
+ * image's columns loaded once for the rows), a fused multiply-add an
+ * image; a ragged tile's sums one by one in the same order (fmaf, the
+ * same bits); then the portable update, as dae_adam_update_range does on
+ * AVX2. The portable loop (a multiply and an add an image, a store and a
+ * load of each sum an image) was 11.5% of a seed network's training step
+ * on AVX2. */
+enum { OUTER_AVX2_ROWS = 6 };
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+outer_sums_avx2(float (*g)[16], int n_rows, int n_cols, int R, int r, int j0, const dae_outer_part *parts,
+                int n_parts) {
+    __m256 acc[OUTER_AVX2_ROWS][2];
+    for (int t = 0; t < R; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int q = 0; q < n_parts; q++) {
+        const float *a = parts[q].rows + r, *b = parts[q].cols + j0;
+        for (int i = 0; i < parts[q].batch; i++, a += n_rows, b += n_cols) {
+            __m256 c0 = _mm256_loadu_ps(b), c1 = _mm256_loadu_ps(b + 8);
+            for (int t = 0; t < R; t++) {
+                __m256 s = _mm256_broadcast_ss(a + t);
+                acc[t][0] = _mm256_fmadd_ps(s, c0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(s, c1, acc[t][1]);
+            }
+        }
+    }
+    for (int t = 0; t < R; t++) {
+        _mm256_store_ps(g[t], acc[t][0]);
+        _mm256_store_ps(g[t] + 8, acc[t][1]);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void outer_avx2(const adam_consts *k, float *p, float *m, float *v,
+                                                          int n_rows, int n_cols, int c0, int c1,
+                                                          const dae_outer_part *parts, int n_parts) {
+    for (int r = 0; r < n_rows; r += OUTER_AVX2_ROWS) {
+        int R = n_rows - r < OUTER_AVX2_ROWS ? n_rows - r : OUTER_AVX2_ROWS;
+        for (int j0 = c0; j0 < c1; j0 += 16) {
+            int nj = c1 - j0 < 16 ? c1 - j0 : 16;
+            float g[OUTER_AVX2_ROWS][16] __attribute__((aligned(32)));
+            if (nj == 16) {
+                switch (R) {
+                case 1: outer_sums_avx2(g, n_rows, n_cols, 1, r, j0, parts, n_parts); break;
+                case 2: outer_sums_avx2(g, n_rows, n_cols, 2, r, j0, parts, n_parts); break;
+                case 3: outer_sums_avx2(g, n_rows, n_cols, 3, r, j0, parts, n_parts); break;
+                case 4: outer_sums_avx2(g, n_rows, n_cols, 4, r, j0, parts, n_parts); break;
+                case 5: outer_sums_avx2(g, n_rows, n_cols, 5, r, j0, parts, n_parts); break;
+                default: outer_sums_avx2(g, n_rows, n_cols, OUTER_AVX2_ROWS, r, j0, parts, n_parts); break;
+                }
+            } else {
+                for (int t = 0; t < R; t++)
+                    for (int j = 0; j < nj; j++) {
+                        float sum = 0.0f;
+                        for (int q = 0; q < n_parts; q++)
+                            for (int i = 0; i < parts[q].batch; i++)
+                                sum = fmaf(parts[q].rows[(size_t)i * n_rows + r + t],
+                                           parts[q].cols[(size_t)i * n_cols + j0 + j], sum);
+                        g[t][j] = sum;
+                    }
+            }
+            for (int t = 0; t < R; t++) {
+                size_t at = (size_t)(r + t) * n_cols + j0;
+                update(k, p + at, m + at, v + at, g[t], (size_t)nj);
+            }
+        }
+    }
+}
+
 /* The update for the engine's instruction set (DAE_ISA picks another). */
 static void update_any(const adam_consts *k, float *p, float *m, float *v, const float *gr, size_t n) {
     if (dae_gemm_isa() == DAE_ISA_AVX512) update_avx512(k, p, m, v, gr, n);
@@ -227,7 +295,9 @@ static void update_any(const adam_consts *k, float *p, float *m, float *v, const
 
 static void outer_any(const adam_consts *k, float *p, float *m, float *v, int n_rows, int n_cols, int c0, int c1,
                       const dae_outer_part *parts, int n_parts) {
-    if (dae_gemm_isa() == DAE_ISA_AVX512) outer_avx512(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
+    dae_isa isa = dae_gemm_isa();
+    if (isa == DAE_ISA_AVX512) outer_avx512(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
+    else if (isa == DAE_ISA_AVX2) outer_avx2(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
     else outer_portable(k, p, m, v, n_rows, n_cols, c0, c1, parts, n_parts);
 }
 #else
