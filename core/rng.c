@@ -82,7 +82,13 @@ static inline float log_unit(float u) {
     bits = (bits & 0x007fffffu) | 0x3f800000u; /* m in [1, 2) */
     float m;
     memcpy(&m, &bits, 4);
-    if (m > 1.41421356f) m *= 0.5f, e += 1;
+    /* halved above sqrt(2) by taking 1 from its exponent, exact as m *
+     * 0.5f: a multiply under that condition, which might trap, kept GCC
+     * 12 from vectorising the loop without AVX-512's masks */
+    int big = m > 1.41421356f;
+    bits -= (uint32_t)big << 23;
+    memcpy(&m, &bits, 4);
+    e += big;
     float t = (m - 1.0f) / (m + 1.0f), t2 = t * t;
     float series = t * (2.0f + t2 * (2.0f / 3 + t2 * (2.0f / 5 + t2 * (2.0f / 7 + t2 * (2.0f / 9)))));
     return (float)e * 0.693147181f + series;
@@ -96,10 +102,16 @@ static inline void sincos_turn(float f, float *c, float *s) {
     float x = (q4 - (float)q) * 1.57079633f, x2 = x * x;
     float sn = x * (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880 + x2 * (-1.0f / 39916800))))));
     float cs = 1.0f + x2 * (-0.5f + x2 * (1.0f / 24 + x2 * (-1.0f / 720 + x2 * (1.0f / 40320 + x2 * (-1.0f / 3628800 + x2 * (1.0f / 479001600))))));
-    float cq = q == 0 ? cs : q == 1 ? -sn : q == 2 ? -cs : sn;
-    float sq = q == 0 ? sn : q == 1 ? cs : q == 2 ? -sn : -cs;
-    *c = cq;
-    *s = sq;
+    /* turned by q quarters: (cs, sn), (-sn, cs), (-cs, -sn), (sn, -cs); an
+     * odd q swaps the two and negates the cosine, q >= 2 negates both. In
+     * bit operations: GCC 12 vectorised the chain of selects by quadrant
+     * only with AVX-512's masks, and ran it a lane at a time on AVX2. */
+    uint32_t cb, sb, odd = 0u - (uint32_t)(q & 1), flip = (uint32_t)(q & 2) << 30;
+    memcpy(&cb, &cs, 4);
+    memcpy(&sb, &sn, 4);
+    uint32_t cq = ((cb & ~odd) | ((sb ^ 0x80000000u) & odd)) ^ flip, sq = ((sb & ~odd) | (cb & odd)) ^ flip;
+    memcpy(c, &cq, 4);
+    memcpy(s, &sq, 4);
 }
 
 HOT void dae_rng_normal_fill(dae_rng *r, float *out, size_t n) {
