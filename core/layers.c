@@ -164,149 +164,13 @@ typedef unsigned uivec16 __attribute__((vector_size(64)));
 #define KEPT(x, keep) ((vec16)((ivec16)(x) & POSITIVE_MASK((ivec16)(*(const uvec16 *)(keep)))))
 #define KEPT_AVX512(x, keep) ((vec16)((ivec16)(x) & (*(const uvec16 *)(keep) > 0.0f)))
 
-/* Eight floats: col2im's gather's vector where AVX-512 is not in use. */
+/* Eight floats: the vector of layers_lanes.inc's code where AVX-512 is not in use. */
 typedef float vec8 __attribute__((vector_size(32)));
 typedef float uvec8 __attribute__((vector_size(32), aligned(4)));
 typedef int ivec8 __attribute__((vector_size(32)));
 
 /* Sixteen zeros: the entry a position of a stride-2 gather does not have. */
 static const float zero16[16] __attribute__((aligned(64)));
-
-/* One image of col2im's gather: each position of image (H, W, c), c a
- * multiple of 16, is the sum of its entries of col (the offsets of its
- * kernel rows, y_off from y_start[y], each with those of its kernel
- * columns, x_off from x_start[x], in the order col2im_add adds them, from
- * 0), plus the bias, through the ReLU. two_by_two: every position has 1
- * or 2 kernel rows and 1 or 2 kernel columns (stride 2), whose entries
- * are then always four loads, zero16 for the ones a position lacks:
- * adding +0 to a sum that started at +0 changes no bit, and the sum
- * crosses no branch. Defined for vectors of 16 floats (gather_image16,
- * where AVX-512 is in use) and of 8 (gather_image8): GCC 12 compiles 16-
- * float vectors without AVX-512 into pieces moved through memory and
- * integer registers, 14% of the seed network's image on AVX2. Inlined
- * with c, whether there is a bias, relu and two_by_two constants for the
- * networks' cases. */
-#define GATHER_IMAGE(NAME, VEC, UVEC, IVEC, LANES)                                                                 \
-    static inline __attribute__((always_inline)) void NAME(                                                        \
-        float *restrict image, const float *restrict col, const int *y_off, const int *y_start, const int *x_off,  \
-        const int *x_start, int h, int w, int c, const float *restrict bias, int relu, int two_by_two) {          \
-        for (int y = 0; y < h; y++) {                                                                              \
-            const int *ys = y_off + y_start[y];                                                                    \
-            int ny = y_start[y + 1] - y_start[y];                                                                  \
-            for (int x = 0; x < w; x++) {                                                                          \
-                int first = x_start[x], last = x_start[x + 1];                                                     \
-                float *d = image + ((size_t)y * w + x) * c;                                                        \
-                for (int t = 0; t < c; t += LANES) {                                                               \
-                    VEC acc = {0};                                                                                 \
-                    if (two_by_two) {                                                                              \
-                        const float *r0 = col + ys[0] + t, *r1 = col + ys[ny - 1] + t;                             \
-                        int x0 = x_off[first], x1 = x_off[last - 1], nx = last - first;                            \
-                        acc += *(const UVEC *)(r0 + x0);                                                           \
-                        acc += *(const UVEC *)(nx == 2 ? r0 + x1 : zero16);                                        \
-                        acc += *(const UVEC *)(ny == 2 ? r1 + x0 : zero16);                                        \
-                        acc += *(const UVEC *)(nx == 2 && ny == 2 ? r1 + x1 : zero16);                             \
-                    } else {                                                                                       \
-                        for (int a = 0; a < ny; a++) {                                                             \
-                            const float *row = col + ys[a] + t;                                                    \
-                            for (int e = first; e < last; e++) acc += *(const UVEC *)(row + x_off[e]);             \
-                        }                                                                                          \
-                    }                                                                                              \
-                    if (bias != NULL) acc += *(const UVEC *)(bias + t);                                            \
-                    if (relu) acc = (VEC)((IVEC)acc & (acc > 0.0f));                                               \
-                    *(UVEC *)(d + t) = acc;                                                                        \
-                }                                                                                                  \
-            }                                                                                                      \
-        }                                                                                                          \
-    }
-GATHER_IMAGE(gather_image16, vec16, uvec16, ivec16, 16)
-GATHER_IMAGE(gather_image8, vec8, uvec8, ivec8, 8)
-#undef GATHER_IMAGE
-
-/* The first output position (>= 0) whose kernel of taps taps at stride
- * covers input offset at (at - o * stride < taps). */
-static inline int covering_first(int at, int taps, int stride) {
-    int over = at - taps + 1; /* o * stride >= over */
-    return over <= 0 ? 0 : (over + stride - 1) / stride;
-}
-
-/* dst = relu(col2im(col) + bias): what zeroing dst, col2im_add and
- * dae_add_bias make, with the same bits (each position's entries are
- * added in col2im_add's order), but written as a gather: dst is written
- * once, where the scatter zeroed it, added into it 9 times a position for
- * a 3x3 kernel and read it again for the bias (together 10.3% of a U-Net
- * forward pass at batch 16, the gather 8.0%). bias may be NULL. Channels
- * not in whole vectors (the seed network's last layer, whose scatter is
- * faster than a scalar gather) and images too large for the tables
- * scatter. */
-HOT static void col2im(float *restrict dst, const float *restrict col, const patch_geom *p, const float *restrict bias,
-                       int relu) {
-    int run = p->kw * p->c;
-    size_t k = (size_t)p->kh * run;
-    if (p->c % 16 != 0 || (size_t)p->w * p->kw > GATHER_TABLE_MAX || (size_t)p->h * p->kh > GATHER_TABLE_MAX ||
-        (size_t)p->oh * p->ow * k > INT_MAX) {
-        size_t pixels = (size_t)p->batch * p->h * p->w;
-        memset(dst, 0, sizeof(float) * pixels * p->c);
-        col2im_add(dst, col, p);
-        dae_add_bias(dst, (size_t)p->c, pixels, p->c, bias, relu);
-        return;
-    }
-    /* Per image column x, its entries' offsets within an output row of
-     * col: the inner positions' by kernel column, then the border ones'
-     * by position, as patch_walk adds them. Per image row y, the offsets
-     * of its kernel rows' entries, by position. */
-    int x_off[GATHER_TABLE_MAX], x_start[p->w + 1], y_off[GATHER_TABLE_MAX], y_start[p->h + 1];
-    int ox_lo, ox_hi, n = 0;
-    inner_positions(p, &ox_lo, &ox_hi);
-    for (int x = 0; x < p->w; x++) {
-        x_start[x] = n;
-        for (int j = 0; j < p->kw; j++) {
-            int left = x + p->pw - j;
-            if (left >= 0 && left % p->sw == 0 && left / p->sw >= ox_lo && left / p->sw < ox_hi)
-                x_off[n++] = (int)((size_t)(left / p->sw) * k) + j * p->c;
-        }
-        /* the border positions whose kernel covers x: ox from the first
-         * with j = x + pw - ox * sw < kw to the last with j >= 0 (the
-         * tables are made for every call: looping over every ox took
-         * longer than the gather at batch 1) */
-        int ox_first = covering_first(x + p->pw, p->kw, p->sw), ox_end = (x + p->pw) / p->sw + 1;
-        if (ox_end > p->ow) ox_end = p->ow;
-        for (int ox = ox_first; ox < ox_end; ox++) {
-            if (ox >= ox_lo && ox < ox_hi) continue;
-            x_off[n++] = (int)((size_t)ox * k) + (x + p->pw - ox * p->sw) * p->c;
-        }
-    }
-    x_start[p->w] = n;
-    n = 0;
-    for (int y = 0; y < p->h; y++) {
-        y_start[y] = n;
-        int oy_end = (y + p->ph) / p->sh + 1;
-        if (oy_end > p->oh) oy_end = p->oh;
-        for (int oy = covering_first(y + p->ph, p->kh, p->sh); oy < oy_end; oy++)
-            y_off[n++] = (int)((size_t)oy * p->ow * k) + (y + p->ph - oy * p->sh) * run;
-    }
-    y_start[p->h] = n;
-    /* every position has 1 or 2 kernel rows and 1 or 2 columns */
-    int two_by_two = 1;
-    for (int x = 0; x < p->w; x++) two_by_two &= (unsigned)(x_start[x + 1] - x_start[x] - 1) <= 1;
-    for (int y = 0; y < p->h; y++) two_by_two &= (unsigned)(y_start[y + 1] - y_start[y] - 1) <= 1;
-    int wide = dae_gemm_isa() == DAE_ISA_AVX512;
-    for (int b = 0; b < p->batch; b++) {
-        const float *image_col = col + (size_t)b * p->oh * p->ow * k;
-        float *image = dst + (size_t)b * p->h * p->w * p->c;
-#define GATHER(C, BIAS, RELU, TWO_BY_TWO)                                                                          \
-    do {                                                                                                           \
-        if (wide)                                                                                                  \
-            gather_image16(image, image_col, y_off, y_start, x_off, x_start, p->h, p->w, C, BIAS, RELU, TWO_BY_TWO); \
-        else                                                                                                       \
-            gather_image8(image, image_col, y_off, y_start, x_off, x_start, p->h, p->w, C, BIAS, RELU, TWO_BY_TWO);  \
-    } while (0)
-        if (!two_by_two) GATHER(p->c, bias, relu, 0);
-        else if (p->c == 16 && bias != NULL && relu) GATHER(16, bias, 1, 1);
-        else if (p->c == 16 && bias == NULL && !relu) GATHER(16, NULL, 0, 1);
-        else GATHER(p->c, bias, relu, 1);
-#undef GATHER
-    }
-}
 
 /* True when the gather is the identity: one kernel position covering the
  * whole image with no padding (the reference network's 7x7 bottleneck), so
@@ -912,100 +776,123 @@ static int transposed_to_one_channel(const dae_conv_geom *g, const int *channels
     return 1;
 }
 
-/* acc[t] (16 channels) += each pixel's features times its tap t, over
- * one image's grid; kh and kw constants when inlined. */
-static inline __attribute__((always_inline)) FUSED_MADD void one_channel_taps_sum(vec16 *restrict acc,
-                                                                                  const float *restrict feat, int n,
-                                                                                  const float *restrict padded, int wp,
-                                                                                  const dae_conv_geom *v, int kh,
-                                                                                  int kw) {
-    for (int oy = 0; oy < v->out_h; oy++)
-        for (int ox = 0; ox < v->out_w; ox++) {
-            vec16 f = *(const uvec16 *)(feat + ((size_t)oy * v->out_w + ox) * n);
-            const float *px = padded + (size_t)oy * v->stride_h * wp + (size_t)ox * v->stride_w;
-            for (int i = 0; i < kh; i++)
-                for (int j = 0; j < kw; j++) acc[i * kw + j] += f * px[(size_t)i * wp + j];
-        }
+/* col2im's gather and the one-channel backward, for vectors of 16
+ * channels (compiled for AVX-512 only: they run where it is in use) and of
+ * 8 (elsewhere). */
+#define LANES 16
+#define VEC vec16
+#define UVEC uvec16
+#define IVEC ivec16
+#define LN(name) name##16
+#define LANES_HOT HOT_AVX512
+#include "layers_lanes.inc"
+#undef LANES
+#undef VEC
+#undef UVEC
+#undef IVEC
+#undef LN
+#undef LANES_HOT
+#define LANES 8
+#define VEC vec8
+#define UVEC uvec8
+#define IVEC ivec8
+#define LN(name) name##8
+#define LANES_HOT HOT
+#include "layers_lanes.inc"
+#undef LANES
+#undef VEC
+#undef UVEC
+#undef IVEC
+#undef LN
+#undef LANES_HOT
+
+/* The first output position (>= 0) whose kernel of taps taps at stride
+ * covers input offset at (at - o * stride < taps). */
+static inline int covering_first(int at, int taps, int stride) {
+    int over = at - taps + 1; /* o * stride >= over */
+    return over <= 0 ? 0 : (over + stride - 1) / stride;
 }
 
-/* m pixels of a feature gradient from px, the first one's taps in the
- * padded image (a pixel every stride floats): out[q] (16 channels) = the
- * sum over taps of the tap's pixel times wt[t]; kh, kw and m constants
- * when inlined. */
-static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels(float *restrict out, int n,
-                                                                                const float *restrict px, int wp,
-                                                                                const float *restrict wt,
-                                                                                int stride, int kh, int kw, int m,
-                                                                                const float *keep) {
-    vec16 acc[8] = {0};
-    for (int i = 0; i < kh; i++)
-        for (int j = 0; j < kw; j++) {
-            vec16 w = *(const uvec16 *)(wt + (size_t)(i * kw + j) * n);
-            const float *r = px + (size_t)i * wp + j;
-#pragma GCC unroll 8
-            for (int q = 0; q < m; q++) acc[q] += w * r[(size_t)q * stride];
+/* dst = relu(col2im(col) + bias): what zeroing dst, col2im_add and
+ * dae_add_bias make, with the same bits (each position's entries are
+ * added in col2im_add's order), but written as a gather: dst is written
+ * once, where the scatter zeroed it, added into it 9 times a position for
+ * a 3x3 kernel and read it again for the bias (together 10.3% of a U-Net
+ * forward pass at batch 16, the gather 8.0%). bias may be NULL. Channels
+ * not in whole vectors (the seed network's last layer, whose scatter is
+ * faster than a scalar gather) and images too large for the tables
+ * scatter. The gather (layers_lanes.inc) goes 16 channels at a time
+ * where AVX-512 is in use, 8 elsewhere. */
+static void col2im(float *restrict dst, const float *restrict col, const patch_geom *p, const float *restrict bias,
+                       int relu) {
+    int run = p->kw * p->c;
+    size_t k = (size_t)p->kh * run;
+    if (p->c % 16 != 0 || (size_t)p->w * p->kw > GATHER_TABLE_MAX || (size_t)p->h * p->kh > GATHER_TABLE_MAX ||
+        (size_t)p->oh * p->ow * k > INT_MAX) {
+        size_t pixels = (size_t)p->batch * p->h * p->w;
+        memset(dst, 0, sizeof(float) * pixels * p->c);
+        col2im_add(dst, col, p);
+        dae_add_bias(dst, (size_t)p->c, pixels, p->c, bias, relu);
+        return;
+    }
+    /* Per image column x, its entries' offsets within an output row of
+     * col: the inner positions' by kernel column, then the border ones'
+     * by position, as patch_walk adds them. Per image row y, the offsets
+     * of its kernel rows' entries, by position. */
+    int x_off[GATHER_TABLE_MAX], x_start[p->w + 1], y_off[GATHER_TABLE_MAX], y_start[p->h + 1];
+    int ox_lo, ox_hi, n = 0;
+    inner_positions(p, &ox_lo, &ox_hi);
+    for (int x = 0; x < p->w; x++) {
+        x_start[x] = n;
+        for (int j = 0; j < p->kw; j++) {
+            int left = x + p->pw - j;
+            if (left >= 0 && left % p->sw == 0 && left / p->sw >= ox_lo && left / p->sw < ox_hi)
+                x_off[n++] = (int)((size_t)(left / p->sw) * k) + j * p->c;
         }
-    for (int q = 0; q < m; q++)
-        *(uvec16 *)(out + (size_t)q * n) = keep != NULL ? KEPT(acc[q], keep + (size_t)q * n) : acc[q];
-}
-
-/* A row of w pixels of a feature gradient (one_channel_pixels), eight at
- * a time: eight sums in flight keep both multiply-add units busy, where
- * four waited on the sums' latency (the seed network's last layer's
- * backward 1.47 -> 1.2 us an image); kh and kw constants when inlined. */
-static inline __attribute__((always_inline)) FUSED_MADD void one_channel_pixels_row(float *restrict d, int n,
-                                                                                    const float *restrict row, int wp,
-                                                                                    const float *restrict wt,
-                                                                                    int stride, int kh, int kw, int w,
-                                                                                    const float *keep) {
-#define PIXELS(m)                                                                                           \
-    one_channel_pixels(d + (size_t)ox * n, n, row + (size_t)ox * stride, wp, wt, stride, kh, kw, m,        \
-                       keep != NULL ? keep + (size_t)ox * n : NULL)
-    int ox = 0;
-    for (; ox + 8 <= w; ox += 8) PIXELS(8);
-    if (ox + 4 <= w) PIXELS(4), ox += 4; /* the rest by constant counts */
-    if (ox + 2 <= w) PIXELS(2), ox += 2;
-    if (ox < w) PIXELS(1);
-#undef PIXELS
+        /* the border positions whose kernel covers x: ox from the first
+         * with j = x + pw - ox * sw < kw to the last with j >= 0 (the
+         * tables are made for every call: looping over every ox took
+         * longer than the gather at batch 1) */
+        int ox_first = covering_first(x + p->pw, p->kw, p->sw), ox_end = (x + p->pw) / p->sw + 1;
+        if (ox_end > p->ow) ox_end = p->ow;
+        for (int ox = ox_first; ox < ox_end; ox++) {
+            if (ox >= ox_lo && ox < ox_hi) continue;
+            x_off[n++] = (int)((size_t)ox * k) + (x + p->pw - ox * p->sw) * p->c;
+        }
+    }
+    x_start[p->w] = n;
+    n = 0;
+    for (int y = 0; y < p->h; y++) {
+        y_start[y] = n;
+        int oy_end = (y + p->ph) / p->sh + 1;
+        if (oy_end > p->oh) oy_end = p->oh;
+        for (int oy = covering_first(y + p->ph, p->kh, p->sh); oy < oy_end; oy++)
+            y_off[n++] = (int)((size_t)oy * p->ow * k) + (y + p->ph - oy * p->sh) * run;
+    }
+    y_start[p->h] = n;
+    /* every position has 1 or 2 kernel rows and 1 or 2 columns */
+    int two_by_two = 1;
+    for (int x = 0; x < p->w; x++) two_by_two &= (unsigned)(x_start[x + 1] - x_start[x] - 1) <= 1;
+    for (int y = 0; y < p->h; y++) two_by_two &= (unsigned)(y_start[y + 1] - y_start[y] - 1) <= 1;
+    if (dae_gemm_isa() == DAE_ISA_AVX512)
+        gather16(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
+    else
+        gather8(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
 }
 
 /* The backward pass against the images (B, H, W, 1), 16 channels at a
- * time, each image padded once: dw (n, taps) += the weight gradient from
- * the features feat (B, OH, OW, n), summed over the batch's pixels in
- * order; when dfeat is not NULL, dfeat (B, OH, OW, n) = per pixel the sum
- * over its taps of the tap's pixel times wt[t] (taps, n), eight pixels
- * at a time (one_channel_pixels_row), zero where feat is not positive
- * when feat_relu (feat a ReLU's output: its backward done here). */
-HOT FUSED_MADD static void one_channel_backward(float *restrict dw, float *restrict dfeat,
-                                                const float *restrict feat, const float *image,
-                                                const float *restrict wt, const dae_conv_geom *v,
-                                                float *restrict padded, int feat_relu) {
-    int hp, wp, n = v->out_c, taps = v->k_h * v->k_w, one = 1;
-    patches_padded_size(v, &hp, &wp);
-    zero_border(padded, v, 1); /* each image fills the inside */
-    size_t grid = (size_t)v->out_h * v->out_w;
-    for (int c0 = 0; c0 < n; c0 += 16) {
-        vec16 acc[ONE_CHANNEL_TAPS_MAX] = {0};
-        for (int b = 0; b < v->batch; b++) {
-            pad_channels(padded, &image, &one, 1, v, b, 0, 1);
-            const float *f = feat + (size_t)b * grid * n + c0;
-            if (v->k_h == 3 && v->k_w == 3) one_channel_taps_sum(acc, f, n, padded, wp, v, 3, 3);
-            else one_channel_taps_sum(acc, f, n, padded, wp, v, v->k_h, v->k_w);
-            if (dfeat == NULL) continue;
-            for (int oy = 0; oy < v->out_h; oy++) {
-                const float *row = padded + (size_t)oy * v->stride_h * wp;
-                size_t at = ((size_t)b * grid + (size_t)oy * v->out_w) * n + c0;
-                float *d = dfeat + at;
-                const float *keep = feat_relu ? feat + at : NULL;
-                if (v->k_h == 3 && v->k_w == 3)
-                    one_channel_pixels_row(d, n, row, wp, wt + c0, v->stride_w, 3, 3, v->out_w, keep);
-                else
-                    one_channel_pixels_row(d, n, row, wp, wt + c0, v->stride_w, v->k_h, v->k_w, v->out_w, keep);
-            }
-        }
-        for (int t = 0; t < taps; t++)
-            for (int l = 0; l < 16; l++) dw[(size_t)(c0 + l) * taps + t] += acc[t][l];
-    }
+ * time (8 where AVX-512 is not in use), each image padded once: dw (n,
+ * taps) += the weight gradient from the features feat (B, OH, OW, n),
+ * summed over the batch's pixels in order; when dfeat is not NULL, dfeat
+ * (B, OH, OW, n) = per pixel the sum over its taps of the tap's pixel
+ * times wt[t] (taps, n), eight pixels at a time (one_channel_pixels_row),
+ * zero where feat is not positive when feat_relu (feat a ReLU's output:
+ * its backward done here). */
+static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
+                                 const float *image, const float *restrict wt, const dae_conv_geom *v,
+                                 float *restrict padded, int feat_relu) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) one_channel_backward16(dw, dfeat, feat, image, wt, v, padded, feat_relu);
+    else one_channel_backward8(dw, dfeat, feat, image, wt, v, padded, feat_relu);
 }
 
 /* A conv2d to one channel at stride 1 keeping the image's size (the
