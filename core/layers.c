@@ -139,30 +139,17 @@ enum { GATHER_TABLE_MAX = 2048 };
 typedef float vec16 __attribute__((vector_size(64)));
 typedef float uvec16 __attribute__((vector_size(64), aligned(4)));
 typedef int ivec16 __attribute__((vector_size(64)));
-typedef unsigned uivec16 __attribute__((vector_size(64)));
 
-/* All ones in the lanes where the float whose bits are `bits` (an ivec16)
- * is > 0, else 0: the mask of (x > 0.0f), NaNs' included (every one of
- * the 2^32 patterns checked), from integer operations. GCC 12 compiles a
- * comparison of 16 floats without AVX-512 (the AVX2 and baseline clones)
- * to a scalar compare and branch per lane: the ReLUs of the points and of
- * col2im made the U-Net's image 26% slower on AVX2 (one core, batch 1,
- * AVX2 build, DAE_ISA=avx2: 84.5 -> 67.1 us). These run on two 256-bit
- * halves there; with AVX-512 they take five instructions where the
- * comparison takes two, so code that runs only with AVX-512 compares.
- * (The sign bit of bits - 1 is set for +0 and every negative but -0;
- * that of bits + 0x7fffff for the positive NaNs, -0 and every negative
- * but the NaNs.) */
-#define POSITIVE_MASK(bits) (~((ivec16)(((uivec16)(bits) + 0x7fffffu) | ((uivec16)(bits) - 1u)) >> 31))
-/* max(x, 0) with (x > 0.0f ? x : 0.0f)'s bits: dae_relu_forward's. */
-#define RELU16(x) ((vec16)((ivec16)(x) & POSITIVE_MASK((ivec16)(x))))
-#define RELU16_AVX512(x) ((vec16)((ivec16)(x) & ((x) > 0.0f)))
-
-/* x where keep > 0, else +0: a ReLU's backward (dae_relu_backward's bits)
- * on the gradient x of its output keep, done where x is stored. (Macros:
- * a function returning a 64-byte vector has a different ABI per target.) */
-#define KEPT(x, keep) ((vec16)((ivec16)(x) & POSITIVE_MASK((ivec16)(*(const uvec16 *)(keep)))))
-#define KEPT_AVX512(x, keep) ((vec16)((ivec16)(x) & (*(const uvec16 *)(keep) > 0.0f)))
+/* max(x, 0) with (x > 0.0f ? x : 0.0f)'s bits (dae_relu_forward's), and
+ * x where keep > 0, else +0 (a ReLU's backward, dae_relu_backward's bits,
+ * on the gradient x of its output keep, done where x is stored), for
+ * code that runs only where AVX-512 is in use: GCC 12 compiles a
+ * comparison of 16 floats without it to a compare and branch per lane
+ * (layers_lanes.inc holds 8-float copies of the code that runs
+ * elsewhere). Macros: a function returning a 64-byte vector has a
+ * different ABI per target. */
+#define RELU16(x) ((vec16)((ivec16)(x) & ((x) > 0.0f)))
+#define KEPT(x, keep) ((vec16)((ivec16)(x) & (*(const uvec16 *)(keep) > 0.0f)))
 
 /* Eight floats: the vector of layers_lanes.inc's code where AVX-512 is not in use. */
 typedef float vec8 __attribute__((vector_size(32)));
@@ -776,124 +763,12 @@ static int transposed_to_one_channel(const dae_conv_geom *g, const int *channels
     return 1;
 }
 
-/* col2im's gather and the one-channel backward, for vectors of 16
- * channels (compiled for AVX-512 only: they run where it is in use) and of
- * 8 (elsewhere). */
-#define LANES 16
-#define VEC vec16
-#define UVEC uvec16
-#define IVEC ivec16
-#define LN(name) name##16
-#define LANES_HOT HOT_AVX512
-#include "layers_lanes.inc"
-#undef LANES
-#undef VEC
-#undef UVEC
-#undef IVEC
-#undef LN
-#undef LANES_HOT
-#define LANES 8
-#define VEC vec8
-#define UVEC uvec8
-#define IVEC ivec8
-#define LN(name) name##8
-#define LANES_HOT HOT
-#include "layers_lanes.inc"
-#undef LANES
-#undef VEC
-#undef UVEC
-#undef IVEC
-#undef LN
-#undef LANES_HOT
-
-/* The first output position (>= 0) whose kernel of taps taps at stride
- * covers input offset at (at - o * stride < taps). */
-static inline int covering_first(int at, int taps, int stride) {
-    int over = at - taps + 1; /* o * stride >= over */
-    return over <= 0 ? 0 : (over + stride - 1) / stride;
-}
-
-/* dst = relu(col2im(col) + bias): what zeroing dst, col2im_add and
- * dae_add_bias make, with the same bits (each position's entries are
- * added in col2im_add's order), but written as a gather: dst is written
- * once, where the scatter zeroed it, added into it 9 times a position for
- * a 3x3 kernel and read it again for the bias (together 10.3% of a U-Net
- * forward pass at batch 16, the gather 8.0%). bias may be NULL. Channels
- * not in whole vectors (the seed network's last layer, whose scatter is
- * faster than a scalar gather) and images too large for the tables
- * scatter. The gather (layers_lanes.inc) goes 16 channels at a time
- * where AVX-512 is in use, 8 elsewhere. */
+/* Defined with their vector code (layers_lanes.inc), after the points'. */
 static void col2im(float *restrict dst, const float *restrict col, const patch_geom *p, const float *restrict bias,
-                       int relu) {
-    int run = p->kw * p->c;
-    size_t k = (size_t)p->kh * run;
-    if (p->c % 16 != 0 || (size_t)p->w * p->kw > GATHER_TABLE_MAX || (size_t)p->h * p->kh > GATHER_TABLE_MAX ||
-        (size_t)p->oh * p->ow * k > INT_MAX) {
-        size_t pixels = (size_t)p->batch * p->h * p->w;
-        memset(dst, 0, sizeof(float) * pixels * p->c);
-        col2im_add(dst, col, p);
-        dae_add_bias(dst, (size_t)p->c, pixels, p->c, bias, relu);
-        return;
-    }
-    /* Per image column x, its entries' offsets within an output row of
-     * col: the inner positions' by kernel column, then the border ones'
-     * by position, as patch_walk adds them. Per image row y, the offsets
-     * of its kernel rows' entries, by position. */
-    int x_off[GATHER_TABLE_MAX], x_start[p->w + 1], y_off[GATHER_TABLE_MAX], y_start[p->h + 1];
-    int ox_lo, ox_hi, n = 0;
-    inner_positions(p, &ox_lo, &ox_hi);
-    for (int x = 0; x < p->w; x++) {
-        x_start[x] = n;
-        for (int j = 0; j < p->kw; j++) {
-            int left = x + p->pw - j;
-            if (left >= 0 && left % p->sw == 0 && left / p->sw >= ox_lo && left / p->sw < ox_hi)
-                x_off[n++] = (int)((size_t)(left / p->sw) * k) + j * p->c;
-        }
-        /* the border positions whose kernel covers x: ox from the first
-         * with j = x + pw - ox * sw < kw to the last with j >= 0 (the
-         * tables are made for every call: looping over every ox took
-         * longer than the gather at batch 1) */
-        int ox_first = covering_first(x + p->pw, p->kw, p->sw), ox_end = (x + p->pw) / p->sw + 1;
-        if (ox_end > p->ow) ox_end = p->ow;
-        for (int ox = ox_first; ox < ox_end; ox++) {
-            if (ox >= ox_lo && ox < ox_hi) continue;
-            x_off[n++] = (int)((size_t)ox * k) + (x + p->pw - ox * p->sw) * p->c;
-        }
-    }
-    x_start[p->w] = n;
-    n = 0;
-    for (int y = 0; y < p->h; y++) {
-        y_start[y] = n;
-        int oy_end = (y + p->ph) / p->sh + 1;
-        if (oy_end > p->oh) oy_end = p->oh;
-        for (int oy = covering_first(y + p->ph, p->kh, p->sh); oy < oy_end; oy++)
-            y_off[n++] = (int)((size_t)oy * p->ow * k) + (y + p->ph - oy * p->sh) * run;
-    }
-    y_start[p->h] = n;
-    /* every position has 1 or 2 kernel rows and 1 or 2 columns */
-    int two_by_two = 1;
-    for (int x = 0; x < p->w; x++) two_by_two &= (unsigned)(x_start[x + 1] - x_start[x] - 1) <= 1;
-    for (int y = 0; y < p->h; y++) two_by_two &= (unsigned)(y_start[y + 1] - y_start[y] - 1) <= 1;
-    if (dae_gemm_isa() == DAE_ISA_AVX512)
-        gather16(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
-    else
-        gather8(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
-}
-
-/* The backward pass against the images (B, H, W, 1), 16 channels at a
- * time (8 where AVX-512 is not in use), each image padded once: dw (n,
- * taps) += the weight gradient from the features feat (B, OH, OW, n),
- * summed over the batch's pixels in order; when dfeat is not NULL, dfeat
- * (B, OH, OW, n) = per pixel the sum over its taps of the tap's pixel
- * times wt[t] (taps, n), eight pixels at a time (one_channel_pixels_row),
- * zero where feat is not positive when feat_relu (feat a ReLU's output:
- * its backward done here). */
+                   int relu);
 static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
                                  const float *image, const float *restrict wt, const dae_conv_geom *v,
-                                 float *restrict padded, int feat_relu) {
-    if (dae_gemm_isa() == DAE_ISA_AVX512) one_channel_backward16(dw, dfeat, feat, image, wt, v, padded, feat_relu);
-    else one_channel_backward8(dw, dfeat, feat, image, wt, v, padded, feat_relu);
-}
+                                 float *restrict padded, int feat_relu);
 
 /* A conv2d to one channel at stride 1 keeping the image's size (the
  * U-Net's last layer: 16 + 1 channels in, 3x3, padding 1). Its adjoint
@@ -1197,126 +1072,139 @@ HOT static void points_weights(float *restrict wt, const float *restrict weight,
 
 static const float points_zeros[POINTS_CHANNELS_MAX];
 
-/* One tile's made combinations of channels [c0, c0 + n) from its 3x3
- * pixels px (pixels of n floats, zeros outside the image) into the rows
- * of u (rows of ic_n floats, each kind's block `tiles` tiles long): along
- * x, then along y, 16 channels at a time in registers. Inlined with n
- * constant for the networks' parts. */
-static inline __attribute__((always_inline)) void points_tile_inputs(float *restrict u, size_t tiles, size_t tile,
-                                                                     int ic_n, int c0, const float *const (*px)[3],
-                                                                     int n) {
-    size_t block = tiles * ic_n;
-    for (int c = 0; c < n; c += 16) {
-        /* x[i][k]: pixel row i as x-kind k's first sub-row; x[i][4] as A's
-         * second (d1) */
-        vec16 x[3][POINT_KINDS + 1];
-        for (int i = 0; i < 3; i++) {
-            vec16 d0 = *(const uvec16 *)(px[i][0] + c), d1 = *(const uvec16 *)(px[i][1] + c),
-                  d2 = *(const uvec16 *)(px[i][2] + c);
-            x[i][POINT_A] = d0, x[i][POINT_B] = d0 - d1, x[i][POINT_C] = d1, x[i][POINT_D] = d2 - d1;
-            x[i][POINT_KINDS] = d1;
+/* col2im's gather, the one-channel backward and the points' inputs and
+ * outputs, for vectors of 16 channels (compiled for AVX-512 only: they run where it is in use) and of
+ * 8 (elsewhere). */
+#define LANES 16
+#define VEC vec16
+#define UVEC uvec16
+#define IVEC ivec16
+#define LN(name) name##16
+#define LANES_HOT HOT_AVX512
+#include "layers_lanes.inc"
+#undef LANES
+#undef VEC
+#undef UVEC
+#undef IVEC
+#undef LN
+#undef LANES_HOT
+#define LANES 8
+#define VEC vec8
+#define UVEC uvec8
+#define IVEC ivec8
+#define LN(name) name##8
+#define LANES_HOT HOT
+#include "layers_lanes.inc"
+#undef LANES
+#undef VEC
+#undef UVEC
+#undef IVEC
+#undef LN
+#undef LANES_HOT
+
+/* The first output position (>= 0) whose kernel of taps taps at stride
+ * covers input offset at (at - o * stride < taps). */
+static inline int covering_first(int at, int taps, int stride) {
+    int over = at - taps + 1; /* o * stride >= over */
+    return over <= 0 ? 0 : (over + stride - 1) / stride;
+}
+
+/* dst = relu(col2im(col) + bias): what zeroing dst, col2im_add and
+ * dae_add_bias make, with the same bits (each position's entries are
+ * added in col2im_add's order), but written as a gather: dst is written
+ * once, where the scatter zeroed it, added into it 9 times a position for
+ * a 3x3 kernel and read it again for the bias (together 10.3% of a U-Net
+ * forward pass at batch 16, the gather 8.0%). bias may be NULL. Channels
+ * not in whole vectors (the seed network's last layer, whose scatter is
+ * faster than a scalar gather) and images too large for the tables
+ * scatter. The gather (layers_lanes.inc) goes 16 channels at a time
+ * where AVX-512 is in use, 8 elsewhere. */
+static void col2im(float *restrict dst, const float *restrict col, const patch_geom *p, const float *restrict bias,
+                       int relu) {
+    int run = p->kw * p->c;
+    size_t k = (size_t)p->kh * run;
+    if (p->c % 16 != 0 || (size_t)p->w * p->kw > GATHER_TABLE_MAX || (size_t)p->h * p->kh > GATHER_TABLE_MAX ||
+        (size_t)p->oh * p->ow * k > INT_MAX) {
+        size_t pixels = (size_t)p->batch * p->h * p->w;
+        memset(dst, 0, sizeof(float) * pixels * p->c);
+        col2im_add(dst, col, p);
+        dae_add_bias(dst, (size_t)p->c, pixels, p->c, bias, relu);
+        return;
+    }
+    /* Per image column x, its entries' offsets within an output row of
+     * col: the inner positions' by kernel column, then the border ones'
+     * by position, as patch_walk adds them. Per image row y, the offsets
+     * of its kernel rows' entries, by position. */
+    int x_off[GATHER_TABLE_MAX], x_start[p->w + 1], y_off[GATHER_TABLE_MAX], y_start[p->h + 1];
+    int ox_lo, ox_hi, n = 0;
+    inner_positions(p, &ox_lo, &ox_hi);
+    for (int x = 0; x < p->w; x++) {
+        x_start[x] = n;
+        for (int j = 0; j < p->kw; j++) {
+            int left = x + p->pw - j;
+            if (left >= 0 && left % p->sw == 0 && left / p->sw >= ox_lo && left / p->sw < ox_hi)
+                x_off[n++] = (int)((size_t)(left / p->sw) * k) + j * p->c;
         }
-#pragma GCC unroll 16
-        for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++) {
-            int f = k / POINT_KINDS, h = k % POINT_KINDS, minus = point_minus[f];
-            float *dst = u + point_kind_first(k) * block + (tile * point_kind_rows(k)) * ic_n + c0 + c;
-#pragma GCC unroll 2
-            for (int sf = 0; sf < point_rows[f]; sf++)
-#pragma GCC unroll 2
-                for (int sh = 0; sh < point_rows[h]; sh++) {
-                    int kx = sh == 1 ? POINT_KINDS : h;
-                    vec16 v = x[point_plus[f][sf]][kx];
-                    if (minus >= 0) v -= x[minus][kx];
-                    *(uvec16 *)(dst + (size_t)(sf * point_rows[h] + sh) * ic_n) = v;
-                }
+        /* the border positions whose kernel covers x: ox from the first
+         * with j = x + pw - ox * sw < kw to the last with j >= 0 (the
+         * tables are made for every call: looping over every ox took
+         * longer than the gather at batch 1) */
+        int ox_first = covering_first(x + p->pw, p->kw, p->sw), ox_end = (x + p->pw) / p->sw + 1;
+        if (ox_end > p->ow) ox_end = p->ow;
+        for (int ox = ox_first; ox < ox_end; ox++) {
+            if (ox >= ox_lo && ox < ox_hi) continue;
+            x_off[n++] = (int)((size_t)ox * k) + (x + p->pw - ox * p->sw) * p->c;
         }
     }
+    x_start[p->w] = n;
+    n = 0;
+    for (int y = 0; y < p->h; y++) {
+        y_start[y] = n;
+        int oy_end = (y + p->ph) / p->sh + 1;
+        if (oy_end > p->oh) oy_end = p->oh;
+        for (int oy = covering_first(y + p->ph, p->kh, p->sh); oy < oy_end; oy++)
+            y_off[n++] = (int)((size_t)oy * p->ow * k) + (y + p->ph - oy * p->sh) * run;
+    }
+    y_start[p->h] = n;
+    /* every position has 1 or 2 kernel rows and 1 or 2 columns */
+    int two_by_two = 1;
+    for (int x = 0; x < p->w; x++) two_by_two &= (unsigned)(x_start[x + 1] - x_start[x] - 1) <= 1;
+    for (int y = 0; y < p->h; y++) two_by_two &= (unsigned)(y_start[y + 1] - y_start[y] - 1) <= 1;
+    if (dae_gemm_isa() == DAE_ISA_AVX512)
+        gather16(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
+    else
+        gather8(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
+}
+
+/* The backward pass against the images (B, H, W, 1), 16 channels at a
+ * time (8 where AVX-512 is not in use), each image padded once: dw (n,
+ * taps) += the weight gradient from the features feat (B, OH, OW, n),
+ * summed over the batch's pixels in order; when dfeat is not NULL, dfeat
+ * (B, OH, OW, n) = per pixel the sum over its taps of the tap's pixel
+ * times wt[t] (taps, n), eight pixels at a time (one_channel_pixels_row),
+ * zero where feat is not positive when feat_relu (feat a ReLU's output:
+ * its backward done here). */
+static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
+                                 const float *image, const float *restrict wt, const dae_conv_geom *v,
+                                 float *restrict padded, int feat_relu) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) one_channel_backward16(dw, dfeat, feat, image, wt, v, padded, feat_relu);
+    else one_channel_backward8(dw, dfeat, feat, image, wt, v, padded, feat_relu);
 }
 
 /* The made combinations of images [b0, b0 + nb) of the parts'
  * concatenation into u: each tile's, a part at a time. */
-HOT static void points_inputs(float *restrict u, const float *const *parts, const int *channels, int n_parts,
-                              const dae_conv_geom *g, int b0, int nb) {
-    int ic_n = g->in_c, th = g->in_h / 2, tw = g->in_w / 2;
-    size_t tiles = (size_t)nb * th * tw;
-    for (int b = 0; b < nb; b++)
-        for (int ty = 0; ty < th; ty++)
-            for (int tx = 0; tx < tw; tx++) {
-                size_t tile = ((size_t)b * th + ty) * tw + tx;
-                for (int q = 0, c0 = 0; q < n_parts; c0 += channels[q], q++) {
-                    int n = channels[q];
-                    const float *px[3][3];
-                    for (int i = 0; i < 3; i++)
-                        for (int j = 0; j < 3; j++) {
-                            int y = 2 * ty + i, x = 2 * tx + j;
-                            px[i][j] = y < g->in_h && x < g->in_w
-                                           ? parts[q] + (((size_t)(b0 + b) * g->in_h + y) * g->in_w + x) * n
-                                           : points_zeros;
-                        }
-                    if (n == 16) points_tile_inputs(u, tiles, tile, ic_n, c0, px, 16);
-                    else if (n == 32) points_tile_inputs(u, tiles, tile, ic_n, c0, px, 32);
-                    else points_tile_inputs(u, tiles, tile, ic_n, c0, px, n);
-                }
-            }
-}
-
-/* One tile's outputs (those inside the image: rows below oy_n, columns
- * below ox_n) from the products: each the sum of its points in a fixed
- * order, + bias, through the ReLU, 16 channels at a time. Inlined with
- * oc_n, bias and relu constant for the networks' layers. */
-static inline __attribute__((always_inline)) void points_tile_outputs(float *restrict out, size_t out_row,
-                                                                      const float *restrict prod, size_t tiles,
-                                                                      size_t tile, const float *restrict aa,
-                                                                      size_t aa_row, int oy_n, int ox_n,
-                                                                      const float *restrict bias, int relu,
-                                                                      int oc_n) {
-    size_t block = tiles * oc_n;
-#pragma GCC unroll 16
-    for (int o = 0; o < 16; o++) {
-        int oy = o / 4, ox = o % 4;
-        if (oy >= oy_n || ox >= ox_n) continue;
-        for (int c = 0; c < oc_n; c += 16) {
-            vec16 v = {0};
-            int first = 1;
-#pragma GCC unroll 2
-            for (int a = 0; a < 2; a++)
-#pragma GCC unroll 2
-                for (int e = 0; e < 2; e++) {
-                    int f = point_outputs[oy][a][0], sf = point_outputs[oy][a][1];
-                    int h = point_outputs[ox][e][0], sh = point_outputs[ox][e][1];
-                    if (f < 0 || h < 0) continue;
-                    int k = f * POINT_KINDS + h;
-                    const float *src = k == 0 ? aa + sf * aa_row + sh * oc_n
-                                              : prod + point_kind_first(k) * block +
-                                                    (tile * point_kind_rows(k) + sf * point_rows[h] + sh) * oc_n;
-                    v = first ? *(const uvec16 *)(src + c) : v + *(const uvec16 *)(src + c);
-                    first = 0;
-                }
-            if (bias != NULL) v += *(const uvec16 *)(bias + c);
-            if (relu) v = RELU16(v);
-            *(uvec16 *)(out + oy * out_row + ox * oc_n + c) = v;
-        }
-    }
+static void points_inputs(float *restrict u, const float *const *parts, const int *channels, int n_parts,
+                          const dae_conv_geom *g, int b0, int nb) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) points_inputs16(u, parts, channels, n_parts, g, b0, nb);
+    else points_inputs8(u, parts, channels, n_parts, g, b0, nb);
 }
 
 /* Images [b0, b0 + nb) of out from the products (AA's, aa, by input
  * pixel), a tile at a time. */
-HOT static void points_outputs(float *restrict out, const float *restrict prod, const float *restrict aa,
-                               const float *restrict bias, const dae_conv_geom *g, int nb, int relu) {
-    int oc_n = g->out_c, th = g->in_h / 2, tw = g->in_w / 2;
-    size_t tiles = (size_t)nb * th * tw, out_row = (size_t)g->out_w * oc_n, aa_row = (size_t)g->in_w * oc_n;
-    for (int b = 0; b < nb; b++)
-        for (int ty = 0; ty < th; ty++)
-            for (int tx = 0; tx < tw; tx++) {
-                size_t tile = ((size_t)b * th + ty) * tw + tx;
-                float *o = out + (((size_t)b * g->out_h + 4 * ty) * g->out_w + 4 * tx) * oc_n;
-                const float *a = aa + (((size_t)b * g->in_h + 2 * ty) * g->in_w + 2 * tx) * oc_n;
-                int oy_n = g->out_h - 4 * ty, ox_n = g->out_w - 4 * tx;
-                if (oc_n == 16 && bias != NULL && relu)
-                    points_tile_outputs(o, out_row, prod, tiles, tile, a, aa_row, oy_n, ox_n, bias, 1, 16);
-                else
-                    points_tile_outputs(o, out_row, prod, tiles, tile, a, aa_row, oy_n, ox_n, bias, relu, oc_n);
-            }
+static void points_outputs(float *restrict out, const float *restrict prod, const float *restrict aa,
+                           const float *restrict bias, const dae_conv_geom *g, int nb, int relu) {
+    if (dae_gemm_isa() == DAE_ISA_AVX512) points_outputs16(out, prod, aa, bias, g, nb, relu);
+    else points_outputs8(out, prod, aa, bias, g, nb, relu);
 }
 
 /* The forward pass by points: a chunk of images at a time, the 16 kinds'
@@ -1411,7 +1299,7 @@ static inline __attribute__((always_inline)) void one_channel_row_store(float *r
     vec16 lo = __builtin_shufflevector(even, odd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     vec16 hi = __builtin_shufflevector(even, odd, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     lo += bias, hi += bias;
-    if (relu) lo = RELU16_AVX512(lo), hi = RELU16_AVX512(hi);
+    if (relu) lo = RELU16(lo), hi = RELU16(hi);
     if (room >= 2 * ROW_PIXELS_MAX) {
         *(uvec16 *)out = lo;
         *(uvec16 *)(out + 16) = hi;
@@ -1562,9 +1450,9 @@ static inline __attribute__((always_inline)) void phases_store(float *restrict o
     for (int t = 0; t < T; t++) {
         size_t e_at = (size_t)2 * t * g->out_c, o_at = (size_t)(2 * t + 1) * g->out_c;
         vec16 even = e[t] + b, odd = o[t] + b;
-        if (relu) even = RELU16_AVX512(even), odd = RELU16_AVX512(odd);
-        *(uvec16 *)(d + e_at) = keep != NULL ? KEPT_AVX512(even, keep + at + e_at) : even;
-        if (2 * (j0 + t) + 1 < g->out_w) *(uvec16 *)(d + o_at) = keep != NULL ? KEPT_AVX512(odd, keep + at + o_at) : odd;
+        if (relu) even = RELU16(even), odd = RELU16(odd);
+        *(uvec16 *)(d + e_at) = keep != NULL ? KEPT(even, keep + at + e_at) : even;
+        if (2 * (j0 + t) + 1 < g->out_w) *(uvec16 *)(d + o_at) = keep != NULL ? KEPT(odd, keep + at + o_at) : odd;
     }
 }
 
@@ -1841,7 +1729,7 @@ static inline __attribute__((always_inline)) FUSED_MADD void phases_back_tile(fl
 #pragma GCC unroll 2
         for (int v = 0; v < V; v++)
             *(uvec16 *)(dst[v] + (size_t)t * step[v]) =
-                keep != NULL ? KEPT_AVX512(acc[t][v], keep[v] + (size_t)t * step[v]) : acc[t][v];
+                keep != NULL ? KEPT(acc[t][v], keep[v] + (size_t)t * step[v]) : acc[t][v];
 }
 
 /* dins[q] (B, H, W, channels[q]) = the input gradient of the parts whose
