@@ -982,7 +982,9 @@ static const int point_minus[POINT_KINDS] = {-1, 1, -1, 1};
 static const int point_taps[POINT_KINDS][2] = {{1, -1}, {2, -1}, {0, 2}, {0, -1}};
 
 /* Whether points are taken where they apply: -1 until first asked, then
- * the CPU's choice, unless dae_conv_transpose2d_set_points chose. */
+ * the choice for the CPU and the instruction set in use (DAE_ISA=avx2
+ * takes them, as an AVX2 machine does), unless
+ * dae_conv_transpose2d_set_points chose. */
 static _Atomic int points_wanted = -1;
 
 void dae_conv_transpose2d_set_points(int on) {
@@ -992,7 +994,7 @@ void dae_conv_transpose2d_set_points(int on) {
 static int points_pay(void) {
     int wanted = atomic_load_explicit(&points_wanted, memory_order_relaxed);
     if (wanted < 0) {
-        wanted = !dae_cpu_full_width_avx512();
+        wanted = !(dae_gemm_isa() == DAE_ISA_AVX512 && dae_cpu_full_width_avx512());
         atomic_store_explicit(&points_wanted, wanted, memory_order_relaxed);
     }
     return wanted;
@@ -1246,13 +1248,22 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
  * where the CPU has AVX-512: without it GCC 12 keeps the 16-float tap
  * rows in memory, and the taps ran faster (AVX2 build, DAE_ISA=avx2, one
  * core: the seed network's image 35.8 -> 32.4 us at batch 1, 31.1 ->
- * 27.9 at batch 64). The CPU's choice, not DAE_ISA's, so that a process
- * never changes it under a model (the scratch's size follows it). */
+ * 27.9 at batch 64). Chosen at the first ask, from the instruction set
+ * then in use (DAE_ISA=avx2 takes the taps, as an AVX2 machine does), and
+ * kept, so that a process never changes it under a model (the scratch's
+ * size follows it). */
 enum { ROW_PIXELS_MAX = 16 };
 
+static _Atomic int rows_wanted = -1;
+
 static int conv_transpose2d_to_one_channel_by_rows(const dae_conv_geom *g) {
-    return g->out_c == 1 && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 &&
-           g->pad_w == 1 && g->in_w <= ROW_PIXELS_MAX && dae_isa_supported(DAE_ISA_AVX512);
+    int wanted = atomic_load_explicit(&rows_wanted, memory_order_relaxed);
+    if (wanted < 0) {
+        wanted = dae_gemm_isa() == DAE_ISA_AVX512;
+        atomic_store_explicit(&rows_wanted, wanted, memory_order_relaxed);
+    }
+    return wanted && g->out_c == 1 && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 &&
+           g->pad_h == 1 && g->pad_w == 1 && g->in_w <= ROW_PIXELS_MAX;
 }
 
 /* Scratch floats: one image's planes, and a vector's worth past the last

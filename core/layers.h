@@ -70,8 +70,9 @@ void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const da
 /* A 3x3 stride-2 transposed convolution of even size goes by Winograd
  * points (fewer multiply-adds, more loads and stores: layers.c) unless
  * the CPU runs 512-bit multiply-adds at full width
- * (dae_cpu_full_width_avx512), where the taps are faster. 1 or 0 forces
- * the choice, -1 gives it back to the CPU. The sizes of prepared weights
+ * (dae_cpu_full_width_avx512) and AVX-512 is in use (dae_gemm_isa), where
+ * the taps are faster. 1 or 0 forces the choice, -1 gives it back to the
+ * CPU. The sizes of prepared weights
  * and scratch follow it: change it only before making a model or
  * workspace (tests, measurements). */
 void dae_conv_transpose2d_set_points(int on);
