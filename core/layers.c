@@ -1075,8 +1075,9 @@ HOT static void points_weights(float *restrict wt, const float *restrict weight,
 static const float points_zeros[POINTS_CHANNELS_MAX];
 
 /* col2im's gather, the one-channel backward and the points' inputs and
- * outputs, for vectors of 16 channels (compiled for AVX-512 only: they run where it is in use) and of
- * 8 (elsewhere). */
+ * outputs, for vectors of 16 channels (cloned for AVX-512 and baseline
+ * only: they run where AVX-512 is in use) and of 8 (elsewhere); the file
+ * undefines its parameters at its end. */
 #define LANES 16
 #define VEC vec16
 #define UVEC uvec16
@@ -1084,12 +1085,6 @@ static const float points_zeros[POINTS_CHANNELS_MAX];
 #define LN(name) name##16
 #define LANES_HOT HOT_AVX512
 #include "layers_lanes.inc"
-#undef LANES
-#undef VEC
-#undef UVEC
-#undef IVEC
-#undef LN
-#undef LANES_HOT
 #define LANES 8
 #define VEC vec8
 #define UVEC uvec8
@@ -1097,12 +1092,6 @@ static const float points_zeros[POINTS_CHANNELS_MAX];
 #define LN(name) name##8
 #define LANES_HOT HOT
 #include "layers_lanes.inc"
-#undef LANES
-#undef VEC
-#undef UVEC
-#undef IVEC
-#undef LN
-#undef LANES_HOT
 
 /* The first output position (>= 0) whose kernel of taps taps at stride
  * covers input offset at (at - o * stride < taps). */
@@ -1122,7 +1111,7 @@ static inline int covering_first(int at, int taps, int stride) {
  * scatter. The gather (layers_lanes.inc) goes 16 channels at a time
  * where AVX-512 is in use, 8 elsewhere. */
 static void col2im(float *restrict dst, const float *restrict col, const patch_geom *p, const float *restrict bias,
-                       int relu) {
+                   int relu) {
     int run = p->kw * p->c;
     size_t k = (size_t)p->kh * run;
     if (p->c % 16 != 0 || (size_t)p->w * p->kw > GATHER_TABLE_MAX || (size_t)p->h * p->kh > GATHER_TABLE_MAX ||
@@ -1245,7 +1234,7 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
  * within a row, column 2n takes pixel n's centre tap (kw 1) and 2n+1
  * pixel n+1's left tap (kw 0) and pixel n's right one (kw 2): two vectors
  * interleaved. An input row fits a vector: at most 16 pixels. Only
- * where the CPU has AVX-512: without it GCC 12 keeps the 16-float tap
+ * where AVX-512 is in use: without it GCC 12 keeps the 16-float tap
  * rows in memory, and the taps ran faster (AVX2 build, DAE_ISA=avx2, one
  * core: the seed network's image 35.8 -> 32.4 us at batch 1, 31.1 ->
  * 27.9 at batch 64). Chosen at the first ask, from the instruction set

@@ -72,9 +72,8 @@ void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const da
  * the CPU runs 512-bit multiply-adds at full width
  * (dae_cpu_full_width_avx512) and AVX-512 is in use (dae_gemm_isa), where
  * the taps are faster. 1 or 0 forces the choice, -1 gives it back to the
- * CPU. The sizes of prepared weights
- * and scratch follow it: change it only before making a model or
- * workspace (tests, measurements). */
+ * CPU. The sizes of prepared weights and scratch follow it: change it
+ * only before making a model or workspace (tests, measurements). */
 void dae_conv_transpose2d_set_points(int on);
 
 /* out (B,OH,OW,OC) = conv(in (B,H,W,IC), weight (OC,KH,KW,IC)) + bias (OC),
