@@ -981,10 +981,18 @@ static const int point_minus[POINT_KINDS] = {-1, 1, -1, 1};
 /* The kernel taps summed into each kind's filter. */
 static const int point_taps[POINT_KINDS][2] = {{1, -1}, {2, -1}, {0, 2}, {0, -1}};
 
-/* Whether points are taken where they apply: -1 until first asked, then
- * the choice for the CPU and the instruction set in use (DAE_ISA=avx2
- * takes them, as an AVX2 machine does), unless
- * dae_conv_transpose2d_set_points chose. */
+/* *choice: -1 until first asked, then `now` as it was at that ask, kept,
+ * so that a process never changes a layer's way under a model (its
+ * scratch's size follows it). */
+static int first_choice(_Atomic int *choice, int now) {
+    int kept = atomic_load_explicit(choice, memory_order_relaxed);
+    if (kept < 0) atomic_store_explicit(choice, kept = now, memory_order_relaxed);
+    return kept;
+}
+
+/* Whether points are taken where they apply: the choice for the CPU and
+ * the instruction set in use at the first ask (DAE_ISA=avx2 takes them,
+ * as an AVX2 machine does), unless dae_conv_transpose2d_set_points chose. */
 static _Atomic int points_wanted = -1;
 
 void dae_conv_transpose2d_set_points(int on) {
@@ -992,12 +1000,7 @@ void dae_conv_transpose2d_set_points(int on) {
 }
 
 static int points_pay(void) {
-    int wanted = atomic_load_explicit(&points_wanted, memory_order_relaxed);
-    if (wanted < 0) {
-        wanted = !(dae_gemm_isa() == DAE_ISA_AVX512 && dae_cpu_full_width_avx512());
-        atomic_store_explicit(&points_wanted, wanted, memory_order_relaxed);
-    }
-    return wanted;
+    return first_choice(&points_wanted, !(dae_gemm_isa() == DAE_ISA_AVX512 && dae_cpu_full_width_avx512()));
 }
 
 static int conv_transpose2d_by_points(const dae_conv_geom *g) {
@@ -1092,6 +1095,9 @@ static const float points_zeros[POINTS_CHANNELS_MAX];
 #define LN(name) name##8
 #define LANES_HOT HOT
 #include "layers_lanes.inc"
+/* The copy of layers_lanes.inc's function `name` for the instruction set
+ * in use. */
+#define BY_LANES(name) (dae_gemm_isa() == DAE_ISA_AVX512 ? name##16 : name##8)
 
 /* The first output position (>= 0) whose kernel of taps taps at stride
  * covers input offset at (at - o * stride < taps). */
@@ -1161,10 +1167,7 @@ static void col2im(float *restrict dst, const float *restrict col, const patch_g
     int two_by_two = 1;
     for (int x = 0; x < p->w; x++) two_by_two &= (unsigned)(x_start[x + 1] - x_start[x] - 1) <= 1;
     for (int y = 0; y < p->h; y++) two_by_two &= (unsigned)(y_start[y + 1] - y_start[y] - 1) <= 1;
-    if (dae_gemm_isa() == DAE_ISA_AVX512)
-        gather16(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
-    else
-        gather8(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
+    BY_LANES(gather)(dst, col, p, k, y_off, y_start, x_off, x_start, bias, relu, two_by_two);
 }
 
 /* The backward pass against the images (B, H, W, 1), 16 channels at a
@@ -1178,24 +1181,7 @@ static void col2im(float *restrict dst, const float *restrict col, const patch_g
 static void one_channel_backward(float *restrict dw, float *restrict dfeat, const float *restrict feat,
                                  const float *image, const float *restrict wt, const dae_conv_geom *v,
                                  float *restrict padded, int feat_relu) {
-    if (dae_gemm_isa() == DAE_ISA_AVX512) one_channel_backward16(dw, dfeat, feat, image, wt, v, padded, feat_relu);
-    else one_channel_backward8(dw, dfeat, feat, image, wt, v, padded, feat_relu);
-}
-
-/* The made combinations of images [b0, b0 + nb) of the parts'
- * concatenation into u: each tile's, a part at a time. */
-static void points_inputs(float *restrict u, const float *const *parts, const int *channels, int n_parts,
-                          const dae_conv_geom *g, int b0, int nb) {
-    if (dae_gemm_isa() == DAE_ISA_AVX512) points_inputs16(u, parts, channels, n_parts, g, b0, nb);
-    else points_inputs8(u, parts, channels, n_parts, g, b0, nb);
-}
-
-/* Images [b0, b0 + nb) of out from the products (AA's, aa, by input
- * pixel), a tile at a time. */
-static void points_outputs(float *restrict out, const float *restrict prod, const float *restrict aa,
-                           const float *restrict bias, const dae_conv_geom *g, int nb, int relu) {
-    if (dae_gemm_isa() == DAE_ISA_AVX512) points_outputs16(out, prod, aa, bias, g, nb, relu);
-    else points_outputs8(out, prod, aa, bias, g, nb, relu);
+    BY_LANES(one_channel_backward)(dw, dfeat, feat, image, wt, v, padded, feat_relu);
 }
 
 /* The forward pass by points: a chunk of images at a time, the 16 kinds'
@@ -1211,13 +1197,13 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
         int nb = g->batch - b0 < per ? g->batch - b0 : per;
         size_t tiles = (size_t)nb * points_tiles(g);
         float *prod = u + tiles * POINT_MADE_ROWS * ic_n, *aa = prod + tiles * POINT_MADE_ROWS * oc_n;
-        points_inputs(u, parts, channels, n_parts, g, b0, nb);
+        BY_LANES(points_inputs)(u, parts, channels, n_parts, g, b0, nb);
         parts_product(nb * (int)in_pixels, oc_n, parts, channels, n_parts, b0 * in_pixels, wt, aa);
         for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++)
             dae_gemm_bias(0, (int)tiles * point_kind_rows(k), oc_n, ic_n, u + point_kind_first(k) * tiles * ic_n,
                           ic_n, wt + (size_t)k * ic_n * oc_n, oc_n, prod + point_kind_first(k) * tiles * oc_n, oc_n,
                           NULL, 0);
-        points_outputs(out + b0 * out_image, prod, aa, bias, g, nb, relu);
+        BY_LANES(points_outputs)(out + b0 * out_image, prod, aa, bias, g, nb, relu);
     }
 }
 
@@ -1237,22 +1223,16 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
  * where AVX-512 is in use: without it GCC 12 keeps the 16-float tap
  * rows in memory, and the taps ran faster (AVX2 build, DAE_ISA=avx2, one
  * core: the seed network's image 35.8 -> 32.4 us at batch 1, 31.1 ->
- * 27.9 at batch 64). Chosen at the first ask, from the instruction set
- * then in use (DAE_ISA=avx2 takes the taps, as an AVX2 machine does), and
- * kept, so that a process never changes it under a model (the scratch's
- * size follows it). */
+ * 27.9 at batch 64). Chosen from the instruction set in use at the first
+ * ask (DAE_ISA=avx2 takes the taps, as an AVX2 machine does). */
 enum { ROW_PIXELS_MAX = 16 };
 
 static _Atomic int rows_wanted = -1;
 
 static int conv_transpose2d_to_one_channel_by_rows(const dae_conv_geom *g) {
-    int wanted = atomic_load_explicit(&rows_wanted, memory_order_relaxed);
-    if (wanted < 0) {
-        wanted = dae_gemm_isa() == DAE_ISA_AVX512;
-        atomic_store_explicit(&rows_wanted, wanted, memory_order_relaxed);
-    }
-    return wanted && g->out_c == 1 && g->k_h == 3 && g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 &&
-           g->pad_h == 1 && g->pad_w == 1 && g->in_w <= ROW_PIXELS_MAX;
+    return first_choice(&rows_wanted, dae_gemm_isa() == DAE_ISA_AVX512) && g->out_c == 1 && g->k_h == 3 &&
+           g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
+           g->in_w <= ROW_PIXELS_MAX;
 }
 
 /* Scratch floats: one image's planes, and a vector's worth past the last
