@@ -39,6 +39,17 @@ CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
+# An AVX2 machine's build, made on any x86-64: `make AVX2_PATH=1` builds
+# into build/avx2-path without the hot loops' AVX-512 copies (core/hot.h).
+# Run with AVX2_ENV, it takes all of the path an AVX2 machine takes: the
+# engine's AVX2 kernels and choices, the loops' AVX2 copies, OpenBLAS's
+# Haswell kernels (`make test-avx2`; README, "The AVX2 path").
+ifdef AVX2_PATH
+BUILD    := build/avx2-path
+CPPFLAGS += -DDAE_NO_AVX512_CLONES
+endif
+AVX2_ENV := DAE_ISA=avx2 OPENBLAS_CORETYPE=Haswell
+
 # core/ = libdae, the network and what is done with it; io/ = libdae-io,
 # files and formats (safetensors, checkpoints, IDX, images, atomic writes).
 CORE_SRC  := $(wildcard core/*.c)
@@ -68,12 +79,12 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h /usr/include/archive.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-browser test-layering test-sanitize test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
+.PHONY: all deps check-deps test test-browser test-layering test-sanitize test-avx2 test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
 
 all: check-deps $(LIB) $(IO_LIB) $(DAE) $(SERVER) ## build the libraries, the command-line tool and the server
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(filter-out %.d,$(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -hE '^[a-z0-9-]+:.*## ' $(filter-out %.d,$(MAKEFILE_LIST)) | sed 's/:.*## /\t/' | expand -t 18
 
 deps: ## install the Debian packages (as root), or print the apt command
 	@tools/deps.sh
@@ -164,6 +175,17 @@ test-sanitize: check-deps ## the same tests under ASan + UBSan
 	$(SANITIZER_ENV) tests/server/test_oip.py build/sanitize/dae-server build/sanitize/dae > build/sanitize/oip.log 2>&1; \
 	    status=$$?; cat build/sanitize/oip.log; [ $$status -eq 0 ] && \
 	    ! grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error:' build/sanitize/oip.log
+
+# On an AVX-512 machine the default build runs the AVX-512 copies of the
+# hot loops whatever DAE_ISA says, so the AVX2 copies get their own run.
+test-avx2: check-deps ## the unit and command-line tests on an AVX2 machine's path (AVX2_PATH; needs AVX2 and FMA)
+	@if ! grep -qw avx2 /proc/cpuinfo || ! grep -qw fma /proc/cpuinfo; then \
+	    echo "test-avx2: skipped: this CPU has no AVX2 and FMA"; \
+	else \
+	    $(MAKE) AVX2_PATH=1 build/avx2-path/test_dae build/avx2-path/dae && \
+	    $(AVX2_ENV) tests/unit.sh build/avx2-path/test_dae && \
+	    $(AVX2_ENV) tests/cli/run.sh build/avx2-path/dae; \
+	fi
 
 # Attacks on the real daemon as an unauthenticated network client: bad
 # images, aborted and slow uploads, stalled streams, memory floods, job
