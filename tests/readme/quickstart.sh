@@ -17,6 +17,7 @@
 # section names (samples/..., or a link or image target) that does not
 # exist. Blocks marked ```console or ```text (make run, outputs) are not
 # run. SHOW_OUTPUT=1 prints each block's output too, to refresh the README.
+# Last, the README's copy of `make help` must be what make help prints.
 
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -125,4 +126,12 @@ for n in $(seq 1 "$nblocks"); do run_block "$n"; done
 
 stop_cleanly "$SERVER_PID" "$TMP/server.log"
 SERVER_PID=
+
+# The README's copy of `make help` (the block after "`make help` lists
+# every target:") is what make help prints.
+awk '$0 == "`make help` lists every target:" { found = 1; next }
+     found && /^```/ { if (inside) exit; inside = 1; next }
+     inside' "$README" >"$TMP/help.readme"
+make -s --no-print-directory -C "$ROOT" help >"$TMP/help.make" 2>&1
+check "README's make help block is make help's output" diff -u "$TMP/help.readme" "$TMP/help.make"
 finish
