@@ -132,6 +132,7 @@ SERVER_PID=
 awk '$0 == "`make help` lists every target:" { found = 1; next }
      found && /^```/ { if (inside) exit; inside = 1; next }
      inside' "$README" >"$TMP/help.readme"
-make -s --no-print-directory -C "$ROOT" help >"$TMP/help.make" 2>&1
+# (Not the calling make's job server, whose absence a sub-make warns of.)
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory -C "$ROOT" help >"$TMP/help.make"
 check "README's make help block is make help's output" diff -u "$TMP/help.readme" "$TMP/help.make"
 finish
