@@ -6,11 +6,15 @@
  *
  *   build/bench_core [--arch ae,unet] [--reps N] [--train-images N] [--threads N] [--forward-only]
  *   build/bench_core --sgemm-peak [--reps N] [--threads N]
+ *   build/bench_core --products [--reps N]
  *
  * Images are synthetic (speed does not depend on pixel values), so the
  * benchmark needs no data set. --sgemm-peak instead times OpenBLAS's sgemm
  * on 2048 x 2048 matrices with 1 and 2 BLAS threads: the peak the engine's
- * GEMMs are held against (bench/compare.sh). */
+ * GEMMs are held against (bench/compare.sh). --products times the
+ * networks' forward products at batch 64 (dae_gemm_bias, the engine's own
+ * kernels, for the instruction set in use) against OpenBLAS's sgemm on the
+ * same shapes, one thread: how near the kernels run to the BLAS. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +145,63 @@ static void bench_sgemm_peak(int reps, int only_threads) {
     }
 }
 
+/* Median GFLOP/s of C (m, n) = A (m, k) B (k, n) by the engine's kernels
+ * (blas 0: dae_gemm_bias, ReLU'd with a bias, as a layer runs it) or by
+ * OpenBLAS (1); each repetition at least 0.05 s. */
+static double time_product(int m, int n, int k, int blas, int reps) {
+    float *a = malloc(sizeof(float) * m * k), *b = malloc(sizeof(float) * k * n);
+    float *c = malloc(sizeof(float) * m * n), *bias = malloc(sizeof(float) * n);
+    dae_rng r;
+    dae_rng_seed(&r, 4, 0);
+    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = dae_rng_uniform(&r);
+    for (size_t i = 0; i < (size_t)k * n; i++) b[i] = dae_rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < n; i++) bias[i] = 0.01f * i;
+    double *gflops = malloc(sizeof(double) * reps);
+    for (int rep = -1; rep < reps; rep++) { /* -1: the warm-up */
+        long calls = 0;
+        double t0 = now_s(), t;
+        do {
+            if (blas) dae_gemm(0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
+            else dae_gemm_bias(0, m, n, k, a, k, b, n, c, n, bias, 1);
+            calls++;
+        } while ((t = now_s() - t0) < 0.05);
+        if (rep >= 0) gflops[rep] = 2.0 * m * n * (double)k * calls / t / 1e9;
+    }
+    double med = median(gflops, reps);
+    free(a), free(b), free(c), free(bias), free(gflops);
+    return med;
+}
+
+/* Prints the engine's and OpenBLAS's GFLOP/s on the networks' forward
+ * products at batch 64, one thread, each as one matrix product: the
+ * convolution over its im2col, the transposed ones before their col2im.
+ * (Some layers take other paths on some machines: the patches read in
+ * place, the phases, the points.) */
+static void bench_products(int reps) {
+    static const struct {
+        const char *what;
+        int m, n, k;
+    } shapes[] = {
+        {"conv 14 -> 7, 16 -> 32 channels", 64 * 49, 32, 144},
+        {"transposed 7 -> 14, 32 -> 16 (ae)", 64 * 49, 144, 32},
+        {"transposed 7 -> 14, 64 -> 16 (unet)", 64 * 49, 144, 64},
+        {"transposed 14 -> 28, 32 -> 16 (unet)", 64 * 196, 144, 32},
+        {"transposed 1 -> 7, 64 -> 32", 64, 1568, 64},
+    };
+    printf("the networks' forward products at batch 64, one thread, median of %d repetitions;\n"
+           "the engine's kernels for %s, OpenBLAS's for %s\n\n",
+           reps, dae_isa_name(dae_gemm_isa()), openblas_get_corename());
+    printf("%-38s %18s %14s %14s\n", "product", "m x n x k", "dae GFLOP/s", "sgemm GFLOP/s");
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        char dims[32];
+        snprintf(dims, sizeof dims, "%d x %d x %d", shapes[i].m, shapes[i].n, shapes[i].k);
+        double dae = time_product(shapes[i].m, shapes[i].n, shapes[i].k, 0, reps);
+        double blas = time_product(shapes[i].m, shapes[i].n, shapes[i].k, 1, reps);
+        printf("%-38s %18s %14.1f %14.1f\n", shapes[i].what, dims, dae, blas);
+        fflush(stdout);
+    }
+}
+
 /* Prints one architecture's rows of the table. */
 static void bench_arch(const char *arch, int reps, int train_images, int only_threads, int forward_only) {
     dae_model m;
@@ -174,7 +235,7 @@ static void bench_arch(const char *arch, int reps, int train_images, int only_th
 }
 
 int main(int argc, char **argv) {
-    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0, sgemm_peak = 0;
+    int reps = 5, train_images = 12800, only_threads = 0, forward_only = 0, sgemm_peak = 0, products = 0;
     char archs[64] = "ae";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
@@ -183,9 +244,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--arch") == 0 && i + 1 < argc) snprintf(archs, sizeof archs, "%s", argv[++i]);
         else if (strcmp(argv[i], "--forward-only") == 0) forward_only = 1;
         else if (strcmp(argv[i], "--sgemm-peak") == 0) sgemm_peak = 1;
+        else if (strcmp(argv[i], "--products") == 0) products = 1;
         else {
-            fprintf(stderr, "usage: %s [--arch NAME[,NAME]] [--reps N] [--train-images N] [--threads N] "
-                            "[--forward-only]\n       %s --sgemm-peak [--reps N] [--threads N]\n", argv[0], argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--arch NAME[,NAME]] [--reps N] [--train-images N] [--threads N] [--forward-only]\n"
+                    "       %s --sgemm-peak [--reps N] [--threads N]\n       %s --products [--reps N]\n",
+                    argv[0], argv[0], argv[0]);
             return 2;
         }
     }
@@ -195,6 +259,11 @@ int main(int argc, char **argv) {
     }
     if (sgemm_peak) {
         bench_sgemm_peak(reps, only_threads);
+        return 0;
+    }
+    if (products) {
+        dae_gemm_single_threaded();
+        bench_products(reps);
         return 0;
     }
     const char *names[8];
