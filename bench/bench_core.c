@@ -108,43 +108,6 @@ static double time_training(const dae_model *proto, int threads, int count, int 
     return med;
 }
 
-/* Median GFLOP/s of OpenBLAS's sgemm, C = A B on n x n matrices, with
- * `threads` BLAS threads; one untimed call first. Leaves OpenBLAS single-
- * threaded again, as the engine needs it. */
-static double time_sgemm(int n, int threads, int reps) {
-    size_t nn = (size_t)n * n;
-    float *a = malloc(sizeof(float) * nn), *b = malloc(sizeof(float) * nn), *c = malloc(sizeof(float) * nn);
-    dae_rng r;
-    dae_rng_seed(&r, 3, 0);
-    for (size_t i = 0; i < nn; i++) a[i] = dae_rng_uniform(&r), b[i] = dae_rng_uniform(&r), c[i] = 0;
-    openblas_set_num_threads(threads);
-    double *gflops = malloc(sizeof(double) * reps);
-    for (int rep = -1; rep < reps; rep++) {
-        double t0 = now_s();
-        dae_gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        if (rep >= 0) gflops[rep] = 2.0 * n * n * (double)n / (now_s() - t0) / 1e9;
-    }
-    dae_gemm_single_threaded();
-    double med = median(gflops, reps);
-    free(a), free(b), free(c), free(gflops);
-    return med;
-}
-
-/* Prints the sgemm peak for 1 and 2 threads (or only_threads), total and
- * per core. */
-static void bench_sgemm_peak(int reps, int only_threads) {
-    enum { N = 2048 };
-    printf("sgemm peak: %s, core %s, %dx%d matrices, median of %d repetitions\n\n", openblas_get_config(),
-           openblas_get_corename(), N, N, reps);
-    printf("%-6s %-8s %14s %14s\n", "", "threads", "GFLOP/s", "per core");
-    int first = only_threads ? only_threads : 1, last = only_threads ? only_threads : 2;
-    for (int threads = first; threads <= last; threads++) {
-        double g = time_sgemm(N, threads, reps);
-        printf("%-6s %-8d %14.1f %14.1f\n", "sgemm", threads, g, g / threads);
-        fflush(stdout);
-    }
-}
-
 /* Median GFLOP/s of C (m, n) = A (m, k) B (k, n) by the engine's kernels
  * (blas 0: dae_gemm_bias, ReLU'd with a bias, as a layer runs it) or by
  * OpenBLAS (1); each repetition at least 0.05 s. */
@@ -170,6 +133,31 @@ static double time_product(int m, int n, int k, int blas, int reps) {
     double med = median(gflops, reps);
     free(a), free(b), free(c), free(bias), free(gflops);
     return med;
+}
+
+/* Median GFLOP/s of OpenBLAS's sgemm on n x n matrices with `threads`
+ * BLAS threads. Leaves OpenBLAS single-threaded again, as the engine
+ * needs it. */
+static double time_sgemm(int n, int threads, int reps) {
+    openblas_set_num_threads(threads);
+    double g = time_product(n, n, n, 1, reps);
+    dae_gemm_single_threaded();
+    return g;
+}
+
+/* Prints the sgemm peak for 1 and 2 threads (or only_threads), total and
+ * per core. */
+static void bench_sgemm_peak(int reps, int only_threads) {
+    enum { N = 2048 };
+    printf("sgemm peak: %s, core %s, %dx%d matrices, median of %d repetitions\n\n", openblas_get_config(),
+           openblas_get_corename(), N, N, reps);
+    printf("%-6s %-8s %14s %14s\n", "", "threads", "GFLOP/s", "per core");
+    int first = only_threads ? only_threads : 1, last = only_threads ? only_threads : 2;
+    for (int threads = first; threads <= last; threads++) {
+        double g = time_sgemm(N, threads, reps);
+        printf("%-6s %-8d %14.1f %14.1f\n", "sgemm", threads, g, g / threads);
+        fflush(stdout);
+    }
 }
 
 /* Prints the engine's and OpenBLAS's GFLOP/s on the networks' forward
