@@ -9,7 +9,10 @@
 #    against dae-server and then against bench/python_peer.py (http.server
 #    + the reference PyTorch module with the same weights), both started
 #    here on loopback; prints requests/s, p50 and p99 latency, non-2xx
-#    answers and socket errors, and the throughput ratio.
+#    answers, socket errors and each server's CPU time per request, the
+#    throughput ratio, and dae-server against the project's HTTP targets
+#    (concurrency 64: 25,000 requests/s, p99 under 5 ms; concurrency 1:
+#    p50 under 150 us).
 # 2. One 1000x1000 gray image denoised through /denoise: the median of 5.
 # 3. Memory: dae-server's RSS before and after --soak seconds (default 60)
 #    of wrk at concurrency 64.
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
     --soak) soak=$2; shift ;;
     --model) model=$2; shift ;;
     --no-python) python=0 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "http.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -94,20 +97,32 @@ ms() {
         printf "%.3f", n }'
 }
 
-# load NAME PORT CONCURRENCY SECONDS: one wrk run; appends a result row
-# "NAME c req/s p50 p99 non2xx errors" to $tmp/rows.
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# load NAME PORT CONCURRENCY SECONDS PID: one wrk run against the server
+# of process PID; appends a result row "NAME c req/s p50 p99 non2xx errors
+# cpu_us" to $tmp/rows, cpu_us being the server's CPU time (all its
+# threads, user and system) over the requests wrk completed: what a
+# request costs, steadier on a shared host than the rate.
 load() {
-    local name=$1 port=$2 c=$3 secs=$4 threads=2
+    local name=$1 port=$2 c=$3 secs=$4 pid=$5 threads=2
     [ "$c" -lt 2 ] && threads=1
+    local ticks0
+    ticks0=$(cpu_ticks "$pid")
     BENCH_IMAGE=$IMAGE wrk -t"$threads" -c"$c" -d"${secs}s" --latency -s "$tmp/post.lua" \
         "http://127.0.0.1:$port/denoise" >"$tmp/wrk.txt" 2>&1 || true
-    local rps p50 p99 non2xx errors
+    local ticks=$(($(cpu_ticks "$pid") - ticks0))
+    local rps p50 p99 non2xx errors requests cpu_us
     rps=$(awk '/^Requests\/sec/ {print $2}' "$tmp/wrk.txt")
     p50=$(ms "$(awk '$1 == "50%" {print $2}' "$tmp/wrk.txt")")
     p99=$(ms "$(awk '$1 == "99%" {print $2}' "$tmp/wrk.txt")")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk.txt")
     errors=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$tmp/wrk.txt")
-    echo "$name $c ${rps:-0} $p50 $p99 ${non2xx:-0} ${errors:-0}" >>"$tmp/rows"
+    requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")
+    cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="${requests:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz / n * 1e6; else print "-" }')
+    echo "$name $c ${rps:-0} $p50 $p99 ${non2xx:-0} ${errors:-0} $cpu_us" >>"$tmp/rows"
 }
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -138,33 +153,45 @@ for _ in $(seq 1 100); do
 done
 [ -n "$port" ] || { cat "$tmp/server.err" >&2; exit 1; }
 wait_port "$port"
-load warmup "$port" 16 1 && : >"$tmp/rows"
+load warmup "$port" 16 1 "$server" && : >"$tmp/rows"
 for c in 1 16 64; do
     echo "wrk: dae-server, concurrency $c ..." >&2
-    load dae-server "$port" "$c" "$duration"
+    load dae-server "$port" "$c" "$duration" "$server"
 done
 
 # ---- the Python peer
 if [ "$python" = 1 ]; then
     pport=$((port + 1))
     /usr/bin/python3 bench/python_peer.py --model "$model" --port "$pport" >"$tmp/peer.log" 2>&1 &
-    pids="$pids $!"
+    peer=$!
+    pids="$pids $peer"
     wait_port "$pport"
-    load warmup "$pport" 16 1
+    load warmup "$pport" 16 1 "$peer"
     grep -v '^warmup' "$tmp/rows" >"$tmp/rows2"
     mv "$tmp/rows2" "$tmp/rows"
     for c in 1 16 64; do
         echo "wrk: python peer, concurrency $c ..." >&2
-        load python-peer "$pport" "$c" "$duration"
+        load python-peer "$pport" "$c" "$duration" "$peer"
     done
     echo "python peer: $(head -1 "$tmp/peer.log")"
 fi
 
 echo
-printf '%-12s %5s %12s %10s %10s %8s %8s\n' server conc "requests/s" "p50 ms" "p99 ms" non-2xx errors
-while read -r name c rps p50 p99 non2xx errors; do
-    printf '%-12s %5s %12.0f %10s %10s %8s %8s\n' "$name" "$c" "$rps" "$p50" "$p99" "$non2xx" "$errors"
+printf '%-12s %5s %12s %10s %10s %8s %8s %12s\n' server conc "requests/s" "p50 ms" "p99 ms" non-2xx errors \
+    "CPU us/req"
+while read -r name c rps p50 p99 non2xx errors cpu_us; do
+    printf '%-12s %5s %12.0f %10s %10s %8s %8s %12s\n' "$name" "$c" "$rps" "$p50" "$p99" "$non2xx" "$errors" \
+        "$cpu_us"
 done <"$tmp/rows"
+# The project's HTTP targets, on dae-server's rows.
+awk '$1 == "dae-server" && $2 == 1 { p50 = $4 } $1 == "dae-server" && $2 == 64 { rps = $3; p99 = $5 }
+    function row(what, value, ok) { printf "  %-38s %10s  %s\n", what, value, (ok ? "ok" : "MISSED") }
+    END {
+        print "targets, dae-server:"
+        row("concurrency 64: >= 25,000 requests/s", sprintf("%.0f", rps), rps >= 25000)
+        row("concurrency 64: p99 < 5 ms", p99 " ms", p99 < 5)
+        row("concurrency 1: p50 < 0.150 ms", p50 " ms", p50 < 0.150)
+    }' "$tmp/rows"
 if [ "$python" = 1 ]; then
     echo
     for c in 1 16 64; do
@@ -191,9 +218,9 @@ echo "1000x1000 gray PNG ($(stat -c %s "$tmp/big.png") bytes, 5041 tiles) throug
 # ---- memory over a soak
 rss0=$(rss_kb "$server")
 echo "soak: wrk at concurrency 64 for $soak s ..." >&2
-load soak "$port" 64 "$soak"
+load soak "$port" 64 "$soak" "$server"
 rss1=$(rss_kb "$server")
-read -r _ _ srps _ sp99 snon2xx serr < <(grep '^soak' "$tmp/rows")
+read -r _ _ srps _ sp99 snon2xx serr _ < <(grep '^soak' "$tmp/rows")
 echo "memory: dae-server RSS ${rss0} kB before, ${rss1} kB after $soak s at concurrency 64" \
      "($(printf '%.0f' "$srps") requests/s, p99 ${sp99} ms, non-2xx ${snon2xx}, socket errors ${serr})"
 echo "access log: $(wc -l <"$tmp/access.log") lines written during the run"
