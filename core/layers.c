@@ -1219,18 +1219,23 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
  * 2m+1 input row m+1's top taps (kh 0) and row m's bottom ones (kh 2);
  * within a row, column 2n takes pixel n's centre tap (kw 1) and 2n+1
  * pixel n+1's left tap (kw 0) and pixel n's right one (kw 2): two vectors
- * interleaved. An input row fits a vector: at most 16 pixels. Only
- * where AVX-512 is in use: without it GCC 12 keeps the 16-float tap
- * rows in memory, and the taps ran faster (AVX2 build, DAE_ISA=avx2, one
- * core: the seed network's image 35.8 -> 32.4 us at batch 1, 31.1 ->
- * 27.9 at batch 64). Chosen from the instruction set in use at the first
- * ask (DAE_ISA=avx2 takes the taps, as an AVX2 machine does). */
+ * interleaved. An input row fits a vector: at most 16 pixels. Where
+ * AVX-512 is not in use, GCC 12 kept the 16-float tap rows in memory and
+ * the taps ran faster (AVX2 build, DAE_ISA=avx2, one core: the seed
+ * network's image 35.8 -> 32.4 us at batch 1, 31.1 -> 27.9 at batch 64);
+ * there a row goes as two vectors of 8 (one_channel_rows_image8).
+ * Chosen from the instruction set in use at the first ask: by rows with
+ * AVX2 or AVX-512, by the taps with SSE2 alone. */
 enum { ROW_PIXELS_MAX = 16 };
 
 static _Atomic int rows_wanted = -1;
 
+void dae_conv_transpose2d_set_rows(int on) {
+    atomic_store_explicit(&rows_wanted, on < 0 ? -1 : on != 0, memory_order_relaxed);
+}
+
 static int conv_transpose2d_to_one_channel_by_rows(const dae_conv_geom *g) {
-    return first_choice(&rows_wanted, dae_gemm_isa() == DAE_ISA_AVX512) && g->out_c == 1 && g->k_h == 3 &&
+    return first_choice(&rows_wanted, dae_gemm_isa() != DAE_ISA_SSE2) && g->out_c == 1 && g->k_h == 3 &&
            g->k_w == 3 && g->stride_h == 2 && g->stride_w == 2 && g->pad_h == 1 && g->pad_w == 1 &&
            g->in_w <= ROW_PIXELS_MAX;
 }
@@ -1322,6 +1327,97 @@ HOT_AVX512 FUSED_MADD static void one_channel_rows_image(float *restrict out, co
     }
 }
 
+/* one_channel_rows_image where AVX-512 is not in use: a row's 16 pixels
+ * as two vectors of 8, and each input row's 9 tap rows kept in memory
+ * (L1), where the next pixel's tap is a load one float on; zeros past
+ * the row's pixels, so the 16th pixel's next is +0, as the 16-lane
+ * shuffle brings in. Every output sums the same terms in the same order
+ * as there (the same bits where both fuse their multiply-adds). Against
+ * the taps' product and scatter on the AVX2 path (`make AVX2_PATH=1`,
+ * DAE_ISA=avx2, one core, alternating, 3 rounds in each of two hours),
+ * the seed network's image took 3-12% less at batch 1 (23.0-24.5 against
+ * 24.5-25.3 us, then 26.5-27.4 against 29.5-30.6) and 0-14% less at
+ * batch 64 (18.5-21.1 against 19.8-21.4, then 20.6-20.7 against
+ * 22.9-24.1); its training step moved by -4% to +2%. */
+enum { TAP_ROW = ROW_PIXELS_MAX + 8 };
+
+/* t[k] (k = kh*3 + kw) = input row iy's tap (kh, kw) along the row,
+ * pixels [0, in_w), as one_channel_tap_rows sums them. */
+static inline __attribute__((always_inline)) void one_channel_tap_rows8(float (*restrict t)[TAP_ROW],
+                                                                        const float *restrict planes,
+                                                                        const float *restrict weight,
+                                                                        const dae_conv_geom *g, int iy) {
+    size_t plane = (size_t)g->in_h * g->in_w;
+    for (int x0 = 0; x0 < ROW_PIXELS_MAX; x0 += 8) {
+        vec8 acc[9] = {{0}};
+        if (x0 < g->in_w) {
+            ivec8 live;
+            for (int l = 0; l < 8; l++) live[l] = x0 + l < g->in_w ? -1 : 0;
+            for (int c = 0; c < g->in_c; c++) {
+                vec8 p = *(const uvec8 *)(planes + c * plane + (size_t)iy * g->in_w + x0);
+                p = (vec8)((ivec8)p & live);
+                const float *w = weight + (size_t)c * 9;
+#pragma GCC unroll 9
+                for (int k = 0; k < 9; k++) acc[k] += p * w[k];
+            }
+        }
+#pragma GCC unroll 9
+        for (int k = 0; k < 9; k++) *(vec8 *)(t[k] + x0) = acc[k];
+    }
+}
+
+/* one_channel_row_share on 8 pixels from x0 of the tap rows t. */
+static inline __attribute__((always_inline)) void one_channel_row_share8(vec8 *even, vec8 *odd,
+                                                                         const float (*t)[TAP_ROW], int kh, int x0) {
+    *even += *(const vec8 *)(t[kh * 3 + 1] + x0);
+    *odd += *(const uvec8 *)(t[kh * 3] + x0 + 1) + *(const vec8 *)(t[kh * 3 + 2] + x0);
+}
+
+/* one_channel_row_store from the two halves of even and odd. */
+static inline __attribute__((always_inline)) void one_channel_row_store8(float *restrict out, const vec8 *even,
+                                                                         const vec8 *odd, float bias, int relu,
+                                                                         int out_w, size_t room) {
+    float row[2 * ROW_PIXELS_MAX] __attribute__((aligned(32)));
+    float *d = room >= 2 * ROW_PIXELS_MAX ? out : row;
+    for (int h = 0; h < 2; h++) {
+        vec8 lo = __builtin_shufflevector(even[h], odd[h], 0, 8, 1, 9, 2, 10, 3, 11);
+        vec8 hi = __builtin_shufflevector(even[h], odd[h], 4, 12, 5, 13, 6, 14, 7, 15);
+        lo += bias, hi += bias;
+        if (relu) lo = (vec8)((ivec8)lo & (lo > 0.0f)), hi = (vec8)((ivec8)hi & (hi > 0.0f));
+        *(uvec8 *)(d + 16 * h) = lo;
+        *(uvec8 *)(d + 16 * h + 8) = hi;
+    }
+    if (d == row) memcpy(out, row, sizeof(float) * out_w);
+}
+
+HOT FUSED_MADD static void one_channel_rows_image8(float *restrict out, const float *restrict planes,
+                                                   const float *restrict weight, float bias, const dae_conv_geom *g,
+                                                   int relu) {
+    float taps[2][9][TAP_ROW] __attribute__((aligned(32))) = {{{0}}}; /* input rows iy and iy - 1, by parity */
+    for (int iy = 0; iy <= g->in_h; iy++) {
+        float(*t)[TAP_ROW] = taps[iy % 2], (*prev)[TAP_ROW] = taps[(iy + 1) % 2];
+        if (iy < g->in_h) one_channel_tap_rows8(t, planes, weight, g, iy);
+        int y = 2 * iy - 1; /* odd: input row iy's top taps and row iy - 1's bottom ones */
+        if (iy > 0 && y < g->out_h) {
+            vec8 even[2] = {{0}}, odd[2] = {{0}};
+            for (int h = 0; h < 2; h++) {
+                if (iy < g->in_h) one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])t, 0, 8 * h);
+                one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])prev, 2, 8 * h);
+            }
+            one_channel_row_store8(out + (size_t)y * g->out_w, even, odd, bias, relu, g->out_w,
+                                   (size_t)(g->out_h - y) * g->out_w);
+        }
+        if (iy == g->in_h) break;
+        if (y + 1 < g->out_h) { /* even: input row iy's centre taps */
+            vec8 even[2] = {{0}}, odd[2] = {{0}};
+            for (int h = 0; h < 2; h++)
+                one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])t, 1, 8 * h);
+            one_channel_row_store8(out + (size_t)(y + 1) * g->out_w, even, odd, bias, relu, g->out_w,
+                                   (size_t)(g->out_h - y - 1) * g->out_w);
+        }
+    }
+}
+
 static void conv_transpose2d_to_one_channel_forward(float *out, const float *const *parts, const int *channels,
                                                     int n_parts, const float *weight, const float *bias,
                                                     const dae_conv_geom *g, int relu, float *planes) {
@@ -1331,7 +1427,10 @@ static void conv_transpose2d_to_one_channel_forward(float *out, const float *con
         for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++])
             dae_gemm_transpose((int)pixels, channels[q], parts[q] + (size_t)b * pixels * channels[q], channels[q],
                                planes + (size_t)c_first * pixels);
-        one_channel_rows_image(out + b * out_image, planes, weight, bias[0], g, relu);
+        if (dae_gemm_isa() == DAE_ISA_AVX512)
+            one_channel_rows_image(out + b * out_image, planes, weight, bias[0], g, relu);
+        else
+            one_channel_rows_image8(out + b * out_image, planes, weight, bias[0], g, relu);
     }
 }
 

@@ -76,6 +76,14 @@ void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const da
  * only before making a model or workspace (tests, measurements). */
 void dae_conv_transpose2d_set_points(int on);
 
+/* A 3x3 stride-2 transposed convolution to one channel of rows up to 16
+ * pixels (the seed network's last layer) goes by rows (each input row's
+ * taps along the row in a vector's lanes: layers.c) where AVX2 or
+ * AVX-512 is in use, else by the taps' product and its scatter. 1 or 0
+ * forces the choice, -1 gives it back to the instruction set; as for the
+ * points, change it only before making a model or workspace. */
+void dae_conv_transpose2d_set_rows(int on);
+
 /* out (B,OH,OW,OC) = conv(in (B,H,W,IC), weight (OC,KH,KW,IC)) + bias (OC),
  * then max(0, .) when relu is set (a following ReLU layer, fused);
  * prepared is the weight's dae_conv2d_prepare, or NULL. */

@@ -298,24 +298,29 @@ Test(layers, one_channel_image_backward_matches_naive) {
 
 /* A transposed convolution to one channel, 3x3 at stride 2 and padding 1
  * (the seed network's last layer), runs by rows: each input row's tap
- * rows in a vector's lanes, interleaved into the output's. Random sizes
- * up to the 16 pixels a row may have, channels, output paddings and
+ * rows in a vector's lanes (16, or two vectors of 8 where AVX-512 is not
+ * in use), interleaved into the output's. On every ISA, random sizes up
+ * to the 16 pixels a row may have, channels, output paddings and
  * batches, against the naive oracle. */
-Test(layers, conv_transpose_to_one_channel_by_rows_matches_naive) {
-    dae_rng r;
-    dae_rng_seed(&r, 101, 0);
+static void one_channel_rows_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
+    (void)ctx;
     for (int trial = 0; trial < 60; trial++) {
-        dae_conv_geom g = {.batch = 1 + (int)dae_rng_below(&r, 3), .in_c = 1 + (int)dae_rng_below(&r, 40),
-                           .in_h = 1 + (int)dae_rng_below(&r, 10), .in_w = 1 + (int)dae_rng_below(&r, 16),
+        dae_conv_geom g = {.batch = 1 + (int)dae_rng_below(r, 3), .in_c = 1 + (int)dae_rng_below(r, 40),
+                           .in_h = 1 + (int)dae_rng_below(r, 10), .in_w = 1 + (int)dae_rng_below(r, 16),
                            .out_c = 1, .k_h = 3, .k_w = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1};
         if (trial == 0) g.in_c = 16, g.in_h = g.in_w = 14; /* the seed network's */
-        g.out_pad_h = (int)dae_rng_below(&r, 2), g.out_pad_w = (int)dae_rng_below(&r, 2);
+        g.out_pad_h = (int)dae_rng_below(r, 2), g.out_pad_w = (int)dae_rng_below(r, 2);
         g.out_h = 2 * g.in_h - 1 + g.out_pad_h, g.out_w = 2 * g.in_w - 1 + g.out_pad_w;
         char what[160];
-        snprintf(what, sizeof what, "trial %d batch %d, %d channels, %dx%d in, output padding %dx%d", trial, g.batch,
-                 g.in_c, g.in_h, g.in_w, g.out_pad_h, g.out_pad_w);
+        snprintf(what, sizeof what, "%s, trial %d batch %d, %d channels, %dx%d in, output padding %dx%d",
+                 dae_isa_name(isa), trial, g.batch, g.in_c, g.in_h, g.in_w, g.out_pad_h, g.out_pad_w);
         check_against_naive(&g, 1, trial % 2, 4.0, what);
     }
+}
+
+Test(layers, conv_transpose_to_one_channel_by_rows_matches_naive_on_every_isa) {
+    dae_conv_transpose2d_set_rows(1);
+    cr_assert(on_every_isa(101, one_channel_rows_vs_naive, NULL) >= 1);
 }
 
 /* The U-Net's layers at a batch of 11: the kernels work a few images at a
