@@ -14,9 +14,9 @@
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 /* For code the engine picks only where the CPU has AVX-512 (the phases,
  * where it runs at full width, dae_cpu_full_width_avx512; the one-channel
- * rows; layers_lanes.inc's 16-float copies, where AVX-512 is in use): an
- * AVX2 clone would run only under tests that force it, and the phases'
- * took 670 KB. */
+ * rows' 16-lane copy; layers_lanes.inc's 16-float copies, where AVX-512 is
+ * in use): an AVX2 clone would run only under tests that force it, and
+ * the phases' took 670 KB. */
 #define HOT_AVX512 __attribute__((target_clones("avx512f", "default")))
 #else
 #define HOT __attribute__((target_clones("avx2", "default")))
