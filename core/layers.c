@@ -1338,7 +1338,7 @@ HOT_AVX512 FUSED_MADD static void one_channel_rows_image(float *restrict out, co
  * the seed network's image took 3-12% less at batch 1 (23.0-24.5 against
  * 24.5-25.3 us, then 26.5-27.4 against 29.5-30.6) and 0-14% less at
  * batch 64 (18.5-21.1 against 19.8-21.4, then 20.6-20.7 against
- * 22.9-24.1); its training step moved by -4% to +2%. */
+ * 22.9-24.1); its training step moved by -5% to +2%. */
 enum { TAP_ROW = ROW_PIXELS_MAX + 8 };
 
 /* t[k] (k = kh*3 + kw) = input row iy's tap (kh, kw) along the row,
