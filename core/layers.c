@@ -1300,9 +1300,9 @@ static inline __attribute__((always_inline)) void one_channel_row_store(float *r
  * products fused into their sums: half the instructions, the seed
  * network's last layer's forward 1.25 -> 0.97 us an image (batch 32, one
  * core), its outputs moving in their last bits. */
-HOT_AVX512 FUSED_MADD static void one_channel_rows_image(float *restrict out, const float *restrict planes,
-                                                  const float *restrict weight, float bias, const dae_conv_geom *g,
-                                                  int relu) {
+HOT_AVX512 FUSED_MADD static void one_channel_rows_image16(float *restrict out, const float *restrict planes,
+                                                    const float *restrict weight, float bias, const dae_conv_geom *g,
+                                                    int relu) {
     ivec16 live;
     for (int l = 0; l < 16; l++) live[l] = l < g->in_w ? -1 : 0;
     vec16 t[9] = {{0}}, prev[9] = {{0}};
@@ -1327,7 +1327,7 @@ HOT_AVX512 FUSED_MADD static void one_channel_rows_image(float *restrict out, co
     }
 }
 
-/* one_channel_rows_image where AVX-512 is not in use: a row's 16 pixels
+/* one_channel_rows_image16 where AVX-512 is not in use: a row's 16 pixels
  * as two vectors of 8, and each input row's 9 tap rows kept in memory
  * (L1), where the next pixel's tap is a load one float on; zeros past
  * the row's pixels, so the 16th pixel's next is +0, as the 16-lane
@@ -1342,24 +1342,23 @@ HOT_AVX512 FUSED_MADD static void one_channel_rows_image(float *restrict out, co
 enum { TAP_ROW = ROW_PIXELS_MAX + 8 };
 
 /* t[k] (k = kh*3 + kw) = input row iy's tap (kh, kw) along the row,
- * pixels [0, in_w), as one_channel_tap_rows sums them. */
+ * pixels [0, in_w), as one_channel_tap_rows sums them; the vectors past
+ * in_w are left as they are (zeros). */
 static inline __attribute__((always_inline)) void one_channel_tap_rows8(float (*restrict t)[TAP_ROW],
                                                                         const float *restrict planes,
                                                                         const float *restrict weight,
                                                                         const dae_conv_geom *g, int iy) {
     size_t plane = (size_t)g->in_h * g->in_w;
-    for (int x0 = 0; x0 < ROW_PIXELS_MAX; x0 += 8) {
+    for (int x0 = 0; x0 < g->in_w; x0 += 8) {
         vec8 acc[9] = {{0}};
-        if (x0 < g->in_w) {
-            ivec8 live;
-            for (int l = 0; l < 8; l++) live[l] = x0 + l < g->in_w ? -1 : 0;
-            for (int c = 0; c < g->in_c; c++) {
-                vec8 p = *(const uvec8 *)(planes + c * plane + (size_t)iy * g->in_w + x0);
-                p = (vec8)((ivec8)p & live);
-                const float *w = weight + (size_t)c * 9;
+        ivec8 live;
+        for (int l = 0; l < 8; l++) live[l] = x0 + l < g->in_w ? -1 : 0;
+        for (int c = 0; c < g->in_c; c++) {
+            vec8 p = *(const uvec8 *)(planes + c * plane + (size_t)iy * g->in_w + x0);
+            p = (vec8)((ivec8)p & live);
+            const float *w = weight + (size_t)c * 9;
 #pragma GCC unroll 9
-                for (int k = 0; k < 9; k++) acc[k] += p * w[k];
-            }
+            for (int k = 0; k < 9; k++) acc[k] += p * w[k];
         }
 #pragma GCC unroll 9
         for (int k = 0; k < 9; k++) *(vec8 *)(t[k] + x0) = acc[k];
@@ -1367,8 +1366,8 @@ static inline __attribute__((always_inline)) void one_channel_tap_rows8(float (*
 }
 
 /* one_channel_row_share on 8 pixels from x0 of the tap rows t. */
-static inline __attribute__((always_inline)) void one_channel_row_share8(vec8 *even, vec8 *odd,
-                                                                         const float (*t)[TAP_ROW], int kh, int x0) {
+static inline __attribute__((always_inline)) void one_channel_row_share8(vec8 *even, vec8 *odd, float (*t)[TAP_ROW],
+                                                                         int kh, int x0) {
     *even += *(const vec8 *)(t[kh * 3 + 1] + x0);
     *odd += *(const uvec8 *)(t[kh * 3] + x0 + 1) + *(const vec8 *)(t[kh * 3 + 2] + x0);
 }
@@ -1393,7 +1392,8 @@ static inline __attribute__((always_inline)) void one_channel_row_store8(float *
 HOT FUSED_MADD static void one_channel_rows_image8(float *restrict out, const float *restrict planes,
                                                    const float *restrict weight, float bias, const dae_conv_geom *g,
                                                    int relu) {
-    float taps[2][9][TAP_ROW] __attribute__((aligned(32))) = {{{0}}}; /* input rows iy and iy - 1, by parity */
+    /* input rows iy and iy - 1, by parity; zeros past the row's pixels */
+    float taps[2][9][TAP_ROW] __attribute__((aligned(32))) = {{{0}}};
     for (int iy = 0; iy <= g->in_h; iy++) {
         float(*t)[TAP_ROW] = taps[iy % 2], (*prev)[TAP_ROW] = taps[(iy + 1) % 2];
         if (iy < g->in_h) one_channel_tap_rows8(t, planes, weight, g, iy);
@@ -1401,8 +1401,8 @@ HOT FUSED_MADD static void one_channel_rows_image8(float *restrict out, const fl
         if (iy > 0 && y < g->out_h) {
             vec8 even[2] = {{0}}, odd[2] = {{0}};
             for (int h = 0; h < 2; h++) {
-                if (iy < g->in_h) one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])t, 0, 8 * h);
-                one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])prev, 2, 8 * h);
+                if (iy < g->in_h) one_channel_row_share8(&even[h], &odd[h], t, 0, 8 * h);
+                one_channel_row_share8(&even[h], &odd[h], prev, 2, 8 * h);
             }
             one_channel_row_store8(out + (size_t)y * g->out_w, even, odd, bias, relu, g->out_w,
                                    (size_t)(g->out_h - y) * g->out_w);
@@ -1410,8 +1410,7 @@ HOT FUSED_MADD static void one_channel_rows_image8(float *restrict out, const fl
         if (iy == g->in_h) break;
         if (y + 1 < g->out_h) { /* even: input row iy's centre taps */
             vec8 even[2] = {{0}}, odd[2] = {{0}};
-            for (int h = 0; h < 2; h++)
-                one_channel_row_share8(&even[h], &odd[h], (const float(*)[TAP_ROW])t, 1, 8 * h);
+            for (int h = 0; h < 2; h++) one_channel_row_share8(&even[h], &odd[h], t, 1, 8 * h);
             one_channel_row_store8(out + (size_t)(y + 1) * g->out_w, even, odd, bias, relu, g->out_w,
                                    (size_t)(g->out_h - y - 1) * g->out_w);
         }
@@ -1427,10 +1426,7 @@ static void conv_transpose2d_to_one_channel_forward(float *out, const float *con
         for (int q = 0, c_first = 0; q < n_parts; c_first += channels[q++])
             dae_gemm_transpose((int)pixels, channels[q], parts[q] + (size_t)b * pixels * channels[q], channels[q],
                                planes + (size_t)c_first * pixels);
-        if (dae_gemm_isa() == DAE_ISA_AVX512)
-            one_channel_rows_image(out + b * out_image, planes, weight, bias[0], g, relu);
-        else
-            one_channel_rows_image8(out + b * out_image, planes, weight, bias[0], g, relu);
+        BY_LANES(one_channel_rows_image)(out + b * out_image, planes, weight, bias[0], g, relu);
     }
 }
 
