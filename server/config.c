@@ -34,6 +34,8 @@ static const opt OPTS[] = {
     {"models-dir", "DAE_MODELS_DIR", OPT_STRING, OFF(models_dir), 0, 0, "DIR",
      "models served by name: DIR/NAME.safetensors (missing dir: none)"},
     {"workers", "DAE_WORKERS", OPT_INT, OFF(workers), 1, SRV_MAX_WORKERS, "N", "inference threads"},
+    {"small-workers", "DAE_SMALL_WORKERS", OPT_INT, OFF(small_workers), 1, SRV_MAX_WORKERS, "N",
+     "most workers running small requests' batches at once; the others wait for big images"},
     {"http-threads", "DAE_HTTP_THREADS", OPT_INT, OFF(http_threads), 1, 64, "N", "HTTP event-loop threads"},
     {"max-batch", "DAE_MAX_BATCH", OPT_INT, OFF(max_batch), 1, 4096, "N", "most 28x28 tiles in one forward pass"},
     {"max-queue-delay-us", "DAE_MAX_QUEUE_DELAY_US", OPT_INT, OFF(max_queue_delay_us), 0, 10000000, "US",
@@ -216,6 +218,7 @@ void srv_config_usage(FILE *out) {
         snprintf(left, sizeof left, "--%s %s", o->flag, o->meta);
         default_text(o, def, sizeof def);
         if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
+        if (strcmp(o->flag, "small-workers") == 0) snprintf(def, sizeof def, "online CPUs - HTTP threads, at least 1");
         if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
         fprintf(out, "  %-28s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }
@@ -333,5 +336,12 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
         return SRV_CONFIG_USAGE;
     }
     srv_log_set_format(cfg->message_format);
+    if (cfg->small_workers == 0) {
+        /* The event loop keeps a core: the requests of small images cost
+         * it about as much as their forward passes. */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        long n = cpus - cfg->http_threads;
+        cfg->small_workers = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (int)n;
+    }
     return 0;
 }

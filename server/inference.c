@@ -35,6 +35,7 @@ typedef struct {
     srv_model *model;      /* every segment's model */
     int tiles, n_seg, n_reqs;
     int big;               /* its tiles are of one big request: no small one joins */
+    int small_slot;        /* it holds one of the q->small_limit places of small batches */
     unsigned long id;      /* stamps the requests counted in n_reqs */
     double oldest;         /* earliest enqueue time of its requests */
     segment *seg;          /* room for max_batch */
@@ -64,6 +65,9 @@ struct srv_infer {
     long long pixel_budget;
     int closed, stopping;
     int max_batch, delay_us, n_workers;
+    int small_limit;           /* most workers running small batches at once */
+    int small_running;         /* batches holding a small slot now */
+    int n_big_listed;          /* big requests in the list */
     unsigned long batch_serial;
     srv_metrics *metrics;
     worker *workers;
@@ -73,6 +77,10 @@ struct srv_infer {
 
 /* ------------------------------------------------------------ the list */
 
+/* A request too big to be decoded into a batch being gathered, or to share
+ * one with small requests. */
+static int req_is_big(const srv_infer_request *j) { return j->pixels > SMALL_REQ_PIXELS; }
+
 static void list_append(srv_infer *q, srv_infer_request *j) {
     j->next = NULL;
     j->prev = q->tail;
@@ -80,6 +88,7 @@ static void list_append(srv_infer *q, srv_infer_request *j) {
     else q->head = j;
     q->tail = j;
     q->n_list++;
+    q->n_big_listed += req_is_big(j);
     atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
 }
 
@@ -90,6 +99,7 @@ static void list_remove(srv_infer *q, srv_infer_request *j) {
     else q->tail = j->prev;
     j->prev = j->next = NULL;
     q->n_list--;
+    q->n_big_listed -= req_is_big(j);
     atomic_store_explicit(&q->metrics->queue_depth, q->n_list, memory_order_relaxed);
 }
 
@@ -250,10 +260,6 @@ static void req_accumulate(srv_infer_request *j, int first, int n, const float *
 
 /* ------------------------------------------------------------ batching */
 
-/* A request too big to be decoded into a batch being gathered, or to share
- * one with small requests. */
-static int req_is_big(const srv_infer_request *j) { return j->pixels > SMALL_REQ_PIXELS; }
-
 /* Claims up to b's free room of j's unclaimed tiles (within one plane)
  * into b. Called with q->mu held, j READY and in the list. */
 static void claim(srv_infer *q, batch *b, srv_infer_request *j) {
@@ -294,15 +300,28 @@ static void claim(srv_infer *q, batch *b, srv_infer_request *j) {
  * small requests never share a batch: a small request then waits for a few
  * small tiles, not for a batch full of a big image's, and with two or
  * more workers one of them is always free of the big request (it is in one
- * batch at a time). */
+ * batch at a time). Small requests go to at most q->small_limit batches at
+ * once (a batch without a small slot, when all are held, takes big ones
+ * only): on a machine whose cores the workers would fill, the event loop
+ * keeps one, which small requests need nearly as much as their forward
+ * passes. */
 static srv_infer_request *next_eligible(srv_infer *q, const batch *b) {
+    const int small_ok = b->small_slot || q->small_running < q->small_limit;
     for (srv_infer_request *j = q->head; j != NULL; j = j->next) {
+        if (!small_ok && !req_is_big(j)) continue;
         if (j->state == REQ_NEW && (b->tiles == 0 || (!req_is_big(j) && !b->big))) return j;
         if (j->state == REQ_READY && (b->model == NULL || b->model == j->model) &&
             (j->in_flight == 0 || j->batch_stamp == b->id) && (b->tiles == 0 || req_is_big(j) == b->big))
             return j;
     }
     return NULL;
+}
+
+/* Whether a sleeping worker could take some of the queue's work now (the
+ * workers holding the small slots take more small requests themselves when
+ * their batches end). Called with q->mu held. */
+static int work_for_another(const srv_infer *q) {
+    return (q->n_new > 0 || q->n_ready > 0) && (q->n_big_listed > 0 || q->small_running < q->small_limit);
 }
 
 /* Fills b from the queue until it is full or nothing eligible is left.
@@ -313,6 +332,10 @@ static void gather(srv_infer *q, batch *b) {
     while (b->tiles < q->max_batch && b->n_seg < q->max_batch) {
         srv_infer_request *j = next_eligible(q, b);
         if (j == NULL) return;
+        if (!req_is_big(j) && !b->small_slot) {
+            b->small_slot = 1;
+            q->small_running++;
+        }
         if (j->state == REQ_READY) {
             if (j->batch_stamp != b->id) {
                 j->batch_stamp = b->id;
@@ -485,6 +508,8 @@ static void *worker_main(void *arg) {
     b.decode = w->decode;
     pthread_mutex_lock(&q->mu);
     for (;;) {
+        q->small_running -= b.small_slot; /* the last batch's */
+        b.small_slot = 0;
         while (!q->stopping && !has_work(q)) pthread_cond_wait(&q->work, &q->mu);
         if (!has_work(q)) break; /* stopping, and nothing left */
         b.model = NULL;
@@ -531,7 +556,7 @@ static void *worker_main(void *arg) {
                 pthread_cond_timedwait(&q->work, &q->mu, &ts);
             }
         }
-        if (has_work(q)) pthread_cond_signal(&q->work); /* more for another worker */
+        if (work_for_another(q)) pthread_cond_signal(&q->work);
         pthread_mutex_unlock(&q->mu);
         deliver_all(q, b.completed);
         if (b.tiles > 0) run_batch(w, &b);
@@ -554,6 +579,7 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     q->max_batch = cfg->max_batch;
     q->delay_us = cfg->max_queue_delay_us;
     q->n_workers = cfg->workers;
+    q->small_limit = cfg->small_workers < 1 || cfg->small_workers > cfg->workers ? cfg->workers : cfg->small_workers;
     q->metrics = metrics;
     srv_budget_init(&q->budget, cfg->memory_budget);
     pthread_mutex_init(&q->mu, NULL);
@@ -627,7 +653,9 @@ void srv_infer_enqueue(srv_infer *q, srv_infer_request *req) {
     pthread_mutex_lock(&q->mu);
     list_append(q, req);
     q->n_new++;
-    pthread_cond_signal(&q->work);
+    /* Unless only a worker holding a small slot may take it (it will when
+     * its batch ends), or one gathering for a queue delay wants it. */
+    if (q->delay_us > 0 || work_for_another(q)) pthread_cond_signal(&q->work);
     pthread_mutex_unlock(&q->mu);
 }
 

@@ -347,6 +347,7 @@ static void config_for(srv_config *cfg, const char *dir, int workers, int max_ba
     cfg->models_dir = dir;
     cfg->model = "a";
     cfg->workers = workers;
+    cfg->small_workers = workers; /* as on a machine with a core to spare */
     cfg->max_batch = max_batch;
     cfg->queue_size = 1000;
     cfg->queue_pixels = 1LL << 40;
@@ -733,6 +734,82 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     infer_stop(&f);
     free(png);
     dae_image_free(&img);
+}
+
+/* The small requests' completion callback of the next test: counts the
+ * request, then holds its worker (and the worker's small slot) until the
+ * test opens the gate. */
+typedef struct {
+    test_waiter counted;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int open;
+} test_gate;
+
+static void on_done_at_gate(srv_infer_request *req) {
+    test_gate *g = req->user;
+    test_waiter_done(&g->counted);
+    pthread_mutex_lock(&g->mu);
+    while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* With one worker of two for small requests (--small-workers 1): while
+ * that worker is busy, the other leaves the queued small requests alone
+ * (their turn comes when the busy one is free) and takes a big image that
+ * arrives meanwhile. Every request is answered. */
+Test(inference, small_requests_keep_to_their_workers_and_big_ones_take_the_rest, .timeout = TEST_TIME_LIMIT(60)) {
+    static infer_fixture f;
+    infer_setup(&f, 2, 4);
+    f.cfg.small_workers = 1;
+    infer_start(&f);
+    srv_infer *q = f.q;
+    enum { N = 12 };
+    uint8_t *small_png, *big_png;
+    size_t small_len, big_len;
+    dae_image small_img, big_img;
+    make_png(28, 28, 1, 3, &small_png, &small_len, &small_img);
+    make_png(400, 300, 1, 4, &big_png, &big_len, &big_img);
+    srv_model *m = srv_registry_acquire(f.r, NULL);
+    static test_gate gate = {TEST_WAITER_INIT, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    srv_infer_request reqs[N];
+    for (int i = 0; i < N; i++) {
+        reqs[i] = denoise_request(small_png, small_len, 784, m, NULL);
+        reqs[i].done = on_done_at_gate;
+        reqs[i].user = &gate;
+        cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+        srv_infer_enqueue(q, &reqs[i]);
+    }
+    test_waiter_wait(&gate.counted, 1); /* a worker holds the first answered, and its slot */
+    test_waiter big_done = TEST_WAITER_INIT;
+    srv_infer_request big = denoise_request(big_png, big_len, 400 * 300, m, &big_done);
+    cr_assert_eq(srv_infer_reserve(q, 1, big.pixels, NULL, 0), DAE_OK);
+    srv_infer_enqueue(q, &big);
+    int big_answered = test_waiter_wait_s(&big_done, 1, 20);
+    usleep(50000);
+    int small_answered = test_waiter_wait_s(&gate.counted, N, 0);
+    pthread_mutex_lock(&gate.mu);
+    gate.open = 1;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    test_waiter_wait(&gate.counted, N);
+    test_waiter_wait(&big_done, 1);
+    cr_assert_eq(small_answered, 1, "the free worker answered %d small requests while the other held its slot",
+                 small_answered - 1);
+    cr_assert_eq(big_answered, 1, "the big image waited for the small requests' worker");
+    cr_assert_eq(big.status, DAE_OK, "%s", big.message);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(reqs[i].status, DAE_OK, "request %d: %s", i, reqs[i].message);
+        free(reqs[i].png);
+    }
+    free(big.png);
+    cr_assert_eq(srv_infer_pending(q), 0);
+    srv_model_release(m);
+    infer_stop(&f);
+    free(small_png);
+    free(big_png);
+    dae_image_free(&small_img);
+    dae_image_free(&big_img);
 }
 
 /* An idle scheduler runs a lone denoise on the calling thread: the same

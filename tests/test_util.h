@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gemm.h"
 #include "rng.h"
@@ -155,6 +156,19 @@ static inline void test_waiter_wait(test_waiter *w, int n) {
     pthread_mutex_lock(&w->mu);
     while (w->done < n) pthread_cond_wait(&w->cv, &w->mu);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits at most seconds for n callbacks; returns how many came. */
+static inline int test_waiter_wait_s(test_waiter *w, int n, int seconds) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += seconds;
+    pthread_mutex_lock(&w->mu);
+    while (w->done < n && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+    }
+    int done = w->done;
+    pthread_mutex_unlock(&w->mu);
+    return done;
 }
 
 /* A network of two layers whose weight gradients are sums of outer
