@@ -218,7 +218,7 @@ void srv_config_usage(FILE *out) {
         snprintf(left, sizeof left, "--%s %s", o->flag, o->meta);
         default_text(o, def, sizeof def);
         if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
-        if (strcmp(o->flag, "small-workers") == 0) snprintf(def, sizeof def, "online CPUs - HTTP threads, at least 1");
+        if (strcmp(o->flag, "small-workers") == 0) snprintf(def, sizeof def, "min(workers, online CPUs) - HTTP threads, at least 1");
         if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
         fprintf(out, "  %-28s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }
@@ -337,11 +337,12 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
     }
     srv_log_set_format(cfg->message_format);
     if (cfg->small_workers == 0) {
-        /* The event loop keeps a core: the requests of small images cost
-         * it about as much as their forward passes. */
+        /* The event loop keeps a core of those the workers are given (all,
+         * or a container's CPU limit as DAE_WORKERS): a small image's
+         * request costs it nearly as much as its forward pass. */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        long n = cpus - cfg->http_threads;
-        cfg->small_workers = n < 1 ? 1 : n > SRV_MAX_WORKERS ? SRV_MAX_WORKERS : (int)n;
+        long n = (cpus < cfg->workers ? cpus : cfg->workers) - cfg->http_threads;
+        cfg->small_workers = n < 1 ? 1 : (int)n;
     }
     return 0;
 }

@@ -26,8 +26,8 @@ typedef struct {
     int model_given;           /* --model or DAE_MODEL was set: it wins over models_dir's ACTIVE file */
     const char *models_dir;    /* NAME.safetensors files served by name */
     int workers;               /* inference threads */
-    int small_workers;         /* most workers running small requests' batches at once (0: online CPUs
-                                  less http_threads, at least 1; resolved by srv_config_parse) */
+    int small_workers;         /* most workers running small requests' batches at once (srv_config_parse
+                                  resolves 0: workers, at most online CPUs, less http_threads, at least 1) */
     int http_threads;          /* libmicrohttpd event-loop threads */
     int max_batch;             /* most tiles in one forward pass */
     int max_queue_delay_us;    /* longest a batch waits for more tiles */

@@ -289,6 +289,30 @@ Test(config, flags_win_over_environment_over_defaults) {
     unsetenv("DAE_WORKERS");
 }
 
+/* Small images' batches leave the event loop a core of the workers'
+ * (all online CPUs, or the CPU limit given as --workers), unless told. */
+Test(config, small_workers_leave_the_event_loop_a_core) {
+    srv_config cfg;
+    unsetenv("DAE_WORKERS");
+    unsetenv("DAE_SMALL_WORKERS");
+    unsetenv("DAE_HTTP_THREADS");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char *argv0[] = {"dae-server", "--workers", "1", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv0), 0);
+    cr_assert_eq(cfg.small_workers, 1, "one worker does everything");
+    char *argv1[] = {"dae-server", "--workers", "3", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
+    long want = (cpus < 3 ? cpus : 3) - 1;
+    cr_assert_eq(cfg.small_workers, want < 1 ? 1 : want, "%ld online CPUs", cpus);
+    char *argv2[] = {"dae-server", "--workers", "8", "--http-threads", "2", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 5, argv2), 0);
+    want = (cpus < 8 ? cpus : 8) - 2;
+    cr_assert_eq(cfg.small_workers, want < 1 ? 1 : want, "%ld online CPUs", cpus);
+    char *argv3[] = {"dae-server", "--workers", "3", "--small-workers", "3", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 5, argv3), 0);
+    cr_assert_eq(cfg.small_workers, 3, "as told");
+}
+
 Test(config, mistakes_are_usage_errors, .init = cr_redirect_stderr) {
     srv_config cfg;
     char *a[] = {"dae-server", "--port", "70000", NULL};
