@@ -344,5 +344,6 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
         long n = (cpus < cfg->workers ? cpus : cfg->workers) - cfg->http_threads;
         cfg->small_workers = n < 1 ? 1 : (int)n;
     }
+    if (cfg->small_workers > cfg->workers) cfg->small_workers = cfg->workers;
     return 0;
 }

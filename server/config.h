@@ -27,7 +27,8 @@ typedef struct {
     const char *models_dir;    /* NAME.safetensors files served by name */
     int workers;               /* inference threads */
     int small_workers;         /* most workers running small requests' batches at once (srv_config_parse
-                                  resolves 0: workers, at most online CPUs, less http_threads, at least 1) */
+                                  resolves 0: workers, at most online CPUs, less http_threads, at least 1;
+                                  and at most workers) */
     int http_threads;          /* libmicrohttpd event-loop threads */
     int max_batch;             /* most tiles in one forward pass */
     int max_queue_delay_us;    /* longest a batch waits for more tiles */

@@ -143,12 +143,11 @@ int main(int argc, char **argv) {
     int v6 = strchr(cfg.bind, ':') != NULL;
     if (cfg.log_format != SRV_LOG_OFF && srv_access_log_start() != 0)
         srv_log("warning: cannot start the access log's writer thread: each line is written at once");
-    int small_workers = cfg.small_workers < cfg.workers ? cfg.small_workers : cfg.workers;
     srv_log("dae-server %s listening on http://%s%s%s:%d (default model %s %s, %d model%s, %d worker%s, %d for "
             "small images, max batch %d)",
             DAE_SERVER_VERSION, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", srv_http_port(http), def->name, def->version,
             srv_registry_count(registry), srv_registry_count(registry) == 1 ? "" : "s", cfg.workers,
-            cfg.workers == 1 ? "" : "s", small_workers, cfg.max_batch);
+            cfg.workers == 1 ? "" : "s", cfg.small_workers, cfg.max_batch);
     srv_model_release(def);
 
     /* SIGHUP and every --reload-interval: rescan the models directory and

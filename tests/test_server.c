@@ -311,6 +311,9 @@ Test(config, small_workers_leave_the_event_loop_a_core) {
     char *argv3[] = {"dae-server", "--workers", "3", "--small-workers", "3", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 5, argv3), 0);
     cr_assert_eq(cfg.small_workers, 3, "as told");
+    char *argv4[] = {"dae-server", "--workers", "2", "--small-workers", "3", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 5, argv4), 0);
+    cr_assert_eq(cfg.small_workers, 2, "no more than the workers");
 }
 
 Test(config, mistakes_are_usage_errors, .init = cr_redirect_stderr) {
