@@ -584,6 +584,7 @@ static enum MHD_Result get_metrics(request *r) {
         .connections = srv_gate_connections(h->gate),
         .queue_capacity = h->cfg->queue_size,
         .workers = h->cfg->workers,
+        .small_workers = h->cfg->small_workers,
         .max_batch = h->cfg->max_batch,
         .draining = atomic_load(&h->draining),
         .memory_budget = srv_infer_budget(h->infer)->limit,

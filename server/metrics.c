@@ -248,6 +248,8 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     out(&t, "dae_memory_reserved_peak_bytes %lld\n", g->memory_peak);
     family(&t, "dae_inference_workers", "gauge", "Inference worker threads.");
     out(&t, "dae_inference_workers %d\n", g->workers);
+    family(&t, "dae_inference_small_workers", "gauge", "Most workers running small images' batches at once.");
+    out(&t, "dae_inference_small_workers %d\n", g->small_workers);
     family(&t, "dae_inference_max_batch", "gauge", "Most tiles in one forward pass.");
     out(&t, "dae_inference_max_batch %d\n", g->max_batch);
     family(&t, "dae_queue_wait_seconds", "histogram", "Time from admission until a worker starts a request.");

@@ -65,7 +65,7 @@ typedef struct {
     long long in_flight;        /* requests being handled */
     long long pending;          /* requests admitted to the workers and not answered */
     long long connections;      /* open HTTP connections */
-    int queue_capacity, workers, max_batch, draining;
+    int queue_capacity, workers, small_workers, max_batch, draining;
     long long memory_budget;    /* bytes (--memory-budget) */
     long long memory_reserved;  /* bytes of it held by requests now */
     long long memory_peak;      /* most bytes of it held at once */

@@ -466,11 +466,12 @@ ok "SIGTERM with nothing in flight: exit 0 (exit $RC)"
 
 DAE_MODEL="$TMP/models/mnist.safetensors" DAE_MODELS_DIR="$TMP/none" DAE_WORKERS=1 DAE_QUEUE_SIZE=1 \
     DAE_MAX_CONNECTIONS=3 DAE_TIMEOUT=1 DAE_ACCESS_LOG=json DAE_MAX_BODY=1M DAE_MAX_PIXELS=5000000 \
-    DAE_RETRY_AFTER=2 start b
+    DAE_RETRY_AFTER=2 DAE_SMALL_WORKERS=4 start b
 B_PID=$PID
 req GET /metrics
 grep -q '^dae_inference_workers 1$' "$TMP/body" && grep -q '^dae_queue_capacity 1$' "$TMP/body"
-ok "environment twins: DAE_WORKERS and DAE_QUEUE_SIZE are in effect"
+grep -q '^dae_inference_small_workers 1$' "$TMP/body"
+ok "environment twins: DAE_WORKERS, DAE_QUEUE_SIZE and DAE_SMALL_WORKERS (at most the workers) are in effect"
 req POST /denoise --data-binary @"$IMG/gray_300x200.png"
 [ "$STATUS" = 200 ]
 ok "DAE_MAX_BODY=1M still takes a 47 KB upload"
