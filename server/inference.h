@@ -17,7 +17,9 @@
  * is spread over several batches and workers, taking turns with the other
  * requests (round robin), so one big image does not hold up small ones; big and
  * small requests never share a batch, and a worker with nothing it may take
- * sleeps rather than spin. The worker that accumulates a request's last tile
+ * sleeps rather than spin. Small requests' batches run on at most
+ * small_workers workers at once (on a machine the workers would fill, the
+ * HTTP thread keeps a core); the other workers take big ones only. The worker that accumulates a request's last tile
  * blends the tiles back into the request's image, encodes the PNG and calls
  * the request's done function, from which the HTTP layer resumes the
  * connection.
