@@ -17,8 +17,9 @@
 # 3. Memory: dae-server's RSS before and after --soak seconds (default 60)
 #    of wrk at concurrency 64.
 #
-# dae-server runs with its defaults (2 workers on this 2-core machine, max
-# batch 16, queue delay 0) and the access log written to a file, as in
+# dae-server runs with its defaults (2 workers on this 2-core machine, 1
+# of them for small images, max batch 16, queue delay 0; DAE_* variables
+# set here reach it) and the access log written to a file, as in
 # production. wrk shares the two cores with the server it measures, as
 # does the peer. Needs wrk (installed here when missing and run as root),
 # curl, and for the peer Debian's python3-torch, python3-numpy and
