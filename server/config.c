@@ -219,7 +219,8 @@ void srv_config_usage(FILE *out) {
         snprintf(left, sizeof left, "--%s %s", o->flag, o->meta);
         default_text(o, def, sizeof def);
         if (strcmp(o->flag, "workers") == 0) snprintf(def, sizeof def, "online CPUs");
-        if (strcmp(o->flag, "small-workers") == 0) snprintf(def, sizeof def, "min(workers, online CPUs) - HTTP threads, at least 1");
+        if (strcmp(o->flag, "small-workers") == 0)
+            snprintf(def, sizeof def, "min(workers, online CPUs) - HTTP threads, at least 1");
         if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
         fprintf(out, "  %-28s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }

@@ -317,11 +317,13 @@ static srv_infer_request *next_eligible(srv_infer *q, const batch *b) {
     return NULL;
 }
 
+static int has_work(const srv_infer *q) { return q->n_new > 0 || q->n_ready > 0; }
+
 /* Whether a sleeping worker could take some of the queue's work now (the
  * workers holding the small slots take more small requests themselves when
  * their batches end). Called with q->mu held. */
 static int work_for_another(const srv_infer *q) {
-    return (q->n_new > 0 || q->n_ready > 0) && (q->n_big_listed > 0 || q->small_running < q->small_limit);
+    return has_work(q) && (q->n_big_listed > 0 || q->small_running < q->small_limit);
 }
 
 /* Fills b from the queue until it is full or nothing eligible is left.
@@ -494,8 +496,6 @@ static void run_batch(worker *w, batch *b) {
         finish_and_deliver(q, j);
     }
 }
-
-static int has_work(const srv_infer *q) { return q->n_new > 0 || q->n_ready > 0; }
 
 static void *worker_main(void *arg) {
     worker *w = arg;

@@ -19,10 +19,10 @@
  * small requests never share a batch, and a worker with nothing it may take
  * sleeps rather than spin. Small requests' batches run on at most
  * small_workers workers at once (on a machine the workers would fill, the
- * HTTP thread keeps a core); the other workers take big ones only. The worker that accumulates a request's last tile
- * blends the tiles back into the request's image, encodes the PNG and calls
- * the request's done function, from which the HTTP layer resumes the
- * connection.
+ * HTTP thread keeps a core); the other workers take big ones only. The
+ * worker that accumulates a request's last tile blends the tiles back into
+ * the request's image, encodes the PNG and calls the request's done
+ * function, from which the HTTP layer resumes the connection.
  *
  * Memory: the submitter reserves a request's worst case from the memory
  * budget (srv_infer_budget, budget.h) before enqueueing it; the worker
