@@ -263,7 +263,7 @@ int main(int argc, char **argv) {
         }
         names[n_archs++] = a;
     }
-    printf("dae engine benchmark, median of %d repetitions\n\n", reps);
+    printf("dae engine benchmark, %s kernels, median of %d repetitions\n\n", dae_isa_name(dae_gemm_isa()), reps);
     printf("%-6s %-8s %-26s %14s %12s %10s\n", "arch", "threads", "measure", "images/s", "us/image", "GFLOP/s");
     for (int i = 0; i < n_archs; i++) {
         bench_arch(names[i], reps, train_images, only_threads, forward_only);

@@ -154,6 +154,8 @@ for _ in $(seq 1 100); do
 done
 [ -n "$port" ] || { cat "$tmp/server.err" >&2; exit 1; }
 wait_port "$port"
+# The model, workers and the engine's kernels, as the start line has them.
+sed -n 's|.*listening on [^ ]* (\(.*\))$|dae-server: \1|p' "$tmp/server.err"
 load warmup "$port" 16 1 "$server" && : >"$tmp/rows"
 for c in 1 16 64; do
     echo "wrk: dae-server, concurrency $c ..." >&2

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "gemm.h"
 
 typedef struct {
     const char *name;
@@ -72,7 +73,11 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (int i = 0; i < N_SUBCOMMANDS; i++)
-        if (strcmp(cmd, SUBCOMMANDS[i].name) == 0) return SUBCOMMANDS[i].run(argc - 2, argv + 2);
+        if (strcmp(cmd, SUBCOMMANDS[i].name) == 0) {
+            char isa_err[160];
+            if (dae_isa_env_check(isa_err, sizeof isa_err) != 0) fprintf(stderr, "dae: warning: %s\n", isa_err);
+            return SUBCOMMANDS[i].run(argc - 2, argv + 2);
+        }
     if (cmd[0] == '-') fprintf(stderr, "dae: unknown flag %s (see dae --help)\n", cmd);
     else fprintf(stderr, "dae: unknown command \"%s\" (see dae --help)\n", cmd);
     return CLI_EXIT_USAGE;

@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +93,25 @@ dae_isa dae_gemm_isa(void) {
     }
     atomic_store_explicit(&isa_in_use, (int)wanted, memory_order_relaxed);
     return wanted;
+}
+
+int dae_isa_env_check(char *err, size_t errlen) {
+    const char *env = getenv("DAE_ISA");
+    dae_isa named;
+    if (env == NULL || *env == '\0') return 0;
+    const char *taken = dae_isa_name(dae_gemm_isa());
+    if (dae_isa_parse(env, &named) != 0) {
+        char names[64] = "";
+        for (int i = 0; i < DAE_ISA_COUNT; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", isa_kernels[i].name);
+        snprintf(err, errlen, "DAE_ISA=%s names no instruction set of the engine (%s): using %s", env, names, taken);
+        return -1;
+    }
+    if (!dae_isa_supported(named)) {
+        snprintf(err, errlen, "DAE_ISA=%s: this CPU does not have it: using %s", env, taken);
+        return -1;
+    }
+    return 0;
 }
 
 int dae_gemm_set_isa(dae_isa isa) {

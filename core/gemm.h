@@ -89,6 +89,10 @@ int dae_isa_parse(const char *name, dae_isa *isa); /* 0, or -1 for no such name 
 int dae_isa_supported(dae_isa isa);
 dae_isa dae_gemm_isa(void);
 int dae_gemm_set_isa(dae_isa isa); /* 0, or -1 when this CPU lacks it */
+/* 0 when DAE_ISA is unset or names an instruction set this CPU has; -1
+ * with a sentence in err naming what it says, what the engine takes
+ * instead and what it could say, for the front ends to warn with. */
+int dae_isa_env_check(char *err, size_t errlen);
 
 /* Whether the CPU runs a 512-bit multiply-add at full width: it has
  * AVX-512 and is not AMD's family 19h (Zen 4), which runs each as two

@@ -17,6 +17,7 @@
 #include "budget.h"
 #include "clock.h"
 #include "config.h"
+#include "gemm.h"
 #include "http.h"
 #include "inference.h"
 #include "log.h"
@@ -143,11 +144,13 @@ int main(int argc, char **argv) {
     int v6 = strchr(cfg.bind, ':') != NULL;
     if (cfg.log_format != SRV_LOG_OFF && srv_access_log_start() != 0)
         srv_log("warning: cannot start the access log's writer thread: each line is written at once");
+    char isa_err[160];
+    if (dae_isa_env_check(isa_err, sizeof isa_err) != 0) srv_log("warning: %s", isa_err);
     srv_log("dae-server %s listening on http://%s%s%s:%d (default model %s %s, %d model%s, %d worker%s, %d for "
-            "small images, max batch %d)",
+            "small images, max batch %d, %s kernels)",
             DAE_SERVER_VERSION, v6 ? "[" : "", cfg.bind, v6 ? "]" : "", srv_http_port(http), def->name, def->version,
             srv_registry_count(registry), srv_registry_count(registry) == 1 ? "" : "s", cfg.workers,
-            cfg.workers == 1 ? "" : "s", cfg.small_workers, cfg.max_batch);
+            cfg.workers == 1 ? "" : "s", cfg.small_workers, cfg.max_batch, dae_isa_name(dae_gemm_isa()));
     srv_model_release(def);
 
     /* SIGHUP and every --reload-interval: rescan the models directory and

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "gemm.h"
 #include "registry.h"
 
 static const int STATUSES[SRV_N_STATUSES] = {200, 201, 202, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
@@ -277,6 +278,8 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     out(&t, "dae_model_switches_total %llu\n", srv_registry_switches(registry));
     family(&t, "dae_ready", "gauge", "1 when the server takes requests, 0 while draining.");
     out(&t, "dae_ready %d\n", g->draining ? 0 : 1);
+    family(&t, "dae_engine_info", "gauge", "Instruction set of the engine's kernels on this CPU (or DAE_ISA's).");
+    out(&t, "dae_engine_info{isa=\"%s\"} 1\n", dae_isa_name(dae_gemm_isa()));
     family(&t, "dae_build_info", "gauge", "Build of this server.");
     out(&t, "dae_build_info{version=\"%s\",libmicrohttpd=\"%s\",compiler=\"%s\"} 1\n", DAE_SERVER_VERSION,
         MHD_get_version(),

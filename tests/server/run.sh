@@ -257,7 +257,7 @@ rc=$?
 [ "$rc" = 1 ] && grep -q "port $A_PORT of 127.0.0.1 is already in use.*--port N or DAE_PORT=N" "$TMP/inuse.err"
 ok "a port already in use: exit 1, naming the port and how to choose another"
 
-start cors --models-dir "$TMP/models" --model mnist --cors-origin http://example.org --log-format json
+DAE_ISA=sse2 start cors --models-dir "$TMP/models" --model mnist --cors-origin http://example.org --log-format json
 req OPTIONS /denoise -H 'Origin: http://example.org' -H 'Access-Control-Request-Method: POST'
 [ "$STATUS" = 204 ] && [ "$(header Access-Control-Allow-Origin)" = http://example.org ] &&
     [ "$(header Access-Control-Allow-Methods)" = POST ] && header Access-Control-Allow-Headers | grep -q X-Request-Id
@@ -279,6 +279,8 @@ msgs = [json.loads(l) for l in lines]
 assert any(m["level"] == "info" and m["msg"].startswith("dae-server ") for m in msgs)
 assert any(m["level"] == "warning" and "broken.safetensors" in m["msg"] for m in msgs)' "$TMP/cors.err"
 ok "--log-format json: every server message on stderr is a JSON object (time, level, msg)"
+grep -q 'sse2 kernels)"' "$TMP/cors.err" && curl -s "http://127.0.0.1:$PORT/metrics" | grep -q '^dae_engine_info{isa="sse2"} 1$'
+ok "DAE_ISA=sse2: the start line and metrics say the engine runs its SSE2 kernels"
 stop "$PID" cors
 [ "$RC" = 0 ]
 ok "... and it stops cleanly"
@@ -431,6 +433,9 @@ grep -q '^dae_model_info{model="mnist",version="sha256:[0-9a-f]*",default="true"
     grep -q '^dae_build_info{' "$TMP/metrics.txt" && grep -q '^process_cpu_seconds_total ' "$TMP/metrics.txt" &&
     grep -q '^process_resident_memory_bytes [1-9]' "$TMP/metrics.txt" && grep -q '^process_open_fds ' "$TMP/metrics.txt"
 ok "metrics have model info, build info and process_* from /proc"
+ISA=$(sed -n 's|.*listening on .*, \([a-z0-9]*\) kernels)$|\1|p' "$TMP/a.err")
+[ -n "$ISA" ] && grep -q "^dae_engine_info{isa=\"$ISA\"} 1$" "$TMP/metrics.txt"
+ok "the start line and metrics name the engine's kernels ($ISA)"
 ! grep -qE 'no/such|nope|route="/' "$TMP/metrics.txt"
 ok "metric labels never hold raw paths or names from requests"
 before=$(grep -c ' GET /readyz route=readyz status=200 ' "$TMP/a.out")
@@ -466,12 +471,15 @@ ok "SIGTERM with nothing in flight: exit 0 (exit $RC)"
 
 DAE_MODEL="$TMP/models/mnist.safetensors" DAE_MODELS_DIR="$TMP/none" DAE_WORKERS=1 DAE_QUEUE_SIZE=1 \
     DAE_MAX_CONNECTIONS=3 DAE_TIMEOUT=1 DAE_ACCESS_LOG=json DAE_MAX_BODY=1M DAE_MAX_PIXELS=5000000 \
-    DAE_RETRY_AFTER=2 DAE_SMALL_WORKERS=4 start b
+    DAE_RETRY_AFTER=2 DAE_SMALL_WORKERS=4 DAE_ISA=avx9 start b
 B_PID=$PID
 req GET /metrics
 grep -q '^dae_inference_workers 1$' "$TMP/body" && grep -q '^dae_queue_capacity 1$' "$TMP/body"
 grep -q '^dae_inference_small_workers 1$' "$TMP/body"
 ok "environment twins: DAE_WORKERS, DAE_QUEUE_SIZE and DAE_SMALL_WORKERS (at most the workers) are in effect"
+grep -q "warning: DAE_ISA=avx9 names no instruction set of the engine (sse2, avx2, avx512): using $ISA" "$TMP/b.err" &&
+    grep -q "^dae_engine_info{isa=\"$ISA\"} 1$" "$TMP/body"
+ok "DAE_ISA naming no instruction set: a warning, and the best kernels the CPU has ($ISA)"
 req POST /denoise --data-binary @"$IMG/gray_300x200.png"
 [ "$STATUS" = 200 ]
 ok "DAE_MAX_BODY=1M still takes a 47 KB upload"
