@@ -67,13 +67,14 @@ void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geo
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g);
 void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g);
 
-/* A 3x3 stride-2 transposed convolution of even size goes by Winograd
- * points (fewer multiply-adds, more loads and stores: layers.c) unless
- * the CPU runs 512-bit multiply-adds at full width
- * (dae_cpu_full_width_avx512) and AVX-512 is in use (dae_gemm_isa), where
- * the taps are faster. 1 or 0 forces the choice, -1 gives it back to the
- * CPU. The sizes of prepared weights and scratch follow it: change it
- * only before making a model or workspace (tests, measurements). */
+/* A 3x3 stride-2 transposed convolution with padding 1 (channels in and
+ * out in 16s, up to 256 in) goes by Winograd points (fewer multiply-adds,
+ * more loads and stores: layers.c) unless the CPU runs 512-bit
+ * multiply-adds at full width (dae_cpu_full_width_avx512) and AVX-512 is
+ * in use (dae_gemm_isa), where the phases are faster. 1 or 0 forces the
+ * choice, -1 gives it back to the CPU. The sizes of prepared weights and
+ * scratch follow it: change it only before making a model or workspace
+ * (tests, measurements). */
 void dae_conv_transpose2d_set_points(int on);
 
 /* A 3x3 stride-2 transposed convolution to one channel of rows up to 16
