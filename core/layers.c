@@ -969,8 +969,8 @@ void dae_conv2d_backward(float *din, float *dweight, float *dbias,
  * at batch 64; there the phases below run (points_pay), faster still.
  * An input of odd size ends in half tiles, which the kinds that are zero
  * there skip (points_layout): the 7 -> 14 layers multiply 309 points an
- * input and output channel where the taps take 441 (-30%), the U-Net's
- * image 1-2% faster and the seed network's 0-2% (AVX2, one core). */
+ * input and output channel where the taps take 441 (-30%): each
+ * network's image 0-2.5% faster (AVX2, one core; README). */
 enum { POINT_A, POINT_B, POINT_C, POINT_D, POINT_KINDS };
 /* The most channels in. */
 enum { POINTS_CHANNELS_MAX = 256 };
