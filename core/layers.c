@@ -1068,26 +1068,24 @@ static const int point_outputs[4][2][2] = {
  * unrolled loops, so it folds to a constant. */
 static inline int point_kind_rows(int k) { return point_rows[k / POINT_KINDS] * point_rows[k % POINT_KINDS]; }
 
-/* Where tile (b, ty, tx) of a chunk lies in the kinds' blocks: at[sy][sx]
- * is its index among the tiles of kinds that skip half tiles along y (sy
- * = 1) or not (0), and along x (sx), or -1 where such kinds skip it. */
-typedef struct {
-    ptrdiff_t at[2][2];
-} points_tile_at;
-
-static inline points_tile_at points_tile_index(const points_layout *lay, int b, int ty, int tx) {
-    points_tile_at t;
-    for (int sy = 0; sy < 2; sy++)
-        for (int sx = 0; sx < 2; sx++)
-            t.at[sy][sx] = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx]
-                               ? ((ptrdiff_t)b * lay->tiles_y[sy] + ty) * lay->tiles_x[sx] + tx
-                               : -1;
-    return t;
+/* A kind's class: whether it skips half tiles along y (2) and along x
+ * (1). Folds to a constant for a constant kind. */
+static inline int point_kind_class(int k) {
+    return 2 * point_skips_half(k / POINT_KINDS) + point_skips_half(k % POINT_KINDS);
 }
 
-/* Kind k's index of a tile (-1: the kind skips it). */
-static inline ptrdiff_t point_kind_tile(const points_tile_at *t, int k) {
-    return t->at[point_skips_half(k / POINT_KINDS)][point_skips_half(k % POINT_KINDS)];
+/* at[s] = tile (b, ty, tx)'s index among a chunk's tiles of class s's
+ * kinds, or -1 where they skip it (kind k's rows of the tile are its
+ * point_kind_rows(k) rows from first[k] + at[s] * point_kind_rows(k)).
+ * Returns whether no kind skips the tile. */
+static inline int points_tile_at(ptrdiff_t *at, const points_layout *lay, int b, int ty, int tx) {
+    for (int s = 0; s < 4; s++) {
+        int sy = s >> 1, sx = s & 1;
+        at[s] = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx]
+                    ? ((ptrdiff_t)b * lay->tiles_y[sy] + ty) * lay->tiles_x[sx] + tx
+                    : -1;
+    }
+    return at[3] >= 0;
 }
 
 /* wt (16 kinds, IC, OC) = each kind's filter: the sum of its taps of
@@ -1114,8 +1112,6 @@ HOT static void points_weights(float *restrict wt, const float *restrict weight,
             }
         }
 }
-
-static const float points_zeros[POINTS_CHANNELS_MAX];
 
 /* col2im's gather, the one-channel backward and the points' inputs and
  * outputs, for vectors of 16 channels (cloned for AVX-512 and baseline
