@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gemm.h" /* the instruction set in use, for the small workers */
 #include "http.h" /* the route list of the usage text */
 #include "log.h"
 
@@ -339,11 +340,14 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
     }
     srv_log_set_format(cfg->message_format);
     if (cfg->small_workers == 0) {
-        /* The event loop keeps a core of those the workers are given (all,
-         * or a container's CPU limit as DAE_WORKERS): a small image's
-         * request costs it nearly as much as its forward pass. */
+        /* With AVX-512 the event loop keeps a core of those the workers are
+         * given (all, or a container's CPU limit as DAE_WORKERS): a small
+         * image's request costs it nearly as much as its forward pass.
+         * Without, the forward pass is most of the request, and every
+         * worker takes small images (README, "HTTP benchmark"). */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        long n = (cpus < cfg->workers ? cpus : cfg->workers) - cfg->http_threads;
+        long n = dae_gemm_isa() != DAE_ISA_AVX512 ? cfg->workers
+                                                  : (cpus < cfg->workers ? cpus : cfg->workers) - cfg->http_threads;
         cfg->small_workers = n < 1 ? 1 : (int)n;
     }
     if (cfg->small_workers > cfg->workers) cfg->small_workers = cfg->workers;
