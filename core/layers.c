@@ -1011,29 +1011,48 @@ static int conv_transpose2d_by_points(const dae_conv_geom *g) {
            g->in_c <= POINTS_CHANNELS_MAX;
 }
 
-/* The rows a chunk of nb images' points take, kind by kind. Along an
- * axis of n pixels there are (n + 1) / 2 tiles; with n odd the last is
- * half a tile (d1 and d2 zero), where C and D are zeros and its outputs
- * (the first two) need only A and B: C and D skip it, along y and along
- * x. Kind k's rows (the made combinations' and the products' alike) are
- * rows[k] from first[k]; tiles_y[s] and tiles_x[s] are an image's tiles
- * along y and x for kinds A and B (s = 0) and for C and D (s = 1);
- * total is all made kinds' rows. */
+/* The rows a chunk of nb images' points take. Along an axis of n pixels
+ * there are (n + 1) / 2 tiles; with n odd the last is half a tile (d1 and
+ * d2 zero), where C and D are zeros and its outputs (the first two) need
+ * only A and B: C and D skip it, along y and along x. So the made kinds
+ * fall in 4 classes by whether they skip half tiles along y (2) and along
+ * x (1); tiles_y[s] and tiles_x[s] are an image's tiles along y and x for
+ * kinds A and B (s = 0) and for C and D (s = 1). A class's rows (the made
+ * combinations' and the products' alike) go tile by tile, a tile's rows
+ * of the class's kinds together (point_class_rows, point_kind_offset), so
+ * that a tile's transforms find them all at constant offsets from one
+ * place a class; a sub-row of a kind over the tiles is a product of its
+ * own, of rows point_class_rows[s] apart. Class s's rows start at
+ * first[s], tiles[s] tiles of them; total is all classes' rows. */
 typedef struct {
-    int tiles_y[2], tiles_x[2];
-    size_t first[POINT_KINDS * POINT_KINDS], rows[POINT_KINDS * POINT_KINDS], total;
+    int tiles_y[2], tiles_x[2], tiles[4];
+    size_t first[4], total;
 } points_layout;
 
 static inline int point_skips_half(int kind) { return kind >= POINT_C; }
 
+/* The rows kind k = f * POINT_KINDS + h (f along y, h along x) has a
+ * tile: A's two sub-rows by the other's. Called with k constant in
+ * unrolled loops, so it folds to a constant. */
+static inline int point_kind_rows(int k) { return point_rows[k / POINT_KINDS] * point_rows[k % POINT_KINDS]; }
+
+/* A kind's class: whether it skips half tiles along y (2) and along x
+ * (1). Folds to a constant for a constant kind. */
+static inline int point_kind_class(int k) {
+    return 2 * point_skips_half(k / POINT_KINDS) + point_skips_half(k % POINT_KINDS);
+}
+
+/* A tile's rows of each class: its made kinds' rows (point_kind_rows) one
+ * after another in the order of k, kind k's from point_kind_offset[k]. */
+static const int point_class_rows[4] = {5, 6, 6, 4};
+static const int point_kind_offset[POINT_KINDS * POINT_KINDS] = {0, 0, 0, 2, 2, 4, 4, 5, 0, 2, 0, 1, 3, 5, 2, 3};
+
 static points_layout points_layout_of(const dae_conv_geom *g, int nb) {
     points_layout lay = {.tiles_y = {(g->in_h + 1) / 2, g->in_h / 2}, .tiles_x = {(g->in_w + 1) / 2, g->in_w / 2}};
-    for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++) {
-        int f = k / POINT_KINDS, h = k % POINT_KINDS;
-        lay.first[k] = lay.total;
-        lay.rows[k] = (size_t)nb * lay.tiles_y[point_skips_half(f)] * lay.tiles_x[point_skips_half(h)] *
-                      point_rows[f] * point_rows[h];
-        lay.total += lay.rows[k];
+    for (int s = 0; s < 4; s++) {
+        lay.first[s] = lay.total;
+        lay.tiles[s] = nb * lay.tiles_y[s >> 1] * lay.tiles_x[s & 1];
+        lay.total += (size_t)lay.tiles[s] * point_class_rows[s];
     }
     return lay;
 }
@@ -1063,27 +1082,13 @@ static size_t points_col_size(const dae_conv_geom *g) {
 static const int point_outputs[4][2][2] = {
     {{POINT_A, 0}, {-1, 0}}, {{POINT_B, 0}, {POINT_C, 0}}, {{POINT_A, 1}, {-1, 0}}, {{POINT_C, 0}, {POINT_D, 0}}};
 
-/* The rows kind k = f * POINT_KINDS + h (f along y, h along x) has a
- * tile: A's two sub-rows by the other's. Called with k constant in
- * unrolled loops, so it folds to a constant. */
-static inline int point_kind_rows(int k) { return point_rows[k / POINT_KINDS] * point_rows[k % POINT_KINDS]; }
-
-/* A kind's class: whether it skips half tiles along y (2) and along x
- * (1). Folds to a constant for a constant kind. */
-static inline int point_kind_class(int k) {
-    return 2 * point_skips_half(k / POINT_KINDS) + point_skips_half(k % POINT_KINDS);
-}
-
-/* at[s] = tile (b, ty, tx)'s index among a chunk's tiles of class s's
- * kinds, or -1 where they skip it (kind k's rows of the tile are its
- * point_kind_rows(k) rows from first[k] + at[s] * point_kind_rows(k)).
- * Returns whether no kind skips the tile. */
+/* at[s] = the first of tile (b, ty, tx)'s rows of class s, or -1 where
+ * the class's kinds skip it. Returns whether no kind skips the tile. */
 static inline int points_tile_at(ptrdiff_t *at, const points_layout *lay, int b, int ty, int tx) {
     for (int s = 0; s < 4; s++) {
         int sy = s >> 1, sx = s & 1;
-        at[s] = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx]
-                    ? ((ptrdiff_t)b * lay->tiles_y[sy] + ty) * lay->tiles_x[sx] + tx
-                    : -1;
+        ptrdiff_t tile = ((ptrdiff_t)b * lay->tiles_y[sy] + ty) * lay->tiles_x[sx] + tx;
+        at[s] = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx] ? (ptrdiff_t)lay->first[s] + tile * point_class_rows[s] : -1;
     }
     return at[3] >= 0;
 }
@@ -1235,9 +1240,14 @@ static void conv_transpose2d_forward_by_points(float *out, const float *const *p
         float *prod = u + lay.total * ic_n, *aa = prod + lay.total * oc_n;
         BY_LANES(points_inputs)(u, &lay, parts, channels, n_parts, g, b0, nb);
         parts_product(nb * (int)in_pixels, oc_n, parts, channels, n_parts, b0 * in_pixels, wt, aa);
-        for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++)
-            dae_gemm_bias(0, (int)lay.rows[k], oc_n, ic_n, u + lay.first[k] * ic_n, ic_n, wt + (size_t)k * ic_n * oc_n,
-                          oc_n, prod + lay.first[k] * oc_n, oc_n, NULL, 0);
+        for (int k = 1; k < POINT_KINDS * POINT_KINDS; k++) {
+            int s = point_kind_class(k), step = point_class_rows[s];
+            for (int sub = 0; sub < point_kind_rows(k); sub++) {
+                size_t row = lay.first[s] + point_kind_offset[k] + sub;
+                dae_gemm_bias(0, lay.tiles[s], oc_n, ic_n, u + row * ic_n, step * ic_n, wt + (size_t)k * ic_n * oc_n,
+                              oc_n, prod + row * oc_n, step * oc_n, NULL, 0);
+            }
+        }
         BY_LANES(points_outputs)(out + b0 * out_image, prod, aa, &lay, bias, g, nb, relu);
     }
 }
