@@ -1088,7 +1088,8 @@ static inline int points_tile_at(ptrdiff_t *at, const points_layout *lay, int b,
     for (int s = 0; s < 4; s++) {
         int sy = s >> 1, sx = s & 1;
         ptrdiff_t tile = ((ptrdiff_t)b * lay->tiles_y[sy] + ty) * lay->tiles_x[sx] + tx;
-        at[s] = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx] ? (ptrdiff_t)lay->first[s] + tile * point_class_rows[s] : -1;
+        int there = ty < lay->tiles_y[sy] && tx < lay->tiles_x[sx];
+        at[s] = there ? (ptrdiff_t)lay->first[s] + tile * point_class_rows[s] : -1;
     }
     return at[3] >= 0;
 }
