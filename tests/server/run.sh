@@ -178,6 +178,16 @@ A_PID=$PID
 A_PORT=$PORT
 grep -q 'broken.safetensors' "$TMP/a.err"
 ok "a model file that does not load is skipped with a warning"
+# The inference workers run as SCHED_BATCH (policy 3, field 41 of a
+# thread's stat): a request that wakes one does not preempt the event loop.
+policies=""
+for t in /proc/"$A_PID"/task/*; do
+    case "$(cat "$t/comm" 2>/dev/null)" in
+    dae-worker-*) policies="$policies $(sed 's/.*) //' "$t/stat" | awk '{print $39}')" ;;
+    esac
+done
+[ -n "$policies" ] && [ -z "$(echo $policies | tr ' ' '\n' | grep -vx 3)" ]
+ok "the inference workers run as SCHED_BATCH (policies:$policies)"
 
 req GET /healthz
 [ "$STATUS" = 200 ] && grep -q '"status":"ok"' "$TMP/body"
