@@ -508,10 +508,10 @@ static void *worker_main(void *arg) {
      * does not preempt the thread that woke it, the event loop, nor a
      * client on the same cores; it runs when they wait or their slice
      * ends, and finds more requests to batch by then. On two cores shared
-     * with wrk at concurrency 64 (AVX2 path) that took 0.29 context
-     * switches a request to 0.22 and the batches from 11.8 tiles to 13.5
-     * (README, "HTTP benchmark"). Where the kernel refuses, the worker
-     * runs as before. */
+     * with wrk at concurrency 64 (AVX2 path) that took 0.25-0.29 context
+     * switches a request to 0.22-0.23 and the passes from 11.6-13.2 tiles
+     * to 13.4-13.5 (README, "HTTP benchmark"). Where the kernel refuses,
+     * the worker runs as before. */
     (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &(struct sched_param){0});
     batch b = {0};
     b.seg = w->seg;
