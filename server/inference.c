@@ -65,6 +65,7 @@ struct srv_infer {
     int capacity;
     long long pixel_budget;
     int closed, stopping;
+    int preemptive;            /* the workers' policy: worker_policy */
     int max_batch, delay_us, n_workers;
     int small_limit;           /* most workers running small batches at once */
     int small_running;         /* batches holding a small slot now */
@@ -498,27 +499,32 @@ static void run_batch(worker *w, batch *b) {
     }
 }
 
+/* A worker's scheduling policy (no privilege needed; where the kernel
+ * refuses, the worker runs as before). SCHED_BATCH: a worker that a new
+ * request wakes does not preempt the thread that woke it, the event loop,
+ * nor a client on the same cores; it runs when they wait or their slice
+ * ends, and finds more requests to batch by then. On two cores shared
+ * with wrk at concurrency 64 (AVX2 path) that took 0.25-0.29 context
+ * switches a request to 0.22-0.23 and the passes from 11.6-13.2 tiles to
+ * 13.4-13.5 (README, "HTTP benchmark"). Nor would it preempt a training
+ * job's thread: beside one, a request's p99 at concurrency 4 went from
+ * 3.4 to 3.9 ms (medians), so while a job runs the workers are preemptive
+ * (SCHED_OTHER), and wake-ups preempt the job. */
+static void worker_policy(pthread_t thread, int preemptive) {
+    (void)pthread_setschedparam(thread, preemptive ? SCHED_OTHER : SCHED_BATCH, &(struct sched_param){0});
+}
+
 static void *worker_main(void *arg) {
     worker *w = arg;
     srv_infer *q = w->q;
     char name[16];
     snprintf(name, sizeof name, "dae-worker-%d", w->index);
     pthread_setname_np(pthread_self(), name);
-    /* SCHED_BATCH (no privilege needed): a worker that a new request wakes
-     * does not preempt the thread that woke it, the event loop, nor a
-     * client on the same cores; it runs when they wait or their slice
-     * ends, and finds more requests to batch by then. On two cores shared
-     * with wrk at concurrency 64 (AVX2 path) that took 0.25-0.29 context
-     * switches a request to 0.22-0.23 and the passes from 11.6-13.2 tiles
-     * to 13.4-13.5 (README, "HTTP benchmark"). Nor does it preempt a
-     * training job's thread: beside one, a request's p99 at concurrency
-     * 4 went from 3.4 to 3.9 ms (medians). Where the kernel refuses, the
-     * worker runs as before. */
-    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &(struct sched_param){0});
     batch b = {0};
     b.seg = w->seg;
     b.decode = w->decode;
     pthread_mutex_lock(&q->mu);
+    worker_policy(pthread_self(), q->preemptive); /* under the lock: srv_infer_set_preemptive's order */
     for (;;) {
         q->small_running -= b.small_slot; /* the last batch's */
         b.small_slot = 0;
@@ -625,6 +631,16 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
         w->started = 1;
     }
     return q;
+}
+
+void srv_infer_set_preemptive(srv_infer *q, int preemptive) {
+    pthread_mutex_lock(&q->mu);
+    if (!q->stopping && q->preemptive != preemptive) { /* stopping: the workers may be gone */
+        q->preemptive = preemptive;
+        for (int i = 0; i < q->n_workers; i++)
+            if (q->workers[i].started) worker_policy(q->workers[i].thread, preemptive);
+    }
+    pthread_mutex_unlock(&q->mu);
 }
 
 dae_status srv_infer_reserve(srv_infer *q, int count, long long pixels, char *err, size_t errlen) {

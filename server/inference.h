@@ -149,6 +149,14 @@ void srv_infer_enqueue(srv_infer *q, srv_infer_request *req);
  * meanwhile. */
 int srv_infer_run_now(srv_infer *q, srv_infer_request *req);
 
+/* The workers run under SCHED_BATCH (preemptive 0, the default): one that
+ * a request wakes does not preempt the thread running, the event loop or a
+ * client, and finds more requests to batch when it runs. Set while a
+ * training job runs, they run under SCHED_OTHER and a wake-up preempts the
+ * job's threads instead of waiting for their time slice to end. No effect
+ * once srv_infer_join began. */
+void srv_infer_set_preemptive(srv_infer *q, int preemptive);
+
 /* Stops admitting (reserve answers DAE_ERR_STOPPING). */
 void srv_infer_close(srv_infer *q);
 

@@ -78,6 +78,9 @@ static int wait_signal(int timeout_ms) {
     }
 }
 
+/* While a training job runs, a request's wake-up preempts the job's threads. */
+static void workers_preempt_training(void *infer, int running) { srv_infer_set_preemptive(infer, running); }
+
 /* Waits up to seconds for every in-flight request to be answered; returns
  * 1 when they were, 0 when the time ran out or another signal came. */
 static int wait_in_flight(srv_http *http, double seconds) {
@@ -130,6 +133,7 @@ int main(int argc, char **argv) {
         srv_registry_free(registry);
         return 1;
     }
+    srv_training_on_running(training, workers_preempt_training, infer);
     srv_http *http = srv_http_start(&cfg, registry, infer, &metrics, train, err, sizeof err);
     if (http == NULL) {
         srv_log("cannot start: %s", err);

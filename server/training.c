@@ -45,6 +45,9 @@ struct srv_training {
     int runner_started;
     srv_training_view_fn on_change;
     void *on_change_user;
+    int job_running;
+    srv_training_running_fn on_running;
+    void *on_running_user;
     /* Metrics. */
     unsigned long long finished[SRV_TRAIN_N_STATES];
     unsigned long long steps_total;
@@ -320,6 +323,12 @@ done:
 
 /* ------------------------------------------------------------ the runner */
 
+/* Records whether a job runs and tells the on_running function (lock held). */
+static void set_running(srv_training *t, int running) {
+    t->job_running = running;
+    if (t->on_running != NULL) t->on_running(t->on_running_user, running);
+}
+
 static void *runner(void *arg) {
     srv_training *t = arg;
     pthread_mutex_lock(&t->mu);
@@ -334,6 +343,7 @@ static void *runner(void *arg) {
         if (t->stopping) break;
         srv_train_job *jb = e->job;
         jb->state = SRV_TRAIN_RUNNING;
+        set_running(t, 1);
         e->committed = 0;
         srv_utc_now(jb->started, sizeof jb->started);
         persist(t, jb);
@@ -345,6 +355,7 @@ static void *runner(void *arg) {
         srv_train_state result = run_job(t, e, error, sizeof error);
         pthread_mutex_lock(&t->mu);
         if (t->abandoned) break; /* shutdown recorded it and stopped waiting */
+        set_running(t, 0);
         if (e->cancel_asked && result != SRV_TRAIN_SUCCEEDED) { /* a cancel succeeded */
             result = SRV_TRAIN_CANCELLED;
             error[0] = '\0';
@@ -510,6 +521,14 @@ static dae_status name_free_for(srv_training *t, const cJSON *req, char *err, si
                         "a model named \"%s\" already exists; choose another model_name, or ask \"replace\": true "
                         "to replace it", name);
     return DAE_OK;
+}
+
+void srv_training_on_running(srv_training *t, srv_training_running_fn fn, void *user) {
+    pthread_mutex_lock(&t->mu);
+    t->on_running = fn;
+    t->on_running_user = user;
+    if (fn != NULL && t->job_running) fn(user, 1);
+    pthread_mutex_unlock(&t->mu);
 }
 
 dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_id, srv_training_view_fn fn,

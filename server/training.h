@@ -65,6 +65,14 @@ void srv_training_free(srv_training *t);
  * returns, the previous fn is no longer called. */
 void srv_training_on_change(srv_training *t, srv_training_view_fn fn, void *user);
 
+/* Registers fn (NULL: none) to be told when a job starts running (running
+ * 1) and when it ends (0), on the runner thread with the training lock
+ * held; told at once when a job runs as it is registered. The server lets
+ * the inference workers preempt a running job's threads with it
+ * (srv_infer_set_preemptive). */
+typedef void (*srv_training_running_fn)(void *user, int running);
+void srv_training_on_running(srv_training *t, srv_training_running_fn fn, void *user);
+
 /* Queues a job of the canonical request req (taken over, as the HTTP
  * face's validation writes it), made by the HTTP request request_id (may
  * be NULL), and shows it to fn (may be NULL) as it is queued. Fails with DAE_ERR_STOPPING (shutdown began), DAE_ERR_BUSY (the

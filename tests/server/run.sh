@@ -178,16 +178,23 @@ A_PID=$PID
 A_PORT=$PORT
 grep -q 'broken.safetensors' "$TMP/a.err"
 ok "a model file that does not load is skipped with a warning"
-# The inference workers run as SCHED_BATCH (policy 3, field 41 of a
-# thread's stat): a request that wakes one does not preempt the event loop.
-policies=""
-for t in /proc/"$A_PID"/task/*; do
-    case "$(cat "$t/comm" 2>/dev/null)" in
-    dae-worker-*) policies="$policies $(sed 's/.*) //' "$t/stat" | awk '{print $39}')" ;;
-    esac
-done
-[ -n "$policies" ] && [ -z "$(echo $policies | tr ' ' '\n' | grep -vx 3)" ]
-ok "the inference workers run as SCHED_BATCH (policies:$policies)"
+# The inference workers' scheduling policies (field 41 of a thread's stat;
+# 0 SCHED_OTHER, 3 SCHED_BATCH), one word each.
+worker_policies() {
+    for t in /proc/"$PID"/task/*; do
+        case "$(cat "$t/comm" 2>/dev/null)" in
+        dae-worker-*) echo "$(sed 's/.*) //' "$t/stat" | awk '{print $39}')" ;;
+        esac
+    done | tr '\n' ' '
+}
+# all_policies WANT: every worker's policy is WANT; sets POLICIES to them all.
+all_policies() {
+    POLICIES=$(worker_policies)
+    [ -n "$POLICIES" ] && [ -z "$(echo $POLICIES | tr ' ' '\n' | grep -vx "$1")" ]
+}
+# As SCHED_BATCH a request that wakes a worker does not preempt the event loop.
+all_policies 3
+ok "the inference workers run as SCHED_BATCH (policies: $POLICIES)"
 
 req GET /healthz
 [ "$STATUS" = 200 ] && grep -q '"status":"ok"' "$TMP/body"
@@ -721,6 +728,8 @@ req POST /train --data-binary '{"dataset":"mnist-mini","epochs":10000,"model_nam
 J3=$(job_id)
 wait_state "$J3" running 30
 ok "a long job starts running"
+all_policies 0
+ok "while a job runs, the inference workers run as SCHED_OTHER, to preempt it (policies: $POLICIES)"
 denoise_many 24 "$TMP/during_train"
 all_200 "$TMP/during_train"
 ok "concurrent /denoise requests during training all succeed"
@@ -733,6 +742,8 @@ rc=$?
 ms=$(ms_since "$t0")
 [ $rc -eq 0 ] && [ "$ms" -lt 1500 ]
 ok "the running job ends cancelled within a second ($ms ms)"
+wait_until 5 all_policies 3
+ok "after the job, the inference workers run as SCHED_BATCH again (policies: $POLICIES)"
 [ ! -e "$TMP/tmodels/cancelled1.safetensors" ] && ! ls "$TMP/tmodels" | grep -q tmp
 ok "a cancelled job writes no model"
 expect_error 409 job_finished "cancelling a finished job: 409" DELETE "/train/$J3"
