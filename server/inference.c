@@ -507,9 +507,10 @@ static void run_batch(worker *w, batch *b) {
  * with wrk at concurrency 64 (AVX2 path) that took 0.25-0.29 context
  * switches a request to 0.22-0.23 and the passes from 11.6-13.2 tiles to
  * 13.4-13.5 (README, "HTTP benchmark"). Nor would it preempt a training
- * job's thread: beside one, a request's p99 at concurrency 4 went from
- * 3.4 to 3.9 ms (medians), so while a job runs the workers are preemptive
- * (SCHED_OTHER), and wake-ups preempt the job. */
+ * job's thread, and a request beside one waited for the job's slice to
+ * end: so while a job runs the workers are preemptive (SCHED_OTHER). That
+ * took the p99 at concurrency 4 beside a job from 4.10 to 3.69 ms
+ * (medians), for ~8% of the job's steps in the meantime. */
 static void worker_policy(pthread_t thread, int preemptive) {
     (void)pthread_setschedparam(thread, preemptive ? SCHED_OTHER : SCHED_BATCH, &(struct sched_param){0});
 }
