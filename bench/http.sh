@@ -16,6 +16,10 @@
 # 2. One 1000x1000 gray image denoised through /denoise: the median of 5.
 # 3. Memory: dae-server's RSS before and after --soak seconds (default 60)
 #    of wrk at concurrency 64.
+# 4. Beside a training job, when DAE_DATA_DIR has mnist/: wrk at
+#    concurrency 4 for --duration seconds while a POST /train job on mnist
+#    runs (--train-threads: one on two cores), then the job is cancelled;
+#    prints the requests' rate and latency and the job's steps meanwhile.
 #
 # dae-server runs with its defaults (2 workers on this 2-core machine, 1
 # of them for small images, max batch 16, queue delay 0; DAE_* variables
@@ -39,7 +43,7 @@ while [ $# -gt 0 ]; do
     --soak) soak=$2; shift ;;
     --model) model=$2; shift ;;
     --no-python) python=0 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "http.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -227,3 +231,29 @@ read -r _ _ srps _ sp99 snon2xx serr _ < <(grep '^soak' "$tmp/rows")
 echo "memory: dae-server RSS ${rss0} kB before, ${rss1} kB after $soak s at concurrency 64" \
      "($(printf '%.0f' "$srps") requests/s, p99 ${sp99} ms, non-2xx ${snon2xx}, socket errors ${serr})"
 echo "access log: $(wc -l <"$tmp/access.log") lines written during the run"
+
+# ---- beside a training job
+if [ -d "${DAE_DATA_DIR:-}/mnist" ]; then
+    # job_step: the steps the job has made, from GET /train/ID.
+    job_step() {
+        curl -s "http://127.0.0.1:$port/train/$job" | /usr/bin/python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+print(max(j["epoch"] - 1, 0) * j["steps_per_epoch"] + j["step"])'
+    }
+    job=$(curl -s -d '{"dataset":"mnist","epochs":100,"model_name":"bench-beside-training"}' \
+        "http://127.0.0.1:$port/train" | sed -n 's/^{"id":"\([0-9]*\)".*/\1/p')
+    [ -n "$job" ] || { echo "http.sh: POST /train did not start a job" >&2; exit 1; }
+    sleep 1.5 # past loading the data set
+    echo "wrk: dae-server beside a training job, concurrency 4 ..." >&2
+    steps0=$(job_step)
+    load training "$port" 4 "$duration" "$server"
+    steps=$(($(job_step) - steps0))
+    curl -s -o /dev/null -X DELETE "http://127.0.0.1:$port/train/$job"
+    read -r _ _ trps tp50 tp99 tnon2xx terr _ < <(grep '^training' "$tmp/rows")
+    echo "beside a training job (mnist): concurrency 4: $(printf '%.0f' "$trps") requests/s," \
+         "p50 ${tp50} ms, p99 ${tp99} ms, non-2xx ${tnon2xx}, socket errors ${terr}; the job made $steps steps" \
+         "in the $duration s"
+else
+    echo "beside a training job: skipped (DAE_DATA_DIR has no mnist/)"
+fi
