@@ -206,7 +206,7 @@ bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 
 bench: ## dae vs ONNX Runtime vs PyTorch side by side, with the speed targets (bench/compare.sh; BENCH_FLAGS=--full or --forward-only)
 	bench/compare.sh $(BENCH_FLAGS)
 
-bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer; then /v2 infer (binary FP32) vs /denoise vs ONNX Runtime
+bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer, beside a training job (DAE_DATA_DIR); then /v2 infer (binary FP32) vs /denoise vs ONNX Runtime
 	bench/http.sh $(BENCH_HTTP_FLAGS)
 	bench/v2_infer.sh $(BENCH_V2_FLAGS)
 
