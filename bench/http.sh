@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --soak) soak=$2; shift ;;
     --model) model=$2; shift ;;
     --no-python) python=0 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -euo/q; 2,$p' "$0"; exit 0 ;;
     *) echo "http.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

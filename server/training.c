@@ -45,7 +45,6 @@ struct srv_training {
     int runner_started;
     srv_training_view_fn on_change;
     void *on_change_user;
-    int job_running;
     srv_training_running_fn on_running;
     void *on_running_user;
     /* Metrics. */
@@ -323,9 +322,8 @@ done:
 
 /* ------------------------------------------------------------ the runner */
 
-/* Records whether a job runs and tells the on_running function (lock held). */
+/* Tells the on_running function that a job starts or ended (lock held). */
 static void set_running(srv_training *t, int running) {
-    t->job_running = running;
     if (t->on_running != NULL) t->on_running(t->on_running_user, running);
 }
 
@@ -527,7 +525,8 @@ void srv_training_on_running(srv_training *t, srv_training_running_fn fn, void *
     pthread_mutex_lock(&t->mu);
     t->on_running = fn;
     t->on_running_user = user;
-    if (fn != NULL && t->job_running) fn(user, 1);
+    for (int i = 0; i < t->n && fn != NULL; i++)
+        if (t->all[i]->job->state == SRV_TRAIN_RUNNING) fn(user, 1);
     pthread_mutex_unlock(&t->mu);
 }
 

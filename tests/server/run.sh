@@ -183,7 +183,7 @@ ok "a model file that does not load is skipped with a warning"
 worker_policies() {
     for t in /proc/"$PID"/task/*; do
         case "$(cat "$t/comm" 2>/dev/null)" in
-        dae-worker-*) echo "$(sed 's/.*) //' "$t/stat" | awk '{print $39}')" ;;
+        dae-worker-*) sed 's/.*) //' "$t/stat" | awk '{print $39}' ;;
         esac
     done | tr '\n' ' '
 }
