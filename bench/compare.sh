@@ -30,7 +30,8 @@
 # everything needs Debian's python3-torch. ONNX Runtime is onnxruntime-node
 # in build/npm (installed on first use; skipped without node, npm or the
 # registry). BUILD=DIR uses the binaries of `make BUILD=DIR` (default
-# build).
+# build); BUILD=build/avx2-path DAE_ISA=avx2 measures the AVX2 path (README,
+# "The AVX2 path"), the sgemm peak held to OpenBLAS's AVX2 kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
     --train-runs) train_runs=$2; shift ;;
     --dataset) dataset=$2; shift ;;
     --data-dir) data_dir=$2; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '/^set -euo/q; 2,$p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -103,10 +104,18 @@ case "$flags" in
 *" avx2 "*) flags_core=Haswell ;;
 *) flags_core= ;;
 esac
+# DAE_ISA=avx2 holds the engine to AVX2 (README, "The AVX2 path"), and
+# OpenBLAS to its AVX2 (Haswell) kernels, as on a CPU without AVX-512: the
+# peak is theirs.
+held_isa=
+if [ "${DAE_ISA:-}" = avx2 ] && [ -n "$flags_core" ]; then
+    held_isa=avx2 flags_core=Haswell
+    export OPENBLAS_CORETYPE=Haswell
+fi
 sgemm_peak() {
     echo "sgemm peaks of one call"
     $(pin "$1") "$build/bench_core" --sgemm-peak --threads "$1" --reps "$reps" | tee "$tmp/peak-last.txt"
-    if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+    if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ -z "$held_isa" ]; then
         $(pin "$1") env -u OPENBLAS_CORETYPE "$build/bench_core" --sgemm-peak --threads "$1" --reps "$reps"
     fi
     if [ -n "$flags_core" ] && [ "$flags_core" != "${OPENBLAS_CORETYPE:-}" ] \
@@ -146,6 +155,7 @@ fi
 echo "dae vs ONNX Runtime $ort_version vs PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)')," \
      "$cpu, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "CPU flags (SIMD): $simd"
+[ -n "$held_isa" ] && echo "DAE_ISA=$held_isa: the engine and the sgemm peak held to AVX2 (ONNX Runtime and PyTorch are not)"
 [ -n "$ort_skip" ] && echo "ONNX Runtime: skipped ($ort_skip)"
 [ -s "$tmp/ort_check.txt" ] && sed 's/^/ONNX Runtime /' "$tmp/ort_check.txt"
 
