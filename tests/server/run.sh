@@ -561,24 +561,42 @@ ok "daemon b: exit 0 (exit $RC)"
 # check is that the request finishes, not how fast.
 start c --model "$TMP/models/mnist.safetensors" --models-dir "$TMP/none" --workers 1 --drain-timeout 120
 C_PID=$PID
-# One curl asks /readyz ten times a second on one kept-alive connection;
-# each answer is its body, then a line "|STATUS|NEW_CONNECTIONS".
-: >"$TMP/readyz"
-curl -s --rate 10/s -w '|%{http_code}|%{num_connects}\n' $(printf "http://127.0.0.1:$PORT/readyz %.0s" {1..300}) \
-    >"$TMP/readyz" 2>/dev/null &
-probe=$!
-wait_until 5 grep -q '^|200|1$' "$TMP/readyz"
-ok "readyz 200 before SIGTERM (kept-alive connection)"
+# Two curls ask /readyz ten times a second, each on one kept-alive
+# connection, 50 ms apart; each answer is its body, then a line
+# "|STATUS|NEW_CONNECTIONS". A probe answered while SIGTERM is being handled
+# may get its 200 with Connection: close (the drain closes connections after
+# their answer) and new connections are refused from then on: the other
+# probe, asking later, sees the drain.
+probe_readyz() {
+    curl -s --rate 10/s -w '|%{http_code}|%{num_connects}\n' $(printf "http://127.0.0.1:$PORT/readyz %.0s" {1..300}) \
+        >"$1" 2>/dev/null
+}
+: >"$TMP/readyz1"
+: >"$TMP/readyz2"
+probe_readyz "$TMP/readyz1" &
+probe1=$!
+wait_until 5 grep -q '^|200|1$' "$TMP/readyz1"
+sleep 0.05
+probe_readyz "$TMP/readyz2" &
+probe2=$!
+wait_until 5 grep -q '^|200|1$' "$TMP/readyz2"
+ok "readyz 200 before SIGTERM (two kept-alive connections)"
 curl -s -o "$TMP/drainout.png" -w '%{http_code}' --data-binary @"$IMG/ring_2000x2000.png" \
     "http://127.0.0.1:$PORT/denoise" >"$TMP/drainstatus" &
 big=$!
 wait_until 5 pending 1
 kill -TERM "$C_PID"
-drain_seen() { grep -q '"code":"draining"' "$TMP/readyz" && grep -q '^|503|0$' "$TMP/readyz"; }
+drain_seen() {
+    local f
+    for f in "$TMP/readyz1" "$TMP/readyz2"; do
+        grep -q '"code":"draining"' "$f" && grep -q '^|503|0$' "$f" && return 0
+    done
+    return 1
+}
 wait_until 5 drain_seen
 ok "SIGTERM: readyz turns 503 draining"
-kill "$probe" 2>/dev/null
-wait "$probe" 2>/dev/null
+kill "$probe1" "$probe2" 2>/dev/null
+wait "$probe1" "$probe2" 2>/dev/null
 answers /healthz 000
 ok "SIGTERM: new connections are refused"
 wait $big
