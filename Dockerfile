@@ -45,7 +45,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 # (7.7 MB) are unregistered and removed.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-        libacl1 libbz2-1.0 libcjson1 libgif7 liblz4-1 liblzma5 libnettle8 libzstd1 libjpeg62-turbo libmicrohttpd12 libopenblas0-pthread libpng16-16 zlib1g \
+        libacl1 libbz2-1.0 libcjson1 libdeflate0 libgif7 liblz4-1 liblzma5 libnettle8 libzstd1 libjpeg62-turbo libmicrohttpd12 libopenblas0-pthread libpng16-16 zlib1g \
  && for lib in libblas.so.3 liblapack.so.3; do \
         update-alternatives --remove "$lib-x86_64-linux-gnu" "/usr/lib/x86_64-linux-gnu/openblas-pthread/$lib" \
         && rm -f "/usr/lib/x86_64-linux-gnu/openblas-pthread/$lib" || exit 1; \

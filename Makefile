@@ -26,7 +26,7 @@ CORE_LIBS := -lcjson -lopenblas -lm -pthread
 # image) for formats dae never opens. Its compression libraries stay shared
 # (the runtime packages of every Debian system; not all have -dev symlinks).
 ARCHIVE_LIBS := -l:libarchive.a -l:libacl.so.1 -l:libbz2.so.1.0 -l:liblz4.so.1 -l:libzstd.so.1 -l:liblzma.so.5 -l:libnettle.so.8
-IO_LIBS   := -lpng -ljpeg -lgif $(ARCHIVE_LIBS) -lz
+IO_LIBS   := -lpng -ljpeg -lgif $(ARCHIVE_LIBS) -ldeflate -lz
 LDLIBS   += $(IO_LIBS) $(CORE_LIBS)
 
 # Sanitizer build: `make test-sanitize` builds the same tests into
@@ -77,6 +77,7 @@ BENCH_BIN := $(BUILD)/bench_core
 # Headers whose absence means `make deps` has not run on this machine.
 DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/png.h /usr/include/zlib.h /usr/include/jpeglib.h /usr/include/gif_lib.h /usr/include/archive.h \
+               /usr/include/libdeflate.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
 .PHONY: all deps check-deps test test-browser test-layering test-sanitize test-avx2 test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
@@ -246,7 +247,7 @@ demo: all ## denoise test digits with the committed model: quality numbers and a
 # FUZZ_SECONDS each (`make fuzz FUZZ_SECONDS=20` in CI). The image targets
 # (fuzz_png, fuzz_jpeg, fuzz_gif, fuzz_bmp, fuzz_pnm, fuzz_tga) compile the
 # decoders' own sources in: dae's io/image.c and io/img_*.c, and libpng, libjpeg-turbo,
-# giflib and zlib as built from Debian's source packages by
+# giflib, zlib and libdeflate as built from Debian's source packages by
 # tools/fuzz_sources.sh (as root, into build/fuzz/{asan,msan}); they run a
 # second time under MemorySanitizer (fuzz_X_msan). Each starts from its
 # committed corpus tests/fuzz/corpus/fuzz_X (regression inputs included);
@@ -264,7 +265,7 @@ FUZZ_MSAN    := -g -O1 -fsanitize=memory -fsanitize-memory-track-origins
 FUZZ_ENV     := UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # The image code and what it needs from core/ (image buffers, noise), for MSan.
 FUZZ_IMG_SRC := io/image.c $(wildcard io/img_*.c) io/fileio.c core/dae_image.c core/dae_status.c core/noise.c core/rng.c
-fuzz_libs     = $(addprefix $(FUZZ_DIR)/$(1)/lib/,libpng.a libjpeg.a libgif.a libz.a)
+fuzz_libs     = $(addprefix $(FUZZ_DIR)/$(1)/lib/,libpng.a libjpeg.a libgif.a libdeflate.a libz.a)
 FUZZ_RUN     := -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1
 # Compiles, links and fuzzer runs are single-threaded: each step runs
 # FUZZ_JOBS of them at once (the longest compile, core/layers.c, first),

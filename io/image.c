@@ -15,8 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libdeflate.h>
 #include <png.h>
-#include <zlib.h>
+#include <pthread.h>
 
 #include "fileio.h"
 #include "img_codec.h"
@@ -206,7 +207,7 @@ static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r
 }
 
 /* Checks the CRC of every critical chunk before decoding, so corrupt image
- * data is reported as the CRC error it is rather than as whatever zlib
+ * data is reported as the CRC error it is rather than as whatever inflating
  * makes of the damaged bytes, and refuses a chunk that claims more bytes
  * than the file has left: libpng would allocate what a text chunk claims
  * before reading it (a 5 KB file claiming a 1.1 GB tEXt took 1.1 GB and
@@ -223,7 +224,7 @@ static dae_status png_check_crcs(const uint8_t *buf, size_t len, char *err, size
                             "PNG: file is truncated (a chunk claims %u bytes, %zu remain)", (unsigned)n,
                             len - pos - 12);
         if (type[0] >= 'A' && type[0] <= 'Z') {
-            uLong crc = crc32(crc32(0L, Z_NULL, 0), type, 4 + n);
+            uint32_t crc = libdeflate_crc32(0, type, 4 + (size_t)n);
             if (crc != be32(buf + pos + 8 + n))
                 return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: CRC error in %.4s", (const char *)type);
         }
@@ -258,27 +259,63 @@ static void png_unfilter(int filter, uint8_t *cur, const uint8_t *prev, size_t n
     }
 }
 
-/* Room past the rows for zlib's fast loop, which stops this far from the
- * end of its output (zlib's inflate_fast needs 258 bytes free): without it
- * the last 258 bytes of a 28x28 digit's 812 were inflated a bit at a time. */
-enum { INFLATE_SLACK = 258 };
+/* Room past the rows for libdeflate's fast loop, which stops this far
+ * from the end of its output (2 literals and a longest match, and the
+ * match copy's overrun): without it the last 299 bytes of a 28x28 digit's
+ * 812 would be inflated by the careful loop. */
+enum { INFLATE_SLACK = 299 };
 
-/* Inflates the IDAT chunks (the first at pos) into raw (n bytes, and
- * INFLATE_SLACK more of room), in one call when there is one chunk; 1 when
- * the zlib stream gives exactly n bytes and ends with the last IDAT. */
+/* A decompressor for each thread, made at its first plain PNG and freed
+ * when the thread ends (libdeflate's is 11 KB, zeroed when made); one for
+ * the call alone where the process has no thread-specific key to spare. */
+static pthread_key_t inflater_key;
+static int inflater_keyed;
+static pthread_once_t inflater_once = PTHREAD_ONCE_INIT;
+
+static void inflater_free(void *d) { libdeflate_free_decompressor(d); }
+
+static void inflater_key_make(void) { inflater_keyed = pthread_key_create(&inflater_key, inflater_free) == 0; }
+
+/* The calling thread's decompressor (NULL: out of memory); *kept says
+ * whether the thread keeps it, else the caller frees it. */
+static struct libdeflate_decompressor *inflater(int *kept) {
+    (void)pthread_once(&inflater_once, inflater_key_make);
+    struct libdeflate_decompressor *d = inflater_keyed ? pthread_getspecific(inflater_key) : NULL;
+    *kept = d != NULL;
+    if (d == NULL && (d = libdeflate_alloc_decompressor()) != NULL)
+        *kept = inflater_keyed && pthread_setspecific(inflater_key, d) == 0;
+    return d;
+}
+
+/* Inflates the zlib stream of the consecutive IDAT chunks (the first at
+ * pos) into raw (n bytes, and INFLATE_SLACK more of room); 1 when it
+ * gives exactly n bytes, ends with the last IDAT and its Adler-32 holds.
+ * libdeflate takes a stream whole: one chunk is read where it lies,
+ * several are joined in a copy first. */
 static int png_inflate_idats(const uint8_t *buf, size_t pos, uint8_t *raw, size_t n) {
-    z_stream z = {0};
-    if (n > UINT_MAX - INFLATE_SLACK || inflateInit(&z) != Z_OK) return 0;
-    z.next_out = raw, z.avail_out = (uInt)(n + INFLATE_SLACK);
-    int ret = Z_OK;
-    for (; memcmp(buf + pos + 4, "IDAT", 4) == 0; pos += 12 + (size_t)be32(buf + pos)) {
-        if (ret == Z_STREAM_END) break; /* more IDAT after the stream's end */
-        z.next_in = (Bytef *)(uintptr_t)(buf + pos + 8), z.avail_in = be32(buf + pos);
-        ret = inflate(&z, Z_FINISH); /* Z_BUF_ERROR: this chunk is used up, the stream goes on */
-        if (ret != Z_STREAM_END && (ret != Z_BUF_ERROR || z.avail_in != 0 || z.avail_out == 0)) break;
+    size_t total = 0, chunks = 0;
+    for (size_t p = pos; memcmp(buf + p + 4, "IDAT", 4) == 0; p += 12 + (size_t)be32(buf + p))
+        total += be32(buf + p), chunks++;
+    const uint8_t *stream = buf + pos + 8;
+    uint8_t *joined = NULL;
+    if (chunks > 1) {
+        if ((joined = malloc(total)) == NULL) return 0;
+        size_t at = 0;
+        for (size_t p = pos; memcmp(buf + p + 4, "IDAT", 4) == 0; p += 12 + (size_t)be32(buf + p)) {
+            memcpy(joined + at, buf + p + 8, be32(buf + p));
+            at += be32(buf + p);
+        }
+        stream = joined;
     }
-    int whole = ret == Z_STREAM_END && z.total_out == n && z.avail_in == 0 && memcmp(buf + pos + 4, "IDAT", 4) != 0;
-    inflateEnd(&z);
+    int kept;
+    struct libdeflate_decompressor *d = inflater(&kept);
+    size_t used = 0, made = 0;
+    int whole = d != NULL &&
+                libdeflate_zlib_decompress_ex(d, stream, total, raw, n + INFLATE_SLACK, &used, &made) ==
+                    LIBDEFLATE_SUCCESS &&
+                used == total && made == n;
+    if (!kept) libdeflate_free_decompressor(d);
+    free(joined);
     return whole;
 }
 
@@ -404,8 +441,7 @@ static uint8_t *chunk_begin(uint8_t *p, uint32_t len, const char type[4]) {
 /* Writes the CRC of the chunk whose header starts at chunk (type + data)
  * and returns the position after it. */
 static uint8_t *chunk_end(uint8_t *chunk, uint32_t len) {
-    uLong crc = crc32(crc32(0L, Z_NULL, 0), chunk + 4, 4 + len);
-    put32(chunk + 8 + len, (uint32_t)crc);
+    put32(chunk + 8 + len, libdeflate_crc32(0, chunk + 4, 4 + (size_t)len));
     return chunk + 12 + len;
 }
 
@@ -436,7 +472,7 @@ static dae_status encode_stored(const dae_image *img, size_t raw, uint8_t **out,
         row[0] = 0;                           /* filter: none */
         memcpy(row + 1, img->pixels + (size_t)y * stride, stride);
     }
-    put32(rows + raw, (uint32_t)adler32(adler32(0L, Z_NULL, 0), rows, (uInt)raw));
+    put32(rows + raw, libdeflate_adler32(1, rows, raw));
     c = chunk_end(c, idat_len);
     chunk_begin(c, 0, "IEND");
     chunk_end(c, 0);

@@ -366,10 +366,11 @@ Test(image, plain_png_fast_path_undoes_every_filter) {
 }
 
 /* A plain PNG whose zlib stream gives more or fewer bytes than its rows,
- * a row with an unknown filter byte, or a chunk named with other bytes
- * than ASCII letters is left to libpng, which names what is wrong (or,
- * for data past the rows, decodes them as before); an ancillary chunk
- * the fast path skips, as libpng does. */
+ * fails its Adler-32 or has bytes after its end, a row with an unknown
+ * filter byte, or a chunk named with other bytes than ASCII letters is
+ * left to libpng, which names what is wrong (or, for data past the rows
+ * or the stream, decodes them as before); an ancillary chunk the fast
+ * path skips, as libpng does. */
 Test(image, plain_png_with_anything_amiss_goes_to_libpng) {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     enum { W = 5, H = 4 };
@@ -379,14 +380,18 @@ Test(image, plain_png_with_anything_amiss_goes_to_libpng) {
         size_t raw;       /* bytes deflated */
         int bad_filter;   /* the last row's filter byte 7 */
         const char *name; /* of an ancillary-looking chunk before the IDAT, or NULL */
+        int bad_adler;    /* the stream's Adler-32 off by one */
+        int tail;         /* bytes after the stream's end, in the IDAT */
         int plain;        /* the fast path takes it */
         dae_status want;  /* of dae_image_decode */
-    } cases[] = {{H * (W + 1) - 1, 0, NULL, 0, DAE_ERR_FORMAT},
-                 {H * (W + 1), 1, NULL, 0, DAE_ERR_FORMAT},
-                 {H * (W + 1) + 6, 0, NULL, 0, DAE_OK},
-                 {H * (W + 1), 0, "\xe9xYz", 0, DAE_ERR_FORMAT},
-                 {H * (W + 1), 0, "tE1t", 0, DAE_ERR_FORMAT},
-                 {H * (W + 1), 0, "teXt", 1, DAE_OK}};
+    } cases[] = {{H * (W + 1) - 1, 0, NULL, 0, 0, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 1, NULL, 0, 0, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1) + 6, 0, NULL, 0, 0, 0, DAE_OK},
+                 {H * (W + 1), 0, "\xe9xYz", 0, 0, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 0, "tE1t", 0, 0, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 0, "teXt", 0, 0, 1, DAE_OK},
+                 {H * (W + 1), 0, NULL, 1, 0, 0, DAE_ERR_FORMAT},
+                 {H * (W + 1), 0, NULL, 0, 3, 0, DAE_OK}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rows[(H - 1) * (W + 1)] = cases[i].bad_filter ? 7 : 1;
         membuf b = {0};
@@ -397,6 +402,8 @@ Test(image, plain_png_with_anything_amiss_goes_to_libpng) {
         uint8_t z[256];
         uLongf zlen = sizeof z;
         cr_assert_eq(compress(z, &zlen, rows, cases[i].raw), Z_OK);
+        z[zlen - 1] ^= (uint8_t)cases[i].bad_adler;
+        for (int t = 0; t < cases[i].tail; t++) z[zlen++] = 0x5a;
         put_chunk(&b, "IDAT", z, (uint32_t)zlen);
         put_chunk(&b, "IEND", NULL, 0);
         dae_image img;

@@ -4,7 +4,7 @@
 # exact apt command and fails, so `make` stops with a clear message.
 set -eu
 
-PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libarchive-dev libcriterion-dev libopenblas-dev curl python3"
+PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libdeflate-dev libarchive-dev libcriterion-dev libopenblas-dev curl python3"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,6 +1,6 @@
 #!/bin/sh
 # fuzz_sources.sh - builds the image libraries dae decodes with (Debian's
-# own sources of libjpeg-turbo, giflib, libpng and zlib) as static
+# own sources of libjpeg-turbo, giflib, libpng, zlib and libdeflate) as static
 # libraries instrumented for fuzzing, so that `make fuzz` compiles every
 # decoder's source into the fuzzers instead of linking the prebuilt,
 # uninstrumented shared libraries.
@@ -19,15 +19,17 @@ set -eu
 
 OUT=${1:-build/fuzz}
 SRC=$OUT/src
-PACKAGES="libjpeg-turbo giflib libpng1.6 zlib"
+PACKAGES="libjpeg-turbo giflib libpng1.6 zlib libdeflate"
 JOBS=$(nproc 2>/dev/null || echo 2)
+# What a finished build holds: an older build without one of them is redone.
+LIBRARIES="libz libdeflate libpng libgif libjpeg"
 
 log() { echo "fuzz_sources: $*"; }
 
 # ---------------------------------------------------------------- sources
 
 have_sources() {
-    for p in jpeg giflib libpng zlib; do
+    for p in jpeg giflib libpng zlib libdeflate; do
         ls -d "$SRC"/*"$p"*/ >/dev/null 2>&1 || return 1
     done
 }
@@ -61,6 +63,7 @@ if ! have_sources; then
     apt-get install -y --no-install-recommends clang libclang-rt-14-dev cmake dpkg-dev
     mkdir -p "$SRC"
     for p in $PACKAGES; do
+        ls -d "$SRC/$p"-*/ >/dev/null 2>&1 && continue # fetched by an earlier run
         # The newest version first; a mirror may lack one (a security
         # update not yet there), so older ones are tried in turn.
         (cd "$SRC" && apt-get source -q "$p") && continue
@@ -77,7 +80,8 @@ JPEG_SRC=$(dir_of libjpeg-turbo-)
 GIF_SRC=$(dir_of giflib-)
 PNG_SRC=$(dir_of libpng1.6-)
 ZLIB_SRC=$(dir_of zlib-)
-log "sources: $JPEG_SRC $GIF_SRC $PNG_SRC $ZLIB_SRC"
+DEFLATE_SRC=$(dir_of libdeflate-)
+log "sources: $JPEG_SRC $GIF_SRC $PNG_SRC $ZLIB_SRC $DEFLATE_SRC"
 
 # ---------------------------------------------------------------- builds
 
@@ -96,10 +100,10 @@ build_plain() {
     ar rcs "$PREFIX/lib/$name.a" "$obj"/*.o
 }
 
-# Builds the four libraries with sanitizer flags SAN into PREFIX.
+# Builds the five libraries with sanitizer flags SAN into PREFIX.
 build_variant() {
     PREFIX=$1 SAN=$2
-    if [ -f "$PREFIX/.done" ] && [ "$(cat "$PREFIX/.done")" = "$SAN fuzzer-no-link" ]; then
+    if [ -f "$PREFIX/.done" ] && [ "$(cat "$PREFIX/.done")" = "$SAN fuzzer-no-link $LIBRARIES" ]; then
         log "$PREFIX is up to date"
         return 0
     fi
@@ -114,6 +118,13 @@ build_variant() {
         adler32.c crc32.c deflate.c infback.c inffast.c inflate.c inftrees.c trees.c zutil.c \
         compress.c uncompr.c gzclose.c gzlib.c gzread.c gzwrite.c
     cp "$ZLIB_SRC/zlib.h" "$ZLIB_SRC/zconf.h" "$PREFIX/include/"
+
+    # libdeflate: its Makefile's library sources (the x86 code picks its
+    # SIMD at run time, as the packaged library does).
+    build_plain libdeflate "$DEFLATE_SRC" "$CF -I$DEFLATE_SRC" \
+        lib/adler32.c lib/crc32.c lib/deflate_compress.c lib/deflate_decompress.c lib/gzip_compress.c \
+        lib/gzip_decompress.c lib/utils.c lib/zlib_compress.c lib/zlib_decompress.c lib/x86/cpu_features.c
+    cp "$DEFLATE_SRC/libdeflate.h" "$PREFIX/include/"
 
     # libpng: the library sources with the prebuilt configuration (no
     # SIMD code: PNG_INTEL_SSE and PNG_ARM_NEON stay undefined).
@@ -139,7 +150,7 @@ build_variant() {
     cp "$bdir/libjpeg.a" "$PREFIX/lib/"
     cp "$JPEG_SRC/jpeglib.h" "$JPEG_SRC/jmorecfg.h" "$JPEG_SRC/jerror.h" "$bdir/jconfig.h" "$PREFIX/include/"
 
-    echo "$SAN fuzzer-no-link" >"$PREFIX/.done"
+    echo "$SAN fuzzer-no-link $LIBRARIES" >"$PREFIX/.done"
 }
 
 build_variant "$OUT/asan" "-fsanitize=address,undefined"
