@@ -265,9 +265,9 @@ static void png_unfilter(int filter, uint8_t *cur, const uint8_t *prev, size_t n
  * 812 would be inflated by the careful loop. */
 enum { INFLATE_SLACK = 299 };
 
-/* A decompressor for each thread, made at its first plain PNG and freed
- * when the thread ends (libdeflate's is 11 KB, zeroed when made); one for
- * the call alone where the process has no thread-specific key to spare. */
+/* The calling thread's decompressor, made at its first plain PNG and
+ * freed when the thread ends (libdeflate's is 11 KB, zeroed when made);
+ * NULL without memory or a thread-specific key, and then libpng decodes. */
 static pthread_key_t inflater_key;
 static int inflater_keyed;
 static pthread_once_t inflater_once = PTHREAD_ONCE_INIT;
@@ -276,45 +276,39 @@ static void inflater_free(void *d) { libdeflate_free_decompressor(d); }
 
 static void inflater_key_make(void) { inflater_keyed = pthread_key_create(&inflater_key, inflater_free) == 0; }
 
-/* The calling thread's decompressor (NULL: out of memory); *kept says
- * whether the thread keeps it, else the caller frees it. */
-static struct libdeflate_decompressor *inflater(int *kept) {
+static struct libdeflate_decompressor *inflater(void) {
     (void)pthread_once(&inflater_once, inflater_key_make);
-    struct libdeflate_decompressor *d = inflater_keyed ? pthread_getspecific(inflater_key) : NULL;
-    *kept = d != NULL;
-    if (d == NULL && (d = libdeflate_alloc_decompressor()) != NULL)
-        *kept = inflater_keyed && pthread_setspecific(inflater_key, d) == 0;
+    if (!inflater_keyed) return NULL;
+    struct libdeflate_decompressor *d = pthread_getspecific(inflater_key);
+    if (d == NULL && (d = libdeflate_alloc_decompressor()) != NULL && pthread_setspecific(inflater_key, d) != 0) {
+        libdeflate_free_decompressor(d);
+        d = NULL;
+    }
     return d;
 }
 
 /* Inflates the zlib stream of the consecutive IDAT chunks (the first at
- * pos) into raw (n bytes, and INFLATE_SLACK more of room); 1 when it
- * gives exactly n bytes, ends with the last IDAT and its Adler-32 holds.
- * libdeflate takes a stream whole: one chunk is read where it lies,
- * several are joined in a copy first. */
-static int png_inflate_idats(const uint8_t *buf, size_t pos, uint8_t *raw, size_t n) {
-    size_t total = 0, chunks = 0;
-    for (size_t p = pos; memcmp(buf + p + 4, "IDAT", 4) == 0; p += 12 + (size_t)be32(buf + p))
-        total += be32(buf + p), chunks++;
+ * pos, total bytes of data in all) into raw (n bytes, and INFLATE_SLACK
+ * more of room); 1 when it gives exactly n bytes, ends with the last IDAT
+ * and its Adler-32 holds. libdeflate takes a stream whole: in one chunk
+ * it is read where it lies, in several they are joined in a copy first. */
+static int png_inflate_idats(const uint8_t *buf, size_t pos, size_t total, uint8_t *raw, size_t n) {
+    struct libdeflate_decompressor *d = inflater();
+    if (d == NULL) return 0;
     const uint8_t *stream = buf + pos + 8;
     uint8_t *joined = NULL;
-    if (chunks > 1) {
+    if (be32(buf + pos) != total) {
         if ((joined = malloc(total)) == NULL) return 0;
-        size_t at = 0;
-        for (size_t p = pos; memcmp(buf + p + 4, "IDAT", 4) == 0; p += 12 + (size_t)be32(buf + p)) {
-            memcpy(joined + at, buf + p + 8, be32(buf + p));
-            at += be32(buf + p);
+        for (size_t at = 0; at < total; pos += 12 + (size_t)be32(buf + pos)) {
+            memcpy(joined + at, buf + pos + 8, be32(buf + pos));
+            at += be32(buf + pos);
         }
         stream = joined;
     }
-    int kept;
-    struct libdeflate_decompressor *d = inflater(&kept);
     size_t used = 0, made = 0;
-    int whole = d != NULL &&
-                libdeflate_zlib_decompress_ex(d, stream, total, raw, n + INFLATE_SLACK, &used, &made) ==
+    int whole = libdeflate_zlib_decompress_ex(d, stream, total, raw, n + INFLATE_SLACK, &used, &made) ==
                     LIBDEFLATE_SUCCESS &&
                 used == total && made == n;
-    if (!kept) libdeflate_free_decompressor(d);
     free(joined);
     return whole;
 }
@@ -331,7 +325,7 @@ int img_png_decode_plain(const uint8_t *buf, size_t len, size_t max_pixels, dae_
     /* IHDR, ancillary chunks, consecutive IDATs, ancillary chunks, IEND; no
      * tRNS (libpng turns it into alpha), no other critical chunk, and
      * chunk names of ASCII letters only (libpng refuses any other) */
-    size_t pos = 8 + 25, idat = 0;
+    size_t pos = 8 + 25, idat = 0, idat_bytes = 0;
     int after_idat = 0;
     for (;;) {
         if (len - pos < 12 || be32(buf + pos) > len - pos - 12) return 0;
@@ -342,6 +336,7 @@ int img_png_decode_plain(const uint8_t *buf, size_t len, size_t max_pixels, dae_
         if (memcmp(type, "IDAT", 4) == 0) {
             if (after_idat) return 0;
             if (idat == 0) idat = pos;
+            idat_bytes += be32(buf + pos);
         } else {
             if ((type[0] >= 'A' && type[0] <= 'Z') || memcmp(type, "tRNS", 4) == 0) return 0;
             after_idat = idat != 0;
@@ -351,7 +346,7 @@ int img_png_decode_plain(const uint8_t *buf, size_t len, size_t max_pixels, dae_
     if (idat == 0) return 0;
     size_t stride = (size_t)w * channels, raw_len = (size_t)h * (stride + 1);
     uint8_t *raw = malloc(raw_len + INFLATE_SLACK), *pixels = img_pixels_alloc((size_t)h * stride);
-    int ok = raw != NULL && pixels != NULL && png_inflate_idats(buf, idat, raw, raw_len);
+    int ok = raw != NULL && pixels != NULL && png_inflate_idats(buf, idat, idat_bytes, raw, raw_len);
     for (uint32_t y = 0; ok && y < h; y++) {
         const uint8_t *row = raw + (size_t)y * (stride + 1);
         uint8_t *cur = pixels + (size_t)y * stride;
