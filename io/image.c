@@ -211,18 +211,20 @@ static dae_status png_decode_into(png_structp png, png_infop info, png_reader *r
  * makes of the damaged bytes, and refuses a chunk that claims more bytes
  * than the file has left: libpng would allocate what a text chunk claims
  * before reading it (a 5 KB file claiming a 1.1 GB tEXt took 1.1 GB and
- * 3 s). Ancillary chunks' CRCs are left to libpng, which skips bad ones. */
+ * 3 s; so did a file ending 8 bytes into a chunk, its length and type).
+ * Ancillary chunks' CRCs are left to libpng, which skips bad ones. */
 static dae_status png_check_crcs(const uint8_t *buf, size_t len, char *err, size_t errlen) {
     size_t pos = 8;
-    while (len - pos >= 12) {
+    while (len - pos >= 8) { /* a chunk's length and type: what libpng sizes its buffer by */
         uint32_t n = be32(buf + pos);
         const uint8_t *type = buf + pos + 4;
+        size_t left = len - pos - 8; /* for its data and its CRC */
         if (n > 0x7fffffffu)
             return dae_fail(err, errlen, DAE_ERR_FORMAT, "PNG: invalid chunk length %u", (unsigned)n);
-        if (n > len - pos - 12)
+        if (left < 4 || n > left - 4)
             return dae_fail(err, errlen, DAE_ERR_FORMAT,
-                            "PNG: file is truncated (a chunk claims %u bytes, %zu remain)", (unsigned)n,
-                            len - pos - 12);
+                            "PNG: file is truncated (a chunk claims %u bytes and a CRC, %zu remain)", (unsigned)n,
+                            left);
         if (type[0] >= 'A' && type[0] <= 'Z') {
             uint32_t crc = libdeflate_crc32(0, type, 4 + (size_t)n);
             if (crc != be32(buf + pos + 8 + n))

@@ -1003,16 +1003,33 @@ Test(image, decompression_bomb_is_rejected_before_allocating) {
 
 /* A chunk claiming more bytes than the file holds is refused before libpng
  * sees it (libpng allocated a text chunk's claimed length first: 1.1 GB
- * for the fuzzer's 5 KB file in tests/fuzz/corpus/fuzz_png). */
+ * for the fuzzer's 5 KB file in tests/fuzz/corpus/fuzz_png), also when
+ * the file ends within the chunk's first 12 bytes (fuzz_png_msan's 132-byte
+ * file: a last sCAL header claiming 1128333312 bytes took 1.1 GB and 3 s). */
 Test(image, png_chunk_longer_than_the_file_is_refused) {
     membuf b = small_png();
-    membuf big = {0};
-    membuf_put(&big, b.data, 33); /* signature + IHDR */
-    uint8_t text[8] = {0x44, 0x00, 0x00, 0x00, 't', 'E', 'X', 't'}; /* 1140850688 bytes */
-    membuf_put(&big, text, 8);
-    membuf_put(&big, "Comment\0hello", 13);
-    decode_fails(big.data, big.len, DAE_ERR_FORMAT, "PNG: file is truncated (a chunk claims 1140850688 bytes");
-    free(big.data);
+    const struct {
+        uint8_t head[8];  /* the chunk's length and type */
+        const char *rest; /* what the file holds after them */
+        size_t rest_len;
+        const char *claims; /* the length, in the message */
+    } cases[] = {
+        {{0x44, 0x00, 0x00, 0x00, 't', 'E', 'X', 't'}, "Comment\0hello", 13, "1140850688"},
+        {{0x43, 0x41, 0x00, 0x00, 's', 'C', 'A', 'L'}, "", 0, "1128333312"},
+        {{0x43, 0x41, 0x00, 0x00, 's', 'C', 'A', 'L'}, "1m2", 3, "1128333312"},
+        {{0x00, 0x00, 0x00, 0x00, 'I', 'E', 'N', 'D'}, "\xae\x42", 2, "0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        membuf cut = {0};
+        membuf_put(&cut, b.data, 33); /* signature + IHDR */
+        membuf_put(&cut, cases[i].head, 8);
+        membuf_put(&cut, cases[i].rest, cases[i].rest_len);
+        char want[128];
+        snprintf(want, sizeof want, "PNG: file is truncated (a chunk claims %s bytes and a CRC, %zu remain)",
+                 cases[i].claims, cases[i].rest_len);
+        decode_fails(cut.data, cut.len, DAE_ERR_FORMAT, want);
+        free(cut.data);
+    }
     free(b.data);
 }
 
