@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -1032,6 +1033,57 @@ Test(image, png_chunk_longer_than_the_file_is_refused) {
         free(cut.data);
     }
     free(b.data);
+}
+
+/* Text chunks are metadata dae never reads, and libpng inflated each
+ * compressed one (zTXt, iTXt) up to its 8 MB chunk limit and kept them
+ * all: 100 chunks of 7.7 KB made a 771 KB upload cost 800 MB and 8 s.
+ * Here 40 such chunks, each inflating to 7.9 MB, before an interlaced
+ * image (so that libpng, not the plain fast path, decodes it): the
+ * pixels are those of the file without them, and the decoder's peak
+ * memory grows by no more than a few megabytes. */
+Test(image, png_compressed_text_chunks_are_never_inflated) {
+    uint16_t *s = random_samples(9 * 7, 255, 6);
+    png_spec spec = {9, 7, PNG_COLOR_TYPE_GRAY, 8, PNG_INTERLACE_ADAM7, s, NULL, 0, NULL, 0, NULL, 0, 0};
+    membuf plain = make_png(&spec);
+    free(s);
+    const size_t text_len = 7900000;
+    uint8_t *text = malloc(text_len);
+    cr_assert_not_null(text);
+    memset(text, 'a', text_len);
+    uint8_t z[16384];
+    uLongf zlen = sizeof z;
+    cr_assert_eq(compress2(z, &zlen, text, text_len, 9), Z_OK);
+    free(text);
+    static const char prefix[2][7] = {"k\0\0", "k\0\1\0\0\0"}; /* zTXt's and iTXt's fields before the text */
+    static const size_t prefix_len[2] = {3, 6};
+    uint8_t chunk[sizeof prefix[0] + sizeof z];
+    membuf bomb = {0};
+    membuf_put(&bomb, plain.data, 33); /* signature + IHDR */
+    for (int i = 0; i < 40; i++) {
+        int itxt = i % 2;
+        memcpy(chunk, prefix[itxt], prefix_len[itxt]);
+        memcpy(chunk + prefix_len[itxt], z, zlen);
+        put_chunk(&bomb, itxt ? "iTXt" : "zTXt", chunk, (uint32_t)(prefix_len[itxt] + zlen));
+    }
+    membuf_put(&bomb, plain.data + 33, plain.len - 33);
+    cr_assert_lt(bomb.len, 400000);
+
+    dae_image want = decode_ok(&plain);
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    dae_image got = decode_ok(&bomb);
+    getrusage(RUSAGE_SELF, &after);
+    cr_assert_lt(after.ru_maxrss - before.ru_maxrss, 16 * 1024, "peak RSS grew by %ld KiB",
+                 after.ru_maxrss - before.ru_maxrss);
+    cr_assert_eq(got.width, want.width);
+    cr_assert_eq(got.height, want.height);
+    cr_assert_eq(got.channels, want.channels);
+    cr_assert_arr_eq(got.pixels, want.pixels, (size_t)want.width * want.height * want.channels);
+    dae_image_free(&got);
+    dae_image_free(&want);
+    free(bomb.data);
+    free(plain.data);
 }
 
 Test(image, zero_size_png_header_is_an_error) {

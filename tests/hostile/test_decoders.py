@@ -6,7 +6,8 @@ back) and POST /denoise, never answered with whatever memory the decoder
 did not write. The same JPEG or BMP sent again must give the same bytes.
 Hostile JPEGs (a Huffman table with more than 256 codes, a 543-byte file
 claiming 4096x4096, a valid 4096x4096 file with 694 progressive scans)
-must be answered within a couple of seconds.
+must be answered within a couple of seconds. A PNG's compressed text
+chunks must never be inflated.
 """
 
 import struct
@@ -143,4 +144,32 @@ def test_png_chunk_claiming_a_gigabyte(suite):
                         "%.2f s" % took)
     grown = d.peak_rss_kb() - before
     suite.check("the claimed gigabytes are never allocated (peak RSS grew by under 64 MiB)", grown < 64 * 1024,
+                "%d KiB" % grown)
+
+
+def test_png_compressed_text_is_never_inflated(suite):
+    """A 771 KB PNG with 100 zTXt chunks, each inflating to 7.9 MB: libpng
+    inflated and kept every one (800 MB and 8 s a request). dae reads no
+    metadata, so the image is denoised as if they were not there."""
+    d = suite.start("decoders-png-text")
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 3, 0, 0, 0))
+    # A palette image, which libpng decodes (the plain fast path takes
+    # gray and RGB only); the text chunks come before its pixels.
+    rest = (_png_chunk(b"PLTE", bytes(v for i in range(256) for v in (i, i, i)))
+            + _png_chunk(b"IDAT", zlib.compress(b"".join(b"\0" + bytes((x * 9 + y) & 255 for x in range(28))
+                                                         for y in range(28))))
+            + _png_chunk(b"IEND", b""))
+    text = _png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * 7_900_000, 9))
+    bomb = head + text * 100 + rest
+    plain = harness.request(d.port, "POST", "/denoise", head + rest)
+    suite.check("the image without text chunks is denoised", plain.status == 200, plain)
+    before = d.peak_rss_kb()
+    t0 = time.time()
+    r = harness.request(d.port, "POST", "/denoise", bomb, timeout=60)
+    took = time.time() - t0
+    suite.check("with %d KB of zTXt chunks: the same image back" % (len(text) * 100 // 1000),
+                r.status == 200 and r.body == plain.body, r)
+    suite.check("with the zTXt chunks: answered within 1 s", took < 1.0, "%.2f s" % took)
+    grown = d.peak_rss_kb() - before
+    suite.check("their 790 MB of text is never inflated (peak RSS grew by under 64 MiB)", grown < 64 * 1024,
                 "%d KiB" % grown)
