@@ -1,6 +1,7 @@
 /* http.c - the libmicrohttpd daemon: the route table, the request state machine,
  * body collection with limits, dispatch of image requests with suspend and
- * resume, JSON answers, the access log and the request metrics. */
+ * resume, work too long for the event loop on a helper thread, JSON
+ * answers, the access log and the request metrics. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -36,6 +37,17 @@
  * the connection is cut (a chunked upload cannot be refused early). */
 #define DISCARD_MAX ((size_t)64 << 20)
 
+/* v2 JSON of at least this many bytes is parsed, and an answer of at
+ * least this many printed and gzip'd, on the helper thread (off_loop), not
+ * the event loop. On the 2-core machine of the README's benchmarks a 9.4 MB
+ * request of 2.35 million floats took 0.2-0.8 s to parse and its answer
+ * about as long to print, and gzip packs printed floats at about 16 MB/s:
+ * 16 KiB is under a millisecond of any of them. A one-image v2 request
+ * in JSON and its answer stay on the loop. */
+#define OFF_LOOP_BYTES ((size_t)16 << 10)
+
+typedef struct request request;
+
 struct srv_http {
     const srv_config *cfg;
     srv_registry *registry;
@@ -48,6 +60,13 @@ struct srv_http {
     int port;
     atomic_int draining;
     atomic_long in_flight;
+    /* The helper thread and its queue of requests (off_loop). */
+    pthread_t helper;
+    int helper_running;
+    pthread_mutex_t helper_mu;
+    pthread_cond_t helper_wake;
+    request *helper_head, *helper_tail;
+    int helper_stopping;
 };
 
 /* ------------------------------------------------------------ routes */
@@ -72,8 +91,6 @@ enum {
     ROUTE_MODEL_FILE = 8,    /* the body is a weights file: limit SRV_MODEL_MAX_BYTES, not --max-body */
     ROUTE_DATASET = 16,      /* the body is a data set archive: limit --max-dataset-bytes, not --max-body */
 };
-
-typedef struct request request;
 
 /* Answers a request whose head and body are in (the final call). */
 typedef enum MHD_Result (*route_handler)(request *r);
@@ -106,7 +123,7 @@ static long long body_limit_of(const srv_config *cfg, const route_method *rm) {
     return rm != NULL && (rm->flags & ROUTE_MODEL_FILE) ? SRV_MODEL_MAX_BYTES : cfg->max_body_bytes;
 }
 
-enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_ANSWERED };
+enum { PHASE_NEW, PHASE_BODY, PHASE_QUEUED, PHASE_OFF_LOOP, PHASE_ANSWERED };
 
 struct request {
     srv_http *http;
@@ -156,6 +173,20 @@ struct request {
     atomic_int v2_outstanding; /* image requests not yet done */
     long long v2_reserved;    /* bytes of the memory budget the v2 request holds */
     long long v2_refused;     /* bytes the budget refused the parser */
+    size_t v2_json_len;       /* the JSON's length in the body */
+    long long v2_tree;        /* bytes of v2_reserved held for the JSON's parse tree while it is parsed */
+    /* Work on the helper thread (off_loop): what runs there, what the
+     * event loop runs after it, and what the work found. */
+    void (*off_work)(request *r);
+    route_handler off_then;
+    request *off_next;
+    int off_cancelled;        /* the daemon stopped before the work ran */
+    dae_status off_status;
+    char *off_json;           /* a JSON answer the work made */
+    uint8_t *off_gz;          /* a v2 answer's gzip'd copy */
+    size_t off_gz_len;
+    int off_flag;             /* a data set upload's: replace one (in), it replaced one (out) */
+    char off_message[DAE_ERR_LEN + 256];
 };
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
@@ -219,6 +250,8 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     free(r->v2_images);
     free(r->v2_out);
     free(r->v2_answer);
+    free(r->off_json);
+    free(r->off_gz);
     srv_oip_request_free(&r->oip);
     srv_budget_give(srv_infer_budget(h->infer), r->v2_reserved);
     srv_model_release(r->model);
@@ -350,15 +383,12 @@ static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
     return out;
 }
 
-/* Queues a response of len bytes of body (taken over per mode) with
- * content_type and the usual headers, gzip'd when it is text and the
- * client takes it; records status and size. */
-static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
-                              enum MHD_ResponseMemoryMode mode) {
+/* Queues a response of len bytes of body (taken over per mode), or of gz
+ * (gz_len bytes, its gzip'd copy, freed here) when there is one, with
+ * content_type and the usual headers; records status and size. */
+static enum MHD_Result answer_made(request *r, int status, const char *content_type, void *body, size_t len,
+                                   enum MHD_ResponseMemoryMode mode, uint8_t *gz, size_t gz_len) {
     int text = compressible(content_type);
-    uint8_t *gz = NULL;
-    size_t gz_len = 0;
-    if (text && r->gzip && len >= GZIP_MIN_BYTES) gz = gzip_of(body, len, &gz_len);
     if (gz != NULL) {
         if (mode == MHD_RESPMEM_MUST_FREE) free(body);
         body = gz, len = gz_len, mode = MHD_RESPMEM_MUST_FREE;
@@ -371,6 +401,21 @@ static enum MHD_Result answer(request *r, int status, const char *content_type, 
     if (gz != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
     if (text) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
     return answer_response(r, status, content_type, resp, len);
+}
+
+/* Whether an answer of len bytes of content_type is to be gzip'd for r. */
+static int answer_zips(const request *r, const char *content_type, size_t len) {
+    return compressible(content_type) && r->gzip && len >= GZIP_MIN_BYTES;
+}
+
+/* Queues a response of len bytes of body (taken over per mode) with
+ * content_type and the usual headers, gzip'd when it is text and the
+ * client takes it; records status and size. */
+static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
+                              enum MHD_ResponseMemoryMode mode) {
+    size_t gz_len = 0;
+    uint8_t *gz = answer_zips(r, content_type, len) ? gzip_of(body, len, &gz_len) : NULL;
+    return answer_made(r, status, content_type, body, len, mode, gz, gz_len);
 }
 
 /* Whether r's path is the v2 protocol's (under /v2), whose errors have
@@ -554,6 +599,58 @@ static enum MHD_Result refuse_draining(request *r) {
     int upload = r->rm != NULL && (r->rm->flags & ROUTE_UPLOAD) && !(r->rm->flags & (ROUTE_MODEL_FILE | ROUTE_DATASET));
     return answer_status(r, upload ? SRV_EDGE_UPLOAD : SRV_EDGE_ROUTE, DAE_ERR_STOPPING,
                          "the server is shutting down and takes no new work");
+}
+
+/* ------------------------------------------------ work off the event loop */
+
+/* One event-loop thread answers every connection, so a handler's long
+ * work (megabytes of JSON to parse or print, a data set to import) would
+ * hold up every other client, /healthz too. Such work runs on the helper
+ * thread instead, the request's connection suspended meanwhile; then the
+ * loop runs then(r), which answers or goes on (to the inference workers).
+ * One thread, first come first served: the requests whose work is long
+ * are those holding much of the memory budget, which keeps them few. */
+static enum MHD_Result off_loop(request *r, void (*work)(request *r), route_handler then) {
+    srv_http *h = r->http;
+    pthread_mutex_lock(&h->helper_mu);
+    int stopping = h->helper_stopping;
+    if (!stopping) {
+        r->off_work = work, r->off_then = then, r->off_next = NULL;
+        r->phase = PHASE_OFF_LOOP;
+        MHD_suspend_connection(r->conn); /* first: the helper may resume it once it sees r */
+        if (h->helper_tail != NULL) h->helper_tail->off_next = r;
+        else h->helper_head = r;
+        h->helper_tail = r;
+        pthread_cond_signal(&h->helper_wake);
+    }
+    pthread_mutex_unlock(&h->helper_mu);
+    return stopping ? refuse_draining(r) : MHD_YES;
+}
+
+/* The loop's side once a request's work is done (the handler's call
+ * after the helper resumed the connection). */
+static enum MHD_Result off_loop_done(request *r) {
+    return r->off_cancelled ? refuse_draining(r) : r->off_then(r);
+}
+
+static void *helper_main(void *arg) {
+    srv_http *h = arg;
+    pthread_mutex_lock(&h->helper_mu);
+    for (;;) {
+        while (h->helper_head == NULL && !h->helper_stopping) pthread_cond_wait(&h->helper_wake, &h->helper_mu);
+        request *r = h->helper_head;
+        if (r == NULL) break; /* stopping, nothing left */
+        h->helper_head = r->off_next;
+        if (h->helper_head == NULL) h->helper_tail = NULL;
+        int stop = h->helper_stopping;
+        pthread_mutex_unlock(&h->helper_mu);
+        if (stop) r->off_cancelled = 1; /* the daemon is stopping: no work begins */
+        else r->off_work(r);
+        MHD_resume_connection(r->conn); /* last touch: r may be gone after this */
+        pthread_mutex_lock(&h->helper_mu);
+    }
+    pthread_mutex_unlock(&h->helper_mu);
+    return NULL;
 }
 
 /* ------------------------------------------------------------ GET routes */
@@ -875,51 +972,64 @@ static void v2_image_done(srv_infer_request *req) {
     if (atomic_fetch_sub(&r->v2_outstanding, 1) == 1) MHD_resume_connection(r->conn); /* r may be gone after this */
 }
 
+/* Prints a v2 request's answer (its memory reserved) into r->v2_answer,
+ * and gzips it when the client takes that. */
+static void v2_print(request *r) {
+    srv_oip_request *q = &r->oip;
+    uint8_t **png = NULL;
+    size_t *png_len = NULL;
+    r->off_status = DAE_ERR_NOMEM;
+    if (q->kind == SRV_OIP_IMAGES) {
+        png = malloc(sizeof *png * (size_t)q->n);
+        png_len = malloc(sizeof *png_len * (size_t)q->n);
+        if (png == NULL || png_len == NULL) goto out;
+        for (int i = 0; i < q->n; i++) png[i] = r->v2_images[i].png, png_len[i] = r->v2_images[i].png_len;
+    }
+    r->off_status = srv_oip_answer(q, r->model, r->v2_out, png, png_len, &r->v2_answer, &r->v2_answer_len,
+                                   &r->v2_answer_json);
+    if (r->off_status == DAE_OK && r->v2_answer_json == r->v2_answer_len &&
+        answer_zips(r, "application/json", r->v2_answer_len)) /* millions of printed floats: 16 MB/s */
+        r->off_gz = gzip_of(r->v2_answer, r->v2_answer_len, &r->off_gz_len);
+out:
+    free(png);
+    free(png_len);
+}
+
+/* Sends a v2 request's answer, JSON alone or with binary data. */
+static enum MHD_Result v2_send(request *r) {
+    if (r->off_status != DAE_OK) return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
+    uint8_t *body = r->v2_answer, *gz = r->off_gz;
+    r->v2_answer = NULL, r->off_gz = NULL;
+    if (r->v2_answer_json == r->v2_answer_len)
+        return answer_made(r, 200, "application/json", body, r->v2_answer_len, MHD_RESPMEM_MUST_FREE, gz,
+                           r->off_gz_len);
+    snprintf(r->infer_header, sizeof r->infer_header, "%zu", r->v2_answer_json);
+    return answer(r, 200, "application/octet-stream", body, r->v2_answer_len, MHD_RESPMEM_MUST_FREE);
+}
+
 /* The answer to a v2 inference request whose work is done. */
 static enum MHD_Result answer_v2_infer(request *r) {
     srv_oip_request *q = &r->oip;
-    uint8_t **png = NULL;
-    size_t *png_len = NULL, png_total = 0;
+    size_t png_total = 0;
     if (q->kind == SRV_OIP_TENSOR) {
         if (r->image.status != DAE_OK) return answer_status(r, SRV_EDGE_IMAGE, r->image.status, "%s", r->image.message);
         if (r->v2_answer != NULL) { /* made before the run, the outputs written into it */
-            uint8_t *body = r->v2_answer;
-            r->v2_answer = NULL;
-            snprintf(r->infer_header, sizeof r->infer_header, "%zu", r->v2_answer_json);
-            return answer(r, 200, "application/octet-stream", body, r->v2_answer_len, MHD_RESPMEM_MUST_FREE);
+            r->off_status = DAE_OK;
+            return v2_send(r);
         }
     } else {
         for (int i = 0; i < q->n; i++)
             if (r->v2_images[i].status != DAE_OK)
                 return answer_status(r, SRV_EDGE_IMAGE, r->v2_images[i].status, "input \"%s\": element %d: %s",
                                      SRV_OIP_INPUT_IMAGES, i, r->v2_images[i].message);
-        png = malloc(sizeof *png * (size_t)q->n);
-        png_len = malloc(sizeof *png_len * (size_t)q->n);
-        if (png == NULL || png_len == NULL) {
-            free(png);
-            free(png_len);
-            return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
-        }
-        for (int i = 0; i < q->n; i++) png[i] = r->v2_images[i].png, png_len[i] = r->v2_images[i].png_len;
-        for (int i = 0; i < q->n; i++) png_total += png_len[i];
+        for (int i = 0; i < q->n; i++) png_total += r->v2_images[i].png_len;
     }
-    srv_budget *budget = srv_infer_budget(r->http->infer);
     long long bytes = srv_oip_answer_bytes(q, r->model->net.in_h, r->model->net.in_w, png_total);
-    uint8_t *body = NULL;
-    size_t len = 0, json_len = 0;
-    dae_status st = DAE_ERR_NOMEM;
-    int granted = srv_budget_take(budget, bytes) == 0;
-    if (granted) {
-        r->v2_reserved += bytes; /* given back when the answer is sent */
-        st = srv_oip_answer(q, r->model, r->v2_out, png, png_len, &body, &len, &json_len);
-    }
-    free(png);
-    free(png_len);
-    if (!granted) return refuse_memory(r, bytes);
-    if (st != DAE_OK) return answer_error(r, 503, "out_of_memory", "out of memory for the answer");
-    if (json_len == len) return answer(r, 200, "application/json", body, len, MHD_RESPMEM_MUST_FREE);
-    snprintf(r->infer_header, sizeof r->infer_header, "%zu", json_len);
-    return answer(r, 200, "application/octet-stream", body, len, MHD_RESPMEM_MUST_FREE);
+    if (srv_budget_take(srv_infer_budget(r->http->infer), bytes) != 0) return refuse_memory(r, bytes);
+    r->v2_reserved += bytes; /* given back when the answer is sent */
+    if (bytes >= (long long)OFF_LOOP_BYTES) return off_loop(r, v2_print, v2_send);
+    v2_print(r);
+    return v2_send(r);
 }
 
 /* Runs or queues the v2 request's n requests (their places and memory
@@ -1049,6 +1159,24 @@ static int v2_take(void *ctx, long long bytes) {
     return 0;
 }
 
+/* Parses a v2 request's JSON (its parse tree's memory reserved). */
+static void v2_parse(request *r) {
+    r->off_status = srv_oip_parse(r->body, r->len, r->v2_json_len, r->model->net.in_h, r->model->net.in_w, v2_take, r,
+                                  &r->oip, r->off_message, sizeof r->off_message);
+    srv_budget_give(srv_infer_budget(r->http->infer), r->v2_tree);
+    r->v2_reserved -= r->v2_tree;
+}
+
+/* A v2 request once parsed: refused, or on to the workers. */
+static enum MHD_Result v2_parsed(request *r) {
+    dae_status st = r->off_status;
+    if (st == DAE_ERR_BUSY) return refuse_memory(r, r->v2_refused);
+    if (st == DAE_ERR_NOMEM) return answer_error(r, 503, "out_of_memory", "%s", r->off_message);
+    if (st != DAE_OK) return answer_error(r, 400, "invalid_inference_request", "%s", r->off_message);
+    r->v2_infer = 1;
+    return r->oip.kind == SRV_OIP_TENSOR ? v2_infer_tensor(r) : v2_infer_images(r);
+}
+
 /* POST /v2/models/{name}[/versions/{version}]/infer. */
 static enum MHD_Result post_v2_infer(request *r) {
     srv_http *h = r->http;
@@ -1076,14 +1204,11 @@ static enum MHD_Result post_v2_infer(request *r) {
                             "bytes (--memory-budget): send the tensor as binary data (%s), or fewer images at a time",
                             tree, budget->limit, SRV_OIP_HEADER_LENGTH);
     if (srv_budget_take(budget, tree) != 0) return refuse_memory(r, tree);
-    dae_status st = srv_oip_parse(r->body, r->len, json_len, r->model->net.in_h, r->model->net.in_w, v2_take, r,
-                                  &r->oip, err, sizeof err);
-    srv_budget_give(budget, tree);
-    if (st == DAE_ERR_BUSY) return refuse_memory(r, r->v2_refused);
-    if (st == DAE_ERR_NOMEM) return answer_error(r, 503, "out_of_memory", "%s", err);
-    if (st != DAE_OK) return answer_error(r, 400, "invalid_inference_request", "%s", err);
-    r->v2_infer = 1;
-    return r->oip.kind == SRV_OIP_TENSOR ? v2_infer_tensor(r) : v2_infer_images(r);
+    r->v2_json_len = json_len, r->v2_tree = tree;
+    r->v2_reserved += tree; /* so that a request stopped before its parse gives it back */
+    if (json_len >= OFF_LOOP_BYTES) return off_loop(r, v2_parse, v2_parsed);
+    v2_parse(r);
+    return v2_parsed(r);
 }
 
 /* POST /v2/repository/index. */
@@ -1328,9 +1453,25 @@ static enum MHD_Result get_dataset(request *r) {
     return answer_json(r, 200, json);
 }
 
+/* Imports a PUT /datasets/{name}'s archive (off_flag: replace one). */
+static void dataset_import(request *r) {
+    int replace = r->off_flag;
+    r->off_status = srv_dataset_put(r->http->datasets, r->route_arg, r->body, r->len, replace, &r->off_flag,
+                                    &r->off_json, r->off_message, sizeof r->off_message);
+}
+
+/* A PUT /datasets/{name} once imported (off_flag: it replaced one). */
+static enum MHD_Result dataset_imported(request *r) {
+    if (r->off_status != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, r->off_status, "%s", r->off_message);
+    char *json = r->off_json;
+    r->off_json = NULL;
+    return answer_json(r, r->off_flag ? 200 : 201, json);
+}
+
 /* PUT /datasets/{name}: imports the uploaded archive as a data set
- * (dataset_http.h); 201 with it and the import's report, 200 when
- * ?replace=true replaced one. */
+ * (dataset_http.h), off the event loop (thousands of images to decode);
+ * 201 with it and the import's report, 200 when ?replace=true replaced
+ * one. */
 static enum MHD_Result put_dataset(request *r) {
     srv_http *h = r->http;
     int replace;
@@ -1351,11 +1492,8 @@ static enum MHD_Result put_dataset(request *r) {
         return answer_error(r, 400, "empty_body",
                             "no data set: send a tar (optionally gzipped) or zip archive of images or of the four IDX "
                             "files as the body (--data-binary @FILE)");
-    char *json = NULL, err[DAE_ERR_LEN + 256];
-    int replaced = 0;
-    dae_status st = srv_dataset_put(h->datasets, r->route_arg, r->body, r->len, replace, &replaced, &json, err, sizeof err);
-    if (st != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, st, "%s", err);
-    return answer_json(r, replaced ? 200 : 201, json);
+    r->off_flag = replace;
+    return off_loop(r, dataset_import, dataset_imported);
 }
 
 /* DELETE /datasets/{name}: removes a data set no queued or running job
@@ -1870,6 +2008,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return dispatch(r);
     case PHASE_QUEUED:
         return r->v2_infer ? answer_v2_infer(r) : answer_image(r);
+    case PHASE_OFF_LOOP:
+        return off_loop_done(r);
     default:
         return MHD_NO;
     }
@@ -1887,6 +2027,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     srv_log("libmicrohttpd: %s", msg);
 }
 
+/* Stops the helper thread after the work it is doing; requests still
+ * queued are resumed without theirs (off_loop_done answers them 503). */
+static void helper_stop(srv_http *h) {
+    if (!h->helper_running) return;
+    pthread_mutex_lock(&h->helper_mu);
+    h->helper_stopping = 1;
+    pthread_cond_signal(&h->helper_wake);
+    pthread_mutex_unlock(&h->helper_mu);
+    pthread_join(h->helper, NULL);
+    h->helper_running = 0;
+}
+
+/* Frees h, its daemon and gate gone or never made. */
+static void http_free(srv_http *h) {
+    helper_stop(h);
+    pthread_cond_destroy(&h->helper_wake);
+    pthread_mutex_destroy(&h->helper_mu);
+    srv_datasets_free(h->datasets);
+    free(h);
+}
+
 srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infer *infer, srv_metrics *metrics,
                          srv_train_http *train, char *err, size_t errlen) {
     srv_http *h = calloc(1, sizeof *h);
@@ -1901,6 +2062,15 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
         free(h);
         return NULL;
     }
+    pthread_mutex_init(&h->helper_mu, NULL);
+    pthread_cond_init(&h->helper_wake, NULL);
+    h->helper_running = pthread_create(&h->helper, NULL, helper_main, h) == 0;
+    if (!h->helper_running) {
+        snprintf(err, errlen, "cannot start the HTTP helper thread");
+        http_free(h);
+        return NULL;
+    }
+    pthread_setname_np(h->helper, "dae-http-helper");
     for (int i = 0; i < N_ROUTES; i++) srv_metrics_name_route(metrics, i, ROUTES[i].name);
     /* The gate owns the listening socket and hands libmicrohttpd only
      * connections whose request head is complete and sane (gate.h).
@@ -1911,8 +2081,7 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
      * timeout. */
     h->gate = srv_gate_open(cfg, metrics, err, errlen);
     if (h->gate == NULL) {
-        srv_datasets_free(h->datasets);
-        free(h);
+        http_free(h);
         return NULL;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC |
@@ -1937,17 +2106,16 @@ srv_http *srv_http_start(const srv_config *cfg, srv_registry *registry, srv_infe
     if (h->daemon == NULL) {
         snprintf(err, errlen, "cannot start libmicrohttpd");
         srv_gate_free(h->gate);
-        srv_datasets_free(h->datasets);
-        free(h);
+        http_free(h);
         return NULL;
     }
     h->port = srv_gate_port(h->gate);
     if (srv_gate_start(h->gate, h->daemon, err, errlen) != 0) {
         srv_gate_stop(h->gate);
+        helper_stop(h);
         MHD_stop_daemon(h->daemon);
         srv_gate_free(h->gate);
-        srv_datasets_free(h->datasets);
-        free(h);
+        http_free(h);
         return NULL;
     }
     return h;
@@ -1967,8 +2135,8 @@ long srv_http_in_flight(srv_http *h) { return atomic_load(&h->in_flight); }
 void srv_http_stop(srv_http *h) {
     if (h == NULL) return;
     srv_gate_stop(h->gate); /* no new connections, no watchdog */
+    helper_stop(h);         /* before the daemon: it resumes the connections it holds */
     if (h->daemon != NULL) MHD_stop_daemon(h->daemon);
     srv_gate_free(h->gate); /* after libmicrohttpd's last close notice */
-    srv_datasets_free(h->datasets);
-    free(h);
+    http_free(h);
 }
