@@ -185,7 +185,7 @@ struct request {
     char *off_json;           /* a JSON answer the work made */
     uint8_t *off_gz;          /* a v2 answer's gzip'd copy */
     size_t off_gz_len;
-    int off_flag;             /* a data set upload's: replace one (in), it replaced one (out) */
+    int off_flag;             /* an upload's: replace one (in), it replaced one (out) */
     char off_message[DAE_ERR_LEN + 256];
 };
 
@@ -1414,7 +1414,25 @@ static int replace_arg(request *r, int *replace, enum MHD_Result *refused) {
     return 0;
 }
 
-/* PUT /models/{name}: installs the uploaded weights file (model_http.h);
+/* Installs a PUT /models/{name}'s weights file (off_flag: replace one). */
+static void model_install(request *r) {
+    srv_http *h = r->http;
+    int replace = r->off_flag;
+    r->off_status = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len, replace,
+                                  &r->off_flag, r->off_message, sizeof r->off_message);
+}
+
+/* A PUT /models/{name} once installed (off_flag: it replaced one). */
+static enum MHD_Result model_installed(request *r) {
+    srv_http *h = r->http;
+    if (r->off_status != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, r->off_status, "%s", r->off_message);
+    srv_log("model %s %s from an upload of %zu bytes", r->route_arg, r->off_flag ? "replaced" : "installed", r->len);
+    int found = 0;
+    return answer_json(r, r->off_flag ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
+}
+
+/* PUT /models/{name}: installs the uploaded weights file (model_http.h),
+ * off the event loop (it is checked, written, synced and loaded: 30 ms);
  * 201 with the model as GET /models/{name} shows it, 200 when
  * ?replace=true replaced one. */
 static enum MHD_Result put_model(request *r) {
@@ -1430,14 +1448,8 @@ static enum MHD_Result put_model(request *r) {
     if (r->len == 0)
         return answer_error(r, 400, "empty_body",
                             "no model: send the weights file (safetensors) as the body (--data-binary @FILE)");
-    char err[DAE_ERR_LEN + 256];
-    int replaced = 0;
-    dae_status st = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len,
-                                  replace, &replaced, err, sizeof err);
-    if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, st, "%s", err);
-    srv_log("model %s %s from an upload of %zu bytes", r->route_arg, replaced ? "replaced" : "installed", r->len);
-    int found = 0;
-    return answer_json(r, replaced ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
+    r->off_flag = replace;
+    return off_loop(r, model_install, model_installed);
 }
 
 /* GET /datasets: every data set of the data directory. */
