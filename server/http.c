@@ -1216,21 +1216,33 @@ static enum MHD_Result post_v2_repository_index(request *r) {
     return answer_json(r, 200, srv_registry_index_json(r->http->registry));
 }
 
-/* POST /v2/repository/models/{name}/load and /unload. */
-static enum MHD_Result v2_repository_change(request *r, int load) {
-    char err[DAE_ERR_LEN];
-    srv_registry *reg = r->http->registry;
-    dae_status st = load ? srv_registry_load(reg, r->route_arg, err, sizeof err)
-                         : srv_registry_unload(reg, r->route_arg, err, sizeof err);
+/* The answer to a v2 repository load or unload that ended with st. */
+static enum MHD_Result v2_repository_changed(request *r, dae_status st, const char *err) {
     if (st == DAE_ERR_FORMAT) return answer_error(r, 400, "invalid_model", "%s", err);
     if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL, st, "%s", err);
     static char doc[] = "{}\n";
     return answer(r, 200, "application/json", doc, sizeof doc - 1, MHD_RESPMEM_PERSISTENT);
 }
 
-static enum MHD_Result post_v2_repository_load(request *r) { return v2_repository_change(r, 1); }
+/* Loads a POST /v2/repository/models/{name}/load's model from its file. */
+static void v2_repository_load(request *r) {
+    r->off_status = srv_registry_load(r->http->registry, r->route_arg, r->off_message, sizeof r->off_message);
+}
 
-static enum MHD_Result post_v2_repository_unload(request *r) { return v2_repository_change(r, 0); }
+static enum MHD_Result v2_repository_loaded(request *r) { return v2_repository_changed(r, r->off_status, r->off_message); }
+
+/* POST /v2/repository/models/{name}/load: off the event loop (reading,
+ * checking and preparing the weights take 14-17 ms). */
+static enum MHD_Result post_v2_repository_load(request *r) {
+    return off_loop(r, v2_repository_load, v2_repository_loaded);
+}
+
+/* POST /v2/repository/models/{name}/unload. */
+static enum MHD_Result post_v2_repository_unload(request *r) {
+    char err[DAE_ERR_LEN];
+    dae_status st = srv_registry_unload(r->http->registry, r->route_arg, err, sizeof err);
+    return v2_repository_changed(r, st, err);
+}
 
 /* ------------------------------------------------------------ the handler */
 
