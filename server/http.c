@@ -185,7 +185,7 @@ struct request {
     char *off_json;           /* a JSON answer the work made */
     uint8_t *off_gz;          /* a v2 answer's gzip'd copy */
     size_t off_gz_len;
-    int off_flag;             /* an upload's: replace one (in), it replaced one (out) */
+    int off_replace;          /* an upload's: replace one (in), it replaced one (out) */
     char off_message[DAE_ERR_LEN + 256];
 };
 
@@ -1229,7 +1229,9 @@ static void v2_repository_load(request *r) {
     r->off_status = srv_registry_load(r->http->registry, r->route_arg, r->off_message, sizeof r->off_message);
 }
 
-static enum MHD_Result v2_repository_loaded(request *r) { return v2_repository_changed(r, r->off_status, r->off_message); }
+static enum MHD_Result v2_repository_loaded(request *r) {
+    return v2_repository_changed(r, r->off_status, r->off_message);
+}
 
 /* POST /v2/repository/models/{name}/load: off the event loop (reading,
  * checking and preparing the weights take 14-17 ms). */
@@ -1426,21 +1428,21 @@ static int replace_arg(request *r, int *replace, enum MHD_Result *refused) {
     return 0;
 }
 
-/* Installs a PUT /models/{name}'s weights file (off_flag: replace one). */
+/* Installs a PUT /models/{name}'s weights file (off_replace: replace one). */
 static void model_install(request *r) {
     srv_http *h = r->http;
-    int replace = r->off_flag;
+    int replace = r->off_replace;
     r->off_status = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len, replace,
-                                  &r->off_flag, r->off_message, sizeof r->off_message);
+                                  &r->off_replace, r->off_message, sizeof r->off_message);
 }
 
-/* A PUT /models/{name} once installed (off_flag: it replaced one). */
+/* A PUT /models/{name} once installed (off_replace: it replaced one). */
 static enum MHD_Result model_installed(request *r) {
     srv_http *h = r->http;
     if (r->off_status != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, r->off_status, "%s", r->off_message);
-    srv_log("model %s %s from an upload of %zu bytes", r->route_arg, r->off_flag ? "replaced" : "installed", r->len);
+    srv_log("model %s %s from an upload of %zu bytes", r->route_arg, r->off_replace ? "replaced" : "installed", r->len);
     int found = 0;
-    return answer_json(r, r->off_flag ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
+    return answer_json(r, r->off_replace ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
 }
 
 /* PUT /models/{name}: installs the uploaded weights file (model_http.h),
@@ -1460,7 +1462,7 @@ static enum MHD_Result put_model(request *r) {
     if (r->len == 0)
         return answer_error(r, 400, "empty_body",
                             "no model: send the weights file (safetensors) as the body (--data-binary @FILE)");
-    r->off_flag = replace;
+    r->off_replace = replace;
     return off_loop(r, model_install, model_installed);
 }
 
@@ -1477,19 +1479,19 @@ static enum MHD_Result get_dataset(request *r) {
     return answer_json(r, 200, json);
 }
 
-/* Imports a PUT /datasets/{name}'s archive (off_flag: replace one). */
+/* Imports a PUT /datasets/{name}'s archive (off_replace: replace one). */
 static void dataset_import(request *r) {
-    int replace = r->off_flag;
-    r->off_status = srv_dataset_put(r->http->datasets, r->route_arg, r->body, r->len, replace, &r->off_flag,
+    int replace = r->off_replace;
+    r->off_status = srv_dataset_put(r->http->datasets, r->route_arg, r->body, r->len, replace, &r->off_replace,
                                     &r->off_json, r->off_message, sizeof r->off_message);
 }
 
-/* A PUT /datasets/{name} once imported (off_flag: it replaced one). */
+/* A PUT /datasets/{name} once imported (off_replace: it replaced one). */
 static enum MHD_Result dataset_imported(request *r) {
     if (r->off_status != DAE_OK) return answer_status(r, SRV_EDGE_DATASET, r->off_status, "%s", r->off_message);
     char *json = r->off_json;
     r->off_json = NULL;
-    return answer_json(r, r->off_flag ? 200 : 201, json);
+    return answer_json(r, r->off_replace ? 200 : 201, json);
 }
 
 /* PUT /datasets/{name}: imports the uploaded archive as a data set
@@ -1516,7 +1518,7 @@ static enum MHD_Result put_dataset(request *r) {
         return answer_error(r, 400, "empty_body",
                             "no data set: send a tar (optionally gzipped) or zip archive of images or of the four IDX "
                             "files as the body (--data-binary @FILE)");
-    r->off_flag = replace;
+    r->off_replace = replace;
     return off_loop(r, dataset_import, dataset_imported);
 }
 
