@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""loop_stall.py - how long a slow request holds up other clients.
+
+    bench/loop_stall.py [SERVER ...]     (default build/dae-server; run from the checkout)
+
+For each dae-server binary given (several: side by side, round by round),
+3 rounds of:
+- a v2 inference request of 3,000 varied images as a 9.4 MB JSON tensor,
+  sent plain, then asking for gzip, while another client asks /healthz
+  every 10 ms: the slowest /healthz;
+- CPU time of the event-loop thread (libmicrohttpd's, "MHD-single", from
+  /proc) for that request with a wrong shape (parse only, 400), plain and
+  gzip'd;
+- PUT /datasets/NAME of a tar of 19,000 28x28 PNGs (19.5 MB), /healthz every
+  5 ms: the slowest /healthz.
+Each round starts the server afresh with the committed default model on a
+free port, its data directory a temporary one. About 20 s a server.
+"""
+
+import glob
+import http.client
+import io
+import os
+import re
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_IMAGES = 3000
+
+
+def json_request(n, shape_n):
+    pixels = ",".join("0.%d" % (i * 2654435761 >> 16 & 7) for i in range(n * 784))
+    return ('{"inputs":[{"name":"input","shape":[%d,1,28,28],"datatype":"FP32","data":[%s]}]}'
+            % (shape_n, pixels)).encode()
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def dataset_tar(count):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for i in range(count):
+            raw = b"".join(b"\0" + bytes((x * 31 + y * 17 + i) & 255 for x in range(28)) for y in range(28))
+            png = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0))
+                   + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+            info = tarfile.TarInfo("imgs/%05d.png" % i)
+            info.size = len(png)
+            tar.addfile(info, io.BytesIO(png))
+    return out.getvalue()
+
+
+class Server:
+    def __init__(self, binary, data_dir):
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([binary, "--port", "0", "--access-log", "off", "--data-dir", data_dir,
+                                      "--model", os.path.join(ROOT, "models", "mnist.safetensors")],
+                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.port = None
+        for _ in range(400):
+            self.err.seek(0)
+            m = re.search(rb"listening on http://[0-9.]+:(\d+)", self.err.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.05)
+        if self.port is None:
+            raise SystemExit("%s did not start" % binary)
+        comms = glob.glob("/proc/%d/task/*/comm" % self.proc.pid)
+        self.loop_stat = [c[:-4] + "stat" for c in comms if open(c).read().strip() == "MHD-single"][0]
+
+    def loop_cpu_s(self):
+        f = open(self.loop_stat).read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            r.read()
+            return r.status
+        finally:
+            c.close()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def slowest_healthz(server, work, every):
+    """Runs work() on a thread; returns (its results, the slowest /healthz meanwhile in s)."""
+    results, waits = [], []
+    t = threading.Thread(target=lambda: results.append(work()))
+    t.start()
+    while t.is_alive():
+        t0 = time.time()
+        server.request("GET", "/healthz")
+        waits.append(time.time() - t0)
+        time.sleep(every)
+    t.join()
+    return results[0], max(waits)
+
+
+def one_round(binary, big, bad, tar):
+    with tempfile.TemporaryDirectory() as data_dir:
+        s = Server(binary, data_dir)
+        try:
+            infer = "/v2/models/mnist/infer"
+            ctype = {"Content-Type": "application/json"}
+            gz = dict(ctype, **{"Accept-Encoding": "gzip"})
+            statuses, json_wait = slowest_healthz(
+                s, lambda: [s.request("POST", infer, big, ctype), s.request("POST", infer, big, gz)], 0.01)
+            cpu = []
+            for body, headers in ((bad, ctype), (big, ctype), (big, gz)):
+                t0 = s.loop_cpu_s()
+                statuses.append(s.request("POST", infer, body, headers))
+                cpu.append(s.loop_cpu_s() - t0)
+            put, tar_wait = slowest_healthz(s, lambda: s.request("PUT", "/datasets/stall", tar), 0.005)
+            statuses.append(put)
+        finally:
+            s.stop()
+    if statuses != [200, 200, 400, 200, 200, 201]:
+        raise SystemExit("%s: unexpected statuses %s" % (binary, statuses))
+    return json_wait, cpu, tar_wait
+
+
+def main():
+    servers = sys.argv[1:] or [os.path.join(ROOT, "build", "dae-server")]
+    big, bad = json_request(N_IMAGES, N_IMAGES), json_request(N_IMAGES, N_IMAGES - 1)
+    tar = dataset_tar(19000)
+    print("v2 JSON request: %d images, %.1f MB; data set: 19,000 PNGs, %.1f MB" % (N_IMAGES, len(big) / 1e6,
+                                                                                 len(tar) / 1e6))
+    print("%-28s %5s %22s %34s %22s" % ("server", "round", "slowest /healthz, JSON",
+                                       "loop CPU s: parse / plain / gzip", "slowest /healthz, tar"))
+    for rnd in range(1, 4):
+        for binary in servers:
+            json_wait, cpu, tar_wait = one_round(binary, big, bad, tar)
+            print("%-28s %5d %20.3f s %34s %20.3f s" % (binary[-28:], rnd, json_wait,
+                                                        " / ".join("%.2f" % c for c in cpu), tar_wait))
+
+
+if __name__ == "__main__":
+    main()
