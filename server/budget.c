@@ -10,8 +10,9 @@
  * libpng's row buffers while encoding, row pointers while decoding. */
 #define JOB_FIXED_BYTES (1LL << 20)
 
-void srv_budget_init(srv_budget *b, long long limit) {
+void srv_budget_init(srv_budget *b, long long limit, long long share_limit) {
     b->limit = limit;
+    b->share_limit = share_limit < limit ? share_limit : limit;
     atomic_init(&b->used, 0);
     atomic_init(&b->peak, 0);
     atomic_init(&b->refusals, 0);
@@ -36,6 +37,31 @@ int srv_budget_take(srv_budget *b, long long bytes) {
 
 void srv_budget_give(srv_budget *b, long long bytes) {
     if (bytes > 0) atomic_fetch_sub_explicit(&b->used, bytes, memory_order_acq_rel);
+}
+
+int srv_budget_take_share(srv_budget *b, srv_budget_share *share, long long bytes) {
+    if (share == NULL || bytes <= 0) return srv_budget_take(b, bytes);
+    long long used = atomic_load_explicit(&share->used, memory_order_relaxed);
+    do {
+        if (bytes > b->share_limit - used) {
+            atomic_fetch_add_explicit(&b->refusals, 1, memory_order_relaxed);
+            return -1;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&share->used, &used, used + bytes, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (srv_budget_take(b, bytes) == 0) return 0;
+    atomic_fetch_sub_explicit(&share->used, bytes, memory_order_acq_rel);
+    return -1;
+}
+
+void srv_budget_give_share(srv_budget *b, srv_budget_share *share, long long bytes) {
+    if (bytes <= 0) return;
+    if (share != NULL) atomic_fetch_sub_explicit(&share->used, bytes, memory_order_acq_rel);
+    srv_budget_give(b, bytes);
+}
+
+long long srv_budget_most(const srv_budget *b, const srv_budget_share *share) {
+    return share != NULL ? b->share_limit : b->limit;
 }
 
 long long srv_budget_used(srv_budget *b) { return atomic_load_explicit(&b->used, memory_order_relaxed); }

@@ -19,13 +19,22 @@
 
 typedef struct {
     long long limit;          /* bytes; fixed at init */
+    long long share_limit;    /* bytes one share may hold (<= limit); fixed at init */
     atomic_llong used;        /* bytes reserved now */
     atomic_llong peak;        /* most bytes reserved at once */
     atomic_ullong refusals;   /* takes refused */
 } srv_budget;
 
-/* Sets up b with a limit of limit bytes, nothing reserved. */
-void srv_budget_init(srv_budget *b, long long limit);
+/* One client's part of a budget: what the client's requests hold of it,
+ * at most the budget's share_limit, so that no one client can hold the
+ * whole budget (clients.h says who a client is). */
+typedef struct {
+    atomic_llong used;
+} srv_budget_share;
+
+/* Sets up b with a limit of limit bytes, of which one share may hold
+ * share_limit (at most limit), nothing reserved. */
+void srv_budget_init(srv_budget *b, long long limit, long long share_limit);
 
 /* Reserves bytes (>= 0) when used + bytes stays within the limit.
  * Returns 0 when granted, -1 when refused (nothing reserved then). */
@@ -33,6 +42,16 @@ int srv_budget_take(srv_budget *b, long long bytes);
 
 /* Gives back bytes reserved earlier (>= 0). */
 void srv_budget_give(srv_budget *b, long long bytes);
+
+/* srv_budget_take and srv_budget_give on behalf of share (NULL: none),
+ * whose part must stay within share_limit too. A refusal because of the
+ * share counts as a refusal. */
+int srv_budget_take_share(srv_budget *b, srv_budget_share *share, long long bytes);
+void srv_budget_give_share(srv_budget *b, srv_budget_share *share, long long bytes);
+
+/* The most one request of share (NULL: none) could ever be granted: the
+ * whole limit, or the share limit. */
+long long srv_budget_most(const srv_budget *b, const srv_budget_share *share);
 
 long long srv_budget_used(srv_budget *b);
 long long srv_budget_peak(srv_budget *b);

@@ -3,6 +3,8 @@
  * malformed ones with the JSON error, admission with headroom for the
  * probes, and the deadlines of the connections libmicrohttpd holds. */
 #include "gate.h"
+
+#include "clients.h"
 #include "httphead.h"
 
 #include <arpa/inet.h>
@@ -66,7 +68,8 @@ typedef struct conn_rec {
     double t_unwritable;         /* STREAM: since when it cannot be written; 0: writable */
     int rdhup_ticks;             /* watchdog ticks the peer has been seen gone */
     int doomed;                  /* shut down by the watchdog or evicted */
-    int counted;                 /* counts in admitted */
+    int counted;                 /* counts in admitted (and in its client's connections) */
+    srv_client *client;          /* a reference, or NULL */
     void (*kick)(void *);        /* the event stream, or NULL */
     void *kick_arg;
     struct conn_rec *prev, *next;
@@ -94,6 +97,7 @@ struct srv_gate {
     int admitted, streams;
     unsigned long long next_id;
     atomic_long n_heads;       /* heads in the gate, for srv_gate_connections */
+    srv_clients *clients;      /* who each connection's client is */
 };
 
 static void list_push(pending_list *l, pending *p) {
@@ -218,14 +222,28 @@ static void drain_closing(srv_gate *g, pending *p) {
 
 /* ------------------------------------------------------------ admission */
 
+/* Under the lock: r no longer counts as one of the connections admitted. */
+static void uncount(srv_gate *g, conn_rec *r) {
+    if (!r->counted) return;
+    r->counted = 0;
+    g->admitted--;
+    if (r->client != NULL) r->client->connections--;
+}
+
 static void rec_unlink(srv_gate *g, conn_rec *r) {
     if (r->prev != NULL) r->prev->next = r->next;
     else g->recs_head = r->next;
     if (r->next != NULL) r->next->prev = r->prev;
     else g->recs_tail = r->prev;
     if (r->fd >= 0 && r->fd < g->fd_cap && g->by_fd[r->fd] == r) g->by_fd[r->fd] = NULL;
-    if (r->counted) g->admitted--;
+    uncount(g, r);
     if (r->kick != NULL) g->streams--;
+}
+
+/* Frees an unlinked record (the gate's lock need not be held). */
+static void rec_free(srv_gate *g, conn_rec *r) {
+    srv_clients_put(g->clients, r->client);
+    free(r);
 }
 
 /* Under the lock: closes the oldest kept-alive connection that is between
@@ -240,19 +258,51 @@ static int evict_idle(srv_gate *g) {
     if (best == NULL) return 0;
     shutdown(best->fd, SHUT_RDWR);
     best->doomed = 1;
-    best->counted = 0;
-    g->admitted--;
+    uncount(g, best);
+    return 1;
+}
+
+/* Under the lock, when every connection is in use by requests: closes
+ * one connection of the client holding the most, if that is more than
+ * the newcomer's client (cl, NULL: none) holds, so that no one client
+ * can keep the others out. Its connection that has waited longest for a
+ * request head or body goes first, then the one longest answering (an
+ * event stream never). Returns 1 if one was closed. */
+static int evict_for(srv_gate *g, const srv_client *cl) {
+    conn_rec *best = NULL;
+    int have = cl != NULL ? cl->connections : 0;
+    for (conn_rec *r = g->recs_head; r != NULL; r = r->next) {
+        if (!r->counted || r->doomed || r->conn == NULL || r->client == NULL || r->phase == SRV_CONN_STREAM ||
+            r->client->connections <= have)
+            continue;
+        if (best == NULL || r->client->connections > best->client->connections) {
+            best = r;
+            continue;
+        }
+        if (r->client != best->client) continue;
+        int late = r->phase == SRV_CONN_ANSWER, best_late = best->phase == SRV_CONN_ANSWER;
+        if (late < best_late || (late == best_late && r->t_phase < best->t_phase)) best = r;
+    }
+    if (best == NULL) return 0;
+    shutdown(best->fd, SHUT_RDWR);
+    best->doomed = 1;
+    uncount(g, best);
+    srv_metrics_reject(g->metrics, SRV_REJECT_CLIENT_SHARE);
     return 1;
 }
 
 /* Hands p (its head complete) to libmicrohttpd when there is room. */
 static void admit(srv_gate *g, pending *p, const srv_head *hi) {
     int limit = g->cfg->max_connections + (hi->probe ? SRV_GATE_PROBE_HEADROOM : 0);
+    srv_client *cl = srv_clients_get(g->clients, (const struct sockaddr *)&p->addr);
     pthread_mutex_lock(&g->mu);
-    if (g->admitted >= limit && !evict_idle(g)) {
+    if (g->admitted >= limit && !evict_idle(g) && !evict_for(g, cl)) {
         pthread_mutex_unlock(&g->mu);
-        char msg[160];
-        snprintf(msg, sizeof msg, "the server has its maximum of %d connections open; retry shortly",
+        srv_clients_put(g->clients, cl);
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the server has its maximum of %d connections open, and no client holds more of them than you; "
+                 "retry shortly",
                  g->cfg->max_connections);
         answer_pending(g, p, 503, "too_many_connections", msg, hi);
         return;
@@ -260,6 +310,7 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
     conn_rec *r = calloc(1, sizeof *r);
     if (r == NULL || p->fd >= g->fd_cap) {
         pthread_mutex_unlock(&g->mu);
+        srv_clients_put(g->clients, cl);
         free(r);
         answer_pending(g, p, 503, "out_of_memory", "the server is out of memory; retry shortly", hi);
         return;
@@ -267,10 +318,7 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
     /* A record left on this fd number belongs to a connection that
      * libmicrohttpd dropped without a notice: forget it. */
     conn_rec *stale = g->by_fd[p->fd];
-    if (stale != NULL) {
-        rec_unlink(g, stale);
-        free(stale);
-    }
+    if (stale != NULL) rec_unlink(g, stale);
     double now = dae_now_s();
     r->fd = p->fd;
     r->id = ++g->next_id;
@@ -278,6 +326,8 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
     r->t_phase = now;
     r->t_idle = p->t_accept;
     r->counted = 1;
+    r->client = cl;
+    if (cl != NULL) cl->connections++;
     r->prev = g->recs_tail;
     if (g->recs_tail != NULL) g->recs_tail->next = r;
     else g->recs_head = r;
@@ -285,6 +335,7 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
     g->by_fd[p->fd] = r;
     g->admitted++;
     pthread_mutex_unlock(&g->mu);
+    if (stale != NULL) rec_free(g, stale);
     epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->fd, NULL);
     int fd = p->fd;
     list_remove(&g->heads, p);
@@ -293,11 +344,10 @@ static void admit(srv_gate *g, pending *p, const srv_head *hi) {
         /* libmicrohttpd closed the socket; no other thread accepts, so the
          * fd number cannot have been reused yet. */
         pthread_mutex_lock(&g->mu);
-        if (g->by_fd[fd] == r) {
-            rec_unlink(g, r);
-            free(r);
-        }
+        int mine = g->by_fd[fd] == r;
+        if (mine) rec_unlink(g, r);
         pthread_mutex_unlock(&g->mu);
+        if (mine) rec_free(g, r);
     }
     retire(g, p);
 }
@@ -537,7 +587,7 @@ void srv_gate_conn_closed(srv_gate *g, void **socket_context) {
     pthread_mutex_lock(&g->mu);
     rec_unlink(g, r);
     pthread_mutex_unlock(&g->mu);
-    free(r);
+    rec_free(g, r);
 }
 
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
@@ -583,6 +633,18 @@ void srv_gate_stream_end(srv_gate *g, unsigned long long token) {
         }
     pthread_mutex_unlock(&g->mu);
 }
+
+srv_client *srv_gate_client(srv_gate *g, void *ctx) {
+    conn_rec *r = ctx;
+    if (r == NULL) return NULL;
+    pthread_mutex_lock(&g->mu);
+    srv_client *c = r->client;
+    if (c != NULL) srv_clients_ref(g->clients, c);
+    pthread_mutex_unlock(&g->mu);
+    return c;
+}
+
+void srv_gate_client_put(srv_gate *g, srv_client *c) { srv_clients_put(g->clients, c); }
 
 long srv_gate_connections(srv_gate *g) {
     pthread_mutex_lock(&g->mu);
@@ -645,6 +707,7 @@ srv_gate *srv_gate_open(const srv_config *cfg, srv_metrics *metrics, char *err, 
     g->epfd = g->wake_fd = -1;
     g->fd_cap = raise_fd_limit(cfg);
     g->by_fd = calloc((size_t)g->fd_cap, sizeof *g->by_fd);
+    g->clients = srv_clients_new();
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     g->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -652,7 +715,7 @@ srv_gate *srv_gate_open(const srv_config *cfg, srv_metrics *metrics, char *err, 
     if (g->listen_fd >= 0) setsockopt(g->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (g->listen_fd >= 0 && ss.ss_family == AF_INET6)
         setsockopt(g->listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
-    if (g->by_fd == NULL || g->listen_fd < 0 || bind(g->listen_fd, (struct sockaddr *)&ss, sslen) != 0 ||
+    if (g->by_fd == NULL || g->clients == NULL || g->listen_fd < 0 || bind(g->listen_fd, (struct sockaddr *)&ss, sslen) != 0 ||
         listen(g->listen_fd, 1024) != 0) {
         if (errno == EADDRINUSE)
             snprintf(err, errlen,
@@ -737,8 +800,9 @@ void srv_gate_free(srv_gate *g) {
     while (g->recs_head != NULL) {
         conn_rec *r = g->recs_head;
         rec_unlink(g, r);
-        free(r);
+        rec_free(g, r);
     }
+    srv_clients_free(g->clients);
     if (g->listen_fd >= 0) close(g->listen_fd);
     if (g->epfd >= 0) close(g->epfd);
     if (g->wake_fd >= 0) close(g->wake_fd);

@@ -26,6 +26,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "dataset_http.h"
+#include "clients.h"
 #include "gate.h"
 #include "log.h"
 #include "model_http.h"
@@ -129,6 +130,7 @@ struct request {
     srv_http *http;
     struct MHD_Connection *conn;
     void *conn_ctx;         /* the connection's record in the gate */
+    srv_client *client;     /* a reference to the connection's client, or NULL */
     double t_start;
     int phase;
     int close;              /* answer with Connection: close */
@@ -189,6 +191,28 @@ struct request {
     char off_message[DAE_ERR_LEN + 256];
 };
 
+/* ------------------------------------------------------------ the memory budget */
+
+/* What r's client holds of the memory budget (NULL: no client, no share). */
+static srv_budget_share *share_of(const request *r) { return r->client != NULL ? &r->client->memory : NULL; }
+
+/* Reserves bytes of the memory budget for r (within its client's share);
+ * 0 when granted, -1 when not. */
+static int budget_take(request *r, long long bytes) {
+    return srv_budget_take_share(srv_infer_budget(r->http->infer), share_of(r), bytes);
+}
+
+static void budget_give(request *r, long long bytes) {
+    srv_budget_give_share(srv_infer_budget(r->http->infer), share_of(r), bytes);
+}
+
+/* The most r could ever hold of the budget, and the flag that sets it. */
+static long long budget_most(const request *r, const char **flag) {
+    srv_budget *b = srv_infer_budget(r->http->infer);
+    *flag = share_of(r) != NULL && b->share_limit < b->limit ? "--client-memory-budget" : "--memory-budget";
+    return srv_budget_most(b, share_of(r));
+}
+
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
  * request's context, so its time counts from here. */
 static void *on_request_start(void *cls, const char *uri, struct MHD_Connection *conn) {
@@ -206,6 +230,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     snprintf(r->method, sizeof r->method, "-");
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->conn_ctx = ci != NULL ? ci->socket_context : NULL;
+    r->client = srv_gate_client(h->gate, r->conn_ctx);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_HEAD);
     atomic_fetch_add(&h->in_flight, 1);
     return r;
@@ -245,7 +270,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     free(r->image.png);
     for (int i = 0; r->v2_images != NULL && i < r->oip.n; i++) {
         free(r->v2_images[i].png);
-        srv_budget_give(srv_infer_budget(h->infer), r->v2_images[i].mem_reserved);
+        budget_give(r, r->v2_images[i].mem_reserved);
     }
     free(r->v2_images);
     free(r->v2_out);
@@ -253,13 +278,14 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     free(r->off_json);
     free(r->off_gz);
     srv_oip_request_free(&r->oip);
-    srv_budget_give(srv_infer_budget(h->infer), r->v2_reserved);
+    budget_give(r, r->v2_reserved);
     srv_model_release(r->model);
     free(r->body);
     /* Everything this request held of the memory budget: its body, and
      * what its image request kept (the PNG answer, or all of it when the
      * workers never ran it). */
-    srv_budget_give(srv_infer_budget(h->infer), r->body_reserved + r->image.mem_reserved);
+    budget_give(r, r->body_reserved + r->image.mem_reserved);
+    srv_gate_client_put(h->gate, r->client);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
 }
@@ -579,10 +605,22 @@ static enum MHD_Result answer_json(request *r, int status, char *json) {
 }
 
 /* Answers 503 "memory_budget" to a request whose next bytes would not fit
- * the memory budget (Retry-After says when to try again). */
+ * the memory budget, or what its client may hold of it (Retry-After says
+ * when to try again). */
 static enum MHD_Result refuse_memory(request *r, long long bytes) {
     srv_http *h = r->http;
     srv_budget *b = srv_infer_budget(h->infer);
+    srv_budget_share *share = share_of(r);
+    long long held = share != NULL ? atomic_load(&share->used) : 0;
+    if (share != NULL && bytes > b->share_limit - held) {
+        char name[SRV_CLIENT_NAME_MAX];
+        srv_client_name(r->client, name, sizeof name);
+        srv_metrics_reject(h->metrics, SRV_REJECT_CLIENT_SHARE);
+        return answer_error(r, 503, "memory_budget",
+                            "your requests in flight hold %lld of the %lld bytes of memory one client (%s) may hold "
+                            "(--client-memory-budget); this request needs %lld more; retry when they are done",
+                            held, b->share_limit, name, bytes);
+    }
     srv_metrics_reject(h->metrics, SRV_REJECT_MEMORY_BUDGET);
     return answer_error(r, 503, "memory_budget",
                         "the server's memory budget is in use (%lld of %lld bytes held by requests in flight; this "
@@ -764,6 +802,7 @@ static void image_request_set(request *r, srv_infer_request *j, srv_infer_kind k
     j->model = r->model;
     j->png_level = cfg->png_level;
     j->mem_reserved = need;
+    j->share = share_of(r);
     j->done = done;
     j->user = r;
 }
@@ -885,17 +924,18 @@ static enum MHD_Result post_image(request *r, int denoise) {
     /* The memory the request will need at its peak, estimated from the header
      * (the channels are not known yet: the worst case), reserved before
      * anything is decoded; the worker lowers it once they are. */
-    srv_budget *budget = srv_infer_budget(h->infer);
+    const char *flag;
+    long long most = budget_most(r, &flag);
     long long need = srv_budget_image_bytes(denoise ? SRV_BUDGET_DENOISE : SRV_BUDGET_NOISE, w, hgt, 0);
-    if (need < 0 || need > budget->limit - r->body_reserved)
+    if (need < 0 || need > most - r->body_reserved)
         return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
                              "image is %dx%d: with its body it needs up to %lld bytes, over the whole memory budget of "
-                             "%lld bytes (--memory-budget)",
-                             w, hgt, need + r->body_reserved, budget->limit);
-    if (srv_budget_take(budget, need) != 0) return refuse_memory(r, need);
+                             "%lld bytes (%s)",
+                             w, hgt, need + r->body_reserved, most, flag);
+    if (budget_take(r, need) != 0) return refuse_memory(r, need);
     dae_status st = srv_infer_reserve(h->infer, 1, pixels, err, sizeof err);
     if (st != DAE_OK) {
-        srv_budget_give(budget, need);
+        budget_give(r, need);
         if (st == DAE_ERR_STOPPING) return refuse_draining(r); /* shutdown began since the dispatcher looked */
         return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     }
@@ -1025,7 +1065,7 @@ static enum MHD_Result answer_v2_infer(request *r) {
         for (int i = 0; i < q->n; i++) png_total += r->v2_images[i].png_len;
     }
     long long bytes = srv_oip_answer_bytes(q, r->model->net.in_h, r->model->net.in_w, png_total);
-    if (srv_budget_take(srv_infer_budget(r->http->infer), bytes) != 0) return refuse_memory(r, bytes);
+    if (budget_take(r, bytes) != 0) return refuse_memory(r, bytes);
     r->v2_reserved += bytes; /* given back when the answer is sent */
     if (bytes >= (long long)OFF_LOOP_BYTES) return off_loop(r, v2_print, v2_send);
     v2_print(r);
@@ -1053,8 +1093,7 @@ static enum MHD_Result v2_infer_tensor(request *r) {
     long long count = (long long)r->oip.n * th * tw;
     long long out_bytes = r->oip.binary_output ? srv_oip_answer_bytes(&r->oip, th, tw, 0)
                                                : count * (long long)sizeof(float);
-    srv_budget *budget = srv_infer_budget(h->infer);
-    if (srv_budget_take(budget, out_bytes) != 0) return refuse_memory(r, out_bytes);
+    if (budget_take(r, out_bytes) != 0) return refuse_memory(r, out_bytes);
     r->v2_reserved += out_bytes;
     uint8_t *out;
     if (r->oip.binary_output) {
@@ -1100,8 +1139,7 @@ static enum MHD_Result v2_infer_images(request *r) {
     const int n = r->oip.n;
     /* The requests' own records first: a body of 10 MB holds 100,000 tiny images. */
     long long records = (long long)n * (long long)sizeof *r->v2_images;
-    srv_budget *budget = srv_infer_budget(h->infer);
-    if (srv_budget_take(budget, records) != 0) return refuse_memory(r, records);
+    if (budget_take(r, records) != 0) return refuse_memory(r, records);
     r->v2_reserved += records;
     r->v2_images = calloc((size_t)n, sizeof *r->v2_images);
     if (r->v2_images == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for %d image requests", n);
@@ -1128,14 +1166,16 @@ static enum MHD_Result v2_infer_images(request *r) {
         pixels += p;
         need += j->mem_reserved;
     }
-    if (need > budget->limit - r->body_reserved - r->v2_reserved) {
+    const char *flag;
+    long long most = budget_most(r, &flag);
+    if (need > most - r->body_reserved - r->v2_reserved) {
         v2_images_unreserved(r);
         return answer_status(r, SRV_EDGE_IMAGE, DAE_ERR_TOO_LARGE,
                              "the %d images need up to %lld bytes with the request, over the whole memory budget of "
-                             "%lld bytes (--memory-budget): send fewer at a time",
-                             n, need + r->body_reserved + r->v2_reserved, budget->limit);
+                             "%lld bytes (%s): send fewer at a time",
+                             n, need + r->body_reserved + r->v2_reserved, most, flag);
     }
-    if (srv_budget_take(budget, need) != 0) {
+    if (budget_take(r, need) != 0) {
         v2_images_unreserved(r);
         return refuse_memory(r, need);
     }
@@ -1151,7 +1191,7 @@ static enum MHD_Result v2_infer_images(request *r) {
  * memory budget, and is held until the request ends. */
 static int v2_take(void *ctx, long long bytes) {
     request *r = ctx;
-    if (srv_budget_take(srv_infer_budget(r->http->infer), bytes) != 0) {
+    if (budget_take(r, bytes) != 0) {
         r->v2_refused = bytes;
         return -1;
     }
@@ -1163,7 +1203,7 @@ static int v2_take(void *ctx, long long bytes) {
 static void v2_parse(request *r) {
     r->off_status = srv_oip_parse(r->body, r->len, r->v2_json_len, r->model->net.in_h, r->model->net.in_w, v2_take, r,
                                   &r->oip, r->off_message, sizeof r->off_message);
-    srv_budget_give(srv_infer_budget(r->http->infer), r->v2_tree);
+    budget_give(r, r->v2_tree);
     r->v2_reserved -= r->v2_tree;
 }
 
@@ -1196,14 +1236,15 @@ static enum MHD_Result post_v2_infer(request *r) {
     /* The parse tree's worst case is reserved for the parse; what the
      * parsed request keeps (a JSON tensor, decoded images) is reserved by
      * v2_take as the parser asks, until the request ends. */
-    srv_budget *budget = srv_infer_budget(h->infer);
+    const char *flag;
+    long long most = budget_most(r, &flag);
     long long tree = srv_oip_json_bytes(r->body, json_len);
-    if (tree > budget->limit - r->body_reserved)
+    if (tree > most - r->body_reserved)
         return answer_error(r, 413, "body_too_large",
                             "parsing this request's JSON needs up to %lld bytes, over the whole memory budget of %lld "
-                            "bytes (--memory-budget): send the tensor as binary data (%s), or fewer images at a time",
-                            tree, budget->limit, SRV_OIP_HEADER_LENGTH);
-    if (srv_budget_take(budget, tree) != 0) return refuse_memory(r, tree);
+                            "bytes (%s): send the tensor as binary data (%s), or fewer images at a time",
+                            tree, most, flag, SRV_OIP_HEADER_LENGTH);
+    if (budget_take(r, tree) != 0) return refuse_memory(r, tree);
     r->v2_json_len = json_len, r->v2_tree = tree;
     r->v2_reserved += tree; /* so that a request stopped before its parse gives it back */
     if (json_len >= OFF_LOOP_BYTES) return off_loop(r, v2_parse, v2_parsed);
@@ -1266,7 +1307,7 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
             r->body = NULL;
             r->discarded = r->len;
             r->len = r->cap = 0;
-            srv_budget_give(srv_infer_budget(r->http->infer), r->body_reserved);
+            budget_give(r, r->body_reserved);
             r->body_reserved = 0;
         }
         r->discarded += n;
@@ -1279,15 +1320,14 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
         /* Bytes beyond what the body holds of the memory budget are
          * reserved before they are allocated; when they do not fit, the
          * body is dropped and the request answered 503 at its end. */
-        srv_budget *b = srv_infer_budget(r->http->infer);
         long long more = (long long)cap - r->body_reserved;
-        if (more > 0 && srv_budget_take(b, more) != 0) {
+        if (more > 0 && budget_take(r, more) != 0) {
             r->over_budget = 1;
             r->discarded = r->len + n;
             free(r->body);
             r->body = NULL;
             r->len = r->cap = 0;
-            srv_budget_give(b, r->body_reserved);
+            budget_give(r, r->body_reserved);
             r->body_reserved = 0;
             return MHD_YES;
         }
@@ -1992,7 +2032,7 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
         if (n > 0) {
             /* The memory budget first: a body that does not fit is
              * refused before a byte of it is allocated or read. */
-            if (srv_budget_take(srv_infer_budget(h->infer), (long long)n) != 0) return refuse_memory(r, (long long)n);
+            if (budget_take(r, (long long)n) != 0) return refuse_memory(r, (long long)n);
             r->body_reserved = (long long)n;
             r->body = malloc((size_t)n);
             if (r->body == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for the request body");

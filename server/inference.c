@@ -118,7 +118,7 @@ static void req_release(srv_infer_request *j) {
 static void req_budget_trim(srv_infer *q, srv_infer_request *j, long long keep) {
     if (keep < 0) keep = 0;
     if (j->mem_reserved <= keep) return;
-    srv_budget_give(&q->budget, j->mem_reserved - keep);
+    srv_budget_give_share(&q->budget, j->share, j->mem_reserved - keep);
     j->mem_reserved = keep;
 }
 
@@ -600,7 +600,7 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     q->n_workers = cfg->workers;
     q->small_limit = cfg->small_workers < 1 || cfg->small_workers > cfg->workers ? cfg->workers : cfg->small_workers;
     q->metrics = metrics;
-    srv_budget_init(&q->budget, cfg->memory_budget);
+    srv_budget_init(&q->budget, cfg->memory_budget, cfg->client_memory_budget);
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);

@@ -89,6 +89,7 @@ struct srv_infer_request {
                                  the request no longer needs, keeping png_len
                                  for the answer, and the submitter gives back
                                  the rest when the answer is sent */
+    srv_budget_share *share;  /* the client's share mem_reserved counts in (budget.h), or NULL */
     srv_infer_done_fn done;   /* NULL after srv_infer_run_now ran it */
     void *user;
 

@@ -20,7 +20,7 @@
 static const int STATUSES[SRV_N_STATUSES] = {200, 201, 202, 304, 400, 401, 403, 404, 405, 409, 413, 415, 422, 500, 503};
 static const char *const REJECT_NAMES[SRV_N_REJECTS] = {"queue_full", "draining", "body_too_large",
                                                          "too_many_pixels", "timeout", "too_many_connections",
-                                                         "memory_budget"};
+                                                         "memory_budget", "client_share"};
 
 static const double SECONDS[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};

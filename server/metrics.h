@@ -30,6 +30,8 @@ typedef enum {
     SRV_REJECT_TIMEOUT,
     SRV_REJECT_CONNECTIONS,
     SRV_REJECT_MEMORY_BUDGET, /* the memory budget could not hold the request */
+    SRV_REJECT_CLIENT_SHARE,  /* the client's share of the memory budget could not hold it, or its connection
+                                 was closed for another client's (clients.h) */
     SRV_N_REJECTS
 } srv_reject_reason;
 

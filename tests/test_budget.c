@@ -10,7 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "../server/budget.h"
+#include "../server/clients.h"
 #include "../server/config.h"
 #include "../server/inference.h"
 #include "../server/train_http.h"
@@ -27,7 +31,7 @@
 
 Test(budget, take_give_limit_peak_and_refusals) {
     srv_budget b;
-    srv_budget_init(&b, 1000);
+    srv_budget_init(&b, 1000, 1000);
     cr_assert_eq(srv_budget_take(&b, 600), 0);
     cr_assert_eq(srv_budget_take(&b, 400), 0, "exactly the limit fits");
     cr_assert_eq(srv_budget_take(&b, 1), -1, "one byte more does not");
@@ -64,7 +68,7 @@ static void *take_many(void *arg) {
 
 Test(budget, threads_never_go_over_the_limit) {
     srv_budget b;
-    srv_budget_init(&b, 20); /* room for two takers at a time, not three */
+    srv_budget_init(&b, 20, 20); /* room for two takers at a time, not three */
     pthread_t th[4];
     taker t[4];
     for (int i = 0; i < 4; i++) {
@@ -79,6 +83,79 @@ Test(budget, threads_never_go_over_the_limit) {
     cr_assert_eq(granted + (long long)srv_budget_refusals(&b), 80000);
 }
 
+Test(budget, a_share_holds_at_most_its_limit) {
+    srv_budget b;
+    srv_budget_init(&b, 1000, 750);
+    srv_budget_share one = {0}, other = {0};
+    cr_assert_eq(srv_budget_take_share(&b, &one, 700), 0);
+    cr_assert_eq(srv_budget_take_share(&b, &one, 51), -1, "past the share, with the budget not full");
+    cr_assert_eq(srv_budget_take_share(&b, &one, 50), 0, "exactly the share fits");
+    cr_assert_eq(srv_budget_take_share(&b, &other, 251), -1, "the budget itself is still the limit");
+    cr_assert_eq(atomic_load(&other.used), 0, "a refusal by the budget leaves the share as it was");
+    cr_assert_eq(srv_budget_take_share(&b, &other, 250), 0, "what one share cannot hold is there for others");
+    cr_assert_eq(srv_budget_take_share(&b, NULL, 1), -1, "no share: the budget alone");
+    cr_assert_eq(srv_budget_refusals(&b), 3);
+    srv_budget_give_share(&b, &one, 750);
+    cr_assert_eq(atomic_load(&one.used), 0);
+    cr_assert_eq(srv_budget_used(&b), 250);
+    cr_assert_eq(srv_budget_take_share(&b, NULL, 750), 0, "no share: up to the whole budget");
+    cr_assert_eq(srv_budget_most(&b, &one), 750);
+    cr_assert_eq(srv_budget_most(&b, NULL), 1000);
+    srv_budget_init(&b, 1000, 5000);
+    cr_assert_eq(b.share_limit, 1000, "a share is never more than the budget");
+}
+
+/* An AF_INET or AF_INET6 address from text. */
+static struct sockaddr_storage addr_of(const char *text) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) v4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) v6->sin6_family = AF_INET6;
+    else cr_assert_fail("%s is not an address", text);
+    return ss;
+}
+
+static srv_client *client_of(srv_clients *t, const char *text) {
+    struct sockaddr_storage ss = addr_of(text);
+    return srv_clients_get(t, (const struct sockaddr *)&ss);
+}
+
+Test(budget, a_client_is_an_ipv4_address_or_an_ipv6_64) {
+    srv_clients *t = srv_clients_new();
+    cr_assert_not_null(t);
+    srv_client *a = client_of(t, "192.0.2.7");
+    cr_assert_not_null(a);
+    cr_assert_eq(client_of(t, "192.0.2.7"), a, "the same address: the same client");
+    cr_assert_eq(client_of(t, "::ffff:192.0.2.7"), a, "IPv4-mapped: its IPv4 address");
+    srv_client *b = client_of(t, "192.0.2.8");
+    cr_assert_neq(b, a);
+    srv_client *c = client_of(t, "2001:db8:1:2::1");
+    cr_assert_eq(client_of(t, "2001:db8:1:2:ffff:1:2:3"), c, "one /64: one client");
+    srv_client *d = client_of(t, "2001:db8:1:3::1");
+    cr_assert_neq(d, c, "another /64: another client");
+    char name[SRV_CLIENT_NAME_MAX];
+    srv_client_name(a, name, sizeof name);
+    cr_assert_str_eq(name, "192.0.2.7");
+    srv_client_name(c, name, sizeof name);
+    cr_assert_str_eq(name, "2001:db8:1:2::/64");
+    cr_assert_eq(srv_clients_count(t), 4);
+    cr_assert_null(srv_clients_get(t, NULL));
+    /* a: 3 references, b: 1, c: 2, d: 1. The record goes with the last. */
+    srv_clients_ref(t, b);
+    srv_clients_put(t, b);
+    srv_clients_put(t, b);
+    cr_assert_eq(srv_clients_count(t), 3);
+    for (int i = 0; i < 3; i++) srv_clients_put(t, a);
+    srv_clients_put(t, c);
+    srv_clients_put(t, c);
+    srv_clients_put(t, d);
+    cr_assert_eq(srv_clients_count(t), 0);
+    srv_clients_put(t, NULL);
+    srv_clients_free(t);
+}
+
 Test(budget, image_estimates) {
     const long long P = 4096LL * 4096, MiB = 1 << 20;
     /* Channels unknown: the worst case, RGBA; denoising holds the image
@@ -91,6 +168,7 @@ Test(budget, image_estimates) {
     /* The default budget holds one worst-case 16-megapixel image at a
      * time with a full body (deploy/k8s relies on this). */
     cr_assert_leq(worst + (10 << 20), 512 * MiB);
+    cr_assert_leq(worst + (10 << 20), 512 * MiB / 4 * 3, "so does one client's share of it");
     /* Small images cost about the fixed part; estimates grow with size. */
     long long tiny = srv_budget_image_bytes(SRV_BUDGET_DENOISE, 28, 28, 0);
     cr_assert_gt(tiny, MiB);

@@ -290,6 +290,27 @@ Test(config, flags_win_over_environment_over_defaults) {
     unsetenv("DAE_WORKERS");
 }
 
+/* One client may hold three quarters of the memory budget unless told,
+ * and never more than the budget. */
+Test(config, a_client_may_hold_three_quarters_of_the_memory_budget) {
+    srv_config cfg;
+    unsetenv("DAE_MEMORY_BUDGET");
+    unsetenv("DAE_CLIENT_MEMORY_BUDGET");
+    char *argv0[] = {"dae-server", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
+    cr_assert_eq(cfg.client_memory_budget, 384LL << 20);
+    char *argv1[] = {"dae-server", "--memory-budget", "64M", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
+    cr_assert_eq(cfg.client_memory_budget, 48LL << 20, "three quarters of the budget given");
+    char *argv2[] = {"dae-server", "--memory-budget", "64M", "--client-memory-budget", "1G", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 5, argv2), 0);
+    cr_assert_eq(cfg.client_memory_budget, 64LL << 20, "no more than the whole budget");
+    setenv("DAE_CLIENT_MEMORY_BUDGET", "16M", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
+    cr_assert_eq(cfg.client_memory_budget, 16LL << 20);
+    unsetenv("DAE_CLIENT_MEMORY_BUDGET");
+}
+
 /* Small images' batches leave the event loop a core of the workers'
  * (all online CPUs, or the CPU limit given as --workers) where AVX-512 is
  * in use; elsewhere every worker takes them; unless told. */

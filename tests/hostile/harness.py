@@ -118,9 +118,10 @@ class Response:
         return "<%d %r>" % (self.status, self.body[:200])
 
 
-def request(port, method, path, body=None, headers=None, timeout=30):
-    """One HTTP/1.1 request on a new connection; returns a Response."""
-    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def request(port, method, path, body=None, headers=None, timeout=30, source=None):
+    """One HTTP/1.1 request on a new connection (from the loopback address
+    source, or the default); returns a Response."""
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=(source, 0) if source else None)
     try:
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()

@@ -1,0 +1,140 @@
+"""test_fairness.py - one client cannot take what every client shares.
+
+The connection limit (--max-connections) and the memory budget
+(--memory-budget) are the whole server's. Without a share per client, one
+client that opened --max-connections uploads and trickled their bodies
+(or announced bodies that fill the budget) had every other client answered
+503 until --body-timeout. A client is an IPv4 address or an IPv6 /64.
+
+Loopback has a whole /8, so the attacker connects from 127.0.0.2 and the
+other client from 127.0.0.3, both to the daemon on 127.0.0.1.
+"""
+
+import select
+import socket
+import time
+
+import harness
+from harness import fixture
+from test_memory import png as make_png
+
+ATTACKER = "127.0.0.2"
+OTHER = "127.0.0.3"
+MIB = 1 << 20
+
+
+def _open_uploads(port, n, length, sent, source):
+    """Opens n connections from source, each sending a POST /denoise head
+    announcing length bytes of body and the first sent of them; returns
+    the sockets."""
+    head = ("POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+            "Content-Length: %d\r\n\r\n" % length).encode()
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((harness.HOST, port), timeout=10, source_address=(source, 0))
+        s.sendall(head + b"\x00" * sent)
+        socks.append(s)
+    return socks
+
+
+def _answered(socks, timeout=0.5):
+    """The sockets of socks that have an answer or were closed within
+    timeout seconds, with it: [(sock, Response or None)]."""
+    out, waiting = [], list(socks)
+    deadline = time.time() + timeout
+    while waiting and time.time() < deadline:
+        ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.time()))
+        for s in ready:
+            waiting.remove(s)
+            try:
+                first = s.recv(65536)
+            except OSError:
+                first = b""
+            out.append((s, harness.read_response(s, 2, first) if first else None))
+    return out
+
+
+def _close(socks):
+    for s in socks:
+        s.close()
+
+
+def test_one_client_cannot_hold_every_connection(suite):
+    limit = 32
+    d = suite.start("connections", "--max-connections", str(limit), "--access-log", "off")
+    png = fixture(suite, "images", "gray8.png")
+    socks = _open_uploads(d.port, limit + 8, 1000, 1, ATTACKER)
+    try:
+        first = _answered(socks, 1.0)
+        # (A connection whose head libmicrohttpd has not read yet counts as
+        # idle, and may be closed to make room, without an answer.)
+        refused = [r for _, r in first if r is None or (r.status == 503 and r.is_json_error(503)
+                                                      and r.json()["error"]["code"] == "too_many_connections")]
+        suite.check("the attacker's uploads past --max-connections are refused 503 too_many_connections (or closed)",
+                    len(first) == 8 and len(refused) == 8, "answers %r" % [r and r.status for _, r in first])
+        # Every connection is now the attacker's, each in the middle of
+        # its body. Another client still gets in, at the attacker's cost.
+        served = 0
+        for i in range(4):
+            r = harness.request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=5,
+                                source=OTHER)
+            served += r.status == 200 and r.body[:8] == b"\x89PNG\r\n\x1a\n"
+        suite.check("another client is served while one client holds every connection (4 of 4 POST /denoise 200)",
+                    served == 4, "%d of 4" % served)
+        held = [s for s in socks if s not in {s for s, _ in first}]
+        evicted = _answered(held)
+        suite.check("... each connection it needed taken from the client holding the most (1 to 4 of the "
+                    "attacker's uploads closed)", 1 <= len(evicted) <= 4, "%d closed" % len(evicted))
+        # The attacker gains nothing by asking again: once it holds every
+        # connection again, it is still the client holding the most.
+        socks += _open_uploads(d.port, 4, 1000, 1, ATTACKER)
+        time.sleep(0.2)
+        r = harness.request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=5,
+                            source=ATTACKER)
+        suite.check("the client holding the most connections is refused 503 too_many_connections",
+                    r.status == 503 and r.is_json_error(503), repr(r))
+        m = harness.request(d.port, "GET", "/metrics").body.decode()
+        suite.check("/metrics counts the connections closed for another client",
+                    'dae_rejections_total{reason="client_share"}' in m, "")
+    finally:
+        _close(socks)
+    suite.check("the daemon is alive", d.alive())
+
+
+def test_one_client_cannot_hold_the_memory_budget(suite):
+    budget = 64 * MIB
+    d = suite.start("memory", env={"DAE_MEMORY_BUDGET": str(budget), "DAE_ACCESS_LOG": "off"})
+    # The attacker announces bodies of 10 MiB less a little until the
+    # budget refuses one, then fills what is left with one that fits.
+    length = 10 * MIB - 4096
+    socks, refusal = [], None
+    try:
+        for i in range(8):
+            socks += _open_uploads(d.port, 1, length, 1, ATTACKER)
+            time.sleep(0.1)
+            answered = _answered(socks[-1:], 0.2)
+            if answered:
+                refusal = answered[0][1]
+                break
+        left = budget - (len(socks) - 1) * length
+        if left > 8192:
+            socks += _open_uploads(d.port, 1, min(left - 8192, length), 1, ATTACKER)
+            time.sleep(0.1)
+        # 512x512 gray: 4 MiB of worst-case image work, plus a megabyte.
+        png = make_png(512, 512, 1)
+        r = harness.request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=20,
+                            source=OTHER)
+        suite.check("another client's 512x512 image is denoised while one client holds all the memory it may "
+                    "(200)", r.status == 200 and r.body[:8] == b"\x89PNG\r\n\x1a\n", repr(r))
+        m = harness.request(d.port, "GET", "/metrics").body.decode()
+        reserved = [float(line.split()[-1]) for line in m.splitlines()
+                    if line.startswith("dae_memory_reserved_bytes ")]
+        suite.check("one client holds at most three quarters of --memory-budget",
+                    reserved and reserved[0] <= budget * 3 // 4, "reserved %r of %d" % (reserved, budget))
+        suite.check("its upload past its share is refused 503 memory_budget, naming the share",
+                    refusal is not None and refusal.status == 503 and refusal.is_json_error(503)
+                    and "--client-memory-budget" in refusal.json()["error"]["message"], repr(refusal))
+    finally:
+        _close(socks)
+    suite.check("the daemon is alive", d.alive())
+
