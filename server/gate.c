@@ -65,6 +65,7 @@ typedef struct conn_rec {
     srv_conn_phase phase;
     double t_phase;              /* when the phase began */
     double t_idle;               /* IDLE/HEAD: when the connection went idle */
+    int kept_alive;              /* it has answered a request: what waits on it now is a new one */
     double t_unwritable;         /* STREAM: since when it cannot be written; 0: writable */
     int rdhup_ticks;             /* watchdog ticks the peer has been seen gone */
     int doomed;                  /* shut down by the watchdog or evicted */
@@ -248,12 +249,14 @@ static void rec_free(srv_gate *g, conn_rec *r) {
 
 /* Under the lock: closes the oldest kept-alive connection that is between
  * requests or reading its next head, to make room. Returns 1 if one was
- * found. Its slot is free at once (the close completes in libmicrohttpd). */
+ * found. Its slot is free at once (the close completes in libmicrohttpd).
+ * A new connection is never one: the gate admitted it with its whole
+ * request head, which libmicrohttpd may not have read yet. */
 static int evict_idle(srv_gate *g) {
     conn_rec *best = NULL;
     for (conn_rec *r = g->recs_head; r != NULL; r = r->next)
-        if (r->counted && !r->doomed && r->conn != NULL && (r->phase == SRV_CONN_IDLE || r->phase == SRV_CONN_HEAD) &&
-            r->t_idle > 0 && (best == NULL || r->t_idle < best->t_idle))
+        if (r->counted && !r->doomed && r->conn != NULL && r->kept_alive &&
+            (r->phase == SRV_CONN_IDLE || r->phase == SRV_CONN_HEAD) && (best == NULL || r->t_idle < best->t_idle))
             best = r;
     if (best == NULL) return 0;
     shutdown(best->fd, SHUT_RDWR);
@@ -595,7 +598,7 @@ void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
     if (r == NULL) return;
     double now = dae_now_s();
     pthread_mutex_lock(&g->mu);
-    if (phase == SRV_CONN_IDLE) r->t_idle = now;
+    if (phase == SRV_CONN_IDLE) r->t_idle = now, r->kept_alive = 1;
     r->phase = phase;
     r->t_phase = now;
     r->rdhup_ticks = 0;

@@ -66,11 +66,9 @@ def test_one_client_cannot_hold_every_connection(suite):
     socks = _open_uploads(d.port, limit + 8, 1000, 1, ATTACKER)
     try:
         first = _answered(socks, 1.0)
-        # (A connection whose head libmicrohttpd has not read yet counts as
-        # idle, and may be closed to make room, without an answer.)
-        refused = [r for _, r in first if r is None or (r.status == 503 and r.is_json_error(503)
-                                                      and r.json()["error"]["code"] == "too_many_connections")]
-        suite.check("the attacker's uploads past --max-connections are refused 503 too_many_connections (or closed)",
+        refused = [r for _, r in first if r is not None and r.status == 503 and r.is_json_error(503)
+                   and r.json()["error"]["code"] == "too_many_connections"]
+        suite.check("the attacker's uploads past --max-connections are refused 503 too_many_connections",
                     len(first) == 8 and len(refused) == 8, "answers %r" % [r and r.status for _, r in first])
         # Every connection is now the attacker's, each in the middle of
         # its body. Another client still gets in, at the attacker's cost.
@@ -138,3 +136,45 @@ def test_one_client_cannot_hold_the_memory_budget(suite):
         _close(socks)
     suite.check("the daemon is alive", d.alive())
 
+
+
+def test_idle_connections_make_room_new_ones_do_not(suite):
+    limit = 16
+    d = suite.start("idle", "--max-connections", str(limit), "--access-log", "off")
+    # Every connection kept alive after one answered request.
+    idle, newcomers = [], []
+    for _ in range(limit):
+        s = socket.create_connection((harness.HOST, d.port), timeout=10, source_address=(ATTACKER, 0))
+        s.sendall(b"GET /v2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = harness.read_response(s, 5)
+        suite.check("a kept-alive connection's first request is answered", r is not None and r.status == 200, repr(r))
+        idle.append(s)
+    try:
+        time.sleep(0.3)
+        # New connections take the place of the oldest idle ones, whoever
+        # the client; each of them is answered.
+        newcomers = _open_uploads(d.port, 4, 1000, 1, OTHER)
+        closed = _answered(idle)
+        suite.check("four new connections made room by closing four idle ones", len(closed) == 4,
+                    "%d closed" % len(closed))
+        suite.check("... which were the oldest", set(s for s, _ in closed) == set(idle[:4]))
+    finally:
+        _close(idle + newcomers)
+    time.sleep(0.3)
+    # A new connection is not idle: its request is there. A burst past
+    # the limit is answered 503; no connection is closed unanswered.
+    # Before, a connection the gate had admitted and libmicrohttpd had not
+    # read yet counted as idle, and the next one closed it to make room:
+    # 1 to 6 of the 40 closed unanswered, in each of 3 runs.
+    unanswered, refused = 0, 0
+    for _ in range(5):
+        burst = _open_uploads(d.port, limit + 8, 1000, 1, OTHER)
+        for _, r in _answered(burst, 1.0):
+            unanswered += r is None
+            refused += r is not None and r.status == 503 and r.is_json_error(503)
+        _close(burst)
+        time.sleep(0.3)
+    suite.check("five bursts of %d new connections past the limit of %d: 8 each answered 503 JSON, none closed "
+                "unanswered" % (limit + 8, limit), unanswered == 0 and refused == 40,
+                "%d refused, %d closed unanswered" % (refused, unanswered))
+    suite.check("the daemon is alive", d.alive())
