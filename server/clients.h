@@ -5,12 +5,13 @@
  * given, so that one subscriber is not 2^64 clients); an IPv4-mapped
  * IPv6 address is its IPv4 address. The gate counts each client's
  * connections, to take one from the client holding the most when the
- * server is full (gate.c); a client's requests reserve memory through
- * its share of the budget (budget.h), so no one client holds all of it.
+ * server is full (gate.c); a client's requests reserve memory and places
+ * in the queue through its shares of them (budget.h, inference.h), so no
+ * one client holds all of either.
  *
  * Behind a proxy every request comes from the proxy's address: one
- * client. The shares then only cap what the proxy may hold (set
- * --client-memory-budget to --memory-budget to lift that cap).
+ * client. The shares then only cap what the proxy may hold
+ * (--client-share 100 lifts that cap).
  *
  * A client's record lives while something holds a reference to it: a
  * connection, a request. Any thread may get and put references. */
@@ -21,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "budget.h"
+#include "inference.h"
 
 /* Room for a client's name: an IPv4 address, or an IPv6 /64 ("/64" included). */
 #define SRV_CLIENT_NAME_MAX 48
@@ -30,6 +32,7 @@ typedef struct srv_client {
     int refs;                /* under the table's lock */
     int connections;         /* the gate's count of its connections, under the gate's lock */
     srv_budget_share memory; /* what its requests hold of the memory budget */
+    srv_infer_share queue;   /* and of the inference queue */
     struct srv_client *next; /* the table's chain */
 } srv_client;
 

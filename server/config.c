@@ -53,9 +53,8 @@ static const opt OPTS[] = {
      "largest image, width x height, checked from its header"},
     {"memory-budget", "DAE_MEMORY_BUDGET", OPT_SIZE, OFF(memory_budget), 1 << 20, (long long)1 << 40, "BYTES",
      "bytes of request bodies and image work in flight; more get 503 before allocating"},
-    {"client-memory-budget", "DAE_CLIENT_MEMORY_BUDGET", OPT_SIZE, OFF(client_memory_budget), 1 << 20,
-     (long long)1 << 40, "BYTES",
-     "bytes of --memory-budget one client (IPv4 address, IPv6 /64) may hold"},
+    {"client-share", "DAE_CLIENT_SHARE", OPT_INT, OFF(client_share), 1, 100, "PERCENT",
+     "most of --memory-budget, --queue-size, --queue-pixels one client (IPv4 address, IPv6 /64) may hold"},
     {"train-memory-budget", "DAE_TRAIN_MEMORY_BUDGET", OPT_SIZE, OFF(train_memory_budget), 1 << 20,
      (long long)1 << 40, "BYTES", "estimated bytes a training job may need (data set + batch); more get 422"},
     {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",
@@ -126,6 +125,8 @@ static void set_defaults(srv_config *cfg) {
      * 1 GiB memory limit of deploy/k8s/deployment.yaml. */
     cfg->memory_budget = (long long)512 << 20;
     cfg->train_memory_budget = (long long)256 << 20;
+    /* A quarter of what clients share is always there for the others. */
+    cfg->client_share = 75;
     cfg->max_connections = 512;
     cfg->timeout_s = 30;
     cfg->header_timeout_s = 10;
@@ -226,7 +227,6 @@ void srv_config_usage(FILE *out) {
         if (strcmp(o->flag, "small-workers") == 0)
             snprintf(def, sizeof def, "min(workers, online CPUs) - HTTP threads, at least 1");
         if (strcmp(o->flag, "train-threads") == 0) snprintf(def, sizeof def, "online CPUs - 1, at least 1");
-        if (strcmp(o->flag, "client-memory-budget") == 0) snprintf(def, sizeof def, "3/4 of --memory-budget");
         fprintf(out, "  %-28s %-24s %s (default %s)\n", left, o->env, o->help, def);
     }
     fprintf(out, "  %-28s %-24s %s\n", "--help", "", "show this help");
@@ -355,8 +355,5 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
         cfg->small_workers = n < 1 ? 1 : (int)n;
     }
     if (cfg->small_workers > cfg->workers) cfg->small_workers = cfg->workers;
-    /* A quarter of the budget is always there for other clients. */
-    if (cfg->client_memory_budget == 0 || cfg->client_memory_budget > cfg->memory_budget)
-        cfg->client_memory_budget = cfg->client_memory_budget == 0 ? cfg->memory_budget / 4 * 3 : cfg->memory_budget;
     return 0;
 }

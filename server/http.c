@@ -193,24 +193,26 @@ struct request {
 
 /* ------------------------------------------------------------ the memory budget */
 
-/* What r's client holds of the memory budget (NULL: no client, no share). */
-static srv_budget_share *share_of(const request *r) { return r->client != NULL ? &r->client->memory : NULL; }
+/* What r's client holds of the memory budget, and of the inference
+ * queue (NULL: no client, no share). */
+static srv_budget_share *memory_share(const request *r) { return r->client != NULL ? &r->client->memory : NULL; }
+static srv_infer_share *queue_share(const request *r) { return r->client != NULL ? &r->client->queue : NULL; }
 
 /* Reserves bytes of the memory budget for r (within its client's share);
  * 0 when granted, -1 when not. */
 static int budget_take(request *r, long long bytes) {
-    return srv_budget_take_share(srv_infer_budget(r->http->infer), share_of(r), bytes);
+    return srv_budget_take_share(srv_infer_budget(r->http->infer), memory_share(r), bytes);
 }
 
 static void budget_give(request *r, long long bytes) {
-    srv_budget_give_share(srv_infer_budget(r->http->infer), share_of(r), bytes);
+    srv_budget_give_share(srv_infer_budget(r->http->infer), memory_share(r), bytes);
 }
 
 /* The most r could ever hold of the budget, and the flag that sets it. */
 static long long budget_most(const request *r, const char **flag) {
     srv_budget *b = srv_infer_budget(r->http->infer);
-    *flag = share_of(r) != NULL && b->share_limit < b->limit ? "--client-memory-budget" : "--memory-budget";
-    return srv_budget_most(b, share_of(r));
+    *flag = memory_share(r) != NULL && b->share_limit < b->limit ? "--client-share" : "--memory-budget";
+    return srv_budget_most(b, memory_share(r));
 }
 
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
@@ -610,7 +612,7 @@ static enum MHD_Result answer_json(request *r, int status, char *json) {
 static enum MHD_Result refuse_memory(request *r, long long bytes) {
     srv_http *h = r->http;
     srv_budget *b = srv_infer_budget(h->infer);
-    srv_budget_share *share = share_of(r);
+    srv_budget_share *share = memory_share(r);
     long long held = share != NULL ? atomic_load(&share->used) : 0;
     if (share != NULL && bytes > b->share_limit - held) {
         char name[SRV_CLIENT_NAME_MAX];
@@ -618,7 +620,7 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
         srv_metrics_reject(h->metrics, SRV_REJECT_CLIENT_SHARE);
         return answer_error(r, 503, "memory_budget",
                             "your requests in flight hold %lld of the %lld bytes of memory one client (%s) may hold "
-                            "(--client-memory-budget); this request needs %lld more; retry when they are done",
+                            "(--client-share); this request needs %lld more; retry when they are done",
                             held, b->share_limit, name, bytes);
     }
     srv_metrics_reject(h->metrics, SRV_REJECT_MEMORY_BUDGET);
@@ -802,7 +804,8 @@ static void image_request_set(request *r, srv_infer_request *j, srv_infer_kind k
     j->model = r->model;
     j->png_level = cfg->png_level;
     j->mem_reserved = need;
-    j->share = share_of(r);
+    j->share = memory_share(r);
+    j->queue_share = queue_share(r);
     j->done = done;
     j->user = r;
 }
@@ -933,7 +936,7 @@ static enum MHD_Result post_image(request *r, int denoise) {
                              "%lld bytes (%s)",
                              w, hgt, need + r->body_reserved, most, flag);
     if (budget_take(r, need) != 0) return refuse_memory(r, need);
-    dae_status st = srv_infer_reserve(h->infer, 1, pixels, err, sizeof err);
+    dae_status st = srv_infer_reserve(h->infer, queue_share(r), 1, pixels, err, sizeof err);
     if (st != DAE_OK) {
         budget_give(r, need);
         if (st == DAE_ERR_STOPPING) return refuse_draining(r); /* shutdown began since the dispatcher looked */
@@ -1107,7 +1110,7 @@ static enum MHD_Result v2_infer_tensor(request *r) {
         return answer_error(r, 503, "out_of_memory", "out of memory for the output tensor");
     }
     char err[DAE_ERR_LEN];
-    dae_status st = srv_infer_reserve(h->infer, 1, count, err, sizeof err);
+    dae_status st = srv_infer_reserve(h->infer, queue_share(r), 1, count, err, sizeof err);
     if (st == DAE_ERR_STOPPING) return refuse_draining(r);
     if (st != DAE_OK) return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);
     srv_infer_request *j = &r->image;
@@ -1118,6 +1121,7 @@ static enum MHD_Result v2_infer_tensor(request *r) {
     j->pixels = count;
     j->model = r->model;
     j->mem_reserved = 0; /* the tensors are r->v2_reserved's */
+    j->queue_share = queue_share(r);
     j->done = v2_image_done;
     j->user = r;
     /* A batch of one input is one tile. */
@@ -1179,7 +1183,7 @@ static enum MHD_Result v2_infer_images(request *r) {
         v2_images_unreserved(r);
         return refuse_memory(r, need);
     }
-    dae_status st = srv_infer_reserve(h->infer, n, pixels, err, sizeof err);
+    dae_status st = srv_infer_reserve(h->infer, queue_share(r), n, pixels, err, sizeof err);
     if (st != DAE_OK) { /* the reservations go back with the request (on_request_done) */
         if (st == DAE_ERR_STOPPING) return refuse_draining(r);
         return answer_status(r, SRV_EDGE_UPLOAD, st, "%s", err);

@@ -64,6 +64,8 @@ struct srv_infer {
     long long pending_pixels;
     int capacity;
     long long pixel_budget;
+    int share_capacity;        /* of them, one client's part (srv_infer_share) */
+    long long share_pixels;
     int closed, stopping;
     int preemptive;            /* the workers' policy: worker_policy */
     int max_batch, delay_us, n_workers;
@@ -143,6 +145,7 @@ static void req_retire(srv_infer *q, srv_infer_request *j) {
     j->state = REQ_DONE;
     q->pending--;
     q->pending_pixels -= j->pixels;
+    if (j->queue_share != NULL) j->queue_share->requests--, j->queue_share->pixels -= j->pixels;
 }
 
 /* Hands a retired request to its owner: frees the working memory, gives back
@@ -595,12 +598,15 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     }
     q->capacity = cfg->queue_size;
     q->pixel_budget = cfg->queue_pixels;
+    q->share_capacity = (int)((long long)cfg->queue_size * cfg->client_share / 100);
+    if (q->share_capacity < 1) q->share_capacity = 1;
+    q->share_pixels = cfg->queue_pixels / 100 * cfg->client_share;
     q->max_batch = cfg->max_batch;
     q->delay_us = cfg->max_queue_delay_us;
     q->n_workers = cfg->workers;
     q->small_limit = cfg->small_workers < 1 || cfg->small_workers > cfg->workers ? cfg->workers : cfg->small_workers;
     q->metrics = metrics;
-    srv_budget_init(&q->budget, cfg->memory_budget, cfg->client_memory_budget);
+    srv_budget_init(&q->budget, cfg->memory_budget, cfg->memory_budget / 100 * cfg->client_share);
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -644,15 +650,27 @@ void srv_infer_set_preemptive(srv_infer *q, int preemptive) {
     pthread_mutex_unlock(&q->mu);
 }
 
-dae_status srv_infer_reserve(srv_infer *q, int count, long long pixels, char *err, size_t errlen) {
+dae_status srv_infer_reserve(srv_infer *q, srv_infer_share *share, int count, long long pixels, char *err,
+                             size_t errlen) {
     dae_status st = DAE_OK;
+    int over_share = 0, held = 0;
+    long long held_pixels = 0;
     pthread_mutex_lock(&q->mu);
+    if (share != NULL) held = share->requests, held_pixels = share->pixels;
     if (q->closed) st = DAE_ERR_STOPPING;
     else if (q->pending > 0 && (q->pending + count > q->capacity || q->pending_pixels + pixels > q->pixel_budget))
         st = DAE_ERR_BUSY;
+    else if (held > 0 && (held + count > q->share_capacity || held_pixels + pixels > q->share_pixels))
+        st = DAE_ERR_BUSY, over_share = 1;
     else q->pending += count, q->pending_pixels += pixels;
+    if (st == DAE_OK && share != NULL) share->requests += count, share->pixels += pixels;
     pthread_mutex_unlock(&q->mu);
     if (st == DAE_ERR_STOPPING) return dae_fail(err, errlen, st, "the inference queue is closed for shutdown");
+    if (over_share)
+        return dae_fail(err, errlen, st,
+                        "your requests in flight hold %d of the %d places and %lld of the %lld pixels of the queue "
+                        "one client may hold (--client-share); retry when they are done",
+                        held, q->share_capacity, held_pixels, q->share_pixels);
     if (st == DAE_ERR_BUSY)
         return dae_fail(err, errlen, st,
                         "the server is at capacity (queue of %d requests or %lld pixels full); retry shortly",

@@ -63,6 +63,15 @@ typedef enum {
 
 typedef struct srv_infer_request srv_infer_request;
 
+/* One client's part of the queue (clients.h): its requests admitted and
+ * not yet done, and their pixels. At most --client-share percent of the
+ * queue's places and pixels, so that no one client fills it. Under the
+ * queue's lock. */
+typedef struct {
+    int requests;
+    long long pixels;
+} srv_infer_share;
+
 /* Called once per request, on a worker thread, when its result (or error)
  * is ready; the scheduler does not touch the request afterwards. */
 typedef void (*srv_infer_done_fn)(srv_infer_request *req);
@@ -90,6 +99,7 @@ struct srv_infer_request {
                                  for the answer, and the submitter gives back
                                  the rest when the answer is sent */
     srv_budget_share *share;  /* the client's share mem_reserved counts in (budget.h), or NULL */
+    srv_infer_share *queue_share; /* the client's part of the queue the request's place counts in, or NULL */
     srv_infer_done_fn done;   /* NULL after srv_infer_run_now ran it */
     void *user;
 
@@ -127,13 +137,17 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
  * the HTTP layer charges before allocating; lives as long as q. */
 srv_budget *srv_infer_budget(srv_infer *q);
 
-/* Reserves places for count requests of pixels pixels in all (always
- * granted when nothing is pending, so one maximal image, or one v2
- * batch of images, always fits). Returns DAE_OK, DAE_ERR_BUSY when
- * queue_size requests or queue_pixels pixels would be pending, or
- * DAE_ERR_STOPPING once the queue is closed, with a sentence in err.
- * Each of the count requests gives its place back when it is done. */
-dae_status srv_infer_reserve(srv_infer *q, int count, long long pixels, char *err, size_t errlen);
+/* Reserves places for count requests of pixels pixels in all, on behalf
+ * of share (a client's part of the queue, or NULL); always granted when
+ * nothing is pending, so one maximal image, or one v2 batch of images,
+ * always fits, and within the client's part when the client has nothing
+ * pending. Returns DAE_OK, DAE_ERR_BUSY when queue_size requests or
+ * queue_pixels pixels, or the client's part of them, would be pending,
+ * or DAE_ERR_STOPPING once the queue is closed, with a sentence in err.
+ * Each of the count requests gives its place back when it is done: set
+ * each one's queue_share to share. */
+dae_status srv_infer_reserve(srv_infer *q, srv_infer_share *share, int count, long long pixels, char *err,
+                             size_t errlen);
 
 /* Queues req (after a successful reserve of req->pixels). Never fails. */
 void srv_infer_enqueue(srv_infer *q, srv_infer_request *req);

@@ -354,7 +354,7 @@ Test(budget, requests_keep_only_their_answer_reserved, .timeout = TEST_TIME_LIMI
                                                  side, side + 3, 0);
         cr_assert_eq(srv_budget_take(b, j->mem_reserved), 0);
         total += j->mem_reserved;
-        cr_assert_eq(srv_infer_reserve(q, 1, j->pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, NULL, 1, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
     cr_assert_leq(srv_budget_peak(b), total, "early requests may have given some back already");

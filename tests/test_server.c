@@ -290,25 +290,25 @@ Test(config, flags_win_over_environment_over_defaults) {
     unsetenv("DAE_WORKERS");
 }
 
-/* One client may hold three quarters of the memory budget unless told,
- * and never more than the budget. */
-Test(config, a_client_may_hold_three_quarters_of_the_memory_budget) {
+/* One client may hold three quarters of what clients share unless told:
+ * the memory budget (the budget's share limit) and the queue. */
+Test(config, a_client_may_hold_three_quarters_of_what_clients_share) {
     srv_config cfg;
-    unsetenv("DAE_MEMORY_BUDGET");
-    unsetenv("DAE_CLIENT_MEMORY_BUDGET");
+    unsetenv("DAE_CLIENT_SHARE");
     char *argv0[] = {"dae-server", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
-    cr_assert_eq(cfg.client_memory_budget, 384LL << 20);
-    char *argv1[] = {"dae-server", "--memory-budget", "64M", NULL};
+    cr_assert_eq(cfg.client_share, 75);
+    char *argv1[] = {"dae-server", "--client-share", "100", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
-    cr_assert_eq(cfg.client_memory_budget, 48LL << 20, "three quarters of the budget given");
-    char *argv2[] = {"dae-server", "--memory-budget", "64M", "--client-memory-budget", "1G", NULL};
-    cr_assert_eq(srv_config_parse(&cfg, 5, argv2), 0);
-    cr_assert_eq(cfg.client_memory_budget, 64LL << 20, "no more than the whole budget");
-    setenv("DAE_CLIENT_MEMORY_BUDGET", "16M", 1);
-    cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
-    cr_assert_eq(cfg.client_memory_budget, 16LL << 20);
-    unsetenv("DAE_CLIENT_MEMORY_BUDGET");
+    cr_assert_eq(cfg.client_share, 100);
+    char *argv2[] = {"dae-server", "--client-share", "0", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv2), SRV_CONFIG_USAGE, "a client may hold something");
+    char *argv3[] = {"dae-server", "--client-share", "101", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, argv3), SRV_CONFIG_USAGE);
+    setenv("DAE_CLIENT_SHARE", "50", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
+    cr_assert_eq(cfg.client_share, 50);
+    unsetenv("DAE_CLIENT_SHARE");
 }
 
 /* Small images' batches leave the event loop a core of the workers'
@@ -558,7 +558,7 @@ Test(inference, batched_requests_match_the_engine, .timeout = TEST_TIME_LIMIT(12
         j->png_level = 1;
         j->done = on_done;
         j->user = &w;
-        cr_assert_eq(srv_infer_reserve(q, 1, j->pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, NULL, 1, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, j);
     }
     test_waiter_wait(&w, N);
@@ -635,7 +635,7 @@ Test(inference, tensor_requests_batch_with_images, .timeout = TEST_TIME_LIMIT(12
             j->tensor_n = counts[i];
             j->pixels = (long long)T * counts[i];
         }
-        cr_assert_eq(srv_infer_reserve(f.q, 1, j->pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(f.q, NULL, 1, j->pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(f.q, j);
     }
     test_waiter_wait(&w, N);
@@ -683,10 +683,10 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     srv_infer_request big = bad;
     big.input_len = len;
     big.max_pixels = 100; /* the header passed a looser check; the decoder holds the line */
-    cr_assert_eq(srv_infer_reserve(q, 1, 1600, NULL, 0), DAE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 1, 1600, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 1600, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 1600, NULL, 0), DAE_OK);
     char err[DAE_ERR_LEN] = "";
-    cr_assert_eq(srv_infer_reserve(q, 1, 1, err, sizeof err), DAE_ERR_BUSY, "queue_size 2");
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 1, err, sizeof err), DAE_ERR_BUSY, "queue_size 2");
     cr_assert(strstr(err, "queue of 2 requests") != NULL, "%s", err);
     srv_infer_enqueue(q, &bad);
     srv_infer_enqueue(q, &big);
@@ -699,7 +699,7 @@ Test(inference, bad_images_and_limits_fail_cleanly) {
     cr_assert_eq(srv_http_error_of(SRV_EDGE_IMAGE, big.status, &code), 413);
     cr_assert_str_eq(code, "too_many_pixels");
     srv_infer_close(q);
-    cr_assert_eq(srv_infer_reserve(q, 1, 1, NULL, 0), DAE_ERR_STOPPING);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 1, NULL, 0), DAE_ERR_STOPPING);
     srv_model_release(bad.model);
     infer_stop(&f);
     free(png);
@@ -712,6 +712,48 @@ static srv_infer_request denoise_request(const uint8_t *png, size_t len, long lo
                                          test_waiter *w) {
     return (srv_infer_request){.kind = SRV_INFER_DENOISE, .input = png, .input_len = len, .max_pixels = 1 << 20,
                                .pixels = pixels, .model = m, .done = on_done, .user = w};
+}
+
+/* One client holds at most --client-share percent of the queue's places
+ * and pixels; what it cannot take is there for the others, and a done
+ * request gives its place back to its client's part. */
+Test(inference, a_client_holds_at_most_its_share_of_the_queue) {
+    static infer_fixture f;
+    infer_setup(&f, 1, 8);
+    f.cfg.queue_size = 8;
+    f.cfg.queue_pixels = 8000;
+    f.cfg.client_share = 75; /* 6 places, 6000 pixels */
+    infer_start(&f);
+    srv_infer_share a = {0}, b = {0};
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(srv_infer_reserve(f.q, &a, 1, 5900, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(f.q, &a, 1, 101, err, sizeof err), DAE_ERR_BUSY, "past the client's pixels");
+    cr_assert(strstr(err, "--client-share") != NULL, "%s", err);
+    cr_assert_eq(srv_infer_reserve(f.q, &a, 1, 100, NULL, 0), DAE_OK, "exactly its part");
+    cr_assert_eq(srv_infer_reserve(f.q, &a, 4, 0, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(f.q, &a, 1, 0, err, sizeof err), DAE_ERR_BUSY, "past the client's places");
+    cr_assert_eq(a.requests, 6);
+    cr_assert_eq(a.pixels, 6000);
+    cr_assert_eq(srv_infer_reserve(f.q, &b, 1, 1600, NULL, 0), DAE_OK, "the rest is there for another client");
+    cr_assert_eq(srv_infer_reserve(f.q, &b, 1, 401, err, sizeof err), DAE_ERR_BUSY, "and the queue's own limits");
+    cr_assert(strstr(err, "queue of 8 requests or 8000 pixels") != NULL, "%s", err);
+    uint8_t *png;
+    size_t len;
+    dae_image img;
+    make_png(40, 40, 1, 1, &png, &len, &img);
+    test_waiter w = TEST_WAITER_INIT;
+    srv_infer_request j = denoise_request(png, len, 1600, srv_registry_acquire(f.r, NULL), &w);
+    j.queue_share = &b;
+    srv_infer_enqueue(f.q, &j);
+    test_waiter_wait(&w, 1);
+    cr_assert_eq(j.status, DAE_OK, "%s", j.message);
+    cr_assert_eq(b.requests, 0, "its place is given back to its client's part");
+    cr_assert_eq(b.pixels, 0);
+    free(j.png);
+    srv_model_release(j.model);
+    infer_stop(&f);
+    free(png);
+    dae_image_free(&img);
 }
 
 Test(inference, cancel_all_finishes_every_request, .timeout = TEST_TIME_LIMIT(120)) {
@@ -729,7 +771,7 @@ Test(inference, cancel_all_finishes_every_request, .timeout = TEST_TIME_LIMIT(12
     test_waiter w = TEST_WAITER_INIT;
     for (int i = 0; i < N; i++) {
         reqs[i] = denoise_request(png, len, 120000, m, &w);
-        cr_assert_eq(srv_infer_reserve(q, 1, reqs[i].pixels, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, NULL, 1, reqs[i].pixels, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
     }
     usleep(20000);
@@ -770,7 +812,7 @@ Test(inference, a_queue_delay_gathers_later_requests_into_one_batch, .timeout = 
     srv_infer_request reqs[3];
     for (int i = 0; i < 3; i++) {
         reqs[i] = denoise_request(png, len, 784, m, &w);
-        cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
         usleep(20000); /* well inside the 200 ms delay */
     }
@@ -828,13 +870,13 @@ Test(inference, small_requests_keep_to_their_workers_and_big_ones_take_the_rest,
         reqs[i] = denoise_request(small_png, small_len, 784, m, NULL);
         reqs[i].done = on_done_at_gate;
         reqs[i].user = &gate;
-        cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+        cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
         srv_infer_enqueue(q, &reqs[i]);
     }
     test_waiter_wait(&gate.counted, 1); /* a worker holds the first answered, and its slot */
     test_waiter big_done = TEST_WAITER_INIT;
     srv_infer_request big = denoise_request(big_png, big_len, 400 * 300, m, &big_done);
-    cr_assert_eq(srv_infer_reserve(q, 1, big.pixels, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, big.pixels, NULL, 0), DAE_OK);
     srv_infer_enqueue(q, &big);
     int big_answered = test_waiter_wait_s(&big_done, 1, 20);
     usleep(50000);
@@ -882,7 +924,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     srv_infer_request j = denoise_request(png, len, 784, m, &w);
 
     /* idle: run here */
-    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &j), 1);
     cr_assert_eq(j.status, DAE_OK, "%s", j.message);
     cr_assert_null(j.done, "done() is the caller's to do");
@@ -900,8 +942,8 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     /* busy: another request is reserved */
     srv_infer_request k = denoise_request(png, len, 784, m, &w);
     j.done = on_done, j.png = NULL;
-    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
-    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &j), 0);
     srv_infer_enqueue(q, &j);
     srv_infer_enqueue(q, &k);
@@ -914,7 +956,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     srv_infer_request n = k;
     n.kind = SRV_INFER_NOISE, n.png = NULL;
     n.noise = (dae_noise_spec){.kind = DAE_NOISE_GAUSSIAN, .level = 0.3f, .clip = 1, .quantize = 1};
-    cr_assert_eq(srv_infer_reserve(q, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(q, NULL, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(q, &n), 0);
     srv_infer_enqueue(q, &n);
     test_waiter_wait(&w, 3);
@@ -930,7 +972,7 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
     infer_start(&g);
     m = srv_registry_acquire(g.r, NULL);
     srv_infer_request d = denoise_request(png, len, 784, m, &w);
-    cr_assert_eq(srv_infer_reserve(g.q, 1, 784, NULL, 0), DAE_OK);
+    cr_assert_eq(srv_infer_reserve(g.q, NULL, 1, 784, NULL, 0), DAE_OK);
     cr_assert_eq(srv_infer_run_now(g.q, &d), 0);
     srv_infer_enqueue(g.q, &d);
     test_waiter_wait(&w, 4);

@@ -12,6 +12,7 @@ other client from 127.0.0.3, both to the daemon on 127.0.0.1.
 
 import select
 import socket
+import threading
 import time
 
 import harness
@@ -131,7 +132,7 @@ def test_one_client_cannot_hold_the_memory_budget(suite):
                     reserved and reserved[0] <= budget * 3 // 4, "reserved %r of %d" % (reserved, budget))
         suite.check("its upload past its share is refused 503 memory_budget, naming the share",
                     refusal is not None and refusal.status == 503 and refusal.is_json_error(503)
-                    and "--client-memory-budget" in refusal.json()["error"]["message"], repr(refusal))
+                    and "--client-share" in refusal.json()["error"]["message"], repr(refusal))
     finally:
         _close(socks)
     suite.check("the daemon is alive", d.alive())
@@ -177,4 +178,40 @@ def test_idle_connections_make_room_new_ones_do_not(suite):
     suite.check("five bursts of %d new connections past the limit of %d: 8 each answered 503 JSON, none closed "
                 "unanswered" % (limit + 8, limit), unanswered == 0 and refused == 40,
                 "%d refused, %d closed unanswered" % (refused, unanswered))
+    suite.check("the daemon is alive", d.alive())
+
+
+def test_one_client_cannot_fill_the_queue(suite):
+    # 16 one-megapixel images fill --queue-pixels; the attacker keeps 20
+    # in flight. Another client's small images must still find a place.
+    d = suite.start("queue", "--queue-pixels", str(16 << 20), "--access-log", "off")
+    big = make_png(1024, 1024, 1)
+    png = fixture(suite, "images", "gray8.png")
+    stop = time.time() + 4
+    attacker = []
+
+    def flood():
+        while time.time() < stop:
+            try:
+                r = harness.request(d.port, "POST", "/denoise", big, {"Content-Type": "image/png"}, timeout=20,
+                                    source=ATTACKER)
+                attacker.append(r.status)
+            except OSError:
+                attacker.append(None)
+    threads = [threading.Thread(target=flood) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    other = []
+    while time.time() < stop - 0.5:
+        r = harness.request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=10, source=OTHER)
+        other.append(r.status if r.status == 200 else (r.status, r.body[:160]))
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    suite.check("while one client keeps the queue's pixels full, another's small images are all served (200)",
+                other and all(s == 200 for s in other),
+                "%d of %d served: %r" % (other.count(200), len(other), [s for s in other if s != 200][:2]))
+    suite.check("... and the attacker is served too, within its share (some 200, the rest 503)",
+                200 in attacker and all(s in (200, 503) for s in attacker), repr(sorted(set(map(str, attacker)))))
     suite.check("the daemon is alive", d.alive())

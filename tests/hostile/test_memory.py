@@ -82,7 +82,7 @@ def test_body_flood_stays_within_budget(suite):
     budget = 128 * MIB
     # Every connection here is 127.0.0.1's, one client: it may hold the
     # whole budget (test_fairness tests the shares).
-    d = suite.start("flood", env={"DAE_MEMORY_BUDGET": str(budget), "DAE_CLIENT_MEMORY_BUDGET": str(budget),
+    d = suite.start("flood", env={"DAE_MEMORY_BUDGET": str(budget), "DAE_CLIENT_SHARE": "100",
                                   "DAE_MAX_CONNECTIONS": "512", "DAE_ACCESS_LOG": "off"})
     # Warm up (first-request allocations belong to the overhead).
     harness.request(d.port, "POST", "/denoise", png(28, 28, 1), {"Content-Type": "image/png"})
