@@ -33,8 +33,10 @@ int srv_auth_is_loopback(const struct sockaddr *sa) {
     return 0;
 }
 
-srv_auth_result srv_auth_check(const char *token, const char *authorization, const struct sockaddr *client) {
-    if (token == NULL || token[0] == '\0') return srv_auth_is_loopback(client) ? SRV_AUTH_OK : SRV_AUTH_FORBIDDEN;
+srv_auth_result srv_auth_check(const char *token, const char *authorization, const struct sockaddr *client,
+                               int proxied) {
+    if (token == NULL || token[0] == '\0')
+        return srv_auth_is_loopback(client) && !proxied ? SRV_AUTH_OK : SRV_AUTH_FORBIDDEN;
     if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0) return SRV_AUTH_UNAUTHORIZED;
     const char *given = authorization + 7;
     while (*given == ' ') given++;

@@ -3,7 +3,11 @@
  * With a token configured (--admin-token / DAE_ADMIN_TOKEN) an admin
  * request needs "Authorization: Bearer <token>", compared in constant
  * time; without one, only loopback clients (127.0.0.0/8, ::1, and IPv4
- * loopback mapped into IPv6) are admitted, as Redis' protected mode. */
+ * loopback mapped into IPv6) are admitted, as Redis' protected mode, and
+ * only when the request did not come through a proxy: a reverse proxy on
+ * the same host (KServe's queue-proxy, an nginx in front) connects from
+ * loopback on behalf of anyone, and says so in Forwarded,
+ * X-Forwarded-For or X-Real-IP. */
 #ifndef SRV_AUTH_H
 #define SRV_AUTH_H
 
@@ -17,8 +21,13 @@ typedef enum {
 
 /* Decides an admin request: token is the configured token (NULL or ""
  * for none), authorization the request's Authorization header (or NULL),
- * client its address (or NULL when unknown, which is not loopback). */
-srv_auth_result srv_auth_check(const char *token, const char *authorization, const struct sockaddr *client);
+ * client its address (or NULL when unknown, which is not loopback),
+ * proxied 1 when it carries one of the headers a proxy adds. */
+srv_auth_result srv_auth_check(const char *token, const char *authorization, const struct sockaddr *client,
+                               int proxied);
+
+/* The headers a reverse proxy adds to say whom a request is from. */
+#define SRV_AUTH_PROXY_HEADERS {"Forwarded", "X-Forwarded-For", "X-Real-IP"}
 
 /* 1 when a and b are equal, in time that depends only on their lengths. */
 int srv_auth_equal(const char *a, const char *b);

@@ -2001,7 +2001,12 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     if (r->rm->flags & ROUTE_ADMIN) {
         const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         const union MHD_ConnectionInfo *ai = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        switch (srv_auth_check(h->cfg->admin_token, auth, ai != NULL ? ai->client_addr : NULL)) {
+        static const char *const proxy_headers[] = SRV_AUTH_PROXY_HEADERS;
+        const char *proxy = NULL;
+        for (size_t i = 0; i < sizeof proxy_headers / sizeof *proxy_headers && proxy == NULL; i++)
+            if (MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, proxy_headers[i]) != NULL)
+                proxy = proxy_headers[i];
+        switch (srv_auth_check(h->cfg->admin_token, auth, ai != NULL ? ai->client_addr : NULL, proxy != NULL)) {
         case SRV_AUTH_OK: break;
         case SRV_AUTH_UNAUTHORIZED:
             return answer_error(r, 401, "unauthorized",
@@ -2009,9 +2014,10 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
         case SRV_AUTH_FORBIDDEN:
             return answer_error(r, 403, "forbidden",
                                 "%s %s is an admin route, and with no admin token set it accepts loopback clients "
-                                "only; start dae-server with --admin-token TOKEN (or DAE_ADMIN_TOKEN) and send "
+                                "only%s%s%s; start dae-server with --admin-token TOKEN (or DAE_ADMIN_TOKEN) and send "
                                 "Authorization: Bearer TOKEN",
-                                method, url);
+                                method, url, proxy != NULL ? ", not a proxy's (this request carries " : "",
+                                proxy != NULL ? proxy : "", proxy != NULL ? ")" : "");
         }
     }
     /* Other routes answer in the final call: an answer queued now, before

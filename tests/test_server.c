@@ -1008,22 +1008,26 @@ Test(auth, token_and_loopback_rule) {
                             lan6 = addr_of("2001:db8::1"), mapped_lan = addr_of("::ffff:10.0.0.1");
     const struct sockaddr *L = (const struct sockaddr *)&lo, *N = (const struct sockaddr *)&lan;
     /* No token: loopback only. */
-    cr_assert_eq(srv_auth_check(NULL, NULL, L), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check("", NULL, (const struct sockaddr *)&lo2), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lo6), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check(NULL, NULL, N), SRV_AUTH_FORBIDDEN);
-    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lan6), SRV_AUTH_FORBIDDEN);
-    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped_lan), SRV_AUTH_FORBIDDEN);
-    cr_assert_eq(srv_auth_check(NULL, "Bearer x", NULL), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, NULL, L, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("", NULL, (const struct sockaddr *)&lo2, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lo6, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check(NULL, NULL, N, 0), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&lan6, 0), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, NULL, (const struct sockaddr *)&mapped_lan, 0), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check(NULL, "Bearer x", NULL, 0), SRV_AUTH_FORBIDDEN);
+    /* ... and not through a proxy, which connects from loopback for anyone. */
+    cr_assert_eq(srv_auth_check(NULL, NULL, L, 1), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check("", NULL, (const struct sockaddr *)&lo6, 1), SRV_AUTH_FORBIDDEN);
+    cr_assert_eq(srv_auth_check("tok", "Bearer tok", L, 1), SRV_AUTH_OK, "a token passes through a proxy");
     /* A token: needed from everywhere, loopback included. */
-    cr_assert_eq(srv_auth_check("tok", NULL, L), SRV_AUTH_UNAUTHORIZED);
-    cr_assert_eq(srv_auth_check("tok", "Bearer tok", N), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check("tok", "bearer tok", N), SRV_AUTH_OK);
-    cr_assert_eq(srv_auth_check("tok", "Bearer to", N), SRV_AUTH_UNAUTHORIZED);
-    cr_assert_eq(srv_auth_check("tok", "Bearer tokk", N), SRV_AUTH_UNAUTHORIZED);
-    cr_assert_eq(srv_auth_check("tok", "Basic tok", N), SRV_AUTH_UNAUTHORIZED);
-    cr_assert_eq(srv_auth_check("tok", "Bearer ", L), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", NULL, L, 0), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer tok", N, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("tok", "bearer tok", N, 0), SRV_AUTH_OK);
+    cr_assert_eq(srv_auth_check("tok", "Bearer to", N, 0), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer tokk", N, 0), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Basic tok", N, 0), SRV_AUTH_UNAUTHORIZED);
+    cr_assert_eq(srv_auth_check("tok", "Bearer ", L, 0), SRV_AUTH_UNAUTHORIZED);
     cr_assert(srv_auth_equal("", ""));
     cr_assert_not(srv_auth_equal("a", ""));
 }

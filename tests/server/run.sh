@@ -303,6 +303,14 @@ stop "$PID" cors
 ok "... and it stops cleanly"
 PORT=$A_PORT
 
+# No token: loopback clients only, and not through a proxy on this host,
+# which connects from loopback on anyone's behalf and says so.
+for hdr in 'X-Forwarded-For: 203.0.113.9' 'Forwarded: for=203.0.113.9' 'X-Real-IP: 203.0.113.9'; do
+    req POST /models/mnist/activate -H "$hdr"
+    is_error 403 forbidden && grep -q "carries ${hdr%%:*}" "$TMP/body"
+    ok "no token, a loopback client through a proxy ($hdr): 403 naming the header"
+done
+
 # ------------------------------------------------------------ denoise
 
 req POST /denoise --data-binary @"$IMG/gray8.png" -H 'Content-Type: image/png'
