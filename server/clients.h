@@ -5,7 +5,8 @@
  * given, so that one subscriber is not 2^64 clients); an IPv4-mapped
  * IPv6 address is its IPv4 address. The gate counts each client's
  * connections, to take one from the client holding the most when the
- * server is full (gate.c); a client's requests reserve memory and places
+ * server is full, and its event streams, at most --client-share percent
+ * of --max-streams (gate.c); a client's requests reserve memory and places
  * in the queue through its shares of them (budget.h, inference.h), so no
  * one client holds all of either.
  *
@@ -31,6 +32,7 @@ typedef struct srv_client {
     unsigned char key[17];   /* 4 or 6, then the address (an IPv6 /64: 8 bytes, the rest zero) */
     int refs;                /* under the table's lock */
     int connections;         /* the gate's count of its connections, under the gate's lock */
+    int streams;             /* and of its event streams */
     srv_budget_share memory; /* what its requests hold of the memory budget */
     srv_infer_share queue;   /* and of the inference queue */
     struct srv_client *next; /* the table's chain */

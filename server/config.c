@@ -54,7 +54,7 @@ static const opt OPTS[] = {
     {"memory-budget", "DAE_MEMORY_BUDGET", OPT_SIZE, OFF(memory_budget), 1 << 20, (long long)1 << 40, "BYTES",
      "bytes of request bodies and image work in flight; more get 503 before allocating"},
     {"client-share", "DAE_CLIENT_SHARE", OPT_INT, OFF(client_share), 1, 100, "PERCENT",
-     "most of --memory-budget, --queue-size, --queue-pixels one client (IPv4 address, IPv6 /64) may hold"},
+     "most of --memory-budget, --queue-size, --queue-pixels, --max-streams one client (IPv4, IPv6 /64) may hold"},
     {"train-memory-budget", "DAE_TRAIN_MEMORY_BUDGET", OPT_SIZE, OFF(train_memory_budget), 1 << 20,
      (long long)1 << 40, "BYTES", "estimated bytes a training job may need (data set + batch); more get 422"},
     {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",

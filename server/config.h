@@ -38,7 +38,7 @@ typedef struct {
     long long max_dataset_bytes; /* largest archive PUT /datasets/{name} takes */
     long long max_pixels;      /* largest image (width * height) */
     long long memory_budget;   /* bytes of bodies and image jobs in flight */
-    int client_share;          /* percent of the memory budget and the queue one client may hold */
+    int client_share;          /* percent of the memory budget, the queue and the streams one client may hold */
     long long train_memory_budget; /* bytes one training job may need */
     int max_connections;       /* concurrent connections */
     int timeout_s;             /* idle limit of a connection; write limit of an event stream */

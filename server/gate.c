@@ -231,6 +231,12 @@ static void uncount(srv_gate *g, conn_rec *r) {
     if (r->client != NULL) r->client->connections--;
 }
 
+/* Under the lock: r's event stream no longer counts. */
+static void stream_uncount(srv_gate *g, conn_rec *r) {
+    g->streams--;
+    if (r->client != NULL) r->client->streams--;
+}
+
 static void rec_unlink(srv_gate *g, conn_rec *r) {
     if (r->prev != NULL) r->prev->next = r->next;
     else g->recs_head = r->next;
@@ -238,7 +244,7 @@ static void rec_unlink(srv_gate *g, conn_rec *r) {
     else g->recs_tail = r->prev;
     if (r->fd >= 0 && r->fd < g->fd_cap && g->by_fd[r->fd] == r) g->by_fd[r->fd] = NULL;
     uncount(g, r);
-    if (r->kick != NULL) g->streams--;
+    if (r->kick != NULL) stream_uncount(g, r);
 }
 
 /* Frees an unlinked record (the gate's lock need not be held). */
@@ -610,8 +616,12 @@ unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(vo
     conn_rec *r = ctx;
     unsigned long long token = 0;
     pthread_mutex_lock(&g->mu);
-    if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams) {
+    int share = (int)((long long)g->cfg->max_streams * g->cfg->client_share / 100);
+    if (share < 1) share = 1;
+    if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams &&
+        (r->client == NULL || r->client->streams < share)) {
         g->streams++;
+        if (r->client != NULL) r->client->streams++;
         r->kick = kick;
         r->kick_arg = arg;
         r->phase = SRV_CONN_STREAM;
@@ -628,7 +638,7 @@ void srv_gate_stream_end(srv_gate *g, unsigned long long token) {
     pthread_mutex_lock(&g->mu);
     for (conn_rec *r = g->recs_head; r != NULL; r = r->next)
         if (r->id == token) {
-            if (r->kick != NULL) g->streams--;
+            if (r->kick != NULL) stream_uncount(g, r);
             r->kick = NULL;
             r->kick_arg = NULL;
             if (r->phase == SRV_CONN_STREAM) r->phase = SRV_CONN_ANSWER;

@@ -87,7 +87,8 @@ void srv_gate_conn_closed(srv_gate *g, void **socket_context);
 /* Moves the connection whose socket context is ctx into phase. */
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase);
 
-/* Turns the connection into an event stream, within --max-streams.
+/* Turns the connection into an event stream, within --max-streams and
+ * its client's share of them (--client-share).
  * kick(arg) is called (from the watchdog, with the gate's lock held) when
  * the stream must end because its client left or stopped reading; it
  * must wake a suspended connection. Returns a token for

@@ -1643,7 +1643,9 @@ static enum MHD_Result get_events(request *r) {
         srv_train_stream_close(s);
         free(e);
         srv_metrics_reject(h->metrics, SRV_REJECT_CONNECTIONS);
-        return answer_error(r, 503, "too_many_streams", "the server has its maximum of %d event streams open",
+        return answer_error(r, 503, "too_many_streams",
+                            "the server has its maximum of %d event streams open, or your client its share of them "
+                            "(--client-share)",
                             h->cfg->max_streams);
     }
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, e, sse_free);

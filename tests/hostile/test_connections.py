@@ -234,8 +234,11 @@ def test_big_json_does_not_stall_others(suite):
 
 def test_stalled_event_streams(suite):
     _raise_fd_limit(4096)
+    # One client (127.0.0.1) asks for them all: it may hold every stream
+    # (test_fairness tests the shares).
     d = suite.start("streams", "--max-connections", "64", "--timeout", "2", "--train-threads", "1",
-                    "--data-dir", os.path.join(suite.root, "tests", "fixtures"), "--access-log", "off")
+                    "--data-dir", os.path.join(suite.root, "tests", "fixtures"), "--access-log", "off",
+                    "--client-share", "100")
     r = request(d.port, "POST", "/train",
                 json.dumps({"dataset": "mnist-mini", "epochs": 200, "model_name": "slowjob"}).encode(),
                 {"Content-Type": "application/json"})

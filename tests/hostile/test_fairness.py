@@ -10,6 +10,8 @@ Loopback has a whole /8, so the attacker connects from 127.0.0.2 and the
 other client from 127.0.0.3, both to the daemon on 127.0.0.1.
 """
 
+import json
+import os
 import select
 import socket
 import threading
@@ -214,4 +216,45 @@ def test_one_client_cannot_fill_the_queue(suite):
                 "%d of %d served: %r" % (other.count(200), len(other), [s for s in other if s != 200][:2]))
     suite.check("... and the attacker is served too, within its share (some 200, the rest 503)",
                 200 in attacker and all(s in (200, 503) for s in attacker), repr(sorted(set(map(str, attacker)))))
+    suite.check("the daemon is alive", d.alive())
+
+
+def test_one_client_cannot_hold_every_event_stream(suite):
+    d = suite.start("streams", "--max-streams", "4", "--train-threads", "1", "--access-log", "off",
+                    "--data-dir", os.path.join(suite.root, "tests", "fixtures"))
+    r = harness.request(d.port, "POST", "/train",
+                        json.dumps({"dataset": "mnist-mini", "epochs": 200, "model_name": "watched"}).encode(),
+                        {"Content-Type": "application/json"})
+    suite.check("a training job to watch is accepted", r.status == 202, repr(r))
+    if r.status != 202:
+        return
+    ask = ("GET /train/%s/events HTTP/1.1\r\nHost: t\r\n\r\n" % r.json()["id"]).encode()
+
+    def open_streams(n, source):
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection((harness.HOST, d.port), timeout=5, source_address=(source, 0))
+            s.sendall(ask)
+            socks.append(s)
+        time.sleep(0.3)
+        heads = []
+        for s in socks:
+            try:
+                heads.append(s.recv(4096))
+            except OSError:
+                heads.append(b"")
+        return socks, heads
+    mine, heads = open_streams(4, ATTACKER)
+    try:
+        streaming = sum(h.startswith(b"HTTP/1.1 200") for h in heads)
+        refused = [h for h in heads if h.startswith(b"HTTP/1.1 503") and b"too_many_streams" in h
+                   and b"--client-share" in h]
+        suite.check("one client asking for all 4 event streams gets its three quarters (3), the 4th 503 "
+                    "too_many_streams", streaming == 3 and len(refused) == 1, repr([h[:12] for h in heads]))
+        theirs, heads = open_streams(1, OTHER)
+        suite.check("... and another client still gets one", heads[0].startswith(b"HTTP/1.1 200"), repr(heads[0][:80]))
+        _close(theirs)
+    finally:
+        _close(mine)
+        harness.request(d.port, "DELETE", "/train/%s" % r.json()["id"])
     suite.check("the daemon is alive", d.alive())
