@@ -10,9 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include "../server/budget.h"
 #include "../server/clients.h"
 #include "../server/config.h"
@@ -105,20 +102,8 @@ Test(budget, a_share_holds_at_most_its_limit) {
     cr_assert_eq(b.share_limit, 1000, "a share is never more than the budget");
 }
 
-/* An AF_INET or AF_INET6 address from text. */
-static struct sockaddr_storage addr_of(const char *text) {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) v4->sin_family = AF_INET;
-    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) v6->sin6_family = AF_INET6;
-    else cr_assert_fail("%s is not an address", text);
-    return ss;
-}
-
 static srv_client *client_of(srv_clients *t, const char *text) {
-    struct sockaddr_storage ss = addr_of(text);
+    struct sockaddr_storage ss = test_addr(text);
     return srv_clients_get(t, (const struct sockaddr *)&ss);
 }
 

@@ -986,26 +986,13 @@ Test(inference, run_now_only_when_idle, .timeout = TEST_TIME_LIMIT(60)) {
 
 /* ------------------------------------------------------------ admin auth */
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include "../server/auth.h"
 #include "../server/train_http.h"
 
-static struct sockaddr_storage addr_of(const char *text) {
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) v4->sin_family = AF_INET;
-    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) v6->sin6_family = AF_INET6;
-    return ss;
-}
-
 Test(auth, token_and_loopback_rule) {
-    struct sockaddr_storage lo = addr_of("127.0.0.1"), lo2 = addr_of("127.8.9.10"), lo6 = addr_of("::1"),
-                            mapped = addr_of("::ffff:127.0.0.1"), lan = addr_of("192.0.2.7"),
-                            lan6 = addr_of("2001:db8::1"), mapped_lan = addr_of("::ffff:10.0.0.1");
+    struct sockaddr_storage lo = test_addr("127.0.0.1"), lo2 = test_addr("127.8.9.10"), lo6 = test_addr("::1"),
+                            mapped = test_addr("::ffff:127.0.0.1"), lan = test_addr("192.0.2.7"),
+                            lan6 = test_addr("2001:db8::1"), mapped_lan = test_addr("::ffff:10.0.0.1");
     const struct sockaddr *L = (const struct sockaddr *)&lo, *N = (const struct sockaddr *)&lan;
     /* No token: loopback only. */
     cr_assert_eq(srv_auth_check(NULL, NULL, L, 0), SRV_AUTH_OK);

@@ -6,9 +6,11 @@
 #ifndef DAE_TEST_UTIL_H
 #define DAE_TEST_UTIL_H
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <ftw.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +113,19 @@ static inline char *test_tmpdir(const char *tag) {
     snprintf(d, n, "%s/dae_test_%s_XXXXXX", tmp, tag);
     cr_assert_not_null(mkdtemp(d), "cannot make %s", d);
     return d;
+}
+
+/* An AF_INET or AF_INET6 address from its text; fails the test for
+ * anything else. */
+static inline struct sockaddr_storage test_addr(const char *text) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) v4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) v6->sin6_family = AF_INET6;
+    else cr_assert_fail("%s is not an address", text);
+    return ss;
 }
 
 /* Returns a malloc'ed "a/b". */
