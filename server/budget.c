@@ -18,17 +18,25 @@ void srv_budget_init(srv_budget *b, long long limit, long long share_limit) {
     atomic_init(&b->refusals, 0);
 }
 
-int srv_budget_take(srv_budget *b, long long bytes) {
-    if (bytes <= 0) return 0;
-    long long used = atomic_load_explicit(&b->used, memory_order_relaxed);
+/* Adds bytes to *used when the sum stays within limit, counting a
+ * refusal in b otherwise. Returns the sum, or -1. */
+static long long add_within(srv_budget *b, atomic_llong *used, long long bytes, long long limit) {
+    long long now = atomic_load_explicit(used, memory_order_relaxed);
     do {
-        if (bytes > b->limit - used) {
+        if (bytes > limit - now) {
             atomic_fetch_add_explicit(&b->refusals, 1, memory_order_relaxed);
             return -1;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&b->used, &used, used + bytes, memory_order_acq_rel,
+    } while (!atomic_compare_exchange_weak_explicit(used, &now, now + bytes, memory_order_acq_rel,
                                                     memory_order_relaxed));
-    long long now = used + bytes, peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
+    return now + bytes;
+}
+
+int srv_budget_take(srv_budget *b, long long bytes) {
+    if (bytes <= 0) return 0;
+    long long now = add_within(b, &b->used, bytes, b->limit);
+    if (now < 0) return -1;
+    long long peak = atomic_load_explicit(&b->peak, memory_order_relaxed);
     while (now > peak &&
            !atomic_compare_exchange_weak_explicit(&b->peak, &peak, now, memory_order_relaxed, memory_order_relaxed))
         ;
@@ -41,14 +49,7 @@ void srv_budget_give(srv_budget *b, long long bytes) {
 
 int srv_budget_take_share(srv_budget *b, srv_budget_share *share, long long bytes) {
     if (share == NULL || bytes <= 0) return srv_budget_take(b, bytes);
-    long long used = atomic_load_explicit(&share->used, memory_order_relaxed);
-    do {
-        if (bytes > b->share_limit - used) {
-            atomic_fetch_add_explicit(&b->refusals, 1, memory_order_relaxed);
-            return -1;
-        }
-    } while (!atomic_compare_exchange_weak_explicit(&share->used, &used, used + bytes, memory_order_acq_rel,
-                                                    memory_order_relaxed));
+    if (add_within(b, &share->used, bytes, b->share_limit) < 0) return -1;
     if (srv_budget_take(b, bytes) == 0) return 0;
     atomic_fetch_sub_explicit(&share->used, bytes, memory_order_acq_rel);
     return -1;
