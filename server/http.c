@@ -24,9 +24,9 @@
 
 #include "assets.h"
 #include "auth.h"
+#include "clients.h"
 #include "clock.h"
 #include "dataset_http.h"
-#include "clients.h"
 #include "gate.h"
 #include "log.h"
 #include "model_http.h"

@@ -2,8 +2,10 @@
 #include "oip.h"
 
 #include <cJSON.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,181 @@ static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
  * this per value. */
 #define JSON_NODE_BYTES 96
 
+/* The longest run of number characters read apart: cJSON's versions
+ * differ beyond it (some read 63 characters, some any number). */
+#define JSON_NUMBER_MAX 63
+
+/* The tensor's numbers, read apart from cJSON's tree.
+ *
+ * The "data" array of a JSON tensor is nearly all of a big request: a
+ * node of cJSON's tree (96 bytes) for every number of 2 to 20
+ * characters. When the array of inputs[0] (the only input a request may
+ * give) is nothing but nested arrays of plain numbers, it is read here
+ * straight into floats, and cJSON parses a copy of the JSON with the
+ * array's contents blanked to spaces. The numbers are read as cJSON
+ * reads them (the longest run of number characters, through strtod,
+ * which must take all of it), so the same text gives the same floats and
+ * is refused alike. Anything else in the array (strings, literals,
+ * objects, runs over 63 characters, escapes in a key on the way there)
+ * leaves the whole JSON to cJSON, as before. */
+typedef struct {
+    size_t start, end; /* the array, '[' to ']' inclusive: [start, end); end 0 when not read apart */
+    size_t leaves;     /* its numbers */
+    long long nodes;   /* the numbers and arrays inside it, which cJSON need not make */
+} data_span;
+
+static int numbers_apart = 1;
+
+void srv_oip_read_numbers_apart(int on) { numbers_apart = on; }
+
+/* 1 for the characters of a number as cJSON gathers them. */
+static int is_number_char(uint8_t c) {
+    return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* Checks that json[start] is an array of arrays of plain numbers (any
+ * nesting, whitespace as cJSON skips it: any byte up to 32), filling d;
+ * 0 when it is anything else. */
+static int numbers_only(const uint8_t *json, size_t len, size_t start, data_span *d) {
+    size_t i = start, depth = 0, leaves = 0;
+    long long nodes = 0;
+    for (;;) {
+        /* A value is expected at i. */
+        while (i < len && json[i] <= 32) i++;
+        if (i >= len) return 0;
+        if (json[i] == '[') {
+            nodes += depth > 0; /* the array itself stays in cJSON's tree, empty */
+            depth++, i++;
+            while (i < len && json[i] <= 32) i++;
+            if (i < len && json[i] == ']') i++, depth--;
+            else continue;
+        } else if (json[i] == '-' || (json[i] >= '0' && json[i] <= '9')) {
+            size_t from = i;
+            while (i < len && is_number_char(json[i])) i++;
+            if (i - from > JSON_NUMBER_MAX) return 0;
+            leaves++, nodes++;
+        } else {
+            return 0;
+        }
+        /* After a value: more of its array, or its end. */
+        for (;;) {
+            if (depth == 0) {
+                *d = (data_span){start, i, leaves, nodes};
+                return 1;
+            }
+            while (i < len && json[i] <= 32) i++;
+            if (i >= len) return 0;
+            if (json[i] == ',') {
+                i++;
+                break;
+            }
+            if (json[i] != ']') return 0;
+            i++, depth--;
+        }
+    }
+}
+
+/* Finds the "data" array of inputs[0] (the first of each key, as cJSON
+ * looks them up), when it holds numbers only. The JSON need not be valid:
+ * cJSON judges the rest. */
+static data_span find_data(const uint8_t *json, size_t len) {
+    data_span none = {0, 0, 0, 0};
+    if (!numbers_apart) return none;
+    /* Levels 1 (the request), 2 ("inputs"), 3 (inputs[0]) and the one
+     * below; deeper ones are only counted. */
+    enum { LEVELS = 5 };
+    uint8_t type[LEVELS] = {0};
+    int expect_key[LEVELS] = {0}, key_is[LEVELS] = {0}, on_path[LEVELS] = {0};
+    size_t index[LEVELS] = {0}, depth = 0;
+    int seen_inputs = 0, seen_data = 0;
+    /* The request is the first value, after a UTF-8 BOM and whitespace
+     * (as cJSON skips them); what follows it is not cJSON's. */
+    size_t first = len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    while (first < len && json[first] <= 32) first++;
+    if (first >= len || json[first] != '{') return none;
+    for (size_t i = first; i < len; i++) {
+        uint8_t c = json[i];
+        if (c == '"') {
+            size_t j = i + 1;
+            int escaped = 0;
+            while (j < len && json[j] != '"') {
+                if (json[j] == '\\') escaped = 1, j++;
+                else if (json[j] == '\0') escaped = 1; /* cJSON's key would end there */
+                j++;
+            }
+            if (depth < LEVELS && type[depth] == '{' && expect_key[depth]) {
+                expect_key[depth] = 0;
+                key_is[depth] = 0;
+                /* A key with an escape (or a NUL) may read "inputs" or "data" to cJSON: leave it all to cJSON. */
+                if (escaped && (depth == 1 || (depth == 3 && on_path[3]))) return none;
+                size_t klen = j - i - 1;
+                const uint8_t *key = json + i + 1;
+                if (depth == 1 && !seen_inputs && klen == 6 && memcmp(key, "inputs", 6) == 0)
+                    key_is[1] = seen_inputs = 1;
+                if (depth == 3 && on_path[3] && !seen_data && klen == 4 && memcmp(key, "data", 4) == 0)
+                    key_is[3] = seen_data = 1;
+            }
+            i = j;
+        } else if (c == '[' || c == '{') {
+            if (depth == 3 && on_path[3] && key_is[3]) {
+                key_is[3] = 0;
+                data_span d;
+                return c == '[' && numbers_only(json, len, i, &d) ? d : none;
+            }
+            depth++;
+            if (depth < LEVELS) {
+                type[depth] = c;
+                expect_key[depth] = c == '{';
+                key_is[depth] = 0;
+                index[depth] = 0;
+                on_path[depth] = depth == 1 ? c == '{'
+                                 : depth == 2 ? c == '[' && on_path[1] && key_is[1]
+                                 : depth == 3 ? c == '{' && on_path[2] && index[2] == 0
+                                              : 0;
+            }
+        } else if (c == ']' || c == '}') {
+            if (depth == 0) return none;
+            if (depth < LEVELS) key_is[depth] = 0;
+            depth--;
+            if (depth == 0) return none; /* the request ended without it */
+        } else if (c == ',') {
+            if (depth < LEVELS) {
+                if (type[depth] == '[') index[depth]++;
+                else expect_key[depth] = 1, key_is[depth] = 0;
+            }
+        }
+    }
+    return none;
+}
+
+/* Reads the numbers of d (found by numbers_only in json) into out, as
+ * cJSON reads them. Returns the offset at which cJSON would find the JSON
+ * invalid (a run of number characters strtod does not take whole), or
+ * SIZE_MAX when every number was read. */
+static size_t read_numbers(const uint8_t *json, const data_span *d, float *out) {
+    const char point = localeconv()->decimal_point[0]; /* cJSON's strtod reads the locale's */
+    size_t k = 0;
+    for (size_t i = d->start; i < d->end;) {
+        if (json[i] != '-' && !(json[i] >= '0' && json[i] <= '9')) {
+            i++;
+            continue;
+        }
+        size_t run = 0;
+        while (i + run < d->end && is_number_char(json[i + run])) run++;
+        char text[JSON_NUMBER_MAX + 1]; /* numbers_only saw to it */
+        for (size_t j = 0; j < run; j++) text[j] = json[i + j] == '.' ? point : (char)json[i + j];
+        text[run] = '\0';
+        char *after;
+        double v = strtod(text, &after);
+        size_t used = (size_t)(after - text);
+        if (used == 0) return i;          /* no number at all */
+        if (used < run) return i + used;  /* what follows it is not ',' or ']' */
+        out[k++] = (float)v;
+        i += run;
+    }
+    return SIZE_MAX;
+}
+
 long long srv_oip_json_bytes(const uint8_t *json, size_t json_len) {
     /* Every value but the first follows a ',' '[' '{' or ':' outside a
      * string: that many nodes at most, plus the strings' copies. */
@@ -83,7 +260,10 @@ long long srv_oip_json_bytes(const uint8_t *json, size_t json_len) {
             nodes++;
         }
     }
-    return nodes * JSON_NODE_BYTES + (long long)json_len;
+    data_span d = find_data(json, json_len);
+    if (d.end == 0) return nodes * JSON_NODE_BYTES + (long long)json_len;
+    /* Read apart: the blanked copy and the floats instead of their nodes. */
+    return (nodes - d.nodes) * JSON_NODE_BYTES + 2 * (long long)json_len + (long long)(d.leaves * sizeof(float));
 }
 
 dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen) {
@@ -106,6 +286,12 @@ typedef struct {
     const char *input; /* the input's name, for messages */
     srv_oip_take_fn take;
     void *take_ctx;
+    /* The "data" of inputs[0] when it was read apart (find_data): its
+     * numbers (malloc'd, handed to the request when they are its tensor),
+     * and cJSON's node of it, left an empty array. */
+    float *numbers;
+    size_t n_numbers;
+    const cJSON *numbers_node;
 } parse_ctx;
 
 /* Allocates bytes (zeroed) once take granted them. NULL with *st set to
@@ -243,13 +429,28 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
     }
     /* The shape is the client's word: the data must match it before
      * anything of its size is allocated. */
-    size_t n = leaf_count(data);
+    const int apart = data == c->numbers_node;
+    size_t n = apart ? c->n_numbers : leaf_count(data);
     if (n != count)
         return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
                    w, count);
-    if ((req->floats = take_alloc(c, count * sizeof(float), &st)) == NULL) return st;
+    if (apart) { /* the numbers read apart become the tensor */
+        if (c->take(c->take_ctx, (long long)(count * sizeof(float))) != 0)
+            return dae_fail(c->err, c->errlen, DAE_ERR_BUSY, "the memory budget cannot hold the %zu bytes of input \"%s\"",
+                            count * sizeof(float), c->input);
+        req->floats = c->numbers;
+        c->numbers = NULL;
+    } else if ((req->floats = take_alloc(c, count * sizeof(float), &st)) == NULL) {
+        return st;
+    }
     req->n = (int)d[0];
     req->tensor = (const uint8_t *)req->floats;
+    if (apart) {
+        for (size_t i = 0; i < count; i++)
+            if (!isfinite(req->floats[i]))
+                return bad(c, "input \"%s\": element %zu of \"data\" is out of the range of FP32", c->input, i);
+        return DAE_OK;
+    }
     n = 0;
     return flatten(c, data, req->floats, NULL, count, &n);
 }
@@ -271,7 +472,8 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
         return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
     if (bsize < 0 && !cJSON_IsArray(data))
         return bad(c, "input \"%s\" has no \"data\" array (nor \"binary_data_size\")", c->input);
-    size_t leaves = bsize < 0 ? leaf_count(data) : count;
+    const int apart = bsize < 0 && data == c->numbers_node;
+    size_t leaves = bsize < 0 ? (apart ? c->n_numbers : leaf_count(data)) : count;
     if (leaves != count)
         return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%zu] needs %zu", c->input, leaves, count,
                    count);
@@ -306,6 +508,11 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
     }
     const cJSON **strings = take_alloc(c, count * sizeof *strings, &st);
     if (strings == NULL) return st;
+    if (apart) { /* numbers only, where flatten wants strings */
+        free(strings);
+        return bad(c, "input \"%s\": element 0 of \"data\" is not a string (datatype BYTES: the base64 of an image file)",
+                   c->input);
+    }
     size_t n = 0, total = 0;
     st = flatten(c, data, NULL, strings, count, &n);
     for (size_t i = 0; st == DAE_OK && i < count; i++) total += strlen(strings[i]->valuestring) / 4 * 3;
@@ -356,16 +563,45 @@ static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request
 dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_take_fn take,
                          void *ctx, srv_oip_request *req, char *err, size_t errlen) {
     memset(req, 0, sizeof *req);
-    parse_ctx c = {err, errlen, "", take, ctx};
+    parse_ctx c = {err, errlen, "", take, ctx, NULL, 0, NULL};
+    /* The tensor's numbers apart from the tree (find_data): cJSON parses
+     * a copy with them blanked, and they are read here. */
+    const char *text = (const char *)body;
+    char *blanked = NULL;
+    data_span d = find_data(body, json_len);
+    if (d.end != 0) {
+        blanked = malloc(json_len);
+        c.numbers = malloc((d.leaves > 0 ? d.leaves : 1) * sizeof(float));
+        if (blanked == NULL || c.numbers == NULL) {
+            free(blanked);
+            free(c.numbers);
+            return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for the request's JSON");
+        }
+        memcpy(blanked, body, json_len);
+        memset(blanked + d.start + 1, ' ', d.end - d.start - 2);
+        text = blanked;
+        c.n_numbers = d.leaves;
+    }
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts((const char *)body, json_len, &end, 0);
-    if (root == NULL)
-        return bad(&c, "the request is not valid JSON (at byte %td of %zu)", end != NULL ? end - (const char *)body : 0,
-                   json_len);
-    size_t used = (size_t)(end - (const char *)body);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, json_len, &end, 0);
+    /* The first place cJSON would have found the JSON invalid: before the
+     * numbers, in them, or after them. */
+    size_t invalid = root == NULL ? (end != NULL ? (size_t)(end - text) : 0) : SIZE_MAX;
+    if (d.end != 0 && invalid > d.start) {
+        size_t in_numbers = read_numbers(body, &d, c.numbers);
+        if (in_numbers != SIZE_MAX) invalid = in_numbers;
+    }
+    free(blanked);
+    if (invalid != SIZE_MAX) {
+        cJSON_Delete(root);
+        free(c.numbers);
+        return bad(&c, "the request is not valid JSON (at byte %zu of %zu)", invalid, json_len);
+    }
+    size_t used = (size_t)(end - text);
     while (used < json_len && strchr(" \t\r\n", body[used]) != NULL && body[used] != '\0') used++;
     if (used < json_len) {
         cJSON_Delete(root);
+        free(c.numbers);
         return bad(&c,
                    "%zu bytes follow the JSON (at byte %zu): binary data needs the header %s giving the JSON's length",
                    json_len - used, used, SRV_OIP_HEADER_LENGTH);
@@ -377,6 +613,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h
     const cJSON *input = cJSON_IsArray(inputs) ? inputs->child : NULL;
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(input, "name");
     const cJSON *datatype = cJSON_GetObjectItemCaseSensitive(input, "datatype");
+    if (d.end != 0) c.numbers_node = cJSON_GetObjectItemCaseSensitive(input, "data");
     if (!cJSON_IsObject(root)) st = bad(&c, "the request must be a JSON object with \"inputs\"");
     else if (id != NULL && !cJSON_IsString(id)) st = bad(&c, "\"id\" must be a string");
     else if (params != NULL && !cJSON_IsObject(params)) st = bad(&c, "\"parameters\" must be an object");
@@ -409,6 +646,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h
     }
     if (st == DAE_OK) st = parse_outputs(&c, root, req);
     cJSON_Delete(root);
+    free(c.numbers); /* unless the tensor took them */
     if (st != DAE_OK) srv_oip_request_free(req);
     return st;
 }

@@ -14,6 +14,9 @@
 
 enum { H = 28, W = 28, T = H * W };
 
+/* The nodes of a tensor request's JSON besides its data, at most. */
+#define JSON_NODES_LEFT 32
+
 /* srv_oip_take_fn: grants everything, counting it in *ctx (long long). */
 static int take_all(void *ctx, long long bytes) {
     *(long long *)ctx += bytes;
@@ -283,10 +286,18 @@ Test(oip, mistakes_are_named) {
  * with DAE_ERR_BUSY, holding nothing. */
 Test(oip, memory_is_asked_for_first) {
     char *one = tensor_json(1, 0, ""), *four = tensor_json(4, 0, "");
+    /* cJSON's tree: a node a value. */
+    srv_oip_read_numbers_apart(0);
     long long a = srv_oip_json_bytes((uint8_t *)one, strlen(one));
     long long b = srv_oip_json_bytes((uint8_t *)four, strlen(four));
+    srv_oip_read_numbers_apart(1);
     cr_assert_gt(a, (long long)T * 64, "at least a node per value");
     cr_assert_gt(b, 3 * a, "four times the values");
+    /* The numbers read apart: a float each, and two copies of the text
+     * (the body and the copy cJSON parses). */
+    long long apart = srv_oip_json_bytes((uint8_t *)four, strlen(four));
+    cr_assert_leq(apart, 4LL * T * (long long)sizeof(float) + 2 * (long long)strlen(four) + 64 * JSON_NODES_LEFT);
+    cr_assert_lt(apart * 3, b, "a third of the tree's or less");
     char err[DAE_ERR_LEN] = "";
     srv_oip_request req;
     taken = 0;
@@ -300,6 +311,149 @@ Test(oip, memory_is_asked_for_first) {
     cr_assert_null(req.floats);
     free(one);
     free(four);
+}
+
+/* ------------------------------------------------------------ numbers read apart from the tree */
+
+/* Bodies whose numbers were read apart, of those assert_parsed_alike saw. */
+static int read_apart;
+
+/* Parses body both ways, its tensor's numbers read apart and everything
+ * by cJSON (the oracle), and checks the two agree: outcome, message,
+ * memory asked for, and the request to the bit. */
+static void assert_parsed_alike(const char *body, size_t len, size_t json_len) {
+    srv_oip_read_numbers_apart(0);
+    long long tree = srv_oip_json_bytes((const uint8_t *)body, json_len);
+    srv_oip_read_numbers_apart(1);
+    read_apart += srv_oip_json_bytes((const uint8_t *)body, json_len) < tree;
+    srv_oip_request a, b;
+    char ea[DAE_ERR_LEN] = "", eb[DAE_ERR_LEN] = "";
+    long long ta = 0, tb = 0;
+    srv_oip_read_numbers_apart(1);
+    dae_status sa = srv_oip_parse((const uint8_t *)body, len, json_len, H, W, take_all, &ta, &a, ea, sizeof ea);
+    srv_oip_read_numbers_apart(0);
+    dae_status sb = srv_oip_parse((const uint8_t *)body, len, json_len, H, W, take_all, &tb, &b, eb, sizeof eb);
+    srv_oip_read_numbers_apart(1);
+    cr_assert_eq(sa, sb, "%.300s: %d \"%s\" against cJSON's %d \"%s\"", body, sa, ea, sb, eb);
+    cr_assert_str_eq(ea, eb, "%.300s", body);
+    cr_assert_eq(ta, tb, "%.300s: asked for %lld bytes against %lld", body, ta, tb);
+    if (sa == DAE_OK) {
+        cr_assert_eq(a.kind, b.kind);
+        cr_assert_eq(a.n, b.n);
+        cr_assert_eq(a.binary_output, b.binary_output);
+        cr_assert_eq(a.id == NULL, b.id == NULL);
+        if (a.id != NULL) cr_assert_str_eq(a.id, b.id);
+        if (a.kind == SRV_OIP_TENSOR) {
+            cr_assert_eq(memcmp(a.tensor, b.tensor, (size_t)a.n * T * sizeof(float)), 0, "%.300s", body);
+        } else {
+            for (int i = 0; i < a.n; i++) {
+                cr_assert_eq(a.image_len[i], b.image_len[i]);
+                cr_assert_eq(memcmp(a.image[i], b.image[i], a.image_len[i]), 0);
+            }
+        }
+    }
+    srv_oip_request_free(&a);
+    srv_oip_request_free(&b);
+}
+
+/* A tensor request whose data is T numbers written by number(i, r),
+ * between the parts head and tail, each element separated by sep(r). */
+static char *numbers_body(const char *head, const char *tail, dae_rng *r, int nested) {
+    static const char *const numbers[] = {"0", "1", "0.5", "-0", "1e-3", "2.5E+1", "0.123456789", "3.4e38", "7",
+                                          "12", "1.", "01", "-0.0", "1e0"};
+    static const char *const spaces[] = {"", "", "", " ", "\n", "\t ", "\r\n  ", "\x01", "\x1f"};
+    size_t cap = (size_t)T * 48 + 4096, k = 0;
+    char *s = malloc(cap);
+    k += (size_t)snprintf(s + k, cap - k, "%s", head);
+    for (int i = 0; i < T; i++) {
+        const char *sp = spaces[dae_rng_next(r) % (sizeof spaces / sizeof *spaces)];
+        const char *open = nested && i % W == 0 ? "[" : "", *close = nested && (i + 1) % W == 0 ? "]" : "";
+        k += (size_t)snprintf(s + k, cap - k, "%s%s%s%s%s%s", i > 0 ? "," : "", sp, open,
+                              numbers[dae_rng_next(r) % (sizeof numbers / sizeof *numbers)], close, sp);
+    }
+    snprintf(s + k, cap - k, "%s", tail);
+    return s;
+}
+
+/* Every way a body can go wrong in or around its numbers is refused (or
+ * taken) alike with the numbers read apart and by cJSON alone. */
+Test(oip, numbers_read_apart_parse_as_cjson_does) {
+    dae_rng r;
+    dae_rng_seed(&r, 11, 0);
+    static const char *const heads[] = {
+        "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[",
+        "{\"id\":\"x\",\"inputs\":[{\"data\": [\n",
+        "{\"inputs\":[{\"data\":[[1,2]],\"data\":[",   /* the first "data" is cJSON's */
+        "{\"inputs\":[{\"d\\u0061ta\":[",               /* an escaped key: cJSON's alone */
+        "{\"inp\\u0075ts\":[],\"inputs\":[{\"data\":[",
+        "{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[",
+        "{\"inputs\":[{\"name\":\"input\"},{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[",
+        "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"parameters\":{\"data\":[",
+        "[{\"inputs\":[{\"data\":[",
+        "\xEF\xBB\xBF {\"inputs\":[{\"data\":[", /* a BOM before the request */
+        "2\t{\"inputs\":[{\"data\":[",           /* the request is 2: the rest follows it (found by fuzz_oip) */
+        "{\"inputs\":[{\"data\":[]}]} {\"inputs\":[{\"data\":[",
+        /* a NUL ('~' here) ends cJSON's copy of a key: "data~x" is "data" to it */
+        "{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data~x\":[1],\"data\":[",
+    };
+    static const char *const tails[] = {
+        "]}]}",
+        "],\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28]}]}",
+        "]}]} ",
+        "]}]}x",
+        "]}]",
+        "],}]}",
+        "]]}]}",
+        "]}],\"outputs\":[{\"name\":\"output\",\"parameters\":{\"binary_data\":true}}]}",
+        "]}}]}",
+    };
+    for (size_t h = 0; h < sizeof heads / sizeof *heads; h++)
+        for (size_t t = 0; t < sizeof tails / sizeof *tails; t++)
+            for (int nested = 0; nested < 2; nested++) {
+                char *body = numbers_body(heads[h], tails[t], &r, nested);
+                size_t len = strlen(body);
+                char *nul = strchr(body, '~');
+                if (nul != NULL) *nul = '\0';
+                assert_parsed_alike(body, len, len);
+                free(body);
+            }
+    /* One element at a time made wrong, at the start, the middle or the end. */
+    static const char *const wrong[] = {"-", "1e", "1e+", "--1", "1.2.3", "+1", ".5", "1x", "0x10", "1e39", "-1e39",
+                                        "nan", "true", "null", "\"0\"", "{}", "[", "]", "", "1 2", "123456789012345678901234567890123456789012345678901234567890123",
+                                        "1234567890123456789012345678901234567890123456789012345678901234", "1,", "[1]", "[]"};
+    for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++)
+        for (int where = 0; where < 3; where++) {
+            char *body = numbers_body(heads[0], tails[0], &r, 0);
+            /* Replace one element's text: rebuild around the chosen index. */
+            size_t k = 0, cap = strlen(body) + 256;
+            char *out = malloc(cap);
+            int target = where == 0 ? 0 : where == 1 ? T / 2 : T - 1;
+            k += (size_t)snprintf(out + k, cap - k, "%s", heads[0]);
+            for (int e = 0; e < T; e++)
+                k += (size_t)snprintf(out + k, cap - k, "%s%s", e > 0 ? "," : "", e == target ? wrong[i] : "0.25");
+            snprintf(out + k, cap - k, "%s", tails[0]);
+            assert_parsed_alike(out, strlen(out), strlen(out));
+            free(out);
+            free(body);
+        }
+    /* Random bytes of a good body changed, inserted or removed. */
+    static const char alphabet[] = "0123456789+-.eE,[]{}\": \n\\ax";
+    for (int round = 0; round < 3000; round++) {
+        char *body = numbers_body(heads[round % 2 ? 0 : 1], tails[round % 2 ? 0 : 1], &r, round % 3 == 0);
+        size_t len = strlen(body);
+        for (int edits = 1 + (int)(dae_rng_next(&r) % 3); edits > 0; edits--) {
+            size_t at = (size_t)(dae_rng_next(&r) % len);
+            char c = alphabet[dae_rng_next(&r) % (sizeof alphabet - 1)];
+            switch (dae_rng_next(&r) % 3) {
+            case 0: body[at] = c; break;
+            case 1: memmove(body + at, body + at + 1, len - at), len--; break;
+            default: memmove(body + at + 1, body + at, len - at + 1), body[at] = c, len++; break;
+            }
+        }
+        assert_parsed_alike(body, len, len);
+        free(body);
+    }
+    cr_assert_gt(read_apart, 1000, "a third of the bodies' numbers were read apart (%d)", read_apart);
 }
 
 Test(oip, model_metadata_names_the_inputs_and_outputs) {

@@ -7,8 +7,10 @@
  * hold its tensor or images inside the body or its own buffers, and its answer
  * (zeros for a tensor, the images themselves as the PNGs) must fit the
  * size srv_oip_answer_bytes promised, which the server reserves from its
- * memory budget. The parser is compiled in here (server/ is not part of
- * libdae). */
+ * memory budget. A tensor's numbers read apart from cJSON's tree must
+ * give what cJSON alone gives: the same outcome and message, and the
+ * same floats to the bit. The parser is compiled in here (server/ is not
+ * part of libdae). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,10 +36,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (body == NULL) return 0;
     memcpy(body, data, json_len);
     memcpy(body + json_len, data + json_len + (nul != NULL), size - json_len);
-    srv_oip_request req;
-    char err[256];
-    long long left = 64 << 20;
-    if (srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &left, &req, err, sizeof err) == DAE_OK) {
+    srv_oip_request req, oracle;
+    char err[256] = "", oracle_err[256] = "";
+    long long left = 64 << 20, oracle_left = 64 << 20;
+    srv_oip_read_numbers_apart(0);
+    dae_status oracle_st =
+        srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &oracle_left, &oracle, oracle_err, sizeof oracle_err);
+    srv_oip_read_numbers_apart(1);
+    dae_status st = srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &left, &req, err, sizeof err);
+    if (st != oracle_st || strcmp(err, oracle_err) != 0 || left != oracle_left) abort();
+    if (st == DAE_OK && (req.kind != oracle.kind || req.n != oracle.n ||
+                         (req.kind == SRV_OIP_TENSOR &&
+                          memcmp(req.tensor, oracle.tensor, (size_t)req.n * SIDE * SIDE * sizeof(float)) != 0)))
+        abort();
+    srv_oip_request_free(&oracle);
+    if (st == DAE_OK) {
         srv_model m = {.name = "m", .version = "sha256:000000000000"};
         m.net.in_h = m.net.in_w = SIDE;
         float *out = NULL;
