@@ -91,6 +91,19 @@ class Server:
         finally:
             c.close()
 
+    def text(self, path):
+        """The body of GET path, as text."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            c.request("GET", path)
+            return c.getresponse().read().decode()
+        finally:
+            c.close()
+
+    def peak_rss_mib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) // 1024
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait()

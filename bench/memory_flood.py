@@ -11,14 +11,12 @@ and prints how many are held, the server's RSS and what /metrics says is
 reserved; then closes them and prints the RSS again.
 """
 
-import os
-import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from loop_stall import Server
 
 
 def rss_mib(pid):
@@ -30,15 +28,9 @@ def main():
     if len(sys.argv) != 3 or sys.argv[2] not in ("distinct", "same"):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    tmp = tempfile.mkdtemp(prefix="dae-flood.")
-    p = subprocess.Popen([sys.argv[1], "--port", "0", "--access-log", "off", "--data-dir", tmp, "--state-dir", tmp,
-                          "--model", os.path.join(root, "models", "mnist.safetensors")],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    port = None
-    while port is None:
-        m = re.search(rb"listening on http://[0-9.]+:(\d+)", p.stderr.readline())
-        port = int(m.group(1)) if m else None
+    tmp = tempfile.TemporaryDirectory(prefix="dae-flood.")
+    server = Server(sys.argv[1], tmp.name)
+    port = server.port
     length = 10 * 1024 * 1024 - 4096
     head = ("POST /denoise HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
             "Content-Length: %d\r\n\r\n" % length).encode()
@@ -65,17 +57,17 @@ def main():
         except OSError:
             pass
     time.sleep(1)
-    metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port).read().decode()
+    metrics = server.text("/metrics")
     reserved = int(float(next(line for line in metrics.splitlines()
                               if line.startswith("dae_memory_reserved_bytes ")).split()[1]))
     print("%s: %d held, %d refused, RSS %d MiB, %.0f MiB reserved"
-          % ("100 addresses" if sys.argv[2] == "distinct" else "one address", len(held), 100 - len(held), rss_mib(p.pid), reserved / 1048576))
+          % ("100 addresses" if sys.argv[2] == "distinct" else "one address", len(held), 100 - len(held), rss_mib(server.proc.pid), reserved / 1048576))
     for s in socks:
         s.close()
     time.sleep(1.5)
-    print("after they left: RSS %d MiB" % rss_mib(p.pid))
-    p.terminate()
-    p.wait()
+    print("after they left: RSS %d MiB" % rss_mib(server.proc.pid))
+    server.stop()
+    tmp.cleanup()
     return 0
 
 

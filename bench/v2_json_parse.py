@@ -15,14 +15,12 @@ resident memory (VmHWM) and what /metrics says was reserved at the peak.
 
 import argparse
 import http.client
-import os
 import re
 import statistics
-import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from loop_stall import Server
 
 
 def body(n, number):
@@ -31,28 +29,20 @@ def body(n, number):
             % (n, data)).encode()
 
 
-def one(server, payload):
-    tmp = tempfile.mkdtemp(prefix="dae-v2json.")
-    p = subprocess.Popen([server, "--port", "0", "--access-log", "off", "--data-dir", tmp, "--state-dir", tmp,
-                          "--model", os.path.join(ROOT, "models", "mnist.safetensors")],
-                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    port = None
-    while port is None:
-        m = re.search(rb"listening on http://[0-9.]+:(\d+)", p.stderr.readline())
-        port = int(m.group(1)) if m else None
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    t = time.time()
-    c.request("POST", "/v2/models/mnist/infer", payload, {"Content-Type": "application/json"})
-    r = c.getresponse()
-    r.read()
-    took = time.time() - t
-    c.request("GET", "/metrics")
-    metrics = c.getresponse().read().decode()
-    peak = int(float(re.search(r"^dae_memory_reserved_peak_bytes (\S+)", metrics, re.M).group(1)))
-    with open("/proc/%d/status" % p.pid) as f:
-        hwm = int(next(line for line in f if line.startswith("VmHWM")).split()[1]) // 1024
-    p.terminate()
-    p.wait()
+def one(binary, payload):
+    with tempfile.TemporaryDirectory(prefix="dae-v2json.") as tmp:
+        server = Server(binary, tmp)
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        t = time.time()
+        c.request("POST", "/v2/models/mnist/infer", payload, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        took = time.time() - t
+        c.close()
+        metrics = server.text("/metrics")
+        peak = int(float(re.search(r"^dae_memory_reserved_peak_bytes (\S+)", metrics, re.M).group(1)))
+        hwm = server.peak_rss_mib()
+        server.stop()
     return r.status, took, hwm, peak // (1 << 20)
 
 
