@@ -176,7 +176,7 @@ struct request {
     long long v2_reserved;    /* bytes of the memory budget the v2 request holds */
     long long v2_refused;     /* bytes the budget refused the parser */
     size_t v2_json_len;       /* the JSON's length in the body */
-    long long v2_tree;        /* bytes of v2_reserved held for the JSON's parse tree while it is parsed */
+    srv_oip_scan v2_scan;     /* the JSON's scan; its bytes are held in v2_reserved while it is parsed */
     /* Work on the helper thread (off_loop): what runs there, what the
      * event loop runs after it, and what the work found. */
     void (*off_work)(request *r);
@@ -1205,10 +1205,10 @@ static int v2_take(void *ctx, long long bytes) {
 
 /* Parses a v2 request's JSON (its parse tree's memory reserved). */
 static void v2_parse(request *r) {
-    r->off_status = srv_oip_parse(r->body, r->len, r->v2_json_len, r->model->net.in_h, r->model->net.in_w, v2_take, r,
-                                  &r->oip, r->off_message, sizeof r->off_message);
-    budget_give(r, r->v2_tree);
-    r->v2_reserved -= r->v2_tree;
+    r->off_status = srv_oip_parse(r->body, r->len, r->v2_json_len, &r->v2_scan, r->model->net.in_h, r->model->net.in_w,
+                                  v2_take, r, &r->oip, r->off_message, sizeof r->off_message);
+    budget_give(r, r->v2_scan.bytes);
+    r->v2_reserved -= r->v2_scan.bytes;
 }
 
 /* A v2 request once parsed: refused, or on to the workers. */
@@ -1242,14 +1242,15 @@ static enum MHD_Result post_v2_infer(request *r) {
      * v2_take as the parser asks, until the request ends. */
     const char *flag;
     long long most = budget_most(r, &flag);
-    long long tree = srv_oip_json_bytes(r->body, json_len);
+    srv_oip_scan_json(r->body, json_len, &r->v2_scan);
+    long long tree = r->v2_scan.bytes;
     if (tree > most - r->body_reserved)
         return answer_error(r, 413, "body_too_large",
                             "parsing this request's JSON needs up to %lld bytes, over the whole memory budget of %lld "
                             "bytes (%s): send the tensor as binary data (%s), or fewer images at a time",
                             tree, most, flag, SRV_OIP_HEADER_LENGTH);
     if (budget_take(r, tree) != 0) return refuse_memory(r, tree);
-    r->v2_json_len = json_len, r->v2_tree = tree;
+    r->v2_json_len = json_len;
     r->v2_reserved += tree; /* so that a request stopped before its parse gives it back */
     if (json_len >= OFF_LOOP_BYTES) return off_loop(r, v2_parse, v2_parsed);
     v2_parse(r);

@@ -85,12 +85,9 @@ static size_t b64_encode(const uint8_t *in, size_t n, char *out) {
  * which must take all of it), so the same text gives the same floats and
  * is refused alike. Anything else in the array (strings, literals,
  * objects, runs over 63 characters, escapes in a key on the way there)
- * leaves the whole JSON to cJSON, as before. */
-typedef struct {
-    size_t start, end; /* the array, '[' to ']' inclusive: [start, end); end 0 when not read apart */
-    size_t leaves;     /* its numbers */
-    long long nodes;   /* the numbers and arrays inside it, which cJSON need not make */
-} data_span;
+ * leaves the whole JSON to cJSON, as before. srv_oip_scan_json finds
+ * the array (srv_oip_scan's data_*), in the same pass that sizes the
+ * tree of the rest. */
 
 static int numbers_apart = 1;
 
@@ -102,17 +99,15 @@ static int is_number_char(uint8_t c) {
 }
 
 /* Checks that json[start] is an array of arrays of plain numbers (any
- * nesting, whitespace as cJSON skips it: any byte up to 32), filling d;
- * 0 when it is anything else. */
-static int numbers_only(const uint8_t *json, size_t len, size_t start, data_span *d) {
-    size_t i = start, depth = 0, leaves = 0;
-    long long nodes = 0;
+ * nesting, whitespace as cJSON skips it: any byte up to 32); if so,
+ * records it in scan and returns 1, else 0. */
+static int numbers_only(const uint8_t *json, size_t len, size_t start, srv_oip_scan *scan) {
+    size_t i = start, depth = 0, numbers = 0;
     for (;;) {
         /* A value is expected at i. */
         while (i < len && json[i] <= 32) i++;
         if (i >= len) return 0;
         if (json[i] == '[') {
-            nodes += depth > 0; /* the array itself stays in cJSON's tree, empty */
             depth++, i++;
             while (i < len && json[i] <= 32) i++;
             if (i < len && json[i] == ']') i++, depth--;
@@ -121,14 +116,14 @@ static int numbers_only(const uint8_t *json, size_t len, size_t start, data_span
             size_t from = i;
             while (i < len && is_number_char(json[i])) i++;
             if (i - from > JSON_NUMBER_MAX) return 0;
-            leaves++, nodes++;
+            numbers++;
         } else {
             return 0;
         }
         /* After a value: more of its array, or its end. */
         for (;;) {
             if (depth == 0) {
-                *d = (data_span){start, i, leaves, nodes};
+                scan->data_start = start, scan->data_end = i, scan->data_numbers = numbers;
                 return 1;
             }
             while (i < len && json[i] <= 32) i++;
@@ -143,93 +138,19 @@ static int numbers_only(const uint8_t *json, size_t len, size_t start, data_span
     }
 }
 
-/* Finds the "data" array of inputs[0] (the first of each key, as cJSON
- * looks them up), when it holds numbers only. The JSON need not be valid:
- * cJSON judges the rest. */
-static data_span find_data(const uint8_t *json, size_t len) {
-    data_span none = {0, 0, 0, 0};
-    if (!numbers_apart) return none;
-    /* Levels 1 (the request), 2 ("inputs"), 3 (inputs[0]) and the one
-     * below; deeper ones are only counted. */
-    enum { LEVELS = 5 };
-    uint8_t type[LEVELS] = {0};
-    int expect_key[LEVELS] = {0}, key_is[LEVELS] = {0}, on_path[LEVELS] = {0};
-    size_t index[LEVELS] = {0}, depth = 0;
-    int seen_inputs = 0, seen_data = 0;
-    /* The request is the first value, after a UTF-8 BOM and whitespace
-     * (as cJSON skips them); what follows it is not cJSON's. */
-    size_t first = len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
-    while (first < len && json[first] <= 32) first++;
-    if (first >= len || json[first] != '{') return none;
-    for (size_t i = first; i < len; i++) {
-        uint8_t c = json[i];
-        if (c == '"') {
-            size_t j = i + 1;
-            int escaped = 0;
-            while (j < len && json[j] != '"') {
-                if (json[j] == '\\') escaped = 1, j++;
-                else if (json[j] == '\0') escaped = 1; /* cJSON's key would end there */
-                j++;
-            }
-            if (depth < LEVELS && type[depth] == '{' && expect_key[depth]) {
-                expect_key[depth] = 0;
-                key_is[depth] = 0;
-                /* A key with an escape (or a NUL) may read "inputs" or "data" to cJSON: leave it all to cJSON. */
-                if (escaped && (depth == 1 || (depth == 3 && on_path[3]))) return none;
-                size_t klen = j - i - 1;
-                const uint8_t *key = json + i + 1;
-                if (depth == 1 && !seen_inputs && klen == 6 && memcmp(key, "inputs", 6) == 0)
-                    key_is[1] = seen_inputs = 1;
-                if (depth == 3 && on_path[3] && !seen_data && klen == 4 && memcmp(key, "data", 4) == 0)
-                    key_is[3] = seen_data = 1;
-            }
-            i = j;
-        } else if (c == '[' || c == '{') {
-            if (depth == 3 && on_path[3] && key_is[3]) {
-                key_is[3] = 0;
-                data_span d;
-                return c == '[' && numbers_only(json, len, i, &d) ? d : none;
-            }
-            depth++;
-            if (depth < LEVELS) {
-                type[depth] = c;
-                expect_key[depth] = c == '{';
-                key_is[depth] = 0;
-                index[depth] = 0;
-                on_path[depth] = depth == 1 ? c == '{'
-                                 : depth == 2 ? c == '[' && on_path[1] && key_is[1]
-                                 : depth == 3 ? c == '{' && on_path[2] && index[2] == 0
-                                              : 0;
-            }
-        } else if (c == ']' || c == '}') {
-            if (depth == 0) return none;
-            if (depth < LEVELS) key_is[depth] = 0;
-            depth--;
-            if (depth == 0) return none; /* the request ended without it */
-        } else if (c == ',') {
-            if (depth < LEVELS) {
-                if (type[depth] == '[') index[depth]++;
-                else expect_key[depth] = 1, key_is[depth] = 0;
-            }
-        }
-    }
-    return none;
-}
-
-/* Reads the numbers of d (found by numbers_only in json) into out, as
- * cJSON reads them. Returns the offset at which cJSON would find the JSON
+/* Reads the numbers scan found in json into out, as cJSON reads them. Returns the offset at which cJSON would find the JSON
  * invalid (a run of number characters strtod does not take whole), or
  * SIZE_MAX when every number was read. */
-static size_t read_numbers(const uint8_t *json, const data_span *d, float *out) {
+static size_t read_numbers(const uint8_t *json, const srv_oip_scan *scan, float *out) {
     const char point = localeconv()->decimal_point[0]; /* cJSON's strtod reads the locale's */
     size_t k = 0;
-    for (size_t i = d->start; i < d->end;) {
+    for (size_t i = scan->data_start; i < scan->data_end;) {
         if (json[i] != '-' && !(json[i] >= '0' && json[i] <= '9')) {
             i++;
             continue;
         }
         size_t run = 0;
-        while (i + run < d->end && is_number_char(json[i + run])) run++;
+        while (i + run < scan->data_end && is_number_char(json[i + run])) run++;
         char text[JSON_NUMBER_MAX + 1]; /* numbers_only saw to it */
         for (size_t j = 0; j < run; j++) text[j] = json[i + j] == '.' ? point : (char)json[i + j];
         text[run] = '\0';
@@ -244,26 +165,83 @@ static size_t read_numbers(const uint8_t *json, const data_span *d, float *out) 
     return SIZE_MAX;
 }
 
-long long srv_oip_json_bytes(const uint8_t *json, size_t json_len) {
+void srv_oip_scan_json(const uint8_t *json, size_t len, srv_oip_scan *scan) {
+    memset(scan, 0, sizeof *scan);
     /* Every value but the first follows a ',' '[' '{' or ':' outside a
      * string: that many nodes at most, plus the strings' copies. */
     long long nodes = 1;
-    int in_string = 0;
-    for (size_t i = 0; i < json_len; i++) {
+    /* Looking for the "data" array of inputs[0] (the first of each key, as
+     * cJSON looks them up) through levels 1 (the request), 2 ("inputs"), 3
+     * (inputs[0]) and the one below; deeper ones are only counted. The
+     * request is the first value, after a UTF-8 BOM and whitespace (as
+     * cJSON skips them); what follows it is not cJSON's. */
+    enum { LEVELS = 5 };
+    uint8_t type[LEVELS] = {0};
+    int expect_key[LEVELS] = {0}, key_is[LEVELS] = {0}, on_path[LEVELS] = {0};
+    size_t index[LEVELS] = {0}, depth = 0;
+    int seen_inputs = 0, seen_data = 0;
+    size_t first = len >= 3 && memcmp(json, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    while (first < len && json[first] <= 32) first++;
+    int looking = numbers_apart && first < len && json[first] == '{';
+    for (size_t i = 0; i < len; i++) {
         uint8_t c = json[i];
-        if (in_string) {
-            if (c == '\\') i++;
-            else if (c == '"') in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == ',' || c == '[' || c == '{' || c == ':') {
-            nodes++;
+        if (c == '"') {
+            size_t j = i + 1;
+            int escaped = 0;
+            while (j < len && json[j] != '"') {
+                if (json[j] == '\\') escaped = 1, j++;
+                else if (json[j] == '\0') escaped = 1; /* cJSON's key would end there */
+                j++;
+            }
+            if (j > len) j = len; /* a '\\' last */
+            if (looking && depth < LEVELS && type[depth] == '{' && expect_key[depth]) {
+                expect_key[depth] = 0;
+                key_is[depth] = 0;
+                /* A key with an escape (or a NUL) may read "inputs" or "data" to cJSON: leave it all to cJSON. */
+                if (escaped && (depth == 1 || (depth == 3 && on_path[3]))) looking = 0;
+                size_t klen = escaped ? 0 : j - i - 1;
+                const uint8_t *key = json + i + 1;
+                if (depth == 1 && !seen_inputs && klen == 6 && memcmp(key, "inputs", 6) == 0)
+                    key_is[1] = seen_inputs = 1;
+                if (depth == 3 && on_path[3] && !seen_data && klen == 4 && memcmp(key, "data", 4) == 0)
+                    key_is[3] = seen_data = 1;
+            }
+            i = j;
+            continue;
+        }
+        if (c == ',' || c == '[' || c == '{' || c == ':') nodes++;
+        if (!looking) continue;
+        if (c == '[' || c == '{') {
+            if (depth == 3 && on_path[3] && key_is[3]) {
+                /* The array itself stays in cJSON's tree, empty: what is
+                 * in it is skipped. */
+                looking = 0;
+                if (c == '[' && numbers_only(json, len, i, scan)) i = scan->data_end - 1;
+                continue;
+            }
+            depth++;
+            if (depth < LEVELS) {
+                type[depth] = c;
+                expect_key[depth] = c == '{';
+                key_is[depth] = 0;
+                index[depth] = 0;
+                on_path[depth] = depth == 1 ? c == '{'
+                                 : depth == 2 ? c == '[' && on_path[1] && key_is[1]
+                                 : depth == 3 ? c == '{' && on_path[2] && index[2] == 0
+                                              : 0;
+            }
+        } else if (c == ']' || c == '}') {
+            if (depth < LEVELS) key_is[depth] = 0;
+            if (depth <= 1) looking = 0; /* the request ended without it */
+            else depth--;
+        } else if (c == ',' && depth < LEVELS) {
+            if (type[depth] == '[') index[depth]++;
+            else expect_key[depth] = 1, key_is[depth] = 0;
         }
     }
-    data_span d = find_data(json, json_len);
-    if (d.end == 0) return nodes * JSON_NODE_BYTES + (long long)json_len;
-    /* Read apart: the blanked copy and the floats instead of their nodes. */
-    return (nodes - d.nodes) * JSON_NODE_BYTES + 2 * (long long)json_len + (long long)(d.leaves * sizeof(float));
+    scan->bytes = nodes * JSON_NODE_BYTES + (long long)len;
+    /* Read apart: a copy of the text for cJSON, and a float per number. */
+    if (scan->data_end != 0) scan->bytes += (long long)len + (long long)(scan->data_numbers * sizeof(float));
 }
 
 dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen) {
@@ -286,7 +264,7 @@ typedef struct {
     const char *input; /* the input's name, for messages */
     srv_oip_take_fn take;
     void *take_ctx;
-    /* The "data" of inputs[0] when it was read apart (find_data): its
+    /* The "data" of inputs[0] when it was read apart (srv_oip_scan): its
      * numbers (malloc'd, handed to the request when they are its tensor),
      * and cJSON's node of it, left an empty array. */
     float *numbers;
@@ -560,35 +538,40 @@ static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request
     return DAE_OK;
 }
 
-dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_take_fn take,
-                         void *ctx, srv_oip_request *req, char *err, size_t errlen) {
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const srv_oip_scan *scan, int h, int w,
+                         srv_oip_take_fn take, void *ctx, srv_oip_request *req, char *err, size_t errlen) {
     memset(req, 0, sizeof *req);
     parse_ctx c = {err, errlen, "", take, ctx, NULL, 0, NULL};
-    /* The tensor's numbers apart from the tree (find_data): cJSON parses
-     * a copy with them blanked, and they are read here. */
+    srv_oip_scan own;
+    if (scan == NULL) {
+        srv_oip_scan_json(body, json_len, &own);
+        scan = &own;
+    }
+    /* The tensor's numbers apart from the tree: cJSON parses a copy with
+     * them blanked, and they are read here. */
     const char *text = (const char *)body;
     char *blanked = NULL;
-    data_span d = find_data(body, json_len);
-    if (d.end != 0) {
+    const size_t start = scan->data_start, end_of_data = scan->data_end;
+    if (end_of_data != 0) {
         blanked = malloc(json_len);
-        c.numbers = malloc((d.leaves > 0 ? d.leaves : 1) * sizeof(float));
+        c.numbers = malloc((scan->data_numbers > 0 ? scan->data_numbers : 1) * sizeof(float));
         if (blanked == NULL || c.numbers == NULL) {
             free(blanked);
             free(c.numbers);
             return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for the request's JSON");
         }
         memcpy(blanked, body, json_len);
-        memset(blanked + d.start + 1, ' ', d.end - d.start - 2);
+        memset(blanked + start + 1, ' ', end_of_data - start - 2);
         text = blanked;
-        c.n_numbers = d.leaves;
+        c.n_numbers = scan->data_numbers;
     }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, json_len, &end, 0);
     /* The first place cJSON would have found the JSON invalid: before the
      * numbers, in them, or after them. */
     size_t invalid = root == NULL ? (end != NULL ? (size_t)(end - text) : 0) : SIZE_MAX;
-    if (d.end != 0 && invalid > d.start) {
-        size_t in_numbers = read_numbers(body, &d, c.numbers);
+    if (end_of_data != 0 && invalid > start) {
+        size_t in_numbers = read_numbers(body, scan, c.numbers);
         if (in_numbers != SIZE_MAX) invalid = in_numbers;
     }
     free(blanked);
@@ -613,7 +596,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h
     const cJSON *input = cJSON_IsArray(inputs) ? inputs->child : NULL;
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(input, "name");
     const cJSON *datatype = cJSON_GetObjectItemCaseSensitive(input, "datatype");
-    if (d.end != 0) c.numbers_node = cJSON_GetObjectItemCaseSensitive(input, "data");
+    if (end_of_data != 0) c.numbers_node = cJSON_GetObjectItemCaseSensitive(input, "data");
     if (!cJSON_IsObject(root)) st = bad(&c, "the request must be a JSON object with \"inputs\"");
     else if (id != NULL && !cJSON_IsString(id)) st = bad(&c, "\"id\" must be a string");
     else if (params != NULL && !cJSON_IsObject(params)) st = bad(&c, "\"parameters\" must be an object");

@@ -58,13 +58,22 @@ typedef struct {
     int binary_output;     /* answer the output as binary data */
 } srv_oip_request;
 
-/* The most bytes the parse of json_len bytes of text holds while
- * srv_oip_parse runs: cJSON's tree (a node per value the text can hold,
- * and the strings' copies), or, when the tensor's numbers are read apart
- * (srv_oip_read_numbers_apart), the tree of the rest, a copy of the text
- * and a float per number. The HTTP layer reserves it from the memory
- * budget before parsing and gives it back after. */
-long long srv_oip_json_bytes(const uint8_t *json, size_t json_len);
+/* What one pass over a request's JSON finds for its parse. */
+typedef struct {
+    /* The most bytes srv_oip_parse holds while it runs: cJSON's tree (a
+     * node per value the text can hold, and the strings' copies), and
+     * when the tensor's numbers are read apart (srv_oip_read_numbers_apart)
+     * a copy of the text and a float per number instead of their nodes.
+     * The HTTP layer reserves it from the memory budget before parsing
+     * and gives it back after. */
+    long long bytes;
+    /* The tensor's numbers read apart: their array [data_start, data_end)
+     * of the text, and how many; data_end 0 when they are not. */
+    size_t data_start, data_end, data_numbers;
+} srv_oip_scan;
+
+/* Scans json_len bytes of a request's JSON (any bytes: cJSON judges them). */
+void srv_oip_scan_json(const uint8_t *json, size_t json_len, srv_oip_scan *scan);
 
 /* Asked by srv_oip_parse before each allocation whose size the client
  * chose (the tensor's floats, the images' lists, decoded images): returns
@@ -77,13 +86,14 @@ typedef int (*srv_oip_take_fn)(void *ctx, long long bytes);
 dae_status srv_oip_json_length(const char *header, size_t len, size_t *json_len, char *err, size_t errlen);
 
 /* Parses an inference request for a model of h x w inputs into req,
- * asking take(ctx, bytes) before allocating what the client's sizes ask
+ * given its JSON's scan (NULL: it scans the JSON itself), asking
+ * take(ctx, bytes) before allocating what the client's sizes ask
  * for. Returns DAE_OK, DAE_ERR_INVALID (the request is wrong: err says
  * what, naming the field), DAE_ERR_BUSY (take refused) or DAE_ERR_NOMEM;
  * req is then zeroed. The tensor and image pointers of a binary request
  * point into body, which must outlive req. */
-dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, int h, int w, srv_oip_take_fn take,
-                         void *ctx, srv_oip_request *req, char *err, size_t errlen);
+dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const srv_oip_scan *scan, int h, int w,
+                         srv_oip_take_fn take, void *ctx, srv_oip_request *req, char *err, size_t errlen);
 
 /* A JSON tensor's numbers are read straight into floats, apart from
  * cJSON's tree (oip.c: about 4 bytes a number instead of a 96-byte

@@ -41,9 +41,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     long long left = 64 << 20, oracle_left = 64 << 20;
     srv_oip_read_numbers_apart(0);
     dae_status oracle_st =
-        srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &oracle_left, &oracle, oracle_err, sizeof oracle_err);
+        srv_oip_parse(body, size, json_len, NULL, SIDE, SIDE, take, &oracle_left, &oracle, oracle_err, sizeof oracle_err);
     srv_oip_read_numbers_apart(1);
-    dae_status st = srv_oip_parse(body, size, json_len, SIDE, SIDE, take, &left, &req, err, sizeof err);
+    dae_status st = srv_oip_parse(body, size, json_len, NULL, SIDE, SIDE, take, &left, &req, err, sizeof err);
     if (st != oracle_st || strcmp(err, oracle_err) != 0 || left != oracle_left) abort();
     if (st == DAE_OK && (req.kind != oracle.kind || req.n != oracle.n ||
                          (req.kind == SRV_OIP_TENSOR &&
