@@ -84,12 +84,6 @@ srv_client *srv_clients_get(srv_clients *t, const struct sockaddr *addr) {
     return c;
 }
 
-void srv_clients_ref(srv_clients *t, srv_client *c) {
-    pthread_mutex_lock(&t->mu);
-    c->refs++;
-    pthread_mutex_unlock(&t->mu);
-}
-
 void srv_clients_put(srv_clients *t, srv_client *c) {
     if (c == NULL) return;
     pthread_mutex_lock(&t->mu);

@@ -14,8 +14,9 @@
  * client. The shares then only cap what the proxy may hold
  * (--client-share 100 lifts that cap).
  *
- * A client's record lives while something holds a reference to it: a
- * connection, a request. Any thread may get and put references. */
+ * A client's record lives while a connection of it does: each takes a
+ * reference, and its requests use it through the connection
+ * (srv_gate_client). Any thread may get and put references. */
 #ifndef SRV_CLIENTS_H
 #define SRV_CLIENTS_H
 
@@ -50,9 +51,6 @@ void srv_clients_free(srv_clients *t);
  * connection. NULL for an address that is neither IPv4 nor IPv6, or when
  * out of memory: such a connection has no client and no share. */
 srv_client *srv_clients_get(srv_clients *t, const struct sockaddr *addr);
-
-/* Takes one more reference to c (not NULL). */
-void srv_clients_ref(srv_clients *t, srv_client *c);
 
 /* Drops a reference; the record goes with the last. NULL is fine. */
 void srv_clients_put(srv_clients *t, srv_client *c);

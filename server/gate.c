@@ -647,17 +647,12 @@ void srv_gate_stream_end(srv_gate *g, unsigned long long token) {
     pthread_mutex_unlock(&g->mu);
 }
 
-srv_client *srv_gate_client(srv_gate *g, void *ctx) {
-    conn_rec *r = ctx;
-    if (r == NULL) return NULL;
-    pthread_mutex_lock(&g->mu);
-    srv_client *c = r->client;
-    if (c != NULL) srv_clients_ref(g->clients, c);
-    pthread_mutex_unlock(&g->mu);
-    return c;
+srv_client *srv_gate_client(void *ctx) {
+    const conn_rec *r = ctx;
+    /* Set before libmicrohttpd was given the connection, and not changed
+     * until the record is freed after its close notice. */
+    return r != NULL ? r->client : NULL;
 }
-
-void srv_gate_client_put(srv_gate *g, srv_client *c) { srv_clients_put(g->clients, c); }
 
 long srv_gate_connections(srv_gate *g) {
     pthread_mutex_lock(&g->mu);

@@ -60,10 +60,11 @@ void srv_gate_stop(srv_gate *g);
 /* Frees g (after MHD_stop_daemon: its close notices come here). NULL is fine. */
 void srv_gate_free(srv_gate *g);
 
-/* A reference to the client (clients.h) of the connection whose socket
- * context is ctx, or NULL; srv_gate_client_put gives it back. */
-struct srv_client *srv_gate_client(srv_gate *g, void *ctx);
-void srv_gate_client_put(srv_gate *g, struct srv_client *c);
+/* The client (clients.h) of the connection whose socket context is ctx,
+ * or NULL. The connection's record holds it until libmicrohttpd's close
+ * notice, which comes after each of its requests completed: a request
+ * may use it to its end without a reference of its own. */
+struct srv_client *srv_gate_client(void *ctx);
 
 /* Open connections: those in the gate and those libmicrohttpd holds. */
 long srv_gate_connections(srv_gate *g);

@@ -130,7 +130,7 @@ struct request {
     srv_http *http;
     struct MHD_Connection *conn;
     void *conn_ctx;         /* the connection's record in the gate */
-    srv_client *client;     /* a reference to the connection's client, or NULL */
+    srv_client *client;     /* the connection's client (srv_gate_client), or NULL */
     double t_start;
     int phase;
     int close;              /* answer with Connection: close */
@@ -232,7 +232,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     snprintf(r->method, sizeof r->method, "-");
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->conn_ctx = ci != NULL ? ci->socket_context : NULL;
-    r->client = srv_gate_client(h->gate, r->conn_ctx);
+    r->client = srv_gate_client(r->conn_ctx);
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_HEAD);
     atomic_fetch_add(&h->in_flight, 1);
     return r;
@@ -287,7 +287,6 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
      * what its image request kept (the PNG answer, or all of it when the
      * workers never ran it). */
     budget_give(r, r->body_reserved + r->image.mem_reserved);
-    srv_gate_client_put(h->gate, r->client);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
 }
