@@ -357,3 +357,8 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
     if (cfg->small_workers > cfg->workers) cfg->small_workers = cfg->workers;
     return 0;
 }
+
+long long srv_config_client_part(const srv_config *cfg, long long whole) {
+    long long part = whole * cfg->client_share / 100; /* limits are at most 2^40: no overflow */
+    return part < 1 && whole >= 1 ? 1 : part;
+}

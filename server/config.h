@@ -63,6 +63,11 @@ typedef struct {
 #define SRV_CONFIG_HELP 1    /* --help or --version printed: exit 0 */
 #define SRV_CONFIG_USAGE 2   /* a mistake printed on stderr: exit 2 */
 
+/* The part of whole (a limit all clients share: --memory-budget,
+ * --queue-size, --queue-pixels, --max-streams) one client may hold:
+ * --client-share percent of it, and at least 1 of a limit of 1 or more. */
+long long srv_config_client_part(const srv_config *cfg, long long whole);
+
 /* Fills *cfg from the defaults, then the DAE_* environment variables, then
  * argv (argv[0] is the program). Strings point into argv, the environment
  * or static storage. Prints --help / --version on stdout, and any mistake

@@ -616,8 +616,7 @@ unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(vo
     conn_rec *r = ctx;
     unsigned long long token = 0;
     pthread_mutex_lock(&g->mu);
-    int share = (int)((long long)g->cfg->max_streams * g->cfg->client_share / 100);
-    if (share < 1) share = 1;
+    int share = (int)srv_config_client_part(g->cfg, g->cfg->max_streams);
     if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams &&
         (r->client == NULL || r->client->streams < share)) {
         g->streams++;

@@ -598,15 +598,14 @@ srv_infer *srv_infer_start(const srv_config *cfg, srv_metrics *metrics, char *er
     }
     q->capacity = cfg->queue_size;
     q->pixel_budget = cfg->queue_pixels;
-    q->share_capacity = (int)((long long)cfg->queue_size * cfg->client_share / 100);
-    if (q->share_capacity < 1) q->share_capacity = 1;
-    q->share_pixels = cfg->queue_pixels * cfg->client_share / 100; /* both at most 2^40: no overflow */
+    q->share_capacity = (int)srv_config_client_part(cfg, cfg->queue_size);
+    q->share_pixels = srv_config_client_part(cfg, cfg->queue_pixels);
     q->max_batch = cfg->max_batch;
     q->delay_us = cfg->max_queue_delay_us;
     q->n_workers = cfg->workers;
     q->small_limit = cfg->small_workers < 1 || cfg->small_workers > cfg->workers ? cfg->workers : cfg->small_workers;
     q->metrics = metrics;
-    srv_budget_init(&q->budget, cfg->memory_budget, cfg->memory_budget * cfg->client_share / 100);
+    srv_budget_init(&q->budget, cfg->memory_budget, srv_config_client_part(cfg, cfg->memory_budget));
     pthread_mutex_init(&q->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);

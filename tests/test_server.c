@@ -298,9 +298,14 @@ Test(config, a_client_may_hold_three_quarters_of_what_clients_share) {
     char *argv0[] = {"dae-server", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 1, argv0), 0);
     cr_assert_eq(cfg.client_share, 75);
+    cr_assert_eq(srv_config_client_part(&cfg, 512LL << 20), 384LL << 20);
+    cr_assert_eq(srv_config_client_part(&cfg, 32), 24, "of --max-streams' default");
+    cr_assert_eq(srv_config_client_part(&cfg, 1), 1, "a limit of one is one client's");
+    cr_assert_eq(srv_config_client_part(&cfg, 0), 0);
     char *argv1[] = {"dae-server", "--client-share", "100", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 3, argv1), 0);
     cr_assert_eq(cfg.client_share, 100);
+    cr_assert_eq(srv_config_client_part(&cfg, (512LL << 20) + 99), (512LL << 20) + 99, "100: the whole, to the byte");
     char *argv2[] = {"dae-server", "--client-share", "0", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 3, argv2), SRV_CONFIG_USAGE, "a client may hold something");
     char *argv3[] = {"dae-server", "--client-share", "101", NULL};
