@@ -253,6 +253,16 @@ static void rec_free(srv_gate *g, conn_rec *r) {
     free(r);
 }
 
+/* Under the lock: shuts rec's socket so libmicrohttpd sees the connection
+ * end at once; an event stream is woken so it gets there. */
+static void doom(srv_gate *g, conn_rec *r, int timeout) {
+    if (r->doomed) return;
+    r->doomed = 1;
+    shutdown(r->fd, SHUT_RDWR);
+    if (r->kick != NULL) r->kick(r->kick_arg);
+    if (timeout) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
+}
+
 /* Under the lock: closes the oldest kept-alive connection that is between
  * requests or reading its next head, to make room. Returns 1 if one was
  * found. Its slot is free at once (the close completes in libmicrohttpd).
@@ -265,8 +275,7 @@ static int evict_idle(srv_gate *g) {
             (r->phase == SRV_CONN_IDLE || r->phase == SRV_CONN_HEAD) && (best == NULL || r->t_idle < best->t_idle))
             best = r;
     if (best == NULL) return 0;
-    shutdown(best->fd, SHUT_RDWR);
-    best->doomed = 1;
+    doom(g, best, 0);
     uncount(g, best);
     return 1;
 }
@@ -293,8 +302,7 @@ static int evict_for(srv_gate *g, const srv_client *cl) {
         if (late < best_late || (late == best_late && r->t_phase < best->t_phase)) best = r;
     }
     if (best == NULL) return 0;
-    shutdown(best->fd, SHUT_RDWR);
-    best->doomed = 1;
+    doom(g, best, 0);
     uncount(g, best);
     srv_metrics_reject(g->metrics, SRV_REJECT_CLIENT_SHARE);
     return 1;
@@ -479,16 +487,6 @@ static void *gate_main(void *arg) {
 }
 
 /* ------------------------------------------------------------ the watchdog */
-
-/* Under the lock: shuts rec's socket so libmicrohttpd sees the connection
- * end at once; an event stream is woken so it gets there. */
-static void doom(srv_gate *g, conn_rec *r, int timeout) {
-    if (r->doomed) return;
-    r->doomed = 1;
-    shutdown(r->fd, SHUT_RDWR);
-    if (r->kick != NULL) r->kick(r->kick_arg);
-    if (timeout) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
-}
 
 /* The watchdog thread: every WATCH_PERIOD_MS, polls the connections
  * libmicrohttpd holds (POLLRDHUP: the client went away; POLLOUT: an event
