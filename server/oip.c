@@ -309,6 +309,10 @@ static dae_status binary_size_of(parse_ctx *c, const cJSON *input, long long *si
     return DAE_OK;
 }
 
+/* The refusal of a BYTES input's element that is not a string (from the
+ * tree, or among the numbers read apart). */
+#define NOT_A_STRING "input \"%s\": element %zu of \"data\" is not a string (datatype BYTES: the base64 of an image file)"
+
 /* Walks data (an array, nested any way) in row-major order, calling each
  * leaf into out: numbers (floats != NULL) or strings (strings != NULL).
  * *n counts the leaves; more than cap is an error. */
@@ -330,9 +334,7 @@ static dae_status flatten(parse_ctx *c, const cJSON *data, float *floats, const 
             floats[*n] = (float)e->valuedouble;
         } else {
             if (!cJSON_IsString(e))
-                return bad(c, "input \"%s\": element %zu of \"data\" is not a string (datatype BYTES: the base64 of "
-                              "an image file)",
-                           c->input, *n);
+                return bad(c, NOT_A_STRING, c->input, *n);
             strings[*n] = e;
         }
         (*n)++;
@@ -488,8 +490,7 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
     if (strings == NULL) return st;
     if (apart) { /* numbers only, where flatten wants strings */
         free(strings);
-        return bad(c, "input \"%s\": element 0 of \"data\" is not a string (datatype BYTES: the base64 of an image file)",
-                   c->input);
+        return bad(c, NOT_A_STRING, c->input, (size_t)0);
     }
     size_t n = 0, total = 0;
     st = flatten(c, data, NULL, strings, count, &n);
