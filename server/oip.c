@@ -274,12 +274,15 @@ typedef struct {
 
 /* Allocates bytes (zeroed) once take granted them. NULL with *st set to
  * DAE_ERR_BUSY (refused) or DAE_ERR_NOMEM and a sentence in c->err. */
+/* Asks take for bytes: DAE_OK, or DAE_ERR_BUSY with a sentence. */
+static dae_status take_bytes(parse_ctx *c, size_t bytes) {
+    if (c->take(c->take_ctx, (long long)bytes) == 0) return DAE_OK;
+    return dae_fail(c->err, c->errlen, DAE_ERR_BUSY, "the memory budget cannot hold the %zu bytes of input \"%s\"",
+                    bytes, c->input);
+}
+
 static void *take_alloc(parse_ctx *c, size_t bytes, dae_status *st) {
-    if (c->take(c->take_ctx, (long long)bytes) != 0) {
-        *st = dae_fail(c->err, c->errlen, DAE_ERR_BUSY, "the memory budget cannot hold the %zu bytes of input \"%s\"",
-                       bytes, c->input);
-        return NULL;
-    }
+    if ((*st = take_bytes(c, bytes)) != DAE_OK) return NULL;
     void *p = calloc(1, bytes > 0 ? bytes : 1);
     if (p == NULL) *st = dae_fail(c->err, c->errlen, DAE_ERR_NOMEM, "out of memory for input \"%s\"", c->input);
     return p;
@@ -415,9 +418,7 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
         return bad(c, "input \"%s\": \"data\" has %zu elements; shape [%lld,1,%d,%d] needs %zu", c->input, n, d[0], h,
                    w, count);
     if (apart) { /* the numbers read apart become the tensor */
-        if (c->take(c->take_ctx, (long long)(count * sizeof(float))) != 0)
-            return dae_fail(c->err, c->errlen, DAE_ERR_BUSY, "the memory budget cannot hold the %zu bytes of input \"%s\"",
-                            count * sizeof(float), c->input);
+        if ((st = take_bytes(c, count * sizeof(float))) != DAE_OK) return st;
         req->floats = c->numbers;
         c->numbers = NULL;
     } else if ((req->floats = take_alloc(c, count * sizeof(float), &st)) == NULL) {
