@@ -11,7 +11,13 @@ source "$ROOT/tests/lib.sh" make-run
 cd "$ROOT"
 unset DAE_BIND DAE_PORT DAE_MODEL DAE_MODELS_DIR DAE_STATE_DIR DAE_DATA_DIR DAE_ADMIN_TOKEN DAE_LOG_FORMAT
 
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port [ADDR]: a port nothing holds on ADDR (default 127.0.0.1). A
+# port free on loopback may still be a client's on another address: the
+# 0.0.0.0 run asks for one free on every address.
+free_port() {
+    "$PYTHON" -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' \
+        "${1:-127.0.0.1}"
+}
 
 RUN_PID=
 # run_make LOG [VAR=VALUE...] [make ARGS...]: starts `make run` in a
@@ -65,7 +71,7 @@ grep -q '"model":"fashion-mnist"' "$TMP/body"
 ok "... and it starts on the model ACTIVE names"
 stop_make
 
-P3=$(free_port)
+P3=$(free_port 0.0.0.0)
 run_make three.log DAE_BIND=0.0.0.0 DAE_PORT="$P3" make -s run BUILD="$BUILD_DIR" RUN_DIR="$TMP/run"
 grep -q "listening on http://0.0.0.0:$P3 " "$TMP/three.log"
 ok "DAE_BIND=0.0.0.0 make run: listens on every interface"
