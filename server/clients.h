@@ -10,9 +10,11 @@
  * in the queue through its shares of them (budget.h, inference.h), so no
  * one client holds all of either.
  *
- * Behind a proxy every request comes from the proxy's address: one
- * client. The shares then only cap what the proxy may hold
- * (--client-share 100 lifts that cap).
+ * Behind a proxy every connection comes from the proxy's address: one
+ * client. A request from a trusted proxy (--trusted-proxies, proxies.h)
+ * counts in the shares of the client its X-Forwarded-For names, which
+ * it holds a reference to; otherwise the shares only cap what the proxy
+ * may hold (--client-share 100 lifts that cap).
  *
  * A client's record lives while a connection of it does: each takes a
  * reference, and its requests use it through the connection

@@ -55,6 +55,8 @@ static const opt OPTS[] = {
      "bytes of request bodies and image work in flight; more get 503 before allocating"},
     {"client-share", "DAE_CLIENT_SHARE", OPT_INT, OFF(client_share), 1, 100, "PERCENT",
      "most of --memory-budget, --queue-size, --queue-pixels, --max-streams one client (IPv4, IPv6 /64) may hold"},
+    {"trusted-proxies", "DAE_TRUSTED_PROXIES", OPT_STRING, OFF(trusted_proxies), 0, 0, "LIST",
+     "proxies (ADDR[/BITS],...) whose X-Forwarded-For names the client the shares count"},
     {"train-memory-budget", "DAE_TRAIN_MEMORY_BUDGET", OPT_SIZE, OFF(train_memory_budget), 1 << 20,
      (long long)1 << 40, "BYTES", "estimated bytes a training job may need (data set + batch); more get 422"},
     {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",
@@ -337,6 +339,11 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv) {
         snprintf(where, sizeof where, "--%s", OPTS[k].flag);
         int rc = set_opt(cfg, &OPTS[k], value, where);
         if (rc != 0) return rc;
+    }
+    char why[160];
+    if (srv_proxies_parse(&cfg->proxies, cfg->trusted_proxies, why, sizeof why) != 0) {
+        fprintf(stderr, "dae-server: --trusted-proxies (DAE_TRUSTED_PROXIES): %s (see dae-server --help)\n", why);
+        return SRV_CONFIG_USAGE;
     }
     if (cfg->message_format == SRV_LOG_OFF) {
         fprintf(stderr, "dae-server: --log-format must be text or json: the server's messages cannot be turned off\n");

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "proxies.h"
+
 #define DAE_SERVER_VERSION "0.1.0"
 
 /* Most inference workers (threads) the server runs. */
@@ -39,6 +41,8 @@ typedef struct {
     long long max_pixels;      /* largest image (width * height) */
     long long memory_budget;   /* bytes of bodies and image jobs in flight */
     int client_share;          /* percent of the memory budget, the queue and the streams one client may hold */
+    const char *trusted_proxies; /* --trusted-proxies as given; NULL: none */
+    srv_proxies proxies;       /* and as parsed by srv_config_parse */
     long long train_memory_budget; /* bytes one training job may need */
     int max_connections;       /* concurrent connections */
     int timeout_s;             /* idle limit of a connection; write limit of an event stream */

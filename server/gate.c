@@ -651,6 +651,8 @@ srv_client *srv_gate_client(void *ctx) {
     return r != NULL ? r->client : NULL;
 }
 
+srv_clients *srv_gate_clients(srv_gate *g) { return g->clients; }
+
 long srv_gate_connections(srv_gate *g) {
     pthread_mutex_lock(&g->mu);
     long n = g->admitted;

@@ -66,6 +66,10 @@ void srv_gate_free(srv_gate *g);
  * may use it to its end without a reference of its own. */
 struct srv_client *srv_gate_client(void *ctx);
 
+/* The table of g's clients, where a request behind a trusted proxy takes
+ * a reference to its own (proxies.h). */
+struct srv_clients *srv_gate_clients(srv_gate *g);
+
 /* Open connections: those in the gate and those libmicrohttpd holds. */
 long srv_gate_connections(srv_gate *g);
 

@@ -130,7 +130,8 @@ struct request {
     srv_http *http;
     struct MHD_Connection *conn;
     void *conn_ctx;         /* the connection's record in the gate */
-    srv_client *client;     /* the connection's client (srv_gate_client), or NULL */
+    srv_client *client;     /* the connection's client (srv_gate_client), or forwarded, or NULL */
+    srv_client *forwarded;  /* the client a trusted proxy named (proxies.h): the request's own reference */
     double t_start;
     int phase;
     int close;              /* answer with Connection: close */
@@ -215,6 +216,42 @@ static long long budget_most(const request *r, const char **flag) {
     return srv_budget_most(b, memory_share(r));
 }
 
+/* Appends each X-Forwarded-For header's value to the text at cls, after
+ * a comma (MHD_KeyValueIterator). */
+static enum MHD_Result join_forwarded_for(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    char **joined = cls;
+    if (strcasecmp(key, "X-Forwarded-For") != 0 || value == NULL) return MHD_YES;
+    size_t had = *joined != NULL ? strlen(*joined) : 0, len = strlen(value);
+    char *grown = realloc(*joined, had + len + 2);
+    if (grown == NULL) {
+        free(*joined);
+        *joined = NULL;
+        return MHD_NO;
+    }
+    if (had > 0) grown[had++] = ',';
+    memcpy(grown + had, value, len + 1);
+    *joined = grown;
+    return MHD_YES;
+}
+
+/* With --trusted-proxies, makes r the client its proxy names: its own
+ * reference, in place of the connection's client. Once the head is in,
+ * before the request reserves anything. */
+static void take_forwarded_client(request *r) {
+    const srv_proxies *trusted = &r->http->cfg->proxies;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (trusted->n == 0 || ci == NULL || !srv_proxies_trust(trusted, ci->client_addr)) return;
+    char *xff = NULL;
+    struct sockaddr_storage client;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_forwarded_for, &xff);
+    if (srv_proxies_client(trusted, ci->client_addr, xff, &client)) {
+        r->forwarded = srv_clients_get(srv_gate_clients(r->http->gate), (const struct sockaddr *)&client);
+        if (r->forwarded != NULL) r->client = r->forwarded;
+    }
+    free(xff);
+}
+
 /* MHD_OPTION_URI_LOG_CALLBACK: the request line has arrived. Makes the
  * request's context, so its time counts from here. */
 static void *on_request_start(void *cls, const char *uri, struct MHD_Connection *conn) {
@@ -287,6 +324,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
      * what its image request kept (the PNG answer, or all of it when the
      * workers never ran it). */
     budget_give(r, r->body_reserved + r->image.mem_reserved);
+    srv_clients_put(srv_gate_clients(h->gate), r->forwarded);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
 }
@@ -2072,6 +2110,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     case PHASE_NEW:
         /* The head is complete: from here the body's time counts. */
         srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_BODY);
+        take_forwarded_client(r);
         ret = first_call(r, url, method);
         if (r->phase == PHASE_ANSWERED) srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_ANSWER);
         return ret;

@@ -363,6 +363,14 @@ Test(config, mistakes_are_usage_errors, .init = cr_redirect_stderr) {
     char *f[] = {"dae-server", NULL};
     cr_assert_eq(srv_config_parse(&cfg, 1, f), SRV_CONFIG_USAGE);
     unsetenv("DAE_MAX_BODY");
+    char *g[] = {"dae-server", "--trusted-proxies", "10.0.0.0/8,proxy.local", NULL};
+    cr_assert_eq(srv_config_parse(&cfg, 3, g), SRV_CONFIG_USAGE);
+    setenv("DAE_TRUSTED_PROXIES", "10.0.0.0/40", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 1, f), SRV_CONFIG_USAGE);
+    setenv("DAE_TRUSTED_PROXIES", "10.0.0.0/8, ::1", 1);
+    cr_assert_eq(srv_config_parse(&cfg, 1, f), 0);
+    cr_assert_eq(cfg.proxies.n, 2, "the variable's networks are the server's");
+    unsetenv("DAE_TRUSTED_PROXIES");
 }
 
 /* ------------------------------------------------------------ registry and scheduler */

@@ -26,12 +26,13 @@ OTHER = "127.0.0.3"
 MIB = 1 << 20
 
 
-def _open_uploads(port, n, length, sent, source):
+def _open_uploads(port, n, length, sent, source, forwarded_for=None):
     """Opens n connections from source, each sending a POST /denoise head
-    announcing length bytes of body and the first sent of them; returns
-    the sockets."""
-    head = ("POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-            "Content-Length: %d\r\n\r\n" % length).encode()
+    announcing length bytes of body (and forwarded_for as its
+    X-Forwarded-For) and the first sent of them; returns the sockets."""
+    head = ("POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n%s"
+            "Content-Length: %d\r\n\r\n" % ("X-Forwarded-For: %s\r\n" % forwarded_for if forwarded_for else "",
+                                            length)).encode()
     socks = []
     for _ in range(n):
         s = socket.create_connection((harness.HOST, port), timeout=10, source_address=(source, 0))
@@ -102,25 +103,37 @@ def test_one_client_cannot_hold_every_connection(suite):
     suite.check("the daemon is alive", d.alive())
 
 
+def _hold_the_share(d, budget, source, forwarded_for=None):
+    """From source, announces bodies of 10 MiB less a little until the
+    budget refuses one, then fills what is left with one that fits.
+    Returns the sockets and the refusal."""
+    length = 10 * MIB - 4096
+    socks, refusal = [], None
+    for i in range(8):
+        socks += _open_uploads(d.port, 1, length, 1, source, forwarded_for)
+        time.sleep(0.1)
+        answered = _answered(socks[-1:], 0.2)
+        if answered:
+            refusal = answered[0][1]
+            break
+    left = budget - (len(socks) - 1) * length
+    if left > 8192:
+        socks += _open_uploads(d.port, 1, min(left - 8192, length), 1, source, forwarded_for)
+        time.sleep(0.1)
+    return socks, refusal
+
+
+def _refused_for_its_share(r):
+    return r is not None and r.status == 503 and r.is_json_error(503) and \
+        "--client-share" in r.json()["error"]["message"]
+
+
 def test_one_client_cannot_hold_the_memory_budget(suite):
     budget = 64 * MIB
     d = suite.start("memory", env={"DAE_MEMORY_BUDGET": str(budget), "DAE_ACCESS_LOG": "off"})
-    # The attacker announces bodies of 10 MiB less a little until the
-    # budget refuses one, then fills what is left with one that fits.
-    length = 10 * MIB - 4096
-    socks, refusal = [], None
+    socks = []
     try:
-        for i in range(8):
-            socks += _open_uploads(d.port, 1, length, 1, ATTACKER)
-            time.sleep(0.1)
-            answered = _answered(socks[-1:], 0.2)
-            if answered:
-                refusal = answered[0][1]
-                break
-        left = budget - (len(socks) - 1) * length
-        if left > 8192:
-            socks += _open_uploads(d.port, 1, min(left - 8192, length), 1, ATTACKER)
-            time.sleep(0.1)
+        socks, refusal = _hold_the_share(d, budget, ATTACKER)
         # 512x512 gray: 4 MiB of worst-case image work, plus a megabyte.
         png = make_png(512, 512, 1)
         r = harness.request(d.port, "POST", "/denoise", png, {"Content-Type": "image/png"}, timeout=20,
@@ -133,8 +146,46 @@ def test_one_client_cannot_hold_the_memory_budget(suite):
         suite.check("one client holds at most three quarters of --memory-budget",
                     reserved and reserved[0] <= budget * 3 // 4, "reserved %r of %d" % (reserved, budget))
         suite.check("its upload past its share is refused 503 memory_budget, naming the share",
-                    refusal is not None and refusal.status == 503 and refusal.is_json_error(503)
-                    and "--client-share" in refusal.json()["error"]["message"], repr(refusal))
+                    _refused_for_its_share(refusal), repr(refusal))
+    finally:
+        _close(socks)
+    suite.check("the daemon is alive", d.alive())
+
+
+def test_a_trusted_proxy_names_its_clients(suite):
+    """Behind a proxy every connection is the proxy's. With
+    --trusted-proxies, its X-Forwarded-For names the client the shares
+    count; from anyone else the header is ignored."""
+    proxy, budget = "127.0.0.4", 64 * MIB
+    d = suite.start("proxy", "--trusted-proxies", proxy,
+                    env={"DAE_MEMORY_BUDGET": str(budget), "DAE_ACCESS_LOG": "off"})
+    # 1024x1024 gray: about 17 MiB of worst-case image work. The user
+    # below holds 40 MiB, so it fits in what the budget has left (24 MiB)
+    # but not in what that user's share has (8 MiB).
+    png = make_png(1024, 1024, 1)
+
+    def denoise(source, forwarded_for):
+        return harness.request(d.port, "POST", "/denoise", png,
+                               {"Content-Type": "image/png", "X-Forwarded-For": forwarded_for}, timeout=20,
+                               source=source)
+    socks = []
+    try:
+        # One user behind the proxy holds its share; the proxy appends
+        # that user's address to what the user sent.
+        socks, refusal = _hold_the_share(d, budget, proxy, "6.6.6.6, 198.51.100.7")
+        suite.check("a user behind the trusted proxy holds at most its share (503 naming --client-share)",
+                    _refused_for_its_share(refusal), repr(refusal))
+        r = denoise(proxy, "198.51.100.8")
+        suite.check("another user behind the same proxy is served (200): the proxy is not one client",
+                    r.status == 200 and r.body[:8] == b"\x89PNG\r\n\x1a\n", repr(r))
+        r = denoise(proxy, "198.51.100.7")
+        suite.check("the user holding its share, named by the proxy, is refused 503 naming --client-share",
+                    _refused_for_its_share(r), repr(r))
+        r = denoise(proxy, "198.51.100.7, 127.0.0.4")
+        suite.check("... also through a second trusted hop", _refused_for_its_share(r), repr(r))
+        r = denoise(ATTACKER, "198.51.100.7")
+        suite.check("a connection not from a trusted proxy is its own client, whatever its X-Forwarded-For (200)",
+                    r.status == 200, repr(r))
     finally:
         _close(socks)
     suite.check("the daemon is alive", d.alive())
