@@ -295,7 +295,7 @@ __attribute__((target("avx2,fma,prfchw"))) static void outer_avx2(const adam_con
             }
             for (int t = 0; t < R; t++) {
                 size_t at = (size_t)(r + t) * n_cols + j0;
-                if (j0 + 16 < c1) { /* the next tile's: its rows lie a weight's row apart */
+                if (ahead) { /* the next tile's: its rows lie a weight's row apart */
                     __builtin_prefetch(p + at + 16, 1, 3);
                     __builtin_prefetch(m + at + 16, 1, 3);
                     __builtin_prefetch(v + at + 16, 1, 3);
