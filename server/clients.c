@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxies.h"
+
 /* Chains; the table holds at most the connections' clients, a few
  * hundred to a few thousand. */
 #define BUCKETS 1024
@@ -39,23 +41,12 @@ void srv_clients_free(srv_clients *t) {
 
 /* The key of addr; 0 when it has none. */
 static int key_of(const struct sockaddr *addr, unsigned char key[17]) {
-    static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned char a[16] = {0};
+    int family = srv_addr_of(addr, a);
     memset(key, 0, 17);
-    if (addr == NULL) return 0;
-    if (addr->sa_family == AF_INET) {
-        key[0] = 4;
-        memcpy(key + 1, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
-        return 1;
-    }
-    if (addr->sa_family != AF_INET6) return 0;
-    const unsigned char *a = ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr;
-    if (memcmp(a, v4_mapped, sizeof v4_mapped) == 0) {
-        key[0] = 4;
-        memcpy(key + 1, a + 12, 4);
-    } else {
-        key[0] = 6;
-        memcpy(key + 1, a, 8); /* the /64 */
-    }
+    if (family == 0) return 0;
+    key[0] = family == AF_INET ? 4 : 6;
+    memcpy(key + 1, a, family == AF_INET ? 4 : 8); /* an IPv6 address's /64 */
     return 1;
 }
 

@@ -44,11 +44,23 @@ static int read_addr(const char *text, size_t len, int with_port, int *family, u
 
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as its IPv4 address. */
 static void unmap(int *family, unsigned char a[16]) {
-    static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (*family == AF_INET6 && memcmp(a, v4_mapped, sizeof v4_mapped) == 0) {
+    if (*family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(const void *)a)) {
         memmove(a, a + 12, 4);
         *family = AF_INET;
     }
+}
+
+int srv_addr_of(const struct sockaddr *addr, unsigned char a[16]) {
+    int family = addr != NULL ? addr->sa_family : 0;
+    if (family == AF_INET) {
+        memcpy(a, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
+    } else if (family == AF_INET6) {
+        memcpy(a, ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr, 16);
+        unmap(&family, a);
+    } else {
+        return 0;
+    }
+    return family;
 }
 
 /* 1 when the first bits of a and b agree. */
@@ -103,19 +115,8 @@ int srv_proxies_parse(srv_proxies *p, const char *list, char *err, size_t errlen
 
 int srv_proxies_trust(const srv_proxies *p, const struct sockaddr *addr) {
     unsigned char a[16] = {0};
-    int family;
-    if (addr == NULL) return 0;
-    if (addr->sa_family == AF_INET) {
-        family = AF_INET;
-        memcpy(a, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, 4);
-    } else if (addr->sa_family == AF_INET6) {
-        family = AF_INET6;
-        memcpy(a, ((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr.s6_addr, 16);
-        unmap(&family, a);
-    } else {
-        return 0;
-    }
-    return trusted(p, family, a);
+    int family = srv_addr_of(addr, a);
+    return family != 0 && trusted(p, family, a);
 }
 
 int srv_proxies_client(const srv_proxies *p, const struct sockaddr *peer, const char *xff,

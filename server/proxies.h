@@ -34,6 +34,10 @@ typedef struct {
  * -1 with the reason in err. */
 int srv_proxies_parse(srv_proxies *p, const char *list, char *err, size_t errlen);
 
+/* addr's family (AF_INET or AF_INET6; 0: neither) with its address in a
+ * (4 or 16 bytes); an IPv4-mapped IPv6 address is its IPv4 address. */
+int srv_addr_of(const struct sockaddr *addr, unsigned char a[16]);
+
 /* 1 when addr lies in one of p's networks (an IPv4-mapped IPv6 address
  * as its IPv4 address). */
 int srv_proxies_trust(const srv_proxies *p, const struct sockaddr *addr);
