@@ -56,7 +56,7 @@ static const opt OPTS[] = {
     {"client-share", "DAE_CLIENT_SHARE", OPT_INT, OFF(client_share), 1, 100, "PERCENT",
      "most of --memory-budget, --queue-size, --queue-pixels, --max-streams one client (IPv4, IPv6 /64) may hold"},
     {"trusted-proxies", "DAE_TRUSTED_PROXIES", OPT_STRING, OFF(trusted_proxies), 0, 0, "LIST",
-     "proxies (ADDR[/BITS],...) whose X-Forwarded-For names the client the shares count"},
+     "proxies (ADDR[/BITS],...) whose X-Forwarded-For names the client the shares count and the log gives"},
     {"train-memory-budget", "DAE_TRAIN_MEMORY_BUDGET", OPT_SIZE, OFF(train_memory_budget), 1 << 20,
      (long long)1 << 40, "BYTES", "estimated bytes a training job may need (data set + batch); more get 422"},
     {"max-connections", "DAE_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), 1, 1000000, "N",

@@ -6,6 +6,7 @@
 
 #include "clients.h"
 #include "httphead.h"
+#include "proxies.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -185,14 +186,10 @@ static void answer_pending(srv_gate *g, pending *p, int status, const char *code
     srv_metrics_request(g->metrics, SRV_ROUTE_UNKNOWN, status, now - p->t_accept);
     if (status == 408) srv_metrics_reject(g->metrics, SRV_REJECT_TIMEOUT);
     if (status == 503) srv_metrics_reject(g->metrics, SRV_REJECT_CONNECTIONS);
-    char remote[INET6_ADDRSTRLEN] = "-";
-    const struct sockaddr *sa = (const struct sockaddr *)&p->addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, remote, sizeof remote);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
+    char remote[INET6_ADDRSTRLEN];
+    srv_addr_text((const struct sockaddr *)&p->addr, remote);
     srv_access a = {remote, hi != NULL ? hi->method : "-", hi != NULL ? hi->path : "-", "unknown", status,
-                    (size_t)bn, now - p->t_accept, NULL, code, NULL};
+                    (size_t)bn, now - p->t_accept, NULL, code, NULL, NULL};
     srv_access_log(g->cfg->log_format, &a, 0);
     /* Linger: drop what the client sends until it closes, or a moment passes. */
     shutdown(p->fd, SHUT_WR);

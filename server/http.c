@@ -32,6 +32,7 @@
 #include "model_http.h"
 #include "multipart.h"
 #include "oip.h"
+#include "proxies.h"
 #include "utf8.h"
 
 /* A body over the limit is read and dropped up to this much more before
@@ -132,6 +133,7 @@ struct request {
     void *conn_ctx;         /* the connection's record in the gate */
     srv_client *client;     /* the connection's client (srv_gate_client), or forwarded, or NULL */
     srv_client *forwarded;  /* the client a trusted proxy named (proxies.h): the request's own reference */
+    char forwarded_addr[INET6_ADDRSTRLEN]; /* its address, for the access log ("" when none) */
     double t_start;
     int phase;
     int close;              /* answer with Connection: close */
@@ -248,6 +250,7 @@ static void take_forwarded_client(request *r) {
     if (srv_proxies_client(trusted, ci->client_addr, xff, &client)) {
         r->forwarded = srv_clients_get(srv_gate_clients(r->http->gate), (const struct sockaddr *)&client);
         if (r->forwarded != NULL) r->client = r->forwarded;
+        srv_addr_text((const struct sockaddr *)&client, r->forwarded_addr);
     }
     free(xff);
 }
@@ -287,15 +290,9 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && r->status == 0)
         srv_metrics_reject(h->metrics, SRV_REJECT_TIMEOUT);
     if (r->status != 0) srv_metrics_request(h->metrics, r->route_index, r->status, dt);
-    char remote[INET6_ADDRSTRLEN] = "-";
+    char remote[INET6_ADDRSTRLEN];
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (ci != NULL && ci->client_addr != NULL) {
-        const struct sockaddr *sa = ci->client_addr;
-        if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, remote, sizeof remote);
-        else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, remote, sizeof remote);
-    }
+    srv_addr_text(ci != NULL ? ci->client_addr : NULL, remote);
     const char *error = r->error_code;
     if (r->status == 0)
         error = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout"
@@ -303,7 +300,8 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
                                                                  : "connection_error";
     srv_access a = {remote, r->method, r->path, r->route != NULL ? r->route->name : "unknown", r->status, r->bytes, dt,
-                    r->model != NULL ? r->model->name : NULL, error, r->request_id[0] != '\0' ? r->request_id : NULL};
+                    r->model != NULL ? r->model->name : NULL, error, r->request_id[0] != '\0' ? r->request_id : NULL,
+                    r->forwarded_addr[0] != '\0' ? r->forwarded_addr : NULL};
     srv_access_log(h->cfg->log_format, &a, atomic_load(&h->in_flight) > 1); /* busy: others than this one */
     srv_gate_phase(h->gate, r->conn_ctx, SRV_CONN_IDLE); /* kept alive: the next head's time starts */
     free(r->image.png);

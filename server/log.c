@@ -150,15 +150,15 @@ static void access_put(const char *line, size_t len, int busy) {
  * optional ones, and at the end), and how the free-form ones are escaped:
  * the text format and JSON. */
 typedef struct {
-    const char *time, *remote, *method, *path, *route, *status, *bytes, *duration, *optional[3], *optional_end, *end;
+    const char *time, *remote, *method, *path, *route, *status, *bytes, *duration, *optional[4], *optional_end, *end;
     void (*escape)(char *buf, size_t cap, size_t *used, const char *s);
 } line_format;
 
 static const line_format TEXT_LINE = {"", " ", " ", " ", " route=", " status=", " bytes=", " duration_ms=",
-                                      {" model=", " error=", " request_id="}, "", "", put_escaped};
+                                      {" client=", " model=", " error=", " request_id="}, "", "", put_escaped};
 static const line_format JSON_LINE = {"{\"time\":\"", "\",\"remote\":\"", "\",\"method\":\"", "\",\"path\":\"",
                                       "\",\"route\":\"", "\",\"status\":", ",\"bytes\":", ",\"duration_ms\":",
-                                      {",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""}, "\"", "}",
+                                      {",\"client\":\"", ",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""}, "\"", "}",
                                       srv_json_escape};
 
 void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
@@ -183,8 +183,8 @@ void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     put_uint(line, cap, &used, a->bytes);
     put_str(line, cap, &used, f->duration);
     put_ms(line, cap, &used, a->duration_s);
-    const char *optional[] = {a->model, a->error, a->request_id};
-    for (int i = 0; i < 3; i++)
+    const char *optional[] = {a->client, a->model, a->error, a->request_id};
+    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++)
         if (optional[i] != NULL) {
             put_str(line, cap, &used, f->optional[i]);
             put_str(line, cap, &used, optional[i]);

@@ -31,6 +31,7 @@ typedef struct {
     const char *model;    /* model name, or NULL */
     const char *error;    /* error code of a failed request, or NULL */
     const char *request_id; /* X-Request-Id (http.c makes sure it needs no escaping), or NULL */
+    const char *client;   /* the client a trusted proxy named (--trusted-proxies): an address, or NULL */
 } srv_access;
 
 /* Writes one access-log line in format (nothing for SRV_LOG_OFF). busy:

@@ -63,6 +63,15 @@ int srv_addr_of(const struct sockaddr *addr, unsigned char a[16]) {
     return family;
 }
 
+void srv_addr_text(const struct sockaddr *addr, char *buf) {
+    strcpy(buf, "-");
+    if (addr == NULL) return;
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)addr)->sin_addr, buf, INET6_ADDRSTRLEN);
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)addr)->sin6_addr, buf, INET6_ADDRSTRLEN);
+}
+
 /* 1 when the first bits of a and b agree. */
 static int prefix_equal(const unsigned char *a, const unsigned char *b, int bits) {
     int whole = bits / 8, rest = bits % 8;

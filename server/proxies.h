@@ -38,6 +38,10 @@ int srv_proxies_parse(srv_proxies *p, const char *list, char *err, size_t errlen
  * (4 or 16 bytes); an IPv4-mapped IPv6 address is its IPv4 address. */
 int srv_addr_of(const struct sockaddr *addr, unsigned char a[16]);
 
+/* addr as text in buf (INET6_ADDRSTRLEN bytes), as inet_ntop writes it;
+ * "-" for an address that is neither IPv4 nor IPv6, or NULL. */
+void srv_addr_text(const struct sockaddr *addr, char *buf);
+
 /* 1 when addr lies in one of p's networks (an IPv4-mapped IPv6 address
  * as its IPv4 address). */
 int srv_proxies_trust(const srv_proxies *p, const struct sockaddr *addr);

@@ -31,7 +31,8 @@
  * for its time, is what printf makes of the fields, in both formats, for
  * durations whose milliseconds round either way at the third decimal,
  * odd fields (escaped in the text format's remote, method and path) and
- * the optional ones left out. */
+ * the optional ones (a proxy's client, model, error, request id) there or
+ * left out. */
 Test(access_log, lines_are_what_printf_makes_of_the_fields, .init = cr_redirect_stdout) {
     static const double durations[] = {0.0, 5e-7, 0.0166495, 0.0166505, 0.000123456, 1.5e-3, 2.0000005, 93.9994999,
                                        3600.25};
@@ -43,7 +44,8 @@ Test(access_log, lines_are_what_printf_makes_of_the_fields, .init = cr_redirect_
                         .route = "denoise", .status = i % 4 ? 200 : 0, .bytes = (size_t)i * 123457,
                         .duration_s = durations[i / 2], .model = i % 5 ? "mnist" : NULL,
                         .error = i % 3 == 1 ? "too_large" : NULL,
-                        .request_id = i % 7 ? "0123456789abcdef0123456789abcdef" : NULL};
+                        .request_id = i % 7 ? "0123456789abcdef0123456789abcdef" : NULL,
+                        .client = i % 6 < 2 ? "198.51.100.7" : i % 6 == 2 ? "2001:db8::7" : NULL};
         if (i == 4) a.path = "/a b\\c", a.method = "GE\tT"; /* escaped in the text format, as JSON in the other */
         srv_access_log(json ? SRV_LOG_JSON : SRV_LOG_TEXT, &a, 0);
         int n;
@@ -53,6 +55,7 @@ Test(access_log, lines_are_what_printf_makes_of_the_fields, .init = cr_redirect_
                          "\"bytes\":%zu,\"duration_ms\":%.3f",
                          a.remote, i == 4 ? "GE\\tT" : a.method, i == 4 ? "/a b\\\\c" : a.path, a.route, a.status,
                          a.bytes, a.duration_s * 1e3);
+            if (a.client) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"client\":\"%s\"", a.client);
             if (a.model) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"model\":\"%s\"", a.model);
             if (a.error) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"error\":\"%s\"", a.error);
             if (a.request_id) n += snprintf(want[i] + n, sizeof want[i] - n, ",\"request_id\":\"%s\"", a.request_id);
@@ -61,6 +64,7 @@ Test(access_log, lines_are_what_printf_makes_of_the_fields, .init = cr_redirect_
             n = snprintf(want[i], sizeof want[i], "%s %s %s route=%s status=%d bytes=%zu duration_ms=%.3f", a.remote,
                          i == 4 ? "GE\\x09T" : a.method, i == 4 ? "/a\\x20b\\x5cc" : a.path, a.route, a.status,
                          a.bytes, a.duration_s * 1e3);
+            if (a.client) n += snprintf(want[i] + n, sizeof want[i] - n, " client=%s", a.client);
             if (a.model) n += snprintf(want[i] + n, sizeof want[i] - n, " model=%s", a.model);
             if (a.error) n += snprintf(want[i] + n, sizeof want[i] - n, " error=%s", a.error);
             if (a.request_id) snprintf(want[i] + n, sizeof want[i] - n, " request_id=%s", a.request_id);

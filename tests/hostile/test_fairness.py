@@ -157,8 +157,7 @@ def test_a_trusted_proxy_names_its_clients(suite):
     --trusted-proxies, its X-Forwarded-For names the client the shares
     count; from anyone else the header is ignored."""
     proxy, budget = "127.0.0.4", 64 * MIB
-    d = suite.start("proxy", "--trusted-proxies", proxy,
-                    env={"DAE_MEMORY_BUDGET": str(budget), "DAE_ACCESS_LOG": "off"})
+    d = suite.start("proxy", "--trusted-proxies", proxy, env={"DAE_MEMORY_BUDGET": str(budget)})
     # 1024x1024 gray: about 17 MiB of worst-case image work. The user
     # below holds 40 MiB, so it fits in what the budget has left (24 MiB)
     # but not in what that user's share has (8 MiB).
@@ -188,6 +187,12 @@ def test_a_trusted_proxy_names_its_clients(suite):
                     r.status == 200, repr(r))
     finally:
         _close(socks)
+    time.sleep(0.3)  # a line of a request answered beside others waits up to 100 ms to be written
+    served = [line.split() for line in d.stdout().splitlines() if " POST /denoise " in line and " status=200 " in line]
+    suite.check("the access log gives the proxy's address and the client it named (client=198.51.100.8)",
+                any(f[1] == proxy and "client=198.51.100.8" in f for f in served), repr(served))
+    suite.check("... and no client for a connection not from a trusted proxy",
+                any(f[1] == ATTACKER and not any(x.startswith("client=") for x in f) for f in served), repr(served))
     suite.check("the daemon is alive", d.alive())
 
 
