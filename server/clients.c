@@ -75,6 +75,14 @@ srv_client *srv_clients_get(srv_clients *t, const struct sockaddr *addr) {
     return c;
 }
 
+srv_client *srv_clients_ref(srv_clients *t, srv_client *c) {
+    if (c == NULL) return NULL;
+    pthread_mutex_lock(&t->mu);
+    c->refs++;
+    pthread_mutex_unlock(&t->mu);
+    return c;
+}
+
 void srv_clients_put(srv_clients *t, srv_client *c) {
     if (c == NULL) return;
     pthread_mutex_lock(&t->mu);

@@ -13,8 +13,9 @@
  * Behind a proxy every connection comes from the proxy's address: one
  * client. A request from a trusted proxy (--trusted-proxies, proxies.h)
  * counts in the shares of the client its X-Forwarded-For names, which
- * it holds a reference to; otherwise the shares only cap what the proxy
- * may hold (--client-share 100 lifts that cap).
+ * it holds a reference to, and so does its event stream (a reference of
+ * the gate's); otherwise the shares only cap what the proxy may hold
+ * (--client-share 100 lifts that cap).
  *
  * A client's record lives while a connection of it does: each takes a
  * reference, and its requests use it through the connection
@@ -53,6 +54,10 @@ void srv_clients_free(srv_clients *t);
  * connection. NULL for an address that is neither IPv4 nor IPv6, or when
  * out of memory: such a connection has no client and no share. */
 srv_client *srv_clients_get(srv_clients *t, const struct sockaddr *addr);
+
+/* Another reference to c, which the caller holds one to; returns c.
+ * NULL is fine. */
+srv_client *srv_clients_ref(srv_clients *t, srv_client *c);
 
 /* Drops a reference; the record goes with the last. NULL is fine. */
 void srv_clients_put(srv_clients *t, srv_client *c);

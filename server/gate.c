@@ -73,6 +73,7 @@ typedef struct conn_rec {
     int counted;                 /* counts in admitted (and in its client's connections) */
     srv_client *client;          /* a reference, or NULL */
     void (*kick)(void *);        /* the event stream, or NULL */
+    srv_client *stream_client;   /* a reference to the client its share counts the stream in, or NULL */
     void *kick_arg;
     struct conn_rec *prev, *next;
 } conn_rec;
@@ -231,7 +232,7 @@ static void uncount(srv_gate *g, conn_rec *r) {
 /* Under the lock: r's event stream no longer counts. */
 static void stream_uncount(srv_gate *g, conn_rec *r) {
     g->streams--;
-    if (r->client != NULL) r->client->streams--;
+    if (r->stream_client != NULL) r->stream_client->streams--;
 }
 
 static void rec_unlink(srv_gate *g, conn_rec *r) {
@@ -247,6 +248,7 @@ static void rec_unlink(srv_gate *g, conn_rec *r) {
 /* Frees an unlinked record (the gate's lock need not be held). */
 static void rec_free(srv_gate *g, conn_rec *r) {
     srv_clients_put(g->clients, r->client);
+    srv_clients_put(g->clients, r->stream_client);
     free(r);
 }
 
@@ -607,15 +609,18 @@ void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
     pthread_mutex_unlock(&g->mu);
 }
 
-unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(void *), void *arg) {
+unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, srv_client *client, void (*kick)(void *),
+                                         void *arg) {
     conn_rec *r = ctx;
     unsigned long long token = 0;
+    srv_client *ref = srv_clients_ref(g->clients, client); /* the clients' lock is never taken under the gate's */
     pthread_mutex_lock(&g->mu);
     int share = (int)srv_config_client_part(g->cfg, g->cfg->max_streams);
-    if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams &&
-        (r->client == NULL || r->client->streams < share)) {
+    if (r != NULL && r->kick == NULL && g->streams < g->cfg->max_streams && (ref == NULL || ref->streams < share)) {
         g->streams++;
-        if (r->client != NULL) r->client->streams++;
+        if (ref != NULL) ref->streams++;
+        r->stream_client = ref;
+        ref = NULL;
         r->kick = kick;
         r->kick_arg = arg;
         r->phase = SRV_CONN_STREAM;
@@ -624,21 +629,26 @@ unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(vo
         token = r->id;
     }
     pthread_mutex_unlock(&g->mu);
+    srv_clients_put(g->clients, ref); /* when the stream did not begin */
     return token;
 }
 
 void srv_gate_stream_end(srv_gate *g, unsigned long long token) {
     if (token == 0) return;
+    srv_client *ref = NULL;
     pthread_mutex_lock(&g->mu);
     for (conn_rec *r = g->recs_head; r != NULL; r = r->next)
         if (r->id == token) {
             if (r->kick != NULL) stream_uncount(g, r);
             r->kick = NULL;
             r->kick_arg = NULL;
+            ref = r->stream_client;
+            r->stream_client = NULL;
             if (r->phase == SRV_CONN_STREAM) r->phase = SRV_CONN_ANSWER;
             break;
         }
     pthread_mutex_unlock(&g->mu);
+    srv_clients_put(g->clients, ref);
 }
 
 srv_client *srv_gate_client(void *ctx) {

@@ -93,12 +93,15 @@ void srv_gate_conn_closed(srv_gate *g, void **socket_context);
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase);
 
 /* Turns the connection into an event stream, within --max-streams and
- * its client's share of them (--client-share).
+ * client's share of them (--client-share): the request's client, its
+ * connection's or the one a trusted proxy named (NULL: none), which the
+ * stream holds a reference to until it ends.
  * kick(arg) is called (from the watchdog, with the gate's lock held) when
  * the stream must end because its client left or stopped reading; it
  * must wake a suspended connection. Returns a token for
- * srv_gate_stream_end, or 0 when --max-streams are open. */
-unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, void (*kick)(void *), void *arg);
+ * srv_gate_stream_end, or 0 when --max-streams, or client's share, are open. */
+unsigned long long srv_gate_stream_begin(srv_gate *g, void *ctx, struct srv_client *client, void (*kick)(void *),
+                                         void *arg);
 
 /* Ends the stream of token (safe after the connection closed). */
 void srv_gate_stream_end(srv_gate *g, unsigned long long token);

@@ -1674,7 +1674,7 @@ static enum MHD_Result get_events(request *r) {
     e->stream = s;
     e->conn = r->conn;
     e->gate = h->gate;
-    e->token = srv_gate_stream_begin(h->gate, r->conn_ctx, sse_kick, e);
+    e->token = srv_gate_stream_begin(h->gate, r->conn_ctx, r->client, sse_kick, e);
     if (e->token == 0) {
         srv_train_stream_close(s);
         free(e);

@@ -23,6 +23,7 @@ from test_memory import png as make_png
 
 ATTACKER = "127.0.0.2"
 OTHER = "127.0.0.3"
+PROXY = "127.0.0.4"  # --trusted-proxies in the tests that have one
 MIB = 1 << 20
 
 
@@ -156,7 +157,7 @@ def test_a_trusted_proxy_names_its_clients(suite):
     """Behind a proxy every connection is the proxy's. With
     --trusted-proxies, its X-Forwarded-For names the client the shares
     count; from anyone else the header is ignored."""
-    proxy, budget = "127.0.0.4", 64 * MIB
+    proxy, budget = PROXY, 64 * MIB
     d = suite.start("proxy", "--trusted-proxies", proxy, env={"DAE_MEMORY_BUDGET": str(budget)})
     # 1024x1024 gray: about 17 MiB of worst-case image work. The user
     # below holds 40 MiB, so it fits in what the budget has left (24 MiB)
@@ -277,20 +278,21 @@ def test_one_client_cannot_fill_the_queue(suite):
 
 def test_one_client_cannot_hold_every_event_stream(suite):
     d = suite.start("streams", "--max-streams", "4", "--train-threads", "1", "--access-log", "off",
-                    "--data-dir", os.path.join(suite.root, "tests", "fixtures"))
+                    "--trusted-proxies", PROXY, "--data-dir", os.path.join(suite.root, "tests", "fixtures"))
     r = harness.request(d.port, "POST", "/train",
                         json.dumps({"dataset": "mnist-mini", "epochs": 200, "model_name": "watched"}).encode(),
                         {"Content-Type": "application/json"})
     suite.check("a training job to watch is accepted", r.status == 202, repr(r))
     if r.status != 202:
         return
-    ask = ("GET /train/%s/events HTTP/1.1\r\nHost: t\r\n\r\n" % r.json()["id"]).encode()
+    ask = "GET /train/%s/events HTTP/1.1\r\nHost: t\r\n%s\r\n"
 
-    def open_streams(n, source):
+    def open_streams(n, source, forwarded_for=None):
         socks = []
         for _ in range(n):
             s = socket.create_connection((harness.HOST, d.port), timeout=5, source_address=(source, 0))
-            s.sendall(ask)
+            xff = "X-Forwarded-For: %s\r\n" % forwarded_for if forwarded_for else ""
+            s.sendall((ask % (r.json()["id"], xff)).encode())
             socks.append(s)
         time.sleep(0.3)
         heads = []
@@ -300,17 +302,24 @@ def test_one_client_cannot_hold_every_event_stream(suite):
             except OSError:
                 heads.append(b"")
         return socks, heads
-    mine, heads = open_streams(4, ATTACKER)
-    try:
+
+    def three_of_four(heads):
         streaming = sum(h.startswith(b"HTTP/1.1 200") for h in heads)
         refused = [h for h in heads if h.startswith(b"HTTP/1.1 503") and b"too_many_streams" in h
                    and b"--client-share" in h]
-        suite.check("one client asking for all 4 event streams gets its three quarters (3), the 4th 503 "
-                    "too_many_streams", streaming == 3 and len(refused) == 1, repr([h[:12] for h in heads]))
-        theirs, heads = open_streams(1, OTHER)
-        suite.check("... and another client still gets one", heads[0].startswith(b"HTTP/1.1 200"), repr(heads[0][:80]))
-        _close(theirs)
-    finally:
-        _close(mine)
-        harness.request(d.port, "DELETE", "/train/%s" % r.json()["id"])
+        return streaming == 3 and len(refused) == 1
+    for source, forwarded_for, who in ((ATTACKER, None, "one client"),
+                                       (PROXY, "198.51.100.7", "one user behind a trusted proxy")):
+        mine, heads = open_streams(4, source, forwarded_for)
+        try:
+            suite.check("%s asking for all 4 event streams gets its three quarters (3), the 4th 503 "
+                        "too_many_streams" % who, three_of_four(heads), repr([h[:12] for h in heads]))
+            theirs, heads = open_streams(1, *((PROXY, "198.51.100.8") if forwarded_for else (OTHER,)))
+            suite.check("... and another %s still gets one" % ("user behind it" if forwarded_for else "client"),
+                        heads[0].startswith(b"HTTP/1.1 200"), repr(heads[0][:80]))
+            _close(theirs)
+        finally:
+            _close(mine)
+        time.sleep(0.3)  # the streams end as the gate sees their clients gone
+    harness.request(d.port, "DELETE", "/train/%s" % r.json()["id"])
     suite.check("the daemon is alive", d.alive())
