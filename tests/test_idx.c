@@ -302,6 +302,53 @@ Test(idx, loads_raw_and_gz_files) {
     test_rm_tree(dir);
 }
 
+static void append_gz(const char *path, const uint8_t *b, size_t len) {
+    gzFile gz = gzopen(path, "ab"); /* a new gzip member after what the file holds */
+    cr_assert_not_null(gz, "cannot append to %s", path);
+    if (len > 0) cr_assert_eq(gzwrite(gz, b, (unsigned)len), (int)len);
+    cr_assert_eq(gzclose(gz), Z_OK);
+}
+
+/* A gzip file is read as gzread reads it: member after member (each
+ * member's size field then counts only that member), and bytes after a
+ * member that do not start another ignored. */
+Test(idx, gz_files_of_several_members_and_trailing_bytes) {
+    char *dir = test_tmpdir("idx");
+    char *members = path_join(dir, "members.gz"), *tail = path_join(dir, "tail.gz"), *extra = path_join(dir, "x.gz");
+    size_t len;
+    uint8_t *b = make_images(DAE_IDX_MAGIC_IMAGES, 300, 28, 28, 300 * 784, &len);
+    write_gz(members, b, 1000);
+    append_gz(members, b + 1000, len - 1000 - 10);
+    append_gz(members, b + len - 10, 10); /* the last member: 10 bytes of the 235,216 */
+    write_gz(tail, b, len);
+    FILE *f = fopen(tail, "ab");
+    cr_assert_not_null(f);
+    fputs("not another member", f);
+    cr_assert_eq(fclose(f), 0);
+    char err[DAE_ERR_LEN] = "";
+    const char *paths[2] = {members, tail};
+    for (int k = 0; k < 2; k++) {
+        dae_idx_images im;
+        cr_assert_eq(dae_idx_load_images(paths[k], &im, err, sizeof err), DAE_OK, "%s: %s", paths[k], err);
+        cr_assert_eq(im.count, 300);
+        cr_assert_eq(memcmp(im.pixels, b + 16, 300 * 784), 0, "%s", paths[k]);
+        dae_idx_images_free(&im);
+    }
+    /* a member past the announced payload is trailing data */
+    write_gz(extra, b, len);
+    append_gz(extra, b, 5);
+    dae_idx_images im;
+    cr_assert_eq(dae_idx_load_images(extra, &im, err, sizeof err), DAE_ERR_FORMAT);
+    cr_assert_not_null(strstr(err, "trailing bytes"), "%s", err);
+    cr_assert_not_null(strstr(err, "more than 235200"), "%s", err);
+    cr_assert_null(im.pixels);
+    free(b);
+    free(members);
+    free(tail);
+    free(extra);
+    test_rm_tree(dir);
+}
+
 Test(idx, load_errors_name_the_path) {
     char *dir = test_tmpdir("idx");
     char err[DAE_ERR_LEN] = "";
