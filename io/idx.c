@@ -10,12 +10,12 @@
 #include "idx.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libdeflate.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <libdeflate.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -248,13 +248,41 @@ static dae_status inflate_members(const uint8_t *in, size_t len, uint8_t *out, s
     return st;
 }
 
+/* Reads up to want bytes of fd into dst; sets *got (short at the end of
+ * the file). */
+static dae_status read_upto(int fd, uint8_t *dst, size_t want, size_t *got, const char *path, char *err,
+                            size_t errlen) {
+    *got = 0;
+    while (*got < want) {
+        ssize_t r = read(fd, dst + *got, want - *got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+        if (r == 0) break;
+        *got += (size_t)r;
+    }
+    return DAE_OK;
+}
+
+/* Asks the kernel to map the pages of a fresh buffer in one call rather
+ * than one fault each as they are first written: without it, `dae train
+ * --limit 64` on MNIST took 0.29-0.30 s instead of 0.21-0.23 (this
+ * machine's faults are dear). Only a hint: a kernel before 5.14 refuses
+ * it, and the pages then come as they are written. */
+static void prefault(void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+}
+
 /* The IDX file at path, header and payload, in a buffer of at most cap
  * bytes: its bytes, or a gzip file's inflated with libdeflate (2.1x
  * zlib's gzread: MNIST's training images in 58 ms instead of 122, one
  * core). The buffer starts at a gzip file's last size field (its whole
  * size when it has one member), so a header that claims more than the
- * file holds cannot make it large, and doubles while the data fills
- * it. Sets *got: cap when the data holds more than cap bytes. */
+ * file holds cannot make it large, and doubles while the data fills it.
+ * Of a gzip file, as much is read as could inflate to cap bytes in
+ * stored blocks (bytes past a member's end are ignored anyway). Sets
+ * *got: cap when the data holds more than cap bytes. */
 static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, size_t *got, char *err,
                              size_t errlen) {
     *buf_out = NULL;
@@ -265,30 +293,40 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
         if (fd >= 0) close(fd);
         return st;
     }
-    size_t len = (size_t)sb.st_size;
-    const uint8_t *in = len > 0 ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-    int mmap_errno = errno;
-    close(fd);
-    if (in == MAP_FAILED)
-        return dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(mmap_errno));
-    int gz = len >= 2 && in[0] == 0x1f && in[1] == 0x8b;
-    size_t size = gz ? (len >= 4 ? (size_t)in[len - 4] | (size_t)in[len - 3] << 8 | (size_t)in[len - 2] << 16 |
-                                       (size_t)in[len - 1] << 24
-                                 : 0) + 1
-                     : len;
-    size_t room = size < cap ? size : cap;
-    uint8_t *buf = NULL;
-    dae_status st = DAE_OK;
-    for (;;) {
+    uint8_t magic[2];
+    size_t len = 0;
+    dae_status st = read_upto(fd, magic, 2, &len, path, err, errlen);
+    int gz = st == DAE_OK && len == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    if (st == DAE_OK && lseek(fd, 0, SEEK_SET) != 0)
+        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    uint8_t *in = NULL, *buf = NULL;
+    size_t room = cap;
+    if (st == DAE_OK && gz) {
+        size_t most = cap + cap / 64 + ((size_t)1 << 20);
+        len = (size_t)sb.st_size < most ? (size_t)sb.st_size : most;
+        if ((in = malloc(len > 0 ? len : 1)) == NULL) {
+            st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, len);
+        } else {
+            prefault(in, len);
+            st = read_upto(fd, in, len, &len, path, err, errlen);
+        }
+        size_t last = st == DAE_OK && len >= 4 ? (size_t)in[len - 4] | (size_t)in[len - 3] << 8 |
+                                                     (size_t)in[len - 2] << 16 | (size_t)in[len - 1] << 24
+                                               : 0;
+        if (last < cap) room = last + 1;
+    } else if (st == DAE_OK && (size_t)sb.st_size < cap) {
+        room = (size_t)sb.st_size + 1; /* the +1 sees a file that grew */
+    }
+    while (st == DAE_OK) {
         uint8_t *grown = realloc(buf, room > 0 ? room : 1);
         if (grown == NULL) {
             st = dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", path, room);
             break;
         }
         buf = grown;
+        prefault(buf, room);
         if (!gz) {
-            memcpy(buf, in, room);
-            *got = room;
+            st = read_upto(fd, buf, room, got, path, err, errlen);
             break;
         }
         int full = 0;
@@ -297,7 +335,8 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
         if (st != DAE_OK || !full || room == cap) break;
         room = room > cap / 2 ? cap : room * 2;
     }
-    if (len > 0) munmap((void *)in, len);
+    close(fd);
+    free(in);
     if (st != DAE_OK) {
         free(buf);
         return st;
