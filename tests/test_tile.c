@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "pages.h"
 #include "rng.h"
 #include "test_util.h"
 #include "tile.h"
@@ -393,4 +394,19 @@ Test(tile, pipeline_in_ranges_spanning_channels_matches_denoise_image) {
     dae_image_free(&in);
     dae_workspace_free(ws);
     dae_model_free(&m);
+}
+
+/* The denoiser's planes and the image buffers ask for their pages at once
+ * (pages.h): that keeps what a buffer holds, wherever it starts and ends,
+ * and a buffer too small, or none, is left alone. */
+Test(pages, prefault_keeps_what_a_buffer_holds) {
+    size_t n = (size_t)1 << 20;
+    unsigned char *b = malloc(n + 3);
+    cr_assert_not_null(b);
+    for (size_t i = 0; i < n + 3; i++) b[i] = (unsigned char)(i * 131 + 7);
+    dae_prefault(b + 3, n);        /* not page-aligned at either end */
+    dae_prefault(b, DAE_PREFAULT_MIN - 1);
+    dae_prefault(NULL, n);
+    for (size_t i = 0; i < n + 3; i++) cr_assert_eq(b[i], (unsigned char)(i * 131 + 7), "byte %zu changed", i);
+    free(b);
 }
