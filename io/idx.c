@@ -268,9 +268,10 @@ static dae_status read_upto(int fd, uint8_t *dst, size_t want, size_t *got, cons
  * bytes: its bytes, or a gzip file's inflated with libdeflate (2.1x
  * zlib's gzread: MNIST's training images in 58 ms instead of 122, one
  * core). The buffer starts at a gzip file's last size field (its whole
- * size when it has one member; at most what the file could inflate to),
- * so a header that claims more than the file holds cannot make it large,
- * and doubles while the data fills it.
+ * size when it has one member), believed up to 16 bytes a byte of file
+ * (MNIST's inflate to 4.8), and doubles while the data fills it: a
+ * header or a size field that claims more than the file holds cannot
+ * make it large, and its pages are asked for at once (pages.h).
  * Of a gzip file, as much is read as could inflate to cap bytes in
  * stored blocks (bytes past a member's end are ignored anyway). Sets
  * *got: cap when the data holds more than cap bytes. */
@@ -301,12 +302,10 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
             dae_prefault(in, len);
             st = read_upto(fd, in, len, &len, path, err, errlen);
         }
-        /* The size field is the file's to claim: no more than deflate's
-         * utmost, 1032 bytes out of one in, is believed. */
         size_t last = st == DAE_OK && len >= 4 ? (size_t)in[len - 4] | (size_t)in[len - 3] << 8 |
                                                      (size_t)in[len - 2] << 16 | (size_t)in[len - 1] << 24
                                                : 0;
-        if (last > len * 1032) last = len * 1032;
+        if (last > len * 16) last = len * 16;
         if (last < cap) room = last + 1;
     } else if (st == DAE_OK && (size_t)sb.st_size < cap) {
         room = (size_t)sb.st_size + 1; /* the +1 sees a file that grew */
@@ -318,10 +317,7 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
             break;
         }
         buf = grown;
-        /* Without: dae train --limit 64 on MNIST 0.29-0.30 s, not 0.21-0.23.
-         * Of a gzip file, no more than 16 bytes a byte of it (MNIST's
-         * inflate to 4.8): a size field that lies commits no more. */
-        dae_prefault(buf, gz && room / 16 > len ? len * 16 : room);
+        dae_prefault(buf, room); /* without: dae train --limit 64 on MNIST 0.29-0.30 s, not 0.21-0.23 */
         if (!gz) {
             st = read_upto(fd, buf, room, got, path, err, errlen);
             break;
