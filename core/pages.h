@@ -2,11 +2,11 @@
  *
  * A buffer of more than a few pages that malloc maps anew gets each page
  * from the kernel at the first write to it: a fault a page. On some
- * virtual machines a fault is dear (about 5 us on the development
- * machine: 1,756 faults, most of them in three such buffers, were 4.5%
- * of a 1000x1000 image's time through /denoise), so the engine and both
- * front ends ask for a big buffer's pages in one call before they write
- * it. */
+ * virtual machines a fault is dear: on the development machine a
+ * 1000x1000 image through /denoise took 1,749 of them, most in four such
+ * buffers, and took 4-8% longer than with them asked for at once. So the
+ * engine and both front ends ask for a big buffer's pages in one call
+ * before they write it. */
 #ifndef DAE_PAGES_H
 #define DAE_PAGES_H
 

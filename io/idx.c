@@ -3,10 +3,10 @@
  *
  * A file's header is read and checked first, through zlib's gzread, which
  * also passes raw files through unchanged. The whole file is then read, a
- * gzip file inflated with libdeflate, into a buffer that grows as data
- * arrives (so a lying header cannot make us allocate much more than the
- * file holds) and never past the announced size plus one byte (so a gzip
- * bomb stops there). */
+ * gzip file inflated with libdeflate, into a buffer no larger than the
+ * file can fill (so a lying header cannot make us allocate much more than
+ * the file holds) and never past the announced size plus one byte (so a
+ * gzip bomb stops there): read_whole. */
 #include "idx.h"
 
 #include <errno.h>

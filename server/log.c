@@ -158,8 +158,8 @@ static const line_format TEXT_LINE = {"", " ", " ", " ", " route=", " status=", 
                                       {" client=", " model=", " error=", " request_id="}, "", "", put_escaped};
 static const line_format JSON_LINE = {"{\"time\":\"", "\",\"remote\":\"", "\",\"method\":\"", "\",\"path\":\"",
                                       "\",\"route\":\"", "\",\"status\":", ",\"bytes\":", ",\"duration_ms\":",
-                                      {",\"client\":\"", ",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""}, "\"", "}",
-                                      srv_json_escape};
+                                      {",\"client\":\"", ",\"model\":\"", ",\"error\":\"", ",\"request_id\":\""},
+                                      "\"", "}", srv_json_escape};
 
 void srv_access_log(srv_log_format format, const srv_access *a, int busy) {
     if (format == SRV_LOG_OFF) return;
