@@ -4,9 +4,13 @@
  * from the kernel at the first write to it: a fault a page. On some
  * virtual machines a fault is dear: on the development machine a
  * 1000x1000 image through /denoise took 1,749 of them, most in four such
- * buffers, and took 4-8% longer than with them asked for at once. So the
- * engine and both front ends ask for a big buffer's pages in one call
- * before they write it. */
+ * buffers. So the engine and both front ends ask for a big buffer's
+ * pages in one call before they write it, where the data has shown its
+ * size: a decoded image's planes, an answer as it grows, a data set
+ * file's bytes. Never for a size a client only claims (a body's
+ * Content-Length, an image header's width and height): those pages come
+ * as the data does, so a claim costs the server nothing until it is
+ * sent. */
 #ifndef DAE_PAGES_H
 #define DAE_PAGES_H
 

@@ -40,7 +40,6 @@ int dae_image_fill_byte;
 
 uint8_t *img_pixels_alloc(size_t n) {
     uint8_t *p = malloc(n ? n : 1);
-    dae_prefault(p, n);
 #ifdef DAE_IMAGE_FILL_CHECK
     if (p != NULL) memset(p, dae_image_fill_byte, n);
 #endif
@@ -356,7 +355,6 @@ int img_png_decode_plain(const uint8_t *buf, size_t len, size_t max_pixels, dae_
     if (idat == 0) return 0;
     size_t stride = (size_t)w * channels, raw_len = (size_t)h * (stride + 1);
     uint8_t *raw = malloc(raw_len + INFLATE_SLACK), *pixels = img_pixels_alloc((size_t)h * stride);
-    dae_prefault(raw, raw_len);
     int ok = raw != NULL && pixels != NULL && png_inflate_idats(buf, idat, idat_bytes, raw, raw_len);
     for (uint32_t y = 0; ok && y < h; y++) {
         const uint8_t *row = raw + (size_t)y * (stride + 1);

@@ -32,7 +32,6 @@
 #include "model_http.h"
 #include "multipart.h"
 #include "oip.h"
-#include "pages.h"
 #include "proxies.h"
 #include "utf8.h"
 
@@ -1375,7 +1374,6 @@ static enum MHD_Result take_body(request *r, const char *data, size_t n) {
         if (more > 0) r->body_reserved += more;
         uint8_t *grown = realloc(r->body, cap);
         if (grown == NULL) return MHD_NO;
-        dae_prefault(grown + r->len, cap - r->len);
         r->body = grown;
         r->cap = cap;
     }
@@ -2086,7 +2084,6 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
             r->body_reserved = (long long)n;
             r->body = malloc((size_t)n);
             if (r->body == NULL) return answer_error(r, 503, "out_of_memory", "out of memory for the request body");
-            dae_prefault(r->body, (size_t)n);
             r->cap = (size_t)n;
         }
     }
