@@ -204,8 +204,9 @@ static dae_status gz_read_upto(gzFile gz, uint8_t *dst, size_t want, size_t *got
 }
 
 /* Reads and checks only the header of the IDX file at path (raw or
- * gzip) into *h. */
-static dae_status peek_any(const char *path, idx_kind kind, idx_header *h, char *err, size_t errlen) {
+ * gzip) into *h; *gzip (when not NULL): 1 for a gzip file, as zlib
+ * found it. */
+static dae_status peek_any(const char *path, idx_kind kind, idx_header *h, int *gzip, char *err, size_t errlen) {
     errno = 0;
     gzFile gz = gzopen(path, "rb");
     if (gz == NULL)
@@ -215,6 +216,7 @@ static dae_status peek_any(const char *path, idx_kind kind, idx_header *h, char 
     size_t n = 0;
     dae_status st = gz_read_upto(gz, head, kind == IDX_IMAGES ? 16 : 8, &n, path, err, errlen);
     if (st == DAE_OK) st = check_header(head, n, kind, h, path, err, errlen);
+    if (gzip != NULL) *gzip = !gzdirect(gz);
     gzclose(gz);
     return st;
 }
@@ -275,7 +277,7 @@ static dae_status read_upto(int fd, uint8_t *dst, size_t want, size_t *got, cons
  * Of a gzip file, as much is read as could inflate to cap bytes in
  * stored blocks (bytes past a member's end are ignored anyway). Sets
  * *got: cap when the data holds more than cap bytes. */
-static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, size_t *got, char *err,
+static dae_status read_whole(const char *path, int gz, size_t cap, uint8_t **buf_out, size_t *got, char *err,
                              size_t errlen) {
     *buf_out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -285,15 +287,10 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
         if (fd >= 0) close(fd);
         return st;
     }
-    uint8_t magic[2];
-    size_t len = 0;
-    dae_status st = read_upto(fd, magic, 2, &len, path, err, errlen);
-    int gz = st == DAE_OK && len == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-    if (st == DAE_OK && lseek(fd, 0, SEEK_SET) != 0)
-        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: read failed: %s", path, strerror(errno));
+    dae_status st = DAE_OK;
     uint8_t *in = NULL, *buf = NULL;
-    size_t room = cap;
-    if (st == DAE_OK && gz) {
+    size_t room = cap, len = 0;
+    if (gz) {
         size_t most = cap + cap / 64 + ((size_t)1 << 20);
         len = (size_t)sb.st_size < most ? (size_t)sb.st_size : most;
         if ((in = malloc(len > 0 ? len : 1)) == NULL) {
@@ -307,7 +304,7 @@ static dae_status read_whole(const char *path, size_t cap, uint8_t **buf_out, si
                                                : 0;
         if (last > len * 16) last = len * 16;
         if (last < cap) room = last + 1;
-    } else if (st == DAE_OK && (size_t)sb.st_size < cap) {
+    } else if ((size_t)sb.st_size < cap) {
         room = (size_t)sb.st_size + 1; /* the +1 sees a file that grew */
     }
     while (st == DAE_OK) {
@@ -349,13 +346,14 @@ static dae_status load_any(const char *path, idx_kind kind, idx_header *h, uint8
         return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode))
         return dae_fail(err, errlen, DAE_ERR_IO, "%s: is a directory, not an IDX file", path);
-    dae_status st = peek_any(path, kind, h, err, errlen);
+    int gz;
+    dae_status st = peek_any(path, kind, h, &gz, err, errlen);
     if (st != DAE_OK) return st;
     /* At most the payload and one byte more: the extra byte tells
      * trailing data apart without inflating it all. */
     size_t limit = h->header_len + h->payload + 1, got = 0;
     uint8_t *buf;
-    st = read_whole(path, limit, &buf, &got, err, errlen);
+    st = read_whole(path, gz, limit, &buf, &got, err, errlen);
     if (st != DAE_OK) return st;
     got = got > h->header_len ? got - h->header_len : 0;
     st = check_payload_len(h, kind, got, got > h->payload, path, err, errlen);
@@ -461,7 +459,7 @@ dae_status dae_dataset_info_read(const char *data_dir, const char *name, dae_dat
     for (int i = 0; i < 2 && st == DAE_OK; i++) {
         char *path = NULL;
         st = find_idx_file(dir, name, bases[i], &path, err, errlen);
-        if (st == DAE_OK) st = peek_any(path, IDX_IMAGES, &h[i], err, errlen);
+        if (st == DAE_OK) st = peek_any(path, IDX_IMAGES, &h[i], NULL, err, errlen);
         free(path);
     }
     free(dir);
