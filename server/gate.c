@@ -31,10 +31,12 @@
 #include "log.h"
 
 /* Connections answered and closing (lingering for the client to read the
- * answer) are held at most this long, and at most this many at once. */
+ * answer) are held until the client has sent nothing for this long, and
+ * at most CLOSING_MOST_S in all; at most CLOSING_MAX at once. */
 #define CLOSING_LINGER_S 2.0
+#define CLOSING_MOST_S 30.0
 #define CLOSING_MAX 256
-/* Bytes read and dropped from a closing connection at most. */
+/* Bytes read and dropped from a connection the gate answered, at most. */
 #define CLOSING_DISCARD_MAX (256 * 1024)
 /* How often the watchdog looks at the connections libmicrohttpd holds. */
 #define WATCH_PERIOD_MS 100
@@ -47,7 +49,8 @@ typedef struct pending {
     int fd;
     int closing;
     double t_accept;       /* closing: the time it may be closed at */
-    size_t discarded;
+    double t_cut;          /* closing: when it is closed whatever it sends */
+    size_t discarded, discard_max;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct pending *prev, *next;
@@ -71,6 +74,7 @@ typedef struct conn_rec {
     int rdhup_ticks;             /* watchdog ticks the peer has been seen gone */
     int doomed;                  /* shut down by the watchdog or evicted */
     int counted;                 /* counts in admitted (and in its client's connections) */
+    size_t linger_bytes;         /* answered before its body came: bytes to drop as it closes (0: none) */
     srv_client *client;          /* a reference, or NULL */
     void (*kick)(void *);        /* the event stream, or NULL */
     srv_client *stream_client;   /* a reference to the client its share counts the stream in, or NULL */
@@ -90,6 +94,7 @@ struct srv_gate {
     /* The gate thread's own state. */
     pending_list heads, closing;
     pending *retired;          /* left the lists this round; freed after its events */
+    pending *handed;           /* closed by libmicrohttpd, to linger (under mu) */
     char peek[SRV_HEAD_MAX + 1];
     /* Shared with the libmicrohttpd threads and the watchdog. */
     pthread_mutex_t mu;
@@ -162,10 +167,24 @@ static void close_pending(srv_gate *g, pending *p) {
     retire(g, p);
 }
 
-/* Answers p with the service's JSON error and starts a lingering close:
- * the write side is shut, and whatever the client still sends is read and
- * dropped for a moment, so the answer is not lost to a reset. The message
- * is ASCII (it is made here, not from request bytes). */
+/* Starts p's lingering close: the write side is shut (its answer sent),
+ * and whatever the client still sends, up to discard_max bytes, is read
+ * and dropped until it stops sending for a moment, so that the answer is
+ * not lost to a reset. */
+static void start_closing(srv_gate *g, pending *p, size_t discard_max) {
+    shutdown(p->fd, SHUT_WR);
+    if (g->closing.n >= CLOSING_MAX) close_pending(g, g->closing.head);
+    double now = dae_now_s();
+    p->closing = 1;
+    p->discard_max = discard_max;
+    p->t_accept = now + CLOSING_LINGER_S;
+    p->t_cut = now + CLOSING_MOST_S;
+    list_push(&g->closing, p);
+}
+
+/* Answers p with the service's JSON error and starts its lingering close
+ * (start_closing). The message is ASCII (it is made here, not from
+ * request bytes). */
 static void answer_pending(srv_gate *g, pending *p, int status, const char *code, const char *message,
                            const srv_head *hi) {
     char body[512], head[256], out[800];
@@ -192,31 +211,60 @@ static void answer_pending(srv_gate *g, pending *p, int status, const char *code
     srv_access a = {remote, hi != NULL ? hi->method : "-", hi != NULL ? hi->path : "-", "unknown", status,
                     (size_t)bn, now - p->t_accept, NULL, code, NULL, NULL};
     srv_access_log(g->cfg->log_format, &a, 0);
-    /* Linger: drop what the client sends until it closes, or a moment passes. */
-    shutdown(p->fd, SHUT_WR);
     list_remove(&g->heads, p);
     atomic_fetch_sub(&g->n_heads, 1);
-    if (g->closing.n >= CLOSING_MAX) close_pending(g, g->closing.head);
-    p->closing = 1;
-    p->t_accept = now + CLOSING_LINGER_S;
-    list_push(&g->closing, p);
+    start_closing(g, p, CLOSING_DISCARD_MAX);
 }
 
-/* Reads and drops what a closing connection sent; closes it at its end. */
+/* Reads and drops what a closing connection sent; closes it at its end.
+ * A client still sending gets CLOSING_LINGER_S more from now. */
 static void drain_closing(srv_gate *g, pending *p) {
-    char buf[4096];
+    char buf[16384];
+    size_t got = 0;
     while (1) {
         ssize_t n = recv(p->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0) {
+            got += (size_t)n;
             p->discarded += (size_t)n;
-            if (p->discarded > CLOSING_DISCARD_MAX) break;
+            if (p->discarded > p->discard_max) break;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
         if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (got > 0) {
+                /* To the list's end, which stays in order of deadline
+                 * (but for one held to t_cut, at most CLOSING_LINGER_S late). */
+                double until = dae_now_s() + CLOSING_LINGER_S;
+                p->t_accept = until < p->t_cut ? until : p->t_cut;
+                list_remove(&g->closing, p);
+                list_push(&g->closing, p);
+            }
+            return;
+        }
         break; /* the client closed, or an error */
     }
     close_pending(g, p);
+}
+
+/* Lingers on the connections libmicrohttpd answered before their body
+ * came and has closed (srv_gate_conn_closed). */
+static void take_handed(srv_gate *g) {
+    pthread_mutex_lock(&g->mu);
+    pending *p = g->handed;
+    g->handed = NULL;
+    pthread_mutex_unlock(&g->mu);
+    while (p != NULL) {
+        pending *next = p->next;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = p};
+        if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, p->fd, &ev) != 0) {
+            close(p->fd);
+            free(p);
+        } else {
+            start_closing(g, p, p->discard_max);
+            drain_closing(g, p); /* what came before epoll watched it */
+        }
+        p = next;
+    }
 }
 
 /* ------------------------------------------------------------ admission */
@@ -461,6 +509,7 @@ static void *gate_main(void *arg) {
                     close(g->listen_fd);
                     g->listen_fd = -1;
                 }
+                take_handed(g);
             } else if (ptr == &g->listen_fd) {
                 if (g->listen_fd >= 0) accept_all(g);
             } else {
@@ -572,6 +621,14 @@ static void *watchdog_main(void *arg) {
 
 /* ------------------------------------------------------------ hooks */
 
+static void wake(srv_gate *g) {
+    uint64_t one = 1;
+    if (g->wake_fd >= 0) {
+        ssize_t w = write(g->wake_fd, &one, sizeof one);
+        (void)w;
+    }
+}
+
 void srv_gate_conn_started(srv_gate *g, struct MHD_Connection *c, void **socket_context) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     *socket_context = NULL;
@@ -586,14 +643,35 @@ void srv_gate_conn_started(srv_gate *g, struct MHD_Connection *c, void **socket_
     pthread_mutex_unlock(&g->mu);
 }
 
+/* A connection answered before its body came is handed to the gate thread
+ * to linger: libmicrohttpd has sent the answer and shut the write side,
+ * and closes its descriptor after this notice, so the gate keeps a copy. */
 void srv_gate_conn_closed(srv_gate *g, void **socket_context) {
     conn_rec *r = *socket_context;
     if (r == NULL) return;
     *socket_context = NULL;
+    pending *p = r->linger_bytes > 0 ? calloc(1, sizeof *p) : NULL;
     pthread_mutex_lock(&g->mu);
+    if (p != NULL && !r->doomed && !atomic_load(&g->stop) && (p->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+        p->discard_max = r->linger_bytes;
+        p->next = g->handed;
+        g->handed = p;
+    } else {
+        free(p);
+        p = NULL;
+    }
     rec_unlink(g, r);
     pthread_mutex_unlock(&g->mu);
     rec_free(g, r);
+    if (p != NULL) wake(g);
+}
+
+void srv_gate_linger(srv_gate *g, void *ctx, size_t discard_max) {
+    conn_rec *r = ctx;
+    if (r == NULL) return;
+    pthread_mutex_lock(&g->mu);
+    r->linger_bytes = discard_max;
+    pthread_mutex_unlock(&g->mu);
 }
 
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase) {
@@ -778,14 +856,6 @@ int srv_gate_start(srv_gate *g, struct MHD_Daemon *daemon, char *err, size_t err
     return 0;
 }
 
-static void wake(srv_gate *g) {
-    uint64_t one = 1;
-    if (g->wake_fd >= 0) {
-        ssize_t w = write(g->wake_fd, &one, sizeof one);
-        (void)w;
-    }
-}
-
 void srv_gate_quiesce(srv_gate *g) {
     if (g == NULL) return;
     atomic_store(&g->quiesce, 1);
@@ -815,6 +885,12 @@ void srv_gate_free(srv_gate *g) {
         conn_rec *r = g->recs_head;
         rec_unlink(g, r);
         rec_free(g, r);
+    }
+    while (g->handed != NULL) {
+        pending *p = g->handed;
+        g->handed = p->next;
+        close(p->fd);
+        free(p);
     }
     srv_clients_free(g->clients);
     if (g->listen_fd >= 0) close(g->listen_fd);

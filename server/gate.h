@@ -89,6 +89,14 @@ typedef enum {
 void srv_gate_conn_started(srv_gate *g, struct MHD_Connection *c, void **socket_context);
 void srv_gate_conn_closed(srv_gate *g, void **socket_context);
 
+/* The connection whose socket context is ctx is being answered before its
+ * request body came: libmicrohttpd will close it after the answer without
+ * reading the body. The gate then reads and drops up to discard_max bytes
+ * of it while the client still sends, so that a client which writes its
+ * whole body before it reads (Python's http.client, Node's fetch) gets the
+ * answer, not a reset. */
+void srv_gate_linger(srv_gate *g, void *ctx, size_t discard_max);
+
 /* Moves the connection whose socket context is ctx into phase. */
 void srv_gate_phase(srv_gate *g, void *ctx, srv_conn_phase phase);
 

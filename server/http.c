@@ -36,7 +36,8 @@
 #include "utf8.h"
 
 /* A body over the limit is read and dropped up to this much more before
- * the connection is cut (a chunked upload cannot be refused early). */
+ * the connection is cut (a chunked upload cannot be refused early), and a
+ * body refused before it came up to this much as the connection closes. */
 #define DISCARD_MAX ((size_t)64 << 20)
 
 /* v2 JSON of at least this many bytes is parsed, and an answer of at
@@ -366,6 +367,15 @@ static void add_request_headers(request *r, struct MHD_Response *resp) {
     }
 }
 
+/* Whether r's head announces a body (a Content-Length above 0, or chunks).
+ * Answered in the first call, before any of it is read, such a request's
+ * connection lingers as it closes (srv_gate_linger). */
+static int body_announced(request *r) {
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL) return strspn(cl, "0") != strlen(cl);
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
 static enum MHD_Result answer_response(request *r, int status, const char *content_type, struct MHD_Response *resp,
                                        size_t len) {
     add_request_headers(r, resp);
@@ -385,6 +395,7 @@ static enum MHD_Result answer_response(request *r, int status, const char *conte
     }
     if (r->close || atomic_load(&r->http->draining))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->phase == PHASE_NEW && body_announced(r)) srv_gate_linger(r->http->gate, r->conn_ctx, DISCARD_MAX);
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;

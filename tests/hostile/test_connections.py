@@ -334,6 +334,64 @@ def test_protocol(suite):
     suite.check("the daemon still serves", _healthz_status(d.port) == 200)
 
 
+def _server_fds(d):
+    return len(os.listdir("/proc/%d/fd" % d.proc.pid))
+
+
+def test_refused_uploads_are_answered_not_reset(suite):
+    """A request refused before its body is read (an announced body over the
+    limit, an unknown route) is answered at once, and libmicrohttpd closes
+    the connection without reading the body. A client that writes its whole
+    body before it reads (Python's http.client here, Node's fetch) used to
+    get a broken pipe or a reset instead of the answer: the gate now reads
+    and drops the rest while the client still sends, within bounds."""
+    d = suite.start("refused-uploads", "--access-log", "off", "--max-body", "1MiB")
+    body = os.urandom(3 << 20)
+    cases = [
+        ("POST /denoise of 3 MiB (limit 1 MiB)", "/denoise", 413, '"code":"body_too_large"'),
+        ("POST /v2/models/mnist/infer of 3 MiB", "/v2/models/mnist/infer", 413, "over the limit"),
+        ("POST of 3 MiB to an unknown route", "/no-such-route", 404, '"code":"not_found"'),
+    ]
+    for what, path, status, code in cases:
+        got = []
+        for _ in range(5):
+            try:
+                r = request(d.port, "POST", path, body=body, headers={"Content-Type": "image/png"}, timeout=10)
+                got.append((r.status, code in r.body.decode("utf-8", "replace")))
+            except OSError as e:
+                got.append(type(e).__name__)
+        suite.check("%s, 5 times with http.client: each answered %d with its error" % (what, status),
+                    got == [(status, True)] * 5, repr(got))
+    base = _server_fds(d)
+    socks = []
+    for _ in range(20):
+        s = _connect(d.port)
+        s.sendall(b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:65536])
+        socks.append(s)
+    answered = [read_response(s, 5) for s in socks]
+    suite.check("20 refused uploads that stop sending: each answered 413",
+                all(r is not None and r.status == 413 for r in answered), repr(answered[:2]))
+    released = wait_until(lambda: _server_fds(d) <= base, 6)
+    suite.check("... and the server lets go of them a moment after they stop sending (not at the body timeout)",
+                released, "%d descriptors, %d before" % (_server_fds(d), base))
+    for s in socks:
+        s.close()
+    # A client that keeps sending past what the gate drops is cut.
+    s = _connect(d.port)
+    s.sendall(b"POST /denoise HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (200 << 20))
+    chunk, sent, t0 = bytes(1 << 20), 0, time.time()
+    try:
+        while sent < (200 << 20) and time.time() - t0 < 20:
+            s.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    s.close()
+    suite.check("a refused upload that goes on sending is cut after the most the server drops (64 MiB)",
+                sent < (100 << 20), "sent %d MiB" % (sent >> 20))
+    suite.check("the daemon still serves", _healthz_status(d.port) == 200)
+
+
 def test_json_is_utf8(suite):
     d = suite.start("utf8", "--access-log", "off")
 
