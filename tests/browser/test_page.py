@@ -67,10 +67,11 @@ def find_browser():
 
 
 def gray_png(width, height, value=128):
-    """A valid 8-bit gray PNG of width x height, all pixels value."""
+    """A valid 8-bit gray PNG of width x height, all pixels value (None:
+    random pixels, which do not compress)."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = b"".join(b"\0" + bytes([value]) * width for _ in range(height))
+    raw = b"".join(b"\0" + (os.urandom(width) if value is None else bytes([value]) * width) for _ in range(height))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
@@ -90,7 +91,7 @@ class Server:
         self.proc = subprocess.Popen(
             [binary, "--bind", "127.0.0.1", "--port", "0", "--models-dir", models, "--model", "mnist",
              "--data-dir", "tests/fixtures", "--state-dir", os.path.join(tmp, "state"),
-             "--max-pixels", "1000000", "--reload-interval", "0"],
+             "--max-pixels", "1000000", "--max-body", "2MiB", "--reload-interval", "0"],
             stdout=self.out, stderr=self.err)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -331,6 +332,21 @@ def main():
                   state == "error" and "too_many_pixels" in text and el("error").get_attribute("role") == "alert",
                   text.replace("\n", " "))
         step("6 oversized", oversized)
+
+        # 6. A file over --max-body: refused from its Content-Length before
+        # the server reads it; the page shows the server's error.
+        def over_max_body():
+            click("error-close")
+            path = os.path.join(tmp, "noise-1600x1600.png")
+            with open(path, "wb") as f:
+                f.write(gray_png(1600, 1600, None))
+            upload(path)
+            state = run_and_wait()
+            wait(lambda: el("error").is_displayed(), 10, "the error area")
+            text = el("error").text
+            check("6 a file over --max-body: body_too_large shown in the error area",
+                  state == "error" and "body_too_large" in text, text.replace("\n", " "))
+        step("6 over --max-body", over_max_body)
 
         # 7. A screenshot of a finished denoise, the three images visible.
         def screenshot():
