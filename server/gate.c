@@ -7,6 +7,7 @@
 #include "clients.h"
 #include "httphead.h"
 #include "proxies.h"
+#include "utf8.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -183,13 +184,16 @@ static void start_closing(srv_gate *g, pending *p, size_t discard_max) {
 }
 
 /* Answers p with the service's JSON error and starts its lingering close
- * (start_closing). The message is ASCII (it is made here, not from
- * request bytes). */
+ * (start_closing). The message is made here, not from request bytes, but
+ * may hold quotes: it is escaped. */
 static void answer_pending(srv_gate *g, pending *p, int status, const char *code, const char *message,
                            const srv_head *hi) {
-    char body[512], head[256], out[800];
+    char body[512], head[256], out[800], escaped[384];
+    size_t en = 0;
+    srv_json_escape(escaped, sizeof escaped, &en, message);
+    escaped[en] = '\0';
     int bn = snprintf(body, sizeof body, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"%s\"}}\n", status,
-                      code, message);
+                      code, escaped);
     if (bn < 0 || (size_t)bn >= sizeof body) bn = (int)strlen(body);
     char retry[48] = "";
     if (status == 503) snprintf(retry, sizeof retry, "Retry-After: %d\r\n", g->cfg->retry_after_s);

@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "dataset_http.h"
 #include "gate.h"
+#include "httphead.h"
 #include "log.h"
 #include "model_http.h"
 #include "multipart.h"
@@ -1994,26 +1995,32 @@ static enum MHD_Result dispatch(request *r) {
     return r->rm->handler(r);
 }
 
-/* What says where a request's body ends. */
-typedef struct {
-    int content_length, transfer_encoding;
-} framing;
-
-/* MHD_KeyValueIterator: counts the Content-Length and Transfer-Encoding
- * headers. */
+/* MHD_KeyValueIterator: counts a header in the srv_head_framing at cls. */
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
-    (void)value;
-    framing *f = cls;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) f->content_length++;
-    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) f->transfer_encoding++;
+    srv_head_count_field(cls, key, strlen(key), value, value != NULL ? strlen(value) : 0);
     return MHD_YES;
+}
+
+/* The gate's checks of a request head (httphead.h) on a later head of a
+ * kept-alive connection, which libmicrohttpd parsed: its size, and where
+ * the request ends and whom it is for. 0, or -1 with the error in *hi. */
+static int later_head_refused(request *r, const char *version, srv_head *hi) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci != NULL && ci->header_size > SRV_HEAD_MAX) {
+        hi->status = 431, hi->code = "header_too_large";
+        snprintf(hi->message, sizeof hi->message, "the request head is over %d bytes", SRV_HEAD_MAX);
+        return -1;
+    }
+    srv_head_framing f = {.http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    return srv_head_check_framing(&f, hi) == SRV_HEAD_OK ? 0 : -1;
 }
 
 /* The first call of a request: route, method and, for uploads, the
  * announced length. Errors are answered at once (the connection then
  * closes, and a body is never read). */
-static enum MHD_Result first_call(request *r, const char *url, const char *method) {
+static enum MHD_Result first_call(request *r, const char *url, const char *method, const char *version) {
     srv_http *h = r->http;
     srv_copy_str(r->method, sizeof r->method, method);
     request_id_take(r);
@@ -2025,14 +2032,10 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     r->mbit = method_bit(method);
     /* The gate checked the first head of the connection; later ones on a
      * kept-alive connection come here straight from libmicrohttpd. */
-    framing fr = {0, 0};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &fr);
-    if (fr.content_length > 1 || (fr.content_length > 0 && fr.transfer_encoding > 0)) {
-        r->close = 1; /* where this request ends is ambiguous: so is the next one */
-        if (fr.content_length > 1)
-            return answer_error(r, 400, "duplicate_content_length", "the request has more than one Content-Length header");
-        return answer_error(r, 400, "content_length_with_chunked",
-                            "the request has both Content-Length and Transfer-Encoding: chunked");
+    srv_head refused;
+    if (later_head_refused(r, version, &refused) != 0) {
+        r->close = 1; /* where this request ends may be ambiguous: so is the next one */
+        return answer_error(r, refused.status, refused.code, "%s", refused.message);
     }
     if (r->route == NULL) {
         char routes[2048];
@@ -2111,7 +2114,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                               void **con_cls) {
     (void)cls;
     (void)conn;
-    (void)version;
     request *r = *con_cls;
     if (r == NULL) return MHD_NO; /* out of memory at the request's start */
     enum MHD_Result ret;
@@ -2120,7 +2122,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         /* The head is complete: from here the body's time counts. */
         srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_BODY);
         take_forwarded_client(r);
-        ret = first_call(r, url, method);
+        ret = first_call(r, url, method, version);
         if (r->phase == PHASE_ANSWERED) srv_gate_phase(r->http->gate, r->conn_ctx, SRV_CONN_ANSWER);
         return ret;
     case PHASE_BODY:

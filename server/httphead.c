@@ -70,7 +70,8 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
     /* Empty lines before the request line are allowed (RFC 9112 2.2). */
     for (int k = 0; k < 4 && pos < n && (buf[pos] == '\r' || buf[pos] == '\n'); k++)
         pos += buf[pos] == '\r' && pos + 1 < n && buf[pos + 1] == '\n' ? 2 : 1;
-    int line_no = 0, n_cl = 0, n_te = 0, n_host = 0, http10 = 0;
+    int line_no = 0;
+    srv_head_framing f = {0};
     while (1) {
         const char *nl = memchr(buf + pos, '\n', n - pos);
         if (nl == NULL) {
@@ -91,7 +92,7 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
         if (line_no++ == 0) {
             srv_head_result r = parse_request_line(line, len, hi);
             if (r != SRV_HEAD_OK) return r;
-            http10 = line[len - 1] == '0';
+            f.http10 = line[len - 1] == '0';
             continue;
         }
         if (len == 0) break; /* the empty line: end of the head */
@@ -110,10 +111,8 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
         size_t vlen = (size_t)(ve - v);
+        srv_head_count_field(&f, line, k, v, vlen);
         if (k == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
-            if (++n_cl > 1)
-                return head_error(hi, 400, "duplicate_content_length",
-                                  "the request has more than one Content-Length header%s", "");
             if (vlen == 0 || vlen > 18)
                 return head_error(hi, 400, "invalid_content_length", "Content-Length must be a number of bytes%s", "");
             long long cl = 0;
@@ -124,24 +123,42 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
                 cl = cl * 10 + (v[j] - '0');
             }
             hi->body = cl;
-        } else if (k == 17 && strncasecmp(line, "Transfer-Encoding", 17) == 0) {
-            if (++n_te > 1 || vlen != 7 || strncasecmp(v, "chunked", 7) != 0)
-                return head_error(hi, 501, "unsupported_transfer_encoding",
-                                  "the only Transfer-Encoding accepted is one \"chunked\"%s", "");
-            hi->chunked = 1;
-        } else if (k == 4 && strncasecmp(line, "Host", 4) == 0) {
-            n_host++;
         }
     }
-    if (n_cl > 0 && n_te > 0)
+    srv_head_result r = srv_head_check_framing(&f, hi);
+    if (r != SRV_HEAD_OK) return r;
+    hi->chunked = f.transfer_encoding > 0;
+    hi->len = pos;
+    return SRV_HEAD_OK;
+}
+
+void srv_head_count_field(srv_head_framing *f, const char *name, size_t name_len, const char *value,
+                          size_t value_len) {
+    if (name_len == 14 && strncasecmp(name, "Content-Length", 14) == 0) {
+        f->content_length++;
+    } else if (name_len == 17 && strncasecmp(name, "Transfer-Encoding", 17) == 0) {
+        f->transfer_encoding++;
+        if (value_len != 7 || strncasecmp(value, "chunked", 7) != 0) f->not_chunked++;
+    } else if (name_len == 4 && strncasecmp(name, "Host", 4) == 0) {
+        f->host++;
+    }
+}
+
+srv_head_result srv_head_check_framing(const srv_head_framing *f, srv_head *hi) {
+    if (f->content_length > 1)
+        return head_error(hi, 400, "duplicate_content_length", "the request has more than one Content-Length header%s",
+                          "");
+    if (f->transfer_encoding > 1 || f->not_chunked > 0)
+        return head_error(hi, 501, "unsupported_transfer_encoding",
+                          "the only Transfer-Encoding accepted is one \"chunked\"%s", "");
+    if (f->content_length > 0 && f->transfer_encoding > 0)
         return head_error(hi, 400, "content_length_with_chunked",
                           "the request has both Content-Length and Transfer-Encoding: chunked%s", "");
-    if (n_te > 0 && http10)
+    if (f->transfer_encoding > 0 && f->http10)
         return head_error(hi, 400, "malformed_request", "HTTP/1.0 has no Transfer-Encoding%s", "");
-    if (!http10 && n_host != 1)
-        return head_error(hi, 400, n_host == 0 ? "missing_host" : "duplicate_host",
+    if (!f->http10 && f->host != 1)
+        return head_error(hi, 400, f->host == 0 ? "missing_host" : "duplicate_host",
                           "an HTTP/1.1 request needs exactly one Host header%s", "");
-    hi->len = pos;
     return SRV_HEAD_OK;
 }
 

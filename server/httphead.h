@@ -32,6 +32,28 @@ typedef struct {
     char message[160];
 } srv_head;
 
+/* The headers that say where a request ends and whom it is for, counted
+ * in a head: by srv_head_parse on the first head of a connection, and by
+ * the request handler (http.c) on the later heads of a kept-alive one,
+ * which libmicrohttpd parses, so that both refuse the same requests. */
+typedef struct {
+    int http10;            /* the request line says HTTP/1.0 */
+    int content_length;    /* Content-Length headers */
+    int transfer_encoding; /* Transfer-Encoding headers */
+    int not_chunked;       /* of those, the ones whose value is not "chunked" */
+    int host;              /* Host headers */
+} srv_head_framing;
+
+/* Counts the header name[0..name_len): value[0..value_len) (trimmed) in *f. */
+void srv_head_count_field(srv_head_framing *f, const char *name, size_t name_len, const char *value,
+                          size_t value_len);
+
+/* SRV_HEAD_OK when the counts make an unambiguous request (one
+ * Content-Length at most, one "chunked" Transfer-Encoding at most and not
+ * with Content-Length nor in HTTP/1.0, exactly one Host in HTTP/1.1);
+ * else SRV_HEAD_ERROR with the error to answer in hi. */
+srv_head_result srv_head_check_framing(const srv_head_framing *f, srv_head *hi);
+
 /* Parses the request head at the start of buf (n bytes, not
  * NUL-terminated) into *hi. Returns SRV_HEAD_INCOMPLETE while the empty
  * line that ends the head has not arrived (and the limits are not yet
