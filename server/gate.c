@@ -164,6 +164,10 @@ static void free_retired(srv_gate *g) {
 static void close_pending(srv_gate *g, pending *p) {
     list_remove(p->closing ? &g->closing : &g->heads, p);
     if (!p->closing) atomic_fetch_sub(&g->n_heads, 1);
+    /* Out of the epoll set first: closing the descriptor does not take it
+     * out while another one shares its socket (libmicrohttpd's, of a
+     * connection handed over to linger, may not be closed yet). */
+    epoll_ctl(g->epfd, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
     retire(g, p);
 }
