@@ -805,20 +805,55 @@ static enum MHD_Result get_model(request *r) {
 
 /* ------------------------------------------------------------ image routes */
 
+/* A route's query arguments, checked (check_args): the first one refused
+ * and why. */
 typedef struct {
-    const char *const *allowed;
-    const char *bad;
+    const char *const *allowed; /* the names the route takes, NULL-terminated */
+    const char *takes;          /* the same, for the message */
+    const char *bad;            /* NULL: every argument is fine */
+    enum { ARG_UNKNOWN, ARG_TWICE, ARG_NUL, ARG_NO_VALUE } why;
+    unsigned seen;              /* bit i: allowed[i] came */
 } arg_check;
 
-/* MHD_KeyValueIterator: remembers the first argument not in the list. */
-static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+/* MHD_KeyValueIteratorN: stops at the first argument whose name is not
+ * in the list, that comes twice (which one would count?), that has no
+ * value ("?sigma" would read as no sigma at all), or whose name or value
+ * holds a NUL byte (%00: the C string would end there). */
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                 const char *value, size_t value_size) {
     (void)kind;
-    (void)value;
     arg_check *c = cls;
-    for (const char *const *a = c->allowed; *a != NULL; a++)
-        if (strcmp(key, *a) == 0) return MHD_YES;
     c->bad = key;
+    if (strlen(key) != key_size || (value != NULL && strlen(value) != value_size)) {
+        c->why = ARG_NUL;
+        return MHD_NO;
+    }
+    for (unsigned i = 0; c->allowed[i] != NULL; i++)
+        if (strcmp(key, c->allowed[i]) == 0) {
+            c->why = value == NULL ? ARG_NO_VALUE : ARG_TWICE;
+            if (value == NULL || c->seen & 1u << i) return MHD_NO;
+            c->seen |= 1u << i;
+            c->bad = NULL;
+            return MHD_YES;
+        }
+    c->why = ARG_UNKNOWN;
     return MHD_NO;
+}
+
+/* Checks r's query arguments against ac's list; 0, or -1 having answered
+ * the 422 into *refused. */
+static int check_args(request *r, arg_check *ac, enum MHD_Result *refused) {
+    MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, ac);
+    if (ac->bad == NULL) return 0;
+    if (ac->why == ARG_UNKNOWN)
+        *refused = answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: %s)", ac->bad,
+                                r->route->path, ac->takes);
+    else
+        *refused = answer_error(r, 422, "invalid_parameter", "query parameter \"%s\" %s", ac->bad,
+                                ac->why == ARG_TWICE  ? "is given more than once"
+                                : ac->why == ARG_NUL ? "holds a NUL byte (%00)"
+                                                     : "has no value (NAME=VALUE)");
+    return -1;
 }
 
 /* The worker's callback: the image request's result is in; wake the
@@ -925,12 +960,10 @@ static enum MHD_Result post_image(request *r, int denoise) {
     const srv_config *cfg = h->cfg;
     static const char *const denoise_args[] = {"model", NULL};
     static const char *const noise_args[] = {"type", "sigma", "amount", "seed", NULL};
-    arg_check ac = {denoise ? denoise_args : noise_args, NULL};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
-    if (ac.bad != NULL)
-        return answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: %s)", ac.bad,
-                            r->route->path, denoise ? "model" : "type, sigma, amount, seed");
+    arg_check ac = {.allowed = denoise ? denoise_args : noise_args,
+                    .takes = denoise ? "model" : "type, sigma, amount, seed"};
     enum MHD_Result ret;
+    if (check_args(r, &ac, &ret) != 0) return ret;
     if (denoise) {
         const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "model");
         r->model = srv_registry_acquire(h->registry, name);
@@ -1504,14 +1537,9 @@ static enum MHD_Result get_model_weights(request *r) {
  * *replace. Returns 0, or -1 having answered the 422 into *refused. */
 static int replace_arg(request *r, int *replace, enum MHD_Result *refused) {
     static const char *const args[] = {"replace", NULL};
-    arg_check ac = {args, NULL};
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &ac);
+    arg_check ac = {.allowed = args, .takes = "replace"};
+    if (check_args(r, &ac, refused) != 0) return -1;
     const char *value = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "replace");
-    if (ac.bad != NULL) {
-        *refused = answer_error(r, 422, "invalid_parameter", "unknown query parameter \"%s\" (%s takes: replace)",
-                                ac.bad, r->route->path);
-        return -1;
-    }
     if (value != NULL && strcmp(value, "true") != 0 && strcmp(value, "false") != 0) {
         *refused = answer_error(r, 422, "invalid_parameter", "replace must be true or false, not \"%.80s\"", value);
         return -1;

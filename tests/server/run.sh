@@ -429,6 +429,20 @@ expect_error 422 invalid_parameter "/noise sigma as a range (training only): 422
 expect_error 422 invalid_parameter "/noise sigma with salt-pepper: 422" POST '/noise?type=salt-pepper&sigma=0.2' --data-binary @"$IMG/gray8.png"
 expect_error 422 invalid_parameter "/noise unknown type: 422" POST '/noise?type=blur' --data-binary @"$IMG/gray8.png"
 expect_error 422 invalid_parameter "/noise negative seed: 422" POST '/noise?seed=-1' --data-binary @"$IMG/gray8.png"
+# Which of two sigmas would count, what is "type=gaussian%00", what is a
+# bare "?sigma": each refused rather than read one way.
+req POST '/noise?sigma=0.5&sigma=0.7' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter && grep -q 'query parameter \\"sigma\\" is given more than once' "$TMP/body"
+ok "/noise?sigma=0.5&sigma=0.7: 422 saying sigma is given more than once"
+req POST '/denoise?model=mnist&model=fashion-mnist' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter && grep -q 'is given more than once' "$TMP/body"
+ok "/denoise with two models: 422"
+req POST '/noise?type=gaussian%00' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter && grep -q 'holds a NUL byte' "$TMP/body"
+ok "/noise?type=gaussian%00: 422 saying the value holds a NUL byte"
+req POST '/noise?sigma' --data-binary @"$IMG/gray8.png"
+is_error 422 invalid_parameter && grep -q 'has no value' "$TMP/body"
+ok "/noise?sigma without a value: 422"
 
 # ------------------------------------------------------------ metrics and log
 
