@@ -176,6 +176,13 @@ dae_status dae_train_request_from_json(const cJSON *in, const char *caller_field
     if (!cJSON_IsObject(in)) return dae_fail(err, errlen, DAE_ERR_INVALID, "a training request is a JSON object");
     for (const cJSON *f = in->child; f != NULL && st == DAE_OK; f = f->next) {
         const char *name = f->string != NULL ? f->string : "";
+        /* The fields before f are distinct and known (else the loop has
+         * stopped): a few dozen compares at most, whatever the body. */
+        for (const cJSON *e = in->child; e != f && st == DAE_OK; e = e->next)
+            if (e->string != NULL && strcmp(e->string, name) == 0)
+                st = dae_fail(err, errlen, DAE_ERR_INVALID,
+                              "field \"%s\" is given more than once (which one would count?)", name);
+        if (st != DAE_OK) break;
         if (in_list(caller_fields, name)) continue;
         int known = strcmp(name, "dataset") == 0 || strcmp(name, "architecture") == 0;
         for (int i = 0; i < DAE_TRAIN_N_PARAMS && !known; i++)

@@ -63,6 +63,9 @@ Test(train_request, every_bad_field_is_named_with_its_range) {
         {"{\"dataset\":\"m\",\"eval_limit\":-5}", "eval_limit must be an integer from 0"},
         {"{\"dataset\":\"m\",\"threads\":2}", "unknown field \"threads\""},
         {"{\"dataset\":\"m\",\"epoch\":1}", "unknown field \"epoch\""},
+        {"{\"dataset\":\"m\",\"epochs\":1,\"epochs\":100}", "field \"epochs\" is given more than once"},
+        {"{\"dataset\":\"m\",\"model_name\":\"a\",\"model_name\":\"b\"}", "field \"model_name\" is given more than once"},
+        {"{\"dataset\":\"m\",\"dataset\":\"n\"}", "field \"dataset\" is given more than once"},
         {"{\"dataset\":\"m\",\"architecture\":7}", "architecture must be"},
         {"{\"dataset\":\"m\",\"architecture\":{\"input\":[3,8,8]}}", "architecture: "},
     };

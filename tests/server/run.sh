@@ -697,6 +697,8 @@ done <<'EOF'
 {"dataset":"mnist-mini","architecture":{"encoder":[{"type":"conv9d"}]}}|architecture:
 {"dataset":"mnist-mini","architecture":7}|architecture must be
 {"dataset":"mnist-mini","epoch":1}|unknown field \"epoch\"
+{"dataset":"mnist-mini","epochs":1,"epochs":100}|field \"epochs\" is given more than once
+{"dataset":"mnist-mini","model_name":"a","model_name":"b"}|field \"model_name\" is given more than once
 EOF
 req POST /train --data-binary '{"dataset":"nope"}'
 is_error 422 dataset_not_found && grep -q "$FIX/nope/train-images-idx3-ubyte" "$TMP/body"
