@@ -2036,7 +2036,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 static int later_head_refused(request *r, const char *version, srv_head *hi) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (ci != NULL && ci->header_size > SRV_HEAD_MAX) {
-        hi->status = 431, hi->code = "header_too_large";
+        hi->status = 431;
+        hi->code = "header_too_large";
         snprintf(hi->message, sizeof hi->message, "the request head is over %d bytes", SRV_HEAD_MAX);
         return -1;
     }
@@ -2047,7 +2048,8 @@ static int later_head_refused(request *r, const char *version, srv_head *hi) {
 
 /* The first call of a request: route, method and, for uploads, the
  * announced length. Errors are answered at once (the connection then
- * closes, and a body is never read). */
+ * closes, and a body is never read: the gate drops what the client still
+ * sends, answer_response). */
 static enum MHD_Result first_call(request *r, const char *url, const char *method, const char *version) {
     srv_http *h = r->http;
     srv_copy_str(r->method, sizeof r->method, method);
