@@ -44,7 +44,17 @@ int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_t
 int srv_train_validate_memory(const char *body, size_t len, const char *data_dir, srv_registry *registry,
                               long long train_budget, int threads, srv_train_answer *a) {
     memset(a, 0, sizeof *a);
-    cJSON *in = cJSON_ParseWithLength(body, len);
+    const char *end = NULL;
+    cJSON *in = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    size_t used = in != NULL ? (size_t)(end - body) : len;
+    while (used < len && strchr(" \t\r\n", body[used]) != NULL && body[used] != '\0') used++;
+    if (used < len) {
+        /* {"epochs":1}{"epochs":5} would read as its first object. */
+        cJSON_Delete(in);
+        fail_answer(a, 400, "invalid_json", "%zu bytes follow the JSON object (at byte %zu): the body is one object",
+                    len - used, used);
+        return -1;
+    }
     if (in == NULL || !cJSON_IsObject(in)) {
         cJSON_Delete(in);
         fail_answer(a, 400, "invalid_json",

@@ -674,6 +674,9 @@ E_PID=$PID
 
 # Validation: every field, named with its range.
 expect_error 400 invalid_json "POST /train with a body that is not JSON: 400 invalid_json" POST /train --data-binary 'not json'
+req POST /train -H 'Content-Type: application/json' --data-binary '{"dataset":"mnist-mini","epochs":1}{"epochs":5}'
+is_error 400 invalid_json && grep -q '12 bytes follow the JSON object' "$TMP/body"
+ok "POST /train with a second object after the first: 400 invalid_json, not the first one's job"
 while IFS='|' read -r body field; do
     req POST /train -H 'Content-Type: application/json' --data-binary "$body"
     if is_error 422 invalid_parameter && grep -qF "$field" "$TMP/body"; then pass "POST /train $body"; else fail "POST /train $body: 422 naming $field"; fi
