@@ -267,10 +267,12 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     r->conn = conn;
     r->t_start = dae_now_s();
     r->route_index = SRV_ROUTE_UNKNOWN;
+    uri += srv_head_authority_len(uri, strlen(uri)); /* the absolute form's path, as the gate logs it */
     size_t n = strcspn(uri, "?");
     if (n >= sizeof r->path) n = sizeof r->path - 1;
     memcpy(r->path, uri, n);
     r->path[n] = '\0';
+    if (n == 0) srv_copy_str(r->path, sizeof r->path, "/"); /* "http://host" alone */
     snprintf(r->method, sizeof r->method, "-");
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->conn_ctx = ci != NULL ? ci->socket_context : NULL;
@@ -2056,6 +2058,8 @@ static enum MHD_Result first_call(request *r, const char *url, const char *metho
     request_id_take(r);
     r->gzip = accepts_gzip(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING));
     route_args args = {{r->arg, r->version_arg}, {sizeof r->arg, sizeof r->version_arg}};
+    url += srv_head_authority_len(url, strlen(url)); /* the absolute form: http://host/path */
+    if (*url == '\0') url = "/";
     int row = route_match(url, &args);
     if (row >= 0) r->route = &ROUTES[row], r->route_index = row;
     r->route_arg = r->arg;

@@ -17,6 +17,15 @@ static srv_head_result head_error(srv_head *hi, int status, const char *code, co
     return SRV_HEAD_ERROR;
 }
 
+size_t srv_head_authority_len(const char *target, size_t n) {
+    size_t i = n >= 7 && strncasecmp(target, "http://", 7) == 0    ? 7
+               : n >= 8 && strncasecmp(target, "https://", 8) == 0 ? 8
+                                                                    : 0;
+    if (i == 0) return 0;
+    while (i < n && target[i] != '/' && target[i] != '?') i++;
+    return i;
+}
+
 /* Checks the request line line[0..n): METHOD SP TARGET SP HTTP/1.x. */
 static srv_head_result parse_request_line(const char *line, size_t n, srv_head *hi) {
     size_t i = 0;
@@ -35,11 +44,14 @@ static srv_head_result parse_request_line(const char *line, size_t n, srv_head *
     size_t tlen = i - t0;
     if (tlen == 0 || i >= n)
         return head_error(hi, 400, "malformed_request", "the request line is not METHOD TARGET HTTP/1.1%s", "");
+    size_t authority = srv_head_authority_len(line + t0, tlen); /* the absolute form's path follows it */
+    t0 += authority, tlen -= authority;
     size_t plen = strcspn(line + t0, "? ");
     if (plen > tlen) plen = tlen;
     size_t copy = plen < sizeof hi->path ? plen : sizeof hi->path - 1;
     memcpy(hi->path, line + t0, copy);
     hi->path[copy] = '\0';
+    if (copy == 0) snprintf(hi->path, sizeof hi->path, "/"); /* "http://host" alone */
     const char *v = line + i + 1;
     size_t vlen = n - i - 1;
     int digits = vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' && v[6] == '.' &&

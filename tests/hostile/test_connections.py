@@ -353,6 +353,17 @@ def test_protocol(suite):
         suite.check("kept-alive: a second request with %s is %d %s, as a first one, and closes" % (what, status, code),
                     first is not None and first.status == 200 and same and closed,
                     "first request %r, kept-alive %r closed=%s" % (first_time, second, closed))
+    # The absolute form of a request target, which a server must accept
+    # (RFC 9112 3.2.2), first and on a kept-alive connection.
+    s = _connect(d.port)
+    s.sendall(b"GET http://t/healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    first = read_response(s)
+    s.sendall(b"GET HTTP://t:8080/models?x=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    second = read_response(s)
+    s.close()
+    suite.check("GET http://t/healthz, then HTTP://t:8080/models on the same connection: both 200",
+                first is not None and first.status == 200 and second is not None and second.status == 200
+                and b'"models"' in second.body, "%r %r" % (first, second))
     suite.check("the daemon still serves", _healthz_status(d.port) == 200)
 
 
