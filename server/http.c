@@ -2038,9 +2038,7 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 static int later_head_refused(request *r, const char *version, srv_head *hi) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (ci != NULL && ci->header_size > SRV_HEAD_MAX) {
-        hi->status = 431;
-        hi->code = "header_too_large";
-        snprintf(hi->message, sizeof hi->message, "the request head is over %d bytes", SRV_HEAD_MAX);
+        srv_head_too_large(hi);
         return -1;
     }
     srv_head_framing f = {.http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0};

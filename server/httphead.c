@@ -17,6 +17,10 @@ static srv_head_result head_error(srv_head *hi, int status, const char *code, co
     return SRV_HEAD_ERROR;
 }
 
+srv_head_result srv_head_too_large(srv_head *hi) {
+    return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
+}
+
 size_t srv_head_authority_len(const char *target, size_t n) {
     size_t i = n >= 7 && strncasecmp(target, "http://", 7) == 0    ? 7
                : n >= 8 && strncasecmp(target, "https://", 8) == 0 ? 8
@@ -90,7 +94,7 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
             if (line_no == 0 && n - pos > SRV_HEAD_LINE_MAX)
                 return head_error(hi, 414, "uri_too_long", "the request line is over %s bytes", "4096");
             if (n > SRV_HEAD_MAX)
-                return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
+                return srv_head_too_large(hi);
             return SRV_HEAD_INCOMPLETE;
         }
         size_t end = (size_t)(nl - buf), len = end - pos;
@@ -100,7 +104,7 @@ srv_head_result srv_head_parse(const char *buf, size_t n, srv_head *hi) {
         if (line_no == 0 && len > SRV_HEAD_LINE_MAX)
             return head_error(hi, 414, "uri_too_long", "the request line is over %s bytes", "4096");
         if (pos > SRV_HEAD_MAX)
-            return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
+            return srv_head_too_large(hi);
         if (line_no++ == 0) {
             srv_head_result r = parse_request_line(line, len, hi);
             if (r != SRV_HEAD_OK) return r;

@@ -54,6 +54,9 @@ void srv_head_count_field(srv_head_framing *f, const char *name, size_t name_len
  * else SRV_HEAD_ERROR with the error to answer in hi. */
 srv_head_result srv_head_check_framing(const srv_head_framing *f, srv_head *hi);
 
+/* SRV_HEAD_ERROR with the answer to a head over SRV_HEAD_MAX in hi. */
+srv_head_result srv_head_too_large(srv_head *hi);
+
 /* The bytes of "http://host:port" (or https) that start a request target
  * target[0..n) in the absolute form, which a server must accept (RFC 9112
  * 3.2.2) and whose path follows them; 0 for a target in the origin form
