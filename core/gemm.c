@@ -166,6 +166,40 @@ void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, co
     kernels()->nn(m, n, k, a, lda, 0, NULL, 0, b, ldb, c, ldc, bias, relu, pad);
 }
 
+size_t dae_gemm_packed_size(int trans_b, int n, int k) {
+    if (trans_b)
+        return dae_gemm_bias_path(1, n, k) == DAE_GEMM_DOT && n % PACK_ROWS == 0 && k % PACK_RUN == 0
+                   ? (size_t)n * k
+                   : 0;
+    return dae_gemm_bias_path(0, n, k) == DAE_GEMM_BROADCAST && n % 16 == 0 && n > PACK_COLS
+               ? (size_t)(n + PACK_COLS - 1) / PACK_COLS * PACK_COLS * k
+               : 0;
+}
+
+void dae_gemm_pack(int trans_b, int n, int k, const float *b, float *packed) {
+    if (trans_b) { /* groups of PACK_ROWS rows, a run of each in turn */
+        for (int j = 0; j < n; j++)
+            for (int p = 0; p < k; p++)
+                packed[(size_t)(j / PACK_ROWS * PACK_ROWS) * k + (size_t)(p / PACK_RUN) * PACK_ROWS * PACK_RUN +
+                       (size_t)(j % PACK_ROWS) * PACK_RUN + p % PACK_RUN] = b[(size_t)j * k + p];
+        return;
+    }
+    for (int j0 = 0; j0 < n; j0 += PACK_COLS) { /* blocks of PACK_COLS columns */
+        int cols = n - j0 < PACK_COLS ? n - j0 : PACK_COLS;
+        float *block = packed + (size_t)j0 * k;
+        for (int p = 0; p < k; p++) {
+            memcpy(block + (size_t)p * PACK_COLS, b + (size_t)p * n + j0, sizeof(float) * cols);
+            memset(block + (size_t)p * PACK_COLS + cols, 0, sizeof(float) * (PACK_COLS - cols));
+        }
+    }
+}
+
+void dae_gemm_bias_packed(int trans_b, int m, int n, int k, const float *a, int lda, const float *packed, float *c,
+                          int ldc, const float *bias, int relu) {
+    if (trans_b) kernels()->nt_dot_packed(m, n, k, a, lda, packed, c, ldc, bias, relu);
+    else kernels()->nn_packed(m, n, k, a, lda, packed, c, ldc, bias, relu);
+}
+
 void dae_gemm_bias_split(int m, int n, int k1, const float *a1, int lda1, int k2, const float *a2, int lda2,
                          const float *b, int ldb, float *c, int ldc, const float *bias, int relu) {
     if (dae_gemm_bias_path(0, n, k1 + k2) != DAE_GEMM_BROADCAST) { /* the BLAS, a part at a time */

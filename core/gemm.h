@@ -25,6 +25,17 @@ void dae_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
  * server's answers do not depend on what else it was batched with. */
 void dae_gemm_bias(int trans_b, int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                    int ldc, const float *bias, int relu);
+/* dae_gemm_bias on a B packed once (a model keeps its 7x7 bottleneck's
+ * weights so): read as one stream where B as it lies is read many rows
+ * at once, so a single image's product waits less on memory; the same
+ * bits. dae_gemm_packed_size is the packed B's floats, 0 when this
+ * product is not packed (n or k not whole groups, or dae_gemm_bias would
+ * not run it on the engine's own kernels); dae_gemm_pack makes it from B
+ * as it lies (leading dimension k when trans_b, n otherwise). */
+size_t dae_gemm_packed_size(int trans_b, int n, int k);
+void dae_gemm_pack(int trans_b, int n, int k, const float *b, float *packed);
+void dae_gemm_bias_packed(int trans_b, int m, int n, int k, const float *a, int lda, const float *packed, float *c,
+                          int ldc, const float *bias, int relu);
 /* dae_gemm_bias (B not transposed) of A in two parts side by side,
  * [A1 (m, k1) | A2 (m, k2)], each read where it lies: a concatenation's
  * inputs multiplied without copying them. The sums run in the same order

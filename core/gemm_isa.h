@@ -21,6 +21,17 @@
  * ragged and its rows are whole vectors. */
 #define KTN_SWAP_FLOATS 1024
 
+/* A weight packed once for the products that multiply it (dae_gemm_pack),
+ * the same layout on every instruction set. For C = A B: B's columns in
+ * blocks of PACK_COLS, a block's rows one after another, PACK_COLS floats
+ * each (the last block padded). For C = A B^T: B's rows in groups of
+ * PACK_ROWS, a group's rows interleaved PACK_RUN floats at a time. A
+ * product then reads its weight as one stream, where B as it lies was
+ * read 64 rows (8) at once, 256 bytes (32) a row at a time. */
+#define PACK_COLS 64
+#define PACK_ROWS 8
+#define PACK_RUN 16
+
 /* The AVX2 and AVX-512 kernels need GCC's per-function targets. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HAVE_X86_KERNELS 1
@@ -30,6 +41,8 @@ typedef void gemm_nn_fn(int m, int n, int k, const float *a, int lda, int k2, co
                         const float *b, int ldb, float *c, int ldc, const float *bias, int relu, float *pad);
 typedef void gemm_nt_dot_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                             int ldc, const float *bias, int relu);
+typedef void gemm_packed_fn(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+                            const float *bias, int relu);
 typedef void gemm_tn_fn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
                         float *pad);
 typedef void transpose_fn(int n, int k, const float *b, int ldb, float *out);
@@ -50,6 +63,8 @@ typedef struct {
     gemm_patches_fn *patches;
     gemm_patches_dot_fn *patches_dot;
     gemm_same3_dot_fn *same3_dot;
+    gemm_packed_fn *nn_packed;     /* gemm_nn, B packed */
+    gemm_packed_fn *nt_dot_packed; /* gemm_nt_dot, B packed */
 } gemm_kernels;
 
 extern const gemm_kernels gemm_kernels_sse2;

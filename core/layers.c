@@ -646,6 +646,16 @@ static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
            taps * g->in_c * g->out_c <= PATCHES_WEIGHT_MAX && (size_t)hp * wp <= (size_t)g->out_h * g->out_w * taps;
 }
 
+/* A convolution whose kernel covers its whole input (the 7x7
+ * bottleneck; no other path takes it) is one product of the images by
+ * the weight: a single
+ * image's is a matrix-vector product bound by reading the weight, which
+ * a packed copy (dae_gemm_pack) makes one stream. The floats of that
+ * copy, 0 when the product is not packed. */
+static size_t conv2d_packed_size(const dae_conv_geom *g, const patch_geom *p) {
+    return patch_is_whole_image(p) ? dae_gemm_packed_size(1, g->out_c, g->k_h * g->k_w * g->in_c) : 0;
+}
+
 /* The weight prepared by the path the forward pass takes (layers.h). */
 size_t dae_conv2d_prepared_size(const dae_conv_geom *g) {
     patch_geom p = conv_patches(g);
@@ -653,7 +663,7 @@ size_t dae_conv2d_prepared_size(const dae_conv_geom *g) {
     if (conv2d_by_dots(g, &p)) return taps * (size_t)(g->in_c / 16 * 16);
     if (conv2d_by_taps(g, &p)) return (size_t)g->in_c * taps_padded(g);
     if (conv2d_by_patches(g, &p)) return taps * g->in_c * g->out_c;
-    return 0;
+    return conv2d_packed_size(g, &p);
 }
 
 void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g) {
@@ -670,6 +680,8 @@ void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geo
                 prepared[c * n_pad + t] = t < n_taps ? weight[t * g->in_c + c] : 0.0f;
     } else if (conv2d_by_patches(g, &p)) { /* weight^T, (K, OC) */
         dae_gemm_transpose(g->out_c, k, weight, k, prepared);
+    } else if (conv2d_packed_size(g, &p) > 0) {
+        dae_gemm_pack(1, g->out_c, k, weight, prepared);
     }
 }
 
@@ -713,7 +725,9 @@ void dae_conv2d_forward(float *out, const float *in, const float *weight, const 
             im2col(col, patches, &p);
             patches = col;
         }
-        dae_gemm_bias(1, rows, g->out_c, k, patches, k, weight, k, y, g->out_c, bias, relu);
+        if (whole && prepared != NULL) /* packed: conv2d_packed_size */
+            dae_gemm_bias_packed(1, rows, g->out_c, k, patches, k, prepared, y, g->out_c, bias, relu);
+        else dae_gemm_bias(1, rows, g->out_c, k, patches, k, weight, k, y, g->out_c, bias, relu);
     }
 }
 
@@ -1950,14 +1964,33 @@ size_t dae_conv_transpose2d_col_size(const dae_conv_geom *g) {
     return most > phases ? most : phases;
 }
 
+/* A transposed convolution from one pixel (the 7x7 bottleneck's way
+ * back) is one product of the images by the weight, its output the
+ * image: packed as a whole-image conv2d's (conv2d_packed_size). */
+static size_t conv_transpose2d_packed_size(const dae_conv_geom *g) {
+    patch_geom p = conv_transpose_patches(g);
+    if (conv_transpose2d_by_points(g) || conv_transpose2d_to_one_channel_by_rows(g) || conv_transpose2d_by_phases(g) ||
+        !patch_is_whole_image(&p))
+        return 0;
+    return dae_gemm_packed_size(0, g->k_h * g->k_w * g->out_c, g->in_c);
+}
+
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g) {
     if (conv_transpose2d_by_points(g)) return points_weight_floats(g);
-    return conv_transpose2d_by_phases(g) ? phases_sums_floats(g) : 0;
+    if (conv_transpose2d_by_phases(g)) return phases_sums_floats(g);
+    return conv_transpose2d_packed_size(g);
 }
 
 void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g) {
     if (conv_transpose2d_by_points(g)) points_weights(prepared, weight, g->in_c, g->out_c);
     else if (conv_transpose2d_by_phases(g)) phases_sums(prepared, weight, g);
+    else if (conv_transpose2d_packed_size(g) > 0) dae_gemm_pack(0, g->k_h * g->k_w * g->out_c, g->in_c, weight, prepared);
+}
+
+int dae_conv_prepared_is_packed(const dae_conv_geom *g, int transposed) {
+    if (transposed) return conv_transpose2d_packed_size(g) > 0;
+    patch_geom p = conv_patches(g);
+    return conv2d_packed_size(g, &p) > 0;
 }
 
 void dae_conv_transpose2d_forward(float *out, const float *in, const float *weight, const float *prepared,
@@ -1992,7 +2025,10 @@ void dae_conv_transpose2d_forward_parts(float *out, const float *const *parts, c
     for (int b0 = 0; b0 < g->batch; b0 += per) {
         int nb = g->batch - b0 < per ? g->batch - b0 : per, rows = nb * (int)in_pixels;
         float *y = out + b0 * out_image;
-        parts_product(rows, k, parts, channels, n_parts, b0 * in_pixels, weight, whole ? y : col);
+        if (whole && prepared != NULL && n_parts == 1) /* packed: conv_transpose2d_packed_size */
+            dae_gemm_bias_packed(0, rows, k, g->in_c, parts[0] + b0 * in_pixels * g->in_c, g->in_c, prepared, y, k,
+                                 NULL, 0);
+        else parts_product(rows, k, parts, channels, n_parts, b0 * in_pixels, weight, whole ? y : col);
         if (whole) {
             dae_add_bias(y, (size_t)g->out_c, (size_t)nb * g->out_h * g->out_w, g->out_c, bias, relu);
         } else {

@@ -67,6 +67,13 @@ void dae_conv2d_prepare(float *prepared, const float *weight, const dae_conv_geo
 size_t dae_conv_transpose2d_prepared_size(const dae_conv_geom *g);
 void dae_conv_transpose2d_prepare(float *prepared, const float *weight, const dae_conv_geom *g);
 
+/* 1 when the layer's prepared weight is its weight packed for the
+ * product (the 7x7 bottleneck's two layers, layers.c): the forward
+ * given NULL then multiplies the weight as it lies, the same bits,
+ * rather than packing its own. Training, which changes the weight every
+ * step, leaves it so (model.h). */
+int dae_conv_prepared_is_packed(const dae_conv_geom *g, int transposed);
+
 /* A 3x3 stride-2 transposed convolution with padding 1 (channels in and
  * out in 16s, up to 256 in) goes by Winograd points (fewer multiply-adds,
  * more loads and stores: layers.c) unless the CPU runs 512-bit

@@ -530,6 +530,7 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
         l->prepared_offset = prepared;
         l->prepared_count = l->kind == DAE_LAYER_CONV2D ? dae_conv2d_prepared_size(&g)
                                                         : dae_conv_transpose2d_prepared_size(&g);
+        l->prepared_packed = dae_conv_prepared_is_packed(&g, l->kind == DAE_LAYER_CONV_TRANSPOSE2D);
         prepared += (l->prepared_count + 15) / 16 * 16; /* each a whole number of vectors */
         l->outer_rows = outer_rows(m, i);
     }
@@ -551,7 +552,7 @@ dae_status dae_model_init(dae_model *m, const char *spec_json, char *err, size_t
 void dae_model_params_changed(dae_model *m) {
     for (int i = 0; i < m->n_layers; i++) {
         const dae_layer *l = &m->layers[i];
-        if (!is_conv(l) || l->prepared_count == 0) continue;
+        if (!is_conv(l) || l->prepared_count == 0 || (m->training && l->prepared_packed)) continue;
         dae_conv_geom g = layer_geom(l, 1);
         float *prepared = m->prepared + l->prepared_offset;
         const float *w = m->params + l->weight_offset;
@@ -895,7 +896,8 @@ static const float *run_forward(const dae_model *m, dae_workspace *ws, const flo
         const float *x = joined == l ? node_value(ws, l->inputs[0], x0) : NULL;
         dae_conv_geom g = layer_geom(l, batch);
         const float *w = m->params + l->weight_offset, *bias = m->params + l->bias_offset;
-        const float *wp = l->prepared_count > 0 ? m->prepared + l->prepared_offset : NULL;
+        int unprepared = l->prepared_count == 0 || (m->training && l->prepared_packed);
+        const float *wp = unprepared ? NULL : m->prepared + l->prepared_offset;
         const float *ins[DAE_MAX_INPUTS];
         int channels[DAE_MAX_INPUTS];
         layer_inputs(m, ws, joined, x0, ins, channels);

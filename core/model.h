@@ -61,6 +61,7 @@ typedef struct {
     size_t weight_offset, weight_count; /* into dae_model.params (convs) */
     size_t bias_offset;                 /* bias has out_c values */
     size_t prepared_offset, prepared_count; /* into dae_model.prepared (convs) */
+    int prepared_packed; /* the prepared weight is the weight packed (dae_conv_prepared_is_packed) */
     int consumers;   /* later layers reading this one's output */
     int in_place;    /* an activation that works on its input's memory (its
                         input has no other reader) */
@@ -82,6 +83,10 @@ typedef struct {
     float *prepared; /* owned; each conv's weight as its forward pass
                         multiplies it (dae_conv2d_prepare), from params */
     char *spec;    /* owned; canonical JSON of the architecture */
+    int training;  /* set by dae_train while its steps write params: the
+                      packed prepared weights are then neither made nor
+                      read (packing 0.8 MB a step would cost more than the
+                      forward gains; the bits are the same) */
 } dae_model;
 
 /* The reference network of the original notebook, as spec JSON. */

@@ -348,6 +348,7 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
         return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory for training buffers");
     }
 
+    m->training = 1; /* the packed weights wait for the last step (model.h) */
     dae_train_progress p = {0};
     p.epochs = cfg->epochs;
     p.steps_per_epoch = (n_train + batch - 1) / batch;
@@ -412,6 +413,8 @@ dae_status dae_train(dae_model *m, dae_train_state *s, const dae_dataset *data,
         run_fraction(&p, first_epoch, run_steps);
         if (cfg->progress != NULL && st == DAE_OK) cfg->progress(&p, cfg->user);
     }
+    m->training = 0;
+    dae_model_params_changed(m);
     dae_pool_free(pool);
     free_step_buffers(&c);
     free(order);

@@ -372,6 +372,37 @@ Test(layers, kernels_match_naive_across_chunks) {
         }
 }
 
+/* The 7x7 bottleneck's two layers keep their weight packed (layers.h):
+ * the forward on it is the bits of the forward on the weight as it lies
+ * (check_prepared_forward) and matches the oracle, for one image and a
+ * few, on every ISA; a 3x3 layer's prepared weight is no packing. */
+static void bottleneck_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
+    static const struct {
+        const char *name;
+        int transposed;
+        dae_conv_geom g;
+    } cases[] = {
+        {"z.0", 0, {1, 32, 7, 7, 64, 1, 1, 7, 7, 1, 1, 0, 0, 0, 0}},
+        {"g.0", 1, {1, 64, 1, 1, 32, 7, 7, 7, 7, 1, 1, 0, 0, 0, 0}},
+    };
+    (void)r, (void)ctx;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dae_conv_geom g = cases[i].g;
+        cr_assert(dae_conv_prepared_is_packed(&g, cases[i].transposed), "%s is not packed", cases[i].name);
+        for (g.batch = 1; g.batch <= 5; g.batch += 4) {
+            char what[100];
+            snprintf(what, sizeof what, "%s %s, batch %d", dae_isa_name(isa), cases[i].name, g.batch);
+            check_against_naive(&g, cases[i].transposed, 1, 10.0, what);
+        }
+    }
+    dae_conv_geom e2 = {1, 16, 14, 14, 32, 7, 7, 3, 3, 2, 2, 1, 1, 0, 0};
+    cr_assert(!dae_conv_prepared_is_packed(&e2, 0));
+}
+
+Test(layers, bottleneck_forward_on_its_packed_weight_matches_naive_on_every_isa) {
+    cr_assert(on_every_isa(83, bottleneck_vs_naive, NULL) >= 1);
+}
+
 /* L = sum(y * r) for the naive forward; used by the finite differences. */
 static double probe_loss(const float *x, const float *w, const float *b, const float *r,
                          const dae_conv_geom *g, int transposed, float *y) {
@@ -538,6 +569,58 @@ Test(layers, gemm_bias_matches_naive_on_every_isa) {
     cr_assert(tested >= 1 && by_path[DAE_GEMM_BROADCAST] > 0 && by_path[DAE_GEMM_DOT] > 0 && by_path[DAE_GEMM_BLAS] > 0,
               "%d isas; products by broadcast %d, dot %d, BLAS %d", tested, by_path[DAE_GEMM_BROADCAST],
               by_path[DAE_GEMM_DOT], by_path[DAE_GEMM_BLAS]);
+}
+
+/* A product on a packed B (dae_gemm_pack) is the bits of dae_gemm_bias on
+ * B as it lies, and so within rounding of the oracle, on every ISA: the
+ * bottleneck's shapes at batches 1 (a single image's tiles), a tile and
+ * a few more rows, random shapes of whole groups (columns in 8s or 16s,
+ * depth in 16s), padded leading dimensions whose padding stays
+ * untouched. Shapes that are not whole groups are not packed. */
+static void packed_vs_as_it_lies(dae_isa isa, dae_rng *r, void *ctx) {
+    static const int shapes[][4] = {{1, 1, 64, 1568}, {3, 1, 64, 1568}, {7, 1, 64, 1568}, {70, 1, 64, 1568},
+                                    {1, 0, 1568, 64}, {5, 0, 1568, 64}, {9, 0, 1568, 64},  {2, 0, 80, 32}};
+    int *packed_runs = ctx;
+    for (int t = 0; t < 40; t++) {
+        int m, tb, n, k;
+        if (t < (int)(sizeof shapes / sizeof shapes[0])) {
+            m = shapes[t][0], tb = shapes[t][1], n = shapes[t][2], k = shapes[t][3];
+        } else {
+            tb = t % 2, m = 1 + (int)dae_rng_below(r, 12);
+            n = tb ? 8 * (1 + (int)dae_rng_below(r, 10)) : 16 * (5 + (int)dae_rng_below(r, 8));
+            k = tb ? 16 * (30 + (int)dae_rng_below(r, 80)) : 1 + (int)dae_rng_below(r, 70);
+        }
+        size_t floats = dae_gemm_packed_size(tb, n, k);
+        if (floats == 0) continue; /* a k * n small enough for the broadcast kernel's copy */
+        int lda = k + 3, ldc = n + 2;
+        float *a = uniform_floats((size_t)m * lda, -1, 1, 7, (uint64_t)t);
+        float *b = uniform_floats((size_t)n * k, -1, 1, 7, 99);
+        float *bias = t % 3 ? uniform_floats((size_t)n, -0.5f, 0.5f, 7, 98) : NULL;
+        float *packed = malloc(sizeof(float) * (floats + 1)), *got = malloc(sizeof(float) * m * ldc);
+        float *want = malloc(sizeof(float) * m * ldc), *oracle = malloc(sizeof(float) * m * ldc);
+        packed[floats] = 12345.0f;
+        dae_gemm_pack(tb, n, k, b, packed);
+        cr_assert_eq(packed[floats], 12345.0f, "the packed B overran its %zu floats", floats);
+        for (size_t i = 0; i < (size_t)m * ldc; i++) got[i] = want[i] = oracle[i] = 1234.5f;
+        dae_gemm_bias_packed(tb, m, n, k, a, lda, packed, got, ldc, bias, t % 4 < 2);
+        dae_gemm_bias(tb, m, n, k, a, lda, b, tb ? k : n, want, ldc, bias, t % 4 < 2);
+        gemm_bias_oracle(tb, m, n, k, a, lda, b, tb ? k : n, oracle, ldc, bias, t % 4 < 2);
+        char what[160];
+        snprintf(what, sizeof what, "packed %s trans_b %d m %d n %d k %d", dae_isa_name(isa), tb, m, n, k);
+        assert_close(got, oracle, (size_t)m * ldc, 1e-6 * (k + 8), what);
+        cr_assert(memcmp(got, want, sizeof(float) * m * ldc) == 0, "%s: not the bits of B as it lies", what);
+        (*packed_runs)++;
+        free(a), free(b), free(bias), free(packed), free(got), free(want), free(oracle);
+    }
+    cr_assert_eq(dae_gemm_packed_size(1, 60, 1568), 0, "60 columns are not whole groups of 8");
+    cr_assert_eq(dae_gemm_packed_size(1, 64, 1570), 0, "a depth of 1570 is not whole runs of 16");
+    cr_assert_eq(dae_gemm_packed_size(0, 1570, 64), 0, "1570 columns are not whole vectors");
+}
+
+Test(layers, packed_products_are_the_bits_of_the_weight_as_it_lies_on_every_isa) {
+    int packed_runs = 0;
+    int tested = on_every_isa(81, packed_vs_as_it_lies, &packed_runs);
+    cr_assert(tested >= 1 && packed_runs >= 8 * tested, "%d isas, %d packed products", tested, packed_runs);
 }
 
 /* The weight-gradient product C += A^T B agrees with the naive oracle on

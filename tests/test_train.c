@@ -88,7 +88,8 @@ Test(train, a_few_hundred_steps_learn_to_denoise) {
     char err[DAE_ERR_LEN];
     cr_assert_eq(dae_evaluate(&trained, NULL, mini.test_images.pixels, 256, &cfg.noise, DAE_EVAL_SEED, &q, &qn,
                               err, sizeof err), DAE_OK);
-    cr_assert_float_eq(dae_quality_mse(&q), log.last_test_mse, 1e-9, "evaluation is reproducible");
+    cr_assert_float_eq(dae_quality_mse(&q), log.last_test_mse, 1e-9,
+                       "evaluation is reproducible (and the packed weights were remade after the last step)");
     cr_assert(dae_quality_mse(&q) < 0.5 * dae_quality_mse(&qn), "denoised %g vs noisy %g", dae_quality_mse(&q),
               dae_quality_mse(&qn));
     cr_assert(dae_quality_psnr(&q) > dae_quality_psnr(&qn) + 3.0);
