@@ -141,6 +141,7 @@ struct request {
     int close;              /* answer with Connection: close */
     const route *route;     /* NULL: no route matched */
     int route_index;        /* its row in ROUTES, or SRV_ROUTE_UNKNOWN */
+    int path_nul;           /* the target's path holds %00 (srv_head_path_nul) */
     const route_method *rm; /* the method's entry in the row, once allowed */
     const char *route_arg;  /* points at arg */
     char arg[160];
@@ -269,6 +270,7 @@ static void *on_request_start(void *cls, const char *uri, struct MHD_Connection 
     r->route_index = SRV_ROUTE_UNKNOWN;
     uri += srv_head_authority_len(uri, strlen(uri)); /* the absolute form's path, as the gate logs it */
     size_t n = strcspn(uri, "?");
+    r->path_nul = srv_head_path_nul(uri, n);
     if (n >= sizeof r->path) n = sizeof r->path - 1;
     memcpy(r->path, uri, n);
     r->path[n] = '\0';
@@ -2033,12 +2035,17 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 }
 
 /* The gate's checks of a request head (httphead.h) on a later head of a
- * kept-alive connection, which libmicrohttpd parsed: its size, and where
- * the request ends and whom it is for. 0, or -1 with the error in *hi. */
+ * kept-alive connection, which libmicrohttpd parsed: its size, its path,
+ * and where the request ends and whom it is for. 0, or -1 with the error
+ * in *hi. */
 static int later_head_refused(request *r, const char *version, srv_head *hi) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (ci != NULL && ci->header_size > SRV_HEAD_MAX) {
         srv_head_too_large(hi);
+        return -1;
+    }
+    if (r->path_nul) {
+        srv_head_path_nul_error(hi);
         return -1;
     }
     srv_head_framing f = {.http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0};

@@ -21,6 +21,16 @@ srv_head_result srv_head_too_large(srv_head *hi) {
     return head_error(hi, 431, "header_too_large", "the request head is over %s bytes", "8192");
 }
 
+int srv_head_path_nul(const char *path, size_t n) {
+    for (size_t i = 0; i + 2 < n; i++)
+        if (path[i] == '%' && path[i + 1] == '0' && path[i + 2] == '0') return 1;
+    return 0;
+}
+
+srv_head_result srv_head_path_nul_error(srv_head *hi) {
+    return head_error(hi, 400, "malformed_request", "the request target's path holds %s (a NUL byte)", "%00");
+}
+
 size_t srv_head_authority_len(const char *target, size_t n) {
     size_t i = n >= 7 && strncasecmp(target, "http://", 7) == 0    ? 7
                : n >= 8 && strncasecmp(target, "https://", 8) == 0 ? 8
@@ -56,6 +66,7 @@ static srv_head_result parse_request_line(const char *line, size_t n, srv_head *
     memcpy(hi->path, line + t0, copy);
     hi->path[copy] = '\0';
     if (copy == 0) snprintf(hi->path, sizeof hi->path, "/"); /* "http://host" alone */
+    if (srv_head_path_nul(line + t0, plen)) return srv_head_path_nul_error(hi);
     const char *v = line + i + 1;
     size_t vlen = n - i - 1;
     int digits = vlen == 8 && memcmp(v, "HTTP/", 5) == 0 && v[5] >= '0' && v[5] <= '9' && v[6] == '.' &&

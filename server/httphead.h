@@ -57,6 +57,14 @@ srv_head_result srv_head_check_framing(const srv_head_framing *f, srv_head *hi);
 /* SRV_HEAD_ERROR with the answer to a head over SRV_HEAD_MAX in hi. */
 srv_head_result srv_head_too_large(srv_head *hi);
 
+/* 1 when a request target's path path[0..n) (up to its '?') holds %00:
+ * decoded, the NUL byte would end the name a route reads, so that
+ * "/models/mnist%00x" would name "mnist" (and DELETE remove it).
+ * srv_head_path_nul_error puts the 400 to answer in hi. A query
+ * argument's %00 is the route's to refuse, naming the argument. */
+int srv_head_path_nul(const char *path, size_t n);
+srv_head_result srv_head_path_nul_error(srv_head *hi);
+
 /* The bytes of "http://host:port" (or https) that start a request target
  * target[0..n) in the absolute form, which a server must accept (RFC 9112
  * 3.2.2) and whose path follows them; 0 for a target in the origin form

@@ -335,6 +335,8 @@ def test_protocol(suite):
          b"POST /denoise HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "malformed_request"),
         ("an HTTP/1.1 request without Host", b"GET /healthz HTTP/1.1\r\n\r\n", 400, "missing_host"),
         ("two Host headers", b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "duplicate_host"),
+        ("%00 in the path (it read as /models/mnist)", b"DELETE /models/mnist%00x HTTP/1.1\r\nHost: t\r\n\r\n",
+         400, "malformed_request"),
         ("a head of 9 KB", b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
          + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(90)) + b"\r\n", 431, "header_too_large"),
     ]
