@@ -270,10 +270,23 @@ typedef struct {
     float *numbers;
     size_t n_numbers;
     const cJSON *numbers_node;
+    const char *twice; /* a key some object read gives twice (member), or NULL */
 } parse_ctx;
 
-/* Allocates bytes (zeroed) once take granted them. NULL with *st set to
- * DAE_ERR_BUSY (refused) or DAE_ERR_NOMEM and a sentence in c->err. */
+/* obj's first member named key, as cJSON_GetObjectItemCaseSensitive
+ * finds it (NULL: none, or obj is no object); a second one is noted in
+ * c->twice, which the parse refuses: which one would count? Members the
+ * parse does not read may come any number of times. */
+static const cJSON *member(parse_ctx *c, const cJSON *obj, const char *key) {
+    const cJSON *found = NULL;
+    for (const cJSON *e = cJSON_IsObject(obj) ? obj->child : NULL; e != NULL; e = e->next)
+        if (e->string != NULL && strcmp(e->string, key) == 0) {
+            if (found == NULL) found = e;
+            else if (c->twice == NULL) c->twice = key;
+        }
+    return found;
+}
+
 /* Asks take for bytes: DAE_OK, or DAE_ERR_BUSY with a sentence. */
 static dae_status take_bytes(parse_ctx *c, size_t bytes) {
     if (c->take(c->take_ctx, (long long)bytes) == 0) return DAE_OK;
@@ -281,6 +294,8 @@ static dae_status take_bytes(parse_ctx *c, size_t bytes) {
                     bytes, c->input);
 }
 
+/* Allocates bytes (zeroed) once take granted them. NULL with *st set to
+ * DAE_ERR_BUSY (refused) or DAE_ERR_NOMEM and a sentence in c->err. */
 static void *take_alloc(parse_ctx *c, size_t bytes, dae_status *st) {
     if ((*st = take_bytes(c, bytes)) != DAE_OK) return NULL;
     void *p = calloc(1, bytes > 0 ? bytes : 1);
@@ -289,10 +304,18 @@ static void *take_alloc(parse_ctx *c, size_t bytes, dae_status *st) {
 }
 
 static dae_status bad(parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Refuses the request with the sentence fmt makes, or, when a key the
+ * parse read came twice (member), with that: the mistake may follow from
+ * which one counted. */
 static dae_status bad(parse_ctx *c, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (c->err != NULL && c->errlen > 0) vsnprintf(c->err, c->errlen, fmt, ap);
+    if (c->err != NULL && c->errlen > 0) {
+        if (c->twice != NULL)
+            snprintf(c->err, c->errlen, "\"%s\" is given more than once in one object (which one would count?)",
+                     c->twice);
+        else vsnprintf(c->err, c->errlen, fmt, ap);
+    }
     va_end(ap);
     return DAE_ERR_INVALID;
 }
@@ -301,10 +324,10 @@ static dae_status bad(parse_ctx *c, const char *fmt, ...) {
  * absent. */
 static dae_status binary_size_of(parse_ctx *c, const cJSON *input, long long *size) {
     *size = -1;
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(input, "parameters");
+    const cJSON *params = member(c, input, "parameters");
     if (params == NULL) return DAE_OK;
     if (!cJSON_IsObject(params)) return bad(c, "input \"%s\": \"parameters\" must be an object", c->input);
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data_size");
+    const cJSON *b = member(c, params, "binary_data_size");
     if (b == NULL) return DAE_OK;
     if (!cJSON_IsNumber(b) || b->valuedouble < 0 || b->valuedouble != floor(b->valuedouble) || b->valuedouble > 1e15)
         return bad(c, "input \"%s\": \"binary_data_size\" must be a whole number of bytes", c->input);
@@ -355,7 +378,7 @@ static size_t leaf_count(const cJSON *data) {
 
 /* Reads the shape of input into dims (at most max), *rank. */
 static dae_status shape_of(parse_ctx *c, const cJSON *input, long long *dims, int max, int *rank) {
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(input, "shape");
+    const cJSON *shape = member(c, input, "shape");
     if (!cJSON_IsArray(shape)) return bad(c, "input \"%s\": \"shape\" must be an array of sizes", c->input);
     *rank = 0;
     const cJSON *e;
@@ -387,7 +410,7 @@ static dae_status parse_tensor(parse_ctx *c, const cJSON *input, const uint8_t *
     if (d[0] > (1 << 24)) return bad(c, "input \"%s\": a batch of %lld is too many", c->input, d[0]);
     long long bsize;
     if ((st = binary_size_of(c, input, &bsize)) != DAE_OK) return st;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(input, "data");
+    const cJSON *data = member(c, input, "data");
     if (bsize >= 0 && data != NULL)
         return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
     if (bsize >= 0) {
@@ -448,7 +471,7 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
     size_t count = (size_t)d[0];
     long long bsize;
     if ((st = binary_size_of(c, input, &bsize)) != DAE_OK) return st;
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(input, "data");
+    const cJSON *data = member(c, input, "data");
     if (bsize >= 0 && data != NULL)
         return bad(c, "input \"%s\" has both \"data\" and \"binary_data_size\"", c->input);
     if (bsize < 0 && !cJSON_IsArray(data))
@@ -518,22 +541,22 @@ static dae_status parse_images(parse_ctx *c, const cJSON *input, const uint8_t *
 /* The request's "outputs": names only the output matching the input; any
  * of them may ask for binary data. */
 static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request *req) {
-    const cJSON *outputs = cJSON_GetObjectItemCaseSensitive(root, "outputs");
+    const cJSON *outputs = member(c, root, "outputs");
     if (outputs == NULL) return DAE_OK;
     if (!cJSON_IsArray(outputs)) return bad(c, "\"outputs\" must be an array of {\"name\": ...} objects");
     const char *want = req->kind == SRV_OIP_TENSOR ? SRV_OIP_OUTPUT_TENSOR : SRV_OIP_OUTPUT_IMAGES;
     if (cJSON_GetArraySize(outputs) > 1) return bad(c, "\"outputs\" names \"%s\" more than once", want);
     const cJSON *o;
     cJSON_ArrayForEach(o, outputs) {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+        const cJSON *name = member(c, o, "name");
         if (!cJSON_IsString(name)) return bad(c, "each of \"outputs\" must have a \"name\"");
         if (strcmp(name->valuestring, want) != 0)
             return bad(c, "unknown output \"%.64s\": input \"%s\" gives the output \"%s\"", name->valuestring,
                        c->input, want);
-        const cJSON *params = cJSON_GetObjectItemCaseSensitive(o, "parameters");
+        const cJSON *params = member(c, o, "parameters");
         if (params != NULL && !cJSON_IsObject(params))
             return bad(c, "output \"%s\": \"parameters\" must be an object", want);
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data");
+        const cJSON *b = member(c, params, "binary_data");
         if (b != NULL && !cJSON_IsBool(b)) return bad(c, "output \"%s\": \"binary_data\" must be true or false", want);
         if (b != NULL) req->binary_output = cJSON_IsTrue(b);
     }
@@ -543,7 +566,7 @@ static dae_status parse_outputs(parse_ctx *c, const cJSON *root, srv_oip_request
 dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const srv_oip_scan *scan, int h, int w,
                          srv_oip_take_fn take, void *ctx, srv_oip_request *req, char *err, size_t errlen) {
     memset(req, 0, sizeof *req);
-    parse_ctx c = {err, errlen, "", take, ctx, NULL, 0, NULL};
+    parse_ctx c = {err, errlen, "", take, ctx, NULL, 0, NULL, NULL};
     srv_oip_scan own;
     if (scan == NULL) {
         srv_oip_scan_json(body, json_len, &own);
@@ -592,14 +615,19 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const
                    json_len - used, used, SRV_OIP_HEADER_LENGTH);
     }
     dae_status st = DAE_OK;
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "parameters");
-    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+    const cJSON *id = member(&c, root, "id");
+    const cJSON *params = member(&c, root, "parameters");
+    const cJSON *inputs = member(&c, root, "inputs");
     const cJSON *input = cJSON_IsArray(inputs) ? inputs->child : NULL;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(input, "name");
-    const cJSON *datatype = cJSON_GetObjectItemCaseSensitive(input, "datatype");
-    if (end_of_data != 0) c.numbers_node = cJSON_GetObjectItemCaseSensitive(input, "data");
+    const cJSON *name = member(&c, input, "name");
+    const cJSON *datatype = member(&c, input, "datatype");
+    const cJSON *data = member(&c, input, "data");
+    if (end_of_data != 0) c.numbers_node = data;
+    /* The other keys the parse reads of these two objects, looked up now
+     * so that one given twice is refused before any work. */
+    member(&c, root, "outputs"), member(&c, input, "shape"), member(&c, input, "parameters");
     if (!cJSON_IsObject(root)) st = bad(&c, "the request must be a JSON object with \"inputs\"");
+    else if (c.twice != NULL) st = bad(&c, "a key is given twice");
     else if (id != NULL && !cJSON_IsString(id)) st = bad(&c, "\"id\" must be a string");
     else if (params != NULL && !cJSON_IsObject(params)) st = bad(&c, "\"parameters\" must be an object");
     else if (!cJSON_IsArray(inputs) || cJSON_GetArraySize(inputs) != 1)
@@ -611,7 +639,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const
     if (st == DAE_OK && id != NULL && (req->id = strdup(id->valuestring)) == NULL)
         st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     if (st == DAE_OK) {
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(params, "binary_data_output");
+        const cJSON *b = member(&c, params, "binary_data_output");
         if (b != NULL && !cJSON_IsBool(b)) st = bad(&c, "\"binary_data_output\" must be true or false");
         req->binary_output = cJSON_IsTrue(b);
     }
@@ -630,6 +658,7 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const
         else req->kind = SRV_OIP_IMAGES, st = parse_images(&c, input, bin, bin_len, req);
     }
     if (st == DAE_OK) st = parse_outputs(&c, root, req);
+    if (st == DAE_OK && c.twice != NULL) st = bad(&c, "a key is given twice");
     cJSON_Delete(root);
     free(c.numbers); /* unless the tensor took them */
     if (st != DAE_OK) srv_oip_request_free(req);

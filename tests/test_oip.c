@@ -257,6 +257,19 @@ Test(oip, mistakes_are_named) {
         {"{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\","
          "\"shape\":[1],\"data\":[\"aGk=\"]}]}",
          "binary_data_output"},
+        /* A key the parse reads, given twice in its object: which one would count? */
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}],"
+         "\"inputs\":[]}",
+         "\"inputs\" is given more than once"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"shape\":[2,1,28,28],"
+         "\"data\":[0]}]}",
+         "\"shape\" is given more than once"},
+        {"{\"inputs\":[{\"name\":\"images\",\"name\":\"input\",\"datatype\":\"BYTES\",\"shape\":[1],"
+         "\"data\":[\"aGk=\"]}]}",
+         "\"name\" is given more than once"},
+        {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}],"
+         "\"outputs\":[{\"name\":\"denoised\",\"parameters\":{\"binary_data\":true,\"binary_data\":false}}]}",
+         "\"binary_data\" is given more than once"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[DAE_ERR_LEN] = "";

@@ -500,6 +500,12 @@ def test_errors(a, version, digits):
         json.dumps(good).encode() + b"garbage")
     bad("infer without \"inputs\": 400 {\"error\"}", {"id": "1"})
     bad("infer with an empty \"inputs\": 400 {\"error\"}", {"inputs": []})
+    # A key given twice in one object: which one would count? (It read the first.)
+    twice = json.dumps(good).replace('"shape": [1, 1, 28, 28]', '"shape": [1, 1, 28, 28], "shape": [2, 1, 28, 28]')
+    twice = twice.encode()
+    r = call(a, "POST", path, twice, {"Content-Type": "application/json"})
+    check("infer with \"shape\" given twice in the input: 400 {\"error\"} naming it",
+          v2_error(r, 400) and b'\\"shape\\" is given more than once' in r.body, r.body[:200])
     both = json.loads(json.dumps(good))
     both["inputs"].append(images_request([b"x"])["inputs"][0])
     bad("infer with both inputs at once: 400 {\"error\"}", both)
