@@ -94,6 +94,7 @@ struct srv_gate {
     atomic_int stop, quiesce;
     /* The gate thread's own state. */
     pending_list heads, closing;
+    atomic_long n_closing;     /* closing.n, for /metrics */
     pending *retired;          /* left the lists this round; freed after its events */
     pending *handed;           /* closed by libmicrohttpd, to linger (under mu) */
     char peek[SRV_HEAD_MAX + 1];
@@ -163,7 +164,7 @@ static void free_retired(srv_gate *g) {
 
 static void close_pending(srv_gate *g, pending *p) {
     list_remove(p->closing ? &g->closing : &g->heads, p);
-    if (!p->closing) atomic_fetch_sub(&g->n_heads, 1);
+    atomic_fetch_sub(p->closing ? &g->n_closing : &g->n_heads, 1);
     /* Out of the epoll set first: closing the descriptor does not take it
      * out while another one shares its socket (libmicrohttpd's, of a
      * connection handed over to linger, may not be closed yet). */
@@ -185,6 +186,7 @@ static void start_closing(srv_gate *g, pending *p, size_t discard_max) {
     p->t_accept = now + CLOSING_LINGER_S;
     p->t_cut = now + CLOSING_MOST_S;
     list_push(&g->closing, p);
+    atomic_fetch_add(&g->n_closing, 1);
 }
 
 /* Answers p with the service's JSON error and starts its lingering close
@@ -752,6 +754,8 @@ long srv_gate_connections(srv_gate *g) {
     pthread_mutex_unlock(&g->mu);
     return n + atomic_load(&g->n_heads);
 }
+
+long srv_gate_closing(srv_gate *g) { return atomic_load(&g->n_closing); }
 
 /* ------------------------------------------------------------ life cycle */
 

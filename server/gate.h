@@ -73,6 +73,10 @@ struct srv_clients *srv_gate_clients(srv_gate *g);
 /* Open connections: those in the gate and those libmicrohttpd holds. */
 long srv_gate_connections(srv_gate *g);
 
+/* Connections answered and closing: the gate reads and drops what their
+ * clients still send (a lingering close), at most 256 at once. */
+long srv_gate_closing(srv_gate *g);
+
 /* ------------------------------------------------------------ libmicrohttpd hooks */
 
 /* The phases of a connection that libmicrohttpd holds. */

@@ -770,6 +770,7 @@ static enum MHD_Result get_metrics(request *r) {
         .in_flight = atomic_load(&h->in_flight),
         .pending = srv_infer_pending(h->infer),
         .connections = srv_gate_connections(h->gate),
+        .closing = srv_gate_closing(h->gate),
         .queue_capacity = h->cfg->queue_size,
         .workers = h->cfg->workers,
         .small_workers = h->cfg->small_workers,

@@ -230,6 +230,9 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     out(&t, "dae_http_requests_in_flight %lld\n", g->in_flight);
     family(&t, "dae_http_connections", "gauge", "Open HTTP connections.");
     out(&t, "dae_http_connections %lld\n", g->connections);
+    family(&t, "dae_http_closing_connections", "gauge",
+           "Answered connections whose client still sends: read and dropped until it stops, then closed.");
+    out(&t, "dae_http_closing_connections %lld\n", g->closing);
     family(&t, "dae_rejections_total", "counter", "Requests turned away before their work, by reason.");
     for (int i = 0; i < SRV_N_REJECTS; i++)
         out(&t, "dae_rejections_total{reason=\"%s\"} %llu\n", REJECT_NAMES[i],

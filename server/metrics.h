@@ -67,6 +67,7 @@ typedef struct {
     long long in_flight;        /* requests being handled */
     long long pending;          /* requests admitted to the workers and not answered */
     long long connections;      /* open HTTP connections */
+    long long closing;          /* answered connections in their lingering close */
     int queue_capacity, workers, small_workers, max_batch, draining;
     long long memory_budget;    /* bytes (--memory-budget) */
     long long memory_reserved;  /* bytes of it held by requests now */

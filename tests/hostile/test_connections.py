@@ -406,9 +406,14 @@ def test_refused_uploads_are_answered_not_reset(suite):
     answered = [read_response(s, 5) for s in socks]
     suite.check("20 refused uploads that stop sending: each answered 413",
                 all(r is not None and r.status == 413 for r in answered), repr(answered[:2]))
+    closing = wait_until(lambda: _metric(d.port, "dae_http_closing_connections") == 20, 2)
+    suite.check("... /metrics counts them in dae_http_closing_connections",
+                closing, repr(_metric(d.port, "dae_http_closing_connections")))
     released = wait_until(lambda: _server_fds(d) <= base, 6)
     suite.check("... and the server lets go of them a moment after they stop sending (not at the body timeout)",
-                released, "%d descriptors, %d before" % (_server_fds(d), base))
+                released and _metric(d.port, "dae_http_closing_connections") == 0,
+                "%d descriptors, %d before; %r closing" % (_server_fds(d), base,
+                                                          _metric(d.port, "dae_http_closing_connections")))
     for s in socks:
         s.close()
     # A client that keeps sending past what the gate drops is cut.
