@@ -351,12 +351,15 @@ Test(layers, im2col_kernels_match_naive_when_no_position_lies_inside) {
     }
 }
 
+/* A network's layer by name, for the tests on the networks' own shapes. */
+typedef struct {
+    const char *name;
+    int transposed;
+    dae_conv_geom g;
+} network_layer;
+
 Test(layers, kernels_match_naive_across_chunks) {
-    static const struct {
-        const char *name;
-        int transposed;
-        dae_conv_geom g;
-    } cases[] = {
+    static const network_layer cases[] = {
         {"e1.0", 0, {11, 1, 28, 28, 16, 14, 14, 3, 3, 2, 2, 1, 1, 0, 0}},
         {"e2.0", 0, {11, 16, 14, 14, 32, 7, 7, 3, 3, 2, 2, 1, 1, 0, 0}},
         {"d2.1", 1, {11, 64, 7, 7, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1}},
@@ -377,11 +380,7 @@ Test(layers, kernels_match_naive_across_chunks) {
  * (check_prepared_forward) and matches the oracle, for one image and a
  * few, on every ISA; a 3x3 layer's prepared weight is no packing. */
 static void bottleneck_vs_naive(dae_isa isa, dae_rng *r, void *ctx) {
-    static const struct {
-        const char *name;
-        int transposed;
-        dae_conv_geom g;
-    } cases[] = {
+    static const network_layer cases[] = {
         {"z.0", 0, {1, 32, 7, 7, 64, 1, 1, 7, 7, 1, 1, 0, 0, 0, 0}},
         {"g.0", 1, {1, 64, 1, 1, 32, 7, 7, 7, 7, 1, 1, 0, 0, 0, 0}},
     };
