@@ -85,10 +85,25 @@ static int fsync_parent_dir(const char *path) {
     return rc;
 }
 
+/* Writes through writer to path as it is, a device or a FIFO: renaming a
+ * file over it would replace the node itself ("dae denoise in.png
+ * /dev/full", as root, left a PNG file where /dev/full was, and said
+ * nothing of the full device). */
+static dae_status write_in_place(const char *path, dae_file_writer writer, void *ctx, char *err, size_t errlen) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open it: %s", path, strerror(errno));
+    int ok = writer(fd, ctx) == 0, e = errno;
+    if (close(fd) != 0 && ok) ok = 0, e = errno;
+    return ok ? DAE_OK : dae_fail(err, errlen, DAE_ERR_IO, "%s: write failed: %s", path, strerror(e));
+}
+
 dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
                                       char *err, size_t errlen) {
     if (path == NULL || path[0] == '\0' || path[strlen(path) - 1] == '/')
         return dae_fail(err, errlen, DAE_ERR_INVALID, "bad output path '%s'", path ? path : "(null)");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) || S_ISFIFO(sb.st_mode)))
+        return write_in_place(path, writer, ctx, err, errlen);
     size_t tmp_len = strlen(path) + 48;
     char *tmp = malloc(tmp_len);
     if (tmp == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);

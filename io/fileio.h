@@ -4,7 +4,9 @@
  * "<path>.tmp.<pid>.XXXXXX" (the pid lets a later process recognise and
  * remove what a crashed one left), is flushed with fsync, renamed over the
  * target and the directory is flushed too: a reader sees the old file or
- * the new one, never half of one, even after a crash. */
+ * the new one, never half of one, even after a crash. A target that is a
+ * device or a FIFO (/dev/null, /dev/stdout) is written as it is: a
+ * rename would replace the node. */
 #ifndef DAE_FILEIO_H
 #define DAE_FILEIO_H
 

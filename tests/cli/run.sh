@@ -448,6 +448,17 @@ run_io "$TMP/stdio.txt" "$TMP/stdio.bad.png" denoise - - --model "$M1"
 [ "$rc" -eq 1 ] && grep -q "^dae denoise: standard input: not a PNG" "$TMP/stderr" && [ ! -s "$TMP/stdio.bad.png" ]
 ok "denoise of a text on standard input: exit 1, names standard input, writes nothing"
 check "no file named - was written" test ! -e "$TMP/stdio/-"
+# An output that is a FIFO (or a device: /dev/null, /dev/stdout) is written
+# as it is: the atomic write's rename replaced the node with a file (as
+# root, "dae denoise in.png /dev/full" left a PNG file where /dev/full was).
+mkfifo "$TMP/stdio/fifo"
+timeout 20 cat "$TMP/stdio/fifo" >"$TMP/stdio/fifo.png" &
+reader=$!
+run denoise "$TMP/rgba.tga.noisy.png" "$TMP/stdio/fifo" --model "$M1" --threads 2
+[ "$rc" -ne 0 ] && : >"$TMP/stdio/fifo" # a reader still waiting gets its end
+wait "$reader"
+[ "$rc" -eq 0 ] && test -p "$TMP/stdio/fifo" && cmp -s "$TMP/stdio/fifo.png" "$TMP/rgba.tga.clean.png"
+ok "denoise IN FIFO writes into the FIFO, which stays one"
 on_tty out "$DAE" denoise "$TMP/g28.pgm" - --model "$M1"
 [ "$rc" -eq 1 ] && [ "$(cat "$TMP/tty")" = 0 ] && grep -q "terminal" "$TMP/stderr" && [ "$(wc -l <"$TMP/stderr")" -eq 1 ]
 ok "denoise refuses to write a PNG to a terminal"
