@@ -74,6 +74,14 @@ int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, 
  * cmd and returns 1. */
 int cli_check_output(const char *cmd, const char *path);
 
+/* cli_check_output for each of a command's n outputs (paths[i], NULL: not
+ * asked for, given by the flag flags[i]), and no two may name the same
+ * file: the one written last would replace the other ("--out m.safetensors
+ * --loss-csv m.safetensors" left the CSV and said it wrote the weights).
+ * Returns 0, or the exit code after printing (2 for two flags naming one
+ * file). */
+int cli_check_outputs(const char *cmd, const char *const *flags, const char *const *paths, int n);
+
 /* ------------------------------------------------------------ image files */
 
 /* The image commands' paths: "-" is standard input as an input and

@@ -270,9 +270,10 @@ int cmd_train(int argc, char **argv) {
     if (noise_text != NULL && dae_noise_parse(noise_text, &req.cfg.noise, err, sizeof err) != DAE_OK)
         return cli_usage_error(NAME, "--noise: %s", err);
     if (dae_train_config_check(&req.cfg, err, sizeof err) != DAE_OK) return cli_usage_error(NAME, "%s", err);
+    static const char *const output_flags[] = {"out", "checkpoint", "loss-csv", "loss-svg"};
     const char *outputs[] = {out, checkpoint, csv_path, svg_path};
-    for (int i = 0; i < 4; i++)
-        if (outputs[i] != NULL && cli_check_output(NAME, outputs[i]) != 0) return CLI_EXIT_FAILURE;
+    int outputs_checked = cli_check_outputs(NAME, output_flags, outputs, 4);
+    if (outputs_checked != 0) return outputs_checked;
     if (dir == NULL && !import)
         return cli_usage_error(NAME, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
 

@@ -137,6 +137,40 @@ int cli_check_output(const char *cmd, const char *path) {
     return rc;
 }
 
+/* The file an output path names, as "<its directory's real path>/<its
+ * name>" (a new string; NULL when out of memory or the directory is gone):
+ * two paths naming one file ("m.st", "./m.st", "../d/m.st") give the same. */
+static char *output_identity(const char *path) {
+    char *dir = strdup(path);
+    if (dir == NULL) return NULL;
+    char *slash = strrchr(dir, '/');
+    const char *name = slash == NULL ? path : path + (slash - dir) + 1;
+    const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+    char *real = realpath(d, NULL), *id = NULL;
+    if (real != NULL && (id = malloc(strlen(real) + strlen(name) + 2)) != NULL) sprintf(id, "%s/%s", real, name);
+    free(real);
+    free(dir);
+    return id;
+}
+
+int cli_check_outputs(const char *cmd, const char *const *flags, const char *const *paths, int n) {
+    for (int i = 0; i < n; i++)
+        if (paths[i] != NULL && cli_check_output(cmd, paths[i]) != 0) return CLI_EXIT_FAILURE;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++)
+        for (int j = i + 1; j < n && rc == 0 && paths[i] != NULL; j++) {
+            if (paths[j] == NULL) continue;
+            char *a = output_identity(paths[i]), *b = output_identity(paths[j]);
+            if (a == NULL || b == NULL) rc = cli_error(cmd, "out of memory");
+            else if (strcmp(a, b) == 0)
+                rc = cli_usage_error(cmd, "--%s and --%s name the same file (%s): each output needs its own", flags[i],
+                                     flags[j], paths[j]);
+            free(a);
+            free(b);
+        }
+    return rc;
+}
+
 /* ------------------------------------------------------------ image files */
 
 int cli_check_image_output(const char *cmd, const char *path) {

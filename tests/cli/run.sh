@@ -208,6 +208,12 @@ usage "train --resume with --architecture" train "${D[@]}" --out "$OUT/m" --resu
 usage "train stray argument" train "${D[@]}" --out "$OUT/m" extra
 usage "train without a data directory" train --dataset mnist-mini --out "$OUT/m"
 check "the data directory error says how to set one" grep -q "DAE_DATA_DIR" "$TMP/stderr"
+# Two outputs naming one file: the one written last replaced the other
+# (the weights lost to the loss CSV, and "wrote m" said).
+usage "train --out and --loss-csv naming one file" train "${D[@]}" --out "$OUT/m" --loss-csv "$OUT/./m" --limit 64
+check "... names both flags" grep -q -- "--out and --loss-csv name the same file" "$TMP/stderr"
+usage "train --checkpoint and --out naming one file" train "${D[@]}" --out "$OUT/../out/m" --checkpoint "$OUT/m" \
+    --limit 64
 usage "eval without --model" eval "${D[@]}"
 usage "eval bad --limit" eval "${D[@]}" --model x --limit -3
 usage "denoise with one argument" denoise in.png
