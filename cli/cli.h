@@ -55,8 +55,11 @@ int cli_load_dataset(const char *cmd, const char *flag, const char *name, const 
  * and ../share/dae/models (installed as PREFIX/bin/dae), so `dae denoise`
  * works from any directory. Returns 0, or the exit code after printing
  * the problem (for a missing default: every place looked in, and how to
- * choose a model). */
-int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, size_t len);
+ * choose a model). out, the command's output (named out_flag; NULL:
+ * none), may not name the model's file (cli_check_distinct), which is
+ * checked before the model is read. */
+int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, size_t len, const char *out_flag,
+                   const char *out);
 
 /* Flag table entries several commands share, with one wording. */
 #define CLI_FLAG_MODEL(var)                                                                          \
@@ -74,13 +77,14 @@ int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, 
  * cmd and returns 1. */
 int cli_check_output(const char *cmd, const char *path);
 
-/* cli_check_output for each of a command's n outputs (paths[i], NULL: not
- * asked for, given by the flag flags[i]), and no two may name the same
- * file: the one written last would replace the other ("--out m.safetensors
- * --loss-csv m.safetensors" left the CSV and said it wrote the weights).
- * Returns 0, or the exit code after printing (2 for two flags naming one
- * file). */
-int cli_check_outputs(const char *cmd, const char *const *flags, const char *const *paths, int n);
+/* 0 when path a (an output, named by flag_a: "--out", "OUT") and path b
+ * (another output, or an input when b_is_input) name different files;
+ * else prints the usage error and returns 2: the one written last would
+ * replace the other ("--out m.safetensors --loss-csv m.safetensors" left
+ * the CSV and said it wrote the weights; "--sweep-svg" over "--model"
+ * left a plot where the model was). NULL and "-" name no file. */
+int cli_check_distinct(const char *cmd, const char *flag_a, const char *a, const char *flag_b, const char *b,
+                       int b_is_input);
 
 /* ------------------------------------------------------------ image files */
 

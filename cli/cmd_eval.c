@@ -360,6 +360,13 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     if (svg_path != NULL && cli_check_output(NAME, svg_path) != 0) goto done;
+    for (int k = 0; k < n_models; k++) {
+        int clash = cli_check_distinct(NAME, "--sweep-svg", svg_path, "--model", models[k].path, 1);
+        if (clash != 0) {
+            exit_code = clash;
+            goto done;
+        }
+    }
     if (noisy_dir != NULL) { /* fail before the long evaluation, not after */
         if ((path = noisy_path(noisy_dir, rows[0].text)) == NULL) {
             cli_error(NAME, "out of memory");

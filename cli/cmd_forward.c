@@ -33,7 +33,7 @@ int cmd_forward(int argc, char **argv) {
     char err[DAE_ERR_LEN] = "";
     dae_model m;
     char model_file[PATH_MAX];
-    if ((rc = cli_open_model(NAME, model_flag, &m, model_file, sizeof model_file)) != 0) return rc;
+    if ((rc = cli_open_model(NAME, model_flag, &m, model_file, sizeof model_file, "OUT", pos[1])) != 0) return rc;
     dae_st_file in = {0};
     if (dae_st_load(pos[0], &in, err, sizeof err) != DAE_OK) {
         dae_model_free(&m);

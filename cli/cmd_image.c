@@ -39,7 +39,7 @@ int cmd_denoise(int argc, char **argv) {
     if ((rc = cli_check_image_output(name, out_path)) != 0) return rc;
     dae_model m;
     char model_file[PATH_MAX];
-    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file)) != 0) return rc;
+    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file, "OUT", out_path)) != 0) return rc;
     char err[DAE_ERR_LEN] = "";
     dae_image in = {0}, out = {0};
     dae_pool *pool = NULL;
@@ -144,7 +144,7 @@ int cmd_grid(int argc, char **argv) {
     if ((rc = cli_check_image_output(name, out_path)) != 0) return rc;
     dae_model m;
     char model_file[PATH_MAX];
-    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file)) != 0) return rc;
+    if ((rc = cli_open_model(name, model_path, &m, model_file, sizeof model_file, "--out", out_path)) != 0) return rc;
     dae_dataset data;
     if ((rc = cli_load_dataset(name, data_dir, dataset, &m, &data)) != 0) {
         dae_model_free(&m);

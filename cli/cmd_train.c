@@ -270,10 +270,24 @@ int cmd_train(int argc, char **argv) {
     if (noise_text != NULL && dae_noise_parse(noise_text, &req.cfg.noise, err, sizeof err) != DAE_OK)
         return cli_usage_error(NAME, "--noise: %s", err);
     if (dae_train_config_check(&req.cfg, err, sizeof err) != DAE_OK) return cli_usage_error(NAME, "%s", err);
-    static const char *const output_flags[] = {"out", "checkpoint", "loss-csv", "loss-svg"};
+    static const char *const output_flags[] = {"--out", "--checkpoint", "--loss-csv", "--loss-svg"};
     const char *outputs[] = {out, checkpoint, csv_path, svg_path};
-    int outputs_checked = cli_check_outputs(NAME, output_flags, outputs, 4);
-    if (outputs_checked != 0) return outputs_checked;
+    for (int i = 0; i < 4; i++)
+        if (outputs[i] != NULL && cli_check_output(NAME, outputs[i]) != 0) return CLI_EXIT_FAILURE;
+    /* No output may replace another, nor an input; but a checkpoint may
+     * go on where the run resumed from. */
+    static const char *const input_flags[] = {"--resume", "--base-model", "--architecture", "--dataset"};
+    const char *spec_file = architecture != NULL && dae_model_named_spec(architecture) == NULL ? architecture : NULL;
+    const char *inputs[] = {resume, base_model, spec_file, import ? dataset : NULL};
+    for (int i = 0; i < 4; i++) {
+        for (int j = i + 1; j < 4; j++)
+            if ((rc = cli_check_distinct(NAME, output_flags[i], outputs[i], output_flags[j], outputs[j], 0)) != 0)
+                return rc;
+        for (int j = 0; j < 4; j++)
+            if (!(i == 1 && j == 0) &&
+                (rc = cli_check_distinct(NAME, output_flags[i], outputs[i], input_flags[j], inputs[j], 1)) != 0)
+                return rc;
+    }
     if (dir == NULL && !import)
         return cli_usage_error(NAME, "no data directory: pass --data-dir DIR or set DAE_DATA_DIR");
 

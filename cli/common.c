@@ -109,9 +109,12 @@ static int model_path(const char *cmd, const char *flag, char *path, size_t len)
                           "DAE_MODELS_DIR)", looked);
 }
 
-int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, size_t len) {
+int cli_open_model(const char *cmd, const char *flag, dae_model *m, char *path, size_t len, const char *out_flag,
+                   const char *out) {
     memset(m, 0, sizeof *m);
     if (model_path(cmd, flag, path, len) != 0) return CLI_EXIT_FAILURE;
+    int rc = cli_check_distinct(cmd, out_flag, out, "the model", path, 1);
+    if (rc != 0) return rc;
     char err[DAE_ERR_LEN] = "";
     if (dae_model_open(path, m, NULL, err, sizeof err) != DAE_OK) return cli_error(cmd, "%s", err);
     return 0;
@@ -137,8 +140,8 @@ int cli_check_output(const char *cmd, const char *path) {
     return rc;
 }
 
-/* The file an output path names, as "<its directory's real path>/<its
- * name>" (a new string; NULL when out of memory or the directory is gone):
+/* The file a path names, as "<its directory's real path>/<its name>" (a
+ * new string; NULL when out of memory or the directory does not exist):
  * two paths naming one file ("m.st", "./m.st", "../d/m.st") give the same. */
 static char *output_identity(const char *path) {
     char *dir = strdup(path);
@@ -153,21 +156,18 @@ static char *output_identity(const char *path) {
     return id;
 }
 
-int cli_check_outputs(const char *cmd, const char *const *flags, const char *const *paths, int n) {
-    for (int i = 0; i < n; i++)
-        if (paths[i] != NULL && cli_check_output(cmd, paths[i]) != 0) return CLI_EXIT_FAILURE;
+int cli_check_distinct(const char *cmd, const char *flag_a, const char *a, const char *flag_b, const char *b,
+                       int b_is_input) {
+    if (a == NULL || b == NULL || strcmp(a, CLI_STDIO_PATH) == 0 || strcmp(b, CLI_STDIO_PATH) == 0) return 0;
+    char *id_a = output_identity(a), *id_b = output_identity(b);
     int rc = 0;
-    for (int i = 0; i < n && rc == 0; i++)
-        for (int j = i + 1; j < n && rc == 0 && paths[i] != NULL; j++) {
-            if (paths[j] == NULL) continue;
-            char *a = output_identity(paths[i]), *b = output_identity(paths[j]);
-            if (a == NULL || b == NULL) rc = cli_error(cmd, "out of memory");
-            else if (strcmp(a, b) == 0)
-                rc = cli_usage_error(cmd, "--%s and --%s name the same file (%s): each output needs its own", flags[i],
-                                     flags[j], paths[j]);
-            free(a);
-            free(b);
-        }
+    if (id_a != NULL && id_b != NULL && strcmp(id_a, id_b) == 0)
+        rc = b_is_input ? cli_usage_error(cmd, "%s names the file of %s (%s): writing it would replace that input",
+                                          flag_a, flag_b, a)
+                        : cli_usage_error(cmd, "%s and %s name the same file (%s): each output needs its own", flag_a,
+                                          flag_b, a);
+    free(id_a);
+    free(id_b);
     return rc;
 }
 

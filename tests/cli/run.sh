@@ -402,6 +402,14 @@ usage "sweep-svg without --sweep" eval "${D[@]}" --model "$M1" --sweep-svg "$OUT
 usage "two models without --sweep" eval "${D[@]}" --model "$M1,$M2"
 usage "sweep with an empty model" eval "${D[@]}" --model "$M1," --sweep 0.5
 check "sweep usage errors wrote nothing" test -z "$(ls -A "$OUT")"
+# An output naming an input's file would replace it: a plot, a PNG or new
+# weights where the model was.
+cp "$M1" "$TMP/keep.safetensors"
+usage "eval --sweep-svg naming the model" eval "${D[@]}" --model "$M1" --sweep 0.5 --sweep-svg "$TMP/./m1.safetensors"
+usage "denoise OUT naming the model" denoise "$FIX/images/gray8.png" "$M1" --model "$M1"
+usage "grid --out naming the model" grid "${D[@]}" --model "$M1" --out "$M1"
+usage "train --out naming --base-model" train "${D[@]}" --base-model "$M1" --out "$M1" --limit 64
+check "... and the model is the same bytes" cmp -s "$M1" "$TMP/keep.safetensors"
 bad "sweep with a missing model" "nothere.safetensors" "$OUT/s.svg" \
     eval "${D[@]}" --model "$M1,$TMP/nothere.safetensors" --sweep 0.5 --sweep-svg "$OUT/s.svg"
 
