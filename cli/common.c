@@ -189,44 +189,6 @@ int cli_check_image_output(const char *cmd, const char *path) {
     return cli_check_output(cmd, path);
 }
 
-/* Reads all of standard input, at most max_bytes, into a new buffer (*data,
- * *len; the caller frees it). Returns 0, or 1 after printing as cmd. */
-static int read_stdin(const char *cmd, size_t max_bytes, uint8_t **data, size_t *len) {
-    size_t cap = 0, got = 0;
-    uint8_t *buf = NULL;
-    *data = NULL;
-    *len = 0;
-    for (;;) {
-        if (got == cap) { /* full: grow, up to one byte over the limit to tell "at" from "over" */
-            if (cap > max_bytes) {
-                free(buf);
-                return cli_error(cmd, "standard input: more than the limit of %zu bytes", max_bytes);
-            }
-            size_t next = cap == 0 ? (size_t)1 << 16 : cap * 2;
-            if (next > max_bytes + 1) next = max_bytes + 1;
-            uint8_t *grown = realloc(buf, next);
-            if (grown == NULL) {
-                free(buf);
-                return cli_error(cmd, "standard input: out of memory for %zu bytes", next);
-            }
-            buf = grown;
-            cap = next;
-        }
-        ssize_t n = read(STDIN_FILENO, buf + got, cap - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int e = errno;
-            free(buf);
-            return cli_error(cmd, "standard input: %s", strerror(e));
-        }
-        if (n == 0) break;
-        got += (size_t)n;
-    }
-    *data = buf;
-    *len = got;
-    return 0;
-}
-
 int cli_image_load(const char *cmd, const char *path, size_t max_pixels, dae_image *out) {
     char err[DAE_ERR_LEN] = "";
     memset(out, 0, sizeof *out);
@@ -239,7 +201,8 @@ int cli_image_load(const char *cmd, const char *path, size_t max_pixels, dae_ima
         return cli_error(cmd, "standard input is a terminal: pipe an image in (< in.png) or name an input file");
     uint8_t *data;
     size_t len;
-    if (read_stdin(cmd, CLI_MAX_IMAGE_BYTES, &data, &len) != 0) return CLI_EXIT_FAILURE;
+    if (dae_fd_read_all(STDIN_FILENO, "standard input", CLI_MAX_IMAGE_BYTES, &data, &len, err, sizeof err) != DAE_OK)
+        return cli_error(cmd, "%s", err);
     dae_status st = dae_image_decode(data, len, max_pixels, out, err, sizeof err);
     free(data);
     if (st != DAE_OK) return cli_error(cmd, "standard input: %s", err);

@@ -10,22 +10,68 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+dae_status dae_fd_read_all(int fd, const char *name, size_t max_bytes, uint8_t **data, size_t *len, char *err,
+                           size_t errlen) {
+    size_t cap = 0, got = 0;
+    uint8_t *buf = NULL;
+    *data = NULL;
+    *len = 0;
+    for (;;) {
+        if (got == cap) { /* full: grow, up to one byte over the limit to tell "at" from "over" */
+            if (cap > max_bytes) {
+                free(buf);
+                return dae_fail(err, errlen, DAE_ERR_IO, "%s: more than the limit of %zu bytes", name, max_bytes);
+            }
+            size_t next = cap == 0 ? (size_t)1 << 16 : cap * 2;
+            if (next > max_bytes + 1) next = max_bytes + 1;
+            uint8_t *grown = realloc(buf, next + 1); /* and the NUL after the data */
+            if (grown == NULL) {
+                free(buf);
+                return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory for %zu bytes", name, next);
+            }
+            buf = grown;
+            cap = next;
+        }
+        ssize_t n = read(fd, buf + got, cap - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", name, strerror(e));
+        }
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    buf[got] = 0;
+    *data = buf;
+    *len = got;
+    return DAE_OK;
+}
+
 dae_status dae_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
                          char *err, size_t errlen) {
     *data = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Not blocking in open: a FIFO without a writer would wait for one. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat sb;
     dae_status st = DAE_OK;
-    if (fstat(fd, &sb) != 0)
+    if (fstat(fd, &sb) != 0) {
         st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode))
+    } else if (S_ISFIFO(sb.st_mode)) { /* a pipe, as bash's <(...) gives: read to its end */
+        st = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0
+                 ? dae_fd_read_all(fd, path, max_bytes, data, len, err, errlen)
+                 : dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path, strerror(errno));
+        close(fd);
+        return st;
+    } else if (!S_ISREG(sb.st_mode)) {
         st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s", path,
                       S_ISDIR(sb.st_mode) ? "is a directory" : "not a regular file");
-    else if ((unsigned long long)sb.st_size > max_bytes)
+    } else if ((unsigned long long)sb.st_size > max_bytes) {
         st = dae_fail(err, errlen, DAE_ERR_IO, "%s: file is %lld bytes, over the limit of %zu", path,
                       (long long)sb.st_size, max_bytes);
+    }
     size_t size = st == DAE_OK ? (size_t)sb.st_size : 0;
     uint8_t *buf = st == DAE_OK ? malloc(size + 1) : NULL;
     if (st == DAE_OK && buf == NULL)

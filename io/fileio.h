@@ -16,10 +16,16 @@
 #include "dae_status.h"
 
 /* Reads the regular file at path, at most max_bytes, into a new buffer
- * (*data, with a NUL after the *len bytes; the caller frees it). Messages
- * name the path. */
+ * (*data, with a NUL after the *len bytes; the caller frees it). A FIFO
+ * (bash's <(...)) is read to its end, within max_bytes; opening one never
+ * waits for a writer. Messages name the path. */
 dae_status dae_file_read(const char *path, size_t max_bytes, uint8_t **data, size_t *len,
                          char *err, size_t errlen);
+
+/* Reads fd to its end, at most max_bytes, into a new buffer as
+ * dae_file_read does; messages name it name ("standard input"). */
+dae_status dae_fd_read_all(int fd, const char *name, size_t max_bytes, uint8_t **data, size_t *len, char *err,
+                           size_t errlen);
 
 /* Writes the content through writer(fd, ctx), which returns 0 or -1 with
  * errno set, atomically to path (mode 0644). On failure nothing is left

@@ -473,6 +473,12 @@ run denoise "$TMP/rgba.tga.noisy.png" "$TMP/stdio/fifo" --model "$M1" --threads 
 wait "$reader"
 [ "$rc" -eq 0 ] && test -p "$TMP/stdio/fifo" && cmp -s "$TMP/stdio/fifo.png" "$TMP/rgba.tga.clean.png"
 ok "denoise IN FIFO writes into the FIFO, which stays one"
+run denoise <(cat "$TMP/rgba.tga.noisy.png") "$TMP/stdio/substituted.png" --model "$M1" --threads 2
+[ "$rc" -eq 0 ] && cmp -s "$TMP/stdio/substituted.png" "$TMP/rgba.tga.clean.png"
+ok "denoise <(cat noisy.png) OUT reads the pipe bash gives"
+mkfifo "$TMP/stdio/lonely"
+rc=$(timeout 10 "$DAE" info "$TMP/stdio/lonely" >/dev/null 2>&1; echo $?)
+check "info on a FIFO nobody writes: an error, not a wait (exit $rc)" test "$rc" -eq 1
 on_tty out "$DAE" denoise "$TMP/g28.pgm" - --model "$M1"
 [ "$rc" -eq 1 ] && [ "$(cat "$TMP/tty")" = 0 ] && grep -q "terminal" "$TMP/stderr" && [ "$(wc -l <"$TMP/stderr")" -eq 1 ]
 ok "denoise refuses to write a PNG to a terminal"
