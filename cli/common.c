@@ -143,7 +143,7 @@ int cli_check_output(const char *cmd, const char *path) {
 /* The file a path names, as "<its directory's real path>/<its name>" (a
  * new string; NULL when out of memory or the directory does not exist):
  * two paths naming one file ("m.st", "./m.st", "../d/m.st") give the same. */
-static char *output_identity(const char *path) {
+static char *file_identity(const char *path) {
     char *dir = strdup(path);
     if (dir == NULL) return NULL;
     char *slash = strrchr(dir, '/');
@@ -159,7 +159,7 @@ static char *output_identity(const char *path) {
 int cli_check_distinct(const char *cmd, const char *flag_a, const char *a, const char *flag_b, const char *b,
                        int b_is_input) {
     if (a == NULL || b == NULL || strcmp(a, CLI_STDIO_PATH) == 0 || strcmp(b, CLI_STDIO_PATH) == 0) return 0;
-    char *id_a = output_identity(a), *id_b = output_identity(b);
+    char *id_a = file_identity(a), *id_b = file_identity(b);
     int rc = 0;
     if (id_a != NULL && id_b != NULL && strcmp(id_a, id_b) == 0)
         rc = b_is_input ? cli_usage_error(cmd, "%s names the file of %s (%s): writing it would replace that input",

@@ -648,10 +648,9 @@ static int conv2d_by_patches(const dae_conv_geom *g, const patch_geom *p) {
 
 /* A convolution whose kernel covers its whole input (the 7x7
  * bottleneck; no other path takes it) is one product of the images by
- * the weight: a single
- * image's is a matrix-vector product bound by reading the weight, which
- * a packed copy (dae_gemm_pack) makes one stream. The floats of that
- * copy, 0 when the product is not packed. */
+ * the weight: a single image's is a matrix-vector product bound by
+ * reading the weight, which a packed copy (dae_gemm_pack) makes one
+ * stream. The floats of that copy, 0 when the product is not packed. */
 static size_t conv2d_packed_size(const dae_conv_geom *g, const patch_geom *p) {
     return patch_is_whole_image(p) ? dae_gemm_packed_size(1, g->out_c, g->k_h * g->k_w * g->in_c) : 0;
 }
