@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsontext.h"
+
 /* ------------------------------------------------------------ base64 (RFC 4648, with padding) */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -613,6 +615,12 @@ dae_status srv_oip_parse(const uint8_t *body, size_t len, size_t json_len, const
         return bad(&c,
                    "%zu bytes follow the JSON (at byte %zu): binary data needs the header %s giving the JSON's length",
                    json_len - used, used, SRV_OIP_HEADER_LENGTH);
+    }
+    long nul = dae_json_find_nul((const char *)body, json_len);
+    if (nul >= 0) { /* "name":"images\u0000x" would read as "images" */
+        cJSON_Delete(root);
+        free(c.numbers);
+        return bad(&c, "a string holds a NUL character (\\u0000, at byte %ld): no name or value may", nul);
     }
     dae_status st = DAE_OK;
     const cJSON *id = member(&c, root, "id");

@@ -13,6 +13,7 @@
 #include <microhttpd.h>
 
 #include "http.h"
+#include "jsontext.h"
 #include "train_request.h"
 #include "utf8.h"
 
@@ -60,6 +61,14 @@ int srv_train_validate_memory(const char *body, size_t len, const char *data_dir
         fail_answer(a, 400, "invalid_json",
                     "the body must be a JSON object with the job's fields (%s, %s); Content-Type: application/json",
                     dae_train_request_fields(), SRV_TRAIN_SERVER_FIELDS);
+        return -1;
+    }
+    long nul = dae_json_find_nul(body, len);
+    if (nul >= 0) {
+        /* {"model_name":"a\u0000b"} would name the model "a". */
+        cJSON_Delete(in);
+        fail_answer(a, 422, "invalid_parameter", "a string holds a NUL character (\\u0000, at byte %ld): no field may",
+                    nul);
         return -1;
     }
     cJSON *canon = NULL;

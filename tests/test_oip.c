@@ -257,6 +257,9 @@ Test(oip, mistakes_are_named) {
         {"{\"parameters\":{\"binary_data_output\":1},\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\","
          "\"shape\":[1],\"data\":[\"aGk=\"]}]}",
          "binary_data_output"},
+        /* A NUL in a string would end the name cJSON gives: "images" */
+        {"{\"inputs\":[{\"name\":\"images\\u0000x\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}]}",
+         "a string holds a NUL character"},
         /* A key the parse reads, given twice in its object: which one would count? */
         {"{\"inputs\":[{\"name\":\"images\",\"datatype\":\"BYTES\",\"shape\":[1],\"data\":[\"aGk=\"]}],"
          "\"inputs\":[]}",

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jsontext.h"
 #include "modelfile.h"
 #include "test_util.h"
 #include "train_run.h"
@@ -80,6 +81,21 @@ Test(train_request, every_bad_field_is_named_with_its_range) {
 }
 
 /* A built-in architecture by name is its spec, recorded in full. */
+/* The NUL a JSON string would hold, which cJSON's C string would end at;
+ * an escaped backslash before "u0000" is no NUL. */
+Test(train_request, a_nul_in_a_json_string_is_found) {
+    static const struct {
+        const char *text;
+        long at;
+    } cases[] = {
+        {"{\"model_name\":\"a\\u0000b\"}", 16}, {"{\"a\\u0000\":1}", 3}, {"{\"a\":\"\\\\u0000\"}", -1},
+        {"{\"a\":\"x\\\"\\u0000\"}", 9},   {"{\"a\":\"\\u0041\"}", -1},  {"{\"a\":1}", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_expect_eq(dae_json_find_nul(cases[i].text, strlen(cases[i].text)), cases[i].at, "%s", cases[i].text);
+    cr_expect_eq(dae_json_find_nul("{\"a\":\"x\0y\"}", 11), 7, "a NUL byte in a string");
+}
+
 Test(train_request, architectures_by_name_are_their_specs) {
     dae_train_request req;
     char err[DAE_ERR_LEN];

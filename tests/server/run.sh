@@ -700,6 +700,8 @@ done <<'EOF'
 {"dataset":"mnist-mini","epoch":1}|unknown field \"epoch\"
 {"dataset":"mnist-mini","epochs":1,"epochs":100}|field \"epochs\" is given more than once
 {"dataset":"mnist-mini","model_name":"a","model_name":"b"}|field \"model_name\" is given more than once
+{"dataset":"mnist-mini","model_name":"a\u0000b"}|a string holds a NUL character
+{"dataset":"mnist-mini\u0000x"}|a string holds a NUL character
 EOF
 req POST /train --data-binary '{"dataset":"nope"}'
 is_error 422 dataset_not_found && grep -q "$FIX/nope/train-images-idx3-ubyte" "$TMP/body"
