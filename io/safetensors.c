@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "fileio.h"
+#include "jsontext.h"
 
 /* Largest integer a JSON number may hold here: cJSON stores numbers as
  * doubles, which are exact only up to 2^53. */
@@ -134,6 +135,11 @@ static dae_status scan_header_text(const char *h, size_t n, size_t *num_at, size
                                    const char *label, char *err, size_t errlen) {
     *num_at = SIZE_MAX;
     *num_len = 0;
+    long nul = dae_json_find_nul(h, n); /* a NUL byte is the control character below */
+    if (nul >= 0 && h[nul] == '\\')
+        return dae_fail(err, errlen, DAE_ERR_FORMAT,
+                        "%s: header byte %ld: string contains \\u0000 (NUL), which names and metadata cannot hold",
+                        label, nul);
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)h[i];
@@ -146,10 +152,6 @@ static dae_status scan_header_text(const char *h, size_t n, size_t *num_at, size
                                     "%s: header byte %zu: unescaped control character 0x%02x inside a JSON string",
                                     label, i, s);
                 if (s == '\\') {
-                    if (i + 5 < n && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
-                        return dae_fail(err, errlen, DAE_ERR_FORMAT,
-                                        "%s: header byte %zu: string contains \\u0000 (NUL), which names and metadata cannot hold",
-                                        label, i);
                     i += 2;
                     continue;
                 }
