@@ -80,7 +80,7 @@ DEP_HEADERS := /usr/include/cjson/cJSON.h /usr/include/criterion/criterion.h \
                /usr/include/libdeflate.h \
                /usr/include/microhttpd.h /usr/include/x86_64-linux-gnu/cblas.h
 
-.PHONY: all deps check-deps test test-browser test-layering test-sanitize test-avx2 test-hostile soak bench bench-core bench-http run demo clean help refs fuzz
+.PHONY: all deps check-deps test test-browser test-layering test-sanitize test-avx2 test-hostile soak bench bench-core bench-libs bench-http run demo clean help refs fuzz
 
 all: check-deps $(LIB) $(IO_LIB) $(DAE) $(SERVER) ## build the libraries, the command-line tool and the server
 
@@ -125,6 +125,17 @@ $(TEST_BIN): $(TEST_OBJ) $(SERVER_MOD) $(LIBS)
 # The engine benchmark needs the engine alone.
 $(BENCH_BIN): $(BENCH_SRC:%.c=$(BUILD)/%.o) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(CORE_LIBS) -o $@
+
+# The libraries the engine is measured against (`make bench-libs`): not
+# the project's dependencies; bench/libs/run.sh installs them first. BLIS
+# links last: it has a CBLAS of its own, and the engine's is OpenBLAS's.
+$(BUILD)/bench-libs/products: bench/libs/products.c bench/timing.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIB) -lxsmm $(CORE_LIBS) -ldl -lblis -o $@
+
+$(BUILD)/bench-libs/onednn: bench/libs/onednn.c bench/timing.h $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $< $(LIBS) -ldnnl $(LDLIBS) -o $@
 
 test: check-deps test-layering $(TEST_BIN) $(DAE) $(SERVER) ## build and run the layering check, the unit, command-line, server, API description and README tests
 	tests/unit.sh $(TEST_BIN)
@@ -206,6 +217,9 @@ bench-core: check-deps $(BENCH_BIN) ## engine speed: images/s and GFLOP/s for 1 
 
 bench: ## dae vs ONNX Runtime vs PyTorch side by side, with the speed targets (bench/compare.sh; BENCH_FLAGS=--full or --forward-only)
 	bench/compare.sh $(BENCH_FLAGS)
+
+bench-libs: check-deps ## dae's kernels and forward pass against libxsmm, OpenBLAS, BLIS and oneDNN (bench/libs/run.sh; BENCH_LIBS_FLAGS=--avx2)
+	+bench/libs/run.sh $(BENCH_LIBS_FLAGS)
 
 bench-http: all ## HTTP /denoise under load (wrk), against a PyTorch http.server peer, beside a training job (DAE_DATA_DIR); then /v2 infer (binary FP32) vs /denoise vs ONNX Runtime
 	bench/http.sh $(BENCH_HTTP_FLAGS)

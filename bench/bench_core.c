@@ -19,28 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gemm.h"
 #include "model.h"
 #include "rng.h"
 #include "train.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "timing.h"
 
 /* Median seconds per image of forward passes over `batch` images with the
  * pool's threads; each repetition runs at least ~0.1 s of work. */
@@ -57,17 +41,17 @@ static double time_forward(const dae_model *m, dae_pool *pool, int batch, int re
     double *per_image = malloc(sizeof(double) * reps);
     int inner = 1;
     for (;;) { /* calibrate: enough passes for 0.1 s */
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < inner; i++) dae_forward_parallel(m, pool, ws, in, out, batch);
-        if (now_s() - t0 > 0.1 || inner > 1 << 20) break;
+        if (bench_now_s() - t0 > 0.1 || inner > 1 << 20) break;
         inner *= 2;
     }
     for (int rep = 0; rep < reps; rep++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < inner; i++) dae_forward_parallel(m, pool, ws, in, out, batch);
-        per_image[rep] = (now_s() - t0) / ((double)inner * batch);
+        per_image[rep] = (bench_now_s() - t0) / ((double)inner * batch);
     }
-    double med = median(per_image, reps);
+    double med = bench_median(per_image, reps);
     for (int t = 0; t < threads; t++) dae_workspace_free(ws[t]);
     free(in), free(out), free(per_image);
     return med;
@@ -93,16 +77,16 @@ static double time_training(const dae_model *proto, int threads, int count, int 
         cfg.threads = threads;
         dae_train_state s;
         dae_train_state_init(&s, &m, &cfg, err, sizeof err);
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if (dae_train(&m, &s, &data, &cfg, err, sizeof err) != DAE_OK) {
             fprintf(stderr, "bench: training failed: %s\n", err);
             exit(1);
         }
-        rates[rep] = count / (now_s() - t0);
+        rates[rep] = count / (bench_now_s() - t0);
         dae_train_state_free(&s);
         dae_model_free(&m);
     }
-    double med = median(rates, reps);
+    double med = bench_median(rates, reps);
     free(rates);
     free(data.train_images.pixels);
     return med;
@@ -122,15 +106,15 @@ static double time_product(int m, int n, int k, int blas, int reps) {
     double *gflops = malloc(sizeof(double) * reps);
     for (int rep = -1; rep < reps; rep++) { /* -1: the warm-up */
         long calls = 0;
-        double t0 = now_s(), t;
+        double t0 = bench_now_s(), t;
         do {
             if (blas) dae_gemm(0, 0, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
             else dae_gemm_bias(0, m, n, k, a, k, b, n, c, n, bias, 1);
             calls++;
-        } while ((t = now_s() - t0) < 0.05);
+        } while ((t = bench_now_s() - t0) < 0.05);
         if (rep >= 0) gflops[rep] = 2.0 * m * n * (double)k * calls / t / 1e9;
     }
-    double med = median(gflops, reps);
+    double med = bench_median(gflops, reps);
     free(a), free(b), free(c), free(bias), free(gflops);
     return med;
 }

@@ -2,9 +2,11 @@
 # deps.sh - make sure the Debian packages dae builds and tests with are
 # installed. As root it installs what is missing; otherwise it prints the
 # exact apt command and fails, so `make` stops with a clear message.
+# With arguments, the same for the packages they name (a benchmark's).
 set -eu
 
-PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libdeflate-dev libarchive-dev libcriterion-dev libopenblas-dev curl python3"
+PACKAGES="${*:-}"
+[ -n "$PACKAGES" ] || PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libdeflate-dev libarchive-dev libcriterion-dev libopenblas-dev curl python3"
 
 missing=""
 for p in $PACKAGES; do
