@@ -1558,16 +1558,18 @@ static void model_install(request *r) {
     srv_http *h = r->http;
     int replace = r->off_replace;
     r->off_status = srv_model_put(h->registry, h->cfg->models_dir, r->route_arg, r->body, r->len, replace,
-                                  &r->off_replace, r->off_message, sizeof r->off_message);
+                                  &r->off_replace, &r->off_json, r->off_message, sizeof r->off_message);
 }
 
-/* A PUT /models/{name} once installed (off_replace: it replaced one). */
+/* A PUT /models/{name} once installed (off_replace: it replaced one;
+ * off_json: the model as it was installed, which another request may
+ * have deleted since). */
 static enum MHD_Result model_installed(request *r) {
-    srv_http *h = r->http;
     if (r->off_status != DAE_OK) return answer_status(r, SRV_EDGE_MODEL_PUT, r->off_status, "%s", r->off_message);
     srv_log("model %s %s from an upload of %zu bytes", r->route_arg, r->off_replace ? "replaced" : "installed", r->len);
-    int found = 0;
-    return answer_json(r, r->off_replace ? 200 : 201, srv_registry_model_json(h->registry, r->route_arg, &found));
+    char *json = r->off_json;
+    r->off_json = NULL;
+    return answer_json(r, r->off_replace ? 200 : 201, json);
 }
 
 /* PUT /models/{name}: installs the uploaded weights file (model_http.h),

@@ -74,7 +74,7 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
 /* ------------------------------------------------------------ upload */
 
 dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *name, const void *body, size_t len,
-                         int replace, int *replaced, char *err, size_t errlen) {
+                         int replace, int *replaced, char **json, char *err, size_t errlen) {
     static atomic_ulong uploads; /* tells apart the temporaries of concurrent uploads */
     *replaced = 0;
     if (!dae_name_valid(name))
@@ -105,7 +105,7 @@ dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *na
              atomic_fetch_add(&uploads, 1) + 1);
     dae_status st = dae_file_write_atomic(tmp, body, len, err, errlen);
     if (st != DAE_OK) return st;
-    st = srv_registry_install_upload(r, name, tmp, replace, err, errlen);
+    st = srv_registry_install_upload(r, name, tmp, replace, json, err, errlen);
     if (st != DAE_OK) {
         unlink(tmp);
         /* The loader names the file it read: to the client, that is the upload. */

@@ -55,14 +55,15 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
  * name (dae_name_valid), in models_dir: written atomically to a temporary
  * file there (dae_file_write_atomic, its name carries the pid so a later
  * start removes it if this process dies), loaded by the registry's loader
- * and moved into place (srv_registry_install_upload). *replaced is set to 1 when
- * a model of that name was replaced. On failure no file is left. Returns
- * DAE_OK; DAE_ERR_INVALID (not a valid name), DAE_ERR_FORMAT (the file
- * does not load as a model: the loader's sentence), DAE_ERR_TOO_LARGE (over
- * SRV_MODEL_MAX_BYTES), DAE_ERR_IN_USE (name is the active model),
- * DAE_ERR_EXISTS (name is taken and replace is 0), DAE_ERR_IO or
- * DAE_ERR_NOMEM. err says why. */
+ * and moved into place (srv_registry_install_upload). *replaced is set to
+ * 1 when a model of that name was replaced, and *json to the installed
+ * model as GET /models/{name} shows it (NULL when out of memory for it).
+ * On failure no file is left. Returns DAE_OK; DAE_ERR_INVALID (not a
+ * valid name), DAE_ERR_FORMAT (the file does not load as a model: the
+ * loader's sentence), DAE_ERR_TOO_LARGE (over SRV_MODEL_MAX_BYTES),
+ * DAE_ERR_IN_USE (name is the active model), DAE_ERR_EXISTS (name is
+ * taken and replace is 0), DAE_ERR_IO or DAE_ERR_NOMEM. err says why. */
 dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *name, const void *body, size_t len,
-                         int replace, int *replaced, char *err, size_t errlen);
+                         int replace, int *replaced, char **json, char *err, size_t errlen);
 
 #endif

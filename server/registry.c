@@ -518,9 +518,9 @@ dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, siz
     return take_out(r, name, 0, err, errlen);
 }
 
-void srv_registry_reload(srv_registry *r) {
+/* srv_registry_reload with reload_mu held. */
+static void reload_locked(srv_registry *r) {
     if (r->models_dir == NULL) return;
-    pthread_mutex_lock(&r->reload_mu);
     const char *dir = r->models_dir;
     size_t s = sizeof SUFFIX - 1;
     /* 1. Load new and changed files (outside the lock: loading is slow). */
@@ -606,6 +606,11 @@ void srv_registry_reload(srv_registry *r) {
     for (int k = 0; k < n_seen; k++) free(seen[k]);
     free(seen);
     free(fresh);
+}
+
+void srv_registry_reload(srv_registry *r) {
+    pthread_mutex_lock(&r->reload_mu);
+    reload_locked(r);
     pthread_mutex_unlock(&r->reload_mu);
 }
 
@@ -652,9 +657,10 @@ static void sync_dir(const char *dir) {
     close(fd);
 }
 
-/* srv_registry_install, and srv_registry_install_upload when upload. */
-static dae_status install(srv_registry *r, const char *name, const char *tmp_path, int replace, int upload, char *err,
-                          size_t errlen) {
+/* srv_registry_install, and srv_registry_install_upload when upload
+ * (json: the installed model's, or NULL). */
+static dae_status install(srv_registry *r, const char *name, const char *tmp_path, int replace, int upload,
+                          char **json, char *err, size_t errlen) {
     if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no models directory");
     char path[4096];
     snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
@@ -690,6 +696,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
         pthread_mutex_lock(&r->mu);
         forget_unloaded(r, name); /* a new file of an unloaded model's name is served */
         int rc = add(r, m); /* a replaced model lives on while requests hold it */
+        if (rc == 0 && json != NULL) *json = print_and_free(model_json(m, m == r->def, 1));
         pthread_mutex_unlock(&r->mu);
         m = NULL;
         if (rc != 0)
@@ -702,12 +709,12 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
 
 dae_status srv_registry_install(srv_registry *r, const char *name, const char *tmp_path, int replace, char *err,
                                 size_t errlen) {
-    return install(r, name, tmp_path, replace, 0, err, errlen);
+    return install(r, name, tmp_path, replace, 0, NULL, err, errlen);
 }
 
 dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
-                                       char *err, size_t errlen) {
-    return install(r, name, tmp_path, replace, 1, err, errlen);
+                                       char **json, char *err, size_t errlen) {
+    return install(r, name, tmp_path, replace, 1, json, err, errlen);
 }
 
 /* ------------------------------------------------------------ the v2 repository */
@@ -720,19 +727,27 @@ dae_status srv_registry_load(srv_registry *r, const char *name, char *err, size_
     if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no models directory");
     char path[4096];
     snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    /* Under the lock of rescans, uploads and removals: a DELETE or an
+     * unload cannot come between the rescan and the look that follows it
+     * (which took such a model for a file that does not load). */
+    pthread_mutex_lock(&r->reload_mu);
     pthread_mutex_lock(&r->mu);
     forget_unloaded(r, name);
     pthread_mutex_unlock(&r->mu);
+    dae_status st = DAE_OK;
     struct stat sb;
-    if (stat(path, &sb) != 0)
-        return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" in the models directory", name);
-    srv_registry_reload(r);
-    srv_model *m = srv_registry_acquire(r, name);
-    if (m == NULL)
-        return dae_fail(err, errlen, DAE_ERR_FORMAT, "the file of model \"%s\" does not load (the server log says why)",
-                        name);
-    srv_model_release(m);
-    return DAE_OK;
+    if (stat(path, &sb) != 0) {
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" in the models directory", name);
+    } else {
+        reload_locked(r);
+        srv_model *m = srv_registry_acquire(r, name);
+        if (m == NULL)
+            st = dae_fail(err, errlen, DAE_ERR_FORMAT,
+                          "the file of model \"%s\" does not load (the server log says why)", name);
+        srv_model_release(m);
+    }
+    pthread_mutex_unlock(&r->reload_mu);
+    return st;
 }
 
 char *srv_registry_index_json(srv_registry *r) {

@@ -145,9 +145,12 @@ dae_status srv_registry_install(srv_registry *r, const char *name, const char *t
 
 /* srv_registry_install for a file a client sent (PUT /models/{name}):
  * one that was read but does not load as a model this server runs is
- * DAE_ERR_FORMAT, the client's mistake, not DAE_ERR_IO. */
+ * DAE_ERR_FORMAT, the client's mistake, not DAE_ERR_IO. On DAE_OK *json
+ * is the installed model as GET /models/{name} shows it, made as it was
+ * listed (a DELETE right after cannot take it from the answer), or NULL
+ * when out of memory. */
 dae_status srv_registry_install_upload(srv_registry *r, const char *name, const char *tmp_path, int replace,
-                                       char *err, size_t errlen);
+                                       char **json, char *err, size_t errlen);
 
 /* The v2 protocol's model repository (oip.h): unloading takes a model of
  * the models directory out of service without deleting its file (a
