@@ -177,10 +177,10 @@ static int uploaded(const char *dir) {
     return yes;
 }
 
-/* The data set name as a JSON object (see srv_dataset_get), or NULL with
- * err filled and *st set. */
-static cJSON *describe(srv_datasets *ds, const char *name, dae_status *st, char *err, size_t errlen) {
-    const char *data_dir = ds->cfg->data_dir;
+/* The data set data_dir/name as a JSON object (see srv_dataset_get), or
+ * NULL with err filled and *st set. */
+static cJSON *describe(srv_datasets *ds, const char *data_dir, const char *name, dae_status *st, char *err,
+                       size_t errlen) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/%s", data_dir, name);
     struct stat dsb;
@@ -285,7 +285,7 @@ char *srv_datasets_list_json(srv_datasets *ds) {
     for (size_t i = 0; i < n; i++) {
         dae_status st;
         char err[DAE_ERR_LEN + 256];
-        cJSON *one = describe(ds, names[i], &st, err, sizeof err);
+        cJSON *one = describe(ds, ds->cfg->data_dir, names[i], &st, err, sizeof err);
         if (one != NULL) cJSON_AddItemToArray(arr, one);
         free(names[i]);
     }
@@ -296,7 +296,7 @@ char *srv_datasets_list_json(srv_datasets *ds) {
 dae_status srv_dataset_get(srv_datasets *ds, const char *name, char **json, char *err, size_t errlen) {
     dae_status st;
     *json = NULL;
-    cJSON *o = describe(ds, name, &st, err, errlen);
+    cJSON *o = describe(ds, ds->cfg->data_dir, name, &st, err, errlen);
     if (o == NULL) return st;
     *json = json_text(o);
     return *json != NULL ? DAE_OK : dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
@@ -350,9 +350,10 @@ static cJSON *report_json(const dae_import_report *rep) {
 
 /* Writes d with its sidecar as DATA_DIR/name: in the staging directory
  * stage (made here), then one rename into place (exchanging with the old
- * copy when exists). On failure nothing is left. */
+ * copy when exists). *described is the data set as GET /datasets/{name}
+ * shows it, read from the staged copy. On failure nothing is left. */
 static dae_status install(srv_datasets *ds, const char *name, const dae_dataset *d, const dae_import_report *rep,
-                          int exists, char *err, size_t errlen) {
+                          int exists, cJSON **described, char *err, size_t errlen) {
     static atomic_ulong uploads;
     const char *data_dir = ds->cfg->data_dir;
     char stage[4200], staged[4300], final[4200], side[4400];
@@ -368,6 +369,9 @@ static dae_status install(srv_datasets *ds, const char *name, const dae_dataset 
     if (st == DAE_OK && text == NULL) st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     if (st == DAE_OK) st = dae_file_write_atomic(side, text, strlen(text), err, errlen);
     free(text);
+    /* Described as staged, so that the answer stands even if a DELETE
+     * takes the data set the moment it is in place. */
+    if (st == DAE_OK) *described = describe(ds, stage, name, &st, err, errlen);
     /* The last look at the jobs before the data set changes under them. */
     if (st == DAE_OK && exists) st = check_unused(ds, name, "replace", err, errlen);
     if (st == DAE_OK &&
@@ -382,12 +386,16 @@ static dae_status install(srv_datasets *ds, const char *name, const dae_dataset 
     }
     /* stage now holds nothing, or the old copy of a replaced data set. */
     int rm_failed = dae_dir_remove_tree(stage) != 0;
-    if (st != DAE_OK) return st;
-    if (rm_failed) srv_log("warning: cannot remove %s (the old copy of data set %s): %s", stage, name, strerror(errno));
-    if (dae_dir_fsync(data_dir) != 0)
-        return dae_fail(err, errlen, DAE_ERR_IO, "data set \"%s\" written, but syncing the data directory failed: %s",
-                        name, strerror(errno));
-    return DAE_OK;
+    if (st == DAE_OK && rm_failed)
+        srv_log("warning: cannot remove %s (the old copy of data set %s): %s", stage, name, strerror(errno));
+    if (st == DAE_OK && dae_dir_fsync(data_dir) != 0)
+        st = dae_fail(err, errlen, DAE_ERR_IO, "data set \"%s\" written, but syncing the data directory failed: %s",
+                      name, strerror(errno));
+    if (st != DAE_OK) {
+        cJSON_Delete(*described);
+        *described = NULL;
+    }
+    return st;
 }
 
 dae_status srv_dataset_put(srv_datasets *ds, const char *name, const void *body, size_t len, int replace,
@@ -419,6 +427,7 @@ dae_status srv_dataset_put(srv_datasets *ds, const char *name, const void *body,
                         name);
     dae_status st = exists ? check_unused(ds, name, "replace", err, errlen) : DAE_OK;
     if (st != DAE_OK) return st;
+    cJSON *o = NULL;
     srv_model *m = srv_registry_acquire(ds->registry, NULL);
     if (m == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no default model to cut the images for");
     int rows = m->net.in_h, cols = m->net.in_w;
@@ -433,13 +442,11 @@ dae_status srv_dataset_put(srv_datasets *ds, const char *name, const void *body,
     st = dae_dataset_import_memory(body, len, "upload", &lim, rows, cols, &d, &rep, err, errlen);
     if (st == DAE_ERR_IO) st = DAE_ERR_FORMAT; /* no file was read: the bytes are at fault (a truncated gzip) */
     if (st == DAE_OK) {
-        st = install(ds, name, &d, &rep, exists, err, errlen);
+        st = install(ds, name, &d, &rep, exists, &o, err, errlen);
         dae_dataset_free(&d);
     }
     pthread_mutex_unlock(&ds->import_mu);
     if (st != DAE_OK) return st;
-    cJSON *o = describe(ds, name, &st, err, errlen);
-    if (o == NULL) return st;
     cJSON_AddItemToObject(o, "import", report_json(&rep));
     srv_log("data set %s %s from an upload of %zu bytes (%s: %d images, %d train + %d test examples of %dx%d)", name,
             exists ? "replaced" : "installed", len, rep.source, rep.images, rep.train_count, rep.test_count, rows,

@@ -1,0 +1,155 @@
+"""test_admin_races.py - admin requests on one name racing each other.
+
+Uploads, deletions, v2 unloads and loads and activations of one model,
+and uploads, deletions, reads and training jobs of one data set, land in
+any order from several clients at once. Every answer is one the API
+documents (never a 5xx; on /v2 the protocol's error object), and an
+upload answered 200 or 201 describes what it installed, even when another
+client deleted it a moment later: both bodies used to be read by name
+after the install, and a DELETE in between turned a successful upload
+into a 500 ("out of memory" for a model, "cannot read the files" for a
+data set), a 404 or a 422. A v2 load answers 200 or 404, never "does not
+load" for a file another client had just unloaded or deleted.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+
+import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+import make_dataset_archives  # noqa: E402
+
+SECONDS = 3.0
+
+
+class Race:
+    """Counts every answer of a race and keeps the wrong ones."""
+
+    def __init__(self, port):
+        self.port = port
+        self.lock = threading.Lock()
+        self.answers = {}
+        self.wrong = []
+        self.stop = time.time() + SECONDS
+
+    def running(self):
+        return time.time() < self.stop
+
+    def wrong_one(self, method, path, r):
+        with self.lock:
+            self.wrong.append((method, path, r))
+
+    def call(self, method, path, body=None, headers=None):
+        """The request; an answer that is neither 2xx nor the API's error
+        under 500 (on /v2 the protocol's {"error": "..."}) is wrong."""
+        r = harness.request(self.port, method, path, body, headers)
+        if r.status < 300:
+            documented = True
+        elif path.startswith("/v2/"):
+            try:
+                documented = isinstance(r.json()["error"], str)
+            except (ValueError, KeyError, TypeError):
+                documented = False
+        else:
+            documented = r.is_json_error(r.status)
+        key = "%s %s %d" % (method, path.split("?")[0], r.status)
+        with self.lock:
+            self.answers[key] = self.answers.get(key, 0) + 1
+        if r.status >= 500 or not (r.status < 300 or documented):
+            self.wrong_one(method, path, r)
+        return r
+
+    def run(self, *loops):
+        """Runs each function in a loop on its own thread until the race ends."""
+        def forever(fn):
+            while self.running():
+                try:
+                    fn()
+                except Exception as e:  # a loop that raised is a wrong answer, not a silent thread
+                    self.wrong_one("-", fn.__name__, repr(e))
+                    return
+        threads = [threading.Thread(target=forever, args=(fn,)) for fn in loops]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def succeeded(self, prefix):
+        return sum(n for k, n in self.answers.items() if k.startswith(prefix) and k.split()[-1] in ("200", "201"))
+
+    def summary(self):
+        return json.dumps(self.answers, sort_keys=True)
+
+
+def described(r, fields):
+    """A 200 or 201 whose JSON body has these fields' values."""
+    try:
+        body = r.json()
+        return all(body[k] == v for k, v in fields.items())
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def test_models(suite):
+    d = suite.start("a", "--workers", "1", "--reload-interval", "0")
+    weights = open(os.path.join(suite.root, "models", "mnist-ae.safetensors"), "rb").read()
+    digest = hashlib.sha256(weights).hexdigest()
+    first = harness.request(d.port, "PUT", "/models/m2", weights)
+    suite.check("PUT /models/m2: 201", first.status == 201, first)
+    race = Race(d.port)
+
+    def upload():
+        r = race.call("PUT", "/models/m2?replace=true", weights)
+        if r.status in (200, 201) and not described(r, {"name": "m2", "sha256": digest}):
+            race.wrong_one("PUT", "/models/m2?replace=true", r)
+
+    def repository():
+        race.call("POST", "/v2/repository/models/m2/unload")
+        r = race.call("POST", "/v2/repository/models/m2/load")
+        if r.status not in (200, 404):
+            race.wrong_one("POST", "/v2/repository/models/m2/load", r)
+
+    def activate(name):
+        r = race.call("POST", "/models/%s/activate" % name)
+        if r.status == 200 and not described(r, {"active": name}):
+            race.wrong_one("POST", "/models/%s/activate" % name, r)
+
+    race.run(upload, upload, lambda: race.call("DELETE", "/models/m2"), repository, repository,
+             lambda: (activate("m2"), activate("mnist")), lambda: (activate("mnist"), activate("m2")))
+    suite.check("uploads succeeded while the others raced (%s)" % race.summary(), race.succeeded("PUT") >= 10)
+    suite.check("every answer is 2xx or the API's JSON error under 500, every 2xx PUT describes its upload, every "
+                "load is 200 or 404 (%d wrong)" % len(race.wrong), not race.wrong, race.wrong[:5])
+    suite.check("the daemon still serves", harness.request(d.port, "GET", "/healthz").status == 200)
+
+
+def test_datasets(suite):
+    data = os.path.join(suite.tmp, "race-data")
+    os.makedirs(data, exist_ok=True)
+    archive = os.path.join(data, "upload.tar.gz")
+    make_dataset_archives.write_tar(archive, make_dataset_archives.images(40), "w:gz")
+    upload_bytes = open(archive, "rb").read()
+    d = suite.start("a", "--workers", "1", "--reload-interval", "0", "--train-threads", "1",
+                    "--data-dir", os.path.join(data, "sets"))
+    race = Race(d.port)
+
+    def upload():
+        r = race.call("PUT", "/datasets/d1?replace=true", upload_bytes)
+        if r.status in (200, 201) and not described(r, {"name": "d1", "train_count": 36, "test_count": 4}):
+            race.wrong_one("PUT", "/datasets/d1?replace=true", r)
+
+    def train():
+        race.call("POST", "/train", json.dumps({"dataset": "d1", "epochs": 1, "train_limit": 16, "eval_limit": 4,
+                                                 "batch_size": 16}), {"Content-Type": "application/json"})
+        time.sleep(0.05)
+
+    race.run(upload, upload, lambda: race.call("DELETE", "/datasets/d1"),
+             lambda: (race.call("GET", "/datasets/d1"), race.call("GET", "/datasets")), train)
+    suite.check("uploads succeeded while the others raced (%s)" % race.summary(), race.succeeded("PUT") >= 5)
+    suite.check("every answer is 2xx or the API's JSON error under 500, and every 2xx PUT describes its upload "
+                "(%d wrong)" % len(race.wrong), not race.wrong, race.wrong[:5])
+    suite.check("the daemon still serves", harness.request(d.port, "GET", "/healthz").status == 200)
