@@ -9,10 +9,10 @@
  * ReLU or sigmoid fused as a post-op, concatenations, sums; the
  * activations in whatever layout oneDNN picks for them (format "any",
  * reordered where a primitive wants another); the residual output's
- * clamp(input - net, 0, 1) in plain C, as dae applies it. The outputs are
- * checked against dae_model_forward's before anything is timed. Figures:
- * median microseconds an image of several repetitions, the two engines
- * taking turns. oneDNN picks its instruction set unless
+ * clamp(input - net, 0, 1) by dae_residual_forward, as dae applies it.
+ * The outputs are checked against dae_model_forward's before anything is
+ * timed. Figures: median microseconds an image of several repetitions,
+ * the two engines taking turns. oneDNN picks its instruction set unless
  * ONEDNN_MAX_CPU_ISA caps it (run.sh --avx2: AVX2). */
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -68,13 +68,18 @@ static const dnnl_memory_desc_t *desc_of(dnnl_memory_t m) {
     return md;
 }
 
+static dnnl_memory_t memory_of(network *net, const dnnl_memory_desc_t *md) {
+    dnnl_memory_t m;
+    check(dnnl_memory_create(&m, md, net->engine, DNNL_MEMORY_ALLOCATE), "dnnl_memory_create");
+    return m;
+}
+
 /* mem as `want` lays it out: itself, or a new memory a reorder step fills. */
 static dnnl_memory_t laid_out(network *net, dnnl_memory_t mem, const dnnl_memory_desc_t *want) {
     if (dnnl_memory_desc_equal(desc_of(mem), want)) return mem;
     dnnl_primitive_desc_t pd;
-    dnnl_memory_t to;
     check(dnnl_reorder_primitive_desc_create(&pd, desc_of(mem), net->engine, want, net->engine, NULL), "reorder");
-    check(dnnl_memory_create(&to, want, net->engine, DNNL_MEMORY_ALLOCATE), "dnnl_memory_create");
+    dnnl_memory_t to = memory_of(net, want);
     dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, mem}, {DNNL_ARG_TO, to}};
     add_step(net, pd, 2, args);
     dnnl_primitive_desc_destroy(pd);
@@ -95,18 +100,13 @@ static void reorder_now(network *net, dnnl_memory_t from, dnnl_memory_t to) {
     dnnl_primitive_desc_destroy(pd);
 }
 
-static dnnl_memory_t memory_of(network *net, const dnnl_memory_desc_t *md) {
-    dnnl_memory_t m;
-    check(dnnl_memory_create(&m, md, net->engine, DNNL_MEMORY_ALLOCATE), "dnnl_memory_create");
-    return m;
-}
-
 static dnnl_memory_t input_of(network *net, int index) {
     return index == DAE_NETWORK_INPUT ? net->input : net->outs[index];
 }
 
 /* Layer i, a convolution or a transposed one, with the activation after
- * it fused when it alone reads it (*fused: that activation's kind). */
+ * it fused when it alone reads it (*fused: that activation's index, or
+ * -1). */
 static void add_convolution(network *net, const dae_model *m, int i, int batch, int *fused) {
     const dae_layer *l = &m->layers[i];
     int transposed = l->kind == DAE_LAYER_CONV_TRANSPOSE2D;
@@ -246,7 +246,7 @@ static void network_build(network *net, const dae_model *m, int batch) {
         case DAE_LAYER_CONV2D:
         case DAE_LAYER_CONV_TRANSPOSE2D:
             add_convolution(net, m, i, batch, &fused);
-            if (fused > 0) net->outs[fused] = net->outs[i], i = fused;
+            if (fused >= 0) net->outs[fused] = net->outs[i], i = fused;
             break;
         case DAE_LAYER_RELU:
         case DAE_LAYER_SIGMOID:
@@ -260,8 +260,7 @@ static void network_build(network *net, const dae_model *m, int batch) {
             break;
         }
     }
-    dnnl_memory_t last = laid_out(net, net->outs[m->n_layers - 1], &io_md);
-    net->output = last;
+    net->output = laid_out(net, net->outs[m->n_layers - 1], &io_md);
 }
 
 static void network_free(network *net) {
@@ -282,14 +281,12 @@ static void network_run(network *net, const dae_model *m, const float *in, float
         check(dnnl_primitive_execute(net->steps[s].prim, net->stream, net->steps[s].n_args, net->steps[s].args),
               "execute");
     check(dnnl_stream_wait(net->stream), "dnnl_stream_wait");
-    const float *net_out = y;
-    for (size_t i = 0; i < floats; i++) {
-        float v = m->residual ? in[i] - net_out[i] : net_out[i];
-        out[i] = m->residual ? fminf(fmaxf(v, 0.0f), 1.0f) : v;
-    }
+    if (m->residual) dae_residual_forward(out, in, y, floats);
+    else memcpy(out, y, sizeof(float) * floats);
 }
 
-/* Seconds an image: the runs that fill at least 0.1 s. */
+/* Seconds an image of oneDNN's network, or of dae_model_forward when net
+ * is NULL: the runs that fill at least 0.1 s. */
 static double time_engine(network *net, const dae_model *m, dae_workspace *ws, const float *in, float *out,
                           int batch) {
     size_t floats = dae_model_image_size(m) * batch;

@@ -63,7 +63,8 @@ static const char *const ENGINE_NAMES[N_ENGINES] = {"dae", "libxsmm", "OpenBLAS"
 /* libxsmm's kernels are column-major: C^T (n, m) = B^T (n, k) A^T (k, m),
  * so its "m" is our n and its "n" a block of our rows. A kernel takes at
  * most XSMM_ROWS rows at a time (it is made for small blocks; a caller
- * of a tall product loops over them, as here). */
+ * of a tall product loops over them, as here): xsmm_block whole blocks,
+ * xsmm_tail the m % XSMM_ROWS rows left (NULL where there are none). */
 enum { XSMM_ROWS = 64 };
 
 typedef struct {
@@ -88,14 +89,24 @@ static libxsmm_smmfunction xsmm_kernel(const shape *s, int rows) {
     return rows > 0 ? libxsmm_smmdispatch(m, n, k, &lda, &ldb, &ldc, &alpha, &beta, &flags, NULL) : NULL;
 }
 
+/* The floats of C the products write (and the padding between). */
+static size_t c_floats(const shape *s) { return (size_t)s->m * s->ldc + (size_t)s->calls * s->n; }
+
 static void product_init(product *p, const shape *s, dae_rng *r) {
     p->s = s;
     /* Each call's operands lie apart, as the kinds' do. */
     p->a = filled((size_t)s->m * s->lda + (size_t)s->calls * s->k, r);
     p->b = filled((size_t)s->calls * s->k * s->n, r);
-    p->c = calloc((size_t)s->m * s->ldc + (size_t)s->calls * s->n, sizeof(float));
-    p->xsmm_block = xsmm_kernel(s, s->m < XSMM_ROWS ? s->m : XSMM_ROWS);
-    p->xsmm_tail = xsmm_kernel(s, s->m > XSMM_ROWS ? s->m % XSMM_ROWS : 0);
+    p->c = calloc(c_floats(s), sizeof(float));
+    p->xsmm_block = xsmm_kernel(s, s->m >= XSMM_ROWS ? XSMM_ROWS : 0);
+    p->xsmm_tail = xsmm_kernel(s, s->m % XSMM_ROWS);
+}
+
+/* Whether libxsmm made the kernels p needs (none for a block over its
+ * size limit). */
+static int has_xsmm(const product *p) {
+    const shape *s = p->s;
+    return (s->m < XSMM_ROWS || p->xsmm_block != NULL) && (s->m % XSMM_ROWS == 0 || p->xsmm_tail != NULL);
 }
 
 static void product_free(product *p) { free(p->a), free(p->b), free(p->c); }
@@ -113,10 +124,9 @@ static void product_run(const product *p, int e, float *c) {
             dae_gemm_bias(0, s->m, s->n, s->k, a, s->lda, b, s->n, cc, s->ldc, NULL, 0);
             break;
         case XSMM:
-            for (int row = 0; row < s->m; row += XSMM_ROWS) {
-                libxsmm_smmfunction kernel = s->m - row >= XSMM_ROWS || s->m < XSMM_ROWS ? p->xsmm_block : p->xsmm_tail;
-                kernel(b, a + (size_t)row * s->lda, cc + (size_t)row * s->ldc);
-            }
+            for (int row = 0; row < s->m; row += XSMM_ROWS)
+                (s->m - row >= XSMM_ROWS ? p->xsmm_block : p->xsmm_tail)(b, a + (size_t)row * s->lda,
+                                                                         cc + (size_t)row * s->ldc);
             break;
         case OPENBLAS:
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->m, s->n, s->k, 1.0f, a, s->lda, b, s->n, 0.0f,
@@ -143,17 +153,15 @@ static double time_runs(const product *p, int e) {
     return t / runs;
 }
 
-/* Max |C_e - C_dae| and whether they are the same bits. */
-static double difference(const product *p, int e, int *same_bits) {
-    const shape *s = p->s;
-    size_t size = (size_t)s->m * s->ldc + (size_t)s->calls * s->n;
-    float *mine = calloc(size, sizeof(float)), *ref = calloc(size, sizeof(float));
-    product_run(p, DAE, ref);
+/* Max |C_e - ref| (ref: dae's C) and whether they are the same bits. */
+static double difference(const product *p, int e, const float *ref, int *same_bits) {
+    size_t size = c_floats(p->s);
+    float *mine = calloc(size, sizeof(float));
     product_run(p, e, mine);
     double most = 0;
     *same_bits = memcmp(mine, ref, size * sizeof(float)) == 0;
     for (size_t i = 0; i < size; i++) most = fmax(most, fabs((double)mine[i] - ref[i]));
-    free(mine), free(ref);
+    free(mine);
     return most;
 }
 
@@ -202,8 +210,7 @@ int main(int argc, char **argv) {
         product p;
         product_init(&p, s, &r);
         double flop = 2.0 * s->m * s->n * (double)s->k * s->calls;
-        /* libxsmm makes no kernel for a block over its size limit. */
-        int no_xsmm = p.xsmm_block == NULL || (s->m > XSMM_ROWS && s->m % XSMM_ROWS && p.xsmm_tail == NULL);
+        int no_xsmm = !has_xsmm(&p);
         for (int e = 0; e < N_ENGINES; e++) {
             if (e == XSMM && no_xsmm) continue;
             time_runs(&p, e); /* the warm-up */
@@ -216,18 +223,21 @@ int main(int argc, char **argv) {
         printf("%-42s %22s %5d", s->what, dims, s->calls);
         for (int e = 0; e < N_ENGINES; e++) printf(" %9.1f", bench_median(samples + e * reps, reps));
         printf(" ");
+        float *ref = calloc(c_floats(s), sizeof(float));
+        product_run(&p, DAE, ref);
         for (int e = XSMM; e < N_ENGINES; e++) {
             if (e == XSMM && no_xsmm) {
                 printf(" -");
                 continue;
             }
             int same;
-            double diff = difference(&p, e, &same);
+            double diff = difference(&p, e, ref, &same);
             printf(" %s", same ? "same" : "");
             if (!same) printf("%.1e", diff);
         }
         printf("\n");
         fflush(stdout);
+        free(ref);
         product_free(&p);
     }
     free(samples);

@@ -8,8 +8,9 @@ upload answered 200 or 201 describes what it installed, even when another
 client deleted it a moment later: both bodies used to be read by name
 after the install, and a DELETE in between turned a successful upload
 into a 500 ("out of memory" for a model, "cannot read the files" for a
-data set), or for a data set a 404 "no data set named" or a 422. A v2 load answers 200 or 404, never "does not
-load" for a file another client had just unloaded or deleted.
+data set), or for a data set a 404 "no data set named" or a 422. A v2
+load answers 200 or 404, never "does not load" for a file another client
+had just unloaded or deleted.
 """
 
 import hashlib
@@ -44,9 +45,11 @@ class Race:
         with self.lock:
             self.wrong.append((method, path, r))
 
-    def call(self, method, path, body=None, headers=None):
+    def call(self, method, path, body=None, headers=None, allowed=None, fields=None):
         """The request; an answer that is neither 2xx nor the API's error
-        under 500 (on /v2 the protocol's {"error": "..."}) is wrong."""
+        under 500 (on /v2 the protocol's {"error": "..."}) is wrong, and so
+        is one whose status is not in allowed (when given), or a 2xx whose
+        JSON body lacks these fields' values (when given)."""
         r = harness.request(self.port, method, path, body, headers)
         if r.status < 300:
             documented = True
@@ -60,7 +63,8 @@ class Race:
         key = "%s %s %d" % (method, path.split("?")[0], r.status)
         with self.lock:
             self.answers[key] = self.answers.get(key, 0) + 1
-        if r.status >= 500 or not (r.status < 300 or documented):
+        if (r.status >= 500 or not (r.status < 300 or documented) or (allowed and r.status not in allowed)
+                or (fields and r.status < 300 and not has_fields(r, fields))):
             self.wrong_one(method, path, r)
         return r
 
@@ -86,8 +90,8 @@ class Race:
         return json.dumps(self.answers, sort_keys=True)
 
 
-def described(r, fields):
-    """A 200 or 201 whose JSON body has these fields' values."""
+def has_fields(r, fields):
+    """Whether r's JSON body has these fields' values."""
     try:
         body = r.json()
         return all(body[k] == v for k, v in fields.items())
@@ -104,22 +108,16 @@ def test_models(suite):
     race = Race(d.port)
 
     def upload():
-        r = race.call("PUT", "/models/m2?replace=true", weights)
         # A good file: installed, or 409 while m2 is the active model.
-        if r.status not in (200, 201, 409) or (
-                r.status in (200, 201) and not described(r, {"name": "m2", "sha256": digest})):
-            race.wrong_one("PUT", "/models/m2?replace=true", r)
+        race.call("PUT", "/models/m2?replace=true", weights, allowed=(200, 201, 409),
+                  fields={"name": "m2", "sha256": digest})
 
     def repository():
         race.call("POST", "/v2/repository/models/m2/unload")
-        r = race.call("POST", "/v2/repository/models/m2/load")
-        if r.status not in (200, 404):
-            race.wrong_one("POST", "/v2/repository/models/m2/load", r)
+        race.call("POST", "/v2/repository/models/m2/load", allowed=(200, 404))
 
     def activate(name):
-        r = race.call("POST", "/models/%s/activate" % name)
-        if r.status == 200 and not described(r, {"active": name}):
-            race.wrong_one("POST", "/models/%s/activate" % name, r)
+        race.call("POST", "/models/%s/activate" % name, fields={"active": name})
 
     race.run(upload, upload, lambda: race.call("DELETE", "/models/m2"), repository, repository,
              lambda: (activate("m2"), activate("mnist")), lambda: (activate("mnist"), activate("m2")))
@@ -140,12 +138,10 @@ def test_datasets(suite):
     race = Race(d.port)
 
     def upload():
-        r = race.call("PUT", "/datasets/d1?replace=true", upload_bytes)
         # A good archive: installed, or 409 (in use by a job, or changed
         # meanwhile) or 503 (another upload being imported); never 404 or 422.
-        if r.status not in (200, 201, 409, 503) or (
-                r.status in (200, 201) and not described(r, {"name": "d1", "train_count": 36, "test_count": 4})):
-            race.wrong_one("PUT", "/datasets/d1?replace=true", r)
+        race.call("PUT", "/datasets/d1?replace=true", upload_bytes, allowed=(200, 201, 409, 503),
+                  fields={"name": "d1", "train_count": 36, "test_count": 4})
 
     def train():
         race.call("POST", "/train", json.dumps({"dataset": "d1", "epochs": 1, "train_limit": 16, "eval_limit": 4,
