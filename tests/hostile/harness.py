@@ -27,8 +27,10 @@ class Daemon:
     """A dae-server started on a free loopback port; logs in its folder."""
 
     def __init__(self, suite, name, args, env, models_dir=None, model=None):
-        """Serves model (a path or a name; the committed mnist by default) from
-        models_dir (its own empty folder by default)."""
+        """Serves model (a path or a name; the committed mnist by default; "":
+        no --model, so the default is what the daemon picks, the models
+        directory's ACTIVE file or its mnist) from models_dir (its own empty
+        folder by default)."""
         self.name = name
         self.dir = os.path.join(suite.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -39,8 +41,9 @@ class Daemon:
         if models_dir is None:
             models_dir = os.path.join(self.dir, "models")
             os.makedirs(models_dir, exist_ok=True)
-        cmd = [suite.server, "--bind", HOST, "--port", "0",
-               "--model", model or os.path.join(suite.root, "models", "mnist.safetensors"),
+        if model is None:
+            model = os.path.join(suite.root, "models", "mnist.safetensors")
+        cmd = [suite.server, "--bind", HOST, "--port", "0"] + (["--model", model] if model else []) + [
                "--models-dir", models_dir,
                "--state-dir", os.path.join(self.dir, "state")] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"),
@@ -211,8 +214,8 @@ class Suite:
         self.daemons = []
         self.current = ""
 
-    def start(self, name, *args, env=None):
-        d = Daemon(self, "%s-%s" % (self.current, name), args, env)
+    def start(self, name, *args, env=None, model=None):
+        d = Daemon(self, "%s-%s" % (self.current, name), args, env, model=model)
         self.daemons.append(d)
         return d
 
