@@ -31,44 +31,60 @@ static int etag_listed(const char *header, const char *etag) {
     return 0;
 }
 
+/* Opens the file of model m as it was loaded: an atomic write that
+ * replaced it has a new inode, an edit in place a new modification time.
+ * Once opened, the bytes are the loaded ones whatever happens to the name.
+ * Returns the descriptor, -1 when the file changed or is gone, or -2 (errno
+ * set) when it cannot be opened. */
+static int open_as_loaded(const srv_model *m) {
+    int fd = open(m->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? -1 : -2;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || (long long)sb.st_dev != m->file_id[0] || (long long)sb.st_ino != m->file_id[1] ||
+        (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec != m->file_id[2] ||
+        (size_t)sb.st_size != m->file_bytes) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if_none_match, srv_model_file *f,
                                char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     f->fd = -1;
-    srv_model *m = srv_registry_acquire(r, name);
-    if (m == NULL) return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
-    snprintf(f->etag, sizeof f->etag, "\"sha256:%s\"", m->sha256);
-    snprintf(f->disposition, sizeof f->disposition, "attachment; filename=\"%s.safetensors\"", m->name);
-    dae_status st = DAE_OK;
-    if (if_none_match != NULL && etag_listed(if_none_match, f->etag)) {
-        f->not_modified = 1;
+    /* A file replaced or removed since its model was loaded: an upload, a
+     * deletion or a rescan is changing the name. The second try comes
+     * after it (srv_registry_settle), on the model it installed, or finds
+     * none. */
+    for (int attempt = 0;; attempt++) {
+        srv_model *m = srv_registry_acquire(r, name);
+        if (m == NULL)
+            return dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
+        snprintf(f->etag, sizeof f->etag, "\"sha256:%s\"", m->sha256);
+        snprintf(f->disposition, sizeof f->disposition, "attachment; filename=\"%s.safetensors\"", m->name);
+        if (if_none_match != NULL && etag_listed(if_none_match, f->etag)) {
+            f->not_modified = 1;
+            srv_model_release(m);
+            return DAE_OK;
+        }
+        int fd = open_as_loaded(m);
+        if (fd >= 0) {
+            f->fd = fd;
+            f->len = m->file_bytes;
+        }
         srv_model_release(m);
-        return DAE_OK;
+        if (fd >= 0) return DAE_OK;
+        if (fd == -2)
+            return dae_fail(err, errlen, DAE_ERR_IO, "cannot open the weights file of model \"%s\": %s", name,
+                            strerror(errno));
+        if (attempt == 1)
+            return dae_fail(err, errlen, DAE_ERR_CONFLICT,
+                            "the weights file of model \"%s\" was changed or removed since it was loaded; the next "
+                            "rescan of the models directory reloads it (retry shortly)",
+                            name);
+        srv_registry_settle(r);
     }
-    /* The file as it was loaded: an atomic write that replaced it has a
-     * new inode, an edit in place a new modification time. Once opened,
-     * the bytes are the loaded ones whatever happens to the name. */
-    int fd = open(m->path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 && errno != ENOENT) {
-        st = dae_fail(err, errlen, DAE_ERR_IO, "cannot open the weights file of model \"%s\": %s", name,
-                      strerror(errno));
-    } else if (fd < 0 || fstat(fd, &sb) != 0 || (long long)sb.st_dev != m->file_id[0] ||
-               (long long)sb.st_ino != m->file_id[1] ||
-               (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec != m->file_id[2] ||
-               (size_t)sb.st_size != m->file_bytes) {
-        st = dae_fail(err, errlen, DAE_ERR_CONFLICT,
-                      "the weights file of model \"%s\" was changed or removed since it was loaded; the next rescan "
-                      "of the models directory reloads it (retry shortly)",
-                      name);
-    } else {
-        f->fd = fd;
-        f->len = m->file_bytes;
-        fd = -1;
-    }
-    if (fd >= 0) close(fd);
-    srv_model_release(m);
-    return st;
 }
 
 /* ------------------------------------------------------------ upload */

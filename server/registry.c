@@ -31,7 +31,7 @@ struct srv_registry {
     srv_model **models; /* sorted by name; each holds one reference */
     int n;
     srv_model *def;     /* one of models */
-    pthread_mutex_t reload_mu; /* one rescan or activation at a time */
+    pthread_mutex_t reload_mu; /* one rescan, activation, install or removal at a time */
     char *models_dir;   /* owned; NULL when none */
     int max_batch;
     atomic_ullong switches;
@@ -611,6 +611,11 @@ static void reload_locked(srv_registry *r) {
 void srv_registry_reload(srv_registry *r) {
     pthread_mutex_lock(&r->reload_mu);
     reload_locked(r);
+    pthread_mutex_unlock(&r->reload_mu);
+}
+
+void srv_registry_settle(srv_registry *r) {
+    pthread_mutex_lock(&r->reload_mu);
     pthread_mutex_unlock(&r->reload_mu);
 }
 

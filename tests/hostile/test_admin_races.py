@@ -158,3 +158,34 @@ def test_datasets(suite):
     suite.check("every answer is 2xx or the API's JSON error under 500, and every 2xx PUT describes its upload "
                 "(%d wrong)" % len(race.wrong), not race.wrong, race.wrong[:5])
     suite.check("the daemon still serves", harness.request(d.port, "GET", "/healthz").status == 200)
+
+
+def test_weights(suite):
+    d = suite.start("a", "--workers", "1", "--reload-interval", "0")
+    files = [open(os.path.join(suite.root, "models", name + ".safetensors"), "rb").read()
+             for name in ("mnist-ae", "fashion-mnist-ae")]
+    digests = {hashlib.sha256(f).hexdigest() for f in files}
+    first = harness.request(d.port, "PUT", "/models/m2", files[0])
+    suite.check("PUT /models/m2: 201", first.status == 201, first)
+    race = Race(d.port)
+    turn = [0]
+
+    def upload():
+        turn[0] += 1
+        race.call("PUT", "/models/m2?replace=true", files[turn[0] % 2], allowed=(200, 201))
+
+    def download():
+        # The file of the model it names, or 404 while m2 is deleted.
+        r = race.call("GET", "/models/m2/weights", allowed=(200, 404))
+        digest = hashlib.sha256(r.body).hexdigest()
+        if r.status == 200 and (digest not in digests or r.headers.get("etag") != '"sha256:%s"' % digest):
+            race.wrong_one("GET", "/models/m2/weights", "a body of sha256 %s under ETag %s" % (digest, r.headers))
+
+    def delete():
+        race.call("DELETE", "/models/m2", allowed=(200, 404))
+        time.sleep(0.2)
+
+    race.run(upload, upload, download, download, download, delete)
+    suite.check("downloads succeeded while the others raced (%s)" % race.summary(), race.succeeded("GET") >= 10)
+    suite.check("every download is the whole file of a model of that name, under its ETag, or 404 (%d wrong)"
+                % len(race.wrong), not race.wrong, race.wrong[:5])
