@@ -19,6 +19,7 @@ const char *dae_status_str(dae_status status) {
     case DAE_ERR_BUSY: return "busy";
     case DAE_ERR_STOPPING: return "stopping";
     case DAE_ERR_TOO_LARGE: return "too large";
+    case DAE_ERR_NO_SPACE: return "no space left";
     }
     return "unknown status";
 }

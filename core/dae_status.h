@@ -27,6 +27,7 @@ typedef enum {
     DAE_ERR_BUSY,      /* a queue or a limit is full now; the same request may succeed later */
     DAE_ERR_STOPPING,  /* the process is shutting down */
     DAE_ERR_TOO_LARGE, /* the work would exceed a size or memory limit */
+    DAE_ERR_NO_SPACE,  /* the file system being written is full (ENOSPC, or the user's quota: EDQUOT) */
 } dae_status;
 
 /* Returns a static, lower-case name for a status ("ok", "io error", ...). */

@@ -778,8 +778,8 @@ dae_status dae_dataset_save_dir(const char *data_dir, const char *name, const da
         return dae_fail(err, errlen, DAE_ERR_EXISTS, "data set '%s' exists: %s%s", name, final,
                         S_ISDIR(sb.st_mode) ? "" : " (and is not a directory)");
     if (mkdtemp(tmp) == NULL)
-        return dae_fail(err, errlen, DAE_ERR_IO, "data set '%s': cannot make a directory in %s: %s", name, data_dir,
-                        strerror(errno));
+        return dae_fail(err, errlen, dae_write_errno_status(errno), "data set '%s': cannot make a directory in %s: %s",
+                        name, data_dir, strerror(errno));
     const char *what = "chmod";
     int ok = chmod(tmp, 0755) == 0; /* mkdtemp makes it 0700 */
     if (ok) what = "write";
@@ -808,8 +808,8 @@ dae_status dae_dataset_save_dir(const char *data_dir, const char *name, const da
     }
     if (!ok) {
         dae_dir_remove_tree(tmp);
-        return dae_fail(err, errlen, DAE_ERR_IO, "data set '%s': %s in %s failed: %s", name, what, data_dir,
-                        strerror(e));
+        return dae_fail(err, errlen, dae_write_errno_status(e), "data set '%s': %s in %s failed: %s", name, what,
+                        data_dir, strerror(e));
     }
     /* tmp now names the old data set when one was replaced. */
     if (exists && dae_dir_remove_tree(tmp) != 0)

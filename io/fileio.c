@@ -131,6 +131,8 @@ static int fsync_parent_dir(const char *path) {
     return rc;
 }
 
+dae_status dae_write_errno_status(int e) { return e == ENOSPC || e == EDQUOT ? DAE_ERR_NO_SPACE : DAE_ERR_IO; }
+
 /* Writes through writer to path as it is, a device or a FIFO: renaming a
  * file over it would replace the node itself ("dae denoise in.png
  * /dev/full", as root, left a PNG file where /dev/full was, and said
@@ -140,7 +142,7 @@ static dae_status write_in_place(const char *path, dae_file_writer writer, void 
     if (fd < 0) return dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot open it: %s", path, strerror(errno));
     int ok = writer(fd, ctx) == 0, e = errno;
     if (close(fd) != 0 && ok) ok = 0, e = errno;
-    return ok ? DAE_OK : dae_fail(err, errlen, DAE_ERR_IO, "%s: write failed: %s", path, strerror(e));
+    return ok ? DAE_OK : dae_fail(err, errlen, dae_write_errno_status(e), "%s: write failed: %s", path, strerror(e));
 }
 
 dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
@@ -156,8 +158,8 @@ dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, 
     snprintf(tmp, tmp_len, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        dae_status st = dae_fail(err, errlen, DAE_ERR_IO, "%s: cannot create a temporary file beside it: %s",
-                                 path, strerror(errno));
+        dae_status st = dae_fail(err, errlen, dae_write_errno_status(errno),
+                                 "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
         free(tmp);
         return st;
     }
@@ -170,7 +172,7 @@ dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, 
     dae_status st = DAE_OK;
     if (!ok) {
         unlink(tmp);
-        st = dae_fail(err, errlen, DAE_ERR_IO, "%s: %s of %s failed: %s", path, what, tmp, strerror(e));
+        st = dae_fail(err, errlen, dae_write_errno_status(e), "%s: %s of %s failed: %s", path, what, tmp, strerror(e));
     } else if (fsync_parent_dir(path) != 0) {
         /* The new file is complete and in place; only its durability
          * across a crash is in doubt, and removing it would lose both. */

@@ -29,13 +29,18 @@ dae_status dae_fd_read_all(int fd, const char *name, size_t max_bytes, uint8_t *
 
 /* Writes the content through writer(fd, ctx), which returns 0 or -1 with
  * errno set, atomically to path (mode 0644). On failure nothing is left
- * beside path and path is untouched. */
+ * beside path and path is untouched; the status is DAE_ERR_NO_SPACE when
+ * the file system is full (dae_write_errno_status), else DAE_ERR_IO. */
 typedef int (*dae_file_writer)(int fd, void *ctx);
 dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
                                       char *err, size_t errlen);
 
 /* Writes len bytes of data atomically to path. */
 dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+
+/* The status of a write that failed with errno e: DAE_ERR_NO_SPACE for a
+ * full file system or quota (ENOSPC, EDQUOT), else DAE_ERR_IO. */
+dae_status dae_write_errno_status(int e);
 
 /* Writes all of len bytes to fd, retrying short writes and EINTR. Returns
  * 0, or -1 with errno set (EIO when write makes no progress). */

@@ -361,7 +361,8 @@ static dae_status install(srv_datasets *ds, const char *name, const dae_dataset 
     snprintf(stage, sizeof stage, "%s/.tmp.%ld.%s.put%luXXXXXX", data_dir, (long)getpid(), name,
              atomic_fetch_add(&uploads, 1) + 1);
     if (mkdtemp(stage) == NULL)
-        return dae_fail(err, errlen, DAE_ERR_IO, "cannot make a directory in the data directory: %s", strerror(errno));
+        return dae_fail(err, errlen, dae_write_errno_status(errno), "cannot make a directory in the data directory: %s",
+                        strerror(errno));
     dae_status st = dae_dataset_save_dir(stage, name, d, 0, err, errlen);
     snprintf(staged, sizeof staged, "%s/%s", stage, name);
     snprintf(side, sizeof side, "%s/%s", staged, SIDECAR);

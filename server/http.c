@@ -562,6 +562,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_MODEL, DAE_ERR_NOT_FOUND, 404, "model_not_found", -1},
     {SRV_EDGE_MODEL, DAE_ERR_IN_USE, 409, "model_active", -1},
     {SRV_EDGE_MODEL, DAE_ERR_INVALID, 409, "model_not_in_dir", -1},
+    {SRV_EDGE_MODEL, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
     {SRV_EDGE_MODEL, DAE_OK, 500, "io_error", -1},
     /* PUT /models/{name} (model_http.h). */
     {SRV_EDGE_MODEL_PUT, DAE_ERR_INVALID, 422, "invalid_parameter", -1},
@@ -570,6 +571,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_MODEL_PUT, DAE_ERR_IN_USE, 409, "model_active", -1},
     {SRV_EDGE_MODEL_PUT, DAE_ERR_EXISTS, 409, "model_exists", -1},
     {SRV_EDGE_MODEL_PUT, DAE_ERR_NOMEM, 503, "out_of_memory", -1},
+    {SRV_EDGE_MODEL_PUT, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
     {SRV_EDGE_MODEL_PUT, DAE_OK, 500, "io_error", -1},
     /* GET /models/{name}/weights. */
     {SRV_EDGE_MODEL_FILE, DAE_ERR_NOT_FOUND, 404, "model_not_found", -1},
@@ -584,6 +586,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_DATASET, DAE_ERR_IN_USE, 409, "dataset_in_use", -1},
     {SRV_EDGE_DATASET, DAE_ERR_BUSY, 503, "dataset_import_busy", -1},
     {SRV_EDGE_DATASET, DAE_ERR_NOMEM, 503, "out_of_memory", -1},
+    {SRV_EDGE_DATASET, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
     {SRV_EDGE_DATASET, DAE_OK, 500, "io_error", -1},
     /* Any other route's refusal. */
     {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining", -1},
@@ -601,6 +604,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_CONFLICT, 409, "model_name_in_use", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_IN_USE, 409, "model_active", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_EXISTS, 409, "model_exists", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_OK, 500, "internal_error", -1},
     /* DELETE /train/{id}. */
     {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_NOT_FOUND, 404, "job_not_found", -1},
@@ -627,6 +631,13 @@ int srv_http_error_of(srv_edge_kind kind, dae_status st, const char **code) {
     return e->http_status;
 }
 
+const char *srv_http_error_message(dae_status st, const char *msg) {
+    if (st != DAE_ERR_NO_SPACE) return msg;
+    srv_log("warning: %s", msg);
+    return "no space left on the server's storage: nothing was written or changed (an admin must free some, then "
+           "retry)";
+}
+
 /* Answers the error st of work of that kind as EDGE_ERRORS says, with the
  * sentence fmt, and counts the rejection the row names. */
 static enum MHD_Result answer_status(request *r, srv_edge_kind kind, dae_status st, const char *fmt, ...)
@@ -639,7 +650,7 @@ static enum MHD_Result answer_status(request *r, srv_edge_kind kind, dae_status 
     va_end(ap);
     const edge_error *e = edge_error_of(kind, st);
     if (e->reject >= 0) srv_metrics_reject(r->http->metrics, (srv_reject_reason)e->reject);
-    return answer_error(r, e->http_status, e->code, "%s", msg);
+    return answer_error(r, e->http_status, e->code, "%s", srv_http_error_message(st, msg));
 }
 
 /* Answers a JSON document (malloc'd; taken over). Strings in it may come

@@ -76,6 +76,12 @@ typedef enum {
  * the HTTP edge. */
 int srv_http_error_of(srv_edge_kind kind, dae_status st, const char **code);
 
+/* The sentence a client gets for work that ended with st and the module's
+ * sentence msg: msg, but for a full disk (DAE_ERR_NO_SPACE), whose msg
+ * names the server's files: it goes to the log, the client gets a
+ * sentence of its own. */
+const char *srv_http_error_message(dae_status st, const char *msg);
+
 /* Requests whose answer has not been sent yet. */
 long srv_http_in_flight(srv_http *h);
 

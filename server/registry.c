@@ -459,8 +459,9 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
     pthread_mutex_unlock(&r->mu);
     if (!found) {
         st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
-    } else if (r->models_dir != NULL && srv_active_write(r->models_dir, name, err, errlen) != DAE_OK) {
-        st = DAE_ERR_IO; /* whatever failed, the ACTIVE file was not written */
+    } else if (r->models_dir != NULL && (st = srv_active_write(r->models_dir, name, err, errlen)) != DAE_OK) {
+        /* The ACTIVE file was not written (a full disk: DAE_ERR_NO_SPACE); nothing changed. */
+        if (st != DAE_ERR_NO_SPACE) st = DAE_ERR_IO;
     } else {
         srv_copy_str(r->active_seen, sizeof r->active_seen, name);
         pthread_mutex_lock(&r->mu);

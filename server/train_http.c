@@ -35,7 +35,7 @@ static void fail_answer(srv_train_answer *a, int status, const char *code, const
 static void fail_status(srv_train_answer *a, srv_edge_kind kind, dae_status st, const char *msg) {
     const char *code;
     int status = srv_http_error_of(kind, st, &code);
-    fail_answer(a, status, code, "%s", msg);
+    fail_answer(a, status, code, "%s", srv_http_error_message(st, msg));
 }
 
 int srv_train_validate(const char *body, size_t len, const char *data_dir, srv_train_answer *a) {

@@ -115,18 +115,31 @@ char *srv_train_job_text(const srv_train_job *jb) {
 }
 
 /* Records are small: written whole under the caller's lock. */
-void srv_train_record_write(const char *dir, const srv_train_job *jb) {
+dae_status srv_train_record_write(const char *dir, const srv_train_job *jb, char *err, size_t errlen) {
+    dae_status st = DAE_OK;
+    char *text = NULL;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        srv_log("warning: cannot make the state directory %s: %s", dir, strerror(errno));
-        return;
+        st = dae_fail(err, errlen, dae_write_errno_status(errno), "cannot make the state directory %s: %s", dir,
+                      strerror(errno));
+    } else if ((text = srv_train_job_text(jb)) == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    } else {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
+        st = dae_file_write_atomic(path, text, strlen(text), err, errlen);
     }
-    char *text = srv_train_job_text(jb);
-    if (text == NULL) return;
-    char path[4096], err[DAE_ERR_LEN];
-    snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
-    if (dae_file_write_atomic(path, text, strlen(text), err, sizeof err) != DAE_OK)
-        srv_log("warning: cannot write the job record: %s", err);
     free(text);
+    return st;
+}
+
+dae_status srv_train_record_create(const char *dir, const srv_train_job *jb, char *err, size_t errlen) {
+    dae_status st = srv_train_record_write(dir, jb, err, errlen);
+    if (st != DAE_OK) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
+        unlink(path);
+    }
+    return st;
 }
 
 void srv_train_job_free(srv_train_job *jb) {
@@ -602,7 +615,9 @@ static void fail_loaded(const char *dir, srv_train_job *jb, const char *why) {
     srv_copy_str(jb->error, sizeof jb->error, why);
     if (jb->finished[0] == '\0') srv_utc_now(jb->finished, sizeof jb->finished);
     jb->eta_s = -1;
-    srv_train_record_write(dir, jb);
+    char err[DAE_ERR_LEN];
+    if (srv_train_record_write(dir, jb, err, sizeof err) != DAE_OK) /* it stays failed in memory */
+        srv_log("warning: cannot write the record of job %s: %s", jb->id, err);
     srv_log("job %s: failed: %s", jb->id, why);
 }
 

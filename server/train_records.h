@@ -167,8 +167,15 @@ dae_status srv_train_request_check(const cJSON *in, const char *data_dir, srv_re
                                    long long memory_budget, int threads, cJSON **canon, char *err, size_t errlen);
 
 /* Writes the job's record STATE_DIR/ID.json atomically (the directory is
- * made if missing). Failures are logged, not fatal: the job goes on. */
-void srv_train_record_write(const char *state_dir, const srv_train_job *job);
+ * made if missing). DAE_ERR_NO_SPACE (a full disk), DAE_ERR_IO or
+ * DAE_ERR_NOMEM, err saying why. */
+dae_status srv_train_record_write(const char *state_dir, const srv_train_job *job, char *err, size_t errlen);
+
+/* srv_train_record_write for a job being submitted, whose record is then
+ * there whole or not at all: one renamed into place before the sync of its
+ * directory failed is removed (the job is refused, a restart must not run
+ * it). */
+dae_status srv_train_record_create(const char *state_dir, const srv_train_job *job, char *err, size_t errlen);
 
 /* Checks the text (len bytes) of a job record read from the state file
  * fname as srv_train_records_load does: 0 when it would be loaded, or -1

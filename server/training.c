@@ -55,10 +55,13 @@ struct srv_training {
     double cur_loss, cur_images_per_s;
 };
 
-/* Writes the job's record (lock held). */
+/* Writes the job's record (lock held). A failure is logged; the job goes
+ * on, and a restart finds the record it last wrote. */
 static void persist(srv_training *t, const srv_train_job *jb) {
     if (t->abandoned) return; /* the record already says how the job ended */
-    srv_train_record_write(t->cfg->state_dir, jb);
+    char err[DAE_ERR_LEN];
+    if (srv_train_record_write(t->cfg->state_dir, jb, err, sizeof err) != DAE_OK)
+        srv_log("warning: cannot write the record of job %s: %s", jb->id, err);
 }
 
 /* Marks a change of e, shows it to the change callback and wakes the
@@ -272,8 +275,12 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         goto done;
     }
     const char *keys[] = {"train_job"}, *values[] = {jb->id};
-    if (dae_train_run_save(run, tmp, DAE_SERVER_VERSION, keys, values, 1, err, sizeof err) != DAE_OK) {
-        snprintf(error, errlen, "saving the model: %s", err);
+    dae_status saved = dae_train_run_save(run, tmp, DAE_SERVER_VERSION, keys, values, 1, err, sizeof err);
+    if (saved != DAE_OK) {
+        /* The job's error is shown to every client: the paths go to the log only. */
+        if (saved == DAE_ERR_NO_SPACE) srv_log("job %s: saving the model: %s", jb->id, err);
+        snprintf(error, errlen, "saving the model: %s",
+                 saved == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)" : err);
         goto done;
     }
     /* The commit point: a cancel that came before it wins (the job ends
@@ -560,18 +567,24 @@ dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_
     train_entry *e = jb != NULL ? entry_new(jb) : NULL;
     train_entry **grown = e != NULL ? realloc(t->all, sizeof *grown * (size_t)(t->n + 1)) : NULL;
     if (grown == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    } else {
+        t->all = grown;
+        jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
+        if (request_id != NULL) srv_copy_str(jb->request_id, sizeof jb->request_id, request_id);
+        srv_utc_now(jb->created, sizeof jb->created);
+        /* A job is accepted once its record is written, so that a restart
+         * knows it (a full disk is answered 507, and no job is made). */
+        st = srv_train_record_create(t->cfg->state_dir, jb, err, errlen);
+    }
+    if (st != DAE_OK) {
         if (e != NULL) entry_free(e);
         else srv_train_job_free(jb);
         pthread_mutex_unlock(&t->mu);
-        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+        return st;
     }
-    jb->replace = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(jb->request, "replace"));
-    if (request_id != NULL) srv_copy_str(jb->request_id, sizeof jb->request_id, request_id);
     t->next_id++;
-    t->all = grown;
     t->all[t->n++] = e;
-    srv_utc_now(jb->created, sizeof jb->created);
-    persist(t, jb);
     if (fn != NULL) fn(jb, e->version, user);
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "safetensors.h"
 #include "test_util.h"
 
@@ -481,6 +483,19 @@ Test(safetensors, save_failing_rename_removes_tmp) {
     free(inner);
     free(path);
     test_rm_tree(dir);
+}
+
+/* A full file system is told apart from other write failures: the server
+ * answers it 507 rather than 500. /dev/full fails every write with
+ * ENOSPC (written in place, as a device is). */
+Test(safetensors, save_to_a_full_device_says_no_space) {
+    float v = 1.0f;
+    dae_st_tensor t = {.name = "v", .ndim = 1, .shape = {1}, .numel = 1, .data = &v};
+    char err[DAE_ERR_LEN] = "";
+    cr_assert_eq(dae_st_save("/dev/full", &t, 1, NULL, NULL, 0, err, sizeof err), DAE_ERR_NO_SPACE, "%s", err);
+    cr_assert_not_null(strstr(err, "No space left"), "%s", err);
+    cr_assert_eq(dae_write_errno_status(EDQUOT), DAE_ERR_NO_SPACE);
+    cr_assert_eq(dae_write_errno_status(EACCES), DAE_ERR_IO);
 }
 
 Test(safetensors, save_rejects_bad_arguments_and_keeps_old_file) {

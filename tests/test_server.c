@@ -168,6 +168,10 @@ Test(http_edge, statuses_become_the_documented_answers) {
         {SRV_EDGE_MODEL, DAE_ERR_IN_USE, 409, "model_active"},
         {SRV_EDGE_MODEL, DAE_ERR_INVALID, 409, "model_not_in_dir"},
         {SRV_EDGE_MODEL, DAE_ERR_IO, 500, "io_error"},
+        {SRV_EDGE_MODEL, DAE_ERR_NO_SPACE, 507, "insufficient_storage"},
+        {SRV_EDGE_MODEL_PUT, DAE_ERR_NO_SPACE, 507, "insufficient_storage"},
+        {SRV_EDGE_DATASET, DAE_ERR_NO_SPACE, 507, "insufficient_storage"},
+        {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_NO_SPACE, 507, "insufficient_storage"},
         {SRV_EDGE_ROUTE, DAE_ERR_STOPPING, 503, "draining"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -175,6 +179,16 @@ Test(http_edge, statuses_become_the_documented_answers) {
         cr_assert_eq(srv_http_error_of(cases[i].kind, cases[i].st, &code), cases[i].http, "case %zu", i);
         cr_assert_str_eq(code, cases[i].code, "case %zu", i);
     }
+}
+
+/* A full disk's sentence names the server's files: the client gets one
+ * that does not (the log keeps the module's). */
+Test(http_edge, a_full_disk_is_told_without_the_servers_paths) {
+    const char *msg = "/srv/dae/models/m.safetensors: write of /srv/dae/models/m.tmp failed: No space left on device";
+    const char *told = srv_http_error_message(DAE_ERR_NO_SPACE, msg);
+    cr_assert_null(strstr(told, "/srv"), "%s", told);
+    cr_assert_not_null(strstr(told, "no space left"), "%s", told);
+    cr_assert_eq(srv_http_error_message(DAE_ERR_IO, msg), msg);
 }
 
 Test(multipart, is_form) {

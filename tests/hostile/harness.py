@@ -26,11 +26,12 @@ HOST = "127.0.0.1"
 class Daemon:
     """A dae-server started on a free loopback port; logs in its folder."""
 
-    def __init__(self, suite, name, args, env, models_dir=None, model=None):
+    def __init__(self, suite, name, args, env, models_dir=None, model=None, home=None):
         """Serves model (a path or a name; the committed mnist by default; "":
         no --model, so the default is what the daemon picks, the models
-        directory's ACTIVE file or its mnist) from models_dir (its own empty
-        folder by default)."""
+        directory's ACTIVE file or its mnist) from models_dir (home/models
+        by default), with its job records in home/state; home is its own
+        folder (for its logs) unless given."""
         self.name = name
         self.dir = os.path.join(suite.tmp, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -38,14 +39,15 @@ class Daemon:
         self.err_path = os.path.join(self.dir, "err.log")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAE_")}
         full_env.update(env or {})
+        home = home or self.dir
         if models_dir is None:
-            models_dir = os.path.join(self.dir, "models")
+            models_dir = os.path.join(home, "models")
             os.makedirs(models_dir, exist_ok=True)
         if model is None:
             model = os.path.join(suite.root, "models", "mnist.safetensors")
         cmd = [suite.server, "--bind", HOST, "--port", "0"] + (["--model", model] if model else []) + [
                "--models-dir", models_dir,
-               "--state-dir", os.path.join(self.dir, "state")] + list(args)
+               "--state-dir", os.path.join(home, "state")] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=open(self.out_path, "wb"),
                                      stderr=open(self.err_path, "wb"), env=full_env)
         self.port = None
@@ -114,7 +116,7 @@ class Response:
             e = self.json()["error"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return False
-        return (isinstance(e.get("code"), str) and isinstance(e.get("message"), str)
+        return (isinstance(e, dict) and isinstance(e.get("code"), str) and isinstance(e.get("message"), str)
                 and e.get("status") == self.status and (status is None or self.status == status))
 
     def __repr__(self):
@@ -214,8 +216,8 @@ class Suite:
         self.daemons = []
         self.current = ""
 
-    def start(self, name, *args, env=None, model=None):
-        d = Daemon(self, "%s-%s" % (self.current, name), args, env, model=model)
+    def start(self, name, *args, env=None, model=None, home=None):
+        d = Daemon(self, "%s-%s" % (self.current, name), args, env, model=model, home=home)
         self.daemons.append(d)
         return d
 

@@ -1,0 +1,125 @@
+"""test_disk.py - a full disk under the models, data sets and job records.
+
+On a 4 MiB tmpfs (mounting it needs root: skipped otherwise, saying so),
+filled up: an upload of a model or a data set, an activation and a
+training job are each answered 507 `insufficient_storage` with a message
+that names no file of the server, change nothing and leave no temporary,
+while images are still denoised. A POST /train used to be answered 202
+for a job whose record could not be written, which a restart then did not
+know, and every one of these answers was a 500 naming the server's paths.
+A job whose model does not fit fails saying so, without the paths (its
+error is shown to every client). Once space is freed, each works.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+import make_dataset_archives  # noqa: E402
+
+MOUNT_BYTES = 4 << 20
+
+
+def fill(path, leave):
+    """Writes path until the file system has about leave bytes free."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                st = os.statvfs(path)
+                free = st.f_bavail * st.f_frsize
+                if free <= leave:
+                    return
+                f.write(b"\0" * min(65536, max(4096, free - leave)))
+        except OSError:
+            return
+
+
+def is_full_disk(r, status=507):
+    return r.is_json_error(status) and r.json()["error"]["code"] == "insufficient_storage"
+
+
+def temporaries(root):
+    return [os.path.join(dp, f) for dp, dn, fn in os.walk(root) for f in fn + dn if ".tmp." in f]
+
+
+def test_full_disk(suite):
+    if os.geteuid() != 0:
+        print("  skipped: mounting a small tmpfs needs root", flush=True)
+        return
+    disk = os.path.join(suite.tmp, "disk")
+    os.makedirs(disk)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % MOUNT_BYTES, "tmpfs", disk]).returncode != 0:
+        print("  skipped: cannot mount a tmpfs here", flush=True)
+        return
+    d = None
+    try:
+        models, data = os.path.join(disk, "models"), os.path.join(disk, "data")
+        os.makedirs(models)
+        for name in ("mnist", "m1"):
+            shutil.copy(os.path.join(suite.root, "models", "mnist-ae.safetensors"),
+                        os.path.join(models, name + ".safetensors"))
+        shutil.copytree(os.path.join(suite.root, "tests", "fixtures", "mnist-mini"), os.path.join(data, "mnist-mini"))
+        d = suite.start("a", "--data-dir", data, "--workers", "1", "--train-threads", "1", "--reload-interval", "0",
+                        model="", home=disk)
+        weights = open(os.path.join(suite.root, "models", "mnist-ae.safetensors"), "rb").read()
+        path = os.path.join(suite.tmp, "upload.tar.gz")
+        make_dataset_archives.write_tar(path, make_dataset_archives.images(40), "w:gz")
+        archive = open(path, "rb").read()
+        job = {"dataset": "mnist-mini", "epochs": 1, "train_limit": 32, "eval_limit": 16, "batch_size": 16}
+        json_body = {"Content-Type": "application/json"}
+        gray = harness.fixture(suite, "images", "gray8.png")
+        filler = os.path.join(disk, "filler")
+
+        fill(filler, 0)
+        answers = {
+            "PUT /models/m9": harness.request(d.port, "PUT", "/models/m9", weights),
+            "POST /models/m1/activate": harness.request(d.port, "POST", "/models/m1/activate"),
+            "PUT /datasets/dd": harness.request(d.port, "PUT", "/datasets/dd", archive),
+            "POST /train": harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j1")),
+                                           json_body),
+        }
+        for what, r in answers.items():
+            suite.check("full disk: %s is 507 insufficient_storage" % what, is_full_disk(r), r)
+            suite.check("full disk: %s's message names no file of the server" % what, disk.encode() not in r.body, r)
+        listing = harness.request(d.port, "GET", "/models").json()
+        suite.check("full disk: no model m9 is listed, and mnist is still the active model",
+                    "m9" not in [m["name"] for m in listing["models"]] and listing["active"] == "mnist", listing)
+        suite.check("full disk: no data set dd is listed",
+                    "dd" not in [x["name"] for x in harness.request(d.port, "GET", "/datasets").json()["datasets"]])
+        suite.check("full disk: no job is listed", harness.request(d.port, "GET", "/train").json()["jobs"] == [])
+        suite.check("full disk: no temporary is left (%s)" % temporaries(disk)[:3], not temporaries(disk))
+        suite.check("full disk: images are still denoised",
+                    harness.request(d.port, "POST", "/denoise", gray).status == 200)
+
+        # Room for a job's record, not for its model.
+        os.unlink(filler)
+        fill(filler, 64 << 10)
+        r = harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j2")), json_body)
+        suite.check("nearly full disk: POST /train is 202", r.status == 202, r)
+        j = None
+        if r.status == 202:
+            ended = harness.wait_until(
+                lambda: harness.request(d.port, "GET", "/train/" + r.json()["id"]).json()["state"] == "failed", 30)
+            j = harness.request(d.port, "GET", "/train/" + r.json()["id"]).json()
+            suite.check("nearly full disk: the job fails, its model not saved for want of space, naming no file of "
+                        "the server", ended and "no space left" in (j["error"] or "") and disk not in j["error"], j)
+        suite.check("nearly full disk: no temporary is left (%s)" % temporaries(disk)[:3], not temporaries(disk))
+
+        os.unlink(filler)
+        r = harness.request(d.port, "PUT", "/models/m9", weights)
+        suite.check("space freed: PUT /models/m9 is 201", r.status == 201, r)
+        r = harness.request(d.port, "POST", "/models/m1/activate")
+        suite.check("space freed: POST /models/m1/activate is 200", r.status == 200, r)
+        r = harness.request(d.port, "PUT", "/datasets/dd", archive)
+        suite.check("space freed: PUT /datasets/dd is 201", r.status == 201, r)
+        r = harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j3")), json_body)
+        suite.check("space freed: POST /train is 202", r.status == 202, r)
+    finally:
+        if d is not None:
+            d.stop()
+        subprocess.run(["umount", disk])
