@@ -610,6 +610,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_NOT_FOUND, 404, "job_not_found", -1},
     {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_CONFLICT, 409, "job_finished", -1},
     {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_IN_USE, 409, "job_finishing", -1},
+    {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
     {SRV_EDGE_TRAIN_CANCEL, DAE_OK, 500, "internal_error", -1},
 };
 

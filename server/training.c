@@ -605,18 +605,27 @@ dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_vie
         st = dae_fail(err, errlen, DAE_ERR_IN_USE,
                       "job %s has finished training and is installing model %s; it can no longer be cancelled", id,
                       jb->model_name);
-    } else {
-        e->cancel_asked = 1; /* whatever happens next, the job ends cancelled */
-        if (jb->state == SRV_TRAIN_QUEUED) {
-            jb->state = SRV_TRAIN_CANCELLED;
-            srv_utc_now(jb->finished, sizeof jb->finished);
+    } else if (jb->state == SRV_TRAIN_QUEUED) {
+        /* Cancelled once its record says so, or a restart would run it (a
+         * full disk is answered 507, and the job stays queued). */
+        jb->state = SRV_TRAIN_CANCELLED;
+        srv_utc_now(jb->finished, sizeof jb->finished);
+        st = srv_train_record_write(t->cfg->state_dir, jb, err, errlen);
+        if (st != DAE_OK) {
+            jb->state = SRV_TRAIN_QUEUED;
+            jb->finished[0] = '\0';
+        } else {
+            e->cancel_asked = 1;
             t->finished[SRV_TRAIN_CANCELLED]++;
-            persist(t, jb);
             notify(t, e);
             srv_log("job %s: cancelled while queued", jb->id);
-        } else {
-            atomic_store(&e->cancel, 1); /* the runner finishes it within a step */
+            if (fn != NULL) fn(jb, e->version, user);
         }
+    } else {
+        /* Whatever happens next, the job ends cancelled: the runner
+         * finishes it within a step. */
+        e->cancel_asked = 1;
+        atomic_store(&e->cancel, 1);
         if (fn != NULL) fn(jb, e->version, user);
     }
     pthread_mutex_unlock(&t->mu);

@@ -75,7 +75,17 @@ def test_full_disk(suite):
         gray = harness.fixture(suite, "images", "gray8.png")
         filler = os.path.join(disk, "filler")
 
+        # A job that runs until cancelled, and one queued behind it.
+        running = harness.request(d.port, "POST", "/train", json.dumps(dict(job, epochs=10000, model_name="long")),
+                                  json_body).json()["id"]
+        queued = harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="behind")),
+                                 json_body).json()["id"]
         fill(filler, 0)
+        r = harness.request(d.port, "DELETE", "/train/" + queued)
+        suite.check("full disk: cancelling a queued job (its record must say so) is 507 insufficient_storage, "
+                    "naming no file of the server", is_full_disk(r) and disk.encode() not in r.body, r)
+        suite.check("full disk: ... and the job is still queued",
+                    harness.request(d.port, "GET", "/train/" + queued).json()["state"] == "queued")
         answers = {
             "PUT /models/m9": harness.request(d.port, "PUT", "/models/m9", weights),
             "POST /models/m1/activate": harness.request(d.port, "POST", "/models/m1/activate"),
@@ -91,11 +101,14 @@ def test_full_disk(suite):
                     "m9" not in [m["name"] for m in listing["models"]] and listing["active"] == "mnist", listing)
         suite.check("full disk: no data set dd is listed",
                     "dd" not in [x["name"] for x in harness.request(d.port, "GET", "/datasets").json()["datasets"]])
-        suite.check("full disk: no job is listed", harness.request(d.port, "GET", "/train").json()["jobs"] == [])
+        suite.check("full disk: no job was made", sorted(j["id"] for j in harness.request(d.port, "GET", "/train")
+                                                         .json()["jobs"]) == sorted([running, queued]))
         suite.check("full disk: no temporary is left (%s)" % temporaries(disk)[:3], not temporaries(disk))
         suite.check("full disk: images are still denoised",
                     harness.request(d.port, "POST", "/denoise", gray).status == 200)
 
+        r = harness.request(d.port, "DELETE", "/train/" + running)
+        suite.check("full disk: cancelling a running job is 202 (the job's end writes its record)", r.status == 202, r)
         # Room for a job's record, not for its model.
         os.unlink(filler)
         fill(filler, 64 << 10)
