@@ -53,10 +53,11 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
                                char *err, size_t errlen) {
     memset(f, 0, sizeof *f);
     f->fd = -1;
-    /* A file replaced or removed since its model was loaded: an upload, a
-     * deletion or a rescan is changing the name. The second try comes
-     * after it (srv_registry_settle), on the model it installed, or finds
-     * none. */
+    /* A file replaced or removed since its model was found: an upload or a
+     * deletion through the registry renames or removes the file and lists
+     * the change under one hold of its lock, so a second look finds the
+     * model it installed, or none. A file changed by another process stays
+     * unlike its model until a rescan. */
     for (int attempt = 0;; attempt++) {
         srv_model *m = srv_registry_acquire(r, name);
         if (m == NULL)
@@ -83,7 +84,6 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
                             "the weights file of model \"%s\" was changed or removed since it was loaded; the next "
                             "rescan of the models directory reloads it (retry shortly)",
                             name);
-        srv_registry_settle(r);
     }
 }
 

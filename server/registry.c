@@ -615,11 +615,6 @@ void srv_registry_reload(srv_registry *r) {
     pthread_mutex_unlock(&r->reload_mu);
 }
 
-void srv_registry_settle(srv_registry *r) {
-    pthread_mutex_lock(&r->reload_mu);
-    pthread_mutex_unlock(&r->reload_mu);
-}
-
 /* ------------------------------------------------------------ installing trained models */
 
 /* Name taken? (reload_mu held, or a racy answer is fine): listed, or
@@ -674,6 +669,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
     dae_status st = DAE_OK;
     int active = 0;
     srv_model *m = NULL;
+    char *p = NULL;
     dae_status load_st = DAE_OK;
     if (name_taken(r, name, path, &active) && !replace) {
         st = dae_fail(err, errlen, DAE_ERR_EXISTS,
@@ -684,30 +680,36 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
         /* An upload may be no model (the client's mistake); a file the
          * server wrote itself that does not load is the server's. */
         st = upload && load_st != DAE_ERR_IO && load_st != DAE_ERR_NOMEM ? DAE_ERR_FORMAT : DAE_ERR_IO;
-    } else if ((replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) != 0) {
-        if (errno == EEXIST)
+    } else if ((p = strdup(path)) == NULL) {
+        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    } else {
+        m->in_dir = 1; /* its file_id, the temporary's, stays: a rename keeps the inode and the mtime */
+        /* Renamed into place and listed under one hold of the lock that
+         * finds models: whoever finds the new model finds its file, and a
+         * weights download that opened the old file finds the new model
+         * when it looks again (model_http.c). */
+        pthread_mutex_lock(&r->mu);
+        int renamed = (replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) == 0, e = errno, rc = 0;
+        if (renamed) {
+            free(m->path);
+            m->path = p, p = NULL;
+            forget_unloaded(r, name); /* a new file of an unloaded model's name is served */
+            rc = add(r, m);           /* a replaced model lives on while requests hold it */
+            if (rc == 0 && json != NULL) *json = print_and_free(model_json(m, m == r->def, 1));
+            m = NULL;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!renamed && e == EEXIST)
             st = dae_fail(err, errlen, DAE_ERR_EXISTS, "a model named \"%s\" appeared meanwhile; it was not replaced",
                           name);
+        else if (!renamed)
+            st = dae_fail(err, errlen, DAE_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(e));
         else
-            st = dae_fail(err, errlen, DAE_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(errno));
-    } else {
-        sync_dir(r->models_dir);
-        char *p = strdup(path);
-        if (p != NULL) {
-            free(m->path);
-            m->path = p;
-        }
-        file_identity(path, m->file_id);
-        m->in_dir = 1;
-        pthread_mutex_lock(&r->mu);
-        forget_unloaded(r, name); /* a new file of an unloaded model's name is served */
-        int rc = add(r, m); /* a replaced model lives on while requests hold it */
-        if (rc == 0 && json != NULL) *json = print_and_free(model_json(m, m == r->def, 1));
-        pthread_mutex_unlock(&r->mu);
-        m = NULL;
+            sync_dir(r->models_dir);
         if (rc != 0)
             st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory (the file is in place; a rescan lists it)");
     }
+    free(p);
     srv_model_release(m);
     pthread_mutex_unlock(&r->reload_mu);
     return st;

@@ -121,11 +121,6 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
  * (requests holding it finish on it). */
 dae_status srv_registry_remove(srv_registry *r, const char *name, char *err, size_t errlen);
 
-/* Returns once the rescan, install, removal or activation under way, if
- * any, is over: the listed models and the directory's files then agree,
- * but for changes begun since and files changed by other processes. */
-void srv_registry_settle(srv_registry *r);
-
 /* Rescans the models directory (new files are loaded, changed files
  * reloaded, removed files unlisted; files that fail to load are skipped
  * with a log line) and follows the ACTIVE file. Never fails. */
