@@ -605,6 +605,7 @@ static const edge_error EDGE_ERRORS[] = {
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_IN_USE, 409, "model_active", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_EXISTS, 409, "model_exists", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_NO_SPACE, 507, "insufficient_storage", -1},
+    {SRV_EDGE_TRAIN_SUBMIT, DAE_ERR_IO, 500, "io_error", -1},
     {SRV_EDGE_TRAIN_SUBMIT, DAE_OK, 500, "internal_error", -1},
     /* DELETE /train/{id}. */
     {SRV_EDGE_TRAIN_CANCEL, DAE_ERR_NOT_FOUND, 404, "job_not_found", -1},

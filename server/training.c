@@ -575,7 +575,9 @@ dae_status srv_training_submit(srv_training *t, cJSON *req, const char *request_
         srv_utc_now(jb->created, sizeof jb->created);
         /* A job is accepted once its record is written, so that a restart
          * knows it (a full disk is answered 507, and no job is made). */
-        st = srv_train_record_create(t->cfg->state_dir, jb, err, errlen);
+        char why[DAE_ERR_LEN];
+        st = srv_train_record_create(t->cfg->state_dir, jb, why, sizeof why);
+        if (st != DAE_OK) dae_fail(err, errlen, st, "no job was made: its record cannot be written (%s)", why);
     }
     if (st != DAE_OK) {
         if (e != NULL) entry_free(e);

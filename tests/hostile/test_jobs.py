@@ -135,6 +135,23 @@ def test_cancel_races(suite):
     suite.check("every 202 cancel held (%d of %d broke)" % (bad, n202), bad == 0)
 
 
+# A job is made only once its record is written: with a state directory
+# that cannot be written (here a file), POST /train was answered 202 and
+# the job ran unrecorded, unknown to the next start.
+def test_unrecorded_job_is_refused(suite):
+    home = daemon_dir(suite, "a")
+    os.makedirs(home)
+    with open(os.path.join(home, "state"), "w") as f:
+        f.write("not a directory")
+    d = start(suite, "a")
+    r = submit(d, model_name="unrecorded")
+    suite.check("POST /train with a state directory that cannot be written: 500 io_error saying no job was made",
+                is_error(r, 500, "io_error") and "no job was made" in r.json()["error"]["message"], r)
+    suite.check("... and no job is listed", harness.request(d.port, "GET", "/train").json()["jobs"] == [])
+    time.sleep(0.3)
+    suite.check("... and none ran", not os.path.exists(os.path.join(home, "models", "unrecorded.safetensors")))
+
+
 # ------------------------------------------------------------ finding 8
 
 def test_name_collisions(suite):
