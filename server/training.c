@@ -199,6 +199,22 @@ static int gate_decide(srv_training *t, const dae_train_run *run, const srv_trai
     *verdict = o;
     return promoted;
 }
+/* Fills a job's error, which every client may read, for the step what
+ * that ended with st and the sentence err: a full disk, or a file the
+ * server could not write or read, is told without the server's paths,
+ * which go to the log. */
+static void job_error(char *error, size_t errlen, const srv_train_job *jb, const char *what, dae_status st,
+                      const char *err) {
+    if (st != DAE_ERR_NO_SPACE && st != DAE_ERR_IO) {
+        snprintf(error, errlen, "%s: %s", what, err);
+        return;
+    }
+    srv_log("job %s: %s: %s", jb->id, what, err);
+    snprintf(error, errlen, "%s: %s", what,
+             st == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)"
+                                    : "a file of the server could not be written or read (its log says which)");
+}
+
 
 /* The training run of one job, from its request to its model installed:
  * the library's run (io/train_run.h: data set, network, training, the
@@ -238,8 +254,9 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         }
     }
     run_ctx ctx = {t, e, 0, 0};
-    if (dae_train_run_open(&run, &req, cfg->data_dir, NULL, err, sizeof err) != DAE_OK) {
-        snprintf(error, errlen, "%s", err);
+    dae_status opened = dae_train_run_open(&run, &req, cfg->data_dir, NULL, err, sizeof err);
+    if (opened != DAE_OK) {
+        job_error(error, errlen, jb, "reading the data set and the base model", opened, err);
         goto done;
     }
     dae_status st = dae_train_run_train(run, on_progress, &ctx, &e->cancel, err, sizeof err);
@@ -277,10 +294,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     const char *keys[] = {"train_job"}, *values[] = {jb->id};
     dae_status saved = dae_train_run_save(run, tmp, DAE_SERVER_VERSION, keys, values, 1, err, sizeof err);
     if (saved != DAE_OK) {
-        /* The job's error is shown to every client: the paths go to the log only. */
-        if (saved == DAE_ERR_NO_SPACE) srv_log("job %s: saving the model: %s", jb->id, err);
-        snprintf(error, errlen, "saving the model: %s",
-                 saved == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)" : err);
+        job_error(error, errlen, jb, "saving the model", saved, err);
         goto done;
     }
     /* The commit point: a cancel that came before it wins (the job ends
@@ -298,8 +312,8 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     dae_status rs = srv_registry_install(t->registry, jb->model_name, tmp, jb->replace, err, sizeof err);
     if (rs != DAE_OK) {
         unlink(tmp);
-        snprintf(error, errlen, "%s: %s",
-                 rs == DAE_ERR_EXISTS || rs == DAE_ERR_IN_USE ? "model name taken" : "installing the model", err);
+        job_error(error, errlen, jb,
+                  rs == DAE_ERR_EXISTS || rs == DAE_ERR_IN_USE ? "model name taken" : "installing the model", rs, err);
         goto done;
     }
     srv_model *nm = srv_registry_acquire(t->registry, jb->model_name);
@@ -310,8 +324,9 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         srv_model_release(nm);
     }
     if (activate) {
-        if (srv_registry_activate(t->registry, jb->model_name, err, sizeof err) != DAE_OK) {
-            snprintf(error, errlen, "activating the new model: %s", err);
+        dae_status as = srv_registry_activate(t->registry, jb->model_name, err, sizeof err);
+        if (as != DAE_OK) {
+            job_error(error, errlen, jb, "activating the new model", as, err);
             goto done;
         }
         pthread_mutex_lock(&t->mu);
