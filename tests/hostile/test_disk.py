@@ -1,12 +1,13 @@
 """test_disk.py - a full disk under the models, data sets and job records.
 
 On a 4 MiB tmpfs (mounting it needs root: skipped otherwise, saying so),
-filled up: an upload of a model or a data set, an activation and a
-training job are each answered 507 `insufficient_storage` with a message
-that names no file of the server, change nothing and leave no temporary,
-while images are still denoised. A POST /train used to be answered 202
-for a job whose record could not be written, which a restart then did not
-know, and every one of these answers was a 500 naming the server's paths.
+filled up: an upload of a model or a data set, an activation, a training
+job and the cancel of a queued job are each answered 507
+`insufficient_storage` with a message that names no file of the server,
+change nothing and leave no temporary, while images are still denoised. A
+POST /train (and a cancel) used to be answered 202 with no record
+written, which a restart then did not know, and the other answers were
+500s naming the server's paths.
 A job whose model does not fit fails saying so, without the paths (its
 error is shown to every client). Once space is freed, each works.
 """
@@ -114,7 +115,6 @@ def test_full_disk(suite):
         fill(filler, 64 << 10)
         r = harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j2")), json_body)
         suite.check("nearly full disk: POST /train is 202", r.status == 202, r)
-        j = None
         if r.status == 202:
             ended = harness.wait_until(
                 lambda: harness.request(d.port, "GET", "/train/" + r.json()["id"]).json()["state"] == "failed", 30)
