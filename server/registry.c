@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <cJSON.h>
@@ -451,25 +452,66 @@ static void set_default(srv_registry *r, srv_model *m, const char *why) {
     atomic_fetch_add(&r->switches, 1);
 }
 
+/* The replicas sharing a models directory exclude each other with an
+ * flock on it, held (after reload_mu, before mu) while an activation
+ * checks that the model's file is there and writes ACTIVE, and while a
+ * removal or a replacement checks ACTIVE and changes the file: otherwise
+ * one replica removed or replaced the model another had just activated
+ * (each knows the other's activations only at its next rescan), leaving
+ * ACTIVE naming no file and the replicas serving different defaults.
+ * Returns the descriptor for dir_unlock, or -1 when there is no directory
+ * to lock (nothing then to exclude). */
+static int dir_lock(const srv_registry *r) {
+    int fd = r->models_dir != NULL ? open(r->models_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    while (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        if (errno == EINTR) continue;
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static void dir_unlock(int fd) {
+    if (fd >= 0) close(fd); /* the lock goes with the descriptor */
+}
+
+/* Whether the models directory's ACTIVE file names name (dir_lock held):
+ * another replica's active model, which this one may not know yet. */
+static int active_in_dir(const srv_registry *r, const char *name) {
+    char active[DAE_NAME_MAX + 1];
+    return r->models_dir != NULL && srv_active_read(r->models_dir, active, sizeof active) == 0 &&
+           strcmp(active, name) == 0;
+}
+
 dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
+    int lock = dir_lock(r);
     dae_status st = DAE_OK;
+    char path[4096] = "";
     pthread_mutex_lock(&r->mu);
-    int found = find(r, name) >= 0;
+    int i = find(r, name), found = i >= 0;
+    if (found && r->models[i]->in_dir) srv_copy_str(path, sizeof path, r->models[i]->path);
     pthread_mutex_unlock(&r->mu);
+    struct stat sb;
     if (!found) {
         st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "no model named \"%s\" (GET /models lists them)", name);
+    } else if (path[0] != '\0' && stat(path, &sb) != 0 && errno == ENOENT) {
+        st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND,
+                      "model \"%s\" was removed from the models directory (by another server sharing it); the next "
+                      "rescan unlists it",
+                      name);
     } else if (r->models_dir != NULL && (st = srv_active_write(r->models_dir, name, err, errlen)) != DAE_OK) {
         /* The ACTIVE file was not written (a full disk: DAE_ERR_NO_SPACE); nothing changed. */
         if (st != DAE_ERR_NO_SPACE) st = DAE_ERR_IO;
     } else {
         srv_copy_str(r->active_seen, sizeof r->active_seen, name);
         pthread_mutex_lock(&r->mu);
-        int i = find(r, name);
+        i = find(r, name);
         if (i >= 0) set_default(r, r->models[i], "activated");
         else st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "model \"%s\" was removed while it was activated", name);
         pthread_mutex_unlock(&r->mu);
     }
+    dir_unlock(lock);
     pthread_mutex_unlock(&r->reload_mu);
     return st;
 }
@@ -480,6 +522,7 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
  * without, its file is deleted (remove). */
 static dae_status take_out(srv_registry *r, const char *name, int keep_file, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
+    int lock = keep_file ? -1 : dir_lock(r);
     pthread_mutex_lock(&r->mu);
     dae_status st = DAE_OK;
     int i = find(r, name);
@@ -493,6 +536,11 @@ static dae_status take_out(srv_registry *r, const char *name, int keep_file, cha
                       name);
     } else if (!r->models[i]->in_dir) {
         st = dae_fail(err, errlen, DAE_ERR_INVALID, "model \"%s\" was not loaded from the models directory", name);
+    } else if (!keep_file && active_in_dir(r, name)) {
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE,
+                      "model \"%s\" is the active model of the models directory (its ACTIVE file, written by another "
+                      "server sharing it); activate another one first",
+                      name);
     } else if (!keep_file && unlink(r->models[i]->path) != 0 && errno != ENOENT) {
         st = dae_fail(err, errlen, DAE_ERR_IO, "cannot remove %s: %s", r->models[i]->path, strerror(errno));
     } else if (keep_file && ((copy = strdup(name)) == NULL ||
@@ -507,6 +555,7 @@ static dae_status take_out(srv_registry *r, const char *name, int keep_file, cha
         m = unlist(r, i);
     }
     pthread_mutex_unlock(&r->mu);
+    dir_unlock(lock);
     if (m != NULL) {
         srv_log("model %s %s %s", m->name, m->version, keep_file ? "unloaded (its file stays)" : "removed");
         srv_model_release(m);
@@ -666,6 +715,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
     char path[4096];
     snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
     pthread_mutex_lock(&r->reload_mu);
+    int lock = dir_lock(r);
     dae_status st = DAE_OK;
     int active = 0;
     srv_model *m = NULL;
@@ -674,7 +724,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
     if (name_taken(r, name, path, &active) && !replace) {
         st = dae_fail(err, errlen, DAE_ERR_EXISTS,
                       "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
-    } else if (active) {
+    } else if (active || active_in_dir(r, name)) {
         st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
     } else if ((m = model_load(name, tmp_path, r->max_batch, &load_st, err, errlen)) == NULL) {
         /* An upload may be no model (the client's mistake); a file the
@@ -711,6 +761,7 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
     }
     free(p);
     srv_model_release(m);
+    dir_unlock(lock);
     pthread_mutex_unlock(&r->reload_mu);
     return st;
 }

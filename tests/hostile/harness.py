@@ -216,8 +216,8 @@ class Suite:
         self.daemons = []
         self.current = ""
 
-    def start(self, name, *args, env=None, model=None, home=None):
-        d = Daemon(self, "%s-%s" % (self.current, name), args, env, model=model, home=home)
+    def start(self, name, *args, env=None, model=None, home=None, models_dir=None):
+        d = Daemon(self, "%s-%s" % (self.current, name), args, env, models_dir=models_dir, model=model, home=home)
         self.daemons.append(d)
         return d
 
