@@ -721,10 +721,11 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
     srv_model *m = NULL;
     char *p = NULL;
     dae_status load_st = DAE_OK;
-    if (name_taken(r, name, path, &active) && !replace) {
+    int taken = name_taken(r, name, path, &active);
+    if (taken && !replace) {
         st = dae_fail(err, errlen, DAE_ERR_EXISTS,
                       "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
-    } else if (active || active_in_dir(r, name)) {
+    } else if (active || (taken && active_in_dir(r, name))) {
         st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
     } else if ((m = model_load(name, tmp_path, r->max_batch, &load_st, err, errlen)) == NULL) {
         /* An upload may be no model (the client's mistake); a file the
