@@ -453,16 +453,23 @@ static void set_default(srv_registry *r, srv_model *m, const char *why) {
 }
 
 /* The replicas sharing a models directory exclude each other with an
- * flock on it, held (after reload_mu, before mu) while an activation
- * checks that the model's file is there and writes ACTIVE, and while a
- * removal or a replacement checks ACTIVE and changes the file: otherwise
- * one replica removed or replaced the model another had just activated
- * (each knows the other's activations only at its next rescan), leaving
- * ACTIVE naming no file and the replicas serving different defaults.
- * Returns the descriptor for dir_unlock, or -1 when there is no directory
- * to lock (nothing then to exclude). */
+ * flock on its file SRV_LOCK_FILE, held (after reload_mu, before mu)
+ * while an activation checks that the model's file is there and writes
+ * ACTIVE, and while a removal or a replacement checks ACTIVE and changes
+ * the file: otherwise one replica removed or replaced the model another
+ * had just activated (each knows the other's activations only at its
+ * next rescan), leaving ACTIVE naming no file and the replicas serving
+ * different defaults. A file opened for writing, not the directory: on
+ * NFS (a ReadWriteMany volume) flock is a byte-range lock, which needs
+ * that. Returns the descriptor for dir_unlock, or -1 when there is no
+ * directory or it cannot be written (nothing then to exclude). */
 static int dir_lock(const srv_registry *r) {
-    int fd = r->models_dir != NULL ? open(r->models_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    char path[4096];
+    int fd = -1;
+    if (r->models_dir != NULL) {
+        snprintf(path, sizeof path, "%s/%s", r->models_dir, SRV_LOCK_FILE);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    }
     while (fd >= 0 && flock(fd, LOCK_EX) != 0) {
         if (errno == EINTR) continue;
         close(fd);

@@ -102,6 +102,10 @@ int srv_registry_count(srv_registry *r);
 /* The ACTIVE file's name inside the models directory. */
 #define SRV_ACTIVE_FILE "ACTIVE"
 
+/* The file of the models directory whose flock the replicas sharing it
+ * take around activations, removals and replacements (registry.c). */
+#define SRV_LOCK_FILE ".dae.lock"
+
 /* srv_registry_activate, _remove and _install return DAE_OK or, with a
  * sentence in err:
  *   DAE_ERR_NOT_FOUND  no model of that name (activate, remove)
