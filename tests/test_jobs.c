@@ -245,7 +245,8 @@ Test(registry_install, never_writes_over_a_model) {
     cr_assert_null(srv_registry_acquire(r, "d"));
 
     srv_registry_free(r);
-    static const char *const files[] = {"a.safetensors", "b.safetensors", "c.safetensors", "b.safetensors.tmp.1.job1"};
+    static const char *const files[] = {"a.safetensors", "b.safetensors", "c.safetensors", "b.safetensors.tmp.1.job1",
+                                        SRV_LOCK_FILE};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
         unlink(path);
