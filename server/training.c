@@ -199,6 +199,7 @@ static int gate_decide(srv_training *t, const dae_train_run *run, const srv_trai
     *verdict = o;
     return promoted;
 }
+
 /* Fills a job's error, which every client may read, for the step what
  * that ended with st and the sentence err: a full disk, or a file the
  * server could not write or read, is told without the server's paths,
@@ -214,7 +215,6 @@ static void job_error(char *error, size_t errlen, const srv_train_job *jb, const
              st == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)"
                                     : "a file of the server could not be written or read (its log says which)");
 }
-
 
 /* The training run of one job, from its request to its model installed:
  * the library's run (io/train_run.h: data set, network, training, the
