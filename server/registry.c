@@ -714,40 +714,26 @@ static void sync_dir(const char *dir) {
     close(fd);
 }
 
-/* srv_registry_install, and srv_registry_install_upload when upload
- * (json: the installed model's, or NULL). */
-static dae_status install(srv_registry *r, const char *name, const char *tmp_path, int replace, int upload,
-                          char **json, char *err, size_t errlen) {
-    if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no models directory");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
-    pthread_mutex_lock(&r->reload_mu);
+/* Puts the loaded model m (its reference passes here) at path from
+ * tmp_path and lists it. Under the replicas' lock (dir_lock), held only
+ * for this: the ACTIVE file, which another server sharing the directory
+ * may have written, is checked with the rename. Under the lock that finds
+ * models, the rename and the listing are one step: whoever finds the new
+ * model finds its file, and a weights download that opened the old file
+ * finds the new model when it looks again (model_http.c). reload_mu held. */
+static dae_status put_in_place(srv_registry *r, srv_model *m, const char *name, const char *tmp_path,
+                               const char *path, int replace, char **json, char *err, size_t errlen) {
+    char *p = strdup(path);
+    if (p == NULL) {
+        srv_model_release(m);
+        return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
+    }
+    m->in_dir = 1; /* its file_id, the temporary's, stays: a rename keeps the inode and the mtime */
     int lock = dir_lock(r);
-    dae_status st = DAE_OK;
-    int active = 0;
-    srv_model *m = NULL;
-    char *p = NULL;
-    dae_status load_st = DAE_OK;
-    int taken = name_taken(r, name, path, &active);
-    if (taken && !replace) {
-        st = dae_fail(err, errlen, DAE_ERR_EXISTS,
-                      "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
-    } else if (active || (taken && active_in_dir(r, name))) {
-        st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
-    } else if ((m = model_load(name, tmp_path, r->max_batch, &load_st, err, errlen)) == NULL) {
-        /* An upload may be no model (the client's mistake); a file the
-         * server wrote itself that does not load is the server's. */
-        st = upload && load_st != DAE_ERR_IO && load_st != DAE_ERR_NOMEM ? DAE_ERR_FORMAT : DAE_ERR_IO;
-    } else if ((p = strdup(path)) == NULL) {
-        st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
-    } else {
-        m->in_dir = 1; /* its file_id, the temporary's, stays: a rename keeps the inode and the mtime */
-        /* Renamed into place and listed under one hold of the lock that
-         * finds models: whoever finds the new model finds its file, and a
-         * weights download that opened the old file finds the new model
-         * when it looks again (model_http.c). */
+    int in_use = access(path, F_OK) == 0 && active_in_dir(r, name), renamed = 0, e = 0, rc = 0;
+    if (!in_use) {
         pthread_mutex_lock(&r->mu);
-        int renamed = (replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) == 0, e = errno, rc = 0;
+        renamed = (replace ? rename(tmp_path, path) : rename_noreplace(tmp_path, path)) == 0, e = errno;
         if (renamed) {
             free(m->path);
             m->path = p, p = NULL;
@@ -757,19 +743,47 @@ static dae_status install(srv_registry *r, const char *name, const char *tmp_pat
             m = NULL;
         }
         pthread_mutex_unlock(&r->mu);
-        if (!renamed && e == EEXIST)
-            st = dae_fail(err, errlen, DAE_ERR_EXISTS, "a model named \"%s\" appeared meanwhile; it was not replaced",
-                          name);
-        else if (!renamed)
-            st = dae_fail(err, errlen, DAE_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(e));
-        else
-            sync_dir(r->models_dir);
-        if (rc != 0)
-            st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory (the file is in place; a rescan lists it)");
     }
+    dir_unlock(lock);
     free(p);
     srv_model_release(m);
-    dir_unlock(lock);
+    if (in_use)
+        return dae_fail(err, errlen, DAE_ERR_IN_USE,
+                        "model \"%s\" is the active model of the models directory (its ACTIVE file, written by "
+                        "another server sharing it) and cannot be replaced",
+                        name);
+    if (!renamed && e == EEXIST)
+        return dae_fail(err, errlen, DAE_ERR_EXISTS, "a model named \"%s\" appeared meanwhile; it was not replaced",
+                        name);
+    if (!renamed) return dae_fail(err, errlen, DAE_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(e));
+    sync_dir(r->models_dir);
+    if (rc != 0) return dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory (the file is in place; a rescan lists it)");
+    return DAE_OK;
+}
+
+/* srv_registry_install, and srv_registry_install_upload when upload
+ * (json: the installed model's, or NULL). */
+static dae_status install(srv_registry *r, const char *name, const char *tmp_path, int replace, int upload,
+                          char **json, char *err, size_t errlen) {
+    if (r->models_dir == NULL) return dae_fail(err, errlen, DAE_ERR_IO, "no models directory");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s%s", r->models_dir, name, SUFFIX);
+    pthread_mutex_lock(&r->reload_mu);
+    dae_status st = DAE_OK, load_st = DAE_OK;
+    int active = 0;
+    srv_model *m = NULL;
+    if (name_taken(r, name, path, &active) && !replace) {
+        st = dae_fail(err, errlen, DAE_ERR_EXISTS,
+                      "a model named \"%s\" already exists (ask \"replace\": true to replace it)", name);
+    } else if (active) {
+        st = dae_fail(err, errlen, DAE_ERR_IN_USE, "model \"%s\" is the active model and cannot be replaced", name);
+    } else if ((m = model_load(name, tmp_path, r->max_batch, &load_st, err, errlen)) == NULL) {
+        /* An upload may be no model (the client's mistake); a file the
+         * server wrote itself that does not load is the server's. */
+        st = upload && load_st != DAE_ERR_IO && load_st != DAE_ERR_NOMEM ? DAE_ERR_FORMAT : DAE_ERR_IO;
+    } else {
+        st = put_in_place(r, m, name, tmp_path, path, replace, json, err, errlen);
+    }
     pthread_mutex_unlock(&r->reload_mu);
     return st;
 }

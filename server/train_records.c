@@ -114,6 +114,11 @@ char *srv_train_job_text(const srv_train_job *jb) {
     return s;
 }
 
+/* path (4096 bytes) = the record file of job jb in dir. */
+static void record_path(char *path, const char *dir, const srv_train_job *jb) {
+    snprintf(path, 4096, "%s/%s.json", dir, jb->id);
+}
+
 /* Records are small: written whole under the caller's lock. */
 dae_status srv_train_record_write(const char *dir, const srv_train_job *jb, char *err, size_t errlen) {
     dae_status st = DAE_OK;
@@ -125,7 +130,7 @@ dae_status srv_train_record_write(const char *dir, const srv_train_job *jb, char
         st = dae_fail(err, errlen, DAE_ERR_NOMEM, "out of memory");
     } else {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
+        record_path(path, dir, jb);
         st = dae_file_write_atomic(path, text, strlen(text), err, errlen);
     }
     free(text);
@@ -136,7 +141,7 @@ dae_status srv_train_record_create(const char *dir, const srv_train_job *jb, cha
     dae_status st = srv_train_record_write(dir, jb, err, errlen);
     if (st != DAE_OK) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s.json", dir, jb->id);
+        record_path(path, dir, jb);
         unlink(path);
     }
     return st;

@@ -202,6 +202,13 @@ def wait_until(fn, timeout, interval=0.05):
         time.sleep(interval)
 
 
+def temporaries(root, but_pid=None):
+    """The temporaries (".tmp." in the name) of files and directories under
+    root, but those of process but_pid (a daemon that is writing them)."""
+    return [os.path.join(dp, f) for dp, dn, fn in os.walk(root) for f in fn + dn
+            if ".tmp." in f and (but_pid is None or ".tmp.%d." % but_pid not in f)]
+
+
 def fixture(suite, *parts):
     return open(os.path.join(suite.root, "tests", "fixtures", *parts), "rb").read()
 

@@ -44,10 +44,6 @@ def is_full_disk(r, status=507):
     return r.is_json_error(status) and r.json()["error"]["code"] == "insufficient_storage"
 
 
-def temporaries(root):
-    return [os.path.join(dp, f) for dp, dn, fn in os.walk(root) for f in fn + dn if ".tmp." in f]
-
-
 def test_full_disk(suite):
     if os.geteuid() != 0:
         print("  skipped: mounting a small tmpfs needs root", flush=True)
@@ -104,7 +100,8 @@ def test_full_disk(suite):
                     "dd" not in [x["name"] for x in harness.request(d.port, "GET", "/datasets").json()["datasets"]])
         suite.check("full disk: no job was made", sorted(j["id"] for j in harness.request(d.port, "GET", "/train")
                                                          .json()["jobs"]) == sorted([running, queued]))
-        suite.check("full disk: no temporary is left (%s)" % temporaries(disk)[:3], not temporaries(disk))
+        temps = harness.temporaries(disk)
+        suite.check("full disk: no temporary is left (%s)" % temps[:3], not temps)
         suite.check("full disk: images are still denoised",
                     harness.request(d.port, "POST", "/denoise", gray).status == 200)
 
@@ -121,7 +118,8 @@ def test_full_disk(suite):
             j = harness.request(d.port, "GET", "/train/" + r.json()["id"]).json()
             suite.check("nearly full disk: the job fails, its model not saved for want of space, naming no file of "
                         "the server", ended and "no space left" in (j["error"] or "") and disk not in j["error"], j)
-        suite.check("nearly full disk: no temporary is left (%s)" % temporaries(disk)[:3], not temporaries(disk))
+        temps = harness.temporaries(disk)
+        suite.check("nearly full disk: no temporary is left (%s)" % temps[:3], not temps)
 
         os.unlink(filler)
         r = harness.request(d.port, "PUT", "/models/m9", weights)

@@ -129,8 +129,7 @@ def test_acknowledged_writes_survive_kill(suite):
         missing = expected.jobs - seen.jobs
         suite.check("restart %d lists every job answered 202 (%s missing)" % (rnd, sorted(missing)), not missing)
         # (The restarted daemon's own temporaries, of a job it resumed, are not left.)
-        temps = [os.path.join(dp, f) for dp, dn, fn in os.walk(home) for f in fn + dn
-                 if ".tmp." in f and ".tmp.%d." % d.proc.pid not in f]
+        temps = harness.temporaries(home, but_pid=d.proc.pid)
         suite.check("restart %d: no temporary of the killed daemon left in its directories (%s)" % (rnd, temps[:3]),
                     not temps)
         for name in names:
