@@ -90,6 +90,8 @@ static const opt OPTS[] = {
      "threads of the running training job"},
     {"train-queue", "DAE_TRAIN_QUEUE", OPT_INT, OFF(train_queue), 1, 10000, "N",
      "most training jobs waiting to run; more get 503"},
+    {"train-keep", "DAE_TRAIN_KEEP", OPT_INT, OFF(train_keep), 0, 1000000, "N",
+     "ended training jobs kept, listed and on disk: past N the oldest are removed (0: every one)"},
     {"reload-interval", "DAE_RELOAD_INTERVAL", OPT_INT, OFF(reload_interval_s), 0, 86400, "S",
      "seconds between rescans of --models-dir and its ACTIVE file (0: on SIGHUP only)"},
 };
@@ -144,6 +146,7 @@ static void set_defaults(srv_config *cfg) {
     cfg->data_dir = "data";
     cfg->train_threads = cpus > 2 ? (cpus - 1 > 64 ? 64 : (int)cpus - 1) : 1;
     cfg->train_queue = 8;
+    cfg->train_keep = 100;
     cfg->reload_interval_s = 5;
 }
 

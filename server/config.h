@@ -60,6 +60,7 @@ typedef struct {
     const char *data_dir;      /* IDX data sets that POST /train reads */
     int train_threads;         /* threads of the running training job */
     int train_queue;           /* most training jobs waiting to run */
+    int train_keep;            /* ended jobs kept (records and listing); the oldest past it are removed; 0: all */
     int reload_interval_s;     /* re-read ACTIVE and rescan models_dir this often (0: only on SIGHUP) */
 } srv_config;
 

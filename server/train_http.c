@@ -293,8 +293,12 @@ ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t
         unsigned long changes = s->changes;
         snapshot sn = {.seen = s->seen};
         pthread_mutex_unlock(&f->mu);
-        srv_training_view(f->training, s->id, take_snapshot, &sn);
+        dae_status found = srv_training_view(f->training, s->id, take_snapshot, &sn);
         pthread_mutex_lock(&f->mu);
+        if (found != DAE_OK) { /* removed past --train-keep: nothing more comes */
+            s->ended = 1;
+            break;
+        }
         if (sn.version != s->seen) {
             char *text = sn.text;
             if (text != NULL && !srv_utf8_valid(text, strlen(text))) {

@@ -147,6 +147,14 @@ dae_status srv_train_record_create(const char *dir, const srv_train_job *jb, cha
     return st;
 }
 
+dae_status srv_train_record_remove(const char *dir, const srv_train_job *jb, char *err, size_t errlen) {
+    char path[4096];
+    record_path(path, dir, jb);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return dae_fail(err, errlen, DAE_ERR_IO, "cannot remove %s: %s", path, strerror(errno));
+    return DAE_OK;
+}
+
 void srv_train_job_free(srv_train_job *jb) {
     if (jb == NULL) return;
     cJSON_Delete(jb->request);

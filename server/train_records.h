@@ -177,6 +177,10 @@ dae_status srv_train_record_write(const char *state_dir, const srv_train_job *jo
  * it). */
 dae_status srv_train_record_create(const char *state_dir, const srv_train_job *job, char *err, size_t errlen);
 
+/* Removes the job's record (one already gone is no failure);
+ * DAE_ERR_IO with err saying why. */
+dae_status srv_train_record_remove(const char *state_dir, const srv_train_job *job, char *err, size_t errlen);
+
 /* Checks the text (len bytes) of a job record read from the state file
  * fname as srv_train_records_load does: 0 when it would be loaded, or -1
  * with the reason in why. data_dir is where data sets are looked up;

@@ -51,6 +51,7 @@ struct srv_training {
     unsigned long long finished[SRV_TRAIN_N_STATES];
     unsigned long long steps_total;
     unsigned long long promotions[2]; /* the promotion gate's decisions: kept, promoted */
+    unsigned long long removed;       /* ended jobs removed past --train-keep */
     int cur_epoch;
     double cur_loss, cur_images_per_s;
 };
@@ -91,6 +92,38 @@ static train_entry *find_entry(srv_training *t, const char *id) {
     for (int i = 0; i < t->n; i++)
         if (strcmp(t->all[i]->job->id, id) == 0) return t->all[i];
     return NULL;
+}
+
+/* Removes the oldest ended jobs past --train-keep, their records first
+ * (lock held): called whenever a job ends, and at start, where a lower
+ * --train-keep than before takes effect. The array is in id order, so
+ * the oldest go first; queued and running jobs are never removed. With
+ * at least one ended job kept, the largest id stays on disk (the newest
+ * job is queued, running or among those kept), so a restart never gives
+ * an id twice. A record that cannot be removed stops it: the job stays
+ * listed, as a restart would read it. */
+static void remove_old_jobs(srv_training *t) {
+    int keep = t->cfg->train_keep, ended = 0;
+    if (keep <= 0 || t->abandoned) return;
+    for (int i = 0; i < t->n; i++) ended += srv_train_job_finished(t->all[i]->job);
+    for (int i = 0; i < t->n && ended > keep;) {
+        train_entry *e = t->all[i];
+        if (!srv_train_job_finished(e->job)) {
+            i++;
+            continue;
+        }
+        char err[DAE_ERR_LEN];
+        if (srv_train_record_remove(t->cfg->state_dir, e->job, err, sizeof err) != DAE_OK) {
+            srv_log("warning: job %s is kept past --train-keep %d: %s", e->job->id, keep, err);
+            return;
+        }
+        srv_log("job %s: removed (--train-keep %d: the newest ended jobs are kept)", e->job->id, keep);
+        memmove(&t->all[i], &t->all[i + 1], sizeof *t->all * (size_t)(t->n - i - 1));
+        t->n--;
+        ended--;
+        t->removed++;
+        entry_free(e);
+    }
 }
 
 /* ------------------------------------------------------------ the run */
@@ -393,6 +426,7 @@ static void *runner(void *arg) {
         persist(t, jb);
         notify(t, e);
         srv_log("job %s: %s%s%s", jb->id, srv_train_state_name(result), error[0] ? ": " : "", error);
+        remove_old_jobs(t);
     }
     pthread_mutex_unlock(&t->mu);
     return NULL;
@@ -428,6 +462,7 @@ srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, 
         srv_training_free(t);
         return NULL;
     }
+    remove_old_jobs(t);
     if (pthread_create(&t->runner, NULL, runner, t) != 0) {
         snprintf(err, errlen, "cannot start the training thread");
         srv_training_free(t);
@@ -637,6 +672,7 @@ dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_vie
             notify(t, e);
             srv_log("job %s: cancelled while queued", jb->id);
             if (fn != NULL) fn(jb, e->version, user);
+            remove_old_jobs(t);
         }
     } else {
         /* Whatever happens next, the job ends cancelled: the runner
@@ -685,6 +721,9 @@ char *srv_training_metrics(srv_training *t) {
                "activated (promoted) or not (kept).\n# TYPE dae_train_promotions_total counter\n"
                "dae_train_promotions_total{decision=\"promoted\"} %llu\n"
                "dae_train_promotions_total{decision=\"kept\"} %llu\n", t->promotions[1], t->promotions[0]);
+    fprintf(f, "# HELP dae_train_jobs_removed_total Ended training jobs removed since the start, oldest first, "
+               "past --train-keep.\n# TYPE dae_train_jobs_removed_total counter\ndae_train_jobs_removed_total %llu\n",
+            t->removed);
     fprintf(f, "# HELP dae_train_epoch Epoch of the running (or last) training job.\n"
                "# TYPE dae_train_epoch gauge\ndae_train_epoch %d\n", t->cur_epoch);
     fprintf(f, "# HELP dae_train_loss Last batch loss (MSE) of the running (or last) training job.\n"

@@ -7,7 +7,8 @@ a failed job if the name is taken while it trains) unless it asks to
 replace one that is not active; job records on disk are checked like
 requests at start (a bad one is skipped with a log line, ids never wrap, a
 job that was being started is never run again); temporaries of
-interrupted writes are removed at start; and a slow client cannot stretch
+interrupted writes are removed at start; only the newest --train-keep
+ended jobs are kept, on disk and listed; and a slow client cannot stretch
 the shutdown past the drain deadline by more than a second.
 
 Jobs train on the tiny tests/fixtures/mnist-mini data set, so each takes
@@ -322,6 +323,101 @@ def test_stale_temps(suite):
     suite.check("a fresh temporary of a live process in the models directory is kept (another replica's write)",
                 os.path.exists(fresh))
     suite.check("the server serves", harness.request(d.port, "GET", "/healthz").status == 200)
+
+
+# ------------------------------------------------------------ records kept
+
+def listed_ids(d):
+    return sorted((j["id"] for j in harness.request(d.port, "GET", "/train").json()["jobs"]), key=int)
+
+
+def record_ids(state):
+    return sorted((f[:-5] for f in os.listdir(state) if f.endswith(".json")), key=int)
+
+
+# Records were kept forever: every ended job stayed in memory (with up to
+# 128 KiB of loss curve), on disk, and in every GET /train, which anyone
+# may call. --train-keep bounds them: the newest N ended jobs stay, the
+# oldest go, records first; queued and running jobs always stay, ids are
+# never given twice, and an event stream of a job removed ends.
+def test_old_jobs_are_removed(suite):
+    d = start(suite, "a", "--train-keep", "3")
+    state = os.path.join(d.dir, "state")
+    # A long job holds the runner while the next ones queue.
+    first = submit(d, model_name="long", epochs=10000).json()["id"]
+    queued = [submit(d, model_name="q%d" % i).json()["id"] for i in range(5)]
+    c = harness.request(d.port, "DELETE", "/train/%s" % queued[2])
+    suite.check("a queued job cancelled: 202", c.status == 202, c)
+    suite.check("while one job runs and 4 wait, all 6 are listed (1 ended, 3 kept)",
+                listed_ids(d) == [first] + queued, listed_ids(d))
+    harness.request(d.port, "DELETE", "/train/%s" % first)
+    for jid in queued:
+        wait_done(d, jid)
+    harness.wait_until(lambda: len(listed_ids(d)) == 3, 5)
+    newest = sorted([first] + queued, key=int)[-3:]
+    suite.check("once all 6 ended, the 3 newest are listed", listed_ids(d) == newest, listed_ids(d))
+    suite.check("... and only their records are on disk", record_ids(state) == newest, record_ids(state))
+    gone = [first, queued[0], queued[1]]
+    for jid in gone:
+        for path in ("/train/%s", "/train/%s/loss.csv", "/train/%s/events"):
+            r = harness.request(d.port, "GET", path % jid)
+            suite.check("a removed job is gone: GET %s 404" % (path % jid), is_error(r, 404, "job_not_found"), r)
+    metrics = harness.request(d.port, "GET", "/metrics").body.decode()
+    suite.check("dae_train_jobs_removed_total counts them",
+                re.search(r"^dae_train_jobs_removed_total 3$", metrics, re.M) is not None)
+    suite.check("the models the removed jobs made stay",
+                harness.request(d.port, "GET", "/models/q0").status == 200)
+    suite.check("the log names each job removed",
+                all(re.search(r"job %s: removed \(--train-keep 3" % jid, d.stderr()) for jid in gone))
+
+    # A lower --train-keep takes effect at start; ids go on from the newest.
+    d.stop()
+    d = start(suite, "a", "--train-keep", "1")
+    suite.check("restarted with --train-keep 1: the newest job is listed", listed_ids(d) == newest[-1:],
+                listed_ids(d))
+    suite.check("... and only its record is on disk", record_ids(state) == newest[-1:], record_ids(state))
+    r = submit(d, model_name="after")
+    suite.check("the next job's id follows the newest, never one given before",
+                r.status == 202 and int(r.json()["id"]) == int(newest[-1]) + 1, r)
+    after = r.json()["id"]
+    wait_done(d, after)
+
+    # An event stream of a job removed at its end ends too. With one ended
+    # job kept, a queued job cancelled after a newer one is removed at once.
+    hold = submit(d, model_name="hold", epochs=10000).json()["id"]
+    older = submit(d, model_name="older").json()["id"]
+    newer = submit(d, model_name="newer").json()["id"]
+    harness.request(d.port, "DELETE", "/train/%s" % newer)
+    sock = socket.create_connection((harness.HOST, d.port), timeout=10)
+    sock.sendall(b"GET /train/%s/events HTTP/1.1\r\nHost: t\r\n\r\n" % older.encode())
+    head = sock.recv(65536)
+    suite.check("an event stream of a queued job opens", head.startswith(b"HTTP/1.1 200"), head[:80])
+    t0 = time.time()
+    c = harness.request(d.port, "DELETE", "/train/%s" % older)
+    rest = b""
+    try:
+        while b"\r\n0\r\n\r\n" not in head + rest:  # the chunked body's end
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    except socket.timeout:
+        pass
+    sock.close()
+    suite.check("... cancelled (202) and removed at once (a newer job ended)",
+                c.status == 202 and older not in listed_ids(d), (c, listed_ids(d)))
+    suite.check("... its stream ends at once instead of waiting for the idle timeout (%.1f s)" % (time.time() - t0),
+                time.time() - t0 < 5 and b"\r\n0\r\n\r\n" in head + rest, rest[-80:])
+    harness.request(d.port, "DELETE", "/train/%s" % hold)
+    harness.wait_until(lambda: hold not in listed_ids(d), 10)  # older than the newest ended: removed too
+
+    # --train-keep 0 keeps every record.
+    d.stop()
+    d = start(suite, "a", "--train-keep", "0")
+    for i in range(2):
+        wait_done(d, submit(d, model_name="all%d" % i).json()["id"])
+    suite.check("--train-keep 0: no job is removed", len(listed_ids(d)) == 3 and len(record_ids(state)) == 3,
+                (listed_ids(d), record_ids(state)))
 
 
 # ------------------------------------------------------------ shutdown
