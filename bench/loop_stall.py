@@ -12,16 +12,25 @@ For each dae-server binary given (several: side by side, round by round),
   /proc) for that request with a wrong shape (parse only, 400), plain and
   gzip'd;
 - PUT /datasets/NAME of a tar of 19,000 28x28 PNGs (19.5 MB), /healthz every
-  5 ms: the slowest /healthz.
+  5 ms: the slowest /healthz;
+- a training job of 3,000 one-step epochs (the fixtures' mnist-mini, 64
+  images), followed by 24 event streams (one client's share of
+  --max-streams), /healthz every 10 ms: the slowest /healthz, the job's
+  own time, and the megabytes of events the streams read.
 Each round starts the server afresh with the committed default model on a
-free port, its data directory a temporary one. About 20 s a server.
+free port, its data, models and state directories temporary ones. About
+30 s a server.
 """
 
 import glob
 import http.client
 import io
+import json
 import os
 import re
+import select
+import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -33,6 +42,8 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_IMAGES = 3000
+STREAMS = 24
+EPOCHS = 3000
 
 
 def json_request(n, shape_n):
@@ -62,6 +73,8 @@ class Server:
     def __init__(self, binary, data_dir):
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([binary, "--port", "0", "--access-log", "off", "--data-dir", data_dir,
+                                      "--models-dir", os.path.join(data_dir, "models"),
+                                      "--state-dir", os.path.join(data_dir, "state"),
                                       "--model", os.path.join(ROOT, "models", "mnist.safetensors")],
                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.err)
         self.port = None
@@ -123,8 +136,51 @@ def slowest_healthz(server, work, every):
     return results[0], max(waits)
 
 
+def follow_job(server, job, n):
+    """Follows the job with n event streams until each has its done event
+    and the end of its body; returns the bytes they read."""
+    socks, got = [], {}
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        sock.sendall(b"GET /train/%s/events HTTP/1.1\r\nHost: bench\r\n\r\n" % job.encode())
+        sock.setblocking(False)
+        socks.append(sock)
+        got[sock] = b""
+    total, deadline = 0, time.time() + 600
+    while socks and time.time() < deadline:
+        ready, _, _ = select.select(socks, [], [], 1.0)
+        for sock in ready:
+            chunk = sock.recv(1 << 20)
+            total += len(chunk)
+            got[sock] = (got[sock] + chunk)[-16:]
+            if not chunk or got[sock].endswith(b"\r\n0\r\n\r\n"):
+                socks.remove(sock)
+                sock.close()
+    return total
+
+
+def stream_round(s):
+    """The training job followed by STREAMS streams: (slowest /healthz in s,
+    the job's elapsed seconds, MB of events read)."""
+    body = json.dumps({"dataset": "mnist-mini", "epochs": EPOCHS, "train_limit": 64, "batch_size": 64,
+                       "eval_limit": 0, "model_name": "stall"})
+    job = json.loads(post_text(s, "/train", body))["id"]
+    read, wait = slowest_healthz(s, lambda: follow_job(s, job, STREAMS), 0.01)
+    return wait, json.loads(s.text("/train/%s" % job))["elapsed_seconds"], read / 1e6
+
+
+def post_text(server, path, body):
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        return c.getresponse().read().decode()
+    finally:
+        c.close()
+
+
 def one_round(binary, big, bad, tar):
     with tempfile.TemporaryDirectory() as data_dir:
+        shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "mnist-mini"), os.path.join(data_dir, "mnist-mini"))
         s = Server(binary, data_dir)
         try:
             infer = "/v2/models/mnist/infer"
@@ -139,11 +195,12 @@ def one_round(binary, big, bad, tar):
                 cpu.append(s.loop_cpu_s() - t0)
             put, tar_wait = slowest_healthz(s, lambda: s.request("PUT", "/datasets/stall", tar), 0.005)
             statuses.append(put)
+            streams = stream_round(s)
         finally:
             s.stop()
     if statuses != [200, 200, 400, 200, 200, 201]:
         raise SystemExit("%s: unexpected statuses %s" % (binary, statuses))
-    return json_wait, cpu, tar_wait
+    return json_wait, cpu, tar_wait, streams
 
 
 def main():
@@ -152,13 +209,16 @@ def main():
     tar = dataset_tar(19000)
     print("v2 JSON request: %d images, %.1f MB; data set: 19,000 PNGs, %.1f MB" % (N_IMAGES, len(big) / 1e6,
                                                                                  len(tar) / 1e6))
-    print("%-28s %5s %22s %34s %22s" % ("server", "round", "slowest /healthz, JSON",
-                                       "loop CPU s: parse / plain / gzip", "slowest /healthz, tar"))
+    print("training: %d one-step epochs followed by %d event streams" % (EPOCHS, STREAMS))
+    print("%-28s %5s %22s %34s %22s %40s" % ("server", "round", "slowest /healthz, JSON",
+                                            "loop CPU s: parse / plain / gzip", "slowest /healthz, tar",
+                                            "streams: slowest /healthz, job, events"))
     for rnd in range(1, 4):
         for binary in servers:
-            json_wait, cpu, tar_wait = one_round(binary, big, bad, tar)
-            print("%-28s %5d %20.3f s %34s %20.3f s" % (binary[-28:], rnd, json_wait,
-                                                        " / ".join("%.2f" % c for c in cpu), tar_wait))
+            json_wait, cpu, tar_wait, (stream_wait, job_s, mb) = one_round(binary, big, bad, tar)
+            print("%-28s %5d %20.3f s %34s %20.3f s %18.3f s, %6.1f s, %6.0f MB"
+                  % (binary[-28:], rnd, json_wait, " / ".join("%.2f" % c for c in cpu), tar_wait, stream_wait,
+                     job_s, mb))
 
 
 if __name__ == "__main__":

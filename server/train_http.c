@@ -131,32 +131,13 @@ void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *
     if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_CANCEL, st, err);
 }
 
-/* A srv_training_view_fn: adds the job to the JSON array user. */
-static void add_job(const srv_train_job *job, unsigned long version, void *user) {
-    (void)version;
-    cJSON *j = srv_train_job_json(job);
-    if (j != NULL) cJSON_AddItemToArray(user, j);
-}
-
-char *srv_train_http_list(srv_train_http *f) {
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL) return NULL;
-    cJSON *list = cJSON_AddArrayToObject(o, "jobs");
-    if (list != NULL) srv_training_each(f->training, add_job, list);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
-}
-
-/* A srv_training_view_fn: the job's text into *(char **)user. */
-static void job_text(const srv_train_job *job, unsigned long version, void *user) {
-    (void)version;
-    *(char **)user = srv_train_job_text(job);
-}
+char *srv_train_http_list(srv_train_http *f) { return srv_training_list_text(f->training); }
 
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
     char *s = NULL;
-    *found = srv_training_view(f->training, id, job_text, &s) == DAE_OK;
+    unsigned long version;
+    int finished;
+    *found = srv_training_text(f->training, id, 0, &s, &version, &finished) == DAE_OK;
     return s;
 }
 
@@ -262,22 +243,6 @@ srv_train_stream *srv_train_stream_open(srv_train_http *f, const char *id) {
     return s;
 }
 
-/* What a stream reads of its job: its text when it changed since seen. */
-typedef struct {
-    unsigned long seen, version;
-    char *text;
-    int done;
-} snapshot;
-
-/* A srv_training_view_fn: fills the snapshot user. */
-static void take_snapshot(const srv_train_job *job, unsigned long version, void *user) {
-    snapshot *sn = user;
-    sn->version = version;
-    if (version == sn->seen) return;
-    sn->text = srv_train_job_text(job);
-    sn->done = srv_train_job_finished(job);
-}
-
 ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t max) {
     srv_train_http *f = s->face;
     pthread_mutex_lock(&f->mu);
@@ -290,34 +255,28 @@ ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t
      * counts in s->changes, and the job is read again rather than the
      * connection parked and that change missed. */
     while (s->pending == NULL && !s->done_sent && !s->ended) {
-        unsigned long changes = s->changes;
-        snapshot sn = {.seen = s->seen};
+        unsigned long changes = s->changes, version = 0;
+        char *text = NULL;
+        int done = 0;
         pthread_mutex_unlock(&f->mu);
-        dae_status found = srv_training_view(f->training, s->id, take_snapshot, &sn);
+        dae_status found = srv_training_text(f->training, s->id, s->seen, &text, &version, &done);
         pthread_mutex_lock(&f->mu);
         if (found != DAE_OK) { /* removed past --train-keep: nothing more comes */
             s->ended = 1;
             break;
         }
-        if (sn.version != s->seen) {
-            char *text = sn.text;
-            if (text != NULL && !srv_utf8_valid(text, strlen(text))) {
-                /* Strings from records and files must not break the stream's JSON. */
-                char *fixed = srv_utf8_fix(text, strlen(text), NULL);
-                free(text);
-                text = fixed;
-            }
+        if (version != s->seen) {
             if (text != NULL) {
                 size_t n = strlen(text) + 64;
                 s->pending = malloc(n);
                 if (s->pending != NULL)
                     s->pending_len = (size_t)snprintf(s->pending, n, "event: %s\ndata: %s\n\n",
-                                                      sn.done ? "done" : "progress", text);
+                                                      done ? "done" : "progress", text);
                 s->pending_off = 0;
             }
             free(text);
-            s->seen = sn.version;
-            if (sn.done) s->done_sent = 1;
+            s->seen = version;
+            if (done) s->done_sent = 1;
             break;
         }
         if (changes == s->changes) break;

@@ -59,10 +59,10 @@ int srv_training_stop(srv_training *t, double seconds);
 void srv_training_free(srv_training *t);
 
 /* Registers fn (NULL: none) to see every change of a job: a change of
- * state, its progress at most every 0.1 s and at each epoch's end, its
- * end. fn is called with the training lock held (see
- * srv_training_view_fn), on whichever thread made the change. Once this
- * returns, the previous fn is no longer called. */
+ * state, its progress at most every 0.1 s, its end. fn is called with
+ * the training lock held (see srv_training_view_fn), on whichever thread
+ * made the change. Once this returns, the previous fn is no longer
+ * called. */
 void srv_training_on_change(srv_training *t, srv_training_view_fn fn, void *user);
 
 /* Registers fn (NULL: none) to be told when a job starts running (running
@@ -94,8 +94,16 @@ dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_vie
 /* Shows the job id to fn; DAE_ERR_NOT_FOUND when there is none. */
 dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_fn fn, void *user);
 
-/* Shows every job to fn, newest first, under one hold of the lock. */
-void srv_training_each(srv_training *t, srv_training_view_fn fn, void *user);
+/* The JSON text of job id (srv_train_job_text, as of its last change) in
+ * *text, malloc'd, unless its change count *version is still seen (then
+ * *text is NULL, as when out of memory); *finished: it has ended.
+ * DAE_ERR_NOT_FOUND when there is no such job. */
+dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, char **text,
+                             unsigned long *version, int *finished);
+
+/* GET /train's answer: {"jobs":[...]}, every job's text, newest first
+ * (malloc'd, NULL if out of memory). */
+char *srv_training_list_text(srv_training *t);
 
 /* The training metrics as Prometheus text (malloc'd, NULL if out of memory). */
 char *srv_training_metrics(srv_training *t);
