@@ -22,7 +22,8 @@
  * writes of its record at the end of an epoch. A record holds the job's
  * whole history, so writing it at every epoch made a job of many short
  * epochs quadratic: 4,000 epochs of 64 images took 29.4 s, 1,000 took
- * 3.2 s. The record is written again when the job ends. */
+ * 3.2 s. The last epoch's end is written, and the record again when the
+ * job ends. */
 #define NOTIFY_EVERY_S 0.1
 #define PERSIST_EVERY_S 1.0
 
@@ -190,6 +191,7 @@ static void on_progress(const dae_train_progress *p, void *user) {
     /* The job's own step number: its curve starts at 1 even when the
      * optimiser's count does not. */
     srv_train_job_log_step(jb, (long)(p->epoch - 1) * p->steps_per_epoch + p->step, p->loss);
+    int last_epoch = p->epoch_done && p->epoch == jb->epochs;
     if (p->epoch_done && p->epoch >= 1 && p->epoch <= jb->epochs) {
         srv_train_epoch *ep = &jb->history[p->epoch - 1];
         ep->loss = p->epoch_loss;
@@ -198,12 +200,14 @@ static void on_progress(const dae_train_progress *p, void *user) {
         ep->has_test = p->has_test;
         ep->mse = p->test_mse, ep->psnr = p->test_psnr, ep->ssim = p->test_ssim;
         if (jb->n_history < p->epoch) jb->n_history = p->epoch;
-        if (dae_now_s() - c->e->last_persist >= PERSIST_EVERY_S) {
+        if (last_epoch || dae_now_s() - c->e->last_persist >= PERSIST_EVERY_S) {
             persist(t, jb);
             c->e->last_persist = dae_now_s();
         }
     }
-    if (dae_now_s() - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
+    /* the last epoch's end is shown at once: evaluating, saving and
+     * installing the model may take a while */
+    if (last_epoch || dae_now_s() - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
     pthread_mutex_unlock(&t->mu);
 }
 
