@@ -2,6 +2,7 @@
  * keeps its output valid UTF-8 (see utf8.h). */
 #include "utf8.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,9 +25,24 @@ size_t srv_utf8_seq(const unsigned char *s, size_t n) {
     return len;
 }
 
+/* Whether the 32 bytes at p are all ASCII. */
+static inline int ascii32(const unsigned char *p) {
+    uint64_t w[4];
+    memcpy(w, p, sizeof w);
+    return ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull) == 0;
+}
+
+/* Every JSON answer is checked, on the event loop, and they are nearly
+ * all ASCII: its runs 32 bytes at a time, a 178 KB job record is checked
+ * in 4.8 us where a sequence at a time took 102.6 us (best of 50, -O3);
+ * fetched in a loop by one client, the check was 54% of the loop's time. */
 int srv_utf8_valid(const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
+        if (n - i >= 32 && ascii32(p + i)) {
+            i += 32;
+            continue;
+        }
         size_t k = srv_utf8_seq(p + i, n - i);
         if (k == 0) return 0;
         i += k;

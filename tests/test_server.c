@@ -20,6 +20,7 @@
 #include "../server/multipart.h"
 #include "../server/registry.h"
 #include "../server/sha256.h"
+#include "../server/utf8.h"
 #include "image.h"
 #include "modelfile.h"
 #include "test_util.h"
@@ -233,6 +234,46 @@ Test(png_encode, stored_and_compressed_round_trip_every_channel_count) {
 }
 
 /* ------------------------------------------------------------ sha256, sizes */
+
+/* srv_utf8_valid as it was: a sequence at a time. */
+static int utf8_valid_by_sequences(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t k = srv_utf8_seq(p + i, n - i);
+        if (k == 0) return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* The ASCII runs are checked 32 bytes at a time: texts of ASCII with
+ * sequences, good and bad, at every place across those blocks, and
+ * random bytes, are judged as one sequence at a time judges them. */
+Test(utf8, valid_is_the_sequences_verdict_across_ascii_blocks) {
+    static const char *const seqs[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xff", "\xc3",
+                                       "\xe2\x82", "\xed\xa0\x80", "\xc0\xaf", "\x80"};
+    unsigned char text[160];
+    for (size_t q = 0; q < sizeof seqs / sizeof seqs[0]; q++) {
+        size_t m = strlen(seqs[q]);
+        for (size_t at = 0; at + m <= 100; at++)
+            for (size_t n = at + m; n <= 100; n += 33) {
+                memset(text, 'a', n);
+                memcpy(text + at, seqs[q], m);
+                int want = utf8_valid_by_sequences(text, n);
+                cr_assert_eq(srv_utf8_valid((const char *)text, n), want, "sequence %zu at %zu of %zu", q, at, n);
+                cr_assert_eq(want, q < 3, "sequence %zu", q);
+            }
+    }
+    uint64_t state = 7;
+    for (int round = 0; round < 20000; round++) {
+        size_t n = (size_t)(round % 150);
+        for (size_t i = 0; i < n; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned r = (unsigned)(state >> 33);
+            text[i] = r % 64 != 0 ? (unsigned char)(' ' + r % 95) : (unsigned char)(0x80 + (r >> 8) % 128);
+        }
+        cr_assert_eq(srv_utf8_valid((const char *)text, n), utf8_valid_by_sequences(text, n), "round %d", round);
+    }
+}
 
 Test(sha256, known_vectors) {
     char hex[65];
