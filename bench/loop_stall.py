@@ -104,11 +104,14 @@ class Server:
         finally:
             c.close()
 
-    def text(self, path):
-        """The body of GET path, as text."""
+    def text(self, path, json_body=None):
+        """The body of GET path (POST of json_body when given), as text."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            c.request("GET", path)
+            if json_body is None:
+                c.request("GET", path)
+            else:
+                c.request("POST", path, body=json_body, headers={"Content-Type": "application/json"})
             return c.getresponse().read().decode()
         finally:
             c.close()
@@ -164,18 +167,9 @@ def stream_round(s):
     the job's elapsed seconds, MB of events read)."""
     body = json.dumps({"dataset": "mnist-mini", "epochs": EPOCHS, "train_limit": 64, "batch_size": 64,
                        "eval_limit": 0, "model_name": "stall"})
-    job = json.loads(post_text(s, "/train", body))["id"]
+    job = json.loads(s.text("/train", body))["id"]
     read, wait = slowest_healthz(s, lambda: follow_job(s, job, STREAMS), 0.01)
     return wait, json.loads(s.text("/train/%s" % job))["elapsed_seconds"], read / 1e6
-
-
-def post_text(server, path, body):
-    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-        return c.getresponse().read().decode()
-    finally:
-        c.close()
 
 
 def one_round(binary, big, bad, tar):

@@ -135,9 +135,7 @@ char *srv_train_http_list(srv_train_http *f) { return srv_training_list_text(f->
 
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
     char *s = NULL;
-    unsigned long version;
-    int finished;
-    *found = srv_training_text(f->training, id, 0, &s, &version, &finished) == DAE_OK;
+    *found = srv_training_text(f->training, id, 0, &s, NULL, NULL) == DAE_OK;
     return s;
 }
 

@@ -192,6 +192,7 @@ static void on_progress(const dae_train_progress *p, void *user) {
      * optimiser's count does not. */
     srv_train_job_log_step(jb, (long)(p->epoch - 1) * p->steps_per_epoch + p->step, p->loss);
     int last_epoch = p->epoch_done && p->epoch == jb->epochs;
+    double now = dae_now_s();
     if (p->epoch_done && p->epoch >= 1 && p->epoch <= jb->epochs) {
         srv_train_epoch *ep = &jb->history[p->epoch - 1];
         ep->loss = p->epoch_loss;
@@ -200,14 +201,14 @@ static void on_progress(const dae_train_progress *p, void *user) {
         ep->has_test = p->has_test;
         ep->mse = p->test_mse, ep->psnr = p->test_psnr, ep->ssim = p->test_ssim;
         if (jb->n_history < p->epoch) jb->n_history = p->epoch;
-        if (last_epoch || dae_now_s() - c->e->last_persist >= PERSIST_EVERY_S) {
+        if (last_epoch || now - c->e->last_persist >= PERSIST_EVERY_S) {
             persist(t, jb);
-            c->e->last_persist = dae_now_s();
+            c->e->last_persist = now;
         }
     }
     /* the last epoch's end is shown at once: evaluating, saving and
      * installing the model may take a while */
-    if (last_epoch || dae_now_s() - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
+    if (last_epoch || now - c->e->last_notify >= NOTIFY_EVERY_S) notify(t, c->e);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -739,8 +740,8 @@ dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen
     train_entry *e = find_entry(t, id);
     *text = NULL;
     if (e != NULL) {
-        *version = e->version;
-        *finished = srv_train_job_finished(e->job);
+        if (version != NULL) *version = e->version;
+        if (finished != NULL) *finished = srv_train_job_finished(e->job);
         const char *s = e->version != seen ? entry_text(e) : NULL;
         if (s != NULL) *text = strdup(s);
     }

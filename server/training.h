@@ -96,7 +96,8 @@ dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_
 
 /* The JSON text of job id (srv_train_job_text, as of its last change) in
  * *text, malloc'd, unless its change count *version is still seen (then
- * *text is NULL, as when out of memory); *finished: it has ended.
+ * *text is NULL, as when out of memory); *finished: it has ended
+ * (version and finished may be NULL).
  * DAE_ERR_NOT_FOUND when there is no such job. */
 dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, char **text,
                              unsigned long *version, int *finished);
