@@ -166,6 +166,7 @@ struct request {
     int too_large;
     size_t discarded;
     long long body_reserved; /* bytes of the memory budget the body holds */
+    long long answer_reserved; /* bytes of the memory budget a made answer holds (hold_answer) */
     int over_budget;         /* the body did not fit the memory budget: discarded, answered 503 */
     /* The image request. */
     srv_model *model;
@@ -327,7 +328,7 @@ static void on_request_done(void *cls, struct MHD_Connection *conn, void **con_c
     /* Everything this request held of the memory budget: its body, and
      * what its image request kept (the PNG answer, or all of it when the
      * workers never ran it). */
-    budget_give(r, r->body_reserved + r->image.mem_reserved);
+    budget_give(r, r->body_reserved + r->image.mem_reserved + r->answer_reserved);
     srv_clients_put(srv_gate_clients(h->gate), r->forwarded);
     free(r);
     atomic_fetch_sub(&h->in_flight, 1);
@@ -655,21 +656,6 @@ static enum MHD_Result answer_status(request *r, srv_edge_kind kind, dae_status 
     return answer_error(r, e->http_status, e->code, "%s", srv_http_error_message(st, msg));
 }
 
-/* Answers a JSON document (malloc'd; taken over). Strings in it may come
- * from files (model metadata, job records): any byte that is not
- * well-formed UTF-8 is replaced, so a JSON client can always parse it. */
-static enum MHD_Result answer_json(request *r, int status, char *json) {
-    if (json == NULL) return answer_error(r, 500, "internal_error", "out of memory");
-    size_t n = strlen(json);
-    if (!srv_utf8_valid(json, n)) {
-        char *fixed = srv_utf8_fix(json, n, &n);
-        free(json);
-        if (fixed == NULL) return answer_error(r, 500, "internal_error", "out of memory");
-        json = fixed;
-    }
-    return answer(r, status, "application/json", json, n, MHD_RESPMEM_MUST_FREE);
-}
-
 /* Answers 503 "memory_budget" to a request whose next bytes would not fit
  * the memory budget, or what its client may hold of it (Retry-After says
  * when to try again). */
@@ -678,6 +664,15 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
     srv_budget *b = srv_infer_budget(h->infer);
     srv_budget_share *share = memory_share(r);
     long long held = share != NULL ? atomic_load(&share->used) : 0;
+    const char *flag;
+    long long most = budget_most(r, &flag);
+    if (bytes > most) {
+        srv_metrics_reject(h->metrics, share != NULL && b->share_limit < b->limit ? SRV_REJECT_CLIENT_SHARE
+                                                                                   : SRV_REJECT_MEMORY_BUDGET);
+        return answer_error(r, 503, "memory_budget",
+                            "this request needs %lld bytes, more than one request may ever hold of the memory budget "
+                            "(%lld bytes, %s)", bytes, most, flag);
+    }
     if (share != NULL && bytes > b->share_limit - held) {
         char name[SRV_CLIENT_NAME_MAX];
         srv_client_name(r->client, name, sizeof name);
@@ -692,6 +687,54 @@ static enum MHD_Result refuse_memory(request *r, long long bytes) {
                         "the server's memory budget is in use (%lld of %lld bytes held by requests in flight; this "
                         "request needs %lld more); retry shortly",
                         srv_budget_used(b), b->limit, bytes);
+}
+
+/* Answers made for a request this small are not held against the memory
+ * budget: a stalled connection holds as much of libmicrohttpd's own
+ * buffers, which --max-connections bounds. */
+#define HELD_MIN_BYTES (64 * 1024)
+
+/* Holds bytes of the memory budget for r's answer until r ends, in place
+ * of what it held (more or less). 0, or -1 when refused (what it held
+ * stays). */
+static int hold_answer(request *r, long long bytes) {
+    long long more = bytes - r->answer_reserved;
+    if (more > 0 && budget_take(r, more) != 0) return -1;
+    if (more < 0) budget_give(r, -more);
+    r->answer_reserved = bytes;
+    return 0;
+}
+
+/* Answers a body made for r (malloc'd; taken over) like answer does,
+ * holding the bytes it sends (gzip'd or not) against the memory budget
+ * until r ends. A generated answer can be large (a job's record, the job
+ * list, a loss curve): each of 20 connections that asked for a 150 MB
+ * job list and read nothing held its own copy, 3.1 GB in all. */
+static enum MHD_Result answer_held(request *r, int status, const char *content_type, char *body, size_t len) {
+    size_t gz_len = 0;
+    uint8_t *gz = answer_zips(r, content_type, len) ? gzip_of(body, len, &gz_len) : NULL;
+    long long sent = (long long)(gz != NULL ? gz_len : len);
+    if ((sent >= HELD_MIN_BYTES || r->answer_reserved > 0) && hold_answer(r, sent) != 0) {
+        free(gz);
+        free(body);
+        return refuse_memory(r, sent);
+    }
+    return answer_made(r, status, content_type, body, len, MHD_RESPMEM_MUST_FREE, gz, gz_len);
+}
+
+/* Answers a JSON document (malloc'd; taken over; answer_held). Strings in
+ * it may come from files (model metadata, job records): any byte that is
+ * not well-formed UTF-8 is replaced, so a JSON client can always parse it. */
+static enum MHD_Result answer_json(request *r, int status, char *json) {
+    if (json == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+    size_t n = strlen(json);
+    if (!srv_utf8_valid(json, n)) {
+        char *fixed = srv_utf8_fix(json, n, &n);
+        free(json);
+        if (fixed == NULL) return answer_error(r, 500, "internal_error", "out of memory");
+        json = fixed;
+    }
+    return answer_held(r, status, "application/json", json, n);
 }
 
 /* Answers 503 "draining" once shutdown began: the dispatcher's answer to
@@ -1469,11 +1512,18 @@ static enum MHD_Result post_train(request *r) {
     return answer_train(r, &a);
 }
 
+/* A srv_training_reserve_fn: holds bytes of the memory budget for the
+ * answer of the request at user before the job list is copied. */
+static int reserve_answer(void *user, size_t bytes) { return hold_answer(user, (long long)bytes); }
+
 /* GET /train: the training jobs. */
 static enum MHD_Result get_train(request *r) {
     srv_http *h = r->http;
     if (h->train == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
-    return answer_json(r, 200, srv_train_http_list(h->train));
+    size_t len = 0;
+    char *json = srv_train_http_list(h->train, reserve_answer, r, &len);
+    if (json == NULL && len > 0) return refuse_memory(r, (long long)len);
+    return answer_json(r, 200, json);
 }
 
 /* GET /train/{id}: one training job's record. */
@@ -1682,8 +1732,7 @@ static enum MHD_Result train_loss(request *r, int svg) {
     if (!found)
         return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
     if (text == NULL) return answer_error(r, 500, "internal_error", "out of memory");
-    return answer(r, 200, svg ? "image/svg+xml" : "text/csv; charset=utf-8", text, strlen(text),
-                  MHD_RESPMEM_MUST_FREE);
+    return answer_held(r, 200, svg ? "image/svg+xml" : "text/csv; charset=utf-8", text, strlen(text));
 }
 
 static enum MHD_Result get_train_loss_csv(request *r) { return train_loss(r, 0); }

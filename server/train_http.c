@@ -131,7 +131,9 @@ void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *
     if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_CANCEL, st, err);
 }
 
-char *srv_train_http_list(srv_train_http *f) { return srv_training_list_text(f->training); }
+char *srv_train_http_list(srv_train_http *f, srv_training_reserve_fn reserve, void *user, size_t *len) {
+    return srv_training_list_text(f->training, reserve, user, len);
+}
 
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
     char *s = NULL;

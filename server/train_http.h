@@ -64,8 +64,8 @@ void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, cons
 /* DELETE /train/{id}: cancels a queued or running job. */
 void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *a);
 
-/* GET /train: every job, newest first (malloc'd JSON, NULL if out of memory). */
-char *srv_train_http_list(srv_train_http *f);
+/* GET /train: every job, newest first (srv_training_list_text). */
+char *srv_train_http_list(srv_train_http *f, srv_training_reserve_fn reserve, void *user, size_t *len);
 
 /* GET /train/{id}: the job, or NULL when there is none (*found says). */
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found);

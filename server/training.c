@@ -37,6 +37,7 @@ typedef struct {
     double last_notify;
     double last_persist;   /* when the running job's record was last written */
     char *text;            /* the job's JSON as of version text_version (entry_text), or NULL */
+    size_t text_len;
     unsigned long text_version;
 } train_entry;
 
@@ -111,9 +112,10 @@ static const char *entry_text(train_entry *e) {
         free(e->text);
         e->text = srv_train_job_text(e->job);
         e->text_version = e->version;
-        if (e->text != NULL && !srv_utf8_valid(e->text, strlen(e->text))) {
+        e->text_len = e->text != NULL ? strlen(e->text) : 0;
+        if (e->text != NULL && !srv_utf8_valid(e->text, e->text_len)) {
             /* strings from records and files must not break an event stream's JSON */
-            char *fixed = srv_utf8_fix(e->text, strlen(e->text), NULL);
+            char *fixed = srv_utf8_fix(e->text, e->text_len, &e->text_len);
             free(e->text);
             e->text = fixed;
         }
@@ -749,24 +751,30 @@ dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen
     return e != NULL ? DAE_OK : DAE_ERR_NOT_FOUND;
 }
 
-char *srv_training_list_text(srv_training *t) {
+char *srv_training_list_text(srv_training *t, srv_training_reserve_fn reserve, void *user, size_t *len) {
     static const char head[] = "{\"jobs\":[", tail[] = "]}";
     pthread_mutex_lock(&t->mu);
-    size_t len = sizeof head + sizeof tail;
+    size_t need = sizeof head + sizeof tail - 1, jobs = 0;
     for (int i = 0; i < t->n; i++) {
-        const char *s = entry_text(t->all[i]);
-        len += s != NULL ? strlen(s) + 1 : 0;
+        if (entry_text(t->all[i]) == NULL) continue;
+        need += t->all[i]->text_len + (jobs++ > 0);
     }
-    char *doc = malloc(len), *at = doc;
-    if (doc != NULL) {
-        at = stpcpy(at, head);
+    char *doc = NULL;
+    *len = 0;
+    if (reserve != NULL && reserve(user, need) != 0) {
+        *len = need;
+    } else if ((doc = malloc(need)) != NULL) {
+        char *at = stpcpy(doc, head);
         for (int i = t->n - 1, first = 1; i >= 0; i--) {
-            if (t->all[i]->text == NULL) continue;
+            train_entry *e = t->all[i];
+            if (e->text == NULL) continue;
             if (!first) *at++ = ',';
-            at = stpcpy(at, t->all[i]->text);
+            memcpy(at, e->text, e->text_len);
+            at += e->text_len;
             first = 0;
         }
-        stpcpy(at, tail);
+        at = stpcpy(at, tail);
+        *len = (size_t)(at - doc);
     }
     pthread_mutex_unlock(&t->mu);
     return doc;

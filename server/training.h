@@ -102,9 +102,15 @@ dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_
 dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, char **text,
                              unsigned long *version, int *finished);
 
+/* Asked for bytes before they are allocated: 0 to go on, nonzero to
+ * refuse. Called under the training lock: it must not block. */
+typedef int (*srv_training_reserve_fn)(void *user, size_t bytes);
+
 /* GET /train's answer: {"jobs":[...]}, every job's text, newest first
- * (malloc'd, NULL if out of memory). */
-char *srv_training_list_text(srv_training *t);
+ * (malloc'd), *len bytes. Its size is asked of reserve (NULL: none)
+ * first: if refused, NULL with *len that size. NULL with *len 0: out of
+ * memory. */
+char *srv_training_list_text(srv_training *t, srv_training_reserve_fn reserve, void *user, size_t *len);
 
 /* The training metrics as Prometheus text (malloc'd, NULL if out of memory). */
 char *srv_training_metrics(srv_training *t);

@@ -32,10 +32,10 @@ import harness
 SMALL = {"dataset": "mnist-mini", "epochs": 1, "train_limit": 64, "eval_limit": 200, "batch_size": 16}
 
 
-def start(suite, name, *args):
+def start(suite, name, *args, env=None):
     """A daemon that trains on the fixtures, one thread per side."""
     return suite.start(name, "--data-dir", os.path.join(suite.root, "tests", "fixtures"),
-                       "--train-threads", "1", "--workers", "1", "--reload-interval", "0", *args)
+                       "--train-threads", "1", "--workers", "1", "--reload-interval", "0", *args, env=env)
 
 
 def daemon_dir(suite, name):
@@ -418,6 +418,110 @@ def test_old_jobs_are_removed(suite):
         wait_done(d, submit(d, model_name="all%d" % i).json()["id"])
     suite.check("--train-keep 0: no job is removed", len(listed_ids(d)) == 3 and len(record_ids(state)) == 3,
                 (listed_ids(d), record_ids(state)))
+
+
+# ------------------------------------------------------------ answers held
+
+MIB = 1 << 20
+
+
+def write_long_records(state, template, n, epochs):
+    """n ended jobs of epochs epochs each, ids 1..n, made from the record
+    template of a real job: what a server that has run long jobs keeps."""
+    for f in os.listdir(state):
+        os.remove(os.path.join(state, f))
+    for i in range(1, n + 1):
+        r = dict(template, id=str(i), epochs=epochs, epoch=epochs, model="long%d" % i)
+        r["request"] = dict(template["request"], epochs=epochs, model_name=r["model"])
+        r["links"] = {"self": "/train/%d" % i, "events": "/train/%d/events" % i, "model": "/models/" + r["model"]}
+        r["step"] = r["total_steps"] = template["steps_per_epoch"] * epochs
+        r["history"] = [dict(template["history"][e % len(template["history"])], epoch=e + 1) for e in range(epochs)]
+        with open(os.path.join(state, "%d.json" % i), "w") as f:
+            json.dump(r, f, separators=(",", ":"))
+
+
+def unanswered(socks):
+    """The sockets of socks that have no answer to read yet, and the first
+    bytes of those that have."""
+    waiting, answered = [], []
+    for s in socks:
+        s.setblocking(False)
+        try:
+            answered.append((s, s.recv(65536)))
+        except (BlockingIOError, InterruptedError):
+            waiting.append(s)
+        s.setblocking(True)
+    return waiting, answered
+
+
+# The job list, a job's record and its loss curve are made per request,
+# and anyone may ask for them. Each of 20 connections that asked for a
+# 150 MB job list and read nothing held a copy of its own (3.1 GB); now
+# each made answer over 64 KiB is held against the memory budget, within
+# the client's share, until it is sent or the client leaves.
+def test_job_answers_are_held_within_the_budget(suite):
+    d = start(suite, "a")
+    jid = submit(d, epochs=2).json()["id"]
+    wait_done(d, jid)
+    state = os.path.join(d.dir, "state")
+    template = json.load(open(os.path.join(state, "%s.json" % jid)))
+    d.stop()
+    write_long_records(state, template, 20, 3000)
+    budget = 32 * MIB  # a client's share (75%): 24 MiB
+    d = start(suite, "a", env={"DAE_MEMORY_BUDGET": str(budget), "DAE_ACCESS_LOG": "off"})
+    size = len(harness.request(d.port, "GET", "/train").body)
+    suite.check("20 jobs of 3,000 epochs: a job list of %.1f MB" % (size / 1e6), size > 4 * MIB)
+    idle_kb = d.rss_kb()
+    socks = []
+    try:
+        for _ in range(20):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect((harness.HOST, d.port))
+            s.sendall(b"GET /train HTTP/1.1\r\nHost: t\r\n\r\n")
+            socks.append(s)
+        time.sleep(1)
+        rss_kb = d.rss_kb()
+        suite.check("20 unread job lists: RSS grew %d MiB, within the client's share of the budget"
+                    % ((rss_kb - idle_kb) // 1024), (rss_kb - idle_kb) * 1024 <= budget * 3 // 4,
+                    "idle %d MiB" % (idle_kb // 1024))
+        waiting, answered = unanswered(socks)
+        refused = [(s, first) for s, first in answered if first.startswith(b"HTTP/1.1 503")]
+        suite.check("... the lists that fit are sent, the others refused (%d refused)" % len(refused),
+                    len(refused) >= 20 - (budget * 3 // 4) // size - 1, [a[1][:12] for a in answered])
+        if refused:
+            r = harness.read_response(refused[0][0], 5, refused[0][1])
+            suite.check("... with 503 memory_budget JSON and Retry-After",
+                        is_error(r, 503, "memory_budget") and "retry-after" in r.headers, r)
+        other = "127.0.0.2"
+        r = harness.request(d.port, "GET", "/train/1", source=other)
+        suite.check("another client meanwhile reads a job (200)", r.status == 200 and r.json()["epoch"] == 3000, r)
+        r = harness.request(d.port, "POST", "/denoise", harness.fixture(suite, "images", "gray8.png"),
+                            {"Content-Type": "image/png"}, source=other)
+        suite.check("... and is served /denoise (200)", r.status == 200, r)
+    finally:
+        for s in socks:
+            s.close()
+
+    def given_back():
+        m = harness.request(d.port, "GET", "/metrics").body.decode()
+        return re.search(r"^dae_memory_reserved_bytes 0$", m, re.M) is not None
+    suite.check("once those clients leave, the budget is given back", harness.wait_until(given_back, 5))
+    r = harness.request(d.port, "GET", "/train")
+    suite.check("... and the job list is sent whole again", r.status == 200 and len(r.body) == size, r)
+    r = harness.request(d.port, "GET", "/train", headers={"Accept-Encoding": "gzip"})
+    suite.check("... gzip'd too", r.status == 200 and r.headers.get("content-encoding") == "gzip", r)
+
+    # A list that no request may ever hold is refused, saying so.
+    d.stop()
+    d = start(suite, "a", env={"DAE_MEMORY_BUDGET": str(4 * MIB), "DAE_ACCESS_LOG": "off"})
+    r = harness.request(d.port, "GET", "/train")
+    suite.check("with a 4 MiB budget the job list is refused: 503 memory_budget",
+                is_error(r, 503, "memory_budget") and "more than one request may ever hold" in r.body.decode(), r)
+    r = harness.request(d.port, "GET", "/train/20/loss.svg")
+    suite.check("... while a job's record and loss curve are sent",
+                harness.request(d.port, "GET", "/train/20").status == 200 and r.status == 200, r)
 
 
 # ------------------------------------------------------------ shutdown
