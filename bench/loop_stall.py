@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """loop_stall.py - how long a slow request holds up other clients.
 
-    bench/loop_stall.py [SERVER ...]     (default build/dae-server; run from the checkout)
+    bench/loop_stall.py [--epochs N] [SERVER ...]   (default build/dae-server; run from the checkout)
 
 For each dae-server binary given (several: side by side, round by round),
 3 rounds of:
@@ -13,10 +13,11 @@ For each dae-server binary given (several: side by side, round by round),
   gzip'd;
 - PUT /datasets/NAME of a tar of 19,000 28x28 PNGs (19.5 MB), /healthz every
   5 ms: the slowest /healthz;
-- a training job of 3,000 one-step epochs (the fixtures' mnist-mini, 64
-  images), followed by 24 event streams (one client's share of
-  --max-streams), /healthz every 10 ms: the slowest /healthz, the job's
-  own time, and the megabytes of events the streams read.
+- a training job of 3,000 one-step epochs (--epochs; the fixtures'
+  mnist-mini, 64 images), followed by 24 event streams (one client's share
+  of --max-streams), /healthz every 10 ms: the slowest /healthz and its
+  99th percentile, the event loop's CPU time, the job's own time, and the
+  megabytes of events the streams read.
 Each round starts the server afresh with the committed default model on a
 free port, its data, models and state directories temporary ones. About
 30 s a server.
@@ -125,8 +126,8 @@ class Server:
         self.proc.wait()
 
 
-def slowest_healthz(server, work, every):
-    """Runs work() on a thread; returns (its results, the slowest /healthz meanwhile in s)."""
+def healthz_waits(server, work, every):
+    """Runs work() on a thread; returns (its results, the /healthz waits meanwhile in s, sorted)."""
     results, waits = [], []
     t = threading.Thread(target=lambda: results.append(work()))
     t.start()
@@ -136,7 +137,13 @@ def slowest_healthz(server, work, every):
         waits.append(time.time() - t0)
         time.sleep(every)
     t.join()
-    return results[0], max(waits)
+    return results[0], sorted(waits)
+
+
+def slowest_healthz(server, work, every):
+    """Runs work() on a thread; returns (its results, the slowest /healthz meanwhile in s)."""
+    result, waits = healthz_waits(server, work, every)
+    return result, waits[-1]
 
 
 def follow_job(server, job, n):
@@ -162,17 +169,21 @@ def follow_job(server, job, n):
     return total
 
 
-def stream_round(s):
+def stream_round(s, epochs):
     """The training job followed by STREAMS streams: (slowest /healthz in s,
-    the job's elapsed seconds, MB of events read)."""
-    body = json.dumps({"dataset": "mnist-mini", "epochs": EPOCHS, "train_limit": 64, "batch_size": 64,
+    its 99th percentile, the event loop's CPU s, the job's elapsed seconds,
+    MB of events read)."""
+    body = json.dumps({"dataset": "mnist-mini", "epochs": epochs, "train_limit": 64, "batch_size": 64,
                        "eval_limit": 0, "model_name": "stall"})
     job = json.loads(s.text("/train", body))["id"]
-    read, wait = slowest_healthz(s, lambda: follow_job(s, job, STREAMS), 0.01)
-    return wait, json.loads(s.text("/train/%s" % job))["elapsed_seconds"], read / 1e6
+    cpu = s.loop_cpu_s()
+    read, waits = healthz_waits(s, lambda: follow_job(s, job, STREAMS), 0.01)
+    cpu = s.loop_cpu_s() - cpu
+    return (waits[-1], waits[len(waits) * 99 // 100], cpu, json.loads(s.text("/train/%s" % job))["elapsed_seconds"],
+            read / 1e6)
 
 
-def one_round(binary, big, bad, tar):
+def one_round(binary, big, bad, tar, epochs):
     with tempfile.TemporaryDirectory() as data_dir:
         shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "mnist-mini"), os.path.join(data_dir, "mnist-mini"))
         s = Server(binary, data_dir)
@@ -189,7 +200,7 @@ def one_round(binary, big, bad, tar):
                 cpu.append(s.loop_cpu_s() - t0)
             put, tar_wait = slowest_healthz(s, lambda: s.request("PUT", "/datasets/stall", tar), 0.005)
             statuses.append(put)
-            streams = stream_round(s)
+            streams = stream_round(s, epochs)
         finally:
             s.stop()
     if statuses != [200, 200, 400, 200, 200, 201]:
@@ -198,21 +209,26 @@ def one_round(binary, big, bad, tar):
 
 
 def main():
-    servers = sys.argv[1:] or [os.path.join(ROOT, "build", "dae-server")]
+    args = sys.argv[1:]
+    epochs = EPOCHS
+    if args[:1] == ["--epochs"] and len(args) > 1:
+        epochs, args = int(args[1]), args[2:]
+    servers = args or [os.path.join(ROOT, "build", "dae-server")]
     big, bad = json_request(N_IMAGES, N_IMAGES), json_request(N_IMAGES, N_IMAGES - 1)
     tar = dataset_tar(19000)
     print("v2 JSON request: %d images, %.1f MB; data set: 19,000 PNGs, %.1f MB" % (N_IMAGES, len(big) / 1e6,
                                                                                  len(tar) / 1e6))
-    print("training: %d one-step epochs followed by %d event streams" % (EPOCHS, STREAMS))
-    print("%-28s %5s %22s %34s %22s %40s" % ("server", "round", "slowest /healthz, JSON",
+    print("training: %d one-step epochs followed by %d event streams" % (epochs, STREAMS))
+    print("%-28s %5s %22s %34s %22s %58s" % ("server", "round", "slowest /healthz, JSON",
                                             "loop CPU s: parse / plain / gzip", "slowest /healthz, tar",
-                                            "streams: slowest /healthz, job, events"))
+                                            "streams: /healthz slowest, p99; loop CPU; job; events"))
     for rnd in range(1, 4):
         for binary in servers:
-            json_wait, cpu, tar_wait, (stream_wait, job_s, mb) = one_round(binary, big, bad, tar)
-            print("%-28s %5d %20.3f s %34s %20.3f s %18.3f s, %6.1f s, %6.0f MB"
+            json_wait, cpu, tar_wait, (stream_wait, stream_p99, stream_cpu, job_s, mb) = one_round(
+                binary, big, bad, tar, epochs)
+            print("%-28s %5d %20.3f s %34s %20.3f s %16.3f s, %6.3f s; %5.1f s; %6.1f s; %6.0f MB"
                   % (binary[-28:], rnd, json_wait, " / ".join("%.2f" % c for c in cpu), tar_wait, stream_wait,
-                     job_s, mb))
+                     stream_p99, stream_cpu, job_s, mb))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,10 @@ char *srv_train_http_list(srv_train_http *f, srv_training_reserve_fn reserve, vo
 }
 
 char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
-    char *s = NULL;
-    *found = srv_training_text(f->training, id, 0, &s, NULL, NULL) == DAE_OK;
+    srv_job_text *text = NULL;
+    *found = srv_training_text(f->training, id, 0, &text, NULL, NULL) == DAE_OK;
+    char *s = text != NULL ? strdup(text->s) : NULL;
+    srv_job_text_release(text);
     return s;
 }
 
@@ -173,8 +175,12 @@ struct srv_train_stream {
     int done_sent;
     int ended;             /* srv_train_stream_kick: end at the next read */
     unsigned long changes; /* changes of the job seen by the change callback */
-    char *pending;         /* formatted event not yet fully sent */
-    size_t pending_len, pending_off;
+    /* The event not yet fully sent: "event: NAME\ndata: ", the job's
+     * text (shared with its other readers), "\n\n"; pending_off bytes of
+     * it sent. */
+    const char *pending_head;
+    srv_job_text *pending;
+    size_t pending_off;
     struct MHD_Connection *waiting; /* suspended, waiting for a change */
     srv_train_stream *next; /* in face->streams */
 };
@@ -243,11 +249,36 @@ srv_train_stream *srv_train_stream_open(srv_train_http *f, const char *id) {
     return s;
 }
 
+/* Copies up to max bytes of s's pending event into buf, from where the
+ * last copy ended; lets go of its text once it is sent whole. Returns the
+ * bytes copied. */
+static size_t pending_copy(srv_train_stream *s, char *buf, size_t max) {
+    const char *parts[3] = {s->pending_head, s->pending->s, "\n\n"};
+    size_t lens[3] = {strlen(s->pending_head), s->pending->len, 2};
+    size_t n = 0, skip = s->pending_off;
+    for (int i = 0; i < 3 && n < max; i++) {
+        if (skip >= lens[i]) {
+            skip -= lens[i];
+            continue;
+        }
+        size_t k = lens[i] - skip < max - n ? lens[i] - skip : max - n;
+        memcpy(buf + n, parts[i] + skip, k);
+        n += k;
+        skip = 0;
+    }
+    s->pending_off += n;
+    if (s->pending_off == lens[0] + lens[1] + lens[2]) {
+        srv_job_text_release(s->pending);
+        s->pending = NULL;
+    }
+    return n;
+}
+
 ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t max) {
     srv_train_http *f = s->face;
     pthread_mutex_lock(&f->mu);
     if (s->ended) {
-        free(s->pending);
+        srv_job_text_release(s->pending);
         s->pending = NULL;
     }
     /* The job is read without the face's lock (the training lock is taken
@@ -256,7 +287,7 @@ ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t
      * connection parked and that change missed. */
     while (s->pending == NULL && !s->done_sent && !s->ended) {
         unsigned long changes = s->changes, version = 0;
-        char *text = NULL;
+        srv_job_text *text = NULL;
         int done = 0;
         pthread_mutex_unlock(&f->mu);
         dae_status found = srv_training_text(f->training, s->id, s->seen, &text, &version, &done);
@@ -266,15 +297,9 @@ ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t
             break;
         }
         if (version != s->seen) {
-            if (text != NULL) {
-                size_t n = strlen(text) + 64;
-                s->pending = malloc(n);
-                if (s->pending != NULL)
-                    s->pending_len = (size_t)snprintf(s->pending, n, "event: %s\ndata: %s\n\n",
-                                                      done ? "done" : "progress", text);
-                s->pending_off = 0;
-            }
-            free(text);
+            s->pending = text;
+            s->pending_head = done ? "event: done\ndata: " : "event: progress\ndata: ";
+            s->pending_off = 0;
             s->seen = version;
             if (done) s->done_sent = 1;
             break;
@@ -283,15 +308,7 @@ ssize_t srv_train_stream_read(srv_train_stream *s, void *conn, char *buf, size_t
     }
     ssize_t ret = 0;
     if (s->pending != NULL) {
-        size_t n = s->pending_len - s->pending_off;
-        if (n > max) n = max;
-        memcpy(buf, s->pending + s->pending_off, n);
-        s->pending_off += n;
-        if (s->pending_off == s->pending_len) {
-            free(s->pending);
-            s->pending = NULL;
-        }
-        ret = (ssize_t)n;
+        ret = (ssize_t)pending_copy(s, buf, max);
     } else if (s->done_sent || f->ended || s->ended) {
         ret = (ssize_t)MHD_CONTENT_READER_END_OF_STREAM;
     } else {
@@ -322,6 +339,6 @@ void srv_train_stream_close(srv_train_stream *s) {
             break;
         }
     pthread_mutex_unlock(&f->mu);
-    free(s->pending);
+    srv_job_text_release(s->pending);
     free(s);
 }

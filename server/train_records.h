@@ -84,6 +84,7 @@ typedef struct {
     char model_version[24];
     int activated;
     cJSON *promotion;    /* the promotion gate's scores and decision (srv_train_gate_json), or NULL */
+    struct srv_train_printed *printed; /* the history's epochs as text, each printed once (srv_train_job_json) */
 } srv_train_job;
 
 /* A new queued job of the canonical request req (taken over) with the id
@@ -102,7 +103,8 @@ const char *srv_train_job_req_str(const srv_train_job *job, const char *key);
 double srv_train_job_req_num(const srv_train_job *job, const char *key);
 
 /* The job as a JSON document (its record, and its answer over HTTP);
- * NULL if out of memory. */
+ * NULL if out of memory. Its history is a raw item (cJSON_Raw), printed
+ * from text kept with the job: each epoch is printed once. */
 cJSON *srv_train_job_json(const srv_train_job *job);
 
 /* The same as malloc'd text; NULL if out of memory. */

@@ -22,6 +22,7 @@
 #ifndef SRV_TRAINING_H
 #define SRV_TRAINING_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include <cJSON.h>
@@ -94,12 +95,23 @@ dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_vie
 /* Shows the job id to fn; DAE_ERR_NOT_FOUND when there is none. */
 dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_fn fn, void *user);
 
-/* The JSON text of job id (srv_train_job_text, as of its last change) in
- * *text, malloc'd, unless its change count *version is still seen (then
- * *text is NULL, as when out of memory); *finished: it has ended
- * (version and finished may be NULL).
- * DAE_ERR_NOT_FOUND when there is no such job. */
-dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, char **text,
+/* A job's JSON text as of one change (srv_train_job_text, valid UTF-8),
+ * made once for all its readers: each holds a reference, and the last to
+ * let go frees it. */
+typedef struct {
+    atomic_int refs;
+    size_t len;
+    char s[]; /* len bytes and a NUL */
+} srv_job_text;
+
+/* Lets go of a reference to text (NULL is fine). */
+void srv_job_text_release(srv_job_text *text);
+
+/* A reference to the text of job id as of its last change in *text,
+ * unless its change count *version is still seen (then *text is NULL, as
+ * when out of memory); *finished: it has ended (version and finished may
+ * be NULL). DAE_ERR_NOT_FOUND when there is no such job. */
+dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, srv_job_text **text,
                              unsigned long *version, int *finished);
 
 /* Asked for bytes before they are allocated: 0 to go on, nonzero to

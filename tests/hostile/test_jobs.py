@@ -510,6 +510,12 @@ def test_job_answers_are_held_within_the_budget(suite):
     suite.check("once those clients leave, the budget is given back", harness.wait_until(given_back, 5))
     r = harness.request(d.port, "GET", "/train")
     suite.check("... and the job list is sent whole again", r.status == 200 and len(r.body) == size, r)
+    # An event stream sends the job's shared text in many pieces.
+    events = harness.request(d.port, "GET", "/train/7/events")
+    record = harness.request(d.port, "GET", "/train/7")
+    m = re.fullmatch(rb"event: done\ndata: (.*)\n\n", events.body, re.S)
+    suite.check("an ended job's %d KB record comes whole as its done event" % (len(record.body) // 1000),
+                m is not None and json.loads(m.group(1)) == record.json(), events.body[:60] + events.body[-60:])
     r = harness.request(d.port, "GET", "/train", headers={"Accept-Encoding": "gzip"})
     suite.check("... gzip'd too", r.status == 200 and r.headers.get("content-encoding") == "gzip", r)
 
