@@ -440,27 +440,36 @@ static int accepts_gzip(const char *ae) {
     return 0;
 }
 
-/* len bytes of body gzip'd into a malloc'd buffer of *out_len bytes, or
- * NULL (the body then goes as it is). */
-static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
+/* The n pieces of iov, total bytes, gzip'd into a malloc'd buffer of
+ * *out_len bytes, or NULL (the answer then goes as it is). */
+static uint8_t *gzip_pieces(const struct MHD_IoVec *iov, unsigned n, size_t total, size_t *out_len) {
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
-    uLong cap = deflateBound(&z, (uLong)len);
+    *out_len = 0;
+    if (total > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
+    uLong cap = deflateBound(&z, (uLong)total);
     uint8_t *out = malloc(cap);
-    if (out != NULL) {
-        z.next_in = (Bytef *)(uintptr_t)body;
-        z.avail_in = (uInt)len;
-        z.next_out = out;
-        z.avail_out = (uInt)cap;
-        if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
-            free(out);
-            out = NULL;
-        }
+    int st = out != NULL ? Z_OK : Z_MEM_ERROR;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    for (unsigned i = 0; st == Z_OK && i < n; i++) {
+        z.next_in = (Bytef *)(uintptr_t)iov[i].iov_base;
+        z.avail_in = (uInt)iov[i].iov_len;
+        st = deflate(&z, i + 1 < n ? Z_NO_FLUSH : Z_FINISH);
+    }
+    if (n == 0 || st != Z_STREAM_END) {
+        free(out);
+        out = NULL;
     }
     *out_len = z.total_out;
     deflateEnd(&z);
     return out;
+}
+
+/* len bytes of body gzip'd (gzip_pieces). */
+static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
+    struct MHD_IoVec one = {body, len};
+    return gzip_pieces(&one, 1, len, out_len);
 }
 
 /* Queues a response of len bytes of body (taken over per mode), or of gz
@@ -707,14 +716,15 @@ static int hold_answer(request *r, long long bytes) {
 
 /* Answers a body made for r (malloc'd; taken over) like answer does,
  * holding the bytes it sends (gzip'd or not) against the memory budget
- * until r ends. A generated answer can be large (a job's record, the job
- * list, a loss curve): each of 20 connections that asked for a 150 MB
- * job list and read nothing held its own copy, 3.1 GB in all. */
+ * until r ends. A generated answer can be large (a loss curve, the model
+ * list): each of 20 connections that asked for a 150 MB job list and read
+ * nothing held its own copy, 3.1 GB in all. (Job records and the job list
+ * are held the same way, sent from shared texts: answer_texts.) */
 static enum MHD_Result answer_held(request *r, int status, const char *content_type, char *body, size_t len) {
     size_t gz_len = 0;
     uint8_t *gz = answer_zips(r, content_type, len) ? gzip_of(body, len, &gz_len) : NULL;
     long long sent = (long long)(gz != NULL ? gz_len : len);
-    if ((sent >= HELD_MIN_BYTES || r->answer_reserved > 0) && hold_answer(r, sent) != 0) {
+    if (sent >= HELD_MIN_BYTES && hold_answer(r, sent) != 0) {
         free(gz);
         free(body);
         return refuse_memory(r, sent);
@@ -1512,29 +1522,107 @@ static enum MHD_Result post_train(request *r) {
     return answer_train(r, &a);
 }
 
-/* A srv_training_reserve_fn: holds bytes of the memory budget for the
- * answer of the request at user before the job list is copied. */
-static int reserve_answer(void *user, size_t bytes) { return hold_answer(user, (long long)bytes); }
+/* Job texts an answer is sent from, let go when it has been sent. */
+typedef struct {
+    srv_job_text **texts;
+    int n;
+} texts_held;
+
+static void texts_release(srv_job_text **texts, int n) {
+    for (int i = 0; i < n; i++) srv_job_text_release(texts[i]);
+    free(texts);
+}
+
+/* libmicrohttpd is done with an answer sent from job texts. */
+static void texts_sent(void *cls) {
+    texts_held *held = cls;
+    texts_release(held->texts, held->n);
+    free(held);
+}
+
+/* Answers JSON made of n job texts (the references and the array taken
+ * over) after head, between seps and before tail. The texts are shared
+ * by every reader and valid UTF-8 (training.h): they are sent as they
+ * are, not copied (a copy of a 180 KB record was mapped and unmapped at
+ * every request: a client asking for one in a loop got 1,000 answers a
+ * second and took the event loop's whole CPU), or gzip'd for a client
+ * that takes it. Held against the memory budget as answer_held does: the
+ * whole size, then what is sent. */
+static enum MHD_Result answer_texts(request *r, const char *head, const char *sep, const char *tail,
+                                    srv_job_text **texts, int n) {
+    struct MHD_IoVec *iov = malloc(((size_t)n * 2 + 2) * sizeof *iov);
+    texts_held *held = malloc(sizeof *held);
+    if (iov == NULL || held == NULL) {
+        free(iov);
+        free(held);
+        texts_release(texts, n);
+        return answer_error(r, 500, "internal_error", "out of memory");
+    }
+    unsigned pieces = 0;
+    size_t total = 0;
+    for (int i = -1; i <= n; i++) { /* head, the texts with sep between them, tail; none empty */
+        const char *s = i < 0 ? head : i == n ? tail : texts[i]->s;
+        size_t len = i < 0 || i == n ? strlen(s) : texts[i]->len;
+        if (i > 0 && i < n && sep[0] != '\0') {
+            iov[pieces++] = (struct MHD_IoVec){sep, strlen(sep)};
+            total += strlen(sep);
+        }
+        if (len > 0) {
+            iov[pieces++] = (struct MHD_IoVec){s, len};
+            total += len;
+        }
+    }
+    if (total >= HELD_MIN_BYTES && hold_answer(r, (long long)total) != 0) {
+        free(iov);
+        free(held);
+        texts_release(texts, n);
+        return refuse_memory(r, (long long)total);
+    }
+    size_t gz_len = 0;
+    uint8_t *gz = answer_zips(r, "application/json", total) ? gzip_pieces(iov, pieces, total, &gz_len) : NULL;
+    if (gz != NULL) {
+        free(iov);
+        free(held);
+        texts_release(texts, n);
+        if (r->answer_reserved > 0) hold_answer(r, (long long)gz_len); /* less: never refused */
+        return answer_made(r, 200, "application/json", NULL, 0, MHD_RESPMEM_PERSISTENT, gz, gz_len);
+    }
+    held->texts = texts;
+    held->n = n;
+    struct MHD_Response *resp = MHD_create_response_from_iovec(iov, pieces, texts_sent, held);
+    free(iov);
+    if (resp == NULL) {
+        texts_sent(held);
+        return answer_error(r, 500, "internal_error", "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
+    return answer_response(r, 200, "application/json", resp, total);
+}
 
 /* GET /train: the training jobs. */
 static enum MHD_Result get_train(request *r) {
     srv_http *h = r->http;
     if (h->train == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
-    size_t len = 0;
-    char *json = srv_train_http_list(h->train, reserve_answer, r, &len);
-    if (json == NULL && len > 0) return refuse_memory(r, (long long)len);
-    return answer_json(r, 200, json);
+    srv_job_text **texts;
+    int n;
+    if (srv_train_http_list(h->train, &texts, &n) != DAE_OK)
+        return answer_error(r, 500, "internal_error", "out of memory");
+    return answer_texts(r, "{\"jobs\":[", ",", "]}", texts, n);
 }
 
 /* GET /train/{id}: one training job's record. */
 static enum MHD_Result get_train_job(request *r) {
     srv_http *h = r->http;
     if (h->train == NULL) return answer_error(r, 404, "job_not_found", "no training job %s", r->route_arg);
-    int found = 0;
-    char *json = srv_train_http_get(h->train, r->route_arg, &found);
-    if (!found)
+    srv_job_text *text = NULL, **texts;
+    if (srv_train_http_get(h->train, r->route_arg, &text) != DAE_OK)
         return answer_error(r, 404, "job_not_found", "no training job %s (GET /train lists them)", r->route_arg);
-    return answer_json(r, 200, json);
+    if (text == NULL || (texts = malloc(sizeof *texts)) == NULL) {
+        srv_job_text_release(text);
+        return answer_error(r, 500, "internal_error", "out of memory");
+    }
+    texts[0] = text;
+    return answer_texts(r, "", "", "", texts, 1);
 }
 
 /* DELETE /train/{id}: cancels a training job. */

@@ -131,16 +131,12 @@ void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *
     if (st != DAE_OK) fail_status(a, SRV_EDGE_TRAIN_CANCEL, st, err);
 }
 
-char *srv_train_http_list(srv_train_http *f, srv_training_reserve_fn reserve, void *user, size_t *len) {
-    return srv_training_list_text(f->training, reserve, user, len);
+dae_status srv_train_http_list(srv_train_http *f, srv_job_text ***texts, int *n) {
+    return srv_training_texts(f->training, texts, n);
 }
 
-char *srv_train_http_get(srv_train_http *f, const char *id, int *found) {
-    srv_job_text *text = NULL;
-    *found = srv_training_text(f->training, id, 0, &text, NULL, NULL) == DAE_OK;
-    char *s = text != NULL ? strdup(text->s) : NULL;
-    srv_job_text_release(text);
-    return s;
+dae_status srv_train_http_get(srv_train_http *f, const char *id, srv_job_text **text) {
+    return srv_training_text(f->training, id, 0, text, NULL, NULL);
 }
 
 /* What loss_curve renders: the format, then the text. */

@@ -64,11 +64,12 @@ void srv_train_http_submit(srv_train_http *f, const char *body, size_t len, cons
 /* DELETE /train/{id}: cancels a queued or running job. */
 void srv_train_http_cancel(srv_train_http *f, const char *id, srv_train_answer *a);
 
-/* GET /train: every job, newest first (srv_training_list_text). */
-char *srv_train_http_list(srv_train_http *f, srv_training_reserve_fn reserve, void *user, size_t *len);
+/* GET /train: every job's text, newest first (srv_training_texts). */
+dae_status srv_train_http_list(srv_train_http *f, srv_job_text ***texts, int *n);
 
-/* GET /train/{id}: the job, or NULL when there is none (*found says). */
-char *srv_train_http_get(srv_train_http *f, const char *id, int *found);
+/* GET /train/{id}: a reference to the job's text in *text (NULL if out
+ * of memory); DAE_ERR_NOT_FOUND when there is no such job. */
+dae_status srv_train_http_get(srv_train_http *f, const char *id, srv_job_text **text);
 
 /* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): the job's loss
  * curve (srv_train_job_loss_csv, _svg), or NULL when there is no such job

@@ -166,6 +166,11 @@ char *srv_train_job_text(const srv_train_job *jb) {
     return s;
 }
 
+void srv_train_job_drop_printed(srv_train_job *jb) {
+    free(jb->printed->text);
+    memset(jb->printed, 0, sizeof *jb->printed);
+}
+
 /* path (4096 bytes) = the record file of job jb in dir. */
 static void record_path(char *path, const char *dir, const srv_train_job *jb) {
     snprintf(path, 4096, "%s/%s.json", dir, jb->id);

@@ -110,6 +110,11 @@ cJSON *srv_train_job_json(const srv_train_job *job);
 /* The same as malloc'd text; NULL if out of memory. */
 char *srv_train_job_text(const srv_train_job *job);
 
+/* Frees the history's text kept with the job (the next srv_train_job_json
+ * prints every epoch again): for a job that has ended, whose text its
+ * readers keep. */
+void srv_train_job_drop_printed(srv_train_job *job);
+
 /* Logs the batch loss of step `step` of the running job (lock held),
  * within SRV_TRAIN_STEP_LOG entries. Out of memory: not logged. */
 void srv_train_job_log_step(srv_train_job *job, long step, double loss);

@@ -143,6 +143,8 @@ static srv_job_text *entry_text(train_entry *e) {
         srv_job_text_release(e->text);
         e->text = job_text_new(e->job);
         e->text_version = e->version;
+        /* an ended job's history is in its text: not kept twice */
+        if (srv_train_job_finished(e->job)) srv_train_job_drop_printed(e->job);
     }
     return e->text;
 }
@@ -532,6 +534,10 @@ srv_training *srv_training_start(const srv_config *cfg, srv_registry *registry, 
         return NULL;
     }
     remove_old_jobs(t);
+    /* Every job's text is made now rather than by its first reader: after
+     * a restart with 100 jobs of 10,000 epochs, the first GET /train
+     * printed their 152 MB on the event loop, 5.9 s. */
+    for (int i = 0; i < t->n; i++) entry_text(t->all[i]);
     if (pthread_create(&t->runner, NULL, runner, t) != 0) {
         snprintf(err, errlen, "cannot start the training thread");
         srv_training_free(t);
@@ -778,33 +784,20 @@ dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen
     return e != NULL ? DAE_OK : DAE_ERR_NOT_FOUND;
 }
 
-char *srv_training_list_text(srv_training *t, srv_training_reserve_fn reserve, void *user, size_t *len) {
-    static const char head[] = "{\"jobs\":[", tail[] = "]}";
+dae_status srv_training_texts(srv_training *t, srv_job_text ***texts, int *n) {
     pthread_mutex_lock(&t->mu);
-    size_t need = sizeof head + sizeof tail - 1, jobs = 0;
-    for (int i = 0; i < t->n; i++) {
-        if (entry_text(t->all[i]) == NULL) continue;
-        need += t->all[i]->text->len + (jobs++ > 0);
-    }
-    char *doc = NULL;
-    *len = 0;
-    if (reserve != NULL && reserve(user, need) != 0) {
-        *len = need;
-    } else if ((doc = malloc(need)) != NULL) {
-        char *at = stpcpy(doc, head);
-        for (int i = t->n - 1, first = 1; i >= 0; i--) {
-            train_entry *e = t->all[i];
-            if (e->text == NULL) continue;
-            if (!first) *at++ = ',';
-            memcpy(at, e->text->s, e->text->len);
-            at += e->text->len;
-            first = 0;
+    *n = 0;
+    *texts = malloc(((size_t)t->n + 1) * sizeof **texts);
+    for (int i = t->n - 1; *texts != NULL && i >= 0; i--) {
+        srv_job_text *text = entry_text(t->all[i]);
+        if (text == NULL) { /* out of memory: the job is left out rather than the list refused */
+            continue;
         }
-        at = stpcpy(at, tail);
-        *len = (size_t)(at - doc);
+        atomic_fetch_add(&text->refs, 1);
+        (*texts)[(*n)++] = text;
     }
     pthread_mutex_unlock(&t->mu);
-    return doc;
+    return *texts != NULL ? DAE_OK : DAE_ERR_NOMEM;
 }
 
 char *srv_training_metrics(srv_training *t) {

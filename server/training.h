@@ -114,15 +114,10 @@ void srv_job_text_release(srv_job_text *text);
 dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, srv_job_text **text,
                              unsigned long *version, int *finished);
 
-/* Asked for bytes before they are allocated: 0 to go on, nonzero to
- * refuse. Called under the training lock: it must not block. */
-typedef int (*srv_training_reserve_fn)(void *user, size_t bytes);
-
-/* GET /train's answer: {"jobs":[...]}, every job's text, newest first
- * (malloc'd), *len bytes. Its size is asked of reserve (NULL: none)
- * first: if refused, NULL with *len that size. NULL with *len 0: out of
- * memory. */
-char *srv_training_list_text(srv_training *t, srv_training_reserve_fn reserve, void *user, size_t *len);
+/* References to every job's text, newest first (GET /train), in *texts
+ * (malloc'd; *n of them, each let go with srv_job_text_release, then the
+ * array freed). DAE_ERR_NOMEM when out of memory (nothing held then). */
+dae_status srv_training_texts(srv_training *t, srv_job_text ***texts, int *n);
 
 /* The training metrics as Prometheus text (malloc'd, NULL if out of memory). */
 char *srv_training_metrics(srv_training *t);
