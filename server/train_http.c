@@ -139,23 +139,8 @@ dae_status srv_train_http_get(srv_train_http *f, const char *id, srv_job_text **
     return srv_training_text(f->training, id, 0, text, NULL, NULL);
 }
 
-/* What loss_curve renders: the format, then the text. */
-typedef struct {
-    int svg;
-    char *text;
-} loss_view;
-
-/* A srv_training_view_fn: the job's loss curve into the loss_view user. */
-static void loss_curve(const srv_train_job *job, unsigned long version, void *user) {
-    (void)version;
-    loss_view *v = user;
-    v->text = v->svg ? srv_train_job_loss_svg(job) : srv_train_job_loss_csv(job);
-}
-
-char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found) {
-    loss_view v = {svg, NULL};
-    *found = srv_training_view(f->training, id, loss_curve, &v) == DAE_OK;
-    return v.text;
+dae_status srv_train_http_loss(srv_train_http *f, const char *id, int svg, srv_job_text **curve) {
+    return srv_training_loss(f->training, id, svg, curve);
 }
 
 char *srv_train_http_metrics(srv_train_http *f) { return srv_training_metrics(f->training); }

@@ -71,10 +71,9 @@ dae_status srv_train_http_list(srv_train_http *f, srv_job_text ***texts, int *n)
  * of memory); DAE_ERR_NOT_FOUND when there is no such job. */
 dae_status srv_train_http_get(srv_train_http *f, const char *id, srv_job_text **text);
 
-/* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): the job's loss
- * curve (srv_train_job_loss_csv, _svg), or NULL when there is no such job
- * (*found says) or out of memory. */
-char *srv_train_http_loss(srv_train_http *f, const char *id, int svg, int *found);
+/* GET /train/{id}/loss.csv (svg 0) and /loss.svg (1): a reference to
+ * the job's loss curve (srv_training_loss). */
+dae_status srv_train_http_loss(srv_train_http *f, const char *id, int svg, srv_job_text **curve);
 
 /* GET /metrics: the training metrics (srv_training_metrics). */
 char *srv_train_http_metrics(srv_train_http *f);

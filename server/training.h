@@ -95,14 +95,20 @@ dae_status srv_training_cancel(srv_training *t, const char *id, srv_training_vie
 /* Shows the job id to fn; DAE_ERR_NOT_FOUND when there is none. */
 dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_fn fn, void *user);
 
-/* A job's JSON text as of one change (srv_train_job_text, valid UTF-8),
+/* A job's JSON text (or its loss curve) as of one change, valid UTF-8,
  * made once for all its readers: each holds a reference, and the last to
  * let go frees it. */
-typedef struct {
+typedef struct srv_job_text srv_job_text;
+struct srv_job_text {
     atomic_int refs;
+    _Atomic(srv_job_text *) gzipped; /* the same gzip'd, once a reader made it (it holds one reference), or NULL */
     size_t len;
     char s[]; /* len bytes and a NUL */
-} srv_job_text;
+};
+
+/* A text of len bytes copied from bytes, one reference; NULL if out of
+ * memory. */
+srv_job_text *srv_job_text_new(const void *bytes, size_t len);
 
 /* Lets go of a reference to text (NULL is fine). */
 void srv_job_text_release(srv_job_text *text);
@@ -113,6 +119,11 @@ void srv_job_text_release(srv_job_text *text);
  * be NULL). DAE_ERR_NOT_FOUND when there is no such job. */
 dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen, srv_job_text **text,
                              unsigned long *version, int *finished);
+
+/* A reference to the loss curve of job id, as CSV (svg 0: the columns of
+ * srv_train_job_loss_csv) or SVG (1), as of its last change, in *curve
+ * (NULL if out of memory); DAE_ERR_NOT_FOUND when there is no such job. */
+dae_status srv_training_loss(srv_training *t, const char *id, int svg, srv_job_text **curve);
 
 /* References to every job's text, newest first (GET /train), in *texts
  * (malloc'd; *n of them, each let go with srv_job_text_release, then the

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 
 import harness
 
@@ -516,6 +517,12 @@ def test_job_answers_are_held_within_the_budget(suite):
     m = re.fullmatch(rb"event: done\ndata: (.*)\n\n", events.body, re.S)
     suite.check("an ended job's %d KB record comes whole as its done event" % (len(record.body) // 1000),
                 m is not None and json.loads(m.group(1)) == record.json(), events.body[:60] + events.body[-60:])
+    for path, plain in (("/train/7", record.body), ("/train/7/loss.svg", None)):
+        plain = plain or harness.request(d.port, "GET", path).body
+        zipped = [harness.request(d.port, "GET", path, headers={"Accept-Encoding": "gzip"}) for _ in range(2)]
+        suite.check("%s gzip'd, made once and sent twice, is the plain answer" % path,
+                    all(z.headers.get("content-encoding") == "gzip" and zlib.decompress(z.body, 31) == plain
+                        for z in zipped), zipped)
     r = harness.request(d.port, "GET", "/train", headers={"Accept-Encoding": "gzip"})
     suite.check("... gzip'd too", r.status == 200 and r.headers.get("content-encoding") == "gzip", r)
 
