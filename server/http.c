@@ -440,37 +440,37 @@ static int accepts_gzip(const char *ae) {
     return 0;
 }
 
-/* The n pieces of iov, total bytes, gzip'd into a malloc'd buffer of
- * *out_len bytes, or NULL (the answer then goes as it is). */
-static uint8_t *gzip_pieces(const struct MHD_IoVec *iov, unsigned n, size_t total, size_t *out_len) {
+/* len bytes of body deflated into a malloc'd buffer of *out_len bytes, or
+ * NULL (the body then goes as it is): as a gzip member (joinable 0), or
+ * (joinable 1) as raw deflate blocks that end on a byte boundary (a sync
+ * flush), which join others' into one stream (answer_texts). */
+static uint8_t *deflate_of(const void *body, size_t len, int joinable, size_t *out_len) {
     z_stream z;
     memset(&z, 0, sizeof z);
     *out_len = 0;
-    if (total > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
-    uLong cap = deflateBound(&z, (uLong)total);
+    if (len > UINT_MAX / 2 ||
+        deflateInit2(&z, 6, Z_DEFLATED, joinable ? -15 : 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    uLong cap = deflateBound(&z, (uLong)len) + 16; /* and a sync flush's marker */
     uint8_t *out = malloc(cap);
-    int st = out != NULL ? Z_OK : Z_MEM_ERROR;
-    z.next_out = out;
-    z.avail_out = (uInt)cap;
-    for (unsigned i = 0; st == Z_OK && i < n; i++) {
-        z.next_in = (Bytef *)(uintptr_t)iov[i].iov_base;
-        z.avail_in = (uInt)iov[i].iov_len;
-        st = deflate(&z, i + 1 < n ? Z_NO_FLUSH : Z_FINISH);
-    }
-    if (n == 0 || st != Z_STREAM_END) {
-        free(out);
-        out = NULL;
+    if (out != NULL) {
+        z.next_in = (Bytef *)(uintptr_t)body;
+        z.avail_in = (uInt)len;
+        z.next_out = out;
+        z.avail_out = (uInt)cap;
+        int st = deflate(&z, joinable ? Z_SYNC_FLUSH : Z_FINISH);
+        if (joinable ? st != Z_OK || z.avail_in != 0 || z.avail_out == 0 : st != Z_STREAM_END) {
+            free(out);
+            out = NULL;
+        }
     }
     *out_len = z.total_out;
     deflateEnd(&z);
     return out;
 }
 
-/* len bytes of body gzip'd (gzip_pieces). */
-static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
-    struct MHD_IoVec one = {body, len};
-    return gzip_pieces(&one, 1, len, out_len);
-}
+/* len bytes of body gzip'd (deflate_of). */
+static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) { return deflate_of(body, len, 0, out_len); }
 
 /* Queues a response of len bytes of body (taken over per mode), or of gz
  * (gz_len bytes, its gzip'd copy, freed here) when there is one, with
@@ -1522,10 +1522,12 @@ static enum MHD_Result post_train(request *r) {
     return answer_train(r, &a);
 }
 
-/* Job texts an answer is sent from, let go when it has been sent. */
+/* Job texts an answer is sent from (their references), let go when it
+ * has been sent, and a gzip'd answer's trailer. */
 typedef struct {
     srv_job_text **texts;
     int n;
+    uint8_t trailer[8]; /* the CRC-32 and the length of the answer before gzip (RFC 1952) */
 } texts_held;
 
 static void texts_release(srv_job_text **texts, int n) {
@@ -1540,58 +1542,114 @@ static void texts_sent(void *cls) {
     free(held);
 }
 
+/* A reference to text deflated joinably (deflate_of), made by its first
+ * reader that takes gzip and kept with it (gzip'ing a 180 KB record took
+ * 0.7 ms of the event loop for each request, and a job list of 152 MB
+ * about a second); NULL if out of memory. */
+static srv_job_text *deflated(srv_job_text *text) {
+    srv_job_text *d = atomic_load(&text->deflated);
+    if (d == NULL) {
+        size_t len = 0;
+        uint8_t *bytes = deflate_of(text->s, text->len, 1, &len);
+        d = bytes != NULL ? srv_job_text_new(bytes, len) : NULL;
+        free(bytes);
+        if (d == NULL) return NULL;
+        d->crc32 = crc32(0L, (const Bytef *)text->s, (uInt)text->len);
+        srv_job_text *none = NULL;
+        if (!atomic_compare_exchange_strong(&text->deflated, &none, d)) { /* another thread's came first */
+            srv_job_text_release(d);
+            d = none;
+        }
+    }
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+/* gzip's header (no name, no time, no OS) and a deflate stream's last,
+ * empty block: a gzip'd answer is the header, its pieces deflated
+ * joinably, the last block and the trailer. */
+static const uint8_t GZIP_HEADER[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255};
+static const uint8_t DEFLATE_LAST_BLOCK[2] = {3, 0};
+
+/* Swaps held's texts for their deflated references and points iov at the
+ * gzip'd answer they make: header, pieces, last block, trailer. Returns
+ * the pieces of iov, or 0 if out of memory (held as it was). */
+static unsigned gzip_texts(texts_held *held, size_t total, struct MHD_IoVec *iov, size_t *sent) {
+    srv_job_text **d = malloc((size_t)held->n * sizeof *d);
+    int made = 0;
+    while (d != NULL && made < held->n && (d[made] = deflated(held->texts[made])) != NULL) made++;
+    if (made < held->n) {
+        texts_release(d, made);
+        return 0;
+    }
+    unsigned n = 0;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    iov[n++] = (struct MHD_IoVec){GZIP_HEADER, sizeof GZIP_HEADER};
+    *sent = sizeof GZIP_HEADER + sizeof DEFLATE_LAST_BLOCK + sizeof held->trailer;
+    for (int i = 0; i < held->n; i++) {
+        iov[n++] = (struct MHD_IoVec){d[i]->s, d[i]->len};
+        *sent += d[i]->len;
+        crc = crc32_combine(crc, d[i]->crc32, (z_off_t)held->texts[i]->len);
+    }
+    iov[n++] = (struct MHD_IoVec){DEFLATE_LAST_BLOCK, sizeof DEFLATE_LAST_BLOCK};
+    for (int k = 0; k < 4; k++) {
+        held->trailer[k] = (uint8_t)(crc >> (8 * k));
+        held->trailer[4 + k] = (uint8_t)(total >> (8 * k));
+    }
+    iov[n++] = (struct MHD_IoVec){held->trailer, sizeof held->trailer};
+    texts_release(held->texts, held->n);
+    held->texts = d;
+    return n;
+}
+
 /* Answers content_type made of n job texts (the references and the
- * array taken over) after head, between seps and before tail. The texts
- * are shared by every reader and valid UTF-8 (training.h): they are sent
- * as they are, not copied (a copy of a 180 KB record was mapped and
- * unmapped at every request: a client asking for one in a loop got 1,000
- * answers a second and took the event loop's whole CPU), or gzip'd for a
- * client that takes it, unless they are already in encoding (NULL:
- * none). Held against the memory budget as answer_held does: the whole
- * size, then what is sent. */
-static enum MHD_Result answer_texts(request *r, const char *content_type, const char *encoding, const char *head,
-                                    const char *sep, const char *tail, srv_job_text **texts, int n) {
-    struct MHD_IoVec *iov = malloc(((size_t)n * 2 + 2) * sizeof *iov);
-    texts_held *held = malloc(sizeof *held);
-    if (iov == NULL || held == NULL) {
-        free(iov);
+ * array taken over) after head, between seps and before tail (each may be
+ * NULL). The texts are shared by every reader and valid UTF-8
+ * (training.h): they are sent as they are, not copied (a copy of a 180 KB
+ * record was mapped and unmapped at every request: a client asking for
+ * one in a loop got 1,000 answers a second and took the event loop's
+ * whole CPU); gzip'd, from the texts' own deflated copies. Held against
+ * the memory budget as answer_held does: the whole size, then what is
+ * sent. */
+static enum MHD_Result answer_texts(request *r, const char *content_type, srv_job_text *head, srv_job_text *sep,
+                                    srv_job_text *tail, srv_job_text **texts, int n) {
+    texts_held *held = calloc(1, sizeof *held);
+    size_t most = (size_t)n * 2 + 2; /* pieces: head, the texts with sep between them, tail */
+    srv_job_text **pieces = malloc(most * sizeof *pieces);
+    struct MHD_IoVec *iov = malloc((most + 3) * sizeof *iov);
+    if (held == NULL || pieces == NULL || iov == NULL) {
         free(held);
+        free(pieces);
+        free(iov);
         texts_release(texts, n);
         return answer_error(r, 500, "internal_error", "out of memory");
     }
-    unsigned pieces = 0;
     size_t total = 0;
-    for (int i = -1; i <= n; i++) { /* head, the texts with sep between them, tail; none empty */
-        const char *s = i < 0 ? head : i == n ? tail : texts[i]->s;
-        size_t len = i < 0 || i == n ? strlen(s) : texts[i]->len;
-        if (i > 0 && i < n && sep[0] != '\0') {
-            iov[pieces++] = (struct MHD_IoVec){sep, strlen(sep)};
-            total += strlen(sep);
+    for (int i = -1; i <= n; i++) {
+        srv_job_text *piece = i < 0 ? head : i == n ? tail : texts[i];
+        if (i > 0 && i < n && sep != NULL) {
+            atomic_fetch_add(&sep->refs, 1);
+            pieces[held->n++] = sep;
         }
-        if (len > 0) {
-            iov[pieces++] = (struct MHD_IoVec){s, len};
-            total += len;
-        }
+        if (piece == NULL) continue;
+        if (i < 0 || i == n) atomic_fetch_add(&piece->refs, 1); /* the texts' own are taken over */
+        pieces[held->n++] = piece;
     }
+    free(texts);
+    held->texts = pieces;
+    for (int i = 0; i < held->n; i++) total += pieces[i]->len;
     if (total >= HELD_MIN_BYTES && hold_answer(r, (long long)total) != 0) {
         free(iov);
-        free(held);
-        texts_release(texts, n);
+        texts_sent(held);
         return refuse_memory(r, (long long)total);
     }
-    size_t gz_len = 0;
-    uint8_t *gz = encoding == NULL && answer_zips(r, content_type, total) ? gzip_pieces(iov, pieces, total, &gz_len)
-                                                                          : NULL;
-    if (gz != NULL) {
-        free(iov);
-        free(held);
-        texts_release(texts, n);
-        if (r->answer_reserved > 0) hold_answer(r, (long long)gz_len); /* less: never refused */
-        return answer_made(r, 200, content_type, NULL, 0, MHD_RESPMEM_PERSISTENT, gz, gz_len);
-    }
-    held->texts = texts;
-    held->n = n;
-    struct MHD_Response *resp = MHD_create_response_from_iovec(iov, pieces, texts_sent, held);
+    size_t sent = total;
+    unsigned n_iov = answer_zips(r, content_type, total) ? gzip_texts(held, total, iov, &sent) : 0;
+    const char *encoding = n_iov > 0 ? "gzip" : NULL;
+    for (int i = 0; n_iov == 0 && i < held->n; i++) iov[i] = (struct MHD_IoVec){held->texts[i]->s, held->texts[i]->len};
+    if (n_iov == 0) n_iov = (unsigned)held->n;
+    if ((long long)sent < r->answer_reserved) hold_answer(r, (long long)sent); /* less: never refused */
+    struct MHD_Response *resp = MHD_create_response_from_iovec(iov, n_iov, texts_sent, held);
     free(iov);
     if (resp == NULL) {
         texts_sent(held);
@@ -1599,45 +1657,28 @@ static enum MHD_Result answer_texts(request *r, const char *content_type, const 
     }
     if (encoding != NULL) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, encoding);
     if (compressible(content_type)) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
-    return answer_response(r, 200, content_type, resp, total);
-}
-
-/* A reference to text gzip'd, made by the first reader that takes gzip
- * and kept with the text for the others (gzip'ing a 180 KB record took
- * 0.7 ms of the event loop for each request); NULL if out of memory. */
-static srv_job_text *gzipped(srv_job_text *text) {
-    srv_job_text *gz = atomic_load(&text->gzipped);
-    if (gz == NULL) {
-        size_t len = 0;
-        uint8_t *bytes = gzip_of(text->s, text->len, &len);
-        gz = bytes != NULL ? srv_job_text_new(bytes, len) : NULL;
-        free(bytes);
-        if (gz == NULL) return NULL;
-        srv_job_text *none = NULL;
-        if (!atomic_compare_exchange_strong(&text->gzipped, &none, gz)) { /* another thread's came first */
-            srv_job_text_release(gz);
-            gz = none;
-        }
-    }
-    atomic_fetch_add(&gz->refs, 1);
-    return gz;
+    return answer_response(r, 200, content_type, resp, sent);
 }
 
 /* Answers one job text (the reference taken over; NULL: out of memory)
- * as answer_texts does, gzip'd from the text's own gzip'd copy. */
+ * as answer_texts does. */
 static enum MHD_Result answer_text(request *r, const char *content_type, srv_job_text *text) {
     srv_job_text **texts = text != NULL ? malloc(sizeof *texts) : NULL;
     if (texts == NULL) {
         srv_job_text_release(text);
         return answer_error(r, 500, "internal_error", "out of memory");
     }
-    srv_job_text *gz = answer_zips(r, content_type, text->len) ? gzipped(text) : NULL;
-    if (gz != NULL) {
-        srv_job_text_release(text);
-        text = gz;
-    }
     texts[0] = text;
-    return answer_texts(r, content_type, gz != NULL ? "gzip" : NULL, "", "", "", texts, 1);
+    return answer_texts(r, content_type, NULL, NULL, NULL, texts, 1);
+}
+
+/* The job list's own pieces around the jobs' texts, made once. */
+static srv_job_text *list_pieces[3];
+static pthread_once_t list_pieces_once = PTHREAD_ONCE_INIT;
+
+static void make_list_pieces(void) {
+    static const char *const text[3] = {"{\"jobs\":[", ",", "]}"};
+    for (int i = 0; i < 3; i++) list_pieces[i] = srv_job_text_new(text[i], strlen(text[i]));
 }
 
 /* GET /train: the training jobs. */
@@ -1646,9 +1687,11 @@ static enum MHD_Result get_train(request *r) {
     if (h->train == NULL) return answer_json(r, 200, strdup("{\"jobs\":[]}"));
     srv_job_text **texts;
     int n;
-    if (srv_train_http_list(h->train, &texts, &n) != DAE_OK)
+    pthread_once(&list_pieces_once, make_list_pieces);
+    if (list_pieces[0] == NULL || list_pieces[1] == NULL || list_pieces[2] == NULL ||
+        srv_train_http_list(h->train, &texts, &n) != DAE_OK)
         return answer_error(r, 500, "internal_error", "out of memory");
-    return answer_texts(r, "application/json", NULL, "{\"jobs\":[", ",", "]}", texts, n);
+    return answer_texts(r, "application/json", list_pieces[0], list_pieces[1], list_pieces[2], texts, n);
 }
 
 /* GET /train/{id}: one training job's record. */

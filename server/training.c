@@ -114,7 +114,8 @@ srv_job_text *srv_job_text_new(const void *bytes, size_t len) {
     srv_job_text *text = malloc(sizeof *text + len + 1);
     if (text != NULL) {
         atomic_init(&text->refs, 1);
-        atomic_init(&text->gzipped, NULL);
+        atomic_init(&text->deflated, NULL);
+        text->crc32 = 0;
         text->len = len;
         memcpy(text->s, bytes, len);
         text->s[len] = '\0';
@@ -124,7 +125,7 @@ srv_job_text *srv_job_text_new(const void *bytes, size_t len) {
 
 void srv_job_text_release(srv_job_text *text) {
     if (text != NULL && atomic_fetch_sub(&text->refs, 1) == 1) {
-        srv_job_text_release(atomic_load(&text->gzipped));
+        srv_job_text_release(atomic_load(&text->deflated));
         free(text);
     }
 }

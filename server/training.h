@@ -101,7 +101,12 @@ dae_status srv_training_view(srv_training *t, const char *id, srv_training_view_
 typedef struct srv_job_text srv_job_text;
 struct srv_job_text {
     atomic_int refs;
-    _Atomic(srv_job_text *) gzipped; /* the same gzip'd, once a reader made it (it holds one reference), or NULL */
+    /* The same as raw deflate blocks that end on a byte boundary (a sync
+     * flush), so that they join others' into one stream, once a reader
+     * made them (it holds one reference), or NULL; a deflated text's
+     * crc32 is that of the text it holds. */
+    _Atomic(srv_job_text *) deflated;
+    unsigned long crc32;
     size_t len;
     char s[]; /* len bytes and a NUL */
 };

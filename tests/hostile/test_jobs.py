@@ -523,8 +523,11 @@ def test_job_answers_are_held_within_the_budget(suite):
         suite.check("%s gzip'd, made once and sent twice, is the plain answer" % path,
                     all(z.headers.get("content-encoding") == "gzip" and zlib.decompress(z.body, 31) == plain
                         for z in zipped), zipped)
+    plain = r.body
     r = harness.request(d.port, "GET", "/train", headers={"Accept-Encoding": "gzip"})
-    suite.check("... gzip'd too", r.status == 200 and r.headers.get("content-encoding") == "gzip", r)
+    suite.check("... gzip'd too (its jobs' texts deflated once, joined)",
+                r.status == 200 and r.headers.get("content-encoding") == "gzip" and zlib.decompress(r.body, 31) == plain,
+                r)
 
     # A list that no request may ever hold is refused, saying so.
     d.stop()
