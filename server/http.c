@@ -1720,27 +1720,17 @@ static enum MHD_Result model_admin(request *r, int activate) {
     srv_http *h = r->http;
     char err[DAE_ERR_LEN + 128] = "";
     const char *name = r->route_arg;
-    dae_status st;
-    srv_model *before = srv_registry_acquire(h->registry, NULL);
-    if (activate) st = srv_registry_activate(h->registry, name, err, sizeof err);
-    else st = srv_registry_remove(h->registry, name, err, sizeof err);
-    enum MHD_Result ret;
-    if (st == DAE_OK) {
-        char body[512];
-        if (activate) {
-            srv_model *m = srv_registry_acquire(h->registry, NULL);
-            snprintf(body, sizeof body, "{\"active\":\"%s\",\"version\":\"%s\",\"previous\":\"%s\"}\n",
-                     m != NULL ? m->name : "", m != NULL ? m->version : "", before != NULL ? before->name : "");
-            srv_model_release(m);
-        } else {
-            snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", name);
-        }
-        ret = answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY);
-    } else {
-        ret = answer_status(r, SRV_EDGE_MODEL, st, "%s", err);
-    }
-    srv_model_release(before);
-    return ret;
+    srv_activation done;
+    dae_status st = activate ? srv_registry_activate(h->registry, name, &done, err, sizeof err)
+                             : srv_registry_remove(h->registry, name, err, sizeof err);
+    if (st != DAE_OK) return answer_status(r, SRV_EDGE_MODEL, st, "%s", err);
+    char body[512];
+    if (activate)
+        snprintf(body, sizeof body, "{\"active\":\"%s\",\"version\":\"%s\",\"previous\":\"%s\"}\n", name,
+                 done.version, done.previous);
+    else
+        snprintf(body, sizeof body, "{\"deleted\":\"%s\"}\n", name);
+    return answer(r, 200, "application/json", body, strlen(body), MHD_RESPMEM_MUST_COPY);
 }
 
 static enum MHD_Result post_activate(request *r) { return model_admin(r, 1); }

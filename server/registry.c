@@ -490,7 +490,8 @@ static int active_in_dir(const srv_registry *r, const char *name) {
            strcmp(active, name) == 0;
 }
 
-dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen) {
+dae_status srv_registry_activate(srv_registry *r, const char *name, srv_activation *done, char *err,
+                                 size_t errlen) {
     pthread_mutex_lock(&r->reload_mu);
     int lock = dir_lock(r);
     dae_status st = DAE_OK;
@@ -514,6 +515,10 @@ dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, s
         srv_copy_str(r->active_seen, sizeof r->active_seen, name);
         pthread_mutex_lock(&r->mu);
         i = find(r, name);
+        if (i >= 0 && done != NULL) {
+            srv_copy_str(done->previous, sizeof done->previous, r->def != NULL ? r->def->name : "");
+            srv_copy_str(done->version, sizeof done->version, r->models[i]->version);
+        }
         if (i >= 0) set_default(r, r->models[i], "activated");
         else st = dae_fail(err, errlen, DAE_ERR_NOT_FOUND, "model \"%s\" was removed while it was activated", name);
         pthread_mutex_unlock(&r->mu);

@@ -116,10 +116,19 @@ int srv_registry_count(srv_registry *r);
  *   DAE_ERR_IO         a file could not be written, renamed, removed or loaded
  *   DAE_ERR_NOMEM      install: out of memory (the file is in place) */
 
+/* What one activation did, read in the step that did it: a concurrent
+ * activation cannot mix its model into the answer. */
+typedef struct {
+    char previous[DAE_NAME_MAX + 1]; /* the default before ("" when none) */
+    char version[24];                /* the activated model's */
+} srv_activation;
+
 /* Makes the model called name the default for new requests (requests
  * holding the old one finish on it) and records it in the ACTIVE file.
- * Counts a switch when the default changes. */
-dae_status srv_registry_activate(srv_registry *r, const char *name, char *err, size_t errlen);
+ * Counts a switch when the default changes. done (may be NULL) says what
+ * it did. */
+dae_status srv_registry_activate(srv_registry *r, const char *name, srv_activation *done, char *err,
+                                 size_t errlen);
 
 /* Deletes the file of the non-default model called name and unlists it
  * (requests holding it finish on it). */

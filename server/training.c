@@ -456,7 +456,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
         srv_model_release(nm);
     }
     if (activate) {
-        dae_status as = srv_registry_activate(t->registry, jb->model_name, err, sizeof err);
+        dae_status as = srv_registry_activate(t->registry, jb->model_name, NULL, err, sizeof err);
         if (as != DAE_OK) {
             job_error(error, errlen, jb, "activating the new model", as, err);
             goto done;

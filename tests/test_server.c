@@ -1144,11 +1144,16 @@ Test(registry, activate_remove_reload_and_active_file) {
     srv_model_release(m);
     /* Activate a, remove b; a request holding b keeps it. */
     srv_model *held = srv_registry_acquire(r, "b");
-    cr_assert_eq(srv_registry_activate(r, "a", err, sizeof err), DAE_OK);
+    srv_activation done;
+    cr_assert_eq(srv_registry_activate(r, "a", &done, err, sizeof err), DAE_OK);
+    cr_assert_str_eq(done.previous, "b");
+    m = srv_registry_acquire(r, NULL);
+    cr_assert_str_eq(done.version, m->version, "the activated model's version");
+    srv_model_release(m);
     cr_assert_eq(srv_active_read(dir, name, sizeof name), 0);
     cr_assert_str_eq(name, "a");
     cr_assert_eq(srv_registry_switches(r), 1);
-    cr_assert_eq(srv_registry_activate(r, "zz", err, sizeof err), DAE_ERR_NOT_FOUND);
+    cr_assert_eq(srv_registry_activate(r, "zz", NULL, err, sizeof err), DAE_ERR_NOT_FOUND);
     cr_assert_eq(srv_registry_remove(r, "a", err, sizeof err), DAE_ERR_IN_USE);
     cr_assert_eq(srv_registry_remove(r, "b", err, sizeof err), DAE_OK);
     cr_assert_null(srv_registry_acquire(r, "b"));

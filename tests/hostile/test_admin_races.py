@@ -118,8 +118,11 @@ def test_models(suite):
         race.call("POST", "/v2/repository/models/m2/unload")
         race.call("POST", "/v2/repository/models/m2/load", allowed=(200, 404))
 
+    versions = {"m2": "sha256:" + digest[:12], "mnist": harness.request(d.port, "GET", "/models/mnist").json()["version"]}
+
     def activate(name):
-        race.call("POST", "/models/%s/activate" % name, fields={"active": name})
+        # The answer is this activation's own: its model and that model's version.
+        race.call("POST", "/models/%s/activate" % name, fields={"active": name, "version": versions[name]})
 
     race.run(upload, upload, lambda: race.call("DELETE", "/models/m2"), repository, repository,
              lambda: (activate("m2"), activate("mnist")), lambda: (activate("mnist"), activate("m2")))
