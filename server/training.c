@@ -3,6 +3,7 @@
  * metrics (see training.h). */
 #include "training.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -44,6 +45,7 @@ typedef struct {
     unsigned long version; /* bumped on every change the change callback sees */
     double last_notify;
     double last_persist;   /* when the running job's record was last written */
+    int unsaved;           /* the last write of its record failed: the file is behind (retried) */
     srv_job_text *text;    /* the job's JSON as of version text_version (entry_text), or NULL */
     unsigned long text_version;
     srv_job_text *curve[2]; /* its loss curve as CSV and as SVG as of curve_version (entry_curve), or NULL */
@@ -71,17 +73,45 @@ struct srv_training {
     unsigned long long steps_total;
     unsigned long long promotions[2]; /* the promotion gate's decisions: kept, promoted */
     unsigned long long removed;       /* ended jobs removed past --train-keep */
+    unsigned long long record_failures; /* writes of a job's record that failed */
     int cur_epoch;
     double cur_loss, cur_images_per_s;
 };
 
-/* Writes the job's record (lock held). A failure is logged; the job goes
- * on, and a restart finds the record it last wrote. */
-static void persist(srv_training *t, const srv_train_job *jb) {
+/* How often the runner tries again to write the records it could not
+ * (a full disk) while it waits for work. */
+#define RECORD_RETRY_S 5.0
+
+/* Writes the job's record (lock held). A failure is logged once and
+ * counted; the job goes on, the entry is marked unsaved and the runner
+ * writes it again (retry_unsaved) until it is written. Until then a
+ * restart finds the record last written. */
+static void persist(srv_training *t, train_entry *e) {
     if (t->abandoned) return; /* the record already says how the job ended */
     char err[DAE_ERR_LEN];
-    if (srv_train_record_write(t->cfg->state_dir, jb, err, sizeof err) != DAE_OK)
-        srv_log("warning: cannot write the record of job %s: %s", jb->id, err);
+    if (srv_train_record_write(t->cfg->state_dir, e->job, err, sizeof err) != DAE_OK) {
+        t->record_failures++;
+        if (!e->unsaved) srv_log("warning: cannot write the record of job %s (tried again every %.0f s): %s",
+                                 e->job->id, RECORD_RETRY_S, err);
+        e->unsaved = 1;
+    } else if (e->unsaved) {
+        srv_log("job %s: its record is written again", e->job->id);
+        e->unsaved = 0;
+    }
+}
+
+/* The number of jobs whose record file is behind them (lock held). */
+static int count_unsaved(const srv_training *t) {
+    int n = 0;
+    for (int i = 0; i < t->n; i++) n += t->all[i]->unsaved;
+    return n;
+}
+
+/* Writes again the records that could not be written, but for the
+ * running job's, written at its own pace (lock held). */
+static void retry_unsaved(srv_training *t) {
+    for (int i = 0; i < t->n; i++)
+        if (t->all[i]->unsaved && t->all[i]->job->state != SRV_TRAIN_RUNNING) persist(t, t->all[i]);
 }
 
 /* Marks a change of e, shows it to the change callback and wakes the
@@ -259,7 +289,8 @@ static void on_progress(const dae_train_progress *p, void *user) {
         ep->mse = p->test_mse, ep->psnr = p->test_psnr, ep->ssim = p->test_ssim;
         if (jb->n_history < p->epoch) jb->n_history = p->epoch;
         if (last_epoch || now - c->e->last_persist >= PERSIST_EVERY_S) {
-            persist(t, jb);
+            persist(t, c->e);
+            retry_unsaved(t); /* ended jobs' records a full disk held back */
             c->e->last_persist = now;
         }
     }
@@ -490,7 +521,14 @@ static void *runner(void *arg) {
             for (int i = 0; i < t->n && e == NULL; i++)
                 if (t->all[i]->job->state == SRV_TRAIN_QUEUED) e = t->all[i];
             if (e != NULL) break;
-            pthread_cond_wait(&t->cv, &t->mu);
+            if (count_unsaved(t) == 0) {
+                pthread_cond_wait(&t->cv, &t->mu);
+                continue;
+            }
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += (time_t)RECORD_RETRY_S;
+            if (pthread_cond_timedwait(&t->cv, &t->mu, &until) == ETIMEDOUT) retry_unsaved(t);
         }
         if (t->stopping) break;
         srv_train_job *jb = e->job;
@@ -498,7 +536,7 @@ static void *runner(void *arg) {
         set_running(t, 1);
         e->committed = 0;
         srv_utc_now(jb->started, sizeof jb->started);
-        persist(t, jb);
+        persist(t, e);
         e->last_persist = dae_now_s();
         notify(t, e);
         srv_log("job %s: training %s for %d epochs into model %s", jb->id, srv_train_job_req_str(jb, "dataset"),
@@ -523,7 +561,7 @@ static void *runner(void *arg) {
         jb->eta_s = -1;
         srv_utc_now(jb->finished, sizeof jb->finished);
         t->finished[result]++;
-        persist(t, jb);
+        persist(t, e);
         notify(t, e);
         srv_log("job %s: %s%s%s", jb->id, srv_train_state_name(result), error[0] ? ": " : "", error);
         remove_old_jobs(t);
@@ -610,7 +648,7 @@ int srv_training_stop(srv_training *t, double seconds) {
                 snprintf(jb->error, sizeof jb->error, "interrupted: the server shut down during the job");
                 srv_utc_now(jb->finished, sizeof jb->finished);
                 jb->eta_s = -1;
-                persist(t, jb);
+                persist(t, t->all[i]);
                 notify(t, t->all[i]);
                 srv_log("job %s: failed: interrupted (shutdown did not wait for its training step)", jb->id);
             }
@@ -863,6 +901,14 @@ char *srv_training_metrics(srv_training *t) {
     fprintf(f, "# HELP dae_train_jobs_removed_total Ended training jobs removed since the start, oldest first, "
                "past --train-keep.\n# TYPE dae_train_jobs_removed_total counter\ndae_train_jobs_removed_total %llu\n",
             t->removed);
+    fprintf(f, "# HELP dae_train_record_write_failures_total Writes of a training job's record to the state "
+               "directory that failed (a full disk); such a record is written again once there is room, tried at "
+               "least every %.0f s.\n"
+               "# TYPE dae_train_record_write_failures_total counter\ndae_train_record_write_failures_total %llu\n",
+            RECORD_RETRY_S, t->record_failures);
+    fprintf(f, "# HELP dae_train_records_unsaved Training jobs whose record file is behind them: a restart would "
+               "find their last written state.\n# TYPE dae_train_records_unsaved gauge\ndae_train_records_unsaved %d\n",
+            count_unsaved(t));
     fprintf(f, "# HELP dae_train_epoch Epoch of the running (or last) training job.\n"
                "# TYPE dae_train_epoch gauge\ndae_train_epoch %d\n", t->cur_epoch);
     fprintf(f, "# HELP dae_train_loss Last batch loss (MSE) of the running (or last) training job.\n"

@@ -191,6 +191,14 @@ def read_response(sock, timeout=10, first=b""):
     return Response(status, headers, body)
 
 
+def metric(port, name):
+    """The value of the unlabelled sample name in the daemon's /metrics, or None."""
+    for line in request(port, "GET", "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
 def wait_until(fn, timeout, interval=0.05):
     """Calls fn until it returns a true value or timeout seconds pass;
     returns the last value."""

@@ -64,14 +64,6 @@ def _closed_after_answer(sock, timeout=3):
         return False
 
 
-def _metric(port, name):
-    body = request(port, "GET", "/metrics").body.decode()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
 # ------------------------------------------------------------ finding 3
 
 def _flood_aborts(port, payloads, count):
@@ -120,9 +112,9 @@ def test_aborted_uploads(suite):
                     n == 800 and took is not None, "opened %d, took %s" % (n, took))
         took = _ok_within(d.port, 3, "/models")
         suite.check("... and so is an ordinary request (the slots were freed)", took is not None, "took %s" % took)
-    gone = wait_until(lambda: (_metric(d.port, "dae_http_connections") or 99) <= 2, 3)
+    gone = wait_until(lambda: (harness.metric(d.port, "dae_http_connections") or 99) <= 2, 3)
     suite.check("the aborted connections are all closed (dae_http_connections back to ~1)", gone,
-                "gauge %s" % _metric(d.port, "dae_http_connections"))
+                "gauge %s" % harness.metric(d.port, "dae_http_connections"))
     suite.check("the daemon is still up", d.alive())
 
 
@@ -272,9 +264,9 @@ def test_stalled_event_streams(suite):
     suite.check("... and so is an ordinary request", m.status == 200, repr(m))
     # The readers never read: once their windows fill, the server stops
     # waiting for them after --timeout (2 s) and closes the streams.
-    drop = wait_until(lambda: (_metric(d.port, "dae_http_connections") or 99) <= 40, 15, 0.5)
+    drop = wait_until(lambda: (harness.metric(d.port, "dae_http_connections") or 99) <= 40, 15, 0.5)
     suite.check("stalled readers are cut after the write timeout (connections drop from 80)", drop,
-                "gauge %s" % _metric(d.port, "dae_http_connections"))
+                "gauge %s" % harness.metric(d.port, "dae_http_connections"))
     for s in socks:
         s.close()
     request(d.port, "DELETE", "/train/%s" % job)
@@ -406,14 +398,14 @@ def test_refused_uploads_are_answered_not_reset(suite):
     answered = [read_response(s, 5) for s in socks]
     suite.check("20 refused uploads that stop sending: each answered 413",
                 all(r is not None and r.status == 413 for r in answered), repr(answered[:2]))
-    closing = wait_until(lambda: _metric(d.port, "dae_http_closing_connections") == 20, 2)
+    closing = wait_until(lambda: harness.metric(d.port, "dae_http_closing_connections") == 20, 2)
     suite.check("... /metrics counts them in dae_http_closing_connections",
-                closing, repr(_metric(d.port, "dae_http_closing_connections")))
+                closing, repr(harness.metric(d.port, "dae_http_closing_connections")))
     released = wait_until(lambda: _server_fds(d) <= base, 6)
     suite.check("... and the server lets go of them a moment after they stop sending (not at the body timeout)",
-                released and _metric(d.port, "dae_http_closing_connections") == 0,
+                released and harness.metric(d.port, "dae_http_closing_connections") == 0,
                 "%d descriptors, %d before; %r closing" % (_server_fds(d), base,
-                                                          _metric(d.port, "dae_http_closing_connections")))
+                                                          harness.metric(d.port, "dae_http_closing_connections")))
     for s in socks:
         s.close()
     # A client that keeps sending past what the gate drops is cut.

@@ -9,7 +9,10 @@ POST /train (and a cancel) used to be answered 202 with no record
 written, which a restart then did not know, and the other answers were
 500s naming the server's paths.
 A job whose model does not fit fails saying so, without the paths (its
-error is shown to every client). Once space is freed, each works.
+error is shown to every client). The job records that cannot be written
+meanwhile are counted in /metrics and written once there is room again:
+a cancelled job's record used to say "running" until a restart made it
+"failed". Once space is freed, each works.
 """
 
 import json
@@ -105,6 +108,9 @@ def test_full_disk(suite):
         suite.check("full disk: images are still denoised",
                     harness.request(d.port, "POST", "/denoise", gray).status == 200)
 
+        suite.check("full disk: /metrics counts the running job's record as unsaved, and the failed writes",
+                    harness.wait_until(lambda: harness.metric(d.port, "dae_train_records_unsaved") == 1, 10)
+                    and harness.metric(d.port, "dae_train_record_write_failures_total") >= 1)
         r = harness.request(d.port, "DELETE", "/train/" + running)
         suite.check("full disk: cancelling a running job is 202 (the job's end writes its record)", r.status == 202, r)
         # Room for a job's record, not for its model.
@@ -130,6 +136,11 @@ def test_full_disk(suite):
         suite.check("space freed: PUT /datasets/dd is 201", r.status == 201, r)
         r = harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j3")), json_body)
         suite.check("space freed: POST /train is 202", r.status == 202, r)
+        record = os.path.join(disk, "state", running + ".json")
+        suite.check("space freed: the records a full disk held back are written again, the cancelled job's too",
+                    harness.wait_until(lambda: harness.metric(d.port, "dae_train_records_unsaved") == 0
+                                       and json.load(open(record))["state"] == "cancelled", 15),
+                    open(record).read()[:300])
     finally:
         if d is not None:
             d.stop()
