@@ -1561,8 +1561,7 @@ static srv_job_text *deflated(srv_job_text *text) {
             d = none;
         }
     }
-    atomic_fetch_add(&d->refs, 1);
-    return d;
+    return srv_job_text_retain(d);
 }
 
 /* gzip's header (no name, no time, no OS) and a deflate stream's last,
@@ -1627,13 +1626,9 @@ static enum MHD_Result answer_texts(request *r, const char *content_type, srv_jo
     size_t total = 0;
     for (int i = -1; i <= n; i++) {
         srv_job_text *piece = i < 0 ? head : i == n ? tail : texts[i];
-        if (i > 0 && i < n && sep != NULL) {
-            atomic_fetch_add(&sep->refs, 1);
-            pieces[held->n++] = sep;
-        }
+        if (i > 0 && i < n && sep != NULL) pieces[held->n++] = srv_job_text_retain(sep);
         if (piece == NULL) continue;
-        if (i < 0 || i == n) atomic_fetch_add(&piece->refs, 1); /* the texts' own are taken over */
-        pieces[held->n++] = piece;
+        pieces[held->n++] = i < 0 || i == n ? srv_job_text_retain(piece) : piece; /* the texts' own are taken over */
     }
     free(texts);
     held->texts = pieces;

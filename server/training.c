@@ -153,6 +153,11 @@ srv_job_text *srv_job_text_new(const void *bytes, size_t len) {
     return text;
 }
 
+srv_job_text *srv_job_text_retain(srv_job_text *text) {
+    if (text != NULL) atomic_fetch_add(&text->refs, 1);
+    return text;
+}
+
 void srv_job_text_release(srv_job_text *text) {
     if (text != NULL && atomic_fetch_sub(&text->refs, 1) == 1) {
         srv_job_text_release(atomic_load(&text->deflated));
@@ -843,9 +848,7 @@ dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen
     if (e != NULL) {
         if (version != NULL) *version = e->version;
         if (finished != NULL) *finished = srv_train_job_finished(e->job);
-        srv_job_text *s = e->version != seen ? entry_text(e) : NULL;
-        if (s != NULL) atomic_fetch_add(&s->refs, 1);
-        *text = s;
+        *text = srv_job_text_retain(e->version != seen ? entry_text(e) : NULL);
     }
     pthread_mutex_unlock(&t->mu);
     return e != NULL ? DAE_OK : DAE_ERR_NOT_FOUND;
@@ -854,8 +857,7 @@ dae_status srv_training_text(srv_training *t, const char *id, unsigned long seen
 dae_status srv_training_loss(srv_training *t, const char *id, int svg, srv_job_text **curve) {
     pthread_mutex_lock(&t->mu);
     train_entry *e = find_entry(t, id);
-    *curve = e != NULL ? entry_curve(e, svg != 0) : NULL;
-    if (*curve != NULL) atomic_fetch_add(&(*curve)->refs, 1);
+    *curve = srv_job_text_retain(e != NULL ? entry_curve(e, svg != 0) : NULL);
     pthread_mutex_unlock(&t->mu);
     return e != NULL ? DAE_OK : DAE_ERR_NOT_FOUND;
 }
@@ -865,12 +867,8 @@ dae_status srv_training_texts(srv_training *t, srv_job_text ***texts, int *n) {
     *n = 0;
     *texts = malloc(((size_t)t->n + 1) * sizeof **texts);
     for (int i = t->n - 1; *texts != NULL && i >= 0; i--) {
-        srv_job_text *text = entry_text(t->all[i]);
-        if (text == NULL) { /* out of memory: the job is left out rather than the list refused */
-            continue;
-        }
-        atomic_fetch_add(&text->refs, 1);
-        (*texts)[(*n)++] = text;
+        srv_job_text *text = srv_job_text_retain(entry_text(t->all[i]));
+        if (text != NULL) (*texts)[(*n)++] = text; /* out of memory: the job is left out, not the list refused */
     }
     pthread_mutex_unlock(&t->mu);
     return *texts != NULL ? DAE_OK : DAE_ERR_NOMEM;

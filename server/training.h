@@ -115,6 +115,9 @@ struct srv_job_text {
  * memory. */
 srv_job_text *srv_job_text_new(const void *bytes, size_t len);
 
+/* Takes another reference to text (NULL is fine); returns text. */
+srv_job_text *srv_job_text_retain(srv_job_text *text);
+
 /* Lets go of a reference to text (NULL is fine). */
 void srv_job_text_release(srv_job_text *text);
 
