@@ -372,3 +372,42 @@ long long srv_config_client_part(const srv_config *cfg, long long whole) {
     long long part = whole * cfg->client_share / 100; /* limits are at most 2^40: no overflow */
     return part < 1 && whole >= 1 ? 1 : part;
 }
+
+/* 1 for the characters a path may hold around a directory's name. */
+static int path_char(char c) { return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-' || c == '/'; }
+
+/* The length of directory dir at msg[i] when it stands there as a whole
+ * directory (a path inside it, or an absolute dir alone), else 0. */
+static size_t dir_at(const char *msg, size_t i, const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--; /* "models/" is "models" */
+    if (n == 0 || (n == 1 && dir[0] == '.') || strncmp(msg + i, dir, n) != 0) return 0;
+    if (i > 0 && path_char(msg[i - 1])) return 0;
+    char next = msg[i + n];
+    return next == '/' || (dir[0] == '/' && !path_char(next)) ? n : 0;
+}
+
+int srv_config_hide_dirs(const srv_config *cfg, const char *msg, char *out, size_t cap) {
+    const char *dirs[] = {cfg->models_dir, cfg->data_dir, cfg->state_dir};
+    const char *names[] = {"MODELS_DIR", "DATA_DIR", "STATE_DIR"};
+    size_t o = 0;
+    int replaced = 0;
+    for (size_t i = 0; msg[i] != '\0' && o + 1 < cap;) {
+        size_t n = 0;
+        int which = 0;
+        for (int d = 0; d < 3; d++) { /* the longest: a data directory may lie inside the models' */
+            size_t m = dirs[d] != NULL ? dir_at(msg, i, dirs[d]) : 0;
+            if (m > n) n = m, which = d;
+        }
+        if (n > 0) {
+            o += (size_t)snprintf(out + o, cap - o, "%s", names[which]);
+            if (o >= cap) o = cap - 1;
+            i += n, replaced = 1;
+        } else {
+            out[o++] = msg[i++];
+        }
+    }
+    if (cap > 0) out[o < cap ? o : cap - 1] = '\0';
+    return replaced;
+}
+

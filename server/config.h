@@ -73,6 +73,14 @@ typedef struct {
  * --client-share percent of it, and at least 1 of a limit of 1 or more. */
 long long srv_config_client_part(const srv_config *cfg, long long whole);
 
+/* Copies msg into out (cap bytes) with the server's directories written
+ * as their flags name them: MODELS_DIR, DATA_DIR and STATE_DIR, for a
+ * path inside one ("/srv/dae/models/x.safetensors" reads
+ * "MODELS_DIR/x.safetensors"), or an absolute one itself. An error a
+ * client reads then names no path of the server, and still says which
+ * file. Returns 1 when it replaced something, else 0 (out is msg). */
+int srv_config_hide_dirs(const srv_config *cfg, const char *msg, char *out, size_t cap);
+
 /* Fills *cfg from the defaults, then the DAE_* environment variables, then
  * argv (argv[0] is the program). Strings point into argv, the environment
  * or static storage. Prints --help / --version on stdout, and any mistake

@@ -523,16 +523,19 @@ static enum MHD_Result answer_error(request *r, int status, const char *code, co
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t cap = sizeof msg * 2 + 128, n = 0;
+    char shown[sizeof msg]; /* what the client reads: no path of the server; the log has them */
+    if (srv_config_hide_dirs(r->http->cfg, msg, shown, sizeof shown))
+        srv_log("request %s: %d %s: %s", r->request_id, status, code, msg);
+    size_t cap = sizeof shown * 2 + 128, n = 0;
     char *body = malloc(cap);
     if (body == NULL) return MHD_NO;
     if (is_v2(r)) {
         n = (size_t)snprintf(body, cap, "{\"error\":\"");
-        srv_json_escape(body, cap, &n, msg);
+        srv_json_escape(body, cap, &n, shown);
         n += (size_t)snprintf(body + n, cap - n, "\"}\n");
     } else {
         n = (size_t)snprintf(body, cap, "{\"error\":{\"status\":%d,\"code\":\"%s\",\"message\":\"", status, code);
-        srv_json_escape(body, cap, &n, msg);
+        srv_json_escape(body, cap, &n, shown);
         /* The request id is [A-Za-z0-9._:-] (request_id_take): no escaping. */
         n += (size_t)snprintf(body + n, cap - n, "\",\"request_id\":\"%s\"}}\n", r->request_id);
     }

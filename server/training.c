@@ -372,10 +372,12 @@ static int gate_decide(srv_training *t, const dae_train_run *run, const srv_trai
  * that ended with st and the sentence err: a full disk, or a file the
  * server could not write or read, is told without the server's paths,
  * which go to the log. */
-static void job_error(char *error, size_t errlen, const srv_train_job *jb, const char *what, dae_status st,
-                      const char *err) {
-    if (st != DAE_ERR_NO_SPACE && st != DAE_ERR_IO) {
-        snprintf(error, errlen, "%s: %s", what, err);
+static void job_error(char *error, size_t errlen, const srv_config *cfg, const srv_train_job *jb, const char *what,
+                      dae_status st, const char *err) {
+    if (st != DAE_ERR_NO_SPACE && st != DAE_ERR_IO) { /* a data set file that does not parse: named, not where */
+        char shown[DAE_ERR_LEN];
+        if (srv_config_hide_dirs(cfg, err, shown, sizeof shown)) srv_log("job %s: %s: %s", jb->id, what, err);
+        snprintf(error, errlen, "%s: %s", what, shown);
         return;
     }
     srv_log("job %s: %s: %s", jb->id, what, err);
@@ -424,7 +426,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     run_ctx ctx = {t, e, 0, 0};
     dae_status opened = dae_train_run_open(&run, &req, cfg->data_dir, NULL, err, sizeof err);
     if (opened != DAE_OK) {
-        job_error(error, errlen, jb, "reading the data set and the base model", opened, err);
+        job_error(error, errlen, cfg, jb, "reading the data set and the base model", opened, err);
         goto done;
     }
     dae_status st = dae_train_run_train(run, on_progress, &ctx, &e->cancel, err, sizeof err);
@@ -462,7 +464,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     const char *keys[] = {"train_job"}, *values[] = {jb->id};
     dae_status saved = dae_train_run_save(run, tmp, DAE_SERVER_VERSION, keys, values, 1, err, sizeof err);
     if (saved != DAE_OK) {
-        job_error(error, errlen, jb, "saving the model", saved, err);
+        job_error(error, errlen, cfg, jb, "saving the model", saved, err);
         goto done;
     }
     /* The commit point: a cancel that came before it wins (the job ends
@@ -480,7 +482,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     dae_status rs = srv_registry_install(t->registry, jb->model_name, tmp, jb->replace, err, sizeof err);
     if (rs != DAE_OK) {
         unlink(tmp);
-        job_error(error, errlen, jb,
+        job_error(error, errlen, cfg, jb,
                   rs == DAE_ERR_EXISTS || rs == DAE_ERR_IN_USE ? "model name taken" : "installing the model", rs, err);
         goto done;
     }
@@ -494,7 +496,7 @@ static srv_train_state run_job(srv_training *t, train_entry *e, char *error, siz
     if (activate) {
         dae_status as = srv_registry_activate(t->registry, jb->model_name, NULL, err, sizeof err);
         if (as != DAE_OK) {
-            job_error(error, errlen, jb, "activating the new model", as, err);
+            job_error(error, errlen, cfg, jb, "activating the new model", as, err);
             goto done;
         }
         pthread_mutex_lock(&t->mu);

@@ -375,6 +375,32 @@ Test(config, a_client_may_hold_three_quarters_of_what_clients_share) {
     unsetenv("DAE_CLIENT_SHARE");
 }
 
+/* An error's message names the server's directories by their flags, not
+ * where they are: the path inside one stays, so an admin still learns
+ * which file. */
+Test(config, messages_name_the_directories_not_where_they_are) {
+    srv_config cfg = {.models_dir = "/srv/dae/", .data_dir = "/srv/dae/data", .state_dir = "state"};
+    char out[200];
+    cr_assert_eq(srv_config_hide_dirs(&cfg, "cannot rename /srv/dae/a.tmp to /srv/dae/a.safetensors: EROFS", out,
+                                      sizeof out), 1);
+    cr_assert_str_eq(out, "cannot rename MODELS_DIR/a.tmp to MODELS_DIR/a.safetensors: EROFS");
+    srv_config_hide_dirs(&cfg, "/srv/dae/data/x/train-images: bad magic", out, sizeof out);
+    cr_assert_str_eq(out, "DATA_DIR/x/train-images: bad magic", "the longest directory that fits");
+    srv_config_hide_dirs(&cfg, "(state/1.json: cannot write) in /srv/dae", out, sizeof out);
+    cr_assert_str_eq(out, "(STATE_DIR/1.json: cannot write) in MODELS_DIR", "an absolute directory alone too");
+    const char *alone[] = {"the state directory", "model \"state\"", "/srv/daemon/x", "upstate/x", "/srv/dae_x"};
+    for (size_t i = 0; i < sizeof alone / sizeof alone[0]; i++) {
+        cr_assert_eq(srv_config_hide_dirs(&cfg, alone[i], out, sizeof out), 0, "%s", alone[i]);
+        cr_assert_str_eq(out, alone[i]);
+    }
+    char tiny[12];
+    srv_config_hide_dirs(&cfg, "/srv/dae/a.safetensors", tiny, sizeof tiny);
+    cr_assert_str_eq(tiny, "MODELS_DIR/", "cut to the room, ended");
+    cfg.models_dir = ".";
+    srv_config_hide_dirs(&cfg, "./a.safetensors", out, sizeof out);
+    cr_assert_str_eq(out, "./a.safetensors", "the working directory is no path to hide");
+}
+
 /* Small images' batches leave the event loop a core of the workers'
  * (all online CPUs, or the CPU limit given as --workers) where AVX-512 is
  * in use; elsewhere every worker takes them; unless told. */

@@ -12,7 +12,9 @@ A job whose model does not fit fails saying so, without the paths (its
 error is shown to every client). The job records that cannot be written
 meanwhile are counted in /metrics and written once there is room again:
 a cancelled job's record used to say "running" until a restart made it
-"failed". Once space is freed, each works.
+"failed". Once space is freed, each works. On the file system made
+read-only, they are 500 `io_error` naming MODELS_DIR or STATE_DIR, not
+where those are (the log has the paths).
 """
 
 import json
@@ -141,6 +143,26 @@ def test_full_disk(suite):
                     harness.wait_until(lambda: harness.metric(d.port, "dae_train_records_unsaved") == 0
                                        and json.load(open(record))["state"] == "cancelled", 15),
                     open(record).read()[:300])
+
+        # A read-only file system: the errors are the server's (500), and
+        # name its directories by their flags, not where they are.
+        harness.wait_until(lambda: all(j["state"] not in ("queued", "running") for j in
+                                       harness.request(d.port, "GET", "/train").json()["jobs"]), 30)
+        if subprocess.run(["mount", "-o", "remount,ro", disk]).returncode == 0:
+            answers = {
+                "PUT /models/m8": (harness.request(d.port, "PUT", "/models/m8", weights), "MODELS_DIR/m8"),
+                "POST /models/m9/activate": (harness.request(d.port, "POST", "/models/m9/activate"),
+                                             "MODELS_DIR/ACTIVE"),
+                "DELETE /models/m9": (harness.request(d.port, "DELETE", "/models/m9"), "MODELS_DIR/m9"),
+                "POST /train": (harness.request(d.port, "POST", "/train", json.dumps(dict(job, model_name="j4")),
+                                                json_body), "STATE_DIR/"),
+            }
+            for what, (r, named) in answers.items():
+                suite.check("read-only disk: %s is 500 io_error naming %s, not where it is" % (what, named),
+                            r.is_json_error(500) and named in r.json()["error"]["message"]
+                            and disk.encode() not in r.body, r)
+            suite.check("read-only disk: the log has the paths", disk + "/models/m9.safetensors" in d.stderr())
+            subprocess.run(["mount", "-o", "remount,rw", disk])
     finally:
         if d is not None:
             d.stop()

@@ -704,8 +704,9 @@ done <<'EOF'
 {"dataset":"mnist-mini\u0000x"}|a string holds a NUL character
 EOF
 req POST /train --data-binary '{"dataset":"nope"}'
-is_error 422 dataset_not_found && grep -q "$FIX/nope/train-images-idx3-ubyte" "$TMP/body"
-ok "POST /train with a missing data set: 422 dataset_not_found with the path it looked in"
+is_error 422 dataset_not_found && grep -q "DATA_DIR/nope/train-images-idx3-ubyte" "$TMP/body" &&
+    ! grep -q "$FIX" "$TMP/body"
+ok "POST /train with a missing data set: 422 dataset_not_found with the file it looked for, inside DATA_DIR"
 
 # A small job runs to succeeded; its model is listed and activated.
 req POST /train -H 'Content-Type: application/json' -H 'X-Request-Id: trace-job1' \
