@@ -6,18 +6,24 @@ usage: tests/hostile/soak.py path/to/dae-server [SECONDS] [CONCURRENCY]
 Starts the daemon on a loopback port with its default limits, then runs
 CONCURRENCY client threads (default 64) for SECONDS (default 600). Each
 thread loops over a weighted mix: valid /denoise and /noise uploads of
-28x28 and 300x200 images, /healthz, /metrics, and hostile requests
-(header-only and truncated images, aborted uploads, half-sent heads,
-oversized bodies, duplicate Content-Length, bad URLs). Every answer is
+28x28 and 300x200 images, v2 inference (a tensor, images), /healthz,
+/metrics, the model list, the web page and the API description, a
+training job's list, record, loss chart (plain and gzip'd) and event
+stream (read a little, then dropped), and hostile requests (header-only
+and truncated images, aborted uploads, half-sent heads, oversized bodies,
+duplicate Content-Length, bad URLs, bad v2 JSON). Every answer is
 checked: valid requests must get 200 or 503 + Retry-After, hostile ones a
 4xx/503 JSON error or a closed connection, never a 200 with pixels and never
 a 5xx other than 503. Samples the daemon's RSS every second.
 
 Prints requests by kind, answers by status, unexpected answers, and RSS at
-start, peak and end; exits 1 on any unexpected answer or if the daemon died.
+start, peak and end; exits 1 on any unexpected answer, if the daemon died,
+or on a sanitizer report in its log (a build with SANITIZE=1).
 """
 
+import base64
 import collections
+import json
 import os
 import random
 import socket
@@ -44,14 +50,40 @@ def main():
     root = os.path.dirname(os.path.dirname(HERE))
     suite = harness.Suite(os.path.abspath(sys.argv[1]), root)
     suite.current = "soak"
-    d = suite.start("daemon", "--access-log", "off")
+    # A job of many short epochs runs through the soak, for the training routes.
+    d = suite.start("daemon", "--access-log", "off", "--train-threads", "1",
+                    "--data-dir", os.path.join(root, "tests", "fixtures"))
     port = d.port
+    job = harness.request(port, "POST", "/train", json.dumps(
+        {"dataset": "mnist-mini", "epochs": 10000, "train_limit": 64, "eval_limit": 16, "model_name": "soaked"}),
+        {"Content-Type": "application/json"}).json()["id"]
     small = load(root, "gray_27x29.png")
     medium = load(root, "gray_300x200.png")
     jpeg = load(root, "rgb.jpg")
 
     def upload(path, body, ctype="image/png"):
         return harness.request(port, "POST", path, body, {"Content-Type": ctype}, timeout=30)
+
+    tensor = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                                     "data": [0.5] * 784}]})
+    images = json.dumps({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
+                                     "data": [base64.b64encode(small).decode()]}]})
+
+    def v2(body):
+        return harness.request(port, "POST", "/v2/models/mnist/infer", body, {"Content-Type": "application/json"})
+
+    def events():
+        s = socket.create_connection((harness.HOST, port), timeout=5)
+        try:
+            s.sendall(("GET /train/%s/events HTTP/1.1\r\nHost: x\r\n\r\n" % job).encode())
+            head = s.recv(4096)
+        finally:
+            s.close()
+        if b"\r\n\r\n" not in head:
+            return None
+        lines = head.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if ":" in x)}
+        return harness.Response(int(lines[0].split()[1]), headers, head)
 
     def raw_close(data):
         s = socket.create_connection((harness.HOST, port), timeout=5)
@@ -64,6 +96,8 @@ def main():
     refused = lambda r: r is None or (400 <= r.status < 500 and r.is_json_error()) or \
         (r.status == 503 and r.is_json_error())
     closed = lambda r: r is None
+    v2_refused = lambda r: r is None or (400 <= r.status < 500 and isinstance(r.json().get("error"), str))
+    gzip_ = {"Accept-Encoding": "gzip"}
     head = "POST /noise?sigma=0 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
     mix = [
         ("denoise_28", 30, lambda: upload("/denoise", small), valid),
@@ -81,6 +115,17 @@ def main():
             port, b"POST /denoise HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd"),
             refused),
         ("bad_url", 4, lambda: harness.request(port, "GET", "/models/%ff%fe"), refused),
+        ("v2_tensor", 4, lambda: v2(tensor), valid),
+        ("v2_images", 4, lambda: v2(images), valid),
+        ("v2_bad_json", 2, lambda: v2(tensor[:-9]), v2_refused),
+        ("models", 2, lambda: harness.request(port, "GET", "/models"), valid),
+        ("page", 1, lambda: harness.request(port, "GET", "/", None, gzip_), valid),
+        ("openapi", 1, lambda: harness.request(port, "GET", "/openapi.json"), valid),
+        ("train_list", 2, lambda: harness.request(port, "GET", "/train", None, gzip_), valid),
+        ("train_record", 2, lambda: harness.request(port, "GET", "/train/" + job), valid),
+        ("loss_svg", 2, lambda: harness.request(port, "GET", "/train/%s/loss.svg" % job, None,
+                                                 random.choice([gzip_, {}])), valid),
+        ("events", 2, events, valid),
     ]
     kinds = [m for m in mix for _ in range(m[1])]
     counts = collections.Counter()
@@ -130,8 +175,8 @@ def main():
         print("  unexpected %s: %s" % (name, ex[:300]))
     if not alive:
         print("soak: the daemon died:\n" + d.stderr()[-3000:])
-    suite.end_test()
-    return 0 if alive and not unexpected else 1
+    suite.end_test()  # a sanitizer report in the daemon's log counts as a failure
+    return 0 if alive and not unexpected and not suite.failed else 1
 
 
 if __name__ == "__main__":
