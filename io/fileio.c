@@ -145,22 +145,21 @@ static dae_status write_in_place(const char *path, dae_file_writer writer, void 
     return ok ? DAE_OK : dae_fail(err, errlen, dae_write_errno_status(e), "%s: write failed: %s", path, strerror(e));
 }
 
-dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
-                                      char *err, size_t errlen) {
-    if (path == NULL || path[0] == '\0' || path[strlen(path) - 1] == '/')
-        return dae_fail(err, errlen, DAE_ERR_INVALID, "bad output path '%s'", path ? path : "(null)");
-    struct stat sb;
-    if (stat(path, &sb) == 0 && (S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) || S_ISFIFO(sb.st_mode)))
-        return write_in_place(path, writer, ctx, err, errlen);
+/* Writes through writer into a new temporary file beside path
+ * (path.tmp.PID.XXXXXX, mode 0644), flushed and closed; its name in *tmp
+ * (malloc'd). On failure nothing is left and *tmp is NULL. */
+static dae_status write_temp(const char *path, dae_file_writer writer, void *ctx, char **tmp, char *err,
+                             size_t errlen) {
+    *tmp = NULL;
     size_t tmp_len = strlen(path) + 48;
-    char *tmp = malloc(tmp_len);
-    if (tmp == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, tmp_len, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
-    int fd = mkstemp(tmp);
+    char *name = malloc(tmp_len);
+    if (name == NULL) return dae_fail(err, errlen, DAE_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(name, tmp_len, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    int fd = mkstemp(name);
     if (fd < 0) {
         dae_status st = dae_fail(err, errlen, dae_write_errno_status(errno),
                                  "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
+        free(name);
         return st;
     }
     const char *what = "write";
@@ -168,11 +167,37 @@ dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, 
     if (ok) what = "fsync", ok = fsync(fd) == 0;
     int e = errno;
     if (close(fd) != 0 && ok) what = "close", ok = 0, e = errno;
-    if (ok && rename(tmp, path) != 0) what = "rename", ok = 0, e = errno;
-    dae_status st = DAE_OK;
     if (!ok) {
+        unlink(name);
+        dae_status st = dae_fail(err, errlen, dae_write_errno_status(e), "%s: %s of %s failed: %s", path, what, name,
+                                 strerror(e));
+        free(name);
+        return st;
+    }
+    *tmp = name;
+    return DAE_OK;
+}
+
+/* A path the writers take: a file's, not a directory's. */
+static dae_status check_path(const char *path, char *err, size_t errlen) {
+    if (path == NULL || path[0] == '\0' || path[strlen(path) - 1] == '/')
+        return dae_fail(err, errlen, DAE_ERR_INVALID, "bad output path '%s'", path ? path : "(null)");
+    return DAE_OK;
+}
+
+dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, void *ctx,
+                                      char *err, size_t errlen) {
+    dae_status st = check_path(path, err, errlen);
+    if (st != DAE_OK) return st;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) || S_ISFIFO(sb.st_mode)))
+        return write_in_place(path, writer, ctx, err, errlen);
+    char *tmp;
+    if ((st = write_temp(path, writer, ctx, &tmp, err, errlen)) != DAE_OK) return st;
+    if (rename(tmp, path) != 0) {
+        int e = errno;
         unlink(tmp);
-        st = dae_fail(err, errlen, dae_write_errno_status(e), "%s: %s of %s failed: %s", path, what, tmp, strerror(e));
+        st = dae_fail(err, errlen, dae_write_errno_status(e), "%s: rename of %s failed: %s", path, tmp, strerror(e));
     } else if (fsync_parent_dir(path) != 0) {
         /* The new file is complete and in place; only its durability
          * across a crash is in doubt, and removing it would lose both. */
@@ -196,6 +221,14 @@ static int write_buffer(int fd, void *ctx) {
 dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
     buffer_ctx b = {data, len};
     return dae_file_write_atomic_with(path, write_buffer, &b, err, errlen);
+}
+
+dae_status dae_file_write_temp(const char *path, const void *data, size_t len, char **tmp, char *err,
+                               size_t errlen) {
+    *tmp = NULL;
+    dae_status st = check_path(path, err, errlen);
+    buffer_ctx b = {data, len};
+    return st != DAE_OK ? st : write_temp(path, write_buffer, &b, tmp, err, errlen);
 }
 
 long dae_file_temp_pid(const char *name) {

@@ -38,6 +38,14 @@ dae_status dae_file_write_atomic_with(const char *path, dae_file_writer writer, 
 /* Writes len bytes of data atomically to path. */
 dae_status dae_file_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 
+/* Writes len bytes of data into a new temporary file beside path
+ * (path.tmp.PID.XXXXXX, mode 0644), flushed to disk, for the caller to
+ * rename into place (and fsync the directory) after checking it: its name
+ * in *tmp (malloc'd). On failure nothing is left, *tmp is NULL, and the
+ * status is as dae_file_write_atomic_with's. */
+dae_status dae_file_write_temp(const char *path, const void *data, size_t len, char **tmp, char *err,
+                               size_t errlen);
+
 /* The status of a write that failed with errno e: DAE_ERR_NO_SPACE for a
  * full file system or quota (ENOSPC, EDQUOT), else DAE_ERR_IO. */
 dae_status dae_write_errno_status(int e);

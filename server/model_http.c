@@ -4,8 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,7 +91,6 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
 
 dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *name, const void *body, size_t len,
                          int replace, int *replaced, char **json, char *err, size_t errlen) {
-    static atomic_ulong uploads; /* tells apart the temporaries of concurrent uploads */
     *replaced = 0;
     if (!dae_name_valid(name))
         return dae_fail(err, errlen, DAE_ERR_INVALID,
@@ -114,12 +113,13 @@ dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *na
                         "a model named \"%s\" already exists; upload under another name, or add ?replace=true to "
                         "replace it",
                         name);
-    char tmp[4200];
     if (mkdir(models_dir, 0755) != 0 && errno != EEXIST)
         return dae_fail(err, errlen, DAE_ERR_IO, "cannot make the models directory: %s", strerror(errno));
-    snprintf(tmp, sizeof tmp, "%s/%s.safetensors.tmp.%ld.put%lu", models_dir, name, (long)getpid(),
-             atomic_fetch_add(&uploads, 1) + 1);
-    dae_status st = dae_file_write_atomic(tmp, body, len, err, errlen);
+    /* Written and flushed once beside its place; the install checks that
+     * it loads, then renames it there and syncs the directory. */
+    char path[4200], *tmp;
+    snprintf(path, sizeof path, "%s/%s.safetensors", models_dir, name);
+    dae_status st = dae_file_write_temp(path, body, len, &tmp, err, errlen);
     if (st != DAE_OK) return st;
     st = srv_registry_install_upload(r, name, tmp, replace, json, err, errlen);
     if (st != DAE_OK) {
@@ -131,8 +131,9 @@ dae_status srv_model_put(srv_registry *r, const char *models_dir, const char *na
             srv_copy_str(rest, sizeof rest, err + n);
             snprintf(err, errlen, "the uploaded file%s", rest);
         }
-        return st;
     }
+    free(tmp);
+    if (st != DAE_OK) return st;
     *replaced = taken;
     return DAE_OK;
 }

@@ -52,10 +52,10 @@ dae_status srv_model_file_open(srv_registry *r, const char *name, const char *if
                                char *err, size_t errlen);
 
 /* PUT /models/{name}: installs the len bytes of body as the model called
- * name (dae_name_valid), in models_dir: written atomically to a temporary
- * file there (dae_file_write_atomic, its name carries the pid so a later
- * start removes it if this process dies), loaded by the registry's loader
- * and moved into place (srv_registry_install_upload). *replaced is set to
+ * name (dae_name_valid), in models_dir: written once to a temporary file
+ * there, flushed (dae_file_write_temp: its name carries the pid, so a
+ * later start removes it if this process dies), loaded by the registry's
+ * loader and renamed into place (srv_registry_install_upload). *replaced is set to
  * 1 when a model of that name was replaced, and *json to the installed
  * model as GET /models/{name} shows it (NULL when out of memory for it).
  * On failure no file is left. Returns DAE_OK; DAE_ERR_INVALID (not a
