@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """get_loop.py - how many answers one keep-alive client gets asking in a
-loop for a training job's record and loss chart, and what that costs the
-event loop.
+loop for a training job's record and loss chart, or for /metrics, and
+what that costs the event loop.
 
     bench/get_loop.py [SERVER ...]     (default build/dae-server; run from the checkout)
 
@@ -9,7 +9,8 @@ For each dae-server binary given (several: side by side, round by round),
 2 rounds of: a fresh server (loop_stall.py's: the committed default model,
 temporary directories), a job of 1,200 one-step epochs on the fixtures'
 mnist-mini; then, for 2 s each, GET /train/1 and /train/1/loss.svg, plain
-and asking for gzip: the answers, and the event loop's CPU seconds.
+and asking for gzip, and GET /metrics: the answers, and the event loop's
+CPU seconds.
 """
 
 import http.client
@@ -52,7 +53,9 @@ def one_round(binary):
             while json.loads(s.text("/train/%s" % job))["state"] in ("queued", "running"):
                 time.sleep(0.1)
             sizes = [len(s.text(p % job)) for p in ("/train/%s", "/train/%s/loss.svg")]
-            return sizes, [loop(s, p % job, gz) for p in ("/train/%s", "/train/%s/loss.svg") for gz in (0, 1)]
+            sizes.append(len(s.text("/metrics")))
+            return sizes, ([loop(s, p % job, gz) for p in ("/train/%s", "/train/%s/loss.svg") for gz in (0, 1)]
+                           + [loop(s, "/metrics", 0)])
         finally:
             s.stop()
 
@@ -60,12 +63,12 @@ def one_round(binary):
 def main():
     servers = sys.argv[1:] or [os.path.join(ROOT, "build", "dae-server")]
     print("one keep-alive client, %.0f s each: answers (event loop CPU s)" % SECONDS)
-    print("%-28s %5s %14s %20s %20s %20s %20s" % ("server", "round", "record / svg", "record", "record gzip",
-                                                  "loss.svg", "loss.svg gzip"))
+    print("%-28s %5s %20s %20s %20s %20s %20s %20s" % ("server", "round", "record / svg / metrics", "record",
+                                                       "record gzip", "loss.svg", "loss.svg gzip", "metrics"))
     for rnd in range(1, 3):
         for binary in servers:
             sizes, runs = one_round(binary)
-            print("%-28s %5d %14s %s" % (binary[-28:], rnd, "%d / %d KB" % (sizes[0] // 1000, sizes[1] // 1000),
+            print("%-28s %5d %20s %s" % (binary[-28:], rnd, "%d / %d / %d KB" % tuple(n // 1000 for n in sizes),
                                          " ".join("%12d (%4.2f)" % r for r in runs)))
 
 

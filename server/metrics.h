@@ -41,6 +41,7 @@ typedef enum {
 typedef struct {
     const double *bounds;  /* upper bounds, increasing; +Inf is implied */
     int n_bounds;
+    char le[SRV_HIST_MAX][16]; /* the bounds as their "le" labels print them (%g) */
     double unit;           /* sum is kept in units of this (1e-9 for seconds) */
     atomic_ullong buckets[SRV_HIST_MAX + 1]; /* not cumulative; last is +Inf */
     atomic_ullong sum;     /* in units */
