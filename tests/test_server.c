@@ -7,6 +7,7 @@
  * over HTTP. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,42 @@ Test(sha256, known_vectors) {
     srv_sha256_hex(a, 1000000, hex);
     cr_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
     free(a);
+}
+
+/* A data set's digest: its files read in pieces, concatenated, each up to
+ * the size stat gave; a file grown since counts as it was, one shrunk is
+ * an error. */
+Test(sha256, files_in_pieces_are_their_concatenation) {
+    char *dir = test_tmpdir("sha");
+    size_t sizes[3] = {100000, 0, 70001};
+    char *paths[3], *all = malloc(sizes[0] + sizes[2]);
+    for (size_t i = 0, off = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "f%zu", i);
+        paths[i] = path_join(dir, name);
+        for (size_t k = 0; k < sizes[i]; k++) all[off + k] = (char)((off + k) * 2654435761u >> 13);
+        FILE *f = fopen(paths[i], "wb");
+        cr_assert_not_null(f);
+        fwrite(all + off, 1, sizes[i], f);
+        if (i == 2) fputs("bytes written after the size was taken", f);
+        fclose(f);
+        off += sizes[i];
+    }
+    char want[65], got[65];
+    srv_sha256_hex(all, sizes[0] + sizes[2], want);
+    cr_assert_eq(srv_sha256_files_hex((const char *const *)paths, sizes, 3, got), 0);
+    cr_assert_str_eq(got, want);
+    sizes[0]++;
+    errno = 0;
+    cr_assert_eq(srv_sha256_files_hex((const char *const *)paths, sizes, 3, got), -1, "a file shorter than its size");
+    cr_assert_eq(errno, EIO);
+    sizes[0]--;
+    unlink(paths[1]);
+    cr_assert_eq(srv_sha256_files_hex((const char *const *)paths, sizes, 3, got), -1);
+    cr_assert_eq(errno, ENOENT);
+    for (int i = 0; i < 3; i++) free(paths[i]);
+    free(all);
+    test_rm_tree(dir);
 }
 
 Test(config, sizes) {

@@ -6,7 +6,7 @@
 set -eu
 
 PACKAGES="${*:-}"
-[ -n "$PACKAGES" ] || PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libdeflate-dev libarchive-dev libcriterion-dev libopenblas-dev curl python3"
+[ -n "$PACKAGES" ] || PACKAGES="gcc make libc6-dev pkg-config libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libjpeg-dev libgif-dev libdeflate-dev libarchive-dev nettle-dev libcriterion-dev libopenblas-dev curl python3"
 
 missing=""
 for p in $PACKAGES; do
