@@ -31,6 +31,29 @@ def _healthz_status(port, timeout=2):
         return None
 
 
+def _healthz_waits_during(port, work):
+    """Runs work() on a thread while asking /healthz every 10 ms; returns
+    the seconds each /healthz took (inf for one not answered 200)."""
+    done = threading.Event()
+
+    def run():
+        try:
+            work()
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    waits = []
+    while not done.is_set():
+        t0 = time.time()
+        ok = _healthz_status(port, timeout=10) == 200
+        waits.append(time.time() - t0 if ok else float("inf"))
+        time.sleep(0.01)
+    t.join()
+    return waits
+
+
 def _ok_within(port, seconds, path="/healthz"):
     """Seconds until GET path answers 200 (None if it never did in time)."""
     t0 = time.time()
@@ -192,27 +215,16 @@ def test_many_datasets_do_not_stall_others(suite):
     for i in range(count):
         _write_idx_dataset(os.path.join(data, "set%02d" % i), 3000, 100)  # 2.4 MB of files each
     d = suite.start("many-datasets", "--access-log", "off", "--data-dir", data)
-    times, listed, done = [], [], threading.Event()
+    times, listed = [], []
 
     def list_datasets():
-        try:
-            for _ in range(4):
-                t0 = time.time()
-                r = request(d.port, "GET", "/datasets", timeout=60)
-                times.append(time.time() - t0)
-                listed.append(r.status == 200 and sum(1 for x in r.json()["datasets"] if len(x["sha256"]) == 64))
-        finally:
-            done.set()
+        for _ in range(4):
+            t0 = time.time()
+            r = request(d.port, "GET", "/datasets", timeout=60)
+            times.append(time.time() - t0)
+            listed.append(r.status == 200 and sum(1 for x in r.json()["datasets"] if len(x["sha256"]) == 64))
 
-    t = threading.Thread(target=list_datasets)
-    t.start()
-    waits = []
-    while not done.is_set():
-        t0 = time.time()
-        ok = _healthz_status(d.port, timeout=10) == 200
-        waits.append(time.time() - t0 if ok else float("inf"))
-        time.sleep(0.01)
-    t.join()
+    waits = _healthz_waits_during(d.port, list_datasets)
     suite.check("GET /datasets lists all %d data sets with their SHA-256, 4 times" % count,
                 listed == [count] * 4, listed)
     suite.check("meanwhile every /healthz was answered within 250 ms (%d asked)" % len(waits),
@@ -238,25 +250,14 @@ def test_big_json_does_not_stall_others(suite):
     n = 3000
     pixels = ",".join("0.%d" % (i * 2654435761 >> 16 & 7) for i in range(n * 784))  # varied: gzip works for it
     big = ('{"inputs":[{"name":"input","shape":[%d,1,28,28],"datatype":"FP32","data":[%s]}]}' % (n, pixels)).encode()
-    results, done = [], threading.Event()
+    results = []
 
     def send_big():
-        try:
-            for headers in ({}, {"Accept-Encoding": "gzip"}):
-                headers["Content-Type"] = "application/json"
-                results.append(request(d.port, "POST", "/v2/models/mnist/infer", big, headers, timeout=60))
-        finally:
-            done.set()
+        for headers in ({}, {"Accept-Encoding": "gzip"}):
+            headers["Content-Type"] = "application/json"
+            results.append(request(d.port, "POST", "/v2/models/mnist/infer", big, headers, timeout=60))
 
-    t = threading.Thread(target=send_big)
-    t.start()
-    waits = []
-    while not done.is_set():
-        t0 = time.time()
-        ok = _healthz_status(d.port, timeout=10) == 200
-        waits.append(time.time() - t0 if ok else float("inf"))
-        time.sleep(0.01)
-    t.join()
+    waits = _healthz_waits_during(d.port, send_big)
     # Checked after the polling: json.loads of the answers would hold the GIL.
     whole = []
     for r in results:
