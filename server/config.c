@@ -376,29 +376,35 @@ long long srv_config_client_part(const srv_config *cfg, long long whole) {
 /* 1 for the characters a path may hold around a directory's name. */
 static int path_char(char c) { return isalnum((unsigned char)c) || c == '.' || c == '_' || c == '-' || c == '/'; }
 
-/* The length of directory dir at msg[i] when it stands there as a whole
- * directory (a path inside it, or an absolute dir alone), else 0. */
-static size_t dir_at(const char *msg, size_t i, const char *dir) {
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--; /* "models/" is "models" */
-    if (n == 0 || (n == 1 && dir[0] == '.') || strncmp(msg + i, dir, n) != 0) return 0;
-    if (i > 0 && path_char(msg[i - 1])) return 0;
-    char next = msg[i + n];
-    return next == '/' || (dir[0] == '/' && !path_char(next)) ? n : 0;
+/* The length of directory dir as a message would name it ("models/" is
+ * "models"), or 0 for none to hide (no directory, "" or "."). */
+static size_t dir_len(const char *dir) {
+    size_t n = dir != NULL ? strlen(dir) : 0;
+    while (n > 1 && dir[n - 1] == '/') n--;
+    return n == 1 && dir[0] == '.' ? 0 : n;
+}
+
+/* Whether directory dir (len bytes of it) stands at msg[i], a path's
+ * start, as a whole directory: a path inside it, or an absolute dir alone. */
+static int dir_at(const char *msg, size_t i, const char *dir, size_t len) {
+    if (len == 0 || strncmp(msg + i, dir, len) != 0) return 0;
+    char next = msg[i + len];
+    return next == '/' || (dir[0] == '/' && !path_char(next));
 }
 
 int srv_config_hide_dirs(const srv_config *cfg, const char *msg, char *out, size_t cap) {
     const char *dirs[] = {cfg->models_dir, cfg->data_dir, cfg->state_dir};
     const char *names[] = {"MODELS_DIR", "DATA_DIR", "STATE_DIR"};
+    size_t lens[3];
+    for (int d = 0; d < 3; d++) lens[d] = dir_len(dirs[d]);
     size_t o = 0;
     int replaced = 0;
     for (size_t i = 0; msg[i] != '\0' && o + 1 < cap;) {
         size_t n = 0;
         int which = 0;
-        for (int d = 0; d < 3; d++) { /* the longest: a data directory may lie inside the models' */
-            size_t m = dirs[d] != NULL ? dir_at(msg, i, dirs[d]) : 0;
-            if (m > n) n = m, which = d;
-        }
+        /* The longest that stands here: a data directory may lie inside the models'. */
+        for (int d = 0; d < 3 && (i == 0 || !path_char(msg[i - 1])); d++)
+            if (lens[d] > n && dir_at(msg, i, dirs[d], lens[d])) n = lens[d], which = d;
         if (n > 0) {
             o += (size_t)snprintf(out + o, cap - o, "%s", names[which]);
             if (o >= cap) o = cap - 1;
