@@ -91,8 +91,8 @@ static void persist(srv_training *t, train_entry *e) {
     char err[DAE_ERR_LEN];
     if (srv_train_record_write(t->cfg->state_dir, e->job, err, sizeof err) != DAE_OK) {
         t->record_failures++;
-        if (!e->unsaved) srv_log("warning: cannot write the record of job %s (tried again every %.0f s): %s",
-                                 e->job->id, RECORD_RETRY_S, err);
+        if (!e->unsaved) srv_log("warning: cannot write the record of job %s (tried again until it is): %s",
+                                 e->job->id, err);
         e->unsaved = 1;
     } else if (e->unsaved) {
         srv_log("job %s: its record is written again", e->job->id);
@@ -369,21 +369,16 @@ static int gate_decide(srv_training *t, const dae_train_run *run, const srv_trai
 }
 
 /* Fills a job's error, which every client may read, for the step what
- * that ended with st and the sentence err: a full disk, or a file the
- * server could not write or read, is told without the server's paths,
- * which go to the log. */
+ * that ended with st and the sentence err: a full disk in words of its
+ * own, any other error with the server's directories named by their
+ * flags (srv_config_hide_dirs); the log has err as it was. */
 static void job_error(char *error, size_t errlen, const srv_config *cfg, const srv_train_job *jb, const char *what,
                       dae_status st, const char *err) {
-    if (st != DAE_ERR_NO_SPACE && st != DAE_ERR_IO) { /* a data set file that does not parse: named, not where */
-        char shown[DAE_ERR_LEN];
-        if (srv_config_hide_dirs(cfg, err, shown, sizeof shown)) srv_log("job %s: %s: %s", jb->id, what, err);
-        snprintf(error, errlen, "%s: %s", what, shown);
-        return;
-    }
-    srv_log("job %s: %s: %s", jb->id, what, err);
+    char shown[DAE_ERR_LEN];
+    int hidden = srv_config_hide_dirs(cfg, err, shown, sizeof shown);
+    if (st == DAE_ERR_NO_SPACE || hidden) srv_log("job %s: %s: %s", jb->id, what, err);
     snprintf(error, errlen, "%s: %s", what,
-             st == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)"
-                                    : "a file of the server could not be written or read (its log says which)");
+             st == DAE_ERR_NO_SPACE ? "no space left on the server's storage (an admin must free some)" : shown);
 }
 
 /* The training run of one job, from its request to its model installed:
