@@ -1850,19 +1850,18 @@ static enum MHD_Result put_model(request *r) {
     return off_loop(r, model_install, model_installed);
 }
 
-/* Describes every data set (list) or one, on the helper thread: a data
- * set's digest reads all of its files the first time (0.33 s for MNIST
- * and Fashion-MNIST), which on the event loop held up every client. */
-static void datasets_describe(request *r, int list) {
-    srv_datasets *ds = r->http->datasets;
+/* Describes every data set, or one, on the helper thread: a data set's
+ * digest reads all of its files the first time (0.33 s for MNIST and
+ * Fashion-MNIST), which on the event loop held up every client. */
+static void datasets_list(request *r) {
     r->off_status = DAE_OK;
-    if (list) r->off_json = srv_datasets_list_json(ds);
-    else r->off_status = srv_dataset_get(ds, r->route_arg, &r->off_json, r->off_message, sizeof r->off_message);
+    r->off_json = srv_datasets_list_json(r->http->datasets);
 }
 
-static void datasets_list(request *r) { datasets_describe(r, 1); }
-
-static void dataset_one(request *r) { datasets_describe(r, 0); }
+static void dataset_one(request *r) {
+    r->off_status = srv_dataset_get(r->http->datasets, r->route_arg, &r->off_json, r->off_message,
+                                    sizeof r->off_message);
+}
 
 /* The answer of a data set description made off the loop. */
 static enum MHD_Result datasets_described(request *r) { return off_json_answered(r, SRV_EDGE_DATASET); }
