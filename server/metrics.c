@@ -92,10 +92,24 @@ typedef struct {
     int failed;
 } text;
 
+/* Makes room for more bytes and a NUL after t's text; 0, or -1 (and
+ * t failed) when out of memory. */
+static int reserve(text *t, size_t more) {
+    if (t->failed) return -1;
+    if (t->len + more < t->cap) return 0;
+    size_t cap = t->cap * 2 + more + 1;
+    char *grown = realloc(t->buf, cap);
+    if (grown == NULL) {
+        t->failed = 1;
+        return -1;
+    }
+    t->buf = grown, t->cap = cap;
+    return 0;
+}
+
 static void out(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out(text *t, const char *fmt, ...) {
-    if (t->failed) return;
-    for (;;) {
+    for (size_t more = 0; reserve(t, more) == 0;) {
         va_list ap;
         va_start(ap, fmt);
         int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
@@ -108,28 +122,13 @@ static void out(text *t, const char *fmt, ...) {
             t->len += (size_t)n;
             return;
         }
-        size_t cap = t->cap * 2 + (size_t)n;
-        char *grown = realloc(t->buf, cap);
-        if (grown == NULL) {
-            t->failed = 1;
-            return;
-        }
-        t->buf = grown, t->cap = cap;
+        more = (size_t)n;
     }
 }
 
 /* Appends the len bytes of s. */
 static void put(text *t, const char *s, size_t len) {
-    if (t->failed) return;
-    if (t->len + len >= t->cap) {
-        size_t cap = t->cap * 2 + len + 1;
-        char *grown = realloc(t->buf, cap);
-        if (grown == NULL) {
-            t->failed = 1;
-            return;
-        }
-        t->buf = grown, t->cap = cap;
-    }
+    if (reserve(t, len) != 0) return;
     memcpy(t->buf + t->len, s, len);
     t->len += len;
     t->buf[t->len] = '\0';
