@@ -39,6 +39,7 @@ typedef struct srv_client {
     int streams;             /* and of its event streams */
     srv_budget_share memory; /* what its requests hold of the memory budget */
     srv_infer_share queue;   /* and of the inference queue */
+    unsigned long long helper_turn; /* its last turn on the helper thread (http.c's off_loop), under its lock */
     struct srv_client *next; /* the table's chain */
 } srv_client;
 

@@ -69,7 +69,9 @@ struct srv_http {
     int helper_running;
     pthread_mutex_t helper_mu;
     pthread_cond_t helper_wake;
-    request *helper_head, *helper_tail;
+    request *helper_queue;            /* by turn, then arrival */
+    unsigned long long helper_turn;   /* the turn of the work the helper took last */
+    unsigned long long nobody_turn;   /* the last turn given to requests without a client */
     int helper_stopping;
 };
 
@@ -189,6 +191,7 @@ struct request {
     void (*off_work)(request *r);
     route_handler off_then;
     request *off_next;
+    unsigned long long off_turn; /* its place in the helper's round of clients (off_loop) */
     int off_cancelled;        /* the daemon stopped before the work ran */
     dae_status off_status;
     char *off_json;           /* a JSON answer the work made */
@@ -770,19 +773,27 @@ static enum MHD_Result refuse_draining(request *r) {
  * hold up every other client, /healthz too. Such work runs on the helper
  * thread instead, the request's connection suspended meanwhile; then the
  * loop runs then(r), which answers or goes on (to the inference workers).
- * One thread, first come first served: the requests whose work is long
- * are those holding much of the memory budget, which keeps them few. */
+ *
+ * The helper takes the clients in turn, each client's work in the order
+ * it came: a client's work gets the turn after its previous one, or the
+ * next turn when it has none waiting. One client's sixteen big JSON
+ * bodies used to go ahead of everyone else's, and another client's small
+ * v2 request waited 0.5 s behind them. */
 static enum MHD_Result off_loop(request *r, void (*work)(request *r), route_handler then) {
     srv_http *h = r->http;
     pthread_mutex_lock(&h->helper_mu);
     int stopping = h->helper_stopping;
     if (!stopping) {
-        r->off_work = work, r->off_then = then, r->off_next = NULL;
+        unsigned long long *last = r->client != NULL ? &r->client->helper_turn : &h->nobody_turn;
+        if (*last < h->helper_turn) *last = h->helper_turn;
+        r->off_turn = ++*last;
+        r->off_work = work, r->off_then = then;
         r->phase = PHASE_OFF_LOOP;
         MHD_suspend_connection(r->conn); /* first: the helper may resume it once it sees r */
-        if (h->helper_tail != NULL) h->helper_tail->off_next = r;
-        else h->helper_head = r;
-        h->helper_tail = r;
+        request **at = &h->helper_queue;
+        while (*at != NULL && (*at)->off_turn <= r->off_turn) at = &(*at)->off_next;
+        r->off_next = *at;
+        *at = r;
         pthread_cond_signal(&h->helper_wake);
     }
     pthread_mutex_unlock(&h->helper_mu);
@@ -799,11 +810,11 @@ static void *helper_main(void *arg) {
     srv_http *h = arg;
     pthread_mutex_lock(&h->helper_mu);
     for (;;) {
-        while (h->helper_head == NULL && !h->helper_stopping) pthread_cond_wait(&h->helper_wake, &h->helper_mu);
-        request *r = h->helper_head;
+        while (h->helper_queue == NULL && !h->helper_stopping) pthread_cond_wait(&h->helper_wake, &h->helper_mu);
+        request *r = h->helper_queue;
         if (r == NULL) break; /* stopping, nothing left */
-        h->helper_head = r->off_next;
-        if (h->helper_head == NULL) h->helper_tail = NULL;
+        h->helper_queue = r->off_next;
+        h->helper_turn = r->off_turn;
         int stop = h->helper_stopping;
         pthread_mutex_unlock(&h->helper_mu);
         if (stop) r->off_cancelled = 1; /* the daemon is stopping: no work begins */
