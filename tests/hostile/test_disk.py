@@ -14,7 +14,8 @@ meanwhile are counted in /metrics and written once there is room again:
 a cancelled job's record used to say "running" until a restart made it
 "failed". Once space is freed, each works. On the file system made
 read-only, they are 500 `io_error` naming MODELS_DIR or STATE_DIR, not
-where those are (the log has the paths).
+where those are (the log has the paths), and a job running meanwhile
+fails naming MODELS_DIR.
 """
 
 import json
@@ -47,6 +48,10 @@ def fill(path, leave):
 
 def is_full_disk(r, status=507):
     return r.is_json_error(status) and r.json()["error"]["code"] == "insufficient_storage"
+
+
+def srv_job(d, job_id):
+    return harness.request(d.port, "GET", "/train/" + job_id).json()
 
 
 def test_full_disk(suite):
@@ -148,7 +153,20 @@ def test_full_disk(suite):
         # name its directories by their flags, not where they are.
         harness.wait_until(lambda: all(j["state"] not in ("queued", "running") for j in
                                        harness.request(d.port, "GET", "/train").json()["jobs"]), 30)
+        # A job running when the disk turns read-only: its model cannot be
+        # written, and it fails naming MODELS_DIR.
+        r = harness.request(d.port, "POST", "/train", json.dumps(dict(job, epochs=400, model_name="j5")), json_body)
+        j5 = r.json()["id"] if r.status == 202 else None
+        suite.check("a job of 400 epochs is 202", j5 is not None, r)
+        if j5 is not None:
+            harness.wait_until(lambda: harness.request(d.port, "GET", "/train/" + j5).json()["state"] != "queued", 10)
         if subprocess.run(["mount", "-o", "remount,ro", disk]).returncode == 0:
+            if j5 is not None:
+                harness.wait_until(lambda: srv_job(d, j5)["state"] not in ("queued", "running"), 60)
+                j = srv_job(d, j5)
+                suite.check("read-only disk: the job running meanwhile fails, naming MODELS_DIR/j5, not where it is",
+                            j["state"] == "failed" and "MODELS_DIR/j5" in (j["error"] or "")
+                            and disk not in j["error"], j.get("error") or j["state"])
             answers = {
                 "PUT /models/m8": (harness.request(d.port, "PUT", "/models/m8", weights), "MODELS_DIR/m8"),
                 "POST /models/m9/activate": (harness.request(d.port, "POST", "/models/m9/activate"),
