@@ -192,6 +192,7 @@ struct request {
     route_handler off_then;
     request *off_next;
     unsigned long long off_turn; /* its place in the helper's round of clients (off_loop) */
+    double off_since;         /* when it joined the helper's queue (dae_now_s) */
     int off_cancelled;        /* the daemon stopped before the work ran */
     dae_status off_status;
     char *off_json;           /* a JSON answer the work made */
@@ -788,12 +789,14 @@ static enum MHD_Result off_loop(request *r, void (*work)(request *r), route_hand
         if (*last < h->helper_turn) *last = h->helper_turn;
         r->off_turn = ++*last;
         r->off_work = work, r->off_then = then;
+        r->off_since = dae_now_s();
         r->phase = PHASE_OFF_LOOP;
         MHD_suspend_connection(r->conn); /* first: the helper may resume it once it sees r */
         request **at = &h->helper_queue;
         while (*at != NULL && (*at)->off_turn <= r->off_turn) at = &(*at)->off_next;
         r->off_next = *at;
         *at = r;
+        atomic_fetch_add_explicit(&h->metrics->helper_depth, 1, memory_order_relaxed);
         pthread_cond_signal(&h->helper_wake);
     }
     pthread_mutex_unlock(&h->helper_mu);
@@ -815,10 +818,17 @@ static void *helper_main(void *arg) {
         if (r == NULL) break; /* stopping, nothing left */
         h->helper_queue = r->off_next;
         h->helper_turn = r->off_turn;
+        atomic_fetch_sub_explicit(&h->metrics->helper_depth, 1, memory_order_relaxed);
         int stop = h->helper_stopping;
         pthread_mutex_unlock(&h->helper_mu);
-        if (stop) r->off_cancelled = 1; /* the daemon is stopping: no work begins */
-        else r->off_work(r);
+        if (stop) {
+            r->off_cancelled = 1; /* the daemon is stopping: no work begins */
+        } else {
+            double t0 = dae_now_s();
+            srv_hist_observe(&h->metrics->helper_wait, t0 - r->off_since);
+            r->off_work(r);
+            srv_hist_observe(&h->metrics->helper_work, dae_now_s() - t0);
+        }
         MHD_resume_connection(r->conn); /* last touch: r may be gone after this */
         pthread_mutex_lock(&h->helper_mu);
     }

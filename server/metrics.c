@@ -40,6 +40,8 @@ void srv_metrics_init(srv_metrics *m) {
     for (int r = 0; r <= SRV_MAX_ROUTES; r++) hist_init(&m->latency[r], SECONDS, NS, 1e-9);
     hist_init(&m->queue_wait, SECONDS, NS, 1e-9);
     hist_init(&m->inference, SECONDS, NS, 1e-9);
+    hist_init(&m->helper_wait, SECONDS, NS, 1e-9);
+    hist_init(&m->helper_work, SECONDS, NS, 1e-9);
     hist_init(&m->batch_tiles, TILES, NT, 1);
     hist_init(&m->batch_requests, TILES, NT, 1);
     struct timeval tv;
@@ -316,6 +318,13 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_gauges *g, struct srv
     hist_series(&t, "dae_inference_batch_tiles", "", &m->batch_tiles);
     family(&t, "dae_inference_batch_requests", "histogram", "Requests sharing one forward pass.");
     hist_series(&t, "dae_inference_batch_requests", "", &m->batch_requests);
+    family(&t, "dae_helper_queue_depth", "gauge",
+           "Requests whose long work (big JSON, imports, admin changes) waits for the helper thread.");
+    out(&t, "dae_helper_queue_depth %lld\n", (long long)atomic_load_explicit(&m->helper_depth, memory_order_relaxed));
+    family(&t, "dae_helper_wait_seconds", "histogram", "Time a request's long work waits for the helper thread.");
+    hist_series(&t, "dae_helper_wait_seconds", "", &m->helper_wait);
+    family(&t, "dae_helper_work_seconds", "histogram", "Time the helper thread spends on one request's long work.");
+    hist_series(&t, "dae_helper_work_seconds", "", &m->helper_work);
     family(&t, "dae_images_denoised_total", "counter", "Images denoised.");
     out(&t, "dae_images_denoised_total %llu\n", atomic_load_explicit(&m->images_denoised, memory_order_relaxed));
     family(&t, "dae_pixels_denoised_total", "counter", "Pixels of the images denoised (width x height).");

@@ -57,9 +57,11 @@ typedef struct srv_metrics {
     atomic_ullong requests[SRV_MAX_ROUTES + 1][SRV_N_STATUSES + 1];
     srv_hist latency[SRV_MAX_ROUTES + 1];
     srv_hist queue_wait, inference, batch_tiles, batch_requests;
+    srv_hist helper_wait, helper_work; /* work off the event loop (http.c's off_loop): its wait, its time */
     atomic_ullong rejections[SRV_N_REJECTS];
     atomic_ullong images_denoised, pixels_denoised, tiles_denoised, images_noised;
     atomic_llong queue_depth;      /* jobs waiting for a worker */
+    atomic_llong helper_depth;     /* requests whose work waits for the helper thread */
     double start_time;             /* UNIX time the server started */
 } srv_metrics;
 

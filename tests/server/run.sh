@@ -444,6 +444,9 @@ EOF
 
 # ------------------------------------------------------------ metrics and log
 
+req GET /datasets # its listing runs on the helper thread, which the metrics time
+[ "$STATUS" = 200 ]
+ok "GET /datasets: 200"
 req GET /metrics
 cp "$TMP/body" "$TMP/metrics.txt"
 [ "$STATUS" = 200 ] && header Content-Type | grep -q '^text/plain; version=0.0.4'
@@ -466,6 +469,10 @@ ok "metrics have the latency, queue, inference and batch histograms"
 grep -q '^dae_images_denoised_total [1-9]' "$TMP/metrics.txt" &&
     grep -q '^dae_pixels_denoised_total [1-9]' "$TMP/metrics.txt" && grep -q '^dae_queue_depth 0' "$TMP/metrics.txt"
 ok "metrics count images and pixels denoised, and the queue depth"
+grep -q '^dae_helper_work_seconds_count [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_helper_wait_seconds_bucket{le="+Inf"} [1-9]' "$TMP/metrics.txt" &&
+    grep -q '^dae_helper_queue_depth 0$' "$TMP/metrics.txt"
+ok "metrics time the work off the event loop, its wait, and count what waits for it"
 grep -q '^dae_model_info{model="mnist",version="sha256:[0-9a-f]*",default="true"} 1' "$TMP/metrics.txt" &&
     grep -q '^dae_build_info{' "$TMP/metrics.txt" && grep -q '^process_cpu_seconds_total ' "$TMP/metrics.txt" &&
     grep -q '^process_resident_memory_bytes [1-9]' "$TMP/metrics.txt" && grep -q '^process_open_fds ' "$TMP/metrics.txt"
