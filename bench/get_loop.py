@@ -9,8 +9,8 @@ For each dae-server binary given (several: side by side, round by round),
 2 rounds of: a fresh server (loop_stall.py's: the committed default model,
 temporary directories), a job of 1,200 one-step epochs on the fixtures'
 mnist-mini; then, for 2 s each, GET /train/1 and /train/1/loss.svg, plain
-and asking for gzip, and GET /metrics: the answers, and the event loop's
-CPU seconds.
+and asking for gzip, and GET /metrics (plain, and asking for gzip as
+Prometheus does): the answers, and the event loop's CPU seconds.
 """
 
 import http.client
@@ -55,7 +55,7 @@ def one_round(binary):
             sizes = [len(s.text(p % job)) for p in ("/train/%s", "/train/%s/loss.svg")]
             sizes.append(len(s.text("/metrics")))
             return sizes, ([loop(s, p % job, gz) for p in ("/train/%s", "/train/%s/loss.svg") for gz in (0, 1)]
-                           + [loop(s, "/metrics", 0)])
+                           + [loop(s, "/metrics", gz) for gz in (0, 1)])
         finally:
             s.stop()
 
@@ -63,8 +63,9 @@ def one_round(binary):
 def main():
     servers = sys.argv[1:] or [os.path.join(ROOT, "build", "dae-server")]
     print("one keep-alive client, %.0f s each: answers (event loop CPU s)" % SECONDS)
-    print("%-28s %5s %20s %20s %20s %20s %20s %20s" % ("server", "round", "record / svg / metrics", "record",
-                                                       "record gzip", "loss.svg", "loss.svg gzip", "metrics"))
+    print("%-28s %5s %20s %20s %20s %20s %20s %20s %20s" % ("server", "round", "record / svg / metrics", "record",
+                                                            "record gzip", "loss.svg", "loss.svg gzip", "metrics",
+                                                            "metrics gzip"))
     for rnd in range(1, 3):
         for binary in servers:
             sizes, runs = one_round(binary)
