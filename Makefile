@@ -278,7 +278,7 @@ FUZZ_ASAN    := -g -O1 -fsanitize=address,undefined -DDAE_IMAGE_FILL_CHECK
 FUZZ_MSAN    := -g -O1 -fsanitize=memory -fsanitize-memory-track-origins
 FUZZ_ENV     := UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # The image code and what it needs from core/ (image buffers, noise, pages), for MSan.
-FUZZ_IMG_SRC := io/image.c $(wildcard io/img_*.c) io/fileio.c core/dae_image.c core/dae_status.c core/noise.c core/pages.c core/rng.c
+FUZZ_IMG_SRC := io/image.c io/deflate.c $(wildcard io/img_*.c) io/fileio.c core/dae_image.c core/dae_status.c core/noise.c core/pages.c core/rng.c
 fuzz_libs     = $(addprefix $(FUZZ_DIR)/$(1)/lib/,libpng.a libjpeg.a libgif.a libdeflate.a libz.a)
 # One allocation over 256 MB is a finding: no input of a few KB needs it.
 # With only the RSS limit, a PNG whose chunk header claimed 1.1 GB was

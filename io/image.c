@@ -17,8 +17,8 @@
 
 #include <libdeflate.h>
 #include <png.h>
-#include <pthread.h>
 
+#include "deflate.h"
 #include "fileio.h"
 #include "img_codec.h"
 #include "pages.h"
@@ -274,35 +274,13 @@ static void png_unfilter(int filter, uint8_t *cur, const uint8_t *prev, size_t n
  * 812 would be inflated by the careful loop. */
 enum { INFLATE_SLACK = 299 };
 
-/* The calling thread's decompressor, made at its first plain PNG and
- * freed when the thread ends (libdeflate's is 11 KB, zeroed when made);
- * NULL without memory or a thread-specific key, and then libpng decodes. */
-static pthread_key_t inflater_key;
-static int inflater_keyed;
-static pthread_once_t inflater_once = PTHREAD_ONCE_INIT;
-
-static void inflater_free(void *d) { libdeflate_free_decompressor(d); }
-
-static void inflater_key_make(void) { inflater_keyed = pthread_key_create(&inflater_key, inflater_free) == 0; }
-
-static struct libdeflate_decompressor *inflater(void) {
-    (void)pthread_once(&inflater_once, inflater_key_make);
-    if (!inflater_keyed) return NULL;
-    struct libdeflate_decompressor *d = pthread_getspecific(inflater_key);
-    if (d == NULL && (d = libdeflate_alloc_decompressor()) != NULL && pthread_setspecific(inflater_key, d) != 0) {
-        libdeflate_free_decompressor(d);
-        d = NULL;
-    }
-    return d;
-}
-
 /* Inflates the zlib stream of the consecutive IDAT chunks (the first at
  * pos, total bytes of data in all) into raw (n bytes, and INFLATE_SLACK
  * more of room); 1 when it gives exactly n bytes, ends with the last IDAT
  * and its Adler-32 holds. libdeflate takes a stream whole: in one chunk
  * it is read where it lies, in several they are joined in a copy first. */
 static int png_inflate_idats(const uint8_t *buf, size_t pos, size_t total, uint8_t *raw, size_t n) {
-    struct libdeflate_decompressor *d = inflater();
+    struct libdeflate_decompressor *d = dae_thread_inflater(); /* NULL: libpng decodes */
     if (d == NULL) return 0;
     const uint8_t *stream = buf + pos + 8;
     uint8_t *joined = NULL;

@@ -19,7 +19,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include <libdeflate.h>
 #include <microhttpd.h>
 #include <zlib.h>
 
@@ -28,6 +27,7 @@
 #include "clients.h"
 #include "clock.h"
 #include "dataset_http.h"
+#include "deflate.h"
 #include "gate.h"
 #include "httphead.h"
 #include "log.h"
@@ -47,9 +47,9 @@
  * the event loop. On the 2-core machine of the README's benchmarks a 9.4 MB
  * request of 2.35 million floats took 0.2-0.8 s to parse and its answer
  * about as long to print, and gzip packs printed floats at 16 MB/s there
- * (zlib; libdeflate now, 2.8 times as fast on the machine of its note at
- * gzip_of): 16 KiB is under a millisecond of any of them. A one-image v2 request
- * in JSON and its answer stay on the loop. */
+ * (zlib's; libdeflate's, now, 2.8 times as fast: io/deflate.h): 16 KiB is
+ * under a millisecond of any of them. A one-image v2 request in JSON and
+ * its answer stay on the loop. */
 #define OFF_LOOP_BYTES ((size_t)16 << 10)
 
 typedef struct request request;
@@ -474,50 +474,6 @@ static uint8_t *deflate_joinable(const void *body, size_t len, size_t *out_len) 
     return out;
 }
 
-/* The calling thread's gzip compressor (level 6), made at its first
- * gzip'd answer and freed when the thread ends (672 KB; making one for
- * each answer would cost more than a small answer's gzip); NULL without
- * memory or a thread-specific key. */
-static pthread_key_t gzipper_key;
-static int gzipper_keyed;
-static pthread_once_t gzipper_once = PTHREAD_ONCE_INIT;
-
-static void gzipper_free(void *c) { libdeflate_free_compressor(c); }
-
-static void gzipper_key_make(void) { gzipper_keyed = pthread_key_create(&gzipper_key, gzipper_free) == 0; }
-
-static struct libdeflate_compressor *gzipper(void) {
-    (void)pthread_once(&gzipper_once, gzipper_key_make);
-    if (!gzipper_keyed) return NULL;
-    struct libdeflate_compressor *c = pthread_getspecific(gzipper_key);
-    if (c == NULL && (c = libdeflate_alloc_compressor(6)) != NULL && pthread_setspecific(gzipper_key, c) != 0) {
-        libdeflate_free_compressor(c);
-        c = NULL;
-    }
-    return c;
-}
-
-/* len bytes of body as a gzip member in a malloc'd buffer of *out_len
- * bytes, or NULL (the body then goes as it is). libdeflate: an 11.1 MB
- * v2 answer of printed floats took zlib 0.44 s at the same level, into
- * 3.66 MB; libdeflate takes 0.16 s, into 3.35 MB. */
-static uint8_t *gzip_of(const void *body, size_t len, size_t *out_len) {
-    *out_len = 0;
-    struct libdeflate_compressor *c = gzipper();
-    if (c == NULL) return NULL;
-    size_t cap = libdeflate_gzip_compress_bound(c, len);
-    uint8_t *out = malloc(cap);
-    if (out == NULL) return NULL;
-    size_t n = libdeflate_gzip_compress(c, body, len, out, cap);
-    if (n == 0) {
-        free(out);
-        return NULL;
-    }
-    uint8_t *fitted = realloc(out, n); /* the bound is about the body's size */
-    *out_len = n;
-    return fitted != NULL ? fitted : out;
-}
-
 /* Queues a response of len bytes of body (taken over per mode), or of gz
  * (gz_len bytes, its gzip'd copy, freed here) when there is one, with
  * content_type and the usual headers; records status and size. */
@@ -549,7 +505,7 @@ static int answer_zips(const request *r, const char *content_type, size_t len) {
 static enum MHD_Result answer(request *r, int status, const char *content_type, void *body, size_t len,
                               enum MHD_ResponseMemoryMode mode) {
     size_t gz_len = 0;
-    uint8_t *gz = answer_zips(r, content_type, len) ? gzip_of(body, len, &gz_len) : NULL;
+    uint8_t *gz = answer_zips(r, content_type, len) ? dae_gzip(body, len, &gz_len) : NULL;
     return answer_made(r, status, content_type, body, len, mode, gz, gz_len);
 }
 
@@ -771,7 +727,7 @@ static int hold_answer(request *r, long long bytes) {
  * are held the same way, sent from shared texts: answer_texts.) */
 static enum MHD_Result answer_held(request *r, int status, const char *content_type, char *body, size_t len) {
     size_t gz_len = 0;
-    uint8_t *gz = answer_zips(r, content_type, len) ? gzip_of(body, len, &gz_len) : NULL;
+    uint8_t *gz = answer_zips(r, content_type, len) ? dae_gzip(body, len, &gz_len) : NULL;
     long long sent = (long long)(gz != NULL ? gz_len : len);
     if (sent >= HELD_MIN_BYTES && hold_answer(r, sent) != 0) {
         free(gz);
@@ -1249,7 +1205,7 @@ static void v2_print(request *r) {
                                    &r->v2_answer_json);
     if (r->off_status == DAE_OK && r->v2_answer_json == r->v2_answer_len &&
         answer_zips(r, "application/json", r->v2_answer_len)) /* millions of printed floats */
-        r->off_gz = gzip_of(r->v2_answer, r->v2_answer_len, &r->off_gz_len);
+        r->off_gz = dae_gzip(r->v2_answer, r->v2_answer_len, &r->off_gz_len);
 out:
     free(png);
     free(png_len);
@@ -2097,7 +2053,7 @@ static int asset_gzip(const srv_asset *a, const uint8_t **gz, size_t *len) {
         if (gz_cache.entry[i].data == a->data) *gz = gz_cache.entry[i].gz, *len = gz_cache.entry[i].len, rc = 0;
     if (rc != 0 && gz_cache.n < GZ_CACHE_MAX) {
         size_t n;
-        uint8_t *made = gzip_of(a->data, a->len, &n);
+        uint8_t *made = dae_gzip(a->data, a->len, &n);
         if (made != NULL) {
             gz_cache.entry[gz_cache.n++] = (gz_entry){a->data, made, n};
             *gz = made, *len = n, rc = 0;
