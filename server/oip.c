@@ -387,7 +387,7 @@ static dae_status shape_of(parse_ctx *c, const cJSON *input, long long *dims, in
     cJSON_ArrayForEach(e, shape) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble) ||
             e->valuedouble > 1e9)
-            return bad(c, "input \"%s\": \"shape\" must hold whole numbers >= 0", c->input);
+            return bad(c, "input \"%s\": \"shape\" must hold whole numbers from 0 to 1000000000", c->input);
         if (*rank == max) return bad(c, "input \"%s\": \"shape\" has more than %d dimensions", c->input, max);
         dims[(*rank)++] = (long long)e->valuedouble;
     }

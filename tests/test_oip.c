@@ -239,6 +239,10 @@ Test(oip, mistakes_are_named) {
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],\"data\":[1,2,3]}]}", "has 3 elements"},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[99999,1,28,28],\"data\":[0]}]}",
          "needs 78399216"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[4294967297,1,28,28],\"data\":[0]}]}",
+         "whole numbers from 0 to 1000000000"},
+        {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,-28,28],\"data\":[0]}]}",
+         "whole numbers from 0 to 1000000000"},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28]}]}", "no \"data\""},
         {"{\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[1,1,28,28],"
          "\"parameters\":{\"binary_data_size\":3136}}]}",
