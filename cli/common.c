@@ -181,7 +181,8 @@ int cli_check_image_output(const char *cmd, const char *path) {
         return 0;
     }
     /* Only PNG is written: a name promising another format would hold a PNG. */
-    static const char *const OTHER[] = {".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".pnm", ".tga"};
+    static const char *const OTHER[] = {".jpg", ".jpeg", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".pnm",
+                                        ".tga", ".webp", ".tif", ".tiff", ".avif", ".heic"};
     const char *dot = strrchr(path, '.');
     for (size_t i = 0; dot != NULL && strchr(dot, '/') == NULL && i < sizeof OTHER / sizeof OTHER[0]; i++)
         if (strcasecmp(dot, OTHER[i]) == 0)

@@ -567,8 +567,9 @@ bad "denoise into a missing directory" "$OUT/nodir/r.png" "$OUT/nodir/r.png" \
 usage "denoise into a .jpg name" denoise "$TMP/g28.pgm" "$OUT/r.jpg" --model "$M1"
 check "the .jpg error says the output is a PNG" grep -q "r.jpg: the output is always a PNG" "$TMP/stderr"
 usage "noise into a .JPEG name" noise "$TMP/g28.pgm" "$OUT/r.JPEG"
-check "nothing was written for the .jpg and .JPEG names" test -z "$(ls -A "$OUT")"
-rm -f "$OUT/r.jpg" "$OUT/r.JPEG" # a dae that wrote them fails the checks above, not every later one
+usage "denoise into a .webp name" denoise "$TMP/g28.pgm" "$OUT/r.webp" --model "$M1"
+check "nothing was written for the .jpg, .JPEG and .webp names" test -z "$(ls -A "$OUT")"
+rm -f "$OUT/r.jpg" "$OUT/r.JPEG" "$OUT/r.webp" # a dae that wrote them fails the checks above, not every later one
 bad "denoise with a text file as the model" "notes.txt" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/notes.txt"
 bad "denoise with a truncated model" "short.safetensors" "$R" denoise "$TMP/g28.pgm" "$R" --model "$TMP/short.safetensors"
 # A copy of dae with no models directory near it, run where there is none.
