@@ -451,7 +451,7 @@ static int accepts_gzip(const char *ae) {
 /* len bytes of body as raw deflate blocks that end on a byte boundary (a
  * sync flush), which join others' into one stream (answer_texts), in a
  * malloc'd buffer of *out_len bytes; NULL (the body then goes as it is)
- * without memory. libdeflate ends every stream it makes: zlib's. */
+ * without memory. zlib's: libdeflate only makes streams that end. */
 static uint8_t *deflate_joinable(const void *body, size_t len, size_t *out_len) {
     z_stream z;
     memset(&z, 0, sizeof z);
