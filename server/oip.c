@@ -694,6 +694,69 @@ static long long answer_head_bytes(const srv_oip_request *req) {
 /* The longest "%.9g" of a float, and its comma. */
 #define FLOAT_TEXT_MAX 16
 
+/* Powers of ten to 10^15. */
+static const uint64_t POW10[16] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull,
+                                   100000000ull, 1000000000ull, 10000000000ull, 100000000000ull,
+                                   1000000000000ull, 10000000000000ull, 100000000000000ull, 1000000000000000ull};
+
+size_t srv_oip_float_text(float f, char *out) {
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    int biased = (int)(bits >> 23 & 0xff), neg = (int)(bits >> 31);
+    char *p = out;
+    if (biased == 0 && (bits & 0x7fffff) == 0) { /* "0" or "-0" */
+        if (neg) *p++ = '-';
+        *p++ = '0';
+        return (size_t)(p - out);
+    }
+    if (biased == 0 || biased == 0xff) goto by_printf; /* subnormal (an exponent), infinite or NaN */
+    /* |f| = m 2^e2 exactly. x is its decimal exponent: the one whose 9
+     * digits q = |f| 10^(8 - x), cut to a whole number, lie in
+     * [10^8, 10^9); a guess from the binary exponent is off by one at
+     * most. q is then rounded as printf rounds: half to even. */
+    uint64_t m = (bits & 0x7fffff) | 0x800000;
+    int e2 = biased - 150, x = (int)floor((biased - 127) * 0.30102999566398120), round_up = 0;
+    uint64_t q = 0;
+    for (int tries = 0;; tries++) {
+        int s = 8 - x;
+        if (tries == 3 || s < 0 || s > 15) goto by_printf; /* an exponent, or past 10^15 2^24 < 2^128 */
+        unsigned __int128 n = (unsigned __int128)m * POW10[s];
+        if (e2 >= 0) {
+            q = (uint64_t)(n << e2), round_up = 0;
+        } else {
+            unsigned __int128 rem = n & (((unsigned __int128)1 << -e2) - 1), half = (unsigned __int128)1 << (-e2 - 1);
+            q = (uint64_t)(n >> -e2);
+            round_up = rem > half || (rem == half && (q & 1));
+        }
+        if (q >= 1000000000ull) x++;
+        else if (q < 100000000ull) x--;
+        else break;
+    }
+    q += (uint64_t)round_up;
+    if (q == 1000000000ull) q = 100000000ull, x++;
+    if (x < -4 || x > 8) goto by_printf; /* "%g" writes an exponent */
+    char d[9];
+    for (int i = 8; i >= 0; i--, q /= 10) d[i] = (char)('0' + q % 10);
+    int last = 8; /* the last digit that is not a trailing zero */
+    while (last > 0 && d[last] == '0') last--;
+    if (neg) *p++ = '-';
+    if (x >= 0) {
+        for (int i = 0; i <= x; i++) *p++ = d[i];
+        if (last > x) *p++ = '.';
+        for (int i = x + 1; i <= last; i++) *p++ = d[i];
+    } else {
+        *p++ = '0', *p++ = '.';
+        for (int i = 0; i < -x - 1; i++) *p++ = '0';
+        for (int i = 0; i <= last; i++) *p++ = d[i];
+    }
+    return (size_t)(p - out);
+by_printf:;
+    char text[32];
+    int n = snprintf(text, sizeof text, "%.9g", (double)f);
+    memcpy(out, text, (size_t)n);
+    return (size_t)n;
+}
+
 long long srv_oip_answer_bytes(const srv_oip_request *req, int h, int w, size_t png_total) {
     long long head = answer_head_bytes(req);
     if (req->kind == SRV_OIP_TENSOR) {
@@ -755,7 +818,7 @@ dae_status srv_oip_answer(const srv_oip_request *req, const srv_model *m, const 
         for (size_t i = 0; i < count; i++) {
             if (i > 0) b[n++] = ',';
             if (tensor) {
-                n += (size_t)snprintf(b + n, cap - n, "%.9g", (double)out[i]);
+                n += srv_oip_float_text(out[i], b + n);
             } else {
                 b[n++] = '"';
                 n += b64_encode(png[i], png_len[i], b + n);
