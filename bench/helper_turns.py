@@ -23,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "hostile"))
 import harness  # noqa: E402
-from test_fairness import ATTACKER, OTHER, _v2_body  # noqa: E402
+from test_fairness import ATTACKER, OTHER  # noqa: E402
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -43,7 +43,7 @@ def one_round(suite, server):
     suite.server = os.path.abspath(server)
     suite.current = "helper-turns"
     d = suite.start("server", "--access-log", "off")
-    big, small = _v2_body(200, 2), _v2_body(8, 1)
+    big, small = harness.v2_json_body(200, 2), harness.v2_json_body(8, 1)
     alone = small_requests(d.port, small)
     stop, took = threading.Event(), []
 

@@ -248,8 +248,7 @@ def test_big_json_does_not_stall_others(suite):
     got an answer, not even /healthz."""
     d = suite.start("big-json", "--access-log", "off")
     n = 3000
-    pixels = ",".join("0.%d" % (i * 2654435761 >> 16 & 7) for i in range(n * 784))  # varied: gzip works for it
-    big = ('{"inputs":[{"name":"input","shape":[%d,1,28,28],"datatype":"FP32","data":[%s]}]}' % (n, pixels)).encode()
+    big = harness.v2_json_body(n)
     results = []
 
     def send_big():

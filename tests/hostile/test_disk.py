@@ -50,7 +50,7 @@ def is_full_disk(r, status=507):
     return r.is_json_error(status) and r.json()["error"]["code"] == "insufficient_storage"
 
 
-def srv_job(d, job_id):
+def job_record(d, job_id):
     return harness.request(d.port, "GET", "/train/" + job_id).json()
 
 
@@ -159,11 +159,11 @@ def test_full_disk(suite):
         j5 = r.json()["id"] if r.status == 202 else None
         suite.check("a job of 400 epochs is 202", j5 is not None, r)
         if j5 is not None:
-            harness.wait_until(lambda: harness.request(d.port, "GET", "/train/" + j5).json()["state"] != "queued", 10)
+            harness.wait_until(lambda: job_record(d, j5)["state"] != "queued", 10)
         if subprocess.run(["mount", "-o", "remount,ro", disk]).returncode == 0:
             if j5 is not None:
-                harness.wait_until(lambda: srv_job(d, j5)["state"] not in ("queued", "running"), 60)
-                j = srv_job(d, j5)
+                harness.wait_until(lambda: job_record(d, j5)["state"] not in ("queued", "running"), 60)
+                j = job_record(d, j5)
                 suite.check("read-only disk: the job running meanwhile fails, naming MODELS_DIR/j5, not where it is",
                             j["state"] == "failed" and "MODELS_DIR/j5" in (j["error"] or "")
                             and disk not in j["error"], j.get("error") or j["state"])

@@ -278,13 +278,6 @@ def test_one_client_cannot_fill_the_queue(suite):
     suite.check("the daemon is alive", d.alive())
 
 
-def _v2_body(images, seed):
-    """A v2 inference request of images 28x28 images as a JSON tensor."""
-    pixels = ",".join("0.%d" % ((i * 2654435761 + seed) >> 16 & 7) for i in range(images * 784))
-    return ('{"inputs":[{"name":"input","shape":[%d,1,28,28],"datatype":"FP32","data":[%s]}]}'
-            % (images, pixels)).encode()
-
-
 def test_one_client_cannot_hold_the_helper(suite):
     """A v2 JSON body over 16 KB is parsed, and its answer printed, on the
     one helper thread, which took its work first come first served: with
@@ -293,7 +286,7 @@ def test_one_client_cannot_hold_the_helper(suite):
     of 2. The helper now takes the clients in turn."""
     d = suite.start("helper", "--access-log", "off")
     headers = {"Content-Type": "application/json"}
-    big, small = _v2_body(200, 2), _v2_body(8, 1)
+    big, small = harness.v2_json_body(200, 2), harness.v2_json_body(8, 1)
     stop = threading.Event()
     attacker = []
 
