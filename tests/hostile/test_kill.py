@@ -119,8 +119,10 @@ def test_acknowledged_writes_survive_kill(suite):
     expected, in_flight, answered = Expected(), None, 0
     gray = harness.fixture(suite, "images", "gray8.png")
     for rnd in range(ROUNDS + 1):
+        # --train-keep 0: a fast machine answers over 100 jobs in the 8
+        # rounds, and past --train-keep the oldest ended ones are removed.
         d = suite.start("a", "--data-dir", data, "--workers", "1", "--train-threads", "1",
-                        "--reload-interval", "0", model="")
+                        "--reload-interval", "0", "--train-keep", "0", model="")
         seen, names = observed(d.port, by_sha)
         if in_flight is not None and seen.writes() != expected.writes():
             expected = expected.after(in_flight)
