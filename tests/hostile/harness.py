@@ -256,13 +256,13 @@ class Suite:
             print("FAIL: %s: %s %s" % (self.current, name, detail), file=sys.stderr, flush=True)
         return cond
 
-    def check_rss_falls_back(self, name, cond, detail=""):
+    def check_rss_falls_back(self, name, cond):
         """check(), except under AddressSanitizer, where it says it skipped."""
         if self.sanitized:
             print("  skipped under AddressSanitizer (its quarantine holds freed memory): %s: %s"
                   % (self.current, name), flush=True)
             return True
-        return self.check(name, cond, detail)
+        return self.check(name, cond)
 
     def end_test(self):
         for d in self.daemons:
